@@ -1,0 +1,4 @@
+"""unfreeze: transfer learning for image classifiers."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
