@@ -1,0 +1,35 @@
+"""Small file-system helpers shared by exports, checkpoints and run directories."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds.
+
+    The temporary file lives in the same folder, so the final `os.replace` is atomic: an interrupted
+    write never leaves a half-written file at `target`, and an existing file stays intact.
+
+    Example:
+        >>> with atomic_path("model.unfreeze") as tmp:  # doctest: +SKIP
+        ...     tmp.write_bytes(data)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

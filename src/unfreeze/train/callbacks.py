@@ -1,0 +1,353 @@
+"""The callback events of the training loop, and the built-in callbacks.
+
+The loop in `Learner.fit` calls these events, in this order, and no others:
+
+    before_fit(learner)
+      before_epoch(epoch)
+        before_batch(step)  after_batch(step, logs)      # once per training batch
+      after_epoch(epoch, logs)                            # after validation
+    after_fit(logs)
+
+`logs` is a plain dict of floats. A callback may read the learner it was given in `before_fit`
+(through its public attributes) but never writes to it. To stop training it returns `True` from
+`after_batch` or `after_epoch`, or sets `self.stop_training = True`; the loop checks both.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "ProgressCallback",
+    "Recorder",
+    "SaveBestModel",
+]
+
+
+class Callback:
+    """Base class: override only the events you need. Every event is a no-op by default."""
+
+    stop_training: bool = False
+
+    def before_fit(self, learner: Learner) -> None:
+        """Called once before the first epoch."""
+
+    def before_epoch(self, epoch: int) -> None:
+        """Called at the start of each epoch (0-based)."""
+
+    def before_batch(self, step: int) -> None:
+        """Called before each training batch; `step` counts batches across the whole fit."""
+
+    def after_batch(self, step: int, logs: dict[str, float]) -> bool | None:
+        """Called after each optimizer step with `loss`, `smooth_loss`, `lr` (head group)."""
+
+    def after_epoch(self, epoch: int, logs: dict[str, float]) -> bool | None:
+        """Called after validation with `train_loss`, `valid_loss`, the metrics and `time`."""
+
+    def after_fit(self, logs: dict[str, float]) -> None:
+        """Called once at the end, also after an interruption or a stop."""
+
+
+class Recorder(Callback):
+    """Keeps the history of a learner: every step's loss, LRs and momentum, and every epoch's row.
+
+    The learner owns one Recorder for its whole life, so the history of `fine_tune`'s two phases is
+    one continuous record. `train_loss` in a row is the debiased EMA of the loss (beta 0.98) at the end
+    of the epoch, as fastai prints it.
+
+    Attributes:
+        history: One dict per epoch: epoch, train_loss, valid_loss, metrics..., time.
+        losses: Raw training loss per step.
+        smooth_losses: Debiased EMA of the loss per step.
+        lrs: Per-step list of each parameter group's LR.
+        moms: Per-step momentum (Adam beta1).
+        notes: Free-form events such as an auto-chosen LR or an interruption.
+    """
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self.history: list[dict[str, Any]] = []
+        self.losses: list[float] = []
+        self.smooth_losses: list[float] = []
+        self.lrs: list[list[float]] = []
+        self.moms: list[float] = []
+        self.notes: list[str] = []
+        self.phase_starts: list[int] = []
+        self._average = 0.0
+        self._count = 0
+
+    def reset_smoothing(self) -> None:
+        """Restart the loss EMA, as fastai does at the start of every fit."""
+        self._average, self._count = 0.0, 0
+
+    def record_step(self, loss: float, lrs: list[float], mom: float) -> float:
+        """Store one step and return the smoothed loss."""
+        self._count += 1
+        self._average = self.beta * self._average + (1 - self.beta) * loss
+        smooth = self._average / (1 - self.beta**self._count)
+        self.losses.append(loss)
+        self.smooth_losses.append(smooth)
+        self.lrs.append(list(lrs))
+        self.moms.append(mom)
+        return smooth
+
+    def add_note(self, note: str) -> None:
+        """Record an event (auto LR, interruption, NaN) in the history."""
+        self.notes.append(note)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the record (plain lists and numbers)."""
+        return {
+            "history": self.history,
+            "losses": self.losses,
+            "smooth_losses": self.smooth_losses,
+            "lrs": self.lrs,
+            "moms": self.moms,
+            "notes": self.notes,
+            "phase_starts": self.phase_starts,
+            "ema": [self._average, self._count],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a record saved by `state_dict`."""
+        self.history = list(state["history"])
+        self.losses = list(state["losses"])
+        self.smooth_losses = list(state["smooth_losses"])
+        self.lrs = [list(x) for x in state["lrs"]]
+        self.moms = list(state["moms"])
+        self.notes = list(state["notes"])
+        self.phase_starts = list(state["phase_starts"])
+        self._average, self._count = float(state["ema"][0]), int(state["ema"][1])
+
+    def plot_loss(self, path: str | Path = "loss.png", skip_start: int = 5, with_valid: bool = True) -> Path:
+        """Save the training loss per step (and validation loss per epoch) as a PNG.
+
+        Example:
+            >>> learn.recorder.plot_loss("loss.png")  # doctest: +SKIP
+        """
+        from unfreeze import plots
+
+        return plots.plot_loss(self, path, skip_start=skip_start, with_valid=with_valid)
+
+    def plot_sched(self, path: str | Path = "sched.png") -> Path:
+        """Save each group's LR and the momentum per step as a PNG.
+
+        Example:
+            >>> learn.recorder.plot_sched("sched.png")  # doctest: +SKIP
+        """
+        from unfreeze import plots
+
+        return plots.plot_sched(self, path)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _format_time(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
+class ProgressCallback(Callback):
+    """Prints the results table, one row per epoch; live bars only on a terminal.
+
+    In a pipe or a log file it prints exactly one line per epoch and nothing per batch, so logs stay
+    readable (fastai's bars flood them). `quiet=True` prints nothing at all.
+    """
+
+    def __init__(self, quiet: bool = False, stream: Any = None) -> None:
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stdout
+        self._columns: list[str] = []
+        self._progress: Any = None
+        self._task: Any = None
+        self._learner: Learner | None = None
+
+    def _is_tty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def _print(self, line: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def before_fit(self, learner: Learner) -> None:
+        self._learner = learner
+        if self.quiet:
+            return
+        self._columns = ["epoch", "train_loss", "valid_loss", *learner.metric_names, "time"]
+        if self._is_tty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[loss]}"),
+                console=Console(file=self.stream),
+                transient=True,
+            )
+            self._progress.start()
+        self._print("  ".join(f"{c:>10}" for c in self._columns))
+
+    def before_epoch(self, epoch: int) -> None:
+        if self._progress is not None and self._learner is not None:
+            total = len(self._learner.dls.train)
+            self._task = self._progress.add_task(f"epoch {epoch}", total=total, loss="")
+
+    def after_batch(self, step: int, logs: dict[str, float]) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, loss=f"loss {logs['smooth_loss']:.4f}")
+
+    def after_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+        if self.quiet:
+            return
+        cells = []
+        for column in self._columns:
+            value = logs.get(column, "")
+            cells.append(_format_time(value) if column == "time" else _format_value(value))
+        self._print("  ".join(f"{c:>10}" for c in cells))
+
+    def after_fit(self, logs: dict[str, float]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return math.isfinite(value)
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+    if mode != "auto":
+        return mode
+    return "max" if any(w in monitor for w in ("accuracy", "f1", "score")) else "min"
+
+
+class _Monitor(Callback):
+    """Shared bookkeeping for callbacks that watch one logged value."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        self.monitor = monitor
+        self.mode = _mode_for(monitor, mode)
+        self.min_delta = min_delta
+        self.best: float | None = None
+
+    def _read(self, logs: dict[str, float]) -> float:
+        if self.monitor not in logs:
+            raise KeyError(
+                f"{type(self).__name__} monitors {self.monitor!r}, but the epoch logs hold "
+                f"{sorted(logs)}. Pass monitor= one of those."
+            )
+        return float(logs[self.monitor])
+
+
+class EarlyStopping(_Monitor):
+    """Stop training when `monitor` has not improved for `patience` epochs.
+
+    Example:
+        >>> learn.fit_one_cycle(20, 1e-3, callbacks=[EarlyStopping("valid_loss", patience=3)])  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str = "valid_loss", patience: int = 1, min_delta: float = 0.0, mode: str = "auto"):
+        super().__init__(monitor, mode, min_delta)
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}.")
+        self.patience = patience
+        self.wait = 0
+
+    def before_fit(self, learner: Learner) -> None:
+        self.best, self.wait, self.stop_training = None, 0, False
+
+    def after_epoch(self, epoch: int, logs: dict[str, float]) -> bool:
+        value = self._read(logs)
+        if _improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait > self.patience
+
+
+class SaveBestModel(_Monitor):
+    """Save the model's weights (safetensors) whenever `monitor` improves; reload the best at the end.
+
+    Example:
+        >>> best = SaveBestModel("error_rate", path="best.safetensors")
+        >>> learn.fit_one_cycle(5, 1e-3, callbacks=[best])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        path: str | Path = "best.safetensors",
+        mode: str = "auto",
+        restore_best: bool = True,
+    ) -> None:
+        super().__init__(monitor, mode, 0.0)
+        self.path = Path(path)
+        self.restore_best = restore_best
+        self.best_epoch: int | None = None
+        self._learner: Learner | None = None
+
+    def before_fit(self, learner: Learner) -> None:
+        self._learner, self.best, self.best_epoch = learner, None, None
+
+    def after_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        value = self._read(logs)
+        if self._learner is not None and _improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.best_epoch = value, epoch
+            self._learner.save_weights(self.path)
+
+    def after_fit(self, logs: dict[str, float]) -> None:
+        if self.restore_best and self._learner is not None and self.best_epoch is not None:
+            self._learner.load_weights(self.path)
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch to a CSV file (header written once).
+
+    Example:
+        >>> learn.fit(3, 1e-3, callbacks=[CSVLogger("history.csv")])  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path = "history.csv", append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = append
+        self._start = 0.0
+
+    def before_fit(self, learner: Learner) -> None:
+        if not self.append and self.path.exists():
+            self.path.unlink()
+        self._start = time.time()
+
+    def after_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        new_file = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(logs))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(logs)
