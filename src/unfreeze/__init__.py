@@ -1,4 +1,58 @@
-"""unfreeze: transfer learning for image classifiers."""
+"""unfreeze: transfer learning for image classifiers, with fastai's workflow and safe exports.
+
+Example:
+    >>> from unfreeze import ImageDataLoaders, vision_learner, error_rate, sample_path
+    >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)           # doctest: +SKIP
+    >>> learn = vision_learner(dls, "efficientnet_lite0", metrics=[error_rate])  # doctest: +SKIP
+    >>> learn.fine_tune(2)                                                   # doctest: +SKIP
+"""
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+from unfreeze.data import DataError, DataWarning, ImageDataLoader, ImageDataLoaders, sample_path
+from unfreeze.models import (
+    TransferModel,
+    UnknownArchitectureError,
+    WeightsNotFoundError,
+    create_model,
+)
+from unfreeze.train.builders import cnn_learner, vision_learner
+from unfreeze.train.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    ProgressCallback,
+    Recorder,
+    SaveBestModel,
+)
+from unfreeze.train.checkpoint import CheckpointError
+from unfreeze.train.learner import Learner, NonFiniteLossError
+from unfreeze.train.metrics import accuracy, error_rate, f1_score, top_k_accuracy
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CheckpointError",
+    "DataError",
+    "DataWarning",
+    "EarlyStopping",
+    "ImageDataLoader",
+    "ImageDataLoaders",
+    "Learner",
+    "NonFiniteLossError",
+    "ProgressCallback",
+    "Recorder",
+    "SaveBestModel",
+    "TransferModel",
+    "UnknownArchitectureError",
+    "WeightsNotFoundError",
+    "__version__",
+    "accuracy",
+    "cnn_learner",
+    "create_model",
+    "error_rate",
+    "f1_score",
+    "sample_path",
+    "top_k_accuracy",
+    "vision_learner",
+]

@@ -531,6 +531,69 @@ class Learner:
 
         return lr_find(self, *args, **kwargs)
 
+    # ------------------------------------------------------------------ inference and export
+    # Thin entry points: the work lives in unfreeze.inference, which owns prediction and export.
+
+    def get_preds(self, dl: Any = None, with_loss: bool = False) -> Any:
+        """Softmax probabilities and targets over `dl` (default: validation), in dataset order.
+
+        Example:
+            >>> probs, targets = learn.get_preds()  # doctest: +SKIP
+        """
+        from unfreeze.inference.predict import get_preds
+
+        return get_preds(self, dl=dl, with_loss=with_loss)
+
+    def predict(self, item: Any) -> Any:
+        """Predict one image (path, PIL image, numpy array or tensor): `(label, index, probs)`.
+
+        Example:
+            >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
+        """
+        from unfreeze.inference.predict import predict
+
+        return predict(self, item)
+
+    def predict_batch(self, items: Any, bs: int = 64) -> Any:
+        """Stream predictions over many images or a folder, in constant memory.
+
+        Example:
+            >>> rows = learn.predict_batch("photos/")  # doctest: +SKIP
+        """
+        from unfreeze.inference.predict import predict_batch
+
+        return predict_batch(self, items, bs=bs)
+
+    def tta(self, dl: Any = None, n: int = 4, beta: float = 0.25) -> Any:
+        """Test-time augmentation with fastai's defaults: `(probs, targets)`.
+
+        Example:
+            >>> probs, targets = learn.tta()  # doctest: +SKIP
+        """
+        from unfreeze.inference.predict import tta
+
+        return tta(self, dl=dl, n=n, beta=beta)
+
+    def export(self, path: str | Path = "model.unfreeze") -> Path:
+        """Write a pickle-free export (safetensors + JSON) that `load_learner` reads.
+
+        Example:
+            >>> learn.export("model.unfreeze")  # doctest: +SKIP
+        """
+        from unfreeze.inference.export import export
+
+        return export(self, path)
+
+    def export_onnx(self, path: str | Path = "model.onnx", **options: Any) -> Path:
+        """Export the inference model, normalization included, to ONNX (needs `unfreeze[onnx]`).
+
+        Example:
+            >>> learn.export_onnx("model.onnx")  # doctest: +SKIP
+        """
+        from unfreeze.inference.export import export_onnx
+
+        return export_onnx(self, path, **options)
+
     # ------------------------------------------------------------------ weights
 
     def save_weights(self, path: str | Path) -> Path:

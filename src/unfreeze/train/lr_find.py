@@ -1,0 +1,498 @@
+"""The LR range test (Leslie Smith's, as fastai runs it), its suggestions, and its plot.
+
+`lr_find` trains for up to `num_it` batches while the LR rises exponentially,
+`lr_i = start_lr * (end_lr / start_lr) ** (i / num_it)`, smooths the loss with a debiased EMA
+(beta 0.98) and stops once the smoothed loss exceeds 4x the best one. It then puts the learner back
+exactly as it found it: weights, optimizer state, norm statistics, gradients, RNG states, freeze state,
+train/eval modes, step counter, recorder and the loader's epoch. The snapshot lives in memory, so two
+runs in parallel processes never share a file (fastai #3240).
+
+Each step is `Learner.train_step`, the same step `fit` takes. The groups keep their LR ratios when
+`lr_ratios` is given (fastai, Lightning and torch-lr-finder all flatten them to one LR); the curve and
+every suggestion are the head group's LR.
+
+The four suggestions follow fastai 2.8 (`fastai.callback.schedule`) exactly, on the smoothed losses of
+points `[num_it // 10 : -5]`, cut at the first non-finite one:
+
+- valley: the longest decreasing subsequence of the losses (fastai's O(n^2) DP); with `max_end` its
+  last index and `max_start = max_end - length`, the pick is `max_start + int(s) + int(s / 2)` where
+  `s = (max_end - max_start) / 3`.
+- slide: fastai's interval slide rule on `np.gradient(losses)` (lr_diff=15, thresh=0.005).
+- minimum: the LR at the lowest loss, divided by 10.
+- steep: the LR where the loss falls fastest per unit of log LR.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from unfreeze.train import distributed
+from unfreeze.train.schedules import LRSpec, resolve_lrs
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = [
+    "LRFindError",
+    "LRFindResult",
+    "LRFindWarning",
+    "lr_find",
+    "minimum",
+    "plot_lr_find",
+    "slide",
+    "steep",
+    "suggestion_window",
+    "valley",
+]
+
+_BETA = 0.98  # loss EMA, as fastai's and the Recorder's
+_DIVERGE = 4.0  # stop once the smoothed loss exceeds this multiple of the best one
+_MOMENTUM = 0.9  # Adam beta1 / SGD momentum during the test, the optimizer's default
+_FALLBACK_LR = 1e-3  # a conservative LR when the curve gives no usable valley
+_DISAGREEMENT = 100.0  # warn when suggestions spread over more than this factor (2 orders)
+
+
+class LRFindError(RuntimeError):
+    """The range test could not produce a curve (for example the very first loss is NaN)."""
+
+
+class LRFindWarning(UserWarning):
+    """The curve was unusual: no valley, a fallback LR, or suggestions that disagree."""
+
+
+# ---------------------------------------------------------------------------- suggestions
+
+
+def suggestion_window(lrs: Sequence[float], losses: Sequence[float], num_it: int) -> tuple[np.ndarray, np.ndarray]:
+    """The points the suggestions look at: `[num_it // 10 : -5]`, cut at the first non-finite loss.
+
+    Example:
+        >>> lrs, losses = suggestion_window(list(range(1, 21)), [1.0] * 9 + [float("nan")] * 11, 20)
+        >>> lrs.tolist()
+        [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    """
+    lr_array = np.asarray(lrs, dtype=np.float64)[num_it // 10 : -5]
+    loss_array = np.asarray(losses, dtype=np.float64)[num_it // 10 : -5]
+    bad = np.flatnonzero(~np.isfinite(loss_array))
+    if len(bad):
+        lr_array, loss_array = lr_array[: bad[0]], loss_array[: bad[0]]
+    return lr_array, loss_array
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """fastai's valley: about half way down the longest decreasing stretch of the curve.
+
+    Returns None when no loss is lower than an earlier one (there is no valley).
+
+    Example:
+        >>> f"{valley(np.logspace(-6, 2, 9), np.array([3, 2.8, 2.5, 2, 1.5, 1, 3, 4, 5])):.0e}"
+        '1e-04'
+    """
+    n = len(losses)
+    longest = [1] * n  # longest decreasing subsequence ending at i
+    max_start, max_end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+            if longest[max_end] < longest[i]:
+                max_end = i
+                max_start = max_end - longest[max_end]
+    if max_end == 0:
+        return None
+    sections = (max_end - max_start) / 3
+    # fastai's max_start is one before the stretch, so a stretch from index 0 gives -1; clamp to 0.
+    index = max(max_start + int(sections) + int(sections / 2), 0)
+    return float(lrs[index])
+
+
+def slide(
+    lrs: np.ndarray, losses: np.ndarray, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0
+) -> float | None:
+    """fastai's slide rule: walk left until the loss gradients `lr_diff` points apart agree within `thresh`.
+
+    Returns None when the curve has no more than `lr_diff` points.
+
+    Example:
+        >>> f"{slide(np.logspace(-6, 0, 20), np.linspace(3, 1, 20)):.2e}"  # straight line: lrs[-16]
+        '1.83e-05'
+    """
+    if len(losses) <= lr_diff:
+        return None
+    gradient = np.gradient(np.asarray(losses, dtype=np.float64))
+    right, left = -1, -1 - lr_diff
+    local_min_lr = lrs[left]
+    while left >= -len(losses) and abs(gradient[right] - gradient[left]) > thresh:
+        local_min_lr = lrs[left]
+        right -= 1
+        left -= 1
+    return float(local_min_lr) * adjust_value
+
+
+def minimum(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """One tenth of the LR at the lowest loss (None for an empty curve).
+
+    Example:
+        >>> minimum(np.array([1e-4, 1e-3, 1e-2]), np.array([2.0, 1.0, 3.0]))
+        0.0001
+    """
+    if len(losses) == 0:
+        return None
+    return float(lrs[int(np.argmin(losses))]) / 10
+
+
+def steep(lrs: np.ndarray, losses: np.ndarray) -> float | None:
+    """The LR where the loss drops fastest against log LR (left end of the steepest segment).
+
+    Returns None for fewer than 2 points.
+
+    Example:
+        >>> steep(np.array([1e-4, 1e-3, 1e-2, 1e-1]), np.array([3.0, 2.5, 1.0, 0.9]))
+        0.001
+    """
+    if len(losses) < 2:
+        return None
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+# ---------------------------------------------------------------------------- result
+
+
+@dataclass
+class LRFindResult:
+    """The curve and the suggested LRs of one range test. Every LR is the head group's.
+
+    Attributes:
+        lrs: Head LR at each iteration.
+        losses: Smoothed (debiased EMA) loss at each iteration, the curve the suggestions read.
+        raw_losses: The loss of each batch.
+        valley, slide, minimum, steep: Suggested head LRs (NaN where a rule is undefined; valley falls
+            back to a conservative LR with a warning instead).
+        lr_ratios: Each group's LR as a multiple of the head's during the test (all 1.0 by default).
+        warnings: Anything unusual about the curve, in words.
+        num_it: The requested number of iterations (`len(lrs)` is smaller after an early stop).
+        diverged: True when the test stopped because the loss exceeded 4x its best.
+        seconds: Wall time of the test.
+        plot_path: Where the plot was saved, if it was.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    raw_losses: list[float]
+    valley: float
+    slide: float
+    minimum: float
+    steep: float
+    lr_ratios: list[float]
+    warnings: list[str] = field(default_factory=list)
+    num_it: int = 100
+    diverged: bool = False
+    seconds: float = 0.0
+    plot_path: Path | None = None
+
+    @property
+    def suggestion(self) -> float:
+        """The default suggestion: valley."""
+        return self.valley
+
+    @property
+    def head_lr(self) -> float:
+        """The head group's suggested LR (valley); the other groups follow `lr_ratios`."""
+        return self.valley
+
+    @property
+    def suggestions(self) -> dict[str, float]:
+        """All four suggestions by name."""
+        return {"valley": self.valley, "slide": self.slide, "minimum": self.minimum, "steep": self.steep}
+
+    def group_lrs(self, lr: float | None = None) -> list[float]:
+        """Each group's LR for head LR `lr` (default: valley), keeping the tested ratios.
+
+        Example:
+            >>> LRFindResult([], [], [], 1e-3, 0, 0, 0, [0.01, 0.1, 1.0]).group_lrs()
+            [1e-05, 0.0001, 0.001]
+        """
+        head = self.valley if lr is None else float(lr)
+        return [head * ratio for ratio in self.lr_ratios]
+
+    def slice(self, lr: float | None = None) -> slice:
+        """`slice(lo, hi)` for `fit_one_cycle`: hi is the head LR, lo the first group's at the tested ratio.
+
+        Exact for the ratios of `slice(lo, hi)` (geometric) and of equal LRs; for other lists use
+        `group_lrs`.
+
+        Example:
+            >>> LRFindResult([], [], [], 1e-3, 0, 0, 0, [0.01, 0.1, 1.0]).slice()
+            slice(1e-05, 0.001, None)
+        """
+        lrs = self.group_lrs(lr)
+        return slice(lrs[0], lrs[-1])
+
+
+# ---------------------------------------------------------------------------- the test
+
+
+def _check_args(start_lr: Any, end_lr: Any, num_it: Any) -> None:
+    problems = []
+    if not isinstance(start_lr, (int, float)) or not math.isfinite(start_lr) or start_lr <= 0:
+        problems.append(f"start_lr must be a positive number, got {start_lr!r}")
+    if not isinstance(end_lr, (int, float)) or not math.isfinite(end_lr) or end_lr <= 0:
+        problems.append(f"end_lr must be a positive number, got {end_lr!r}")
+    elif not problems and end_lr <= start_lr:
+        problems.append(f"end_lr ({end_lr}) must be larger than start_lr ({start_lr})")
+    if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 6:
+        problems.append(f"num_it must be a whole number >= 6, got {num_it!r}")
+    if problems:
+        raise ValueError("; ".join(problems) + ". Defaults: start_lr=1e-7, end_lr=10, num_it=100.")
+
+
+def _ratios(learner: Learner, lr_ratios: LRSpec | None) -> list[float]:
+    if lr_ratios is None:
+        return [1.0] * learner.n_groups
+    lrs = resolve_lrs(lr_ratios, learner.n_groups)
+    return [lr / lrs[-1] for lr in lrs]
+
+
+def _batches(loader: Any, first_epoch: int) -> Any:
+    """Yield batches forever, starting a new epoch (new order, new augmentations) when one runs out."""
+    epoch = first_epoch
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+    # Under torchrun every rank must see the same curve, or they would pick different LRs.
+    if distributed.is_distributed():
+        torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.SUM)
+        loss = loss / distributed.world_size()
+    return loss
+
+
+def _capture(learner: Learner) -> dict[str, Any]:
+    """What `Learner.state_snapshot` leaves out but the test changes."""
+    loader = learner.dls.train
+    scaler = learner._scaler
+    return {
+        "learner": learner.state_snapshot(),
+        "grads": {n: None if p.grad is None else p.grad.detach().clone() for n, p in learner.model.named_parameters()},
+        "recorder": copy.deepcopy(learner.recorder.state_dict()),
+        "loader_epoch": getattr(loader, "epoch", None),
+        "epoch": learner.epoch,
+        "scaler": None if scaler is None else (scaler, copy.deepcopy(scaler.state_dict())),
+        "python_rng": random.getstate(),
+        "numpy_rng": np.random.get_state(),
+    }
+
+
+def _restore(learner: Learner, saved: dict[str, Any]) -> None:
+    learner.restore_snapshot(saved["learner"])
+    for name, param in learner.model.named_parameters():
+        param.grad = saved["grads"][name]
+    learner.recorder.load_state_dict(saved["recorder"])
+    if saved["loader_epoch"] is not None:
+        learner.dls.train.set_epoch(saved["loader_epoch"])
+    learner.epoch = saved["epoch"]
+    if saved["scaler"] is None:
+        learner._scaler = None
+    else:
+        learner._scaler = saved["scaler"][0]
+        learner._scaler.load_state_dict(saved["scaler"][1])
+    random.setstate(saved["python_rng"])
+    np.random.set_state(saved["numpy_rng"])
+
+
+def _run(
+    learner: Learner, lrs: list[float], ratios: list[float], stop_div: bool
+) -> tuple[list[float], list[float], bool]:
+    """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged."""
+    loader = learner.dls.train
+    batches = _batches(loader, first_epoch=len(learner.recorder.history))
+    learner._set_train_mode()
+    raw: list[float] = []
+    smooth: list[float] = []
+    average, best = 0.0, math.inf
+    for i, lr in enumerate(lrs):
+        images, labels = next(batches)
+        learner.set_hyper([lr * r for r in ratios], _MOMENTUM)
+        loss = _mean_over_ranks(learner.train_step(images, labels)).item()
+        if i == 0 and not math.isfinite(loss):
+            raise LRFindError(
+                f"The loss is {loss} on the very first batch, at LR {lr:.1e}. Lower start_lr (e.g. "
+                f"lr_find(start_lr={lr / 100:.0e})), or check the inputs, labels and loss function."
+            )
+        average = _BETA * average + (1 - _BETA) * loss
+        raw.append(loss)
+        smooth.append(average / (1 - _BETA ** (i + 1)))
+        best = min(best, smooth[-1])
+        # A NaN smoothed loss never recovers (the EMA keeps it), so it counts as divergence too.
+        if stop_div and not smooth[-1] <= _DIVERGE * best:
+            return raw, smooth, True
+    return raw, smooth, False
+
+
+def _suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict[str, float], list[str]]:
+    window_lrs, window_losses = suggestion_window(lrs, losses, num_it)
+    rules = {"valley": valley, "slide": slide, "minimum": minimum, "steep": steep}
+    found = {name: rule(window_lrs, window_losses) for name, rule in rules.items()}
+    notes = []
+    if found["valley"] is None:
+        finite = [lr for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)] or lrs
+        fallback = min(max(_FALLBACK_LR, min(finite)), max(finite))
+        span = (
+            f"between {window_lrs[0]:.1e} and {window_lrs[-1]:.1e}"
+            if len(window_lrs)
+            else f"in the {len(window_lrs)} points it could use (the test stopped after {len(lrs)} of {num_it})"
+        )
+        notes.append(
+            f"The smoothed loss never decreased {span}, so there is no valley; using {fallback:.1e} instead. "
+            "Check the curve: start_lr may already be too high (try a lower start_lr), or the model may "
+            "already be trained (lower end_lr, more num_it)."
+        )
+        found["valley"] = fallback
+    defined = {name: lr for name, lr in found.items() if lr is not None}
+    low, high = min(defined.values()), max(defined.values())
+    if high / low > _DISAGREEMENT:
+        named = ", ".join(f"{name} {lr:.1e}" for name, lr in defined.items())
+        notes.append(
+            f"The suggestions disagree by {high / low:.0f}x ({named}). The curve is probably noisy (a small "
+            "dataset or batch); look at the plot, or rerun with more num_it or a larger batch size."
+        )
+    return {name: math.nan if lr is None else lr for name, lr in found.items()}, notes
+
+
+def lr_find(
+    learner: Learner,
+    start_lr: float = 1e-7,
+    end_lr: float = 10,
+    num_it: int = 100,
+    stop_div: bool = True,
+    plot: str | Path | None = None,
+    lr_ratios: LRSpec | None = None,
+    quiet: bool = False,
+) -> LRFindResult:
+    """Run the LR range test on `learner` and suggest LRs; the learner is left exactly as it was.
+
+    Args:
+        learner: The `Learner`, frozen or not; only its trainable parameters move during the test.
+        start_lr: Head LR of the first batch.
+        end_lr: Head LR the exponential ramp aims at (reached after `num_it` batches).
+        num_it: Number of batches; the training set is cycled, epoch after epoch, when it has fewer.
+        stop_div: Stop once the smoothed loss exceeds 4x its best (or becomes NaN).
+        plot: Save the curve with every suggestion marked as a PNG here; None saves nothing.
+        lr_ratios: Keep discriminative LRs: any LR spec (`slice(1e-5, 1e-3)`, a list per group); each
+            group's LR is the head's times its ratio in this spec. None gives every group the same LR,
+            as fastai.
+        quiet: Print nothing (also when the learner is quiet).
+
+    Returns:
+        An `LRFindResult`: `valley` (the one to use), `slide`, `minimum`, `steep`, the curve (`lrs`,
+        `losses`) and `slice()` for `fit_one_cycle`.
+
+    Raises:
+        ValueError: For invalid arguments or an empty training set.
+        LRFindError: If the very first loss is not finite.
+
+    Example:
+        >>> result = learn.lr_find(plot="lr_find.png")  # doctest: +SKIP
+        >>> learn.fit_one_cycle(3, result.valley)  # doctest: +SKIP
+        >>> result = learn.lr_find(lr_ratios=slice(1e-5, 1e-3))  # doctest: +SKIP
+        >>> learn.fit_one_cycle(3, result.slice())  # doctest: +SKIP
+    """
+    _check_args(start_lr, end_lr, num_it)
+    if len(learner.dls.train) == 0:
+        raise ValueError(
+            f"The training set has {len(learner.dls.train.dataset)} items, fewer than one batch of "
+            f"{learner.dls.train.batch_size}; lr_find needs at least one batch. Use a smaller bs or add images."
+        )
+    ratios = _ratios(learner, lr_ratios)
+    lrs = [start_lr * (end_lr / start_lr) ** (i / num_it) for i in range(num_it)]
+    started = time.perf_counter()
+    saved = _capture(learner)
+    try:
+        if learner.seed is not None:
+            torch.manual_seed(learner.seed)  # the global RNG is restored below
+        raw, smooth, diverged = _run(learner, lrs, ratios, stop_div)
+    finally:
+        _restore(learner, saved)
+    lrs = lrs[: len(smooth)]
+    found, notes = _suggest(lrs, smooth, num_it)
+    result = LRFindResult(
+        lrs=lrs,
+        losses=smooth,
+        raw_losses=raw,
+        lr_ratios=ratios,
+        warnings=notes,
+        num_it=num_it,
+        diverged=diverged,
+        seconds=time.perf_counter() - started,
+        **found,
+    )
+    if notes:
+        warnings.warn(" ".join(notes), LRFindWarning, stacklevel=3)
+    main = distributed.is_main_process()
+    if plot is not None and main:
+        result.plot_path = plot_lr_find(result, plot)
+    if not (quiet or learner.quiet) and main:
+        named = ", ".join(f"{name} {lr:.2e}" for name, lr in result.suggestions.items())
+        print(f"lr_find: {len(lrs)} iterations in {result.seconds:.1f} s; {named}")
+    return result
+
+
+# ---------------------------------------------------------------------------- plot
+
+
+def plot_lr_find(result: LRFindResult, path: str | Path, skip_end: int = 5) -> Path:
+    """Save the smoothed loss against the head LR (log x axis) with every suggestion marked and labelled.
+
+    Args:
+        result: What `lr_find` returned.
+        path: Where to write the PNG (folders are created).
+        skip_end: Leave out the last points, where the loss shoots up, as fastai does.
+
+    Example:
+        >>> plot_lr_find(learn.lr_find(), "lr_find.png")  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _figure(result, skip_end).savefig(path, dpi=100)
+    return path
+
+
+def _figure(result: LRFindResult, skip_end: int = 5) -> Any:
+    # A bare Figure renders with Agg and leaves pyplot's global state (and backend) alone.
+    from matplotlib.figure import Figure
+
+    keep = len(result.lrs) - skip_end if len(result.lrs) > 2 * skip_end else len(result.lrs)
+    lrs, losses = np.asarray(result.lrs[:keep]), np.asarray(result.losses[:keep])
+    figure = Figure(figsize=(7, 4.5))
+    axis = figure.add_subplot()
+    axis.plot(lrs, losses, color="C0", label="smoothed loss")
+    finite = np.isfinite(losses)
+    colors = {"valley": "C1", "slide": "C2", "minimum": "C3", "steep": "C4"}
+    for name, lr in result.suggestions.items():
+        if not math.isfinite(lr) or not finite.any():
+            continue
+        loss = float(np.interp(np.log10(lr), np.log10(lrs[finite]), losses[finite]))
+        axis.axvline(lr, color=colors[name], alpha=0.3, linestyle="--")
+        axis.plot(lr, loss, "o", color=colors[name], markersize=8, label=f"{name}: {lr:.2e}")
+    axis.set_xscale("log")
+    axis.set_xlabel("Learning rate (head group)")
+    axis.set_ylabel("Loss (smoothed)")
+    axis.set_title(f"LR range test, {len(result.lrs)} iterations")
+    axis.legend(loc="best")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,302 @@
+"""The Learner: event order, freezing, schedules inside the loop, bad input, NaN, Ctrl-C, determinism."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from unfreeze.data import ImageDataLoaders
+from unfreeze.models import UnknownArchitectureError
+from unfreeze.train.builders import cnn_learner, vision_learner
+from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStopping, ProgressCallback, SaveBestModel
+from unfreeze.train.learner import Learner, NonFiniteLossError
+from unfreeze.train.schedules import OneCycleSchedule, resolve_lrs
+
+
+@pytest.fixture
+def dls(make_image_folder):
+    root = make_image_folder(classes=("ant", "bee", "cat"), n_train=8, n_valid=4)
+    return ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0)
+
+
+def make_learner(dls, arch="test_resnet", **kwargs):
+    kwargs.setdefault("quiet", True)
+    kwargs.setdefault("seed", 0)
+    return vision_learner(dls, arch, metrics=["error_rate", "accuracy"], pretrained=False, **kwargs)
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class EventLog(Callback):
+    def __init__(self):
+        self.events = []
+
+    def before_fit(self, learner):
+        self.events.append("before_fit")
+
+    def before_epoch(self, epoch):
+        self.events.append(f"before_epoch:{epoch}")
+
+    def before_batch(self, step):
+        self.events.append("before_batch")
+
+    def after_batch(self, step, logs):
+        self.events.append("after_batch")
+
+    def after_epoch(self, epoch, logs):
+        self.events.append(f"after_epoch:{epoch}")
+
+    def after_fit(self, logs):
+        self.events.append("after_fit")
+
+
+def test_event_order(dls):
+    learn = make_learner(dls)
+    log = EventLog()
+    learn.fit(2, 1e-3, callbacks=[log])
+    per_epoch = ["before_batch", "after_batch"] * len(dls.train)
+    assert log.events == [
+        "before_fit",
+        "before_epoch:0", *per_epoch, "after_epoch:0",
+        "before_epoch:1", *per_epoch, "after_epoch:1",
+        "after_fit",
+    ]
+
+
+def test_vision_learner_returns_frozen_body_and_cnn_alias(dls):
+    learn = make_learner(dls)
+    assert learn.frozen_to == learn.n_groups - 1 == 2
+    assert cnn_learner is vision_learner
+    head = set(learn.param_groups[-1])
+    norm = {
+        f"{module_name}.{param_name}"
+        for module_name, module in learn.model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for param_name, _ in module.named_parameters(recurse=False)
+    }
+    assert norm - head
+    for name, param in learn.model.named_parameters():
+        assert param.requires_grad == (name in head or name in norm), name
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, -1, -2])
+def test_freeze_to_matches_fastai(dls, n):
+    learn = make_learner(dls, train_bn=False)
+    learn.freeze_to(n)
+    first_trainable = n % learn.n_groups if n < 0 else n
+    for index, names in enumerate(learn.param_groups):
+        for name in names:
+            assert learn._param_names[name].requires_grad == (index >= first_trainable)
+
+
+def test_freeze_clears_optimizer_state(dls):
+    learn = make_learner(dls)
+    learn.fit(1, 1e-3)
+    assert learn.optimizer is not None and len(learn.optimizer.state) > 0
+    learn.unfreeze()
+    assert learn.optimizer is None
+
+
+@pytest.mark.parametrize("train_bn", [True, False])
+def test_frozen_parameters_do_not_change_by_one_bit(dls, train_bn):
+    learn = make_learner(dls, train_bn=train_bn)
+    before = state(learn.model)
+    learn.fit_one_cycle(2, 1e-2)
+    after = learn.model.state_dict()
+    norm_prefixes = tuple(
+        f"{name}." for name, module in learn.model.body.named_modules(prefix="body")
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    )
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("head.") for k in changed), "the head must train"
+    for key in changed:
+        if key.startswith("head."):
+            continue
+        # Only norm layers of frozen groups may change, and only with train_bn=True (fastai).
+        assert train_bn and key.startswith(norm_prefixes), key
+
+
+def test_frozen_body_with_frozen_bn_gets_no_gradient(dls):
+    learn = make_learner(dls, train_bn=False)
+    learn.ensure_optimizer()
+    learn._set_train_mode()
+    images, labels = next(iter(dls.train))
+    body_out = []
+    handle = learn.model.body.register_forward_hook(lambda m, i, o: body_out.append(o))
+    learn.train_step(images, labels)
+    handle.remove()
+    assert not body_out[0].requires_grad, "autograd must not record the body"
+    assert all(p.grad is None for p in learn.model.body.parameters())
+
+
+def test_one_cycle_lrs_inside_the_loop(dls):
+    learn = make_learner(dls)
+    learn.unfreeze()
+    learn.fit_one_cycle(2, slice(1e-5, 1e-3))
+    steps = 2 * len(dls.train)
+    expected = OneCycleSchedule(resolve_lrs(slice(1e-5, 1e-3), 3), steps)
+    assert len(learn.recorder.lrs) == steps
+    for step, lrs in enumerate(learn.recorder.lrs):
+        assert lrs == pytest.approx(expected.lrs_at(step))
+        assert learn.recorder.moms[step] == pytest.approx(expected.mom_at(step))
+    # The optimizer saw the head LR in its head groups and beta1 as the cycled momentum.
+    head_groups = [g for g in learn.optimizer.param_groups if g["layer_group"] == 2]
+    assert head_groups[0]["lr"] == pytest.approx(expected.lrs_at(steps - 1)[2])
+    assert head_groups[0]["betas"] == (pytest.approx(expected.mom_at(steps - 1)), 0.99)
+
+
+def test_fine_tune_phases_match_fastai(dls):
+    learn = make_learner(dls)
+    learn.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
+    n = len(dls.train)
+    frozen = OneCycleSchedule(resolve_lrs(slice(2e-3), 3), n, pct_start=0.99)
+    unfrozen = OneCycleSchedule(resolve_lrs(slice(1e-3 / 100, 1e-3), 3), n, pct_start=0.3, div=5.0)
+    for step in range(n):
+        assert learn.recorder.lrs[step] == pytest.approx(frozen.lrs_at(step))
+        assert learn.recorder.lrs[n + step] == pytest.approx(unfrozen.lrs_at(step))
+    assert learn.recorder.phase_starts == [0, n]
+    assert learn.frozen_to == 0
+    assert [row["epoch"] for row in learn.recorder.history] == [0, 1]
+
+
+def test_optimizer_defaults_follow_fastai(dls):
+    learn = make_learner(dls)
+    optimizer = learn.ensure_optimizer()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    for group in optimizer.param_groups:
+        assert group["eps"] == 1e-5 and group["betas"][1] == 0.99
+        expected_wd = 0.0 if all(p.ndim <= 1 for p in group["params"]) else 0.01
+        assert group["weight_decay"] == expected_wd
+    sgd = make_learner(dls, seed=1)
+    sgd_learner = Learner(dls, sgd.model, optimizer="sgd", quiet=True)
+    assert isinstance(sgd_learner.ensure_optimizer(), torch.optim.SGD)
+
+
+def test_validate_uses_the_whole_set(dls):
+    learn = make_learner(dls)
+    logs = learn.validate()
+    logits, targets = learn.collect_logits(dls.valid)
+    assert len(targets) == len(dls.valid.dataset)
+    assert logs["accuracy"] == pytest.approx((logits.argmax(1) == targets).float().mean().item())
+    assert logs["valid_loss"] == pytest.approx(nn.functional.cross_entropy(logits, targets).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda learn: learn.fit(0, 1e-3), "epochs"),
+    (lambda learn: learn.fit(1, 0.0), "positive"),
+    (lambda learn: learn.fit(1, float("nan")), "positive"),
+    (lambda learn: learn.fit_one_cycle(1, -1e-3), "positive"),
+    (lambda learn: learn.fit_one_cycle(1, [1e-3, 1e-3]), "2 learning rates for 3"),
+    (lambda learn: learn.fine_tune(0), "epochs"),
+    (lambda learn: learn.fit_one_cycle(1, "fast"), "auto"),
+])
+def test_bad_training_input_fails_before_touching_the_model(dls, call, match):
+    learn = make_learner(dls)
+    before = state(learn.model)
+    with pytest.raises(ValueError, match=match):
+        call(learn)
+    assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
+    assert learn.recorder.history == []
+
+
+def test_unknown_metric_and_architecture(dls):
+    with pytest.raises(ValueError, match="Did you mean: error_rate"):
+        vision_learner(dls, "test_resnet", metrics=["eror_rate"], pretrained=False)
+    with pytest.raises(UnknownArchitectureError, match="resnet34"):
+        vision_learner(dls, "resnet3", pretrained=False)
+
+
+class NaNAfter(nn.Module):
+    """Cross-entropy that turns NaN from the n-th call on."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(logits, targets)
+        return loss * math.nan if self.calls > self.n else loss
+
+
+def test_nan_loss_stops_and_restores_last_good_weights(dls):
+    learn = make_learner(dls, loss_func=NaNAfter(len(dls.train) + 2))
+    learn.unfreeze()
+    learn.fit(1, 1e-3)
+    good = state(learn.model)
+    with pytest.raises(NonFiniteLossError, match="restored"):
+        learn.fit(1, 1e-3)
+    assert all(torch.equal(good[k], v) for k, v in learn.model.state_dict().items())
+    assert len(learn.recorder.history) == 1
+    logits, _ = learn.collect_logits(dls.valid)  # the model is still usable
+    assert torch.isfinite(logits).all()
+
+
+class InterruptAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def after_batch(self, step, logs):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_ends_the_fit_cleanly(dls, capsys):
+    learn = make_learner(dls)
+    learn.fit(1, 1e-3)
+    learn.fit(3, 1e-3, callbacks=[InterruptAt(len(dls.train) + 2)])
+    assert learn.interrupted
+    assert len(learn.recorder.history) == 1
+    assert any("interrupted" in note for note in learn.recorder.notes)
+    assert math.isfinite(learn.validate()["valid_loss"])
+
+
+def test_seed_repeats_exactly_and_leaves_global_rng_alone(dls):
+    torch.manual_seed(123)
+    global_state = torch.get_rng_state()
+    weights = []
+    for _ in range(2):
+        learn = make_learner(dls, seed=7)
+        learn.fine_tune(1)
+        weights.append(state(learn.model))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_progress_prints_one_line_per_epoch_without_a_tty(dls):
+    learn = make_learner(dls)
+    stream = io.StringIO()
+    learn.fit(2, 1e-3, callbacks=[ProgressCallback(stream=stream)])
+    lines = stream.getvalue().strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time"]
+    quiet = io.StringIO()
+    learn.fit(1, 1e-3, callbacks=[ProgressCallback(quiet=True, stream=quiet)])
+    assert quiet.getvalue() == ""
+
+
+def test_early_stopping_save_best_and_csv(dls, tmp_path):
+    learn = make_learner(dls)
+    best = SaveBestModel("valid_loss", path=tmp_path / "best.safetensors")
+    stopper = EarlyStopping("valid_loss", patience=0, min_delta=10.0)  # never "improves" by 10
+    learn.fit(5, 1e-3, callbacks=[best, stopper, CSVLogger(tmp_path / "history.csv")])
+    assert len(learn.recorder.history) == 2  # first epoch sets the best, the second stops
+    assert (tmp_path / "best.safetensors").exists() and best.best_epoch is not None
+    rows = (tmp_path / "history.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,train_loss,valid_loss,error_rate,accuracy,time") and len(rows) == 3
+    with pytest.raises(KeyError, match="monitors 'nope'"):
+        learn.fit(1, 1e-3, callbacks=[EarlyStopping("nope")])
+
+
+def test_recorder_plots(dls, tmp_path):
+    learn = make_learner(dls)
+    learn.fine_tune(1)
+    assert learn.recorder.plot_loss(tmp_path / "loss.png").stat().st_size > 1000
+    assert learn.recorder.plot_sched(tmp_path / "sched.png").stat().st_size > 1000
+    assert len(learn.recorder.smooth_losses) == len(learn.recorder.losses) == 2 * len(dls.train)
