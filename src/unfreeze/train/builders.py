@@ -30,6 +30,8 @@ def vision_learner(
     device: str | torch.device | None = None,
     quiet: bool = False,
     loss_func: nn.Module | None = None,
+    grad_accum: int = 1,
+    sync_bn: bool = False,
 ) -> Learner:
     """A Learner with a pretrained body, a new head for `dls`'s classes, and the body frozen.
 
@@ -51,6 +53,8 @@ def vision_learner(
         device: Defaults to CUDA, then MPS, then CPU.
         quiet: Print nothing while training.
         loss_func: Defaults to cross-entropy.
+        grad_accum: Micro-batches per batch (gradient accumulation), to fit large batches in memory.
+        sync_bn: Synchronise BatchNorm statistics across GPU processes under torchrun.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
@@ -64,7 +68,8 @@ def vision_learner(
             arch, dls.n_classes, pretrained=pretrained, weights=weights, n_groups=n_groups, head=head
         )
     learn = Learner(
-        dls, model, metrics=metrics, loss_func=loss_func, train_bn=train_bn, device=device, seed=seed, quiet=quiet
+        dls, model, metrics=metrics, loss_func=loss_func, train_bn=train_bn, device=device, seed=seed, quiet=quiet,
+        grad_accum=grad_accum, sync_bn=sync_bn,
     )
     learn.freeze()
     return learn

@@ -1,11 +1,58 @@
-"""torchrun / DDP helpers: rank queries and reductions that are no-ops in a single process."""
+"""torchrun / DDP support: process-group setup, rank queries and reductions.
+
+Everything here is a no-op in a single process, so the learner calls it unconditionally. Under
+`torchrun` the learner initialises the process group from the environment (NCCL on CUDA, gloo on the
+CPU), shards the loaders (training like DistributedSampler, validation in contiguous unpadded
+slices), wraps the model in DistributedDataParallel and gathers validation outputs in order.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["gather_ordered", "is_distributed", "is_main_process", "rank", "world_size"]
+__all__ = [
+    "all_finite",
+    "barrier",
+    "broadcast_object",
+    "gather_ordered",
+    "init_from_env",
+    "is_distributed",
+    "is_main_process",
+    "local_rank",
+    "mean",
+    "rank",
+    "sync_buffers",
+    "world_size",
+    "wrap",
+]
+
+
+def init_from_env() -> bool:
+    """Join the process group that `torchrun` describes in the environment, once.
+
+    Returns:
+        True when running with more than one process.
+
+    Example:
+        >>> init_from_env()  # False outside torchrun
+        False
+    """
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return is_distributed()
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return is_distributed()
 
 
 def is_distributed() -> bool:
@@ -18,6 +65,11 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def local_rank() -> int:
+    """This process's rank on its node, which picks its GPU."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def world_size() -> int:
     """The number of processes (1 without torchrun)."""
     return dist.get_world_size() if is_distributed() else 1
@@ -26,6 +78,69 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """Only rank 0 prints, plots and writes files."""
     return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (e.g. the LR finder's suggestion)."""
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """Wrap `model` in DistributedDataParallel, registering only the parameters that train now.
+
+    DDP records which parameters require gradients when it is built, so the learner rebuilds the
+    wrapper whenever freezing changes: a frozen body then never triggers unused-parameter errors and
+    costs no gradient all-reduce.
+    """
+    if not is_distributed() or not any(p.requires_grad for p in model.parameters()):
+        return model
+    device_ids = [device.index if device.index is not None else local_rank()] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when `tensor` is finite on every rank, so that all ranks take the same branch."""
+    finite = torch.isfinite(tensor).all()
+    if is_distributed():
+        flag = finite.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = flag.bool()
+    return bool(finite)
+
+
+def mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of `tensor` over ranks (the tensor itself in one process)."""
+    if not is_distributed():
+        return tensor
+    total = tensor.detach().clone()
+    dist.all_reduce(total)
+    return total / world_size()
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Average floating-point buffers (BN running statistics) over ranks; copy the rest from rank 0.
+
+    Each rank updates its running statistics on its own images, so before validation (which every
+    rank runs on its own shard) the ranks must agree on one model.
+    """
+    if not is_distributed():
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer.data)
+            buffer.data /= world_size()
+        else:
+            dist.broadcast(buffer.data, src=0)
 
 
 def gather_ordered(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,8 @@ class NonFiniteLossError(RuntimeError):
 def default_device() -> torch.device:
     """CUDA if available, then Apple's MPS, then the CPU."""
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each process drives the GPU of its local rank.
+        return torch.device("cuda", distributed.local_rank()) if distributed.is_distributed() else torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -64,6 +65,9 @@ class Learner:
         device: Defaults to CUDA, then MPS, then CPU.
         seed: Makes runs on the CPU repeat exactly, without touching the global RNG.
         quiet: Print nothing while training.
+        grad_accum: Split each batch into this many micro-batches whose gradients add up before
+            one optimizer step: the same training at a fraction of the activation memory.
+        sync_bn: Under torchrun on GPUs, synchronise BatchNorm statistics across processes.
 
     Example:
         >>> learn = Learner(dls, create_model("resnet34", dls.n_classes), metrics=["error_rate"])  # doctest: +SKIP
@@ -83,6 +87,8 @@ class Learner:
         device: str | torch.device | None = None,
         seed: int | None = None,
         quiet: bool = False,
+        grad_accum: int = 1,
+        sync_bn: bool = False,
     ) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
@@ -91,9 +97,21 @@ class Learner:
                 f"A classifier needs at least 2 classes; the data has {dls.n_classes} ({dls.vocab}). "
                 "Add a folder per class."
             )
+        if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+            raise ValueError(f"grad_accum must be a whole number >= 1, got {grad_accum!r}.")
         self.metrics = resolve_metrics(metrics)
+        distributed.init_from_env()
         self.device = torch.device(device) if device is not None else default_device()
         self.dls = dls.to(self.device)
+        if distributed.is_distributed():
+            # Training shards like DistributedSampler; validation shards cover each item exactly once.
+            for loader in (self.dls.train, self.dls.valid):
+                loader.shard(distributed.rank(), distributed.world_size())
+        if sync_bn:
+            if not (distributed.is_distributed() and self.device.type == "cuda"):
+                raise ValueError("sync_bn=True needs several GPU processes under torchrun; leave it off here.")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.grad_accum = grad_accum
         self.model = model.to(self.device)
         if self.device.type == "cuda":
             # channels_last lets cuDNN pick its fastest convolution kernels under bf16.
@@ -205,9 +223,11 @@ class Learner:
         return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, **fused)
 
     def ensure_optimizer(self) -> torch.optim.Optimizer:
-        """Create the optimizer if freezing (or a fresh learner) cleared it."""
+        """Create the optimizer (and, under torchrun, the DDP wrapper) if freezing cleared them."""
         if self.optimizer is None:
             self.optimizer = self._make_optimizer()
+            # DDP registers the parameters that train at construction: rebuild it with the optimizer.
+            self._train_model = distributed.wrap(self.model, self.device)
         return self.optimizer
 
     def set_hyper(self, lrs: Sequence[float], mom: float) -> None:
@@ -237,21 +257,37 @@ class Learner:
         A non-finite loss skips the update, so the weights stay as they were.
         """
         optimizer = self.ensure_optimizer()
-        with self._autocast():
-            loss = self.loss_func(self._train_model(self._prepare(images)), labels)
-        if not torch.isfinite(loss):
-            return loss.detach().float()
-        optimizer.zero_grad(set_to_none=True)
         if self._scaler is None and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             self._scaler = torch.amp.GradScaler("cuda")
+        optimizer.zero_grad(set_to_none=True)
+        chunks = list(zip(images.chunk(self.grad_accum), labels.chunk(self.grad_accum), strict=True))
+        total = images.new_zeros((), dtype=torch.float32)
+        for index, (chunk, chunk_labels) in enumerate(chunks):
+            last = index == len(chunks) - 1
+            # Only the last micro-batch all-reduces gradients under DDP.
+            sync = contextlib.nullcontext() if last or not hasattr(self._train_model, "no_sync") else (
+                self._train_model.no_sync()
+            )
+            with sync:
+                with self._autocast():
+                    loss = self.loss_func(self._train_model(self._prepare(chunk)), chunk_labels)
+                loss = loss * (len(chunk) / len(images))
+                total = total + loss.detach().float()
+                if not distributed.all_finite(loss):
+                    # Skip the update: the weights stay as they were and the loop restores the epoch.
+                    optimizer.zero_grad(set_to_none=True)
+                    return loss.detach().float() * len(images) / len(chunk)
+                if self._scaler is not None:
+                    self._scaler.scale(loss).backward()
+                else:
+                    loss.backward()
         if self._scaler is not None:
-            self._scaler.scale(loss).backward()
             self._scaler.step(optimizer)
             self._scaler.update()
         else:
-            loss.backward()
             optimizer.step()
-        return loss.detach().float()
+        # Under DDP, log the mean over ranks so every rank records (and decides on) the same loss.
+        return distributed.mean(total)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -381,6 +417,7 @@ class Learner:
                             stop = bool(cb.after_batch(self.step, logs)) or cb.stop_training or stop
                         if stop:
                             break
+                    distributed.sync_buffers(self.model)
                     fit_logs = {
                         "epoch": len(self.recorder.history),
                         "train_loss": self.recorder.smooth_losses[-1] if self.recorder.smooth_losses else math.nan,
@@ -427,7 +464,8 @@ class Learner:
     def _reseed(self, epoch: int) -> None:
         if self.seed is not None:
             # Dropout draws depend only on (seed, epoch of the learner's life): resumable and repeatable.
-            torch.manual_seed(self.seed * 100_003 + self._epoch_counter())
+            # Ranks draw different dropout masks, as they see different images.
+            torch.manual_seed(self.seed * 100_003 + self._epoch_counter() * 1_009 + distributed.rank())
 
     def fit_one_cycle(
         self,
@@ -529,7 +567,10 @@ class Learner:
         """
         from unfreeze.train.lr_find import lr_find
 
-        return lr_find(self, *args, **kwargs)
+        if not distributed.is_main_process():
+            kwargs["plot"] = None
+        # Every rank ran the same LRs; rank 0's curve decides, so all ranks train with one LR.
+        return distributed.broadcast_object(lr_find(self, *args, **kwargs))
 
     # ------------------------------------------------------------------ inference and export
     # Thin entry points: the work lives in unfreeze.inference, which owns prediction and export.
@@ -582,7 +623,10 @@ class Learner:
         """
         from unfreeze.inference.export import export
 
-        return export(self, path)
+        if distributed.is_main_process():
+            export(self, path)
+        distributed.barrier()
+        return Path(path)
 
     def export_onnx(self, path: str | Path = "model.onnx", **options: Any) -> Path:
         """Export the inference model, normalization included, to ONNX (needs `unfreeze[onnx]`).
@@ -602,9 +646,11 @@ class Learner:
 
         from unfreeze._io import atomic_path
 
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp))
+        if distributed.is_main_process():
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            with atomic_path(path) as tmp:
+                save_file(state, str(tmp))
+        distributed.barrier()
         return Path(path)
 
     def load_weights(self, path: str | Path) -> None:
