@@ -1,1 +1,54 @@
-"""models package."""
+"""Models: pretrained backbones with new heads, parameter groups and input statistics.
+
+Imports nothing from unfreeze.data, train, inference or cli.
+
+Example:
+    >>> from unfreeze.models import create_model
+    >>> model = create_model("efficientnet_lite0", n_out=10)   # bundled ImageNet weights, offline
+    >>> model.weights_source.split(":")[0], model.mean
+    ('bundled', (0.5, 0.5, 0.5))
+"""
+
+from unfreeze.models.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchitectureNotRebuildableError,
+    TransferModel,
+    UnknownArchitectureError,
+    create_model,
+    model_from_config,
+)
+from unfreeze.models.heads import HEAD_KINDS, AdaptiveConcatPool2d, build_head, fastai_head, linear_head
+from unfreeze.models.weights import (
+    PretrainedSpec,
+    ResolvedWeights,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+    load_bundled_weights,
+    load_state_dict_into,
+    read_state_dict,
+    resolve_pretrained,
+)
+
+__all__ = [
+    "HEAD_KINDS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AdaptiveConcatPool2d",
+    "ArchitectureNotRebuildableError",
+    "PretrainedSpec",
+    "ResolvedWeights",
+    "TransferModel",
+    "UnknownArchitectureError",
+    "WeightsMismatchError",
+    "WeightsNotFoundError",
+    "build_head",
+    "create_model",
+    "fastai_head",
+    "linear_head",
+    "load_bundled_weights",
+    "load_state_dict_into",
+    "model_from_config",
+    "read_state_dict",
+    "resolve_pretrained",
+]

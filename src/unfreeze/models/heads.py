@@ -1,0 +1,161 @@
+"""Classifier heads that sit on top of a backbone's features.
+
+Two heads are built here: fastai's head (concat pooling, BatchNorm, dropout, two linear layers) and a
+plain linear head. Both accept either a feature map ``[B, C, H, W]`` (they pool it themselves) or
+already pooled features ``[B, C]`` (token models such as ViT pool inside the body; see
+``backbones.py``), chosen by ``pool``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["HEAD_KINDS", "AdaptiveConcatPool2d", "build_head", "fastai_head", "linear_head"]
+
+HEAD_KINDS = ("fastai", "linear")
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Adaptive max pooling and average pooling, concatenated along channels (2*C features).
+
+    Example:
+        >>> pool = AdaptiveConcatPool2d()
+        >>> pool(torch.zeros(2, 8, 7, 7)).shape
+        torch.Size([2, 16, 1, 1])
+    """
+
+    def __init__(self, output_size: int = 1) -> None:
+        super().__init__()
+        self.max_pool = nn.AdaptiveMaxPool2d(output_size)
+        self.avg_pool = nn.AdaptiveAvgPool2d(output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Max first, then average: the order fastai uses, so weights transplanted from a fastai
+        # head line up.
+        return torch.cat([self.max_pool(x), self.avg_pool(x)], dim=1)
+
+
+def fastai_head(
+    num_features: int, n_out: int, *, ps: float = 0.5, hidden: int = 512, pool: bool = True
+) -> nn.Sequential:
+    """Build fastai's default classifier head.
+
+    Layers: AdaptiveConcatPool2d → Flatten → BatchNorm1d(2·nf) → Dropout(ps/2) →
+    Linear(2·nf, hidden, bias=False) → ReLU → BatchNorm1d(hidden) → Dropout(ps) →
+    Linear(hidden, n_out, bias=False). Linear weights get Kaiming-normal init, BatchNorm weight 1
+    and bias 0. With ``pool=False`` (features already pooled to ``[B, nf]``) the pooling and
+    flatten layers are left out and the first BatchNorm sees ``nf`` features.
+
+    Args:
+        num_features: channels of the body's output (``nf``).
+        n_out: number of classes.
+        ps: dropout probability of the last dropout; the first one uses ``ps / 2``.
+        hidden: width of the hidden linear layer (fastai: 512).
+        pool: whether the input is a feature map that must be pooled here.
+
+    Returns:
+        The head as an ``nn.Sequential``.
+
+    Example:
+        >>> head = fastai_head(512, 10)
+        >>> head.eval()(torch.randn(2, 512, 7, 7)).shape
+        torch.Size([2, 10])
+    """
+    _check_head_args(num_features, n_out, ps)
+    in_features = 2 * num_features if pool else num_features
+    pooling: list[nn.Module] = [AdaptiveConcatPool2d(), nn.Flatten()] if pool else []
+    head = nn.Sequential(
+        *pooling,
+        nn.BatchNorm1d(in_features),
+        nn.Dropout(ps / 2),
+        nn.Linear(in_features, hidden, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(ps),
+        nn.Linear(hidden, n_out, bias=False),
+    )
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight)
+        elif isinstance(module, nn.BatchNorm1d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return head
+
+
+def linear_head(num_features: int, n_out: int, *, pool: bool = True) -> nn.Sequential:
+    """Build a plain linear head: average pooling → Flatten → Linear(nf, n_out).
+
+    Args:
+        num_features: channels of the body's output.
+        n_out: number of classes.
+        pool: whether the input is a feature map that must be pooled here.
+
+    Returns:
+        The head as an ``nn.Sequential``.
+
+    Example:
+        >>> linear_head(512, 10)(torch.randn(2, 512, 7, 7)).shape
+        torch.Size([2, 10])
+    """
+    _check_head_args(num_features, n_out, 0.0)
+    pooling: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if pool else []
+    return nn.Sequential(*pooling, nn.Linear(num_features, n_out))
+
+
+def build_head(
+    head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the head named by ``head`` (or check a user module) for body features of ``feature_shape``.
+
+    Args:
+        head: ``"fastai"``, ``"linear"`` or an ``nn.Module`` used as it is.
+        feature_shape: shape of the body's output for one image, ``(1, C, H, W)`` or ``(1, C)``; a
+            2-D shape means the body already pooled, so the head does not pool.
+        n_out: number of classes.
+        ps: dropout of the fastai head.
+
+    Returns:
+        The head and its JSON-able config: ``{"kind": "fastai", "ps": ps}``, ``{"kind": "linear"}`` or
+        ``{"kind": "custom", "class": name}`` (a custom head must be rebuilt by the user on load).
+
+    Example:
+        >>> head, config = build_head("linear", (1, 512, 7, 7), 10)
+        >>> config
+        {'kind': 'linear'}
+    """
+    pooled, num_features = len(feature_shape) == 2, feature_shape[1]
+    if head == "fastai":
+        return fastai_head(num_features, n_out, ps=ps, pool=not pooled), {"kind": "fastai", "ps": ps}
+    if head == "linear":
+        return linear_head(num_features, n_out, pool=not pooled), {"kind": "linear"}
+    if not isinstance(head, nn.Module):
+        raise TypeError(f"head must be 'fastai', 'linear' or an nn.Module, got {head!r}.")
+    # Run the user's module once on dummy features so that a wrong shape fails here, not mid-fit.
+    was_training = head.training
+    try:
+        with torch.no_grad():
+            out_shape = tuple(head.eval()(torch.zeros(2, *feature_shape[1:])).shape)
+    except Exception as error:  # any failure of the user's module, reported with the shapes involved
+        raise ValueError(
+            f"The custom head fails on body features of shape {list(feature_shape[1:])}: {error}"
+        ) from error
+    finally:
+        head.train(was_training)
+    if out_shape != (2, n_out):
+        raise ValueError(
+            f"The custom head maps features {list(feature_shape[1:])} to {list(out_shape[1:])}, expected [{n_out}]."
+        )
+    return head, {"kind": "custom", "class": type(head).__name__}
+
+
+def _check_head_args(num_features: int, n_out: int, ps: float) -> None:
+    if num_features < 1:
+        raise ValueError(f"num_features must be >= 1, got {num_features}.")
+    if not isinstance(n_out, int) or isinstance(n_out, bool) or n_out < 1:
+        raise ValueError(f"n_out must be a positive int (the number of classes), got {n_out!r}.")
+    if not 0.0 <= ps < 1.0:
+        raise ValueError(f"ps (dropout probability) must be in [0, 1), got {ps}.")
