@@ -10,6 +10,7 @@ Example:
 __version__ = "0.1.0"
 
 from unfreeze.data import DataError, DataWarning, ImageDataLoader, ImageDataLoaders, sample_path
+from unfreeze.inference import ClassificationInterpretation, ExportError, load_learner
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
@@ -33,9 +34,11 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "CheckpointError",
+    "ClassificationInterpretation",
     "DataError",
     "DataWarning",
     "EarlyStopping",
+    "ExportError",
     "ImageDataLoader",
     "ImageDataLoaders",
     "Learner",
@@ -52,6 +55,7 @@ __all__ = [
     "create_model",
     "error_rate",
     "f1_score",
+    "load_learner",
     "sample_path",
     "top_k_accuracy",
     "vision_learner",

@@ -605,7 +605,7 @@ class Learner:
 
         return predict_batch(self, items, bs=bs)
 
-    def tta(self, dl: Any = None, n: int = 4, beta: float = 0.25) -> Any:
+    def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> Any:
         """Test-time augmentation with fastai's defaults: `(probs, targets)`.
 
         Example:

@@ -1,0 +1,331 @@
+"""Pickle-free export: one safetensors file with a JSON header, `load_learner`, and ONNX export.
+
+fastai's export pickles the whole Learner: loading an untrusted file runs arbitrary code, and files
+break when the library's classes move. An `.unfreeze` file is a safetensors file (tensors plus a JSON
+header, parsed, never executed) whose `__metadata__["unfreeze"]` is one JSON string:
+
+    {"format": "unfreeze", "format_version": 1, "library_version": "0.1.0",
+     "model": TransferModel.config(), "vocab": [...], "size": 64, "item_size": 64,
+     "resize_method": "crop", "mean": [...], "std": [...], "augment": {...} | null, "seed": 0 | null}
+
+`load_learner` checks the bytes before handing them to safetensors, so a pickle or a truncated file is
+refused with a clear message and nothing in it runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import struct
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+import unfreeze
+from unfreeze._io import atomic_path
+from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ExportArchitectureError",
+    "ExportError",
+    "export",
+    "export_onnx",
+    "load_learner",
+    "read_export_metadata",
+]
+
+FORMAT_NAME = "unfreeze"
+FORMAT_VERSION = 1
+_METADATA_KEY = "unfreeze"
+_MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a larger "header" is not a safetensors file
+_ONNX_HINT = "ONNX export needs the optional packages onnx and onnxruntime: pip install 'unfreeze[onnx]'"
+
+
+class ExportError(ValueError):
+    """An export that cannot be written or read: the message says what was found and what to do."""
+
+
+class ExportArchitectureError(ExportError, UnknownArchitectureError):
+    """An export naming an architecture this installation cannot build (also an UnknownArchitectureError)."""
+
+
+def _inference_config(learner: Learner) -> dict[str, Any]:
+    model, dls = learner.model, learner.dls
+    config = model.config() if hasattr(model, "config") else None
+    if config is None or config["arch"].startswith("custom:") or config["head"].get("kind") == "custom":
+        arch = getattr(model, "arch", type(model).__name__)
+        raise ExportError(
+            f"A model built from a custom module or with a custom head ({arch!r}) cannot be rebuilt from a "
+            "file without running your code. Save its weights with learn.save_weights('weights.safetensors') "
+            "and rebuild it with create_model(...) before load_weights, or use a timm architecture name."
+        )
+    valid, augment = dls.valid, getattr(dls.train, "augment", None)
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": unfreeze.__version__,
+        "model": config,
+        "vocab": list(dls.vocab),
+        "size": int(dls.size),
+        "item_size": int(valid.dataset.item_size),
+        "resize_method": valid.dataset.resize_method,
+        "mean": list(valid.mean),
+        "std": list(valid.std),
+        "augment": dataclasses.asdict(augment) if augment is not None else None,
+        "seed": learner.seed,
+    }
+
+
+def export(learner: Learner, path: str | Path = "model.unfreeze") -> Path:
+    """Write the model, its architecture config, vocab and preprocessing to one pickle-free file.
+
+    The file is written next to `path` under a temporary name and renamed when complete, so an
+    interrupted export never leaves a half-written file (and an older export stays intact).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ExportError: The model was built from a custom module or head and cannot be rebuilt from a file.
+
+    Example:
+        >>> export(learn, "model.unfreeze")  # doctest: +SKIP
+        PosixPath('model.unfreeze')
+        >>> learn2 = load_learner("model.unfreeze")  # doctest: +SKIP
+    """
+    from safetensors.torch import save_file
+
+    metadata = _inference_config(learner)
+    # clone(): safetensors refuses tensors that share storage, and the file must not alias the model.
+    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in learner.model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata)})
+    return Path(path)
+
+
+def _is_pickle(start: bytes) -> bool:
+    # Pickle protocols 2-5 open with PROTO (0x80) and the protocol number; torch.save writes a zip.
+    return (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or start[:4] == b"PK\x03\x04"
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check a safetensors header without trusting the file (no pickle, no code)."""
+    if not path.is_file():
+        raise ExportError(f"No export at {path}. Expected a file written by learn.export().")
+    file_size = path.stat().st_size
+    with path.open("rb") as handle:
+        start = handle.read(9)
+        # A safetensors file opens with its header size (u64, little endian), then the JSON header "{".
+        header_size = struct.unpack("<Q", start[:8])[0] if len(start) >= 8 else 0
+        plausible = header_size <= _MAX_HEADER_BYTES and start[8:9] in (b"{", b"")
+        # Checked after the safetensors test: a real header size may start with the byte 0x80 too.
+        if _is_pickle(start) and not (plausible and len(start) == 9):
+            kind = "a zip archive, as torch.save writes" if start[:2] == b"PK" else "a Python pickle"
+            raise ExportError(
+                f"{path} is {kind}, not an unfreeze export. unfreeze never unpickles files: a pickle can run "
+                "arbitrary code when loaded. Load it in trusted code and re-export with learn.export()."
+            )
+        if not plausible:
+            raise ExportError(f"{path} is not an unfreeze export (no safetensors header); "
+                              "expected the file of learn.export().")
+        if len(start) < 8 or 8 + header_size > file_size:
+            raise ExportError(f"{path} is truncated: its header needs {8 + header_size} bytes, the file has "
+                              f"{file_size}. Export the model again.")
+        handle.seek(8)
+        try:
+            header = json.loads(handle.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ExportError(f"{path} is not an unfreeze export (unreadable header).") from None
+    if not isinstance(header, dict):
+        raise ExportError(f"{path} is not an unfreeze export (unexpected header).")
+    try:
+        data_end = max((int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"),
+                       default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise ExportError(f"{path} is not an unfreeze export (malformed safetensors header).") from None
+    if 8 + header_size + data_end > file_size:
+        raise ExportError(f"{path} is truncated: its tensors need {8 + header_size + data_end} bytes, the file has "
+                          f"{file_size}. Export the model again.")
+    return header
+
+
+def read_export_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of an export, checked for format name and version; reads no tensors.
+
+    Raises:
+        ExportError: Not an unfreeze export, truncated, a pickle, or another format version.
+
+    Example:
+        >>> read_export_metadata("model.unfreeze")["vocab"]  # doctest: +SKIP
+        ['cat', 'dog']
+    """
+    path = Path(path)
+    raw = (_read_header(path).get("__metadata__") or {}).get(_METADATA_KEY)
+    try:
+        metadata = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise ExportError(f"{path} is a safetensors file but not an unfreeze export (no '{_METADATA_KEY}' metadata). "
+                          "Load bare weights with learn.load_weights().")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        advice = ("Upgrade unfreeze to load it." if isinstance(version, int) and version > FORMAT_VERSION
+                  else "Re-export it with this version of unfreeze.")
+        raise ExportError(
+            f"{path} has export format version {version!r} (written by unfreeze "
+            f"{metadata.get('library_version', '?')}); this unfreeze {unfreeze.__version__} reads format "
+            f"version {FORMAT_VERSION}. {advice}"
+        )
+    missing = [key for key in ("model", "vocab", "size", "item_size", "resize_method", "mean", "std")
+               if key not in metadata]
+    if missing:
+        raise ExportError(f"{path} lacks {', '.join(missing)} in its metadata; export the model again.")
+    return metadata
+
+
+def _inference_dls(metadata: dict[str, Any], device: str | torch.device) -> ImageDataLoaders:
+    """Loaders with no items that carry the vocab and preprocessing, for test_dl, predict and tta."""
+    # Only the settings this version knows: a newer file may carry more, an older one fewer.
+    known = {field.name for field in dataclasses.fields(BatchAugment)}
+    stored = metadata.get("augment")
+    augment = BatchAugment(**{k: v for k, v in stored.items() if k in known}) if isinstance(stored, dict) else None
+    seed = metadata.get("seed") or 0
+
+    def empty_loader(training: bool) -> ImageDataLoader:
+        dataset = ImageDataset([], metadata["vocab"], item_size=metadata["item_size"],
+                               resize_method=metadata["resize_method"])
+        return ImageDataLoader(dataset, 64, training=training, size=metadata["size"], augment=augment, seed=seed,
+                               device=device, mean=metadata["mean"], std=metadata["std"])
+
+    return ImageDataLoaders(empty_loader(True), empty_loader(False), seed)
+
+
+def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learner:
+    """Rebuild a learner for inference from an export: no training data, network or pretrained file.
+
+    The architecture is built with random weights from the stored config, then the stored weights
+    are loaded. The file is checked before anything is read into tensors and is never unpickled.
+
+    Args:
+        path: A file written by `export`.
+        device: Where the model runs ("cpu", "cuda", ...).
+
+    Returns:
+        A `Learner` whose `predict`, `predict_batch`, `get_preds(dl=learn.dls.test_dl(...))` and `tta`
+        work as on the original (its own train and valid loaders are empty).
+
+    Raises:
+        ExportError: Missing, truncated, pickled, not an export, another format version, or weights that
+            do not fit the architecture.
+        ExportArchitectureError: The architecture is unknown to this installation's timm/torchvision.
+
+    Example:
+        >>> learn = load_learner("model.unfreeze")  # doctest: +SKIP
+        >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
+        'cat'
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from unfreeze.train.learner import Learner
+
+    path = Path(path)
+    metadata = read_export_metadata(path)
+    try:
+        model = model_from_config(metadata["model"])
+    except UnknownArchitectureError as error:
+        raise ExportArchitectureError(f"{path} names an architecture this installation cannot build: {error} "
+                                      "Install the timm version it was exported with.") from None
+    except (ArchitectureNotRebuildableError, ValueError, KeyError, TypeError) as error:
+        raise ExportError(f"{path} has a model config that cannot be rebuilt: {error}") from None
+    try:
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as error:
+        raise ExportError(f"{path}: the stored weights do not fit the stored architecture ({error}). "
+                          "Export the model again.") from None
+    learn = Learner(_inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
+    learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used
+    learn.model.eval()
+    return learn
+
+
+class _NormalizedModel(nn.Module):
+    """float [B,3,H,W] in [0, 1] → (logits, probabilities); normalization is part of the graph."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model((images - self.mean) / self.std)
+        return logits, logits.softmax(dim=1)
+
+
+def _require_onnx() -> Any:
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401  (only checked: the exported file is meant to be run by it)
+    except ImportError as error:
+        raise ImportError(f"{_ONNX_HINT} ({error}).") from error
+    return onnx
+
+
+def export_onnx(learner: Learner, path: str | Path = "model.onnx", opset: int = 17, size: int | None = None) -> Path:
+    """Export the inference model to ONNX with the normalization built in.
+
+    Input `image`: float32 [batch, 3, size, size], RGB in [0, 1], already resized and cropped as the
+    validation transforms do (the batch axis is dynamic). Outputs `logits` and `probabilities`, both
+    [batch, n_classes]. The vocab, size, resize method and library version are stored in the ONNX
+    metadata (`unfreeze` key, the same JSON as `export`). Written atomically.
+
+    Args:
+        learner: The learner to export.
+        path: Where to write the `.onnx` file.
+        opset: ONNX opset, >= 17.
+        size: Input side in pixels; default: the data's size.
+
+    Raises:
+        ImportError: onnx or onnxruntime is missing (install `unfreeze[onnx]`).
+
+    Example:
+        >>> export_onnx(learn, "model.onnx")  # doctest: +SKIP
+        >>> session = onnxruntime.InferenceSession("model.onnx")  # doctest: +SKIP
+        >>> logits, probs = session.run(None, {"image": images_0_to_1})  # doctest: +SKIP
+    """
+    onnx = _require_onnx()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
+        raise ValueError(f"opset must be an integer >= 17, got {opset!r}.")
+    metadata = _inference_config(learner)
+    size = metadata["size"] if size is None else size
+    model = copy.deepcopy(learner.model).float().cpu().eval()
+    wrapped = _NormalizedModel(model, metadata["mean"], metadata["std"]).eval()
+    example = torch.rand(2, 3, size, size)
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            # The TorchScript exporter needs no package beyond onnx (torch's default dynamo exporter
+            # also needs onnxscript); its deprecation notice is torch's concern, not the user's.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                wrapped, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
+                output_names=["logits", "probabilities"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+            )  # fmt: skip
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = _METADATA_KEY, json.dumps(metadata)
+        onnx.save(graph, str(tmp))
+    return Path(path)

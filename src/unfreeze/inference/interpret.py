@@ -1,0 +1,165 @@
+"""ClassificationInterpretation: where a classifier goes wrong (fastai's, plus a per-class report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from unfreeze.inference.predict import _ordered, get_preds
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = ["ClassificationInterpretation"]
+
+
+class ClassificationInterpretation:
+    """Predictions, targets and losses of a learner over one loader, and views of its mistakes.
+
+    Positions in `probs`, `targets` and `losses` follow the loader's items, skipping undecodable ones;
+    `item_indices` maps each position back to its index in `dl.dataset`.
+
+    Example:
+        >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
+        >>> interp.most_confused(min_val=2)  # doctest: +SKIP
+        [('Shirt', 'T-shirt_top', 7), ('Pullover', 'Coat', 4)]
+    """
+
+    def __init__(self, dl: Any, vocab: list[str], probs: torch.Tensor, targets: torch.Tensor,
+                 losses: torch.Tensor) -> None:
+        self.dl, self.vocab = dl, list(vocab)
+        self.probs, self.targets, self.losses = probs, targets, losses
+        self.preds = probs.argmax(dim=1)
+        dropped = getattr(dl.dataset, "dropped", {})
+        self.item_indices = torch.tensor([i for i in range(len(dl.dataset)) if i not in dropped], dtype=torch.long)
+
+    @classmethod
+    def from_learner(cls, learn: Learner, dl: Any = None) -> ClassificationInterpretation:
+        """Run `learn` over `dl` (default: validation) and keep what the views need.
+
+        Example:
+            >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
+        """
+        loader = _ordered(learn.dls.valid if dl is None else dl)
+        probs, targets, losses = get_preds(learn, loader, with_loss=True)
+        return cls(loader, learn.dls.vocab, probs, targets, losses)
+
+    def confusion_matrix(self) -> torch.Tensor:
+        """Counts [C, C]: row = actual class, column = predicted class (unlabelled items left out).
+
+        Example:
+            >>> interp.confusion_matrix()  # doctest: +SKIP
+            tensor([[18,  2], [ 1, 19]])
+        """
+        n_classes = len(self.vocab)
+        labelled = self.targets >= 0
+        pairs = self.targets[labelled] * n_classes + self.preds[labelled]
+        return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+    def plot_confusion_matrix(self, path: str | Path = "cm.png", normalize: bool = False) -> Path:
+        """Save the confusion matrix as a PNG with the class names on both axes.
+
+        Example:
+            >>> interp.plot_confusion_matrix("cm.png", normalize=True)  # doctest: +SKIP
+            PosixPath('cm.png')
+        """
+        from unfreeze.plots import plot_confusion_matrix  # matplotlib loads only when a figure is drawn
+
+        return plot_confusion_matrix(self.confusion_matrix().numpy(), self.vocab, path, normalize=normalize)
+
+    def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
+        """Off-diagonal cells with at least `min_val` items: (actual, predicted, count), most first.
+
+        Example:
+            >>> interp.most_confused()  # doctest: +SKIP
+            [('dog', 'cat', 2), ('cat', 'dog', 1)]
+        """
+        matrix = self.confusion_matrix()
+        cells = [(self.vocab[actual], self.vocab[predicted], int(matrix[actual, predicted]))
+                 for actual in range(len(self.vocab)) for predicted in range(len(self.vocab))
+                 if actual != predicted and matrix[actual, predicted] >= min_val]
+        return sorted(cells, key=lambda cell: -cell[2])  # stable: ties keep (actual, predicted) order
+
+    def top_losses(self, k: int | None = 9, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `k` largest losses (all when None) and the dataset indices of their items.
+
+        Example:
+            >>> losses, indices = interp.top_losses(5)  # doctest: +SKIP
+        """
+        labelled = torch.nonzero(self.targets >= 0).flatten()
+        k = len(labelled) if k is None else min(k, len(labelled))
+        losses, order = torch.topk(self.losses[labelled], k, largest=largest)
+        return losses, self.item_indices[labelled[order]]
+
+    def plot_top_losses(self, k: int = 9, path: str | Path = "top.png") -> Path:
+        """Save the `k` worst-predicted images, each titled predicted/actual, loss and probability.
+
+        The probability is the one the model gave its (wrong or right) prediction, as fastai shows.
+
+        Example:
+            >>> interp.plot_top_losses(9, path="top.png")  # doctest: +SKIP
+            PosixPath('top.png')
+        """
+        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
+
+        losses, indices = self.top_losses(k)
+        positions = {int(index): position for position, index in enumerate(self.item_indices.tolist())}
+        images = self.dl.decode_uint8(indices)
+        titles = []
+        for loss, index in zip(losses.tolist(), indices.tolist(), strict=True):
+            position = positions[index]
+            predicted, actual = int(self.preds[position]), int(self.targets[position])
+            titles.append(f"{self.vocab[predicted]}/{self.vocab[actual]}\n"
+                          f"loss {loss:.2f} / prob {float(self.probs[position, predicted]):.2f}")
+        pictures = [image.permute(1, 2, 0).numpy() for image in images]
+        return plot_image_grid(pictures, titles, path)
+
+    def report(self, as_text: bool = False) -> dict[str, dict[str, float]] | str:
+        """Per-class precision, recall, F1 and support, plus macro and weighted averages and accuracy.
+
+        Computed from `confusion_matrix()`; a class never predicted has precision 0 (and likewise for
+        recall and F1), as torchmetrics and scikit-learn's `zero_division=0`.
+
+        Args:
+            as_text: Return a printable table instead of the dict.
+
+        Example:
+            >>> interp.report()["cat"]  # doctest: +SKIP
+            {'precision': 0.95, 'recall': 0.9, 'f1': 0.923, 'support': 20}
+            >>> print(interp.report(as_text=True))  # doctest: +SKIP
+        """
+        matrix = self.confusion_matrix().double()
+        true_positive, support = matrix.diagonal(), matrix.sum(dim=1)
+        predicted = matrix.sum(dim=0)
+        precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0)
+        recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
+        denominator = precision + recall
+        f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp(min=1e-12), 0.0)
+        rows: dict[str, dict[str, float]] = {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i])}
+            for i, name in enumerate(self.vocab)
+        }
+        total = float(support.sum())
+        weights = support / max(total, 1.0)
+        rows["macro avg"] = {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                             "f1": float(f1.mean()), "support": int(total)}
+        rows["weighted avg"] = {"precision": float((precision * weights).sum()),
+                                "recall": float((recall * weights).sum()),
+                                "f1": float((f1 * weights).sum()), "support": int(total)}
+        rows["accuracy"] = {"accuracy": float(true_positive.sum()) / max(total, 1.0), "support": int(total)}
+        return _format_report(rows) if as_text else rows
+
+
+def _format_report(rows: dict[str, dict[str, float]]) -> str:
+    width = max(12, *(len(name) for name in rows))
+    lines = [f"{'':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
+    for name, row in rows.items():
+        if name == "accuracy":
+            lines.append(f"{name:<{width}} {'':>9} {'':>9} {row['accuracy']:>9.3f} {row['support']:>9}")
+        else:
+            lines.append(f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} "
+                         f"{row['support']:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""Predictions: ordered probabilities over a loader, one image, a stream of images, and TTA.
+
+Everything runs through `Learner.collect_logits`, the one evaluation pass (eval mode, no grad,
+ordered, gathered across ranks), so predictions here equal what `validate` scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = ["get_preds", "iter_image_files", "predict", "predict_batch", "tta"]
+
+
+def _ordered(loader: Any) -> Any:
+    """`loader` itself, or an unshuffled, unaugmented twin of a training loader (same items)."""
+    if not getattr(loader, "shuffle", False):
+        return loader
+    return ImageDataLoader(loader.dataset, loader.batch_size, size=loader.size, seed=loader.seed,
+                           device=loader.device, num_workers=loader.num_workers, mean=loader.mean, std=loader.std)
+
+
+def _losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # Unlabelled items (target -1) have no loss; NaN keeps the result aligned with the items.
+    losses = torch.full((len(targets),), float("nan"), device=logits.device)
+    labelled = targets >= 0
+    if labelled.any():
+        losses[labelled] = F.cross_entropy(logits[labelled], targets[labelled], reduction="none")
+    return losses
+
+
+def get_preds(learner: Learner, dl: Any = None, with_loss: bool = False) -> tuple[torch.Tensor, ...]:
+    """Softmax probabilities and targets over `dl` (default: the validation loader), in dataset order.
+
+    A shuffled (training) loader is replaced by an unshuffled, unaugmented loader over the same items.
+    Items that could not be decoded are left out (their indices are in `dl.dataset.dropped`).
+
+    Args:
+        learner: The learner whose model predicts.
+        dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
+        with_loss: Also return the cross-entropy of every item (NaN for unlabelled items).
+
+    Returns:
+        `(probs, targets)` or `(probs, targets, losses)`: float [N, C], long [N] (-1 if unlabelled) and
+        float [N], on the CPU.
+
+    Example:
+        >>> probs, targets = get_preds(learn)  # doctest: +SKIP
+        >>> probs, targets, losses = get_preds(learn, learn.dls.test_dl(paths), with_loss=True)  # doctest: +SKIP
+    """
+    loader = _ordered(learner.dls.valid if dl is None else dl)
+    logits, targets = learner.collect_logits(loader)
+    probs, targets = logits.softmax(dim=1).cpu(), targets.cpu()
+    if with_loss:
+        return probs, targets, _losses(logits, targets.to(logits.device)).cpu()
+    return probs, targets
+
+
+def predict(learner: Learner, item: Any) -> tuple[str, int, torch.Tensor]:
+    """Predict one image: a path, a PIL image, a numpy HWC array or a CHW/HWC tensor.
+
+    The image goes through the validation transforms (item resize, centre crop, normalization).
+
+    Returns:
+        `(label, index, probs)`: the predicted class name, its index and the float [C] probabilities.
+
+    Raises:
+        DataError: The file does not exist or cannot be decoded as an image.
+
+    Example:
+        >>> label, index, probs = predict(learn, "cat.jpg")  # doctest: +SKIP
+        >>> label, float(probs[index])  # doctest: +SKIP
+        ('cat', 0.97)
+    """
+    loader = learner.dls.test_dl([item], batch_size=1)
+    with warnings.catch_warnings():
+        # The failure is raised below with its reason; a warning on top would say it twice.
+        warnings.simplefilter("ignore")
+        probs, _ = get_preds(learner, loader)
+    if len(probs) == 0:
+        reason = loader.dataset.dropped.get(0, "unknown error")
+        raise DataError(f"{loader.dataset.items[0][0]} could not be decoded ({reason}). Expected an image.")
+    index = int(probs[0].argmax())
+    return learner.dls.vocab[index], index, probs[0]
+
+
+def iter_image_files(folder: str | Path) -> Iterator[Path]:
+    """Image files under `folder`, recursively, yielded lazily in sorted order (per folder).
+
+    Only one folder's listing is held at a time, so a folder of millions of files costs no memory.
+
+    Example:
+        >>> next(iter_image_files("photos"))  # doctest: +SKIP
+        PosixPath('photos/a.jpg')
+    """
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.is_dir():
+            yield from iter_image_files(entry.path)
+        elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+            yield Path(entry.path)
+
+
+def _sources(items_or_folder: Any) -> Iterable[Any]:
+    if isinstance(items_or_folder, (str, Path)):
+        path = Path(items_or_folder)
+        if path.is_dir():
+            return iter_image_files(path)
+        if not path.exists():
+            raise DataError(f"{path} does not exist. Expected a folder of images or a list of images.")
+        return [path]
+    return items_or_folder
+
+
+def _name(source: Any, position: int) -> str:
+    return str(source) if isinstance(source, (str, Path)) else f"<in-memory image {position}>"
+
+
+def _predict_chunk(learner: Learner, chunk: list[Any], start: int, bs: int) -> Iterator[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    present = []
+    for offset, source in enumerate(chunk):
+        if isinstance(source, (str, Path)) and not Path(source).is_file():
+            rows[offset] = {"error": "file not found"}
+        else:
+            present.append(offset)
+    if present:
+        loader = learner.dls.test_dl([chunk[offset] for offset in present], batch_size=bs)
+        with warnings.catch_warnings():
+            # Bad files are reported in their rows and in one summary warning, not once per chunk.
+            warnings.simplefilter("ignore")
+            probs, _ = get_preds(learner, loader)
+        dropped = loader.dataset.dropped
+        kept = [position for position in range(len(present)) if position not in dropped]
+        best, indices = probs.max(dim=1)
+        for position, prob, index in zip(kept, best.tolist(), indices.tolist(), strict=True):
+            rows[present[position]] = {"label": learner.dls.vocab[index], "index": index, "prob": prob, "error": None}
+        for position, reason in dropped.items():
+            rows[present[position]] = {"error": reason}
+    for offset, source in enumerate(chunk):
+        row = {"path": _name(source, start + offset), "label": None, "index": -1, "prob": float("nan"), "error": None}
+        row.update(rows[offset])
+        yield row
+
+
+def predict_batch(learner: Learner, items_or_folder: Any, bs: int = 64) -> Iterator[dict[str, Any]]:
+    """Stream predictions over a folder (searched recursively) or an iterable of images, `bs` at a time.
+
+    A generator: only one batch of images is decoded and held at a time, and a folder is listed lazily,
+    so 100,000 images need one batch's worth of memory. Unreadable or missing files do not stop the
+    stream: their row has `label=None`, `index=-1` and the reason in `error`, and one `DataWarning`
+    naming them is issued when the stream is exhausted.
+
+    Args:
+        learner: The learner whose model predicts.
+        items_or_folder: A folder, one image path, or an iterable (list, generator) of paths, PIL images,
+            numpy arrays or tensors.
+        bs: Images decoded and predicted per batch.
+
+    Yields:
+        One dict per input, in input order: `{"path": str, "label": str | None, "index": int,
+        "prob": float (probability of the predicted class), "error": str | None}`.
+
+    Example:
+        >>> for row in predict_batch(learn, "photos/"):  # doctest: +SKIP
+        ...     print(row["path"], row["label"], round(row["prob"], 3))
+        >>> rows = list(predict_batch(learn, ["a.jpg", "b.jpg"]))  # doctest: +SKIP
+    """
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise ValueError(f"bs must be a whole number >= 1, got {bs!r}.")
+    sources = iter(_sources(items_or_folder))
+    bad = BadFileReport()
+    start = 0
+    while chunk := list(itertools.islice(sources, bs)):
+        for row in _predict_chunk(learner, chunk, start, bs):
+            if row["error"] is not None:
+                bad.add(Path(row["path"]), row["error"])
+            yield row
+        start += len(chunk)
+    bad.warn("images that could not be predicted (their rows carry the reason)")
+
+
+def tta(learner: Learner, dl: Any = None, n: int = 4,
+        beta: float | None = 0.25) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """fastai's test-time augmentation: `(1 - beta) * mean(n augmented passes) + beta * plain pass`.
+
+    The augmented passes apply the training transforms (random crop and the training `BatchAugment`)
+    to the items of `dl` in their order. Pass `i` draws from `(seed, i)`, so the result is the same on
+    every call with the same learner seed (or data seed when the learner has none).
+
+    Args:
+        learner: The learner whose model predicts.
+        dl: The loader (default: validation).
+        n: Number of augmented passes, >= 1.
+        beta: Weight of the plain pass. None returns both parts instead of mixing them.
+
+    Returns:
+        `(probs, targets)`, or `((augmented_probs, plain_probs), targets)` when `beta` is None.
+
+    Example:
+        >>> probs, targets = tta(learn)  # doctest: +SKIP
+        >>> (augmented, plain), targets = tta(learn, beta=None)  # doctest: +SKIP
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
+    if beta is not None and not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1] or None, got {beta!r}.")
+    loader = _ordered(learner.dls.valid if dl is None else dl)
+    train = learner.dls.train
+    seed = learner.seed if learner.seed is not None else loader.seed
+    augmented = ImageDataLoader(loader.dataset, loader.batch_size, training=True, size=loader.size,
+                                augment=train.augment, seed=seed, device=loader.device,
+                                num_workers=loader.num_workers, mean=loader.mean, std=loader.std)
+    augmented.shuffle = False  # augment like training, but keep the items in order
+    passes = []
+    for index in range(n):
+        augmented.set_epoch(index)
+        passes.append(get_preds(learner, augmented)[0])
+    augmented_probs = torch.stack(passes).mean(dim=0)
+    plain_probs, targets = get_preds(learner, loader)
+    if beta is None:
+        return (augmented_probs, plain_probs), targets
+    return torch.lerp(augmented_probs, plain_probs, beta), targets

@@ -1,0 +1,134 @@
+"""Every matplotlib figure of unfreeze, one function per plot, drawn headless (Agg, no pyplot state).
+
+Figures are built with `matplotlib.figure.Figure` directly rather than pyplot, so plotting never opens
+a window, never touches pyplot's global figure list and works in threads and on servers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_confusion_matrix", "plot_image_grid", "plot_loss", "plot_sched"]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas; no GUI backend is ever selected
+    return figure
+
+
+def _save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write `figure` to `path` (format from the suffix, PNG by default), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
+    """Save images (uint8 HWC arrays) in a square-ish grid, each with its title, as one figure.
+
+    Example:
+        >>> plot_image_grid([np.zeros((32, 32, 3), np.uint8)], ["black"], "grid.png")
+        PosixPath('grid.png')
+    """
+    n_images = max(1, len(images))
+    columns = math.ceil(math.sqrt(n_images))
+    rows = math.ceil(n_images / columns)
+    figure = _new_figure(2.2 * columns, 2.4 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for slot, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if slot < len(images):
+            axis.imshow(np.asarray(images[slot]), interpolation="nearest" if images[slot].shape[0] < 64 else None)
+            axis.set_title(titles[slot] if slot < len(titles) else "", fontsize=10)
+    return _save_figure(figure, path)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
+                          normalize: bool = False) -> Path:
+    """Save a confusion matrix (rows: actual, columns: predicted) with class names on both axes.
+
+    `normalize=True` shows each row as fractions of its actual class (recall on the diagonal).
+
+    Example:
+        >>> plot_confusion_matrix(np.array([[5, 1], [2, 7]]), ["cat", "dog"], "cm.png")
+        PosixPath('cm.png')
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    if normalize:
+        # A class absent from the data has an all-zero row; show zeros there, not NaN.
+        counts = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    n_classes = len(class_names)
+    side = max(4.0, 0.55 * n_classes + 2.0)
+    figure = _new_figure(side, side)
+    axis = figure.subplots()
+    image = axis.imshow(counts, cmap="Blues", vmin=0.0)
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    ticks = np.arange(n_classes)
+    axis.set_xticks(ticks, labels=list(class_names), rotation=90)
+    axis.set_yticks(ticks, labels=list(class_names))
+    axis.set_xlabel("Predicted")
+    axis.set_ylabel("Actual")
+    axis.set_title("Confusion matrix" + (" (normalized by row)" if normalize else ""))
+    threshold = counts.max(initial=0.0) / 2.0
+    for row, column in np.ndindex(counts.shape):
+        value = counts[row, column]
+        axis.text(column, row, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
+                  fontsize=8, color="white" if value > threshold else "black")
+    return _save_figure(figure, path)
+
+
+def plot_loss(recorder: Any, path: str | Path = "loss.png", skip_start: int = 5, with_valid: bool = True) -> Path:
+    """Training loss per step (raw and smoothed) and validation loss per epoch.
+
+    Example:
+        >>> plot_loss(learn.recorder, "loss.png")  # doctest: +SKIP
+    """
+    figure = _new_figure(7, 4.5)
+    ax = figure.subplots()
+    steps = list(range(skip_start, len(recorder.losses)))
+    ax.plot(steps, recorder.losses[skip_start:], alpha=0.3, label="train (raw)")
+    ax.plot(steps, recorder.smooth_losses[skip_start:], label="train (smoothed)")
+    if with_valid and recorder.history:
+        per_epoch = max(len(recorder.losses) // max(len(recorder.history), 1), 1)
+        xs = [per_epoch * (i + 1) for i in range(len(recorder.history))]
+        ax.plot(xs, [row["valid_loss"] for row in recorder.history], "o-", label="valid")
+    for start in recorder.phase_starts[1:]:
+        ax.axvline(start, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title("Loss")
+    return _save_figure(figure, path)
+
+
+def plot_sched(recorder: Any, path: str | Path = "sched.png") -> Path:
+    """Each parameter group's LR (log scale) and the momentum, per step.
+
+    Example:
+        >>> plot_sched(learn.recorder, "sched.png")  # doctest: +SKIP
+    """
+    figure = _new_figure(11, 4)
+    ax_lr, ax_mom = figure.subplots(1, 2)
+    if recorder.lrs:
+        n_groups = len(recorder.lrs[0])
+        for group in range(n_groups):
+            label = "head" if group == n_groups - 1 else f"group {group}"
+            ax_lr.plot([lrs[group] for lrs in recorder.lrs], label=label)
+        ax_lr.set_yscale("log")
+        ax_lr.legend()
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_mom.plot(recorder.moms)
+    ax_mom.set_xlabel("step")
+    ax_mom.set_ylabel("momentum (beta1)")
+    figure.suptitle("Schedule")
+    return _save_figure(figure, path)
