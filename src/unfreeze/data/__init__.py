@@ -1,1 +1,31 @@
-"""data package."""
+"""Files to batches: find (path, label) items, split them, decode once, batch and augment on the device.
+
+Example:
+    >>> from unfreeze.data import ImageDataLoaders, sample_path
+    >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)
+    >>> dls.show_batch(path="batch.png")
+"""
+
+from unfreeze.data.decode import BadFileReport, decode_image, open_rgb, to_rgb
+from unfreeze.data.loaders import ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
+from unfreeze.data.split import random_split
+from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RESIZE_METHODS",
+    "BadFileReport",
+    "BatchAugment",
+    "DataError",
+    "DataWarning",
+    "ImageDataLoader",
+    "ImageDataLoaders",
+    "ImageDataset",
+    "decode_image",
+    "open_rgb",
+    "random_split",
+    "read_idx",
+    "sample_path",
+    "to_rgb",
+]

@@ -1,0 +1,160 @@
+"""Any image file (or in-memory image) → RGB, with EXIF orientation applied.
+
+Supported: JPEG (including CMYK), PNG (8 and 16 bit, palette, RGBA, LA, grayscale), WebP, BMP, GIF
+(first frame) and TIFF. Transparent pixels are composited on white, the usual background of product
+and document photos, rather than dropped (dropping alpha shows whatever colour hid under it).
+16-bit images are scaled to 8 bits (65535 → 255), never clipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from unfreeze.data.sources import SkippedFiles
+from unfreeze.data.transforms import resize_item
+
+__all__ = [
+    "BadFileReport", "DecodeJob", "ImageSource", "as_list", "chw", "decode_image", "decode_item", "default_workers",
+    "open_rgb", "to_rgb",
+]
+
+# What test_dl and predict accept: a path, a PIL image, a numpy HWC array or a CHW/HWC tensor.
+ImageSource = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+# Decoding failures are reported like listing failures: one warning names and counts them.
+BadFileReport = SkippedFiles
+
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB (alpha on white, 16 bit scaled).
+
+    Example:
+        >>> to_rgb(Image.new("LA", (4, 4))).mode
+        'RGB'
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        # PIL's convert("L") clips 16-bit values at 255; scale the full 16-bit range instead.
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0  # float images are usually in [0, 1]
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (mode == "P" and "transparency" in image.info):
+        return _on_white(image)
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HWC image array with 1, 3 or 4 channels, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        # Floats are taken as [0, 1]; 16-bit integers are scaled; other integers as 0..255.
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.clip(np.rint(array * 255.0), 0, 255)
+        elif array.dtype == np.uint16:
+            array = np.rint(array / 257.0)
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
+    """Open a path or in-memory image as an RGB PIL image with EXIF orientation applied.
+
+    `draft_size` lets the JPEG decoder skip detail it would throw away: it decodes at the smallest
+    1/2, 1/4 or 1/8 scale that stays at least `draft_size` pixels on both sides.
+
+    Example:
+        >>> open_rgb("cat.jpg").mode
+        'RGB'
+    """
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source) or source)
+    if isinstance(source, torch.Tensor):
+        array = source.detach().cpu().numpy()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+            array = array.transpose(1, 2, 0)  # CHW → HWC
+        return to_rgb(_from_array(array))
+    if isinstance(source, np.ndarray):
+        return to_rgb(_from_array(source))
+    with Image.open(source) as image:
+        image.seek(0)  # first frame of a GIF or multi-page TIFF
+        if draft_size is not None and image.format == "JPEG":
+            image.draft(image.mode, (draft_size, draft_size))
+        image.load()  # raises here on truncated or corrupt data
+        oriented = ImageOps.exif_transpose(image) or image
+        return to_rgb(oriented).copy()
+
+
+def decode_image(source: ImageSource) -> torch.Tensor:
+    """Decode an image file (or in-memory image) to an RGB uint8 tensor of shape [3, H, W].
+
+    Example:
+        >>> decode_image("photo.png").shape
+        torch.Size([3, 480, 640])
+    """
+    array = np.asarray(open_rgb(source), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def default_workers() -> int:
+    """Worker processes for the first pass: the CPUs this process may use, at most 8."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        available = os.cpu_count() or 1
+    return min(8, available)
+
+
+def decode_item(source: ImageSource, item_size: int, method: str) -> tuple[np.ndarray | None, str]:
+    """Decode and resize one item for the cache: (uint8 HWC array, "") or (None, why it failed)."""
+    try:
+        return resize_item(open_rgb(source, draft_size=item_size), item_size, method), ""
+    except Exception as error:  # any decoder failure must drop this file, never end the epoch
+        return None, f"{type(error).__name__}: {error}"
+
+
+class DecodeJob(Dataset):
+    """What a worker process runs; holds only picklable plain data so it works with fork and spawn."""
+
+    def __init__(self, paths: list[str], item_size: int, method: str) -> None:
+        self.paths, self.item_size, self.method = paths, item_size, method
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str]:
+        return (index, *decode_item(self.paths[index], self.item_size, self.method))
+
+
+def chw(array: np.ndarray) -> torch.Tensor:
+    """uint8 HWC numpy → contiguous uint8 CHW tensor."""
+    # Cached channels-first, so that batches are a plain stack of crops with no per-epoch transpose.
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def as_list(results: list) -> list:
+    """collate_fn that keeps a worker's results as a plain list."""
+    return results

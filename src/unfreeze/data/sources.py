@@ -1,0 +1,262 @@
+"""Find (path, label) items: class folders, a regex or a function on file names, a CSV, idx files.
+
+Listing does only cheap checks (hidden names, extensions, zero-byte files, links, directories). A file
+that passes them but cannot be decoded is found later, during the first pass over the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "DataWarning",
+    "SkippedFiles",
+    "check_file",
+    "check_root",
+    "csv_items",
+    "folder_items",
+    "list_image_files",
+    "name_func_items",
+    "name_re_items",
+    "read_idx",
+    "sample_path",
+    "warn_empty_classes",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+Item = tuple[Path, str]
+_MAX_NAMED = 10  # a warning names this many files, then counts the rest
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on: the message names the path and what was expected."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or looks wrong, but training can go on."""
+
+
+class SkippedFiles:
+    """Collects files that were skipped, so that one warning can name and count them all.
+
+    Example:
+        >>> skipped = SkippedFiles()
+        >>> skipped.add(Path("a.jpg"), "empty file (0 bytes)")
+        >>> len(skipped)
+        1
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Path, str]] = []
+
+    def add(self, path: Path, reason: str) -> None:
+        self.entries.append((Path(path), reason))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def message(self, what: str = "files that are not decodable images") -> str:
+        lines = [f"{path} ({reason})" for path, reason in self.entries[:_MAX_NAMED]]
+        more = len(self.entries) - _MAX_NAMED
+        if more > 0:
+            lines.append(f"... and {more} more")
+        return f"Skipped {len(self.entries)} {what}:\n  " + "\n  ".join(lines)
+
+    def warn(self, what: str = "files that are not decodable images") -> None:
+        """Issue one DataWarning naming and counting every skipped file (nothing if none)."""
+        if self.entries:
+            warnings.warn(self.message(what), DataWarning, stacklevel=3)
+
+
+def _is_hidden(name: str) -> bool:
+    # .DS_Store, ._foo.jpg (macOS resource forks), .ipynb_checkpoints: never data, skipped silently.
+    return name.startswith(".")
+
+
+def check_file(path: Path, skipped: SkippedFiles) -> bool:
+    """True if `path` may be an image; otherwise record why not in `skipped`."""
+    if path.is_symlink() and not path.exists():
+        skipped.add(path, "broken symbolic link")
+    elif not path.exists():
+        skipped.add(path, "file does not exist")
+    elif path.is_dir():
+        skipped.add(path, "a directory, not an image file")
+    elif not path.is_file():
+        skipped.add(path, "not a regular file")
+    elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+        skipped.add(path, f"not an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    elif path.stat().st_size == 0:
+        skipped.add(path, "empty file (0 bytes)")
+    else:
+        return True
+    return False
+
+
+def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
+    """Image files under `folder` (recursively, sorted); everything else goes to `skipped`.
+
+    Example:
+        >>> files = list_image_files(Path("pets/images"), SkippedFiles())
+    """
+    found: list[Path] = []
+    for directory, subdirectories, names in os.walk(folder):
+        base = Path(directory)
+        kept = []
+        for name in sorted(subdirectories):
+            if _is_hidden(name):
+                continue
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                skipped.add(base / name, "a directory, not an image file")
+            else:
+                kept.append(name)
+        subdirectories[:] = kept  # os.walk descends only into what is left here
+        found.extend(base / name for name in names if not _is_hidden(name) and check_file(base / name, skipped))
+    return sorted(found)
+
+
+def check_root(path: str | Path, expected: str) -> Path:
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        found = "a file" if root.exists() else "nothing"
+        raise DataError(f"Dataset root {root} is not a directory (found {found}). Expected {expected}.")
+    return root
+
+
+def folder_items(folder: Path, skipped: SkippedFiles, empty_classes: list[str]) -> list[Item]:
+    """(path, class) items from `folder/<class>/*`; class folders without images go to `empty_classes`."""
+    items: list[Item] = []
+    for class_dir in sorted(folder.iterdir()):
+        if _is_hidden(class_dir.name) or not class_dir.is_dir():
+            continue
+        files = list_image_files(class_dir, skipped)
+        if not files:
+            empty_classes.append(str(class_dir))
+        items.extend((file, class_dir.name) for file in files)
+    return items
+
+
+def _resolve(path: Path, fnames: Iterable[str | Path] | None, skipped: SkippedFiles) -> list[Path]:
+    if fnames is None:
+        return list_image_files(path, skipped)
+    files = [Path(name) if Path(name).is_absolute() else path / name for name in fnames]
+    return [file for file in files if check_file(file, skipped)]
+
+
+def name_re_items(
+    path: Path, fnames: Iterable[str | Path] | None, pattern: str, skipped: SkippedFiles
+) -> list[Item]:
+    """Items labelled by group 1 of `pattern` searched in each file name (Pets: `great_pyrenees_173.jpg`)."""
+    regex = re.compile(pattern)
+    files = _resolve(path, fnames, skipped)
+    items: list[Item] = []
+    unmatched = SkippedFiles()
+    for file in files:
+        match = regex.search(file.name)
+        if match and match.groups() and match.group(1):
+            items.append((file, match.group(1)))
+        else:
+            unmatched.add(file, f"name does not match {pattern!r}")
+    if files and not items:
+        examples = ", ".join(file.name for file in files[:3])
+        raise DataError(
+            f"The pattern {pattern!r} matched none of the {len(files)} file names under {path} "
+            f"(for example {examples}). Expected a regex whose group 1 is the label, "
+            r"such as r'^(.+)_\d+\.jpg$' for great_pyrenees_173.jpg."
+        )
+    unmatched.warn("files whose names the pattern does not match")
+    return items
+
+
+def name_func_items(
+    path: Path, fnames: Iterable[str | Path] | None, label_func: Callable[[Path], str], skipped: SkippedFiles
+) -> list[Item]:
+    """Items labelled by `label_func(path)`."""
+    return [(file, str(label_func(file))) for file in _resolve(path, fnames, skipped)]
+
+
+def _column(header: list[str], column: int | str, csv_path: Path) -> int:
+    if isinstance(column, int):
+        return column
+    if column not in header:
+        raise DataError(f"{csv_path} has no column {column!r}; its columns are {header}.")
+    return header.index(column)
+
+
+def csv_items(
+    path: Path, csv_fname: str, fn_col: int | str, label_col: int | str, valid_col: int | str | None,
+    skipped: SkippedFiles,
+) -> tuple[list[Item], list[bool] | None]:
+    """Items from a CSV with a header row; file names are relative to `path`. Returns (items, is_valid)."""
+    csv_path = path / csv_fname
+    if not csv_path.is_file():
+        raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        raise DataError(f"{csv_path} has no data rows. Expected a header row, then one row per image.")
+    header, rows = rows[0], rows[1:]
+    columns = [_column(header, column, csv_path) for column in (fn_col, label_col)]
+    valid_index = None if valid_col is None else _column(header, valid_col, csv_path)
+    items: list[Item] = []
+    is_valid: list[bool] = []
+    for row in rows:
+        if not row:
+            continue
+        file = path / row[columns[0]]
+        if check_file(file, skipped):
+            items.append((file, row[columns[1]]))
+            if valid_index is not None:
+                is_valid.append(row[valid_index].strip().lower() in {"1", "true", "yes", "valid"})
+    return items, (is_valid if valid_index is not None else None)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (the MNIST / Fashion-MNIST format), gzipped or not, into a numpy array.
+
+    Example:
+        >>> images = read_idx("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+        >>> images.shape, images.dtype
+        ((60000, 28, 28), dtype('uint8'))
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes:
+        raise DataError(f"{path} is not an idx file (expected the magic bytes 00 00 <type> <ndim>).")
+    n_dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
+    array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * n_dims)
+    return array.reshape(shape).astype(np.dtype(dtypes[data[2]]).newbyteorder("="))
+
+
+def sample_path() -> Path:
+    """Path of the committed Fashion-MNIST sample (train/ and valid/, 10 classes, 28 px PNGs).
+
+    Example:
+        >>> from unfreeze.data import ImageDataLoaders, sample_path
+        >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)
+    """
+    return Path(str(resources.files("unfreeze") / "assets" / "fashion_mnist_sample"))
+
+
+def warn_empty_classes(empty_classes: Sequence[str]) -> None:
+    if empty_classes:
+        warnings.warn(
+            f"Ignored {len(empty_classes)} class folder(s) with no images (not classes): "
+            + ", ".join(empty_classes),
+            DataWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,104 @@
+"""Seeded train/validation splits that leave every global RNG alone.
+
+A split is a function of (number of items, valid_pct, seed) only: numpy's PCG64 generator is seeded
+explicitly, so the same seed gives the same split on every run and every machine.
+"""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from unfreeze.data.sources import DataError, DataWarning
+
+__all__ = ["check_classes", "new_seed", "random_split", "split_by_mask", "split_items"]
+
+Item = tuple[Path, str]
+
+
+def new_seed() -> int:
+    """A fresh 31-bit seed from the OS entropy pool; it does not touch any global RNG state."""
+    return secrets.randbits(31)
+
+
+def random_split(n_items: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices 0..n_items-1 at random into (train, valid), each sorted.
+
+    `round(valid_pct * n_items)` indices go to validation.
+
+    Example:
+        >>> train, valid = random_split(10, 0.2, seed=42)
+        >>> len(train), len(valid)
+        (8, 2)
+    """
+    if not 0.0 <= valid_pct < 1.0:
+        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}. Expected a fraction such as 0.2.")
+    order = np.random.default_rng(seed).permutation(n_items)
+    n_valid = round(valid_pct * n_items)
+    return sorted(order[n_valid:].tolist()), sorted(order[:n_valid].tolist())
+
+
+def split_items(items: Sequence[Item], valid_pct: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """Random split of (path, label) items; a class never ends up with all its images in validation.
+
+    A class whose images all fell into validation gets its first one back in training, so a class
+    with a single image is always trained on (and then reported as having no validation image).
+
+    Example:
+        >>> train, valid = split_items([(Path("a.png"), "cat"), (Path("b.png"), "dog")], 0.5, seed=0)
+    """
+    train_indices, valid_indices = random_split(len(items), valid_pct, seed)
+    train_labels = {items[index][1] for index in train_indices}
+    for index in list(valid_indices):
+        if items[index][1] not in train_labels:
+            train_labels.add(items[index][1])
+            valid_indices.remove(index)
+            train_indices.append(index)
+    return [items[index] for index in sorted(train_indices)], [items[index] for index in valid_indices]
+
+
+def split_by_mask(items: Sequence[Item], is_valid: Sequence[bool]) -> tuple[list[Item], list[Item]]:
+    """Split items by a per-item flag (a CSV is-valid column)."""
+    train = [item for item, valid in zip(items, is_valid, strict=True) if not valid]
+    valid = [item for item, valid in zip(items, is_valid, strict=True) if valid]
+    return train, valid
+
+
+def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], source: Path) -> list[str]:
+    """Return the sorted vocab; raise DataError if the data cannot train, warn about thin classes."""
+    train_classes = {label for _, label in train_items}
+    valid_classes = {label for _, label in valid_items}
+    if not train_items:
+        raise DataError(
+            f"No training images found under {source}. Expected image files (jpg, png, webp, bmp, gif, "
+            "tif) in one folder per class, e.g. train/cat/1.jpg and train/dog/2.jpg."
+        )
+    if len(train_classes) < 2:
+        raise DataError(
+            f"Found {len(train_classes)} class ({', '.join(sorted(train_classes))}) under {source}. "
+            "Expected at least 2 classes, each with at least one image."
+        )
+    counts: dict[str, int] = {}
+    for _, label in train_items:
+        counts[label] = counts.get(label, 0) + 1
+    without_valid = sorted(train_classes - valid_classes)
+    if without_valid:
+        described = [f"{label} ({counts[label]} image{'s' if counts[label] > 1 else ''})" for label in without_valid]
+        warnings.warn(
+            f"{len(without_valid)} class(es) have no validation image, so their error cannot be measured: "
+            + ", ".join(described),
+            DataWarning,
+            stacklevel=3,
+        )
+    only_valid = sorted(valid_classes - train_classes)
+    if only_valid:
+        warnings.warn(
+            f"{len(only_valid)} class(es) have validation images but no training image: " + ", ".join(only_valid),
+            DataWarning,
+            stacklevel=3,
+        )
+    return sorted(train_classes | valid_classes)

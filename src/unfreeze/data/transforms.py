@@ -1,0 +1,156 @@
+"""Item resize on the CPU (crop, pad, squish) and batch augmentation + normalization on the device.
+
+Every random draw comes from a numpy Generator passed in by the loader, which seeds it with
+(seed, epoch); the global RNGs are never used, so a resumed run replays the same augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
+           "to_float_batch"]
+
+RESIZE_METHODS = ("crop", "pad", "squish")
+
+
+def resize_item(image: Image.Image, item_size: int, method: str) -> np.ndarray:
+    """Resize an RGB PIL image for the cache; returns uint8 HWC.
+
+    crop: short side = item_size (the square crop is taken per access, random in training);
+    pad: long side = item_size, centred on black to item_size × item_size; squish: item_size × item_size.
+
+    Example:
+        >>> resize_item(Image.new("RGB", (640, 480)), 224, "crop").shape
+        (224, 298, 3)
+    """
+    width, height = image.size
+    if method == "squish":
+        return np.array(image.resize((item_size, item_size), Image.Resampling.BILINEAR))
+    if method == "crop":
+        scale = item_size / min(width, height)
+        new_size = (max(item_size, round(width * scale)), max(item_size, round(height * scale)))
+        return np.array(image.resize(new_size, Image.Resampling.BILINEAR))
+    if method == "pad":
+        scale = item_size / max(width, height)
+        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        canvas = Image.new("RGB", (item_size, item_size))
+        canvas.paste(image.resize(new_size, Image.Resampling.BILINEAR),
+                     ((item_size - new_size[0]) // 2, (item_size - new_size[1]) // 2))
+        return np.array(canvas)
+    raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {method!r}")
+
+
+def crop_item(image: torch.Tensor, item_size: int, position: tuple[float, float] | None) -> torch.Tensor:
+    """Square crop of a cached CHW image: at `position` (fractions in [0, 1)) or centred if None."""
+    height, width = image.shape[-2], image.shape[-1]
+    if height == item_size and width == item_size:
+        return image
+    if position is None:
+        top, left = (height - item_size) // 2, (width - item_size) // 2
+    else:
+        top = int(position[0] * (height - item_size + 1))
+        left = int(position[1] * (width - item_size + 1))
+    return image[:, top : top + item_size, left : left + item_size]
+
+
+def to_float_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B,3,H,W] (as stacked from the cache) → float [B,3,H,W] in 0..255 on `device`.
+
+    Only uint8 crosses to the device: a quarter of the bytes of a float batch.
+    """
+    non_blocking = device.type == "cuda"
+    if non_blocking:
+        images = images.pin_memory()
+    return images.to(device, non_blocking=non_blocking).float()
+
+
+def _floats(values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32)
+
+
+@dataclass
+class AugmentParams:
+    """Per-image draws for one batch (CPU tensors of length B)."""
+
+    flip: torch.Tensor  # bool
+    angle: torch.Tensor  # degrees
+    zoom: torch.Tensor  # >= 1
+    shift: torch.Tensor  # [B, 2], in normalized coordinates
+    brightness: torch.Tensor  # added in logit space
+    contrast: torch.Tensor  # multiplies in logit space
+
+    def select(self, slots: list[int]) -> AugmentParams:
+        """The draws of the given batch slots (the images that decoded)."""
+        index = torch.as_tensor(slots, dtype=torch.long)
+        return AugmentParams(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+
+
+@dataclass
+class BatchAugment:
+    """fastai's default aug_transforms, drawn per image and applied to a whole batch on its device.
+
+    One affine_grid/grid_sample does flip, rotation and zoom (and the resize from the item size to
+    the final size when presizing); brightness and contrast follow fastai's logit-space lighting.
+
+    Example:
+        >>> augment = BatchAugment()
+        >>> params = augment.draw(np.random.default_rng(0), 8)
+        >>> out = augment(torch.rand(8, 3, 96, 96), params, size=64)
+    """
+
+    flip_p: float = 0.5
+    max_rotate: float = 10.0
+    max_zoom: float = 1.1
+    max_lighting: float = 0.2
+    p_affine: float = 0.75
+    p_lighting: float = 0.75
+
+    def draw(self, rng: np.random.Generator, n: int) -> AugmentParams:
+        """Draw parameters for n images, always in the same order so the stream stays aligned."""
+        flip = rng.random(n) < self.flip_p
+        angle = rng.uniform(-self.max_rotate, self.max_rotate, n) * (rng.random(n) < self.p_affine)
+        zoom = np.where(rng.random(n) < self.p_affine, rng.uniform(1.0, self.max_zoom, n), 1.0)
+        shift = (2.0 * rng.random((n, 2)) - 1.0) * (1.0 - 1.0 / zoom)[:, None]  # keep the view inside
+        change = rng.uniform(0.5 - self.max_lighting, 0.5 + self.max_lighting, n)
+        brightness = np.log(change / (1.0 - change)) * (rng.random(n) < self.p_lighting)
+        log_contrast = -math.log(1.0 - self.max_lighting)
+        contrast = np.exp(rng.uniform(-log_contrast, log_contrast, n) * (rng.random(n) < self.p_lighting))
+        return AugmentParams(torch.as_tensor(flip), _floats(angle), _floats(zoom), _floats(shift),
+                             _floats(brightness), _floats(contrast))
+
+    def __call__(self, images: torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
+        """Augment float [B,3,H,W] images in [0, 1]; returns [B,3,size,size] on the same device."""
+        batch, device = images.shape[0], images.device
+        radians = params.angle.to(device) * (math.pi / 180.0)
+        cos, sin = torch.cos(radians), torch.sin(radians)
+        inverse_zoom = 1.0 / params.zoom.to(device)
+        flip_sign = 1.0 - 2.0 * params.flip.to(device, torch.float32)
+        # theta maps output coordinates to input coordinates: scale · rotate · flip, plus shift.
+        theta = torch.zeros(batch, 2, 3, device=device)
+        theta[:, 0, 0] = inverse_zoom * cos * flip_sign
+        theta[:, 0, 1] = -inverse_zoom * sin
+        theta[:, 1, 0] = inverse_zoom * sin * flip_sign
+        theta[:, 1, 1] = inverse_zoom * cos
+        theta[:, :, 2] = params.shift.to(device)
+        grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        logits = torch.logit(images.clamp(1e-6, 1.0 - 1e-6))
+        logits = (logits + params.brightness.to(device).view(-1, 1, 1, 1)) * params.contrast.to(device).view(
+            -1, 1, 1, 1
+        )
+        return torch.sigmoid(logits)
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Deterministic resize of float [B,3,H,W] to size × size (validation with presizing)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unfreeze.data import decode_image
+
+RED = (200, 20, 10)
+
+
+def _solid(mode: str, color, size=(12, 8)) -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def _check_rgb(tensor: torch.Tensor, expected, size=(12, 8), tolerance: int = 3) -> None:
+    assert tensor.dtype == torch.uint8 and tensor.shape == (3, size[1], size[0])
+    assert (tensor[:, 2, 2].int() - torch.tensor(expected)).abs().max() <= tolerance
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif", ".gif"])
+def test_rgb_formats(tmp_path: Path, suffix: str):
+    path = tmp_path / f"image{suffix}"
+    image = _solid("RGB", RED)
+    if suffix == ".webp":
+        image.save(path, lossless=True)
+    else:
+        image.save(path)
+    # JPEG is lossy and GIF quantizes colours, hence the tolerance.
+    _check_rgb(decode_image(path), RED, tolerance=12)
+
+
+def test_grayscale_png(tmp_path: Path):
+    _solid("L", 90).save(tmp_path / "gray.png")
+    _check_rgb(decode_image(tmp_path / "gray.png"), (90, 90, 90), tolerance=0)
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path: Path):
+    values = np.full((8, 12), 32896, dtype=np.uint16)  # 32896 / 257 = 128
+    values[0, 0] = 65535
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    decoded = decode_image(tmp_path / "deep.png")
+    assert decoded[0, 2, 2] == 128 and decoded[0, 0, 0] == 255
+
+
+def test_sixteen_bit_tiff(tmp_path: Path):
+    Image.fromarray(np.full((8, 12), 65535 // 4, dtype=np.uint16)).save(tmp_path / "deep.tif")
+    assert abs(int(decode_image(tmp_path / "deep.tif")[1, 3, 3]) - 64) <= 1
+
+
+def test_palette_png(tmp_path: Path):
+    _solid("RGB", RED).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")
+    _check_rgb(decode_image(tmp_path / "palette.png"), RED, tolerance=4)
+
+
+def test_rgba_png_is_composited_on_white(tmp_path: Path):
+    image = _solid("RGBA", (*RED, 255))
+    image.putpixel((2, 2), (0, 0, 0, 0))  # fully transparent black → white
+    image.save(tmp_path / "alpha.png")
+    decoded = decode_image(tmp_path / "alpha.png")
+    assert decoded[:, 2, 2].tolist() == [255, 255, 255]
+    assert decoded[:, 4, 4].tolist() == list(RED)
+
+
+def test_la_png_is_composited_on_white(tmp_path: Path):
+    _solid("LA", (0, 0)).save(tmp_path / "la.png")
+    assert decode_image(tmp_path / "la.png")[:, 1, 1].tolist() == [255, 255, 255]
+
+
+def test_cmyk_jpeg(tmp_path: Path):
+    _solid("RGB", RED).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    _check_rgb(decode_image(tmp_path / "cmyk.jpg"), RED, tolerance=12)
+
+
+def test_gif_first_frame(tmp_path: Path):
+    first, second = _solid("RGB", (255, 0, 0)), _solid("RGB", (0, 0, 255))
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+    _check_rgb(decode_image(tmp_path / "anim.gif"), (255, 0, 0), tolerance=2)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    pixels = np.zeros((10, 20, 3), dtype=np.uint8)
+    pixels[0, 0] = (255, 255, 255)  # top-left marker
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    decoded = decode_image(tmp_path / "rotated.jpg")
+    assert decoded.shape == (3, 20, 10)  # width and height swapped
+    assert decoded[:, 0, -1].min() > 200  # the marker moved to the top-right corner
+
+
+def test_in_memory_sources():
+    array = np.full((8, 12, 3), 7, dtype=np.uint8)
+    assert decode_image(array).shape == (3, 8, 12)
+    assert decode_image(torch.from_numpy(array).permute(2, 0, 1)).shape == (3, 8, 12)
+    assert decode_image(Image.fromarray(array)).shape == (3, 8, 12)

@@ -1,0 +1,42 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from unfreeze.data import read_idx, sample_path
+from unfreeze.data.sources import SkippedFiles, list_image_files
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_round_trip(tmp_path: Path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    _write_idx(tmp_path / "images.gz", images)
+    assert np.array_equal(read_idx(tmp_path / "images.gz"), images)
+
+
+def test_list_image_files_is_recursive_and_sorted(tmp_path: Path):
+    for name in ("b/2.png", "a/1.JPG", "a/deeper/3.webp", ".hidden/4.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    files = list_image_files(tmp_path, SkippedFiles())
+    assert [file.relative_to(tmp_path).as_posix() for file in files] == ["a/1.JPG", "a/deeper/3.webp", "b/2.png"]
+
+
+def test_skipped_files_message_names_ten_and_counts_the_rest():
+    skipped = SkippedFiles()
+    for index in range(13):
+        skipped.add(Path(f"bad{index}.png"), "broken")
+    message = skipped.message()
+    assert message.startswith("Skipped 13 ") and "bad9.png" in message and "... and 3 more" in message
+
+
+def test_sample_is_packaged_and_small():
+    root = sample_path()
+    files = list(root.rglob("*.png"))
+    assert len(files) == 600 and sum(file.stat().st_size for file in files) < 2_000_000
+    assert len(list((root / "train").iterdir())) == 10
