@@ -15,7 +15,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_image_grid", "plot_loss", "plot_sched"]
+__all__ = [
+    "lr_find_figure",
+    "plot_confusion_matrix",
+    "plot_image_grid",
+    "plot_loss",
+    "plot_lr_find",
+    "plot_sched",
+]
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -132,3 +139,42 @@ def plot_sched(recorder: Any, path: str | Path = "sched.png") -> Path:
     ax_mom.set_ylabel("momentum (beta1)")
     figure.suptitle("Schedule")
     return _save_figure(figure, path)
+
+
+def plot_lr_find(result: Any, path: str | Path, skip_end: int = 5) -> Path:
+    """Save the smoothed loss against the head LR (log x axis) with every suggestion marked and labelled.
+
+    Args:
+        result: What `lr_find` returned.
+        path: Where to write the PNG (folders are created).
+        skip_end: Leave out the last points, where the loss shoots up, as fastai does.
+
+    Example:
+        >>> plot_lr_find(learn.lr_find(), "lr_find.png")  # doctest: +SKIP
+    """
+    return _save_figure(lr_find_figure(result, skip_end), path)
+
+
+def lr_find_figure(result: Any, skip_end: int = 5) -> Figure:
+    """The figure behind `plot_lr_find`, for callers that embed or inspect it."""
+    keep = len(result.lrs) - skip_end if len(result.lrs) > 2 * skip_end else len(result.lrs)
+    lrs, losses = np.asarray(result.lrs[:keep]), np.asarray(result.losses[:keep])
+    figure = _new_figure(7, 4.5)
+    axis = figure.add_subplot()
+    axis.plot(lrs, losses, color="C0", label="smoothed loss")
+    finite = np.isfinite(losses)
+    # Distinct colours, shapes and sizes, so that suggestions at the same LR stay visible.
+    styles = {"valley": ("C1", "o", 12), "slide": ("C2", "s", 9), "minimum": ("C3", "^", 8), "steep": ("C4", "D", 5)}
+    for name, lr in result.suggestions.items():
+        if not math.isfinite(lr) or not finite.any():
+            continue
+        loss = float(np.interp(np.log10(lr), np.log10(lrs[finite]), losses[finite]))
+        color, marker, size = styles[name]
+        axis.axvline(lr, color=color, alpha=0.3, linestyle="--")
+        axis.plot(lr, loss, marker, color=color, markersize=size, label=f"{name}: {lr:.2e}")
+    axis.set_xscale("log")
+    axis.set_xlabel("Learning rate (head group)")
+    axis.set_ylabel("Loss (smoothed)")
+    axis.set_title(f"LR range test, {len(result.lrs)} iterations")
+    axis.legend(loc="best")
+    return figure

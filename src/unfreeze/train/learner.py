@@ -689,8 +689,8 @@ class Learner:
         if snapshot["optimizer"] is None:
             self.optimizer = None
         else:
-            self.optimizer = self._make_optimizer()
-            self.optimizer.load_state_dict(snapshot["optimizer"])
+            # Load in place: anything holding learner.optimizer keeps a live object.
+            self.ensure_optimizer().load_state_dict(snapshot["optimizer"])
         torch.set_rng_state(snapshot["cpu_rng"])
         if snapshot["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(snapshot["cuda_rng"])

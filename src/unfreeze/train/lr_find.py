@@ -41,6 +41,7 @@ from unfreeze.train import distributed
 from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
+
     from unfreeze.train.learner import Learner
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "LRFindWarning",
     "lr_find",
     "minimum",
-    "plot_lr_find",
     "slide",
     "steep",
     "suggestion_window",
@@ -274,14 +274,6 @@ def _batches(loader: Any, first_epoch: int) -> Any:
         epoch += 1
 
 
-def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
-    # Under torchrun every rank must see the same curve, or they would pick different LRs.
-    if distributed.is_distributed():
-        torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.SUM)
-        loss = loss / distributed.world_size()
-    return loss
-
-
 def _capture(learner: Learner) -> dict[str, Any]:
     """What `Learner.state_snapshot` leaves out but the test changes."""
     loader = learner.dls.train
@@ -328,7 +320,8 @@ def _run(
     for i, lr in enumerate(lrs):
         images, labels = next(batches)
         learner.set_hyper([lr * r for r in ratios], _MOMENTUM)
-        loss = _mean_over_ranks(learner.train_step(images, labels)).item()
+        # train_step returns the loss averaged over ranks, so every rank sees the same curve.
+        loss = learner.train_step(images, labels).item()
         if i == 0 and not math.isfinite(loss):
             raise LRFindError(
                 f"The loss is {loss} on the very first batch, at LR {lr:.1e}. Lower start_lr (e.g. "
@@ -445,6 +438,8 @@ def lr_find(
         warnings.warn(" ".join(notes), LRFindWarning, stacklevel=3)
     main = distributed.is_main_process()
     if plot is not None and main:
+        from unfreeze.plots import plot_lr_find
+
         result.plot_path = plot_lr_find(result, plot)
     if not (quiet or learner.quiet) and main:
         named = ", ".join(f"{name} {lr:.2e}" for name, lr in result.suggestions.items())
@@ -453,46 +448,3 @@ def lr_find(
 
 
 # ---------------------------------------------------------------------------- plot
-
-
-def plot_lr_find(result: LRFindResult, path: str | Path, skip_end: int = 5) -> Path:
-    """Save the smoothed loss against the head LR (log x axis) with every suggestion marked and labelled.
-
-    Args:
-        result: What `lr_find` returned.
-        path: Where to write the PNG (folders are created).
-        skip_end: Leave out the last points, where the loss shoots up, as fastai does.
-
-    Example:
-        >>> plot_lr_find(learn.lr_find(), "lr_find.png")  # doctest: +SKIP
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _figure(result, skip_end).savefig(path, dpi=100)
-    return path
-
-
-def _figure(result: LRFindResult, skip_end: int = 5) -> Any:
-    # A bare Figure renders with Agg and leaves pyplot's global state (and backend) alone.
-    from matplotlib.figure import Figure
-
-    keep = len(result.lrs) - skip_end if len(result.lrs) > 2 * skip_end else len(result.lrs)
-    lrs, losses = np.asarray(result.lrs[:keep]), np.asarray(result.losses[:keep])
-    figure = Figure(figsize=(7, 4.5))
-    axis = figure.add_subplot()
-    axis.plot(lrs, losses, color="C0", label="smoothed loss")
-    finite = np.isfinite(losses)
-    colors = {"valley": "C1", "slide": "C2", "minimum": "C3", "steep": "C4"}
-    for name, lr in result.suggestions.items():
-        if not math.isfinite(lr) or not finite.any():
-            continue
-        loss = float(np.interp(np.log10(lr), np.log10(lrs[finite]), losses[finite]))
-        axis.axvline(lr, color=colors[name], alpha=0.3, linestyle="--")
-        axis.plot(lr, loss, "o", color=colors[name], markersize=8, label=f"{name}: {lr:.2e}")
-    axis.set_xscale("log")
-    axis.set_xlabel("Learning rate (head group)")
-    axis.set_ylabel("Loss (smoothed)")
-    axis.set_title(f"LR range test, {len(result.lrs)} iterations")
-    axis.legend(loc="best")
-    figure.tight_layout()
-    return figure
