@@ -1,0 +1,122 @@
+"""User errors: one line on stderr, `unfreeze: error: <what>. <fix>`, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unfreeze.cli import main
+
+TINY = ["--arch", "test_resnet", "--no-pretrained", "--size", "16", "--bs", "4", "--epochs", "1",
+        "--freeze-epochs", "1"]
+
+
+def run_user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run `argv`, check the user-error contract and return the error line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("unfreeze: warning:")]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("unfreeze: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["train", str(tmp_path / "nowhere"), *TINY], capsys)
+    assert "nowhere" in line and "is not a directory" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_folder_without_class_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    run_user_error(["train", str(tmp_path / "empty"), *TINY, "--out", str(tmp_path / "out")], capsys)
+    assert not (tmp_path / "out").exists()  # no run directory for a run that never started
+
+
+def test_bad_regex(image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["train", str(image_folder / "train" / "ant"), *TINY, "--label-re", "([a-z+"], capsys)
+    assert "--label-re is not a valid regular expression" in line
+
+
+def test_unknown_architecture(image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["train", str(image_folder), "--arch", "resnet5000", "--no-pretrained"], capsys)
+    assert "Unknown architecture 'resnet5000'" in line and "resnet50" in line
+
+
+def test_missing_weights_file(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "resnet.safetensors"
+    line = run_user_error(["train", str(image_folder), "--arch", "test_resnet", "--weights", str(missing)], capsys)
+    assert str(missing) in line and "--weights" in line
+
+
+def test_no_pretrained_weights_available(image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # test_resnet has no bundled weights and the machine is offline (the offline fixture).
+    line = run_user_error(["train", str(image_folder), "--arch", "test_resnet", "--size", "16"], capsys)
+    assert "No pretrained weights found" in line and "--no-pretrained" in line
+
+
+def test_output_under_a_regular_file(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    line = run_user_error(["train", str(image_folder), *TINY, "--out", str(blocker / "run")], capsys)
+    assert "cannot create the run directory" in line and "--out" in line
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root ignores file permissions")
+def test_output_in_a_read_only_folder(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        line = run_user_error(["train", str(image_folder), *TINY, "--out", str(locked / "run")], capsys)
+    finally:
+        locked.chmod(0o700)
+    assert "cannot create the run directory" in line
+
+
+def test_bad_command_line_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["train", "data", "--lr", "fast"], capsys)
+    assert "--lr must be 'auto' or a number" in line and "--help" in line
+    run_user_error(["train", "data", "--label-re", "x", "--csv", "y.csv"], capsys)
+    run_user_error(["train"], capsys)
+    run_user_error([], capsys)
+
+
+def test_predict_with_a_bad_model_file(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = tmp_path / "model.unfreeze"
+    fake.write_bytes(b"\x80\x04not really a pickle")
+    image = next((image_folder / "valid" / "ant").iterdir())
+    line = run_user_error(["predict", str(fake), str(image)], capsys)
+    assert "pickle" in line
+
+
+def test_predict_with_a_missing_model(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = next((image_folder / "valid" / "ant").iterdir())
+    line = run_user_error(["predict", str(tmp_path / "nothing.unfreeze"), str(image)], capsys)
+    assert "nothing.unfreeze" in line
+
+
+def test_predict_missing_image(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["predict", str(trained_run), str(tmp_path / "ghost.png")], capsys)
+    assert "ghost.png not found" in line
+
+
+def test_predict_folder_without_images(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("no images here")
+    line = run_user_error(["predict", str(trained_run), str(tmp_path / "docs")], capsys)
+    assert "no image files" in line
+
+
+def test_interpret_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["interpret", str(tmp_path)], capsys)
+    assert "config.json not found" in line
+
+
+def test_export_a_folder_without_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["export", str(tmp_path), "--onnx"], capsys)
+    assert "model.unfreeze" in line

@@ -1,0 +1,81 @@
+"""`unfreeze predict`, `interpret` and `export` on a run directory written by `unfreeze train`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from unfreeze.cli import main
+from unfreeze.inference import load_learner
+
+
+def valid_images(run: Path) -> list[Path]:
+    data = Path(json.loads((run / "config.json").read_text())["options"]["data"])
+    return sorted((data / "valid").rglob("*.png"))
+
+
+def test_predict_table_matches_the_python_api(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = valid_images(trained_run)[:3]
+    assert main(["predict", str(trained_run / "model.unfreeze"), *map(str, images)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["prob", "label", "path"]
+    learn = load_learner(trained_run / "model.unfreeze")
+    for line, image in zip(lines[1:], images, strict=True):
+        prob, label, path = line.split()
+        expected_label, index, probs = learn.predict(image)
+        assert (label, path) == (expected_label, str(image))
+        assert float(prob) == pytest.approx(float(probs[index]), abs=1e-3)
+
+
+def test_predict_a_folder_as_csv_and_json(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = Path(json.loads((trained_run / "config.json").read_text())["options"]["data"])
+    assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 12 and {row["label"] for row in rows} <= {"ant", "bee", "cat"}
+    assert all(0.0 <= float(row["prob"]) <= 1.0 and row["error"] == "" for row in rows)
+    assert main(["predict", str(trained_run), str(data / "valid" / "bee"), "--format", "json", "--tta"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4 and all(row["error"] is None and row["label"] in {"ant", "bee", "cat"} for row in rows)
+
+
+def test_predict_reports_unreadable_images_and_exits_1(trained_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    good = valid_images(trained_run)[0]
+    assert main(["predict", str(trained_run), str(good), str(broken), "--format", "csv"]) == 1
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert rows[0]["error"] == "" and rows[1]["path"] == str(broken) and rows[1]["error"] != ""
+    assert "1 image(s) could not be predicted" in captured.err and "Traceback" not in captured.err
+
+
+def test_interpret_redraws_the_plots_and_prints_the_report(trained_run: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (trained_run / "confusion_matrix.png").unlink()
+    assert main(["interpret", str(trained_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "precision" in printed and "macro avg" in printed
+    assert (trained_run / "confusion_matrix.png").stat().st_size > 1000
+    assert (trained_run / "top_losses.png").stat().st_size > 1000
+    summary = json.loads((trained_run / "summary.json").read_text())
+    accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
+    assert float(accuracy_line.split()[1]) == pytest.approx(summary["final"]["accuracy"], abs=1e-3)
+
+
+def test_export_checks_the_model(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(trained_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "test_resnet" in printed and "3 classes" in printed
+
+
+def test_export_onnx(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    target = tmp_path / "deploy" / "classifier.onnx"
+    assert main(["export", str(trained_run), "--onnx", "--to", str(target)]) == 0
+    assert target.stat().st_size > 1000 and str(target) in capsys.readouterr().out
