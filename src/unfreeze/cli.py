@@ -330,37 +330,46 @@ def command_train(args: argparse.Namespace) -> int:
     """`unfreeze train`: fine_tune, then export, plot and summarise into a fresh run directory."""
     from unfreeze import CSVLogger
     from unfreeze.inference import ClassificationInterpretation
+    from unfreeze.train import distributed
 
     started = time.perf_counter()
     options = _options(args)
     options.update(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
     dls = load_data(options)
     learn = build_learner(options, dls, quiet=args.quiet)
+    # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints.
+    main_process = distributed.is_main_process()
+    quiet = args.quiet or not main_process
     requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
-    run = runs.create_run_dir(requested, overwrite=args.overwrite)
+    run = runs.create_run_dir(requested, overwrite=args.overwrite) if main_process else None
+    run = Path(distributed.broadcast_object(None if run is None else str(run)))
     options["out"] = str(run)
-    if run != Path(requested).expanduser():
+    if main_process and run != Path(requested).expanduser():
         print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
     from unfreeze import __version__
 
     rerun = " ".join(_quote(word) for word in ["unfreeze", *_rerun_argv(options)])
-    runs.write_json(run / "config.json", {"command": "train", "options": options, "unfreeze_version": __version__,
-                                          "rerun": rerun, "argv": list(args.argv)})
-    if not args.quiet:
+    if main_process:
+        runs.write_json(run / "config.json", {"command": "train", "options": options,
+                                              "unfreeze_version": __version__, "rerun": rerun,
+                                              "argv": list(args.argv)})
+    if not quiet:
         print(f"{dls}; {options['arch']} on {learn.device}; run directory {run}")
     lr, lr_find = args.lr, None
     if lr == "auto":
         lr_find = learn.lr_find(plot=run / "lr_find.png")
         lr = lr_find.valley
-        if not args.quiet:
+        if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
-    learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs,
-                    callbacks=[CSVLogger(run / "history.csv", append=True)])
+    logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
+    learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs, callbacks=logger)
     learn.export(run / "model.unfreeze")
+    interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
+    if not main_process:
+        return 0
     plots = [learn.recorder.plot_loss(run / "loss.png"), learn.recorder.plot_sched(run / "sched.png")]
     if lr_find is not None:
         plots.insert(0, run / "lr_find.png")
-    interpretation = ClassificationInterpretation.from_learner(learn)
     plots += [interpretation.plot_confusion_matrix(run / "confusion_matrix.png"),
               interpretation.plot_top_losses(9, path=run / "top_losses.png")]
     final = dict(learn.recorder.history[-1]) if learn.recorder.history else {}

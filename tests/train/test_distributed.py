@@ -60,3 +60,19 @@ def test_two_ranks_agree_and_match_single_process(make_image_folder, tmp_path):
     losses = ranks[0]["losses"]
     assert losses == ranks[1]["losses"]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_torchrun_cli_writes_one_run_directory(make_image_folder, tmp_path):
+    root = make_image_folder(classes=("ant", "bee", "cat"), n_train=8, n_valid=4)
+    run = tmp_path / "runs" / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unfreeze",
+               "train", str(root), "--arch", "test_resnet", "--no-pretrained", "--size", "16", "--bs", "4",
+               "--epochs", "1", "--out", str(run)]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in run.parent.iterdir()] == ["run"]  # rank 1 made no run-2
+    assert (run / "model.unfreeze").is_file() and (run / "summary.json").is_file()
+    assert done.stdout.count("Final:") == 1  # only rank 0 prints
+    history = json.loads((run / "summary.json").read_text())["history"]
+    assert len(history) == 2 and len((run / "history.csv").read_text().strip().splitlines()) == 3
