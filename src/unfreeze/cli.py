@@ -174,8 +174,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="pretrained weights file (.safetensors, .pth, .bin) for --arch, used offline")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
                         help="start from random weights (for tests and tiny experiments)")
-    parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=True,
-                        help="train the norm layers of frozen groups (fastai; default) or freeze them (Keras)")
+    parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="train the norm layers of frozen groups (fastai) or keep the body's in inference "
+                             "mode (Keras); default: Keras for pretrained bodies, fastai from scratch")
     parser.add_argument("--quiet", action="store_true", help="print no training output")
 
 
@@ -313,7 +314,8 @@ def _rerun_argv(options: dict[str, Any]) -> list[str]:
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     argv += [] if options["pretrained"] else ["--no-pretrained"]
-    argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
+    if options["train_bn"] is not None:
+        argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
     return argv
 
 

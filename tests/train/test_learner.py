@@ -300,3 +300,25 @@ def test_recorder_plots(dls, tmp_path):
     assert learn.recorder.plot_loss(tmp_path / "loss.png").stat().st_size > 1000
     assert learn.recorder.plot_sched(tmp_path / "sched.png").stat().st_size > 1000
     assert len(learn.recorder.smooth_losses) == len(learn.recorder.losses) == 2 * len(dls.train)
+
+
+def test_keras_bn_keeps_pretrained_statistics_after_unfreeze(dls):
+    learn = make_learner(dls, train_bn=False)
+    learn.unfreeze()
+    before = state(learn.model)
+    learn.fit(1, 1e-2)
+    after = learn.model.state_dict()
+    body_norms = [
+        (name, module) for name, module in learn.model.body.named_modules(prefix="body")
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    ]
+    for name, _module in body_norms:
+        assert torch.equal(before[f"{name}.running_mean"], after[f"{name}.running_mean"]), name
+    assert any(not torch.equal(before[f"{name}.weight"], after[f"{name}.weight"]) for name, _ in body_norms)
+    # The new head's BatchNorm layers learn their statistics.
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head.") and "running" in k)
+
+
+def test_train_bn_default_depends_on_pretrained(dls):
+    assert make_learner(dls).train_bn is True  # random body: its statistics must be learned
+    assert make_learner(dls, train_bn=False).train_bn is False

@@ -8,6 +8,7 @@ slices), wraps the model in DistributedDataParallel and gathers validation outpu
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -52,7 +53,15 @@ def init_from_env() -> bool:
     if use_cuda:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    # A process group left alive at interpreter exit can abort the process (gloo's threads call
+    # std::terminate), turning a finished run into a failed one; close it first.
+    atexit.register(_destroy)
     return is_distributed()
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

@@ -60,8 +60,11 @@ class Learner:
         loss_func: Defaults to cross-entropy.
         optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay) or "sgd".
         weight_decay: Decoupled weight decay; never applied to biases and norm parameters.
-        train_bn: fastai's behaviour when True: norm layers in frozen groups keep training (weights and
-            running statistics). False is Keras's: they are frozen and run in inference mode.
+        train_bn: True is fastai's behaviour: norm layers in frozen groups keep training (weights and
+            running statistics). False is Keras's: the body's norm layers always run in inference mode
+            with their pretrained statistics; their weights train only when their group is unfrozen.
+            A frozen body then gets no gradient at all, and unfreezing does not swap the statistics
+            the head was trained on for batch statistics.
         device: Defaults to CUDA, then MPS, then CPU.
         seed: Makes runs on the CPU repeat exactly, without touching the global RNG.
         quiet: Print nothing while training.
@@ -200,9 +203,12 @@ class Learner:
     def _set_train_mode(self) -> None:
         self.model.train()
         if not self.train_bn:
-            # Keras semantics: frozen norm layers use (and keep) their running statistics.
+            # Keras semantics: the body's norm layers keep their pretrained running statistics, frozen
+            # or not. Switching them to batch statistics at unfreeze undid the frozen phase's work in
+            # our measurements (benchmarks/results/defaults.md). The new head's norm layers train.
+            head_group = self.n_groups - 1
             for module, group in self._norm_modules():
-                if group < self.frozen_to:
+                if group < head_group:
                     module.eval()
 
     # ------------------------------------------------------------------ optimizer and step
@@ -559,18 +565,43 @@ class Learner:
             print(note)
         return chosen
 
-    def lr_find(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the LR range test; see `unfreeze.train.lr_find.lr_find` for the arguments.
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10,
+        num_it: int = 100,
+        stop_div: bool = True,
+        plot: str | Path | None = None,
+        lr_ratios: LRSpec | None = None,
+        quiet: bool = False,
+    ) -> Any:
+        """Run the LR range test and restore the learner exactly afterwards.
+
+        Args:
+            start_lr, end_lr: The head LR rises exponentially between these over `num_it` steps.
+            num_it: Number of steps (the training loader is cycled if it is shorter).
+            stop_div: Stop once the smoothed loss exceeds 4x its best.
+            plot: Write the loss-vs-LR plot with every suggestion marked to this PNG.
+            lr_ratios: Keep discriminative ratios between groups (e.g. `slice(1e-5, 1e-3)`); the
+                default moves every group together, as fastai.
+            quiet: Do not warn about suspicious curves.
+
+        Returns:
+            An `LRFindResult` with `valley` (the default suggestion), `slide`, `minimum`, `steep`,
+            the curve (`lrs`, `losses`) and `slice()` for the groups.
 
         Example:
-            >>> result = learn.lr_find(); result.valley  # doctest: +SKIP
+            >>> result = learn.lr_find(plot="lr_find.png"); result.valley  # doctest: +SKIP
         """
         from unfreeze.train.lr_find import lr_find
 
-        if not distributed.is_main_process():
-            kwargs["plot"] = None
-        # Every rank ran the same LRs; rank 0's curve decides, so all ranks train with one LR.
-        return distributed.broadcast_object(lr_find(self, *args, **kwargs))
+        # Every rank steps the same LRs and sees the rank-averaged loss; rank 0's result is broadcast
+        # so that all ranks train with one LR, and only rank 0 writes the plot.
+        result = lr_find(
+            self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
+            plot=plot if distributed.is_main_process() else None, lr_ratios=lr_ratios, quiet=quiet,
+        )
+        return distributed.broadcast_object(result)
 
     # ------------------------------------------------------------------ inference and export
     # Thin entry points: the work lives in unfreeze.inference, which owns prediction and export.
