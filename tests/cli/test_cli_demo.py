@@ -20,7 +20,7 @@ def test_demo_runs_offline_and_learns(tmp_path: Path, capsys: pytest.CaptureFixt
     assert config["options"]["arch"] == "efficientnet_lite0" and config["options"]["pretrained"] is True
     assert config["options"]["size"] == DEMO["size"] and config["argv"] == ["demo", "--out", str(out)]
     assert summary["data"] == {"train": 400, "valid": 200, "classes": summary["data"]["classes"]}
-    assert summary["final"]["accuracy"] > 0.6  # 10 classes: chance is 0.1
+    assert summary["final"]["accuracy"] > 0.65  # 10 classes: chance is 0.1; measured 0.755
     assert "Final: error_rate" in printed and f"Plots: {out / 'loss.png'}" in printed
     assert (out / "confusion_matrix.png").is_file() and (out / "top_losses.png").is_file()
 
