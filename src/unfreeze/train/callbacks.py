@@ -209,7 +209,9 @@ class ProgressCallback(Callback):
     def before_epoch(self, epoch: int) -> None:
         if self._progress is not None and self._learner is not None:
             total = len(self._learner.dls.train)
-            self._task = self._progress.add_task(f"epoch {epoch}", total=total, loss="")
+            # Label the bar with the row number the table will print (continuous across fits).
+            row = len(self._learner.recorder.history)
+            self._task = self._progress.add_task(f"epoch {row}", total=total, loss="")
 
     def after_batch(self, step: int, logs: dict[str, float]) -> None:
         if self._progress is not None and self._task is not None:
