@@ -322,3 +322,14 @@ def test_keras_bn_keeps_pretrained_statistics_after_unfreeze(dls):
 def test_train_bn_default_depends_on_pretrained(dls):
     assert make_learner(dls).train_bn is True  # random body: its statistics must be learned
     assert make_learner(dls, train_bn=False).train_bn is False
+
+
+def test_compile_option_trains_like_eager(dls):
+    """The plumbing of compile_model, with dynamo's eager backend (no C++ compiler needed)."""
+    plain = make_learner(dls)
+    plain.fit(1, 1e-3)
+    compiled = make_learner(dls)
+    compiled.compile_model = "eager"
+    compiled.fit(1, 1e-3)
+    assert compiled._train_model is not compiled.model
+    assert compiled.recorder.losses == pytest.approx(plain.recorder.losses, rel=1e-4)

@@ -71,6 +71,9 @@ class Learner:
         grad_accum: Split each batch into this many micro-batches whose gradients add up before
             one optimizer step: the same training at a fraction of the activation memory.
         sync_bn: Under torchrun on GPUs, synchronise BatchNorm statistics across processes.
+        compile_model: Train through `torch.compile` (True: the inductor backend; a string names
+            another backend). Off by default: on efficientnet_lite0 it gave no gain on an H200 and
+            cost 50 s of compilation (REFERENCE.md).
 
     Example:
         >>> learn = Learner(dls, create_model("resnet34", dls.n_classes), metrics=["error_rate"])  # doctest: +SKIP
@@ -92,6 +95,7 @@ class Learner:
         quiet: bool = False,
         grad_accum: int = 1,
         sync_bn: bool = False,
+        compile_model: bool | str = False,
     ) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
@@ -115,6 +119,7 @@ class Learner:
                 raise ValueError("sync_bn=True needs several GPU processes under torchrun; leave it off here.")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.grad_accum = grad_accum
+        self.compile_model = compile_model
         self.model = model.to(self.device)
         # channels_last (NHWC) is the fast layout for convolutions on GPUs under bf16 and on CPUs
         # (oneDNN): efficientnet_lite0 trains 1.8x faster on 2 CPU cores than with NCHW batches.
@@ -234,6 +239,9 @@ class Learner:
             self.optimizer = self._make_optimizer()
             # DDP registers the parameters that train at construction: rebuild it with the optimizer.
             self._train_model = distributed.wrap(self.model, self.device)
+            if self.compile_model:
+                backend = "inductor" if self.compile_model is True else str(self.compile_model)
+                self._train_model = torch.compile(self._train_model, backend=backend)
         return self.optimizer
 
     def set_hyper(self, lrs: Sequence[float], mom: float) -> None:
