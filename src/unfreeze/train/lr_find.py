@@ -356,7 +356,9 @@ def _suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict[s
             "already be trained (lower end_lr, more num_it)."
         )
         found["valley"] = fallback
-    defined = {name: lr for name, lr in found.items() if lr is not None}
+    # Check the suggestion we use (valley) against minimum and steep. slide is left out: on short or
+    # small curves it often sits at the far left and would make the warning fire on sound curves.
+    defined = {name: found[name] for name in ("valley", "minimum", "steep") if found[name] is not None}
     low, high = min(defined.values()), max(defined.values())
     if high / low > _DISAGREEMENT:
         named = ", ".join(f"{name} {lr:.1e}" for name, lr in defined.items())
