@@ -8,7 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+import torch
+
+__all__ = ["atomic_path", "cpu_state_dict"]
 
 
 @contextlib.contextmanager
@@ -33,3 +35,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of `module`'s state for writing to disk.
+
+    `clone()` gives every tensor its own storage: safetensors refuses tensors that share storage, and
+    a file must never alias the live model.
+    """
+    return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in module.state_dict().items()}

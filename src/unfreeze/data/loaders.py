@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,6 +164,7 @@ class ImageDataLoader:
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.worker_start_method: str | None = None  # None: the platform default (fork on Linux)
         self.rank, self.world_size = 0, 1
+        self._norm_cache: tuple[Any, torch.Tensor, torch.Tensor] | None = None
         self.set_normalization(mean, std)
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -281,12 +283,19 @@ class ImageDataLoader:
             batch, scale = resize_batch(batch, self.size), 1.0 / 255.0
         if normalize:
             # One fused pass: (x * scale - mean) / std.
-            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-            shift = -torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) / std
+            std, shift = self._normalizer()
             batch = torch.addcmul(shift, batch, scale / std)
         elif scale != 1.0:
             batch = batch.mul_(scale)
         return batch, labels.to(self.device)
+
+    def _normalizer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """std and -mean/std as [1,3,1,1] tensors on the device, built once per (device, stats)."""
+        key = (self.device, self.mean, self.std)
+        if self._norm_cache is None or self._norm_cache[0] != key:
+            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+            self._norm_cache = (key, std, -torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) / std)
+        return self._norm_cache[1], self._norm_cache[2]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])

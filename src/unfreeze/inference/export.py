@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import unfreeze
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, cpu_state_dict
 from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
 
@@ -106,8 +106,7 @@ def export(learner: Learner, path: str | Path = "model.unfreeze") -> Path:
     from safetensors.torch import save_file
 
     metadata = _inference_config(learner)
-    # clone(): safetensors refuses tensors that share storage, and the file must not alias the model.
-    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in learner.model.state_dict().items()}
+    state = cpu_state_dict(learner.model)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata)})
     return Path(path)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, cpu_state_dict
 
 if TYPE_CHECKING:
     from unfreeze.train.learner import Learner
@@ -36,7 +36,7 @@ def save_checkpoint(learner: Learner, path: str | Path, *, epoch: int, total_ste
     """
     state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in learner.model.state_dict().items()},
+        "model": cpu_state_dict(learner.model),
         "optimizer": None if learner.optimizer is None else learner.optimizer.state_dict(),
         "epoch": epoch,
         "step": learner.step,

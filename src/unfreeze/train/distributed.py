@@ -17,7 +17,6 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = [
-    "all_finite",
     "barrier",
     "broadcast_object",
     "gather_ordered",
@@ -115,16 +114,6 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     device_ids = [device.index if device.index is not None else local_rank()] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def all_finite(tensor: torch.Tensor) -> bool:
-    """True when `tensor` is finite on every rank, so that all ranks take the same branch."""
-    finite = torch.isfinite(tensor).all()
-    if is_distributed():
-        flag = finite.to(torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        finite = flag.bool()
-    return bool(finite)
 
 
 def mean(tensor: torch.Tensor) -> torch.Tensor:

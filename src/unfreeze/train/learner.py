@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -285,21 +287,23 @@ class Learner:
                     loss = self.loss_func(self._train_model(self._prepare(chunk)), chunk_labels)
                 loss = loss * (len(chunk) / len(images))
                 total = total + loss.detach().float()
-                if not distributed.all_finite(loss):
-                    # Skip the update: the weights stay as they were and the loop restores the epoch.
-                    optimizer.zero_grad(set_to_none=True)
-                    return loss.detach().float() * len(images) / len(chunk)
                 if self._scaler is not None:
                     self._scaler.scale(loss).backward()
                 else:
                     loss.backward()
+        # Under DDP, the mean over ranks: every rank records, and decides on, the same loss. A NaN on any
+        # rank makes it NaN everywhere, so one reduction and one host sync per step serve both.
+        total = distributed.mean(total)
+        if not torch.isfinite(total):
+            # Skip the update: the weights stay as they were and the loop restores the epoch.
+            optimizer.zero_grad(set_to_none=True)
+            return total
         if self._scaler is not None:
             self._scaler.step(optimizer)
             self._scaler.update()
         else:
             optimizer.step()
-        # Under DDP, log the mean over ranks so every rank records (and decides on) the same loss.
-        return distributed.mean(total)
+        return total
 
     # ------------------------------------------------------------------ evaluation
 
@@ -335,9 +339,7 @@ class Learner:
         logits, targets = self.collect_logits(self.dls.valid if loader is None else loader)
         if len(targets) == 0:
             return {"valid_loss": math.nan, **{name: math.nan for name in self.metric_names}}
-        logs = {"valid_loss": nn.functional.cross_entropy(logits, targets).item()}
-        if not isinstance(self.loss_func, nn.CrossEntropyLoss):
-            logs["valid_loss"] = self.loss_func(logits, targets).item()
+        logs = {"valid_loss": self.loss_func(logits, targets).item()}
         for metric in self.metrics:
             logs[metric_name(metric)] = float(metric(logits, targets))
         return logs
@@ -602,10 +604,10 @@ class Learner:
         from unfreeze.train.lr_find import lr_find
 
         # Every rank steps the same LRs and sees the rank-averaged loss; rank 0's result is broadcast
-        # so that all ranks train with one LR, and only rank 0 writes the plot.
+        # so that all ranks train with one LR (lr_find itself plots and prints on rank 0 only).
         result = lr_find(
-            self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div,
-            plot=plot if distributed.is_main_process() else None, lr_ratios=lr_ratios, quiet=quiet,
+            self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div, plot=plot,
+            lr_ratios=lr_ratios, quiet=quiet,
         )
         return distributed.broadcast_object(result)
 
@@ -673,7 +675,10 @@ class Learner:
         """
         from unfreeze.inference.export import export_onnx
 
-        return export_onnx(self, path, **options)
+        if distributed.is_main_process():
+            export_onnx(self, path, **options)
+        distributed.barrier()
+        return Path(path)
 
     # ------------------------------------------------------------------ weights
 
@@ -681,10 +686,10 @@ class Learner:
         """Save the model's weights as safetensors (atomically)."""
         from safetensors.torch import save_file
 
-        from unfreeze._io import atomic_path
+        from unfreeze._io import atomic_path, cpu_state_dict
 
         if distributed.is_main_process():
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            state = cpu_state_dict(self.model)
             with atomic_path(path) as tmp:
                 save_file(state, str(tmp))
         distributed.barrier()
@@ -703,23 +708,36 @@ class Learner:
         return save_checkpoint(self, path, epoch=self.epoch, total_steps=None)
 
     def state_snapshot(self) -> dict[str, Any]:
-        """Everything `restore_snapshot` needs to put the learner back exactly (used by lr_find)."""
+        """Everything `restore_snapshot` needs to put the learner back exactly (used by lr_find).
+
+        Held in memory: weights, gradients, optimizer and grad-scaler state, freeze flags, each
+        module's train/eval mode, the recorder, the position (step, epoch, loader epoch) and every
+        RNG (torch CPU/CUDA, Python, NumPy).
+        """
         return {
             "model": copy.deepcopy(self.model.state_dict()),
+            "grads": {n: None if p.grad is None else p.grad.detach().clone() for n, p in self._param_names.items()},
             "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
+            "scaler": None if self._scaler is None else (self._scaler, copy.deepcopy(self._scaler.state_dict())),
             "requires_grad": {n: p.requires_grad for n, p in self._param_names.items()},
             "training": {n: m.training for n, m in self.model.named_modules()},
             "frozen_to": self.frozen_to,
+            "recorder": copy.deepcopy(self.recorder.state_dict()),
+            "step": self.step,
+            "epoch": self.epoch,
+            "loader_epoch": self.dls.train.epoch,
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "step": self.step,
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
         }
 
     def restore_snapshot(self, snapshot: dict[str, Any]) -> None:
         """Restore a `state_snapshot` bit for bit."""
         self.model.load_state_dict(snapshot["model"])
-        for name, flag in snapshot["requires_grad"].items():
-            self._param_names[name].requires_grad_(flag)
+        for name, param in self._param_names.items():
+            param.requires_grad_(snapshot["requires_grad"][name])
+            param.grad = snapshot["grads"][name]
         for name, module in self.model.named_modules():
             module.training = snapshot["training"][name]
         self.frozen_to = snapshot["frozen_to"]
@@ -728,10 +746,17 @@ class Learner:
         else:
             # Load in place: anything holding learner.optimizer keeps a live object.
             self.ensure_optimizer().load_state_dict(snapshot["optimizer"])
+        self._scaler = None if snapshot["scaler"] is None else snapshot["scaler"][0]
+        if self._scaler is not None:
+            self._scaler.load_state_dict(snapshot["scaler"][1])
+        self.recorder.load_state_dict(snapshot["recorder"])
+        self.step, self.epoch = snapshot["step"], snapshot["epoch"]
+        self.dls.train.set_epoch(snapshot["loader_epoch"])
         torch.set_rng_state(snapshot["cpu_rng"])
         if snapshot["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(snapshot["cuda_rng"])
-        self.step = snapshot["step"]
+        random.setstate(snapshot["python_rng"])
+        np.random.set_state(snapshot["numpy_rng"])
 
     def __repr__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)

@@ -24,9 +24,7 @@ points `[num_it // 10 : -5]`, cut at the first non-finite one:
 
 from __future__ import annotations
 
-import copy
 import math
-import random
 import time
 import warnings
 from collections.abc import Sequence
@@ -56,7 +54,6 @@ __all__ = [
     "valley",
 ]
 
-_BETA = 0.98  # loss EMA, as fastai's and the Recorder's
 _DIVERGE = 4.0  # stop once the smoothed loss exceeds this multiple of the best one
 _MOMENTUM = 0.9  # Adam beta1 / SGD momentum during the test, the optimizer's default
 _FALLBACK_LR = 1e-3  # a conservative LR when the curve gives no usable valley
@@ -274,52 +271,22 @@ def _batches(loader: Any, first_epoch: int) -> Any:
         epoch += 1
 
 
-def _capture(learner: Learner) -> dict[str, Any]:
-    """What `Learner.state_snapshot` leaves out but the test changes."""
-    loader = learner.dls.train
-    scaler = learner._scaler
-    return {
-        "learner": learner.state_snapshot(),
-        "grads": {n: None if p.grad is None else p.grad.detach().clone() for n, p in learner.model.named_parameters()},
-        "recorder": copy.deepcopy(learner.recorder.state_dict()),
-        "loader_epoch": getattr(loader, "epoch", None),
-        "epoch": learner.epoch,
-        "scaler": None if scaler is None else (scaler, copy.deepcopy(scaler.state_dict())),
-        "python_rng": random.getstate(),
-        "numpy_rng": np.random.get_state(),
-    }
-
-
-def _restore(learner: Learner, saved: dict[str, Any]) -> None:
-    learner.restore_snapshot(saved["learner"])
-    for name, param in learner.model.named_parameters():
-        param.grad = saved["grads"][name]
-    learner.recorder.load_state_dict(saved["recorder"])
-    if saved["loader_epoch"] is not None:
-        learner.dls.train.set_epoch(saved["loader_epoch"])
-    learner.epoch = saved["epoch"]
-    if saved["scaler"] is None:
-        learner._scaler = None
-    else:
-        learner._scaler = saved["scaler"][0]
-        learner._scaler.load_state_dict(saved["scaler"][1])
-    random.setstate(saved["python_rng"])
-    np.random.set_state(saved["numpy_rng"])
-
-
 def _run(
     learner: Learner, lrs: list[float], ratios: list[float], stop_div: bool
 ) -> tuple[list[float], list[float], bool]:
     """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged."""
     loader = learner.dls.train
-    batches = _batches(loader, first_epoch=len(learner.recorder.history))
+    batches = _batches(loader, first_epoch=learner._epoch_counter())
     learner._set_train_mode()
+    # The recorder smooths the loss exactly as during training; the snapshot restores it afterwards.
+    learner.recorder.reset_smoothing()
     raw: list[float] = []
     smooth: list[float] = []
-    average, best = 0.0, math.inf
+    best = math.inf
     for i, lr in enumerate(lrs):
         images, labels = next(batches)
-        learner.set_hyper([lr * r for r in ratios], _MOMENTUM)
+        group_lrs = [lr * r for r in ratios]
+        learner.set_hyper(group_lrs, _MOMENTUM)
         # train_step returns the loss averaged over ranks, so every rank sees the same curve.
         loss = learner.train_step(images, labels).item()
         if i == 0 and not math.isfinite(loss):
@@ -327,9 +294,8 @@ def _run(
                 f"The loss is {loss} on the very first batch, at LR {lr:.1e}. Lower start_lr (e.g. "
                 f"lr_find(start_lr={lr / 100:.0e})), or check the inputs, labels and loss function."
             )
-        average = _BETA * average + (1 - _BETA) * loss
         raw.append(loss)
-        smooth.append(average / (1 - _BETA ** (i + 1)))
+        smooth.append(learner.recorder.record_step(loss, group_lrs, _MOMENTUM))
         best = min(best, smooth[-1])
         # A NaN smoothed loss never recovers (the EMA keeps it), so it counts as divergence too.
         if stop_div and not smooth[-1] <= _DIVERGE * best:
@@ -416,13 +382,13 @@ def lr_find(
     ratios = _ratios(learner, lr_ratios)
     lrs = [start_lr * (end_lr / start_lr) ** (i / num_it) for i in range(num_it)]
     started = time.perf_counter()
-    saved = _capture(learner)
+    saved = learner.state_snapshot()  # in memory: parallel runs never share files (fastai #3240)
     try:
         if learner.seed is not None:
             torch.manual_seed(learner.seed)  # the global RNG is restored below
         raw, smooth, diverged = _run(learner, lrs, ratios, stop_div)
     finally:
-        _restore(learner, saved)
+        learner.restore_snapshot(saved)
     lrs = lrs[: len(smooth)]
     found, notes = _suggest(lrs, smooth, num_it)
     result = LRFindResult(
