@@ -333,3 +333,46 @@ def test_compile_option_trains_like_eager(dls):
     compiled.fit(1, 1e-3)
     assert compiled._train_model is not compiled.model
     assert compiled.recorder.losses == pytest.approx(plain.recorder.losses, rel=1e-4)
+
+
+class StepLog(Callback):
+    def __init__(self):
+        self.events = []
+
+    def before_batch(self, step):
+        self.events.append(("before", step))
+
+    def after_batch(self, step, logs):
+        self.events.append(("after", step, logs["loss"]))
+
+
+def test_overlapped_steps_train_and_record_like_synchronous_ones(dls):
+    """The GPU loop reads each loss one step late; forced on here, it must train bit for bit alike."""
+    runs = {}
+    for overlap in (False, True):
+        learn = make_learner(dls, seed=3)
+        learn._overlap_steps = overlap
+        log = StepLog()
+        learn.fine_tune(1, callbacks=[log])
+        runs[overlap] = (state(learn.model), learn.recorder.losses, log.events)
+    (sync_state, sync_losses, sync_events), (lag_state, lag_losses, lag_events) = runs[False], runs[True]
+    assert all(torch.equal(sync_state[k], lag_state[k]) for k in sync_state)
+    assert sync_losses == lag_losses
+    assert [e for e in sync_events if e[0] == "after"] == [e for e in lag_events if e[0] == "after"]
+    # Overlapped: after_batch(k) arrives after before_batch(k + 1), never before before_batch(k).
+    n = len(dls.train)
+    assert lag_events[:4] == [("before", 0), ("before", 1), ("after", 1, lag_losses[0]), ("before", 2)]
+    assert lag_events[2 * n - 1][0] == "after"  # each epoch's last loss is read before validation
+    assert sync_events[:2] == [("before", 0), ("after", 1, sync_losses[0])]
+
+
+def test_overlapped_steps_still_catch_a_nan_and_restore(dls):
+    learn = make_learner(dls, loss_func=NaNAfter(len(dls.train) + 1))
+    learn._overlap_steps = True
+    learn.unfreeze()
+    learn.fit(1, 1e-3)
+    good = state(learn.model)
+    with pytest.raises(NonFiniteLossError, match="step"):
+        learn.fit(1, 1e-3)
+    assert all(torch.equal(good[k], v) for k, v in learn.model.state_dict().items())
+    assert torch.isfinite(learn.collect_logits(dls.valid)[0]).all()

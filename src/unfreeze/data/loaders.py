@@ -2,6 +2,8 @@
 
 The first pass decodes and resizes every image once, in worker processes, and the main process keeps
 the uint8 results in memory up to a byte budget. Later epochs only crop, stack, move and augment.
+On a GPU, a fully decoded dataset that fits moves to the GPU once (`DeviceStore`), and later epochs
+gather their batches there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from unfreeze.data.decode import BadFileReport, DecodeJob, ImageSource, as_list, chw, decode_item, default_workers
+from unfreeze.data.device_store import DeviceStore, device_budget
 from unfreeze.data.sources import (
     DataError,
     check_root,
@@ -31,7 +34,7 @@ from unfreeze.data.transforms import (
     BatchAugment,
     crop_item,
     resize_batch,
-    to_float_batch,
+    to_device_async,
 )
 
 __all__ = ["DecodedCache", "ImageDataLoader", "ImageDataLoaders", "ImageDataset"]
@@ -131,6 +134,10 @@ class ImageDataLoader:
 
     Training loaders shuffle, random-crop and augment; others are deterministic.
 
+    `device_cache` decides whether the decoded images move to the loader's device once the whole
+    dataset is decoded: None (the default) does so on CUDA when they take at most a quarter of the
+    free GPU memory; True always (any device); False never. Batches are identical either way.
+
     Example:
         >>> loader = ImageDataLoader(dataset, 64, training=True, augment=BatchAugment(), size=224)
         >>> loader.set_epoch(3)
@@ -151,6 +158,7 @@ class ImageDataLoader:
         num_workers: int | None = None,
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
+        device_cache: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -165,6 +173,10 @@ class ImageDataLoader:
         self.worker_start_method: str | None = None  # None: the platform default (fork on Linux)
         self.rank, self.world_size = 0, 1
         self._norm_cache: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+        self.device_cache = device_cache
+        self._store: DeviceStore | None = None
+        self._store_refused: torch.device | None = None  # the device a store did not fit on
+        self._row_of = np.zeros(0, dtype=np.int64)  # item index → store row (-1: undecodable)
         self.set_normalization(mean, std)
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -260,22 +272,32 @@ class ImageDataLoader:
         finally:
             newly_bad.warn("files that could not be decoded; they are left out of every later batch")
 
-    def _finish(self, images: list[torch.Tensor | None], indices: np.ndarray, rng: np.random.Generator,
-                normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _finish(self, images: list[torch.Tensor | None] | None, indices: np.ndarray, rng: np.random.Generator,
+                normalize: bool = True,
+                store: DeviceStore | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         # Draws cover every slot of the batch, dropped or not, so the random stream never shifts.
         slots = len(indices)
         positions = rng.random((slots, 2)) if self.training else None
         params = self.augment.draw(rng, slots) if self.augment is not None else None
-        keep = [slot for slot, image in enumerate(images) if image is not None]
-        if not keep:
-            return None
-        item_size = self.dataset.item_size
-        crops = torch.stack([
-            crop_item(images[slot], item_size, None if positions is None else tuple(positions[slot]))
-            for slot in keep
-        ])
-        labels = torch.tensor([self.dataset._label_ids[indices[slot]] for slot in keep], dtype=torch.long)
-        batch = to_float_batch(crops, self.device)  # 0..255, not yet scaled
+        if store is not None:
+            rows = self._row_of[indices]
+            keep = np.flatnonzero(rows >= 0).tolist()
+            if not keep:
+                return None
+            crops, labels = store.gather(rows[keep], None if positions is None else positions[keep])
+        else:
+            keep = [slot for slot, image in enumerate(images or []) if image is not None]
+            if not keep:
+                return None
+            item_size = self.dataset.item_size
+            crops = torch.stack([
+                crop_item(images[slot], item_size, None if positions is None else tuple(positions[slot]))
+                for slot in keep
+            ])
+            labels = torch.tensor([self.dataset._label_ids[indices[slot]] for slot in keep], dtype=torch.long)
+            # Only uint8 crosses to the device: a quarter of the bytes of a float batch.
+            crops, labels = to_device_async(crops, self.device), to_device_async(labels, self.device)
+        batch = crops.float()  # 0..255, not yet scaled
         if params is not None:
             batch = self.augment(batch.mul_(1.0 / 255.0), params.select(keep), self.size)
             scale = 1.0
@@ -287,7 +309,42 @@ class ImageDataLoader:
             batch = torch.addcmul(shift, batch, scale / std)
         elif scale != 1.0:
             batch = batch.mul_(scale)
-        return batch, labels.to(self.device)
+        return batch, labels
+
+    def _device_store(self) -> DeviceStore | None:
+        """The store on this loader's device, built once the dataset is fully decoded and if it fits."""
+        if self.device_cache is False:
+            return None
+        if self._store is not None and self._store.device == self.device:
+            return self._store
+        dataset = self.dataset
+        if self._store_refused == self.device or len(dataset.cache) + len(dataset.dropped) < len(dataset):
+            return None
+        rows = [index for index in range(len(dataset)) if index not in dataset.dropped]
+        n_bytes = sum(dataset.cache.images[index].numel() for index in rows)
+        if not rows or (self.device_cache is None and n_bytes > device_budget(self.device)):
+            self._store_refused = self.device
+            return None
+        labels = dataset.labels()
+        self._store = DeviceStore([dataset.cache.images[index] for index in rows], [labels[index] for index in rows],
+                                  dataset.item_size, self.device)
+        self._row_of = np.full(len(dataset), -1, dtype=np.int64)
+        self._row_of[rows] = np.arange(len(rows))
+        return self._store
+
+    def preload(self) -> ImageDataLoader:
+        """Decode every item now (in worker processes) instead of during the first epoch, and move
+        the images to the device if `device_cache` allows. Returns the loader.
+
+        Example:
+            >>> dls.train.preload()  # doctest: +SKIP
+        """
+        order = np.arange(len(self.dataset))
+        for _ in self._uint8_batches([order[start : start + self.batch_size]
+                                      for start in range(0, len(order), self.batch_size)]):
+            pass
+        self._device_store()
+        return self
 
     def _normalizer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """std and -mean/std as [1,3,1,1] tensors on the device, built once per (device, stats)."""
@@ -300,9 +357,11 @@ class ImageDataLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self.epoch, 1 + self.rank])
         batches = self._batches()
-        for indices, images in zip(batches, self._uint8_batches(batches), strict=True):
+        store = self._device_store()
+        uint8_batches = self._uint8_batches(batches) if store is None else (None for _ in batches)
+        for indices, images in zip(batches, uint8_batches, strict=True):
             with _one_cpu_thread(self.device.type == "cpu"):
-                result = self._finish(images, indices, rng)
+                result = self._finish(images, indices, rng, store=store)
             if result is not None:
                 yield result
 
@@ -361,6 +420,18 @@ class ImageDataLoaders:
         """Normalize every batch with the backbone's per-channel mean and std (3 values each)."""
         self.train.set_normalization(mean, std)
         self.valid.set_normalization(mean, std)
+
+    def preload(self) -> ImageDataLoaders:
+        """Decode both sets now rather than during the first epoch; on a GPU, also move them there
+        when they fit (see `ImageDataLoader.device_cache`). The cache must hold the whole dataset:
+        raise `cache_bytes` for large ones.
+
+        Example:
+            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=112, device="cuda").preload()
+        """
+        self.train.preload()
+        self.valid.preload()
+        return self
 
     def test_dl(self, items: Sequence[ImageSource], batch_size: int | None = None) -> ImageDataLoader:
         """A loader over new images (paths, PIL images, HWC arrays, CHW/HWC tensors), validation

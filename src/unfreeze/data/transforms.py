@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = ["RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
-           "to_float_batch"]
+           "to_device_async"]
 
 RESIZE_METHODS = ("crop", "pad", "squish")
 
@@ -60,15 +60,19 @@ def crop_item(image: torch.Tensor, item_size: int, position: tuple[float, float]
     return image[:, top : top + item_size, left : left + item_size]
 
 
-def to_float_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [B,3,H,W] (as stacked from the cache) → float [B,3,H,W] in 0..255 on `device`.
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to `device` without making the host wait for the GPU.
 
-    Only uint8 crosses to the device: a quarter of the bytes of a float batch.
+    A plain `.to("cuda")` from pageable memory synchronises the stream, which would stall the training
+    loop once per call; from pinned memory the copy is queued behind the running kernels instead.
+
+    Example:
+        >>> to_device_async(torch.arange(4), torch.device("cpu"))
+        tensor([0, 1, 2, 3])
     """
-    non_blocking = device.type == "cuda"
-    if non_blocking:
-        images = images.pin_memory()
-    return images.to(device, non_blocking=non_blocking).float()
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _floats(values: np.ndarray) -> torch.Tensor:
@@ -90,6 +94,16 @@ class AugmentParams:
         """The draws of the given batch slots (the images that decoded)."""
         index = torch.as_tensor(slots, dtype=torch.long)
         return AugmentParams(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+
+    def to(self, device: torch.device) -> AugmentParams:
+        """The same draws on `device`, sent as one packed copy that the host does not wait for."""
+        if self.angle.device == device:
+            return self
+        packed = torch.stack([self.flip.float(), self.angle, self.zoom, self.shift[:, 0], self.shift[:, 1],
+                              self.brightness, self.contrast], dim=1)
+        packed = to_device_async(packed, device)
+        return AugmentParams(packed[:, 0] > 0.5, packed[:, 1], packed[:, 2], packed[:, 3:5], packed[:, 5],
+                             packed[:, 6])
 
 
 @dataclass
@@ -128,23 +142,22 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
         """Augment float [B,3,H,W] images in [0, 1]; returns [B,3,size,size] on the same device."""
         batch, device = images.shape[0], images.device
-        radians = params.angle.to(device) * (math.pi / 180.0)
+        params = params.to(device)
+        radians = params.angle * (math.pi / 180.0)
         cos, sin = torch.cos(radians), torch.sin(radians)
-        inverse_zoom = 1.0 / params.zoom.to(device)
-        flip_sign = 1.0 - 2.0 * params.flip.to(device, torch.float32)
+        inverse_zoom = 1.0 / params.zoom
+        flip_sign = 1.0 - 2.0 * params.flip.float()
         # theta maps output coordinates to input coordinates: scale · rotate · flip, plus shift.
         theta = torch.zeros(batch, 2, 3, device=device)
         theta[:, 0, 0] = inverse_zoom * cos * flip_sign
         theta[:, 0, 1] = -inverse_zoom * sin
         theta[:, 1, 0] = inverse_zoom * sin * flip_sign
         theta[:, 1, 1] = inverse_zoom * cos
-        theta[:, :, 2] = params.shift.to(device)
+        theta[:, :, 2] = params.shift
         grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         logits = torch.logit(images.clamp(1e-6, 1.0 - 1e-6))
-        logits = (logits + params.brightness.to(device).view(-1, 1, 1, 1)) * params.contrast.to(device).view(
-            -1, 1, 1, 1
-        )
+        logits = (logits + params.brightness.view(-1, 1, 1, 1)) * params.contrast.view(-1, 1, 1, 1)
         return torch.sigmoid(logits)
 
 

@@ -142,6 +142,11 @@ class Learner:
         self.interrupted = False
         self._train_model: nn.Module = self.model
         self._scaler: torch.amp.GradScaler | None = None
+        # Reading a loss on the host waits for the GPU; on GPUs the loop reads each loss one step late.
+        self._overlap_steps = self.device.type in ("cuda", "mps")
+        self._amp_dtype: torch.dtype | None = None
+        if self.device.type == "cuda":
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._param_names = dict(self.model.named_parameters())
         self._group_of_param = {n: i for i, g in enumerate(self.param_groups) for n in g}
         self._check_groups()
@@ -257,21 +262,22 @@ class Learner:
                 group["momentum"] = mom
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type != "cuda":
+        if self._amp_dtype is None:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=self._amp_dtype)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, *, skip_non_finite: bool = True) -> torch.Tensor:
         """One optimizer step on a batch; returns the detached loss. Shared by fit and lr_find.
 
-        A non-finite loss skips the update, so the weights stay as they were.
+        With `skip_non_finite`, a non-finite loss skips the update, so the weights stay as they were;
+        deciding that waits for the GPU, so `fit` on a GPU turns it off and restores the epoch's
+        starting weights instead when it reads the loss.
         """
         optimizer = self.ensure_optimizer()
-        if self._scaler is None and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if self._scaler is None and self._amp_dtype == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
         optimizer.zero_grad(set_to_none=True)
         chunks = list(zip(images.chunk(self.grad_accum), labels.chunk(self.grad_accum), strict=True))
@@ -294,7 +300,7 @@ class Learner:
         # Under DDP, the mean over ranks: every rank records, and decides on, the same loss. A NaN on any
         # rank makes it NaN everywhere, so one reduction and one host sync per step serve both.
         total = distributed.mean(total)
-        if not torch.isfinite(total):
+        if skip_non_finite and not torch.isfinite(total):
             # Skip the update: the weights stay as they were and the loop restores the epoch.
             optimizer.zero_grad(set_to_none=True)
             return total
@@ -407,30 +413,24 @@ class Learner:
                     start, good_state = time.time(), self._snapshot_weights()
                     self._set_train_mode()
                     stop = False
+                    # On a GPU the loss of step k is read after step k+1 is queued, so the GPU never
+                    # waits for the host; after_batch(k) then comes after before_batch(k+1).
+                    pending: tuple[torch.Tensor, list[float], float, int] | None = None
                     for images, labels in self.dls.train:
                         lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
                         self.set_hyper(lrs, mom)
                         for cb in callbacks:
                             cb.before_batch(self.step)
-                        loss = self.train_step(images, labels).item()
-                        if not math.isfinite(loss):
-                            self.model.load_state_dict(good_state)
-                            self.optimizer = None
-                            message = (
-                                f"The training loss became {loss} at epoch {epoch}, step {self.step}; the "
-                                f"weights from the start of epoch {epoch} were restored. Lower the LR "
-                                "(try learn.lr_find()) or check the data for corrupt labels."
-                            )
-                            self.recorder.add_note(message)
-                            raise NonFiniteLossError(message)
-                        smooth = self.recorder.record_step(loss, lrs, mom)
-                        logs = {"loss": loss, "smooth_loss": smooth, "lr": lrs[-1]}
+                        loss = self.train_step(images, labels, skip_non_finite=not self._overlap_steps)
                         step_in_fit += 1
                         self.step += 1
-                        for cb in callbacks:
-                            stop = bool(cb.after_batch(self.step, logs)) or cb.stop_training or stop
-                        if stop:
+                        done, pending = (pending, (loss, lrs, mom, self.step)) if self._overlap_steps else (
+                            (loss, lrs, mom, self.step), None)
+                        if done is not None and self._after_step(done, epoch, good_state, callbacks):
+                            stop = True
                             break
+                    if pending is not None and self._after_step(pending, epoch, good_state, callbacks):
+                        stop = True
                     distributed.sync_buffers(self.model)
                     fit_logs = {
                         "epoch": len(self.recorder.history),
@@ -458,6 +458,28 @@ class Learner:
             for cb in callbacks:
                 cb.after_fit(fit_logs)
         return self.recorder.history[rows_before:]
+
+    def _after_step(self, done: tuple[torch.Tensor, list[float], float, int], epoch: int,
+                    good_state: dict[str, torch.Tensor], callbacks: Sequence[Callback]) -> bool:
+        """Read one step's loss, record it and run after_batch; True if a callback asks to stop."""
+        loss_tensor, lrs, mom, step = done
+        loss = loss_tensor.item()
+        if not math.isfinite(loss):
+            self.model.load_state_dict(good_state)
+            self.optimizer = None
+            message = (
+                f"The training loss became {loss} at epoch {epoch}, step {step - 1}; the weights from the "
+                f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
+                "for corrupt labels."
+            )
+            self.recorder.add_note(message)
+            raise NonFiniteLossError(message)
+        smooth = self.recorder.record_step(loss, lrs, mom)
+        logs = {"loss": loss, "smooth_loss": smooth, "lr": lrs[-1]}
+        stop = False
+        for cb in callbacks:
+            stop = bool(cb.after_batch(step, logs)) or cb.stop_training or stop
+        return stop
 
     def _epoch_counter(self) -> int:
         # Each epoch of the learner's life gets fresh shuffles and augmentations, also across fits.
