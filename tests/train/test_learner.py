@@ -376,3 +376,22 @@ def test_overlapped_steps_still_catch_a_nan_and_restore(dls):
         learn.fit(1, 1e-3)
     assert all(torch.equal(good[k], v) for k, v in learn.model.state_dict().items())
     assert torch.isfinite(learn.collect_logits(dls.valid)[0]).all()
+
+
+def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
+    learn = make_learner(dls)
+    before = torch.backends.cudnn.benchmark
+    learn.fit(1, 1e-3)
+    assert torch.backends.cudnn.benchmark == before  # CPU: untouched
+    learn.device = torch.device("cuda")  # the switch only reads the device type; no GPU is used
+    torch.backends.cudnn.benchmark = False
+    try:
+        with learn._cudnn_autotune():
+            assert torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.benchmark
+        torch.use_deterministic_algorithms(True)
+        with learn._cudnn_autotune():
+            assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = before
