@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import unfreeze.data.loaders as loaders_module
-from unfreeze.data import ImageDataLoaders
+from unfreeze.data import DataWarning, ImageDataLoaders
+from unfreeze.data.loaders import default_cache_bytes
 
 OPTIONS = {"size": 16, "bs": 4, "seed": 7, "num_workers": 0}
 
@@ -76,10 +77,18 @@ def test_later_epochs_do_no_decoding(make_image_folder, monkeypatch):
     assert len(calls) == 12 and len(dls.train.dataset.cache) == 12
 
 
-def test_tiny_cache_budget_still_works(make_image_folder):
+def test_tiny_cache_budget_still_works_and_warns_once(make_image_folder):
     dls = ImageDataLoaders.from_folder(make_image_folder(), cache_bytes=0, **OPTIONS)
-    assert len(_epoch_batches(dls.train, 0)) == len(_epoch_batches(dls.train, 1)) == 3
+    with pytest.warns(DataWarning, match="cache is full") as caught:
+        assert len(_epoch_batches(dls.train, 0)) == len(_epoch_batches(dls.train, 1)) == 3
+    assert len([w for w in caught if "cache is full" in str(w.message)]) == 1
     assert len(dls.train.dataset.cache) == 0
+
+
+def test_default_cache_budget_is_a_share_of_free_memory(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), **OPTIONS)
+    budget = dls.train.dataset.cache.max_bytes + dls.valid.dataset.cache.max_bytes
+    assert 2**27 < budget <= default_cache_bytes()
 
 
 @pytest.mark.parametrize("start_method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
@@ -173,3 +182,20 @@ def test_iteration_restores_the_torch_thread_count(make_image_folder):
     for _ in dls.train:
         assert torch.get_num_threads() == before  # the consumer always sees its own setting
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad_batch", [0, 2])
+def test_sharded_training_keeps_its_step_count_when_a_whole_batch_is_bad(make_image_folder, bad_batch: int):
+    """Under DDP a rank that skipped a batch would hang the others in the gradient all-reduce."""
+    dls = ImageDataLoaders.from_folder(make_image_folder(n_train=8), **(OPTIONS | {"bs": 2}))
+    dls.train.shard(0, 2)
+    dls.train.set_epoch(0)
+    for index in dls.train._batches()[bad_batch]:
+        dls.train.dataset.items[index][0].write_bytes(b"garbage, not an image")
+    with pytest.warns(UserWarning, match="could not be decoded"):
+        batches = list(dls.train)
+    assert len(batches) == len(dls.train) == 4
+    neighbour = bad_batch + 1 if bad_batch == 0 else bad_batch - 1
+    assert torch.equal(batches[bad_batch][0], batches[neighbour][0])  # a good batch, repeated
+    dls.train.shard(0, 1)  # a single process repeats nothing: the bad files are simply left out
+    assert sum(len(labels) for _, labels in dls.train) == len(dls.train.dataset) - 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unfreeze.data import ImageDataLoaders
+from unfreeze.data import DataWarning, ImageDataLoaders
 from unfreeze.data.device_store import DeviceStore, device_budget
 from unfreeze.data.transforms import AugmentParams, BatchAugment, to_device_async
 
@@ -93,7 +93,8 @@ def test_incomplete_cache_builds_no_store(make_image_folder):
     root = make_image_folder(n_train=8, n_valid=4, size=(20, 20))
     dls = ImageDataLoaders.from_folder(root, seed=0, size=20, bs=4, num_workers=0, cache_bytes=3 * 20 * 20 * 3)
     dls.train.device_cache = True
-    _epoch(dls.train, 0)
+    with pytest.warns(DataWarning, match="cannot move to the GPU"):
+        _epoch(dls.train, 0)
     _epoch(dls.train, 1)
     assert len(dls.train.dataset.cache) < len(dls.train.dataset)
     assert dls.train._store is None

@@ -388,7 +388,15 @@ def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
     try:
         with learn._cudnn_autotune():
             assert torch.backends.cudnn.benchmark
+            with learn._cudnn_autotune(training=False):  # evaluation inside a fit: the user's setting
+                assert not torch.backends.cudnn.benchmark
+            assert torch.backends.cudnn.benchmark
         assert not torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True  # the user's own choice is kept everywhere
+        with learn._cudnn_autotune(), learn._cudnn_autotune(training=False):
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
         with learn._cudnn_autotune():
             assert not torch.backends.cudnn.benchmark

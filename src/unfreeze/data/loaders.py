@@ -8,6 +8,8 @@ gather their batches there.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from unfreeze.data.decode import BadFileReport, DecodeJob, ImageSource, as_list,
 from unfreeze.data.device_store import DeviceStore, device_budget
 from unfreeze.data.sources import (
     DataError,
+    DataWarning,
     check_root,
     csv_items,
     folder_items,
@@ -55,12 +58,22 @@ def _one_cpu_thread(active: bool) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def default_cache_bytes() -> int:
+    """The decoded-image cache's default budget: a quarter of the memory free now, at least 256 MiB."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name (macOS)
+        return 2**31
+    return max(2**28, free // 4)
+
+
 class DecodedCache:
     """uint8 CHW images by item index, kept while their total size fits `max_bytes`."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes, self.used_bytes = max_bytes, 0
         self.images: dict[int, torch.Tensor] = {}
+        self.full = False  # set, with one warning, the first time an image did not fit
 
     def __contains__(self, index: int) -> bool:
         return index in self.images
@@ -69,9 +82,19 @@ class DecodedCache:
         return len(self.images)
 
     def put(self, index: int, image: torch.Tensor) -> None:
-        if index not in self.images and self.used_bytes + image.numel() <= self.max_bytes:
+        if index in self.images:
+            return
+        if self.used_bytes + image.numel() <= self.max_bytes:
             self.images[index] = image
             self.used_bytes += image.numel()
+        elif not self.full:
+            self.full = True
+            warnings.warn(
+                f"The decoded-image cache is full ({self.used_bytes / 2**20:.0f} MiB, cache_bytes={self.max_bytes}): "
+                "images beyond it are decoded again every epoch, and the data cannot move to the GPU. "
+                "Pass a larger cache_bytes to ImageDataLoaders if memory allows.",
+                DataWarning, stacklevel=2,
+            )
 
 
 class ImageDataset:
@@ -91,13 +114,13 @@ class ImageDataset:
         sources: Sequence[ImageSource] | None = None,
         item_size: int = 224,
         resize_method: str = "crop",
-        cache_bytes: int = 2**31,
+        cache_bytes: int | None = None,
     ) -> None:
         self.items = [(Path(path), label) for path, label in items]
         self.vocab = list(vocab)
         self.sources = list(sources) if sources is not None else [path for path, _ in self.items]
         self.item_size, self.resize_method = item_size, resize_method
-        self.cache = DecodedCache(cache_bytes)
+        self.cache = DecodedCache(default_cache_bytes() if cache_bytes is None else cache_bytes)
         self.dropped: dict[int, str] = {}  # index → why it could not be decoded
         lookup = {label: index for index, label in enumerate(self.vocab)}
         self._label_ids = [lookup.get(label, -1) for _, label in self.items]
@@ -359,11 +382,25 @@ class ImageDataLoader:
         batches = self._batches()
         store = self._device_store()
         uint8_batches = self._uint8_batches(batches) if store is None else (None for _ in batches)
+        # Under DDP every rank must take the same number of steps, or the gradient all-reduce hangs.
+        # A training batch whose files all failed to decode is therefore replaced by a repeat of a
+        # good one on that rank (the previous, or else the next), instead of being skipped.
+        keep_count = self.training and self.world_size > 1
+        owed, last = 0, None
         for indices, images in zip(batches, uint8_batches, strict=True):
             with _one_cpu_thread(self.device.type == "cpu"):
                 result = self._finish(images, indices, rng, store=store)
-            if result is not None:
+            if result is None:
+                if keep_count and last is not None:
+                    yield last
+                elif keep_count:
+                    owed += 1
+                continue
+            yield result
+            last = result
+            for _ in range(owed):
                 yield result
+            owed = 0
 
     def preview(self, max_n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `max_n` items of this epoch, transformed as in training but not normalized."""
@@ -475,7 +512,7 @@ class ImageDataLoaders:
     @classmethod
     def _build(cls, train_items: list[tuple[Path, str]], valid_items: list[tuple[Path, str]], source: Path, *,
                seed: int, size: int, bs: int, item_size: int | None, resize_method: str, augment: bool,
-               cache_bytes: int, num_workers: int | None, device: str | torch.device | None,
+               cache_bytes: int | None, num_workers: int | None, device: str | torch.device | None,
                skipped: BadFileReport, empty_classes: list[str]) -> ImageDataLoaders:
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
@@ -486,6 +523,7 @@ class ImageDataLoaders:
         warn_empty_classes(empty_classes)
         vocab = check_classes(train_items, valid_items, source)
         n_total = len(train_items) + len(valid_items)
+        cache_bytes = default_cache_bytes() if cache_bytes is None else cache_bytes
         datasets = [ImageDataset(items, vocab, item_size=item_size, resize_method=resize_method,
                                  cache_bytes=cache_bytes * len(items) // n_total)
                     for items in (train_items, valid_items)]
@@ -498,13 +536,14 @@ class ImageDataLoaders:
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
                     valid_pct: float | None = None, seed: int | None = None, size: int = 224, bs: int = 64, *,
                     item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                    cache_bytes: int = 2**31, num_workers: int | None = None,
+                    cache_bytes: int | None = None, num_workers: int | None = None,
                     device: str | torch.device | None = None) -> ImageDataLoaders:
         """Load `path/train/<class>/*` and `path/valid/<class>/*`, or with `valid_pct` split
         `path/<class>/*` (or `path/train/<class>/*` if it exists) at random.
 
         `item_size` > `size` enables presizing; `resize_method` is "crop", "pad" or "squish";
-        `cache_bytes` bounds the decoded-image cache; `num_workers` decodes the first pass.
+        `cache_bytes` bounds the decoded-image cache (default: a quarter of the free memory);
+        `num_workers` decodes the first pass.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)
@@ -530,7 +569,7 @@ class ImageDataLoaders:
     def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path] | None, pat: str,
                      valid_pct: float = 0.2, seed: int | None = None, size: int = 224, bs: int = 64, *,
                      item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                     cache_bytes: int = 2**31, num_workers: int | None = None,
+                     cache_bytes: int | None = None, num_workers: int | None = None,
                      device: str | torch.device | None = None) -> ImageDataLoaders:
         """Label each file by group 1 of regex `pat` searched in its name (None lists `path`).
 
@@ -546,7 +585,7 @@ class ImageDataLoaders:
     def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path] | None,
                        label_func: Callable[[Path], str], valid_pct: float = 0.2, seed: int | None = None,
                        size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                       resize_method: str = "crop", augment: bool = True, cache_bytes: int = 2**31,
+                       resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
                        num_workers: int | None = None,
                        device: str | torch.device | None = None) -> ImageDataLoaders:
         """Label each file by `label_func(path)`; cats vs dogs: `lambda p: "cat" if p.name[0].isupper() ...`.
@@ -563,7 +602,7 @@ class ImageDataLoaders:
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
                  label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
                  seed: int | None = None, size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                 resize_method: str = "crop", augment: bool = True, cache_bytes: int = 2**31,
+                 resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
                  num_workers: int | None = None, device: str | torch.device | None = None) -> ImageDataLoaders:
         """Items from `path/csv_fname` (header row; file names relative to `path`); `valid_col` marks
         validation rows (1/true/yes), otherwise `valid_pct` splits at random.
@@ -579,7 +618,7 @@ class ImageDataLoaders:
     @classmethod
     def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
                        valid_pct: float, seed: int | None, size: int, bs: int, item_size: int | None,
-                       resize_method: str, augment: bool, cache_bytes: int, num_workers: int | None,
+                       resize_method: str, augment: bool, cache_bytes: int | None, num_workers: int | None,
                        device: str | torch.device | None, skipped: BadFileReport) -> ImageDataLoaders:
         seed = new_seed() if seed is None else seed
         train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None

@@ -145,6 +145,7 @@ class Learner:
         # Reading a loss on the host waits for the GPU; on GPUs the loop reads each loss one step late.
         self._overlap_steps = self.device.type in ("cuda", "mps")
         self._amp_dtype: torch.dtype | None = None
+        self._cudnn_user: bool | None = None  # cudnn.benchmark as the user set it, while a fit runs
         if self.device.type == "cuda":
             self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self._param_names = dict(self.model.named_parameters())
@@ -324,10 +325,11 @@ class Learner:
         self.model.eval()
         outputs, targets = [], []
         try:
-            for images, labels in loader:
-                with self._autocast():
-                    outputs.append(self.model(self._prepare(images)).float())
-                targets.append(labels)
+            with self._cudnn_autotune(training=False):
+                for images, labels in loader:
+                    with self._autocast():
+                        outputs.append(self.model(self._prepare(images)).float())
+                    targets.append(labels)
         finally:
             self.model.train(was_training)
         n_out = getattr(self.model, "n_out", 0)
@@ -489,18 +491,25 @@ class Learner:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @contextlib.contextmanager
-    def _cudnn_autotune(self) -> Iterator[None]:
-        # Batch shapes repeat every step, so letting cuDNN time its algorithms once per shape pays:
-        # measured on an H200, unfrozen epochs ran at about 11,000 instead of 9,300 images/s
-        # (benchmarks/results/gpu.md). Skipped when the user asked for deterministic algorithms, and
-        # the global setting is restored after the fit.
+    def _cudnn_autotune(self, training: bool = True) -> Iterator[None]:
+        # Training batches repeat one shape every step, so letting cuDNN time its algorithms once per
+        # shape pays: on an H200, unfrozen epochs ran at about 11,000 instead of 9,300 images/s
+        # (benchmarks/results/gpu.md). Evaluation shapes recur far less often and their autotuning
+        # cost seconds on the first validation, so evaluation keeps the user's own setting. Skipped
+        # when the user asked for deterministic algorithms; the global setting is always restored.
         previous = torch.backends.cudnn.benchmark
+        outermost = self._cudnn_user is None
+        if outermost:
+            self._cudnn_user = previous
         deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
-        torch.backends.cudnn.benchmark = previous or (self.device.type == "cuda" and not deterministic)
+        autotune = training and self.device.type == "cuda" and not deterministic
+        torch.backends.cudnn.benchmark = bool(self._cudnn_user) or autotune
         try:
             yield
         finally:
             torch.backends.cudnn.benchmark = previous
+            if outermost:
+                self._cudnn_user = None
 
     @contextlib.contextmanager
     def _seeded(self) -> Iterator[None]:
