@@ -10,7 +10,7 @@ from PIL import Image
 
 import unfreeze.data.loaders as loaders_module
 from unfreeze.data import DataWarning, ImageDataLoaders
-from unfreeze.data.loaders import default_cache_bytes
+from unfreeze.data.cache import default_cache_bytes
 
 OPTIONS = {"size": 16, "bs": 4, "seed": 7, "num_workers": 0}
 

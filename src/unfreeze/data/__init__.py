@@ -6,8 +6,9 @@ Example:
     >>> dls.show_batch(path="batch.png")
 """
 
+from unfreeze.data.dataloaders import ImageDataLoaders
 from unfreeze.data.decode import BadFileReport, decode_image, open_rgb, to_rgb
-from unfreeze.data.loaders import ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
 from unfreeze.data.split import random_split
 from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment

@@ -8,9 +8,7 @@ gather their batches there.
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,28 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from unfreeze.data.cache import DecodedCache, default_cache_bytes
 from unfreeze.data.decode import BadFileReport, DecodeJob, ImageSource, as_list, chw, decode_item, default_workers
 from unfreeze.data.device_store import DeviceStore, device_budget
-from unfreeze.data.sources import (
-    DataError,
-    DataWarning,
-    check_root,
-    csv_items,
-    folder_items,
-    name_func_items,
-    name_re_items,
-    warn_empty_classes,
-)
-from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
-from unfreeze.data.transforms import (
-    RESIZE_METHODS,
-    BatchAugment,
-    crop_item,
-    resize_batch,
-    to_device_async,
-)
+from unfreeze.data.sources import DataError
+from unfreeze.data.transforms import BatchAugment, crop_item, resize_batch, to_device_async
 
-__all__ = ["DecodedCache", "ImageDataLoader", "ImageDataLoaders", "ImageDataset"]
+__all__ = ["ImageDataLoader", "ImageDataset"]
 
 
 @contextmanager
@@ -56,45 +39,6 @@ def _one_cpu_thread(active: bool) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
-
-
-def default_cache_bytes() -> int:
-    """The decoded-image cache's default budget: a quarter of the memory free now, at least 256 MiB."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name (macOS)
-        return 2**31
-    return max(2**28, free // 4)
-
-
-class DecodedCache:
-    """uint8 CHW images by item index, kept while their total size fits `max_bytes`."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.used_bytes = max_bytes, 0
-        self.images: dict[int, torch.Tensor] = {}
-        self.full = False  # set, with one warning, the first time an image did not fit
-
-    def __contains__(self, index: int) -> bool:
-        return index in self.images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def put(self, index: int, image: torch.Tensor) -> None:
-        if index in self.images:
-            return
-        if self.used_bytes + image.numel() <= self.max_bytes:
-            self.images[index] = image
-            self.used_bytes += image.numel()
-        elif not self.full:
-            self.full = True
-            warnings.warn(
-                f"The decoded-image cache is full ({self.used_bytes / 2**20:.0f} MiB, cache_bytes={self.max_bytes}): "
-                "images beyond it are decoded again every epoch, and the data cannot move to the GPU. "
-                "Pass a larger cache_bytes to ImageDataLoaders if memory allows.",
-                DataWarning, stacklevel=2,
-            )
 
 
 class ImageDataset:
@@ -419,210 +363,3 @@ class ImageDataLoader:
         if not crops:
             return torch.empty(0, 3, item_size, item_size, dtype=torch.uint8)
         return torch.stack(crops)
-
-
-class ImageDataLoaders:
-    """The training and validation loaders of one dataset, with its vocab, size and seed.
-
-    Build one with `from_folder`, `from_name_re`, `from_name_func` or `from_csv`.
-
-    Example:
-        >>> from unfreeze.data import ImageDataLoaders, sample_path
-        >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)
-        >>> dls.show_batch(path="batch.png")
-    """
-
-    def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int) -> None:
-        self.train, self.valid, self.seed = train, valid, seed
-        self.vocab = train.dataset.vocab
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def size(self) -> int:
-        return self.train.size
-
-    @property
-    def device(self) -> torch.device:
-        return self.train.device
-
-    def to(self, device: str | torch.device) -> ImageDataLoaders:
-        """Make both loaders yield batches on `device` (augmentation then runs there too)."""
-        self.train.device = self.valid.device = torch.device(device)
-        return self
-
-    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Normalize every batch with the backbone's per-channel mean and std (3 values each)."""
-        self.train.set_normalization(mean, std)
-        self.valid.set_normalization(mean, std)
-
-    def preload(self) -> ImageDataLoaders:
-        """Decode both sets now rather than during the first epoch; on a GPU, also move them there
-        when they fit (see `ImageDataLoader.device_cache`). The cache must hold the whole dataset:
-        raise `cache_bytes` for large ones.
-
-        Example:
-            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=112, device="cuda").preload()
-        """
-        self.train.preload()
-        self.valid.preload()
-        return self
-
-    def test_dl(self, items: Sequence[ImageSource], batch_size: int | None = None) -> ImageDataLoader:
-        """A loader over new images (paths, PIL images, HWC arrays, CHW/HWC tensors), validation
-        transforms, labels -1. Undecodable files are left out with one warning; `dataset.dropped`
-        lists their indices so predictions can be matched to inputs.
-
-        Example:
-            >>> loader = dls.test_dl(["new/cat.jpg", "new/dog.jpg"])
-        """
-        sources = list(items)
-        missing = [str(source) for source in sources if isinstance(source, (str, Path)) and not Path(source).exists()]
-        if missing:
-            raise DataError(f"{len(missing)} test image path(s) do not exist: {', '.join(missing[:10])}")
-        pairs = [(Path(source) if isinstance(source, (str, Path)) else Path(f"<in-memory image {index}>"), "")
-                 for index, source in enumerate(sources)]
-        reference = self.valid.dataset
-        dataset = ImageDataset(pairs, self.vocab, sources=[Path(s) if isinstance(s, str) else s for s in sources],
-                               item_size=reference.item_size, resize_method=reference.resize_method,
-                               cache_bytes=reference.cache.max_bytes)
-        return ImageDataLoader(dataset, batch_size or self.valid.batch_size, size=self.size, seed=self.seed,
-                               device=self.device, num_workers=self.valid.num_workers,
-                               mean=self.valid.mean, std=self.valid.std)
-
-    def show_batch(self, path: str | Path = "batch.png", max_n: int = 9) -> Path:
-        """Save a grid of up to `max_n` training images, augmented, with their labels, as a PNG.
-
-        Example:
-            >>> dls.show_batch(path="batch.png", max_n=9)
-            PosixPath('batch.png')
-        """
-        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
-
-        images, labels = self.train.preview(max_n)
-        pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
-        return plot_image_grid(pictures, [self.vocab[label] for label in labels.tolist()], path)
-
-    def __repr__(self) -> str:
-        return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
-                f"{self.n_classes} classes, size {self.size}, seed {self.seed})")
-
-    @classmethod
-    def _build(cls, train_items: list[tuple[Path, str]], valid_items: list[tuple[Path, str]], source: Path, *,
-               seed: int, size: int, bs: int, item_size: int | None, resize_method: str, augment: bool,
-               cache_bytes: int | None, num_workers: int | None, device: str | torch.device | None,
-               skipped: BadFileReport, empty_classes: list[str]) -> ImageDataLoaders:
-        if resize_method not in RESIZE_METHODS:
-            raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
-        item_size = item_size or size
-        if size < 1 or bs < 1 or item_size < size:
-            raise ValueError(f"Expected size >= 1, bs >= 1 and item_size >= size; got {size}, {bs}, {item_size}")
-        skipped.warn()
-        warn_empty_classes(empty_classes)
-        vocab = check_classes(train_items, valid_items, source)
-        n_total = len(train_items) + len(valid_items)
-        cache_bytes = default_cache_bytes() if cache_bytes is None else cache_bytes
-        datasets = [ImageDataset(items, vocab, item_size=item_size, resize_method=resize_method,
-                                 cache_bytes=cache_bytes * len(items) // n_total)
-                    for items in (train_items, valid_items)]
-        common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
-        train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
-                                augment=BatchAugment() if augment else None, **common)
-        return cls(train, ImageDataLoader(datasets[1], bs, **common), seed)
-
-    @classmethod
-    def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
-                    valid_pct: float | None = None, seed: int | None = None, size: int = 224, bs: int = 64, *,
-                    item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                    cache_bytes: int | None = None, num_workers: int | None = None,
-                    device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Load `path/train/<class>/*` and `path/valid/<class>/*`, or with `valid_pct` split
-        `path/<class>/*` (or `path/train/<class>/*` if it exists) at random.
-
-        `item_size` > `size` enables presizing; `resize_method` is "crop", "pad" or "squish";
-        `cache_bytes` bounds the decoded-image cache (default: a quarter of the free memory);
-        `num_workers` decodes the first pass.
-
-        Example:
-            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)
-        """
-        skipped, empty_classes = BadFileReport(), []
-        root = check_root(path, f"a folder with {train}/<class>/ and {valid}/<class>/ subfolders of images")
-        seed = new_seed() if seed is None else seed
-        if valid_pct is None:
-            folders = [root / train, root / valid]
-            absent = [str(folder) for folder in folders if not folder.is_dir()]
-            if absent:
-                raise DataError(f"{' and '.join(absent)} not found. Expected {root}/{train}/<class>/* and "
-                                f"{root}/{valid}/<class>/*, or pass valid_pct=0.2 to split {root}/<class>/*.")
-            train_items, valid_items = (folder_items(folder, skipped, empty_classes) for folder in folders)
-        else:
-            class_root = root / train if (root / train).is_dir() else root
-            train_items, valid_items = split_items(folder_items(class_root, skipped, empty_classes), valid_pct, seed)
-        return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
-                          resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
-                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=empty_classes)
-
-    @classmethod
-    def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path] | None, pat: str,
-                     valid_pct: float = 0.2, seed: int | None = None, size: int = 224, bs: int = 64, *,
-                     item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                     cache_bytes: int | None = None, num_workers: int | None = None,
-                     device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Label each file by group 1 of regex `pat` searched in its name (None lists `path`).
-
-        Example:
-            >>> dls = ImageDataLoaders.from_name_re("pets/images", None, r"^(.+)_\\d+\\.jpg$", size=224)
-        """
-        skipped, root = BadFileReport(), check_root(path, "a folder of images")
-        items = name_re_items(root, fnames, pat, skipped)
-        return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped)
-
-    @classmethod
-    def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path] | None,
-                       label_func: Callable[[Path], str], valid_pct: float = 0.2, seed: int | None = None,
-                       size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                       resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
-                       num_workers: int | None = None,
-                       device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Label each file by `label_func(path)`; cats vs dogs: `lambda p: "cat" if p.name[0].isupper() ...`.
-
-        Example:
-            >>> dls = ImageDataLoaders.from_name_func("pets", None, lambda p: p.name.split("_")[0])
-        """
-        skipped, root = BadFileReport(), check_root(path, "a folder of images")
-        items = name_func_items(root, fnames, label_func, skipped)
-        return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped)
-
-    @classmethod
-    def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
-                 label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
-                 seed: int | None = None, size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                 resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
-                 num_workers: int | None = None, device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Items from `path/csv_fname` (header row; file names relative to `path`); `valid_col` marks
-        validation rows (1/true/yes), otherwise `valid_pct` splits at random.
-
-        Example:
-            >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv", fn_col="file", label_col="label")
-        """
-        skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
-        items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped)
-        return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
-                                  augment, cache_bytes, num_workers, device, skipped)
-
-    @classmethod
-    def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
-                       valid_pct: float, seed: int | None, size: int, bs: int, item_size: int | None,
-                       resize_method: str, augment: bool, cache_bytes: int | None, num_workers: int | None,
-                       device: str | torch.device | None, skipped: BadFileReport) -> ImageDataLoaders:
-        seed = new_seed() if seed is None else seed
-        train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None
-                                    else split_items(items, valid_pct, seed))
-        return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
-                          resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
-                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=[])
