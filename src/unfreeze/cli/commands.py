@@ -1,16 +1,4 @@
-"""The `unfreeze` command (also `python -m unfreeze`): the Python API, one subcommand per workflow step.
-
-    unfreeze train DATA ...          fine-tune and save a run directory (see unfreeze.runs)
-    unfreeze lr-find DATA ...        the LR range test and its plot
-    unfreeze predict MODEL IMAGE...  predictions as a table, CSV or JSON
-    unfreeze interpret RUN_DIR       confusion matrix, top losses, per-class report
-    unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
-    unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
-
-Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
-`vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
-`unfreeze: error: <what is wrong>. <how to fix>`, and exits with code 2; it never shows a traceback.
-"""
+"""What each subcommand does: the data and model steps they share, then one function per command."""
 
 from __future__ import annotations
 
@@ -18,233 +6,17 @@ import argparse
 import csv
 import itertools
 import json
-import re
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from unfreeze import runs
+from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, UsageError
 
-__all__ = ["UsageError", "build_parser", "main"]
-
-DEFAULT_ARCH = "efficientnet_lite0"
-DEFAULT_LR = 2e-3  # fine_tune's default, as fastai's
-METRICS = ["error_rate", "accuracy"]
-# The demo: 400 train / 200 valid 28 px images, 1 frozen + 4 unfrozen epochs, about 35 s on 2 quiet CPU
-# cores. With so few images bs 16 (25 steps an epoch) helps. With the Keras BN default, fine_tune's own
-# base_lr 2e-3 beat 4e-3 and 1e-2 (at 64 px: 75.5%, 74%, 58%); 8 unfrozen epochs did no better.
-# 128 px (77.5%) learned more steadily than 64 px (71%), at 34 s instead of 19 s.
-DEMO = {"size": 128, "bs": 16, "lr": 2e-3, "epochs": 4, "freeze_epochs": 1, "out": "runs/demo"}
-
-
-class UsageError(Exception):
-    """A mistake the user can fix; printed as one line and exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr like every other user error."""
-
-    def error(self, message: str) -> Any:
-        self.exit(2, f"unfreeze: error: {message}. Run '{self.prog} --help' for usage and examples.\n")
-
-
-# ---------------------------------------------------------------------------- argument types
-
-
-def _lr(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lr must be 'auto' or a number such as 1e-3, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
-    return value
-
-
-def _whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= `minimum`, with a message argparse prints as one line."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive = _whole_number(1)
-_count = _whole_number(0)
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
-    return value
-
-
-# ---------------------------------------------------------------------------- the parser
-
-_TRAIN_EXAMPLES = """\
-examples:
-  unfreeze train data/fashion                          # DATA/train/<class>/ and DATA/valid/<class>/
-  unfreeze train photos --valid-pct 0.2                # photos/<class>/*.jpg, split at random
-  unfreeze train pets/images --label-re '^(.+)_\\d+\\.jpg$'   # label = group 1 of the file name
-  unfreeze train planes --csv labels.csv               # columns: file (relative to DATA), label
-  unfreeze train data/fashion --arch resnet34 --weights resnet34.safetensors --lr auto
-  unfreeze train data/fashion --arch test_resnet --no-pretrained --epochs 1 --size 32
-
-A run directory (default runs/<DATA name>-<arch>, never overwritten without --overwrite) receives
-config.json, history.csv, model.unfreeze, summary.json and the plots loss.png, sched.png,
-lr_find.png (with --lr auto), confusion_matrix.png and top_losses.png.
-"""
-
-_LR_FIND_EXAMPLES = """\
-examples:
-  unfreeze lr-find data/fashion                       # writes lr_find.png, prints the suggestions
-  unfreeze lr-find data/fashion --size 64 --bs 32 --plot runs/fashion-lr.png
-  unfreeze train data/fashion --lr 3e-3               # then train with the LR you picked
-"""
-
-_PREDICT_EXAMPLES = """\
-examples:
-  unfreeze predict runs/fashion-efficientnet_lite0 new/shoe.png
-  unfreeze predict model.unfreeze photos/ --format csv > predictions.csv
-  unfreeze predict model.unfreeze a.jpg b.jpg --tta --format json
-
-MODEL is a .unfreeze export or a run directory holding model.unfreeze. Folders are searched
-recursively. Images that cannot be read get a row with their error, and the exit code is 1.
-"""
-
-_INTERPRET_EXAMPLES = """\
-examples:
-  unfreeze interpret runs/fashion-efficientnet_lite0
-
-Rebuilds the validation set from the run's config.json (same data, split and seed), redraws
-confusion_matrix.png and top_losses.png in RUN_DIR and prints the per-class report.
-"""
-
-_EXPORT_EXAMPLES = """\
-examples:
-  unfreeze export runs/fashion-efficientnet_lite0            # check the export, print its details
-  unfreeze export runs/fashion-efficientnet_lite0 --onnx     # also write RUN_DIR/model.onnx
-  unfreeze export model.unfreeze --onnx --to deploy/classifier.onnx
-"""
-
-_DEMO_EXAMPLES = f"""\
-examples:
-  unfreeze demo                       # about 1-2 minutes on 2 CPU cores, offline
-  unfreeze demo --epochs 1 --out /tmp/demo
-
-Fine-tunes the bundled efficientnet_lite0 (ImageNet weights, no download) on the bundled
-Fashion-MNIST sample (400 train / 200 valid images) at {DEMO["size"]} px, shows the results table and
-saves a run directory (default {DEMO["out"]}) with the plots.
-"""
-
-
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA", type=Path,
-                        help="a folder with train/ and valid/ class folders, a folder of class folders, or "
-                             "of images (with --label-re or --csv)")
-    parser.add_argument("--arch", default=DEFAULT_ARCH,
-                        help=f"timm architecture name (default: {DEFAULT_ARCH}, weights bundled)")
-    parser.add_argument("--size", type=_positive, default=128, help="image side in pixels (default: 128)")
-    parser.add_argument("--bs", type=_positive, default=64, help="batch size (default: 64)")
-    parser.add_argument("--valid-pct", type=_fraction, default=0.2,
-                        help="validation fraction when DATA has no valid/ folder (default: 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the head and training (default: 0)")
-    labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--label-re", metavar="REGEX",
-                        help="label each image file in DATA by group 1 of REGEX searched in its name")
-    labels.add_argument("--csv", metavar="FILE",
-                        help="a CSV with a header: file name (relative to DATA) in column 1, label in column 2")
-    parser.add_argument("--weights", metavar="FILE", type=Path,
-                        help="pretrained weights file (.safetensors, .pth, .bin) for --arch, used offline")
-    parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                        help="start from random weights (for tests and tiny experiments)")
-    parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
-                        help="train the norm layers of frozen groups (fastai) or keep the body's in inference "
-                             "mode (Keras); default: Keras for pretrained bodies, fastai from scratch")
-    parser.add_argument("--quiet", action="store_true", help="print no training output")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `unfreeze` argument parser, with one subparser per command."""
-    parser = _Parser(prog="unfreeze", description="Transfer learning for image classifiers, fastai-style.",
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="Run 'unfreeze COMMAND --help' for each command's options and examples.\n"
-                            "Start with: unfreeze demo")
-    from unfreeze import __version__
-
-    parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-
-    def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    train = command("train", "fine-tune a pretrained backbone on DATA and save a run directory", _TRAIN_EXAMPLES)
-    _add_data_options(train)
-    _add_training_options(train, DEFAULT_LR)
-    train.set_defaults(handler=command_train)
-
-    lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)
-    _add_data_options(lr_find)
-    lr_find.add_argument("--plot", type=Path, default=Path("lr_find.png"), help="PNG to write (default: lr_find.png)")
-    lr_find.add_argument("--num-it", type=_positive, default=100, help="iterations (default: 100)")
-    lr_find.set_defaults(handler=command_lr_find)
-
-    predict = command("predict", "predict images with an exported model", _PREDICT_EXAMPLES)
-    predict.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
-    predict.add_argument("images", metavar="IMAGE_OR_FOLDER", type=Path, nargs="+", help="images or folders")
-    predict.add_argument("--tta", action="store_true", help="average 4 augmented passes with the plain one")
-    predict.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                         help="output format (default: table)")
-    predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
-    predict.set_defaults(handler=command_predict)
-
-    interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",
-                        _INTERPRET_EXAMPLES)
-    interpret.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
-    interpret.set_defaults(handler=command_interpret)
-
-    export = command("export", "check a run's export; with --onnx also write ONNX", _EXPORT_EXAMPLES)
-    export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory or a .unfreeze file")
-    export.add_argument("--onnx", action="store_true", help="write model.onnx (needs: pip install 'unfreeze[onnx]')")
-    export.add_argument("--to", type=Path, help="where to write the ONNX file (default: RUN_DIR/model.onnx)")
-    export.set_defaults(handler=command_export)
-
-    demo = command("demo", "fine-tune the bundled efficientnet_lite0 on the bundled Fashion-MNIST sample",
-                   _DEMO_EXAMPLES)
-    demo.add_argument("--epochs", type=_positive, default=DEMO["epochs"],
-                      help=f"unfrozen epochs (default: {DEMO['epochs']})")
-    demo.add_argument("--out", type=Path, default=Path(DEMO["out"]), help=f"run directory (default: {DEMO['out']})")
-    demo.add_argument("--overwrite", action="store_true", help="reuse --out if it exists")
-    demo.add_argument("--quiet", action="store_true", help="print no training output")
-    demo.set_defaults(handler=command_demo)
-    return parser
-
-
-def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) -> None:
-    parser.add_argument("--epochs", type=_positive, default=3, help="epochs with every layer training (default: 3)")
-    parser.add_argument("--freeze-epochs", type=_count, default=1,
-                        help="epochs training only the head first (default: 1; 0 skips them)")
-    parser.add_argument("--lr", type=_lr, default=default_lr,
-                        help=f"the head's LR, or 'auto' to run lr_find and use its valley (default: {default_lr:g})")
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<DATA name>-<arch>)")
-    parser.add_argument("--overwrite", action="store_true", help="reuse --out if it is an existing run directory")
+__all__ = ["build_learner", "command_demo", "command_export", "command_interpret", "command_lr_find",
+           "command_predict", "command_train", "load_data"]
 
 
 # ---------------------------------------------------------------------------- shared steps
@@ -415,6 +187,8 @@ def command_demo(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("unfreeze demo: efficientnet_lite0 (bundled ImageNet weights) on the Fashion-MNIST sample. Same as:\n"
               f"  unfreeze {' '.join(_quote(word) for word in argv)}")
+    from unfreeze.cli import build_parser  # the parser refers to these commands: imported at call time
+
     train_args = build_parser().parse_args(argv)
     train_args.argv = ["demo", *args.argv[1:]]
     return command_train(train_args)
@@ -575,51 +349,3 @@ def command_export(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write {target} ({error.strerror}). Choose another --to") from None
     print(f"ONNX: {written} (input 'image': float [batch, 3, {metadata['size']}, {metadata['size']}] in [0, 1])")
     return 0
-
-
-# ---------------------------------------------------------------------------- main
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
-    from unfreeze.inference import ExportError
-    from unfreeze.models import WeightsMismatchError
-    from unfreeze.train.lr_find import LRFindError
-
-    # ValueError: the library reports bad arguments and unusable data with it (DataError is one).
-    return (UsageError, runs.RunDirError, DataError, ExportError, UnknownArchitectureError, WeightsMismatchError,
-            NonFiniteLossError, LRFindError, re.error, ValueError)
-
-
-def _one_line(error: BaseException) -> str:
-    if isinstance(error, re.error):
-        return f"--label-re is not a valid regular expression ({error}). Fix the pattern, e.g. '^(.+)_\\d+\\.jpg$'."
-    message = " ".join(str(error).split()).rstrip()
-    return message if message.endswith((".", "?", ")")) else f"{message}."
-
-
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"unfreeze: warning: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `unfreeze` command; returns the exit code (0 ok, 1 some images failed, 2 user error).
-
-    Example:
-        >>> main(["train", "data/fashion", "--epochs", "2"])  # doctest: +SKIP
-        0
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help, --version and argparse's own errors (one line, code 2)
-        return exit_.code if isinstance(exit_.code, int) else 0
-    args.argv = argv
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning  # one readable line per warning, not file:line source dumps
-        try:
-            return int(args.handler(args))
-        except _user_errors() as error:
-            print(f"unfreeze: error: {_one_line(error)}", file=sys.stderr)
-            return 2

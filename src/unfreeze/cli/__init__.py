@@ -1,0 +1,155 @@
+"""The `unfreeze` command (also `python -m unfreeze`): the Python API, one subcommand per workflow step.
+
+    unfreeze train DATA ...          fine-tune and save a run directory (see unfreeze.runs)
+    unfreeze lr-find DATA ...        the LR range test and its plot
+    unfreeze predict MODEL IMAGE...  predictions as a table, CSV or JSON
+    unfreeze interpret RUN_DIR       confusion matrix, top losses, per-class report
+    unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
+    unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
+
+Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
+`vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
+`unfreeze: error: <what is wrong>. <how to fix>`, and exits with code 2; it never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from unfreeze import runs
+from unfreeze.cli.commands import (
+    command_demo,
+    command_export,
+    command_interpret,
+    command_lr_find,
+    command_predict,
+    command_train,
+)
+from unfreeze.cli.options import (
+    _DEMO_EXAMPLES,
+    _EXPORT_EXAMPLES,
+    _INTERPRET_EXAMPLES,
+    _LR_FIND_EXAMPLES,
+    _PREDICT_EXAMPLES,
+    _TRAIN_EXAMPLES,
+    DEFAULT_LR,
+    DEMO,
+    UsageError,
+    _add_data_options,
+    _add_training_options,
+    _Parser,
+    _positive,
+)
+
+__all__ = ["DEMO", "UsageError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `unfreeze` argument parser, with one subparser per command."""
+    parser = _Parser(prog="unfreeze", description="Transfer learning for image classifiers, fastai-style.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Run 'unfreeze COMMAND --help' for each command's options and examples.\n"
+                            "Start with: unfreeze demo")
+    from unfreeze import __version__
+
+    parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    train = command("train", "fine-tune a pretrained backbone on DATA and save a run directory", _TRAIN_EXAMPLES)
+    _add_data_options(train)
+    _add_training_options(train, DEFAULT_LR)
+    train.set_defaults(handler=command_train)
+
+    lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)
+    _add_data_options(lr_find)
+    lr_find.add_argument("--plot", type=Path, default=Path("lr_find.png"), help="PNG to write (default: lr_find.png)")
+    lr_find.add_argument("--num-it", type=_positive, default=100, help="iterations (default: 100)")
+    lr_find.set_defaults(handler=command_lr_find)
+
+    predict = command("predict", "predict images with an exported model", _PREDICT_EXAMPLES)
+    predict.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
+    predict.add_argument("images", metavar="IMAGE_OR_FOLDER", type=Path, nargs="+", help="images or folders")
+    predict.add_argument("--tta", action="store_true", help="average 4 augmented passes with the plain one")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                         help="output format (default: table)")
+    predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
+    predict.set_defaults(handler=command_predict)
+
+    interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",
+                        _INTERPRET_EXAMPLES)
+    interpret.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
+    interpret.set_defaults(handler=command_interpret)
+
+    export = command("export", "check a run's export; with --onnx also write ONNX", _EXPORT_EXAMPLES)
+    export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory or a .unfreeze file")
+    export.add_argument("--onnx", action="store_true", help="write model.onnx (needs: pip install 'unfreeze[onnx]')")
+    export.add_argument("--to", type=Path, help="where to write the ONNX file (default: RUN_DIR/model.onnx)")
+    export.set_defaults(handler=command_export)
+
+    demo = command("demo", "fine-tune the bundled efficientnet_lite0 on the bundled Fashion-MNIST sample",
+                   _DEMO_EXAMPLES)
+    demo.add_argument("--epochs", type=_positive, default=DEMO["epochs"],
+                      help=f"unfrozen epochs (default: {DEMO['epochs']})")
+    demo.add_argument("--out", type=Path, default=Path(DEMO["out"]), help=f"run directory (default: {DEMO['out']})")
+    demo.add_argument("--overwrite", action="store_true", help="reuse --out if it exists")
+    demo.add_argument("--quiet", action="store_true", help="print no training output")
+    demo.set_defaults(handler=command_demo)
+    return parser
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
+    from unfreeze.inference import ExportError
+    from unfreeze.models import WeightsMismatchError
+    from unfreeze.train.lr_find import LRFindError
+
+    # ValueError: the library reports bad arguments and unusable data with it (DataError is one).
+    return (UsageError, runs.RunDirError, DataError, ExportError, UnknownArchitectureError, WeightsMismatchError,
+            NonFiniteLossError, LRFindError, re.error, ValueError)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, re.error):
+        return f"--label-re is not a valid regular expression ({error}). Fix the pattern, e.g. '^(.+)_\\d+\\.jpg$'."
+    message = " ".join(str(error).split()).rstrip()
+    return message if message.endswith((".", "?", ")")) else f"{message}."
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"unfreeze: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `unfreeze` command; returns the exit code (0 ok, 1 some images failed, 2 user error).
+
+    Example:
+        >>> main(["train", "data/fashion", "--epochs", "2"])  # doctest: +SKIP
+        0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and argparse's own errors (one line, code 2)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    args.argv = argv
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one readable line per warning, not file:line source dumps
+        try:
+            return int(args.handler(args))
+        except _user_errors() as error:
+            print(f"unfreeze: error: {_one_line(error)}", file=sys.stderr)
+            return 2
