@@ -96,3 +96,11 @@ def test_in_memory_sources():
     assert decode_image(array).shape == (3, 8, 12)
     assert decode_image(torch.from_numpy(array).permute(2, 0, 1)).shape == (3, 8, 12)
     assert decode_image(Image.fromarray(array)).shape == (3, 8, 12)
+
+
+def test_chw_refuses_an_array_that_is_not_channels_first():
+    from unfreeze.data.decode import chw
+
+    with pytest.raises(ValueError, match="channels-first"):
+        chw(np.zeros((8, 8, 3), dtype=np.uint8))
+    assert chw(np.zeros((3, 8, 8), dtype=np.uint8)).shape == (3, 8, 8)

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import unfreeze.data.loaders as loaders_module
-from unfreeze.data import DataWarning, ImageDataLoaders
-from unfreeze.data.cache import default_cache_bytes
+from unfreeze.data import DataError, DataWarning, ImageDataLoaders
+from unfreeze.data.cache import available_memory, default_cache_bytes
 
 OPTIONS = {"size": 16, "bs": 4, "seed": 7, "num_workers": 0}
 
@@ -199,3 +199,19 @@ def test_sharded_training_keeps_its_step_count_when_a_whole_batch_is_bad(make_im
     assert torch.equal(batches[bad_batch][0], batches[neighbour][0])  # a good batch, repeated
     dls.train.shard(0, 1)  # a single process repeats nothing: the bad files are simply left out
     assert sum(len(labels) for _, labels in dls.train) == len(dls.train.dataset) - 2
+
+
+def test_a_rank_with_no_decodable_training_image_stops_with_a_clear_error(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(n_train=8), **(OPTIONS | {"bs": 2}))
+    dls.train.shard(0, 2)
+    dls.train.set_epoch(0)
+    for index in dls.train._order():
+        dls.train.dataset.items[index][0].write_bytes(b"garbage, not an image")
+    with pytest.warns(UserWarning, match="could not be decoded"), pytest.raises(DataError, match="rank 0 of 2"):
+        list(dls.train)
+
+
+def test_the_default_cache_budget_reads_available_memory():
+    available = available_memory()
+    assert available is None or available > 0
+    assert default_cache_bytes() >= 2**28

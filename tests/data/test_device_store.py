@@ -93,7 +93,7 @@ def test_incomplete_cache_builds_no_store(make_image_folder):
     root = make_image_folder(n_train=8, n_valid=4, size=(20, 20))
     dls = ImageDataLoaders.from_folder(root, seed=0, size=20, bs=4, num_workers=0, cache_bytes=3 * 20 * 20 * 3)
     dls.train.device_cache = True
-    with pytest.warns(DataWarning, match="cannot move to the GPU"):
+    with pytest.warns(DataWarning, match="cannot be kept there"):
         _epoch(dls.train, 0)
     _epoch(dls.train, 1)
     assert len(dls.train.dataset.cache) < len(dls.train.dataset)
@@ -128,3 +128,12 @@ def test_augment_params_move_as_one_packed_copy():
 def test_to_device_async_on_the_cpu_is_a_plain_move():
     values = torch.arange(6)
     assert to_device_async(values, torch.device("cpu")) is values
+
+
+def test_forcing_the_store_overrides_an_earlier_automatic_refusal(make_image_folder):
+    root = make_image_folder(n_train=6, n_valid=3, size=(20, 20))
+    dls = ImageDataLoaders.from_folder(root, seed=0, size=20, bs=4, num_workers=0).preload()
+    assert dls.train._store is None and dls.train._store_refused == torch.device("cpu")  # auto: not on a CPU
+    dls.train.device_cache = True
+    _epoch(dls.train, 1)
+    assert dls.train._store is not None

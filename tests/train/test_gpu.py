@@ -77,3 +77,13 @@ def test_nan_on_the_gpu_restores_the_epoch_start(make_image_folder):
         learn.fit(1, 1e-3)
     assert all(torch.equal(good[k], v) for k, v in learn.model.state_dict().items())
     assert torch.isfinite(learn.collect_logits(dls.valid)[0]).all()
+
+
+def test_a_late_loss_read_waits_for_its_own_step_only():
+    from unfreeze.train.learner import _PendingLoss
+
+    loss = torch.tensor(1.5, device="cuda")
+    pending = _PendingLoss.queue(loss, [1e-3], 0.9, 1, overlap=True)
+    assert pending.value.device.type == "cpu" and pending.value.is_pinned() and pending.ready is not None
+    assert pending.read() == 1.5
+    assert _PendingLoss.queue(loss, [1e-3], 0.9, 1, overlap=False).ready is None

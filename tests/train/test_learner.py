@@ -347,23 +347,66 @@ class StepLog(Callback):
 
 
 def test_overlapped_steps_train_and_record_like_synchronous_ones(dls):
-    """The GPU loop reads each loss one step late; forced on here, it must train bit for bit alike."""
+    """The CUDA loop reads each loss one step late; forced on here, it must train bit for bit alike."""
     runs = {}
     for overlap in (False, True):
         learn = make_learner(dls, seed=3)
         learn._overlap_steps = overlap
-        log = StepLog()
-        learn.fine_tune(1, callbacks=[log])
-        runs[overlap] = (state(learn.model), learn.recorder.losses, log.events)
-    (sync_state, sync_losses, sync_events), (lag_state, lag_losses, lag_events) = runs[False], runs[True]
+        learn.fine_tune(1)
+        runs[overlap] = (state(learn.model), learn.recorder.losses, learn.step)
+    (sync_state, sync_losses, sync_steps), (lag_state, lag_losses, lag_steps) = runs[False], runs[True]
     assert all(torch.equal(sync_state[k], lag_state[k]) for k in sync_state)
-    assert sync_losses == lag_losses
-    assert [e for e in sync_events if e[0] == "after"] == [e for e in lag_events if e[0] == "after"]
-    # Overlapped: after_batch(k) arrives after before_batch(k + 1), never before before_batch(k).
-    n = len(dls.train)
-    assert lag_events[:4] == [("before", 0), ("before", 1), ("after", 1, lag_losses[0]), ("before", 2)]
-    assert lag_events[2 * n - 1][0] == "after"  # each epoch's last loss is read before validation
-    assert sync_events[:2] == [("before", 0), ("after", 1, sync_losses[0])]
+    assert sync_losses == lag_losses and sync_steps == lag_steps == 2 * len(dls.train)
+
+
+class StopAt(StepLog):
+    def __init__(self, step):
+        super().__init__()
+        self.stop_step = step
+
+    def after_batch(self, step, logs):
+        super().after_batch(step, logs)
+        return step == self.stop_step
+
+
+def test_batch_callbacks_keep_the_strict_order_and_stop_exactly_when_steps_overlap(dls):
+    learn = make_learner(dls, seed=3)
+    learn._overlap_steps = True
+    learn.unfreeze()
+    log = StopAt(2)
+    learn.fit(1, 1e-3, callbacks=[log])
+    assert [event[:2] for event in log.events] == [("before", 0), ("after", 1), ("before", 1), ("after", 2)]
+    assert learn.step == 2 and len(learn.recorder.losses) == 2
+
+
+class NaNThenInterrupt(nn.Module):
+    """Cross-entropy that is NaN at call n and raises KeyboardInterrupt at call n + 1."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        if self.calls == self.n + 1:
+            raise KeyboardInterrupt
+        loss = nn.functional.cross_entropy(logits, targets)
+        return loss * math.nan if self.calls == self.n else loss
+
+
+def test_an_interrupt_while_a_nan_step_is_unread_restores_the_epoch_start(dls):
+    learn = make_learner(dls, loss_func=NaNThenInterrupt(10**9))
+    learn._overlap_steps = True
+    learn.unfreeze()
+    learn.fit(1, 1e-3)
+    good = state(learn.model)
+    steps_before = learn.step
+    learn.loss_func.n = learn.loss_func.calls + 2  # NaN at the 2nd step, Ctrl-C during the 3rd
+    learn.fit(1, 1e-3)
+    assert learn.interrupted
+    assert all(torch.equal(good[k], v) for k, v in learn.model.state_dict().items())
+    assert learn.step == steps_before + 1  # the one good step
+    assert any("restored" in note for note in learn.recorder.notes)
 
 
 def test_overlapped_steps_still_catch_a_nan_and_restore(dls):

@@ -157,6 +157,8 @@ class DecodeJob(Dataset):
 
 def chw(array: np.ndarray) -> torch.Tensor:
     """A decoded uint8 CHW array (from `decode_item`) as a tensor, without copying."""
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise ValueError(f"expected a channels-first [3, H, W] array from decode_item, got shape {array.shape}")
     return torch.from_numpy(array)
 
 

@@ -19,8 +19,8 @@ __all__ = ["DeviceStore", "device_budget"]
 
 # Share of the device's free memory the store may take: the rest is for the model's activations.
 _FREE_MEMORY_SHARE = 0.25
-# Items copied per host→device transfer while building: bounds the host-side staging buffer.
-_UPLOAD_CHUNK = 4096
+# Bytes stacked on the host per host→device copy while building: bounds the staging buffer.
+_UPLOAD_BYTES = 2**28
 
 
 def device_budget(device: torch.device) -> int:
@@ -59,8 +59,9 @@ class DeviceStore:
         if self.uniform:
             self.images: torch.Tensor | list[torch.Tensor] = torch.empty((len(images), *square), dtype=torch.uint8,
                                                                          device=device)
-            for start in range(0, len(images), _UPLOAD_CHUNK):
-                chunk = torch.stack(list(images[start : start + _UPLOAD_CHUNK]))
+            per_chunk = max(1, _UPLOAD_BYTES // (3 * item_size * item_size))
+            for start in range(0, len(images), per_chunk):
+                chunk = torch.stack(list(images[start : start + per_chunk]))
                 self.images[start : start + len(chunk)].copy_(chunk)
         else:
             self.images = [image.to(device) for image in images]

@@ -285,7 +285,8 @@ class ImageDataLoader:
         if self._store is not None and self._store.device == self.device:
             return self._store
         dataset = self.dataset
-        if self._store_refused == self.device or len(dataset.cache) + len(dataset.dropped) < len(dataset):
+        refused = self.device_cache is None and self._store_refused == self.device  # True overrides a refusal
+        if refused or len(dataset.cache) + len(dataset.dropped) < len(dataset):
             return None
         rows = [index for index in range(len(dataset)) if index not in dataset.dropped]
         n_bytes = sum(dataset.cache.images[index].numel() for index in rows)
@@ -345,6 +346,9 @@ class ImageDataLoader:
             for _ in range(owed):
                 yield result
             owed = 0
+        if owed:
+            raise DataError(f"None of the images of this process's share of the training set (rank {self.rank} "
+                            f"of {self.world_size}) could be decoded; every rank needs at least one batch.")
 
     def preview(self, max_n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `max_n` items of this epoch, transformed as in training but not normalized."""

@@ -14,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,42 @@ def _check_epochs(n_epoch: Any) -> int:
     return n_epoch
 
 
+def _observes_batches(callback: Callback) -> bool:
+    """True for a callback that acts per batch: the loop then keeps its strict event order."""
+    if isinstance(callback, (Recorder, ProgressCallback)):  # they only record and display
+        return False
+    kind = type(callback)
+    return kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
+
+
+@dataclass
+class _PendingLoss:
+    """A step's loss on its way to the host, with what that step's after_batch reports."""
+
+    value: torch.Tensor
+    ready: Any  # a torch.cuda.Event once the copy to pinned host memory is queued; else None
+    lrs: list[float]
+    mom: float
+    step: int
+
+    @classmethod
+    def queue(cls, loss: torch.Tensor, lrs: list[float], mom: float, step: int, overlap: bool) -> _PendingLoss:
+        if overlap and loss.device.type == "cuda":
+            # loss.item() would wait for everything queued on the stream, the next step included; a
+            # copy to pinned memory plus an event waits for this step's loss alone.
+            host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            host.copy_(loss, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            return cls(host, ready, lrs, mom, step)
+        return cls(loss, None, lrs, mom, step)
+
+    def read(self) -> float:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return float(self.value.item())
+
+
 class Learner:
     """Trains a `TransferModel` on `ImageDataLoaders`.
 
@@ -68,7 +105,9 @@ class Learner:
             A frozen body then gets no gradient at all, and unfreezing does not swap the statistics
             the head was trained on for batch statistics.
         device: Defaults to CUDA, then MPS, then CPU.
-        seed: Makes runs on the CPU repeat exactly, without touching the global RNG.
+        seed: Makes runs on the CPU repeat exactly, without touching the global RNG. On a GPU, cuDNN's
+            autotuning may pick different algorithms from run to run; for repeatable GPU runs also call
+            `torch.use_deterministic_algorithms(True)`, which turns the autotuning off.
         quiet: Print nothing while training.
         grad_accum: Split each batch into this many micro-batches whose gradients add up before
             one optimizer step: the same training at a fraction of the activation memory.
@@ -142,8 +181,8 @@ class Learner:
         self.interrupted = False
         self._train_model: nn.Module = self.model
         self._scaler: torch.amp.GradScaler | None = None
-        # Reading a loss on the host waits for the GPU; on GPUs the loop reads each loss one step late.
-        self._overlap_steps = self.device.type in ("cuda", "mps")
+        # Reading a loss on the host waits for the GPU; on CUDA the loop reads each loss one step late.
+        self._overlap_steps = self.device.type == "cuda"
         self._amp_dtype: torch.dtype | None = None
         self._cudnn_user: bool | None = None  # cudnn.benchmark as the user set it, while a fit runs
         if self.device.type == "cuda":
@@ -404,6 +443,8 @@ class Learner:
         fit_logs: dict[str, float] = {}
         for cb in callbacks:
             cb.before_fit(self)
+        pending: _PendingLoss | None = None  # a step whose loss is still on its way to the host
+        good_state: dict[str, torch.Tensor] | None = None  # the weights at the start of the epoch
         try:
             with self._seeded(), self._cudnn_autotune():
                 for epoch in range(start_epoch, n_epoch):
@@ -415,24 +456,26 @@ class Learner:
                     start, good_state = time.time(), self._snapshot_weights()
                     self._set_train_mode()
                     stop = False
-                    # On a GPU the loss of step k is read after step k+1 is queued, so the GPU never
-                    # waits for the host; after_batch(k) then comes after before_batch(k+1).
-                    pending: tuple[torch.Tensor, list[float], float, int] | None = None
+                    # On a GPU the loss of step k is read after step k+1 is queued, so the GPU does not
+                    # wait for the host between steps. Callbacks that act per batch keep the strict
+                    # before_batch(k), after_batch(k) order: the loop then reads every loss at once.
+                    overlap = self._overlap_steps and not any(_observes_batches(cb) for cb in callbacks)
                     for images, labels in self.dls.train:
                         lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
                         self.set_hyper(lrs, mom)
                         for cb in callbacks:
                             cb.before_batch(self.step)
-                        loss = self.train_step(images, labels, skip_non_finite=not self._overlap_steps)
+                        loss = self.train_step(images, labels, skip_non_finite=not overlap)
                         step_in_fit += 1
                         self.step += 1
-                        done, pending = (pending, (loss, lrs, mom, self.step)) if self._overlap_steps else (
-                            (loss, lrs, mom, self.step), None)
+                        current = _PendingLoss.queue(loss, lrs, mom, self.step, overlap)
+                        done, pending = (pending, current) if overlap else (current, None)
                         if done is not None and self._after_step(done, epoch, good_state, callbacks):
                             stop = True
                             break
-                    if pending is not None and self._after_step(pending, epoch, good_state, callbacks):
-                        stop = True
+                    if pending is not None:
+                        done, pending = pending, None
+                        stop = self._after_step(done, epoch, good_state, callbacks) or stop
                     distributed.sync_buffers(self.model)
                     fit_logs = {
                         "epoch": len(self.recorder.history),
@@ -452,23 +495,39 @@ class Learner:
         except KeyboardInterrupt:
             # Ctrl-C ends the fit cleanly: the model keeps its current weights and the history is kept.
             self.interrupted = True
+            self._settle(pending, good_state)
             self.recorder.add_note(f"interrupted by the user at epoch {self.epoch}, step {self.step}")
             if not self.quiet:
                 print(f"Training interrupted at epoch {self.epoch}; the model and history are kept.")
+        except NonFiniteLossError:
+            raise  # the weights are already restored
+        except Exception:
+            self._settle(pending, good_state)
+            raise
         finally:
             self.model.eval()
             for cb in callbacks:
                 cb.after_fit(fit_logs)
         return self.recorder.history[rows_before:]
 
-    def _after_step(self, done: tuple[torch.Tensor, list[float], float, int], epoch: int,
-                    good_state: dict[str, torch.Tensor], callbacks: Sequence[Callback]) -> bool:
+    def _settle(self, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
+        """After an interruption: a step still unread may have been NaN; then restore the epoch start."""
+        if pending is not None and good_state is not None and not math.isfinite(pending.read()):
+            self.model.load_state_dict(good_state)
+            self.optimizer = None
+            self.step = pending.step - 1  # the steps taken before the bad one
+            self.recorder.add_note(f"the last step's loss was {pending.read()}; the weights from the start of "
+                                   f"epoch {self.epoch} were restored")
+
+    def _after_step(self, done: _PendingLoss, epoch: int, good_state: dict[str, torch.Tensor],
+                    callbacks: Sequence[Callback]) -> bool:
         """Read one step's loss, record it and run after_batch; True if a callback asks to stop."""
-        loss_tensor, lrs, mom, step = done
-        loss = loss_tensor.item()
+        lrs, mom, step = done.lrs, done.mom, done.step
+        loss = done.read()
         if not math.isfinite(loss):
             self.model.load_state_dict(good_state)
             self.optimizer = None
+            self.step = step - 1  # the steps taken before the bad one
             message = (
                 f"The training loss became {loss} at epoch {epoch}, step {step - 1}; the weights from the "
                 f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
