@@ -446,3 +446,18 @@ def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = before
+
+
+class RelaxedStepLog(StepLog):
+    strict_batch_order = False
+
+
+def test_callbacks_that_allow_it_see_each_loss_one_step_late_on_a_gpu(dls):
+    learn = make_learner(dls, seed=3)
+    learn._overlap_steps = True  # as on CUDA
+    log = RelaxedStepLog()
+    learn.fit(1, 1e-3, callbacks=[log])
+    losses, n = learn.recorder.losses, len(dls.train)
+    assert log.events[:4] == [("before", 0), ("before", 1), ("after", 1, losses[0]), ("before", 2)]
+    assert log.events[-1] == ("after", n, losses[-1])  # the last loss is read before validation
+    assert [e[1] for e in log.events if e[0] == "after"] == list(range(1, n + 1))

@@ -11,6 +11,11 @@ The loop in `Learner.fit` calls these events, in this order, and no others:
 `logs` is a plain dict of floats. A callback may read the learner it was given in `before_fit`
 (through its public attributes) but never writes to it. To stop training it returns `True` from
 `after_batch` or `after_epoch`, or sets `self.stop_training = True`; the loop checks both.
+
+On a CUDA GPU the loop reads each step's loss one step late, so that the GPU does not wait for the
+host: `after_batch(k)` then comes after `before_batch(k + 1)`. It does so only while every callback
+that overrides `before_batch` or `after_batch` sets `strict_batch_order = False` (the built-in ones do);
+otherwise that fit keeps the order above exactly, and a stop takes effect after the very step it names.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class Callback:
     """Base class: override only the events you need. Every event is a no-op by default."""
 
     stop_training: bool = False
+    # False: this callback accepts after_batch(k) after before_batch(k + 1) on a GPU (it only records
+    # or displays, and never stops mid-epoch), which lets the loop keep the GPU busy.
+    strict_batch_order: bool = True
 
     def before_fit(self, learner: Learner) -> None:
         """Called once before the first epoch."""
@@ -74,6 +82,8 @@ class Recorder(Callback):
         moms: Per-step momentum (Adam beta1).
         notes: Free-form events such as an auto-chosen LR or an interruption.
     """
+
+    strict_batch_order = False  # it only records or displays
 
     def __init__(self, beta: float = 0.98) -> None:
         self.beta = beta
@@ -167,6 +177,8 @@ class ProgressCallback(Callback):
     In a pipe or a log file it prints exactly one line per epoch and nothing per batch, so logs stay
     readable (fastai's bars flood them). `quiet=True` prints nothing at all.
     """
+
+    strict_batch_order = False  # it only records or displays
 
     def __init__(self, quiet: bool = False, stream: Any = None) -> None:
         self.quiet = quiet

@@ -53,11 +53,10 @@ def _check_epochs(n_epoch: Any) -> int:
 
 
 def _observes_batches(callback: Callback) -> bool:
-    """True for a callback that acts per batch: the loop then keeps its strict event order."""
-    if isinstance(callback, (Recorder, ProgressCallback)):  # they only record and display
-        return False
+    """True for a callback that acts per batch and wants the strict event order (see callbacks.py)."""
     kind = type(callback)
-    return kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
+    acts = kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
+    return acts and callback.strict_batch_order
 
 
 @dataclass
@@ -457,8 +456,8 @@ class Learner:
                     self._set_train_mode()
                     stop = False
                     # On a GPU the loss of step k is read after step k+1 is queued, so the GPU does not
-                    # wait for the host between steps. Callbacks that act per batch keep the strict
-                    # before_batch(k), after_batch(k) order: the loop then reads every loss at once.
+                    # wait for the host between steps. A callback that acts per batch and asks for the
+                    # strict before_batch(k), after_batch(k) order gets it: each loss is then read at once.
                     overlap = self._overlap_steps and not any(_observes_batches(cb) for cb in callbacks)
                     for images, labels in self.dls.train:
                         lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
