@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import unfreeze.data.cache as cache_module
 import unfreeze.data.loaders as loaders_module
 from unfreeze.data import DataError, DataWarning, ImageDataLoaders
 from unfreeze.data.cache import available_memory, default_cache_bytes
@@ -211,7 +212,11 @@ def test_a_rank_with_no_decodable_training_image_stops_with_a_clear_error(make_i
         list(dls.train)
 
 
-def test_the_default_cache_budget_reads_available_memory():
-    available = available_memory()
-    assert available is None or available > 0
-    assert default_cache_bytes() >= 2**28
+def test_the_default_cache_budget_is_a_quarter_of_available_memory(monkeypatch):
+    available = available_memory()  # Linux: MemAvailable, capped by a cgroup limit
+    total = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:")).split()[1]) * 1024
+    assert available is not None and 0 < available <= total
+    for free, expected in ((None, 2**31), (8 * 2**30, 2 * 2**30), (100 * 2**20, 2**28)):
+        monkeypatch.setattr(cache_module, "available_memory", lambda free=free: free)
+        assert default_cache_bytes() == expected

@@ -67,7 +67,7 @@ def test_undecodable_files_are_left_out_of_the_store(make_image_folder):
         host.train.preload()
     store = stored.train._store
     assert store is not None and len(store) == len(stored.train.dataset) - 1
-    assert (stored.train._row_of == -1).sum() == 1
+    assert (store.rows(np.arange(len(stored.train.dataset))) == -1).sum() == 1
     _assert_same_epochs(host.train, stored.train)
 
 
@@ -113,8 +113,8 @@ def test_store_follows_the_device(make_image_folder):
 
 
 def test_store_rejects_mismatched_labels():
-    with pytest.raises(ValueError, match="one label per image"):
-        DeviceStore([torch.zeros(3, 4, 4, dtype=torch.uint8)], [0, 1], 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="one image and one label per item"):
+        DeviceStore([0], [torch.zeros(3, 4, 4, dtype=torch.uint8)], [0, 1], 1, 4, torch.device("cpu"))
 
 
 def test_augment_params_move_as_one_packed_copy():

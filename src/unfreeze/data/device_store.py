@@ -38,20 +38,26 @@ def device_budget(device: torch.device) -> int:
 class DeviceStore:
     """The uint8 CHW images and labels of a dataset's decodable items, on one device.
 
+    `items` are the dataset indices the images belong to; `rows(indices)` maps dataset indices back
+    to store rows (-1 for items that are not in the store, such as undecodable files).
+
     Images of one square shape are kept as a single [N,3,S,S] tensor and gathered with one
     `index_select`; images of mixed shapes (crop resizing of photos of different aspect ratios) are
     kept one tensor each and cropped as views before one `torch.stack`.
 
     Example:
-        >>> store = DeviceStore(images, labels, item_size=112, device=torch.device("cuda"))  # doctest: +SKIP
-        >>> batch, batch_labels = store.gather(np.array([0, 5, 7]), None)  # doctest: +SKIP
+        >>> store = DeviceStore(items, images, labels, 100, 112, torch.device("cuda"))  # doctest: +SKIP
+        >>> batch, batch_labels = store.gather(store.rows(np.array([0, 5, 7])), None)  # doctest: +SKIP
     """
 
-    def __init__(self, images: Sequence[torch.Tensor], labels: Sequence[int], item_size: int,
-                 device: torch.device) -> None:
-        if len(images) != len(labels):
-            raise ValueError(f"Expected one label per image, got {len(images)} images and {len(labels)} labels.")
+    def __init__(self, items: Sequence[int], images: Sequence[torch.Tensor], labels: Sequence[int], n_items: int,
+                 item_size: int, device: torch.device) -> None:
+        if not len(items) == len(images) == len(labels):
+            raise ValueError(f"Expected one image and one label per item, got {len(items)} items, {len(images)} "
+                             f"images and {len(labels)} labels.")
         self.device, self.item_size = device, item_size
+        self._row_of = np.full(n_items, -1, dtype=np.int64)
+        self._row_of[list(items)] = np.arange(len(items))
         self.n_bytes = sum(image.numel() for image in images)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long).to(device)
         square = (3, item_size, item_size)
@@ -68,6 +74,10 @@ class DeviceStore:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Store rows of dataset `indices`; -1 where an item is not in the store."""
+        return self._row_of[indices]
 
     def gather(self, rows: np.ndarray, positions: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 [B,3,S,S] crops and long [B] labels of store rows `rows`, on the device.

@@ -143,7 +143,6 @@ class ImageDataLoader:
         self.device_cache = device_cache
         self._store: DeviceStore | None = None
         self._store_refused: torch.device | None = None  # the device a store did not fit on
-        self._row_of = np.zeros(0, dtype=np.int64)  # item index → store row (-1: undecodable)
         self.set_normalization(mean, std)
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -247,7 +246,7 @@ class ImageDataLoader:
         positions = rng.random((slots, 2)) if self.training else None
         params = self.augment.draw(rng, slots) if self.augment is not None else None
         if store is not None:
-            rows = self._row_of[indices]
+            rows = store.rows(indices)
             keep = np.flatnonzero(rows >= 0).tolist()
             if not keep:
                 return None
@@ -294,10 +293,8 @@ class ImageDataLoader:
             self._store_refused = self.device
             return None
         labels = dataset.labels()
-        self._store = DeviceStore([dataset.cache.images[index] for index in rows], [labels[index] for index in rows],
-                                  dataset.item_size, self.device)
-        self._row_of = np.full(len(dataset), -1, dtype=np.int64)
-        self._row_of[rows] = np.arange(len(rows))
+        self._store = DeviceStore(rows, [dataset.cache.images[index] for index in rows],
+                                  [labels[index] for index in rows], len(dataset), dataset.item_size, self.device)
         return self._store
 
     def preload(self) -> ImageDataLoader:

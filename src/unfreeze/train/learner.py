@@ -337,7 +337,7 @@ class Learner:
                 else:
                     loss.backward()
         # Under DDP, the mean over ranks: every rank records, and decides on, the same loss. A NaN on any
-        # rank makes it NaN everywhere, so one reduction and one host sync per step serve both.
+        # rank makes it NaN everywhere, so one reduction serves both (and, with skip_non_finite, one sync).
         total = distributed.mean(total)
         if skip_non_finite and not torch.isfinite(total):
             # Skip the update: the weights stay as they were and the loop restores the epoch.
@@ -511,12 +511,18 @@ class Learner:
 
     def _settle(self, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
         """After an interruption: a step still unread may have been NaN; then restore the epoch start."""
-        if pending is not None and good_state is not None and not math.isfinite(pending.read()):
-            self.model.load_state_dict(good_state)
-            self.optimizer = None
-            self.step = pending.step - 1  # the steps taken before the bad one
-            self.recorder.add_note(f"the last step's loss was {pending.read()}; the weights from the start of "
-                                   f"epoch {self.epoch} were restored")
+        if pending is not None and good_state is not None:
+            loss = pending.read()
+            if not math.isfinite(loss):
+                self._restore_epoch_start(good_state, pending.step, f"the last step's loss was {loss}; the "
+                                          f"weights from the start of epoch {self.epoch} were restored")
+
+    def _restore_epoch_start(self, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
+        """Undo a non-finite step (and, on a GPU, the one queued after it): back to the epoch's start."""
+        self.model.load_state_dict(good_state)
+        self.optimizer = None
+        self.step = bad_step - 1  # the steps taken before the bad one
+        self.recorder.add_note(note)
 
     def _after_step(self, done: _PendingLoss, epoch: int, good_state: dict[str, torch.Tensor],
                     callbacks: Sequence[Callback]) -> bool:
@@ -524,15 +530,12 @@ class Learner:
         lrs, mom, step = done.lrs, done.mom, done.step
         loss = done.read()
         if not math.isfinite(loss):
-            self.model.load_state_dict(good_state)
-            self.optimizer = None
-            self.step = step - 1  # the steps taken before the bad one
             message = (
                 f"The training loss became {loss} at epoch {epoch}, step {step - 1}; the weights from the "
                 f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
                 "for corrupt labels."
             )
-            self.recorder.add_note(message)
+            self._restore_epoch_start(good_state, step, message)
             raise NonFiniteLossError(message)
         smooth = self.recorder.record_step(loss, lrs, mom)
         logs = {"loss": loss, "smooth_loss": smooth, "lr": lrs[-1]}
@@ -552,8 +555,9 @@ class Learner:
     def _cudnn_autotune(self, training: bool = True) -> Iterator[None]:
         # Training batches repeat one shape every step, so letting cuDNN time its algorithms once per
         # shape pays: on an H200, unfrozen epochs ran at about 11,000 instead of 9,300 images/s
-        # (benchmarks/results/gpu.md). Evaluation shapes recur far less often and their autotuning
-        # cost seconds on the first validation, so evaluation keeps the user's own setting. Skipped
+        # (benchmarks/results/gpu.md). Evaluation shapes recur far less often, and the first validation
+        # of a fresh process took about 4.5 s longer with autotuning on, so evaluation keeps the user's
+        # own setting (the effect of that choice is not yet measured on a GPU). Skipped
         # when the user asked for deterministic algorithms; the global setting is always restored.
         previous = torch.backends.cudnn.benchmark
         outermost = self._cudnn_user is None
