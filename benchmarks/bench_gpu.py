@@ -113,7 +113,7 @@ def plain_synthetic(device: torch.device, warmup: int, steps: int, size: int, ba
 class EpochClock(Callback):
     """Training-only seconds per epoch: from before_epoch to the last step's loss read on the host."""
 
-    strict_batch_order = False  # it only records: the loop may keep reading losses one step late
+    _watches_batches_only = True  # it only records: the loop may keep reading losses one step late
 
     def __init__(self, n_items: int) -> None:
         self.n_items, self.epochs, self._start, self._last = n_items, [], 0.0, 0.0
@@ -267,7 +267,7 @@ def main() -> None:
     learn.unfreeze()
     images = torch.randn(batch, 3, size, size, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
-    learn._set_train_mode()
+    learn.set_train_mode()
     report["unfreeze_step_synthetic"] = round(
         images_per_second(lambda: learn.train_step(images, labels, skip_non_finite=False), device, warmup, steps,
                           batch), 1)

@@ -7,17 +7,17 @@ Example:
     >>> learn.fine_tune(2)                                                   # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
+from unfreeze._version import __version__
 from unfreeze.data import DataError, DataWarning, ImageDataLoader, ImageDataLoaders, sample_path
-from unfreeze.inference import ClassificationInterpretation, ExportError, load_learner
+from unfreeze.inference import ClassificationInterpretation, ExportError
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
     WeightsNotFoundError,
     create_model,
 )
-from unfreeze.train.builders import cnn_learner, vision_learner
+from unfreeze.tasks import MultiLabel, SingleLabel
+from unfreeze.train.builders import cnn_learner, load_learner, vision_learner
 from unfreeze.train.callbacks import (
     Callback,
     CSVLogger,
@@ -28,7 +28,7 @@ from unfreeze.train.callbacks import (
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.learner import Learner, NonFiniteLossError
-from unfreeze.train.metrics import accuracy, error_rate, f1_score, top_k_accuracy
+from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
 
 __all__ = [
     "CSVLogger",
@@ -42,18 +42,22 @@ __all__ = [
     "ImageDataLoader",
     "ImageDataLoaders",
     "Learner",
+    "MultiLabel",
     "NonFiniteLossError",
     "ProgressCallback",
     "Recorder",
     "SaveBestModel",
+    "SingleLabel",
     "TransferModel",
     "UnknownArchitectureError",
     "WeightsNotFoundError",
     "__version__",
     "accuracy",
+    "accuracy_multi",
     "cnn_learner",
     "create_model",
     "error_rate",
+    "f1_multi",
     "f1_score",
     "load_learner",
     "sample_path",

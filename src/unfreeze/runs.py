@@ -125,7 +125,7 @@ def environment(device: Any) -> dict[str, Any]:
     """Versions and hardware a run used: unfreeze, torch, timm, Python, the device and CPU threads."""
     import torch
 
-    import unfreeze
+    from unfreeze._version import __version__
 
     device_name = platform.processor() or platform.machine()
     if getattr(device, "type", str(device)) == "cuda":
@@ -135,7 +135,7 @@ def environment(device: Any) -> dict[str, Any]:
         "device_name": device_name,
         "torch_threads": torch.get_num_threads(),
         "versions": {
-            "unfreeze": unfreeze.__version__,
+            "unfreeze": __version__,
             "torch": torch.__version__,
             "timm": _version("timm"),
             "python": platform.python_version(),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from unfreeze import load_learner
 from unfreeze.cli import main
-from unfreeze.inference import load_learner
 
 
 def valid_images(run: Path) -> list[Path]:

@@ -82,7 +82,7 @@ def test_checkpoint_loads_with_weights_only(make_learner: Callable[[], Learner],
     learn = make_learner()
     path = learn.save_checkpoint(tmp_path / "ckpt.pt")
     state = torch.load(path, weights_only=True)  # raises if anything but plain data was pickled
-    assert state["format"] == 1 and "model" in state and "optimizer" in state
+    assert state["format"] == 2 and "model" in state and "optimizer" in state
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")

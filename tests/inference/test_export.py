@@ -20,10 +20,10 @@ from unfreeze.inference import (
     ExportArchitectureError,
     ExportError,
     export,
-    load_learner,
     read_export_metadata,
 )
 from unfreeze.models import UnknownArchitectureError, create_model
+from unfreeze.train.builders import load_learner
 from unfreeze.train.learner import Learner
 
 

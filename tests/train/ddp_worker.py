@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from unfreeze import ImageDataLoaders, vision_learner
-from unfreeze.train import distributed
+from unfreeze import ImageDataLoaders, distributed, vision_learner
 
 
 def main(root: str, out: str) -> None:

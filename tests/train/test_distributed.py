@@ -10,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unfreeze import ImageDataLoaders, vision_learner
-from unfreeze.train import distributed
+from unfreeze import ImageDataLoaders, distributed, vision_learner
 
 
 def test_helpers_are_no_ops_in_one_process():

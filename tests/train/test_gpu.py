@@ -80,7 +80,7 @@ def test_nan_on_the_gpu_restores_the_epoch_start(make_image_folder):
 
 
 def test_a_late_loss_read_waits_for_its_own_step_only():
-    from unfreeze.train.learner import _PendingLoss
+    from unfreeze.train.loop import _PendingLoss
 
     loss = torch.tensor(1.5, device="cuda")
     pending = _PendingLoss.queue(loss, [1e-3], 0.9, 1, overlap=True)

@@ -14,6 +14,7 @@ from unfreeze.models import UnknownArchitectureError
 from unfreeze.train.builders import cnn_learner, vision_learner
 from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStopping, ProgressCallback, SaveBestModel
 from unfreeze.train.learner import Learner, NonFiniteLossError
+from unfreeze.train.loop import cudnn_autotune
 from unfreeze.train.schedules import OneCycleSchedule, resolve_lrs
 
 
@@ -125,7 +126,7 @@ def test_frozen_parameters_do_not_change_by_one_bit(dls, train_bn):
 def test_frozen_body_with_frozen_bn_gets_no_gradient(dls):
     learn = make_learner(dls, train_bn=False)
     learn.ensure_optimizer()
-    learn._set_train_mode()
+    learn.set_train_mode()
     images, labels = next(iter(dls.train))
     body_out = []
     handle = learn.model.body.register_forward_hook(lambda m, i, o: body_out.append(o))
@@ -407,35 +408,52 @@ def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
     learn.device = torch.device("cuda")  # the switch only reads the device type; no GPU is used
     torch.backends.cudnn.benchmark = False
     try:
-        with learn._cudnn_autotune():
+        with cudnn_autotune(learn):
             assert torch.backends.cudnn.benchmark
-            with learn._cudnn_autotune(training=False):  # evaluation inside a fit: the user's setting
+            with cudnn_autotune(learn, training=False):  # evaluation inside a fit: the user's setting
                 assert not torch.backends.cudnn.benchmark
             assert torch.backends.cudnn.benchmark
         assert not torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True  # the user's own choice is kept everywhere
-        with learn._cudnn_autotune(), learn._cudnn_autotune(training=False):
+        with cudnn_autotune(learn), cudnn_autotune(learn, training=False):
             assert torch.backends.cudnn.benchmark
         assert torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
-        with learn._cudnn_autotune():
+        with cudnn_autotune(learn):
             assert not torch.backends.cudnn.benchmark
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = before
 
 
-class RelaxedStepLog(StepLog):
-    strict_batch_order = False
+class WatchOnlyStepLog(StepLog):
+    _watches_batches_only = True  # as the recorder and progress bar: the loop may read losses a step late
 
 
-def test_callbacks_that_allow_it_see_each_loss_one_step_late_on_a_gpu(dls):
+def test_events_stay_in_order_when_the_loop_reads_losses_a_step_late(dls):
+    """With only watching callbacks the GPU loop overlaps steps; their events still arrive in order."""
     learn = make_learner(dls, seed=3)
     learn._overlap_steps = True  # as on CUDA
-    log = RelaxedStepLog()
+    log = WatchOnlyStepLog()
     learn.fit(1, 1e-3, callbacks=[log])
     losses, n = learn.recorder.losses, len(dls.train)
-    assert log.events[:4] == [("before", 0), ("before", 1), ("after", 1, losses[0]), ("before", 2)]
-    assert log.events[-1] == ("after", n, losses[-1])  # the last loss is read before validation
-    assert [e[1] for e in log.events if e[0] == "after"] == list(range(1, n + 1))
+    expected = [event for k in range(n) for event in (("before", k), ("after", k + 1, losses[k]))]
+    assert log.events == expected
+
+
+def test_a_callback_that_acts_per_batch_sees_each_step_as_it_happens(dls):
+    """A user callback overriding after_batch may stop or read weights: the loop then reads at once."""
+    learn = make_learner(dls, seed=3)
+    learn._overlap_steps = True
+    seen = []
+
+    class WeightWatcher(Callback):
+        def before_fit(self, learner):
+            self.learner = learner
+
+        def after_batch(self, step, logs):
+            seen.append((step, learn.step))
+
+    learn.fit(1, 1e-3, callbacks=[WeightWatcher()])
+    assert seen == [(k, k) for k in range(1, len(dls.train) + 1)]

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Run 'unfreeze COMMAND --help' for each command's options and examples.\n"
                             "Start with: unfreeze demo")
-    from unfreeze import __version__
+    from unfreeze._version import __version__
 
     parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)

@@ -92,7 +92,7 @@ def _rerun_argv(options: dict[str, Any]) -> list[str]:
 
 
 def _load_model(path: Path) -> Any:
-    from unfreeze.inference import load_learner
+    from unfreeze import load_learner
 
     return load_learner(path / "model.unfreeze" if path.is_dir() else path)
 
@@ -102,9 +102,8 @@ def _load_model(path: Path) -> Any:
 
 def command_train(args: argparse.Namespace) -> int:
     """`unfreeze train`: fine_tune, then export, plot and summarise into a fresh run directory."""
-    from unfreeze import CSVLogger
+    from unfreeze import CSVLogger, distributed
     from unfreeze.inference import ClassificationInterpretation
-    from unfreeze.train import distributed
 
     started = time.perf_counter()
     options = _options(args)
@@ -120,7 +119,7 @@ def command_train(args: argparse.Namespace) -> int:
     options["out"] = str(run)
     if main_process and run != Path(requested).expanduser():
         print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
-    from unfreeze import __version__
+    from unfreeze._version import __version__
 
     rerun = " ".join(_quote(word) for word in ["unfreeze", *_rerun_argv(options)])
     if main_process:

@@ -21,6 +21,7 @@ from unfreeze.data.sources import (
 )
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
 from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
+from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
 __all__ = ["ImageDataLoaders"]
 
@@ -39,6 +40,11 @@ class ImageDataLoaders:
     def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int) -> None:
         self.train, self.valid, self.seed = train, valid, seed
         self.vocab = train.dataset.vocab
+
+    @property
+    def task(self) -> Task:
+        """What a label is (`SingleLabel`, or `MultiLabel` for `from_csv(label_delim=...)`)."""
+        return self.train.dataset.task
 
     @property
     def n_classes(self) -> int:
@@ -89,9 +95,11 @@ class ImageDataLoaders:
         pairs = [(Path(source) if isinstance(source, (str, Path)) else Path(f"<in-memory image {index}>"), "")
                  for index, source in enumerate(sources)]
         reference = self.valid.dataset
+        # Unlabelled: "" is no class for a single-label task, None a row of NaN targets for multi-label.
+        pairs = [(path, "" if isinstance(self.task, SingleLabel) else None) for path, _ in pairs]
         dataset = ImageDataset(pairs, self.vocab, sources=[Path(s) if isinstance(s, str) else s for s in sources],
                                item_size=reference.item_size, resize_method=reference.resize_method,
-                               cache_bytes=reference.cache.max_bytes)
+                               cache_bytes=reference.cache.max_bytes, task=self.task)
         return ImageDataLoader(dataset, batch_size or self.valid.batch_size, size=self.size, seed=self.seed,
                                device=self.device, num_workers=self.valid.num_workers,
                                mean=self.valid.mean, std=self.valid.std)
@@ -107,7 +115,9 @@ class ImageDataLoaders:
 
         images, labels = self.train.preview(max_n)
         pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
-        return plot_image_grid(pictures, [self.vocab[label] for label in labels.tolist()], path)
+        names = [self.task.labels_of(label, self.vocab) for label in labels]
+        names = [name if isinstance(name, str) else ";".join(name) for name in names]
+        return plot_image_grid(pictures, names, path)
 
     def __repr__(self) -> str:
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
@@ -117,7 +127,7 @@ class ImageDataLoaders:
     def _build(cls, train_items: list[tuple[Path, str]], valid_items: list[tuple[Path, str]], source: Path, *,
                seed: int, size: int, bs: int, item_size: int | None, resize_method: str, augment: bool,
                cache_bytes: int | None, num_workers: int | None, device: str | torch.device | None,
-               skipped: BadFileReport, empty_classes: list[str]) -> ImageDataLoaders:
+               skipped: BadFileReport, empty_classes: list[str], task: Task | None = None) -> ImageDataLoaders:
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         item_size = item_size or size
@@ -125,11 +135,12 @@ class ImageDataLoaders:
             raise ValueError(f"Expected size >= 1, bs >= 1 and item_size >= size; got {size}, {bs}, {item_size}")
         skipped.warn()
         warn_empty_classes(empty_classes)
-        vocab = check_classes(train_items, valid_items, source)
+        task = task if task is not None else SingleLabel()
+        vocab = check_classes(train_items, valid_items, source, min_classes=1 if isinstance(task, MultiLabel) else 2)
         n_total = len(train_items) + len(valid_items)
         cache_bytes = default_cache_bytes() if cache_bytes is None else cache_bytes
         datasets = [ImageDataset(items, vocab, item_size=item_size, resize_method=resize_method,
-                                 cache_bytes=cache_bytes * len(items) // n_total)
+                                 cache_bytes=cache_bytes * len(items) // n_total, task=task)
                     for items in (train_items, valid_items)]
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
         train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
@@ -205,28 +216,42 @@ class ImageDataLoaders:
     @classmethod
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
                  label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
-                 seed: int | None = None, size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                 resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
-                 num_workers: int | None = None, device: str | torch.device | None = None) -> ImageDataLoaders:
+                 seed: int | None = None, size: int = 224, bs: int = 64, *, label_delim: str | None = None,
+                 threshold: float = 0.5, item_size: int | None = None, resize_method: str = "crop",
+                 augment: bool = True, cache_bytes: int | None = None, num_workers: int | None = None,
+                 device: str | torch.device | None = None) -> ImageDataLoaders:
         """Items from `path/csv_fname` (header row; file names relative to `path`); `valid_col` marks
         validation rows (1/true/yes), otherwise `valid_pct` splits at random.
 
+        With `label_delim` the data is multi-label: the label cell lists any number of classes
+        separated by it ("cat dog" with `label_delim=" "`; an empty cell means no class), and the
+        learner trains a `MultiLabel(threshold)` task (sigmoid, binary cross-entropy).
+
         Example:
             >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv", fn_col="file", label_col="label")
+            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", label_delim=" ")  # multi-label
         """
         skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
         items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped)
+        task: Task = SingleLabel()
+        if label_delim is not None:
+            if not isinstance(label_delim, str) or not label_delim:
+                raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
+            task = MultiLabel(threshold)
+            items = [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
+                     for file, label in items]
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
-                                  augment, cache_bytes, num_workers, device, skipped)
+                                  augment, cache_bytes, num_workers, device, skipped, task)
 
     @classmethod
     def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
                        valid_pct: float, seed: int | None, size: int, bs: int, item_size: int | None,
                        resize_method: str, augment: bool, cache_bytes: int | None, num_workers: int | None,
-                       device: str | torch.device | None, skipped: BadFileReport) -> ImageDataLoaders:
+                       device: str | torch.device | None, skipped: BadFileReport,
+                       task: Task | None = None) -> ImageDataLoaders:
         seed = new_seed() if seed is None else seed
         train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None
                                     else split_items(items, valid_pct, seed))
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
-                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=[])
+                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=[], task=task)

@@ -50,7 +50,8 @@ class DeviceStore:
         >>> batch, batch_labels = store.gather(store.rows(np.array([0, 5, 7])), None)  # doctest: +SKIP
     """
 
-    def __init__(self, items: Sequence[int], images: Sequence[torch.Tensor], labels: Sequence[int], n_items: int,
+    def __init__(self, items: Sequence[int], images: Sequence[torch.Tensor], labels: torch.Tensor | Sequence[int],
+                 n_items: int,
                  item_size: int, device: torch.device) -> None:
         if not len(items) == len(images) == len(labels):
             raise ValueError(f"Expected one image and one label per item, got {len(items)} items, {len(images)} "
@@ -59,7 +60,8 @@ class DeviceStore:
         self._row_of = np.full(n_items, -1, dtype=np.int64)
         self._row_of[list(items)] = np.arange(len(items))
         self.n_bytes = sum(image.numel() for image in images)
-        self.labels = torch.as_tensor(list(labels), dtype=torch.long).to(device)
+        labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(list(labels), dtype=torch.long)
+        self.labels = labels.to(device)  # long [N] class indices, or float [N, C] multi-hot rows
         square = (3, item_size, item_size)
         self.uniform = all(tuple(image.shape) == square for image in images)
         if self.uniform:
@@ -80,7 +82,7 @@ class DeviceStore:
         return self._row_of[indices]
 
     def gather(self, rows: np.ndarray, positions: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 [B,3,S,S] crops and long [B] labels of store rows `rows`, on the device.
+        """uint8 [B,3,S,S] crops and the targets of store rows `rows`, on the device.
 
         `positions` ([B,2] fractions in [0, 1)) place random crops; None takes centre crops. Square
         images need no crop, so they ignore it.

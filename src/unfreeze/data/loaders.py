@@ -22,6 +22,7 @@ from unfreeze.data.decode import BadFileReport, DecodeJob, ImageSource, as_list,
 from unfreeze.data.device_store import DeviceStore, device_budget
 from unfreeze.data.sources import DataError
 from unfreeze.data.transforms import BatchAugment, crop_item, resize_batch, to_device_async
+from unfreeze.tasks import Label, SingleLabel, Task
 
 __all__ = ["ImageDataLoader", "ImageDataset"]
 
@@ -44,6 +45,9 @@ def _one_cpu_thread(active: bool) -> Iterator[None]:
 class ImageDataset:
     """(path, label) items with a vocab, and the cache of their decoded, item-resized images.
 
+    A label is a class name, or for a `MultiLabel` task a tuple of class names; the task turns the
+    labels into the target tensor (`targets`) that batches carry.
+
     Example:
         >>> dataset = ImageDataset([(Path("a.png"), "cat"), (Path("b.png"), "dog")], ["cat", "dog"])
         >>> dataset.labels()
@@ -52,13 +56,14 @@ class ImageDataset:
 
     def __init__(
         self,
-        items: Sequence[tuple[Path, str]],
+        items: Sequence[tuple[Path, Label]],
         vocab: Sequence[str],
         *,
         sources: Sequence[ImageSource] | None = None,
         item_size: int = 224,
         resize_method: str = "crop",
         cache_bytes: int | None = None,
+        task: Task | None = None,
     ) -> None:
         self.items = [(Path(path), label) for path, label in items]
         self.vocab = list(vocab)
@@ -66,15 +71,16 @@ class ImageDataset:
         self.item_size, self.resize_method = item_size, resize_method
         self.cache = DecodedCache(default_cache_bytes() if cache_bytes is None else cache_bytes)
         self.dropped: dict[int, str] = {}  # index → why it could not be decoded
-        lookup = {label: index for index, label in enumerate(self.vocab)}
-        self._label_ids = [lookup.get(label, -1) for _, label in self.items]
+        self.task: Task = task if task is not None else SingleLabel()
+        # long [N] class indices (-1: unlabelled), or float [N, C] multi-hot rows for multi-label data.
+        self.targets = self.task.encode([label for _, label in self.items], self.vocab)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def labels(self) -> list[int]:
-        """Class index per item (-1 for unlabelled items)."""
-        return list(self._label_ids)
+    def labels(self) -> list[Any]:
+        """Class index per item (-1 for unlabelled items); a multi-hot list per item for multi-label."""
+        return self.targets.tolist()
 
     @property
     def from_files(self) -> bool:
@@ -91,9 +97,9 @@ class ImageDataset:
         self.cache.put(index, image)
         return image
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """(uint8 [3,S,S] centre crop, class index), for inspection; training uses ImageDataLoader."""
-        return crop_item(self.image(index), self.item_size, None).contiguous(), self._label_ids[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 [3,S,S] centre crop, target), for inspection; training uses ImageDataLoader."""
+        return crop_item(self.image(index), self.item_size, None).contiguous(), self.targets[index]
 
 
 class ImageDataLoader:
@@ -260,7 +266,7 @@ class ImageDataLoader:
                 crop_item(images[slot], item_size, None if positions is None else tuple(positions[slot]))
                 for slot in keep
             ])
-            labels = torch.tensor([self.dataset._label_ids[indices[slot]] for slot in keep], dtype=torch.long)
+            labels = self.dataset.targets[torch.as_tensor(indices[keep], dtype=torch.long)]
             # Only uint8 crosses to the device: a quarter of the bytes of a float batch.
             crops, labels = to_device_async(crops, self.device), to_device_async(labels, self.device)
         batch = crops.float()  # 0..255, not yet scaled
@@ -292,9 +298,8 @@ class ImageDataLoader:
         if not rows or (self.device_cache is None and n_bytes > device_budget(self.device)):
             self._store_refused = self.device
             return None
-        labels = dataset.labels()
         self._store = DeviceStore(rows, [dataset.cache.images[index] for index in rows],
-                                  [labels[index] for index in rows], len(dataset), dataset.item_size, self.device)
+                                  dataset.targets[rows], len(dataset), dataset.item_size, self.device)
         return self._store
 
     def preload(self) -> ImageDataLoader:

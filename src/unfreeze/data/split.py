@@ -10,6 +10,7 @@ import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,14 @@ from unfreeze.data.sources import DataError, DataWarning
 
 __all__ = ["check_classes", "new_seed", "random_split", "split_by_mask", "split_items"]
 
-Item = tuple[Path, str]
+Item = tuple[Path, Any]  # (path, class name), or (path, tuple of class names) for multi-label data
+
+
+def classes_of(label: Any) -> tuple[str, ...]:
+    """The class names an item's label holds: one, several (multi-label), or none."""
+    if isinstance(label, str):
+        return (label,) if label else ()
+    return tuple(label) if label is not None else ()
 
 
 def new_seed() -> int:
@@ -52,10 +60,11 @@ def split_items(items: Sequence[Item], valid_pct: float, seed: int) -> tuple[lis
         >>> train, valid = split_items([(Path("a.png"), "cat"), (Path("b.png"), "dog")], 0.5, seed=0)
     """
     train_indices, valid_indices = random_split(len(items), valid_pct, seed)
-    train_labels = {items[index][1] for index in train_indices}
+    train_labels = {name for index in train_indices for name in classes_of(items[index][1])}
     for index in list(valid_indices):
-        if items[index][1] not in train_labels:
-            train_labels.add(items[index][1])
+        names = set(classes_of(items[index][1]))
+        if names - train_labels:
+            train_labels |= names
             valid_indices.remove(index)
             train_indices.append(index)
     return [items[index] for index in sorted(train_indices)], [items[index] for index in valid_indices]
@@ -68,23 +77,28 @@ def split_by_mask(items: Sequence[Item], is_valid: Sequence[bool]) -> tuple[list
     return train, valid
 
 
-def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], source: Path) -> list[str]:
-    """Return the sorted vocab; raise DataError if the data cannot train, warn about thin classes."""
-    train_classes = {label for _, label in train_items}
-    valid_classes = {label for _, label in valid_items}
+def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], source: Path,
+                  min_classes: int = 2) -> list[str]:
+    """Return the sorted vocab; raise DataError if the data cannot train, warn about thin classes.
+
+    `min_classes` is 2 for single-label data; multi-label data can learn a single class (present or not).
+    """
+    train_classes = {name for _, label in train_items for name in classes_of(label)}
+    valid_classes = {name for _, label in valid_items for name in classes_of(label)}
     if not train_items:
         raise DataError(
             f"No training images found under {source}. Expected image files (jpg, png, webp, bmp, gif, "
             "tif) in one folder per class, e.g. train/cat/1.jpg and train/dog/2.jpg."
         )
-    if len(train_classes) < 2:
+    if len(train_classes) < min_classes:
         raise DataError(
             f"Found {len(train_classes)} class ({', '.join(sorted(train_classes))}) under {source}. "
-            "Expected at least 2 classes, each with at least one image."
+            f"Expected at least {min_classes} classes, each with at least one image."
         )
     counts: dict[str, int] = {}
     for _, label in train_items:
-        counts[label] = counts.get(label, 0) + 1
+        for name in classes_of(label):
+            counts[name] = counts.get(name, 0) + 1
     without_valid = sorted(train_classes - valid_classes)
     if without_valid:
         described = [f"{label} ({counts[label]} image{'s' if counts[label] > 1 else ''})" for label in without_valid]

@@ -1,7 +1,11 @@
-"""Inference: predictions, TTA, interpretation, and pickle-free export / load_learner / ONNX.
+"""Inference: predictions, TTA, interpretation and pickle-free export / ONNX, as plain functions.
+
+They take a predictor (a `Learner`, or anything with its model, data and device) and never import the
+training code; `unfreeze.load_learner` rebuilds a Learner from an export.
 
 Example:
-    >>> from unfreeze.inference import ClassificationInterpretation, load_learner
+    >>> from unfreeze import load_learner
+    >>> from unfreeze.inference import ClassificationInterpretation
     >>> learn = load_learner("model.unfreeze")  # doctest: +SKIP
     >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
 """
@@ -12,24 +16,38 @@ from unfreeze.inference.export import (
     ExportError,
     export,
     export_onnx,
-    load_learner,
+    inference_dls,
+    read_export,
     read_export_metadata,
 )
 from unfreeze.inference.interpret import ClassificationInterpretation
-from unfreeze.inference.predict import get_preds, iter_image_files, predict, predict_batch, tta
+from unfreeze.inference.predict import (
+    Predictor,
+    collect_logits,
+    get_preds,
+    iter_image_files,
+    predict,
+    predict_batch,
+    prediction_row,
+    tta,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "ClassificationInterpretation",
     "ExportArchitectureError",
     "ExportError",
+    "Predictor",
+    "collect_logits",
     "export",
     "export_onnx",
     "get_preds",
+    "inference_dls",
     "iter_image_files",
-    "load_learner",
     "predict",
     "predict_batch",
+    "prediction_row",
+    "read_export",
     "read_export_metadata",
     "tta",
 ]

@@ -20,18 +20,17 @@ import json
 import struct
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-import unfreeze
 from unfreeze._io import atomic_path, cpu_state_dict
+from unfreeze._version import __version__
 from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.inference.predict import Predictor
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
-
-if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+from unfreeze.tasks import task_from_config
 
 __all__ = [
     "FORMAT_NAME",
@@ -40,7 +39,8 @@ __all__ = [
     "ExportError",
     "export",
     "export_onnx",
-    "load_learner",
+    "inference_dls",
+    "read_export",
     "read_export_metadata",
 ]
 
@@ -59,7 +59,7 @@ class ExportArchitectureError(ExportError, UnknownArchitectureError):
     """An export naming an architecture this installation cannot build (also an UnknownArchitectureError)."""
 
 
-def _inference_config(learner: Learner) -> dict[str, Any]:
+def _inference_config(learner: Predictor) -> dict[str, Any]:
     model, dls = learner.model, learner.dls
     config = model.config() if hasattr(model, "config") else None
     if config is None or config["arch"].startswith("custom:") or config["head"].get("kind") == "custom":
@@ -73,9 +73,10 @@ def _inference_config(learner: Learner) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "library_version": unfreeze.__version__,
+        "library_version": __version__,
         "model": config,
         "vocab": list(dls.vocab),
+        "task": learner.task.config(),
         "size": int(dls.size),
         "item_size": int(valid.dataset.item_size),
         "resize_method": valid.dataset.resize_method,
@@ -86,7 +87,7 @@ def _inference_config(learner: Learner) -> dict[str, Any]:
     }
 
 
-def export(learner: Learner, path: str | Path = "model.unfreeze") -> Path:
+def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
     """Write the model, its architecture config, vocab and preprocessing to one pickle-free file.
 
     The file is written next to `path` under a temporary name and renamed when complete, so an
@@ -183,7 +184,7 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
                   else "Re-export it with this version of unfreeze.")
         raise ExportError(
             f"{path} has export format version {version!r} (written by unfreeze "
-            f"{metadata.get('library_version', '?')}); this unfreeze {unfreeze.__version__} reads format "
+            f"{metadata.get('library_version', '?')}); this unfreeze {__version__} reads format "
             f"version {FORMAT_VERSION}. {advice}"
         )
     missing = [key for key in ("model", "vocab", "size", "item_size", "resize_method", "mean", "std")
@@ -193,36 +194,31 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
     return metadata
 
 
-def _inference_dls(metadata: dict[str, Any], device: str | torch.device) -> ImageDataLoaders:
-    """Loaders with no items that carry the vocab and preprocessing, for test_dl, predict and tta."""
+def inference_dls(metadata: dict[str, Any], device: str | torch.device) -> ImageDataLoaders:
+    """Loaders with no items that carry the vocab, task and preprocessing of an export (for test_dl,
+    predict and tta)."""
     # Only the settings this version knows: a newer file may carry more, an older one fewer.
     known = {field.name for field in dataclasses.fields(BatchAugment)}
     stored = metadata.get("augment")
     augment = BatchAugment(**{k: v for k, v in stored.items() if k in known}) if isinstance(stored, dict) else None
     seed = metadata.get("seed") or 0
+    task = task_from_config(metadata.get("task"))
 
     def empty_loader(training: bool) -> ImageDataLoader:
         dataset = ImageDataset([], metadata["vocab"], item_size=metadata["item_size"],
-                               resize_method=metadata["resize_method"])
+                               resize_method=metadata["resize_method"], task=task)
         return ImageDataLoader(dataset, 64, training=training, size=metadata["size"], augment=augment, seed=seed,
                                device=device, mean=metadata["mean"], std=metadata["std"])
 
     return ImageDataLoaders(empty_loader(True), empty_loader(False), seed)
 
 
-def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learner:
-    """Rebuild a learner for inference from an export: no training data, network or pretrained file.
+def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
+    """The checked metadata and the rebuilt model (stored weights loaded) of an export.
 
     The architecture is built with random weights from the stored config, then the stored weights
     are loaded. The file is checked before anything is read into tensors and is never unpickled.
-
-    Args:
-        path: A file written by `export`.
-        device: Where the model runs ("cpu", "cuda", ...).
-
-    Returns:
-        A `Learner` whose `predict`, `predict_batch`, `get_preds(dl=learn.dls.test_dl(...))` and `tta`
-        work as on the original (its own train and valid loaders are empty).
+    `unfreeze.load_learner` wraps the result in a Learner.
 
     Raises:
         ExportError: Missing, truncated, pickled, not an export, another format version, or weights that
@@ -230,17 +226,17 @@ def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learne
         ExportArchitectureError: The architecture is unknown to this installation's timm/torchvision.
 
     Example:
-        >>> learn = load_learner("model.unfreeze")  # doctest: +SKIP
-        >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
-        'cat'
+        >>> metadata, model = read_export("model.unfreeze")  # doctest: +SKIP
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from unfreeze.train.learner import Learner
-
     path = Path(path)
     metadata = read_export_metadata(path)
+    try:
+        task_from_config(metadata.get("task"))
+    except (ValueError, AttributeError) as error:
+        raise ExportError(f"{path} has a task this version cannot use: {error}") from None
     try:
         model = model_from_config(metadata["model"])
     except UnknownArchitectureError as error:
@@ -254,10 +250,8 @@ def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learne
     except (SafetensorError, RuntimeError) as error:
         raise ExportError(f"{path}: the stored weights do not fit the stored architecture ({error}). "
                           "Export the model again.") from None
-    learn = Learner(_inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
-    learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used
-    learn.model.eval()
-    return learn
+    model.eval()
+    return metadata, model
 
 
 class _NormalizedModel(nn.Module):
@@ -283,7 +277,7 @@ def _require_onnx() -> Any:
     return onnx
 
 
-def export_onnx(learner: Learner, path: str | Path = "model.onnx", opset: int = 17, size: int | None = None) -> Path:
+def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int = 17, size: int | None = None) -> Path:
     """Export the inference model to ONNX with the normalization built in.
 
     Input `image`: float32 [batch, 3, size, size], RGB in [0, 1], already resized and cropped as the

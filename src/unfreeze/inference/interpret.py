@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from unfreeze.inference.predict import _ordered, get_preds
-
-if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+from unfreeze.inference.predict import Predictor, _ordered, get_preds
+from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
 __all__ = ["ClassificationInterpretation"]
 
@@ -28,15 +26,16 @@ class ClassificationInterpretation:
     """
 
     def __init__(self, dl: Any, vocab: list[str], probs: torch.Tensor, targets: torch.Tensor,
-                 losses: torch.Tensor) -> None:
+                 losses: torch.Tensor, task: Task | None = None) -> None:
         self.dl, self.vocab = dl, list(vocab)
+        self.task: Task = task if task is not None else SingleLabel()
         self.probs, self.targets, self.losses = probs, targets, losses
-        self.preds = probs.argmax(dim=1)
+        self.preds = self.task.decode(probs)  # class indices, or a bool mask per item for multi-label
         dropped = getattr(dl.dataset, "dropped", {})
         self.item_indices = torch.tensor([i for i in range(len(dl.dataset)) if i not in dropped], dtype=torch.long)
 
     @classmethod
-    def from_learner(cls, learn: Learner, dl: Any = None) -> ClassificationInterpretation:
+    def from_learner(cls, learn: Predictor, dl: Any = None) -> ClassificationInterpretation:
         """Run `learn` over `dl` (default: validation) and keep what the views need.
 
         Example:
@@ -44,7 +43,7 @@ class ClassificationInterpretation:
         """
         loader = _ordered(learn.dls.valid if dl is None else dl)
         probs, targets, losses = get_preds(learn, loader, with_loss=True)
-        return cls(loader, learn.dls.vocab, probs, targets, losses)
+        return cls(loader, learn.dls.vocab, probs, targets, losses, learn.task)
 
     def confusion_matrix(self) -> torch.Tensor:
         """Counts [C, C]: row = actual class, column = predicted class (unlabelled items left out).
@@ -53,6 +52,7 @@ class ClassificationInterpretation:
             >>> interp.confusion_matrix()  # doctest: +SKIP
             tensor([[18,  2], [ 1, 19]])
         """
+        self._single_label_only("confusion_matrix")
         n_classes = len(self.vocab)
         labelled = self.targets >= 0
         pairs = self.targets[labelled] * n_classes + self.preds[labelled]
@@ -76,6 +76,7 @@ class ClassificationInterpretation:
             >>> interp.most_confused()  # doctest: +SKIP
             [('dog', 'cat', 2), ('cat', 'dog', 1)]
         """
+        self._single_label_only("most_confused")
         matrix = self.confusion_matrix()
         cells = [(self.vocab[actual], self.vocab[predicted], int(matrix[actual, predicted]))
                  for actual in range(len(self.vocab)) for predicted in range(len(self.vocab))
@@ -88,7 +89,7 @@ class ClassificationInterpretation:
         Example:
             >>> losses, indices = interp.top_losses(5)  # doctest: +SKIP
         """
-        labelled = torch.nonzero(self.targets >= 0).flatten()
+        labelled = torch.nonzero(self.task.labelled(self.targets)).flatten()
         k = len(labelled) if k is None else min(k, len(labelled))
         losses, order = torch.topk(self.losses[labelled], k, largest=largest)
         return losses, self.item_indices[labelled[order]]
@@ -110,6 +111,11 @@ class ClassificationInterpretation:
         titles = []
         for loss, index in zip(losses.tolist(), indices.tolist(), strict=True):
             position = positions[index]
+            if isinstance(self.task, MultiLabel):
+                predicted_names = ";".join(self.task.labels_of(self.preds[position], self.vocab)) or "-"
+                actual_names = ";".join(self.task.labels_of(self.targets[position] > 0.5, self.vocab)) or "-"
+                titles.append(f"{predicted_names}/{actual_names}\nloss {loss:.2f}")
+                continue
             predicted, actual = int(self.preds[position]), int(self.targets[position])
             titles.append(f"{self.vocab[predicted]}/{self.vocab[actual]}\n"
                           f"loss {loss:.2f} / prob {float(self.probs[position, predicted]):.2f}")
@@ -120,7 +126,8 @@ class ClassificationInterpretation:
         """Per-class precision, recall, F1 and support, plus macro and weighted averages and accuracy.
 
         Computed from `confusion_matrix()`; a class never predicted has precision 0 (and likewise for
-        recall and F1), as torchmetrics and scikit-learn's `zero_division=0`.
+        recall and F1), as scikit-learn's `zero_division=0`. Multi-label data counts each class over the
+        items (a one-vs-rest report); accuracy there is the fraction of (item, class) decisions right.
 
         Args:
             as_text: Return a printable table instead of the dict.
@@ -130,9 +137,7 @@ class ClassificationInterpretation:
             {'precision': 0.95, 'recall': 0.9, 'f1': 0.923, 'support': 20}
             >>> print(interp.report(as_text=True))  # doctest: +SKIP
         """
-        matrix = self.confusion_matrix().double()
-        true_positive, support = matrix.diagonal(), matrix.sum(dim=1)
-        predicted = matrix.sum(dim=0)
+        true_positive, predicted, support = self._class_counts()
         precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0)
         recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
         denominator = precision + recall
@@ -149,8 +154,31 @@ class ClassificationInterpretation:
         rows["weighted avg"] = {"precision": float((precision * weights).sum()),
                                 "recall": float((recall * weights).sum()),
                                 "f1": float((f1 * weights).sum()), "support": int(total)}
-        rows["accuracy"] = {"accuracy": float(true_positive.sum()) / max(total, 1.0), "support": int(total)}
+        rows["accuracy"] = {"accuracy": self._accuracy(), "support": int(total)}
         return _format_report(rows) if as_text else rows
+
+    def _class_counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per class: true positives, times predicted, times present (support), over labelled items."""
+        if isinstance(self.task, MultiLabel):
+            labelled = self.task.labelled(self.targets)
+            decided, actual = self.preds[labelled].double(), self.targets[labelled].double()
+            return (decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0)
+        matrix = self.confusion_matrix().double()
+        return matrix.diagonal(), matrix.sum(dim=0), matrix.sum(dim=1)
+
+    def _accuracy(self) -> float:
+        """Single-label: the fraction of items right; multi-label: of (item, class) decisions right."""
+        labelled = self.task.labelled(self.targets)
+        if not labelled.any():
+            return 0.0
+        if isinstance(self.task, MultiLabel):
+            return float((self.preds[labelled] == self.targets[labelled].bool()).double().mean())
+        return float((self.preds[labelled] == self.targets[labelled]).double().mean())
+
+    def _single_label_only(self, what: str) -> None:
+        if isinstance(self.task, MultiLabel):
+            raise ValueError(f"{what} needs single-label data: each multi-label item may have several classes. "
+                             "Use report() for per-class precision, recall and F1.")
 
 
 def _format_report(rows: dict[str, dict[str, float]]) -> str:

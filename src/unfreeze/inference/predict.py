@@ -1,27 +1,79 @@
 """Predictions: ordered probabilities over a loader, one image, a stream of images, and TTA.
 
-Everything runs through `Learner.collect_logits`, the one evaluation pass (eval mode, no grad,
-ordered, gathered across ranks), so predictions here equal what `validate` scores.
+These are plain functions of a predictor: anything with a `model`, its loaders `dls` (vocab,
+`test_dl`), a `task`, a `device`, an `amp_dtype` and a `seed`, such as a `Learner`. Everything runs through
+`collect_logits`, the one evaluation pass (eval mode, no grad, ordered, gathered across ranks), so
+predictions here equal what the learner's `validate` scores. The task decides what the outputs mean:
+softmax and arg-max for single-label data, sigmoid and a threshold for multi-label data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
+from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
+from unfreeze.tasks import SingleLabel
 
-if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+__all__ = ["Predictor", "collect_logits", "get_preds", "iter_image_files", "predict", "predict_batch", "tta"]
 
-__all__ = ["get_preds", "iter_image_files", "predict", "predict_batch", "tta"]
+
+class Predictor(Protocol):
+    """What the functions here need of a learner: a model, its data and where it runs."""
+
+    model: nn.Module
+    dls: Any
+    task: Any  # a unfreeze.tasks.Task
+    device: torch.device
+    seed: int | None
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None: ...
+
+
+def _prepare(images: torch.Tensor) -> torch.Tensor:
+    # channels_last (NHWC) is the fast layout for convolutions on GPUs under bf16 and on CPUs (oneDNN).
+    return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
+
+
+@torch.no_grad()
+def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """Run `model` over `loader` in eval mode; return float logits and targets, in the loader's order.
+
+    Under torchrun each rank sees a disjoint slice and the results are gathered, so every item counts
+    exactly once. The model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> logits, targets = collect_logits(learn.model, learn.dls.valid)  # doctest: +SKIP
+    """
+    was_training = model.training
+    model.eval()
+    outputs, targets = [], []
+    device_type = getattr(getattr(loader, "device", None), "type", "cpu")
+    autocast = (torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    try:
+        for images, labels in loader:
+            with autocast:
+                outputs.append(model(_prepare(images)).float())
+            targets.append(labels)
+    finally:
+        model.train(was_training)
+    device = getattr(loader, "device", torch.device("cpu"))
+    n_out = getattr(model, "n_out", 0)
+    logits = torch.cat(outputs) if outputs else torch.zeros(0, n_out, device=device)
+    labels = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=device)
+    return distributed.gather_ordered(logits), distributed.gather_ordered(labels)
 
 
 def _ordered(loader: Any) -> Any:
@@ -32,17 +84,11 @@ def _ordered(loader: Any) -> Any:
                            device=loader.device, num_workers=loader.num_workers, mean=loader.mean, std=loader.std)
 
 
-def _losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    # Unlabelled items (target -1) have no loss; NaN keeps the result aligned with the items.
-    losses = torch.full((len(targets),), float("nan"), device=logits.device)
-    labelled = targets >= 0
-    if labelled.any():
-        losses[labelled] = F.cross_entropy(logits[labelled], targets[labelled], reduction="none")
-    return losses
+def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False) -> tuple[torch.Tensor, ...]:
+    """Probabilities and targets over `dl` (default: the validation loader), in dataset order.
 
-
-def get_preds(learner: Learner, dl: Any = None, with_loss: bool = False) -> tuple[torch.Tensor, ...]:
-    """Softmax probabilities and targets over `dl` (default: the validation loader), in dataset order.
+    Probabilities are the task's activation: softmax for single-label data, a sigmoid per class for
+    multi-label data.
 
     A shuffled (training) loader is replaced by an unshuffled, unaugmented loader over the same items.
     Items that could not be decoded are left out (their indices are in `dl.dataset.dropped`).
@@ -50,31 +96,34 @@ def get_preds(learner: Learner, dl: Any = None, with_loss: bool = False) -> tupl
     Args:
         learner: The learner whose model predicts.
         dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
-        with_loss: Also return the cross-entropy of every item (NaN for unlabelled items).
+        with_loss: Also return the task's loss of every item (NaN for unlabelled items).
 
     Returns:
-        `(probs, targets)` or `(probs, targets, losses)`: float [N, C], long [N] (-1 if unlabelled) and
-        float [N], on the CPU.
+        `(probs, targets)` or `(probs, targets, losses)`: float [N, C]; long [N] (-1 if unlabelled) or
+        multi-hot [N, C]; float [N]; on the CPU.
 
     Example:
         >>> probs, targets = get_preds(learn)  # doctest: +SKIP
         >>> probs, targets, losses = get_preds(learn, learn.dls.test_dl(paths), with_loss=True)  # doctest: +SKIP
     """
     loader = _ordered(learner.dls.valid if dl is None else dl)
-    logits, targets = learner.collect_logits(loader)
-    probs, targets = logits.softmax(dim=1).cpu(), targets.cpu()
+    logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+    task = learner.task
+    probs, targets_cpu = task.activation(logits).cpu(), targets.cpu()
     if with_loss:
-        return probs, targets, _losses(logits, targets.to(logits.device)).cpu()
-    return probs, targets
+        return probs, targets_cpu, task.item_losses(logits, targets).cpu()
+    return probs, targets_cpu
 
 
-def predict(learner: Learner, item: Any) -> tuple[str, int, torch.Tensor]:
+def predict(learner: Predictor, item: Any) -> tuple[Any, Any, torch.Tensor]:
     """Predict one image: a path, a PIL image, a numpy HWC array or a CHW/HWC tensor.
 
     The image goes through the validation transforms (item resize, centre crop, normalization).
 
     Returns:
         `(label, index, probs)`: the predicted class name, its index and the float [C] probabilities.
+        For multi-label data: `(labels, mask, probs)`, the tuple of predicted class names (maybe
+        empty) and the bool [C] mask of classes at or above the threshold.
 
     Raises:
         DataError: The file does not exist or cannot be decoded as an image.
@@ -92,8 +141,11 @@ def predict(learner: Learner, item: Any) -> tuple[str, int, torch.Tensor]:
     if len(probs) == 0:
         reason = loader.dataset.dropped.get(0, "unknown error")
         raise DataError(f"{loader.dataset.items[0][0]} could not be decoded ({reason}). Expected an image.")
-    index = int(probs[0].argmax())
-    return learner.dls.vocab[index], index, probs[0]
+    task = learner.task
+    decoded = task.decode(probs[:1])[0]
+    if isinstance(task, SingleLabel):
+        return task.labels_of(decoded, learner.dls.vocab), int(decoded), probs[0]
+    return task.labels_of(decoded, learner.dls.vocab), decoded, probs[0]
 
 
 def iter_image_files(folder: str | Path) -> Iterator[Path]:
@@ -129,7 +181,34 @@ def _name(source: Any, position: int) -> str:
     return str(source) if isinstance(source, (str, Path)) else f"<in-memory image {position}>"
 
 
-def _predict_chunk(learner: Learner, chunk: list[Any], start: int, bs: int) -> Iterator[dict[str, Any]]:
+def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int = 1) -> dict[str, Any]:
+    """The prediction fields of one item's probabilities: label, index, prob (and top_k alternatives).
+
+    Single-label: the arg-max class, its index and probability; with `top_k` > 1 also `top_k`, the k
+    most probable `[label, prob]` pairs. Multi-label: lists of the classes at or above the threshold,
+    their indices and probabilities.
+
+    Example:
+        >>> row = prediction_row(torch.tensor([0.1, 0.7, 0.2]), SingleLabel(), ["a", "b", "c"], top_k=2)
+        >>> row["label"], row["index"], [label for label, _ in row["top_k"]]
+        ('b', 1, ['b', 'c'])
+    """
+    decoded = task.decode(probs.unsqueeze(0))[0]
+    if isinstance(task, SingleLabel):
+        index = int(decoded)
+        row: dict[str, Any] = {"label": vocab[index], "index": index, "prob": float(probs[index]), "error": None}
+    else:
+        indices = torch.nonzero(decoded).flatten().tolist()
+        row = {"label": [vocab[i] for i in indices], "index": indices, "prob": [float(probs[i]) for i in indices],
+               "error": None}
+    if top_k > 1:
+        best = probs.topk(min(top_k, len(vocab)))
+        row["top_k"] = [[vocab[i], p] for i, p in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
+    return row
+
+
+def _predict_chunk(learner: Predictor, chunk: list[Any], start: int, bs: int, top_k: int,
+                   augmented: bool = False) -> Iterator[dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     present = []
     for offset, source in enumerate(chunk):
@@ -142,12 +221,11 @@ def _predict_chunk(learner: Learner, chunk: list[Any], start: int, bs: int) -> I
         with warnings.catch_warnings():
             # Bad files are reported in their rows and in one summary warning, not once per chunk.
             warnings.simplefilter("ignore")
-            probs, _ = get_preds(learner, loader)
+            probs, _ = tta(learner, loader) if augmented else get_preds(learner, loader)
         dropped = loader.dataset.dropped
         kept = [position for position in range(len(present)) if position not in dropped]
-        best, indices = probs.max(dim=1)
-        for position, prob, index in zip(kept, best.tolist(), indices.tolist(), strict=True):
-            rows[present[position]] = {"label": learner.dls.vocab[index], "index": index, "prob": prob, "error": None}
+        for position, item_probs in zip(kept, probs, strict=True):
+            rows[present[position]] = prediction_row(item_probs, learner.task, learner.dls.vocab, top_k)
         for position, reason in dropped.items():
             rows[present[position]] = {"error": reason}
     for offset, source in enumerate(chunk):
@@ -156,7 +234,8 @@ def _predict_chunk(learner: Learner, chunk: list[Any], start: int, bs: int) -> I
         yield row
 
 
-def predict_batch(learner: Learner, items_or_folder: Any, bs: int = 64) -> Iterator[dict[str, Any]]:
+def predict_batch(learner: Predictor, items_or_folder: Any, bs: int = 64, top_k: int = 1,
+                  with_tta: bool = False) -> Iterator[dict[str, Any]]:
     """Stream predictions over a folder (searched recursively) or an iterable of images, `bs` at a time.
 
     A generator: only one batch of images is decoded and held at a time, and a folder is listed lazily,
@@ -169,10 +248,14 @@ def predict_batch(learner: Learner, items_or_folder: Any, bs: int = 64) -> Itera
         items_or_folder: A folder, one image path, or an iterable (list, generator) of paths, PIL images,
             numpy arrays or tensors.
         bs: Images decoded and predicted per batch.
+        top_k: Also list the `top_k` most probable classes of each image (`row["top_k"]`).
+        with_tta: Average test-time augmentation passes (`tta`) instead of one plain pass.
 
     Yields:
         One dict per input, in input order: `{"path": str, "label": str | None, "index": int,
-        "prob": float (probability of the predicted class), "error": str | None}`.
+        "prob": float (probability of the predicted class), "error": str | None}`, plus `top_k`
+        with `top_k` > 1. For multi-label data, `label`, `index` and `prob` are lists over the
+        predicted classes (see `prediction_row`).
 
     Example:
         >>> for row in predict_batch(learn, "photos/"):  # doctest: +SKIP
@@ -181,11 +264,13 @@ def predict_batch(learner: Learner, items_or_folder: Any, bs: int = 64) -> Itera
     """
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise ValueError(f"bs must be a whole number >= 1, got {bs!r}.")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}.")
     sources = iter(_sources(items_or_folder))
     bad = BadFileReport()
     start = 0
     while chunk := list(itertools.islice(sources, bs)):
-        for row in _predict_chunk(learner, chunk, start, bs):
+        for row in _predict_chunk(learner, chunk, start, bs, top_k, with_tta):
             if row["error"] is not None:
                 bad.add(Path(row["path"]), row["error"])
             yield row
@@ -193,7 +278,7 @@ def predict_batch(learner: Learner, items_or_folder: Any, bs: int = 64) -> Itera
     bad.warn("images that could not be predicted (their rows carry the reason)")
 
 
-def tta(learner: Learner, dl: Any = None, n: int = 4,
+def tta(learner: Predictor, dl: Any = None, n: int = 4,
         beta: float | None = 0.25) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """fastai's test-time augmentation: `(1 - beta) * mean(n augmented passes) + beta * plain pass`.
 

@@ -1,4 +1,5 @@
-"""Builders that put data, a pretrained backbone and a Learner together in one call."""
+"""Builders that put data, a model and a Learner together in one call: from a backbone name
+(`vision_learner`) or from an export (`load_learner`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from unfreeze.inference import inference_dls, read_export
 from unfreeze.models import create_model
 from unfreeze.train.learner import Learner
 from unfreeze.train.metrics import Metric
 
-__all__ = ["cnn_learner", "vision_learner"]
+__all__ = ["cnn_learner", "load_learner", "vision_learner"]
 
 
 def vision_learner(
@@ -30,6 +32,7 @@ def vision_learner(
     device: str | torch.device | None = None,
     quiet: bool = False,
     loss_func: nn.Module | None = None,
+    class_weights: str | Sequence[float] | None = None,
     grad_accum: int = 1,
     sync_bn: bool = False,
 ) -> Learner:
@@ -41,7 +44,8 @@ def vision_learner(
         dls: `ImageDataLoaders`.
         arch: A timm name ("resnet34", "convnext_tiny.fb_in1k"), a constructor such as torchvision's
             `resnet34`, or a built `nn.Module`. Defaults to the bundled `efficientnet_lite0`.
-        metrics: Metric callables or names, e.g. `[error_rate]`.
+        metrics: Metric callables or names, e.g. `[error_rate]` (`dls.task.default_metrics()` names
+            the usual ones for the data: error_rate, or accuracy_multi and f1_multi for multi-label).
         pretrained: Load pretrained weights (explicit file, local caches, bundled, then download).
             Raises `WeightsNotFoundError` rather than silently training from random weights.
         weights: An explicit weights file (.safetensors, .pth, .bin).
@@ -56,7 +60,10 @@ def vision_learner(
         seed: Seeds the head's initialisation and training, without touching the global RNG.
         device: Defaults to CUDA, then MPS, then CPU.
         quiet: Print nothing while training.
-        loss_func: Defaults to cross-entropy.
+        loss_func: Defaults to the data's task loss: cross-entropy, or binary cross-entropy for
+            multi-label data (`ImageDataLoaders.from_csv(label_delim=...)`).
+        class_weights: "auto" weighs the loss against class imbalance (inverse class frequency), or
+            one weight per class.
         grad_accum: Micro-batches per batch (gradient accumulation), to fit large batches in memory.
         sync_bn: Synchronise BatchNorm statistics across GPU processes under torchrun.
 
@@ -74,7 +81,8 @@ def vision_learner(
     if train_bn is None:
         train_bn = not pretrained
     learn = Learner(
-        dls, model, metrics=metrics, loss_func=loss_func, train_bn=train_bn, device=device, seed=seed, quiet=quiet,
+        dls, model, metrics=metrics, loss_func=loss_func,
+        class_weights=class_weights, train_bn=train_bn, device=device, seed=seed, quiet=quiet,
         grad_accum=grad_accum, sync_bn=sync_bn,
     )
     learn.freeze()
@@ -83,3 +91,34 @@ def vision_learner(
 
 # fastai's older name, kept so that the seed workflow's `cnn_learner(dls, resnet34, ...)` runs unchanged.
 cnn_learner = vision_learner
+
+
+def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learner:
+    """Rebuild a learner for inference from an export: no training data, network or pretrained file.
+
+    The architecture is built with random weights from the stored config, then the stored weights
+    are loaded. The file is checked before anything is read into tensors and is never unpickled.
+
+    Args:
+        path: A file written by `Learner.export`.
+        device: Where the model runs ("cpu", "cuda", ...).
+
+    Returns:
+        A `Learner` whose `predict`, `predict_batch`, `get_preds(dl=learn.dls.test_dl(...))` and `tta`
+        work as on the original (its own train and valid loaders are empty).
+
+    Raises:
+        ExportError: Missing, truncated, pickled, not an export, another format version, or weights that
+            do not fit the architecture.
+        ExportArchitectureError: The architecture is unknown to this installation's timm/torchvision.
+
+    Example:
+        >>> learn = load_learner("model.unfreeze")  # doctest: +SKIP
+        >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
+        'cat'
+    """
+    metadata, model = read_export(path)
+    learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
+    learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used
+    learn.model.eval()
+    return learn

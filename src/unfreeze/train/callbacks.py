@@ -1,21 +1,19 @@
 """The callback events of the training loop, and the built-in callbacks.
 
-The loop in `Learner.fit` calls these events, in this order, and no others:
+The loop (`unfreeze.train.loop.run_fit`) calls these events, in this order, and no others:
 
     before_fit(learner)
       before_epoch(epoch)
         before_batch(step)  after_batch(step, logs)      # once per training batch
+        before_validate(epoch)  after_validate(epoch, logs)
       after_epoch(epoch, logs)                            # after validation
     after_fit(logs)
 
-`logs` is a plain dict of floats. A callback may read the learner it was given in `before_fit`
-(through its public attributes) but never writes to it. To stop training it returns `True` from
-`after_batch` or `after_epoch`, or sets `self.stop_training = True`; the loop checks both.
-
-On a CUDA GPU the loop reads each step's loss one step late, so that the GPU does not wait for the
-host: `after_batch(k)` then comes after `before_batch(k + 1)`. It does so only while every callback
-that overrides `before_batch` or `after_batch` sets `strict_batch_order = False` (the built-in ones do);
-otherwise that fit keeps the order above exactly, and a stop takes effect after the very step it names.
+The order holds on every device. `logs` is a plain dict of floats. A callback may read the learner it
+was given in `before_fit` (through its public attributes) but never writes to it. To stop training it
+returns `True` from `after_batch`, `after_validate` or `after_epoch`, or sets `self.stop_training =
+True`; the loop checks both. A callback with state worth resuming (a best value, a counter) returns it
+from `state_dict()` and takes it back in `load_state_dict()`: checkpoints carry it.
 """
 
 from __future__ import annotations
@@ -44,9 +42,6 @@ class Callback:
     """Base class: override only the events you need. Every event is a no-op by default."""
 
     stop_training: bool = False
-    # False: this callback accepts after_batch(k) after before_batch(k + 1) on a GPU (it only records
-    # or displays, and never stops mid-epoch), which lets the loop keep the GPU busy.
-    strict_batch_order: bool = True
 
     def before_fit(self, learner: Learner) -> None:
         """Called once before the first epoch."""
@@ -60,11 +55,24 @@ class Callback:
     def after_batch(self, step: int, logs: dict[str, float]) -> bool | None:
         """Called after each optimizer step with `loss`, `smooth_loss`, `lr` (head group)."""
 
+    def before_validate(self, epoch: int) -> None:
+        """Called after the epoch's last batch, before the validation pass."""
+
+    def after_validate(self, epoch: int, logs: dict[str, float]) -> bool | None:
+        """Called after the validation pass with `valid_loss` and the metrics."""
+
     def after_epoch(self, epoch: int, logs: dict[str, float]) -> bool | None:
         """Called after validation with `train_loss`, `valid_loss`, the metrics and `time`."""
 
     def after_fit(self, logs: dict[str, float]) -> None:
         """Called once at the end, also after an interruption or a stop."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed fit needs to continue this callback exactly (plain values); {} by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` returned (called after `before_fit` of a resumed fit)."""
 
 
 class Recorder(Callback):
@@ -83,7 +91,7 @@ class Recorder(Callback):
         notes: Free-form events such as an auto-chosen LR or an interruption.
     """
 
-    strict_batch_order = False  # it only records or displays
+    _watches_batches_only = True  # it only records or displays: the loop may read losses a step late
 
     def __init__(self, beta: float = 0.98) -> None:
         self.beta = beta
@@ -178,7 +186,7 @@ class ProgressCallback(Callback):
     readable (fastai's bars flood them). `quiet=True` prints nothing at all.
     """
 
-    strict_batch_order = False  # it only records or displays
+    _watches_batches_only = True  # it only records or displays: the loop may read losses a step late
 
     def __init__(self, quiet: bool = False, stream: Any = None) -> None:
         self.quiet = quiet
@@ -304,6 +312,12 @@ class EarlyStopping(_Monitor):
         self.wait += 1
         return self.wait > self.patience
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], int(state["wait"])
+
 
 class SaveBestModel(_Monitor):
     """Save the model's weights (safetensors) whenever `monitor` improves; reload the best at the end.
@@ -338,6 +352,12 @@ class SaveBestModel(_Monitor):
     def after_fit(self, logs: dict[str, float]) -> None:
         if self.restore_best and self._learner is not None and self.best_epoch is not None:
             self._learner.load_weights(self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
 
 
 class CSVLogger(Callback):

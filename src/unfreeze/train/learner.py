@@ -1,9 +1,11 @@
-"""The Learner: one training loop, freezing, fit_one_cycle and fine_tune.
+"""The Learner: a model, its data, its task and optimizer, and the recipes that train them.
 
-`Learner.fit` is the only loop. `fit_one_cycle`, `fine_tune` and the LR finder are short compositions
-of it (or of its `train_step`). Everything architectural goes through the backbone contract of
-`unfreeze.models` (body, head, `param_groups`, mean/std), so the same code freezes a resnet, an
-EfficientNet or a ViT.
+The loop itself lives in `unfreeze.train.loop`; `fit`, `fit_one_cycle` and `fine_tune` here are short
+recipes that pick a schedule and run it, and the LR finder reuses `train_step`. Everything
+architectural goes through the backbone contract of `unfreeze.models` (body, head, `param_groups`,
+mean/std), so the same code freezes a resnet, an EfficientNet or a ViT. `state_dict` is the one
+serialiser of the learner: checkpoints, the LR finder's restore and SaveBestModel all use it.
+Prediction and export are plain functions of `unfreeze.inference`; the methods here only forward.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import contextlib
 import copy
 import math
 import random
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from unfreeze.train import distributed
-from unfreeze.train.callbacks import Callback, ProgressCallback, Recorder
+from unfreeze import distributed, inference
+from unfreeze.tasks import MultiLabel, SingleLabel, Task
+from unfreeze.train import loop
+from unfreeze.train.callbacks import Callback, Recorder
+from unfreeze.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from unfreeze.train.loop import NonFiniteLossError
 from unfreeze.train.metrics import Metric, metric_name, resolve_metrics
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
 
-__all__ = ["Learner", "NonFiniteLossError", "default_device"]
+__all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "default_device"]
+
+# The sections of `Learner.state_dict()`; `state_dict(keys=...)` builds only those asked for.
+STATE_KEYS = ("model", "optimizer", "scaler", "freeze", "modes", "position", "progress", "recorder", "rng")
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite; the last good weights are restored."""
 
 
 def default_device() -> torch.device:
@@ -46,47 +49,6 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _check_epochs(n_epoch: Any) -> int:
-    if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 1:
-        raise ValueError(f"The number of epochs must be a whole number >= 1, got {n_epoch!r}.")
-    return n_epoch
-
-
-def _observes_batches(callback: Callback) -> bool:
-    """True for a callback that acts per batch and wants the strict event order (see callbacks.py)."""
-    kind = type(callback)
-    acts = kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
-    return acts and callback.strict_batch_order
-
-
-@dataclass
-class _PendingLoss:
-    """A step's loss on its way to the host, with what that step's after_batch reports."""
-
-    value: torch.Tensor
-    ready: Any  # a torch.cuda.Event once the copy to pinned host memory is queued; else None
-    lrs: list[float]
-    mom: float
-    step: int
-
-    @classmethod
-    def queue(cls, loss: torch.Tensor, lrs: list[float], mom: float, step: int, overlap: bool) -> _PendingLoss:
-        if overlap and loss.device.type == "cuda":
-            # loss.item() would wait for everything queued on the stream, the next step included; a
-            # copy to pinned memory plus an event waits for this step's loss alone.
-            host = torch.empty((), dtype=loss.dtype, pin_memory=True)
-            host.copy_(loss, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record()
-            return cls(host, ready, lrs, mom, step)
-        return cls(loss, None, lrs, mom, step)
-
-    def read(self) -> float:
-        if self.ready is not None:
-            self.ready.synchronize()
-        return float(self.value.item())
-
-
 class Learner:
     """Trains a `TransferModel` on `ImageDataLoaders`.
 
@@ -94,8 +56,12 @@ class Learner:
         dls: The data (`ImageDataLoaders`).
         model: A model honouring the backbone contract (`body`, `head`, `param_groups`, `mean`, `std`).
         metrics: Metric callables or built-in names ("error_rate", "accuracy", "top_k_accuracy",
-            "f1_score"), computed over the whole validation set.
-        loss_func: Defaults to cross-entropy.
+            "f1_score", "accuracy_multi", "f1_multi"), computed over the whole validation set.
+        loss_func: Defaults to the task's loss (cross-entropy, or binary cross-entropy for multi-label
+            data), weighted by `class_weights`.
+        class_weights: Per-class loss weights against class imbalance: "auto" (inverse class
+            frequency in the training set; positive weights for multi-label data), a sequence with
+            one weight per class, or None.
         optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay) or "sgd".
         weight_decay: Decoupled weight decay; never applied to biases and norm parameters.
         train_bn: True is fastai's behaviour: norm layers in frozen groups keep training (weights and
@@ -127,6 +93,7 @@ class Learner:
         *,
         metrics: Metric | str | Sequence[Metric | str] | None = None,
         loss_func: nn.Module | None = None,
+        class_weights: str | Sequence[float] | None = None,
         optimizer: str = "adamw",
         weight_decay: float = 0.01,
         train_bn: bool = True,
@@ -139,14 +106,15 @@ class Learner:
     ) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
-        if getattr(dls, "n_classes", 2) < 2:
+        self.task: Task = getattr(dls, "task", None) or SingleLabel()  # loaders without a task: single-label
+        if getattr(dls, "n_classes", 2) < (1 if isinstance(self.task, MultiLabel) else 2):
             raise ValueError(
                 f"A classifier needs at least 2 classes; the data has {dls.n_classes} ({dls.vocab}). "
                 "Add a folder per class."
             )
         if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
             raise ValueError(f"grad_accum must be a whole number >= 1, got {grad_accum!r}.")
-        self.metrics = resolve_metrics(metrics)
+        self.metrics = resolve_metrics(metrics, self.task)
         distributed.init_from_env()
         self.device = torch.device(device) if device is not None else default_device()
         self.dls = dls.to(self.device)
@@ -166,7 +134,8 @@ class Learner:
         self.model = self.model.to(memory_format=torch.channels_last)
         if hasattr(self.dls, "set_normalization") and hasattr(model, "mean"):
             self.dls.set_normalization(model.mean, model.std)
-        self.loss_func = loss_func if loss_func is not None else nn.CrossEntropyLoss()
+        self.class_weights = self._class_weights(class_weights)
+        self.loss_func = loss_func if loss_func is not None else self.task.loss(self.class_weights)
         self.optimizer_name = optimizer
         self.weight_decay = weight_decay
         self.train_bn = train_bn
@@ -175,9 +144,12 @@ class Learner:
         self.recorder = Recorder()
         self.optimizer: torch.optim.Optimizer | None = None
         self.frozen_to = 0
-        self.epoch = 0
-        self.step = 0
+        self.epoch = 0  # the epoch within the current (or last) fit
+        self.step = 0  # optimizer steps over the learner's life
         self.interrupted = False
+        # What the current fit is (its schedule, recipe and phase) and its last finished epoch: saved
+        # in checkpoints, so that a resume continues the same fit or refuses a different one.
+        self.progress: dict[str, Any] = {}
         self._train_model: nn.Module = self.model
         self._scaler: torch.amp.GradScaler | None = None
         # Reading a loss on the host waits for the GPU; on CUDA the loop reads each loss one step late.
@@ -203,9 +175,35 @@ class Learner:
         return len(self.param_groups)
 
     @property
+    def epochs_done(self) -> int:
+        """Epochs trained over the learner's life (rows of the history), across fits.
+
+        Each epoch of the learner's life gets fresh shuffles and augmentations, also across fits.
+        """
+        return len(self.recorder.history)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype on CUDA (bf16, or fp16 where bf16 is missing); None elsewhere."""
+        return self._amp_dtype
+
+    @property
     def metric_names(self) -> list[str]:
         """Column names of the metrics, in order."""
         return [metric_name(m) for m in self.metrics]
+
+    def _class_weights(self, spec: str | Sequence[float] | None) -> torch.Tensor | None:
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            if spec != "auto":
+                raise ValueError(f"class_weights must be 'auto', one weight per class or None, got {spec!r}.")
+            return self.task.balanced_weights(self.dls.train.dataset.targets, self.dls.n_classes).to(self.device)
+        weights = torch.as_tensor([float(value) for value in spec], dtype=torch.float32)
+        if len(weights) != self.dls.n_classes or not torch.isfinite(weights).all() or (weights <= 0).any():
+            raise ValueError(f"class_weights needs {self.dls.n_classes} positive numbers (one per class in "
+                             f"{self.dls.vocab}), got {list(spec)!r}. Or pass 'auto'.")
+        return weights.to(self.device)
 
     def _check_groups(self) -> None:
         missing = set(self._param_names) - set(self._group_of_param)
@@ -251,7 +249,8 @@ class Learner:
         """Make every group trainable (`freeze_to(0)`)."""
         self.freeze_to(0)
 
-    def _set_train_mode(self) -> None:
+    def set_train_mode(self) -> None:
+        """Put the model in training mode; with `train_bn=False` the body's norm layers stay in eval."""
         self.model.train()
         if not self.train_bn:
             # Keras semantics: the body's norm layers keep their pretrained running statistics, frozen
@@ -352,37 +351,25 @@ class Learner:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def collect_logits(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the model over a loader in eval mode; return float logits and targets, in order.
 
         Under torchrun each rank sees a disjoint slice and the results are gathered, so every item
         counts exactly once.
         """
-        was_training = self.model.training
-        self.model.eval()
-        outputs, targets = [], []
-        try:
-            with self._cudnn_autotune(training=False):
-                for images, labels in loader:
-                    with self._autocast():
-                        outputs.append(self.model(self._prepare(images)).float())
-                    targets.append(labels)
-        finally:
-            self.model.train(was_training)
-        n_out = getattr(self.model, "n_out", 0)
-        logits = torch.cat(outputs) if outputs else torch.zeros(0, n_out, device=self.device)
-        labels = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long, device=self.device)
-        return distributed.gather_ordered(logits), distributed.gather_ordered(labels)
+        with loop.cudnn_autotune(self, training=False):
+            return inference.collect_logits(self.model, loader, amp_dtype=self._amp_dtype)
 
     def validate(self, loader: Any = None) -> dict[str, float]:
-        """Loss and metrics over the whole validation set (or `loader`).
+        """Loss and metrics over the whole validation set (or `loader`), unlabelled items left out.
 
         Example:
             >>> learn.validate()  # doctest: +SKIP
             {'valid_loss': 0.41, 'error_rate': 0.12}
         """
         logits, targets = self.collect_logits(self.dls.valid if loader is None else loader)
+        labelled = self.task.labelled(targets)
+        logits, targets = logits[labelled], targets[labelled]
         if len(targets) == 0:
             return {"valid_loss": math.nan, **{name: math.nan for name in self.metric_names}}
         logs = {"valid_loss": self.loss_func(logits, targets).item()}
@@ -390,7 +377,7 @@ class Learner:
             logs[metric_name(metric)] = float(metric(logits, targets))
         return logs
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ recipes
 
     def fit(
         self,
@@ -400,16 +387,16 @@ class Learner:
         callbacks: Sequence[Callback] = (),
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
-        _schedule: Any = None,
     ) -> list[dict[str, Any]]:
-        """Train for `n_epoch` epochs at a constant LR per group (or along `_schedule`).
+        """Train for `n_epoch` epochs at a constant LR per group.
 
         Args:
             n_epoch: Number of epochs, >= 1.
             lr: A float, `slice(hi)`, `slice(lo, hi)` or one LR per group.
             callbacks: Extra callbacks for this fit only.
-            checkpoint: Save a resumable checkpoint to this path after every epoch.
-            resume: Continue an interrupted fit from this checkpoint (same call arguments).
+            checkpoint: Save a resumable checkpoint (`state_dict`) to this path after every epoch.
+            resume: Continue an interrupted fit from this checkpoint; a checkpoint of a different fit
+                (other n_epoch or LRs) is refused.
 
         Returns:
             The rows this fit added to `recorder.history`.
@@ -418,175 +405,26 @@ class Learner:
             >>> learn.fit(2, 1e-3)  # doctest: +SKIP
         """
         n_epoch = _check_epochs(n_epoch)
-        schedule = _schedule if _schedule is not None else ConstantSchedule(resolve_lrs(lr, self.n_groups))
-        steps_per_epoch = len(self.dls.train)
-        if steps_per_epoch == 0:
+        schedule = ConstantSchedule(resolve_lrs(lr, self.n_groups))
+        return self._fit(n_epoch, schedule, callbacks, checkpoint, resume, recipe=None)
+
+    def _fit(self, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], checkpoint: str | Path | None,
+             resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """Run the loop along `schedule`, from the start or from where a checkpoint left this same fit."""
+        if len(self.dls.train) == 0:
             raise ValueError(
                 f"The training set has {len(self.dls.train.dataset)} items, fewer than one batch of "
                 f"{self.dls.train.batch_size}. Use a smaller bs or add images."
             )
-        start_epoch, step_in_fit = 0, 0
+        plan = {"n_epoch": n_epoch, "schedule": schedule.config(), "recipe": recipe}
+        start_epoch, callback_states = 0, None
         if resume is not None:
-            from unfreeze.train.checkpoint import load_checkpoint
-
-            start_epoch = load_checkpoint(self, resume) + 1
-            step_in_fit = start_epoch * steps_per_epoch
-        callbacks = [self.recorder, ProgressCallback(self.quiet or not distributed.is_main_process()), *callbacks]
-        self.ensure_optimizer()
-        if resume is None:
-            # fastai restarts the loss EMA at every fit; a resumed fit continues the interrupted one.
-            self.recorder.reset_smoothing()
-            self.recorder.phase_starts.append(len(self.recorder.losses))
-        self.interrupted = False
-        rows_before = len(self.recorder.history)
-        fit_logs: dict[str, float] = {}
-        for cb in callbacks:
-            cb.before_fit(self)
-        pending: _PendingLoss | None = None  # a step whose loss is still on its way to the host
-        good_state: dict[str, torch.Tensor] | None = None  # the weights at the start of the epoch
-        try:
-            with self._seeded(), self._cudnn_autotune():
-                for epoch in range(start_epoch, n_epoch):
-                    self.epoch = epoch
-                    self._reseed(epoch)
-                    self.dls.train.set_epoch(self._epoch_counter())
-                    for cb in callbacks:
-                        cb.before_epoch(epoch)
-                    start, good_state = time.time(), self._snapshot_weights()
-                    self._set_train_mode()
-                    stop = False
-                    # On a GPU the loss of step k is read after step k+1 is queued, so the GPU does not
-                    # wait for the host between steps. A callback that acts per batch and asks for the
-                    # strict before_batch(k), after_batch(k) order gets it: each loss is then read at once.
-                    overlap = self._overlap_steps and not any(_observes_batches(cb) for cb in callbacks)
-                    for images, labels in self.dls.train:
-                        lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
-                        self.set_hyper(lrs, mom)
-                        for cb in callbacks:
-                            cb.before_batch(self.step)
-                        loss = self.train_step(images, labels, skip_non_finite=not overlap)
-                        step_in_fit += 1
-                        self.step += 1
-                        current = _PendingLoss.queue(loss, lrs, mom, self.step, overlap)
-                        done, pending = (pending, current) if overlap else (current, None)
-                        if done is not None and self._after_step(done, epoch, good_state, callbacks):
-                            stop = True
-                            break
-                    if pending is not None:
-                        done, pending = pending, None
-                        stop = self._after_step(done, epoch, good_state, callbacks) or stop
-                    distributed.sync_buffers(self.model)
-                    fit_logs = {
-                        "epoch": len(self.recorder.history),
-                        "train_loss": self.recorder.smooth_losses[-1] if self.recorder.smooth_losses else math.nan,
-                        **self.validate(),
-                    }
-                    fit_logs["time"] = time.time() - start
-                    self.recorder.history.append(fit_logs)
-                    for cb in callbacks:
-                        stop = bool(cb.after_epoch(epoch, fit_logs)) or cb.stop_training or stop
-                    if checkpoint is not None and distributed.is_main_process():
-                        from unfreeze.train.checkpoint import save_checkpoint
-
-                        save_checkpoint(self, checkpoint, epoch=epoch, total_steps=n_epoch * steps_per_epoch)
-                    if stop:
-                        break
-        except KeyboardInterrupt:
-            # Ctrl-C ends the fit cleanly: the model keeps its current weights and the history is kept.
-            self.interrupted = True
-            self._settle(pending, good_state)
-            self.recorder.add_note(f"interrupted by the user at epoch {self.epoch}, step {self.step}")
-            if not self.quiet:
-                print(f"Training interrupted at epoch {self.epoch}; the model and history are kept.")
-        except NonFiniteLossError:
-            raise  # the weights are already restored
-        except Exception:
-            self._settle(pending, good_state)
-            raise
-        finally:
-            self.model.eval()
-            for cb in callbacks:
-                cb.after_fit(fit_logs)
-        return self.recorder.history[rows_before:]
-
-    def _settle(self, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
-        """After an interruption: a step still unread may have been NaN; then restore the epoch start."""
-        if pending is not None and good_state is not None:
-            loss = pending.read()
-            if not math.isfinite(loss):
-                self._restore_epoch_start(good_state, pending.step, f"the last step's loss was {loss}; the "
-                                          f"weights from the start of epoch {self.epoch} were restored")
-
-    def _restore_epoch_start(self, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
-        """Undo a non-finite step (and, on a GPU, the one queued after it): back to the epoch's start."""
-        self.model.load_state_dict(good_state)
-        self.optimizer = None
-        self.step = bad_step - 1  # the steps taken before the bad one
-        self.recorder.add_note(note)
-
-    def _after_step(self, done: _PendingLoss, epoch: int, good_state: dict[str, torch.Tensor],
-                    callbacks: Sequence[Callback]) -> bool:
-        """Read one step's loss, record it and run after_batch; True if a callback asks to stop."""
-        lrs, mom, step = done.lrs, done.mom, done.step
-        loss = done.read()
-        if not math.isfinite(loss):
-            message = (
-                f"The training loss became {loss} at epoch {epoch}, step {step - 1}; the weights from the "
-                f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
-                "for corrupt labels."
-            )
-            self._restore_epoch_start(good_state, step, message)
-            raise NonFiniteLossError(message)
-        smooth = self.recorder.record_step(loss, lrs, mom)
-        logs = {"loss": loss, "smooth_loss": smooth, "lr": lrs[-1]}
-        stop = False
-        for cb in callbacks:
-            stop = bool(cb.after_batch(step, logs)) or cb.stop_training or stop
-        return stop
-
-    def _epoch_counter(self) -> int:
-        # Each epoch of the learner's life gets fresh shuffles and augmentations, also across fits.
-        return len(self.recorder.history)
-
-    def _snapshot_weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    @contextlib.contextmanager
-    def _cudnn_autotune(self, training: bool = True) -> Iterator[None]:
-        # Training batches repeat one shape every step, so letting cuDNN time its algorithms once per
-        # shape pays: on an H200, unfrozen epochs ran at about 11,000 instead of 9,300 images/s
-        # (benchmarks/results/gpu.md). Evaluation shapes recur far less often, and the first validation
-        # of a fresh process took about 4.5 s longer with autotuning on, so evaluation keeps the user's
-        # own setting (the effect of that choice is not yet measured on a GPU). Skipped
-        # when the user asked for deterministic algorithms; the global setting is always restored.
-        previous = torch.backends.cudnn.benchmark
-        outermost = self._cudnn_user is None
-        if outermost:
-            self._cudnn_user = previous
-        deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
-        autotune = training and self.device.type == "cuda" and not deterministic
-        torch.backends.cudnn.benchmark = bool(self._cudnn_user) or autotune
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.benchmark = previous
-            if outermost:
-                self._cudnn_user = None
-
-    @contextlib.contextmanager
-    def _seeded(self) -> Iterator[None]:
-        if self.seed is None:
-            yield
-            return
-        devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            yield
-
-    def _reseed(self, epoch: int) -> None:
-        if self.seed is not None:
-            # Dropout draws depend only on (seed, epoch of the learner's life): resumable and repeatable.
-            # Ranks draw different dropout masks, as they see different images.
-            torch.manual_seed(self.seed * 100_003 + self._epoch_counter() * 1_009 + distributed.rank())
+            saved = load_checkpoint(self, resume) if not isinstance(resume, dict) else resume
+            _check_same_fit(saved.get("progress") or {}, plan, resume)
+            start_epoch, callback_states = int(saved["progress"]["epoch"]) + 1, saved.get("callbacks")
+        self.progress = plan
+        return loop.run_fit(self, n_epoch, schedule, callbacks, start_epoch=start_epoch, checkpoint=checkpoint,
+                            callback_states=callback_states)
 
     def fit_one_cycle(
         self,
@@ -616,6 +454,11 @@ class Learner:
         Example:
             >>> learn.fit_one_cycle(3, slice(1e-5, 1e-3))  # doctest: +SKIP
         """
+        return self._one_cycle(n_epoch, lr_max, div, div_final, pct_start, moms, callbacks, checkpoint, resume, None)
+
+    def _one_cycle(self, n_epoch: int, lr_max: LRSpec | str | None, div: float, div_final: float, pct_start: float,
+                   moms: tuple[float, float, float], callbacks: Sequence[Callback], checkpoint: str | Path | None,
+                   resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None) -> list[dict[str, Any]]:
         n_epoch = _check_epochs(n_epoch)
         if lr_max is None:
             lr_max = 1e-3
@@ -624,7 +467,7 @@ class Learner:
         lrs = resolve_lrs(lr_max, self.n_groups)
         total = n_epoch * len(self.dls.train)
         schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-        return self.fit(n_epoch, lrs, callbacks=callbacks, checkpoint=checkpoint, resume=resume, _schedule=schedule)
+        return self._fit(n_epoch, schedule, callbacks, checkpoint, resume, recipe)
 
     def fine_tune(
         self,
@@ -636,6 +479,8 @@ class Learner:
         div: float = 5.0,
         *,
         callbacks: Sequence[Callback] = (),
+        checkpoint: str | Path | None = None,
+        resume: str | Path | None = None,
     ) -> list[dict[str, Any]]:
         """fastai's recipe: train the head with the body frozen, then everything with discriminative LRs.
 
@@ -649,24 +494,49 @@ class Learner:
             freeze_epochs: Epochs with only the head (and, with train_bn, the norm layers) training.
             lr_mult: Ratio between the head's and the first group's LR in the unfrozen phase.
             pct_start, div: One-cycle settings of the unfrozen phase.
+            callbacks: Extra callbacks for both phases.
+            checkpoint: Save a resumable checkpoint here after every epoch of either phase.
+            resume: Continue from such a checkpoint, in the phase and epoch it was written: the
+                result equals an uninterrupted run's (bit for bit on the CPU with a seed). A checkpoint
+                of a fine_tune with other arguments is refused, naming both values.
 
         Example:
             >>> learn.fine_tune(4)  # doctest: +SKIP
+            >>> learn.fine_tune(4, checkpoint="ckpt.pt", resume="ckpt.pt")  # after a crash  # doctest: +SKIP
         """
         epochs = _check_epochs(epochs)
-        self.freeze()
-        if isinstance(base_lr, str):
-            base_lr = self._auto_lr(base_lr, "base_lr")
-        rows = []
-        if freeze_epochs > 0:
-            rows += self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, callbacks=callbacks)
+        if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
+        saved = load_checkpoint(self, resume) if resume is not None else None
+        recipe = {"name": "fine_tune", "epochs": epochs, "base_lr": base_lr, "freeze_epochs": freeze_epochs,
+                  "lr_mult": lr_mult, "pct_start": pct_start, "div": div}
+        phase, phase_resume = 0, None
+        if saved is not None:
+            previous = dict((saved.get("progress") or {}).get("recipe") or {})
+            phase = int(previous.pop("phase", 0))
+            if isinstance(base_lr, str) and base_lr == "auto":
+                recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
+            _check_same_fit({"recipe": previous}, {"recipe": recipe}, resume)
+            finished = int(saved["progress"]["epoch"]) + 1 >= int(saved["progress"]["n_epoch"])
+            phase, phase_resume = (phase + 1, None) if finished else (phase, saved)
+        if phase == 0 and saved is None:
+            self.freeze()
+            if isinstance(base_lr, str):
+                recipe["base_lr"] = base_lr = self._auto_lr(base_lr, "base_lr")
+        base_lr = float(recipe["base_lr"])
+        rows: list[dict[str, Any]] = []
+        if phase == 0 and freeze_epochs > 0:
+            rows += self._one_cycle(freeze_epochs, slice(base_lr), 25.0, 1e5, 0.99, (0.95, 0.85, 0.95), callbacks,
+                                    checkpoint, phase_resume, {**recipe, "phase": 0})
             if self.interrupted:
                 return rows
-        base_lr /= 2
-        self.unfreeze()
-        rows += self.fit_one_cycle(
-            epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, callbacks=callbacks
-        )
+            phase_resume = None
+        if phase <= 1 and phase_resume is None:
+            self.unfreeze()
+        if phase <= 1:
+            half = base_lr / 2
+            rows += self._one_cycle(epochs, slice(half / lr_mult, half), div, 1e5, pct_start,
+                                    (0.95, 0.85, 0.95), callbacks, checkpoint, phase_resume, {**recipe, "phase": 1})
         return rows
 
     def _auto_lr(self, value: str, name: str) -> float:
@@ -719,37 +589,33 @@ class Learner:
         return distributed.broadcast_object(result)
 
     # ------------------------------------------------------------------ inference and export
-    # Thin entry points: the work lives in unfreeze.inference, which owns prediction and export.
+    # Forwarders: the work lives in unfreeze.inference as plain functions of a model and its data.
 
     def get_preds(self, dl: Any = None, with_loss: bool = False) -> Any:
-        """Softmax probabilities and targets over `dl` (default: validation), in dataset order.
+        """Probabilities (the task's activation) and targets over `dl` (default: validation), in order.
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
         """
-        from unfreeze.inference.predict import get_preds
-
-        return get_preds(self, dl=dl, with_loss=with_loss)
+        return inference.get_preds(self, dl=dl, with_loss=with_loss)
 
     def predict(self, item: Any) -> Any:
-        """Predict one image (path, PIL image, numpy array or tensor): `(label, index, probs)`.
+        """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
+
+        For multi-label data the label is a tuple of class names and `decoded` a bool mask.
 
         Example:
             >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
         """
-        from unfreeze.inference.predict import predict
+        return inference.predict(self, item)
 
-        return predict(self, item)
-
-    def predict_batch(self, items: Any, bs: int = 64) -> Any:
+    def predict_batch(self, items: Any, bs: int = 64, top_k: int = 1) -> Any:
         """Stream predictions over many images or a folder, in constant memory.
 
         Example:
             >>> rows = learn.predict_batch("photos/")  # doctest: +SKIP
         """
-        from unfreeze.inference.predict import predict_batch
-
-        return predict_batch(self, items, bs=bs)
+        return inference.predict_batch(self, items, bs=bs, top_k=top_k)
 
     def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> Any:
         """Test-time augmentation with fastai's defaults: `(probs, targets)`.
@@ -757,9 +623,7 @@ class Learner:
         Example:
             >>> probs, targets = learn.tta()  # doctest: +SKIP
         """
-        from unfreeze.inference.predict import tta
-
-        return tta(self, dl=dl, n=n, beta=beta)
+        return inference.tta(self, dl=dl, n=n, beta=beta)
 
     def export(self, path: str | Path = "model.unfreeze") -> Path:
         """Write a pickle-free export (safetensors + JSON) that `load_learner` reads.
@@ -767,10 +631,8 @@ class Learner:
         Example:
             >>> learn.export("model.unfreeze")  # doctest: +SKIP
         """
-        from unfreeze.inference.export import export
-
         if distributed.is_main_process():
-            export(self, path)
+            inference.export(self, path)
         distributed.barrier()
         return Path(path)
 
@@ -780,90 +642,134 @@ class Learner:
         Example:
             >>> learn.export_onnx("model.onnx")  # doctest: +SKIP
         """
-        from unfreeze.inference.export import export_onnx
-
         if distributed.is_main_process():
-            export_onnx(self, path, **options)
+            inference.export_onnx(self, path, **options)
         distributed.barrier()
         return Path(path)
 
-    # ------------------------------------------------------------------ weights
+    # ------------------------------------------------------------------ weights, state and checkpoints
 
     def save_weights(self, path: str | Path) -> Path:
-        """Save the model's weights as safetensors (atomically)."""
+        """Save the model's weights (the `model` section of `state_dict`) as safetensors, atomically.
+
+        Example:
+            >>> learn.save_weights("best.safetensors")  # doctest: +SKIP
+        """
         from safetensors.torch import save_file
 
-        from unfreeze._io import atomic_path, cpu_state_dict
+        from unfreeze._io import atomic_path
 
         if distributed.is_main_process():
-            state = cpu_state_dict(self.model)
+            weights = self.state_dict(keys=["model"])["model"]
+            state = {name: tensor.cpu().contiguous() for name, tensor in weights.items()}
             with atomic_path(path) as tmp:
                 save_file(state, str(tmp))
         distributed.barrier()
         return Path(path)
 
     def load_weights(self, path: str | Path) -> None:
-        """Load weights saved by `save_weights`."""
+        """Load weights saved by `save_weights`.
+
+        Example:
+            >>> learn.load_weights("best.safetensors")  # doctest: +SKIP
+        """
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(path), device=str(self.device)))
+        self.load_state_dict({"model": load_file(str(path), device=str(self.device))})
 
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Save weights, optimizer, position, history, freeze state and RNG states (resumable)."""
-        from unfreeze.train.checkpoint import save_checkpoint
+    def save_checkpoint(self, path: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
+        """Save `state_dict()` (and the callbacks' states) as a resumable checkpoint, atomically.
 
-        return save_checkpoint(self, path, epoch=self.epoch, total_steps=None)
-
-    def state_snapshot(self) -> dict[str, Any]:
-        """Everything `restore_snapshot` needs to put the learner back exactly (used by lr_find).
-
-        Held in memory: weights, gradients, optimizer and grad-scaler state, freeze flags, each
-        module's train/eval mode, the recorder, the position (step, epoch, loader epoch) and every
-        RNG (torch CPU/CUDA, Python, NumPy).
+        Example:
+            >>> learn.save_checkpoint("run/checkpoint.pt")  # doctest: +SKIP
         """
-        return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "grads": {n: None if p.grad is None else p.grad.detach().clone() for n, p in self._param_names.items()},
-            "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
-            "scaler": None if self._scaler is None else (self._scaler, copy.deepcopy(self._scaler.state_dict())),
-            "requires_grad": {n: p.requires_grad for n, p in self._param_names.items()},
-            "training": {n: m.training for n, m in self.model.named_modules()},
-            "frozen_to": self.frozen_to,
-            "recorder": copy.deepcopy(self.recorder.state_dict()),
-            "step": self.step,
-            "epoch": self.epoch,
-            "loader_epoch": self.dls.train.epoch,
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python_rng": random.getstate(),
-            "numpy_rng": np.random.get_state(),
-        }
+        return save_checkpoint(self, path, callbacks=callbacks)
 
-    def restore_snapshot(self, snapshot: dict[str, Any]) -> None:
-        """Restore a `state_snapshot` bit for bit."""
-        self.model.load_state_dict(snapshot["model"])
-        for name, param in self._param_names.items():
-            param.requires_grad_(snapshot["requires_grad"][name])
-            param.grad = snapshot["grads"][name]
-        for name, module in self.model.named_modules():
-            module.training = snapshot["training"][name]
-        self.frozen_to = snapshot["frozen_to"]
-        if snapshot["optimizer"] is None:
+    def state_dict(self, keys: Collection[str] | None = None, *, grads: bool = False) -> dict[str, Any]:
+        """Everything needed to put this learner back exactly: the one serialiser of the learner.
+
+        Checkpoints save it (`torch.save`, loadable with `weights_only=True`: only tensors, numbers,
+        strings, lists and dicts), `lr_find` restores it in memory, `SaveBestModel` keeps its model
+        section. Every tensor is a copy, so later training does not change a saved state.
+
+        Sections (`STATE_KEYS`): `model` (weights and buffers), `optimizer`, `scaler` (fp16 GradScaler),
+        `freeze` (frozen_to, train_bn, each parameter's requires_grad), `modes` (each module's
+        train/eval flag), `position` (epoch, step, the loader's epoch), `progress` (the fit in
+        progress: schedule, recipe and phase, last finished epoch), `recorder`, `rng` (torch CPU and
+        CUDA, Python, NumPy).
+
+        Args:
+            keys: Only these sections (default: all).
+            grads: Also each parameter's gradient (lr_find uses it; checkpoints do not need it).
+
+        Example:
+            >>> state = learn.state_dict()  # doctest: +SKIP
+            >>> learn.fit(1, 1e-3); learn.load_state_dict(state)  # back to before the fit  # doctest: +SKIP
+        """
+        wanted = set(STATE_KEYS if keys is None else keys)
+        unknown = wanted - set(STATE_KEYS)
+        if unknown:
+            raise ValueError(f"Unknown state sections {sorted(unknown)}; the sections are {list(STATE_KEYS)}.")
+        builders = {
+            "model": lambda: {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": lambda: None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
+            "scaler": lambda: None if self._scaler is None else self._scaler.state_dict(),
+            "freeze": lambda: {"frozen_to": self.frozen_to, "train_bn": self.train_bn,
+                               "requires_grad": [p.requires_grad for p in self._param_names.values()]},
+            "modes": lambda: [m.training for m in self.model.modules()],
+            "position": lambda: {"epoch": self.epoch, "step": self.step, "loader_epoch": self.dls.train.epoch},
+            "progress": lambda: copy.deepcopy(self.progress),
+            "recorder": lambda: copy.deepcopy(self.recorder.state_dict()),
+            "rng": _rng_state,
+        }
+        state: dict[str, Any] = {"format": _STATE_FORMAT}
+        state.update({key: build() for key, build in builders.items() if key in wanted})
+        if grads:
+            state["grads"] = [None if p.grad is None else p.grad.detach().clone() for p in self._param_names.values()]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved; sections that are absent are left as they are.
+
+        Raises:
+            RuntimeError: The model section does not fit this model (other architecture or classes).
+
+        Example:
+            >>> learn.load_state_dict(torch.load("run/checkpoint.pt", weights_only=True))  # doctest: +SKIP
+        """
+        params = list(self._param_names.values())
+        if "freeze" in state:
+            self.train_bn = bool(state["freeze"]["train_bn"])
+            self.freeze_to(int(state["freeze"]["frozen_to"]))  # also clears the optimizer, as fastai
+            for param, flag in zip(params, state["freeze"]["requires_grad"], strict=True):
+                param.requires_grad_(bool(flag))
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        if "optimizer" in state:
             self.optimizer = None
-        else:
-            # Load in place: anything holding learner.optimizer keeps a live object.
-            self.ensure_optimizer().load_state_dict(snapshot["optimizer"])
-        self._scaler = None if snapshot["scaler"] is None else snapshot["scaler"][0]
-        if self._scaler is not None:
-            self._scaler.load_state_dict(snapshot["scaler"][1])
-        self.recorder.load_state_dict(snapshot["recorder"])
-        self.step, self.epoch = snapshot["step"], snapshot["epoch"]
-        self.dls.train.set_epoch(snapshot["loader_epoch"])
-        torch.set_rng_state(snapshot["cpu_rng"])
-        if snapshot["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(snapshot["cuda_rng"])
-        random.setstate(snapshot["python_rng"])
-        np.random.set_state(snapshot["numpy_rng"])
+            if state["optimizer"] is not None:
+                # Load in place: anything holding learner.optimizer keeps a live object.
+                self.ensure_optimizer().load_state_dict(state["optimizer"])
+        if state.get("scaler") is not None:
+            self._scaler = self._scaler or torch.amp.GradScaler("cuda")
+            self._scaler.load_state_dict(state["scaler"])
+        elif "scaler" in state:
+            self._scaler = None
+        if "modes" in state:
+            for module, training in zip(self.model.modules(), state["modes"], strict=True):
+                module.training = bool(training)
+        if "position" in state:
+            self.epoch, self.step = int(state["position"]["epoch"]), int(state["position"]["step"])
+            self.dls.train.set_epoch(int(state["position"]["loader_epoch"]))
+        if "progress" in state:
+            self.progress = copy.deepcopy(state["progress"]) or {}
+        if "recorder" in state:
+            self.recorder.load_state_dict(copy.deepcopy(state["recorder"]))
+        if "rng" in state:
+            _set_rng_state(state["rng"])
+        if "grads" in state:
+            for param, grad in zip(params, state["grads"], strict=True):
+                param.grad = grad
 
     def __repr__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)
@@ -871,3 +777,61 @@ class Learner:
             f"Learner(arch={arch!r}, groups={self.n_groups}, frozen_to={self.frozen_to}, "
             f"device={self.device}, metrics={self.metric_names})"
         )
+
+
+_STATE_FORMAT = 1
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG the loop may draw from, as tensors, numbers and lists (weights_only-loadable)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+
+
+def _check_epochs(n_epoch: Any) -> int:
+    if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 1:
+        raise ValueError(f"The number of epochs must be a whole number >= 1, got {n_epoch!r}.")
+    return n_epoch
+
+
+def _check_same_fit(saved: dict[str, Any], requested: dict[str, Any], path: Any) -> None:
+    """Refuse to resume a checkpoint into a different fit, naming the first value that differs."""
+    where = "the checkpoint" if isinstance(path, dict) else str(path)
+    for key in requested:
+        before, now = _plain(saved.get(key)), _plain(requested[key])
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            differing = [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+            detail = "; ".join(f"{name}={before.get(name)!r} there, {now.get(name)!r} now" for name in differing)
+        else:
+            detail = f"{key}={before!r} there, {now!r} now"
+        raise CheckpointError(
+            f"Cannot resume from {where}: it was written by a different fit ({detail}). Resume with the "
+            "arguments of the interrupted run, or start a new run without resume."
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that values compare equal after a round trip through a checkpoint."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

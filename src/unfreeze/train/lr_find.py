@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from unfreeze.train import distributed
+from unfreeze import distributed
 from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
@@ -276,8 +276,8 @@ def _run(
 ) -> tuple[list[float], list[float], bool]:
     """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged."""
     loader = learner.dls.train
-    batches = _batches(loader, first_epoch=learner._epoch_counter())
-    learner._set_train_mode()
+    batches = _batches(loader, first_epoch=learner.epochs_done)
+    learner.set_train_mode()
     # The recorder smooths the loss exactly as during training; the snapshot restores it afterwards.
     learner.recorder.reset_smoothing()
     raw: list[float] = []
@@ -382,13 +382,13 @@ def lr_find(
     ratios = _ratios(learner, lr_ratios)
     lrs = [start_lr * (end_lr / start_lr) ** (i / num_it) for i in range(num_it)]
     started = time.perf_counter()
-    saved = learner.state_snapshot()  # in memory: parallel runs never share files (fastai #3240)
+    saved = learner.state_dict(grads=True)  # in memory: parallel runs never share files (fastai #3240)
     try:
         if learner.seed is not None:
             torch.manual_seed(learner.seed)  # the global RNG is restored below
         raw, smooth, diverged = _run(learner, lrs, ratios, stop_div)
     finally:
-        learner.restore_snapshot(saved)
+        learner.load_state_dict(saved)
     lrs = lrs[: len(smooth)]
     found, notes = _suggest(lrs, smooth, num_it)
     result = LRFindResult(

@@ -1,19 +1,25 @@
 """Classification metrics computed over a whole validation set.
 
-Every metric takes the full tensors of logits (or probabilities) `[N, C]` and integer targets `[N]`
-and returns a float. The learner gathers the predictions of the whole set first, so a metric is never
-an average of per-batch values (which is wrong for F1 and for a last, smaller batch).
+Every metric takes the full tensors of logits (or probabilities) `[N, C]` and the targets (class
+indices `[N]`, or multi-hot `[N, C]` for multi-label data) and returns a float. The learner gathers the
+predictions of the whole set first, so a metric is never an average of per-batch values (which is
+wrong for F1 and for a last, smaller batch). F1 is computed from the confusion counts here rather than
+with torchmetrics, whose import pulls matplotlib and scipy into `import unfreeze`.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from torchmetrics.functional.classification import multiclass_f1_score
 
-__all__ = ["Metric", "accuracy", "error_rate", "f1_score", "resolve_metrics", "top_k_accuracy"]
+from unfreeze.tasks import MultiLabel, SingleLabel, Task
+
+__all__ = ["Metric", "accuracy", "accuracy_multi", "error_rate", "f1_multi", "f1_score", "resolve_metrics",
+           "top_k_accuracy"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -52,14 +58,57 @@ def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> fl
     return (top == targets.unsqueeze(-1)).any(dim=-1).float().mean().item()
 
 
+def _macro_f1(true_positives: torch.Tensor, predicted: torch.Tensor, actual: torch.Tensor) -> float:
+    """Mean over classes of 2tp / (predicted + actual), over classes that occur in either."""
+    present = (predicted + actual) > 0
+    if not present.any():
+        return 0.0
+    f1 = 2 * true_positives[present] / (predicted[present] + actual[present])
+    return f1.mean().item()
+
+
 def f1_score(preds: torch.Tensor, targets: torch.Tensor) -> float:
-    """Macro-averaged F1 over all classes (torchmetrics).
+    """Macro-averaged F1 over the classes that are predicted or present (as torchmetrics' macro F1).
 
     Example:
         >>> f1_score(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 1]))
         1.0
     """
-    return multiclass_f1_score(preds, targets, num_classes=preds.shape[-1], average="macro").item()
+    n_classes = preds.shape[-1]
+    predicted_class = preds.argmax(dim=-1)
+    predicted = torch.bincount(predicted_class, minlength=n_classes).float()
+    actual = torch.bincount(targets, minlength=n_classes).float()
+    hits = torch.bincount(targets[predicted_class == targets], minlength=n_classes).float()
+    return _macro_f1(hits, predicted, actual)
+
+
+def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True) -> float:
+    """Multi-label accuracy: the fraction of (item, class) decisions that are right, as fastai's.
+
+    Args:
+        preds: Logits (or probabilities with `sigmoid=False`), [N, C].
+        targets: Multi-hot [N, C].
+        threshold: A class is predicted at or above this probability.
+        sigmoid: Apply a sigmoid to `preds` first.
+
+    Example:
+        >>> accuracy_multi(torch.tensor([[3.0, -3.0], [3.0, 3.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+        0.75
+    """
+    probs = preds.sigmoid() if sigmoid else preds
+    return ((probs >= threshold) == targets.bool()).float().mean().item()
+
+
+def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True) -> float:
+    """Multi-label macro F1: per class over the items, averaged over the classes present or predicted.
+
+    Example:
+        >>> f1_multi(torch.tensor([[3.0, -3.0], [3.0, 3.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        1.0
+    """
+    probs = preds.sigmoid() if sigmoid else preds
+    decided, actual = (probs >= threshold).float(), targets.float()
+    return _macro_f1((decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0))
 
 
 _BUILTIN: dict[str, Metric] = {
@@ -67,7 +116,10 @@ _BUILTIN: dict[str, Metric] = {
     "error_rate": error_rate,
     "top_k_accuracy": top_k_accuracy,
     "f1_score": f1_score,
+    "accuracy_multi": accuracy_multi,
+    "f1_multi": f1_multi,
 }
+_MULTI_LABEL = {"accuracy_multi", "f1_multi"}
 
 
 def metric_name(metric: Metric) -> str:
@@ -75,10 +127,28 @@ def metric_name(metric: Metric) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
-def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None) -> list[Metric]:
+def _for_task(name: str, task: Task | None) -> Metric:
+    """The built-in metric `name`, bound to a multi-label task's threshold; refused for the wrong task."""
+    metric = _BUILTIN[name]
+    multi = name in _MULTI_LABEL
+    if isinstance(task, MultiLabel) and not multi:
+        raise ValueError(f"{name!r} scores single-label predictions, but the data is multi-label. Use "
+                         f"{sorted(_MULTI_LABEL)}.")
+    if isinstance(task, SingleLabel) and multi:
+        raise ValueError(f"{name!r} scores multi-label predictions, but the data is single-label. Use error_rate, "
+                         "accuracy or f1_score.")
+    if isinstance(task, MultiLabel):
+        bound: Any = functools.partial(metric, threshold=task.threshold)
+        bound.__name__ = name
+        return bound
+    return metric
+
+
+def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task: Task | None = None) -> list[Metric]:
     """Turn the user's `metrics=` argument into a list of callables.
 
-    Accepts a callable, a built-in metric name, or a list of either.
+    Accepts a callable, a built-in metric name, or a list of either. With a task, built-in names are
+    checked against it, and multi-label metrics use its threshold.
 
     Raises:
         ValueError: For an unknown metric name, with the closest built-in names.
@@ -102,7 +172,7 @@ def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None) -> li
                     f"Unknown metric {metric!r}.{hint} Built-in metrics: {', '.join(sorted(_BUILTIN))}; "
                     "or pass any callable f(preds, targets) -> float."
                 )
-            resolved.append(_BUILTIN[metric])
+            resolved.append(_for_task(metric, task))
         elif callable(metric):
             resolved.append(metric)
         else:

@@ -99,6 +99,10 @@ class ConstantSchedule:
         """Momentum (Adam beta1) for a global step."""
         return self.mom
 
+    def config(self) -> dict[str, object]:
+        """What defines this schedule, as plain values (a resumed fit must have the same)."""
+        return {"kind": "constant", "lrs": list(self.lrs), "mom": self.mom}
+
 
 @dataclass
 class OneCycleSchedule:
@@ -140,6 +144,11 @@ class OneCycleSchedule:
         if warming:
             return [cosine_anneal(hi / self.div, hi, pct) for hi in self.lr_max]
         return [cosine_anneal(hi, hi / self.div_final, pct) for hi in self.lr_max]
+
+    def config(self) -> dict[str, object]:
+        """What defines this schedule, as plain values (a resumed fit must have the same)."""
+        return {"kind": "one_cycle", "lr_max": list(self.lr_max), "total_steps": self.total_steps, "div": self.div,
+                "div_final": self.div_final, "pct_start": self.pct_start, "moms": list(self.moms)}
 
     def mom_at(self, step: int) -> float:
         """Momentum (Adam beta1 / SGD momentum) at a global step."""

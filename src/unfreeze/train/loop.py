@@ -1,0 +1,282 @@
+"""The training loop: one function, `run_fit`, read top to bottom.
+
+Per epoch: reseed, set the loader's epoch, then per batch set the LR and momentum from the schedule,
+take one optimizer step (`Learner.train_step`), read the loss, record it; then validate, log the
+epoch's row, and write a checkpoint if asked. Callbacks receive these events, always complete and
+always in this order, whatever the device:
+
+    before_fit(learner)
+      before_epoch(epoch)
+        before_batch(step)  after_batch(step, logs)       # once per training batch
+        before_validate(epoch)  after_validate(epoch, logs)
+      after_epoch(epoch, logs)
+    after_fit(logs)
+
+Reading a loss on the host waits for the GPU. On CUDA, when every per-batch callback only watches
+(the recorder, the progress bar, the loggers), the loss of step k is read after step k+1 has been
+queued, so the GPU never idles between steps; those callbacks then get before_batch(k+1) and
+after_batch(k) a step later in wall time but still in order. A callback that may act on a batch (stop,
+or read the weights, like EMA) keeps the loop reading each loss at once, so it sees every step as it
+happens and a stop takes effect after the very step it names.
+
+A non-finite loss restores the weights from the start of the epoch and raises `NonFiniteLossError`;
+Ctrl-C ends the fit cleanly with the weights and history kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from unfreeze import distributed
+from unfreeze.train.callbacks import Callback, ProgressCallback
+from unfreeze.train.checkpoint import callback_key
+
+if TYPE_CHECKING:
+    from unfreeze.train.learner import Learner
+
+__all__ = ["NonFiniteLossError", "run_fit"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite; the last good weights are restored."""
+
+
+def _watches_only(callback: Callback) -> bool:
+    """True for a callback that never acts on a batch: it only records or displays (built-ins mark it)."""
+    kind = type(callback)
+    per_batch = kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
+    return not per_batch or bool(getattr(callback, "_watches_batches_only", False))
+
+
+@dataclass
+class _PendingLoss:
+    """A step's loss on its way to the host, with what that step's after_batch reports."""
+
+    value: torch.Tensor
+    ready: Any  # a torch.cuda.Event once the copy to pinned host memory is queued; else None
+    lrs: list[float]
+    mom: float
+    step: int
+
+    @classmethod
+    def queue(cls, loss: torch.Tensor, lrs: list[float], mom: float, step: int, overlap: bool) -> _PendingLoss:
+        if overlap and loss.device.type == "cuda":
+            # loss.item() would wait for everything queued on the stream, the next step included; a
+            # copy to pinned memory plus an event waits for this step's loss alone.
+            host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            host.copy_(loss, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            return cls(host, ready, lrs, mom, step)
+        return cls(loss, None, lrs, mom, step)
+
+    def read(self) -> float:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return float(self.value.item())
+
+
+def emit(callbacks: Sequence[Callback], event: str, *args: Any) -> bool:
+    """Call `event` on every callback in order; True if any returned True or set `stop_training`."""
+    stop = False
+    for callback in callbacks:
+        stop = bool(getattr(callback, event)(*args)) or callback.stop_training or stop
+    return stop
+
+
+@contextlib.contextmanager
+def cudnn_autotune(learner: Learner, training: bool = True) -> Iterator[None]:
+    """Let cuDNN time its algorithms during training on CUDA; the global setting is always restored.
+
+    Training batches repeat one shape every step, so timing the algorithms once per shape pays
+    (benchmarks/results/gpu.md). Evaluation shapes recur far less often, so evaluation keeps the
+    user's own setting. Skipped when the user asked for deterministic algorithms.
+    """
+    previous = torch.backends.cudnn.benchmark
+    outermost = learner._cudnn_user is None
+    if outermost:
+        learner._cudnn_user = previous
+    deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
+    autotune = training and learner.device.type == "cuda" and not deterministic
+    torch.backends.cudnn.benchmark = bool(learner._cudnn_user) or autotune
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+        if outermost:
+            learner._cudnn_user = None
+
+
+@contextlib.contextmanager
+def _seeded(learner: Learner) -> Iterator[None]:
+    # With a learner seed, the fit draws from the global torch RNG only inside a fork: the caller's
+    # RNG state is the same afterwards.
+    if learner.seed is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if learner.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _reseed(learner: Learner) -> None:
+    if learner.seed is not None:
+        # Dropout draws depend only on (seed, epoch of the learner's life): resumable and repeatable.
+        # Ranks draw different dropout masks, as they see different images.
+        torch.manual_seed(learner.seed * 100_003 + learner.epochs_done * 1_009 + distributed.rank())
+
+
+def _snapshot_weights(learner: Learner) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
+
+
+def _restore_epoch_start(learner: Learner, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
+    """Undo a non-finite step (and, on a GPU, the one queued after it): back to the epoch's start."""
+    learner.model.load_state_dict(good_state)
+    learner.optimizer = None
+    learner.step = bad_step - 1  # the steps taken before the bad one
+    learner.recorder.add_note(note)
+
+
+def _settle(learner: Learner, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
+    """After an interruption: a step still unread may have been NaN; then restore the epoch start."""
+    if pending is not None and good_state is not None:
+        loss = pending.read()
+        if not math.isfinite(loss):
+            _restore_epoch_start(learner, good_state, pending.step, f"the last step's loss was {loss}; the "
+                                 f"weights from the start of epoch {learner.epoch} were restored")
+
+
+def _after_step(learner: Learner, done: _PendingLoss, good_state: dict[str, torch.Tensor],
+                callbacks: Sequence[Callback]) -> bool:
+    """Read one step's loss, record it and send after_batch; True if a callback asks to stop."""
+    loss = done.read()
+    if not math.isfinite(loss):
+        epoch = learner.epoch
+        message = (
+            f"The training loss became {loss} at epoch {epoch}, step {done.step - 1}; the weights from the "
+            f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
+            "for corrupt labels."
+        )
+        _restore_epoch_start(learner, good_state, done.step, message)
+        raise NonFiniteLossError(message)
+    smooth = learner.recorder.record_step(loss, done.lrs, done.mom)
+    return emit(callbacks, "after_batch", done.step, {"loss": loss, "smooth_loss": smooth, "lr": done.lrs[-1]})
+
+
+def _train_epoch(learner: Learner, schedule: Any, step_in_fit: int, good_state: dict[str, torch.Tensor],
+                 callbacks: Sequence[Callback], overlap: bool) -> tuple[int, bool]:
+    """One pass over the training loader; returns the new step in the fit and whether to stop."""
+    pending: _PendingLoss | None = None  # overlap: the step whose loss (and after_batch) is on the way
+    stop = False
+    try:
+        for images, labels in learner.dls.train:
+            lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
+            learner.set_hyper(lrs, mom)
+            if not overlap:
+                emit(callbacks, "before_batch", learner.step)
+            step_before = learner.step
+            loss = learner.train_step(images, labels, skip_non_finite=not overlap)
+            step_in_fit += 1
+            learner.step += 1
+            current = _PendingLoss.queue(loss, lrs, mom, learner.step, overlap)
+            if overlap:
+                # The GPU already runs this step; meanwhile finish the previous one, then announce this one.
+                done, pending = pending, current
+                stop = done is not None and _after_step(learner, done, good_state, callbacks)
+                emit(callbacks, "before_batch", step_before)
+            else:
+                stop = _after_step(learner, current, good_state, callbacks)
+            if stop:
+                break
+        if pending is not None:
+            done, pending = pending, None
+            stop = _after_step(learner, done, good_state, callbacks) or stop
+        return step_in_fit, stop
+    except NonFiniteLossError:
+        raise  # the weights are already restored
+    except BaseException:
+        _settle(learner, pending, good_state)
+        raise
+
+
+def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], *,
+            start_epoch: int = 0, checkpoint: str | Path | None = None,
+            callback_states: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train `learner` for epochs `start_epoch..n_epoch-1` along `schedule`; return the new history rows.
+
+    Args:
+        learner: The learner to train (its model, optimizer, data, recorder and task).
+        n_epoch: Epochs in this fit, counting those a resumed fit already did.
+        schedule: Gives each group's LR and the momentum at every step of the fit (`lrs_at`, `mom_at`).
+        callbacks: Extra callbacks; the learner's recorder and progress display come first.
+        start_epoch: The first epoch to run (after a resume, the one after the checkpoint's).
+        checkpoint: Write `learner.state_dict()` here after every epoch (atomically).
+        callback_states: The callbacks' states from the checkpoint a resumed fit continues; each
+            callback gets its own back right after `before_fit`.
+
+    Example:
+        >>> run_fit(learn, 3, ConstantSchedule([1e-3] * learn.n_groups), [])  # doctest: +SKIP
+    """
+    steps_per_epoch = len(learner.dls.train)
+    callbacks = [learner.recorder, ProgressCallback(learner.quiet or not distributed.is_main_process()),
+                 *callbacks]
+    learner.ensure_optimizer()
+    if start_epoch == 0:
+        # fastai restarts the loss EMA at every fit; a resumed fit continues the interrupted one.
+        learner.recorder.reset_smoothing()
+        learner.recorder.phase_starts.append(len(learner.recorder.losses))
+    learner.interrupted = False
+    rows_before = len(learner.recorder.history)
+    step_in_fit = start_epoch * steps_per_epoch
+    overlap = learner._overlap_steps and all(_watches_only(callback) for callback in callbacks)
+    fit_logs: dict[str, Any] = {}
+    good_state: dict[str, torch.Tensor] | None = None
+    emit(callbacks, "before_fit", learner)
+    user_callbacks = callbacks[2:]
+    for index, callback in enumerate(user_callbacks):
+        saved = (callback_states or {}).get(callback_key(index, callback))
+        if saved:
+            callback.load_state_dict(saved)
+    try:
+        with _seeded(learner), cudnn_autotune(learner):
+            for epoch in range(start_epoch, n_epoch):
+                learner.epoch = epoch
+                _reseed(learner)
+                learner.dls.train.set_epoch(learner.epochs_done)
+                emit(callbacks, "before_epoch", epoch)
+                start, good_state = time.time(), _snapshot_weights(learner)
+                learner.set_train_mode()
+                step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap)
+                distributed.sync_buffers(learner.model)
+                emit(callbacks, "before_validate", epoch)
+                valid_logs = learner.validate()
+                stop = emit(callbacks, "after_validate", epoch, valid_logs) or stop
+                smooth = learner.recorder.smooth_losses
+                fit_logs = {"epoch": learner.epochs_done, "train_loss": smooth[-1] if smooth else math.nan,
+                            **valid_logs, "time": time.time() - start}
+                learner.recorder.history.append(fit_logs)
+                stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
+                if checkpoint is not None and distributed.is_main_process():
+                    learner.progress = {**learner.progress, "epoch": epoch, "n_epoch": n_epoch}
+                    learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
+                if stop:
+                    break
+    except KeyboardInterrupt:
+        # Ctrl-C ends the fit cleanly: the model keeps its current weights and the history is kept.
+        learner.interrupted = True
+        learner.recorder.add_note(f"interrupted by the user at epoch {learner.epoch}, step {learner.step}")
+        if not learner.quiet:
+            print(f"Training interrupted at epoch {learner.epoch}; the model and history are kept.")
+    finally:
+        learner.model.eval()
+        emit(callbacks, "after_fit", fit_logs)
+    return learner.recorder.history[rows_before:]
