@@ -5,6 +5,7 @@ The loop in `Learner.fit` calls these events, in this order, and no others:
     before_fit(learner)
       before_epoch(epoch)
         before_batch(step)  after_batch(step, logs)      # once per training batch
+        before_validate(epoch)  after_validate(epoch, logs)   # around the validation pass
       after_epoch(epoch, logs)                            # after validation
     after_fit(logs)
 
@@ -60,11 +61,27 @@ class Callback:
     def after_batch(self, step: int, logs: dict[str, float]) -> bool | None:
         """Called after each optimizer step with `loss`, `smooth_loss`, `lr` (head group)."""
 
+    def before_validate(self, epoch: int) -> None:
+        """Called after the epoch's last training batch, just before the validation pass."""
+
+    def after_validate(self, epoch: int, logs: dict[str, float]) -> None:
+        """Called right after the validation pass with `valid_loss` and the metrics."""
+
     def after_epoch(self, epoch: int, logs: dict[str, float]) -> bool | None:
         """Called after validation with `train_loss`, `valid_loss`, the metrics and `time`."""
 
     def after_fit(self, logs: dict[str, float]) -> None:
         """Called once at the end, also after an interruption or a stop."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue this callback exactly: plain values or tensors.
+
+        Saved in checkpoints; a callback without state returns an empty dict.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
 
 
 class Recorder(Callback):

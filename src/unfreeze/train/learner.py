@@ -476,10 +476,15 @@ class Learner:
                         done, pending = pending, None
                         stop = self._after_step(done, epoch, good_state, callbacks) or stop
                     distributed.sync_buffers(self.model)
+                    for cb in callbacks:
+                        cb.before_validate(epoch)
+                    valid_logs = self.validate()
+                    for cb in callbacks:
+                        cb.after_validate(epoch, valid_logs)
                     fit_logs = {
                         "epoch": len(self.recorder.history),
                         "train_loss": self.recorder.smooth_losses[-1] if self.recorder.smooth_losses else math.nan,
-                        **self.validate(),
+                        **valid_logs,
                     }
                     fit_logs["time"] = time.time() - start
                     self.recorder.history.append(fit_logs)
