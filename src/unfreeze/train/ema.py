@@ -41,9 +41,10 @@ class EMA(Callback):
     Args:
         decay: Weight of the old average at each step, in [0, 1]. 0 makes the EMA the weights.
         warmup: Ramp the decay up from 0 as above (recommended for runs under ~30,000 steps).
-        validate_with_ema: Run each epoch's validation with the averaged weights, so the table, the
-            early stopping and the best-model choice judge them. The model's own weights are put
-            back bit for bit right after.
+        validate_with_ema: Run each epoch's validation with the averaged weights, so the table and
+            `EarlyStopping` judge them. The model's own weights are put back bit for bit right after,
+            before `after_epoch`: `SaveBestModel` therefore saves the model's own weights, chosen by
+            the average's score.
         apply_at_end: Copy the averaged weights into the model when the fit ends. On by default,
             so that the model you predict with, save and export is the one whose validation scores
             the table showed (with `validate_with_ema`); Keras's `use_ema` does the same. With
@@ -53,7 +54,8 @@ class EMA(Callback):
             then copies the weights to that device: slower).
 
     The updates run in the strict event order (each step's loss is read before the next step
-    starts), so that an average never takes in the weights of a step whose loss was NaN.
+    starts), so that an average never takes in the weights of a step whose loss was NaN. On a GPU
+    that turns off the loop's one-step-late loss read for the fit; the cost is not yet measured.
 
     Example:
         >>> learn.fit_one_cycle(5, 1e-3, callbacks=[EMA(decay=0.999)])  # doctest: +SKIP
