@@ -27,10 +27,13 @@ from unfreeze.train.callbacks import (
     SaveBestModel,
 )
 from unfreeze.train.checkpoint import CheckpointError
+from unfreeze.train.ema import EMA
 from unfreeze.train.learner import Learner, NonFiniteLossError
+from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
 
 __all__ = [
+    "EMA",
     "CSVLogger",
     "Callback",
     "CheckpointError",
@@ -42,12 +45,14 @@ __all__ = [
     "ImageDataLoader",
     "ImageDataLoaders",
     "Learner",
+    "MLflowLogger",
     "MultiLabel",
     "NonFiniteLossError",
     "ProgressCallback",
     "Recorder",
     "SaveBestModel",
     "SingleLabel",
+    "TensorBoardLogger",
     "TransferModel",
     "UnknownArchitectureError",
     "WeightsNotFoundError",

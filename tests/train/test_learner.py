@@ -50,6 +50,12 @@ class EventLog(Callback):
     def after_batch(self, step, logs):
         self.events.append("after_batch")
 
+    def before_validate(self, epoch):
+        self.events.append(f"before_validate:{epoch}")
+
+    def after_validate(self, epoch, logs):
+        self.events.append(f"after_validate:{epoch}:{sorted(logs)}")
+
     def after_epoch(self, epoch, logs):
         self.events.append(f"after_epoch:{epoch}")
 
@@ -62,10 +68,11 @@ def test_event_order(dls):
     log = EventLog()
     learn.fit(2, 1e-3, callbacks=[log])
     per_epoch = ["before_batch", "after_batch"] * len(dls.train)
+    valid = sorted(["valid_loss", *learn.metric_names])
     assert log.events == [
         "before_fit",
-        "before_epoch:0", *per_epoch, "after_epoch:0",
-        "before_epoch:1", *per_epoch, "after_epoch:1",
+        "before_epoch:0", *per_epoch, "before_validate:0", f"after_validate:0:{valid}", "after_epoch:0",
+        "before_epoch:1", *per_epoch, "before_validate:1", f"after_validate:1:{valid}", "after_epoch:1",
         "after_fit",
     ]
 
