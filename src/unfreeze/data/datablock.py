@@ -214,7 +214,8 @@ class DataBlock:
         >>> block.summary("data")  # doctest: +SKIP
     """
 
-    def __init__(self, blocks: Sequence[Any] = (ImageBlock, CategoryBlock), get_items: Callable[[Any], Any] | None = None,
+    def __init__(self, blocks: Sequence[Any] = (ImageBlock, CategoryBlock),
+                 get_items: Callable[[Any], Any] | None = None,
                  splitter: Callable[[Sequence[Any]], Splits] | None = None,
                  get_y: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
                  get_x: Callable[[Any], Any] | None = None, item_tfms: Any = None, batch_tfms: Any = None) -> None:

@@ -104,7 +104,8 @@ class RandomResizedCrop:
     from the image resized to `size` on its short side.
 
     Example:
-        >>> dls = ImageDataLoaders.from_folder("data", item_tfms=RandomResizedCrop(128, min_scale=0.35))  # doctest: +SKIP
+        >>> crop = RandomResizedCrop(128, min_scale=0.35)
+        >>> dls = ImageDataLoaders.from_folder("data", item_tfms=crop)  # doctest: +SKIP
     """
 
     size: int
