@@ -101,18 +101,20 @@ class ImageDataLoaders:
                                device=self.device, num_workers=self.valid.num_workers,
                                mean=self.valid.mean, std=self.valid.std)
 
-    def show_batch(self, path: str | Path = "batch.png", max_n: int = 9) -> Path:
-        """Save a grid of up to `max_n` training images, augmented, with their labels, as a PNG.
+    def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+        """Up to `max_n` training images, augmented, with their labels (`self.train.show_batch`).
+
+        `path` None shows the grid inline in a notebook (and returns the figure), or in a script saves
+        batch.png and prints where; with a path, saves there and returns it. `dls.valid.show_batch()`
+        shows validation images.
 
         Example:
             >>> dls.show_batch(path="batch.png", max_n=9)
             PosixPath('batch.png')
+            >>> dls.show_batch(nrows=2, ncols=4, figsize=(8, 4))  # doctest: +SKIP
         """
-        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
-
-        images, labels = self.train.preview(max_n)
-        pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
-        return plot_image_grid(pictures, [self.vocab[label] for label in labels.tolist()], path)
+        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize)
 
     def __repr__(self) -> str:
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
