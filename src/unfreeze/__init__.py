@@ -9,8 +9,38 @@ Example:
 
 __version__ = "0.1.0"
 
-from unfreeze.data import DataError, DataWarning, ImageDataLoader, ImageDataLoaders, sample_path
-from unfreeze.inference import ClassificationInterpretation, ExportError, load_learner
+# fastai notebooks use Path and torchvision's resnets without importing them: `from unfreeze import *` gives them.
+from pathlib import Path
+
+from torchvision.models import resnet18, resnet34, resnet50
+
+from unfreeze.data import (
+    CategoryBlock,
+    DataBlock,
+    DataError,
+    DataWarning,
+    GrandparentSplitter,
+    ImageBlock,
+    ImageDataLoader,
+    ImageDataLoaders,
+    RandomResizedCrop,
+    RandomSplitter,
+    RegexLabeller,
+    Resize,
+    ResizeMethod,
+    aug_transforms,
+    get_image_files,
+    parent_label,
+    sample_path,
+    using_attr,
+)
+from unfreeze.inference import (
+    ClassificationInterpretation,
+    ExportError,
+    FastaiConversionError,
+    convert_fastai,
+    load_learner,
+)
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
@@ -28,35 +58,60 @@ from unfreeze.train.callbacks import (
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.learner import Learner, NonFiniteLossError
+from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, error_rate, f1_score, top_k_accuracy
 
 __all__ = [
     "CSVLogger",
     "Callback",
+    "CategoryBlock",
     "CheckpointError",
     "ClassificationInterpretation",
+    "DataBlock",
     "DataError",
     "DataWarning",
     "EarlyStopping",
     "ExportError",
+    "FastaiConversionError",
+    "GrandparentSplitter",
+    "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
     "Learner",
     "NonFiniteLossError",
+    "Path",
     "ProgressCallback",
+    "RandomResizedCrop",
+    "RandomSplitter",
     "Recorder",
+    "RegexLabeller",
+    "Resize",
+    "ResizeMethod",
     "SaveBestModel",
+    "SuggestedLRs",
     "TransferModel",
     "UnknownArchitectureError",
     "WeightsNotFoundError",
     "__version__",
     "accuracy",
+    "aug_transforms",
     "cnn_learner",
+    "convert_fastai",
     "create_model",
     "error_rate",
     "f1_score",
+    "get_image_files",
     "load_learner",
+    "minimum",
+    "parent_label",
+    "resnet18",
+    "resnet34",
+    "resnet50",
     "sample_path",
+    "slide",
+    "steep",
     "top_k_accuracy",
+    "using_attr",
+    "valley",
     "vision_learner",
 ]

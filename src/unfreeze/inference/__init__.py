@@ -6,6 +6,7 @@ Example:
     >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
 """
 
+from unfreeze.inference.convert import FastaiConversionError, convert_fastai, fastai_export_hint
 from unfreeze.inference.export import (
     FORMAT_VERSION,
     ExportArchitectureError,
@@ -23,8 +24,11 @@ __all__ = [
     "ClassificationInterpretation",
     "ExportArchitectureError",
     "ExportError",
+    "FastaiConversionError",
+    "convert_fastai",
     "export",
     "export_onnx",
+    "fastai_export_hint",
     "get_preds",
     "iter_image_files",
     "load_learner",
