@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -238,6 +239,19 @@ class DataBlock:
         self.item_tfms, self.batch_tfms = item_tfms, batch_tfms
         # Check the transforms now, where the mistake is written, not at the first dataloaders call.
         resolve_pipeline(item_tfms, batch_tfms, size=None, item_size=None, resize_method=None, augment=None)
+
+    def new(self, item_tfms: Any = None, batch_tfms: Any = None) -> DataBlock:
+        """The same block with other transforms (fastai's `bears.new(item_tfms=...)`); None keeps the current.
+
+        Example:
+            >>> squished = block.new(item_tfms=Resize(128, ResizeMethod.Squish))  # doctest: +SKIP
+        """
+        block = copy.copy(self)
+        block.item_tfms = self.item_tfms if item_tfms is None else item_tfms
+        block.batch_tfms = self.batch_tfms if batch_tfms is None else batch_tfms
+        resolve_pipeline(block.item_tfms, block.batch_tfms, size=None, item_size=None, resize_method=None,
+                         augment=None)
+        return block
 
     def _label(self, item: Any) -> str:
         value = item
