@@ -7,9 +7,38 @@ Example:
     >>> learn.fine_tune(2)                                                   # doctest: +SKIP
 """
 
+# fastai notebooks use Path and torchvision's resnets without importing them: `from unfreeze import *` gives them.
+from pathlib import Path
+
+from torchvision.models import resnet18, resnet34, resnet50
+
 from unfreeze._version import __version__
-from unfreeze.data import DataError, DataWarning, ImageDataLoader, ImageDataLoaders, sample_path
-from unfreeze.inference import ClassificationInterpretation, ExportError
+from unfreeze.data import (
+    CategoryBlock,
+    DataBlock,
+    DataError,
+    DataWarning,
+    GrandparentSplitter,
+    ImageBlock,
+    ImageDataLoader,
+    ImageDataLoaders,
+    RandomResizedCrop,
+    RandomSplitter,
+    RegexLabeller,
+    Resize,
+    ResizeMethod,
+    aug_transforms,
+    get_image_files,
+    parent_label,
+    sample_path,
+    using_attr,
+)
+from unfreeze.inference import (
+    ClassificationInterpretation,
+    ExportError,
+    FastaiConversionError,
+    convert_fastai,
+)
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
@@ -30,28 +59,41 @@ from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
+from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
 
 __all__ = [
     "EMA",
     "CSVLogger",
     "Callback",
+    "CategoryBlock",
     "CheckpointError",
     "ClassificationInterpretation",
+    "DataBlock",
     "DataError",
     "DataWarning",
     "EarlyStopping",
     "ExportError",
+    "FastaiConversionError",
+    "GrandparentSplitter",
+    "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
     "Learner",
     "MLflowLogger",
     "MultiLabel",
     "NonFiniteLossError",
+    "Path",
     "ProgressCallback",
+    "RandomResizedCrop",
+    "RandomSplitter",
     "Recorder",
+    "RegexLabeller",
+    "Resize",
+    "ResizeMethod",
     "SaveBestModel",
     "SingleLabel",
+    "SuggestedLRs",
     "TensorBoardLogger",
     "TransferModel",
     "UnknownArchitectureError",
@@ -59,13 +101,25 @@ __all__ = [
     "__version__",
     "accuracy",
     "accuracy_multi",
+    "aug_transforms",
     "cnn_learner",
+    "convert_fastai",
     "create_model",
     "error_rate",
     "f1_multi",
     "f1_score",
+    "get_image_files",
     "load_learner",
+    "minimum",
+    "parent_label",
+    "resnet18",
+    "resnet34",
+    "resnet50",
     "sample_path",
+    "slide",
+    "steep",
     "top_k_accuracy",
+    "using_attr",
+    "valley",
     "vision_learner",
 ]

@@ -2,11 +2,18 @@
 
 Figures are built with `matplotlib.figure.Figure` directly rather than pyplot, so plotting never opens
 a window, never touches pyplot's global figure list and works in threads and on servers.
+
+Where a figure goes: with a `path`, it is saved there and the path returned. Without one, in a
+notebook (an IPython kernel) it is shown inline and the `Figure` returned (end the line with `;` if
+the notebook would show the returned figure a second time); in a script it is saved under a default
+name in the working directory, which is printed and returned.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = [
+    "in_notebook",
     "lr_find_figure",
     "plot_confusion_matrix",
     "plot_image_grid",
@@ -39,31 +47,85 @@ def _save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
-    """Save images (uint8 HWC arrays) in a square-ish grid, each with its title, as one figure.
+def in_notebook() -> bool:
+    """True inside a Jupyter/IPython kernel, where figures can be shown inline.
+
+    Example:
+        >>> in_notebook()
+        False
+    """
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; a script that never did is no notebook
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def _show_or_save(figure: Figure, path: str | Path | None, default_name: str, what: str,
+                  dpi: int = 100) -> Path | Figure:
+    if path is not None:
+        return _save_figure(figure, path, dpi)
+    if in_notebook():
+        from IPython.display import Image, display
+
+        # PNG bytes from the Agg canvas: shown the same whatever matplotlib backend the kernel selected.
+        buffer = io.BytesIO()
+        figure.savefig(buffer, dpi=dpi, format="png")
+        display(Image(data=buffer.getvalue()))
+        return figure
+    saved = _save_figure(figure, default_name, dpi)
+    print(f"Saved {what} to {saved.resolve()}")
+    return saved
+
+
+def _grid_shape(n_images: int, nrows: int | None, ncols: int | None) -> tuple[int, int]:
+    for name, value in (("nrows", nrows), ("ncols", ncols)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+    if nrows and ncols:
+        return nrows, ncols
+    if nrows:
+        return nrows, math.ceil(n_images / nrows)
+    if ncols:
+        return math.ceil(n_images / ncols), ncols
+    columns = math.ceil(math.sqrt(n_images))
+    return math.ceil(n_images / columns), columns
+
+
+def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path | None = None, *,
+                    nrows: int | None = None, ncols: int | None = None,
+                    figsize: tuple[float, float] | None = None, default_name: str = "images.png") -> Path | Figure:
+    """Images (uint8 HWC arrays) in a grid, each with its title, as one figure.
+
+    Args:
+        images, titles: The pictures and their captions.
+        path: Where to save it; None shows it in a notebook, else saves `default_name` (see the module).
+        nrows, ncols: The grid (fastai's `show_batch(nrows=, ncols=)`); default square-ish. Images that
+            do not fit are left out.
+        figsize: Inches (width, height); default 2.2 × 2.4 per image.
+        default_name: The file a script saves to when `path` is None.
 
     Example:
         >>> plot_image_grid([np.zeros((32, 32, 3), np.uint8)], ["black"], "grid.png")
         PosixPath('grid.png')
     """
-    n_images = max(1, len(images))
-    columns = math.ceil(math.sqrt(n_images))
-    rows = math.ceil(n_images / columns)
-    figure = _new_figure(2.2 * columns, 2.4 * rows)
+    rows, columns = _grid_shape(max(1, len(images)), nrows, ncols)
+    figure = _new_figure(*(figsize or (2.2 * columns, 2.4 * rows)))
     axes = figure.subplots(rows, columns, squeeze=False)
     for slot, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if slot < len(images):
             axis.imshow(np.asarray(images[slot]), interpolation="nearest" if images[slot].shape[0] < 64 else None)
             axis.set_title(titles[slot] if slot < len(titles) else "", fontsize=10)
-    return _save_figure(figure, path)
+    return _show_or_save(figure, path, default_name, "the images")
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path,
-                          normalize: bool = False) -> Path:
-    """Save a confusion matrix (rows: actual, columns: predicted) with class names on both axes.
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,
+                          normalize: bool = False, *, figsize: tuple[float, float] | None = None,
+                          dpi: int = 100) -> Path | Figure:
+    """A confusion matrix (rows: actual, columns: predicted) with class names on both axes.
 
     `normalize=True` shows each row as fractions of its actual class (recall on the diagonal).
+    `path` None shows it in a notebook or saves confusion_matrix.png (see the module); `figsize`
+    (inches) and `dpi` as in fastai's `plot_confusion_matrix`.
 
     Example:
         >>> plot_confusion_matrix(np.array([[5, 1], [2, 7]]), ["cat", "dog"], "cm.png")
@@ -75,7 +137,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
         counts = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     n_classes = len(class_names)
     side = max(4.0, 0.55 * n_classes + 2.0)
-    figure = _new_figure(side, side)
+    figure = _new_figure(*(figsize or (side, side)))
     axis = figure.subplots()
     image = axis.imshow(counts, cmap="Blues", vmin=0.0)
     figure.colorbar(image, ax=axis, shrink=0.8)
@@ -90,10 +152,11 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
         value = counts[row, column]
         axis.text(column, row, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
                   fontsize=8, color="white" if value > threshold else "black")
-    return _save_figure(figure, path)
+    return _show_or_save(figure, path, "confusion_matrix.png", "the confusion matrix", dpi)
 
 
-def plot_loss(recorder: Any, path: str | Path = "loss.png", skip_start: int = 5, with_valid: bool = True) -> Path:
+def plot_loss(recorder: Any, path: str | Path | None = None, skip_start: int = 5,
+              with_valid: bool = True) -> Path | Figure:
     """Training loss per step (raw and smoothed) and validation loss per epoch.
 
     Example:
@@ -114,10 +177,10 @@ def plot_loss(recorder: Any, path: str | Path = "loss.png", skip_start: int = 5,
     ax.set_ylabel("loss")
     ax.legend()
     ax.set_title("Loss")
-    return _save_figure(figure, path)
+    return _show_or_save(figure, path, "loss.png", "the loss plot")
 
 
-def plot_sched(recorder: Any, path: str | Path = "sched.png") -> Path:
+def plot_sched(recorder: Any, path: str | Path | None = None) -> Path | Figure:
     """Each parameter group's LR (log scale) and the momentum, per step.
 
     Example:
@@ -138,21 +201,22 @@ def plot_sched(recorder: Any, path: str | Path = "sched.png") -> Path:
     ax_mom.set_xlabel("step")
     ax_mom.set_ylabel("momentum (beta1)")
     figure.suptitle("Schedule")
-    return _save_figure(figure, path)
+    return _show_or_save(figure, path, "sched.png", "the schedule plot")
 
 
-def plot_lr_find(result: Any, path: str | Path, skip_end: int = 5) -> Path:
+def plot_lr_find(result: Any, path: str | Path | None = None, skip_end: int = 5) -> Path | Figure:
     """Save the smoothed loss against the head LR (log x axis) with every suggestion marked and labelled.
 
     Args:
         result: What `lr_find` returned.
-        path: Where to write the PNG (folders are created).
+        path: Where to write the PNG (folders are created); None shows it in a notebook, else saves
+            lr_find.png.
         skip_end: Leave out the last points, where the loss shoots up, as fastai does.
 
     Example:
         >>> plot_lr_find(learn.lr_find(), "lr_find.png")  # doctest: +SKIP
     """
-    return _save_figure(lr_find_figure(result, skip_end), path)
+    return _show_or_save(lr_find_figure(result, skip_end), path, "lr_find.png", "the LR finder plot")
 
 
 def lr_find_figure(result: Any, skip_end: int = 5) -> Figure:

@@ -151,7 +151,7 @@ def test_labelled_factories(tmp_path: Path, write_image):
     by_regex = ImageDataLoaders.from_name_re(pets, sorted(p.name for p in pets.iterdir()), r"^(.+)_\d+\.jpg$",
                                              **OPTIONS)
     assert by_regex.vocab == ["Abyssinian", "great_pyrenees"] and len(by_regex.valid.dataset) == 2
-    by_func = ImageDataLoaders.from_name_func(pets, None, lambda path: "cat" if path.name[0].isupper() else "dog",
+    by_func = ImageDataLoaders.from_name_func(pets, None, lambda name: "cat" if name[0].isupper() else "dog",
                                               **OPTIONS)
     assert by_func.vocab == ["cat", "dog"]
     rows = [f"{name},{name.split('_')[0]},{int(name.endswith('0.jpg'))}" for name in sorted(os.listdir(pets))]

@@ -6,10 +6,28 @@ Example:
     >>> dls.show_batch(path="batch.png")
 """
 
+from unfreeze.data.datablock import (
+    CategoryBlock,
+    DataBlock,
+    GrandparentSplitter,
+    ImageBlock,
+    RandomSplitter,
+    RegexLabeller,
+    get_image_files,
+    parent_label,
+    using_attr,
+)
 from unfreeze.data.dataloaders import ImageDataLoaders
 from unfreeze.data.decode import BadFileReport, decode_image, open_rgb, to_rgb
 from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
+from unfreeze.data.spellings import (
+    RandomResizedCrop,
+    Resize,
+    ResizeMethod,
+    UnsupportedTransformWarning,
+    aug_transforms,
+)
 from unfreeze.data.split import random_split
 from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 
@@ -18,15 +36,29 @@ __all__ = [
     "RESIZE_METHODS",
     "BadFileReport",
     "BatchAugment",
+    "CategoryBlock",
+    "DataBlock",
     "DataError",
     "DataWarning",
+    "GrandparentSplitter",
+    "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
     "ImageDataset",
+    "RandomResizedCrop",
+    "RandomSplitter",
+    "RegexLabeller",
+    "Resize",
+    "ResizeMethod",
+    "UnsupportedTransformWarning",
+    "aug_transforms",
     "decode_image",
+    "get_image_files",
     "open_rgb",
+    "parent_label",
     "random_split",
     "read_idx",
     "sample_path",
     "to_rgb",
+    "using_attr",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,9 +20,13 @@ from unfreeze.data.sources import (
     name_re_items,
     warn_empty_classes,
 )
+from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
 from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
+
+# item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
+Transforms = Any
 
 __all__ = ["ImageDataLoaders"]
 
@@ -104,20 +109,20 @@ class ImageDataLoaders:
                                device=self.device, num_workers=self.valid.num_workers,
                                mean=self.valid.mean, std=self.valid.std)
 
-    def show_batch(self, path: str | Path = "batch.png", max_n: int = 9) -> Path:
-        """Save a grid of up to `max_n` training images, augmented, with their labels, as a PNG.
+    def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+        """Up to `max_n` training images, augmented, with their labels (`self.train.show_batch`).
+
+        `path` None shows the grid inline in a notebook (and returns the figure), or in a script saves
+        batch.png and prints where; with a path, saves there and returns it. `dls.valid.show_batch()`
+        shows validation images.
 
         Example:
             >>> dls.show_batch(path="batch.png", max_n=9)
             PosixPath('batch.png')
+            >>> dls.show_batch(nrows=2, ncols=4, figsize=(8, 4))  # doctest: +SKIP
         """
-        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
-
-        images, labels = self.train.preview(max_n)
-        pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
-        names = [self.task.labels_of(label, self.vocab) for label in labels]
-        names = [name if isinstance(name, str) else ";".join(name) for name in names]
-        return plot_image_grid(pictures, names, path)
+        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize)
 
     def __repr__(self) -> str:
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
@@ -125,9 +130,14 @@ class ImageDataLoaders:
 
     @classmethod
     def _build(cls, train_items: list[tuple[Path, str]], valid_items: list[tuple[Path, str]], source: Path, *,
-               seed: int, size: int, bs: int, item_size: int | None, resize_method: str, augment: bool,
-               cache_bytes: int | None, num_workers: int | None, device: str | torch.device | None,
-               skipped: BadFileReport, empty_classes: list[str], task: Task | None = None) -> ImageDataLoaders:
+               seed: int, size: int | None, bs: int, item_size: int | None, resize_method: str | None,
+               augment: bool | BatchAugment | None, cache_bytes: int | None, num_workers: int | None,
+               device: str | torch.device | None, skipped: BadFileReport, empty_classes: list[str],
+               item_tfms: Transforms = None, batch_tfms: Transforms = None,
+               task: Task | None = None) -> ImageDataLoaders:
+        settings = resolve_pipeline(item_tfms, batch_tfms, size=size, item_size=item_size,
+                                    resize_method=resize_method, augment=augment)
+        size, item_size, resize_method = settings.size, settings.item_size, settings.resize_method
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         item_size = item_size or size
@@ -144,21 +154,25 @@ class ImageDataLoaders:
                     for items in (train_items, valid_items)]
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
         train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
-                                augment=BatchAugment() if augment else None, **common)
+                                augment=settings.augment, **common)
         return cls(train, ImageDataLoader(datasets[1], bs, **common), seed)
 
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
-                    valid_pct: float | None = None, seed: int | None = None, size: int = 224, bs: int = 64, *,
-                    item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                    cache_bytes: int | None = None, num_workers: int | None = None,
-                    device: str | torch.device | None = None) -> ImageDataLoaders:
+                    valid_pct: float | None = None, seed: int | None = None, size: int | None = None, bs: int = 64, *,
+                    item_size: int | None = None, resize_method: str | None = None,
+                    augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
+                    num_workers: int | None = None, device: str | torch.device | None = None,
+                    item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
         """Load `path/train/<class>/*` and `path/valid/<class>/*`, or with `valid_pct` split
         `path/<class>/*` (or `path/train/<class>/*` if it exists) at random.
 
-        `item_size` > `size` enables presizing; `resize_method` is "crop", "pad" or "squish";
+        `size` defaults to 224; `item_size` > `size` enables presizing; `resize_method` is "crop", "pad"
+        or "squish"; `augment` is True (unfreeze's default `BatchAugment()`), False or a `BatchAugment`.
+        fastai's spellings work too: `item_tfms=Resize(460)`, `batch_tfms=aug_transforms(size=224)`
+        (with them, as in fastai, no `batch_tfms` means no augmentation; see `unfreeze.data.spellings`).
         `cache_bytes` bounds the decoded-image cache (default: a quarter of the free memory);
-        `num_workers` decodes the first pass.
+        `num_workers` decodes the first pass. The other factories take the same keyword-only options.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)
@@ -178,14 +192,16 @@ class ImageDataLoaders:
             train_items, valid_items = split_items(folder_items(class_root, skipped, empty_classes), valid_pct, seed)
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
-                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=empty_classes)
+                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=empty_classes,
+                          item_tfms=item_tfms, batch_tfms=batch_tfms)
 
     @classmethod
     def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path] | None, pat: str,
-                     valid_pct: float = 0.2, seed: int | None = None, size: int = 224, bs: int = 64, *,
-                     item_size: int | None = None, resize_method: str = "crop", augment: bool = True,
-                     cache_bytes: int | None = None, num_workers: int | None = None,
-                     device: str | torch.device | None = None) -> ImageDataLoaders:
+                     valid_pct: float = 0.2, seed: int | None = None, size: int | None = None, bs: int = 64, *,
+                     item_size: int | None = None, resize_method: str | None = None,
+                     augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
+                     num_workers: int | None = None, device: str | torch.device | None = None,
+                     item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
         """Label each file by group 1 of regex `pat` searched in its name (None lists `path`).
 
         Example:
@@ -194,32 +210,37 @@ class ImageDataLoaders:
         skipped, root = BadFileReport(), check_root(path, "a folder of images")
         items = name_re_items(root, fnames, pat, skipped)
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped)
+                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms)
 
     @classmethod
     def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path] | None,
-                       label_func: Callable[[Path], str], valid_pct: float = 0.2, seed: int | None = None,
-                       size: int = 224, bs: int = 64, *, item_size: int | None = None,
-                       resize_method: str = "crop", augment: bool = True, cache_bytes: int | None = None,
-                       num_workers: int | None = None,
-                       device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Label each file by `label_func(path)`; cats vs dogs: `lambda p: "cat" if p.name[0].isupper() ...`.
+                       label_func: Callable[[str], str], valid_pct: float = 0.2, seed: int | None = None,
+                       size: int | None = None, bs: int = 64, *, item_size: int | None = None,
+                       resize_method: str | None = None, augment: bool | BatchAugment | None = None,
+                       cache_bytes: int | None = None, num_workers: int | None = None,
+                       device: str | torch.device | None = None, item_tfms: Transforms = None,
+                       batch_tfms: Transforms = None) -> ImageDataLoaders:
+        """Label each file by `label_func(name)`, its file NAME as a str, as fastai does (cats vs dogs:
+        `def is_cat(name): return name[0].isupper()`).
 
         Example:
-            >>> dls = ImageDataLoaders.from_name_func("pets", None, lambda p: p.name.split("_")[0])
+            >>> dls = ImageDataLoaders.from_name_func("pets", None, lambda name: name.split("_")[0])
         """
         skipped, root = BadFileReport(), check_root(path, "a folder of images")
-        items = name_func_items(root, fnames, label_func, skipped)
+        # fastai passes the file name (a str), not the Path: `def is_cat(x): return x[0].isupper()`.
+        items = name_func_items(root, fnames, lambda file: label_func(file.name), skipped)
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped)
+                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms)
 
     @classmethod
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
                  label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
-                 seed: int | None = None, size: int = 224, bs: int = 64, *, label_delim: str | None = None,
-                 threshold: float = 0.5, item_size: int | None = None, resize_method: str = "crop",
-                 augment: bool = True, cache_bytes: int | None = None, num_workers: int | None = None,
-                 device: str | torch.device | None = None) -> ImageDataLoaders:
+                 seed: int | None = None, size: int | None = None, bs: int = 64, *, label_delim: str | None = None,
+                 threshold: float = 0.5, item_size: int | None = None,
+                 resize_method: str | None = None, augment: bool | BatchAugment | None = None,
+                 cache_bytes: int | None = None, num_workers: int | None = None,
+                 device: str | torch.device | None = None, item_tfms: Transforms = None,
+                 batch_tfms: Transforms = None) -> ImageDataLoaders:
         """Items from `path/csv_fname` (header row; file names relative to `path`); `valid_col` marks
         validation rows (1/true/yes), otherwise `valid_pct` splits at random.
 
@@ -241,17 +262,21 @@ class ImageDataLoaders:
             items = [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
                      for file, label in items]
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
-                                  augment, cache_bytes, num_workers, device, skipped, task)
+                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task)
 
     @classmethod
     def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
-                       valid_pct: float, seed: int | None, size: int, bs: int, item_size: int | None,
-                       resize_method: str, augment: bool, cache_bytes: int | None, num_workers: int | None,
-                       device: str | torch.device | None, skipped: BadFileReport,
+                       valid_pct: float, seed: int | None, size: int | None, bs: int, item_size: int | None,
+                       resize_method: str | None, augment: bool | BatchAugment | None, cache_bytes: int | None,
+                       num_workers: int | None, device: str | torch.device | None, skipped: BadFileReport,
+                       item_tfms: Transforms, batch_tfms: Transforms,
                        task: Task | None = None) -> ImageDataLoaders:
         seed = new_seed() if seed is None else seed
         train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None
                                     else split_items(items, valid_pct, seed))
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
-                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=[], task=task)
+                          num_workers=num_workers, device=device, skipped=skipped, empty_classes=[],
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, task=task)
+
+

@@ -362,6 +362,29 @@ class ImageDataLoader:
             raise DataError(f"None of the first {max_n} images could be decoded.")
         return result[0].cpu(), result[1].cpu()
 
+    def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+        """Up to `max_n` images of this loader as it yields them (augmented in training), with labels.
+
+        `nrows`/`ncols` shape the grid (at most nrows × ncols images). `path` None shows the grid
+        inline in a notebook and returns the figure, or in a script saves batch.png and prints where.
+
+        Example:
+            >>> dls.valid.show_batch(max_n=4, nrows=1)  # doctest: +SKIP
+        """
+        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
+
+        if nrows and ncols:
+            max_n = min(max_n, nrows * ncols)
+        images, labels = self.preview(max_n)
+        pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
+        vocab, task = self.dataset.vocab, self.dataset.task
+        # Unlabelled items (-1, or NaN rows for multi-label data) get no title.
+        names = [task.labels_of(label, vocab) if task.labelled(label.unsqueeze(0))[0] else "" for label in labels]
+        titles = [name if isinstance(name, str) else ";".join(name) for name in names]
+        return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
+                               default_name="batch.png")
+
     def decode_uint8(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """uint8 [N,3,S,S] of the given items after the item resize (centre crop), no augmentation."""
         item_size = self.dataset.item_size

@@ -181,7 +181,7 @@ def name_re_items(
 def name_func_items(
     path: Path, fnames: Iterable[str | Path] | None, label_func: Callable[[Path], str], skipped: SkippedFiles
 ) -> list[Item]:
-    """Items labelled by `label_func(path)`."""
+    """Items labelled by `label_func(path)` (from_name_func wraps its function to pass the name)."""
     return [(file, str(label_func(file))) for file in _resolve(path, fnames, skipped)]
 
 

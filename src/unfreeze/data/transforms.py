@@ -125,17 +125,23 @@ class BatchAugment:
     max_lighting: float = 0.2
     p_affine: float = 0.75
     p_lighting: float = 0.75
+    min_zoom: float = 1.0  # < 1 zooms out too (reflection fills the border)
+    min_scale: float = 1.0  # < 1: an always-on random crop of [min_scale, 1] of the area (RandomResizedCrop)
 
     def draw(self, rng: np.random.Generator, n: int) -> AugmentParams:
         """Draw parameters for n images, always in the same order so the stream stays aligned."""
         flip = rng.random(n) < self.flip_p
         angle = rng.uniform(-self.max_rotate, self.max_rotate, n) * (rng.random(n) < self.p_affine)
-        zoom = np.where(rng.random(n) < self.p_affine, rng.uniform(1.0, self.max_zoom, n), 1.0)
-        shift = (2.0 * rng.random((n, 2)) - 1.0) * (1.0 - 1.0 / zoom)[:, None]  # keep the view inside
+        zoom = np.where(rng.random(n) < self.p_affine, rng.uniform(self.min_zoom, self.max_zoom, n), 1.0)
+        unit_shift = 2.0 * rng.random((n, 2)) - 1.0
         change = rng.uniform(0.5 - self.max_lighting, 0.5 + self.max_lighting, n)
         brightness = np.log(change / (1.0 - change)) * (rng.random(n) < self.p_lighting)
         log_contrast = -math.log(1.0 - self.max_lighting)
         contrast = np.exp(rng.uniform(-log_contrast, log_contrast, n) * (rng.random(n) < self.p_lighting))
+        if self.min_scale < 1.0:
+            # Drawn last and only when asked for, so the stream of every earlier setting is unchanged.
+            zoom = zoom / np.sqrt(rng.uniform(self.min_scale, 1.0, n))
+        shift = unit_shift * (1.0 - 1.0 / zoom)[:, None]  # keep the view inside
         return AugmentParams(torch.as_tensor(flip), _floats(angle), _floats(zoom), _floats(shift),
                              _floats(brightness), _floats(contrast))
 

@@ -10,6 +10,7 @@ Example:
     >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
 """
 
+from unfreeze.inference.convert import FastaiConversionError, convert_fastai, fastai_export_hint
 from unfreeze.inference.export import (
     FORMAT_VERSION,
     ExportArchitectureError,
@@ -37,10 +38,13 @@ __all__ = [
     "ClassificationInterpretation",
     "ExportArchitectureError",
     "ExportError",
+    "FastaiConversionError",
     "Predictor",
     "collect_logits",
+    "convert_fastai",
     "export",
     "export_onnx",
+    "fastai_export_hint",
     "get_preds",
     "inference_dls",
     "iter_image_files",

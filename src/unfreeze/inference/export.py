@@ -131,9 +131,12 @@ def _read_header(path: Path) -> dict[str, Any]:
         # Checked after the safetensors test: a real header size may start with the byte 0x80 too.
         if _is_pickle(start) and not (plausible and len(start) == 9):
             kind = "a zip archive, as torch.save writes" if start[:2] == b"PK" else "a Python pickle"
+            from unfreeze.inference.convert import fastai_export_hint
+
             raise ExportError(
                 f"{path} is {kind}, not an unfreeze export. unfreeze never unpickles files: a pickle can run "
-                "arbitrary code when loaded. Load it in trusted code and re-export with learn.export()."
+                "arbitrary code when loaded. Load it in trusted code and re-export with learn.export(). "
+                + fastai_export_hint(path)
             )
         if not plausible:
             raise ExportError(f"{path} is not an unfreeze export (no safetensors header); "

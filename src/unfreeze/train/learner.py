@@ -559,6 +559,7 @@ class Learner:
         plot: str | Path | None = None,
         lr_ratios: LRSpec | None = None,
         quiet: bool = False,
+        suggest_funcs: Sequence[Any] | None = None,
     ) -> Any:
         """Run the LR range test and restore the learner exactly afterwards.
 
@@ -570,13 +571,16 @@ class Learner:
             lr_ratios: Keep discriminative ratios between groups (e.g. `slice(1e-5, 1e-3)`); the
                 default moves every group together, as fastai.
             quiet: Do not warn about suspicious curves.
+            suggest_funcs: fastai's spelling: rules such as `(minimum, steep)`; the call then returns
+                their `SuggestedLRs`, a tuple that unpacks (`lr_min, lr_steep = learn.lr_find(...)`).
 
         Returns:
             An `LRFindResult` with `valley` (the default suggestion), `slide`, `minimum`, `steep`,
-            the curve (`lrs`, `losses`) and `slice()` for the groups.
+            the curve (`lrs`, `losses`) and `slice()` for the groups; `SuggestedLRs` with `suggest_funcs`.
 
         Example:
             >>> result = learn.lr_find(plot="lr_find.png"); result.valley  # doctest: +SKIP
+            >>> lr_min, lr_steep = learn.lr_find(suggest_funcs=(minimum, steep))  # doctest: +SKIP
         """
         from unfreeze.train.lr_find import lr_find
 
@@ -586,7 +590,8 @@ class Learner:
             self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div, plot=plot,
             lr_ratios=lr_ratios, quiet=quiet,
         )
-        return distributed.broadcast_object(result)
+        result = distributed.broadcast_object(result)
+        return result if suggest_funcs is None else result.suggest(*suggest_funcs)
 
     # ------------------------------------------------------------------ inference and export
     # Forwarders: the work lives in unfreeze.inference as plain functions of a model and its data.

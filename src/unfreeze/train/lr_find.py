@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ __all__ = [
     "LRFindError",
     "LRFindResult",
     "LRFindWarning",
+    "SuggestedLRs",
     "lr_find",
     "minimum",
     "slide",
@@ -167,6 +168,40 @@ def steep(lrs: np.ndarray, losses: np.ndarray) -> float | None:
 # ---------------------------------------------------------------------------- result
 
 
+class SuggestedLRs(tuple):  # a tuple, so `lr_min, lr_steep = ...` unpacks; the names live in _fields
+    """Suggested LRs by rule name, as fastai's lr_find returns them: unpack it or read a field.
+
+    Example:
+        >>> lr_min, lr_steep = SuggestedLRs(minimum=1.2e-3, steep=3.3e-4)
+        >>> SuggestedLRs(minimum=1.2e-3, steep=3.3e-4)
+        SuggestedLRs(minimum=1.2e-03, steep=3.3e-04)
+        >>> SuggestedLRs(valley=1e-3).valley
+        0.001
+    """
+
+    _fields: tuple[str, ...]
+
+    def __new__(cls, **lrs: float) -> SuggestedLRs:
+        suggested = super().__new__(cls, (float(lr) for lr in lrs.values()))
+        suggested._fields = tuple(lrs)
+        return suggested
+
+    def __getattr__(self, name: str) -> float:
+        fields = self.__dict__.get("_fields", ())
+        if name in fields:
+            return self[fields.index(name)]
+        raise AttributeError(f"SuggestedLRs has no {name!r}; it has {', '.join(fields) or 'no fields'}.")
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, float]]:  # copy and pickle keep the names
+        return (), self._asdict()
+
+    def _asdict(self) -> dict[str, float]:
+        return dict(zip(self._fields, self, strict=True))
+
+    def __repr__(self) -> str:
+        return f"SuggestedLRs({', '.join(f'{name}={lr:.1e}' for name, lr in self._asdict().items())})"
+
+
 @dataclass
 class LRFindResult:
     """The curve and the suggested LRs of one range test. Every LR is the head group's.
@@ -213,6 +248,27 @@ class LRFindResult:
     def suggestions(self) -> dict[str, float]:
         """All four suggestions by name."""
         return {"valley": self.valley, "slide": self.slide, "minimum": self.minimum, "steep": self.steep}
+
+    def suggest(self, *funcs: Callable[[np.ndarray, np.ndarray], float | None]) -> SuggestedLRs:
+        """fastai's `suggest_funcs`: the LRs of the given rules, by name (default: valley).
+
+        The built-in rules (`valley`, `slide`, `minimum`, `steep`) give the values stored here (valley
+        with its fallback); another function is called as `func(lrs, losses)` on the same window of
+        the curve and may return None (NaN).
+
+        Example:
+            >>> lr_min, lr_steep = result.suggest(minimum, steep)  # doctest: +SKIP
+        """
+        stored = {"valley": valley, "slide": slide, "minimum": minimum, "steep": steep}
+        window = suggestion_window(self.lrs, self.losses, self.num_it)
+        values = {}
+        for func in funcs or (valley,):
+            name = getattr(func, "__name__", type(func).__name__)
+            if not callable(func):
+                raise TypeError(f"suggest takes rules such as minimum, steep, valley, slide; got {func!r}.")
+            lr = getattr(self, name) if stored.get(name) is func else func(*window)
+            values[name] = math.nan if lr is None else float(lr)
+        return SuggestedLRs(**values)
 
     def group_lrs(self, lr: float | None = None) -> list[float]:
         """Each group's LR for head LR `lr` (default: valley), keeping the tested ratios.

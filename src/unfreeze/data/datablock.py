@@ -1,0 +1,335 @@
+"""fastai's DataBlock for single-label image classification, built on unfreeze's loaders.
+
+A `DataBlock` only says how to find items, label them and split them; `dataloaders(source)` hands
+the resulting (path, label) lists to the same builder the `ImageDataLoaders` factories use, so the
+result is a plain `ImageDataLoaders`. The helpers (`get_image_files`, `parent_label`, `RegexLabeller`,
+`using_attr`, `RandomSplitter`, `GrandparentSplitter`) are ordinary callables, usable on their own.
+
+Example:
+    >>> pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+    ...                  splitter=RandomSplitter(valid_pct=0.2, seed=42),
+    ...                  get_y=using_attr(RegexLabeller(r"^(.+)_\\d+\\.jpg$"), "name"),
+    ...                  item_tfms=Resize(460), batch_tfms=aug_transforms(size=224))
+    >>> dls = pets.dataloaders("pets/images", bs=32)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unfreeze.data.dataloaders import ImageDataLoaders
+from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_root, list_image_files
+from unfreeze.data.spellings import resolve_pipeline
+from unfreeze.data.split import new_seed, random_split
+
+__all__ = [
+    "CategoryBlock",
+    "DataBlock",
+    "GrandparentSplitter",
+    "ImageBlock",
+    "RandomSplitter",
+    "RegexLabeller",
+    "get_image_files",
+    "parent_label",
+    "using_attr",
+]
+
+Splits = tuple[list[int], list[int]]
+
+
+class ImageBlock:
+    """The input block: images read from files (fastai's `ImageBlock`, class or instance)."""
+
+    def __init__(self, cls: Any = None) -> None:
+        self.cls = cls  # fastai's PILImage / PILImageBW; unfreeze always decodes to RGB
+
+
+class CategoryBlock:
+    """The target block: one label per image, vocab sorted (fastai's `CategoryBlock`, class or instance)."""
+
+
+def _describe(function: Any) -> str:
+    return getattr(function, "__name__", None) or repr(function)
+
+
+def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[str] | None = None) -> list[Path]:
+    """The image files under `path`, sorted (hidden files and other extensions left out).
+
+    Args:
+        path: The folder to list.
+        recurse: Also list subfolders, at any depth.
+        folders: Only these subfolders of `path` (files directly in `path` are then left out).
+
+    Example:
+        >>> files = get_image_files("pets/images")  # doctest: +SKIP
+        >>> files[0]  # doctest: +SKIP
+        PosixPath('pets/images/Abyssinian_1.jpg')
+    """
+    root = check_root(path, "a folder of images")
+    tops = [root / folder for folder in folders] if folders else [root]
+    missing = [str(top) for top in tops if not top.is_dir()]
+    if missing:
+        raise DataError(f"get_image_files: {', '.join(missing)} not found. Expected subfolders of {root}; "
+                        f"it has: {', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or 'none'}.")
+    skipped, files = SkippedFiles(), []
+    for top in tops:
+        if recurse:
+            files.extend(list_image_files(top, skipped))
+        else:
+            files.extend(sorted(p for p in top.iterdir()
+                                if p.is_file() and not p.name.startswith(".") and check_file(p, skipped)))
+    # Other files (a CSV, a README) are expected in a data folder; only odd image files are worth a warning.
+    odd = SkippedFiles()
+    for file, reason in skipped.entries:
+        if not reason.startswith("not an image extension"):
+            odd.add(file, reason)
+    odd.warn("files that look like images but cannot be read")
+    return sorted(files)
+
+
+def parent_label(path: str | Path) -> str:
+    """The name of the folder holding the file: `parent_label("train/cat/1.jpg") == "cat"`.
+
+    Example:
+        >>> parent_label("train/cat/1.jpg")
+        'cat'
+    """
+    return Path(path).parent.name
+
+
+class RegexLabeller:
+    """Label = group 1 of `pat`, searched in `str(item)` (`re.match` from the start with `match=True`).
+
+    On a Path the search runs over the whole path; label by the name with
+    `using_attr(RegexLabeller(pat), "name")`.
+
+    Example:
+        >>> RegexLabeller(r"^(.+)_\\d+\\.jpg$")("great_pyrenees_173.jpg")
+        'great_pyrenees'
+    """
+
+    def __init__(self, pat: str, match: bool = False) -> None:
+        self.pat, self.match = pat, match
+        self.regex = re.compile(pat)
+        if self.regex.groups < 1:
+            raise ValueError(f"RegexLabeller: the pattern {pat!r} has no group. Expected group 1 to capture the "
+                             r"label, e.g. r'^(.+)_\d+\.jpg$' for great_pyrenees_173.jpg.")
+
+    def __call__(self, item: Any) -> str:
+        text = str(item)
+        found = (self.regex.match if self.match else self.regex.search)(text)
+        if found is None or found.group(1) is None:
+            hint = (" The item is a full path: to label by file name use using_attr(RegexLabeller(pat), 'name')."
+                    if isinstance(item, Path) else "")
+            raise DataError(f"RegexLabeller: the pattern {self.pat!r} does not match {text!r} (from {item}). "
+                            f"Expected group 1 to capture the label.{hint}")
+        return found.group(1)
+
+    def __repr__(self) -> str:
+        return f"RegexLabeller({self.pat!r}{', match=True' if self.match else ''})"
+
+
+class _UsingAttr:
+    def __init__(self, function: Callable[[Any], Any], attr: str) -> None:
+        self.function, self.attr = function, attr
+
+    def __call__(self, item: Any) -> Any:
+        return self.function(getattr(item, self.attr))
+
+    def __repr__(self) -> str:
+        return f"using_attr({_describe(self.function)}, {self.attr!r})"
+
+
+def using_attr(function: Callable[[Any], Any], attr: str) -> Callable[[Any], Any]:
+    """`function` applied to `item.<attr>`: `using_attr(RegexLabeller(pat), "name")` labels by file name.
+
+    Example:
+        >>> using_attr(str.upper, "name")(Path("pets/cat_1.jpg"))
+        'CAT_1.JPG'
+    """
+    return _UsingAttr(function, attr)
+
+
+@dataclass(frozen=True)
+class RandomSplitter:
+    """Split items at random: `round(valid_pct * n)` go to validation; the same seed, the same split.
+
+    Example:
+        >>> RandomSplitter(valid_pct=0.2, seed=42)(list(range(10)))
+        ([0, 1, 2, 3, 4, 5, 7, 9], [6, 8])
+    """
+
+    valid_pct: float = 0.2
+    seed: int | None = None
+
+    def __call__(self, items: Sequence[Any]) -> Splits:
+        return random_split(len(items), self.valid_pct, new_seed() if self.seed is None else self.seed)
+
+
+@dataclass(frozen=True)
+class GrandparentSplitter:
+    """Split by the grandparent folder: `train/<class>/x.jpg` to training, `valid/<class>/x.jpg` to
+    validation; other items are left out.
+
+    Example:
+        >>> GrandparentSplitter()([Path("train/cat/1.jpg"), Path("valid/cat/2.jpg")])
+        ([0], [1])
+    """
+
+    train_name: str = "train"
+    valid_name: str = "valid"
+
+    def __call__(self, items: Sequence[Any]) -> Splits:
+        grandparents = [Path(item).parent.parent.name for item in items]
+        return ([i for i, name in enumerate(grandparents) if name == self.train_name],
+                [i for i, name in enumerate(grandparents) if name == self.valid_name])
+
+
+def _is_block(block: Any, kind: type) -> bool:
+    return block is kind or isinstance(block, kind)
+
+
+class DataBlock:
+    """fastai's DataBlock for single-label images: how to get, label and split items, and transforms.
+
+    Args:
+        blocks: `(ImageBlock, CategoryBlock)`; other blocks (multi-label, segmentation, ...) raise.
+        get_items: `source -> items` (usually `get_image_files`); None: the source is the list of items.
+        splitter: `items -> (train indices, valid indices)`; default `RandomSplitter(0.2)`.
+        get_y: `item -> label` (`parent_label`, `RegexLabeller`, `using_attr(...)`, any callable); a
+            list of callables is applied in turn.
+        get_x: `item -> image path`; default: the item itself.
+        item_tfms, batch_tfms: `Resize`, `RandomResizedCrop`, `aug_transforms` (see `unfreeze.data.spellings`).
+
+    Example:
+        >>> block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+        ...                   splitter=RandomSplitter(0.2, seed=42), get_y=parent_label, item_tfms=Resize(64))
+        >>> dls = block.dataloaders("data", bs=16)  # doctest: +SKIP
+        >>> block.summary("data")  # doctest: +SKIP
+    """
+
+    def __init__(self, blocks: Sequence[Any] = (ImageBlock, CategoryBlock),
+                 get_items: Callable[[Any], Any] | None = None,
+                 splitter: Callable[[Sequence[Any]], Splits] | None = None,
+                 get_y: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
+                 get_x: Callable[[Any], Any] | None = None, item_tfms: Any = None, batch_tfms: Any = None) -> None:
+        blocks = tuple(blocks)
+        if len(blocks) != 2 or not _is_block(blocks[0], ImageBlock) or not _is_block(blocks[1], CategoryBlock):
+            found = ", ".join(getattr(block, "__name__", type(block).__name__) for block in blocks)
+            raise ValueError(f"unfreeze's DataBlock handles single-label image classification only: expected "
+                             f"blocks=(ImageBlock, CategoryBlock), got ({found}).")
+        if get_y is None:
+            raise ValueError("DataBlock needs get_y, the function from an item to its label: parent_label, "
+                             "RegexLabeller(pat), using_attr(RegexLabeller(pat), 'name') or your own function.")
+        getters = list(get_y) if isinstance(get_y, (list, tuple)) else [get_y]
+        not_callable = [repr(getter) for getter in [*getters, get_items, get_x, splitter]
+                        if getter is not None and not callable(getter)]
+        if not_callable:
+            raise TypeError(f"DataBlock: get_items, splitter, get_x and get_y must be callables; got "
+                            f"{', '.join(not_callable)}.")
+        self.get_items, self.get_x, self.get_y = get_items, get_x, getters
+        self.splitter = splitter if splitter is not None else RandomSplitter(0.2)
+        self.item_tfms, self.batch_tfms = item_tfms, batch_tfms
+        # Check the transforms now, where the mistake is written, not at the first dataloaders call.
+        resolve_pipeline(item_tfms, batch_tfms, size=None, item_size=None, resize_method=None, augment=None)
+
+    def new(self, item_tfms: Any = None, batch_tfms: Any = None) -> DataBlock:
+        """The same block with other transforms (fastai's `bears.new(item_tfms=...)`); None keeps the current.
+
+        Example:
+            >>> squished = block.new(item_tfms=Resize(128, ResizeMethod.Squish))  # doctest: +SKIP
+        """
+        block = copy.copy(self)
+        block.item_tfms = self.item_tfms if item_tfms is None else item_tfms
+        block.batch_tfms = self.batch_tfms if batch_tfms is None else batch_tfms
+        resolve_pipeline(block.item_tfms, block.batch_tfms, size=None, item_size=None, resize_method=None,
+                         augment=None)
+        return block
+
+    def _label(self, item: Any) -> str:
+        value = item
+        for getter in self.get_y:
+            try:
+                value = getter(value)
+            except DataError:
+                raise
+            except Exception as error:
+                raise DataError(f"get_y ({_describe(getter)}) failed on {item!r}: {error!r}. Expected a function "
+                                "from an item (a Path from get_image_files) to its label.") from error
+        return str(value)
+
+    def _items(self, source: Any) -> tuple[list[Any], list[tuple[Path, str]]]:
+        raw = list(self.get_items(source) if self.get_items is not None else source)
+        if not raw:
+            found_by = f"get_items={_describe(self.get_items)}" if self.get_items else "the source list"
+            raise DataError(f"No items: {found_by} found nothing in {source}. Expected image files, e.g. "
+                            "path/<class>/<image>.jpg, with get_items=get_image_files.")
+        paths = [Path(self.get_x(item) if self.get_x is not None else item) for item in raw]
+        return raw, [(path, self._label(item)) for path, item in zip(paths, raw, strict=True)]
+
+    def _split(self, source: Any) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], SkippedFiles]:
+        raw, pairs = self._items(source)
+        train, valid = self.splitter(raw)
+        indices = [int(index) for index in (*train, *valid)]
+        if any(not 0 <= index < len(raw) for index in indices) or len(set(indices)) != len(indices):
+            raise DataError(f"The splitter {_describe(self.splitter)} returned indices that are out of range or "
+                            f"in both sets for {len(raw)} items. Expected (train indices, valid indices), disjoint.")
+        # Unreadable files are dropped here with one warning, as the factories do.
+        skipped = SkippedFiles()
+        return ([pairs[int(i)] for i in train if check_file(pairs[int(i)][0], skipped)],
+                [pairs[int(i)] for i in valid if check_file(pairs[int(i)][0], skipped)], skipped)
+
+    def dataloaders(self, source: Any, bs: int = 64, *, seed: int | None = None, cache_bytes: int | None = None,
+                    num_workers: int | None = None, device: str | torch.device | None = None) -> ImageDataLoaders:
+        """Find, label and split the items of `source`, and build `ImageDataLoaders` (bs images a batch).
+
+        `seed` orders and augments the batches; default: the splitter's seed, else a fresh one.
+
+        Example:
+            >>> dls = block.dataloaders("data", bs=32)  # doctest: +SKIP
+        """
+        train, valid, skipped = self._split(source)
+        if seed is None:
+            seed = getattr(self.splitter, "seed", None)
+        root = Path(source) if isinstance(source, (str, Path)) else Path(".")
+        return ImageDataLoaders._build(  # the builder behind every factory, so the result is the same kind
+            train, valid, root, seed=new_seed() if seed is None else seed, size=None, bs=bs, item_size=None,
+            resize_method=None, augment=None, cache_bytes=cache_bytes, num_workers=num_workers, device=device,
+            skipped=skipped, empty_classes=[], item_tfms=self.item_tfms, batch_tfms=self.batch_tfms)
+
+    def summary(self, source: Any) -> None:
+        """Print what `dataloaders(source)` would build: items, split, classes, a sample, transforms.
+
+        Example:
+            >>> block.summary("data")  # doctest: +SKIP
+            DataBlock summary
+              items: 30 from get_image_files(data)
+            ...
+        """
+        train, valid, skipped = self._split(source)
+        classes = sorted({label for _, label in train + valid})
+        settings = resolve_pipeline(self.item_tfms, self.batch_tfms, size=None, item_size=None,
+                                    resize_method=None, augment=None)
+        found_by = f"{_describe(self.get_items)}({source})" if self.get_items else "the source list"
+        sample = (train or valid or [(Path("-"), "-")])[0]
+        shown = ", ".join(classes[:20]) + (f", ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
+        lines = [
+            "DataBlock summary",
+            f"  items: {len(train) + len(valid) + len(skipped)} from {found_by}"
+            + (f" ({len(skipped)} unreadable, left out)" if skipped else ""),
+            f"  split: {len(train)} train, {len(valid)} valid by {_describe(self.splitter)}",
+            f"  classes ({len(classes)}): {shown}",
+            f"  sample: {sample[0]} -> {sample[1]!r} by get_y={', '.join(_describe(g) for g in self.get_y)}",
+            f"  item_tfms: {self.item_tfms!r}",
+            f"  batch_tfms: {self.batch_tfms!r}",
+            f"  pipeline: item resize to {settings.item_size or settings.size} px ({settings.resize_method}), "
+            f"batches of {settings.size} px, augmentation: {settings.augment or 'none'}",
+        ]
+        print("\n".join(lines))

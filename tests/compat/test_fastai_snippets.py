@@ -1,0 +1,134 @@
+# ruff: noqa: F403, F405
+"""fastai tutorial cells (data, model, plot and lr_find idioms), ported with only the import changed.
+
+Each test is our own version of an idiom from fastai's tutorials and book, run on tiny generated
+images; the snippet lines use nothing but `from unfreeze import *`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from unfreeze import *  # the point of these tests
+
+pytestmark = pytest.mark.filterwarnings("ignore::unfreeze.data.spellings.UnsupportedTransformWarning",
+                                        "ignore::unfreeze.data.DataWarning")
+
+ARCH = "test_resnet"
+
+
+@pytest.fixture
+def pets(tmp_path, write_image):
+    """Pets-style names: cats are capitalised (Abyssinian_1.png), dogs are not (beagle_1.png)."""
+    path = tmp_path / "images"
+    for breed, color in (("Abyssinian", (200, 40, 40)), ("Bengal", (200, 120, 40)), ("beagle", (40, 40, 200))):
+        for index in range(8):
+            write_image(path / f"{breed}_{index}.png", (28, 24), color, seed=index)
+    return path
+
+
+def test_cats_vs_dogs_from_name_func_gets_the_file_name(pets):
+    def is_cat(x):
+        return x[0].isupper()
+
+    dls = ImageDataLoaders.from_name_func(pets, get_image_files(pets), valid_pct=0.2, seed=42,
+                                          label_func=is_cat, item_tfms=Resize(24), bs=8)
+    learn = vision_learner(dls, ARCH, pretrained=False, metrics=error_rate)
+
+    assert dls.vocab == ["False", "True"] and dls.size == 24
+    assert dls.train.augment is None  # fastai: no batch_tfms, no augmentation
+    images, _ = next(iter(dls.train))
+    assert images.shape == (8, 3, 24, 24) and learn.model(images).shape == (8, 2)
+
+
+def test_pets_from_name_re_with_presizing(pets):
+    dls = ImageDataLoaders.from_name_re(pets, get_image_files(pets), pat=r"(.+)_\d+.png$",
+                                        item_tfms=Resize(32), batch_tfms=aug_transforms(size=24, min_scale=0.75),
+                                        bs=8, seed=0)
+
+    assert dls.vocab == ["Abyssinian", "Bengal", "beagle"]
+    assert (dls.size, dls.train.dataset.item_size, dls.train.augment.min_scale) == (24, 32, 0.75)
+    assert next(iter(dls.train))[0].shape == (8, 3, 24, 24)
+    assert next(iter(dls.valid))[0].shape[1:] == (3, 24, 24)
+
+
+def test_pets_datablock_matches_the_factory_and_summarises(pets, capsys):
+    pets_block = DataBlock(blocks=(ImageBlock, CategoryBlock),
+                           get_items=get_image_files,
+                           splitter=RandomSplitter(valid_pct=0.2, seed=42),
+                           get_y=using_attr(RegexLabeller(r"(.+)_\d+.png$"), "name"),
+                           item_tfms=Resize(32),
+                           batch_tfms=aug_transforms(size=24, min_scale=0.75))
+    pets_block.summary(pets)
+    dls = pets_block.dataloaders(pets, bs=8)
+
+    printed = capsys.readouterr().out
+    assert "24 from get_image_files" in printed and "19 train, 5 valid" in printed
+    assert "classes (3): Abyssinian, Bengal, beagle" in printed and "-> 'Abyssinian'" in printed
+    assert isinstance(dls, ImageDataLoaders) and dls.size == 24
+    factory = ImageDataLoaders.from_name_re(pets, None, r"(.+)_\d+.png$", valid_pct=0.2, seed=42,
+                                            item_tfms=Resize(32), bs=8)
+    assert dls.valid.dataset.items == factory.valid.dataset.items
+
+
+def test_bears_datablock_with_parent_label_random_resized_crop_and_new(make_image_folder, tmp_path):
+    path = make_image_folder(classes=("black", "grizzly", "teddy"), flat=True, n_train=5, n_valid=2)
+    bears = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+                      splitter=RandomSplitter(valid_pct=0.2, seed=42), get_y=parent_label,
+                      item_tfms=RandomResizedCrop(16, min_scale=0.3), batch_tfms=aug_transforms(mult=2))
+    dls = bears.dataloaders(path, bs=4)
+
+    assert dls.vocab == ["black", "grizzly", "teddy"] and dls.size == 16
+    assert dls.train.augment.min_scale == pytest.approx(0.3) and dls.train.augment.max_rotate == 20.0
+    assert dls.valid.show_batch(max_n=4, nrows=1, path=tmp_path / "valid.png").stat().st_size > 1000
+
+    squished = bears.new(item_tfms=Resize(16, ResizeMethod.Squish)).dataloaders(path, bs=4)
+    assert squished.train.dataset.resize_method == "squish"
+
+
+def test_train_valid_folders_with_grandparent_splitter(make_image_folder):
+    path = make_image_folder()
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+                      splitter=GrandparentSplitter(), get_y=parent_label, item_tfms=Resize(16))
+    dls = block.dataloaders(path, bs=4)
+    assert (len(dls.train.dataset), len(dls.valid.dataset)) == (12, 6)
+    folders = ImageDataLoaders.from_folder(path, item_tfms=Resize(16), bs=4)
+    assert dls.valid.dataset.items == folders.valid.dataset.items
+
+
+def test_show_batch_in_a_script_saves_a_named_file(make_image_folder, tmp_path, monkeypatch, capsys):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(16), bs=4)
+    monkeypatch.chdir(tmp_path)
+    saved = dls.show_batch(nrows=2, ncols=2, figsize=(4, 4))
+    assert saved == Path("batch.png") and (tmp_path / "batch.png").stat().st_size > 1000
+    assert str(tmp_path / "batch.png") in capsys.readouterr().out
+
+
+def test_torchvision_resnet_as_arch(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(32), bs=4)
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)
+    assert learn.model.arch == "torchvision:resnet18" and len(learn.model.param_groups) == 3
+
+
+def test_torchvision_resnet_without_weights_says_where_it_looked(make_image_folder, tmp_path, monkeypatch):
+    for variable, value in (("TORCH_HOME", tmp_path / "torch"), ("HF_HUB_CACHE", tmp_path / "hf"),
+                            ("UNFREEZE_OFFLINE", "1")):
+        monkeypatch.setenv(variable, str(value))
+    dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(32), bs=4)
+    with pytest.raises(WeightsNotFoundError, match="resnet34"):
+        vision_learner(dls, resnet34)
+
+
+@pytest.mark.filterwarnings("ignore::unfreeze.train.lr_find.LRFindWarning")  # a 12-step curve is noisy
+def test_lr_find_suggestions_unpack_like_fastai(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(n_train=8), item_tfms=Resize(16), bs=4,
+                                       seed=0)
+    learn = vision_learner(dls, ARCH, pretrained=False, metrics=error_rate, quiet=True)
+    result = learn.lr_find(num_it=12)
+    lr_min, lr_steep = result.suggest(minimum, steep)
+
+    suggested = result.suggest(minimum, steep)
+    assert isinstance(suggested, SuggestedLRs) and suggested._fields == ("minimum", "steep")
+    assert (lr_min, lr_steep) == (result.minimum, result.steep)
+    assert repr(suggested) == f"SuggestedLRs(minimum={lr_min:.1e}, steep={lr_steep:.1e})"
+    assert result.suggest().valley == result.valley

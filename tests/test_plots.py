@@ -1,0 +1,53 @@
+"""Where figures go: inline in a notebook kernel, a named default file in a script."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from unfreeze import plots
+
+
+def fake_kernel(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    shown: list[object] = []
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: types.SimpleNamespace(kernel=object())
+    ipython.version_info = (9, 0)  # matplotlib reads it when a canvas is made
+    display = types.ModuleType("IPython.display")
+    display.display = shown.append
+    display.Image = lambda data: ("png", data[:8])
+    ipython.display = display
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    return shown
+
+
+def test_in_a_notebook_the_figure_is_shown_and_returned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shown = fake_kernel(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    figure = plots.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["cat", "dog"], figsize=(3, 3))
+    assert isinstance(figure, Figure) and shown == [("png", b"\x89PNG\r\n\x1a\n")]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_in_a_script_a_named_file_is_saved_and_printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None,
+                                                                         version_info=(9, 0)))  # IPython, no kernel
+    monkeypatch.chdir(tmp_path)
+    saved = plots.plot_image_grid([np.zeros((8, 8, 3), np.uint8)] * 5, list("abcde"), nrows=1, ncols=3)
+    assert saved == Path("images.png") and saved.stat().st_size > 500
+    assert str(tmp_path / "images.png") in capsys.readouterr().out
+
+
+def test_grid_shape_follows_nrows_and_ncols() -> None:
+    assert plots._grid_shape(9, None, None) == (3, 3)
+    assert plots._grid_shape(4, 1, None) == (1, 4)
+    assert plots._grid_shape(9, None, 2) == (5, 2)
+    with pytest.raises(ValueError, match="nrows must be a positive int"):
+        plots._grid_shape(4, 0, 2)
