@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from faults_helpers import TINY
 
 from unfreeze.cli import main

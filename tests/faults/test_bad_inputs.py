@@ -13,7 +13,6 @@ from faults_helpers import TINY, run_user_error
 
 from unfreeze import ImageDataLoaders
 from unfreeze.cli import commands, main
-from unfreeze.data import DataError
 
 
 @pytest.mark.parametrize(("name", "content"), [("w.safetensors", os.urandom(256)), ("w.pth", b"plain text\n"),
@@ -99,3 +98,11 @@ def test_config_json_round_trip(tiny_run: Path) -> None:
     # The guard above must not refuse a real run's config.
     assert "options" in json.loads((tiny_run / "config.json").read_text())
     assert main(["interpret", str(tiny_run)]) == 0
+
+
+def test_weights_with_no_pretrained(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A plain ValueError of create_model before; the CLI now checks the pair itself.
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    line = run_user_error(["train", str(tiny_data), *TINY, "--weights", str(weights)], capsys)
+    assert "--weights" in line and "--no-pretrained" in line

@@ -51,7 +51,7 @@ def test_empty_and_nan_labels_are_dropped_with_one_warning(folder: Path) -> None
 
 def test_every_label_empty_is_refused(folder: Path) -> None:
     write_csv(folder, [f"img_{index}.png," for index in range(12)])
-    with pytest.raises(DataError, match="Every row .* empty label"):
+    with pytest.raises(DataError, match=r"Every row .* empty label"):
         ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4)
 
 

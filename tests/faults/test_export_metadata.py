@@ -77,7 +77,7 @@ def test_all_problems_are_reported_at_once(craft: Callable[..., Path]) -> None:
     def edit(metadata: dict[str, Any]) -> None:
         metadata["size"], metadata["std"] = -1, [1.0, 1.0, -1.0]
 
-    with pytest.raises(ExportError, match="size must be.*std must be > 0"):
+    with pytest.raises(ExportError, match=r"size must be.*std must be > 0"):
         load_learner(craft(edit))
 
 

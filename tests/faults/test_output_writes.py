@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_export_on_a_full_disk_keeps_the_previous_model(tiny_run: Path, monkeypa
         raise DISK_FULL
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
-    with pytest.raises(OutputWriteError, match="model.unfreeze"):
+    with pytest.raises(OutputWriteError, match=r"model\.unfreeze"):
         learn.export(model)
     assert model.read_bytes() == before
     assert leftovers(tiny_run) == []
@@ -105,3 +106,30 @@ def test_a_run_directory_follows_the_umask(tiny_run: Path) -> None:
     os.umask(umask)
     for name in ("model.unfreeze", "summary.json", "config.json", "loss.png"):
         assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 KiB tmpfs: a real full disk. Needs root and a sandbox that allows mounts; skipped otherwise."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
+    previous = tiny_tmpfs / "model.unfreeze"
+    previous.write_bytes(b"previous export")
+    learn = load_learner(tiny_run / "model.unfreeze")
+    with pytest.raises(OutputWriteError, match=r"No space left on device; .* free there") as caught:
+        learn.export(previous)  # safetensors reports ENOSPC in its own (Rust) error; it must arrive as ENOSPC
+    assert caught.value.errno == errno.ENOSPC
+    assert previous.read_bytes() == b"previous export"
+    assert leftovers(tiny_tmpfs) == []

@@ -33,10 +33,7 @@ def test_predict_keeps_the_good_rows(tiny_run: Path, folder_with_a_bad_file: Pat
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert "Traceback" not in captured.err
-    if output_format == "json":
-        rows = json.loads(captured.out)
-    else:
-        rows = list(csv.DictReader(io.StringIO(captured.out)))
+    rows = json.loads(captured.out) if output_format == "json" else list(csv.DictReader(io.StringIO(captured.out)))
     by_name = {Path(row["path"]).name: row for row in rows}
     assert sorted(by_name) == ["bad.png", "good_0.png", "good_1.png", "good_2.png"]
     assert by_name["bad.png"]["error"]

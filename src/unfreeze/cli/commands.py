@@ -49,6 +49,8 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     """`vision_learner` with the model options; a missing --weights file is a user error."""
     from unfreeze import WeightsNotFoundError, vision_learner
 
+    if options["weights"] is not None and not options["pretrained"]:
+        raise UsageError("--weights loads pretrained weights, --no-pretrained starts from random ones. Drop one")
     try:
         return vision_learner(dls, options["arch"], metrics=METRICS, pretrained=options["pretrained"],
                               weights=options["weights"], train_bn=options["train_bn"], seed=options["seed"],

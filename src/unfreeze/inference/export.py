@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
 import json
 import math
+import os
 import re
 import struct
 import warnings
@@ -129,11 +129,11 @@ def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict
     try:
         save_file(state, str(path), metadata=metadata)
     except SafetensorError as error:
-        code = re.search(r"\bcode: (\d+)", str(error))
+        code = re.search(r"\(os error (\d+)\)|\bcode: (\d+)", str(error))  # Display and Debug forms
         if code is None:
             raise
-        number = int(code.group(1))
-        raise OSError(number, errno.errorcode.get(number, str(error)), str(path)) from error
+        number = int(code.group(1) or code.group(2))
+        raise OSError(number, os.strerror(number), str(path)) from error
 
 
 def _is_pickle(start: bytes) -> bool:
