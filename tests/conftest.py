@@ -22,7 +22,7 @@ def write_image(path: Path, size: tuple[int, int] = (24, 20), color: tuple[int, 
     return path
 
 
-@pytest.fixture(name="write_image")
+@pytest.fixture(name="write_image", scope="session")  # a pure function: shareable by any scope
 def write_image_fixture() -> Callable[..., Path]:
     """The `write_image(path, size=(24, 20), color=..., seed=0)` helper, as a fixture."""
     return write_image

@@ -1,16 +1,85 @@
-"""Small file-system helpers shared by exports, checkpoints and run directories."""
+"""Small file-system helpers shared by exports, checkpoints, plots and run directories."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "cpu_state_dict"]
+__all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error"]
+
+# Write failures that the user fixes (free space, another folder, permissions), not bugs to report.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM})
+
+
+class OutputWriteError(OSError):
+    """A file could not be written (disk full, read-only file system, no permission, quota).
+
+    Attributes:
+        path: The file that was being written.
+        free_bytes: Free space on the file system of its nearest existing folder (None if unknown).
+    """
+
+    def __init__(self, path: Path, free: int | None, reason: str, code: int | None = None) -> None:
+        free_text = "unknown" if free is None else _human(free)
+        super().__init__(code, f"cannot write {path} ({reason}; {free_text} free there). Free some space or "
+                               "choose a folder you can write to, then run again")
+        self.path, self.free_bytes = path, free
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _human(n_bytes: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system holding `path`, or its nearest existing parent (None if unknown).
+
+    Example:
+        >>> free_bytes("/tmp/not/yet/created") > 0  # doctest: +SKIP
+        True
+    """
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def output_error(error: OSError, path: str | Path) -> OutputWriteError | None:
+    """The OutputWriteError for a failed write to `path`, or None if `error` is not a user-fixable one.
+
+    Example:
+        >>> output_error(OSError(errno.ENOSPC, "No space left on device"), "model.unfreeze")  # doctest: +SKIP
+        OutputWriteError(28, 'cannot write model.unfreeze (No space left on device; 1.2 GiB free there). ...')
+    """
+    if isinstance(error, OutputWriteError):
+        return error
+    if error.errno not in OUTPUT_ERRNOS:
+        return None
+    reason = error.strerror or os.strerror(error.errno)
+    return OutputWriteError(Path(path), free_bytes(path), reason, error.errno)
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restored at once (the CLI is single-threaded here).
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 @contextlib.contextmanager
@@ -18,23 +87,37 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds.
 
     The temporary file lives in the same folder, so the final `os.replace` is atomic: an interrupted
-    write never leaves a half-written file at `target`, and an existing file stays intact.
+    write never leaves a half-written file at `target`, and an existing file stays intact. The
+    temporary file is always removed. The file gets the permissions of any new file (0o666 less the
+    umask), not mkstemp's private 0o600.
+
+    Raises:
+        OutputWriteError: The disk is full, the file system read-only, the folder not writable or
+            the quota exceeded (during the block or the rename); it names the path and the free space.
 
     Example:
         >>> with atomic_path("model.unfreeze") as tmp:  # doctest: +SKIP
         ...     tmp.write_bytes(data)
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        tmp = Path(name)
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as error:
+        converted = output_error(error, target)
+        if converted is None:
+            raise
+        raise converted from error
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

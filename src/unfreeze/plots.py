@@ -22,6 +22,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from unfreeze._io import atomic_path
+
 __all__ = [
     "in_notebook",
     "lr_find_figure",
@@ -42,8 +44,9 @@ def _new_figure(width: float, height: float) -> Figure:
 def _save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write `figure` to `path` (format from the suffix, PNG by default), creating parent folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    # Atomic, so a full disk leaves the previous plot intact and raises OutputWriteError naming the file.
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     return path
 
 

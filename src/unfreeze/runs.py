@@ -7,6 +7,7 @@ A run directory holds everything one `unfreeze train` produced:
     model.unfreeze     the pickle-free export (load_learner)
     loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png, top_losses.png
     summary.json       final metrics, wall time, device, versions, the LR used
+    run.lock           while a run writes here: the PID of its process (see `run_lock`)
 
 An existing run directory is never overwritten by accident: `create_run_dir` picks `NAME-2`, `NAME-3`, ...
 unless `overwrite=True`, and even then it only clears a folder that is itself a run directory.
@@ -14,15 +15,23 @@ unless `overwrite=True`, and even then it only clears a folder that is itself a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
 import shutil
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "RunDirError", "create_run_dir", "environment", "read_json", "write_json"]
+from unfreeze._io import atomic_path
+
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunConfigError", "RunDirError", "create_run_dir", "environment", "read_json",
+           "run_lock", "write_json"]
+
+LOCK_FILE = "run.lock"
 
 RUN_FILES = ("config.json", "history.csv", "model.unfreeze", "summary.json", "loss.png", "sched.png",
              "lr_find.png", "confusion_matrix.png", "top_losses.png")
@@ -31,6 +40,76 @@ _MAX_SUFFIX = 10_000
 
 class RunDirError(OSError):
     """The run directory cannot be created or written; the message says where and how to fix it."""
+
+
+class RunConfigError(ValueError):
+    """A run directory's config.json is not JSON, or lacks what a command needs from it."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def _lock_holder(folder: Path) -> int | None:
+    """The PID of a live process holding `folder`'s run.lock, or None (no lock, or a stale one)."""
+    try:
+        text = (folder / LOCK_FILE).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    pid = int(text) if text.isdigit() else None
+    return pid if pid is not None and _pid_alive(pid) else None
+
+
+def _refuse_if_locked(folder: Path) -> None:
+    pid = _lock_holder(folder)
+    if pid is not None:
+        raise RunDirError(f"{folder} is in use by another unfreeze run (process {pid}, see {folder / LOCK_FILE}). "
+                          "Wait for it to finish, or choose another --out")
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder/run.lock` (holding this process's PID) while a run writes into `folder`.
+
+    Two runs writing one folder would interleave their history.csv rows. A lock left by a process
+    that no longer exists (killed, machine restarted) is taken over. The lock is removed on exit,
+    also after an error or Ctrl-C.
+
+    Raises:
+        RunDirError: A live process holds the lock; the message names its PID.
+
+    Example:
+        >>> with run_lock("runs/pets"):  # doctest: +SKIP
+        ...     learn.fine_tune(3, callbacks=[CSVLogger("runs/pets/history.csv")])
+    """
+    path = Path(folder) / LOCK_FILE
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            _refuse_if_locked(path.parent)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(f"{os.getpid()}\n")
+        break
+    else:
+        _refuse_if_locked(path.parent)
+        raise RunDirError(f"cannot take {path}: another run keeps creating it. Choose another --out")
+    try:
+        yield path
+    finally:
+        # Only our own lock is removed (a takeover by another process would hold its own PID).
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -63,6 +142,7 @@ def create_run_dir(requested: str | Path, overwrite: bool = False) -> Path:
             if not _is_run_dir(requested) and any(requested.iterdir()):
                 raise RunDirError(f"{requested} exists and is not a run directory (it has no config.json), so "
                                   "--overwrite will not clear it. Choose another --out")
+            _refuse_if_locked(requested)  # never clear the files of a run still writing them
             for name in RUN_FILES:
                 target = requested / name
                 if target.is_dir():
@@ -92,14 +172,36 @@ def create_run_dir(requested: str | Path, overwrite: bool = False) -> Path:
 
 
 def write_json(path: Path, content: dict[str, Any]) -> Path:
-    """Write `content` as indented JSON (NaN and infinities as null, so any JSON reader accepts it)."""
-    path.write_text(json.dumps(_finite(content), indent=2) + "\n")
+    """Write `content` as indented JSON (NaN and infinities as null, so any JSON reader accepts it).
+
+    Written atomically: a full disk raises `OutputWriteError` and leaves an older file intact.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_finite(content), indent=2) + "\n")
     return path
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object written by `write_json`."""
-    return json.loads(path.read_text())
+def read_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a JSON object written by `write_json`, with the top-level keys `required`.
+
+    Raises:
+        RunConfigError: The file is not a JSON object or lacks a required key.
+
+    Example:
+        >>> read_json(Path("runs/pets/config.json"), required=("options",))["options"]["arch"]  # doctest: +SKIP
+        'resnet34'
+    """
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunConfigError(f"{path} is not valid JSON ({error}). Restore it, or train the run again") from None
+    if not isinstance(content, dict):
+        raise RunConfigError(f"{path} holds a JSON {type(content).__name__}, expected an object. Restore it, or "
+                             "train the run again")
+    missing = [key for key in required if key not in content]
+    if missing:
+        raise RunConfigError(f"{path} lacks {', '.join(map(repr, missing))}. Restore it, or train the run again")
+    return content
 
 
 def _finite(value: Any) -> Any:

@@ -10,13 +10,18 @@
 Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
 `vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
 `unfreeze: error: <what is wrong>. <how to fix>`, and exits with code 2; it never shows a traceback.
+Only the library's user-error types count as user mistakes: any other exception is a bug and shows its
+traceback. `unfreeze --debug COMMAND ...` shows the traceback of user errors too. Ctrl-C prints one line
+and exits with code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     from unfreeze._version import __version__
 
     parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of user errors too (put it before COMMAND)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     def command(name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
@@ -112,13 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
+    from unfreeze._io import OutputWriteError
     from unfreeze.inference import ExportError
-    from unfreeze.models import WeightsMismatchError
+    from unfreeze.models import WeightsFileError, WeightsMismatchError
     from unfreeze.train.lr_find import LRFindError
 
-    # ValueError: the library reports bad arguments and unusable data with it (DataError is one).
-    return (UsageError, runs.RunDirError, DataError, ExportError, UnknownArchitectureError, WeightsMismatchError,
-            NonFiniteLossError, LRFindError, re.error, ValueError)
+    # Only the types that describe a user's mistake: a plain ValueError or TypeError from deep inside
+    # is a bug, and its traceback is what a bug report needs.
+    return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
+            WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, re.error)
+
+
+def _output_error(error: OSError) -> OSError | None:
+    """A disk-full or permission error on a file written deep inside (history.csv, ...) as a user error."""
+    from unfreeze._io import output_error
+
+    return output_error(error, error.filename) if error.filename else None
+
+
+def _report(error: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(error)
+    print(f"unfreeze: error: {_one_line(error)}", file=sys.stderr)
+    return 2
 
 
 def _one_line(error: BaseException) -> str:
@@ -146,10 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version and argparse's own errors (one line, code 2)
         return exit_.code if isinstance(exit_.code, int) else 0
     args.argv = argv
-    with warnings.catch_warnings():
+    # Commands register what must be undone however they end (the run directory's lock) on args.cleanup.
+    with warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:
         warnings.showwarning = _show_warning  # one readable line per warning, not file:line source dumps
         try:
             return int(args.handler(args))
+        except KeyboardInterrupt:
+            if args.debug:
+                traceback.print_exc()
+            print("unfreeze: interrupted (Ctrl-C).", file=sys.stderr)
+            return 130
         except _user_errors() as error:
-            print(f"unfreeze: error: {_one_line(error)}", file=sys.stderr)
-            return 2
+            return _report(error, args.debug)
+        except OSError as error:
+            converted = _output_error(error)
+            if converted is None:
+                raise
+            return _report(converted, args.debug)

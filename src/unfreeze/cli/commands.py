@@ -49,6 +49,8 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     """`vision_learner` with the model options; a missing --weights file is a user error."""
     from unfreeze import WeightsNotFoundError, vision_learner
 
+    if options["weights"] is not None and not options["pretrained"]:
+        raise UsageError("--weights loads pretrained weights, --no-pretrained starts from random ones. Drop one")
     try:
         return vision_learner(dls, options["arch"], metrics=METRICS, pretrained=options["pretrained"],
                               weights=options["weights"], train_bn=options["train_bn"], seed=options["seed"],
@@ -109,12 +111,13 @@ def command_train(args: argparse.Namespace) -> int:
     options = _options(args)
     options.update(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
     dls = load_data(options)
+    _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
     # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints.
     main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
     requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
-    run = runs.create_run_dir(requested, overwrite=args.overwrite) if main_process else None
+    run = _claim_run_dir(requested, args) if main_process else None
     run = Path(distributed.broadcast_object(None if run is None else str(run)))
     options["out"] = str(run)
     if main_process and run != Path(requested).expanduser():
@@ -135,7 +138,9 @@ def command_train(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
     logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
-    learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs, callbacks=logger)
+    _fine_tune(learn, args, lr, logger, run / "history.csv")
+    if learn.interrupted:
+        return _after_interrupt(learn, args, run, lr, started) if main_process else 130
     learn.export(run / "model.unfreeze")
     interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
     if not main_process:
@@ -169,6 +174,57 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_trainable(dls: Any) -> None:
+    """Refuse data that cannot train before a run directory exists: fewer train images than one
+    batch, or a validation set none of whose files decodes (it would train and report NaN)."""
+    if len(dls.train) == 0:
+        raise UsageError(f"the training set has {len(dls.train.dataset)} images, fewer than one batch of "
+                         f"{dls.train.batch_size}. Pass a smaller --bs or add images")
+    dls.valid.check_decodable()
+
+
+def _claim_run_dir(requested: Path, args: argparse.Namespace) -> Path:
+    """Create (or with --overwrite reuse) the run directory and hold its lock until the command ends."""
+    run = runs.create_run_dir(requested, overwrite=args.overwrite)
+    args.cleanup.enter_context(runs.run_lock(run))
+    return run
+
+
+def _fine_tune(learn: Any, args: argparse.Namespace, lr: float, callbacks: list[Any], history: Path) -> None:
+    """`learn.fine_tune`; a full disk while CSVLogger appends a row is reported as that file's error."""
+    from unfreeze._io import output_error
+
+    try:
+        learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs, callbacks=callbacks)
+    except OSError as error:
+        converted = output_error(error, error.filename or history)
+        if converted is None:
+            raise
+        raise converted from error
+
+
+def _after_interrupt(learn: Any, args: argparse.Namespace, run: Path, lr: float, started: float) -> int:
+    """After Ctrl-C in training: summary.json says so; the model is exported only with --save-on-interrupt.
+
+    A half-trained model.unfreeze next to a complete-looking run would be mistaken for the result.
+    """
+    exported = None
+    if args.save_on_interrupt:
+        exported = learn.export(run / "model.unfreeze")
+    runs.write_json(run / "summary.json", {
+        "interrupted": True,
+        "exported": None if exported is None else str(exported),
+        "final": dict(learn.recorder.history[-1]) if learn.recorder.history else {},
+        "history": learn.recorder.history,
+        "lr": {"base_lr": lr},
+        "notes": learn.recorder.notes,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    })
+    saved = f"the model was saved to {exported}" if exported else "no model was exported (--save-on-interrupt keeps it)"
+    print(f"unfreeze: interrupted; {saved}; summary in {run / 'summary.json'}.", file=sys.stderr)
+    return 130
+
+
 def _quote(word: str) -> str:
     import shlex
 
@@ -190,6 +246,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
     train_args = build_parser().parse_args(argv)
     train_args.argv = ["demo", *args.argv[1:]]
+    train_args.cleanup = args.cleanup
     return command_train(train_args)
 
 
@@ -305,7 +362,7 @@ def command_interpret(args: argparse.Namespace) -> int:
     config_path = run / "config.json"
     if not config_path.is_file():
         raise UsageError(f"{config_path} not found. Pass a run directory written by 'unfreeze train'")
-    options = runs.read_json(config_path)["options"]
+    options = _run_options(config_path)
     learn = _load_model(run)
     dls = load_data(options)
     if list(dls.vocab) != list(learn.dls.vocab):
@@ -323,6 +380,17 @@ def command_interpret(args: argparse.Namespace) -> int:
               + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
+
+
+def _run_options(config_path: Path) -> dict[str, Any]:
+    """The data options in a run's config.json; RunConfigError if it is not JSON or lacks them."""
+    options = runs.read_json(config_path, required=("options",))["options"]
+    needed = ("data", "size", "bs", "valid_pct", "seed")
+    missing = needed if not isinstance(options, dict) else [key for key in needed if key not in options]
+    if missing:
+        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}. Restore it, or train "
+                                  "the run again")
+    return options
 
 
 def command_export(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,21 @@ def _lr(text: str) -> float | str:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--lr must be 'auto' or a number such as 1e-3, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--lr must be positive, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):  # NaN fails `> 0`; inf would train to NaN at once
+        raise argparse.ArgumentTypeError(f"--lr must be a positive finite number such as 1e-3, got {text!r}")
+    return value
+
+
+_MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; torch takes more, but a run seeds both
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be a whole number, got {text!r}") from None
+    if not 0 <= value <= _MAX_SEED:
+        raise argparse.ArgumentTypeError(f"--seed must be between 0 and {_MAX_SEED}, got {text!r}")
     return value
 
 
@@ -143,7 +157,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bs", type=_positive, default=64, help="batch size (default: 64)")
     parser.add_argument("--valid-pct", type=_fraction, default=0.2,
                         help="validation fraction when DATA has no valid/ folder (default: 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the head and training (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the split, the head and training (default: 0)")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--label-re", metavar="REGEX",
                         help="label each image file in DATA by group 1 of REGEX searched in its name")
@@ -167,3 +181,5 @@ def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) ->
                         help=f"the head's LR, or 'auto' to run lr_find and use its valley (default: {default_lr:g})")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<DATA name>-<arch>)")
     parser.add_argument("--overwrite", action="store_true", help="reuse --out if it is an existing run directory")
+    parser.add_argument("--save-on-interrupt", action="store_true",
+                        help="after Ctrl-C, still export the partly trained model (default: export nothing)")

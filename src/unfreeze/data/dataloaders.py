@@ -10,7 +10,7 @@ import torch
 
 from unfreeze.data.cache import default_cache_bytes
 from unfreeze.data.decode import BadFileReport, ImageSource
-from unfreeze.data.loaders import ImageDataLoader, ImageDataset
+from unfreeze.data.loaders import ImageDataLoader, ImageDataset, _check_batch_size
 from unfreeze.data.sources import (
     DataError,
     check_root,
@@ -140,6 +140,7 @@ class ImageDataLoaders:
         size, item_size, resize_method = settings.size, settings.item_size, settings.resize_method
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
+        _check_batch_size(bs)
         item_size = item_size or size
         if size < 1 or bs < 1 or item_size < size:
             raise ValueError(f"Expected size >= 1, bs >= 1 and item_size >= size; got {size}, {bs}, {item_size}")

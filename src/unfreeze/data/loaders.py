@@ -8,6 +8,8 @@ gather their batches there.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,19 @@ def _one_cpu_thread(active: bool) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the main process handles it and shuts the workers down,
+    # so a worker printing its own KeyboardInterrupt traceback would only bury the one-line message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _check_batch_size(batch_size: object) -> int:
+    # bool is an int subclass, and 2.5 would fail much later inside numpy's slicing.
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"the batch size must be a whole number >= 1, got {batch_size!r}. Pass e.g. bs=64")
+    return batch_size
 
 
 class ImageDataset:
@@ -133,9 +148,7 @@ class ImageDataLoader:
         std: Sequence[float] = (1.0, 1.0, 1.0),
         device_cache: bool | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.dataset, self.batch_size = dataset, batch_size
+        self.dataset, self.batch_size = dataset, _check_batch_size(batch_size)
         self.training = self.shuffle = training
         self.drop_last = drop_last
         self.size = size or dataset.item_size
@@ -207,7 +220,7 @@ class ImageDataLoader:
             job = DecodeJob([str(source) for source in dataset.sources], dataset.item_size, dataset.resize_method)
             yield from DataLoader(
                 job, batch_sampler=missing, num_workers=self.num_workers, collate_fn=as_list,
-                multiprocessing_context=self.worker_start_method,
+                multiprocessing_context=self.worker_start_method, worker_init_fn=_ignore_sigint,
                 generator=torch.Generator().manual_seed(0),  # else DataLoader draws from the global RNG
             )
             return
@@ -314,6 +327,28 @@ class ImageDataLoader:
                                       for start in range(0, len(order), self.batch_size)]):
             pass
         self._device_store()
+        return self
+
+    def check_decodable(self) -> ImageDataLoader:
+        """Decode every item now (as `preload`) and raise DataError if not one of them decodes.
+
+        A validation set whose every file is corrupt would otherwise let training run to the end and
+        report NaN metrics. Returns the loader.
+
+        Raises:
+            DataError: Every item failed to decode; the message names the folder and the first reasons.
+
+        Example:
+            >>> dls.valid.check_decodable()  # doctest: +SKIP
+        """
+        self.preload()
+        dataset = self.dataset
+        if len(dataset) and len(dataset.dropped) == len(dataset):
+            folder = os.path.commonpath([str(path.parent) for path, _ in dataset.items])
+            reasons = "; ".join(f"{dataset.items[index][0].name}: {reason}"
+                                for index, reason in list(dataset.dropped.items())[:3])
+            raise DataError(f"None of the {len(dataset)} images under {folder} could be decoded (first reasons: "
+                            f"{reasons}). Replace the files with readable images (.jpg, .png, ...)")
         return self
 
     def _normalizer(self) -> tuple[torch.Tensor, torch.Tensor]:

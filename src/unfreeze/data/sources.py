@@ -37,6 +37,7 @@ __all__ = [
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Item = tuple[Path, str]
 _MAX_NAMED = 10  # a warning names this many files, then counts the rest
+_MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a"})  # how pandas and friends write no value
 
 
 class DataError(ValueError):
@@ -158,6 +159,9 @@ def name_re_items(
 ) -> list[Item]:
     """Items labelled by group 1 of `pattern` searched in each file name (Pets: `great_pyrenees_173.jpg`)."""
     regex = re.compile(pattern)
+    if regex.groups == 0:  # checked before listing: a large folder would be read for nothing
+        raise DataError(f"The pattern {pattern!r} has no capture group, so it cannot pick the label out of a file "
+                        r"name. Put the label part in parentheses, such as r'^(.+)_\d+\.jpg$'.")
     files = _resolve(path, fnames, skipped)
     items: list[Item] = []
     unmatched = SkippedFiles()
@@ -186,11 +190,13 @@ def name_func_items(
 
 
 def _column(header: list[str], column: int | str, csv_path: Path) -> int:
-    if isinstance(column, int):
-        return column
-    if column not in header:
-        raise DataError(f"{csv_path} has no column {column!r}; its columns are {header}.")
-    return header.index(column)
+    if isinstance(column, int) and not isinstance(column, bool):
+        if -len(header) <= column < len(header):
+            return column % len(header)
+    elif column in header:
+        return header.index(column)
+    raise DataError(f"{csv_path} has no column {column!r}; its columns are {header}. Pass one of these names "
+                    f"or a position from 0 to {len(header) - 1}.")
 
 
 def csv_items(
@@ -210,14 +216,32 @@ def csv_items(
     valid_index = None if valid_col is None else _column(header, valid_col, csv_path)
     items: list[Item] = []
     is_valid: list[bool] = []
-    for row in rows:
-        if not row:
+    unlabelled, seen, duplicates = SkippedFiles(), set(), []
+    width = max(*columns, -1 if valid_index is None else valid_index) + 1
+    for number, row in enumerate(rows, start=2):  # line numbers as an editor shows them (1 is the header)
+        if not any(cell.strip() for cell in row):
             continue
+        row = row + [""] * (width - len(row))  # a short row has empty cells, not an IndexError
+        label = row[columns[1]].strip()
+        if not label or label.lower() in _MISSING_LABELS:
+            unlabelled.add(Path(row[columns[0]] or f"<row {number}>"), f"line {number}: no label")
+            continue
+        if row[columns[0]] in seen:
+            duplicates.append(f"{row[columns[0]]} (line {number})")
+        seen.add(row[columns[0]])
         file = path / row[columns[0]]
         if check_file(file, skipped):
-            items.append((file, row[columns[1]]))
+            items.append((file, label))
             if valid_index is not None:
                 is_valid.append(row[valid_index].strip().lower() in {"1", "true", "yes", "valid"})
+    if unlabelled and not seen:
+        raise DataError(f"Every row of {csv_path} has an empty label in column {label_col!r}. Expected a label per "
+                        "image; check the label column (label_col / the CSV's second column).")
+    unlabelled.warn(f"rows of {csv_path} with an empty or NaN label")
+    if duplicates:
+        warnings.warn(f"{csv_path} lists {len(duplicates)} file(s) more than once; each row is used, so these "
+                      f"images count twice (for example {', '.join(duplicates[:3])}). Remove the repeated rows.",
+                      DataWarning, stacklevel=3)
     return items, (is_valid if valid_index is not None else None)
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -37,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ExportArchitectureError",
     "ExportError",
+    "NonFiniteWeightsWarning",
     "export",
     "export_onnx",
     "inference_dls",
@@ -48,6 +52,8 @@ FORMAT_NAME = "unfreeze"
 FORMAT_VERSION = 1
 _METADATA_KEY = "unfreeze"
 _MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a larger "header" is not a safetensors file
+_MAX_CLASSES = 100_000  # far above any real vocab; a larger n_out is a corrupt file, not a model to build
+_MAX_SIZE = 16_384  # pixels per side
 _ONNX_HINT = "ONNX export needs the optional packages onnx and onnxruntime: pip install 'unfreeze[onnx]'"
 
 
@@ -57,6 +63,10 @@ class ExportError(ValueError):
 
 class ExportArchitectureError(ExportError, UnknownArchitectureError):
     """An export naming an architecture this installation cannot build (also an UnknownArchitectureError)."""
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """An export holds NaN or infinite weights: its predictions will be NaN or meaningless."""
 
 
 def _inference_config(learner: Predictor) -> dict[str, Any]:
@@ -104,13 +114,27 @@ def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
         PosixPath('model.unfreeze')
         >>> learn2 = load_learner("model.unfreeze")  # doctest: +SKIP
     """
-    from safetensors.torch import save_file
-
     metadata = _inference_config(learner)
     state = cpu_state_dict(learner.model)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={_METADATA_KEY: json.dumps(metadata)})
+        _save_safetensors(state, tmp, {_METADATA_KEY: json.dumps(metadata)})
     return Path(path)
+
+
+def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, with its I/O errors (a Rust message) raised as OSError, so that
+    atomic_path reports a full disk as such."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata=metadata)
+    except SafetensorError as error:
+        code = re.search(r"\(os error (\d+)\)|\bcode: (\d+)", str(error))  # Display and Debug forms
+        if code is None:
+            raise
+        number = int(code.group(1) or code.group(2))
+        raise OSError(number, os.strerror(number), str(path)) from error
 
 
 def _is_pickle(start: bytes) -> bool:
@@ -194,7 +218,56 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
                if key not in metadata]
     if missing:
         raise ExportError(f"{path} lacks {', '.join(missing)} in its metadata; export the model again.")
+    _validate_metadata(metadata, path)
     return metadata
+
+
+def _whole(value: Any, maximum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= maximum
+
+
+def _finite_numbers(values: Any, count: int) -> bool:
+    return (isinstance(values, list) and len(values) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+
+
+def _validate_metadata(metadata: dict[str, Any], path: Path) -> None:
+    """Check the values of an export's metadata before anything is built from them.
+
+    A hand-edited or corrupt header could otherwise ask for a billion-class head, or give NaN inputs
+    at every prediction. All problems are reported at once.
+
+    Raises:
+        ExportError: Listing every value that is out of range, of the wrong type or inconsistent.
+    """
+    problems = []
+    vocab, model = metadata["vocab"], metadata["model"]
+    if not (isinstance(vocab, list) and vocab and all(isinstance(name, str) for name in vocab)):
+        problems.append(f"vocab must be a non-empty list of class names, found {str(vocab)[:80]}")
+    elif len(set(vocab)) != len(vocab):
+        repeated = sorted({name for name in vocab if vocab.count(name) > 1})
+        problems.append(f"vocab repeats {', '.join(map(repr, repeated[:5]))}")
+    elif len(vocab) > _MAX_CLASSES:
+        problems.append(f"vocab has {len(vocab)} classes, more than {_MAX_CLASSES}")
+    if not isinstance(model, dict):
+        problems.append(f"model must be an object (the architecture config), found {type(model).__name__}")
+    else:
+        n_out = model.get("n_out")
+        if not _whole(n_out, _MAX_CLASSES):
+            problems.append(f"model.n_out must be a whole number from 1 to {_MAX_CLASSES}, found {n_out!r}")
+        elif isinstance(vocab, list) and n_out != len(vocab):
+            problems.append(f"model.n_out is {n_out} but vocab has {len(vocab)} classes")
+    for key in ("size", "item_size"):
+        if not _whole(metadata[key], _MAX_SIZE):
+            problems.append(f"{key} must be a whole number from 1 to {_MAX_SIZE}, found {metadata[key]!r}")
+    for key in ("mean", "std"):
+        if not _finite_numbers(metadata[key], 3):
+            problems.append(f"{key} must be 3 finite numbers, found {str(metadata[key])[:80]}")
+    if _finite_numbers(metadata["std"], 3) and min(metadata["std"]) <= 0:
+        problems.append(f"std must be > 0, found {metadata['std']}")
+    if problems:
+        raise ExportError(f"{path} has invalid metadata: {'; '.join(problems)}. The file was edited or is corrupt: "
+                          "export the model again.")
 
 
 def inference_dls(metadata: dict[str, Any], device: str | torch.device) -> ImageDataLoaders:
@@ -253,8 +326,18 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
     except (SafetensorError, RuntimeError) as error:
         raise ExportError(f"{path}: the stored weights do not fit the stored architecture ({error}). "
                           "Export the model again.") from None
+    _warn_non_finite(state, path)
     model.eval()
     return metadata, model
+
+
+def _warn_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    # A warning, not an error: the file loads, and a user may want to inspect it.
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        warnings.warn(f"{path} holds NaN or infinite values in {len(bad)} of its {len(state)} tensors (for example "
+                      f"{', '.join(bad[:3])}); its predictions will be meaningless. Export a model from a run whose "
+                      "training loss stayed finite.", NonFiniteWeightsWarning, stacklevel=3)
 
 
 class _NormalizedModel(nn.Module):

@@ -148,21 +148,35 @@ def predict(learner: Predictor, item: Any) -> tuple[Any, Any, torch.Tensor]:
     return task.labels_of(decoded, learner.dls.vocab), decoded, probs[0]
 
 
-def iter_image_files(folder: str | Path) -> Iterator[Path]:
+def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None = None) -> Iterator[Path]:
     """Image files under `folder`, recursively, yielded lazily in sorted order (per folder).
 
     Only one folder's listing is held at a time, so a folder of millions of files costs no memory.
+    Symbolic links to folders are followed, but each folder is listed once (by device and inode), so a
+    link back up the tree ends instead of looping; broken links are skipped.
 
     Example:
         >>> next(iter_image_files("photos"))  # doctest: +SKIP
         PosixPath('photos/a.jpg')
     """
+    visited = set() if _visited is None else _visited
+    try:
+        info = os.stat(folder)
+    except OSError:  # a broken link or a folder removed meanwhile: nothing to list
+        return
+    if (info.st_dev, info.st_ino) in visited:
+        return
+    visited.add((info.st_dev, info.st_ino))
     with os.scandir(folder) as listing:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
-        if entry.is_dir():
-            yield from iter_image_files(entry.path)
-        elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()  # both False for a broken link
+        except OSError:  # ELOOP: a link that points at itself
+            continue
+        if is_dir:
+            yield from iter_image_files(entry.path, visited)
+        elif is_file and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
             yield Path(entry.path)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -32,6 +33,7 @@ __all__ = [
     "BUNDLED_WEIGHTS",
     "PretrainedSpec",
     "ResolvedWeights",
+    "WeightsFileError",
     "WeightsMismatchError",
     "WeightsNotFoundError",
     "load_bundled_weights",
@@ -48,6 +50,10 @@ _PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
 
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found for an architecture."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read at all: not safetensors, not a torch file, or an unknown suffix."""
 
 
 class WeightsMismatchError(ValueError):
@@ -99,18 +105,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"Weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        state: object = load_file(str(path), device="cpu")
+        try:
+            state: object = load_file(str(path), device="cpu")
+        except SafetensorError as error:
+            raise WeightsFileError(f"{path} is not a readable safetensors file ({error}). Pass the weights file "
+                                   "itself, downloaded completely, or a .pth file") from None
     elif suffix in TORCH_SUFFIXES:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
+            if "weights only" not in str(error).lower():  # not a refused object: bytes that are no pickle
+                raise WeightsFileError(f"{path} is not a readable torch file ({error}). Pass a file saved by "
+                                       "torch.save(model.state_dict(), ...), or a .safetensors file") from None
             raise WeightsMismatchError(
                 f"{path} holds Python objects that are not plain tensors, and unfreeze never "
                 f"unpickles arbitrary objects. Save it as a state dict of tensors "
                 f"(torch.save(model.state_dict(), ...)) or as .safetensors. Detail: {error}"
             ) from error
+        except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError) as error:
+            # torch.load's errors for bytes that are neither a zip nor a pickle (text gives a KeyError).
+            raise WeightsFileError(f"{path} is not a readable torch file ({type(error).__name__}: {error}). Pass "
+                                   "a file saved by torch.save(model.state_dict(), ...), or a .safetensors "
+                                   "file") from None
     else:
-        raise ValueError(f"Unsupported weights file {path.name!r}: expected .safetensors or one of {TORCH_SUFFIXES}.")
+        raise WeightsFileError(f"Unsupported weights file {path.name!r}: expected .safetensors or one of "
+                               f"{TORCH_SUFFIXES}. Pass a file with one of these suffixes")
     while isinstance(state, Mapping) and not _all_tensors(state):
         inner = next((state[key] for key in _NESTING_KEYS if isinstance(state.get(key), Mapping)), None)
         if inner is None:

@@ -1,0 +1,108 @@
+"""Cases 7, 9 and 10: unreadable weights and run configs, undecodable validation sets, bad numbers,
+and which exceptions the CLI treats as user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from faults_helpers import TINY, run_user_error
+
+from unfreeze import ImageDataLoaders
+from unfreeze.cli import commands, main
+
+
+@pytest.mark.parametrize(("name", "content"), [("w.safetensors", os.urandom(256)), ("w.pth", b"plain text\n"),
+                                               ("w.pth", os.urandom(256)), ("w.txt", b"x")])
+def test_unreadable_weights_file(name: str, content: bytes, tiny_data: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / name
+    weights.write_bytes(content)
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), "--arch", "test_resnet", "--size", "16", "--weights",
+                           str(weights), "--out", str(out)], capsys)
+    assert name in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("config", ["{not json", "[1, 2]", '{"command": "train"}', '{"options": {"arch": "x"}}'])
+def test_interpret_with_a_broken_config(config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(config)
+    line = run_user_error(["interpret", str(run)], capsys)
+    assert str(run / "config.json") in line
+
+
+def test_every_validation_image_undecodable(tiny_data: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    for path in (tiny_data / "valid").rglob("*.png"):
+        path.write_bytes(b"not an image")
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out)], capsys)
+    assert "None of the 8 images" in line and str(tiny_data / "valid") in line and "cannot identify" in line
+    assert not out.exists()  # stopped before training
+
+
+@pytest.mark.parametrize("argv", [["--lr", "inf"], ["--lr", "nan"], ["--lr", "-1e-3"], ["--seed", "-1"],
+                                  ["--seed", str(2**32)], ["--seed", "1.5"], ["--seed", "abc"]])
+def test_bad_numbers_are_refused_by_argparse(argv: list[str], tiny_data: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out), *argv], capsys)
+    assert argv[0] in line
+    assert not out.exists()
+
+
+def test_largest_seed_is_accepted(tiny_data: Path, tmp_path: Path) -> None:
+    assert main(["train", str(tiny_data), *TINY, "--out", str(tmp_path / "run"), "--seed", str(2**32 - 1),
+                 "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("bs", [2.5, 0, True, "4"])
+def test_bad_batch_sizes_are_refused(bs: object, tiny_data: Path) -> None:
+    with pytest.raises(ValueError, match=f"got {bs!r}"):
+        ImageDataLoaders.from_folder(tiny_data, size=16, bs=bs)  # type: ignore[arg-type]
+
+
+def test_a_library_bug_shows_its_traceback(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(options: dict[str, object]) -> None:
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(commands, "load_data", bug)
+    with pytest.raises(ValueError, match="invariant"):
+        main(["train", str(tiny_data), *TINY])
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--debug", "train", str(tmp_path / "nowhere"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" in err and "DataError" in err and err.rstrip().splitlines()[-1].startswith("unfreeze: error:")
+
+
+def test_csv_and_label_re_user_errors_through_the_cli(tmp_path: Path, write_image: Callable[..., Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    write_image(tmp_path / "data" / "ant_1.png")
+    line = run_user_error(["train", str(tmp_path / "data"), *TINY, "--label-re", r"^[a-z]+_\d+\.png$"], capsys)
+    assert "no capture group" in line
+    (tmp_path / "data" / "labels.csv").write_text("file,label\nant_1.png,\n")
+    line = run_user_error(["train", str(tmp_path / "data"), *TINY, "--csv", "labels.csv"], capsys)
+    assert "empty label" in line
+
+
+def test_config_json_round_trip(tiny_run: Path) -> None:
+    # The guard above must not refuse a real run's config.
+    assert "options" in json.loads((tiny_run / "config.json").read_text())
+    assert main(["interpret", str(tiny_run)]) == 0
+
+
+def test_weights_with_no_pretrained(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A plain ValueError of create_model before; the CLI now checks the pair itself.
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    line = run_user_error(["train", str(tiny_data), *TINY, "--weights", str(weights)], capsys)
+    assert "--weights" in line and "--no-pretrained" in line

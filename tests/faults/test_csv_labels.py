@@ -1,0 +1,73 @@
+"""Case 8: CSV labels (missing column, empty/NaN labels, duplicate rows) and regexes without a group."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from unfreeze import ImageDataLoaders
+from unfreeze.data import DataError, DataWarning
+
+
+@pytest.fixture
+def folder(tmp_path: Path, write_image: Callable[..., Path]) -> Path:
+    root = tmp_path / "planes"
+    for index in range(12):
+        write_image(root / f"img_{index}.png", seed=index, color=(200, 30, 30) if index % 2 else (30, 30, 200))
+    return root
+
+
+def write_csv(root: Path, rows: list[str], header: str = "file,label") -> None:
+    (root / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+
+
+def labelled(count: int = 12) -> list[str]:
+    return [f"img_{index}.png,{'odd' if index % 2 else 'even'}" for index in range(count)]
+
+
+@pytest.mark.parametrize("label_col", ["category", 5])
+def test_missing_label_column(folder: Path, label_col: object) -> None:
+    write_csv(folder, labelled())
+    with pytest.raises(DataError, match=r"no column .*'file', 'label'") as caught:
+        ImageDataLoaders.from_csv(folder, "labels.csv", label_col=label_col, size=16, bs=4)  # type: ignore[arg-type]
+    assert repr(label_col) in str(caught.value)
+
+
+def test_empty_and_nan_labels_are_dropped_with_one_warning(folder: Path) -> None:
+    rows = labelled()
+    rows[3], rows[4], rows[5] = "img_3.png,", "img_4.png,NaN", "img_5.png"
+    write_csv(folder, rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0)
+    data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert len(data_warnings) == 1, [str(w.message) for w in data_warnings]
+    assert "3 rows" in str(data_warnings[0].message) and "img_4.png" in str(data_warnings[0].message)
+    assert len(dls.train.dataset) + len(dls.valid.dataset) == 9
+
+
+def test_every_label_empty_is_refused(folder: Path) -> None:
+    write_csv(folder, [f"img_{index}.png," for index in range(12)])
+    with pytest.raises(DataError, match=r"Every row .* empty label"):
+        ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4)
+
+
+def test_duplicate_rows_warn_once(folder: Path) -> None:
+    write_csv(folder, [*labelled(), "img_0.png,even", "img_1.png,odd", "img_1.png,odd"])
+    with pytest.warns(DataWarning, match=r"3 file\(s\) more than once.*img_0.png") as caught:
+        ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0)
+    assert sum("more than once" in str(w.message) for w in caught) == 1
+
+
+def test_regex_without_a_capture_group_is_refused_before_reading(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unfreeze.data.sources as sources
+
+    def never(*args: object) -> None:
+        raise AssertionError("the folder was listed")
+
+    monkeypatch.setattr(sources, "_resolve", never)
+    with pytest.raises(DataError, match="no capture group"):
+        ImageDataLoaders.from_name_re(folder, None, r"^img_\d+\.png$", size=16, bs=4)

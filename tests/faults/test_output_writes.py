@@ -1,0 +1,135 @@
+"""Case 1 (disk full / read-only output) and case 3 (written files follow the umask)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faults_helpers import TINY, run_user_error
+
+from unfreeze import load_learner
+from unfreeze._io import OutputWriteError, atomic_path
+
+DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT])
+def test_atomic_path_turns_write_failures_into_one_error(tmp_path: Path, code: int) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"previous")
+    with pytest.raises(OutputWriteError) as caught, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(code, os.strerror(code))
+    assert caught.value.path == target and caught.value.free_bytes is not None
+    assert str(target) in str(caught.value) and "free there" in str(caught.value)
+    assert target.read_bytes() == b"previous"  # the previous file stays intact
+    assert leftovers(tmp_path) == []  # the temp file is removed
+
+
+def test_atomic_path_lets_other_errors_through_and_cleans_up(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.bin"):
+        raise RuntimeError("a bug, not a full disk")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_on_a_full_disk_keeps_the_previous_model(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    model = tiny_run / "model.unfreeze"
+    before = model.read_bytes()
+    learn = load_learner(model)
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        Path(args[1]).write_bytes(b"partial")  # as a real write that ran out of space half-way
+        raise DISK_FULL
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OutputWriteError, match=r"model\.unfreeze"):
+        learn.export(model)
+    assert model.read_bytes() == before
+    assert leftovers(tiny_run) == []
+
+
+@pytest.mark.parametrize("victim", ["summary.json", "config.json", "loss.png", "history.csv"])
+def test_train_on_a_full_disk_is_a_user_error(victim: str, tiny_data: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from matplotlib.figure import Figure
+
+    real_write_text, real_open, real_savefig = Path.write_text, Path.open, Figure.savefig
+
+    def write_text(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name.startswith(f".{victim}."):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    def open_(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if self.name == victim and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")  # no file name, like a failed write()
+        return real_open(self, mode, *args, **kwargs)
+
+    def savefig(self: Figure, path: object, *args: object, **kwargs: object) -> None:
+        if Path(str(path)).name.startswith(f".{victim}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savefig(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"], capsys)
+    assert victim in line and "No space left on device" in line and "free there" in line
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "model.unfreeze") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.unfreeze").stat().st_mode & 0o777 == mode
+
+
+def test_a_run_directory_follows_the_umask(tiny_run: Path) -> None:
+    # The shared run was written under the test process's umask (022 in CI and here).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("model.unfreeze", "summary.json", "config.json", "loss.png"):
+        assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 32 KiB tmpfs: a real full disk. Needs root and a sandbox that allows mounts; skipped otherwise."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
+    previous = tiny_tmpfs / "model.unfreeze"
+    previous.write_bytes(b"previous export")
+    learn = load_learner(tiny_run / "model.unfreeze")
+    with pytest.raises(OutputWriteError, match=r"No space left on device; .* free there") as caught:
+        learn.export(previous)  # safetensors reports ENOSPC in its own (Rust) error; it must arrive as ENOSPC
+    assert caught.value.errno == errno.ENOSPC
+    assert previous.read_bytes() == b"previous export"
+    assert leftovers(tiny_tmpfs) == []

@@ -1,0 +1,63 @@
+"""Case 5: `predict --tta` on a folder with one bad file; symlink loops and broken links in a folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from unfreeze.cli import main
+from unfreeze.inference import iter_image_files
+
+
+@pytest.fixture
+def folder_with_a_bad_file(tmp_path: Path, write_image: Callable[..., Path]) -> Path:
+    folder = tmp_path / "new"
+    for index in range(3):
+        write_image(folder / f"good_{index}.png", seed=index)
+    (folder / "bad.png").write_bytes(b"not a png")
+    return folder
+
+
+@pytest.mark.parametrize("tta", [True, False])
+@pytest.mark.parametrize("output_format", ["json", "csv"])
+def test_predict_keeps_the_good_rows(tiny_run: Path, folder_with_a_bad_file: Path, output_format: str, tta: bool,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", str(tiny_run), str(folder_with_a_bad_file), "--format", output_format, *["--tta"] * tta]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "Traceback" not in captured.err
+    rows = json.loads(captured.out) if output_format == "json" else list(csv.DictReader(io.StringIO(captured.out)))
+    by_name = {Path(row["path"]).name: row for row in rows}
+    assert sorted(by_name) == ["bad.png", "good_0.png", "good_1.png", "good_2.png"]
+    assert by_name["bad.png"]["error"]
+    assert all(not by_name[f"good_{index}.png"]["error"] for index in range(3))
+    assert all(by_name[f"good_{index}.png"]["label"] in ("ant", "bee") for index in range(3))
+
+
+def test_symlink_loops_and_broken_links_are_skipped(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    root = tmp_path / "photos"
+    write_image(root / "a.png")
+    write_image(root / "sub" / "b.png")
+    os.symlink(root, root / "sub" / "loop")  # sub/loop -> photos: a cycle
+    os.symlink(root / "sub", root / "alias")  # a second way into sub: its files once
+    os.symlink(tmp_path / "missing.png", root / "broken.png")
+    os.symlink(tmp_path / "missing", root / "broken_dir")
+    found = [path.relative_to(root).as_posix() for path in iter_image_files(root)]
+    assert found == ["a.png", "sub/b.png"] or found == ["a.png", "alias/b.png"]
+
+
+def test_predict_on_a_folder_with_a_symlink_loop(tiny_run: Path, tmp_path: Path, write_image: Callable[..., Path],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "photos"
+    write_image(root / "a.png")
+    os.symlink(root, root / "loop")
+    assert main(["predict", str(tiny_run), str(root), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert [Path(row["path"]).name for row in json.loads(captured.out)] == ["a.png"]
