@@ -33,8 +33,8 @@ __all__ = ["LOCK_FILE", "RUN_FILES", "RunConfigError", "RunDirError", "create_ru
 
 LOCK_FILE = "run.lock"
 
-RUN_FILES = ("config.json", "history.csv", "model.unfreeze", "summary.json", "loss.png", "sched.png",
-             "lr_find.png", "confusion_matrix.png", "top_losses.png")
+RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
+             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png")
 _MAX_SUFFIX = 10_000
 
 

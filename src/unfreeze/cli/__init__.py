@@ -4,6 +4,7 @@
     unfreeze lr-find DATA ...        the LR range test and its plot
     unfreeze predict MODEL IMAGE...  predictions as a table, CSV or JSON
     unfreeze interpret RUN_DIR       confusion matrix, top losses, per-class report
+    unfreeze evaluate MODEL DATA     loss, metrics and per-class report on a labelled test set
     unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
     unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import traceback
@@ -30,6 +32,7 @@ from typing import TextIO
 from unfreeze import runs
 from unfreeze.cli.commands import (
     command_demo,
+    command_evaluate,
     command_export,
     command_interpret,
     command_lr_find,
@@ -38,6 +41,7 @@ from unfreeze.cli.commands import (
 )
 from unfreeze.cli.options import (
     _DEMO_EXAMPLES,
+    _EVALUATE_EXAMPLES,
     _EXPORT_EXAMPLES,
     _INTERPRET_EXAMPLES,
     _LR_FIND_EXAMPLES,
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
     train = command("train", "fine-tune a pretrained backbone on DATA and save a run directory", _TRAIN_EXAMPLES)
-    _add_data_options(train)
+    _add_data_options(train, data_optional=True)
     _add_training_options(train, DEFAULT_LR)
     train.set_defaults(handler=command_train)
 
@@ -90,7 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table",
                          help="output format (default: table)")
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
+    predict.add_argument("--top-k", type=_positive, default=1, metavar="K",
+                         help="also list the K most likely classes of each image (default: 1)")
     predict.set_defaults(handler=command_predict)
+
+    evaluate = command("evaluate", "score an exported model on a labelled test set, with a per-class report",
+                       _EVALUATE_EXAMPLES)
+    evaluate.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
+    evaluate.add_argument("data", metavar="DATA", type=Path,
+                          help="a folder of class folders, or of images with --label-re or --csv")
+    evaluate_labels = evaluate.add_mutually_exclusive_group()
+    evaluate_labels.add_argument("--label-re", metavar="REGEX", help="label = group 1 of REGEX in the file name")
+    evaluate_labels.add_argument("--csv", metavar="FILE", help="a CSV with a header: file name, label")
+    evaluate.add_argument("--label-delim", default=" ", metavar="TEXT",
+                          help="separator of the classes in a CSV cell, for a multi-label model (default: a space)")
+    evaluate.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON here")
+    evaluate.set_defaults(handler=command_evaluate)
 
     interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",
                         _INTERPRET_EXAMPLES)
@@ -122,12 +142,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from unfreeze._io import OutputWriteError
     from unfreeze.inference import ExportError
     from unfreeze.models import WeightsFileError, WeightsMismatchError
+    from unfreeze.train.checkpoint import CheckpointError
     from unfreeze.train.lr_find import LRFindError
 
     # Only the types that describe a user's mistake: a plain ValueError or TypeError from deep inside
     # is a bug, and its traceback is what a bug report needs.
     return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
-            WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, re.error)
+            WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, CheckpointError,
+            re.error)
 
 
 def _output_error(error: OSError) -> OSError | None:
@@ -174,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning  # one readable line per warning, not file:line source dumps
         try:
             return int(args.handler(args))
+        except BrokenPipeError:
+            # The reader of our output went away (`unfreeze predict ... | head`): not an error of ours.
+            # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except KeyboardInterrupt:
             if args.debug:
                 traceback.print_exc()

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from unfreeze import runs
-from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, UsageError
+from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
 
-__all__ = ["build_learner", "command_demo", "command_export", "command_interpret", "command_lr_find",
-           "command_predict", "command_train", "load_data"]
+__all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
+           "command_lr_find", "command_predict", "command_train", "load_data"]
+
+CHECKPOINT = "checkpoint.pt"
 
 
 # ---------------------------------------------------------------------------- shared steps
@@ -33,16 +35,22 @@ def load_data(options: dict[str, Any]) -> Any:
     data = Path(options["data"])
     common = {"valid_pct": options["valid_pct"], "seed": options["seed"], "size": options["size"],
               "bs": options["bs"]}
+    if options.get("multi_label") and not options.get("csv"):
+        raise UsageError("--multi-label reads the classes of each image from a CSV. Add --csv FILE whose label "
+                         "column lists them, e.g. 'haze primary'")
     if options.get("label_re"):
-        return ImageDataLoaders.from_name_re(data, None, options["label_re"], **common)
-    if options.get("csv"):
+        dls = ImageDataLoaders.from_name_re(data, None, options["label_re"], **common)
+    elif options.get("csv"):
         table = Path(options["csv"])
         # A path that exists from here is used as given; otherwise it is relative to DATA (as in the API).
         name = str(table.resolve()) if table.is_file() else str(table)
-        return ImageDataLoaders.from_csv(data, name, **common)
-    if (data / "train").is_dir() and (data / "valid").is_dir():
-        common["valid_pct"] = None
-    return ImageDataLoaders.from_folder(data, **common)
+        delim = options.get("label_delim", " ") if options.get("multi_label") else None
+        dls = ImageDataLoaders.from_csv(data, name, label_delim=delim, **common)
+    else:
+        if (data / "train").is_dir() and (data / "valid").is_dir():
+            common["valid_pct"] = None
+        dls = ImageDataLoaders.from_folder(data, **common)
+    return dls.balance_classes() if options.get("sampler") == "balanced" else dls
 
 
 def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
@@ -52,9 +60,10 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     if options["weights"] is not None and not options["pretrained"]:
         raise UsageError("--weights loads pretrained weights, --no-pretrained starts from random ones. Drop one")
     try:
-        return vision_learner(dls, options["arch"], metrics=METRICS, pretrained=options["pretrained"],
-                              weights=options["weights"], train_bn=options["train_bn"], seed=options["seed"],
-                              quiet=quiet)
+        return vision_learner(dls, options["arch"], metrics=MULTI_LABEL_METRICS if options.get("multi_label") else
+                              METRICS, pretrained=options["pretrained"], weights=options["weights"],
+                              train_bn=options["train_bn"], seed=options["seed"], quiet=quiet,
+                              class_weights=options.get("class_weights"))
     except WeightsNotFoundError as error:
         first_line = str(error).splitlines()[0]
         raise UsageError(f"{first_line} Pass --weights FILE (.safetensors or .pth), or --no-pretrained to start "
@@ -77,6 +86,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "weights": None if args.weights is None else str(Path(args.weights).expanduser().resolve()),
         "pretrained": args.pretrained,
         "train_bn": args.train_bn,
+        "multi_label": args.multi_label,
+        "label_delim": args.label_delim,
+        "class_weights": getattr(args, "class_weights", None),
+        "sampler": getattr(args, "sampler", "shuffle"),
     }
 
 
@@ -84,9 +97,13 @@ def _rerun_argv(options: dict[str, Any]) -> list[str]:
     """The `unfreeze train` command line that repeats a run described by its config options."""
     argv = ["train", options["data"]]
     for key in ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "epochs",
-                "freeze_epochs", "lr", "out"):
+                "freeze_epochs", "lr", "out", "class_weights"):
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
+    if options.get("multi_label"):
+        argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
+    if options.get("sampler", "shuffle") != "shuffle":
+        argv += ["--sampler", options["sampler"]]
     argv += [] if options["pretrained"] else ["--no-pretrained"]
     if options["train_bn"] is not None:
         argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
@@ -103,42 +120,56 @@ def _load_model(path: Path) -> Any:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    """`unfreeze train`: fine_tune, then export, plot and summarise into a fresh run directory."""
+    """`unfreeze train`: fine_tune, then export, plot and summarise into a fresh run directory.
+
+    A checkpoint is written into the run directory after every epoch; `--resume RUN_DIR` rebuilds the
+    same data and model from its config.json and continues from that checkpoint exactly.
+    """
     from unfreeze import CSVLogger, distributed
     from unfreeze.inference import ClassificationInterpretation
 
     started = time.perf_counter()
-    options = _options(args)
-    options.update(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
+    main_process = distributed.is_main_process()
+    if args.resume is not None:
+        run, options, saved = _resume_plan(args)
+    else:
+        if args.data is None:
+            raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
+                             "continue an interrupted run")
+        options = _options(args)
+        options.update(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
+        saved = None
     dls = load_data(options)
     _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
     # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints.
-    main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
-    requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
-    run = _claim_run_dir(requested, args) if main_process else None
-    run = Path(distributed.broadcast_object(None if run is None else str(run)))
-    options["out"] = str(run)
-    if main_process and run != Path(requested).expanduser():
-        print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
-    from unfreeze._version import __version__
-
-    rerun = " ".join(_quote(word) for word in ["unfreeze", *_rerun_argv(options)])
-    if main_process:
-        runs.write_json(run / "config.json", {"command": "train", "options": options,
-                                              "unfreeze_version": __version__, "rerun": rerun,
-                                              "argv": list(args.argv)})
+    if saved is None:
+        requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
+        run = _claim_run_dir(requested, args) if main_process else None
+        run = Path(distributed.broadcast_object(None if run is None else str(run)))
+        options["out"] = str(run)
+        if main_process and run != Path(requested).expanduser():
+            print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
+        if main_process:
+            _write_config(run, options, args)
+    elif main_process:
+        args.cleanup.enter_context(runs.run_lock(run))
+        # The CSV may hold a row written after the checkpoint (a kill in between): rebuild it from the
+        # checkpoint's history, the record the resumed run continues.
+        _rewrite_history(run / "history.csv", saved["recorder"]["history"])
     if not quiet:
-        print(f"{dls}; {options['arch']} on {learn.device}; run directory {run}")
-    lr, lr_find = args.lr, None
-    if lr == "auto":
+        resumed = f", resuming after epoch {len(saved['recorder']['history'])}" if saved is not None else ""
+        print(f"{dls}; {options['arch']} on {learn.device}; run directory {run}{resumed}")
+    lr, lr_find = options["lr"], None
+    if lr == "auto" and saved is None:
         lr_find = learn.lr_find(plot=run / "lr_find.png")
         lr = lr_find.valley
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
     logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
-    _fine_tune(learn, args, lr, logger, run / "history.csv")
+    _fine_tune(learn, options, lr, logger, run, resume=saved is not None)
+    lr = learn.progress.get("recipe", {}).get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
         return _after_interrupt(learn, args, run, lr, started) if main_process else 130
     learn.export(run / "model.unfreeze")
@@ -148,17 +179,22 @@ def command_train(args: argparse.Namespace) -> int:
     plots = [learn.recorder.plot_loss(run / "loss.png"), learn.recorder.plot_sched(run / "sched.png")]
     if lr_find is not None:
         plots.insert(0, run / "lr_find.png")
-    plots += [interpretation.plot_confusion_matrix(run / "confusion_matrix.png"),
-              interpretation.plot_top_losses(9, path=run / "top_losses.png")]
+    single_label = not options.get("multi_label")
+    if single_label:
+        plots.append(interpretation.plot_confusion_matrix(run / "confusion_matrix.png"))
+    plots.append(interpretation.plot_top_losses(9, path=run / "top_losses.png"))
     final = dict(learn.recorder.history[-1]) if learn.recorder.history else {}
     summary = {
         "final": final,
         "history": learn.recorder.history,
-        "lr": {"base_lr": lr, "chosen_by": "lr_find valley" if lr_find is not None else "--lr",
+        "lr": {"base_lr": lr, "chosen_by": "lr_find valley" if options["lr"] == "auto" else "--lr",
                "suggestions": lr_find.suggestions if lr_find is not None else None},
-        "data": {"train": len(dls.train.dataset), "valid": len(dls.valid.dataset), "classes": list(dls.vocab)},
-        "most_confused": interpretation.most_confused(min_val=2)[:10],
+        "data": {"train": len(dls.train.dataset), "valid": len(dls.valid.dataset), "classes": list(dls.vocab),
+                 "task": learn.task.config()},
+        "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
+        "report": interpretation.report(),
         "interrupted": learn.interrupted,
+        "resumed_after_epoch": None if saved is None else len(saved["recorder"]["history"]),
         "notes": learn.recorder.notes,
         "wall_time_s": round(time.perf_counter() - started, 2),
         **runs.environment(learn.device),
@@ -169,9 +205,75 @@ def command_train(args: argparse.Namespace) -> int:
         return 0
     metrics = ", ".join(f"{name} {final[name]:.4f}" for name in learn.metric_names if name in final)
     print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images; {summary['wall_time_s']:.0f} s in all.")
-    print(f"Run directory: {run}/ (config.json, history.csv, model.unfreeze, summary.json)")
+    print(f"Run directory: {run}/ (config.json, history.csv, {CHECKPOINT}, model.unfreeze, summary.json)")
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
+
+
+def _write_config(run: Path, options: dict[str, Any], args: argparse.Namespace) -> None:
+    from unfreeze._version import __version__
+
+    rerun = " ".join(_quote(word) for word in ["unfreeze", *_rerun_argv(options)])
+    runs.write_json(run / "config.json", {"command": "train", "options": options, "unfreeze_version": __version__,
+                                          "rerun": rerun, "argv": list(args.argv)})
+
+
+# Options a resumed run takes from config.json: one given again on the command line must agree.
+_RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
+            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr")
+
+
+def _resume_plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The run directory, its options and its checkpoint, for `--resume RUN_DIR`.
+
+    Options come from the run's config.json. One that the command line also gives must have the same
+    value: a resumed run with other epochs, LR or data would not be the run that was interrupted.
+    """
+    from unfreeze.train.checkpoint import read_checkpoint
+
+    run = args.resume.expanduser()
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{config_path} not found. --resume takes a run directory written by 'unfreeze train'")
+    options = runs.read_json(config_path, required=("options",))["options"]
+    missing = [key for key in ("data", "arch", "epochs", "freeze_epochs", "lr") if key not in options]
+    if missing:
+        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}; it cannot be resumed")
+    given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
+    current = {**_options(args), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr} \
+        if args.data is not None else {"epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr,
+                                        "arch": args.arch, "size": args.size, "bs": args.bs, "seed": args.seed}
+    flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
+    flags.update(pretrained="--no-pretrained", multi_label="--multi-label")
+    differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
+                 if key in current and (flags[key] in given or (key == "train_bn" and "--no-train-bn" in given))
+                 and current[key] != options.get(key)]
+    if args.data is not None and str(Path(args.data).expanduser().resolve()) != options["data"]:
+        differing.insert(0, f"DATA {args.data} (the run used {options['data']})")
+    if differing:
+        raise UsageError(f"--resume continues {run} as it was started; this command line changes "
+                         f"{'; '.join(differing)}. Drop those options, or start a new run")
+    checkpoint = run / CHECKPOINT
+    if not checkpoint.is_file():
+        raise UsageError(f"{run} has no {CHECKPOINT}: the run stopped before its first epoch ended. Start it again")
+    summary = run / "summary.json"
+    if summary.is_file() and not runs.read_json(summary).get("interrupted", False):
+        raise UsageError(f"{run} finished (see {summary}); there is nothing to resume")
+    return run, options, read_checkpoint(checkpoint)
+
+
+def _rewrite_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv with exactly these rows (atomically)."""
+    from unfreeze._io import atomic_path
+
+    if not history:
+        if path.exists():
+            path.unlink()
+        return
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def _check_trainable(dls: Any) -> None:
@@ -190,14 +292,20 @@ def _claim_run_dir(requested: Path, args: argparse.Namespace) -> Path:
     return run
 
 
-def _fine_tune(learn: Any, args: argparse.Namespace, lr: float, callbacks: list[Any], history: Path) -> None:
-    """`learn.fine_tune`; a full disk while CSVLogger appends a row is reported as that file's error."""
+def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: Path,
+               resume: bool) -> None:
+    """`learn.fine_tune` with a checkpoint in the run directory after every epoch (and from it, on resume).
+
+    A full disk while CSVLogger appends a row is reported as that file's error.
+    """
     from unfreeze._io import output_error
 
+    checkpoint = run / CHECKPOINT
     try:
-        learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs, callbacks=callbacks)
+        learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"], callbacks=callbacks,
+                        checkpoint=checkpoint, resume=checkpoint if resume else None)
     except OSError as error:
-        converted = output_error(error, error.filename or history)
+        converted = output_error(error, error.filename or run / "history.csv")
         if converted is None:
             raise
         raise converted from error
@@ -282,32 +390,24 @@ def _image_sources(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
-def _tta_rows(learn: Any, sources: Iterable[Path], bs: int) -> Iterator[dict[str, Any]]:
-    """predict_batch's rows, with TTA probabilities; chunked so memory stays bounded."""
-    chunk_size = 16 * bs
-    iterator = iter(sources)
-    while chunk := list(itertools.islice(iterator, chunk_size)):
-        loader = learn.dls.test_dl(chunk, batch_size=bs)
-        probs, _ = learn.tta(dl=loader)
-        kept = [position for position in range(len(chunk)) if position not in loader.dataset.dropped]
-        best, indices = probs.max(dim=1) if len(kept) else (probs[:0, 0], probs[:0, 0].long())
-        found = dict(zip(kept, zip(best.tolist(), indices.tolist(), strict=True), strict=True))
-        for position, source in enumerate(chunk):
-            if position in found:
-                prob, index = found[position]
-                yield {"path": str(source), "label": learn.dls.vocab[index], "index": index, "prob": prob,
-                       "error": None}
-            else:
-                yield {"path": str(source), "label": None, "index": -1, "prob": float("nan"),
-                       "error": loader.dataset.dropped.get(position, "could not be read")}
+def _cell(value: Any, digits: int = 6) -> str:
+    """One CSV/table cell: lists (multi-label classes, top-k) joined with ';', floats rounded."""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return ";".join(_cell(item, digits) if not isinstance(item, (list, tuple)) else
+                        ":".join(_cell(part, digits) for part in item) for item in value)
+    return "" if value is None else str(value)
 
 
-def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int) -> int:
+def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
+                top_k: int = 1) -> int:
     """Stream rows to `stream`; returns how many rows carried an error."""
     failed = 0
     writer = csv.writer(stream) if output_format == "csv" else None
+    extra = ["top_k"] if top_k > 1 else []
     if writer is not None:
-        writer.writerow(["path", "label", "index", "prob", "error"])
+        writer.writerow(["path", "label", "index", "prob", *extra, "error"])
     elif output_format == "table":
         print(f"{'prob':>6}  {'label':<{label_width}}  path", file=stream)
     else:
@@ -315,13 +415,17 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
     for number, row in enumerate(rows):
         failed += row["error"] is not None
         if writer is not None:
-            prob = "" if row["error"] else f"{row['prob']:.6f}"
-            writer.writerow([row["path"], row["label"] or "", row["index"], prob, row["error"] or ""])
+            prob = "" if row["error"] else _cell(row["prob"])
+            writer.writerow([row["path"], _cell(row["label"]), _cell(row["index"]), prob,
+                             *(_cell(row.get(key)) for key in extra), row["error"] or ""])
         elif output_format == "table":
             if row["error"]:
                 print(f"{'-':>6}  {'(error)':<{label_width}}  {row['path']}  ({row['error']})", file=stream)
             else:
-                print(f"{row['prob']:6.3f}  {row['label']:<{label_width}}  {row['path']}", file=stream)
+                prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
+                label = _cell(row["label"]) or "(none)"
+                alternatives = f"  top {top_k}: {_cell(row['top_k'], 3)}" if top_k > 1 else ""
+                print(f"{prob:6.3f}  {label:<{label_width}}  {row['path']}{alternatives}", file=stream)
         else:
             clean = {**row, "prob": None if row["error"] else row["prob"]}
             stream.write(("," if number else "") + "\n  " + json.dumps(clean))
@@ -343,9 +447,9 @@ def command_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
     sources = itertools.chain([first], sources)
-    rows = _tta_rows(learn, sources, args.bs) if args.tta else learn.predict_batch(sources, bs=args.bs)
+    rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
     label_width = max(len("(error)"), *(len(name) for name in learn.dls.vocab))
-    failed = _write_rows(rows, args.format, sys.stdout, label_width)
+    failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
     if failed:
         print(f"unfreeze: {failed} image(s) could not be predicted; their rows carry the reason.", file=sys.stderr)
     return 1 if failed else 0
@@ -371,10 +475,11 @@ def command_interpret(args: argparse.Namespace) -> int:
     dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
     dls.to(learn.device)
     interpretation = ClassificationInterpretation.from_learner(learn, dl=dls.valid)
-    plots = [interpretation.plot_confusion_matrix(run / "confusion_matrix.png"),
-             interpretation.plot_top_losses(9, path=run / "top_losses.png")]
+    single_label = not options.get("multi_label")
+    plots = [interpretation.plot_confusion_matrix(run / "confusion_matrix.png")] if single_label else []
+    plots.append(interpretation.plot_top_losses(9, path=run / "top_losses.png"))
     print(interpretation.report(as_text=True))
-    confused = interpretation.most_confused(min_val=1)[:10]
+    confused = interpretation.most_confused(min_val=1)[:10] if single_label else []
     if confused:
         print("Most confused (actual → predicted, count): "
               + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
@@ -415,4 +520,64 @@ def command_export(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot write {target} ({error.strerror}). Choose another --to") from None
     print(f"ONNX: {written} (input 'image': float [batch, 3, {metadata['size']}, {metadata['size']}] in [0, 1])")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[Path, Any]]:
+    """(path, label) of every image of a labelled test set: class folders, --label-re or --csv."""
+    from unfreeze.data import BadFileReport
+    from unfreeze.data.sources import check_root, csv_items, folder_items, name_re_items
+
+    skipped = BadFileReport()
+    root = check_root(args.data, "a folder of class folders, or of images with --label-re or --csv")
+    if args.csv:
+        table = Path(args.csv)
+        items, _ = csv_items(root, str(table.resolve()) if table.is_file() else str(table), 0, 1, None, skipped,
+                             empty_is_label=multi_label)
+        if multi_label:
+            items = [(path, tuple(name for name in str(label).split(args.label_delim) if name.strip()))
+                     for path, label in items]
+    elif args.label_re:
+        items = name_re_items(root, None, args.label_re, skipped)
+    else:
+        items = folder_items(root, skipped, [])
+    skipped.warn()
+    if not items:
+        raise UsageError(f"no labelled images found in {root}. Expected DATA/<class>/*.jpg, or --csv / --label-re")
+    return items
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set."""
+    from unfreeze.inference import ClassificationInterpretation
+    from unfreeze.tasks import MultiLabel
+    from unfreeze.train.metrics import resolve_metrics
+
+    learn = _load_model(args.model)
+    multi_label = isinstance(learn.task, MultiLabel)
+    items = _labelled_items(args, multi_label)
+    loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
+    learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
+    scores = learn.validate(loader)
+    interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+    report = interpretation.report()
+    n_scored = len(items) - len(loader.dataset.dropped)
+    print(f"{args.model}: {n_scored} labelled images in {args.data}"
+          + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
+    print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+    print(interpretation.report(as_text=True))
+    if not multi_label:
+        confused = interpretation.most_confused(min_val=1)[:10]
+        if confused:
+            print("Most confused (actual → predicted, count): "
+                  + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
+    if args.json is not None:
+        runs.write_json(args.json, {
+            "model": str(args.model), "data": str(args.data), "images": n_scored,
+            "unreadable": {str(items[index][0]): reason for index, reason in loader.dataset.dropped.items()},
+            "scores": scores, "report": report})
+        print(f"Report: {args.json}")
     return 0

@@ -13,6 +13,7 @@ __all__ = ["DEMO", "UsageError"]
 DEFAULT_ARCH = "efficientnet_lite0"
 DEFAULT_LR = 2e-3  # fine_tune's default, as fastai's
 METRICS = ["error_rate", "accuracy"]
+MULTI_LABEL_METRICS = ["accuracy_multi", "f1_multi"]
 # The demo: 400 train / 200 valid 28 px images, 1 frozen + 4 unfrozen epochs, about 35 s on 2 quiet CPU
 # cores. With so few images bs 16 (25 steps an epoch) helps. With the Keras BN default, fine_tune's own
 # base_lr 2e-3 beat 4e-3 and 1e-2 (at 64 px: 75.5%, 74%, 58%); 8 unfrozen epochs did no better.
@@ -98,10 +99,22 @@ examples:
   unfreeze train planes --csv labels.csv               # columns: file (relative to DATA), label
   unfreeze train data/fashion --arch resnet34 --weights resnet34.safetensors --lr auto
   unfreeze train data/fashion --arch test_resnet --no-pretrained --epochs 1 --size 32
+  unfreeze train planet --csv train.csv --multi-label      # label cell "haze primary water"
+  unfreeze train defects --valid-pct 0.2 --class-weights auto   # rare classes weigh more
+  unfreeze train --resume runs/fashion-efficientnet_lite0       # after a crash, Ctrl-C or kill
 
 A run directory (default runs/<DATA name>-<arch>, never overwritten without --overwrite) receives
-config.json, history.csv, model.unfreeze, summary.json and the plots loss.png, sched.png,
-lr_find.png (with --lr auto), confusion_matrix.png and top_losses.png.
+config.json, history.csv, checkpoint.pt (after every epoch), model.unfreeze, summary.json and the
+plots loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png and top_losses.png.
+"""
+
+_EVALUATE_EXAMPLES = """\
+examples:
+  unfreeze evaluate runs/fashion-efficientnet_lite0 data/fashion-test    # DATA/<class>/*.png
+  unfreeze evaluate model.unfreeze photos --csv labels.csv --json report.json
+
+Scores an exported model on a labelled test set it never saw: loss, the task's metrics and a
+per-class precision / recall / F1 report. The classes must be ones the model knows.
 """
 
 _LR_FIND_EXAMPLES = """\
@@ -116,6 +129,7 @@ examples:
   unfreeze predict runs/fashion-efficientnet_lite0 new/shoe.png
   unfreeze predict model.unfreeze photos/ --format csv > predictions.csv
   unfreeze predict model.unfreeze a.jpg b.jpg --tta --format json
+  unfreeze predict model.unfreeze photos/ --top-k 3          # the 3 most likely classes per image
 
 MODEL is a .unfreeze export or a run directory holding model.unfreeze. Folders are searched
 recursively. Images that cannot be read get a row with their error, and the exit code is 1.
@@ -147,8 +161,8 @@ saves a run directory (default {DEMO["out"]}) with the plots.
 """
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA", type=Path,
+def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = False) -> None:
+    parser.add_argument("data", metavar="DATA", type=Path, nargs="?" if data_optional else None,
                         help="a folder with train/ and valid/ class folders, a folder of class folders, or "
                              "of images (with --label-re or --csv)")
     parser.add_argument("--arch", default=DEFAULT_ARCH,
@@ -163,6 +177,11 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="label each image file in DATA by group 1 of REGEX searched in its name")
     labels.add_argument("--csv", metavar="FILE",
                         help="a CSV with a header: file name (relative to DATA) in column 1, label in column 2")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="each image may have several classes (or none): with --csv, the label column lists "
+                             "them separated by --label-delim; trains with sigmoid + binary cross-entropy")
+    parser.add_argument("--label-delim", default=" ", metavar="TEXT",
+                        help="separator of the classes in a --multi-label CSV cell (default: a space)")
     parser.add_argument("--weights", metavar="FILE", type=Path,
                         help="pretrained weights file (.safetensors, .pth, .bin) for --arch, used offline")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",
@@ -181,5 +200,12 @@ def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) ->
                         help=f"the head's LR, or 'auto' to run lr_find and use its valley (default: {default_lr:g})")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<DATA name>-<arch>)")
     parser.add_argument("--overwrite", action="store_true", help="reuse --out if it is an existing run directory")
+    parser.add_argument("--class-weights", choices=("auto",),
+                        help="weigh the loss against class imbalance: 'auto' = inverse class frequency")
+    parser.add_argument("--sampler", choices=("shuffle", "balanced"), default="shuffle",
+                        help="'balanced' draws training images so every class is seen about equally often")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an interrupted run from its checkpoint (RUN_DIR/checkpoint.pt), with the "
+                             "options in its config.json; DATA and other options may be left out")
     parser.add_argument("--save-on-interrupt", action="store_true",
                         help="after Ctrl-C, still export the partly trained model (default: export nothing)")

@@ -63,6 +63,17 @@ class ImageDataLoaders:
     def device(self) -> torch.device:
         return self.train.device
 
+    def balance_classes(self) -> ImageDataLoaders:
+        """Sample training items so that every class is drawn about equally often (with replacement).
+
+        The alternative against imbalance is a weighted loss (`vision_learner(class_weights="auto")`).
+
+        Example:
+            >>> dls = ImageDataLoaders.from_folder("defects", valid_pct=0.2).balance_classes()
+        """
+        self.train.set_sample_weights(self.task.item_weights(self.train.dataset.targets))
+        return self
+
     def to(self, device: str | torch.device) -> ImageDataLoaders:
         """Make both loaders yield batches on `device` (augmentation then runs there too)."""
         self.train.device = self.valid.device = torch.device(device)
@@ -85,24 +96,46 @@ class ImageDataLoaders:
         self.valid.preload()
         return self
 
-    def test_dl(self, items: Sequence[ImageSource], batch_size: int | None = None) -> ImageDataLoader:
-        """A loader over new images (paths, PIL images, HWC arrays, CHW/HWC tensors), validation
-        transforms, labels -1. Undecodable files are left out with one warning; `dataset.dropped`
-        lists their indices so predictions can be matched to inputs.
+    def test_dl(self, items: Sequence[ImageSource], batch_size: int | None = None,
+                labels: Sequence[Any] | None = None) -> ImageDataLoader:
+        """A loader over new images (paths, PIL images, HWC arrays, CHW/HWC tensors) with the validation
+        transforms. Undecodable files are left out with one warning; `dataset.dropped` lists their
+        indices so predictions can be matched to inputs.
+
+        Args:
+            items: The images.
+            batch_size: Default: the validation loader's.
+            labels: One label per image (a class name, or a tuple of class names for multi-label data)
+                to score the images against (`unfreeze evaluate`); None leaves them unlabelled.
+
+        Raises:
+            DataError: A path does not exist, the labels do not match the items, or a label names a
+                class the model does not know.
 
         Example:
             >>> loader = dls.test_dl(["new/cat.jpg", "new/dog.jpg"])
+            >>> scored = dls.test_dl(["new/cat.jpg"], labels=["cat"])
         """
         sources = list(items)
         missing = [str(source) for source in sources if isinstance(source, (str, Path)) and not Path(source).exists()]
         if missing:
             raise DataError(f"{len(missing)} test image path(s) do not exist: {', '.join(missing[:10])}")
-        pairs = [(Path(source) if isinstance(source, (str, Path)) else Path(f"<in-memory image {index}>"), "")
+        paths = [Path(source) if isinstance(source, (str, Path)) else Path(f"<in-memory image {index}>")
                  for index, source in enumerate(sources)]
+        if labels is None:
+            # Unlabelled: "" is no class for a single-label task, None a row of NaN targets for multi-label.
+            labels = ["" if isinstance(self.task, SingleLabel) else None] * len(paths)
+        else:
+            labels = list(labels)
+            if len(labels) != len(paths):
+                raise DataError(f"Got {len(labels)} labels for {len(paths)} images; pass one label per image.")
+            unknown = sorted({name for label in labels for name in self.task.classes_of(label)} - set(self.vocab))
+            if unknown:
+                raise DataError(f"The labels name {len(unknown)} class(es) the model does not know: "
+                                f"{', '.join(unknown[:10])}. The model knows {', '.join(self.vocab)}.")
         reference = self.valid.dataset
-        # Unlabelled: "" is no class for a single-label task, None a row of NaN targets for multi-label.
-        pairs = [(path, "" if isinstance(self.task, SingleLabel) else None) for path, _ in pairs]
-        dataset = ImageDataset(pairs, self.vocab, sources=[Path(s) if isinstance(s, str) else s for s in sources],
+        dataset = ImageDataset(list(zip(paths, labels, strict=True)), self.vocab,
+                               sources=[Path(s) if isinstance(s, str) else s for s in sources],
                                item_size=reference.item_size, resize_method=reference.resize_method,
                                cache_bytes=reference.cache.max_bytes, task=self.task)
         return ImageDataLoader(dataset, batch_size or self.valid.batch_size, size=self.size, seed=self.seed,
@@ -254,7 +287,8 @@ class ImageDataLoaders:
             >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", label_delim=" ")  # multi-label
         """
         skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
-        items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped)
+        items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped,
+                                    empty_is_label=label_delim is not None)
         task: Task = SingleLabel()
         if label_delim is not None:
             if not isinstance(label_delim, str) or not label_delim:

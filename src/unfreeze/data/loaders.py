@@ -154,6 +154,7 @@ class ImageDataLoader:
         self.size = size or dataset.item_size
         self.augment = augment if training else None
         self.seed, self.epoch = seed, 0
+        self.sample_weights: np.ndarray | None = None  # set_sample_weights: weighted draws instead of a shuffle
         self.device = torch.device(device)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.worker_start_method: str | None = None  # None: the platform default (fork on Linux)
@@ -185,9 +186,28 @@ class ImageDataLoader:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.rank, self.world_size = rank, world_size
 
+    def set_sample_weights(self, weights: Sequence[float] | torch.Tensor | None) -> None:
+        """Draw each epoch's items with replacement in proportion to `weights` (one per item), e.g.
+        against class imbalance; None goes back to a plain shuffle. Only a shuffling loader samples.
+
+        Example:
+            >>> dls.train.set_sample_weights(dls.task.item_weights(dls.train.dataset.targets))
+        """
+        if weights is None:
+            self.sample_weights = None
+            return
+        array = np.asarray(torch.as_tensor(weights, dtype=torch.float64).cpu(), dtype=np.float64)
+        if array.shape != (len(self.dataset),) or not np.isfinite(array).all() or (array < 0).any() or array.sum() <= 0:
+            raise ValueError(f"Expected one finite weight >= 0 per item ({len(self.dataset)}), not all 0; got an "
+                             f"array of shape {array.shape}.")
+        self.sample_weights = array / array.sum()
+
     def _order(self) -> np.ndarray:
         n_items = len(self.dataset)
-        if self.shuffle:
+        if self.shuffle and self.sample_weights is not None:
+            # Weighted draws with replacement: an epoch has as many items as the dataset, rare classes repeat.
+            order = np.random.default_rng([self.seed, self.epoch]).choice(n_items, n_items, p=self.sample_weights)
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n_items)
         else:
             order = np.arange(n_items)

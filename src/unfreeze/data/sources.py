@@ -201,9 +201,13 @@ def _column(header: list[str], column: int | str, csv_path: Path) -> int:
 
 def csv_items(
     path: Path, csv_fname: str, fn_col: int | str, label_col: int | str, valid_col: int | str | None,
-    skipped: SkippedFiles,
+    skipped: SkippedFiles, empty_is_label: bool = False,
 ) -> tuple[list[Item], list[bool] | None]:
-    """Items from a CSV with a header row; file names are relative to `path`. Returns (items, is_valid)."""
+    """Items from a CSV with a header row; file names are relative to `path`. Returns (items, is_valid).
+
+    A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
+    data an empty cell is a real label, "none of the classes".
+    """
     csv_path = path / csv_fname
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
@@ -223,7 +227,7 @@ def csv_items(
             continue
         row = row + [""] * (width - len(row))  # a short row has empty cells, not an IndexError
         label = row[columns[1]].strip()
-        if not label or label.lower() in _MISSING_LABELS:
+        if (not label and not empty_is_label) or label.lower() in _MISSING_LABELS:
             unlabelled.add(Path(row[columns[0]] or f"<row {number}>"), f"line {number}: no label")
             continue
         if row[columns[0]] in seen:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
     from unfreeze.train.learner import Learner
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "callback_key", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "callback_key", "load_checkpoint", "read_checkpoint",
+           "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -58,15 +59,14 @@ def save_checkpoint(learner: Learner, path: str | Path, callbacks: Sequence[Call
     return Path(path)
 
 
-def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint into `learner` and return it (its `progress` says where the fit stood).
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint without loading it into a learner (weights_only: no code runs).
 
     Raises:
-        CheckpointError: For a missing, unreadable or mismatching file.
+        CheckpointError: For a missing, unreadable or other-format file.
 
     Example:
-        >>> state = load_checkpoint(learn, "run/checkpoint.pt")  # doctest: +SKIP
-        >>> state["progress"]["epoch"]  # doctest: +SKIP
+        >>> read_checkpoint("run/checkpoint.pt")["recorder"]["history"][-1]["epoch"]  # doctest: +SKIP
         2
     """
     path = Path(path)
@@ -83,6 +83,21 @@ def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} has checkpoint format {found!r}; this version reads {CHECKPOINT_FORMAT}. "
                               "Start a new run.")
+    return state
+
+
+def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint into `learner` and return it (its `progress` says where the fit stood).
+
+    Raises:
+        CheckpointError: For a missing, unreadable or mismatching file.
+
+    Example:
+        >>> state = load_checkpoint(learn, "run/checkpoint.pt")  # doctest: +SKIP
+        >>> state["progress"]["epoch"]  # doctest: +SKIP
+        2
+    """
+    state = read_checkpoint(path)
     try:
         learner.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as error:

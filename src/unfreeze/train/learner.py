@@ -614,13 +614,13 @@ class Learner:
         """
         return inference.predict(self, item)
 
-    def predict_batch(self, items: Any, bs: int = 64, top_k: int = 1) -> Any:
-        """Stream predictions over many images or a folder, in constant memory.
+    def predict_batch(self, items: Any, bs: int = 64, top_k: int = 1, with_tta: bool = False) -> Any:
+        """Stream predictions over many images or a folder, in constant memory (`inference.predict_batch`).
 
         Example:
-            >>> rows = learn.predict_batch("photos/")  # doctest: +SKIP
+            >>> rows = learn.predict_batch("photos/", top_k=3)  # doctest: +SKIP
         """
-        return inference.predict_batch(self, items, bs=bs, top_k=top_k)
+        return inference.predict_batch(self, items, bs=bs, top_k=top_k, with_tta=with_tta)
 
     def tta(self, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> Any:
         """Test-time augmentation with fastai's defaults: `(probs, targets)`.
