@@ -129,7 +129,6 @@ def command_train(args: argparse.Namespace) -> int:
     from unfreeze.inference import ClassificationInterpretation
 
     started = time.perf_counter()
-    main_process = distributed.is_main_process()
     if args.resume is not None:
         run, options, saved = _resume_plan(args)
     else:
@@ -142,7 +141,9 @@ def command_train(args: argparse.Namespace) -> int:
     dls = load_data(options)
     _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
-    # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints.
+    # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints
+    # (the process group exists once the learner is built).
+    main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
     if saved is None:
         requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"

@@ -14,10 +14,8 @@ DEFAULT_ARCH = "efficientnet_lite0"
 DEFAULT_LR = 2e-3  # fine_tune's default, as fastai's
 METRICS = ["error_rate", "accuracy"]
 MULTI_LABEL_METRICS = ["accuracy_multi", "f1_multi"]
-# The demo: 400 train / 200 valid 28 px images, 1 frozen + 4 unfrozen epochs, about 35 s on 2 quiet CPU
-# cores. With so few images bs 16 (25 steps an epoch) helps. With the Keras BN default, fine_tune's own
-# base_lr 2e-3 beat 4e-3 and 1e-2 (at 64 px: 75.5%, 74%, 58%); 8 unfrozen epochs did no better.
-# 128 px (77.5%) learned more steadily than 64 px (71%), at 34 s instead of 19 s.
+# The demo: the 400 / 200 image sample, 1 frozen + 4 unfrozen epochs. With so few images a small batch
+# (more steps an epoch) helps; the size and LR were picked by the runs in benchmarks/results/demo.md.
 DEMO = {"size": 128, "bs": 16, "lr": 2e-3, "epochs": 4, "freeze_epochs": 1, "out": "runs/demo"}
 
 

@@ -132,7 +132,7 @@ def decode_item(source: ImageSource, item_size: int, method: str) -> tuple[np.nd
     """Decode and resize one item for the cache: (uint8 CHW array, "") or (None, why it failed).
 
     The channels-first copy is made here, in the decoding worker, so that the main process only
-    wraps the array (it measured as the first pass's bottleneck when done there on a 16-core GPU host).
+    wraps the array: done in the main process, that copy limits the first pass on many-core hosts.
     """
     try:
         array = resize_item(open_rgb(source, draft_size=item_size), item_size, method)

@@ -32,8 +32,8 @@ __all__ = ["ImageDataLoader", "ImageDataset"]
 @contextmanager
 def _one_cpu_thread(active: bool) -> Iterator[None]:
     # Batch-sized elementwise ops on the CPU run several times faster on one thread than on a pool
-    # that competes with the model and the decoding workers (measured: 12,000 vs 2,000 images/s on
-    # 2 busy cores). The caller's thread count is restored before each batch is handed over.
+    # that competes with the model and the decoding workers (benchmarks/results/data.md). The
+    # caller's thread count is restored before each batch is handed over.
     previous = torch.get_num_threads()
     if active and previous > 1:
         torch.set_num_threads(1)

@@ -53,9 +53,8 @@ def vision_learner(
         train_bn: True keeps norm layers of frozen groups training (fastai). False (Keras) runs the
             body's norm layers in inference mode throughout and freezes their weights with their
             group, so a frozen epoch costs about a forward pass. None (default) picks False for a
-            pretrained body, where it measured 23.6% vs fastai's 37.3% error
-            (benchmarks/results/defaults.md), and True when training from scratch, where the
-            body's statistics must be learned.
+            pretrained body, where it gave the lower error (benchmarks/results/defaults.md), and
+            True when training from scratch, where the body's statistics must be learned.
         head: "fastai" (concat pooling, BN, dropout, two linear layers), "linear", or a module.
         seed: Seeds the head's initialisation and training, without touching the global RNG.
         device: Defaults to CUDA, then MPS, then CPU.

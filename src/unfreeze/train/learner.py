@@ -11,30 +11,26 @@ Prediction and export are plain functions of `unfreeze.inference`; the methods h
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import random
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from unfreeze import distributed, inference
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 from unfreeze.train import loop
+from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder
-from unfreeze.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from unfreeze.train.checkpoint import load_checkpoint, save_checkpoint
 from unfreeze.train.loop import NonFiniteLossError
 from unfreeze.train.metrics import Metric, metric_name, resolve_metrics
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
+from unfreeze.train.state import STATE_KEYS
 
 __all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "default_device"]
-
-# The sections of `Learner.state_dict()`; `state_dict(keys=...)` builds only those asked for.
-STATE_KEYS = ("model", "optimizer", "scaler", "freeze", "modes", "position", "progress", "recorder", "rng")
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
 
@@ -78,8 +74,8 @@ class Learner:
             one optimizer step: the same training at a fraction of the activation memory.
         sync_bn: Under torchrun on GPUs, synchronise BatchNorm statistics across processes.
         compile_model: Train through `torch.compile` (True: the inductor backend; a string names
-            another backend). Off by default: on efficientnet_lite0 it gave no gain on an H200 and
-            cost 50 s of compilation (REFERENCE.md).
+            another backend). Off by default: compiling takes long and gave efficientnet_lite0 no
+            gain on a GPU (benchmarks/results/gpu.md).
 
     Example:
         >>> learn = Learner(dls, create_model("resnet34", dls.n_classes), metrics=["error_rate"])  # doctest: +SKIP
@@ -130,7 +126,7 @@ class Learner:
         self.compile_model = compile_model
         self.model = model.to(self.device)
         # channels_last (NHWC) is the fast layout for convolutions on GPUs under bf16 and on CPUs
-        # (oneDNN): efficientnet_lite0 trains 1.8x faster on 2 CPU cores than with NCHW batches.
+        # (oneDNN); benchmarks/results/compare.md has the CPU figures.
         self.model = self.model.to(memory_format=torch.channels_last)
         if hasattr(self.dls, "set_normalization") and hasattr(model, "mean"):
             self.dls.set_normalization(model.mean, model.std)
@@ -420,7 +416,7 @@ class Learner:
         start_epoch, callback_states = 0, None
         if resume is not None:
             saved = load_checkpoint(self, resume) if not isinstance(resume, dict) else resume
-            _check_same_fit(saved.get("progress") or {}, plan, resume)
+            state_module.check_same_fit(saved.get("progress") or {}, plan, resume)
             start_epoch, callback_states = int(saved["progress"]["epoch"]) + 1, saved.get("callbacks")
         self.progress = plan
         return loop.run_fit(self, n_epoch, schedule, callbacks, start_epoch=start_epoch, checkpoint=checkpoint,
@@ -516,7 +512,7 @@ class Learner:
             phase = int(previous.pop("phase", 0))
             if isinstance(base_lr, str) and base_lr == "auto":
                 recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
-            _check_same_fit({"recipe": previous}, {"recipe": recipe}, resume)
+            state_module.check_same_fit({"recipe": previous}, {"recipe": recipe}, resume)
             finished = int(saved["progress"]["epoch"]) + 1 >= int(saved["progress"]["n_epoch"])
             phase, phase_resume = (phase + 1, None) if finished else (phase, saved)
         if phase == 0 and saved is None:
@@ -711,27 +707,7 @@ class Learner:
             >>> state = learn.state_dict()  # doctest: +SKIP
             >>> learn.fit(1, 1e-3); learn.load_state_dict(state)  # back to before the fit  # doctest: +SKIP
         """
-        wanted = set(STATE_KEYS if keys is None else keys)
-        unknown = wanted - set(STATE_KEYS)
-        if unknown:
-            raise ValueError(f"Unknown state sections {sorted(unknown)}; the sections are {list(STATE_KEYS)}.")
-        builders = {
-            "model": lambda: {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": lambda: None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
-            "scaler": lambda: None if self._scaler is None else self._scaler.state_dict(),
-            "freeze": lambda: {"frozen_to": self.frozen_to, "train_bn": self.train_bn,
-                               "requires_grad": [p.requires_grad for p in self._param_names.values()]},
-            "modes": lambda: [m.training for m in self.model.modules()],
-            "position": lambda: {"epoch": self.epoch, "step": self.step, "loader_epoch": self.dls.train.epoch},
-            "progress": lambda: copy.deepcopy(self.progress),
-            "recorder": lambda: copy.deepcopy(self.recorder.state_dict()),
-            "rng": _rng_state,
-        }
-        state: dict[str, Any] = {"format": _STATE_FORMAT}
-        state.update({key: build() for key, build in builders.items() if key in wanted})
-        if grads:
-            state["grads"] = [None if p.grad is None else p.grad.detach().clone() for p in self._param_names.values()]
-        return state
+        return state_module.capture(self, keys, grads)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` saved; sections that are absent are left as they are.
@@ -742,39 +718,7 @@ class Learner:
         Example:
             >>> learn.load_state_dict(torch.load("run/checkpoint.pt", weights_only=True))  # doctest: +SKIP
         """
-        params = list(self._param_names.values())
-        if "freeze" in state:
-            self.train_bn = bool(state["freeze"]["train_bn"])
-            self.freeze_to(int(state["freeze"]["frozen_to"]))  # also clears the optimizer, as fastai
-            for param, flag in zip(params, state["freeze"]["requires_grad"], strict=True):
-                param.requires_grad_(bool(flag))
-        if "model" in state:
-            self.model.load_state_dict(state["model"])
-        if "optimizer" in state:
-            self.optimizer = None
-            if state["optimizer"] is not None:
-                # Load in place: anything holding learner.optimizer keeps a live object.
-                self.ensure_optimizer().load_state_dict(state["optimizer"])
-        if state.get("scaler") is not None:
-            self._scaler = self._scaler or torch.amp.GradScaler("cuda")
-            self._scaler.load_state_dict(state["scaler"])
-        elif "scaler" in state:
-            self._scaler = None
-        if "modes" in state:
-            for module, training in zip(self.model.modules(), state["modes"], strict=True):
-                module.training = bool(training)
-        if "position" in state:
-            self.epoch, self.step = int(state["position"]["epoch"]), int(state["position"]["step"])
-            self.dls.train.set_epoch(int(state["position"]["loader_epoch"]))
-        if "progress" in state:
-            self.progress = copy.deepcopy(state["progress"]) or {}
-        if "recorder" in state:
-            self.recorder.load_state_dict(copy.deepcopy(state["recorder"]))
-        if "rng" in state:
-            _set_rng_state(state["rng"])
-        if "grads" in state:
-            for param, grad in zip(params, state["grads"], strict=True):
-                param.grad = grad
+        state_module.restore(self, state)
 
     def __repr__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)
@@ -784,59 +728,7 @@ class Learner:
         )
 
 
-_STATE_FORMAT = 1
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every RNG the loop may draw from, as tensors, numbers and lists (weights_only-loadable)."""
-    version, internal, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-
-
 def _check_epochs(n_epoch: Any) -> int:
     if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 1:
         raise ValueError(f"The number of epochs must be a whole number >= 1, got {n_epoch!r}.")
     return n_epoch
-
-
-def _check_same_fit(saved: dict[str, Any], requested: dict[str, Any], path: Any) -> None:
-    """Refuse to resume a checkpoint into a different fit, naming the first value that differs."""
-    where = "the checkpoint" if isinstance(path, dict) else str(path)
-    for key in requested:
-        before, now = _plain(saved.get(key)), _plain(requested[key])
-        if before == now:
-            continue
-        if isinstance(before, dict) and isinstance(now, dict):
-            differing = [name for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
-            detail = "; ".join(f"{name}={before.get(name)!r} there, {now.get(name)!r} now" for name in differing)
-        else:
-            detail = f"{key}={before!r} there, {now!r} now"
-        raise CheckpointError(
-            f"Cannot resume from {where}: it was written by a different fit ({detail}). Resume with the "
-            "arguments of the interrupted run, or start a new run without resume."
-        )
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so that values compare equal after a round trip through a checkpoint."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value

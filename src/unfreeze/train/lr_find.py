@@ -5,7 +5,7 @@
 (beta 0.98) and stops once the smoothed loss exceeds 4x the best one. It then puts the learner back
 exactly as it found it: weights, optimizer state, norm statistics, gradients, RNG states, freeze state,
 train/eval modes, step counter, recorder and the loader's epoch. The snapshot lives in memory, so two
-runs in parallel processes never share a file (fastai #3240).
+runs in parallel processes never share a file (fastai's temporary files collide between runs).
 
 Each step is `Learner.train_step`, the same step `fit` takes. The groups keep their LR ratios when
 `lr_ratios` is given (fastai, Lightning and torch-lr-finder all flatten them to one LR); the curve and
@@ -438,7 +438,7 @@ def lr_find(
     ratios = _ratios(learner, lr_ratios)
     lrs = [start_lr * (end_lr / start_lr) ** (i / num_it) for i in range(num_it)]
     started = time.perf_counter()
-    saved = learner.state_dict(grads=True)  # in memory: parallel runs never share files (fastai #3240)
+    saved = learner.state_dict(grads=True)  # in memory: parallel runs never share files
     try:
         if learner.seed is not None:
             torch.manual_seed(learner.seed)  # the global RNG is restored below

@@ -2,7 +2,7 @@
 
 An LR spec is what users pass as `lr` or `lr_max`: a float (one LR for every parameter group),
 `slice(hi)`, `slice(lo, hi)` or a list with one value per group. `resolve_lrs` turns any of them into
-one float per group, with fastai's spacing rules (REFERENCE.md):
+one float per group, with fastai's spacing rules:
 
 - `slice(hi)`     -> `[hi / 10] * (n - 1) + [hi]`
 - `slice(lo, hi)` -> `lo * (hi / lo) ** (i / (n - 1))` for group `i`, geometric from input to head.
