@@ -21,7 +21,7 @@ from unfreeze.inference.export import (
     read_export,
     read_export_metadata,
 )
-from unfreeze.inference.interpret import ClassificationInterpretation
+from unfreeze.inference.interpret import ClassificationInterpretation, Interpretation
 from unfreeze.inference.predict import (
     Predictor,
     collect_logits,
@@ -39,6 +39,7 @@ __all__ = [
     "ExportArchitectureError",
     "ExportError",
     "FastaiConversionError",
+    "Interpretation",
     "Predictor",
     "collect_logits",
     "convert_fastai",
