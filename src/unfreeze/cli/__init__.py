@@ -6,6 +6,7 @@
     unfreeze interpret RUN_DIR       confusion matrix, top losses, per-class report
     unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
     unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
+    unfreeze convert-fastai W.pth    fastai vision_learner weights to a .unfreeze export
 
 Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
 `vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
@@ -31,6 +32,7 @@ from unfreeze.cli.commands import (
     command_predict,
     command_train,
 )
+from unfreeze.cli.convert import add_convert_fastai
 from unfreeze.cli.options import (
     _DEMO_EXAMPLES,
     _EXPORT_EXAMPLES,
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="reuse --out if it exists")
     demo.add_argument("--quiet", action="store_true", help="print no training output")
     demo.set_defaults(handler=command_demo)
+
+    add_convert_fastai(command)
     return parser
 
 
