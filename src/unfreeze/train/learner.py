@@ -15,7 +15,7 @@ import copy
 import math
 import random
 import sys
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1096,7 +1096,8 @@ def _callback_list(callbacks: Any, name: str) -> list[Callback]:
     """A callback or a sequence of them (fastai accepts both) as a list, each checked."""
     if callbacks is None:
         return []
-    items = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    single = isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable)
+    items = [callbacks] if single else list(callbacks)
     wrong = [item for item in items if not isinstance(item, Callback)]
     if wrong:
         hint = " (a class: add () to create an instance)" if isinstance(wrong[0], type) else ""
