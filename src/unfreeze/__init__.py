@@ -37,6 +37,7 @@ from unfreeze.inference import (
     ClassificationInterpretation,
     ExportError,
     FastaiConversionError,
+    Interpretation,
     convert_fastai,
 )
 from unfreeze.models import (
@@ -51,9 +52,11 @@ from unfreeze.train.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
+    EarlyStoppingCallback,
     ProgressCallback,
     Recorder,
     SaveBestModel,
+    SaveModelCallback,
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
@@ -73,12 +76,14 @@ __all__ = [
     "DataError",
     "DataWarning",
     "EarlyStopping",
+    "EarlyStoppingCallback",
     "ExportError",
     "FastaiConversionError",
     "GrandparentSplitter",
     "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
+    "Interpretation",
     "Learner",
     "MLflowLogger",
     "MultiLabel",
@@ -92,6 +97,7 @@ __all__ = [
     "Resize",
     "ResizeMethod",
     "SaveBestModel",
+    "SaveModelCallback",
     "SingleLabel",
     "SuggestedLRs",
     "TensorBoardLogger",

@@ -122,7 +122,7 @@ def test_multi_label_run_evaluate_and_top_k(image_folder: Path, tmp_path: Path,
     assert main(["train", str(image_folder), *TINY, "--epochs", "1", "--csv", "labels.csv", "--multi-label",
                  "--class-weights", "auto", "--sampler", "balanced", "--out", str(run), "--quiet"]) == 0
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["data"]["task"]["name"] == "multi_label" and "f1_multi" in summary["final"]
+    assert summary["task"]["name"] == "multi_label" and "f1_multi" in summary["final"]
     assert not (run / "confusion_matrix.png").exists() and (run / "top_losses.png").is_file()
     capsys.readouterr()
     assert main(["predict", str(run), str(image_folder / "valid" / "ant"), "--format", "json", "--top-k", "2"]) == 0

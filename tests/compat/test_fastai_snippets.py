@@ -1,5 +1,6 @@
 # ruff: noqa: F403, F405
-"""fastai tutorial cells (data, model, plot and lr_find idioms), ported with only the import changed.
+"""fastai tutorial cells (data, model, training, saving, export, interpretation, plots), ported with only
+the import changed.
 
 Each test is our own version of an idiom from fastai's tutorials and book, run on tiny generated
 images; the snippet lines use nothing but `from unfreeze import *`.
@@ -132,3 +133,115 @@ def test_lr_find_suggestions_unpack_like_fastai(make_image_folder):
     assert (lr_min, lr_steep) == (result.minimum, result.steep)
     assert repr(suggested) == f"SuggestedLRs(minimum={lr_min:.1e}, steep={lr_steep:.1e})"
     assert result.suggest().valley == result.valley
+
+
+# ---------------------------------------------------------------------------- Learner idioms
+# The cells below follow fastai's vision tutorial and the book's chapters 1, 2 and 5 (training,
+# saving, exporting, interpreting), on tiny images in a script, where plots go to named files.
+
+@pytest.fixture
+def pets_path(make_image_folder, tmp_path, monkeypatch):
+    """A train/valid folder of three classes; the current directory is a scratch folder for the plots."""
+    path = make_image_folder(classes=("Abyssinian", "Bengal", "beagle"), n_train=8, n_valid=4)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::unfreeze.train.lr_find.LRFindWarning")
+def test_seed_workflow_fine_tune_lr_find_unfreeze_and_plot_loss(pets_path, capsys):
+    path = pets_path
+    dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(16), bs=4, seed=42)
+    learn = cnn_learner(dls, ARCH, metrics=error_rate, pretrained=False)
+    learn.fine_tune(1)
+    learn.lr_find(num_it=20)
+    learn.unfreeze()
+    learn.fit_one_cycle(1, lr_max=slice(1e-6, 1e-4))
+    learn.recorder.plot_loss()
+    learn.recorder.plot_lr_find()
+
+    printed = capsys.readouterr().out
+    assert len(learn.recorder.history) == 3 and "error_rate" in printed
+    assert Path("loss.png").stat().st_size > 1000 and Path("lr_find.png").stat().st_size > 1000
+    assert f"Saved the loss plot to {Path('loss.png').resolve()}" in printed
+
+
+def test_save_load_export_and_load_learner(pets_path, capsys):
+    path = pets_path
+    dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(16), bs=4, seed=42)
+    learn = vision_learner(dls, ARCH, metrics=error_rate, pretrained=False)
+    learn.fit_one_cycle(1)
+    learn.save('stage-1')
+    learn = learn.load('stage-1')
+    learn.export()
+    learn_inf = load_learner(path/'export.pkl', cpu=True)
+    pred, pred_idx, probs = learn_inf.predict(get_image_files(path/'valid')[0])
+
+    assert (path/'models'/'stage-1.safetensors').is_file()
+    assert (path/'export.unfreeze').is_file() and not (path/'export.pkl').exists()
+    assert pred in dls.vocab and dls.vocab[pred_idx] == pred and probs.shape == (3,)
+    assert torch_equal(learn_inf.model.state_dict(), learn.model.state_dict())
+
+
+def torch_equal(first, second):
+    return first.keys() == second.keys() and all((first[k].cpu() == second[k].cpu()).all() for k in first)
+
+
+def test_interpretation_tta_validate_and_summary(pets_path, capsys):
+    path = pets_path
+    dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(16), batch_tfms=aug_transforms(), bs=4, seed=42)
+    learn = vision_learner(dls, ARCH, metrics=[error_rate, accuracy], pretrained=False)
+    learn.fit_one_cycle(1, 1e-3)
+
+    interp = ClassificationInterpretation.from_learner(learn)
+    interp.plot_confusion_matrix(figsize=(6, 6), dpi=60)
+    interp.plot_top_losses(4, nrows=2, figsize=(4, 4))
+    confused = interp.most_confused(min_val=1)
+    interp.print_classification_report()
+    preds, targs = learn.tta()
+    tta_error = error_rate(preds, targs)
+    loss, err = learn.validate()[0], learn.validate()[1]
+    learn.summary()
+    probs, targets, decoded = learn.get_preds(with_decoded=True)
+
+    printed = capsys.readouterr().out
+    assert Path("confusion_matrix.png").is_file() and Path("top_losses.png").is_file()
+    assert all(count >= 1 for _, _, count in confused)
+    assert "weighted avg" in printed and "Optimizer: AdamW" in printed
+    assert 0.0 <= float(tta_error) <= 1.0 and preds.shape == (12, 3) and targs.shape == (12,)
+    assert (loss, err) == (learn.validate()["valid_loss"], learn.validate()["error_rate"])
+    assert (decoded == probs.argmax(dim=1)).all() and (targets == targs).all()
+    assert Interpretation.from_learner(learn).most_confused(min_val=1) == confused
+
+
+def test_callbacks_cbs_wd_and_fp16_spellings(pets_path):
+    path = pets_path
+    dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(16), bs=4, seed=42)
+    learn = vision_learner(dls, ARCH, metrics=accuracy, pretrained=False, wd=0.1).to_fp16()
+    learn.fit_one_cycle(3, 1e-3, cbs=[SaveModelCallback(monitor='accuracy', fname='best'),
+                                      EarlyStoppingCallback(monitor='valid_loss', min_delta=10, patience=1)])
+    learn.fine_tune(1, cbs=SaveModelCallback(), wd=0.01)
+    learn.to_fp32()
+    x, y = dls.one_batch()
+
+    assert len(learn.recorder.history) == 2 + 2  # stopped after 2 epochs, then fine_tune's two
+    assert (path/'models'/'best.safetensors').is_file() and (path/'models'/'model.safetensors').is_file()
+    assert learn.weight_decay == 0.1
+    assert x.shape == (4, 3, 16, 16) and y.shape == (4,) and dls.c == 3
+    assert len(dls.train_ds) == 24 and len(dls.valid_ds) == 12
+
+
+@pytest.mark.slow  # torchvision's resnet18 trains for real: about 10 s on 2 CPU cores
+@pytest.mark.filterwarnings("ignore::unfreeze.train.lr_find.LRFindWarning")
+def test_seed_workflow_with_torchvision_resnet18(pets_path):
+    path = pets_path
+    dls = ImageDataLoaders.from_folder(path, item_tfms=Resize(32), bs=8, seed=42)
+    learn = cnn_learner(dls, resnet18, metrics=error_rate, pretrained=False)
+    learn.fine_tune(1)
+    learn.lr_find(num_it=20)
+    learn.unfreeze()
+    learn.fit_one_cycle(1, lr_max=slice(1e-6, 1e-4))
+    learn.recorder.plot_loss()
+
+    assert learn.model.arch == "torchvision:resnet18" and len(learn.recorder.history) == 3
+    assert Path("loss.png").is_file()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unfreeze.inference import ClassificationInterpretation
+from unfreeze.inference import ClassificationInterpretation, Interpretation
 from unfreeze.train.learner import Learner
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,13 +103,13 @@ def test_plot_texts_name_classes_labels_loss_and_probability(sample_learner: Lea
     seen: dict[str, list[str]] = {}
     original_grid, original_cm = plots.plot_image_grid, plots.plot_confusion_matrix
 
-    def grid(images: list, titles: list[str], path: Path) -> Path:
+    def grid(images: list, titles: list[str], path: Path, **options: object) -> Path:
         seen["titles"] = list(titles)
-        return original_grid(images, titles, path)
+        return original_grid(images, titles, path, **options)
 
-    def matrix(counts: object, names: list[str], path: Path, normalize: bool = False) -> Path:
+    def matrix(counts: object, names: list[str], path: Path, normalize: bool = False, **options: object) -> Path:
         seen["names"] = list(names)
-        return original_cm(counts, names, path, normalize=normalize)
+        return original_cm(counts, names, path, normalize=normalize, **options)
 
     monkeypatch.setattr(plots, "plot_image_grid", grid)
     monkeypatch.setattr(plots, "plot_confusion_matrix", matrix)
@@ -122,3 +122,12 @@ def test_plot_texts_name_classes_labels_loss_and_probability(sample_learner: Lea
     predicted = sample_learner.dls.vocab[int(interp.preds[indices[0]])]
     actual = sample_learner.dls.vocab[int(interp.targets[indices[0]])]
     assert first.startswith(f"{predicted}/{actual}") and f"loss {losses[0]:.2f}" in first and "prob" in first
+
+
+def test_plot_top_losses_takes_fastais_arguments_and_refuses_a_path_in_largest(
+        sample_interp: ClassificationInterpretation, tmp_path: Path) -> None:
+    path = sample_interp.plot_top_losses(4, largest=False, path=tmp_path / "best.png", nrows=1, figsize=(8, 2))
+    assert path.stat().st_size > 1000
+    with pytest.raises(TypeError, match="path="):
+        sample_interp.plot_top_losses(4, tmp_path / "top.png")  # the old positional path
+    assert Interpretation is ClassificationInterpretation

@@ -77,8 +77,14 @@ def test_event_order(dls):
     ]
 
 
-def test_vision_learner_returns_frozen_body_and_cnn_alias(dls):
-    learn = make_learner(dls)
+def test_vision_learner_freezes_a_pretrained_body_and_cnn_alias(dls, tmp_path):
+    # A pretrained body (here weights from a file) is frozen; see the next test for pretrained=False.
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file(timm.create_model("test_resnet").state_dict(), str(weights))
+    learn = vision_learner(dls, "test_resnet", weights=weights, train_bn=True, quiet=True, seed=0)
     assert learn.frozen_to == learn.n_groups - 1 == 2
     assert cnn_learner is vision_learner
     head = set(learn.param_groups[-1])
@@ -91,6 +97,13 @@ def test_vision_learner_returns_frozen_body_and_cnn_alias(dls):
     assert norm - head
     for name, param in learn.model.named_parameters():
         assert param.requires_grad == (name in head or name in norm), name
+
+
+def test_vision_learner_without_pretrained_weights_trains_every_layer(dls):
+    # fastai: random weights have nothing to protect, so the learner starts unfrozen.
+    learn = make_learner(dls)
+    assert learn.frozen_to == 0
+    assert all(param.requires_grad for param in learn.model.parameters())
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, -1, -2])
@@ -114,6 +127,7 @@ def test_freeze_clears_optimizer_state(dls):
 @pytest.mark.parametrize("train_bn", [True, False])
 def test_frozen_parameters_do_not_change_by_one_bit(dls, train_bn):
     learn = make_learner(dls, train_bn=train_bn)
+    learn.freeze()  # pretrained=False starts unfrozen
     before = state(learn.model)
     learn.fit_one_cycle(2, 1e-2)
     after = learn.model.state_dict()
@@ -132,6 +146,7 @@ def test_frozen_parameters_do_not_change_by_one_bit(dls, train_bn):
 
 def test_frozen_body_with_frozen_bn_gets_no_gradient(dls):
     learn = make_learner(dls, train_bn=False)
+    learn.freeze()  # pretrained=False starts unfrozen
     learn.ensure_optimizer()
     learn.set_train_mode()
     images, labels = next(iter(dls.train))

@@ -7,6 +7,7 @@
     unfreeze evaluate MODEL DATA     loss, metrics and per-class report on a labelled test set
     unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
     unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
+    unfreeze convert-fastai W.pth    fastai vision_learner weights to a .unfreeze export
 
 Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
 `vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
@@ -39,6 +40,7 @@ from unfreeze.cli.commands import (
     command_predict,
     command_train,
 )
+from unfreeze.cli.convert import add_convert_fastai
 from unfreeze.cli.options import (
     _DEMO_EXAMPLES,
     _EVALUATE_EXAMPLES,
@@ -131,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="reuse --out if it exists")
     demo.add_argument("--quiet", action="store_true", help="print no training output")
     demo.set_defaults(handler=command_demo)
+
+    add_convert_fastai(command)
     return parser
 
 
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
     from unfreeze._io import OutputWriteError
-    from unfreeze.inference import ExportError
+    from unfreeze.inference import ExportError, FastaiConversionError
     from unfreeze.models import WeightsFileError, WeightsMismatchError
     from unfreeze.train.checkpoint import CheckpointError
     from unfreeze.train.lr_find import LRFindError
@@ -149,7 +153,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # is a bug, and its traceback is what a bug report needs.
     return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
             WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, CheckpointError,
-            re.error)
+            FastaiConversionError, re.error)
 
 
 def _output_error(error: OSError) -> OSError | None:

@@ -42,9 +42,13 @@ class ImageDataLoaders:
         >>> dls.show_batch(path="batch.png")
     """
 
-    def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int) -> None:
+    def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int,
+                 path: str | Path | None = None) -> None:
         self.train, self.valid, self.seed = train, valid, seed
         self.vocab = train.dataset.vocab
+        # The folder the data came from (None for in-memory or exported loaders): a learner saves its
+        # models/ there by default, as fastai's `learn.path` does.
+        self.path = None if path is None else Path(path)
 
     @property
     def task(self) -> Task:
@@ -54,6 +58,31 @@ class ImageDataLoaders:
     @property
     def n_classes(self) -> int:
         return len(self.vocab)
+
+    @property
+    def c(self) -> int:
+        """fastai's name for the number of classes (`n_classes`)."""
+        return self.n_classes
+
+    @property
+    def train_ds(self) -> ImageDataset:
+        """The training dataset (fastai's name for `train.dataset`)."""
+        return self.train.dataset
+
+    @property
+    def valid_ds(self) -> ImageDataset:
+        """The validation dataset (fastai's name for `valid.dataset`)."""
+        return self.valid.dataset
+
+    def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first training batch of the current epoch, `(images, targets)`, as training sees it.
+
+        Example:
+            >>> images, targets = dls.one_batch()
+            >>> images.shape  # doctest: +SKIP
+            torch.Size([64, 3, 224, 224])
+        """
+        return self.train.one_batch()
 
     @property
     def size(self) -> int:
@@ -189,7 +218,7 @@ class ImageDataLoaders:
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
         train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
                                 augment=settings.augment, **common)
-        return cls(train, ImageDataLoader(datasets[1], bs, **common), seed)
+        return cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source)
 
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",

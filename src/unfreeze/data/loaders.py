@@ -407,6 +407,19 @@ class ImageDataLoader:
             raise DataError(f"None of the images of this process's share of the training set (rank {self.rank} "
                             f"of {self.world_size}) could be decoded; every rank needs at least one batch.")
 
+    def one_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first batch this loader yields this epoch: `(images, targets)` on its device, normalized.
+
+        Example:
+            >>> images, targets = dls.valid.one_batch()  # doctest: +SKIP
+        """
+        batch = next(iter(self), None)
+        if batch is None:
+            raise DataError(f"This loader yields no batch: it has {len(self.dataset)} items for batches of "
+                            f"{self.batch_size}{' (incomplete ones dropped)' if self.drop_last else ''}. "
+                            "Use a smaller bs or add images.")
+        return batch
+
     def preview(self, max_n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `max_n` items of this epoch, transformed as in training but not normalized."""
         indices = self._order()[:max_n]

@@ -22,7 +22,7 @@ from unfreeze.inference.export import (
     read_export,
     read_export_metadata,
 )
-from unfreeze.inference.interpret import ClassificationInterpretation
+from unfreeze.inference.interpret import ClassificationInterpretation, Interpretation
 from unfreeze.inference.predict import (
     Predictor,
     collect_logits,
@@ -40,6 +40,7 @@ __all__ = [
     "ExportArchitectureError",
     "ExportError",
     "FastaiConversionError",
+    "Interpretation",
     "NonFiniteWeightsWarning",
     "Predictor",
     "collect_logits",

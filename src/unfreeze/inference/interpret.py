@@ -10,7 +10,7 @@ import torch
 from unfreeze.inference.predict import Predictor, _ordered, get_preds
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
-__all__ = ["ClassificationInterpretation"]
+__all__ = ["ClassificationInterpretation", "Interpretation"]
 
 
 class ClassificationInterpretation:
@@ -58,16 +58,23 @@ class ClassificationInterpretation:
         pairs = self.targets[labelled] * n_classes + self.preds[labelled]
         return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
-    def plot_confusion_matrix(self, path: str | Path = "cm.png", normalize: bool = False) -> Path:
-        """Save the confusion matrix as a PNG with the class names on both axes.
+    def plot_confusion_matrix(self, path: str | Path | None = None, normalize: bool = False, *,
+                              figsize: tuple[float, float] | None = None, dpi: int = 100) -> Any:
+        """The confusion matrix with the class names on both axes.
+
+        With `path`, saved there and the path returned; without, shown inline in a notebook, or in a
+        script saved as confusion_matrix.png with its location printed. `figsize` (inches) and `dpi`
+        as in fastai.
 
         Example:
             >>> interp.plot_confusion_matrix("cm.png", normalize=True)  # doctest: +SKIP
             PosixPath('cm.png')
+            >>> interp.plot_confusion_matrix(figsize=(6, 6))  # in a notebook  # doctest: +SKIP
         """
         from unfreeze.plots import plot_confusion_matrix  # matplotlib loads only when a figure is drawn
 
-        return plot_confusion_matrix(self.confusion_matrix().numpy(), self.vocab, path, normalize=normalize)
+        return plot_confusion_matrix(self.confusion_matrix().numpy(), self.vocab, path, normalize=normalize,
+                                     figsize=figsize, dpi=dpi)
 
     def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
         """Off-diagonal cells with at least `min_val` items: (actual, predicted, count), most first.
@@ -94,18 +101,27 @@ class ClassificationInterpretation:
         losses, order = torch.topk(self.losses[labelled], k, largest=largest)
         return losses, self.item_indices[labelled[order]]
 
-    def plot_top_losses(self, k: int = 9, path: str | Path = "top.png") -> Path:
-        """Save the `k` worst-predicted images, each titled predicted/actual, loss and probability.
+    def plot_top_losses(self, k: int = 9, largest: bool = True, *, path: str | Path | None = None,
+                        nrows: int | None = None, ncols: int | None = None,
+                        figsize: tuple[float, float] | None = None) -> Any:
+        """The `k` worst-predicted images (best with `largest=False`), titled predicted/actual, loss and
+        probability.
 
         The probability is the one the model gave its (wrong or right) prediction, as fastai shows.
+        `path` as in `plot_confusion_matrix` (default file top_losses.png); `nrows`, `ncols` and
+        `figsize` shape the grid as in fastai.
 
         Example:
             >>> interp.plot_top_losses(9, path="top.png")  # doctest: +SKIP
             PosixPath('top.png')
+            >>> interp.plot_top_losses(9, nrows=3, figsize=(9, 9))  # in a notebook  # doctest: +SKIP
         """
         from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
 
-        losses, indices = self.top_losses(k)
+        if not isinstance(largest, bool):
+            raise TypeError(f"largest must be True or False, got {largest!r}; pass a file as path=, e.g. "
+                            "plot_top_losses(9, path='top.png').")
+        losses, indices = self.top_losses(k, largest=largest)
         positions = {int(index): position for position, index in enumerate(self.item_indices.tolist())}
         images = self.dl.decode_uint8(indices)
         titles = []
@@ -120,7 +136,8 @@ class ClassificationInterpretation:
             titles.append(f"{self.vocab[predicted]}/{self.vocab[actual]}\n"
                           f"loss {loss:.2f} / prob {float(self.probs[position, predicted]):.2f}")
         pictures = [image.permute(1, 2, 0).numpy() for image in images]
-        return plot_image_grid(pictures, titles, path)
+        return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
+                               default_name="top_losses.png")
 
     def report(self, as_text: bool = False) -> dict[str, dict[str, float]] | str:
         """Per-class precision, recall, F1 and support, plus macro and weighted averages and accuracy.
@@ -157,6 +174,14 @@ class ClassificationInterpretation:
         rows["accuracy"] = {"accuracy": self._accuracy(), "support": int(total)}
         return _format_report(rows) if as_text else rows
 
+    def print_classification_report(self) -> None:
+        """Print the per-class report (`report(as_text=True)`), as fastai's method of this name.
+
+        Example:
+            >>> interp.print_classification_report()  # doctest: +SKIP
+        """
+        print(self.report(as_text=True))
+
     def _class_counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per class: true positives, times predicted, times present (support), over labelled items."""
         if isinstance(self.task, MultiLabel):
@@ -191,3 +216,7 @@ def _format_report(rows: dict[str, dict[str, float]]) -> str:
             lines.append(f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>9.3f} {row['f1']:>9.3f} "
                          f"{row['support']:>9}")
     return "\n".join(lines)
+
+
+# fastai's base-class name; `Interpretation.from_learner(learn)` builds the same object.
+Interpretation = ClassificationInterpretation

@@ -84,7 +84,8 @@ def _ordered(loader: Any) -> Any:
                            device=loader.device, num_workers=loader.num_workers, mean=loader.mean, std=loader.std)
 
 
-def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False) -> tuple[torch.Tensor, ...]:
+def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
+              with_decoded: bool = False) -> tuple[torch.Tensor, ...]:
     """Probabilities and targets over `dl` (default: the validation loader), in dataset order.
 
     Probabilities are the task's activation: softmax for single-label data, a sigmoid per class for
@@ -97,22 +98,27 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False) -> tu
         learner: The learner whose model predicts.
         dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
         with_loss: Also return the task's loss of every item (NaN for unlabelled items).
+        with_decoded: Also return the task's decoded predictions (fastai's `with_decoded`).
 
     Returns:
-        `(probs, targets)` or `(probs, targets, losses)`: float [N, C]; long [N] (-1 if unlabelled) or
-        multi-hot [N, C]; float [N]; on the CPU.
+        `(probs, targets)`, then `decoded` with `with_decoded`, then `losses` with `with_loss` (fastai's
+        order): float [N, C]; long [N] (-1 if unlabelled) or multi-hot [N, C]; long [N] class indices
+        or bool [N, C]; float [N]; on the CPU.
 
     Example:
         >>> probs, targets = get_preds(learn)  # doctest: +SKIP
         >>> probs, targets, losses = get_preds(learn, learn.dls.test_dl(paths), with_loss=True)  # doctest: +SKIP
+        >>> probs, targets, decoded = get_preds(learn, with_decoded=True)  # doctest: +SKIP
     """
     loader = _ordered(learner.dls.valid if dl is None else dl)
     logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
     task = learner.task
-    probs, targets_cpu = task.activation(logits).cpu(), targets.cpu()
+    results = [task.activation(logits).cpu(), targets.cpu()]
+    if with_decoded:
+        results.append(task.decode(results[0]))
     if with_loss:
-        return probs, targets_cpu, task.item_losses(logits, targets).cpu()
-    return probs, targets_cpu
+        results.append(task.item_losses(logits, targets).cpu())
+    return tuple(results)
 
 
 def predict(learner: Predictor, item: Any) -> tuple[Any, Any, torch.Tensor]:

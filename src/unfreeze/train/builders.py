@@ -12,7 +12,8 @@ from torch import nn
 
 from unfreeze.inference import inference_dls, read_export
 from unfreeze.models import create_model
-from unfreeze.train.learner import Learner
+from unfreeze.train.callbacks import Callback
+from unfreeze.train.learner import Learner, default_device
 from unfreeze.train.metrics import Metric
 
 __all__ = ["cnn_learner", "load_learner", "vision_learner"]
@@ -35,8 +36,16 @@ def vision_learner(
     class_weights: str | Sequence[float] | None = None,
     grad_accum: int = 1,
     sync_bn: bool = False,
+    weight_decay: float | None = None,
+    wd: float | None = None,
+    cbs: Callback | Sequence[Callback] | None = None,
+    path: str | Path | None = None,
+    model_dir: str | Path = "models",
 ) -> Learner:
     """A Learner with a pretrained body, a new head for `dls`'s classes, and the body frozen.
+
+    Without pretrained weights (`pretrained=False`) nothing is frozen, as in fastai: a random body has
+    nothing to protect from the new head's first gradients.
 
     The data is normalized with the statistics the backbone's weights expect.
 
@@ -65,6 +74,10 @@ def vision_learner(
             one weight per class.
         grad_accum: Micro-batches per batch (gradient accumulation), to fit large batches in memory.
         sync_bn: Synchronise BatchNorm statistics across GPU processes under torchrun.
+        weight_decay: Decoupled weight decay (default 0.01); `wd=` is fastai's spelling.
+        cbs: Callbacks for every fit of the learner (fastai's `cbs=`).
+        path, model_dir: Where `learn.save(name)` writes (`path/model_dir/name.safetensors`) and
+            `learn.export()` writes; `path` defaults to the data's folder, as fastai's.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
@@ -82,9 +95,13 @@ def vision_learner(
     learn = Learner(
         dls, model, metrics=metrics, loss_func=loss_func,
         class_weights=class_weights, train_bn=train_bn, device=device, seed=seed, quiet=quiet,
-        grad_accum=grad_accum, sync_bn=sync_bn,
+        grad_accum=grad_accum, sync_bn=sync_bn, weight_decay=weight_decay, wd=wd, cbs=cbs, path=path,
+        model_dir=model_dir,
     )
-    learn.freeze()
+    if pretrained:
+        # Only pretrained weights need protecting from the new head's first, large gradients; a body
+        # with random weights trains from the start, as in fastai.
+        learn.freeze()
     return learn
 
 
@@ -92,15 +109,20 @@ def vision_learner(
 cnn_learner = vision_learner
 
 
-def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learner:
+def load_learner(path: str | Path, device: str | torch.device | None = None, cpu: bool | None = None) -> Learner:
     """Rebuild a learner for inference from an export: no training data, network or pretrained file.
 
     The architecture is built with random weights from the stored config, then the stored weights
     are loaded. The file is checked before anything is read into tensors and is never unpickled.
 
     Args:
-        path: A file written by `Learner.export`.
-        device: Where the model runs ("cpu", "cuda", ...).
+        path: A file written by `Learner.export`. fastai's "export.pkl" name works when the export was
+            written from fastai code (`learn.export()` writes export.unfreeze next to where fastai's
+            pickle would be): a missing .pkl is looked up as `<stem>.unfreeze`. An actual pickle is
+            refused with the steps that convert it.
+        device: Where the model runs ("cpu", "cuda", ...); default the CPU.
+        cpu: fastai's switch: True (default) runs on the CPU, False on the best device available
+            (CUDA, then MPS). Pass `device` or `cpu`, not conflicting values of both.
 
     Returns:
         A `Learner` whose `predict`, `predict_batch`, `get_preds(dl=learn.dls.test_dl(...))` and `tta`
@@ -116,6 +138,14 @@ def load_learner(path: str | Path, device: str | torch.device = "cpu") -> Learne
         >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
         'cat'
     """
+    if device is not None and cpu is not None and (torch.device(device).type == "cpu") != cpu:
+        raise ValueError(f"device={device!r} and cpu={cpu!r} disagree; pass one of them "
+                         "(cpu= is fastai's spelling).")
+    if device is None:
+        device = default_device() if cpu is False else "cpu"
+    path = Path(path)
+    if path.suffix == ".pkl" and not path.exists() and path.with_suffix(".unfreeze").is_file():
+        path = path.with_suffix(".unfreeze")  # where learn.export("export.pkl") or learn.export() wrote it
     metadata, model = read_export(path)
     learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
     learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used

@@ -32,9 +32,11 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "EarlyStopping",
+    "EarlyStoppingCallback",
     "ProgressCallback",
     "Recorder",
     "SaveBestModel",
+    "SaveModelCallback",
 ]
 
 
@@ -89,6 +91,8 @@ class Recorder(Callback):
         lrs: Per-step list of each parameter group's LR.
         moms: Per-step momentum (Adam beta1).
         notes: Free-form events such as an auto-chosen LR or an interruption.
+        lr_find_result: The last `LRFindResult` of the learner's `lr_find` (handed over by the learner,
+            which owns this recorder), for `plot_lr_find`; None before the first range test.
     """
 
     _watches_batches_only = True  # it only records or displays: the loop may read losses a step late
@@ -102,6 +106,7 @@ class Recorder(Callback):
         self.moms: list[float] = []
         self.notes: list[str] = []
         self.phase_starts: list[int] = []
+        self.lr_find_result: Any = None
         self._average = 0.0
         self._count = 0
 
@@ -148,8 +153,11 @@ class Recorder(Callback):
         self.phase_starts = list(state["phase_starts"])
         self._average, self._count = float(state["ema"][0]), int(state["ema"][1])
 
-    def plot_loss(self, path: str | Path = "loss.png", skip_start: int = 5, with_valid: bool = True) -> Path:
-        """Save the training loss per step (and validation loss per epoch) as a PNG.
+    def plot_loss(self, path: str | Path | None = None, skip_start: int = 5, with_valid: bool = True) -> Any:
+        """The training loss per step (and validation loss per epoch).
+
+        With `path`, saved there (PNG) and the path returned; without, shown inline in a notebook, or
+        in a script saved as loss.png with its location printed (see `unfreeze.plots`).
 
         Example:
             >>> learn.recorder.plot_loss("loss.png")  # doctest: +SKIP
@@ -158,8 +166,8 @@ class Recorder(Callback):
 
         return plots.plot_loss(self, path, skip_start=skip_start, with_valid=with_valid)
 
-    def plot_sched(self, path: str | Path = "sched.png") -> Path:
-        """Save each group's LR and the momentum per step as a PNG.
+    def plot_sched(self, path: str | Path | None = None) -> Any:
+        """Each group's LR and the momentum per step; `path` as in `plot_loss` (default file sched.png).
 
         Example:
             >>> learn.recorder.plot_sched("sched.png")  # doctest: +SKIP
@@ -167,6 +175,22 @@ class Recorder(Callback):
         from unfreeze import plots
 
         return plots.plot_sched(self, path)
+
+    def plot_lr_find(self, path: str | Path | None = None, skip_end: int = 5) -> Any:
+        """The curve of the learner's last `lr_find`, suggestions marked; `path` as in `plot_loss`.
+
+        Raises:
+            ValueError: No range test has run on this learner yet.
+
+        Example:
+            >>> learn.lr_find(); learn.recorder.plot_lr_find()  # doctest: +SKIP
+        """
+        from unfreeze import plots
+
+        if self.lr_find_result is None:
+            raise ValueError("No LR range test to plot: this learner has not run lr_find yet. "
+                             "Call learn.lr_find() first.")
+        return plots.plot_lr_find(self.lr_find_result, path, skip_end=skip_end)
 
 
 def _format_value(value: Any) -> str:
@@ -347,7 +371,10 @@ class SaveBestModel(_Monitor):
         value = self._read(logs)
         if self._learner is not None and _improved(value, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch = value, epoch
-            self._learner.save_weights(self.path)
+            self._save(self._learner)
+
+    def _save(self, learner: Learner) -> None:
+        learner.save_weights(self.path)
 
     def after_fit(self, logs: dict[str, float]) -> None:
         if self.restore_best and self._learner is not None and self.best_epoch is not None:
@@ -358,6 +385,67 @@ class SaveBestModel(_Monitor):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+def _mode_from_comp(comp: Any) -> str:
+    """fastai's `comp` (np.less, np.greater or None) as a mode ("min", "max", "auto")."""
+    if comp is None:
+        return "auto"
+    name = getattr(comp, "__name__", "")
+    if name in ("less", "lt"):
+        return "min"
+    if name in ("greater", "gt"):
+        return "max"
+    raise ValueError(f"comp must be np.less, np.greater or None (fastai's values), got {comp!r}. "
+                     "Or use mode='min' / 'max' with unfreeze's own callbacks.")
+
+
+class SaveModelCallback(SaveBestModel):
+    """fastai's spelling of `SaveBestModel`: saves under `learn.path/models/{fname}.safetensors`.
+
+    Like fastai's, it saves the weights whenever `monitor` improves (by more than `min_delta`) and loads
+    the best ones when the fit ends; the file is the one `learn.save(fname)` writes and `learn.load(fname)`
+    reads, in safetensors instead of a pickle. With `with_opt=True` the optimizer state is saved too.
+
+    Args:
+        monitor: A column of the epoch logs: "valid_loss" or a metric's name.
+        comp: np.less or np.greater; None picks from the name (max for accuracy/f1/score, else min).
+        min_delta: The least change that counts as an improvement.
+        fname: The file name under the learner's `path/model_dir`, without suffix.
+        with_opt: Also save the optimizer state, as `learn.save(fname, with_opt=True)`.
+
+    Example:
+        >>> learn.fit_one_cycle(5, cbs=SaveModelCallback(monitor="error_rate", fname="best"))  # doctest: +SKIP
+        >>> learn.load("best")  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, fname: str = "model",
+                 with_opt: bool = False) -> None:
+        super().__init__(monitor, path=f"{fname}.safetensors", mode=_mode_from_comp(comp), restore_best=True)
+        self.min_delta, self.fname, self.with_opt = min_delta, fname, with_opt
+
+    def before_fit(self, learner: Learner) -> None:
+        super().before_fit(learner)
+        self.path = learner.model_file(self.fname)  # read from the learner, which it never writes
+
+    def _save(self, learner: Learner) -> None:
+        learner.save(self.fname, with_opt=self.with_opt)
+
+
+class EarlyStoppingCallback(EarlyStopping):
+    """fastai's spelling of `EarlyStopping`, with fastai's `patience`: stop after `patience` epochs
+    in a row without improvement (unfreeze's `EarlyStopping(patience=p)` waits p + 1).
+
+    Example:
+        >>> learn.fit_one_cycle(20, cbs=EarlyStoppingCallback(monitor="valid_loss", patience=2))  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0,
+                 patience: int = 1) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a whole number >= 0, got {patience!r}.")
+        # fastai stops once `wait >= patience`, so 0 and 1 both stop at the first epoch without improvement.
+        super().__init__(monitor, patience=max(patience - 1, 0), min_delta=min_delta, mode=_mode_from_comp(comp))
 
 
 class CSVLogger(Callback):

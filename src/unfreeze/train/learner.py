@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Collection, Iterator, Sequence
+import sys
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from unfreeze.train.metrics import Metric, metric_name, resolve_metrics
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
 from unfreeze.train.state import STATE_KEYS
 
-__all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "default_device"]
+__all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "ValidationResults", "default_device"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
 
@@ -43,6 +44,29 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+class ValidationResults(dict):  # type: ignore[type-arg]
+    """What `Learner.validate` returns: a dict by name that also indexes by position, like fastai's list.
+
+    Position 0 is `valid_loss`, then the metrics in order; it compares equal to a plain dict.
+
+    Example:
+        >>> results = ValidationResults({"valid_loss": 0.4, "error_rate": 0.1})
+        >>> results[1], results["error_rate"], results == {"valid_loss": 0.4, "error_rate": 0.1}
+        (0.1, 0.1, True)
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)) and not isinstance(key, bool):
+            values = list(self.values())
+            if isinstance(key, slice):
+                return values[key]
+            if not -len(values) <= key < len(values):
+                raise IndexError(f"Position {key} is out of range: the results are {list(self)}, "
+                                 f"positions 0 to {len(values) - 1}.")
+            return values[key]
+        return super().__getitem__(key)
 
 
 class Learner:
@@ -59,7 +83,8 @@ class Learner:
             frequency in the training set; positive weights for multi-label data), a sequence with
             one weight per class, or None.
         optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay) or "sgd".
-        weight_decay: Decoupled weight decay; never applied to biases and norm parameters.
+        weight_decay: Decoupled weight decay (default 0.01); never applied to biases and norm parameters.
+            fastai's spelling `wd=` works too.
         train_bn: True is fastai's behaviour: norm layers in frozen groups keep training (weights and
             running statistics). False is Keras's: the body's norm layers always run in inference mode
             with their pretrained statistics; their weights train only when their group is unfrozen.
@@ -76,6 +101,11 @@ class Learner:
         compile_model: Train through `torch.compile` (True: the inductor backend; a string names
             another backend). Off by default: compiling takes long and gave efficientnet_lite0 no
             gain on a GPU (benchmarks/results/gpu.md).
+        cbs: Callbacks that take part in every fit of this learner (fastai's `Learner(cbs=...)`); a
+            fit's own `callbacks=` run after them.
+        path: The folder `save`, `load` and `export(fname=...)` work in (fastai's `learn.path`);
+            default the data's folder when the loaders know it, else the current directory.
+        model_dir: The subfolder of `path` that `save` and `load` use, "models" as in fastai.
 
     Example:
         >>> learn = Learner(dls, create_model("resnet34", dls.n_classes), metrics=["error_rate"])  # doctest: +SKIP
@@ -91,7 +121,7 @@ class Learner:
         loss_func: nn.Module | None = None,
         class_weights: str | Sequence[float] | None = None,
         optimizer: str = "adamw",
-        weight_decay: float = 0.01,
+        weight_decay: float | None = None,
         train_bn: bool = True,
         device: str | torch.device | None = None,
         seed: int | None = None,
@@ -99,6 +129,10 @@ class Learner:
         grad_accum: int = 1,
         sync_bn: bool = False,
         compile_model: bool | str = False,
+        cbs: Callback | Sequence[Callback] | None = None,
+        wd: float | None = None,
+        path: str | Path | None = None,
+        model_dir: str | Path = "models",
     ) -> None:
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
@@ -133,7 +167,12 @@ class Learner:
         self.class_weights = self._class_weights(class_weights)
         self.loss_func = loss_func if loss_func is not None else self.task.loss(self.class_weights)
         self.optimizer_name = optimizer
-        self.weight_decay = weight_decay
+        self.weight_decay = float(_one_of(weight_decay, wd, "weight_decay", "wd", default=0.01))
+        self.callbacks: list[Callback] = _callback_list(cbs, "cbs")
+        data_path = getattr(self.dls, "path", None)
+        self.path = Path(path) if path is not None else Path(data_path) if data_path is not None else Path(".")
+        self.model_dir = Path(model_dir)
+        self.lr_find_result: Any = None  # the last LRFindResult of lr_find, for plots and inspection
         self.train_bn = train_bn
         self.seed = seed
         self.quiet = quiet
@@ -356,19 +395,28 @@ class Learner:
         with loop.cudnn_autotune(self, training=False):
             return inference.collect_logits(self.model, loader, amp_dtype=self._amp_dtype)
 
-    def validate(self, loader: Any = None) -> dict[str, float]:
+    def validate(self, loader: Any = None, dl: Any = None) -> ValidationResults:
         """Loss and metrics over the whole validation set (or `loader`), unlabelled items left out.
+
+        The result is a dict by name that also indexes by position like fastai's list:
+        `learn.validate()[0]` is the loss, `[1]` the first metric.
+
+        Args:
+            loader: Score this loader instead of the validation set; `dl=` is fastai's spelling.
 
         Example:
             >>> learn.validate()  # doctest: +SKIP
             {'valid_loss': 0.41, 'error_rate': 0.12}
+            >>> learn.validate()[1]  # doctest: +SKIP
+            0.12
         """
-        logits, targets = self.collect_logits(self.dls.valid if loader is None else loader)
+        loader = _one_of(loader, dl, "loader", "dl", default=self.dls.valid)
+        logits, targets = self.collect_logits(loader)
         labelled = self.task.labelled(targets)
         logits, targets = logits[labelled], targets[labelled]
         if len(targets) == 0:
-            return {"valid_loss": math.nan, **{name: math.nan for name in self.metric_names}}
-        logs = {"valid_loss": self.loss_func(logits, targets).item()}
+            return ValidationResults({"valid_loss": math.nan, **{name: math.nan for name in self.metric_names}})
+        logs = ValidationResults({"valid_loss": self.loss_func(logits, targets).item()})
         for metric in self.metrics:
             logs[metric_name(metric)] = float(metric(logits, targets))
         return logs
@@ -380,19 +428,23 @@ class Learner:
         n_epoch: int,
         lr: LRSpec = 1e-3,
         *,
-        callbacks: Sequence[Callback] = (),
+        callbacks: Callback | Sequence[Callback] = (),
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        wd: float | None = None,
     ) -> list[dict[str, Any]]:
         """Train for `n_epoch` epochs at a constant LR per group.
 
         Args:
             n_epoch: Number of epochs, >= 1.
             lr: A float, `slice(hi)`, `slice(lo, hi)` or one LR per group.
-            callbacks: Extra callbacks for this fit only.
+            callbacks: Extra callbacks for this fit only, after the learner's own (`Learner(cbs=...)`);
+                `cbs=` is fastai's spelling.
             checkpoint: Save a resumable checkpoint (`state_dict`) to this path after every epoch.
             resume: Continue an interrupted fit from this checkpoint; a checkpoint of a different fit
                 (other n_epoch or LRs) is refused.
+            wd: Weight decay for this fit only (fastai's `wd=`); None keeps the learner's `weight_decay`.
 
         Returns:
             The rows this fit added to `recorder.history`.
@@ -402,10 +454,12 @@ class Learner:
         """
         n_epoch = _check_epochs(n_epoch)
         schedule = ConstantSchedule(resolve_lrs(lr, self.n_groups))
-        return self._fit(n_epoch, schedule, callbacks, checkpoint, resume, recipe=None)
+        fit_callbacks = _fit_callbacks(callbacks, cbs)
+        return self._fit(n_epoch, schedule, fit_callbacks, checkpoint, resume, recipe=None, wd=wd)
 
     def _fit(self, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], checkpoint: str | Path | None,
-             resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None) -> list[dict[str, Any]]:
+             resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None,
+             wd: float | None = None) -> list[dict[str, Any]]:
         """Run the loop along `schedule`, from the start or from where a checkpoint left this same fit."""
         if len(self.dls.train) == 0:
             raise ValueError(
@@ -413,14 +467,44 @@ class Learner:
                 f"{self.dls.train.batch_size}. Use a smaller bs or add images."
             )
         plan = {"n_epoch": n_epoch, "schedule": schedule.config(), "recipe": recipe}
+        if wd is not None:
+            plan["wd"] = float(wd)  # a resume must continue with the same weight decay
         start_epoch, callback_states = 0, None
         if resume is not None:
             saved = load_checkpoint(self, resume) if not isinstance(resume, dict) else resume
             state_module.check_same_fit(saved.get("progress") or {}, plan, resume)
             start_epoch, callback_states = int(saved["progress"]["epoch"]) + 1, saved.get("callbacks")
         self.progress = plan
-        return loop.run_fit(self, n_epoch, schedule, callbacks, start_epoch=start_epoch, checkpoint=checkpoint,
-                            callback_states=callback_states)
+        with self._fit_weight_decay(wd):
+            return loop.run_fit(self, n_epoch, schedule, [*self.callbacks, *callbacks], start_epoch=start_epoch,
+                                checkpoint=checkpoint, callback_states=callback_states)
+
+    @contextlib.contextmanager
+    def _fit_weight_decay(self, wd: float | None) -> Iterator[None]:
+        """fastai's per-fit `wd`: the decayed groups use it during the fit, the learner's value after it."""
+        if wd is None:
+            yield
+            return
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+            raise ValueError(f"wd must be a number >= 0 (the weight decay for this fit), got {wd!r}.")
+        learner_wd = self.weight_decay
+        # An optimizer built during the fit (after a freeze) reads self.weight_decay; one built before it
+        # is updated in place.
+        self.weight_decay = float(wd)
+        self._set_group_weight_decay()
+        try:
+            yield
+        finally:
+            self.weight_decay = learner_wd
+            self._set_group_weight_decay()
+
+    def _set_group_weight_decay(self) -> None:
+        if self.optimizer is None:
+            return
+        for group in self.optimizer.param_groups:
+            # Biases and norm weights (1-d) never decay; see _make_optimizer.
+            if any(param.ndim > 1 for param in group["params"]):
+                group["weight_decay"] = self.weight_decay
 
     def fit_one_cycle(
         self,
@@ -431,9 +515,11 @@ class Learner:
         pct_start: float = 0.25,
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         *,
-        callbacks: Sequence[Callback] = (),
+        callbacks: Callback | Sequence[Callback] = (),
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        wd: float | None = None,
     ) -> list[dict[str, Any]]:
         """Train with fastai's one-cycle LR and momentum schedule.
 
@@ -445,16 +531,18 @@ class Learner:
             div_final: The LR ends at `lr_max / div_final`.
             pct_start: Fraction of the steps spent warming up.
             moms: Momentum (Adam beta1) at start, peak LR and end.
-            callbacks, checkpoint, resume: As in `fit`.
+            callbacks, checkpoint, resume, cbs, wd: As in `fit`.
 
         Example:
             >>> learn.fit_one_cycle(3, slice(1e-5, 1e-3))  # doctest: +SKIP
         """
-        return self._one_cycle(n_epoch, lr_max, div, div_final, pct_start, moms, callbacks, checkpoint, resume, None)
+        return self._one_cycle(n_epoch, lr_max, div, div_final, pct_start, moms, _fit_callbacks(callbacks, cbs),
+                               checkpoint, resume, None, wd)
 
     def _one_cycle(self, n_epoch: int, lr_max: LRSpec | str | None, div: float, div_final: float, pct_start: float,
                    moms: tuple[float, float, float], callbacks: Sequence[Callback], checkpoint: str | Path | None,
-                   resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None) -> list[dict[str, Any]]:
+                   resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None,
+                   wd: float | None = None) -> list[dict[str, Any]]:
         n_epoch = _check_epochs(n_epoch)
         if lr_max is None:
             lr_max = 1e-3
@@ -463,7 +551,7 @@ class Learner:
         lrs = resolve_lrs(lr_max, self.n_groups)
         total = n_epoch * len(self.dls.train)
         schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-        return self._fit(n_epoch, schedule, callbacks, checkpoint, resume, recipe)
+        return self._fit(n_epoch, schedule, callbacks, checkpoint, resume, recipe, wd)
 
     def fine_tune(
         self,
@@ -474,9 +562,11 @@ class Learner:
         pct_start: float = 0.3,
         div: float = 5.0,
         *,
-        callbacks: Sequence[Callback] = (),
+        callbacks: Callback | Sequence[Callback] = (),
         checkpoint: str | Path | None = None,
         resume: str | Path | None = None,
+        cbs: Callback | Sequence[Callback] | None = None,
+        wd: float | None = None,
     ) -> list[dict[str, Any]]:
         """fastai's recipe: train the head with the body frozen, then everything with discriminative LRs.
 
@@ -490,17 +580,19 @@ class Learner:
             freeze_epochs: Epochs with only the head (and, with train_bn, the norm layers) training.
             lr_mult: Ratio between the head's and the first group's LR in the unfrozen phase.
             pct_start, div: One-cycle settings of the unfrozen phase.
-            callbacks: Extra callbacks for both phases.
+            callbacks: Extra callbacks for both phases (fastai's spelling: `cbs=`).
             checkpoint: Save a resumable checkpoint here after every epoch of either phase.
             resume: Continue from such a checkpoint, in the phase and epoch it was written: the
                 result equals an uninterrupted run's (bit for bit on the CPU with a seed). A checkpoint
                 of a fine_tune with other arguments is refused, naming both values.
+            wd: Weight decay for both phases (fastai's `wd=`); None keeps the learner's `weight_decay`.
 
         Example:
             >>> learn.fine_tune(4)  # doctest: +SKIP
             >>> learn.fine_tune(4, checkpoint="ckpt.pt", resume="ckpt.pt")  # after a crash  # doctest: +SKIP
         """
         epochs = _check_epochs(epochs)
+        callbacks = _fit_callbacks(callbacks, cbs)
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
         saved = load_checkpoint(self, resume) if resume is not None else None
@@ -523,7 +615,7 @@ class Learner:
         rows: list[dict[str, Any]] = []
         if phase == 0 and freeze_epochs > 0:
             rows += self._one_cycle(freeze_epochs, slice(base_lr), 25.0, 1e5, 0.99, (0.95, 0.85, 0.95), callbacks,
-                                    checkpoint, phase_resume, {**recipe, "phase": 0})
+                                    checkpoint, phase_resume, {**recipe, "phase": 0}, wd)
             if self.interrupted:
                 return rows
             phase_resume = None
@@ -532,7 +624,8 @@ class Learner:
         if phase <= 1:
             half = base_lr / 2
             rows += self._one_cycle(epochs, slice(half / lr_mult, half), div, 1e5, pct_start,
-                                    (0.95, 0.85, 0.95), callbacks, checkpoint, phase_resume, {**recipe, "phase": 1})
+                                    (0.95, 0.85, 0.95), callbacks, checkpoint, phase_resume, {**recipe, "phase": 1},
+                                    wd)
         return rows
 
     def _auto_lr(self, value: str, name: str) -> float:
@@ -556,6 +649,7 @@ class Learner:
         lr_ratios: LRSpec | None = None,
         quiet: bool = False,
         suggest_funcs: Sequence[Any] | None = None,
+        show_plot: bool = True,
     ) -> Any:
         """Run the LR range test and restore the learner exactly afterwards.
 
@@ -563,16 +657,20 @@ class Learner:
             start_lr, end_lr: The head LR rises exponentially between these over `num_it` steps.
             num_it: Number of steps (the training loader is cycled if it is shorter).
             stop_div: Stop once the smoothed loss exceeds 4x its best.
-            plot: Write the loss-vs-LR plot with every suggestion marked to this PNG.
+            plot: Write the loss-vs-LR plot with every suggestion marked to this PNG. Without it, a
+                notebook shows the plot inline (unless `show_plot=False`) and a script writes no file;
+                `learn.recorder.plot_lr_find()` draws it later.
             lr_ratios: Keep discriminative ratios between groups (e.g. `slice(1e-5, 1e-3)`); the
                 default moves every group together, as fastai.
             quiet: Do not warn about suspicious curves.
             suggest_funcs: fastai's spelling: rules such as `(minimum, steep)`; the call then returns
                 their `SuggestedLRs`, a tuple that unpacks (`lr_min, lr_steep = learn.lr_find(...)`).
+            show_plot: fastai's switch for the inline plot in a notebook.
 
         Returns:
             An `LRFindResult` with `valley` (the default suggestion), `slide`, `minimum`, `steep`,
             the curve (`lrs`, `losses`) and `slice()` for the groups; `SuggestedLRs` with `suggest_funcs`.
+            The result is also kept as `learn.lr_find_result`.
 
         Example:
             >>> result = learn.lr_find(plot="lr_find.png"); result.valley  # doctest: +SKIP
@@ -587,18 +685,29 @@ class Learner:
             lr_ratios=lr_ratios, quiet=quiet,
         )
         result = distributed.broadcast_object(result)
+        # The learner owns its recorder and hands the curve over, so recorder.plot_lr_find can draw it.
+        self.lr_find_result = self.recorder.lr_find_result = result
+        if plot is None and show_plot and distributed.is_main_process() and _in_notebook():
+            from unfreeze.plots import plot_lr_find
+
+            plot_lr_find(result)
         return result if suggest_funcs is None else result.suggest(*suggest_funcs)
 
     # ------------------------------------------------------------------ inference and export
     # Forwarders: the work lives in unfreeze.inference as plain functions of a model and its data.
 
-    def get_preds(self, dl: Any = None, with_loss: bool = False) -> Any:
+    def get_preds(self, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False) -> Any:
         """Probabilities (the task's activation) and targets over `dl` (default: validation), in order.
+
+        Returns `(probs, targets)`, then the decoded predictions with `with_decoded` (class indices, or
+        a bool mask per item for multi-label data) and the item losses with `with_loss`, in fastai's
+        order. See `unfreeze.inference.get_preds`.
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
+            >>> probs, targets, decoded = learn.get_preds(with_decoded=True)  # doctest: +SKIP
         """
-        return inference.get_preds(self, dl=dl, with_loss=with_loss)
+        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss)
 
     def predict(self, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
@@ -626,16 +735,37 @@ class Learner:
         """
         return inference.tta(self, dl=dl, n=n, beta=beta)
 
-    def export(self, path: str | Path = "model.unfreeze") -> Path:
+    def export(self, path: str | Path | None = None, *, fname: str | Path | None = None) -> Path:
         """Write a pickle-free export (safetensors + JSON) that `load_learner` reads.
+
+        Args:
+            path: Where to write it, as given.
+            fname: fastai's spelling: a file name relative to `learn.path`. With neither, the export
+                goes to `learn.path/export.unfreeze`, where fastai would write export.pkl. A name ending
+                in .pkl (either argument) is fastai code: it is taken relative to `learn.path`, and the
+                file is written as `<stem>.unfreeze` instead (unfreeze never writes pickles), with a note
+                saying where; `load_learner(".../export.pkl")` finds it.
+
+        Returns:
+            The path written.
 
         Example:
             >>> learn.export("model.unfreeze")  # doctest: +SKIP
+            >>> learn.export()  # learn.path/export.unfreeze  # doctest: +SKIP
         """
+        if path is not None and fname is not None:
+            raise ValueError(f"Pass path= or fname= (fastai's spelling), not both; got {path!r} and {fname!r}.")
+        name = path if path is not None else fname
+        target = Path(name) if path is not None else self.path / (name if name is not None else "export.unfreeze")
+        if target.suffix == ".pkl":
+            target = (target if path is None else self.path / target).with_suffix(".unfreeze")
+            if distributed.is_main_process():
+                print(f"unfreeze writes no pickles: exported to {target} (safetensors) instead of {name}; "
+                      f"load_learner({str(Path(name).with_suffix('.unfreeze'))!r}) or the .pkl name reads it.")
         if distributed.is_main_process():
-            inference.export(self, path)
+            inference.export(self, target)
         distributed.barrier()
-        return Path(path)
+        return target
 
     def export_onnx(self, path: str | Path = "model.onnx", **options: Any) -> Path:
         """Export the inference model, normalization included, to ONNX (needs `unfreeze[onnx]`).
@@ -677,6 +807,118 @@ class Learner:
         from safetensors.torch import load_file
 
         self.load_state_dict({"model": load_file(str(path), device=str(self.device))})
+
+    def model_file(self, name: str | Path) -> Path:
+        """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.
+
+        Example:
+            >>> learn.model_file("stage-1")  # doctest: +SKIP
+            PosixPath('data/models/stage-1.safetensors')
+        """
+        file = self.path / self.model_dir / name
+        return file if file.suffix == ".safetensors" else file.with_name(f"{file.name}.safetensors")
+
+    def save(self, name: str | Path, with_opt: bool = False) -> Path:
+        """fastai's `learn.save`: the weights to `model_file(name)` (safetensors, not a pickle).
+
+        Args:
+            name: A name such as "stage-1", under `learn.path/models/`.
+            with_opt: Also save the optimizer state (Adam moments), to "<name>.opt.pt" next to the
+                weights; a file of tensors and numbers that loads with `torch.load(weights_only=True)`.
+                Without it, an older optimizer file of that name is removed, so `load` cannot pair the
+                new weights with stale moments.
+
+        Returns:
+            The path of the weights file.
+
+        Example:
+            >>> learn.save("stage-1")  # doctest: +SKIP
+            PosixPath('data/models/stage-1.safetensors')
+        """
+        weights = self.save_weights(self.model_file(name))
+        optimizer_file = _optimizer_file(weights)
+        if distributed.is_main_process():
+            from unfreeze._io import atomic_path
+
+            if with_opt:
+                with atomic_path(optimizer_file) as tmp:
+                    torch.save(self.state_dict(keys=["optimizer"]), tmp)
+            elif optimizer_file.exists():
+                optimizer_file.unlink()
+        distributed.barrier()
+        return weights
+
+    def load(self, name: str | Path, with_opt: bool | None = None) -> Learner:
+        """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
+
+        Args:
+            name: The name given to `save`.
+            with_opt: None loads the optimizer state when `save(name, with_opt=True)` wrote one; True
+                requires it; False leaves the optimizer as it is.
+
+        Returns:
+            The learner itself, as fastai's (`learn = learn.load("stage-1")` works).
+
+        Raises:
+            FileNotFoundError: No such saved model (the message lists the saved names).
+
+        Example:
+            >>> learn.load("stage-1")  # doctest: +SKIP
+        """
+        weights = self.model_file(name)
+        if not weights.is_file():
+            folder = weights.parent
+            saved = sorted(file.name.removesuffix(".safetensors") for file in folder.glob("*.safetensors"))
+            raise FileNotFoundError(f"No saved model {weights}. Saved names in {folder}: {saved or 'none'}. "
+                                    "Use a name given to learn.save(name), or set learn.path to where it was saved.")
+        optimizer_file = _optimizer_file(weights)
+        if with_opt and not optimizer_file.is_file():
+            raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
+                                    "with_opt=True), or load with with_opt=False.")
+        self.load_weights(weights)
+        if with_opt is not False and optimizer_file.is_file():
+            self.load_state_dict(torch.load(optimizer_file, map_location=self.device, weights_only=True))
+        return self
+
+    def to_fp16(self) -> Learner:
+        """Mixed precision, as fastai's `to_fp16`; returns the learner for chaining.
+
+        On CUDA the learner autocasts already (bf16, or fp16 with a loss scaler where bf16 is missing),
+        so this only undoes `to_fp32`. Elsewhere (CPU, MPS) it leaves float32 on and says so once.
+
+        Example:
+            >>> learn = vision_learner(dls, "resnet34").to_fp16()  # doctest: +SKIP
+        """
+        if self.device.type == "cuda":
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            _note_once(f"to_fp16: mixed precision runs on CUDA only; on {self.device.type} the learner keeps "
+                       "float32 (nothing to change in your code).")
+        return self
+
+    def to_fp32(self) -> Learner:
+        """Turn mixed precision off: train and evaluate in float32 on every device; returns the learner.
+
+        Example:
+            >>> learn.to_fp32().fit_one_cycle(1)  # doctest: +SKIP
+        """
+        self._amp_dtype, self._scaler = None, None
+        return self
+
+    def summary(self) -> str:
+        """The learner as a table: groups with trainable and frozen parameters, input, optimizer, loss
+        and callbacks. Printed in a script; in a notebook the returned text displays itself.
+
+        Example:
+            >>> learn.summary()  # doctest: +SKIP
+        """
+        from unfreeze.train.summary import learner_summary
+
+        text = learner_summary(self)
+        if _in_notebook():
+            return _Text(text)
+        print(text)
+        return text
 
     def save_checkpoint(self, path: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
         """Save `state_dict()` (and the callbacks' states) as a resumable checkpoint, atomically.
@@ -732,3 +974,61 @@ def _check_epochs(n_epoch: Any) -> int:
     if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 1:
         raise ValueError(f"The number of epochs must be a whole number >= 1, got {n_epoch!r}.")
     return n_epoch
+
+
+def _one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) -> Any:
+    """unfreeze's argument or fastai's spelling of it (not both), else the default."""
+    if value is not None and alias is not None and value != alias:
+        raise ValueError(f"{name}={value!r} and {alias_name}={alias!r} name the same setting; pass only one "
+                         f"({alias_name} is fastai's spelling of {name}).")
+    return value if value is not None else alias if alias is not None else default
+
+
+def _callback_list(callbacks: Any, name: str) -> list[Callback]:
+    """A callback or a sequence of them (fastai accepts both) as a list, each checked."""
+    if callbacks is None:
+        return []
+    single = isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable)
+    items = [callbacks] if single else list(callbacks)
+    wrong = [item for item in items if not isinstance(item, Callback)]
+    if wrong:
+        hint = " (a class: add () to create an instance)" if isinstance(wrong[0], type) else ""
+        raise TypeError(f"{name} takes unfreeze Callback instances, got {wrong[0]!r}{hint}. "
+                        "Subclass unfreeze.Callback, or use SaveModelCallback, EarlyStoppingCallback, CSVLogger, ...")
+    return items
+
+
+def _fit_callbacks(callbacks: Any, cbs: Any) -> list[Callback]:
+    """A fit's own callbacks: unfreeze's `callbacks=`, then fastai's `cbs=`."""
+    return [*_callback_list(callbacks, "callbacks"), *_callback_list(cbs, "cbs")]
+
+
+def _optimizer_file(weights: Path) -> Path:
+    """The optimizer side file of `save(name, with_opt=True)`: "<name>.opt.pt" next to the weights."""
+    return weights.with_suffix(".opt.pt")
+
+
+def _in_notebook() -> bool:
+    # Only a process that imported IPython can be a kernel: scripts skip importing matplotlib.
+    if "IPython" not in sys.modules:
+        return False
+    from unfreeze.plots import in_notebook
+
+    return in_notebook()
+
+
+_NOTES_SHOWN: set[str] = set()
+
+
+def _note_once(note: str) -> None:
+    """Print a note the first time it comes up in this process."""
+    if note not in _NOTES_SHOWN and distributed.is_main_process():
+        _NOTES_SHOWN.add(note)
+        print(note)
+
+
+class _Text(str):
+    """Text that a notebook displays as itself (no quotes, real line breaks), as fastai's summary."""
+
+    def __repr__(self) -> str:
+        return str(self)
