@@ -12,7 +12,7 @@ import torch
 from unfreeze.data import ImageDataLoaders
 from unfreeze.train.builders import load_learner, vision_learner
 from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStoppingCallback, SaveModelCallback
-from unfreeze.train.learner import ValidationResults
+from unfreeze.train.metrics import ValidationResults
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ __all__ = [
     "Recorder",
     "SaveBestModel",
     "SaveModelCallback",
+    "callback_list",
+    "fit_callbacks",
 ]
 
 
@@ -473,3 +476,22 @@ class CSVLogger(Callback):
             if new_file:
                 writer.writeheader()
             writer.writerow(logs)
+
+
+def callback_list(callbacks: Any, name: str) -> list[Callback]:
+    """A callback or a sequence of them (fastai accepts both) as a list, each checked."""
+    if callbacks is None:
+        return []
+    single = isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable)
+    items = [callbacks] if single else list(callbacks)
+    wrong = [item for item in items if not isinstance(item, Callback)]
+    if wrong:
+        hint = " (a class: add () to create an instance)" if isinstance(wrong[0], type) else ""
+        raise TypeError(f"{name} takes unfreeze Callback instances, got {wrong[0]!r}{hint}. "
+                        "Subclass unfreeze.Callback, or use SaveModelCallback, EarlyStoppingCallback, CSVLogger, ...")
+    return items
+
+
+def fit_callbacks(callbacks: Any, cbs: Any) -> list[Callback]:
+    """A fit's own callbacks: unfreeze's `callbacks=`, then fastai's `cbs=`."""
+    return [*callback_list(callbacks, "callbacks"), *callback_list(cbs, "cbs")]

@@ -1,4 +1,7 @@
-"""Resumable training checkpoints: `Learner.state_dict()` plus the callbacks' states, on disk.
+"""What a learner writes to disk besides exports: resumable checkpoints and weights files.
+
+A checkpoint is `Learner.state_dict()` plus the callbacks' states; a weights file is the state's
+model section as safetensors (`save_weights`, and fastai's `learn.save(name)` under `models/`).
 
 A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(weights_only=True)`: no arbitrary unpickling. Shuffling and augmentation depend only on
@@ -13,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from unfreeze import distributed
 from unfreeze._io import atomic_path
 
 if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
     from unfreeze.train.learner import Learner
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "callback_key", "load_checkpoint", "read_checkpoint",
-           "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "callback_key", "load_checkpoint", "load_named",
+           "load_weights", "model_file", "read_checkpoint", "save_checkpoint", "save_named", "save_weights"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -103,3 +107,76 @@ def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
     except (RuntimeError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path} was saved from a different model or data: {error}") from None
     return state
+
+
+# ---------------------------------------------------------------------------- weights files
+
+
+def save_weights(learner: Learner, path: str | Path) -> Path:
+    """The model section of `learner.state_dict()` as safetensors at `path`, atomically (rank 0 writes)."""
+    from safetensors.torch import save_file
+
+    if distributed.is_main_process():
+        weights = learner.state_dict(keys=["model"])["model"]
+        with atomic_path(path) as tmp:
+            save_file({name: tensor.cpu().contiguous() for name, tensor in weights.items()}, str(tmp))
+    distributed.barrier()
+    return Path(path)
+
+
+def load_weights(learner: Learner, path: str | Path) -> None:
+    """Load a safetensors weights file written by `save_weights` into `learner`."""
+    from safetensors.torch import load_file
+
+    learner.load_state_dict({"model": load_file(str(path), device=str(learner.device))})
+
+
+def model_file(learner: Learner, name: str | Path) -> Path:
+    """Where `learn.save(name)` writes: `learner.path / learner.model_dir / "<name>.safetensors"`."""
+    file = learner.path / learner.model_dir / name
+    return file if file.suffix == ".safetensors" else file.with_name(f"{file.name}.safetensors")
+
+
+def _optimizer_file(weights: Path) -> Path:
+    """The optimizer side file of `save(name, with_opt=True)`: "<name>.opt.pt" next to the weights."""
+    return weights.with_suffix(".opt.pt")
+
+
+def save_named(learner: Learner, name: str | Path, with_opt: bool = False) -> Path:
+    """fastai's `learn.save(name)`: weights to `model_file(name)`, the optimizer state beside them if asked.
+
+    Without `with_opt`, an older optimizer file of that name is removed, so that `load_named` cannot
+    pair the new weights with stale moments.
+    """
+    weights = save_weights(learner, model_file(learner, name))
+    optimizer_file = _optimizer_file(weights)
+    if distributed.is_main_process():
+        if with_opt:
+            with atomic_path(optimizer_file) as tmp:
+                torch.save(learner.state_dict(keys=["optimizer"]), tmp)
+        elif optimizer_file.exists():
+            optimizer_file.unlink()
+    distributed.barrier()
+    return weights
+
+
+def load_named(learner: Learner, name: str | Path, with_opt: bool | None = None) -> None:
+    """fastai's `learn.load(name)`: the weights `save_named` wrote, and the optimizer state if saved.
+
+    Raises:
+        FileNotFoundError: No such saved model (the message lists the saved names), or `with_opt=True`
+            without a saved optimizer state.
+    """
+    weights = model_file(learner, name)
+    if not weights.is_file():
+        folder = weights.parent
+        saved = sorted(file.name.removesuffix(".safetensors") for file in folder.glob("*.safetensors"))
+        raise FileNotFoundError(f"No saved model {weights}. Saved names in {folder}: {saved or 'none'}. "
+                                "Use a name given to learn.save(name), or set learn.path to where it was saved.")
+    optimizer_file = _optimizer_file(weights)
+    if with_opt and not optimizer_file.is_file():
+        raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
+                                "with_opt=True), or load with with_opt=False.")
+    load_weights(learner, weights)
+    if with_opt is not False and optimizer_file.is_file():
+        learner.load_state_dict(torch.load(optimizer_file, map_location=learner.device, weights_only=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ from torch import nn
 
 from unfreeze import distributed, inference
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
+from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import loop
 from unfreeze.train import state as state_module
-from unfreeze.train.callbacks import Callback, Recorder
+from unfreeze.train.callbacks import Callback, Recorder, callback_list, fit_callbacks
 from unfreeze.train.checkpoint import load_checkpoint, save_checkpoint
 from unfreeze.train.loop import NonFiniteLossError
-from unfreeze.train.metrics import Metric, metric_name, resolve_metrics
+from unfreeze.train.metrics import Metric, ValidationResults, metric_name, resolve_metrics
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
 from unfreeze.train.state import STATE_KEYS
 
@@ -44,29 +45,6 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-class ValidationResults(dict):  # type: ignore[type-arg]
-    """What `Learner.validate` returns: a dict by name that also indexes by position, like fastai's list.
-
-    Position 0 is `valid_loss`, then the metrics in order; it compares equal to a plain dict.
-
-    Example:
-        >>> results = ValidationResults({"valid_loss": 0.4, "error_rate": 0.1})
-        >>> results[1], results["error_rate"], results == {"valid_loss": 0.4, "error_rate": 0.1}
-        (0.1, 0.1, True)
-    """
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, (int, slice)) and not isinstance(key, bool):
-            values = list(self.values())
-            if isinstance(key, slice):
-                return values[key]
-            if not -len(values) <= key < len(values):
-                raise IndexError(f"Position {key} is out of range: the results are {list(self)}, "
-                                 f"positions 0 to {len(values) - 1}.")
-            return values[key]
-        return super().__getitem__(key)
 
 
 class Learner:
@@ -168,7 +146,7 @@ class Learner:
         self.loss_func = loss_func if loss_func is not None else self.task.loss(self.class_weights)
         self.optimizer_name = optimizer
         self.weight_decay = float(_one_of(weight_decay, wd, "weight_decay", "wd", default=0.01))
-        self.callbacks: list[Callback] = _callback_list(cbs, "cbs")
+        self.callbacks: list[Callback] = callback_list(cbs, "cbs")
         data_path = getattr(self.dls, "path", None)
         self.path = Path(path) if path is not None else Path(data_path) if data_path is not None else Path(".")
         self.model_dir = Path(model_dir)
@@ -454,8 +432,7 @@ class Learner:
         """
         n_epoch = _check_epochs(n_epoch)
         schedule = ConstantSchedule(resolve_lrs(lr, self.n_groups))
-        fit_callbacks = _fit_callbacks(callbacks, cbs)
-        return self._fit(n_epoch, schedule, fit_callbacks, checkpoint, resume, recipe=None, wd=wd)
+        return self._fit(n_epoch, schedule, fit_callbacks(callbacks, cbs), checkpoint, resume, recipe=None, wd=wd)
 
     def _fit(self, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], checkpoint: str | Path | None,
              resume: str | Path | dict[str, Any] | None, recipe: dict[str, Any] | None,
@@ -536,7 +513,7 @@ class Learner:
         Example:
             >>> learn.fit_one_cycle(3, slice(1e-5, 1e-3))  # doctest: +SKIP
         """
-        return self._one_cycle(n_epoch, lr_max, div, div_final, pct_start, moms, _fit_callbacks(callbacks, cbs),
+        return self._one_cycle(n_epoch, lr_max, div, div_final, pct_start, moms, fit_callbacks(callbacks, cbs),
                                checkpoint, resume, None, wd)
 
     def _one_cycle(self, n_epoch: int, lr_max: LRSpec | str | None, div: float, div_final: float, pct_start: float,
@@ -592,7 +569,7 @@ class Learner:
             >>> learn.fine_tune(4, checkpoint="ckpt.pt", resume="ckpt.pt")  # after a crash  # doctest: +SKIP
         """
         epochs = _check_epochs(epochs)
-        callbacks = _fit_callbacks(callbacks, cbs)
+        callbacks = fit_callbacks(callbacks, cbs)
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
         saved = load_checkpoint(self, resume) if resume is not None else None
@@ -786,17 +763,7 @@ class Learner:
         Example:
             >>> learn.save_weights("best.safetensors")  # doctest: +SKIP
         """
-        from safetensors.torch import save_file
-
-        from unfreeze._io import atomic_path
-
-        if distributed.is_main_process():
-            weights = self.state_dict(keys=["model"])["model"]
-            state = {name: tensor.cpu().contiguous() for name, tensor in weights.items()}
-            with atomic_path(path) as tmp:
-                save_file(state, str(tmp))
-        distributed.barrier()
-        return Path(path)
+        return saved_files.save_weights(self, path)
 
     def load_weights(self, path: str | Path) -> None:
         """Load weights saved by `save_weights`.
@@ -804,9 +771,7 @@ class Learner:
         Example:
             >>> learn.load_weights("best.safetensors")  # doctest: +SKIP
         """
-        from safetensors.torch import load_file
-
-        self.load_state_dict({"model": load_file(str(path), device=str(self.device))})
+        saved_files.load_weights(self, path)
 
     def model_file(self, name: str | Path) -> Path:
         """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.
@@ -815,69 +780,37 @@ class Learner:
             >>> learn.model_file("stage-1")  # doctest: +SKIP
             PosixPath('data/models/stage-1.safetensors')
         """
-        file = self.path / self.model_dir / name
-        return file if file.suffix == ".safetensors" else file.with_name(f"{file.name}.safetensors")
+        return saved_files.model_file(self, name)
 
     def save(self, name: str | Path, with_opt: bool = False) -> Path:
         """fastai's `learn.save`: the weights to `model_file(name)` (safetensors, not a pickle).
 
         Args:
             name: A name such as "stage-1", under `learn.path/models/`.
-            with_opt: Also save the optimizer state (Adam moments), to "<name>.opt.pt" next to the
-                weights; a file of tensors and numbers that loads with `torch.load(weights_only=True)`.
-                Without it, an older optimizer file of that name is removed, so `load` cannot pair the
-                new weights with stale moments.
-
-        Returns:
-            The path of the weights file.
+            with_opt: Also save the optimizer state (Adam moments) to "<name>.opt.pt", a file that
+                loads with `torch.load(weights_only=True)`.
 
         Example:
             >>> learn.save("stage-1")  # doctest: +SKIP
             PosixPath('data/models/stage-1.safetensors')
         """
-        weights = self.save_weights(self.model_file(name))
-        optimizer_file = _optimizer_file(weights)
-        if distributed.is_main_process():
-            from unfreeze._io import atomic_path
-
-            if with_opt:
-                with atomic_path(optimizer_file) as tmp:
-                    torch.save(self.state_dict(keys=["optimizer"]), tmp)
-            elif optimizer_file.exists():
-                optimizer_file.unlink()
-        distributed.barrier()
-        return weights
+        return saved_files.save_named(self, name, with_opt)
 
     def load(self, name: str | Path, with_opt: bool | None = None) -> Learner:
         """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
 
         Args:
             name: The name given to `save`.
-            with_opt: None loads the optimizer state when `save(name, with_opt=True)` wrote one; True
-                requires it; False leaves the optimizer as it is.
+            with_opt: None loads the optimizer state when one was saved; True requires it; False
+                leaves the optimizer as it is.
 
         Returns:
             The learner itself, as fastai's (`learn = learn.load("stage-1")` works).
 
-        Raises:
-            FileNotFoundError: No such saved model (the message lists the saved names).
-
         Example:
             >>> learn.load("stage-1")  # doctest: +SKIP
         """
-        weights = self.model_file(name)
-        if not weights.is_file():
-            folder = weights.parent
-            saved = sorted(file.name.removesuffix(".safetensors") for file in folder.glob("*.safetensors"))
-            raise FileNotFoundError(f"No saved model {weights}. Saved names in {folder}: {saved or 'none'}. "
-                                    "Use a name given to learn.save(name), or set learn.path to where it was saved.")
-        optimizer_file = _optimizer_file(weights)
-        if with_opt and not optimizer_file.is_file():
-            raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
-                                    "with_opt=True), or load with with_opt=False.")
-        self.load_weights(weights)
-        if with_opt is not False and optimizer_file.is_file():
-            self.load_state_dict(torch.load(optimizer_file, map_location=self.device, weights_only=True))
+        saved_files.load_named(self, name, with_opt)
         return self
 
     def to_fp16(self) -> Learner:
@@ -982,30 +915,6 @@ def _one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) ->
         raise ValueError(f"{name}={value!r} and {alias_name}={alias!r} name the same setting; pass only one "
                          f"({alias_name} is fastai's spelling of {name}).")
     return value if value is not None else alias if alias is not None else default
-
-
-def _callback_list(callbacks: Any, name: str) -> list[Callback]:
-    """A callback or a sequence of them (fastai accepts both) as a list, each checked."""
-    if callbacks is None:
-        return []
-    single = isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable)
-    items = [callbacks] if single else list(callbacks)
-    wrong = [item for item in items if not isinstance(item, Callback)]
-    if wrong:
-        hint = " (a class: add () to create an instance)" if isinstance(wrong[0], type) else ""
-        raise TypeError(f"{name} takes unfreeze Callback instances, got {wrong[0]!r}{hint}. "
-                        "Subclass unfreeze.Callback, or use SaveModelCallback, EarlyStoppingCallback, CSVLogger, ...")
-    return items
-
-
-def _fit_callbacks(callbacks: Any, cbs: Any) -> list[Callback]:
-    """A fit's own callbacks: unfreeze's `callbacks=`, then fastai's `cbs=`."""
-    return [*_callback_list(callbacks, "callbacks"), *_callback_list(cbs, "cbs")]
-
-
-def _optimizer_file(weights: Path) -> Path:
-    """The optimizer side file of `save(name, with_opt=True)`: "<name>.opt.pt" next to the weights."""
-    return weights.with_suffix(".opt.pt")
 
 
 def _in_notebook() -> bool:

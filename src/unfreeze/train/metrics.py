@@ -18,8 +18,8 @@ import torch
 
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
-__all__ = ["Metric", "accuracy", "accuracy_multi", "error_rate", "f1_multi", "f1_score", "resolve_metrics",
-           "top_k_accuracy"]
+__all__ = ["Metric", "ValidationResults", "accuracy", "accuracy_multi", "error_rate", "f1_multi", "f1_score",
+           "resolve_metrics", "top_k_accuracy"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -109,6 +109,29 @@ def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
     probs = preds.sigmoid() if sigmoid else preds
     decided, actual = (probs >= threshold).float(), targets.float()
     return _macro_f1((decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0))
+
+
+class ValidationResults(dict):  # type: ignore[type-arg]
+    """What `Learner.validate` returns: a dict by name that also indexes by position, like fastai's list.
+
+    Position 0 is `valid_loss`, then the metrics in order; it compares equal to a plain dict.
+
+    Example:
+        >>> results = ValidationResults({"valid_loss": 0.4, "error_rate": 0.1})
+        >>> results[1], results["error_rate"], results == {"valid_loss": 0.4, "error_rate": 0.1}
+        (0.1, 0.1, True)
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)) and not isinstance(key, bool):
+            values = list(self.values())
+            if isinstance(key, slice):
+                return values[key]
+            if not -len(values) <= key < len(values):
+                raise IndexError(f"Position {key} is out of range: the results are {list(self)}, "
+                                 f"positions 0 to {len(values) - 1}.")
+            return values[key]
+        return super().__getitem__(key)
 
 
 _BUILTIN: dict[str, Metric] = {
