@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import TINY
 from unfreeze.cli import main
-
-# A tiny timm model with random weights: a run takes seconds on one CPU thread.
-TINY = ["--arch", "test_resnet", "--no-pretrained", "--size", "16", "--bs", "4", "--epochs", "1",
-        "--freeze-epochs", "1"]
 
 
 def write_png(path: Path, color: tuple[int, int, int], seed: int = 0) -> Path:

@@ -6,22 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unfreeze.cli import main
-
-TINY = ["--arch", "test_resnet", "--no-pretrained", "--size", "16", "--bs", "4", "--epochs", "1",
-        "--freeze-epochs", "1"]
-
-
-def run_user_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run `argv`, check the user-error contract and return the error line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if not line.startswith("unfreeze: warning:")]
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("unfreeze: error: ")
-    assert "Traceback" not in err
-    return lines[0]
+from cli_helpers import TINY, run_user_error
 
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import TINY
 from unfreeze import __version__
 from unfreeze.cli import main
 
-# A tiny timm model with random weights: a run takes seconds on one CPU thread.
-TINY = ["--arch", "test_resnet", "--no-pretrained", "--size", "16", "--bs", "4", "--epochs", "1",
-        "--freeze-epochs", "1"]
-
-RUN_FILES = {"config.json", "history.csv", "model.unfreeze", "summary.json", "loss.png", "sched.png",
+RUN_FILES = {"config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png", "sched.png",
              "confusion_matrix.png", "top_losses.png"}
 
 

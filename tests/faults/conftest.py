@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_helpers import TINY
 
+from cli_helpers import TINY
 from unfreeze.cli import main
 
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_helpers import TINY, run_user_error
 
+from cli_helpers import TINY, run_user_error
 from unfreeze import ImageDataLoaders
 from unfreeze.cli import commands, main
 

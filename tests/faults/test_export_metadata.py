@@ -102,7 +102,7 @@ def test_a_clean_export_loads_without_warnings(craft: Callable[..., Path]) -> No
 
 
 def test_cli_reports_invalid_metadata(craft: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from faults_helpers import run_user_error
+    from cli_helpers import run_user_error
 
     path = craft(setter("model", "n_out", value=5))
     line = run_user_error(["export", str(path)], capsys)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_helpers import TINY
 
+from cli_helpers import TINY
 from unfreeze import runs
 from unfreeze.cli import commands, main
 from unfreeze.train.callbacks import CSVLogger

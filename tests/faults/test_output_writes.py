@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults_helpers import TINY, run_user_error
 
+from cli_helpers import TINY, run_user_error
 from unfreeze import load_learner
 from unfreeze._io import OutputWriteError, atomic_path
 

@@ -1,4 +1,5 @@
-"""Helpers of the fault-case tests (imported by name: the tests folders are not packages)."""
+"""Helpers of the command-line and fault-case tests (imported by name: the tests folders are not packages;
+pytest puts tests/ on sys.path for its conftest.py)."""
 
 from __future__ import annotations
 
