@@ -106,3 +106,17 @@ def test_weights_with_no_pretrained(tiny_data: Path, tmp_path: Path, capsys: pyt
     weights.write_bytes(b"")
     line = run_user_error(["train", str(tiny_data), *TINY, "--weights", str(weights)], capsys)
     assert "--weights" in line and "--no-pretrained" in line
+
+
+def test_a_training_set_with_no_decodable_image_stops_with_a_data_error(make_image_folder) -> None:
+    """Every training file is broken: the fit stops after the empty first epoch, not after 0-step 'training'."""
+    from unfreeze import DataError, ImageDataLoaders, vision_learner
+
+    root = make_image_folder(classes=("ant", "bee"), n_train=3, n_valid=2)
+    for image in (root / "train").rglob("*.png"):
+        image.write_bytes(b"not an image")
+    dls = ImageDataLoaders.from_folder(root, size=16, bs=2, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, quiet=True)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="Not one training batch"):
+        learn.fit(1, 1e-3)
+    assert learn.recorder.history == []

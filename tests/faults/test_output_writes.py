@@ -133,3 +133,32 @@ def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
     assert caught.value.errno == errno.ENOSPC
     assert previous.read_bytes() == b"previous export"
     assert leftovers(tiny_tmpfs) == []
+
+
+def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tiny_data: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The second epoch's checkpoint cannot be written: exit 2 naming it, the first one intact and resumable."""
+    import torch
+
+    real_save, calls = torch.save, []
+
+    def save(obj: object, path: object, *args: object, **kwargs: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            Path(str(path)).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(obj, path, *args, **kwargs)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", save)
+        line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"], capsys)
+    assert "checkpoint.pt" in line and "free there" in line
+    assert leftovers(out) == [] and not (out / "model.unfreeze").exists()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["progress"]["epoch"] == 0  # the first epoch's checkpoint, whole
+    (out / "summary.json").unlink(missing_ok=True)
+    from unfreeze.cli import main
+
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0 and (out / "model.unfreeze").is_file()

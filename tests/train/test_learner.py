@@ -479,3 +479,18 @@ def test_a_callback_that_acts_per_batch_sees_each_step_as_it_happens(dls):
 
     learn.fit(1, 1e-3, callbacks=[WeightWatcher()])
     assert seen == [(k, k) for k in range(1, len(dls.train) + 1)]
+
+
+def test_a_subclass_that_overrides_a_watchers_batch_event_is_not_taken_for_a_watcher(dls):
+    """The watch-only mark is inherited, but a subclass that overrides after_batch may stop: exact stop."""
+
+    class Stopper(WatchOnlyStepLog):
+        def after_batch(self, step, logs):
+            super().after_batch(step, logs)
+            return step == 2
+
+    learn = make_learner(dls, seed=3)
+    learn._overlap_steps = True
+    learn.unfreeze()
+    learn.fit(1, 1e-3, callbacks=[Stopper()])
+    assert learn.step == 2 and len(learn.recorder.losses) == 2

@@ -72,10 +72,10 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
         raise UsageError(f"{error}. Check the --weights path") from None
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, Any]:
     """The data and model options of a parsed command line, as plain JSON-able values."""
     return {
-        "data": str(Path(args.data).expanduser().resolve()),
+        "data": str(Path(args.data).expanduser().resolve()) if data_required or args.data else None,
         "arch": args.arch,
         "size": args.size,
         "bs": args.bs,
@@ -169,10 +169,12 @@ def command_train(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
     logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
-    _fine_tune(learn, options, lr, logger, run, resume=saved is not None)
+    _fine_tune(learn, options, lr, logger, run, resume=saved)
     lr = learn.progress.get("recipe", {}).get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
-        return _after_interrupt(learn, args, run, lr, started) if main_process else 130
+        # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
+        exported = learn.export(run / "model.unfreeze") if args.save_on_interrupt else None
+        return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
     learn.export(run / "model.unfreeze")
     interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
     if not main_process:
@@ -241,9 +243,8 @@ def _resume_plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[s
     if missing:
         raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}; it cannot be resumed")
     given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
-    current = {**_options(args), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr} \
-        if args.data is not None else {"epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr,
-                                        "arch": args.arch, "size": args.size, "bs": args.bs, "seed": args.seed}
+    current = {**_options(args, data_required=False), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
+               "lr": args.lr}
     flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
     flags.update(pretrained="--no-pretrained", multi_label="--multi-label")
     differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
@@ -294,7 +295,7 @@ def _claim_run_dir(requested: Path, args: argparse.Namespace) -> Path:
 
 
 def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: Path,
-               resume: bool) -> None:
+               resume: dict[str, Any] | None) -> None:
     """`learn.fine_tune` with a checkpoint in the run directory after every epoch (and from it, on resume).
 
     A full disk while CSVLogger appends a row is reported as that file's error.
@@ -304,7 +305,7 @@ def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: 
     checkpoint = run / CHECKPOINT
     try:
         learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"], callbacks=callbacks,
-                        checkpoint=checkpoint, resume=checkpoint if resume else None)
+                        checkpoint=checkpoint, resume=resume)
     except OSError as error:
         converted = output_error(error, error.filename or run / "history.csv")
         if converted is None:
@@ -312,14 +313,11 @@ def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: 
         raise converted from error
 
 
-def _after_interrupt(learn: Any, args: argparse.Namespace, run: Path, lr: float, started: float) -> int:
+def _after_interrupt(learn: Any, run: Path, lr: float, started: float, exported: Path | None) -> int:
     """After Ctrl-C in training: summary.json says so; the model is exported only with --save-on-interrupt.
 
     A half-trained model.unfreeze next to a complete-looking run would be mistaken for the result.
     """
-    exported = None
-    if args.save_on_interrupt:
-        exported = learn.export(run / "model.unfreeze")
     runs.write_json(run / "summary.json", {
         "interrupted": True,
         "exported": None if exported is None else str(exported),

@@ -24,7 +24,15 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr like every other user error."""
+    """argparse, but a bad command line is one line on stderr like every other user error.
+
+    Abbreviated options (`--epoch` for `--epochs`) are refused: `train --resume` compares the options
+    given again with the run's, by their full names.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         self.exit(2, f"unfreeze: error: {message}. Run '{self.prog} --help' for usage and examples.\n")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
     from unfreeze.train.learner import Learner
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "callback_key", "load_checkpoint", "load_named",
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "apply_checkpoint", "callback_key", "load_checkpoint", "load_named",
            "load_weights", "model_file", "read_checkpoint", "save_checkpoint", "save_named", "save_weights"]
 
 CHECKPOINT_FORMAT = 2
@@ -90,6 +90,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def apply_checkpoint(learner: Learner, state: dict[str, Any], where: Any = "the checkpoint") -> None:
+    """Load a state that `read_checkpoint` returned into `learner`.
+
+    Raises:
+        CheckpointError: The state does not fit the learner (another model or data).
+    """
+    try:
+        learner.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{where} was saved from a different model or data: {error}") from None
+
+
 def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
     """Load a checkpoint into `learner` and return it (its `progress` says where the fit stood).
 
@@ -102,10 +114,7 @@ def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
         2
     """
     state = read_checkpoint(path)
-    try:
-        learner.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise CheckpointError(f"{path} was saved from a different model or data: {error}") from None
+    apply_checkpoint(learner, state, path)
     return state
 
 

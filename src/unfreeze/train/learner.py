@@ -26,7 +26,7 @@ from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import loop
 from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder, callback_list, fit_callbacks
-from unfreeze.train.checkpoint import load_checkpoint, save_checkpoint
+from unfreeze.train.checkpoint import apply_checkpoint, read_checkpoint, save_checkpoint
 from unfreeze.train.loop import NonFiniteLossError
 from unfreeze.train.metrics import Metric, ValidationResults, metric_name, resolve_metrics
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
@@ -443,18 +443,33 @@ class Learner:
                 f"The training set has {len(self.dls.train.dataset)} items, fewer than one batch of "
                 f"{self.dls.train.batch_size}. Use a smaller bs or add images."
             )
-        plan = {"n_epoch": n_epoch, "schedule": schedule.config(), "recipe": recipe}
-        if wd is not None:
-            plan["wd"] = float(wd)  # a resume must continue with the same weight decay
+        # What makes this fit this fit: a resume must continue the same schedule, weight decay and data.
+        data = {"seed": getattr(self.dls, "seed", None), "n_train": len(self.dls.train.dataset),
+                "n_valid": len(self.dls.valid.dataset)}
+        plan = {"n_epoch": n_epoch, "schedule": schedule.config(), "recipe": recipe,
+                "wd": None if wd is None else float(wd), "data": data}
         start_epoch, callback_states = 0, None
         if resume is not None:
-            saved = load_checkpoint(self, resume) if not isinstance(resume, dict) else resume
-            state_module.check_same_fit(saved.get("progress") or {}, plan, resume)
-            start_epoch, callback_states = int(saved["progress"]["epoch"]) + 1, saved.get("callbacks")
+            # A dict is a checkpoint fine_tune has read, checked against its recipe and loaded already.
+            saved = resume if isinstance(resume, dict) else read_checkpoint(resume)
+            progress = saved.get("progress") or {}
+            state_module.check_same_fit(progress, plan, resume)
+            if not isinstance(resume, dict):
+                self._load_checkpoint(saved, resume)
+            # A finished fit (its after_fit ran: best weights restored, or an early stop) runs no more epochs.
+            start_epoch = n_epoch if progress.get("finished") else int(progress["epoch"]) + 1
+            callback_states = saved.get("callbacks")
         self.progress = plan
         with self._fit_weight_decay(wd):
             return loop.run_fit(self, n_epoch, schedule, [*self.callbacks, *callbacks], start_epoch=start_epoch,
                                 checkpoint=checkpoint, callback_states=callback_states)
+
+    def _load_checkpoint(self, saved: dict[str, Any], where: Any) -> None:
+        """Load a read checkpoint. With a learner seed the fit's RNG draws follow from (seed, epoch), so
+        the saved RNG state (taken inside the fit's private RNG fork) is left out: it would only change
+        the caller's global RNG."""
+        apply_checkpoint(self, saved if self.seed is None else {k: v for k, v in saved.items() if k != "rng"},
+                         where)
 
     @contextlib.contextmanager
     def _fit_weight_decay(self, wd: float | None) -> Iterator[None]:
@@ -572,37 +587,45 @@ class Learner:
         callbacks = fit_callbacks(callbacks, cbs)
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
-        saved = load_checkpoint(self, resume) if resume is not None else None
+        if base_lr != "auto" and (isinstance(base_lr, bool) or not isinstance(base_lr, (int, float))
+                                  or not math.isfinite(base_lr) or base_lr <= 0):
+            raise ValueError(f"base_lr must be a positive number (the head's LR, e.g. 2e-3) or 'auto', got "
+                             f"{base_lr!r}. fine_tune spreads the LRs itself (lr_mult): pass one number.")
         recipe = {"name": "fine_tune", "epochs": epochs, "base_lr": base_lr, "freeze_epochs": freeze_epochs,
                   "lr_mult": lr_mult, "pct_start": pct_start, "div": div}
-        phase, phase_resume = 0, None
+        self.interrupted = False
+        saved = None if resume is None else resume if isinstance(resume, dict) else read_checkpoint(resume)
+        first_phase, resumed_phase = 0, None
         if saved is not None:
-            previous = dict((saved.get("progress") or {}).get("recipe") or {})
+            progress = saved.get("progress") or {}
+            previous = dict(progress.get("recipe") or {})
             phase = int(previous.pop("phase", 0))
-            if isinstance(base_lr, str) and base_lr == "auto":
+            if base_lr == "auto":
                 recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
             state_module.check_same_fit({"recipe": previous}, {"recipe": recipe}, resume)
-            finished = int(saved["progress"]["epoch"]) + 1 >= int(saved["progress"]["n_epoch"])
-            phase, phase_resume = (phase + 1, None) if finished else (phase, saved)
-        if phase == 0 and saved is None:
-            self.freeze()
-            if isinstance(base_lr, str):
-                recipe["base_lr"] = base_lr = self._auto_lr(base_lr, "base_lr")
-        base_lr = float(recipe["base_lr"])
+            self._load_checkpoint(saved, resume)
+            # A finished phase (its after_fit ran) hands over to the next; an unfinished one continues.
+            first_phase, resumed_phase = (phase + 1, None) if progress.get("finished") else (phase, phase)
+        elif base_lr == "auto":
+            self.freeze()  # lr_find tests the LRs of the first phase, on the frozen model
+            recipe["base_lr"] = self._auto_lr("auto", "base_lr")
+        lr = float(recipe["base_lr"])
+        moms = (0.95, 0.85, 0.95)
+        # fastai's two phases: the head alone with a late peak, then every group at half the LR,
+        # spread over lr_mult from input to head.
+        phases = [(freeze_epochs, self.freeze, slice(lr), 25.0, 0.99),
+                  (epochs, self.unfreeze, slice(lr / 2 / lr_mult, lr / 2), div, pct_start)]
         rows: list[dict[str, Any]] = []
-        if phase == 0 and freeze_epochs > 0:
-            rows += self._one_cycle(freeze_epochs, slice(base_lr), 25.0, 1e5, 0.99, (0.95, 0.85, 0.95), callbacks,
-                                    checkpoint, phase_resume, {**recipe, "phase": 0}, wd)
+        for index, (n_epoch, set_trainable, lr_max, phase_div, phase_pct) in enumerate(phases):
+            if index < first_phase or n_epoch == 0:
+                continue
+            continuing = index == resumed_phase  # the checkpoint holds this phase's freeze state and optimizer
+            if not continuing:
+                set_trainable()
+            rows += self._one_cycle(n_epoch, lr_max, phase_div, 1e5, phase_pct, moms, callbacks, checkpoint,
+                                    saved if continuing else None, {**recipe, "phase": index}, wd)
             if self.interrupted:
-                return rows
-            phase_resume = None
-        if phase <= 1 and phase_resume is None:
-            self.unfreeze()
-        if phase <= 1:
-            half = base_lr / 2
-            rows += self._one_cycle(epochs, slice(half / lr_mult, half), div, 1e5, pct_start,
-                                    (0.95, 0.85, 0.95), callbacks, checkpoint, phase_resume, {**recipe, "phase": 1},
-                                    wd)
+                break
         return rows
 
     def _auto_lr(self, value: str, name: str) -> float:

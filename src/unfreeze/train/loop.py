@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
+from unfreeze.data import DataError
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
 
@@ -50,10 +51,17 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _watches_only(callback: Callback) -> bool:
-    """True for a callback that never acts on a batch: it only records or displays (built-ins mark it)."""
-    kind = type(callback)
-    per_batch = kind.before_batch is not Callback.before_batch or kind.after_batch is not Callback.after_batch
-    return not per_batch or bool(getattr(callback, "_watches_batches_only", False))
+    """True for a callback that never acts on a batch: it only records or displays (built-ins mark it).
+
+    The mark counts only on the class that defines the per-batch events itself: a subclass of the
+    recorder that overrides after_batch (maybe to stop) is not taken for a watcher.
+    """
+    for klass in type(callback).__mro__:
+        if klass is Callback:
+            return True
+        if "before_batch" in vars(klass) or "after_batch" in vars(klass):
+            return bool(vars(klass).get("_watches_batches_only", False))
+    return True
 
 
 @dataclass
@@ -240,6 +248,8 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
     overlap = learner._overlap_steps and all(_watches_only(callback) for callback in callbacks)
     fit_logs: dict[str, Any] = {}
     good_state: dict[str, torch.Tensor] | None = None
+    for callback in callbacks:
+        callback.stop_training = False  # a stop asked for in an earlier fit does not carry over
     emit(callbacks, "before_fit", learner)
     user_callbacks = callbacks[2:]
     for index, callback in enumerate(user_callbacks):
@@ -255,7 +265,14 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
                 emit(callbacks, "before_epoch", epoch)
                 start, good_state = time.time(), _snapshot_weights(learner)
                 learner.set_train_mode()
+                steps_before = learner.step
                 step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap)
+                if learner.step == steps_before and not stop:
+                    raise DataError(
+                        f"Not one training batch of epoch {epoch} could be decoded ({len(learner.dls.train.dataset)} "
+                        "items): the loader left every file out. Check the training images (the warning above "
+                        "lists the unreadable ones)."
+                    )
                 distributed.sync_buffers(learner.model)
                 emit(callbacks, "before_validate", epoch)
                 valid_logs = learner.validate()
@@ -279,4 +296,9 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
     finally:
         learner.model.eval()
         emit(callbacks, "after_fit", fit_logs)
+    if checkpoint is not None and not learner.interrupted and distributed.is_main_process():
+        # Once more after after_fit (which may restore the best weights) and after an early stop:
+        # a resume from here runs no more epochs of this fit.
+        learner.progress = {**learner.progress, "epoch": learner.epoch, "n_epoch": n_epoch, "finished": True}
+        learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
     return learner.recorder.history[rows_before:]

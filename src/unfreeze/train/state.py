@@ -43,7 +43,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # A checkpoint from a host with more GPUs: the devices this one has.
+        for device, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, position, has_gauss, cached = state["numpy"]
@@ -78,17 +80,18 @@ def capture(learner: Learner, keys: Collection[str] | None = None, grads: bool =
 def restore(learner: Learner, state: dict[str, Any]) -> None:
     """Put the sections present in `state` back into `learner`; see `Learner.load_state_dict`."""
     params = list(learner._param_names.values())
+    if "model" in state:
+        # First: a state of another model fails here, before anything else has changed.
+        learner.model.load_state_dict(state["model"])
     if "freeze" in state:
         learner.train_bn = bool(state["freeze"]["train_bn"])
         learner.freeze_to(int(state["freeze"]["frozen_to"]))  # also clears the optimizer, as fastai
         for param, flag in zip(params, state["freeze"]["requires_grad"], strict=True):
             param.requires_grad_(bool(flag))
-    if "model" in state:
-        learner.model.load_state_dict(state["model"])
     if "optimizer" in state:
         learner.optimizer = None
         if state["optimizer"] is not None:
-            # Load in place: anything holding learner.optimizer keeps a live object.
+            # A new optimizer over the restored trainable parameters, then the saved moments.
             learner.ensure_optimizer().load_state_dict(state["optimizer"])
     if state.get("scaler") is not None:
         learner._scaler = learner._scaler or torch.amp.GradScaler("cuda")
