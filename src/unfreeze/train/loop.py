@@ -206,8 +206,9 @@ def _train_epoch(learner: Learner, schedule: Any, step_in_fit: int, good_state: 
             if stop:
                 break
         if pending is not None:
-            done, pending = pending, None
-            stop = _after_step(learner, done, good_state, callbacks) or stop
+            # Cleared only once read: a Ctrl-C while waiting for it still checks it for NaN (_settle).
+            stop = _after_step(learner, pending, good_state, callbacks) or stop
+            pending = None
         return step_in_fit, stop
     except NonFiniteLossError:
         raise  # the weights are already restored
