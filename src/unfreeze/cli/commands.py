@@ -147,8 +147,16 @@ def command_train(args: argparse.Namespace) -> int:
     quiet = args.quiet or not main_process
     if saved is None:
         requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
-        run = _claim_run_dir(requested, args) if main_process else None
-        run = Path(distributed.broadcast_object(None if run is None else str(run)))
+        claimed: str | Exception | None = None
+        if main_process:
+            try:
+                claimed = str(_claim_run_dir(requested, args))
+            except (runs.RunDirError, UsageError) as error:
+                claimed = error  # the other ranks raise it too, instead of waiting for a folder forever
+        claimed = distributed.broadcast_object(claimed)
+        if isinstance(claimed, Exception):
+            raise claimed
+        run = Path(str(claimed))
         options["out"] = str(run)
         if main_process and run != Path(requested).expanduser():
             print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
