@@ -37,3 +37,16 @@ def test_resolve_by_name_and_unknown_name():
         resolve_metrics(["eror_rate"])
     with pytest.raises(TypeError):
         resolve_metrics([42])
+
+
+@pytest.mark.parametrize("n_classes", [2, 5, 11])
+def test_macro_f1_matches_torchmetrics(n_classes):
+    """Parity with torchmetrics' macro F1 (the reference the library used to call), absent classes included."""
+    reference = pytest.importorskip("torchmetrics.functional.classification")
+    generator = torch.Generator().manual_seed(n_classes)
+    preds = torch.rand(300, n_classes, generator=generator)
+    targets = torch.randint(0, n_classes, (300,), generator=generator)
+    targets[targets == n_classes - 1] = 0  # a class that never occurs (it may still be predicted)
+    preds[:, 1] -= 2  # and one that is never predicted
+    expected = reference.multiclass_f1_score(preds, targets, num_classes=n_classes, average="macro").item()
+    assert f1_score(preds, targets) == pytest.approx(expected, abs=1e-6)
