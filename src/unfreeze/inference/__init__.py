@@ -25,6 +25,7 @@ from unfreeze.inference.export import (
 from unfreeze.inference.interpret import ClassificationInterpretation, Interpretation
 from unfreeze.inference.predict import (
     Predictor,
+    channels_last,
     collect_logits,
     get_preds,
     iter_image_files,
@@ -43,6 +44,7 @@ __all__ = [
     "Interpretation",
     "NonFiniteWeightsWarning",
     "Predictor",
+    "channels_last",
     "collect_logits",
     "convert_fastai",
     "export",

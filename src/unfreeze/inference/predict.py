@@ -24,7 +24,8 @@ from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
 from unfreeze.tasks import SingleLabel
 
-__all__ = ["Predictor", "collect_logits", "get_preds", "iter_image_files", "predict", "predict_batch", "tta"]
+__all__ = ["Predictor", "channels_last", "collect_logits", "get_preds", "iter_image_files", "predict", "predict_batch",
+           "prediction_row", "tta"]
 
 
 class Predictor(Protocol):
@@ -40,7 +41,8 @@ class Predictor(Protocol):
     def amp_dtype(self) -> torch.dtype | None: ...
 
 
-def _prepare(images: torch.Tensor) -> torch.Tensor:
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """A batch in the channels_last layout (other tensors unchanged); the training step uses it too."""
     # channels_last (NHWC) is the fast layout for convolutions on GPUs under bf16 and on CPUs (oneDNN).
     return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
 
@@ -65,7 +67,7 @@ def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None 
     try:
         for images, labels in loader:
             with autocast:
-                outputs.append(model(_prepare(images)).float())
+                outputs.append(model(channels_last(images)).float())
             targets.append(labels)
     finally:
         model.train(was_training)

@@ -317,9 +317,6 @@ class Learner:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self._amp_dtype)
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
-
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, *, skip_non_finite: bool = True) -> torch.Tensor:
         """One optimizer step on a batch; returns the detached loss. Shared by fit and lr_find.
 
@@ -341,7 +338,7 @@ class Learner:
             )
             with sync:
                 with self._autocast():
-                    loss = self.loss_func(self._train_model(self._prepare(chunk)), chunk_labels)
+                    loss = self.loss_func(self._train_model(inference.channels_last(chunk)), chunk_labels)
                 loss = loss * (len(chunk) / len(images))
                 total = total + loss.detach().float()
                 if self._scaler is not None:
@@ -446,6 +443,9 @@ class Learner:
         # What makes this fit this fit: a resume must continue the same schedule, weight decay and data.
         data = {"seed": getattr(self.dls, "seed", None), "n_train": len(self.dls.train.dataset),
                 "n_valid": len(self.dls.valid.dataset)}
+        if wd is not None and (isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd)
+                               or wd < 0):
+            raise ValueError(f"wd must be a number >= 0 (the weight decay for this fit), got {wd!r}.")
         plan = {"n_epoch": n_epoch, "schedule": schedule.config(), "recipe": recipe,
                 "wd": None if wd is None else float(wd), "data": data}
         start_epoch, callback_states = 0, None
@@ -477,9 +477,7 @@ class Learner:
         if wd is None:
             yield
             return
-        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
-            raise ValueError(f"wd must be a number >= 0 (the weight decay for this fit), got {wd!r}.")
-        learner_wd = self.weight_decay
+        learner_wd = self.weight_decay  # wd was checked by _fit
         # An optimizer built during the fit (after a freeze) reads self.weight_decay; one built before it
         # is updated in place.
         self.weight_decay = float(wd)

@@ -142,13 +142,9 @@ def _reseed(learner: Learner) -> None:
         torch.manual_seed(learner.seed * 100_003 + learner.epochs_done * 1_009 + distributed.rank())
 
 
-def _snapshot_weights(learner: Learner) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
-
-
 def _restore_epoch_start(learner: Learner, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
     """Undo a non-finite step (and, on a GPU, the one queued after it): back to the epoch's start."""
-    learner.model.load_state_dict(good_state)
+    learner.load_state_dict({"model": good_state})
     learner.optimizer = None
     learner.step = bad_step - 1  # the steps taken before the bad one
     learner.recorder.add_note(note)
@@ -264,7 +260,7 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
                 _reseed(learner)
                 learner.dls.train.set_epoch(learner.epochs_done)
                 emit(callbacks, "before_epoch", epoch)
-                start, good_state = time.time(), _snapshot_weights(learner)
+                start, good_state = time.time(), learner.state_dict(keys=["model"])["model"]
                 learner.set_train_mode()
                 steps_before = learner.step
                 step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap)
