@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from unfreeze._device import cudnn_autotune
 from unfreeze.data import ImageDataLoaders
 from unfreeze.models import UnknownArchitectureError
 from unfreeze.train.builders import cnn_learner, vision_learner
 from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStopping, ProgressCallback, SaveBestModel
 from unfreeze.train.learner import Learner, NonFiniteLossError
-from unfreeze.train.loop import cudnn_autotune
 from unfreeze.train.schedules import OneCycleSchedule, resolve_lrs
 
 
@@ -427,22 +427,22 @@ def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
     before = torch.backends.cudnn.benchmark
     learn.fit(1, 1e-3)
     assert torch.backends.cudnn.benchmark == before  # CPU: untouched
-    learn.device = torch.device("cuda")  # the switch only reads the device type; no GPU is used
+    cuda = torch.device("cuda")  # the switch only reads the device type; no GPU is used
     torch.backends.cudnn.benchmark = False
     try:
-        with cudnn_autotune(learn):
+        with cudnn_autotune(cuda):
             assert torch.backends.cudnn.benchmark
-            with cudnn_autotune(learn, training=False):  # evaluation inside a fit: the user's setting
+            with cudnn_autotune(cuda, training=False):  # evaluation inside a fit: the user's setting
                 assert not torch.backends.cudnn.benchmark
             assert torch.backends.cudnn.benchmark
         assert not torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True  # the user's own choice is kept everywhere
-        with cudnn_autotune(learn), cudnn_autotune(learn, training=False):
+        with cudnn_autotune(cuda), cudnn_autotune(cuda, training=False):
             assert torch.backends.cudnn.benchmark
         assert torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
-        with cudnn_autotune(learn):
+        with cudnn_autotune(cuda):
             assert not torch.backends.cudnn.benchmark
     finally:
         torch.use_deterministic_algorithms(False)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from unfreeze import distributed, inference
+from unfreeze._device import cudnn_autotune, default_device
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import loop
@@ -35,16 +36,6 @@ from unfreeze.train.state import STATE_KEYS
 __all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "ValidationResults", "default_device"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
-
-
-def default_device() -> torch.device:
-    """CUDA if available, then Apple's MPS, then the CPU."""
-    if torch.cuda.is_available():
-        # Under torchrun each process drives the GPU of its local rank.
-        return torch.device("cuda", distributed.local_rank()) if distributed.is_distributed() else torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 class Learner:
@@ -367,7 +358,7 @@ class Learner:
         Under torchrun each rank sees a disjoint slice and the results are gathered, so every item
         counts exactly once.
         """
-        with loop.cudnn_autotune(self, training=False):
+        with cudnn_autotune(self.device, training=False):
             return inference.collect_logits(self.model, loader, amp_dtype=self._amp_dtype)
 
     def validate(self, loader: Any = None, dl: Any = None) -> ValidationResults:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
+from unfreeze._device import cudnn_autotune
 from unfreeze.data import DataError
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
@@ -98,29 +99,6 @@ def emit(callbacks: Sequence[Callback], event: str, *args: Any) -> bool:
     for callback in callbacks:
         stop = bool(getattr(callback, event)(*args)) or callback.stop_training or stop
     return stop
-
-
-@contextlib.contextmanager
-def cudnn_autotune(learner: Learner, training: bool = True) -> Iterator[None]:
-    """Let cuDNN time its algorithms during training on CUDA; the global setting is always restored.
-
-    Training batches repeat one shape every step, so timing the algorithms once per shape pays
-    (benchmarks/results/gpu.md). Evaluation shapes recur far less often, so evaluation keeps the
-    user's own setting. Skipped when the user asked for deterministic algorithms.
-    """
-    previous = torch.backends.cudnn.benchmark
-    outermost = learner._cudnn_user is None
-    if outermost:
-        learner._cudnn_user = previous
-    deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
-    autotune = training and learner.device.type == "cuda" and not deterministic
-    torch.backends.cudnn.benchmark = bool(learner._cudnn_user) or autotune
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-        if outermost:
-            learner._cudnn_user = None
 
 
 @contextlib.contextmanager
@@ -254,7 +232,7 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
         if saved:
             callback.load_state_dict(saved)
     try:
-        with _seeded(learner), cudnn_autotune(learner):
+        with _seeded(learner), cudnn_autotune(learner.device):
             for epoch in range(start_epoch, n_epoch):
                 learner.epoch = epoch
                 _reseed(learner)
