@@ -113,7 +113,7 @@ def test_freeze_to_matches_fastai(dls, n):
     first_trainable = n % learn.n_groups if n < 0 else n
     for index, names in enumerate(learn.param_groups):
         for name in names:
-            assert learn._param_names[name].requires_grad == (index >= first_trainable)
+            assert learn.groups.params[name].requires_grad == (index >= first_trainable)
 
 
 def test_freeze_clears_optimizer_state(dls):
@@ -253,7 +253,7 @@ class NaNAfter(nn.Module):
 @pytest.mark.parametrize("overlap", [False, True])  # True: the loss is read one step late, as on CUDA
 def test_nan_loss_stops_and_restores_last_good_weights(dls, overlap):
     learn = make_learner(dls, loss_func=NaNAfter(len(dls.train) + 2))
-    learn._overlap_steps = overlap
+    learn.stepper.overlap_steps = overlap
     learn.unfreeze()
     learn.fit(1, 1e-3)
     good = state(learn.model)
@@ -356,9 +356,9 @@ def test_compile_option_trains_like_eager(dls):
     plain = make_learner(dls)
     plain.fit(1, 1e-3)
     compiled = make_learner(dls)
-    compiled.compile_model = "eager"
+    compiled.stepper.compile_model = "eager"
     compiled.fit(1, 1e-3)
-    assert compiled._train_model is not compiled.model
+    assert compiled.stepper.train_model is not compiled.model
     assert compiled.recorder.losses == pytest.approx(plain.recorder.losses, rel=1e-4)
 
 
@@ -378,7 +378,7 @@ def test_overlapped_steps_train_and_record_like_synchronous_ones(dls):
     runs = {}
     for overlap in (False, True):
         learn = make_learner(dls, seed=3)
-        learn._overlap_steps = overlap
+        learn.stepper.overlap_steps = overlap
         learn.fine_tune(1)
         runs[overlap] = (state(learn.model), learn.recorder.losses, learn.step)
     (sync_state, sync_losses, sync_steps), (lag_state, lag_losses, lag_steps) = runs[False], runs[True]
@@ -398,7 +398,7 @@ class StopAt(StepLog):
 
 def test_batch_callbacks_keep_the_strict_order_and_stop_exactly_when_steps_overlap(dls):
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     log = StopAt(2)
     learn.fit(1, 1e-3, callbacks=[log])
@@ -408,7 +408,7 @@ def test_batch_callbacks_keep_the_strict_order_and_stop_exactly_when_steps_overl
 
 def test_an_interrupt_while_a_nan_step_is_unread_restores_the_epoch_start(dls):
     learn = make_learner(dls, loss_func=NaNAfter(10**9))
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     learn.fit(1, 1e-3)
     good = state(learn.model)
@@ -456,7 +456,7 @@ class WatchOnlyStepLog(StepLog):
 def test_events_stay_in_order_when_the_loop_reads_losses_a_step_late(dls):
     """With only watching callbacks the GPU loop overlaps steps; their events still arrive in order."""
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True  # as on CUDA
+    learn.stepper.overlap_steps = True  # as on CUDA
     log = WatchOnlyStepLog()
     learn.fit(1, 1e-3, callbacks=[log])
     losses, n = learn.recorder.losses, len(dls.train)
@@ -467,7 +467,7 @@ def test_events_stay_in_order_when_the_loop_reads_losses_a_step_late(dls):
 def test_a_callback_that_acts_per_batch_sees_each_step_as_it_happens(dls):
     """A user callback overriding after_batch may stop or read weights: the loop then reads at once."""
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     seen = []
 
     class WeightWatcher(Callback):
@@ -490,7 +490,7 @@ def test_a_subclass_that_overrides_a_watchers_batch_event_is_not_taken_for_a_wat
             return step == 2
 
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     learn.fit(1, 1e-3, callbacks=[Stopper()])
     assert learn.step == 2 and len(learn.recorder.losses) == 2

@@ -178,7 +178,7 @@ def command_train(args: argparse.Namespace) -> int:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
     logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
     _fine_tune(learn, options, lr, logger, run, resume=saved)
-    lr = learn.progress.get("recipe", {}).get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
+    lr = learn.progress.recipe.get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
         exported = learn.export(run / "model.unfreeze") if args.save_on_interrupt else None

@@ -28,8 +28,8 @@ from torch import nn
 
 from unfreeze.data import ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.data.transforms import RESIZE_METHODS
-from unfreeze.models import TransferModel, create_model
 from unfreeze.inference.export import export, fastai_export_hint
+from unfreeze.models import TransferModel, create_model
 from unfreeze.tasks import SingleLabel
 
 __all__ = ["FastaiConversionError", "convert_fastai"]

@@ -13,7 +13,8 @@ from torch import nn
 from unfreeze.inference import inference_dls, read_export
 from unfreeze.models import create_model
 from unfreeze.train.callbacks import Callback
-from unfreeze.train.learner import Learner, default_device
+from unfreeze.train.fastai_idioms import export_file, learner_device
+from unfreeze.train.learner import Learner
 from unfreeze.train.metrics import Metric
 
 __all__ = ["cnn_learner", "load_learner", "vision_learner"]
@@ -138,14 +139,7 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, cpu
         >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
         'cat'
     """
-    if device is not None and cpu is not None and (torch.device(device).type == "cpu") != cpu:
-        raise ValueError(f"device={device!r} and cpu={cpu!r} disagree; pass one of them "
-                         "(cpu= is fastai's spelling).")
-    if device is None:
-        device = default_device() if cpu is False else "cpu"
-    path = Path(path)
-    if path.suffix == ".pkl" and not path.exists() and path.with_suffix(".unfreeze").is_file():
-        path = path.with_suffix(".unfreeze")  # where learn.export("export.pkl") or learn.export() wrote it
+    device, path = learner_device(device, cpu), export_file(path)
     metadata, model = read_export(path)
     learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
     learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used
