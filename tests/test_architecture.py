@@ -157,19 +157,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(cycles)
 
 
-def _package_inits(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """The graph without the edges into a package's own `__init__` from inside that package.
-
-    A subpackage's `__init__` re-exports its modules (it imports them); a module inside that reaches a
-    sibling through the package (`from unfreeze.data import DataError`) closes a circle only in name:
-    Python has run the sibling already. Those edges are left out; every other one counts.
-    """
-    return {name: {target for target in targets if not (name.startswith(f"{target}."))}
-            for name, targets in graph.items()}
-
-
 def test_no_import_cycle() -> None:
-    assert import_cycles(_package_inits(import_graph())) == []
+    assert import_cycles(import_graph()) == []
 
 
 def test_the_checker_catches_an_import_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,4 +172,4 @@ def test_the_checker_catches_an_import_cycle(tmp_path: Path, monkeypatch: pytest
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from unfreeze.train.learner import Learner\n")
     (fake / "train" / "metrics.py").write_text("from unfreeze.train.loop import run_fit\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
-    assert import_cycles(_package_inits(import_graph())) == [["unfreeze.train.learner", "unfreeze.train.loop"]]
+    assert import_cycles(import_graph()) == [["unfreeze.train.learner", "unfreeze.train.loop"]]

@@ -66,19 +66,9 @@ def vision_learner(
             pretrained body, where it gave the lower error (benchmarks/results/defaults.md), and
             True when training from scratch, where the body's statistics must be learned.
         head: "fastai" (concat pooling, BN, dropout, two linear layers), "linear", or a module.
-        seed: Seeds the head's initialisation and training, without touching the global RNG.
-        device: Defaults to CUDA, then MPS, then CPU.
-        quiet: Print nothing while training.
-        loss_func: Defaults to the data's task loss: cross-entropy, or binary cross-entropy for
-            multi-label data (`ImageDataLoaders.from_csv(label_delim=...)`).
-        class_weights: "auto" weighs the loss against class imbalance (inverse class frequency), or
-            one weight per class.
-        grad_accum: Micro-batches per batch (gradient accumulation), to fit large batches in memory.
-        sync_bn: Synchronise BatchNorm statistics across GPU processes under torchrun.
-        weight_decay: Decoupled weight decay (default 0.01); `wd=` is fastai's spelling.
-        cbs: Callbacks for every fit of the learner (fastai's `cbs=`).
-        path, model_dir: Where `learn.save(name)` writes (`path/model_dir/name.safetensors`) and
-            `learn.export()` writes; `path` defaults to the data's folder, as fastai's.
+        seed: Seeds the head's initialisation too; otherwise as in `Learner`.
+        device, quiet, loss_func, class_weights, grad_accum, sync_bn, weight_decay, wd, cbs, path,
+            model_dir: As in `Learner`.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
