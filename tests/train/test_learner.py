@@ -356,7 +356,7 @@ def test_compile_option_trains_like_eager(dls):
     plain = make_learner(dls)
     plain.fit(1, 1e-3)
     compiled = make_learner(dls)
-    compiled.stepper.compile_model = "eager"
+    compiled.compile_model = "eager"
     compiled.fit(1, 1e-3)
     assert compiled.stepper.train_model is not compiled.model
     assert compiled.recorder.losses == pytest.approx(plain.recorder.losses, rel=1e-4)

@@ -44,6 +44,24 @@ from unfreeze.train.stepper import Stepper
 __all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "ValidationResults", "default_device"]
 
 
+class _OnPart:
+    """A learner attribute kept by one of its parts: read there and, unless read-only, set there."""
+
+    def __init__(self, part: str, doc: str, *, read_only: bool = False) -> None:
+        self.part, self.__doc__, self.read_only, self.name = part, doc, read_only, ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, learner: Any, owner: type | None = None) -> Any:
+        return self if learner is None else getattr(getattr(learner, self.part), self.name)
+
+    def __set__(self, learner: Any, value: Any) -> None:
+        if self.read_only:
+            raise AttributeError(f"Learner.{self.name} is read-only: it is kept by learn.{self.part}.")
+        setattr(getattr(learner, self.part), self.name, value)
+
+
 class Learner(InferenceMethods, fastai.FastaiMethods):
     """Trains a `TransferModel` on `ImageDataLoaders`.
 
@@ -171,54 +189,20 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         """The number of parameter groups; the last one is the head."""
         return self._groups.n_groups
 
-    @property
-    def frozen_to(self) -> int:
-        """Groups `[:frozen_to]` are frozen (`freeze_to`)."""
-        return self._groups.frozen_to
-
-    @property
-    def train_bn(self) -> bool:
-        """Whether norm layers of frozen groups train (see the constructor)."""
-        return self._groups.train_bn
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        """The optimizer, or None until the next step builds it (after a freeze)."""
-        return self._stepper.optimizer
-
-    @property
-    def weight_decay(self) -> float:
-        """The decoupled weight decay of the weight matrices (a fit's `wd=` while it runs)."""
-        return self._stepper.weight_decay
-
-    @property
-    def loss_func(self) -> nn.Module:
-        """The loss; assigning one changes what training and `validate` use."""
-        return self._stepper.loss_func
-
-    @loss_func.setter
-    def loss_func(self, value: nn.Module) -> None:
-        self._stepper.loss_func = value
-
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype on CUDA (bf16, or fp16 where bf16 is missing); None elsewhere."""
-        return self._stepper.amp_dtype
-
-    @property
-    def epoch(self) -> int:
-        """The epoch within the current (or last) fit."""
-        return self.position.epoch
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps over the learner's life."""
-        return self.position.step
-
-    @property
-    def interrupted(self) -> bool:
-        """Whether the last fit ended by Ctrl-C (its weights and history are kept)."""
-        return self.position.interrupted
+    # Attributes that live on a part: read there and, unless read-only, set there (as plain attributes were).
+    frozen_to = _OnPart("groups", "Groups `[:frozen_to]` are frozen (`freeze_to` sets it).")
+    train_bn = _OnPart("groups", "Whether norm layers of frozen groups train (see the constructor).")
+    optimizer = _OnPart("stepper", "The optimizer, or None until the next step builds it.", read_only=True)
+    optimizer_name = _OnPart("stepper", '"adamw" or "sgd".')
+    weight_decay = _OnPart("stepper", "Decoupled weight decay of the weight matrices (a fit's `wd=` while it runs).")
+    grad_accum = _OnPart("stepper", "Micro-batches per batch whose gradients add up before one step.")
+    compile_model = _OnPart("stepper", "Train through `torch.compile` (True: inductor; a string names a backend).")
+    loss_func = _OnPart("stepper", "The loss that training and `validate` use.")
+    amp_dtype = _OnPart("stepper", "The autocast dtype on CUDA (bf16, or fp16 where bf16 is missing); None elsewhere.",
+                        read_only=True)
+    epoch = _OnPart("position", "The epoch within the current (or last) fit.")
+    step = _OnPart("position", "Optimizer steps over the learner's life.")
+    interrupted = _OnPart("position", "Whether the last fit ended by Ctrl-C (its weights and history are kept).")
 
     @property
     def epochs_done(self) -> int:
