@@ -374,20 +374,20 @@ class Run:
 
     # ------------------------------------------------------------------ resume
 
-    def resume_checkpoint(self) -> dict[str, Any]:
-        """The checkpoint an interrupted run continues from, read and checked (not yet loaded).
+    def resume_checkpoint(self) -> Any:
+        """The checkpoint an interrupted run continues from, as a `train.recipes.Resume` (read, not loaded).
 
         Raises:
             RunDirError: The run stopped before its first epoch ended, or it finished.
         """
-        from unfreeze.train.checkpoint import read_checkpoint
+        from unfreeze.train.recipes import Resume
 
         if not self.checkpoint_file.is_file():
             raise RunDirError(f"{self.folder} has no {CHECKPOINT}: the run stopped before its first epoch ended. "
                               "Start it again")
         if self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False):
             raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume")
-        return read_checkpoint(self.checkpoint_file)
+        return Resume.read(self.checkpoint_file)
 
     # ------------------------------------------------------------------ history, summary, plots
 

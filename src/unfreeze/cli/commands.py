@@ -121,9 +121,9 @@ def command_train(args: argparse.Namespace) -> int:
         run = _claim_run(args, options, main_process)
     elif main_process:
         args.cleanup.enter_context(run.lock())
-        run.rewrite_history(saved["recorder"]["history"])
+        run.rewrite_history(saved.state["recorder"]["history"])
     if not quiet:
-        resumed = f", resuming after epoch {len(saved['recorder']['history'])}" if saved is not None else ""
+        resumed = f", resuming after epoch {len(saved.state['recorder']['history'])}" if saved is not None else ""
         print(f"{dls}; {options['arch']} on {learn.device}; run directory {run.folder}{resumed}")
     lr, lr_find = options["lr"], None
     if lr == "auto" and saved is None:
@@ -155,7 +155,7 @@ def command_train(args: argparse.Namespace) -> int:
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
         "report": interpretation.report(),
         "interrupted": learn.interrupted,
-        "resumed_after_epoch": None if saved is None else len(saved["recorder"]["history"]),
+        "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
         "wall_time_s": round(time.perf_counter() - started, 2),
         **runs.environment(learn.device),
@@ -210,7 +210,7 @@ _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weigh
             "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr")
 
 
-def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], dict[str, Any]]:
+def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
     """The run, its options and its checkpoint, for `--resume RUN_DIR`.
 
     Options come from the run's config.json. One that the command line also gives must have the same
@@ -244,7 +244,7 @@ def _check_trainable(dls: Any) -> None:
 
 
 def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: runs.Run,
-               resume: dict[str, Any] | None) -> None:
+               resume: Any) -> None:
     """`learn.fine_tune` with a checkpoint in the run directory after every epoch (and from it, on resume).
 
     A full disk while CSVLogger appends a row is reported as that file's error.

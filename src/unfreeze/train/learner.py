@@ -36,7 +36,7 @@ from unfreeze.train.groups import ParamGroups
 from unfreeze.train.inference_methods import InferenceMethods
 from unfreeze.train.loop import NonFiniteLossError, Position
 from unfreeze.train.metrics import Metric, ValidationResults, metric_name, resolve_metrics
-from unfreeze.train.recipes import FitProgress
+from unfreeze.train.recipes import FitProgress, Resume
 from unfreeze.train.schedules import LRSpec
 from unfreeze.train.state import STATE_KEYS
 from unfreeze.train.stepper import Stepper
@@ -300,7 +300,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
     # ------------------------------------------------------------------ recipes (train.recipes)
 
     def fit(self, n_epoch: int, lr: LRSpec = 1e-3, *, callbacks: Callback | Sequence[Callback] = (),
-            checkpoint: str | Path | None = None, resume: str | Path | None = None,
+            checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
             cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None) -> list[dict[str, Any]]:
         """Train for `n_epoch` epochs at a constant LR per group.
 
@@ -327,7 +327,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
                       div_final: float = 1e5, pct_start: float = 0.25,
                       moms: tuple[float, float, float] = (0.95, 0.85, 0.95), *,
                       callbacks: Callback | Sequence[Callback] = (), checkpoint: str | Path | None = None,
-                      resume: str | Path | None = None, cbs: Callback | Sequence[Callback] | None = None,
+                      resume: str | Path | Resume | None = None, cbs: Callback | Sequence[Callback] | None = None,
                       wd: float | None = None) -> list[dict[str, Any]]:
         """Train with fastai's one-cycle LR and momentum schedule.
 
@@ -350,7 +350,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
 
     def fine_tune(self, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0, *, callbacks: Callback | Sequence[Callback] = (),
-                  checkpoint: str | Path | None = None, resume: str | Path | None = None,
+                  checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
                   cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None) -> list[dict[str, Any]]:
         """fastai's recipe: train the head with the body frozen, then everything with discriminative LRs.
 

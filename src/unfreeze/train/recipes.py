@@ -158,11 +158,9 @@ class Resume:
     applied: bool = False
 
     @classmethod
-    def read(cls, source: str | Path | dict[str, Any]) -> Resume:
-        """Read a checkpoint file (or take a checkpoint already read, e.g. by the command line)."""
-        if isinstance(source, dict):
-            return cls(source, "the checkpoint")
-        return cls(read_checkpoint(source), source)
+    def read(cls, path: str | Path) -> Resume:
+        """Read and check a checkpoint file (`read_checkpoint`); nothing is loaded yet."""
+        return cls(read_checkpoint(path), path)
 
     @property
     def progress(self) -> dict[str, Any]:
@@ -232,15 +230,16 @@ def _run(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                             overlap=learner.stepper.overlap_steps, checkpoint=writer, callback_states=callback_states)
 
 
-def _resume(resume: str | Path | None) -> Resume | None:
-    return None if resume is None else Resume.read(resume)
+def _resume(resume: str | Path | Resume | None) -> Resume | None:
+    """A resume read from a path, or the `Resume` a caller read already (the command line does)."""
+    return resume if resume is None or isinstance(resume, Resume) else Resume.read(resume)
 
 
 # ---------------------------------------------------------------------------- the recipes
 
 
 def fit(learner: RecipeTarget, n_epoch: int, lr: LRSpec, callbacks: Sequence[Callback],
-        checkpoint: str | Path | None, resume: str | Path | None, wd: float | None) -> list[dict[str, Any]]:
+        checkpoint: str | Path | None, resume: str | Path | Resume | None, wd: float | None) -> list[dict[str, Any]]:
     """Constant LRs per group; the arguments are `Learner.fit`'s."""
     n_epoch = check_epochs(n_epoch)
     schedule = ConstantSchedule(resolve_lrs(lr, learner.n_groups))
@@ -261,8 +260,7 @@ def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | No
     lrs = resolve_lrs(lr_max, learner.n_groups)
     total = n_epoch * len(learner.dls.train)
     schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-    read = resume if isinstance(resume, Resume) else _resume(resume)
-    return _run(learner, n_epoch, schedule, callbacks, checkpoint, read, recipe, wd)
+    return _run(learner, n_epoch, schedule, callbacks, checkpoint, _resume(resume), recipe, wd)
 
 
 @dataclass(frozen=True)
@@ -278,7 +276,7 @@ class _Phase:
 
 def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1,
               lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0, callbacks: Sequence[Callback] = (),
-              checkpoint: str | Path | None = None, resume: str | Path | dict[str, Any] | None = None,
+              checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
               wd: float | None = None) -> list[dict[str, Any]]:
     """fastai's frozen-then-unfrozen recipe; the arguments are `Learner.fine_tune`'s.
 
