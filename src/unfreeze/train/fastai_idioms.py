@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
@@ -244,6 +244,9 @@ class FastaiHost(NamedFiles, Protocol):
     def stepper(self) -> StepperView: ...
 
 
+_Host = TypeVar("_Host")  # the learner a method returns for chaining, with its own type
+
+
 class FastaiMethods:
     """fastai's method names on a learner: `save`, `load`, `model_file`, `to_fp16`, `to_fp32`, `summary`.
 
@@ -273,7 +276,7 @@ class FastaiMethods:
         """
         return save_named(self, name, with_opt)
 
-    def load(self, name: str | Path, with_opt: bool | None = None) -> Any:
+    def load(self: _Host, name: str | Path, with_opt: bool | None = None) -> _Host:
         """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
 
         Args:
@@ -290,7 +293,7 @@ class FastaiMethods:
         load_named(self, name, with_opt)  # type: ignore[arg-type]  # the host is a NamedFiles
         return self
 
-    def to_fp16(self) -> Any:
+    def to_fp16(self: _Host) -> _Host:
         """Mixed precision, as fastai's `to_fp16`; returns the learner for chaining.
 
         On CUDA the learner autocasts already (bf16, or fp16 with a loss scaler where bf16 is missing),
@@ -305,7 +308,7 @@ class FastaiMethods:
                       "float32 (nothing to change in your code).")
         return self
 
-    def to_fp32(self) -> Any:
+    def to_fp32(self: _Host) -> _Host:
         """Turn mixed precision off: train and evaluate in float32 on every device; returns the learner.
 
         Example:
