@@ -56,7 +56,8 @@ def test_grid_shape_follows_nrows_and_ncols() -> None:
 def test_top_loss_titles_say_actual_then_predicted_with_its_probability() -> None:
     assert plots.top_loss_title("cat", "dog", 0.812, 1.934) == "cat → dog (0.81)\nloss 1.93"
     assert plots.top_loss_title(["haze", "water"], [], [], 0.5) == "haze, water → (none)\nloss 0.50"
-    assert plots.top_loss_title([], ["road", "water"], [0.7, 0.55], 0.5) == "(none) → road (0.70), water (0.55)\nloss 0.50"
+    title = plots.top_loss_title([], ["road", "water"], [0.7, 0.55], 0.5)
+    assert title == "(none) → road (0.70), water (0.55)\nloss 0.50"
 
 
 def test_long_multi_label_captions_are_wrapped_and_never_overlap() -> None:

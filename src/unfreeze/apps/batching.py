@@ -61,7 +61,8 @@ class MicroBatcher(Generic[Item, Result]):
         [[2, 4], [6]]
     """
 
-    def __init__(self, predict: Callable[[list[Item]], Sequence[Result]], settings: BatchSettings | None = None) -> None:
+    def __init__(self, predict: Callable[[list[Item]], Sequence[Result]],
+                 settings: BatchSettings | None = None) -> None:
         self.predict = predict
         self.settings = settings or BatchSettings()
         self.batch_sizes: list[int] = []  # items per model call, for the benchmark and the tests

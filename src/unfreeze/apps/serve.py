@@ -27,7 +27,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,7 +57,7 @@ class ServeSettings:
     top_k: int = 5
     max_upload_mb: float = 10.0
     token: str | None = None
-    batching: BatchSettings = BatchSettings()
+    batching: BatchSettings = field(default_factory=BatchSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
@@ -86,9 +86,10 @@ def load_model(model: str | Path) -> Any:
 
 
 def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, Any]:
-    """A `predict_batch` row as the API's prediction entry."""
+    """A `predict_batch` row as the API's prediction entry (the temporary path never shown)."""
     if row["error"] is not None:
-        return {"file": file_name, "error": f"not a readable image ({row['error']})"}
+        reason = str(row["error"]).replace(f" '{row['path']}'", "").replace(str(row["path"]), file_name)
+        return {"file": file_name, "error": f"not a readable image ({reason})"}
     alternatives = [{"label": label, "probability": float(prob)} for label, prob in row["top_k"][:top_k]]
     return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives}
 

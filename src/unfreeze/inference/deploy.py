@@ -29,6 +29,7 @@ from torch import nn
 
 from unfreeze._io import atomic_path
 from unfreeze.data import DataError
+from unfreeze.inference.export import ExportError
 from unfreeze.inference.predict import Predictor
 from unfreeze.tasks import MultiLabel
 
@@ -142,7 +143,15 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, paths: list[Pat
 def _write_openvino(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
     openvino = _require("openvino", "openvino")
     size = example.shape[-1]
-    converted = openvino.convert_model(module, example_input=example, input=[([-1, 3, size, size], openvino.Type.u8)])
+    from openvino.frontend import OpConversionFailure
+
+    try:
+        converted = openvino.convert_model(module, example_input=example,
+                                           input=[([-1, 3, size, size], openvino.Type.u8)])
+    except OpConversionFailure as error:
+        failed = [line.strip("- ") for line in str(error).splitlines() if line.startswith("-- ")]
+        raise ExportError(f"OpenVINO cannot convert this model at {size} px ({'; '.join(failed)[:300]}). Export "
+                          "--format onnx instead (OpenVINO also runs .onnx files)") from None
     converted.set_rt_info(json.dumps(metadata), ["unfreeze"])
     # OpenVINO names the .bin after the .xml: both are written in a temporary folder, then moved.
     with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".openvino-") as scratch:
