@@ -1,0 +1,45 @@
+"""Helpers of the app tests (imported by name): images, and a real uvicorn server on a free local port."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_png(path: Path, color: tuple[int, int, int], seed: int = 0, size: tuple[int, int] = (24, 20)) -> Path:
+    """A small noisy image of one colour."""
+    noise = np.random.default_rng(seed).integers(-20, 20, (size[1], size[0], 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@contextlib.contextmanager
+def serving(app: object, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a thread on 127.0.0.1 (a free port); yield its base URL; stop it after."""
+    import uvicorn
+
+    from unfreeze.apps.serve import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
