@@ -177,7 +177,9 @@ def load_deployed(path: str | Path, fmt: str) -> DeployedModel:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         return lambda batch: session.run(None, {"image": batch})[0]
     if fmt == "torchscript":
-        scripted = torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice: still the way to load
+            scripted = torch.jit.load(path, map_location="cpu").eval()
 
         def run_torchscript(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
