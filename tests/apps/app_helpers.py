@@ -43,3 +43,18 @@ def serving(app: object, timeout: float = 30.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout)
         sock.close()
+
+
+def folder_cleaner(run: Path, images: Path) -> object:
+    """A Cleaner over a copied run, its items scored by the run's model (as `unfreeze clean` builds it)."""
+    import json
+
+    from unfreeze.apps.clean import Cleaner, collect_items
+    from unfreeze.apps.serve import load_model
+    from unfreeze.data import ImageDataLoaders
+
+    learn = load_model(run)
+    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    options = json.loads((run / "config.json").read_text())["options"]
+    return Cleaner(run, options, collect_items(learn, dls))

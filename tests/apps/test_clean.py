@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from app_helpers import folder_cleaner
 from cli_helpers import run_user_error
 from unfreeze.apps import AppError
-from unfreeze.apps.clean import Change, CleanItem, Cleaner, collect_items
-from unfreeze.apps.serve import load_model
+from unfreeze.apps.clean import Change, CleanItem, Cleaner
 from unfreeze.cli import main
-from unfreeze.data import ImageDataLoaders
-
-
-def folder_cleaner(run: Path, images: Path) -> Cleaner:
-    """A Cleaner over a copied run, its items scored by the run's model (as `unfreeze clean` builds it)."""
-    learn = load_model(run)
-    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
-    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
-    options = json.loads((run / "config.json").read_text())["options"]
-    return Cleaner(run, options, collect_items(learn, dls))
 
 
 def item_named(cleaner: Cleaner, split: str, name: str) -> CleanItem:
