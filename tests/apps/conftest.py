@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from app_helpers import write_png
+
 from cli_helpers import TINY
 from unfreeze.cli import main
 

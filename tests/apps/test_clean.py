@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from app_helpers import folder_cleaner
+
 from cli_helpers import run_user_error
 from unfreeze.apps import AppError
-from unfreeze.apps.clean import Change, CleanItem, Cleaner
+from unfreeze.apps.clean import Change, Cleaner, CleanItem
 from unfreeze.cli import main
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from app_helpers import folder_cleaner, serving
 
-from app_helpers import folder_cleaner, serving, write_png
 from unfreeze.apps.report import SECTIONS
 
 pytestmark = pytest.mark.slow

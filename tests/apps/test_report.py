@@ -67,8 +67,6 @@ def test_best_epoch_follows_the_metric_direction() -> None:
     assert best_epoch(rows) == ("accuracy", rows[0])
     errors = [{"epoch": 0, "valid_loss": 0.9, "error_rate": 0.4}, {"epoch": 1, "valid_loss": 1.0, "error_rate": 0.3}]
     assert best_epoch(errors) == ("error_rate", errors[1])
-    assert best_epoch([{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.5, "time": 3}]) == ("valid_loss",
-                                                                                           {"epoch": 0, "train_loss": 1.0,
-                                                                                            "valid_loss": 0.5,
-                                                                                            "time": 3})
+    no_metric = [{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.5, "time": 3}]
+    assert best_epoch(no_metric) == ("valid_loss", no_metric[0])
     assert best_epoch([]) is None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from app_helpers import serving, write_png
+
 from unfreeze.apps.batching import BatchSettings
 from unfreeze.apps.serve import ServeSettings, create_app, load_model
 from unfreeze.data import ImageDataLoaders
@@ -55,7 +55,7 @@ def test_an_image_gets_its_label_probability_and_top_k(server: tuple[str, object
     assert response.status_code == 200
     (prediction,) = response.json()["predictions"]
     assert prediction["file"] == "bee_0.png" and prediction["label"] in ("ant", "bee", "cat")
-    assert [entry["label"] for entry in prediction["top_k"]][0] == prediction["label"]
+    assert prediction["top_k"][0]["label"] == prediction["label"]
     assert len(prediction["top_k"]) == 2 and prediction["top_k"][0]["probability"] == prediction["probability"]
 
 
