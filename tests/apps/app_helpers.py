@@ -57,4 +57,4 @@ def folder_cleaner(run: Path, images: Path) -> object:
     dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
     dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
     options = json.loads((run / "config.json").read_text())["options"]
-    return Cleaner(run, options, collect_items(learn, dls))
+    return Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))

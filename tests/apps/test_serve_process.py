@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cli_helpers import run_user_error
-from unfreeze.apps.serve import bind_socket
+from unfreeze.apps.serve import bind_socket, exposure_warning
 
 
 def test_a_pickle_or_a_truncated_model_fails_at_start_as_predict_does(tmp_path: Path, trained_app_run: Path,
@@ -88,3 +88,9 @@ def test_ctrl_c_exits_0(trained_app_run: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert code == 0
+
+
+def test_only_a_server_others_can_reach_without_a_token_is_warned_about() -> None:
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("localhost", None) is None
+    assert "--token" in (exposure_warning("0.0.0.0", None) or "")
+    assert exposure_warning("0.0.0.0", "s3cret") is None

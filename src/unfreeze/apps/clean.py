@@ -119,15 +119,17 @@ class Cleaner:
         run_dir: The run directory (the log, the journal and removed/ go there).
         options: The data options of the run's config.json ("data", "csv", "label_re", ...).
         items: From `collect_items`; may be empty for `undo` alone.
+        classes: The model's classes, the choices of "relabel as"; default: the items' labels.
     """
 
-    def __init__(self, run_dir: str | Path, options: dict[str, Any], items: list[CleanItem] | None = None) -> None:
+    def __init__(self, run_dir: str | Path, options: dict[str, Any], items: list[CleanItem] | None = None,
+                 classes: list[str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.data = Path(options["data"])
         self.csv = self._csv_path(options.get("csv"))
         self.by_name = bool(options.get("label_re"))
         self.items = {item.id: item for item in items or []}
-        self.vocab = sorted({item.label for item in self.items.values()})
+        self.vocab = list(classes) if classes is not None else sorted({item.label for item in self.items.values()})
         self.hidden: set[int] = set()  # removed by an apply, shown again by its undo
 
     def _csv_path(self, name: str | None) -> Path | None:

@@ -44,7 +44,8 @@ from unfreeze.inference import predict_batch
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
 
-__all__ = ["ServeSettings", "bind_socket", "create_app", "health_summary", "load_model", "run_app", "serve"]
+__all__ = ["ServeSettings", "bind_socket", "create_app", "exposure_warning", "health_summary", "load_model", "run_app",
+           "serve"]
 
 PAGES = Path(__file__).parent / "pages"
 _MAX_FILES = 64  # per request: a page uploads a few photos; more is a script that should use predict
@@ -259,13 +260,28 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
     _set_cpu_threads(learner)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    if host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
-        announce(f"unfreeze: warning: {host} is reachable from other machines and this server has no "
-                 "authentication; anyone who can reach it can use the model. Add --token SECRET to require it")
+    warning = exposure_warning(host, settings.token)
+    if warning is not None:
+        announce(f"unfreeze: warning: {warning}")
     name = Path(model).name if Path(model).is_dir() else Path(model).stem
     announce(f"Serving {model} ({health_summary(learner)}) at http://{_url_host(bound_host)}:{bound_port}/ "
              "(Ctrl-C stops it)", flush=True)
     run_app(create_app(learner, name, settings), sock)
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The warning for a server others can reach without a token, or None (loopback, or a token set).
+
+    Example:
+        >>> exposure_warning("127.0.0.1", None) is None
+        True
+        >>> exposure_warning("0.0.0.0", None).startswith("0.0.0.0 is reachable")
+        True
+    """
+    if host in ("127.0.0.1", "localhost", "::1") or token is not None:
+        return None
+    return (f"{host} is reachable from other machines and this server has no authentication: anyone who can reach "
+            "it can use the model. Add --token SECRET to require it")
 
 
 def health_summary(learner: Any) -> str:

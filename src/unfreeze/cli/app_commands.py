@@ -183,7 +183,7 @@ def command_clean(args: argparse.Namespace) -> int:
     from unfreeze.apps.clean_app import create_clean_app
 
     learn, dls, options = _run_model_and_data(run)
-    cleaner = Cleaner(run, options, collect_items(learn, dls))
+    cleaner = Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     print(f"Cleaning page for {run} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
