@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -51,7 +53,7 @@ def _start(argv: list[str], env_extra: dict[str, str] | None = None) -> tuple[su
     if "http://" not in line:
         process.kill()
         raise RuntimeError(f"the server did not start: {line!r} {process.communicate(timeout=30)}")
-    return process, line.split("at ", 1)[1].split("/ ", 1)[0]
+    return process, re.search(r"http://[^/ ]+", line).group(0)  # type: ignore[union-attr]
 
 
 @pytest.mark.slow
@@ -94,3 +96,18 @@ def test_only_a_server_others_can_reach_without_a_token_is_warned_about() -> Non
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("localhost", None) is None
     assert "--token" in (exposure_warning("0.0.0.0", None) or "")
     assert exposure_warning("0.0.0.0", "s3cret") is None
+
+
+@pytest.mark.slow
+def test_the_clean_command_serves_the_runs_items_until_sigterm(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, _ = run_copy()
+    process, url = _start(["clean", str(run)])
+    try:
+        answer = httpx.get(f"{url}/api/items?split=valid", timeout=30).json()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0 and answer["kind"] == "folder" and answer["classes"] == ["ant", "bee", "cat"]
+    assert len(answer["items"]) == 12 and {item["split"] for item in answer["items"]} == {"valid"}

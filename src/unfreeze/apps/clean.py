@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
@@ -92,7 +91,7 @@ def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
             loss = float(interpretation.losses[position])
             items.append(CleanItem(len(items), Path(path), split, _label_text(label), _label_text(predicted),
-                                   probability, loss if torch.isfinite(torch.tensor(loss)) else 0.0))
+                                   probability, loss if math.isfinite(loss) else 0.0))
     return items
 
 

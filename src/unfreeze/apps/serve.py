@@ -26,7 +26,7 @@ import socket
 import tempfile
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -238,7 +238,7 @@ def run_app(app: FastAPI, sock: socket.socket) -> None:
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
-          announce: Any = print) -> None:
+          announce: Callable[[str], object] = print) -> None:
     """Load `model` once, bind host:port and serve the upload page and API until SIGTERM or Ctrl-C.
 
     Everything that can fail on the user's side (the model file, the port) fails before the server
@@ -265,7 +265,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
         announce(f"unfreeze: warning: {warning}")
     name = Path(model).name if Path(model).is_dir() else Path(model).stem
     announce(f"Serving {model} ({health_summary(learner)}) at http://{_url_host(bound_host)}:{bound_port}/ "
-             "(Ctrl-C stops it)", flush=True)
+             "(Ctrl-C stops it)")
     run_app(create_app(learner, name, settings), sock)
 
 

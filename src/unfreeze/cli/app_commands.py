@@ -131,7 +131,9 @@ def command_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=args.token,
                                    batching=batching)
-    serve.serve(args.model, host=args.host, port=args.port, settings=settings)
+    # Flushed at once: a script or test waits for the address line before it sends requests.
+    serve.serve(args.model, host=args.host, port=args.port, settings=settings,
+                announce=lambda line: print(line, flush=True))
     return 0
 
 

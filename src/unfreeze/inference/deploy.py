@@ -16,6 +16,7 @@ the graph, so a deployment only decodes and resizes images.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import tempfile
 import warnings
@@ -73,7 +74,7 @@ def deployable_module(learner: Predictor) -> nn.Module:
 
 def _require(module: str, fmt: str) -> Any:
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(f"--format {fmt} needs the package {module}: {_HINTS[fmt]} ({error}).") from error
 
