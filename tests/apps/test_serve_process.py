@@ -111,3 +111,15 @@ def test_the_clean_command_serves_the_runs_items_until_sigterm(run_copy: Callabl
             process.kill()
     assert code == 0 and answer["kind"] == "folder" and answer["classes"] == ["ant", "bee", "cat"]
     assert len(answer["items"]) == 12 and {item["split"] for item in answer["items"]} == {"valid"}
+
+
+def test_without_the_serve_extra_the_pip_line_is_given(trained_app_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import unfreeze.apps
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if FastAPI were not installed
+    monkeypatch.delitem(sys.modules, "unfreeze.apps.serve", raising=False)
+    monkeypatch.delattr(unfreeze.apps, "serve", raising=False)
+    line = run_user_error(["serve", str(trained_app_run)], capsys)
+    assert "pip install 'unfreeze[serve]'" in line
+    assert "pip install 'unfreeze[serve]'" in run_user_error(["clean", str(trained_app_run)], capsys)
