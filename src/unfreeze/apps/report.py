@@ -80,7 +80,9 @@ def _format(value: Any) -> str:
     number = _number(value)
     if number is None:
         return html.escape("" if value is None else str(value))
-    return str(int(number)) if number.is_integer() and abs(number) < 1e9 else f"{number:.4f}"
+    # Counts (epochs, support) stay whole; metrics always show 4 decimals, so that 1.0 reads as a rate.
+    whole = isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+    return str(int(number)) if whole else f"{number:.4f}"
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str], first: str | None = None) -> str:
