@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from PIL import Image
 
 from unfreeze.data.dataloaders import ImageDataLoaders

@@ -192,19 +192,21 @@ class ImageDataLoaders:
                                mean=self.valid.mean, std=self.valid.std)
 
     def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
-                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None,
+                   unique: bool = False) -> Any:
         """Up to `max_n` training images, augmented, with their labels (`self.train.show_batch`).
 
         `path` None shows the grid inline in a notebook (and returns the figure), or in a script saves
-        batch.png and prints where; with a path, saves there and returns it. `dls.valid.show_batch()`
-        shows validation images.
+        batch.png and prints where; with a path, saves there and returns it. `unique=True` shows one
+        image augmented `max_n` times (fastai's spelling). `dls.valid.show_batch()` shows validation
+        images.
 
         Example:
             >>> dls.show_batch(path="batch.png", max_n=9)
             PosixPath('batch.png')
             >>> dls.show_batch(nrows=2, ncols=4, figsize=(8, 4))  # doctest: +SKIP
         """
-        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize)
+        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize, unique=unique)
 
     def __repr__(self) -> str:
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
