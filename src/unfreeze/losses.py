@@ -42,7 +42,8 @@ class CrossEntropyLossFlat(nn.CrossEntropyLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         n_classes = input.shape[self.axis]
-        flat = input.transpose(self.axis, -1).reshape(-1, n_classes)
+        # movedim keeps the other axes in order, so item i of the flattened logits is item i of the targets.
+        flat = input.movedim(self.axis, -1).reshape(-1, n_classes)
         return super().forward(flat, target.reshape(-1))
 
 

@@ -94,6 +94,12 @@ def _describe(function: Any) -> str:
     return getattr(function, "__name__", None) or repr(function)
 
 
+def _shown(item: Any) -> str:
+    """An item on one short line: a DataFrame row's repr spans several."""
+    text = " ".join(repr(item).split())
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[str] | None = None) -> list[Path]:
     """The image files under `path`, sorted (hidden files and other extensions left out).
 
@@ -307,19 +313,19 @@ class DataBlock:
             except DataError:
                 raise
             except Exception as error:
-                raise DataError(f"get_y ({_describe(getter)}) failed on {item!r}: {error!r}. Expected a function "
+                raise DataError(f"get_y ({_describe(getter)}) failed on {_shown(item)}: {error!r}. Expected a function "
                                 "from an item (a Path from get_image_files, a DataFrame row) to its label.") from error
         if not self.multi_label:
             return str(value)
         if isinstance(value, str) or not isinstance(value, (list, tuple, set)):
             raise DataError(f"With MultiCategoryBlock, get_y must return a list of labels; it returned {value!r} for "
-                            f"{item!r}. Split a string of labels, e.g. get_y=lambda r: r['labels'].split(' ').")
+                            f"{_shown(item)}. Split a string of labels, e.g. get_y=lambda r: r['labels'].split(' ').")
         return tuple(sorted({str(name) for name in value if str(name)}))
 
     def _path(self, item: Any) -> Path:
         value = self.get_x(item) if self.get_x is not None else item
         if not isinstance(value, (str, Path)):
-            raise DataError(f"An item must lead to an image path; got {value!r}. Pass get_x, a function from an "
+            raise DataError(f"An item must lead to an image path; got {_shown(value)}. Pass get_x, a function from an "
                             "item to its file, e.g. get_x=lambda r: path/'train'/r['fname'] for a DataFrame row.")
         return Path(value)
 
