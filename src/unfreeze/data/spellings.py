@@ -175,9 +175,9 @@ def aug_transforms(size: int | None = None, mult: float = 1.0, do_flip: bool = T
 class Normalize:
     """fastai's `Normalize.from_stats(mean, std)` in `batch_tfms`: batches become (x - mean) / std.
 
-    Without it the loaders' batches stay in [0, 1] until a learner sets its backbone's statistics, as
-    in fastai, where `vision_learner` adds them. A learner on a pretrained backbone uses the
-    backbone's own statistics (what its weights expect), replacing these.
+    Without it the loaders' batches stay in [0, 1] until a learner sets its model's statistics, as in
+    fastai, where `vision_learner` adds them. A learner always applies its model's input statistics
+    (what the weights expect; ImageNet's for the resnets and xresnets), replacing these.
 
     Example:
         >>> Normalize.from_stats(*imagenet_stats).mean
