@@ -1,4 +1,4 @@
-"""Find (path, label) items: class folders, a regex or a function on file names, a CSV, idx files.
+"""Find (path, label) items: class folders, a regex or a function on file names, a CSV or table, idx files.
 
 Listing does only cheap checks (hidden names, extensions, zero-byte files, links, directories). A file
 that passes them but cannot be decoded is found later, during the first pass over the data.
@@ -31,6 +31,7 @@ __all__ = [
     "name_re_items",
     "read_idx",
     "sample_path",
+    "table_items",
     "warn_empty_classes",
 ]
 
@@ -189,7 +190,7 @@ def name_func_items(
     return [(file, str(label_func(file))) for file in _resolve(path, fnames, skipped)]
 
 
-def _column(header: list[str], column: int | str, csv_path: Path) -> int:
+def _column(header: list[str], column: int | str, csv_path: Path | str) -> int:
     if isinstance(column, int) and not isinstance(column, bool):
         if -len(header) <= column < len(header):
             return column % len(header)
@@ -201,23 +202,40 @@ def _column(header: list[str], column: int | str, csv_path: Path) -> int:
 
 def csv_items(
     path: Path, csv_fname: str, fn_col: int | str, label_col: int | str, valid_col: int | str | None,
-    skipped: SkippedFiles, empty_is_label: bool = False,
+    skipped: SkippedFiles, empty_is_label: bool = False, *, folder: str | None = None, suffix: str = "",
+    delimiter: str = ",",
 ) -> tuple[list[Item], list[bool] | None]:
-    """Items from a CSV with a header row; file names are relative to `path`. Returns (items, is_valid).
-
-    A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
-    data an empty cell is a real label, "none of the classes".
+    """Items from a CSV with a header row; file names are relative to `path` (or `path/folder`), plus
+    `suffix`. Returns (items, is_valid); see `table_items`.
     """
     csv_path = path / csv_fname
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
     with csv_path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+        rows = list(csv.reader(handle, delimiter=delimiter))
     if len(rows) < 2:
         raise DataError(f"{csv_path} has no data rows. Expected a header row, then one row per image.")
-    header, rows = rows[0], rows[1:]
-    columns = [_column(header, column, csv_path) for column in (fn_col, label_col)]
-    valid_index = None if valid_col is None else _column(header, valid_col, csv_path)
+    return table_items(rows[0], rows[1:], path / folder if folder else path, csv_path, fn_col, label_col,
+                       valid_col, skipped, empty_is_label, suffix=suffix)
+
+
+def table_items(
+    header: list[str], rows: Sequence[list[str]], folder: Path, source: Path | str, fn_col: int | str,
+    label_col: int | str, valid_col: int | str | None, skipped: SkippedFiles, empty_is_label: bool = False,
+    *, suffix: str = "",
+) -> tuple[list[Item], list[bool] | None]:
+    """Items from the rows of a table (a CSV, a DataFrame): `folder / (file cell + suffix)` and the label
+    cell. Returns (items, is_valid), is_valid from `valid_col` (1/true/yes/valid) or None without it.
+
+    A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
+    data an empty cell is a real label, "none of the classes". `source` names the table in messages.
+
+    Example:
+        >>> items, _ = table_items(["file", "label"], [["cat_1.jpg", "cat"]], Path("pets"), "labels.csv",
+        ...                        "file", "label", None, SkippedFiles())  # doctest: +SKIP
+    """
+    columns = [_column(header, column, source) for column in (fn_col, label_col)]
+    valid_index = None if valid_col is None else _column(header, valid_col, source)
     items: list[Item] = []
     is_valid: list[bool] = []
     unlabelled, seen, duplicates = SkippedFiles(), set(), []
@@ -233,17 +251,17 @@ def csv_items(
         if row[columns[0]] in seen:
             duplicates.append(f"{row[columns[0]]} (line {number})")
         seen.add(row[columns[0]])
-        file = path / row[columns[0]]
+        file = folder / (row[columns[0]] + suffix)
         if check_file(file, skipped):
             items.append((file, label))
             if valid_index is not None:
                 is_valid.append(row[valid_index].strip().lower() in {"1", "true", "yes", "valid"})
     if unlabelled and not seen:
-        raise DataError(f"Every row of {csv_path} has an empty label in column {label_col!r}. Expected a label per "
+        raise DataError(f"Every row of {source} has an empty label in column {label_col!r}. Expected a label per "
                         "image; check the label column (label_col / the CSV's second column).")
-    unlabelled.warn(f"rows of {csv_path} with an empty or NaN label")
+    unlabelled.warn(f"rows of {source} with an empty or NaN label")
     if duplicates:
-        warnings.warn(f"{csv_path} lists {len(duplicates)} file(s) more than once; each row is used, so these "
+        warnings.warn(f"{source} lists {len(duplicates)} file(s) more than once; each row is used, so these "
                       f"images count twice (for example {', '.join(duplicates[:3])}). Remove the repeated rows.",
                       DataWarning, stacklevel=3)
     return items, (is_valid if valid_index is not None else None)

@@ -136,7 +136,9 @@ class BatchAugment:
         unit_shift = 2.0 * rng.random((n, 2)) - 1.0
         change = rng.uniform(0.5 - self.max_lighting, 0.5 + self.max_lighting, n)
         brightness = np.log(change / (1.0 - change)) * (rng.random(n) < self.p_lighting)
-        log_contrast = -math.log(1.0 - self.max_lighting)
+        # abs, not a minus sign: at max_lighting=0, -log(1) is -0.0 and numpy refuses uniform(0.0, -0.0)
+        # ("high - low < 0"); for every other value the two are the same number.
+        log_contrast = abs(math.log(1.0 - self.max_lighting))
         contrast = np.exp(rng.uniform(-log_contrast, log_contrast, n) * (rng.random(n) < self.p_lighting))
         if self.min_scale < 1.0:
             # Drawn last and only when asked for, so the stream of every earlier setting is unchanged.

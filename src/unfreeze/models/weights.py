@@ -48,6 +48,11 @@ _NESTING_KEYS = ("state_dict", "model")
 _PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
 
 
+# The backbone whose ImageNet weights are installed with unfreeze: every offline dead end names it.
+_BUNDLED_HINT = ("'efficientnet_lite0', whose ImageNet weights are installed with unfreeze: "
+                 "vision_learner(dls, 'efficientnet_lite0')")
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found for an architecture."""
 
@@ -290,6 +295,7 @@ def resolve_pretrained(
         + "\n  - ".join(looked or ["(no known source for this architecture)"])
         + "\nSupply weights with weights='path/to/file.safetensors' (or .pth), put the file in one of "
         "the caches above, or build with pretrained=False for random initialisation."
+        + ("" if spec.bundled else f"\nOr go on offline with the bundled {_BUNDLED_HINT}.")
     )
 
 
