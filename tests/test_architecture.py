@@ -1,6 +1,7 @@
 """The import layers of the package: data flows one way, and no module imports a layer above its own.
 
-    base (tasks, losses, fastai_names, distributed, plots, _io, _version) → data, models → inference → train → runs → apps → cli → unfreeze
+    base (tasks, losses, fastai_names, distributed, plots, _io, _version) → data, models → inference → train
+        → runs → apps → cli → unfreeze
 
 Every import statement counts, also one inside a function: a lazy import is still a dependency, and
 two of them pointing at each other are an import circle. Below the command line nothing imports the
