@@ -8,6 +8,9 @@
     unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
     unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
     unfreeze convert-fastai W.pth    fastai vision_learner weights to a .unfreeze export
+    unfreeze serve MODEL             an upload page and a JSON API over a model
+    unfreeze report RUN_DIR          the run's self-contained report.html
+    unfreeze clean RUN_DIR           a page to relabel or remove images, worst loss first (--undo)
 
 Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
 `vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from unfreeze import runs
+from unfreeze.cli.app_commands import add_app_commands
 from unfreeze.cli.commands import (
     command_demo,
     command_evaluate,
@@ -135,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=command_demo)
 
     add_convert_fastai(command)
+    add_app_commands(command, export)
     return parser
 
 
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
     from unfreeze._io import OutputWriteError
+    from unfreeze.apps import AppError
     from unfreeze.inference import ExportError, FastaiConversionError
     from unfreeze.models import WeightsFileError, WeightsMismatchError
     from unfreeze.train.checkpoint import CheckpointError
@@ -153,7 +159,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # is a bug, and its traceback is what a bug report needs.
     return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
             WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, CheckpointError,
-            FastaiConversionError, re.error)
+            FastaiConversionError, AppError, re.error)
 
 
 def _output_error(error: OSError) -> OSError | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from unfreeze import runs
+from unfreeze.apps.report import write_report
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -211,6 +212,7 @@ def command_train(args: argparse.Namespace) -> int:
         **runs.environment(learn.device),
     }
     runs.write_json(run / "summary.json", summary)
+    write_report(run)
     if args.quiet:
         print(run)
         return 0
