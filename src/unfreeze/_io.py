@@ -16,7 +16,7 @@ from typing import IO, Any
 import torch
 
 __all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error",
-           "remove_stale_temporaries", "save_torch", "stream_path"]
+           "remove_stale_temporaries", "save_torch", "stop_signals_held", "stream_path"]
 
 # Signals that ask a process to stop; an atomic write holds them until its file is complete.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -90,12 +90,17 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def _stop_signals_held() -> Iterator[None]:
+def stop_signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, then deliver the first one that arrived.
 
     Ctrl-C in the middle of a checkpoint write would throw the whole file away (the write is atomic),
     leaving history.csv ahead of the last checkpoint. Held, the signal takes effect once the file is in
     place. Python only lets the main thread set handlers; elsewhere the block runs unguarded.
+
+    Example:
+        >>> with stop_signals_held():  # doctest: +SKIP
+        ...     history.append(row)
+        ...     save_checkpoint(learn, "checkpoint.pt")  # Ctrl-C here stops after this line
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -134,7 +139,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     stack = contextlib.ExitStack()  # closed last, after the temporary file is gone
     tmp: Path | None = None
     try:
-        stack.enter_context(_stop_signals_held())
+        stack.enter_context(stop_signals_held())
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(handle)
