@@ -191,8 +191,15 @@ def save_torch(content: Any, path: str | Path) -> None:
         >>> with atomic_path("checkpoint.pt") as tmp:  # doctest: +SKIP
         ...     save_torch(state, tmp)
     """
-    with Path(path).open("wb") as handle:
-        torch.save(content, handle)
+    try:
+        with Path(path).open("wb") as handle:
+            torch.save(content, handle)
+    except RuntimeError as error:
+        # After a failed write torch's zip writer fails again while closing, hiding the OSError behind
+        # its own RuntimeError: the OSError is what happened.
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
 
 
 def stream_path(stream: IO[Any]) -> str:
