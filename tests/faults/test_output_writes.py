@@ -121,7 +121,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # also when a failed test left a file open
 
 
 def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
