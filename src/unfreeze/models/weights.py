@@ -108,10 +108,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
-    if path.stat().st_size == 0:
+    suffix = path.suffix.lower()
+    if suffix in (".safetensors", *TORCH_SUFFIXES) and path.stat().st_size == 0:
         raise WeightsFileError(f"{path} is empty (0 bytes): a download or copy that never finished. Pass the "
                                "weights file itself, copied completely")
-    suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:
             state: object = load_file(str(path), device="cpu")
