@@ -136,27 +136,25 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         ...     tmp.write_bytes(data)
     """
     target = Path(target)
-    stack = contextlib.ExitStack()  # closed last, after the temporary file is gone
     tmp: Path | None = None
-    try:
-        stack.enter_context(stop_signals_held())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        tmp = Path(name)
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as error:
-        converted = output_error(error, target)
-        if converted is None:
-            raise
-        raise converted from error
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        stack.close()
+    with stop_signals_held():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(handle)
+            tmp = Path(name)
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except OSError as error:
+            converted = output_error(error, target)
+            if converted is None:
+                raise
+            raise converted from error
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
 
 
 def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:

@@ -37,7 +37,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: list[int] = []
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, Any] = {}  # the handlers to restore: Python callables, SIG_DFL or SIG_IGN
 
     @property
     def first(self) -> int:
@@ -52,14 +52,14 @@ class StopSignals:
     @property
     def name(self) -> str:
         """How the stop request is named in messages: "Ctrl-C" or "SIGTERM"."""
-        return _NAMES.get(self.first, signal.Signals(self.first).name)
+        return _NAMES[self.first]
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         self.received.append(number)
         if len(self.received) == 1:
             raise KeyboardInterrupt
-        print(f"unfreeze: {_NAMES.get(number, number)} again: finishing the cleanup first (run.lock, "
-              "summary.json); kill -9 stops at once but leaves them behind.", file=sys.stderr, flush=True)
+        print(f"unfreeze: {_NAMES[number]} again: finishing the cleanup first, then exiting (kill -9 stops at once "
+              "but leaves run.lock and half-written files behind).", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
