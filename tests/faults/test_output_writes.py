@@ -146,7 +146,8 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tiny_data: Path, tmp
     def save(obj: object, path: object, *args: object, **kwargs: object) -> None:
         calls.append(path)
         if len(calls) == 2:
-            Path(getattr(path, "name", str(path))).write_bytes(b"partial")  # torch.save gets an open file
+            # torch.save gets the open temporary file (a path before issue 18's fix)
+            Path(path if isinstance(path, (str, os.PathLike)) else path.name).write_bytes(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, path, *args, **kwargs)
 
