@@ -26,10 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, remove_stale_temporaries
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunConfigError", "RunDirError", "create_run_dir", "environment", "read_json",
-           "run_lock", "write_json"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunConfigError", "RunDirError", "clear_stale_temporaries", "create_run_dir",
+           "environment", "read_json", "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 
@@ -112,6 +112,19 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
                 path.unlink()
 
 
+def clear_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (`.checkpoint.pt.*.tmp`, ...) that a killed run left in `folder`.
+
+    Nothing is removed while a live process holds the folder's run.lock: its writes in progress look
+    the same.
+
+    Example:
+        >>> clear_stale_temporaries("runs/pets")  # doctest: +SKIP
+        [PosixPath('runs/pets/.checkpoint.pt.k2j4x9.tmp')]
+    """
+    return [] if _lock_holder(Path(folder)) is not None else remove_stale_temporaries(folder, RUN_FILES)
+
+
 def _is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
@@ -143,6 +156,7 @@ def create_run_dir(requested: str | Path, overwrite: bool = False) -> Path:
                 raise RunDirError(f"{requested} exists and is not a run directory (it has no config.json), so "
                                   "--overwrite will not clear it. Choose another --out")
             _refuse_if_locked(requested)  # never clear the files of a run still writing them
+            clear_stale_temporaries(requested)
             for name in RUN_FILES:
                 target = requested / name
                 if target.is_dir():

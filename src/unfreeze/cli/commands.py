@@ -14,7 +14,9 @@ from typing import Any, TextIO
 
 from unfreeze import runs
 from unfreeze.apps.report import write_report
+from unfreeze._io import output_error, stream_path
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
+from unfreeze.cli.output import discard_output, printable
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
            "command_lr_find", "command_predict", "command_train", "load_data"]
@@ -265,13 +267,29 @@ def _resume_plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[s
     if differing:
         raise UsageError(f"--resume continues {run} as it was started; this command line changes "
                          f"{'; '.join(differing)}. Drop those options, or start a new run")
+    runs.clear_stale_temporaries(run)  # what a kill during a write left; the resumed run writes them anew
     checkpoint = run / CHECKPOINT
     if not checkpoint.is_file():
-        raise UsageError(f"{run} has no {CHECKPOINT}: the run stopped before its first epoch ended. Start it again")
+        raise UsageError(_no_checkpoint_message(run))
     summary = run / "summary.json"
     if summary.is_file() and not runs.read_json(summary).get("interrupted", False):
         raise UsageError(f"{run} finished (see {summary}); there is nothing to resume")
     return run, options, read_checkpoint(checkpoint)
+
+
+def _no_checkpoint_message(run: Path) -> str:
+    """Why a run without checkpoint cannot be resumed, as its files tell it."""
+    history = run / "history.csv"
+    try:
+        with history.open(newline="") as handle:
+            epochs = sum(1 for _ in csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        epochs = 0
+    rerun = runs.read_json(run / "config.json").get("rerun", "the same 'unfreeze train' command")
+    why = (f" although {history} records {epochs} finished epoch(s): the process was stopped while writing the "
+           "first checkpoint, so there is no state to continue from" if epochs else
+           ": the run stopped before its first epoch ended")
+    return f"{run} has no {CHECKPOINT}{why}. Start it again with: {rerun} --overwrite"
 
 
 def _rewrite_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -427,14 +445,15 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
             prob = "" if row["error"] else _cell(row["prob"])
             writer.writerow([row["path"], _cell(row["label"]), _cell(row["index"]), prob,
                              *(_cell(row.get(key)) for key in extra), row["error"] or ""])
-        elif output_format == "table":
+        elif output_format == "table":  # for a terminal: control characters in names are escaped
+            path = printable(str(row["path"]))
             if row["error"]:
-                print(f"{'-':>6}  {'(error)':<{label_width}}  {row['path']}  ({row['error']})", file=stream)
+                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(row['error'])})", file=stream)
             else:
                 prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
-                label = _cell(row["label"]) or "(none)"
-                alternatives = f"  top {top_k}: {_cell(row['top_k'], 3)}" if top_k > 1 else ""
-                print(f"{prob:6.3f}  {label:<{label_width}}  {row['path']}{alternatives}", file=stream)
+                label = printable(_cell(row["label"])) or "(none)"
+                alternatives = f"  top {top_k}: {printable(_cell(row['top_k'], 3))}" if top_k > 1 else ""
+                print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
             clean = {**row, "prob": None if row["error"] else row["prob"]}
             stream.write(("," if number else "") + "\n  " + json.dumps(clean))
@@ -457,8 +476,15 @@ def command_predict(args: argparse.Namespace) -> int:
                          "images (.jpg, .png, ...)")
     sources = itertools.chain([first], sources)
     rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
-    label_width = max(len("(error)"), *(len(name) for name in learn.dls.vocab))
-    failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    try:
+        failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+    except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
+        converted = output_error(error, stream_path(sys.stdout))
+        if converted is None:
+            raise
+        discard_output(sys.stdout)
+        raise converted from None
     if failed:
         print(f"unfreeze: {failed} image(s) could not be predicted; their rows carry the reason.", file=sys.stderr)
     return 1 if failed else 0
@@ -487,13 +513,18 @@ def command_interpret(args: argparse.Namespace) -> int:
     single_label = not options.get("multi_label")
     plots = [interpretation.plot_confusion_matrix(run / "confusion_matrix.png")] if single_label else []
     plots.append(interpretation.plot_top_losses(9, path=run / "top_losses.png"))
-    print(interpretation.report(as_text=True))
-    confused = interpretation.most_confused(min_val=1)[:10] if single_label else []
-    if confused:
-        print("Most confused (actual → predicted, count): "
-              + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
+    _print_report(interpretation, single_label)
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
+
+
+def _print_report(interpretation: Any, single_label: bool) -> None:
+    """The per-class report and the most confused pairs; class names come from a file, so escaped."""
+    print(printable(interpretation.report(as_text=True), keep_newlines=True))
+    confused = interpretation.most_confused(min_val=1)[:10] if single_label else []
+    if confused:
+        print("Most confused (actual → predicted, count): " + printable(
+            "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused)))
 
 
 def _run_options(config_path: Path) -> dict[str, Any]:
@@ -577,12 +608,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-    print(interpretation.report(as_text=True))
-    if not multi_label:
-        confused = interpretation.most_confused(min_val=1)[:10]
-        if confused:
-            print("Most confused (actual → predicted, count): "
-                  + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
+    _print_report(interpretation, not multi_label)
     if args.json is not None:
         runs.write_json(args.json, {
             "model": str(args.model), "data": str(args.data), "images": n_scored,

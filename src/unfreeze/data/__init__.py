@@ -33,11 +33,12 @@ from unfreeze.data.spellings import (
     imagenet_stats,
 )
 from unfreeze.data.split import random_split
-from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
+from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
 from unfreeze.data.untar import URLs, untar_data
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_SIZE",
     "RESIZE_METHODS",
     "BadFileReport",
     "BatchAugment",

@@ -24,7 +24,7 @@ from unfreeze.data.sources import (
 )
 from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
-from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
+from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
 from unfreeze.tasks import Label, MultiLabel, SingleLabel, Task
 
 # item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
@@ -227,8 +227,9 @@ class ImageDataLoaders:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         _check_batch_size(bs)
         item_size = item_size or size
-        if size < 1 or bs < 1 or item_size < size:
-            raise ValueError(f"Expected size >= 1, bs >= 1 and item_size >= size; got {size}, {bs}, {item_size}")
+        if not 1 <= size <= item_size <= MAX_SIZE or bs < 1:
+            raise ValueError(f"Expected 1 <= size <= item_size <= {MAX_SIZE} pixels and bs >= 1; got size {size}, "
+                             f"item_size {item_size}, bs {bs}. Pass a smaller size, such as 224")
         skipped.warn()
         warn_empty_classes(empty_classes)
         task = task if task is not None else SingleLabel()

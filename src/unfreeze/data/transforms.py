@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
+__all__ = ["MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
            "to_device_async"]
 
 RESIZE_METHODS = ("crop", "pad", "squish")
+# Pixels per side, for training, prediction and exports alike: one 16384 px image already takes 805 MB as
+# uint8; a larger size is a typo (50000 would ask for 7.5 GB per image), not a setting to try.
+MAX_SIZE = 16_384
 
 
 def resize_item(image: Image.Image, item_size: int, method: str) -> np.ndarray:

@@ -109,6 +109,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix in (".safetensors", *TORCH_SUFFIXES) and path.stat().st_size == 0:
+        raise WeightsFileError(f"{path} is empty (0 bytes): a download or copy that never finished. Pass the "
+                               "weights file itself, copied completely")
     if suffix == ".safetensors":
         try:
             state: object = load_file(str(path), device="cpu")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, save_torch
 
 if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
@@ -59,7 +59,7 @@ def save_checkpoint(learner: Learner, path: str | Path, callbacks: Sequence[Call
     state["callbacks"] = {callback_key(index, callback): callback.state_dict()
                           for index, callback in enumerate(callbacks)}
     with atomic_path(path) as tmp:
-        torch.save(_to_cpu(state), tmp)
+        save_torch(_to_cpu(state), tmp)
     return Path(path)
 
 
@@ -162,7 +162,7 @@ def save_named(learner: Learner, name: str | Path, with_opt: bool = False) -> Pa
     if distributed.is_main_process():
         if with_opt:
             with atomic_path(optimizer_file) as tmp:
-                torch.save(learner.state_dict(keys=["optimizer"]), tmp)
+                save_torch(learner.state_dict(keys=["optimizer"]), tmp)
         elif optimizer_file.exists():
             optimizer_file.unlink()
     distributed.barrier()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
+from unfreeze._io import stop_signals_held
 from unfreeze.data import DataError
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
@@ -277,11 +278,12 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
                 smooth = learner.recorder.smooth_losses
                 fit_logs = {"epoch": learner.epochs_done, "train_loss": smooth[-1] if smooth else math.nan,
                             **valid_logs, "time": time.time() - start}
-                learner.recorder.history.append(fit_logs)
-                stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
-                if checkpoint is not None and distributed.is_main_process():
-                    learner.progress = {**learner.progress, "epoch": epoch, "n_epoch": n_epoch}
-                    learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
+                with stop_signals_held():  # a finished epoch's row and its checkpoint: both, or a stop before
+                    learner.recorder.history.append(fit_logs)
+                    stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
+                    if checkpoint is not None and distributed.is_main_process():
+                        learner.progress = {**learner.progress, "epoch": epoch, "n_epoch": n_epoch}
+                        learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
                 if stop:
                     break
     except KeyboardInterrupt:
