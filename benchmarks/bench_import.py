@@ -20,7 +20,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 PROBE = ("import sys, time; start = time.perf_counter(); import unfreeze; "
          "print(time.perf_counter() - start, [m for m in ('matplotlib', 'scipy', 'torchmetrics', 'tensorboard', "
-         "'mlflow') if m in sys.modules])")
+         "'mlflow', 'pandas', 'fastcore') if m in sys.modules])")
 
 
 def measure(src: Path) -> tuple[float, list[str]]:

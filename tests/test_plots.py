@@ -51,3 +51,26 @@ def test_grid_shape_follows_nrows_and_ncols() -> None:
     assert plots._grid_shape(9, None, 2) == (5, 2)
     with pytest.raises(ValueError, match="nrows must be a positive int"):
         plots._grid_shape(4, 0, 2)
+
+
+def test_top_loss_titles_say_actual_then_predicted_with_its_probability() -> None:
+    assert plots.top_loss_title("cat", "dog", 0.812, 1.934) == "cat → dog (0.81)\nloss 1.93"
+    assert plots.top_loss_title(["haze", "water"], [], [], 0.5) == "haze, water → (none)\nloss 0.50"
+    title = plots.top_loss_title([], ["road", "water"], [0.7, 0.55], 0.5)
+    assert title == "(none) → road (0.70), water (0.55)\nloss 0.50"
+
+
+def test_long_multi_label_captions_are_wrapped_and_never_overlap() -> None:
+    names = ["agriculture", "artisinal_mine", "bare_ground", "blooming", "cultivation", "habitation"]
+    titles = [plots.top_loss_title(names[:4], names[2:], [0.9, 0.8, 0.7, 0.6], 2.0) for _ in range(6)]
+    figure = plots.image_grid_figure([np.zeros((16, 16, 3), np.uint8)] * 6, titles, nrows=2)
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    boxes = [axis.title.get_window_extent(renderer) for axis in figure.axes]
+    assert all(axis.get_title().count("\n") >= 2 for axis in figure.axes)  # wrapped, not one long line
+    for first in range(len(boxes)):
+        for second in range(first + 1, len(boxes)):
+            assert not boxes[first].overlaps(boxes[second]), (first, second)
+    images = [axis.get_window_extent(renderer) for axis in figure.axes]
+    for box, image in zip(boxes[3:], images[:3], strict=True):  # a second-row caption stays below the first row
+        assert box.y1 <= image.y0 + 1

@@ -36,7 +36,8 @@ def test_opening_a_folder_that_is_no_run_says_what_to_pass(tmp_path: Path) -> No
 
 def test_a_resume_needs_a_checkpoint_and_an_unfinished_run(tmp_path: Path) -> None:
     run = runs.Run(tmp_path)
-    with pytest.raises(runs.RunDirError, match="stopped before its first epoch ended"):
+    run.write_config(OPTIONS, ["train", "/data/pets"])
+    with pytest.raises(runs.RunDirError, match=r"before its first epoch ended\. Start it again with: unfreeze train"):
         run.resume_checkpoint()
     run.checkpoint_file.write_bytes(b"not a checkpoint")
     runs.write_json(run.summary_file, {"interrupted": False})

@@ -7,9 +7,10 @@ Example:
     >>> learn.fine_tune(2)                                                   # doctest: +SKIP
 """
 
-# fastai notebooks use Path and torchvision's resnets without importing them: `from unfreeze import *` gives them.
-from pathlib import Path
+from typing import Any
 
+# fastai notebooks use torchvision's resnets, Path, tensor, pd, plt... without importing them: `from unfreeze
+# import *` gives them (the modules lazily, through __getattr__ below).
 from torchvision.models import resnet18, resnet34, resnet50
 
 from unfreeze._version import __version__
@@ -22,17 +23,24 @@ from unfreeze.data import (
     ImageBlock,
     ImageDataLoader,
     ImageDataLoaders,
+    MultiCategoryBlock,
+    Normalize,
+    PILImage,
     RandomResizedCrop,
     RandomSplitter,
     RegexLabeller,
     Resize,
     ResizeMethod,
+    URLs,
     aug_transforms,
     get_image_files,
+    imagenet_stats,
     parent_label,
     sample_path,
+    untar_data,
     using_attr,
 )
+from unfreeze.fastai_names import LAZY_NAMES, Path, load_lazy, tensor, to_cpu
 from unfreeze.inference import (
     ClassificationInterpretation,
     ExportError,
@@ -40,11 +48,15 @@ from unfreeze.inference import (
     Interpretation,
     convert_fastai,
 )
+from unfreeze.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
     WeightsNotFoundError,
     create_model,
+    xresnet18,
+    xresnet34,
+    xresnet50,
 )
 from unfreeze.tasks import MultiLabel, SingleLabel
 from unfreeze.train.builders import cnn_learner, load_learner, vision_learner
@@ -71,22 +83,29 @@ __all__ = [
     "CategoryBlock",
     "CheckpointError",
     "ClassificationInterpretation",
+    "CrossEntropyLossFlat",
     "DataBlock",
     "DataError",
     "DataWarning",
     "EarlyStopping",
     "EarlyStoppingCallback",
     "ExportError",
+    "F",
     "FastaiConversionError",
     "GrandparentSplitter",
     "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
     "Interpretation",
+    "L",
+    "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MultiCategoryBlock",
     "MultiLabel",
     "NonFiniteLossError",
+    "Normalize",
+    "PILImage",
     "Path",
     "ProgressCallback",
     "RandomResizedCrop",
@@ -101,6 +120,7 @@ __all__ = [
     "SuggestedLRs",
     "TensorBoardLogger",
     "TransferModel",
+    "URLs",
     "UnknownArchitectureError",
     "WeightsNotFoundError",
     "__version__",
@@ -114,17 +134,44 @@ __all__ = [
     "f1_multi",
     "f1_score",
     "get_image_files",
+    "imagenet_stats",
     "load_learner",
     "minimum",
+    "nn",
+    "np",
     "parent_label",
+    "partial",
+    "pd",
+    "plt",
     "resnet18",
     "resnet34",
     "resnet50",
     "sample_path",
     "slide",
     "steep",
+    "tensor",
+    "to_cpu",
     "top_k_accuracy",
+    "torch",
+    "untar_data",
     "using_attr",
     "valley",
     "vision_learner",
+    "xresnet18",
+    "xresnet34",
+    "xresnet50",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The modules fastai notebooks use unimported (pd, plt, L, ...) load on first use, so that
+    # `import unfreeze` stays fast and only `from unfreeze import *` (or unfreeze.pd) pays for pandas.
+    if name in LAZY_NAMES:
+        value = load_lazy(name)
+        globals()[name] = value  # once loaded, a plain module attribute
+        return value
+    raise AttributeError(f"module 'unfreeze' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,13 +6,20 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 import torch
 
-__all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error"]
+__all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error",
+           "remove_stale_temporaries", "save_torch", "stop_signals_held", "stream_path"]
+
+# Signals that ask a process to stop; an atomic write holds them until its file is complete.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Write failures that the user fixes (free space, another folder, permissions), not bugs to report.
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM})
@@ -83,13 +90,42 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first one that arrived.
+
+    Ctrl-C in the middle of a checkpoint write would throw the whole file away (the write is atomic),
+    leaving history.csv ahead of the last checkpoint. Held, the signal takes effect once the file is in
+    place. Python only lets the main thread set handlers; elsewhere the block runs unguarded.
+
+    Example:
+        >>> with stop_signals_held():  # doctest: +SKIP
+        ...     history.append(row)
+        ...     save_checkpoint(learn, "checkpoint.pt")  # Ctrl-C here stops after this line
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: arrived.append(number))
+                for number in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        if arrived:
+            signal.raise_signal(arrived[0])  # the restored handler acts on it now (KeyboardInterrupt for Ctrl-C)
+
+
+@contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only if the block succeeds.
 
     The temporary file lives in the same folder, so the final `os.replace` is atomic: an interrupted
     write never leaves a half-written file at `target`, and an existing file stays intact. The
     temporary file is always removed. The file gets the permissions of any new file (0o666 less the
-    umask), not mkstemp's private 0o600.
+    umask), not mkstemp's private 0o600. Ctrl-C or SIGTERM during the block takes effect when it ends,
+    so a stop request never costs the file being written.
 
     Raises:
         OutputWriteError: The disk is full, the file system read-only, the folder not writable or
@@ -101,23 +137,79 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(handle)
-        tmp = Path(name)
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as error:
-        converted = output_error(error, target)
-        if converted is None:
-            raise
-        raise converted from error
-    finally:
-        if tmp is not None:
+    with stop_signals_held():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(handle)
+            tmp = Path(name)
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except OSError as error:
+            converted = output_error(error, target)
+            if converted is None:
+                raise
+            raise converted from error
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files `atomic_path` left for `names` in `folder` when its process was killed.
+
+    Only call it while no other process can be writing there (a run directory's lock is held):
+    a live write's temporary file looks the same.
+
+    Returns:
+        The files removed.
+
+    Example:
+        >>> remove_stale_temporaries("runs/pets", ["checkpoint.pt", "model.unfreeze"])  # doctest: +SKIP
+        [PosixPath('runs/pets/.checkpoint.pt.k2j4x9.tmp')]
+    """
+    removed = []
+    for name in names:
+        for stale in sorted(Path(folder).glob(f".{name}.*.tmp")):
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                stale.unlink()
+                removed.append(stale)
+    return removed
+
+
+def save_torch(content: Any, path: str | Path) -> None:
+    """`torch.save(content, path)` through a Python file, so that a full disk raises OSError (ENOSPC).
+
+    Given a path, torch writes from C++ and reports a full disk as a RuntimeError ("enforce fail at
+    inline_container.cc ... unexpected pos"), which `atomic_path` could not tell from a bug.
+
+    Example:
+        >>> with atomic_path("checkpoint.pt") as tmp:  # doctest: +SKIP
+        ...     save_torch(state, tmp)
+    """
+    try:
+        with Path(path).open("wb") as handle:
+            torch.save(content, handle)
+    except RuntimeError as error:
+        # After a failed write torch's zip writer fails again while closing, hiding the OSError behind
+        # its own RuntimeError: the OSError is what happened.
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
+
+
+def stream_path(stream: IO[Any]) -> str:
+    """The file an output stream writes to (stdout redirected to a file), for error messages.
+
+    Example:
+        >>> stream_path(sys.stdout)  # doctest: +SKIP
+        '/data/predictions.csv'
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return os.readlink(f"/proc/self/fd/{stream.fileno()}")  # Linux; elsewhere the stream's own name
+    return str(getattr(stream, "name", "<output>"))
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

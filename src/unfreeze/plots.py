@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 from unfreeze._io import atomic_path
 
 __all__ = [
+    "image_grid_figure",
     "in_notebook",
     "lr_find_figure",
     "plot_confusion_matrix",
@@ -32,6 +34,7 @@ __all__ = [
     "plot_loss",
     "plot_lr_find",
     "plot_sched",
+    "top_loss_title",
 ]
 
 
@@ -93,6 +96,36 @@ def _grid_shape(n_images: int, nrows: int | None, ncols: int | None) -> tuple[in
     return math.ceil(n_images / columns), columns
 
 
+def top_loss_title(actual: str | Sequence[str], predicted: str | Sequence[str], probability: float | Sequence[float],
+                   loss: float) -> str:
+    """The caption of one top-loss image: "actual → predicted (probability)", then the loss.
+
+    Multi-label items pass the class lists (empty: no class) and one probability per predicted class.
+
+    Example:
+        >>> top_loss_title("cat", "dog", 0.81, 1.93)
+        'cat → dog (0.81)\nloss 1.93'
+        >>> top_loss_title(["haze", "water"], ["haze"], [0.9], 0.42)
+        'haze, water → haze (0.90)\nloss 0.42'
+    """
+    if isinstance(predicted, str):
+        guess = f"{predicted} ({float(probability):.2f})"  # type: ignore[arg-type]
+        truth = actual if isinstance(actual, str) else ", ".join(actual)
+    else:
+        probabilities = list(probability)  # type: ignore[arg-type]
+        guess = ", ".join(f"{name} ({prob:.2f})" for name, prob in zip(predicted, probabilities, strict=True))
+        truth = ", ".join(actual) or "(none)"
+        guess = guess or "(none)"
+    return f"{truth} → {guess}\nloss {loss:.2f}"
+
+
+def _wrap_title(title: str, width_inches: float, fontsize: float) -> str:
+    """`title` with each line wrapped to fit `width_inches`, so neighbouring captions never overlap."""
+    # An average character of the default font is about 0.6 em wide; 72 points per inch.
+    characters = max(8, int(width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, characters, break_on_hyphens=False) for line in title.splitlines())
+
+
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path | None = None, *,
                     nrows: int | None = None, ncols: int | None = None,
                     figsize: tuple[float, float] | None = None, default_name: str = "images.png") -> Path | Figure:
@@ -110,15 +143,32 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: s
         >>> plot_image_grid([np.zeros((32, 32, 3), np.uint8)], ["black"], "grid.png")
         PosixPath('grid.png')
     """
+    figure = image_grid_figure(images, titles, nrows=nrows, ncols=ncols, figsize=figsize)
+    return _show_or_save(figure, path, default_name, "the images")
+
+
+def image_grid_figure(images: Sequence[np.ndarray], titles: Sequence[str], *, nrows: int | None = None,
+                      ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Figure:
+    """The figure behind `plot_image_grid`: captions wrapped to their image's width, rows tall enough for them.
+
+    Example:
+        >>> image_grid_figure([np.zeros((8, 8, 3), np.uint8)], ["a → b (0.90)"]).axes[0].get_title()
+        'a → b (0.90)'
+    """
     rows, columns = _grid_shape(max(1, len(images)), nrows, ncols)
-    figure = _new_figure(*(figsize or (2.2 * columns, 2.4 * rows)))
+    fontsize = 10
+    width = (figsize[0] if figsize else 2.2 * columns) / columns
+    wrapped = [_wrap_title(title, width, fontsize) for title in titles]
+    # Room for the longest caption: each line of text needs about 1.3 font sizes of height.
+    lines = max((title.count("\n") + 1 for title in wrapped), default=1)
+    figure = _new_figure(*(figsize or (2.2 * columns, (2.0 + 0.2 * lines) * rows)))
     axes = figure.subplots(rows, columns, squeeze=False)
     for slot, axis in enumerate(axes.flat):
         axis.set_axis_off()
         if slot < len(images):
             axis.imshow(np.asarray(images[slot]), interpolation="nearest" if images[slot].shape[0] < 64 else None)
-            axis.set_title(titles[slot] if slot < len(titles) else "", fontsize=10)
-    return _show_or_save(figure, path, default_name, "the images")
+            axis.set_title(wrapped[slot] if slot < len(wrapped) else "", fontsize=fontsize)
+    return figure
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,

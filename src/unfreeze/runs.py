@@ -35,10 +35,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, remove_stale_temporaries
 
 __all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "Run", "RunConfigError", "RunDirError", "add_report_hook",
-           "create_run_dir", "environment", "read_json", "rerun_argv", "run_lock", "write_json"]
+           "clear_stale_temporaries", "create_run_dir", "environment", "read_json", "rerun_argv", "run_lock",
+           "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
@@ -122,6 +123,19 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
                 path.unlink()
 
 
+def clear_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (`.checkpoint.pt.*.tmp`, ...) that a killed run left in `folder`.
+
+    Nothing is removed while a live process holds the folder's run.lock: its writes in progress look
+    the same.
+
+    Example:
+        >>> clear_stale_temporaries("runs/pets")  # doctest: +SKIP
+        [PosixPath('runs/pets/.checkpoint.pt.k2j4x9.tmp')]
+    """
+    return [] if _lock_holder(Path(folder)) is not None else remove_stale_temporaries(folder, RUN_FILES)
+
+
 def _is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
@@ -153,6 +167,7 @@ def create_run_dir(requested: str | Path, overwrite: bool = False) -> Path:
                 raise RunDirError(f"{requested} exists and is not a run directory (it has no config.json), so "
                                   "--overwrite will not clear it. Choose another --out")
             _refuse_if_locked(requested)  # never clear the files of a run still writing them
+            clear_stale_temporaries(requested)
             for name in RUN_FILES:
                 target = requested / name
                 if target.is_dir():
@@ -382,12 +397,25 @@ class Run:
         """
         from unfreeze.train.recipes import Resume
 
+        clear_stale_temporaries(self.folder)  # what a kill during a write left; the resumed run writes them anew
         if not self.checkpoint_file.is_file():
-            raise RunDirError(f"{self.folder} has no {CHECKPOINT}: the run stopped before its first epoch ended. "
-                              "Start it again")
+            raise RunDirError(self._no_checkpoint_message())
         if self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False):
             raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume")
         return Resume.read(self.checkpoint_file)
+
+    def _no_checkpoint_message(self) -> str:
+        """Why a run without checkpoint cannot be resumed, as its files tell it."""
+        try:
+            with self.history_file.open(newline="") as handle:
+                epochs = sum(1 for _ in csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            epochs = 0
+        rerun = read_json(self.config_file).get("rerun", "the same 'unfreeze train' command")
+        why = (f" although {self.history_file} records {epochs} finished epoch(s): the process was stopped while "
+               "writing the first checkpoint, so there is no state to continue from" if epochs else
+               ": the run stopped before its first epoch ended")
+        return f"{self.folder} has no {CHECKPOINT}{why}. Start it again with: {rerun} --overwrite"
 
     # ------------------------------------------------------------------ history, summary, plots
 

@@ -116,8 +116,9 @@ def test_torchvision_resnet_without_weights_says_where_it_looked(make_image_fold
                             ("UNFREEZE_OFFLINE", "1")):
         monkeypatch.setenv(variable, str(value))
     dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(32), bs=4)
-    with pytest.raises(WeightsNotFoundError, match="resnet34"):
+    with pytest.raises(WeightsNotFoundError, match="resnet34") as caught:
         vision_learner(dls, resnet34)
+    assert "bundled 'efficientnet_lite0'" in str(caught.value)  # the way to go on offline
 
 
 @pytest.mark.filterwarnings("ignore::unfreeze.train.lr_find.LRFindWarning")  # a 12-step curve is noisy

@@ -148,15 +148,12 @@ def test_missing_train_folder_explains_the_layout(make_image_folder):
 
 
 def test_csv_row_naming_a_missing_file(make_image_folder):
+    # The README: "a CSV naming missing files ... stop[s] with an error that names the path" (issue 18).
     root = make_image_folder(flat=True)
     rows = [f"{path.relative_to(root)},{path.parent.name}" for path in sorted(root.rglob("*.png"))]
     (root / "labels.csv").write_text("\n".join(["file,label", *rows, "cat/ghost.png,cat"]) + "\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dls = ImageDataLoaders.from_csv(root, seed=0, size=16, bs=4)
-    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
-    assert any("ghost.png (file does not exist)" in message for message in messages)
-    assert len(dls.train.dataset) + len(dls.valid.dataset) == 18
+    with pytest.raises(DataError, match=r"names 1 file\(s\) that do not exist .* cat/ghost.png \(line 20\)"):
+        ImageDataLoaders.from_csv(root, seed=0, size=16, bs=4)
 
 
 def test_regex_matching_no_file_name(make_image_folder):

@@ -7,10 +7,12 @@ import pytest
 
 from unfreeze.data import BatchAugment, ImageDataLoaders, spellings
 from unfreeze.data.spellings import (
+    Normalize,
     RandomResizedCrop,
     Resize,
     UnsupportedTransformWarning,
     aug_transforms,
+    imagenet_stats,
     resolve_pipeline,
 )
 
@@ -52,7 +54,7 @@ def test_keywords_that_contradict_the_transforms_name_both(item, keywords, expec
 def test_wrong_transform_objects_and_sizes_say_what_is_accepted() -> None:
     with pytest.raises(TypeError, match=r"item_tfms accepts Resize"):
         resolve_pipeline("Resize(224)", None, **NONE)
-    with pytest.raises(TypeError, match="Normalization needs no transform"):
+    with pytest.raises(TypeError, match=r"use unfreeze.s Normalize.from_stats\(mean, std\)"):  # not fastai's class
         resolve_pipeline(None, [*aug_transforms(max_warp=0), type("Normalize", (), {})()], **NONE)
     with pytest.raises(ValueError, match="smaller than the final size"):
         resolve_pipeline(Resize(32), aug_transforms(size=64, max_warp=0), **NONE)
@@ -92,3 +94,23 @@ def test_factories_accept_the_spellings(make_image_folder) -> None:
     assert (explicit.size, explicit.train.dataset.item_size) == (16, 20)
     with pytest.raises(ValueError, match="size=24 but batch_tfms"):
         ImageDataLoaders.from_folder(root, size=24, batch_tfms=aug_transforms(size=16, max_warp=0))
+
+
+def test_normalize_from_stats_sets_the_loaders_statistics_and_nothing_else() -> None:
+    normalize = Normalize.from_stats(*imagenet_stats)
+    settings = resolve_pipeline(Resize(32), [*aug_transforms(size=24, max_warp=0), normalize], **NONE)
+    assert settings.normalize == normalize and settings.augment is not None and settings.size == 24
+    only = resolve_pipeline(None, normalize, **NONE)  # a transform given: fastai's meaning, no augmentation
+    assert (only.normalize, only.augment, only.size) == (normalize, None, 224)
+    assert resolve_pipeline(None, None, **NONE).normalize is None
+
+
+def test_normalize_refuses_what_is_not_three_channels() -> None:
+    with pytest.raises(ValueError, match="expected 3 mean values"):
+        Normalize.from_stats([0.5], [0.5])
+    with pytest.raises(ValueError, match="std must be > 0"):
+        Normalize.from_stats([0.5] * 3, [0.5, 0.0, 0.5])
+    with pytest.raises(ValueError, match="dim=1, ndim=4"):
+        Normalize.from_stats(*imagenet_stats, dim=2)
+    with pytest.raises(ValueError, match="takes one of Normalize"):
+        resolve_pipeline(None, [Normalize.from_stats(*imagenet_stats)] * 2, **NONE)

@@ -1,11 +1,16 @@
-"""Fixtures of the fault-case corpus: tiny generated folders, one tiny run, the user-error contract."""
+"""Fixtures of the fault-case corpus: tiny generated folders, one tiny run, crafted copies of its export."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from cli_helpers import TINY
 from unfreeze.cli import main
@@ -36,3 +41,22 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, write_image: Callable[...
         code = main(["train", str(root), *TINY, "--out", str(root.parent / "run"), "--quiet"])
     assert code == 0
     return root.parent / "run"
+
+
+@pytest.fixture
+def craft(tiny_run: Path, tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a copy of the tiny run's export with its metadata (and tensors) edited."""
+
+    def make(edit: Callable[[dict[str, Any]], None] = lambda metadata: None,
+             tensors: Callable[[dict[str, torch.Tensor]], None] = lambda state: None) -> Path:
+        with safe_open(str(tiny_run / "model.unfreeze"), framework="pt") as handle:
+            header = handle.metadata()
+            state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        metadata = json.loads(header["unfreeze"])
+        edit(metadata)
+        tensors(state)
+        path = tmp_path / "edited.unfreeze"
+        save_file(state, str(path), metadata={"unfreeze": json.dumps(metadata)})
+        return path
+
+    return make

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -121,7 +121,7 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # also when a failed test left a file open
 
 
 def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
@@ -146,8 +146,9 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tiny_data: Path, tmp
     def save(obj: object, path: object, *args: object, **kwargs: object) -> None:
         calls.append(path)
         if len(calls) == 2:
-            Path(str(path)).write_bytes(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            # torch.save gets the open temporary file (a path before issue 18's fix)
+            Path(path if isinstance(path, (str, os.PathLike)) else path.name).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, path, *args, **kwargs)
 
     out = tmp_path / "run"
@@ -162,3 +163,62 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tiny_data: Path, tmp
     from unfreeze.cli import main
 
     assert main(["train", "--resume", str(out), "--quiet"]) == 0 and (out / "model.unfreeze").is_file()
+
+
+@pytest.fixture
+def full_disk_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make the temporary file of one target a link to /dev/full, where every write fails with ENOSPC:
+    the real error of a full disk, raised by whatever writes it (torch's C++ writer included)."""
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def arm(target_name: str) -> None:
+        def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
+            handle, name = real_mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+            if Path(name).name.startswith(f".{target_name}."):
+                os.unlink(name)
+                os.symlink("/dev/full", name)
+            return handle, name
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    return arm
+
+
+def test_a_checkpoint_on_a_full_device(tiny_data: Path, tmp_path: Path, full_disk_for: Callable[[str], None],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.save given a path reported a full disk as `RuntimeError: [enforce fail at inline_container.cc...]`."""
+    full_disk_for("checkpoint.pt")
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"], capsys)
+    assert "checkpoint.pt" in line and "No space left on device" in line and "free there" in line
+    assert "enforce fail" not in line
+    assert leftovers(out) == [] and not (out / "checkpoint.pt").exists()
+    assert not (out / "run.lock").exists()
+
+
+def test_a_checkpoint_on_a_really_full_disk(tiny_data: Path, tiny_tmpfs: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tiny_tmpfs / "run"  # 32 KiB: config.json and history.csv fit, the checkpoint does not
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"], capsys)
+    assert "checkpoint.pt" in line and "No space left on device" in line and "free there" in line
+    assert leftovers(out) == []
+
+
+def test_predict_csv_onto_a_full_disk(tiny_run: Path, write_image: Callable[..., Path], tmp_path: Path) -> None:
+    """`unfreeze predict ... --format csv > out.csv` on a full disk gave an OSError traceback."""
+    import subprocess
+    import sys
+
+    images = [write_image(tmp_path / "new" / f"image_{index}.png", seed=index) for index in range(3)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "UNFREEZE_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "unfreeze", "predict", str(tiny_run), *map(str, images),
+                               "--format", "csv"], stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("unfreeze: error: cannot write /dev/full (No space left on device;")
+    assert "free there" in lines[0]

@@ -121,7 +121,8 @@ def test_plot_texts_name_classes_labels_loss_and_probability(sample_learner: Lea
     first = seen["titles"][0]
     predicted = sample_learner.dls.vocab[int(interp.preds[indices[0]])]
     actual = sample_learner.dls.vocab[int(interp.targets[indices[0]])]
-    assert first.startswith(f"{predicted}/{actual}") and f"loss {losses[0]:.2f}" in first and "prob" in first
+    probability = float(interp.probs[indices[0], interp.preds[indices[0]]])
+    assert first == f"{actual} → {predicted} ({probability:.2f})\nloss {losses[0]:.2f}"
 
 
 def test_plot_top_losses_takes_fastais_arguments_and_refuses_a_path_in_largest(

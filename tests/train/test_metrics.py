@@ -1,9 +1,21 @@
 """Metrics over the whole set, checked against hand-computed values and scikit-style definitions."""
 
+import functools
+
 import pytest
 import torch
 
-from unfreeze.train.metrics import accuracy, error_rate, f1_score, resolve_metrics, top_k_accuracy
+from unfreeze.train.metrics import (
+    MetricValue,
+    accuracy,
+    accuracy_multi,
+    error_rate,
+    f1_multi,
+    f1_score,
+    metric_name,
+    resolve_metrics,
+    top_k_accuracy,
+)
 
 PREDS = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
 TARGETS = torch.tensor([0, 1, 1, 1, 2])
@@ -50,3 +62,35 @@ def test_macro_f1_matches_torchmetrics(n_classes):
     preds[:, 1] -= 2  # and one that is never predicted
     expected = reference.multiclass_f1_score(preds, targets, num_classes=n_classes, average="macro").item()
     assert f1_score(preds, targets) == pytest.approx(expected, abs=1e-6)
+
+
+def test_metric_values_answer_item_like_fastais_tensors():
+    value = accuracy(PREDS, TARGETS)
+    assert isinstance(value, MetricValue) and value.item() == pytest.approx(3 / 5)
+    assert type(value.item()) is float and error_rate(PREDS, TARGETS).item() == pytest.approx(2 / 5)
+
+
+MULTI_PREDS = torch.tensor([[2.0, -2.0, 0.1], [-1.0, 1.0, -0.1]])
+MULTI_TARGETS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+
+
+def test_thresh_is_fastais_spelling_of_threshold():
+    probabilities = MULTI_PREDS.sigmoid()  # 0.88, 0.12, 0.52 / 0.27, 0.73, 0.48
+    assert accuracy_multi(MULTI_PREDS, MULTI_TARGETS, thresh=0.5) == pytest.approx(4 / 6)
+    assert accuracy_multi(MULTI_PREDS, MULTI_TARGETS, thresh=0.45) == pytest.approx(5 / 6)
+    assert accuracy_multi(probabilities, MULTI_TARGETS, thresh=0.6, sigmoid=False) == pytest.approx(5 / 6)
+    assert f1_multi(MULTI_PREDS, MULTI_TARGETS, thresh=0.6) == f1_multi(MULTI_PREDS, MULTI_TARGETS, threshold=0.6)
+    with pytest.raises(TypeError, match=r"both threshold=0\.3 and thresh=0\.6"):
+        accuracy_multi(MULTI_PREDS, MULTI_TARGETS, threshold=0.3, thresh=0.6)
+
+
+def test_a_partial_is_named_after_its_function_and_checked_when_resolved():
+    metric = functools.partial(accuracy_multi, thresh=0.2)
+    assert [metric_name(m) for m in resolve_metrics([metric, "accuracy"])] == ["accuracy_multi", "accuracy"]
+    named = functools.partial(accuracy_multi, thresh=0.2)
+    named.__name__ = "acc_02"  # a name the user gave wins
+    assert metric_name(named) == "acc_02"
+    with pytest.raises(TypeError, match=r"partial\(accuracy_multi, thres=0.2\).*threshold, sigmoid, thresh"):
+        resolve_metrics(functools.partial(accuracy_multi, thres=0.2))
+    with pytest.raises(TypeError, match="multiple values for argument 'threshold'"):
+        resolve_metrics(functools.partial(accuracy_multi, 0.1, 0.2, True, threshold=0.3))

@@ -8,20 +8,22 @@
     unfreeze export RUN_DIR --onnx   ONNX next to the .unfreeze export
     unfreeze demo                    the bundled backbone on the bundled Fashion-MNIST sample, offline
     unfreeze convert-fastai W.pth    fastai vision_learner weights to a .unfreeze export
+    unfreeze serve MODEL             an upload page and a JSON API over a model
+    unfreeze report RUN_DIR          the run's self-contained report.html
+    unfreeze clean RUN_DIR           a page to relabel or remove images, worst loss first (--undo)
 
 Every subcommand maps its arguments onto the functions users call from Python (`ImageDataLoaders`,
 `vision_learner`, `Learner.fine_tune`, `load_learner`, ...). A user mistake prints one line,
 `unfreeze: error: <what is wrong>. <how to fix>`, and exits with code 2; it never shows a traceback.
 Only the library's user-error types count as user mistakes: any other exception is a bug and shows its
 traceback. `unfreeze --debug COMMAND ...` shows the traceback of user errors too. Ctrl-C prints one line
-and exits with code 130.
+and exits with code 130; SIGTERM does the same with code 143 (see `unfreeze.cli.signals`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import sys
 import traceback
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 from unfreeze import runs
+from unfreeze.cli.app_commands import add_app_commands
 from unfreeze.cli.commands import (
     command_demo,
     command_evaluate,
@@ -57,6 +60,8 @@ from unfreeze.cli.options import (
     _Parser,
     _positive,
 )
+from unfreeze.cli.output import discard_output, printable
+from unfreeze.cli.signals import StopSignals
 
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
 
@@ -135,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=command_demo)
 
     add_convert_fastai(command)
+    add_app_commands(command, export)
     return parser
 
 
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
     from unfreeze._io import OutputWriteError
+    from unfreeze.apps import AppError
     from unfreeze.inference import ExportError, FastaiConversionError
     from unfreeze.models import WeightsFileError, WeightsMismatchError
     from unfreeze.train.checkpoint import CheckpointError
@@ -153,7 +160,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # is a bug, and its traceback is what a bug report needs.
     return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
             WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, CheckpointError,
-            FastaiConversionError, re.error)
+            FastaiConversionError, AppError, re.error)
 
 
 def _output_error(error: OSError) -> OSError | None:
@@ -166,7 +173,7 @@ def _output_error(error: OSError) -> OSError | None:
 def _report(error: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exception(error)
-    print(f"unfreeze: error: {_one_line(error)}", file=sys.stderr)
+    print(f"unfreeze: error: {printable(_one_line(error))}", file=sys.stderr)
     return 2
 
 
@@ -179,11 +186,12 @@ def _one_line(error: BaseException) -> str:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"unfreeze: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"unfreeze: warning: {printable(' '.join(str(message).split()))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `unfreeze` command; returns the exit code (0 ok, 1 some images failed, 2 user error).
+    """Run the `unfreeze` command; returns the exit code (0 ok, 1 some images failed, 2 user error,
+    130 Ctrl-C, 143 SIGTERM).
 
     Example:
         >>> main(["train", "data/fashion", "--epochs", "2"])  # doctest: +SKIP
@@ -197,21 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 0
     args.argv = argv
     args.parser = parser  # for a command that runs another one (demo runs train), without importing this module
-    # Commands register what must be undone however they end (the run directory's lock) on args.cleanup.
-    with warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:
+    # Commands register what must be undone however they end (the run directory's lock) on args.cleanup;
+    # the stop signals are handled until that cleanup is done.
+    with StopSignals() as stop, warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:
         warnings.showwarning = _show_warning  # one readable line per warning, not file:line source dumps
         try:
-            return int(args.handler(args))
+            code = int(args.handler(args))
+            return stop.exit_code if code == 130 else code  # a training run stopped by a signal returns 130
         except BrokenPipeError:
             # The reader of our output went away (`unfreeze predict ... | head`): not an error of ours.
-            # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            discard_output(sys.stdout)
             return 0
         except KeyboardInterrupt:
             if args.debug:
                 traceback.print_exc()
-            print("unfreeze: interrupted (Ctrl-C).", file=sys.stderr)
-            return 130
+            print(f"unfreeze: interrupted ({stop.name}).", file=sys.stderr)
+            return stop.exit_code
         except _user_errors() as error:
             return _report(error, args.debug)
         except OSError as error:

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from unfreeze import runs
+from unfreeze._io import output_error, stream_path
+from unfreeze.apps.report import write_report
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
+from unfreeze.cli.output import discard_output, printable
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
            "command_lr_find", "command_predict", "command_train", "load_data"]
@@ -161,6 +164,7 @@ def command_train(args: argparse.Namespace) -> int:
         **runs.environment(learn.device),
     }
     run.write_summary(summary)
+    write_report(run.folder)
     if args.quiet:
         print(run.folder)
         return 0
@@ -363,14 +367,15 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
             prob = "" if row["error"] else _cell(row["prob"])
             writer.writerow([row["path"], _cell(row["label"]), _cell(row["index"]), prob,
                              *(_cell(row.get(key)) for key in extra), row["error"] or ""])
-        elif output_format == "table":
+        elif output_format == "table":  # for a terminal: control characters in names are escaped
+            path = printable(str(row["path"]))
             if row["error"]:
-                print(f"{'-':>6}  {'(error)':<{label_width}}  {row['path']}  ({row['error']})", file=stream)
+                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(row['error'])})", file=stream)
             else:
                 prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
-                label = _cell(row["label"]) or "(none)"
-                alternatives = f"  top {top_k}: {_cell(row['top_k'], 3)}" if top_k > 1 else ""
-                print(f"{prob:6.3f}  {label:<{label_width}}  {row['path']}{alternatives}", file=stream)
+                label = printable(_cell(row["label"])) or "(none)"
+                alternatives = f"  top {top_k}: {printable(_cell(row['top_k'], 3))}" if top_k > 1 else ""
+                print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
             clean = {**row, "prob": None if row["error"] else row["prob"]}
             stream.write(("," if number else "") + "\n  " + json.dumps(clean))
@@ -393,8 +398,15 @@ def command_predict(args: argparse.Namespace) -> int:
                          "images (.jpg, .png, ...)")
     sources = itertools.chain([first], sources)
     rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
-    label_width = max(len("(error)"), *(len(name) for name in learn.dls.vocab))
-    failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    try:
+        failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+    except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
+        converted = output_error(error, stream_path(sys.stdout))
+        if converted is None:
+            raise
+        discard_output(sys.stdout)
+        raise converted from None
     if failed:
         print(f"unfreeze: {failed} image(s) could not be predicted; their rows carry the reason.", file=sys.stderr)
     return 1 if failed else 0
@@ -420,13 +432,18 @@ def command_interpret(args: argparse.Namespace) -> int:
     single_label = not options.get("multi_label")
     plots = [interpretation.plot_confusion_matrix(run.file("confusion_matrix.png"))] if single_label else []
     plots.append(interpretation.plot_top_losses(9, path=run.file("top_losses.png")))
-    print(interpretation.report(as_text=True))
-    confused = interpretation.most_confused(min_val=1)[:10] if single_label else []
-    if confused:
-        print("Most confused (actual → predicted, count): "
-              + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
+    _print_report(interpretation, single_label)
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
+
+
+def _print_report(interpretation: Any, single_label: bool) -> None:
+    """The per-class report and the most confused pairs; class names come from a file, so escaped."""
+    print(printable(interpretation.report(as_text=True), keep_newlines=True))
+    confused = interpretation.most_confused(min_val=1)[:10] if single_label else []
+    if confused:
+        print("Most confused (actual → predicted, count): " + printable(
+            "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused)))
 
 
 def command_export(args: argparse.Namespace) -> int:
@@ -499,12 +516,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-    print(interpretation.report(as_text=True))
-    if not multi_label:
-        confused = interpretation.most_confused(min_val=1)[:10]
-        if confused:
-            print("Most confused (actual → predicted, count): "
-                  + "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused))
+    _print_report(interpretation, not multi_label)
     if args.json is not None:
         runs.write_json(args.json, {
             "model": str(args.model), "data": str(args.data), "images": n_scored,

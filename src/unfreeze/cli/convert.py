@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from unfreeze.cli.options import _positive
+from unfreeze.cli.options import _image_size
 
 __all__ = ["add_convert_fastai", "command_convert_fastai"]
 
@@ -41,7 +41,7 @@ def add_convert_fastai(command: Callable[[str, str, str], argparse.ArgumentParse
     parser.add_argument("weights", metavar="WEIGHTS", type=Path, help="fastai weights: models/<name>.pth")
     parser.add_argument("--arch", required=True, help="the fastai model's architecture, e.g. torchvision:resnet34")
     parser.add_argument("--vocab", required=True, type=_vocab, help="class names in learn.dls.vocab order: a,b,c")
-    parser.add_argument("--size", type=_positive, default=224, help="the training image size (default: 224)")
+    parser.add_argument("--size", type=_image_size, default=224, help="the training image size (default: 224)")
     parser.add_argument("--resize-method", choices=("crop", "pad", "squish"), default="crop",
                         help="fastai's Resize method (default: crop)")
     parser.add_argument("--out", type=Path, default=Path("model.unfreeze"),

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unfreeze.data.transforms import MAX_SIZE
+
 __all__ = ["DEMO", "UsageError"]
 
 DEFAULT_ARCH = "efficientnet_lite0"
@@ -66,8 +68,8 @@ def _seed(text: str) -> int:
     return value
 
 
-def _whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= `minimum`, with a message argparse prints as one line."""
+def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `minimum` (and <= `maximum`), with a one-line message."""
 
     def parse(text: str) -> int:
         try:
@@ -76,12 +78,15 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {minimum} to {maximum}, got {text!r}")
         return value
 
     return parse
 
 
 _positive = _whole_number(1)
+_image_size = _whole_number(1, MAX_SIZE)  # pixels per side; a typo like 50000 would exhaust the memory
 _count = _whole_number(0)
 
 
@@ -173,7 +178,8 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
                              "of images (with --label-re or --csv)")
     parser.add_argument("--arch", default=DEFAULT_ARCH,
                         help=f"timm architecture name (default: {DEFAULT_ARCH}, weights bundled)")
-    parser.add_argument("--size", type=_positive, default=128, help="image side in pixels (default: 128)")
+    parser.add_argument("--size", type=_image_size, default=128,
+                        help=f"image side in pixels, at most {MAX_SIZE} (default: 128)")
     parser.add_argument("--bs", type=_positive, default=64, help="batch size (default: 64)")
     parser.add_argument("--valid-pct", type=_fraction, default=0.2,
                         help="validation fraction when DATA has no valid/ folder (default: 0.2)")

@@ -11,6 +11,8 @@ from unfreeze.data.datablock import (
     DataBlock,
     GrandparentSplitter,
     ImageBlock,
+    MultiCategoryBlock,
+    PILImage,
     RandomSplitter,
     RegexLabeller,
     get_image_files,
@@ -22,17 +24,21 @@ from unfreeze.data.decode import BadFileReport, decode_image, open_rgb, to_rgb
 from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
 from unfreeze.data.spellings import (
+    Normalize,
     RandomResizedCrop,
     Resize,
     ResizeMethod,
     UnsupportedTransformWarning,
     aug_transforms,
+    imagenet_stats,
 )
 from unfreeze.data.split import random_split
-from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
+from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
+from unfreeze.data.untar import URLs, untar_data
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_SIZE",
     "RESIZE_METHODS",
     "BadFileReport",
     "BatchAugment",
@@ -45,20 +51,26 @@ __all__ = [
     "ImageDataLoader",
     "ImageDataLoaders",
     "ImageDataset",
+    "MultiCategoryBlock",
+    "Normalize",
+    "PILImage",
     "RandomResizedCrop",
     "RandomSplitter",
     "RegexLabeller",
     "Resize",
     "ResizeMethod",
+    "URLs",
     "UnsupportedTransformWarning",
     "aug_transforms",
     "decode_image",
     "get_image_files",
+    "imagenet_stats",
     "open_rgb",
     "parent_label",
     "random_split",
     "read_idx",
     "sample_path",
     "to_rgb",
+    "untar_data",
     "using_attr",
 ]

@@ -1,9 +1,11 @@
-"""fastai's DataBlock for single-label image classification, built on unfreeze's loaders.
+"""fastai's DataBlock for single- and multi-label image classification, built on unfreeze's loaders.
 
 A `DataBlock` only says how to find items, label them and split them; `dataloaders(source)` hands
 the resulting (path, label) lists to the same builder the `ImageDataLoaders` factories use, so the
-result is a plain `ImageDataLoaders`. The helpers (`get_image_files`, `parent_label`, `RegexLabeller`,
-`using_attr`, `RandomSplitter`, `GrandparentSplitter`) are ordinary callables, usable on their own.
+result is a plain `ImageDataLoaders`. The source may be a folder, a list of items or a pandas
+DataFrame, whose rows are then the items (fastbook chapter 6). The helpers (`get_image_files`,
+`parent_label`, `RegexLabeller`, `using_attr`, `RandomSplitter`, `GrandparentSplitter`) are ordinary
+callables, usable on their own; `PILImage.create` opens an image as fastai's does.
 
 Example:
     >>> pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
@@ -16,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,17 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from unfreeze.data.dataloaders import ImageDataLoaders
+from unfreeze.data.decode import ImageSource, open_rgb
 from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_root, list_image_files
 from unfreeze.data.spellings import resolve_pipeline
-from unfreeze.data.split import new_seed, random_split
+from unfreeze.data.split import classes_of, new_seed, random_split
+from unfreeze.tasks import Label, MultiLabel, SingleLabel
 
 __all__ = [
     "CategoryBlock",
     "DataBlock",
     "GrandparentSplitter",
     "ImageBlock",
+    "MultiCategoryBlock",
+    "PILImage",
     "RandomSplitter",
     "RegexLabeller",
     "get_image_files",
@@ -55,8 +63,41 @@ class CategoryBlock:
     """The target block: one label per image, vocab sorted (fastai's `CategoryBlock`, class or instance)."""
 
 
+class MultiCategoryBlock:
+    """The target block for multi-label data: `get_y` returns a list of class names per image, maybe
+    empty (fastai's `MultiCategoryBlock`, class or instance). The learner then trains with a sigmoid
+    and binary cross-entropy, and a class is predicted at a probability of 0.5 or more.
+    """
+
+
+class PILImage:
+    """fastai's `PILImage.create(source)`: an image as an RGB `PIL.Image.Image`, EXIF orientation applied.
+
+    The source may be a path, the bytes of an image file, a numpy array, a tensor or a PIL image;
+    the result goes straight to `learn.predict(img)`.
+
+    Example:
+        >>> img = PILImage.create("images/cat.jpg")  # doctest: +SKIP
+        >>> img.size  # doctest: +SKIP
+        (500, 375)
+    """
+
+    @staticmethod
+    def create(source: ImageSource | bytes) -> Image.Image:
+        """Open `source` as an RGB PIL image (see the class); bytes are an encoded file (an upload)."""
+        if isinstance(source, (bytes, bytearray)):
+            return open_rgb(io.BytesIO(source))  # type: ignore[arg-type]  # PIL opens any binary file object
+        return open_rgb(source)
+
+
 def _describe(function: Any) -> str:
     return getattr(function, "__name__", None) or repr(function)
+
+
+def _shown(item: Any) -> str:
+    """An item on one short line: a DataFrame row's repr spans several."""
+    text = " ".join(repr(item).split())
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[str] | None = None) -> list[Path]:
@@ -196,17 +237,26 @@ def _is_block(block: Any, kind: type) -> bool:
     return block is kind or isinstance(block, kind)
 
 
+def _is_dataframe(source: Any) -> bool:
+    # Duck-typed, so that pandas is imported only by the user who has a DataFrame.
+    return hasattr(source, "iloc") and hasattr(source, "columns")
+
+
 class DataBlock:
-    """fastai's DataBlock for single-label images: how to get, label and split items, and transforms.
+    """fastai's DataBlock for image classification: how to get, label and split items, and transforms.
 
     Args:
-        blocks: `(ImageBlock, CategoryBlock)`; other blocks (multi-label, segmentation, ...) raise.
-        get_items: `source -> items` (usually `get_image_files`); None: the source is the list of items.
-        splitter: `items -> (train indices, valid indices)`; default `RandomSplitter(0.2)`.
+        blocks: `(ImageBlock, CategoryBlock)`, or `(ImageBlock, MultiCategoryBlock)` for multi-label
+            data; other blocks (segmentation, points, ...) raise.
+        get_items: `source -> items` (usually `get_image_files`); None: the source is the items (a
+            list, or a DataFrame whose rows are the items).
+        splitter: `items -> (train indices, valid indices)`; it gets what `get_items` returned, or
+            the source itself (the DataFrame); default `RandomSplitter(0.2)`.
         get_y: `item -> label` (`parent_label`, `RegexLabeller`, `using_attr(...)`, any callable); a
-            list of callables is applied in turn.
+            list of callables is applied in turn. With `MultiCategoryBlock`: `item -> list of labels`.
         get_x: `item -> image path`; default: the item itself.
-        item_tfms, batch_tfms: `Resize`, `RandomResizedCrop`, `aug_transforms` (see `unfreeze.data.spellings`).
+        item_tfms, batch_tfms: `Resize`, `RandomResizedCrop`, `aug_transforms`, `Normalize` (see
+            `unfreeze.data.spellings`).
 
     Example:
         >>> block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
@@ -221,10 +271,12 @@ class DataBlock:
                  get_y: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
                  get_x: Callable[[Any], Any] | None = None, item_tfms: Any = None, batch_tfms: Any = None) -> None:
         blocks = tuple(blocks)
-        if len(blocks) != 2 or not _is_block(blocks[0], ImageBlock) or not _is_block(blocks[1], CategoryBlock):
+        if len(blocks) != 2 or not _is_block(blocks[0], ImageBlock) or not (
+                _is_block(blocks[1], CategoryBlock) or _is_block(blocks[1], MultiCategoryBlock)):
             found = ", ".join(getattr(block, "__name__", type(block).__name__) for block in blocks)
-            raise ValueError(f"unfreeze's DataBlock handles single-label image classification only: expected "
-                             f"blocks=(ImageBlock, CategoryBlock), got ({found}).")
+            raise ValueError(f"unfreeze's DataBlock handles image classification only: expected "
+                             f"blocks=(ImageBlock, CategoryBlock) or (ImageBlock, MultiCategoryBlock), got ({found}).")
+        self.multi_label = _is_block(blocks[1], MultiCategoryBlock)
         if get_y is None:
             raise ValueError("DataBlock needs get_y, the function from an item to its label: parent_label, "
                              "RegexLabeller(pat), using_attr(RegexLabeller(pat), 'name') or your own function.")
@@ -253,7 +305,7 @@ class DataBlock:
                          augment=None)
         return block
 
-    def _label(self, item: Any) -> str:
+    def _label(self, item: Any) -> Label:
         value = item
         for getter in self.get_y:
             try:
@@ -261,36 +313,53 @@ class DataBlock:
             except DataError:
                 raise
             except Exception as error:
-                raise DataError(f"get_y ({_describe(getter)}) failed on {item!r}: {error!r}. Expected a function "
-                                "from an item (a Path from get_image_files) to its label.") from error
-        return str(value)
+                raise DataError(f"get_y ({_describe(getter)}) failed on {_shown(item)}: {error!r}. Expected a function "
+                                "from an item (a Path from get_image_files, a DataFrame row) to its label.") from error
+        if not self.multi_label:
+            return str(value)
+        if isinstance(value, str) or not isinstance(value, (list, tuple, set)):
+            raise DataError(f"With MultiCategoryBlock, get_y must return a list of labels; it returned {value!r} for "
+                            f"{_shown(item)}. Split a string of labels, e.g. get_y=lambda r: r['labels'].split(' ').")
+        return tuple(sorted({str(name) for name in value if str(name)}))
 
-    def _items(self, source: Any) -> tuple[list[Any], list[tuple[Path, str]]]:
-        raw = list(self.get_items(source) if self.get_items is not None else source)
+    def _path(self, item: Any) -> Path:
+        value = self.get_x(item) if self.get_x is not None else item
+        if not isinstance(value, (str, Path)):
+            raise DataError(f"An item must lead to an image path; got {_shown(value)}. Pass get_x, a function from an "
+                            "item to its file, e.g. get_x=lambda r: path/'train'/r['fname'] for a DataFrame row.")
+        return Path(value)
+
+    def _items(self, source: Any) -> tuple[Any, list[tuple[Path, Label]]]:
+        found = self.get_items(source) if self.get_items is not None else source
+        # A DataFrame's items are its rows; the splitter gets the DataFrame itself, as in fastai.
+        raw = [found.iloc[index] for index in range(len(found))] if _is_dataframe(found) else list(found)
         if not raw:
             found_by = f"get_items={_describe(self.get_items)}" if self.get_items else "the source list"
             raise DataError(f"No items: {found_by} found nothing in {source}. Expected image files, e.g. "
                             "path/<class>/<image>.jpg, with get_items=get_image_files.")
-        paths = [Path(self.get_x(item) if self.get_x is not None else item) for item in raw]
-        return raw, [(path, self._label(item)) for path, item in zip(paths, raw, strict=True)]
+        pairs = [(self._path(item), self._label(item)) for item in raw]
+        return found if _is_dataframe(found) else raw, pairs
 
-    def _split(self, source: Any) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], SkippedFiles]:
-        raw, pairs = self._items(source)
-        train, valid = self.splitter(raw)
+    def _split(self, source: Any) -> tuple[list[tuple[Path, Label]], list[tuple[Path, Label]], SkippedFiles]:
+        found, pairs = self._items(source)
+        train, valid = self.splitter(found)
         indices = [int(index) for index in (*train, *valid)]
-        if any(not 0 <= index < len(raw) for index in indices) or len(set(indices)) != len(indices):
+        if any(not 0 <= index < len(pairs) for index in indices) or len(set(indices)) != len(indices):
             raise DataError(f"The splitter {_describe(self.splitter)} returned indices that are out of range or "
-                            f"in both sets for {len(raw)} items. Expected (train indices, valid indices), disjoint.")
+                            f"in both sets for {len(pairs)} items. Expected (train indices, valid indices), disjoint.")
         # Unreadable files are dropped here with one warning, as the factories do.
         skipped = SkippedFiles()
         return ([pairs[int(i)] for i in train if check_file(pairs[int(i)][0], skipped)],
                 [pairs[int(i)] for i in valid if check_file(pairs[int(i)][0], skipped)], skipped)
 
-    def dataloaders(self, source: Any, bs: int = 64, *, seed: int | None = None, cache_bytes: int | None = None,
-                    num_workers: int | None = None, device: str | torch.device | None = None) -> ImageDataLoaders:
+    def dataloaders(self, source: Any, path: str | Path = ".", bs: int = 64, *, seed: int | None = None,
+                    cache_bytes: int | None = None, num_workers: int | None = None,
+                    device: str | torch.device | None = None) -> ImageDataLoaders:
         """Find, label and split the items of `source`, and build `ImageDataLoaders` (bs images a batch).
 
-        `seed` orders and augments the batches; default: the splitter's seed, else a fresh one.
+        `path` becomes `dls.path`, where a learner saves `models/` and its export: the current
+        folder by default, as in fastai (the factories use the data folder). `seed` orders and
+        augments the batches; default: the splitter's seed, else a fresh one.
 
         Example:
             >>> dls = block.dataloaders("data", bs=32)  # doctest: +SKIP
@@ -298,11 +367,12 @@ class DataBlock:
         train, valid, skipped = self._split(source)
         if seed is None:
             seed = getattr(self.splitter, "seed", None)
-        root = Path(source) if isinstance(source, (str, Path)) else Path(".")
+        described = Path(source) if isinstance(source, (str, Path)) else Path(path)  # named in error messages
         return ImageDataLoaders._build(  # the builder behind every factory, so the result is the same kind
-            train, valid, root, seed=new_seed() if seed is None else seed, size=None, bs=bs, item_size=None,
+            train, valid, described, seed=new_seed() if seed is None else seed, size=None, bs=bs, item_size=None,
             resize_method=None, augment=None, cache_bytes=cache_bytes, num_workers=num_workers, device=device,
-            skipped=skipped, empty_classes=[], item_tfms=self.item_tfms, batch_tfms=self.batch_tfms)
+            skipped=skipped, empty_classes=[], item_tfms=self.item_tfms, batch_tfms=self.batch_tfms,
+            task=MultiLabel() if self.multi_label else SingleLabel(), path=Path(path))
 
     def summary(self, source: Any) -> None:
         """Print what `dataloaders(source)` would build: items, split, classes, a sample, transforms.
@@ -314,10 +384,11 @@ class DataBlock:
             ...
         """
         train, valid, skipped = self._split(source)
-        classes = sorted({label for _, label in train + valid})
+        classes = sorted({name for _, label in train + valid for name in classes_of(label)})
         settings = resolve_pipeline(self.item_tfms, self.batch_tfms, size=None, item_size=None,
                                     resize_method=None, augment=None)
-        found_by = f"{_describe(self.get_items)}({source})" if self.get_items else "the source list"
+        found_by = (f"{_describe(self.get_items)}({source})" if self.get_items
+                    else "the DataFrame's rows" if _is_dataframe(source) else "the source list")
         sample = (train or valid or [(Path("-"), "-")])[0]
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes) - 20} more)" if len(classes) > 20 else "")
         lines = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from unfreeze.data.sources import (
     folder_items,
     name_func_items,
     name_re_items,
+    table_items,
     warn_empty_classes,
 )
 from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
-from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
-from unfreeze.tasks import MultiLabel, SingleLabel, Task
+from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
+from unfreeze.tasks import Label, MultiLabel, SingleLabel, Task
 
 # item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
 Transforms = Any
@@ -31,10 +33,28 @@ Transforms = Any
 __all__ = ["ImageDataLoaders"]
 
 
+def _cell(value: Any) -> str:
+    # A DataFrame's empty cell is NaN (or None): no text, as an empty CSV cell is.
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _labels_and_task(items: list[tuple[Path, str]], label_delim: str | None,
+                     threshold: float) -> tuple[list[tuple[Path, Label]], Task]:
+    """Single-label items as they are, or with `label_delim` each cell split into a tuple of classes."""
+    if label_delim is None:
+        return list(items), SingleLabel()
+    if not isinstance(label_delim, str) or not label_delim:
+        raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
+    return [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
+            for file, label in items], MultiLabel(threshold)
+
+
 class ImageDataLoaders:
     """The training and validation loaders of one dataset, with its vocab, size and seed.
 
-    Build one with `from_folder`, `from_name_re`, `from_name_func` or `from_csv`.
+    Build one with `from_folder`, `from_name_re`, `from_name_func`, `from_csv` or `from_df`.
 
     Example:
         >>> from unfreeze.data import ImageDataLoaders, sample_path
@@ -172,19 +192,21 @@ class ImageDataLoaders:
                                mean=self.valid.mean, std=self.valid.std)
 
     def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
-                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None,
+                   unique: bool = False) -> Any:
         """Up to `max_n` training images, augmented, with their labels (`self.train.show_batch`).
 
         `path` None shows the grid inline in a notebook (and returns the figure), or in a script saves
-        batch.png and prints where; with a path, saves there and returns it. `dls.valid.show_batch()`
-        shows validation images.
+        batch.png and prints where; with a path, saves there and returns it. `unique=True` shows one
+        image augmented `max_n` times (fastai's spelling). `dls.valid.show_batch()` shows validation
+        images.
 
         Example:
             >>> dls.show_batch(path="batch.png", max_n=9)
             PosixPath('batch.png')
             >>> dls.show_batch(nrows=2, ncols=4, figsize=(8, 4))  # doctest: +SKIP
         """
-        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize)
+        return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize, unique=unique)
 
     def __repr__(self) -> str:
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
@@ -196,7 +218,8 @@ class ImageDataLoaders:
                augment: bool | BatchAugment | None, cache_bytes: int | None, num_workers: int | None,
                device: str | torch.device | None, skipped: BadFileReport, empty_classes: list[str],
                item_tfms: Transforms = None, batch_tfms: Transforms = None,
-               task: Task | None = None) -> ImageDataLoaders:
+               task: Task | None = None, path: Path | None = None) -> ImageDataLoaders:
+        # `source` names the data in messages; `path` (default: source) becomes `dls.path`.
         settings = resolve_pipeline(item_tfms, batch_tfms, size=size, item_size=item_size,
                                     resize_method=resize_method, augment=augment)
         size, item_size, resize_method = settings.size, settings.item_size, settings.resize_method
@@ -204,8 +227,9 @@ class ImageDataLoaders:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         _check_batch_size(bs)
         item_size = item_size or size
-        if size < 1 or bs < 1 or item_size < size:
-            raise ValueError(f"Expected size >= 1, bs >= 1 and item_size >= size; got {size}, {bs}, {item_size}")
+        if not 1 <= size <= item_size <= MAX_SIZE or bs < 1:
+            raise ValueError(f"Expected 1 <= size <= item_size <= {MAX_SIZE} pixels and bs >= 1; got size {size}, "
+                             f"item_size {item_size}, bs {bs}. Pass a smaller size, such as 224")
         skipped.warn()
         warn_empty_classes(empty_classes)
         task = task if task is not None else SingleLabel()
@@ -218,7 +242,10 @@ class ImageDataLoaders:
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
         train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
                                 augment=settings.augment, **common)
-        return cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source)
+        loaders = cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source if path is None else path)
+        if settings.normalize is not None:
+            loaders.set_normalization(settings.normalize.mean, settings.normalize.std)
+        return loaders
 
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
@@ -299,13 +326,15 @@ class ImageDataLoaders:
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
                  label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
                  seed: int | None = None, size: int | None = None, bs: int = 64, *, label_delim: str | None = None,
-                 threshold: float = 0.5, item_size: int | None = None,
-                 resize_method: str | None = None, augment: bool | BatchAugment | None = None,
-                 cache_bytes: int | None = None, num_workers: int | None = None,
-                 device: str | torch.device | None = None, item_tfms: Transforms = None,
-                 batch_tfms: Transforms = None) -> ImageDataLoaders:
-        """Items from `path/csv_fname` (header row; file names relative to `path`); `valid_col` marks
-        validation rows (1/true/yes), otherwise `valid_pct` splits at random.
+                 threshold: float = 0.5, folder: str | None = None, suff: str = "", delimiter: str | None = None,
+                 item_size: int | None = None, resize_method: str | None = None,
+                 augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
+                 num_workers: int | None = None, device: str | torch.device | None = None,
+                 item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
+        """Items from `path/csv_fname` (header row; file names relative to `path`, or to `path/folder`,
+        with `suff` appended: fastai's `folder='train', suff='.jpg'`); `valid_col` marks validation
+        rows (1/true/yes), otherwise `valid_pct` splits at random. `delimiter` separates the cells
+        (default ",").
 
         With `label_delim` the data is multi-label: the label cell lists any number of classes
         separated by it ("cat dog" with `label_delim=" "`; an empty cell means no class), and the
@@ -314,17 +343,46 @@ class ImageDataLoaders:
         Example:
             >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv", fn_col="file", label_col="label")
             >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", label_delim=" ")  # multi-label
+            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", folder="train-jpg", suff=".jpg",
+            ...                                 label_delim=" ")
         """
         skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
         items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped,
-                                    empty_is_label=label_delim is not None)
-        task: Task = SingleLabel()
-        if label_delim is not None:
-            if not isinstance(label_delim, str) or not label_delim:
-                raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
-            task = MultiLabel(threshold)
-            items = [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
-                     for file, label in items]
+                                    empty_is_label=label_delim is not None, folder=folder, suffix=suff,
+                                    delimiter=delimiter or ",")
+        items, task = _labels_and_task(items, label_delim, threshold)
+        return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
+                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task)
+
+    @classmethod
+    def from_df(cls, df: Any, path: str | Path = ".", valid_pct: float = 0.2, seed: int | None = None,
+                fn_col: int | str = 0, folder: str | None = None, suff: str = "", label_col: int | str = 1,
+                label_delim: str | None = None, valid_col: int | str | None = None, size: int | None = None,
+                bs: int = 64, *, threshold: float = 0.5, item_size: int | None = None,
+                resize_method: str | None = None, augment: bool | BatchAugment | None = None,
+                cache_bytes: int | None = None, num_workers: int | None = None,
+                device: str | torch.device | None = None, item_tfms: Transforms = None,
+                batch_tfms: Transforms = None) -> ImageDataLoaders:
+        """Items from the rows of a pandas DataFrame, as `from_csv` reads a CSV (fastai's `from_df`):
+        file `path/folder/<fn_col cell><suff>`, label from `label_col` (a list split by `label_delim`
+        for multi-label data), validation rows marked by `valid_col`, else a random `valid_pct`.
+
+        Example:
+            >>> df = pd.read_csv("planet/train.csv")  # doctest: +SKIP
+            >>> dls = ImageDataLoaders.from_df(df, "planet", folder="train", suff=".jpg", label_delim=" ")
+        """
+        if not (hasattr(df, "columns") and hasattr(df, "itertuples")):
+            raise TypeError(f"from_df expects a pandas DataFrame, got {type(df).__name__}. For a CSV file use "
+                            "ImageDataLoaders.from_csv(path, 'labels.csv').")
+        skipped, root = BadFileReport(), check_root(path, "the folder the DataFrame's file names are relative to")
+        header = [str(column) for column in df.columns]
+        rows = [[_cell(value) for value in row] for row in df.itertuples(index=False)]
+        if not rows:
+            raise DataError("The DataFrame has no rows. Expected one row per image, with file and label columns.")
+        items, is_valid = table_items(header, rows, root / folder if folder else root, "the DataFrame", fn_col,
+                                      label_col, valid_col, skipped, empty_is_label=label_delim is not None,
+                                      suffix=suff)
+        items, task = _labels_and_task(items, label_delim, threshold)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
                                   augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task)
 

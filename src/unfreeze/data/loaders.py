@@ -420,9 +420,12 @@ class ImageDataLoader:
                             "Use a smaller bs or add images.")
         return batch
 
-    def preview(self, max_n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first `max_n` items of this epoch, transformed as in training but not normalized."""
-        indices = self._order()[:max_n]
+    def preview(self, max_n: int, unique: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `max_n` items of this epoch, transformed as in training but not normalized.
+
+        `unique` repeats the first item `max_n` times instead, each copy with its own augmentation draw.
+        """
+        indices = self._order()[:1].repeat(max_n) if unique else self._order()[:max_n]
         images = next(self._uint8_batches([indices]))
         result = self._finish(images, indices, np.random.default_rng([self.seed, self.epoch, 1 + self.rank]),
                               normalize=False)
@@ -431,20 +434,23 @@ class ImageDataLoader:
         return result[0].cpu(), result[1].cpu()
 
     def show_batch(self, path: str | Path | None = None, max_n: int = 9, *, nrows: int | None = None,
-                   ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+                   ncols: int | None = None, figsize: tuple[float, float] | None = None,
+                   unique: bool = False) -> Any:
         """Up to `max_n` images of this loader as it yields them (augmented in training), with labels.
 
-        `nrows`/`ncols` shape the grid (at most nrows × ncols images). `path` None shows the grid
-        inline in a notebook and returns the figure, or in a script saves batch.png and prints where.
+        `nrows`/`ncols` shape the grid (at most nrows × ncols images). `unique=True` shows one image
+        in `max_n` augmented versions, as fastai's. `path` None shows the grid inline in a notebook
+        and returns the figure, or in a script saves batch.png and prints where.
 
         Example:
             >>> dls.valid.show_batch(max_n=4, nrows=1)  # doctest: +SKIP
+            >>> dls.train.show_batch(max_n=8, nrows=2, unique=True)  # doctest: +SKIP
         """
         from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
 
         if nrows and ncols:
             max_n = min(max_n, nrows * ncols)
-        images, labels = self.preview(max_n)
+        images, labels = self.preview(max_n, unique)
         pictures = [(image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy() for image in images]
         vocab, task = self.dataset.vocab, self.dataset.task
         # Unlabelled items (-1, or NaN rows for multi-label data) get no title.

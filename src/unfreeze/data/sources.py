@@ -1,4 +1,4 @@
-"""Find (path, label) items: class folders, a regex or a function on file names, a CSV, idx files.
+"""Find (path, label) items: class folders, a regex or a function on file names, a CSV or table, idx files.
 
 Listing does only cheap checks (hidden names, extensions, zero-byte files, links, directories). A file
 that passes them but cannot be decoded is found later, during the first pass over the data.
@@ -6,8 +6,10 @@ that passes them but cannot be decoded is found later, during the first pass ove
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
+import io
 import os
 import re
 import warnings
@@ -29,8 +31,10 @@ __all__ = [
     "list_image_files",
     "name_func_items",
     "name_re_items",
+    "read_csv_text",
     "read_idx",
     "sample_path",
+    "table_items",
     "warn_empty_classes",
 ]
 
@@ -189,7 +193,7 @@ def name_func_items(
     return [(file, str(label_func(file))) for file in _resolve(path, fnames, skipped)]
 
 
-def _column(header: list[str], column: int | str, csv_path: Path) -> int:
+def _column(header: list[str], column: int | str, csv_path: Path | str) -> int:
     if isinstance(column, int) and not isinstance(column, bool):
         if -len(header) <= column < len(header):
             return column % len(header)
@@ -199,28 +203,91 @@ def _column(header: list[str], column: int | str, csv_path: Path) -> int:
                     f"or a position from 0 to {len(header) - 1}.")
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 first: its little-endian mark starts with UTF-16's
+_MAX_CONTROL_SHARE = 0.01  # a text CSV holds no control characters besides line breaks and tabs
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f]")  # C0 controls other than tab, line and page breaks
+
+
+def read_csv_text(csv_path: Path) -> str:
+    """The text of a CSV file in whichever encoding it was saved: UTF-8 (with or without BOM), UTF-16 or
+    UTF-32 with a BOM (Excel's "Unicode text"), else Windows-1252 / Latin-1, which any byte decodes to.
+
+    Raises:
+        DataError: The file is binary (NUL bytes, or control characters that no text file holds).
+
+    Example:
+        >>> read_csv_text(Path("planes/labels.csv")).splitlines()[0]  # doctest: +SKIP
+        'file,label'
+    """
+    raw = csv_path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), None)
+    text = None
+    for candidate in ([encoding] if encoding else ["utf-8-sig", "cp1252", "latin-1"]):
+        try:
+            text = raw.decode(candidate)
+            break
+        except UnicodeDecodeError:
+            continue
+    controls = len(_CONTROL.findall(text)) if text is not None else len(raw)
+    if text is None or "\0" in text or controls > _MAX_CONTROL_SHARE * len(text):
+        raise DataError(f"{csv_path} is not a text CSV: it holds binary data ({controls} control characters in "
+                        f"{len(raw)} bytes). Expected a CSV of file names and labels (UTF-8 or Latin-1); pass the "
+                        "CSV file itself.")
+    return text
+
+
+def _outside(root: Path, file: Path) -> bool:
+    """Whether `file` lies outside `root`, by its path alone (a symbolic link inside root stays inside)."""
+    root_text = os.path.normpath(os.path.abspath(root))
+    return os.path.commonpath([root_text, os.path.normpath(os.path.abspath(file))]) != root_text
+
+
 def csv_items(
     path: Path, csv_fname: str, fn_col: int | str, label_col: int | str, valid_col: int | str | None,
-    skipped: SkippedFiles, empty_is_label: bool = False,
+    skipped: SkippedFiles, empty_is_label: bool = False, *, folder: str | None = None, suffix: str = "",
+    delimiter: str = ",",
 ) -> tuple[list[Item], list[bool] | None]:
-    """Items from a CSV with a header row; file names are relative to `path`. Returns (items, is_valid).
+    """Items from a CSV with a header row; file names are relative to `path` (or `path/folder`), plus
+    `suffix`. Returns (items, is_valid); see `table_items`. The CSV may be in any common encoding
+    (`read_csv_text`).
 
-    A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
-    data an empty cell is a real label, "none of the classes".
+    Raises:
+        DataError: No such CSV, not a text file, no data rows, no such column, or files that do not exist.
     """
     csv_path = path / csv_fname
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
-    with csv_path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    rows = list(csv.reader(io.StringIO(read_csv_text(csv_path), newline=""), delimiter=delimiter))
     if len(rows) < 2:
         raise DataError(f"{csv_path} has no data rows. Expected a header row, then one row per image.")
-    header, rows = rows[0], rows[1:]
-    columns = [_column(header, column, csv_path) for column in (fn_col, label_col)]
-    valid_index = None if valid_col is None else _column(header, valid_col, csv_path)
+    return table_items(rows[0], rows[1:], path / folder if folder else path, csv_path, fn_col, label_col,
+                       valid_col, skipped, empty_is_label, suffix=suffix)
+
+
+def table_items(
+    header: list[str], rows: Sequence[list[str]], folder: Path, source: Path | str, fn_col: int | str,
+    label_col: int | str, valid_col: int | str | None, skipped: SkippedFiles, empty_is_label: bool = False,
+    *, suffix: str = "",
+) -> tuple[list[Item], list[bool] | None]:
+    """Items from the rows of a table (a CSV, a DataFrame): `folder / (file cell + suffix)` and the label
+    cell. Returns (items, is_valid), is_valid from `valid_col` (1/true/yes/valid) or None without it.
+
+    A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
+    data an empty cell is a real label, "none of the classes". Rows naming files that do not exist stop
+    with a DataError (a wrong folder or column would otherwise train on what is left); rows naming
+    files outside `folder` (`../x.jpg`, `/abs/x.jpg`) are used, with one warning. `source` names the
+    table in messages.
+
+    Example:
+        >>> items, _ = table_items(["file", "label"], [["cat_1.jpg", "cat"]], Path("pets"), "labels.csv",
+        ...                        "file", "label", None, SkippedFiles())  # doctest: +SKIP
+    """
+    columns = [_column(header, column, source) for column in (fn_col, label_col)]
+    valid_index = None if valid_col is None else _column(header, valid_col, source)
     items: list[Item] = []
     is_valid: list[bool] = []
-    unlabelled, seen, duplicates = SkippedFiles(), set(), []
+    unlabelled, seen, duplicates, missing, outside = SkippedFiles(), set(), [], [], []
     width = max(*columns, -1 if valid_index is None else valid_index) + 1
     for number, row in enumerate(rows, start=2):  # line numbers as an editor shows them (1 is the header)
         if not any(cell.strip() for cell in row):
@@ -233,17 +300,30 @@ def csv_items(
         if row[columns[0]] in seen:
             duplicates.append(f"{row[columns[0]]} (line {number})")
         seen.add(row[columns[0]])
-        file = path / row[columns[0]]
+        file = folder / (row[columns[0]] + suffix)
+        if not file.exists() and not file.is_symlink():  # a broken link is skipped below, like in folders
+            missing.append(f"{row[columns[0]]} (line {number})")
+            continue
+        if _outside(folder, file):
+            outside.append(row[columns[0]])
         if check_file(file, skipped):
             items.append((file, label))
             if valid_index is not None:
                 is_valid.append(row[valid_index].strip().lower() in {"1", "true", "yes", "valid"})
     if unlabelled and not seen:
-        raise DataError(f"Every row of {csv_path} has an empty label in column {label_col!r}. Expected a label per "
+        raise DataError(f"Every row of {source} has an empty label in column {label_col!r}. Expected a label per "
                         "image; check the label column (label_col / the CSV's second column).")
-    unlabelled.warn(f"rows of {csv_path} with an empty or NaN label")
+    if missing:
+        raise DataError(f"{source} names {len(missing)} file(s) that do not exist under {folder}, for example "
+                        f"{', '.join(missing[:3])}. File names in the table are relative to the data folder "
+                        f"{folder}: fix the folder or the names, or remove those rows.")
+    if outside:
+        warnings.warn(f"{source} names {len(outside)} file(s) outside the data folder {folder}, for example "
+                      f"{', '.join(outside[:3])}; they are used as given. Move them under {folder} if that is "
+                      "not what you meant.", DataWarning, stacklevel=3)
+    unlabelled.warn(f"rows of {source} with an empty or NaN label")
     if duplicates:
-        warnings.warn(f"{csv_path} lists {len(duplicates)} file(s) more than once; each row is used, so these "
+        warnings.warn(f"{source} lists {len(duplicates)} file(s) more than once; each row is used, so these "
                       f"images count twice (for example {', '.join(duplicates[:3])}). Remove the repeated rows.",
                       DataWarning, stacklevel=3)
     return items, (is_valid if valid_index is not None else None)

@@ -1,4 +1,5 @@
-"""fastai's transform spellings (`Resize`, `RandomResizedCrop`, `aug_transforms`) mapped onto unfreeze's pipeline.
+"""fastai's transform spellings (`Resize`, `RandomResizedCrop`, `aug_transforms`, `Normalize`) mapped onto
+unfreeze's pipeline.
 
 unfreeze has one fixed image pipeline: an item resize on the CPU (`item_size`, `resize_method`), then
 one batch augmentation on the device (`BatchAugment`) that also resizes to the final `size`. fastai
@@ -7,6 +8,8 @@ expresses the same choices as lists of transform objects. The objects here only 
 
     item_tfms=Resize(460), batch_tfms=aug_transforms(size=224, min_scale=0.75)
     -> item_size=460, size=224, resize_method="crop", augment=BatchAugment(min_scale=0.75)
+    batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(*imagenet_stats)]
+    -> ... and batches normalized with ImageNet's mean and std (else they stay in [0, 1])
 
 What does not map, said once per process with an `UnsupportedTransformWarning`: perspective warp
 (`max_warp`), vertical/dihedral flips (`flip_vert=True`), and `pad_mode` other than zeros for
@@ -28,16 +31,20 @@ from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 
 __all__ = [
     "AugTransforms",
+    "Normalize",
     "PipelineSettings",
     "RandomResizedCrop",
     "Resize",
     "ResizeMethod",
     "UnsupportedTransformWarning",
     "aug_transforms",
+    "imagenet_stats",
     "resolve_pipeline",
 ]
 
 DEFAULT_SIZE = 224
+# fastai's name for ImageNet's per-channel (mean, std), the statistics most pretrained backbones expect.
+imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 _WARNED: set[str] = set()
 
 
@@ -165,6 +172,58 @@ def aug_transforms(size: int | None = None, mult: float = 1.0, do_flip: bool = T
 
 
 @dataclass(frozen=True)
+class Normalize:
+    """fastai's `Normalize.from_stats(mean, std)` in `batch_tfms`: batches become (x - mean) / std.
+
+    Without it the loaders' batches stay in [0, 1] until a learner sets its model's statistics, as in
+    fastai, where `vision_learner` adds them. A learner always applies its model's input statistics
+    (what the weights expect; ImageNet's for the resnets and xresnets), replacing these.
+
+    Example:
+        >>> Normalize.from_stats(*imagenet_stats).mean
+        (0.485, 0.456, 0.406)
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        mean, std = _three_floats(self.mean, "mean"), _three_floats(self.std, "std")
+        if min(std) <= 0:
+            raise ValueError(f"Normalize: every std must be > 0, got {std}.")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @classmethod
+    def from_stats(cls, mean: Sequence[float], std: Sequence[float], dim: int = 1, ndim: int = 4,
+                   cuda: bool = True) -> Normalize:
+        """fastai's constructor: per-channel `mean` and `std` (3 values each, e.g. `*imagenet_stats`).
+
+        `dim`, `ndim` and `cuda` are accepted for fastai's signature: unfreeze batches are always
+        [B, 3, H, W] and are normalized on the loaders' device.
+
+        Example:
+            >>> Normalize.from_stats([0.5] * 3, [0.5] * 3).std
+            (0.5, 0.5, 0.5)
+        """
+        if (dim, ndim) != (1, 4):
+            raise ValueError(f"Normalize.from_stats: unfreeze normalizes image batches [B, 3, H, W] over the "
+                             f"channels (dim=1, ndim=4); got dim={dim}, ndim={ndim}. Leave both out.")
+        return cls(tuple(mean), tuple(std))  # type: ignore[arg-type]
+
+
+def _three_floats(values: Any, what: str) -> tuple[float, float, float]:
+    try:
+        floats = tuple(float(value) for value in values)
+    except (TypeError, ValueError):
+        floats = ()
+    if len(floats) != 3:
+        raise ValueError(f"Normalize: expected 3 {what} values (one per RGB channel), got {values!r}. "
+                         "For ImageNet statistics use Normalize.from_stats(*imagenet_stats).")
+    return floats  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """The factory arguments that item_tfms / batch_tfms and the explicit keywords resolve to."""
 
@@ -172,6 +231,7 @@ class PipelineSettings:
     item_size: int | None
     resize_method: str
     augment: BatchAugment | None
+    normalize: Normalize | None = None  # None: the loaders keep [0, 1] until a learner sets its statistics
 
 
 def _as_list(transforms: Any) -> list[Any]:
@@ -185,7 +245,8 @@ def _as_list(transforms: Any) -> list[Any]:
 def _one(transforms: list[Any], kinds: tuple[type, ...], argument: str, expected: str) -> Any:
     wrong = [entry for entry in transforms if not isinstance(entry, kinds)]
     if wrong:
-        note = (" Normalization needs no transform: the backbone's statistics are applied automatically."
+        note = (" For normalization use unfreeze's Normalize.from_stats(mean, std) (from unfreeze import *); a "
+                "learner also applies its backbone's statistics by itself."
                 if any("Normalize" in type(entry).__name__ or "Normalize" in repr(entry) for entry in wrong) else "")
         raise TypeError(f"{argument} accepts {expected}; got {', '.join(repr(entry) for entry in wrong)}. "
                         f"Use those spellings, or the keywords size=, item_size=, resize_method=, augment=.{note}")
@@ -209,14 +270,18 @@ def resolve_pipeline(item_tfms: Any, batch_tfms: Any, *, size: int | None, item_
     """
     item = _one(_as_list(item_tfms), (Resize, RandomResizedCrop), "item_tfms",
                 "Resize(size, method=...) or RandomResizedCrop(size, min_scale=...)")
-    batch = _one(_as_list(batch_tfms), (AugTransforms,), "batch_tfms", "aug_transforms(...)")
+    batch_list = _as_list(batch_tfms)
+    normalize = _one([entry for entry in batch_list if isinstance(entry, Normalize)], (Normalize,), "batch_tfms",
+                     "Normalize.from_stats(mean, std)")
+    batch = _one([entry for entry in batch_list if not isinstance(entry, Normalize)], (AugTransforms,), "batch_tfms",
+                 "aug_transforms(...) and Normalize.from_stats(mean, std)")
     if isinstance(augment, BatchAugment) or augment is None or isinstance(augment, bool):
         pass
     else:
         raise TypeError(f"augment must be True, False or a BatchAugment, got {augment!r}.")
-    if item is None and batch is None:
+    if item is None and batch is None and normalize is None:
         augment = BatchAugment() if augment is None or augment is True else (augment or None)
-        return PipelineSettings(size or DEFAULT_SIZE, item_size, resize_method or "crop", augment)
+        return PipelineSettings(size or DEFAULT_SIZE, item_size, resize_method or "crop", augment, normalize)
 
     conflicts = []
     method = item.method if isinstance(item, Resize) else "crop"
@@ -248,4 +313,4 @@ def resolve_pipeline(item_tfms: Any, batch_tfms: Any, *, size: int | None, item_
     if item_size is not None and item_size < final_size:
         raise ValueError(f"The item size {item_size} is smaller than the final size {final_size}. Expected "
                          f"Resize(n) with n >= aug_transforms(size=...), e.g. Resize({math.ceil(final_size * 2)}).")
-    return PipelineSettings(final_size, item_size, resize_method or method, chosen)
+    return PipelineSettings(final_size, item_size, resize_method or method, chosen, normalize)

@@ -16,7 +16,7 @@ import numpy as np
 
 from unfreeze.data.sources import DataError, DataWarning
 
-__all__ = ["check_classes", "new_seed", "random_split", "split_by_mask", "split_items"]
+__all__ = ["check_classes", "classes_of", "new_seed", "random_split", "split_by_mask", "split_items"]
 
 Item = tuple[Path, Any]  # (path, class name), or (path, tuple of class names) for multi-label data
 

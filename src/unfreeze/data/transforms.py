@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
+__all__ = ["MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
            "to_device_async"]
 
 RESIZE_METHODS = ("crop", "pad", "squish")
+# Pixels per side, for training, prediction and exports alike: one 16384 px image already takes 805 MB as
+# uint8; a larger size is a typo (50000 would ask for 7.5 GB per image), not a setting to try.
+MAX_SIZE = 16_384
 
 
 def resize_item(image: Image.Image, item_size: int, method: str) -> np.ndarray:
@@ -136,7 +139,9 @@ class BatchAugment:
         unit_shift = 2.0 * rng.random((n, 2)) - 1.0
         change = rng.uniform(0.5 - self.max_lighting, 0.5 + self.max_lighting, n)
         brightness = np.log(change / (1.0 - change)) * (rng.random(n) < self.p_lighting)
-        log_contrast = -math.log(1.0 - self.max_lighting)
+        # abs, not a minus sign: at max_lighting=0, -log(1) is -0.0 and numpy refuses uniform(0.0, -0.0)
+        # ("high - low < 0"); for every other value the two are the same number.
+        log_contrast = abs(math.log(1.0 - self.max_lighting))
         contrast = np.exp(rng.uniform(-log_contrast, log_contrast, n) * (rng.random(n) < self.p_lighting))
         if self.min_scale < 1.0:
             # Drawn last and only when asked for, so the stream of every earlier setting is unchanged.

@@ -43,6 +43,9 @@ def _read_fastai_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FastaiConversionError(f"No file at {path}. Expected fastai weights: models/<name>.pth written by "
                                     "learn.save(<name>), or torch.save(learn.model.state_dict(), 'weights.pth').")
+    if path.stat().st_size == 0:  # torch.load's EOFError would pass for a refused pickle below
+        raise FastaiConversionError(f"{path} is empty (0 bytes): a save or copy that never finished. Expected fastai "
+                                    "weights: save them again with learn.save(<name>) and copy the whole file.")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as error:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import re
 import struct
@@ -31,6 +30,7 @@ from torch import nn
 from unfreeze._io import atomic_path, cpu_state_dict
 from unfreeze._version import __version__
 from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.inference.export_checks import metadata_problems, non_finite_tensors, tensor_problems
 from unfreeze.inference.predict import Predictor
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
 from unfreeze.tasks import task_from_config
@@ -53,8 +53,6 @@ FORMAT_NAME = "unfreeze"
 FORMAT_VERSION = 1
 _METADATA_KEY = "unfreeze"
 _MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a larger "header" is not a safetensors file
-_MAX_CLASSES = 100_000  # far above any real vocab; a larger n_out is a corrupt file, not a model to build
-_MAX_SIZE = 16_384  # pixels per side
 _ONNX_HINT = "ONNX export needs the optional packages onnx and onnxruntime: pip install 'unfreeze[onnx]'"
 
 
@@ -67,7 +65,7 @@ class ExportArchitectureError(ExportError, UnknownArchitectureError):
 
 
 class NonFiniteWeightsWarning(UserWarning):
-    """An export holds NaN or infinite weights: its predictions will be NaN or meaningless."""
+    """A model with NaN or infinite weights was exported: `load_learner` will refuse the file."""
 
 
 def _inference_config(learner: Predictor) -> dict[str, Any]:
@@ -117,6 +115,12 @@ def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
     """
     metadata = _inference_config(learner)
     state = cpu_state_dict(learner.model)
+    bad = non_finite_tensors(state)
+    if bad:
+        # Written anyway (the weights may be worth inspecting), but said now rather than at the first load.
+        warnings.warn(f"the model exported to {path} holds NaN or infinite values in {len(bad)} of its {len(state)} "
+                      f"tensors (for example {', '.join(bad[:3])}); load_learner will refuse the file. Export a "
+                      "model whose training loss stayed finite.", NonFiniteWeightsWarning, stacklevel=2)
     with atomic_path(path) as tmp:
         _save_safetensors(state, tmp, {_METADATA_KEY: json.dumps(metadata)})
     return Path(path)
@@ -166,6 +170,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"No export at {path}. Expected a file written by learn.export().")
     file_size = path.stat().st_size
+    if file_size == 0:
+        raise ExportError(f"{path} is empty (0 bytes): a write that never finished, or a file created empty. "
+                          "Export the model again with learn.export().")
     with path.open("rb") as handle:
         start = handle.read(9)
         # A safetensors file opens with its header size (u64, little endian), then the JSON header "{".
@@ -239,49 +246,16 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
     return metadata
 
 
-def _whole(value: Any, maximum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= maximum
-
-
-def _finite_numbers(values: Any, count: int) -> bool:
-    return (isinstance(values, list) and len(values) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
-
-
 def _validate_metadata(metadata: dict[str, Any], path: Path) -> None:
-    """Check the values of an export's metadata before anything is built from them.
+    """Check the values of an export's metadata before anything is built from them (export_checks).
 
-    A hand-edited or corrupt header could otherwise ask for a billion-class head, or give NaN inputs
-    at every prediction. All problems are reported at once.
+    A hand-edited or corrupt header could otherwise ask for a billion-class head or input channels that
+    take gigabytes, or give NaN inputs at every prediction. All problems are reported at once.
 
     Raises:
         ExportError: Listing every value that is out of range, of the wrong type or inconsistent.
     """
-    problems = []
-    vocab, model = metadata["vocab"], metadata["model"]
-    if not (isinstance(vocab, list) and vocab and all(isinstance(name, str) for name in vocab)):
-        problems.append(f"vocab must be a non-empty list of class names, found {str(vocab)[:80]}")
-    elif len(set(vocab)) != len(vocab):
-        repeated = sorted({name for name in vocab if vocab.count(name) > 1})
-        problems.append(f"vocab repeats {', '.join(map(repr, repeated[:5]))}")
-    elif len(vocab) > _MAX_CLASSES:
-        problems.append(f"vocab has {len(vocab)} classes, more than {_MAX_CLASSES}")
-    if not isinstance(model, dict):
-        problems.append(f"model must be an object (the architecture config), found {type(model).__name__}")
-    else:
-        n_out = model.get("n_out")
-        if not _whole(n_out, _MAX_CLASSES):
-            problems.append(f"model.n_out must be a whole number from 1 to {_MAX_CLASSES}, found {n_out!r}")
-        elif isinstance(vocab, list) and n_out != len(vocab):
-            problems.append(f"model.n_out is {n_out} but vocab has {len(vocab)} classes")
-    for key in ("size", "item_size"):
-        if not _whole(metadata[key], _MAX_SIZE):
-            problems.append(f"{key} must be a whole number from 1 to {_MAX_SIZE}, found {metadata[key]!r}")
-    for key in ("mean", "std"):
-        if not _finite_numbers(metadata[key], 3):
-            problems.append(f"{key} must be 3 finite numbers, found {str(metadata[key])[:80]}")
-    if _finite_numbers(metadata["std"], 3) and min(metadata["std"]) <= 0:
-        problems.append(f"std must be > 0, found {metadata['std']}")
+    problems = metadata_problems(metadata)
     if problems:
         raise ExportError(f"{path} has invalid metadata: {'; '.join(problems)}. The file was edited or is corrupt: "
                           "export the model again.")
@@ -314,8 +288,9 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
     `unfreeze.load_learner` wraps the result in a Learner.
 
     Raises:
-        ExportError: Missing, truncated, pickled, not an export, another format version, or weights that
-            do not fit the architecture.
+        ExportError: Missing, empty, truncated, pickled, not an export, another format version, metadata
+            out of bounds, weights whose names, shapes or dtypes do not fit the architecture, or NaN or
+            infinite weights.
         ExportArchitectureError: The architecture is unknown to this installation's timm/torchvision.
 
     Example:
@@ -337,24 +312,24 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
                                       "Install the timm version it was exported with.") from None
     except (ArchitectureNotRebuildableError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{path} has a model config that cannot be rebuilt: {error}") from None
+    # Names, shapes and dtypes from the header, before a byte of tensor data is read.
+    problems = tensor_problems(_read_header(path), model.state_dict())
+    if problems:
+        raise ExportError(f"{path}: the stored weights do not fit the stored architecture "
+                          f"{metadata['model']['arch']!r}: {'; '.join(problems[:6])}. Export the model again.")
     try:
         state = load_file(str(path), device="cpu")
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError) as error:
         raise ExportError(f"{path}: the stored weights do not fit the stored architecture ({error}). "
                           "Export the model again.") from None
-    _warn_non_finite(state, path)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise ExportError(f"{path} holds NaN or infinite values in {len(bad)} of its {len(state)} tensors (for "
+                          f"example {', '.join(bad[:3])}): every prediction would be NaN or meaningless. Export a "
+                          "model from a run whose training loss stayed finite.")
     model.eval()
     return metadata, model
-
-
-def _warn_non_finite(state: dict[str, torch.Tensor], path: Path) -> None:
-    # A warning, not an error: the file loads, and a user may want to inspect it.
-    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        warnings.warn(f"{path} holds NaN or infinite values in {len(bad)} of its {len(state)} tensors (for example "
-                      f"{', '.join(bad[:3])}); its predictions will be meaningless. Export a model from a run whose "
-                      "training loss stayed finite.", NonFiniteWeightsWarning, stacklevel=3)
 
 
 class _NormalizedModel(nn.Module):

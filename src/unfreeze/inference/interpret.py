@@ -104,10 +104,11 @@ class ClassificationInterpretation:
     def plot_top_losses(self, k: int = 9, largest: bool = True, *, path: str | Path | None = None,
                         nrows: int | None = None, ncols: int | None = None,
                         figsize: tuple[float, float] | None = None) -> Any:
-        """The `k` worst-predicted images (best with `largest=False`), titled predicted/actual, loss and
-        probability.
+        """The `k` worst-predicted images (best with `largest=False`), titled "actual → predicted
+        (probability)" and the loss.
 
-        The probability is the one the model gave its (wrong or right) prediction, as fastai shows.
+        The probability is the one the model gave its (wrong or right) prediction; for multi-label data
+        each predicted class shows its own. Long captions are wrapped so neighbours never overlap.
         `path` as in `plot_confusion_matrix` (default file top_losses.png); `nrows`, `ncols` and
         `figsize` shape the grid as in fastai.
 
@@ -116,7 +117,7 @@ class ClassificationInterpretation:
             PosixPath('top.png')
             >>> interp.plot_top_losses(9, nrows=3, figsize=(9, 9))  # in a notebook  # doctest: +SKIP
         """
-        from unfreeze.plots import plot_image_grid  # matplotlib loads only when a figure is drawn
+        from unfreeze.plots import plot_image_grid, top_loss_title  # matplotlib loads only when a figure is drawn
 
         if not isinstance(largest, bool):
             raise TypeError(f"largest must be True or False, got {largest!r}; pass a file as path=, e.g. "
@@ -128,13 +129,14 @@ class ClassificationInterpretation:
         for loss, index in zip(losses.tolist(), indices.tolist(), strict=True):
             position = positions[index]
             if isinstance(self.task, MultiLabel):
-                predicted_names = ";".join(self.task.labels_of(self.preds[position], self.vocab)) or "-"
-                actual_names = ";".join(self.task.labels_of(self.targets[position] > 0.5, self.vocab)) or "-"
-                titles.append(f"{predicted_names}/{actual_names}\nloss {loss:.2f}")
+                chosen = torch.nonzero(self.preds[position]).flatten().tolist()
+                actual_names = self.task.labels_of(self.targets[position] > 0.5, self.vocab)
+                titles.append(top_loss_title(actual_names, [self.vocab[i] for i in chosen],
+                                             [float(self.probs[position, i]) for i in chosen], loss))
                 continue
             predicted, actual = int(self.preds[position]), int(self.targets[position])
-            titles.append(f"{self.vocab[predicted]}/{self.vocab[actual]}\n"
-                          f"loss {loss:.2f} / prob {float(self.probs[position, predicted]):.2f}")
+            titles.append(top_loss_title(self.vocab[actual], self.vocab[predicted],
+                                         float(self.probs[position, predicted]), loss))
         pictures = [image.permute(1, 2, 0).numpy() for image in images]
         return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
                                default_name="top_losses.png")

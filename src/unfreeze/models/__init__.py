@@ -30,6 +30,7 @@ from unfreeze.models.weights import (
     read_state_dict,
     resolve_pretrained,
 )
+from unfreeze.models.xresnet import xresnet18, xresnet34, xresnet50
 
 __all__ = [
     "HEAD_KINDS",
@@ -53,4 +54,7 @@ __all__ = [
     "model_from_config",
     "read_state_dict",
     "resolve_pretrained",
+    "xresnet18",
+    "xresnet34",
+    "xresnet50",
 ]

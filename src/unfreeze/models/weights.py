@@ -48,6 +48,11 @@ _NESTING_KEYS = ("state_dict", "model")
 _PREFIXES_TO_STRIP = ("module.", "_orig_mod.")
 
 
+# The backbone whose ImageNet weights are installed with unfreeze: every offline dead end names it.
+_BUNDLED_HINT = ("'efficientnet_lite0', whose ImageNet weights are installed with unfreeze: "
+                 "vision_learner(dls, 'efficientnet_lite0')")
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """No pretrained weights could be found for an architecture."""
 
@@ -104,6 +109,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix in (".safetensors", *TORCH_SUFFIXES) and path.stat().st_size == 0:
+        raise WeightsFileError(f"{path} is empty (0 bytes): a download or copy that never finished. Pass the "
+                               "weights file itself, copied completely")
     if suffix == ".safetensors":
         try:
             state: object = load_file(str(path), device="cpu")
@@ -290,6 +298,7 @@ def resolve_pretrained(
         + "\n  - ".join(looked or ["(no known source for this architecture)"])
         + "\nSupply weights with weights='path/to/file.safetensors' (or .pth), put the file in one of "
         "the caches above, or build with pretrained=False for random initialisation."
+        + ("" if spec.bundled else f"\nOr go on offline with the bundled {_BUNDLED_HINT}.")
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, save_torch
 
 if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
@@ -61,7 +61,7 @@ def save_checkpoint(learner: Checkpointable, path: str | Path, callbacks: Sequen
     state["callbacks"] = {callback_key(index, callback): callback.state_dict()
                           for index, callback in enumerate(callbacks)}
     with atomic_path(path) as tmp:
-        torch.save(_to_cpu(state), tmp)
+        save_torch(_to_cpu(state), tmp)
     return Path(path)
 
 

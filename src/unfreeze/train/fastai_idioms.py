@@ -27,7 +27,7 @@ import torch
 
 from unfreeze import distributed
 from unfreeze._device import default_device
-from unfreeze._io import atomic_path
+from unfreeze._io import atomic_path, save_torch
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def save_named(learner: NamedFiles, name: str | Path, with_opt: bool = False) ->
     if distributed.is_main_process():
         if with_opt:
             with atomic_path(optimizer_file) as tmp:
-                torch.save(learner.state_dict(keys=["optimizer"]), tmp)
+                save_torch(learner.state_dict(keys=["optimizer"]), tmp)
         elif optimizer_file.exists():
             optimizer_file.unlink()
     distributed.barrier()

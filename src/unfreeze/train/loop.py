@@ -31,6 +31,7 @@ import torch
 
 from unfreeze import distributed
 from unfreeze._device import cudnn_autotune
+from unfreeze._io import stop_signals_held
 from unfreeze.data import DataError
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
@@ -272,10 +273,11 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                 smooth = learner.recorder.smooth_losses
                 fit_logs = {"epoch": learner.epochs_done, "train_loss": smooth[-1] if smooth else math.nan,
                             **valid_logs, "time": time.time() - start}
-                learner.recorder.history.append(fit_logs)
-                stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
-                if checkpoint is not None and distributed.is_main_process():
-                    checkpoint(epoch, False, user_callbacks)
+                with stop_signals_held():  # a finished epoch's row and its checkpoint: both, or a stop before
+                    learner.recorder.history.append(fit_logs)
+                    stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
+                    if checkpoint is not None and distributed.is_main_process():
+                        checkpoint(epoch, False, user_callbacks)
                 if stop:
                     break
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """Classification metrics computed over a whole validation set.
 
 Every metric takes the full tensors of logits (or probabilities) `[N, C]` and the targets (class
-indices `[N]`, or multi-hot `[N, C]` for multi-label data) and returns a float. The learner gathers the
+indices `[N]`, or multi-hot `[N, C]` for multi-label data) and returns a float (a `MetricValue`, which
+also answers fastai's `.item()`). The learner gathers the
 predictions of the whole set first, so a metric is never an average of per-batch values (which is
 wrong for F1 and for a last, smaller batch). F1 is computed from the confusion counts here rather than
 with torchmetrics, whose import pulls matplotlib and scipy into `import unfreeze`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,33 +20,51 @@ import torch
 
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
-__all__ = ["Metric", "ValidationResults", "accuracy", "accuracy_multi", "error_rate", "f1_multi", "f1_score",
-           "resolve_metrics", "top_k_accuracy"]
+__all__ = ["Metric", "MetricValue", "ValidationResults", "accuracy", "accuracy_multi", "error_rate", "f1_multi",
+           "f1_score", "resolve_metrics", "top_k_accuracy"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
 
-def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> float:
+class MetricValue(float):
+    """A metric's value: a float that also has `.item()`, as fastai's tensor-valued metrics do, so
+    `accuracy(preds, targs).item()` runs unchanged.
+
+    Example:
+        >>> MetricValue(0.25).item(), MetricValue(0.25) + 1
+        (0.25, 1.25)
+    """
+
+    def item(self) -> float:
+        """The value as a plain float (what `.item()` gives on a 0-dim tensor)."""
+        return float(self)
+
+
+def _value(tensor: torch.Tensor) -> MetricValue:
+    return MetricValue(tensor.item())
+
+
+def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
     """Fraction of items whose arg-max prediction equals the target.
 
     Example:
         >>> accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
         0.5
     """
-    return (preds.argmax(dim=-1) == targets).float().mean().item()
+    return _value((preds.argmax(dim=-1) == targets).float().mean())
 
 
-def error_rate(preds: torch.Tensor, targets: torch.Tensor) -> float:
+def error_rate(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
     """1 - accuracy, fastai's default metric.
 
     Example:
         >>> error_rate(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
         0.5
     """
-    return 1.0 - accuracy(preds, targets)
+    return MetricValue(1.0 - accuracy(preds, targets))
 
 
-def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> float:
+def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> MetricValue:
     """Fraction of items whose target is among the `k` highest predictions.
 
     With fewer than `k` classes every item counts as correct, as in fastai.
@@ -55,19 +75,19 @@ def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> fl
     """
     k = min(k, preds.shape[-1])
     top = preds.topk(k, dim=-1).indices
-    return (top == targets.unsqueeze(-1)).any(dim=-1).float().mean().item()
+    return _value((top == targets.unsqueeze(-1)).any(dim=-1).float().mean())
 
 
-def _macro_f1(true_positives: torch.Tensor, predicted: torch.Tensor, actual: torch.Tensor) -> float:
+def _macro_f1(true_positives: torch.Tensor, predicted: torch.Tensor, actual: torch.Tensor) -> MetricValue:
     """Mean over classes of 2tp / (predicted + actual), over classes that occur in either."""
     present = (predicted + actual) > 0
     if not present.any():
-        return 0.0
+        return MetricValue(0.0)
     f1 = 2 * true_positives[present] / (predicted[present] + actual[present])
-    return f1.mean().item()
+    return _value(f1.mean())
 
 
-def f1_score(preds: torch.Tensor, targets: torch.Tensor) -> float:
+def f1_score(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
     """Macro-averaged F1 over the classes that are predicted or present (as torchmetrics' macro F1).
 
     Example:
@@ -82,7 +102,18 @@ def f1_score(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return _macro_f1(hits, predicted, actual)
 
 
-def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True) -> float:
+def _threshold(threshold: float, thresh: float | None, metric: str) -> float:
+    # fastai spells the keyword `thresh`: `partial(accuracy_multi, thresh=0.2)` must mean the same.
+    if thresh is None:
+        return threshold
+    if threshold != 0.5:
+        raise TypeError(f"{metric} got both threshold={threshold} and thresh={thresh}; they are the same setting "
+                        "(thresh is fastai's name). Pass one.")
+    return thresh
+
+
+def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True, *,
+                   thresh: float | None = None) -> MetricValue:
     """Multi-label accuracy: the fraction of (item, class) decisions that are right, as fastai's.
 
     Args:
@@ -90,22 +121,28 @@ def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float 
         targets: Multi-hot [N, C].
         threshold: A class is predicted at or above this probability.
         sigmoid: Apply a sigmoid to `preds` first.
+        thresh: fastai's name for `threshold` (`partial(accuracy_multi, thresh=0.2)`).
 
     Example:
         >>> accuracy_multi(torch.tensor([[3.0, -3.0], [3.0, 3.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
         0.75
     """
+    threshold = _threshold(threshold, thresh, "accuracy_multi")
     probs = preds.sigmoid() if sigmoid else preds
-    return ((probs >= threshold) == targets.bool()).float().mean().item()
+    return _value(((probs >= threshold) == targets.bool()).float().mean())
 
 
-def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True) -> float:
+def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True, *,
+             thresh: float | None = None) -> MetricValue:
     """Multi-label macro F1: per class over the items, averaged over the classes present or predicted.
+
+    `thresh` is fastai's name for `threshold`.
 
     Example:
         >>> f1_multi(torch.tensor([[3.0, -3.0], [3.0, 3.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
         1.0
     """
+    threshold = _threshold(threshold, thresh, "f1_multi")
     probs = preds.sigmoid() if sigmoid else preds
     decided, actual = (probs >= threshold).float(), targets.float()
     return _macro_f1((decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0))
@@ -146,8 +183,35 @@ _MULTI_LABEL = {"accuracy_multi", "f1_multi"}
 
 
 def metric_name(metric: Metric) -> str:
-    """The column name of a metric in logs and tables."""
+    """The column name of a metric in logs and tables: a `functools.partial` is named after its function.
+
+    Example:
+        >>> metric_name(functools.partial(accuracy_multi, thresh=0.2))
+        'accuracy_multi'
+    """
+    if isinstance(metric, functools.partial) and not hasattr(metric, "__name__"):
+        return metric_name(metric.func)
     return getattr(metric, "__name__", type(metric).__name__)
+
+
+def _check_partial(metric: functools.partial[Any]) -> None:
+    """A partial's bound arguments must fit its function: a misspelt keyword fails here, not after an epoch."""
+    try:
+        signature = inspect.signature(metric.func)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    try:
+        # The partial's own arguments come first, then the (preds, targets) the learner passes.
+        signature.bind(*metric.args, None, None, **metric.keywords)
+    except TypeError as error:
+        name = metric_name(metric)
+        accepted = ", ".join(parameter for parameter in signature.parameters if parameter not in ("preds", "targets"))
+        raise TypeError(f"The metric partial({name}, {_arguments(metric)}) does not fit {name}: {error}. {name} "
+                        f"takes (preds, targets) and then {accepted or 'nothing else'}.") from None
+
+
+def _arguments(metric: functools.partial[Any]) -> str:
+    return ", ".join([*map(repr, metric.args), *(f"{key}={value!r}" for key, value in metric.keywords.items())])
 
 
 def _for_task(name: str, task: Task | None) -> Metric:
@@ -197,6 +261,8 @@ def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task:
                 )
             resolved.append(_for_task(metric, task))
         elif callable(metric):
+            if isinstance(metric, functools.partial):
+                _check_partial(metric)
             resolved.append(metric)
         else:
             raise TypeError(

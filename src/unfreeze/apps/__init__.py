@@ -1,0 +1,17 @@
+"""Apps on top of a run: the HTML report, the data-cleaning page, deployment exports and the model server.
+
+    report.py      write_report(run_dir): one self-contained report.html
+    clean.py       Cleaner: items ordered by loss; relabel / remove, apply (a log, moved files) and undo
+    deploy_run.py  export_run: ONNX / TorchScript / OpenVINO files, their check and model_card.md
+    batching.py    MicroBatcher: concurrent requests predicted in one model call
+    serve.py       create_app / serve: the upload page and the /predict API (needs unfreeze[serve])
+    clean_app.py   the cleaning page's FastAPI app (needs unfreeze[serve])
+    pages/         the pages' HTML, JavaScript and CSS (no build step, no CDN)
+
+This package sits above inference, train and runs, and below the command line. The modules that need
+FastAPI are not imported here, so the report and exports work without the `serve` extra.
+"""
+
+from unfreeze.apps.errors import AppError
+
+__all__ = ["AppError"]

@@ -1,0 +1,329 @@
+"""Cleaning a run's data (fastai's ImageClassifierCleaner): items by loss, relabel or remove, apply, undo.
+
+`collect_items` scores every training and validation image with the run's model; the page lists them
+worst first. `Cleaner.apply` takes the user's marks and, in this order:
+
+1. appends one row per change to RUN/cleaning/log.csv (file, old label, new label or "removed", time);
+2. folder datasets: moves a relabelled file into its new class's folder, a removed one to
+   RUN/removed/<its path inside the data folder>; CSV datasets: writes <name>.cleaned.csv beside the
+   CSV (without removed rows, with new labels), keeping any previous version in RUN/cleaning/;
+3. records what it did in RUN/cleaning/journal.json, so that `Cleaner.undo` reverses the last apply.
+
+Nothing is ever deleted, and a name clash never overwrites a file: the moved file gets a "-2", "-3", ...
+suffix instead.
+
+Example:
+    >>> cleaner = Cleaner("runs/pets", options, collect_items(learn, dls))  # doctest: +SKIP
+    >>> cleaner.apply([Change(item=3, new_label="cat"), Change(item=8, new_label=None)])  # doctest: +SKIP
+    >>> cleaner.undo()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from unfreeze._io import atomic_path
+from unfreeze.apps.errors import AppError
+from unfreeze.inference import ClassificationInterpretation
+
+__all__ = ["CLEANING_DIR", "Change", "CleanItem", "Cleaner", "collect_items"]
+
+CLEANING_DIR = "cleaning"
+REMOVED_DIR = "removed"
+_LOG_FIELDS = ["file", "old_label", "new_label", "time"]
+
+
+@dataclass
+class CleanItem:
+    """One image of the run's data as the page shows it."""
+
+    id: int
+    path: Path
+    split: str  # "train" or "valid"
+    label: str
+    predicted: str
+    probability: float
+    loss: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A mark on one item: relabel as `new_label`, or remove it when `new_label` is None."""
+
+    item: int
+    new_label: str | None
+
+
+def _label_text(label: Any) -> str:
+    return label if isinstance(label, str) else " ".join(label)
+
+
+def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
+    """Every decodable training and validation image with its label, the model's guess and its loss.
+
+    Args:
+        learner: The run's model (a Learner from the run's export).
+        dls: The run's data, rebuilt from its config.json with the model's normalization.
+
+    Example:
+        >>> items = collect_items(load_learner("runs/pets/model.unfreeze"), dls)  # doctest: +SKIP
+        >>> max(items, key=lambda item: item.loss).path  # doctest: +SKIP
+    """
+    items: list[CleanItem] = []
+    for split, loader in (("train", dls.train), ("valid", dls.valid)):
+        interpretation = ClassificationInterpretation.from_learner(learner, dl=loader)
+        dataset = interpretation.dl.dataset
+        for position, index in enumerate(interpretation.item_indices.tolist()):
+            path, label = dataset.items[index]
+            probs = interpretation.probs[position]
+            decoded = interpretation.preds[position]
+            predicted = learner.task.labels_of(decoded, dls.vocab)
+            probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
+            loss = float(interpretation.losses[position])
+            items.append(CleanItem(len(items), Path(path), split, _label_text(label), _label_text(predicted),
+                                   probability, loss if math.isfinite(loss) else 0.0))
+    return items
+
+
+def _free_name(target: Path) -> Path:
+    """`target`, or `stem-2.ext`, `stem-3.ext`, ... if a file already has that name."""
+    candidate, number = target, 2
+    while candidate.exists():
+        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
+        number += 1
+    return candidate
+
+
+def _move(source: Path, target: Path) -> Path:
+    target = _free_name(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(target))
+    return target
+
+
+class Cleaner:
+    """The items of one run's data and the changes applied to them (see the module).
+
+    Args:
+        run_dir: The run directory (the log, the journal and removed/ go there).
+        options: The data options of the run's config.json ("data", "csv", "label_re", ...).
+        items: From `collect_items`; may be empty for `undo` alone.
+        classes: The model's classes, the choices of "relabel as"; default: the items' labels.
+    """
+
+    def __init__(self, run_dir: str | Path, options: dict[str, Any], items: list[CleanItem] | None = None,
+                 classes: list[str] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.data = Path(options["data"])
+        self.csv = self._csv_path(options.get("csv"))
+        self.by_name = bool(options.get("label_re"))
+        self.items = {item.id: item for item in items or []}
+        self.vocab = list(classes) if classes is not None else sorted({item.label for item in self.items.values()})
+        self.hidden: set[int] = set()  # removed by an apply, shown again by its undo
+
+    def _csv_path(self, name: str | None) -> Path | None:
+        if not name:
+            return None
+        path = Path(name)
+        return path if path.is_absolute() else self.data / path
+
+    @property
+    def kind(self) -> str:
+        """"csv" (labels in a CSV) or "folder" (labels are class folders)."""
+        return "csv" if self.csv is not None else "folder"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.run_dir / CLEANING_DIR / "journal.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / CLEANING_DIR / "log.csv"
+
+    def visible(self, split: str | None = None, label: str | None = None) -> list[CleanItem]:
+        """The items not removed, worst loss first, optionally of one split and one label.
+
+        Example:
+            >>> [item.path.name for item in cleaner.visible("valid", "cat")][:3]  # doctest: +SKIP
+        """
+        chosen = [item for item in self.items.values() if item.id not in self.hidden
+                  and (split is None or item.split == split) and (label is None or item.label == label)]
+        return sorted(chosen, key=lambda item: -item.loss)
+
+    def _check(self, changes: list[Change]) -> list[CleanItem]:
+        if not changes:
+            raise AppError("no changes to apply. Mark images as 'relabel as X' or 'remove' first")
+        problems, chosen = [], []
+        for change in changes:
+            item = self.items.get(change.item)
+            if item is None or change.item in self.hidden:
+                problems.append(f"item {change.item} is not in this run's data")
+                continue
+            if change.new_label is not None and change.new_label not in self.vocab:
+                problems.append(f"{change.new_label!r} is not a class (the classes are {', '.join(self.vocab)})")
+            elif change.new_label is not None and self.by_name:
+                problems.append(f"{item.path.name}: labels come from file names (--label-re), so a relabel would "
+                                "need a rename; remove the file instead")
+            elif change.new_label is not None and self.kind == "folder" and item.path.parent.name != item.label:
+                problems.append(f"{item.path} is not in a folder named after its class {item.label!r}")
+            chosen.append(item)
+        if len({change.item for change in changes}) != len(changes):
+            problems.append("an item is marked twice; keep one mark per image")
+        if problems:
+            raise AppError(f"cannot apply these changes: {'; '.join(problems)}. Fix the marks and apply again")
+        return chosen
+
+    def _log(self, rows: list[list[str]]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.log_path.exists()
+        with self.log_path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(_LOG_FIELDS)
+            writer.writerows(rows)
+
+    def _journal(self) -> dict[str, Any]:
+        if not self.journal_path.is_file():
+            return {"applies": []}
+        try:
+            journal = json.loads(self.journal_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise AppError(f"{self.journal_path} is not valid JSON ({error}); undo needs it. Restore it from "
+                           f"{self.log_path}") from None
+        return journal
+
+    def _write_journal(self, journal: dict[str, Any]) -> None:
+        with atomic_path(self.journal_path) as tmp:
+            tmp.write_text(json.dumps(journal, indent=2) + "\n")
+
+    def apply(self, changes: list[Change]) -> dict[str, Any]:
+        """Log, then carry out `changes` (see the module); return what was done.
+
+        Raises:
+            AppError: An unknown item or class, a relabel of a name-labelled dataset, or no changes at all;
+                nothing is changed then.
+
+        Example:
+            >>> cleaner.apply([Change(item=0, new_label=None)])["removed"]  # doctest: +SKIP
+            1
+        """
+        chosen = self._check(changes)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._log([[str(item.path), item.label, change.new_label or "removed", now]
+                   for item, change in zip(chosen, changes, strict=True)])
+        record: dict[str, Any] = {"time": now, "moves": [], "csv": None,
+                                  "changes": [[change.item, str(item.path), item.label, change.new_label]
+                                              for item, change in zip(chosen, changes, strict=True)]}
+        if self.csv is not None:
+            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes)
+        else:
+            for item, change in zip(chosen, changes, strict=True):
+                if change.new_label is None:
+                    target = self.run_dir / REMOVED_DIR / self._inside_data(item.path)
+                else:
+                    target = item.path.parent.parent / change.new_label / item.path.name
+                record["moves"].append([str(item.path), str(_move(item.path, target))])
+        journal = self._journal()
+        journal["applies"].append(record)
+        self._write_journal(journal)
+        self._update_items(record, forward=True)
+        removed = sum(change.new_label is None for change in changes)
+        return {"relabelled": len(changes) - removed, "removed": removed, "log": str(self.log_path),
+                "csv": record["csv"]["written"] if record["csv"] else None}
+
+    def _inside_data(self, path: Path) -> Path:
+        try:
+            return path.resolve().relative_to(self.data.resolve())
+        except ValueError:  # a file outside the data folder (an absolute CSV entry): keep its name only
+            return Path(path.name)
+
+    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change]) -> dict[str, Any]:
+        written = table.with_name(f"{table.stem}.cleaned.csv")
+        source = written if written.is_file() else table  # later applies build on earlier ones
+        with source.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        header, body = rows[0], rows[1:]
+        new_labels = {item.path.resolve(): change.new_label for item, change in zip(chosen, changes, strict=True)}
+        kept = []
+        for row in body:
+            path = (self.data / row[0]).resolve() if row else None
+            if path in new_labels:
+                if new_labels[path] is None:
+                    continue
+                row = [row[0], new_labels[path], *row[2:]]
+            kept.append(row)
+        backup = None
+        if written.is_file():
+            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(self._journal()['applies'])}"
+                                                              f"{written.suffix}")
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(written, backup)
+        with atomic_path(written) as tmp, tmp.open("w", newline="") as handle:
+            csv.writer(handle).writerows([header, *kept])
+        return {"written": str(written), "backup": None if backup is None else str(backup)}
+
+    def _update_items(self, record: dict[str, Any], forward: bool) -> None:
+        """Keep the page's items in step with the files after an apply (forward) or its undo."""
+        moved = {Path(old): Path(new) for old, new in record["moves"]}
+        if not forward:
+            moved = {new: old for old, new in moved.items()}
+        for item_id, _, old_label, new_label in record["changes"]:
+            item = self.items.get(item_id)
+            if item is None:
+                continue
+            item.path = moved.get(item.path, item.path)
+            if new_label is None:
+                (self.hidden.add if forward else self.hidden.discard)(item_id)
+            else:
+                item.label = new_label if forward else old_label
+
+    def undo(self) -> dict[str, Any]:
+        """Reverse the last apply: files move back (or the CSV returns to its previous version).
+
+        A file that now occupies an original place is not overwritten: the returning file gets a
+        numbered name, and the answer lists it. The log gets one row per reversed change.
+
+        Raises:
+            AppError: Nothing was applied, or a moved file is missing (the message names it).
+
+        Example:
+            >>> cleaner.undo()["restored"]  # doctest: +SKIP
+            2
+        """
+        journal = self._journal()
+        if not journal["applies"]:
+            raise AppError(f"nothing to undo: {self.journal_path} records no apply. Apply changes first")
+        record = journal["applies"][-1]
+        missing = [new for _, new in record["moves"] if not Path(new).exists()]
+        if missing:
+            raise AppError(f"cannot undo: {', '.join(missing[:5])} no longer exist(s). Put the file(s) back, or "
+                           f"see {self.log_path} for what was changed")
+        renamed = []
+        for old, new in reversed(record["moves"]):
+            placed = _move(Path(new), Path(old))
+            if placed != Path(old):
+                renamed.append(str(placed))
+        if record["csv"] is not None:
+            written = Path(record["csv"]["written"])
+            # The undone version is kept, never deleted; the previous one (if any) comes back.
+            _move(written, self.run_dir / CLEANING_DIR / f"{written.stem}.undone{written.suffix}")
+            if record["csv"]["backup"] is not None:
+                shutil.copy2(record["csv"]["backup"], written)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._log([[path, new_label or "removed", old_label, now]
+                   for _, path, old_label, new_label in record["changes"]])
+        journal["applies"].pop()
+        journal.setdefault("undone", []).append(record)
+        self._write_journal(journal)
+        self._update_items(record, forward=False)
+        return {"restored": len(record["changes"]), "renamed": renamed}

@@ -1,0 +1,81 @@
+"""The cleaning page's FastAPI app (`unfreeze clean RUN`): a thin layer over `Cleaner`.
+
+    GET  /               the page (pages/clean.html)
+    GET  /api/items      {"kind", "classes", "items": [...]} worst loss first; ?split=train|valid&label=NAME
+    GET  /image/{id}     the image file of one item
+    POST /api/apply      {"changes": [{"item": id, "new_label": "cat" | null}]}  (null: remove)
+    POST /api/undo       reverse the last apply
+
+A user mistake (an unknown class, nothing to undo) answers 400 with a JSON `detail`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from unfreeze.apps.clean import Change, Cleaner
+from unfreeze.apps.errors import AppError
+from unfreeze.apps.serve import PAGES
+
+__all__ = ["create_clean_app"]
+
+
+class _ChangeBody(BaseModel):
+    item: int
+    new_label: str | None
+
+
+class _ApplyBody(BaseModel):
+    changes: list[_ChangeBody]
+
+
+def create_clean_app(cleaner: Cleaner) -> FastAPI:
+    """The FastAPI app of the cleaning page for `cleaner` (see the module for the routes).
+
+    Example:
+        >>> app = create_clean_app(Cleaner("runs/pets", options, collect_items(learn, dls)))  # doctest: +SKIP
+    """
+    app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse((PAGES / "clean.html").read_text(encoding="utf-8"))
+
+    @app.get("/api/items")
+    def items(split: str | None = None, label: str | None = None) -> dict[str, Any]:
+        if split not in (None, "train", "valid"):
+            raise HTTPException(400, f"split must be 'train' or 'valid', got {split!r}")
+        chosen = cleaner.visible(split, label)
+        return {"run": cleaner.run_dir.name, "kind": cleaner.kind, "classes": cleaner.vocab,
+                "items": [{**item.as_json(), "name": item.path.name, "image": f"/image/{item.id}"}
+                          for item in chosen]}
+
+    @app.get("/image/{item_id}")
+    def image(item_id: int) -> FileResponse:
+        # Only the files of known items are served: the client names an id, never a path.
+        item = cleaner.items.get(item_id)
+        if item is None or item_id in cleaner.hidden or not item.path.is_file():
+            raise HTTPException(404, f"no image for item {item_id}")
+        return FileResponse(item.path)
+
+    @app.post("/api/apply")
+    def apply(body: _ApplyBody) -> dict[str, Any]:
+        try:
+            return cleaner.apply([Change(change.item, change.new_label) for change in body.changes])
+        except AppError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @app.post("/api/undo")
+    def undo() -> dict[str, Any]:
+        try:
+            return cleaner.undo()
+        except AppError as error:
+            raise HTTPException(400, str(error)) from None
+
+    app.mount("/static", StaticFiles(directory=PAGES), name="static")
+    return app

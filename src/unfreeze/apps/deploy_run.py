@@ -1,0 +1,178 @@
+"""`unfreeze export RUN --format F --out DIR`: the deployment file, its check against PyTorch, model_card.md.
+
+The file itself comes from `unfreeze.inference.deploy` (uint8 RGB in, probabilities out). Here it is
+run on the validation images, compared with the PyTorch model, optionally quantized to int8 (with the
+accuracy change measured on the same images), and described in DIR/model_card.md together with what
+the run directory records: classes, metrics, data and recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unfreeze._io import atomic_path
+from unfreeze.apps.errors import AppError
+from unfreeze.apps.report import best_epoch
+from unfreeze.inference.deploy import check_export, export_deployable, quantize_onnx_int8
+from unfreeze.runs import read_json
+from unfreeze.tasks import MultiLabel
+
+__all__ = ["DeployReport", "export_run", "write_model_card"]
+
+CARD_FILE = "model_card.md"
+_USAGE = {
+    "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
+             "probabilities = session.run(None, {'image': batch})[0]"),
+    "torchscript": "import torch\nmodel = torch.jit.load('model.pt')\nprobabilities = model(torch.from_numpy(batch))",
+    "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
+                 "probabilities = model(batch)[0]"),
+}
+
+
+@dataclass
+class DeployReport:
+    """What `export_run` wrote and measured."""
+
+    files: list[Path]
+    max_difference: float
+    images: int
+    from_validation: bool  # False: random images (no validation data was available)
+    card: Path | None = None
+    int8: dict[str, Any] | None = field(default=None)
+
+
+def _accuracy(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> float | None:
+    """Accuracy (multi-label: of every item-class decision at 0.5) of labelled items; None if none are."""
+    if multi_label:
+        labelled = ~torch.isnan(targets).any(dim=1)
+        if not labelled.any():
+            return None
+        return float(((torch.from_numpy(probs) >= 0.5) == (targets > 0.5))[labelled].float().mean())
+    labelled = targets >= 0
+    if not labelled.any():
+        return None
+    return float((torch.from_numpy(probs).argmax(dim=1) == targets)[labelled].float().mean())
+
+
+def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None = None,
+               int8: bool = False) -> DeployReport:
+    """Write the model in `fmt` to `out`, check it on `images` (uint8 [N, 3, S, S]), optionally add int8.
+
+    Args:
+        learner: The model to export (from the run's model.unfreeze).
+        out: The folder to write into (created).
+        fmt: "onnx", "torchscript" or "openvino".
+        images: Validation images as the deployment takes them; random ones when there is no data.
+        targets: Their labels (the dataset's encoding), to measure the int8 accuracy change.
+        int8: Also write model.int8.onnx (ONNX Runtime dynamic quantization; ONNX only).
+
+    Raises:
+        AppError: --int8 with a format other than ONNX.
+        ImportError: The format's package is missing (the message has the pip line).
+
+    Example:
+        >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
+        3.2e-07
+    """
+    if int8 and fmt != "onnx":
+        raise AppError(f"--int8 uses ONNX Runtime's dynamic quantization, so it needs --format onnx, not {fmt}. "
+                       "Pass --format onnx --int8")
+    files = export_deployable(learner, out, fmt)
+    difference, probs = check_export(learner, files[0], fmt, images)
+    report = DeployReport(files, difference, len(images), from_validation=targets is not None)
+    if int8:
+        quantized = quantize_onnx_int8(files[0])
+        int8_difference, int8_probs = check_export(learner, quantized, "onnx", images)
+        multi_label = isinstance(learner.task, MultiLabel)
+        before = None if targets is None else _accuracy(probs, targets, multi_label)
+        after = None if targets is None else _accuracy(int8_probs, targets, multi_label)
+        report.files.append(quantized)
+        report.int8 = {"file": quantized.name, "max_difference": int8_difference, "accuracy_fp32": before,
+                       "accuracy_int8": after, "size_mb": quantized.stat().st_size / 2**20,
+                       "size_mb_fp32": files[0].stat().st_size / 2**20}
+    return report
+
+
+def _run_facts(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json and summary.json of the run, or empty ones for a bare .unfreeze file."""
+    if run_dir is None:
+        return {}, {}
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    return config, summary
+
+
+def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path, run_dir: Path | None) -> Path:
+    """DIR/model_card.md: classes, metrics, data, recipe, input format and the export's check.
+
+    Example:
+        >>> card = write_model_card(report, learn, "onnx", Path("runs/pets/model.unfreeze"),
+        ...                         Path("runs/pets"))  # doctest: +SKIP
+        PosixPath('deploy/model_card.md')
+    """
+    config, summary = _run_facts(run_dir)
+    options = config.get("options", {}) if isinstance(config.get("options"), dict) else {}
+    dataset = learner.dls.valid.dataset
+    size, vocab = int(learner.dls.size), list(learner.dls.vocab)
+    kind = "multi-label (sigmoid per class, 0.5 threshold)" if isinstance(learner.task, MultiLabel) else \
+        "single-label (softmax)"
+    lines = [f"# Model card: {run_dir.name if run_dir else source.stem}", "",
+             f"Exported by unfreeze from `{source}` as {fmt} ({', '.join(path.name for path in report.files)}).", "",
+             "## Classes", "", f"{len(vocab)} classes, {kind}: " + ", ".join(f"`{name}`" for name in vocab), "",
+             "## Input and output", "",
+             f"- input `image`: uint8 RGB, shape [N, 3, {size}, {size}] (N any), channels first, values 0-255;",
+             f"- preprocessing before the model: resize with the `{dataset.resize_method}` method so that the image is "
+             f"{dataset.item_size} px (shorter side for `crop`), then take the centre {size} × {size} pixels;",
+             "- scaling and normalization are inside the model: feed the raw pixels;",
+             f"- output `probabilities`: float32 [N, {len(vocab)}], in the class order above.", "",
+             "## Metrics", ""]
+    history = summary.get("history") or []
+    best = best_epoch(history)
+    final = summary.get("final") or {}
+    if final:
+        lines.append("- final epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in final.items()
+                                                   if key not in ("epoch", "time") and isinstance(value, float)))
+    if best is not None:
+        lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
+    if not final and best is None:
+        lines.append("- not recorded (the export was not made from a run directory)")
+    data = summary.get("data") or {}
+    lines += ["", "## Data", "", f"- source: `{options.get('data', 'unknown')}`"
+              + (f" (CSV `{options['csv']}`)" if options.get("csv") else ""),
+              f"- {data.get('train', '?')} training and {data.get('valid', '?')} validation images" if data else
+              "- image counts not recorded", "",
+              "## Recipe", "", f"- architecture: `{getattr(learner.model, 'arch', '?')}`"]
+    if options:
+        lines.append(f"- {options.get('epochs', '?')} epochs after {options.get('freeze_epochs', '?')} frozen, "
+                     f"LR {(summary.get('lr') or {}).get('base_lr', options.get('lr'))}, size {options.get('size')}, "
+                     f"batch size {options.get('bs')}, seed {options.get('seed')}")
+    if config.get("rerun"):
+        lines += ["", "Rerun:", "", "```bash", str(config["rerun"]), "```"]
+    where = "validation images" if report.from_validation else "random images (no validation data was available)"
+    lines += ["", "## Check against PyTorch", "",
+              f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
+              f"difference of any probability is {report.max_difference:.2e}."]
+    if report.int8 is not None:
+        int8 = report.int8
+        accuracy = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
+                    f"accuracy {int8['accuracy_fp32']:.4f} (float32) → {int8['accuracy_int8']:.4f} (int8), a change of "
+                    f"{int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f}")
+        lines += ["", "## int8", "",
+                  f"`{int8['file']}` (ONNX Runtime dynamic quantization, {int8['size_mb']:.1f} MB vs "
+                  f"{int8['size_mb_fp32']:.1f} MB): largest probability difference {int8['max_difference']:.2e}; "
+                  f"{accuracy} on the same images."]
+    lines += ["", "## Usage", "", "```python", "# batch: numpy uint8 [N, 3, H, W] as described above",
+              _USAGE[fmt], "```", "", "The file also stores this description as JSON metadata (key `unfreeze`):", "",
+              "```json", json.dumps({"vocab": vocab, "size": size, "resize_method": dataset.resize_method}), "```", ""]
+    target = report.files[0].parent / CARD_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    report.card = target
+    return target
+

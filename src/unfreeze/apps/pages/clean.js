@@ -1,0 +1,117 @@
+// The cleaning page of `unfreeze clean`: list items by loss, collect marks, apply them or undo the last apply.
+"use strict";
+
+const marks = new Map();  // item id → new label, or null to remove
+let classes = [];
+const statusLine = document.getElementById("status");
+const applyButton = document.getElementById("apply");
+
+function say(text, isError = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle("error-text", isError);
+}
+
+function refreshApplyButton() {
+  applyButton.disabled = marks.size === 0;
+  applyButton.textContent = `Apply ${marks.size} change${marks.size === 1 ? "" : "s"}`;
+}
+
+function option(value, text) {
+  const element = document.createElement("option");
+  element.value = value;
+  element.textContent = text;
+  return element;
+}
+
+function tile(item) {
+  const element = document.getElementById("tile-template").content.firstElementChild.cloneNode(true);
+  element.dataset.item = item.id;
+  const image = element.querySelector("img");
+  image.src = item.image;
+  image.alt = item.name;
+  element.querySelector(".name").textContent = item.name;
+  element.querySelector(".facts").textContent =
+    `${item.split} · label ${item.label} · guess ${item.predicted} (${item.probability.toFixed(2)}) · loss ${item.loss.toFixed(2)}`;
+  const select = element.querySelector("select");
+  select.append(option("keep", "keep"), option("remove", "remove"));
+  for (const name of classes) {
+    if (name !== item.label) select.append(option(`relabel:${name}`, `relabel as ${name}`));
+  }
+  if (marks.has(item.id)) {
+    const mark = marks.get(item.id);
+    select.value = mark === null ? "remove" : `relabel:${mark}`;
+  }
+  const paint = () => {
+    element.classList.toggle("removed", select.value === "remove");
+    element.classList.toggle("marked", select.value.startsWith("relabel:"));
+  };
+  select.addEventListener("change", () => {
+    if (select.value === "keep") marks.delete(item.id);
+    else marks.set(item.id, select.value === "remove" ? null : select.value.slice("relabel:".length));
+    paint();
+    refreshApplyButton();
+  });
+  paint();
+  return element;
+}
+
+async function load() {
+  const query = new URLSearchParams();
+  const split = document.getElementById("split").value;
+  const label = document.getElementById("label").value;
+  if (split) query.set("split", split);
+  if (label) query.set("label", label);
+  const response = await fetch(`/api/items?${query}`);
+  const answer = await response.json();
+  if (!response.ok) {
+    say(answer.detail, true);
+    return;
+  }
+  document.getElementById("title").textContent = `Clean the data of ${answer.run} (${answer.kind} dataset)`;
+  if (classes.length === 0) {
+    classes = answer.classes;
+    const labelSelect = document.getElementById("label");
+    for (const name of classes) labelSelect.append(option(name, name));
+  }
+  const grid = document.getElementById("grid");
+  grid.replaceChildren(...answer.items.map(tile));
+}
+
+async function post(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.detail);
+  return answer;
+}
+
+applyButton.addEventListener("click", async () => {
+  const changes = Array.from(marks, ([item, newLabel]) => ({ item, new_label: newLabel }));
+  try {
+    const done = await post("/api/apply", { changes });
+    marks.clear();
+    refreshApplyButton();
+    say(`applied: ${done.relabelled} relabelled, ${done.removed} removed (log: ${done.log})`);
+    await load();
+  } catch (error) {
+    say(error.message, true);
+  }
+});
+
+document.getElementById("undo").addEventListener("click", async () => {
+  try {
+    const done = await post("/api/undo");
+    const renamed = done.renamed.length ? `; renamed to avoid a clash: ${done.renamed.join(", ")}` : "";
+    say(`undone: ${done.restored} change(s) reversed${renamed}`);
+    await load();
+  } catch (error) {
+    say(error.message, true);
+  }
+});
+
+document.getElementById("split").addEventListener("change", load);
+document.getElementById("label").addEventListener("change", load);
+load();

@@ -1,0 +1,93 @@
+// The upload page of `unfreeze serve`: send the chosen images to /predict, draw each one's top-k as bars.
+"use strict";
+
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const headers = token ? { Authorization: `Bearer ${token}` } : {};
+const statusLine = document.getElementById("status");
+const results = document.getElementById("results");
+
+function percent(probability) {
+  return `${(100 * probability).toFixed(1)}%`;
+}
+
+async function describeModel() {
+  const response = await fetch("/health", { headers });
+  const info = document.getElementById("model-info");
+  if (!response.ok) {
+    info.textContent = (await response.json()).detail;
+    return;
+  }
+  const health = await response.json();
+  document.getElementById("title").textContent = health.model;
+  document.title = `unfreeze: ${health.model}`;
+  const kind = health.multi_label ? "multi-label" : "single-label";
+  info.textContent = `${health.arch}, ${kind}, ${health.classes.length} classes: ${health.classes.join(", ")}`;
+}
+
+function showPrediction(prediction, file) {
+  const card = document.getElementById("result-template").content.firstElementChild.cloneNode(true);
+  card.querySelector(".file").textContent = prediction.file;
+  const image = card.querySelector("img");
+  image.src = URL.createObjectURL(file);
+  image.alt = prediction.file;
+  const label = card.querySelector(".label");
+  if (prediction.error) {
+    card.classList.add("error");
+    label.textContent = prediction.error;
+    image.remove();
+  } else {
+    const names = Array.isArray(prediction.label) ? prediction.label.join(", ") || "(no class)" : prediction.label;
+    const probability = Array.isArray(prediction.probability) ? "" : ` (${percent(prediction.probability)})`;
+    label.textContent = `${names}${probability}`;
+    const bars = card.querySelector(".bars");
+    for (const entry of prediction.top_k) {
+      const item = document.createElement("li");
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      bar.style.width = percent(entry.probability);
+      const text = document.createElement("span");
+      text.className = "bar-text";
+      text.textContent = `${entry.label} ${percent(entry.probability)}`;
+      item.append(bar, text);
+      bars.append(item);
+    }
+  }
+  results.prepend(card);
+}
+
+async function predict(files) {
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("file", file, file.name);
+  statusLine.textContent = `predicting ${files.length} image(s)…`;
+  try {
+    const response = await fetch("/predict", { method: "POST", body: form, headers });
+    const answer = await response.json();
+    if (answer.predictions) {
+      answer.predictions.forEach((prediction, index) => showPrediction(prediction, files[index]));
+    }
+    statusLine.textContent = response.ok ? "" : answer.detail;
+    statusLine.classList.toggle("error-text", !response.ok);
+  } catch (error) {
+    statusLine.textContent = `the server did not answer (${error})`;
+    statusLine.classList.add("error-text");
+  }
+}
+
+const input = document.getElementById("files");
+input.addEventListener("change", () => {
+  predict(Array.from(input.files));
+  input.value = "";
+});
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  predict(Array.from(event.dataTransfer.files));
+});
+describeModel();

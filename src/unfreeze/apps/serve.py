@@ -1,0 +1,294 @@
+"""`unfreeze serve`: a FastAPI app over an exported model, an upload page, and the uvicorn runner.
+
+    GET  /          the upload page (pages/index.html; no CDN, works offline)
+    GET  /health    {"model", "arch", "classes", "task", "top_k", "device", "batching"}
+    POST /predict   multipart field `file`, one or more →
+                    {"predictions": [{"file", "label", "probability", "top_k": [{"label", "probability"}]}]}
+
+The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads go
+to a temporary folder, the `MicroBatcher` groups concurrent requests into one model call, and each file
+gets its row back (an undecodable one an `"error"` entry). User mistakes answer 4xx with a JSON
+`detail`: 413 for a file over the size limit, 422 when no file could be read, 401 without the token.
+
+Example:
+    >>> app = create_app(load_learner("runs/pets/model.unfreeze"), name="pets")  # doctest: +SKIP
+    >>> serve("runs/pets", port=8000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import signal
+import socket
+import tempfile
+import threading
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import uvicorn
+from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from unfreeze.apps.batching import BatchSettings, MicroBatcher
+from unfreeze.apps.errors import AppError
+from unfreeze.data import IMAGE_EXTENSIONS
+from unfreeze.inference import predict_batch
+from unfreeze.tasks import SingleLabel
+from unfreeze.train.builders import load_learner
+
+__all__ = ["ServeSettings", "bind_socket", "create_app", "exposure_warning", "health_summary", "load_model", "run_app",
+           "serve"]
+
+PAGES = Path(__file__).parent / "pages"
+_MAX_FILES = 64  # per request: a page uploads a few photos; more is a script that should use predict
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `unfreeze serve` exposes and how: top-k, the upload limit, the token and the batching."""
+
+    top_k: int = 5
+    max_upload_mb: float = 10.0
+    token: str | None = None
+    batching: BatchSettings = field(default_factory=BatchSettings)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise AppError(f"--top-k must be a whole number >= 1, got {self.top_k!r}. Pass e.g. --top-k 5")
+        if not self.max_upload_mb > 0:
+            raise AppError(f"--max-upload-mb must be > 0, got {self.max_upload_mb!r}. Pass e.g. --max-upload-mb 10")
+        if self.token is not None and not self.token.strip():
+            raise AppError("--token is empty. Pass a secret clients will send as 'Authorization: Bearer SECRET'")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+def load_model(model: str | Path) -> Any:
+    """The Learner of a run directory (its model.unfreeze) or of a .unfreeze file, on the best device.
+
+    Raises:
+        ExportError: The same one-line errors as `unfreeze predict` (a pickle, a truncated file, ...).
+
+    Example:
+        >>> learn = load_model("runs/pets")  # doctest: +SKIP
+    """
+    path = Path(model).expanduser()
+    return load_learner(path / "model.unfreeze" if path.is_dir() else path, cpu=False)
+
+
+def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, Any]:
+    """A `predict_batch` row as the API's prediction entry (the temporary path never shown)."""
+    if row["error"] is not None:
+        reason = str(row["error"]).replace(f" '{row['path']}'", "").replace(str(row["path"]), file_name)
+        return {"file": file_name, "error": f"not a readable image ({reason})"}
+    alternatives = [{"label": label, "probability": float(prob)} for label, prob in row["top_k"][:top_k]]
+    return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives}
+
+
+def _safe_suffix(file_name: str) -> str:
+    # Only a known image suffix is kept: the stored name never comes from the client.
+    suffix = Path(file_name).suffix.lower()
+    return suffix if suffix in IMAGE_EXTENSIONS else ""
+
+
+def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `learner` (see the module for its routes).
+
+    Args:
+        learner: A Learner (usually from `load_model`); it is only read.
+        name: The model's name shown on the page and in /health.
+        settings: Top-k, upload limit, token, batching.
+
+    Example:
+        >>> app = create_app(load_model("runs/pets"), "pets", ServeSettings(top_k=3))  # doctest: +SKIP
+    """
+    settings = settings or ServeSettings()
+
+    def predict_files(paths: list[Path]) -> list[dict[str, Any]]:
+        with warnings.catch_warnings():
+            # Unreadable uploads are answered in their rows; a server log line per request adds nothing.
+            warnings.simplefilter("ignore")
+            # top_k >= 2 makes every row carry its alternatives; the response keeps settings.top_k of them.
+            return list(predict_batch(learner, paths, bs=max(len(paths), 1), top_k=max(settings.top_k, 2)))
+
+    batcher: MicroBatcher[Path, dict[str, Any]] = MicroBatcher(predict_files, settings.batching)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with batcher:  # at shutdown: every queued request is answered first
+            yield
+
+    app = FastAPI(title=f"unfreeze: {name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.batcher = batcher
+
+    def authorized(request: Request) -> None:
+        if settings.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), settings.token.encode()):
+            raise HTTPException(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN' "
+                                     "(on the page: add #token=TOKEN to the address)")
+
+    health = {"model": name, "arch": getattr(learner.model, "arch", type(learner.model).__name__),
+              "classes": list(learner.dls.vocab), "task": learner.task.config()["name"],
+              "multi_label": not isinstance(learner.task, SingleLabel), "top_k": settings.top_k,
+              "device": str(learner.device), "max_upload_mb": settings.max_upload_mb,
+              "batching": {"enabled": settings.batching.enabled, "window_ms": settings.batching.window_ms,
+                           "max_batch": settings.batching.max_batch}}
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse((PAGES / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health", dependencies=[Depends(authorized)])
+    def get_health() -> dict[str, Any]:
+        return health
+
+    @app.post("/predict", dependencies=[Depends(authorized)])
+    async def post_predict(request: Request, file: Annotated[list[UploadFile], File()]) -> JSONResponse:
+        if len(file) > _MAX_FILES:
+            raise HTTPException(413, f"{len(file)} files in one request; at most {_MAX_FILES}. Send fewer per "
+                                     "request, or use 'unfreeze predict' for folders")
+        too_large = [upload.filename or "?" for upload in file
+                     if (upload.size or 0) > settings.max_upload_bytes]
+        if too_large:
+            raise HTTPException(413, f"{', '.join(too_large)}: larger than the limit of {settings.max_upload_mb:g} "
+                                     "MB per file. Send a smaller image, or restart with a larger --max-upload-mb")
+        with tempfile.TemporaryDirectory(prefix="unfreeze-serve-") as folder:
+            paths = []
+            for index, upload in enumerate(file):
+                path = Path(folder) / f"{index:03d}{_safe_suffix(upload.filename or '')}"
+                path.write_bytes(await upload.read())
+                paths.append(path)
+            rows = await batcher.submit(paths)
+        predictions = [_response_row(row, upload.filename or f"file {index}", settings.top_k)
+                       for index, (row, upload) in enumerate(zip(rows, file, strict=True))]
+        if all("error" in prediction for prediction in predictions):
+            return JSONResponse({"detail": "no uploaded file could be read as an image. Send JPEG, PNG, WebP, "
+                                           "BMP, GIF or TIFF files", "predictions": predictions}, status_code=422)
+        return JSONResponse({"predictions": predictions})
+
+    app.mount("/static", StaticFiles(directory=PAGES), name="static")
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free port).
+
+    Raises:
+        AppError: The port is in use or the address cannot be bound, saying which and what to pass.
+
+    Example:
+        >>> bind_socket("127.0.0.1", 0).getsockname()[0]
+        '127.0.0.1'
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise AppError(f"port {port} on {host} is in use by another program. Pass another --port, "
+                           "or --port 0 for any free one") from None
+        raise AppError(f"cannot listen on {host}:{port} ({error.strerror}). Pass another --host or --port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server, except that the SIGTERM or Ctrl-C that stopped it is not raised again after the
+    graceful shutdown: in-flight requests are finished and the command exits with code 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _set_cpu_threads(learner: Any) -> None:
+    """All the cores this process may use for the model on a CPU, unless the user chose (OMP_NUM_THREADS)."""
+    if learner.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run_app(app: FastAPI, sock: socket.socket) -> None:
+    """Serve `app` on the bound socket until SIGTERM or Ctrl-C, then finish in-flight requests and return."""
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30)
+    _GracefulServer(config).run(sockets=[sock])
+
+
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
+          announce: Callable[[str], object] = print) -> None:
+    """Load `model` once, bind host:port and serve the upload page and API until SIGTERM or Ctrl-C.
+
+    Everything that can fail on the user's side (the model file, the port) fails before the server
+    starts, with a one-line message.
+
+    Args:
+        model: A run directory or a .unfreeze file.
+        host: The address to bind; anything but a loopback address is reachable by others.
+        port: The TCP port; 0 picks a free one (the address is announced).
+        settings: Top-k, upload limit, token, batching.
+        announce: Where the address and warnings are printed.
+
+    Example:
+        >>> serve("runs/pets", port=8000)  # doctest: +SKIP
+        Serving runs/pets (resnet34, 37 classes, cpu) at http://127.0.0.1:8000/ (Ctrl-C stops it)
+    """
+    settings = settings or ServeSettings()
+    learner = load_model(model)
+    _set_cpu_threads(learner)
+    sock = bind_socket(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    warning = exposure_warning(host, settings.token)
+    if warning is not None:
+        announce(f"unfreeze: warning: {warning}")
+    name = Path(model).name if Path(model).is_dir() else Path(model).stem
+    announce(f"Serving {model} ({health_summary(learner)}) at http://{_url_host(bound_host)}:{bound_port}/ "
+             "(Ctrl-C stops it)")
+    run_app(create_app(learner, name, settings), sock)
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The warning for a server others can reach without a token, or None (loopback, or a token set).
+
+    Example:
+        >>> exposure_warning("127.0.0.1", None) is None
+        True
+        >>> exposure_warning("0.0.0.0", None).startswith("0.0.0.0 is reachable")
+        True
+    """
+    if host in ("127.0.0.1", "localhost", "::1") or token is not None:
+        return None
+    return (f"{host} is reachable from other machines and this server has no authentication: anyone who can reach "
+            "it can use the model. Add --token SECRET to require it")
+
+
+def health_summary(learner: Any) -> str:
+    """'arch, N classes, device' for the start-up line."""
+    arch = getattr(learner.model, "arch", type(learner.model).__name__)
+    return f"{arch}, {len(learner.dls.vocab)} classes, {learner.device}"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

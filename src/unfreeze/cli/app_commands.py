@@ -1,0 +1,251 @@
+"""The app commands: `unfreeze serve`, `report`, `clean`, and `export --format F --out DIR`.
+
+Each maps its arguments onto `unfreeze.apps` (the server, the report, the cleaner, the deployment
+export); the run's model and data are loaded here exactly as `unfreeze interpret` loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unfreeze import runs
+from unfreeze.cli.commands import command_export, load_data
+from unfreeze.cli.options import UsageError, _positive
+
+__all__ = ["add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve"]
+
+_SERVE_EXAMPLES = """\
+examples:
+  unfreeze serve runs/pets                       # http://127.0.0.1:8000/: drop photos, see the top 5 classes
+  unfreeze serve model.unfreeze --port 0         # any free port (the address is printed)
+  unfreeze serve runs/pets --host 0.0.0.0 --token SECRET   # reachable by others: clients send the token
+
+API: GET /health; POST /predict with one or more multipart fields 'file', e.g.
+  curl -F file=@cat.jpg -F file=@dog.jpg http://127.0.0.1:8000/predict
+"""
+
+_REPORT_EXAMPLES = """\
+examples:
+  unfreeze report runs/pets                      # (re)write runs/pets/report.html and print its path
+
+'unfreeze train' writes report.html at the end of every run; this command redraws it from the files
+of the run directory only (no data or model needed).
+"""
+
+_CLEAN_EXAMPLES = """\
+examples:
+  unfreeze clean runs/pets                       # the cleaning page at http://127.0.0.1:8001/
+  unfreeze clean runs/pets --undo                # reverse the last apply, without the page
+
+Apply logs every change to RUN/cleaning/log.csv, then moves files (folder datasets: to the new class's
+folder, or to RUN/removed/) or writes <csv name>.cleaned.csv beside a CSV. Nothing is deleted.
+"""
+
+_FORMAT_EXAMPLES = """
+deployment formats (uint8 RGB [N, 3, S, S] in, probabilities out, normalization inside):
+  unfreeze export runs/pets --format onnx --out deploy          # deploy/model.onnx + model_card.md
+  unfreeze export runs/pets --format torchscript --out deploy   # deploy/model.pt
+  unfreeze export runs/pets --format openvino --out deploy      # deploy/model.xml + model.bin
+  unfreeze export runs/pets --format onnx --out deploy --int8   # also model.int8.onnx, accuracy change
+"""
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535 (0: any free port), got {text!r}")
+    return int(text)
+
+
+def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
+                     export: argparse.ArgumentParser) -> None:
+    """Add serve, report and clean through the parser's `command(name, help, epilog)` factory, and the
+    deployment options to the `export` subparser."""
+    serve = command("serve", "serve a model: an upload page and a JSON API (needs unfreeze[serve])", _SERVE_EXAMPLES)
+    serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+    serve.add_argument("--max-upload-mb", type=_nonnegative_float, default=10.0, metavar="MB",
+                       help="largest accepted file (default: 10)")
+    serve.add_argument("--top-k", type=_positive, default=5, metavar="K", help="classes listed per image (default: 5)")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host)")
+    serve.add_argument("--no-batching", dest="batching", action="store_false",
+                       help="predict each request alone instead of grouping concurrent ones")
+    serve.add_argument("--batch-window-ms", type=_nonnegative_float, default=5.0, metavar="MS",
+                       help="how long a request waits for others to share its batch (default: 5)")
+    serve.add_argument("--max-batch", type=_positive, default=32, help="images per model call at most (default: 32)")
+    serve.set_defaults(handler=command_serve)
+
+    report = command("report", "write a run's report.html (plots, history, per-class scores, config)",
+                     _REPORT_EXAMPLES)
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
+    report.set_defaults(handler=command_report)
+
+    clean = command("clean", "a page to relabel or remove a run's images, worst loss first (needs unfreeze[serve])",
+                    _CLEAN_EXAMPLES)
+    clean.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
+    clean.add_argument("--undo", action="store_true", help="reverse the last apply and exit")
+    clean.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    clean.add_argument("--port", type=_port, default=8001, help="TCP port; 0 picks a free one (default: 8001)")
+    clean.set_defaults(handler=command_clean)
+
+    export.epilog = (export.epilog or "") + _FORMAT_EXAMPLES
+    export.add_argument("--format", choices=("onnx", "torchscript", "openvino"),
+                        help="write a deployment file (uint8 in, probabilities out) into --out")
+    export.add_argument("--out", type=Path, metavar="DIR", help="the folder for --format (created)")
+    export.add_argument("--int8", action="store_true", help="with --format onnx: also an int8 model.int8.onnx")
+    export.set_defaults(handler=command_export_format)
+
+
+def _serve_module() -> Any:
+    try:
+        from unfreeze.apps import serve
+    except ImportError as error:
+        raise UsageError(f"this command needs FastAPI and uvicorn ({error}): pip install 'unfreeze[serve]'") from None
+    return serve
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0)."""
+    from unfreeze.apps.batching import BatchSettings
+
+    serve = _serve_module()
+    if not args.model.exists():
+        raise UsageError(f"{args.model} not found. Pass a run directory or a .unfreeze file")
+    try:
+        batching = BatchSettings(window_ms=args.batch_window_ms, max_batch=args.max_batch, enabled=args.batching)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=args.token,
+                                   batching=batching)
+    # Flushed at once: a script or test waits for the address line before it sends requests.
+    serve.serve(args.model, host=args.host, port=args.port, settings=settings,
+                announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files."""
+    from unfreeze.apps.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _run_model_and_data(run: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The run's model, its data rebuilt from config.json (with the model's normalization) and the options."""
+    from unfreeze import load_learner
+
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{config_path} not found. Pass a run directory written by 'unfreeze train'")
+    options = runs.read_json(config_path, required=("options",))["options"]
+    missing = [key for key in ("data", "size", "bs", "valid_pct", "seed") if key not in options]
+    if missing:
+        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}. Restore it, or train "
+                                  "the run again")
+    learn = load_learner(run / "model.unfreeze")
+    dls = load_data(options)
+    if list(dls.vocab) != list(learn.dls.vocab):
+        raise UsageError(f"the data at {options['data']} now has the classes {dls.vocab}, the model was trained on "
+                         f"{learn.dls.vocab}. Restore the data or train a new run")
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    dls.to(learn.device)
+    return learn, dls, options
+
+
+def command_clean(args: argparse.Namespace) -> int:
+    """`unfreeze clean`: the cleaning page for a run's data, or --undo of the last apply."""
+    from unfreeze.apps.clean import Cleaner, collect_items
+
+    run = args.run_dir.expanduser()
+    if args.undo:
+        options = runs.read_json(run / "config.json", required=("options",))["options"] \
+            if (run / "config.json").is_file() else None
+        if options is None:
+            raise UsageError(f"{run / 'config.json'} not found. Pass a run directory written by 'unfreeze train'")
+        done = Cleaner(run, options).undo()
+        renamed = f"; renamed to avoid a clash: {', '.join(done['renamed'])}" if done["renamed"] else ""
+        print(f"Undone: {done['restored']} change(s) of the last apply reversed{renamed}.")
+        return 0
+    serve = _serve_module()
+    from unfreeze.apps.clean_app import create_clean_app
+
+    learn, dls, options = _run_model_and_data(run)
+    cleaner = Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
+    sock = serve.bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(f"Cleaning page for {run} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
+          flush=True)
+    serve.run_app(create_clean_app(cleaner), sock)
+    return 0
+
+
+def command_export_format(args: argparse.Namespace) -> int:
+    """`unfreeze export`: with --format, a deployment file, its check and model_card.md; else as before."""
+    if args.format is None:
+        if args.out is not None or args.int8:
+            raise UsageError("--out and --int8 go with --format. Add --format onnx, torchscript or openvino")
+        return command_export(args)
+    if args.onnx or args.to is not None:
+        raise UsageError("--onnx/--to write the float-input ONNX next to the export; --format writes the uint8 "
+                         "deployment files into --out. Use one of them")
+    if args.out is None:
+        raise UsageError("--format needs --out DIR, the folder to write into, e.g. --out deploy")
+    return _export_format(args)
+
+
+def _export_format(args: argparse.Namespace) -> int:
+    import torch
+
+    from unfreeze import load_learner
+    from unfreeze.apps.deploy_run import export_run, write_model_card
+    from unfreeze.inference.deploy import validation_images
+
+    source = args.run_dir.expanduser()
+    run = source if source.is_dir() else (source.parent if (source.parent / "config.json").is_file() else None)
+    model_path = source / "model.unfreeze" if source.is_dir() else source
+    targets = None
+    if run is not None and (run / "config.json").is_file():
+        learn, dls, _ = _run_model_and_data(run)
+        images, targets = validation_images(dls.valid)
+    else:
+        learn = load_learner(model_path)
+        size = int(learn.dls.size)
+        images = torch.randint(0, 256, (16, 3, size, size), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(0))
+        print(f"{model_path} has no run directory: checking the export on 16 random images instead of "
+              "validation images.")
+    try:
+        report = export_run(learn, args.out, args.format, images, targets, int8=args.int8)
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot write into {args.out} ({error.strerror}). Choose another --out") from None
+    card = write_model_card(report, learn, args.format, model_path, run)
+    what = "validation images" if report.from_validation else "random images"
+    print(f"{args.format}: {', '.join(str(path) for path in report.files)}")
+    print(f"Check against PyTorch on {report.images} {what}: largest probability difference "
+          f"{report.max_difference:.2e}")
+    if report.int8 is not None:
+        int8 = report.int8
+        change = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
+                  f"accuracy {int8['accuracy_fp32']:.4f} → {int8['accuracy_int8']:.4f} "
+                  f"({int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f})")
+        print(f"int8: {int8['file']}, {int8['size_mb']:.1f} MB (float32 {int8['size_mb_fp32']:.1f} MB); {change}; "
+              f"largest probability difference {int8['max_difference']:.2e}")
+    print(f"Model card: {card}")
+    return 0

@@ -1,0 +1,260 @@
+"""Deployment exports: ONNX, TorchScript and OpenVINO files that need no unfreeze code to run.
+
+Every format has one contract: input `image`, a uint8 RGB batch [N, 3, H, W] already resized to the
+model's size as the validation transforms do; output `probabilities` [N, C] (softmax for single-label
+models, a sigmoid per class for multi-label ones). Scaling to [0, 1] and the normalization are part of
+the graph, so a deployment only decodes and resizes images.
+
+    DIR/model.onnx                  onnxruntime.InferenceSession(...).run(None, {"image": batch})
+    DIR/model.pt                    torch.jit.load(...)(torch.from_numpy(batch))
+    DIR/model.xml + DIR/model.bin   openvino.Core().compile_model(...)(batch)
+
+`check_export` runs a written file on real images and compares it with the PyTorch model;
+`quantize_onnx_int8` writes an int8 copy with ONNX Runtime's dynamic quantization.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unfreeze._io import atomic_path
+from unfreeze.data import DataError
+from unfreeze.inference.export import ExportError
+from unfreeze.inference.predict import Predictor
+from unfreeze.tasks import MultiLabel
+
+__all__ = ["FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable", "load_deployed",
+           "quantize_onnx_int8",
+           "validation_images"]
+
+FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
+_HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
+
+
+class _UInt8Classifier(nn.Module):
+    """uint8 [N, 3, H, W] → probabilities [N, C], with scaling, normalization and activation inside."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], multi_label: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.multi_label = multi_label
+        # Folding /255 into the normalization: (x / 255 - mean) / std = x * scale + shift.
+        std_tensor = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_tensor))
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_tensor)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.model(image.float() * self.scale + self.shift)
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+
+
+def deployable_module(learner: Predictor) -> nn.Module:
+    """The learner's model wrapped to the deployment contract (uint8 in, probabilities out), on the CPU.
+
+    Example:
+        >>> module = deployable_module(learn)  # doctest: +SKIP
+        >>> module(torch.zeros(1, 3, 224, 224, dtype=torch.uint8)).sum()  # doctest: +SKIP
+        tensor(1.)
+    """
+    model = copy.deepcopy(learner.model).float().cpu().eval()
+    valid = learner.dls.valid
+    return _UInt8Classifier(model, list(valid.mean), list(valid.std), isinstance(learner.task, MultiLabel)).eval()
+
+
+def _require(module: str, fmt: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"--format {fmt} needs the package {module}: {_HINTS[fmt]} ({error}).") from error
+
+
+def _metadata(learner: Predictor) -> dict[str, Any]:
+    """What a deployment needs to know besides the graph, stored inside the ONNX and OpenVINO files."""
+    dataset = learner.dls.valid.dataset
+    return {"vocab": list(learner.dls.vocab), "task": learner.task.config(), "size": int(learner.dls.size),
+            "item_size": int(dataset.item_size), "resize_method": dataset.resize_method,
+            "input": "uint8 RGB [N, 3, size, size]", "output": "probabilities [N, C]"}
+
+
+def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> list[Path]:
+    """Write the model in `fmt` ("onnx", "torchscript" or "openvino") into `directory`.
+
+    Files are written under temporary names and renamed when complete, so an interrupted export never
+    leaves a half-written model.
+
+    Returns:
+        The files written (one, or OpenVINO's .xml and .bin).
+
+    Raises:
+        ValueError: An unknown format.
+        ImportError: The format's package is not installed; the message gives the pip line.
+
+    Example:
+        >>> export_deployable(learn, "deploy", "onnx")  # doctest: +SKIP
+        [PosixPath('deploy/model.onnx')]
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    module = deployable_module(learner)
+    size = int(learner.dls.size)
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    paths = [directory / name for name in FORMATS[fmt]]
+    with warnings.catch_warnings():
+        # The tracers' deprecation notices (torch.jit, TorchScript-based ONNX) are torch's concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        {"onnx": _write_onnx, "torchscript": _write_torchscript, "openvino": _write_openvino}[fmt](
+            module, example, paths, _metadata(learner))
+    return paths
+
+
+def _write_onnx(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
+    onnx = _require("onnx", "onnx")
+    _require("onnxruntime", "onnx")
+    with atomic_path(paths[0]) as tmp:
+        torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}})
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = "unfreeze", json.dumps(metadata)
+        onnx.save(graph, str(tmp))
+
+
+def _write_torchscript(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
+    traced = torch.jit.trace(module, (example,), check_trace=False)
+    with atomic_path(paths[0]) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={"unfreeze.json": json.dumps(metadata)})
+
+
+def _write_openvino(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
+    openvino = _require("openvino", "openvino")
+    size = example.shape[-1]
+    from openvino.frontend import OpConversionFailure
+
+    try:
+        converted = openvino.convert_model(module, example_input=example,
+                                           input=[([-1, 3, size, size], openvino.Type.u8)])
+    except OpConversionFailure as error:
+        failed = [line.strip("- ") for line in str(error).splitlines() if line.startswith("-- ")]
+        raise ExportError(f"OpenVINO cannot convert this model at {size} px ({'; '.join(failed)[:300]}). Export "
+                          "--format onnx instead (OpenVINO also runs .onnx files)") from None
+    converted.set_rt_info(json.dumps(metadata), ["unfreeze"])
+    # OpenVINO names the .bin after the .xml: both are written in a temporary folder, then moved.
+    with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".openvino-") as scratch:
+        openvino.save_model(converted, str(Path(scratch) / paths[0].name), compress_to_fp16=False)
+        for path in reversed(paths):  # the .bin first: an .xml is never left pointing at an old .bin
+            (Path(scratch) / path.name).replace(path)
+
+
+DeployedModel = Callable[[np.ndarray], np.ndarray]
+
+
+def load_deployed(path: str | Path, fmt: str) -> DeployedModel:
+    """A function uint8 batch → probabilities running an exported file with its own runtime.
+
+    Example:
+        >>> run = load_deployed("deploy/model.onnx", "onnx")  # doctest: +SKIP
+        >>> run(np.zeros((1, 3, 224, 224), np.uint8)).shape  # doctest: +SKIP
+        (1, 10)
+    """
+    path = str(path)
+    if fmt == "onnx":
+        onnxruntime = _require("onnxruntime", "onnx")
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return lambda batch: session.run(None, {"image": batch})[0]
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice: still the way to load
+            scripted = torch.jit.load(path, map_location="cpu").eval()
+
+        def run_torchscript(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return scripted(torch.from_numpy(batch)).numpy()
+
+        return run_torchscript
+    if fmt == "openvino":
+        openvino = _require("openvino", "openvino")
+        # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16 by default.
+        compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda batch: np.asarray(compiled(batch)[0])
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+
+
+def check_export(learner: Predictor, path: str | Path, fmt: str, images: torch.Tensor,
+                 batch_size: int = 32) -> tuple[float, np.ndarray]:
+    """Run an exported file on uint8 `images` [N, 3, H, W]; compare with the PyTorch model.
+
+    Returns:
+        The largest absolute difference of any probability, and the file's probabilities [N, C].
+
+    Example:
+        >>> difference, probs = check_export(learn, "deploy/model.onnx", "onnx", images)  # doctest: +SKIP
+        >>> difference < 1e-4  # doctest: +SKIP
+        True
+    """
+    module = deployable_module(learner)
+    deployed = load_deployed(path, fmt)
+    largest, outputs = 0.0, []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].contiguous()
+        with torch.no_grad():
+            expected = module(batch).numpy()
+        found = deployed(batch.numpy())
+        outputs.append(found)
+        largest = max(largest, float(np.abs(found - expected).max(initial=0.0)))
+    return largest, np.concatenate(outputs) if outputs else np.zeros((0, len(learner.dls.vocab)), np.float32)
+
+
+def validation_images(loader: Any, limit: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `limit` of a loader's images as the deployment input (uint8 [N, 3, size, size]) and targets.
+
+    Undecodable items are left out. The item-resized images are centre-cropped to the loader's size, as
+    the validation transforms do.
+
+    Example:
+        >>> images, targets = validation_images(learn.dls.valid, limit=64)  # doctest: +SKIP
+    """
+    dataset, size = loader.dataset, int(loader.size)
+    kept = []
+    for index in range(min(len(dataset), limit)):
+        try:
+            dataset.image(index)
+        except DataError:
+            continue
+        kept.append(index)
+    images = loader.decode_uint8(kept)
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    images = images[:, :, top:top + size, left:left + size].contiguous()
+    return images, dataset.targets[kept]
+
+
+def quantize_onnx_int8(path: str | Path, target: str | Path | None = None) -> Path:
+    """An int8 copy of an ONNX export (ONNX Runtime's dynamic quantization of the weights).
+
+    Example:
+        >>> quantize_onnx_int8("deploy/model.onnx")  # doctest: +SKIP
+        PosixPath('deploy/model.int8.onnx')
+    """
+    _require("onnxruntime", "onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = Path(path)
+    target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.onnx")
+    with atomic_path(target) as tmp:
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+    return target

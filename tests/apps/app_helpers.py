@@ -1,0 +1,60 @@
+"""Helpers of the app tests (imported by name): images, and a real uvicorn server on a free local port."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_png(path: Path, color: tuple[int, int, int], seed: int = 0, size: tuple[int, int] = (24, 20)) -> Path:
+    """A small noisy image of one colour."""
+    noise = np.random.default_rng(seed).integers(-20, 20, (size[1], size[0], 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+@contextlib.contextmanager
+def serving(app: object, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a thread on 127.0.0.1 (a free port); yield its base URL; stop it after."""
+    import uvicorn
+
+    from unfreeze.apps.serve import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
+
+
+def folder_cleaner(run: Path, images: Path) -> object:
+    """A Cleaner over a copied run, its items scored by the run's model (as `unfreeze clean` builds it)."""
+    import json
+
+    from unfreeze.apps.clean import Cleaner, collect_items
+    from unfreeze.apps.serve import load_model
+    from unfreeze.data import ImageDataLoaders
+
+    learn = load_model(run)
+    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    options = json.loads((run / "config.json").read_text())["options"]
+    return Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))

@@ -1,0 +1,126 @@
+"""Cleaning a run's data: relabel and remove move files (or write a CSV), a log, undo, never an overwrite."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from app_helpers import folder_cleaner
+
+from cli_helpers import run_user_error
+from unfreeze.apps import AppError
+from unfreeze.apps.clean import Change, Cleaner, CleanItem
+from unfreeze.cli import main
+
+
+def item_named(cleaner: Cleaner, split: str, name: str) -> CleanItem:
+    return next(item for item in cleaner.items.values() if item.split == split and item.path.name == name)
+
+
+def log_rows(run: Path) -> list[list[str]]:
+    with (run / "cleaning" / "log.csv").open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_items_cover_both_splits_worst_loss_first(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    assert len(cleaner.visible("train")) == 24 and len(cleaner.visible("valid")) == 12
+    losses = [item.loss for item in cleaner.visible()]
+    assert losses == sorted(losses, reverse=True)
+    assert {item.label for item in cleaner.visible(label="bee")} == {"bee"}
+    assert all(item.predicted in ("ant", "bee", "cat") for item in cleaner.visible())
+
+
+def test_apply_moves_files_logs_and_undo_puts_them_back(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    relabel, remove = item_named(cleaner, "train", "ant_0.png"), item_named(cleaner, "valid", "bee_1.png")
+    done = cleaner.apply([Change(relabel.id, "cat"), Change(remove.id, None)])
+    assert done["relabelled"] == 1 and done["removed"] == 1
+    assert not (images / "train" / "ant" / "ant_0.png").exists()
+    assert (images / "train" / "cat" / "ant_0.png").is_file()
+    assert (run / "removed" / "valid" / "bee" / "bee_1.png").is_file()
+    assert not (images / "valid" / "bee" / "bee_1.png").exists()
+    header, first, second = log_rows(run)
+    assert header == ["file", "old_label", "new_label", "time"]
+    assert first[:3] == [str(images / "train" / "ant" / "ant_0.png"), "ant", "cat"]
+    assert second[:3] == [str(images / "valid" / "bee" / "bee_1.png"), "bee", "removed"]
+    assert remove.id not in {item.id for item in cleaner.visible()} and relabel.label == "cat"
+
+    undone = Cleaner(run, json.loads((run / "config.json").read_text())["options"]).undo()
+    assert undone == {"restored": 2, "renamed": []}
+    assert (images / "train" / "ant" / "ant_0.png").is_file() and (images / "valid" / "bee" / "bee_1.png").is_file()
+    assert not (images / "train" / "cat" / "ant_0.png").exists()
+    assert len(log_rows(run)) == 5  # the undo is logged too
+    with pytest.raises(AppError, match="nothing to undo"):
+        cleaner.undo()
+
+
+def test_a_name_clash_never_overwrites_a_file(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    occupant = images / "train" / "cat" / "ant_1.png"
+    occupant.write_bytes(b"someone else's file")
+    item = item_named(cleaner, "train", "ant_1.png")
+    cleaner.apply([Change(item.id, "cat")])
+    assert occupant.read_bytes() == b"someone else's file"
+    assert (images / "train" / "cat" / "ant_1-2.png").is_file()
+    # The original place taken meanwhile: undo brings the file back under a new name, again overwriting nothing.
+    newcomer = images / "train" / "ant" / "ant_1.png"
+    newcomer.write_bytes(b"a newcomer")
+    assert cleaner.undo()["renamed"] == [str(images / "train" / "ant" / "ant_1-2.png")]
+    assert newcomer.read_bytes() == b"a newcomer"
+
+
+def test_bad_marks_change_nothing(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    before = sorted(path for path in images.rglob("*") if path.is_file())
+    with pytest.raises(AppError, match="'dog' is not a class"):
+        cleaner.apply([Change(0, "dog")])
+    with pytest.raises(AppError, match="not in this run's data"):
+        cleaner.apply([Change(10_000, None)])
+    with pytest.raises(AppError, match="no changes"):
+        cleaner.apply([])
+    assert sorted(path for path in images.rglob("*") if path.is_file()) == before
+    assert not (run / "cleaning").exists()
+
+
+def test_a_csv_dataset_gets_a_corrected_csv_beside_the_original(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    table = root / "labels.csv"
+    table.write_text("name,label\na.png,cat\nb.png,dog\nc.png,cat\n")
+    items = [CleanItem(index, root / name, "train", label, label, 0.9, 0.1)
+             for index, (name, label) in enumerate([("a.png", "cat"), ("b.png", "dog"), ("c.png", "cat")])]
+    for item in items:
+        item.path.write_bytes(b"image")
+    cleaner = Cleaner(tmp_path / "run", {"data": str(root), "csv": "labels.csv"}, items)
+    assert cleaner.kind == "csv"
+    done = cleaner.apply([Change(0, "dog"), Change(1, None)])
+    cleaned = root / "labels.cleaned.csv"
+    assert done["csv"] == str(cleaned)
+    assert cleaned.read_text().splitlines() == ["name,label", "a.png,dog", "c.png,cat"]
+    assert table.read_text() == "name,label\na.png,cat\nb.png,dog\nc.png,cat\n"  # the original is untouched
+    assert all(item.path.is_file() for item in items)  # no image moves
+    cleaner.apply([Change(2, "dog")])  # a second apply builds on the first
+    assert cleaned.read_text().splitlines() == ["name,label", "a.png,dog", "c.png,dog"]
+    cleaner.undo()
+    assert cleaned.read_text().splitlines() == ["name,label", "a.png,dog", "c.png,cat"]
+    cleaner.undo()
+    assert not cleaned.exists() and list((tmp_path / "run" / "cleaning").glob("labels.cleaned.undone*.csv"))
+
+
+def test_clean_undo_from_the_command_line(run_copy: Callable[[], tuple[Path, Path]],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run, images = run_copy()
+    assert "nothing to undo" in run_user_error(["clean", str(run), "--undo"], capsys)
+    cleaner = folder_cleaner(run, images)
+    cleaner.apply([Change(item_named(cleaner, "valid", "cat_0.png").id, None)])
+    assert main(["clean", str(run), "--undo"]) == 0
+    assert "1 change(s)" in capsys.readouterr().out
+    assert (images / "valid" / "cat" / "cat_0.png").is_file()

@@ -1,0 +1,63 @@
+"""`unfreeze export RUN --format F --out DIR`: the deployment file, its printed check and model_card.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import run_user_error
+from unfreeze.cli import main
+from unfreeze.inference.deploy import load_deployed
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_checks_itself_and_writes_a_model_card(trained_app_run: Path, tmp_path: Path, fmt: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "deploy"
+    assert main(["export", str(trained_app_run), "--format", fmt, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Check against PyTorch on 12 validation images: largest probability difference" in printed
+    card = (out / "model_card.md").read_text()
+    for heading in ("## Classes", "## Input and output", "## Metrics", "## Data", "## Recipe",
+                    "## Check against PyTorch", "## Usage"):
+        assert heading in card
+    assert "`ant`, `bee`, `cat`" in card and "uint8 RGB, shape [N, 3, 16, 16]" in card
+    model = out / ("model.onnx" if fmt == "onnx" else "model.pt")
+    probabilities = load_deployed(model, fmt)(np.zeros((3, 3, 16, 16), np.uint8))
+    assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_reports_the_accuracy_change(trained_app_run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "deploy"
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out), "--int8"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8:"))
+    assert "model.int8.onnx" in line and "accuracy" in line and "→" in line
+    assert (out / "model.int8.onnx").is_file() and "## int8" in (out / "model_card.md").read_text()
+
+
+def test_a_bare_model_file_is_checked_on_random_images(trained_app_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "alone.unfreeze"
+    model.write_bytes((trained_app_run / "model.unfreeze").read_bytes())
+    assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
+    assert "16 random images" in capsys.readouterr().out
+    assert "random images (no validation data was available)" in (tmp_path / "deploy" / "model_card.md").read_text()
+
+
+def test_wrong_option_combinations_are_user_errors(trained_app_run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run = str(trained_app_run)
+    assert "--format needs --out" in run_user_error(["export", run, "--format", "onnx"], capsys)
+    assert "go with --format" in run_user_error(["export", run, "--out", str(tmp_path)], capsys)
+    assert "needs --format onnx" in run_user_error(["export", run, "--format", "torchscript", "--out",
+                                                    str(tmp_path), "--int8"], capsys)
+    assert "Use one of them" in run_user_error(["export", run, "--format", "onnx", "--out", str(tmp_path),
+                                                "--onnx"], capsys)
+
+
+def test_the_plain_export_command_still_works(trained_app_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(trained_app_run)]) == 0
+    assert "test_resnet, 3 classes" in capsys.readouterr().out

@@ -1,0 +1,137 @@
+"""The pages in a real browser: Playwright driving Debian's chromium (never a downloaded browser).
+
+Set UNFREEZE_SCREENSHOT_DIR to also save the upload page's screenshot there (docs/serve.png in the README
+comes from `UNFREEZE_SCREENSHOT_DIR=docs pytest tests/apps/test_pages_browser.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_helpers import folder_cleaner, serving
+
+from unfreeze.apps.report import SECTIONS
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh test does it)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page that records console errors and failed requests in `page.problems`."""
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    new_page = context.new_page()
+    new_page.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    new_page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    new_page.on("pageerror", lambda error: problems.append(str(error)))
+    new_page.problems = problems
+    yield new_page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def serve_url(trained_app_run: Path) -> Iterator[str]:
+    from unfreeze.apps.serve import ServeSettings, create_app, load_model
+
+    with serving(create_app(load_model(trained_app_run), "ant-bee-cat", ServeSettings(top_k=3))) as url:
+        yield url
+
+
+def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, trained_app_run: Path,
+                                                     tmp_path: Path) -> None:
+    page.goto(serve_url)
+    page.wait_for_function("document.getElementById('model-info').textContent.includes('3 classes')")
+    images = [trained_app_run.parent / "images" / "valid" / name / f"{name}_0.png" for name in ("ant", "bee", "cat")]
+    page.set_input_files("#files", [str(path) for path in images])
+    page.wait_for_selector(".result:nth-child(3) .label")
+    labels = page.locator(".result .label").all_inner_texts()
+    assert len(labels) == 3 and all(label.split(" (")[0] in ("ant", "bee", "cat") for label in labels)
+    assert page.locator(".result").first.locator(".bars li").count() == 3
+    assert page.locator(".result img").first.evaluate("image => image.naturalWidth") > 0
+    screenshot = page.screenshot(path=str(tmp_path / "serve.png"))
+    assert len(screenshot) > 1000
+    if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
+        shutil.copy(tmp_path / "serve.png", Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "serve.png")
+    assert page.problems == []
+
+
+def test_a_non_image_shows_an_error_and_the_page_keeps_working(page: Any, serve_url: str, trained_app_run: Path,
+                                                               tmp_path: Path) -> None:
+    page.goto(serve_url)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not a photo")
+    page.set_input_files("#files", str(notes))
+    page.wait_for_selector(".result.error")
+    assert "not a readable image" in page.inner_text(".result.error .label")
+    assert "no uploaded file could be read" in page.inner_text("#status")
+    page.set_input_files("#files", str(trained_app_run.parent / "images" / "valid" / "bee" / "bee_1.png"))
+    page.wait_for_selector(".result:not(.error) .label")
+    assert page.inner_text(".result:not(.error) .label").split(" (")[0] in ("ant", "bee", "cat")
+    assert page.inner_text("#status") == ""
+    # The server's 422 answer is logged by the browser as a failed resource; nothing else may fail.
+    assert [problem for problem in page.problems if "422" not in problem] == []
+
+
+def test_the_cleaning_page_relabels_removes_applies_and_undoes(page: Any,
+                                                              run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    with serving(create_clean_app(folder_cleaner(run, images))) as url:
+        page.goto(url)
+        page.wait_for_selector(".tile")
+        assert page.locator(".tile").count() == 36
+        page.select_option("#split", "train")
+        page.wait_for_function("document.querySelectorAll('.tile').length === 24")
+        page.locator(".tile", has=page.locator(".name", has_text="ant_0.png")).locator("select").select_option(
+            "relabel:cat")
+        page.locator(".tile", has=page.locator(".name", has_text="bee_1.png")).locator("select").select_option(
+            "remove")
+        assert page.inner_text("#apply") == "Apply 2 changes"
+        page.click("#apply")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('applied')")
+        assert (images / "train" / "cat" / "ant_0.png").is_file()
+        assert not (images / "train" / "ant" / "ant_0.png").exists()
+        assert (run / "removed" / "train" / "bee" / "bee_1.png").is_file()
+        assert (run / "cleaning" / "log.csv").read_text().count("\n") == 3
+        page.wait_for_function("document.querySelectorAll('.tile').length === 23")
+        page.click("#undo")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('undone')")
+        assert (images / "train" / "ant" / "ant_0.png").is_file() and (images / "train" / "bee" / "bee_1.png").is_file()
+        assert not (images / "train" / "cat" / "ant_0.png").exists()
+        page.wait_for_function("document.querySelectorAll('.tile').length === 24")
+        page.click("#undo")  # nothing left to undo: said on the page, nothing breaks
+        page.wait_for_function("document.getElementById('status').textContent.includes('nothing to undo')")
+    assert [problem for problem in page.problems if "400" not in problem] == []
+
+
+def test_the_report_opens_without_console_errors_and_shows_every_section(page: Any, trained_app_run: Path) -> None:
+    page.goto((trained_app_run / "report.html").as_uri())
+    for section in SECTIONS:
+        assert page.locator(f"#{section}").is_visible(), section
+    widths = page.locator("img.plot").evaluate_all("images => images.map(image => image.naturalWidth)")
+    assert len(widths) >= 4 and all(width > 100 for width in widths)
+    assert "unfreeze train" in page.inner_text("#rerun")
+    assert page.locator("#history tbody tr").count() >= 2
+    assert page.problems == []

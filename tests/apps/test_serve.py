@@ -1,0 +1,169 @@
+"""`unfreeze serve`'s app on a real uvicorn server on 127.0.0.1: health, predictions, bad uploads, batching."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from app_helpers import serving, write_png
+
+from unfreeze.apps.batching import BatchSettings
+from unfreeze.apps.serve import ServeSettings, create_app, load_model
+from unfreeze.data import ImageDataLoaders
+from unfreeze.train.builders import vision_learner
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def learner(trained_app_run: Path) -> object:
+    return load_model(trained_app_run)
+
+
+@pytest.fixture(scope="module")
+def server(learner: object) -> Iterator[tuple[str, object]]:
+    app = create_app(learner, "tiny", ServeSettings(top_k=2, batching=BatchSettings(window_ms=100)))
+    with serving(app) as url:
+        yield url, app
+
+
+def post_files(url: str, files: list[tuple[str, bytes]], headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{url}/predict", files=[("file", item) for item in files], headers=headers, timeout=TIMEOUT)
+
+
+def test_health_names_the_model_its_classes_and_task(server: tuple[str, object]) -> None:
+    answer = httpx.get(f"{server[0]}/health", timeout=TIMEOUT).json()
+    assert answer["model"] == "tiny" and answer["classes"] == ["ant", "bee", "cat"]
+    assert answer["task"] == "single_label" and answer["multi_label"] is False and answer["top_k"] == 2
+
+
+def test_the_page_and_its_assets_are_served_without_any_external_resource(server: tuple[str, object]) -> None:
+    page = httpx.get(f"{server[0]}/", timeout=TIMEOUT)
+    assert page.status_code == 200 and 'id="files"' in page.text
+    for asset in ("serve.js", "style.css"):
+        assert httpx.get(f"{server[0]}/static/{asset}", timeout=TIMEOUT).status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_an_image_gets_its_label_probability_and_top_k(server: tuple[str, object], trained_app_run: Path) -> None:
+    image = (trained_app_run.parent / "images" / "valid" / "bee" / "bee_0.png").read_bytes()
+    response = post_files(server[0], [("bee_0.png", image)])
+    assert response.status_code == 200
+    (prediction,) = response.json()["predictions"]
+    assert prediction["file"] == "bee_0.png" and prediction["label"] in ("ant", "bee", "cat")
+    assert prediction["top_k"][0]["label"] == prediction["label"]
+    assert len(prediction["top_k"]) == 2 and prediction["top_k"][0]["probability"] == prediction["probability"]
+
+
+def test_predictions_equal_the_predict_command(server: tuple[str, object], learner: object,
+                                               trained_app_run: Path) -> None:
+    path = trained_app_run.parent / "images" / "valid" / "cat" / "cat_1.png"
+    (prediction,) = post_files(server[0], [("cat_1.png", path.read_bytes())]).json()["predictions"]
+    label, index, probs = learner.predict(path)  # type: ignore[attr-defined]
+    assert prediction["label"] == label and prediction["probability"] == pytest.approx(float(probs[index]), abs=1e-6)
+
+
+def test_an_undecodable_file_gets_an_error_entry_and_the_others_their_predictions(
+        server: tuple[str, object], trained_app_run: Path) -> None:
+    image = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png").read_bytes()
+    response = post_files(server[0], [("notes.txt", b"not an image"), ("ant.png", image)])
+    assert response.status_code == 200
+    bad, good = response.json()["predictions"]
+    assert bad["file"] == "notes.txt" and "not a readable image" in bad["error"] and "label" not in bad
+    assert tempfile.gettempdir() not in bad["error"]  # the temporary copy's path is not shown
+    assert good["file"] == "ant.png" and "label" in good
+
+
+def test_no_readable_file_is_422_with_a_json_message_and_the_server_keeps_serving(
+        server: tuple[str, object], trained_app_run: Path) -> None:
+    truncated = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_1.png").read_bytes()[:60]
+    response = post_files(server[0], [("a.png", truncated), ("b.jpg", b"")])
+    assert response.status_code == 422
+    assert "no uploaded file could be read" in response.json()["detail"]
+    assert [entry["file"] for entry in response.json()["predictions"]] == ["a.png", "b.jpg"]
+    missing = httpx.post(f"{server[0]}/predict", timeout=TIMEOUT)
+    assert missing.status_code == 422 and "detail" in missing.json()
+    assert httpx.get(f"{server[0]}/health", timeout=TIMEOUT).status_code == 200
+
+
+def test_sixteen_concurrent_clients_share_batches(server: tuple[str, object], trained_app_run: Path) -> None:
+    url, app = server
+    images = sorted((trained_app_run.parent / "images" / "valid").rglob("*.png"))
+    batcher = app.state.batcher  # type: ignore[attr-defined]
+    calls_before = len(batcher.batch_sizes)
+
+    def one(path: Path) -> tuple[str, str]:
+        answer = post_files(url, [(path.name, path.read_bytes())])
+        return path.name, answer.json()["predictions"][0]["file"]
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, (images * 2)[:16]))
+    assert all(sent == received for sent, received in answers)  # each client got its own file's answer
+    sizes = batcher.batch_sizes[calls_before:]
+    assert sum(sizes) == 16 and max(sizes) > 1
+
+
+def test_a_file_over_the_limit_is_413(learner: object, tmp_path: Path) -> None:
+    big = write_png(tmp_path / "big.png", (10, 10, 10), size=(400, 400)).read_bytes()
+    app = create_app(learner, "tiny", ServeSettings(max_upload_mb=0.01))
+    with serving(app) as url:
+        response = post_files(url, [("big.png", big)])
+        assert response.status_code == 413 and "big.png" in response.json()["detail"]
+        assert "--max-upload-mb" in response.json()["detail"]
+
+
+def test_uploads_live_in_a_temporary_folder_removed_after_the_request(learner: object, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    image = write_png(tmp_path / "x.png", (200, 30, 30)).read_bytes()
+    with serving(create_app(learner, "tiny")) as url:
+        assert post_files(url, [("../../evil.png", image)]).status_code == 200
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "evil.png").exists()
+
+
+def test_a_token_is_required_when_set(learner: object, tmp_path: Path) -> None:
+    image = write_png(tmp_path / "x.png", (200, 30, 30)).read_bytes()
+    with serving(create_app(learner, "tiny", ServeSettings(token="s3cret"))) as url:
+        assert httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 401
+        refused = post_files(url, [("x.png", image)], headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401 and "Bearer" in refused.json()["detail"]
+        accepted = post_files(url, [("x.png", image)], headers={"Authorization": "Bearer s3cret"})
+        assert accepted.status_code == 200
+        assert httpx.get(f"{url}/", timeout=TIMEOUT).status_code == 200  # the page itself holds no data
+
+
+@pytest.mark.filterwarnings("ignore::unfreeze.data.DataWarning")  # 8 images: a class may miss the valid set
+def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
+    root = tmp_path / "planet"
+    rows = ["file,tags"]
+    for index in range(8):
+        write_png(root / f"{index}.png", (200, 40 * index % 255, 30), seed=index)
+        rows.append(f"{index}.png,{'haze water' if index % 2 else 'road'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    dls = ImageDataLoaders.from_csv(root, "labels.csv", label_delim=" ", size=16, bs=4, valid_pct=0.25, seed=0,
+                                    num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    with serving(create_app(learn, "planet", ServeSettings(top_k=3))) as url:
+        assert httpx.get(f"{url}/health", timeout=TIMEOUT).json()["multi_label"] is True
+        (prediction,) = post_files(url, [("0.png", (root / "0.png").read_bytes())]).json()["predictions"]
+    assert isinstance(prediction["label"], list) and isinstance(prediction["probability"], list)
+    assert len(prediction["label"]) == len(prediction["probability"])
+    assert all(probability >= 0.5 for probability in prediction["probability"])
+    assert sorted(entry["label"] for entry in prediction["top_k"]) == ["haze", "road", "water"]
+
+
+def test_settings_refuse_bad_values() -> None:
+    from unfreeze.apps import AppError
+
+    with pytest.raises(AppError, match="--top-k"):
+        ServeSettings(top_k=0)
+    with pytest.raises(AppError, match="--max-upload-mb"):
+        ServeSettings(max_upload_mb=0)
+    with pytest.raises(AppError, match="--token"):
+        ServeSettings(token=" ")

@@ -1,0 +1,125 @@
+"""`unfreeze serve` as users run it: start-up errors in one line, and a SIGTERM that finishes in-flight work."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cli_helpers import run_user_error
+from unfreeze.apps.serve import bind_socket, exposure_warning
+
+
+def test_a_pickle_or_a_truncated_model_fails_at_start_as_predict_does(tmp_path: Path, trained_app_run: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    served = run_user_error(["serve", str(pickled), "--port", "0"], capsys)
+    predicted = run_user_error(["predict", str(pickled), str(pickled)], capsys)
+    assert served == predicted and "pickle" in served
+    truncated = tmp_path / "model.unfreeze"
+    truncated.write_bytes((trained_app_run / "model.unfreeze").read_bytes()[:5000])
+    assert "truncated" in run_user_error(["serve", str(truncated), "--port", "0"], capsys)
+    assert "not found" in run_user_error(["serve", str(tmp_path / "missing.unfreeze")], capsys)
+
+
+def test_a_port_in_use_is_named(trained_app_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = bind_socket("127.0.0.1", 0)
+    try:
+        port = taken.getsockname()[1]
+        line = run_user_error(["serve", str(trained_app_run), "--port", str(port)], capsys)
+    finally:
+        taken.close()
+    assert f"port {port} on 127.0.0.1 is in use" in line and "--port" in line
+
+
+def _start(argv: list[str], env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start `unfreeze serve ... --port 0` in a subprocess; return it and its URL once it listens."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNFREEZE_OFFLINE": "1", **(env_extra or {})}
+    process = subprocess.Popen([sys.executable, "-m", "unfreeze", *argv, "--port", "0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    line = process.stdout.readline() if process.stdout else ""  # "Serving ... at http://127.0.0.1:PORT/ ..."
+    if "http://" not in line:
+        process.kill()
+        raise RuntimeError(f"the server did not start: {line!r} {process.communicate(timeout=30)}")
+    return process, re.search(r"http://[^/ ]+", line).group(0)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(trained_app_run: Path) -> None:
+    # A 1.5 s batch window keeps the request waiting inside the server when SIGTERM arrives.
+    process, url = _start(["serve", str(trained_app_run), "--batch-window-ms", "1500"])
+    image = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png").read_bytes()
+    answers: list[httpx.Response] = []
+    try:
+        sender = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{url}/predict", files={"file": ("ant.png", image)}, timeout=30)))
+        sender.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        sender.join(30)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, process.stderr.read() if process.stderr else ""
+    assert answers and answers[0].status_code == 200 and answers[0].json()["predictions"][0]["label"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_0(trained_app_run: Path) -> None:
+    process, url = _start(["serve", str(trained_app_run)])
+    try:
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0
+
+
+def test_only_a_server_others_can_reach_without_a_token_is_warned_about() -> None:
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("localhost", None) is None
+    assert "--token" in (exposure_warning("0.0.0.0", None) or "")
+    assert exposure_warning("0.0.0.0", "s3cret") is None
+
+
+@pytest.mark.slow
+def test_the_clean_command_serves_the_runs_items_until_sigterm(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, _ = run_copy()
+    process, url = _start(["clean", str(run)])
+    try:
+        answer = httpx.get(f"{url}/api/items?split=valid", timeout=30).json()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0 and answer["kind"] == "folder" and answer["classes"] == ["ant", "bee", "cat"]
+    assert len(answer["items"]) == 12 and {item["split"] for item in answer["items"]} == {"valid"}
+
+
+def test_without_the_serve_extra_the_pip_line_is_given(trained_app_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import unfreeze.apps
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if FastAPI were not installed
+    monkeypatch.delitem(sys.modules, "unfreeze.apps.serve", raising=False)
+    monkeypatch.delattr(unfreeze.apps, "serve", raising=False)
+    line = run_user_error(["serve", str(trained_app_run)], capsys)
+    assert "pip install 'unfreeze[serve]'" in line
+    assert "pip install 'unfreeze[serve]'" in run_user_error(["clean", str(trained_app_run)], capsys)

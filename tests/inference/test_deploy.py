@@ -1,0 +1,59 @@
+"""Deployment exports: uint8 in, probabilities out, equal to PyTorch, in every format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unfreeze.inference.deploy import (
+    FORMATS,
+    check_export,
+    deployable_module,
+    export_deployable,
+    load_deployed,
+    quantize_onnx_int8,
+    validation_images,
+)
+from unfreeze.train.learner import Learner
+
+
+def test_the_wrapped_module_equals_the_learners_own_predictions(sample_learner: Learner) -> None:
+    images, _ = validation_images(sample_learner.dls.valid, limit=8)
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 32, 32)
+    with torch.no_grad():
+        wrapped = deployable_module(sample_learner)(images)
+    probs, _ = sample_learner.get_preds(dl=sample_learner.dls.test_dl(list(images)))
+    torch.testing.assert_close(wrapped, probs, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(wrapped.sum(dim=1), torch.ones(8))
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_each_format_takes_uint8_and_matches_pytorch(sample_learner: Learner, tmp_path: Path, fmt: str) -> None:
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    written = export_deployable(sample_learner, tmp_path / "deploy", fmt)
+    assert [path.name for path in written] == list(FORMATS[fmt]) and all(path.stat().st_size > 0 for path in written)
+    assert sorted(path.name for path in (tmp_path / "deploy").iterdir()) == sorted(FORMATS[fmt])  # no leftovers
+    images, _ = validation_images(sample_learner.dls.valid, limit=5)  # an odd batch: the batch axis is dynamic
+    difference, probs = check_export(sample_learner, written[0], fmt, images)
+    assert difference < 1e-3  # float32 kernels of different runtimes differ in the last digits
+    assert probs.shape == (5, len(sample_learner.dls.vocab))
+    run = load_deployed(written[0], fmt)
+    assert np.allclose(run(images[:1].numpy()).sum(), 1.0, atol=1e-4)
+
+
+def test_int8_onnx_is_smaller_and_close(sample_learner: Learner, tmp_path: Path) -> None:
+    onnx_path = export_deployable(sample_learner, tmp_path, "onnx")[0]
+    quantized = quantize_onnx_int8(onnx_path)
+    assert quantized.name == "model.int8.onnx" and quantized.stat().st_size < onnx_path.stat().st_size
+    images, _ = validation_images(sample_learner.dls.valid, limit=4)
+    difference, _ = check_export(sample_learner, quantized, "onnx", images)
+    assert difference < 0.5
+
+
+def test_unknown_format_is_refused(sample_learner: Learner, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="onnx, torchscript, openvino"):
+        export_deployable(sample_learner, tmp_path, "tflite")
