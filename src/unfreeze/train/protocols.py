@@ -10,6 +10,7 @@ against these protocols and cannot be imported back).
     LearnerView      what callbacks, loggers and the summary read (never write)
     Stateful         an owner of one state section: state_dict / load_state_dict
     Checkpointable   what checkpoint and weights files are written from and loaded into
+    PositionView     epoch, step, interrupted (train.loop.Position)
     GroupsView       the parameter groups and freezing (train.groups.ParamGroups)
     StepperView      optimizer, AMP and the training step (train.stepper.Stepper)
     StateTarget      what train.state captures and restores, section by section
@@ -21,14 +22,15 @@ against these protocols and cannot be imported back).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-__all__ = ["Checkpointable", "FitTarget", "GroupsView", "LearnerView", "RangeTestTarget", "RecipeTarget",
-           "StateTarget", "Stateful", "StepperView"]
+__all__ = ["Checkpointable", "FitTarget", "GroupsView", "LearnerView", "PositionView", "RangeTestTarget",
+           "RecipeTarget", "StateTarget", "Stateful", "StepperView"]
 
 
 class Stateful(Protocol):
@@ -47,6 +49,14 @@ class Checkpointable(Protocol):
     def state_dict(self, keys: Collection[str] | None = None, *, grads: bool = False) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class PositionView(Protocol):
+    """Where training stands (train.loop.Position): written by the loop, saved in the "position" section."""
+
+    epoch: int
+    step: int
+    interrupted: bool
 
 
 class GroupsView(Protocol):
@@ -86,7 +96,7 @@ class StepperView(Protocol):
 
     def set_mixed_precision(self, enabled: bool) -> bool: ...
 
-    def weight_decay_for_fit(self, wd: float | None) -> Any: ...
+    def weight_decay_for_fit(self, wd: float | None) -> AbstractContextManager[None]: ...
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None: ...
@@ -157,7 +167,7 @@ class StateTarget(Protocol):
     model: nn.Module
     dls: Any
     recorder: Any  # train.callbacks.Recorder
-    position: Any  # train.loop.Position: epoch, step
+    position: PositionView
     progress: Stateful  # train.recipes.FitProgress
 
     @property
@@ -176,7 +186,7 @@ class FitTarget(Protocol):
     recorder: Any  # train.callbacks.Recorder
     seed: int | None
     quiet: bool
-    position: Any  # train.loop.Position, which the loop writes while a fit runs
+    position: PositionView  # the loop writes it while a fit runs
 
     @property
     def stepper(self) -> StepperView: ...
