@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from unfreeze import runs
-from unfreeze.apps.report import write_report
 from unfreeze._io import output_error, stream_path
+from unfreeze.apps.report import write_report
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
 from unfreeze.cli.output import discard_output, printable
 
