@@ -64,14 +64,13 @@ from unfreeze.train.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
-    EarlyStoppingCallback,
     ProgressCallback,
     Recorder,
     SaveBestModel,
-    SaveModelCallback,
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
+from unfreeze.train.fastai_idioms import EarlyStoppingCallback, SaveModelCallback
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley

@@ -1,4 +1,4 @@
-"""Run directories of the `unfreeze` command: fresh names, config.json and summary.json.
+"""Run directories of the `unfreeze` command: the `Run` object and its files, lock and JSON.
 
 A run directory holds everything one `unfreeze train` produced:
 
@@ -11,27 +11,38 @@ A run directory holds everything one `unfreeze train` produced:
 
 An existing run directory is never overwritten by accident: `create_run_dir` picks `NAME-2`, `NAME-3`, ...
 unless `overwrite=True`, and even then it only clears a folder that is itself a run directory.
+
+A `Run` is one such directory with its lifecycle: create (or open) and lock it, write the config and
+rerun line, read the checkpoint a resume continues, rebuild the history, write the summary and plots,
+and call the report hooks (`add_report_hook`: the HTML report and `serve` plug in there). Each CLI
+command is then a few calls on a `Run`. The learner and interpretation it records are read through
+their public members only; this module imports nothing of training at import time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
 import platform
+import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunConfigError", "RunDirError", "clear_stale_temporaries", "create_run_dir",
-           "environment", "read_json", "run_lock", "write_json"]
+__all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "Run", "RunConfigError", "RunDirError", "add_report_hook",
+           "clear_stale_temporaries", "create_run_dir", "environment", "read_json", "rerun_argv", "run_lock",
+           "write_json"]
 
 LOCK_FILE = "run.lock"
+CHECKPOINT = "checkpoint.pt"
 
 RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
              "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png")
@@ -257,3 +268,189 @@ def environment(device: Any) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+# ---------------------------------------------------------------------------- the run object
+
+
+def rerun_argv(options: dict[str, Any]) -> list[str]:
+    """The `unfreeze train` command line that repeats a run described by its config options.
+
+    Example:
+        >>> rerun_argv({"data": "pets", "epochs": 2, "pretrained": True, "train_bn": None})
+        ['train', 'pets', '--epochs', '2']
+    """
+    argv = ["train", options["data"]]
+    for key in ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "epochs",
+                "freeze_epochs", "lr", "out", "class_weights"):
+        if options.get(key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(options[key])]
+    if options.get("multi_label"):
+        argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
+    if options.get("sampler", "shuffle") != "shuffle":
+        argv += ["--sampler", options["sampler"]]
+    argv += [] if options["pretrained"] else ["--no-pretrained"]
+    if options.get("train_bn") is not None:
+        argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
+    return argv
+
+
+# Called with a finished (or interrupted) run after its summary.json is written; each may write more
+# files into it (the HTML report). Registered by the packages above this one, never imported here.
+_REPORT_HOOKS: list[Callable[[Run], Any]] = []
+
+
+def add_report_hook(hook: Callable[[Run], Any]) -> None:
+    """Call `hook(run)` after every run's summary is written (`Run.write_summary`); once per hook.
+
+    Example:
+        >>> add_report_hook(lambda run: print(run.folder))  # doctest: +SKIP
+    """
+    if hook not in _REPORT_HOOKS:
+        _REPORT_HOOKS.append(hook)
+
+
+@dataclass
+class Run:
+    """One run directory of `unfreeze train`, and what each step of a run writes into it.
+
+    Args:
+        folder: The directory (see the module docstring for its files).
+
+    Example:
+        >>> run = Run.create("runs/pets", overwrite=False)  # doctest: +SKIP
+        >>> with run.lock():  # doctest: +SKIP
+        ...     run.write_config(options, argv)
+    """
+
+    folder: Path
+
+    @classmethod
+    def create(cls, requested: str | Path, overwrite: bool = False) -> Run:
+        """A fresh run directory at `requested` (or `requested-2`, ...); see `create_run_dir`."""
+        return cls(create_run_dir(requested, overwrite=overwrite))
+
+    @classmethod
+    def open(cls, folder: str | Path, hint: str = "Pass a run directory written by 'unfreeze train'") -> Run:
+        """An existing run directory; RunDirError (its message ending with `hint`) if it has no config.json."""
+        run = cls(Path(folder).expanduser())
+        if not run.config_file.is_file():
+            raise RunDirError(f"{run.config_file} not found. {hint}")
+        return run
+
+    # ------------------------------------------------------------------ files
+
+    def file(self, name: str) -> Path:
+        """The path of one of the run's files (`RUN_FILES`, or a report's)."""
+        return self.folder / name
+
+    @property
+    def config_file(self) -> Path:
+        return self.file("config.json")
+
+    @property
+    def history_file(self) -> Path:
+        return self.file("history.csv")
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.file(CHECKPOINT)
+
+    @property
+    def export_file(self) -> Path:
+        return self.file("model.unfreeze")
+
+    @property
+    def summary_file(self) -> Path:
+        return self.file("summary.json")
+
+    def lock(self) -> contextlib.AbstractContextManager[Path]:
+        """Hold the run's lock while writing into it (`run_lock`)."""
+        return run_lock(self.folder)
+
+    # ------------------------------------------------------------------ config
+
+    def write_config(self, options: dict[str, Any], argv: list[str]) -> Path:
+        """config.json: the options (enough to rerun), the version, the rerun line and the argv given."""
+        from unfreeze._version import __version__
+
+        rerun = " ".join(shlex.quote(word) for word in ["unfreeze", *rerun_argv(options)])
+        return write_json(self.config_file, {"command": "train", "options": options, "unfreeze_version": __version__,
+                                             "rerun": rerun, "argv": list(argv)})
+
+    def options(self, needed: tuple[str, ...] = (), purpose: str = "") -> dict[str, Any]:
+        """The options in config.json; RunConfigError if it is not JSON or lacks one of `needed`."""
+        options = read_json(self.config_file, required=("options",))["options"]
+        missing = list(needed) if not isinstance(options, dict) else [key for key in needed if key not in options]
+        if missing:
+            end = f"; {purpose}" if purpose else ". Restore it, or train the run again"
+            raise RunConfigError(f"{self.config_file} lacks the options {', '.join(missing)}{end}")
+        return options
+
+    # ------------------------------------------------------------------ resume
+
+    def resume_checkpoint(self) -> Any:
+        """The checkpoint an interrupted run continues from, as a `train.recipes.Resume` (read, not loaded).
+
+        Raises:
+            RunDirError: The run stopped before its first epoch ended, or it finished.
+        """
+        from unfreeze.train.recipes import Resume
+
+        clear_stale_temporaries(self.folder)  # what a kill during a write left; the resumed run writes them anew
+        if not self.checkpoint_file.is_file():
+            raise RunDirError(self._no_checkpoint_message())
+        if self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False):
+            raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume")
+        return Resume.read(self.checkpoint_file)
+
+    def _no_checkpoint_message(self) -> str:
+        """Why a run without checkpoint cannot be resumed, as its files tell it."""
+        try:
+            with self.history_file.open(newline="") as handle:
+                epochs = sum(1 for _ in csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            epochs = 0
+        rerun = read_json(self.config_file).get("rerun", "the same 'unfreeze train' command")
+        why = (f" although {self.history_file} records {epochs} finished epoch(s): the process was stopped while "
+               "writing the first checkpoint, so there is no state to continue from" if epochs else
+               ": the run stopped before its first epoch ended")
+        return f"{self.folder} has no {CHECKPOINT}{why}. Start it again with: {rerun} --overwrite"
+
+    # ------------------------------------------------------------------ history, summary, plots
+
+    def rewrite_history(self, history: list[dict[str, Any]]) -> None:
+        """history.csv with exactly these rows (atomically); on a resume, the checkpoint's record.
+
+        The CSV may hold a row written after the checkpoint (a kill in between): the resumed run
+        continues the checkpoint's history, so the file is rebuilt from it.
+        """
+        if not history:
+            if self.history_file.exists():
+                self.history_file.unlink()
+            return
+        with atomic_path(self.history_file) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    def history_logger(self) -> Any:
+        """A `CSVLogger` appending each epoch's row to history.csv."""
+        from unfreeze.train.callbacks import CSVLogger
+
+        return CSVLogger(self.history_file, append=True)
+
+    def write_plots(self, recorder: Any, interpretation: Any, single_label: bool) -> list[Path]:
+        """loss.png, sched.png, then confusion_matrix.png (single-label data) and top_losses.png."""
+        plots = [recorder.plot_loss(self.file("loss.png")), recorder.plot_sched(self.file("sched.png"))]
+        if single_label:
+            plots.append(interpretation.plot_confusion_matrix(self.file("confusion_matrix.png")))
+        plots.append(interpretation.plot_top_losses(9, path=self.file("top_losses.png")))
+        return plots
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """summary.json, then every report hook (`add_report_hook`) on this run."""
+        path = write_json(self.summary_file, summary)
+        for hook in _REPORT_HOOKS:
+            hook(self)
+        return path

@@ -11,7 +11,8 @@ import torch
 
 from unfreeze.data import ImageDataLoaders
 from unfreeze.train.builders import load_learner, vision_learner
-from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStoppingCallback, SaveModelCallback
+from unfreeze.train.callbacks import Callback, CSVLogger
+from unfreeze.train.fastai_idioms import EarlyStoppingCallback, SaveModelCallback
 from unfreeze.train.metrics import ValidationResults
 
 

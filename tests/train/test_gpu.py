@@ -43,7 +43,7 @@ def test_fine_tune_on_the_gpu_learns_and_overlaps_steps(make_image_folder):
     root = make_image_folder(classes=("ant", "bee", "cat"), n_train=12, n_valid=6, size=(20, 20))
     dls = _dls(root, "cuda")
     learn = vision_learner(dls, "test_resnet", metrics=["accuracy"], pretrained=False, seed=0, quiet=True)
-    assert learn._overlap_steps and learn._amp_dtype in (torch.bfloat16, torch.float16)
+    assert learn.stepper.overlap_steps and learn.amp_dtype in (torch.bfloat16, torch.float16)
     learn.fine_tune(3, base_lr=1e-2)
     losses = learn.recorder.losses
     assert len(losses) == 4 * len(dls.train) and all(math.isfinite(loss) for loss in losses)

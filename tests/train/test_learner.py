@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from unfreeze._device import cudnn_autotune
 from unfreeze.data import ImageDataLoaders
 from unfreeze.models import UnknownArchitectureError
 from unfreeze.train.builders import cnn_learner, vision_learner
 from unfreeze.train.callbacks import Callback, CSVLogger, EarlyStopping, ProgressCallback, SaveBestModel
 from unfreeze.train.learner import Learner, NonFiniteLossError
-from unfreeze.train.loop import cudnn_autotune
 from unfreeze.train.schedules import OneCycleSchedule, resolve_lrs
 
 
@@ -113,7 +113,7 @@ def test_freeze_to_matches_fastai(dls, n):
     first_trainable = n % learn.n_groups if n < 0 else n
     for index, names in enumerate(learn.param_groups):
         for name in names:
-            assert learn._param_names[name].requires_grad == (index >= first_trainable)
+            assert learn.groups.params[name].requires_grad == (index >= first_trainable)
 
 
 def test_freeze_clears_optimizer_state(dls):
@@ -253,7 +253,7 @@ class NaNAfter(nn.Module):
 @pytest.mark.parametrize("overlap", [False, True])  # True: the loss is read one step late, as on CUDA
 def test_nan_loss_stops_and_restores_last_good_weights(dls, overlap):
     learn = make_learner(dls, loss_func=NaNAfter(len(dls.train) + 2))
-    learn._overlap_steps = overlap
+    learn.stepper.overlap_steps = overlap
     learn.unfreeze()
     learn.fit(1, 1e-3)
     good = state(learn.model)
@@ -358,7 +358,7 @@ def test_compile_option_trains_like_eager(dls):
     compiled = make_learner(dls)
     compiled.compile_model = "eager"
     compiled.fit(1, 1e-3)
-    assert compiled._train_model is not compiled.model
+    assert compiled.stepper.train_model is not compiled.model
     assert compiled.recorder.losses == pytest.approx(plain.recorder.losses, rel=1e-4)
 
 
@@ -378,7 +378,7 @@ def test_overlapped_steps_train_and_record_like_synchronous_ones(dls):
     runs = {}
     for overlap in (False, True):
         learn = make_learner(dls, seed=3)
-        learn._overlap_steps = overlap
+        learn.stepper.overlap_steps = overlap
         learn.fine_tune(1)
         runs[overlap] = (state(learn.model), learn.recorder.losses, learn.step)
     (sync_state, sync_losses, sync_steps), (lag_state, lag_losses, lag_steps) = runs[False], runs[True]
@@ -398,7 +398,7 @@ class StopAt(StepLog):
 
 def test_batch_callbacks_keep_the_strict_order_and_stop_exactly_when_steps_overlap(dls):
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     log = StopAt(2)
     learn.fit(1, 1e-3, callbacks=[log])
@@ -408,7 +408,7 @@ def test_batch_callbacks_keep_the_strict_order_and_stop_exactly_when_steps_overl
 
 def test_an_interrupt_while_a_nan_step_is_unread_restores_the_epoch_start(dls):
     learn = make_learner(dls, loss_func=NaNAfter(10**9))
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     learn.fit(1, 1e-3)
     good = state(learn.model)
@@ -427,22 +427,22 @@ def test_cudnn_autotune_is_scoped_to_the_fit_and_respects_determinism(dls):
     before = torch.backends.cudnn.benchmark
     learn.fit(1, 1e-3)
     assert torch.backends.cudnn.benchmark == before  # CPU: untouched
-    learn.device = torch.device("cuda")  # the switch only reads the device type; no GPU is used
+    cuda = torch.device("cuda")  # the switch only reads the device type; no GPU is used
     torch.backends.cudnn.benchmark = False
     try:
-        with cudnn_autotune(learn):
+        with cudnn_autotune(cuda):
             assert torch.backends.cudnn.benchmark
-            with cudnn_autotune(learn, training=False):  # evaluation inside a fit: the user's setting
+            with cudnn_autotune(cuda, training=False):  # evaluation inside a fit: the user's setting
                 assert not torch.backends.cudnn.benchmark
             assert torch.backends.cudnn.benchmark
         assert not torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True  # the user's own choice is kept everywhere
-        with cudnn_autotune(learn), cudnn_autotune(learn, training=False):
+        with cudnn_autotune(cuda), cudnn_autotune(cuda, training=False):
             assert torch.backends.cudnn.benchmark
         assert torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
-        with cudnn_autotune(learn):
+        with cudnn_autotune(cuda):
             assert not torch.backends.cudnn.benchmark
     finally:
         torch.use_deterministic_algorithms(False)
@@ -456,7 +456,7 @@ class WatchOnlyStepLog(StepLog):
 def test_events_stay_in_order_when_the_loop_reads_losses_a_step_late(dls):
     """With only watching callbacks the GPU loop overlaps steps; their events still arrive in order."""
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True  # as on CUDA
+    learn.stepper.overlap_steps = True  # as on CUDA
     log = WatchOnlyStepLog()
     learn.fit(1, 1e-3, callbacks=[log])
     losses, n = learn.recorder.losses, len(dls.train)
@@ -467,7 +467,7 @@ def test_events_stay_in_order_when_the_loop_reads_losses_a_step_late(dls):
 def test_a_callback_that_acts_per_batch_sees_each_step_as_it_happens(dls):
     """A user callback overriding after_batch may stop or read weights: the loop then reads at once."""
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     seen = []
 
     class WeightWatcher(Callback):
@@ -490,7 +490,7 @@ def test_a_subclass_that_overrides_a_watchers_batch_event_is_not_taken_for_a_wat
             return step == 2
 
     learn = make_learner(dls, seed=3)
-    learn._overlap_steps = True
+    learn.stepper.overlap_steps = True
     learn.unfreeze()
     learn.fit(1, 1e-3, callbacks=[Stopper()])
     assert learn.step == 2 and len(learn.recorder.losses) == 2

@@ -198,11 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and argparse's own errors (one line, code 2)
         return exit_.code if isinstance(exit_.code, int) else 0
     args.argv = argv
+    args.parser = parser  # for a command that runs another one (demo runs train), without importing this module
     # Commands register what must be undone however they end (the run directory's lock) on args.cleanup;
     # the stop signals are handled until that cleanup is done.
     with StopSignals() as stop, warnings.catch_warnings(), contextlib.ExitStack() as args.cleanup:

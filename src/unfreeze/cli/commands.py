@@ -21,9 +21,6 @@ from unfreeze.cli.output import discard_output, printable
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
            "command_lr_find", "command_predict", "command_train", "load_data"]
 
-CHECKPOINT = "checkpoint.pt"
-
-
 # ---------------------------------------------------------------------------- shared steps
 
 
@@ -96,23 +93,6 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
     }
 
 
-def _rerun_argv(options: dict[str, Any]) -> list[str]:
-    """The `unfreeze train` command line that repeats a run described by its config options."""
-    argv = ["train", options["data"]]
-    for key in ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "epochs",
-                "freeze_epochs", "lr", "out", "class_weights"):
-        if options.get(key) is not None:
-            argv += [f"--{key.replace('_', '-')}", str(options[key])]
-    if options.get("multi_label"):
-        argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
-    if options.get("sampler", "shuffle") != "shuffle":
-        argv += ["--sampler", options["sampler"]]
-    argv += [] if options["pretrained"] else ["--no-pretrained"]
-    if options["train_bn"] is not None:
-        argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
-    return argv
-
-
 def _load_model(path: Path) -> Any:
     from unfreeze import load_learner
 
@@ -128,19 +108,11 @@ def command_train(args: argparse.Namespace) -> int:
     A checkpoint is written into the run directory after every epoch; `--resume RUN_DIR` rebuilds the
     same data and model from its config.json and continues from that checkpoint exactly.
     """
-    from unfreeze import CSVLogger, distributed
+    from unfreeze import distributed
     from unfreeze.inference import ClassificationInterpretation
 
     started = time.perf_counter()
-    if args.resume is not None:
-        run, options, saved = _resume_plan(args)
-    else:
-        if args.data is None:
-            raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
-                             "continue an interrupted run")
-        options = _options(args)
-        options.update(epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr)
-        saved = None
+    run, options, saved = _resume_plan(args) if args.resume is not None else (None, _new_run_options(args), None)
     dls = load_data(options)
     _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
@@ -148,55 +120,33 @@ def command_train(args: argparse.Namespace) -> int:
     # (the process group exists once the learner is built).
     main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
-    if saved is None:
-        requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
-        claimed: str | Exception | None = None
-        if main_process:
-            try:
-                claimed = str(_claim_run_dir(requested, args))
-            except (runs.RunDirError, UsageError) as error:
-                claimed = error  # the other ranks raise it too, instead of waiting for a folder forever
-        claimed = distributed.broadcast_object(claimed)
-        if isinstance(claimed, Exception):
-            raise claimed
-        run = Path(str(claimed))
-        options["out"] = str(run)
-        if main_process and run != Path(requested).expanduser():
-            print(f"{requested} exists; this run goes to {run} (--overwrite reuses {requested}).")
-        if main_process:
-            _write_config(run, options, args)
+    if run is None:
+        run = _claim_run(args, options, main_process)
     elif main_process:
-        args.cleanup.enter_context(runs.run_lock(run))
-        # The CSV may hold a row written after the checkpoint (a kill in between): rebuild it from the
-        # checkpoint's history, the record the resumed run continues.
-        _rewrite_history(run / "history.csv", saved["recorder"]["history"])
+        args.cleanup.enter_context(run.lock())
+        run.rewrite_history(saved.state["recorder"]["history"])
     if not quiet:
-        resumed = f", resuming after epoch {len(saved['recorder']['history'])}" if saved is not None else ""
-        print(f"{dls}; {options['arch']} on {learn.device}; run directory {run}{resumed}")
+        resumed = f", resuming after epoch {len(saved.state['recorder']['history'])}" if saved is not None else ""
+        print(f"{dls}; {options['arch']} on {learn.device}; run directory {run.folder}{resumed}")
     lr, lr_find = options["lr"], None
     if lr == "auto" and saved is None:
-        lr_find = learn.lr_find(plot=run / "lr_find.png")
+        lr_find = learn.lr_find(plot=run.file("lr_find.png"))
         lr = lr_find.valley
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
-    logger = [CSVLogger(run / "history.csv", append=True)] if main_process else []
-    _fine_tune(learn, options, lr, logger, run, resume=saved)
-    lr = learn.progress.get("recipe", {}).get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
+    _fine_tune(learn, options, lr, [run.history_logger()] if main_process else [], run, resume=saved)
+    lr = learn.progress.recipe.get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
-        exported = learn.export(run / "model.unfreeze") if args.save_on_interrupt else None
+        exported = learn.export(run.export_file) if args.save_on_interrupt else None
         return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
-    learn.export(run / "model.unfreeze")
+    learn.export(run.export_file)
     interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
     if not main_process:
         return 0
-    plots = [learn.recorder.plot_loss(run / "loss.png"), learn.recorder.plot_sched(run / "sched.png")]
-    if lr_find is not None:
-        plots.insert(0, run / "lr_find.png")
     single_label = not options.get("multi_label")
-    if single_label:
-        plots.append(interpretation.plot_confusion_matrix(run / "confusion_matrix.png"))
-    plots.append(interpretation.plot_top_losses(9, path=run / "top_losses.png"))
+    plots = ([run.file("lr_find.png")] if lr_find is not None else []) + run.write_plots(
+        learn.recorder, interpretation, single_label)
     final = dict(learn.recorder.history[-1]) if learn.recorder.history else {}
     summary = {
         "final": final,
@@ -208,29 +158,55 @@ def command_train(args: argparse.Namespace) -> int:
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
         "report": interpretation.report(),
         "interrupted": learn.interrupted,
-        "resumed_after_epoch": None if saved is None else len(saved["recorder"]["history"]),
+        "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
         "wall_time_s": round(time.perf_counter() - started, 2),
         **runs.environment(learn.device),
     }
-    runs.write_json(run / "summary.json", summary)
-    write_report(run)
+    run.write_summary(summary)
+    write_report(run.folder)
     if args.quiet:
-        print(run)
+        print(run.folder)
         return 0
     metrics = ", ".join(f"{name} {final[name]:.4f}" for name in learn.metric_names if name in final)
     print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images; {summary['wall_time_s']:.0f} s in all.")
-    print(f"Run directory: {run}/ (config.json, history.csv, {CHECKPOINT}, model.unfreeze, summary.json)")
+    print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json)")
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
 
 
-def _write_config(run: Path, options: dict[str, Any], args: argparse.Namespace) -> None:
-    from unfreeze._version import __version__
+def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a new run: the command line's data and model options, epochs and LR."""
+    if args.data is None:
+        raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
+                         "continue an interrupted run")
+    return {**_options(args), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr}
 
-    rerun = " ".join(_quote(word) for word in ["unfreeze", *_rerun_argv(options)])
-    runs.write_json(run / "config.json", {"command": "train", "options": options, "unfreeze_version": __version__,
-                                          "rerun": rerun, "argv": list(args.argv)})
+
+def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
+    """Create (or with --overwrite reuse) the run directory on rank 0, hold its lock until the command
+    ends and write its config; every rank learns the folder, or the error that stopped rank 0."""
+    from unfreeze import distributed
+
+    requested = args.out or Path("runs") / f"{Path(options['data']).name}-{options['arch']}"
+    claimed: str | Exception | None = None
+    if main_process:
+        try:
+            run = runs.Run.create(requested, overwrite=args.overwrite)
+            args.cleanup.enter_context(run.lock())
+            claimed = str(run.folder)
+        except (runs.RunDirError, UsageError) as error:
+            claimed = error  # the other ranks raise it too, instead of waiting for a folder forever
+    claimed = distributed.broadcast_object(claimed)
+    if isinstance(claimed, Exception):
+        raise claimed
+    run = runs.Run(Path(str(claimed)))
+    options["out"] = str(run.folder)
+    if main_process and run.folder != Path(requested).expanduser():
+        print(f"{requested} exists; this run goes to {run.folder} (--overwrite reuses {requested}).")
+    if main_process:
+        run.write_config(options, args.argv)
+    return run
 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
@@ -238,22 +214,14 @@ _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weigh
             "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr")
 
 
-def _resume_plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """The run directory, its options and its checkpoint, for `--resume RUN_DIR`.
+def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
+    """The run, its options and its checkpoint, for `--resume RUN_DIR`.
 
     Options come from the run's config.json. One that the command line also gives must have the same
     value: a resumed run with other epochs, LR or data would not be the run that was interrupted.
     """
-    from unfreeze.train.checkpoint import read_checkpoint
-
-    run = args.resume.expanduser()
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path} not found. --resume takes a run directory written by 'unfreeze train'")
-    options = runs.read_json(config_path, required=("options",))["options"]
-    missing = [key for key in ("data", "arch", "epochs", "freeze_epochs", "lr") if key not in options]
-    if missing:
-        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}; it cannot be resumed")
+    run = runs.Run.open(args.resume, "--resume takes a run directory written by 'unfreeze train'")
+    options = run.options(("data", "arch", "epochs", "freeze_epochs", "lr"), "it cannot be resumed")
     given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
     current = {**_options(args, data_required=False), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
                "lr": args.lr}
@@ -265,45 +233,9 @@ def _resume_plan(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[s
     if args.data is not None and str(Path(args.data).expanduser().resolve()) != options["data"]:
         differing.insert(0, f"DATA {args.data} (the run used {options['data']})")
     if differing:
-        raise UsageError(f"--resume continues {run} as it was started; this command line changes "
+        raise UsageError(f"--resume continues {run.folder} as it was started; this command line changes "
                          f"{'; '.join(differing)}. Drop those options, or start a new run")
-    runs.clear_stale_temporaries(run)  # what a kill during a write left; the resumed run writes them anew
-    checkpoint = run / CHECKPOINT
-    if not checkpoint.is_file():
-        raise UsageError(_no_checkpoint_message(run))
-    summary = run / "summary.json"
-    if summary.is_file() and not runs.read_json(summary).get("interrupted", False):
-        raise UsageError(f"{run} finished (see {summary}); there is nothing to resume")
-    return run, options, read_checkpoint(checkpoint)
-
-
-def _no_checkpoint_message(run: Path) -> str:
-    """Why a run without checkpoint cannot be resumed, as its files tell it."""
-    history = run / "history.csv"
-    try:
-        with history.open(newline="") as handle:
-            epochs = sum(1 for _ in csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        epochs = 0
-    rerun = runs.read_json(run / "config.json").get("rerun", "the same 'unfreeze train' command")
-    why = (f" although {history} records {epochs} finished epoch(s): the process was stopped while writing the "
-           "first checkpoint, so there is no state to continue from" if epochs else
-           ": the run stopped before its first epoch ended")
-    return f"{run} has no {CHECKPOINT}{why}. Start it again with: {rerun} --overwrite"
-
-
-def _rewrite_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """history.csv with exactly these rows (atomically)."""
-    from unfreeze._io import atomic_path
-
-    if not history:
-        if path.exists():
-            path.unlink()
-        return
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    return run, options, run.resume_checkpoint()
 
 
 def _check_trainable(dls: Any) -> None:
@@ -315,38 +247,30 @@ def _check_trainable(dls: Any) -> None:
     dls.valid.check_decodable()
 
 
-def _claim_run_dir(requested: Path, args: argparse.Namespace) -> Path:
-    """Create (or with --overwrite reuse) the run directory and hold its lock until the command ends."""
-    run = runs.create_run_dir(requested, overwrite=args.overwrite)
-    args.cleanup.enter_context(runs.run_lock(run))
-    return run
-
-
-def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: Path,
-               resume: dict[str, Any] | None) -> None:
+def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: runs.Run,
+               resume: Any) -> None:
     """`learn.fine_tune` with a checkpoint in the run directory after every epoch (and from it, on resume).
 
     A full disk while CSVLogger appends a row is reported as that file's error.
     """
     from unfreeze._io import output_error
 
-    checkpoint = run / CHECKPOINT
     try:
         learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"], callbacks=callbacks,
-                        checkpoint=checkpoint, resume=resume)
+                        checkpoint=run.checkpoint_file, resume=resume)
     except OSError as error:
-        converted = output_error(error, error.filename or run / "history.csv")
+        converted = output_error(error, error.filename or run.history_file)
         if converted is None:
             raise
         raise converted from error
 
 
-def _after_interrupt(learn: Any, run: Path, lr: float, started: float, exported: Path | None) -> int:
+def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, exported: Path | None) -> int:
     """After Ctrl-C in training: summary.json says so; the model is exported only with --save-on-interrupt.
 
     A half-trained model.unfreeze next to a complete-looking run would be mistaken for the result.
     """
-    runs.write_json(run / "summary.json", {
+    run.write_summary({
         "interrupted": True,
         "exported": None if exported is None else str(exported),
         "final": dict(learn.recorder.history[-1]) if learn.recorder.history else {},
@@ -356,7 +280,7 @@ def _after_interrupt(learn: Any, run: Path, lr: float, started: float, exported:
         "wall_time_s": round(time.perf_counter() - started, 2),
     })
     saved = f"the model was saved to {exported}" if exported else "no model was exported (--save-on-interrupt keeps it)"
-    print(f"unfreeze: interrupted; {saved}; summary in {run / 'summary.json'}.", file=sys.stderr)
+    print(f"unfreeze: interrupted; {saved}; summary in {run.summary_file}.", file=sys.stderr)
     return 130
 
 
@@ -377,9 +301,7 @@ def command_demo(args: argparse.Namespace) -> int:
     if not args.quiet:
         print("unfreeze demo: efficientnet_lite0 (bundled ImageNet weights) on the Fashion-MNIST sample. Same as:\n"
               f"  unfreeze {' '.join(_quote(word) for word in argv)}")
-    from unfreeze.cli import build_parser  # the parser refers to these commands: imported at call time
-
-    train_args = build_parser().parse_args(argv)
+    train_args = args.parser.parse_args(argv)
     train_args.argv = ["demo", *args.argv[1:]]
     train_args.cleanup = args.cleanup
     return command_train(train_args)
@@ -497,12 +419,9 @@ def command_interpret(args: argparse.Namespace) -> int:
     """`unfreeze interpret`: rebuild the run's validation set, redraw its plots and print the report."""
     from unfreeze.inference import ClassificationInterpretation
 
-    run = args.run_dir
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path} not found. Pass a run directory written by 'unfreeze train'")
-    options = _run_options(config_path)
-    learn = _load_model(run)
+    run = runs.Run.open(args.run_dir)
+    options = run.options(("data", "size", "bs", "valid_pct", "seed"))
+    learn = _load_model(run.folder)
     dls = load_data(options)
     if list(dls.vocab) != list(learn.dls.vocab):
         raise UsageError(f"the data at {options['data']} now has the classes {dls.vocab}, the model was trained on "
@@ -511,8 +430,8 @@ def command_interpret(args: argparse.Namespace) -> int:
     dls.to(learn.device)
     interpretation = ClassificationInterpretation.from_learner(learn, dl=dls.valid)
     single_label = not options.get("multi_label")
-    plots = [interpretation.plot_confusion_matrix(run / "confusion_matrix.png")] if single_label else []
-    plots.append(interpretation.plot_top_losses(9, path=run / "top_losses.png"))
+    plots = [interpretation.plot_confusion_matrix(run.file("confusion_matrix.png"))] if single_label else []
+    plots.append(interpretation.plot_top_losses(9, path=run.file("top_losses.png")))
     _print_report(interpretation, single_label)
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
@@ -525,17 +444,6 @@ def _print_report(interpretation: Any, single_label: bool) -> None:
     if confused:
         print("Most confused (actual → predicted, count): " + printable(
             "; ".join(f"{actual} → {predicted} {count}" for actual, predicted, count in confused)))
-
-
-def _run_options(config_path: Path) -> dict[str, Any]:
-    """The data options in a run's config.json; RunConfigError if it is not JSON or lacks them."""
-    options = runs.read_json(config_path, required=("options",))["options"]
-    needed = ("data", "size", "bs", "valid_pct", "seed")
-    missing = needed if not isinstance(options, dict) else [key for key in needed if key not in options]
-    if missing:
-        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}. Restore it, or train "
-                                  "the run again")
-    return options
 
 
 def command_export(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ Example:
     >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
 """
 
-from unfreeze.inference.convert import FastaiConversionError, convert_fastai, fastai_export_hint
+from unfreeze.inference.convert import FastaiConversionError, convert_fastai
 from unfreeze.inference.export import (
     FORMAT_VERSION,
     ExportArchitectureError,
@@ -18,6 +18,7 @@ from unfreeze.inference.export import (
     NonFiniteWeightsWarning,
     export,
     export_onnx,
+    fastai_export_hint,
     inference_dls,
     read_export,
     read_export_metadata,

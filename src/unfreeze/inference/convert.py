@@ -28,32 +28,15 @@ from torch import nn
 
 from unfreeze.data import ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.data.transforms import RESIZE_METHODS
+from unfreeze.inference.export import export, fastai_export_hint
 from unfreeze.models import TransferModel, create_model
 from unfreeze.tasks import SingleLabel
 
-__all__ = ["FastaiConversionError", "convert_fastai", "fastai_export_hint"]
+__all__ = ["FastaiConversionError", "convert_fastai"]
 
 
 class FastaiConversionError(ValueError):
     """A fastai file that cannot be converted: the message says what was found and what to do."""
-
-
-def fastai_export_hint(path: str | Path, arch: str = "resnet34") -> str:
-    """The steps that turn a fastai export.pkl into an unfreeze export (for error messages).
-
-    Example:
-        >>> "learn.save" in fastai_export_hint("export.pkl")
-        True
-    """
-    return (
-        f"{path} looks like a pickled fastai Learner (learn.export()). unfreeze never unpickles files: loading "
-        "a pickle can run arbitrary code. Convert it in three steps: (1) in your fastai environment, "
-        "learn = load_learner('export.pkl') (only for a file you trust), then "
-        "torch.save(learn.model.state_dict(), 'weights.pth') or learn.save('stage') (writes models/stage.pth); "
-        "(2) note learn.dls.vocab and the image size; (3) run "
-        f"`unfreeze convert-fastai weights.pth --arch {arch} --vocab <class1>,<class2>,...` or, in Python, "
-        f"convert_fastai('weights.pth', '{arch}', 'model.unfreeze', vocab=learn.dls.vocab)."
-    )
 
 
 def _read_fastai_state(path: Path) -> dict[str, torch.Tensor]:
@@ -145,7 +128,6 @@ def convert_fastai(weights_path: str | Path, arch: str | Callable[..., nn.Module
         PosixPath('pets.unfreeze')
         >>> learn = load_learner("pets.unfreeze")  # doctest: +SKIP
     """
-    from unfreeze.inference.export import export
 
     path, vocab = Path(weights_path), [str(name) for name in vocab]
     if resize_method not in RESIZE_METHODS or isinstance(size, bool) or not isinstance(size, int) or size < 1:

@@ -43,6 +43,7 @@ __all__ = [
     "NonFiniteWeightsWarning",
     "export",
     "export_onnx",
+    "fastai_export_hint",
     "inference_dls",
     "read_export",
     "read_export_metadata",
@@ -141,6 +142,24 @@ def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict
         raise OSError(number, os.strerror(number), str(path)) from error
 
 
+def fastai_export_hint(path: str | Path, arch: str = "resnet34") -> str:
+    """The steps that turn a fastai export.pkl into an unfreeze export (for error messages).
+
+    Example:
+        >>> "learn.save" in fastai_export_hint("export.pkl")
+        True
+    """
+    return (
+        f"{path} looks like a pickled fastai Learner (learn.export()). unfreeze never unpickles files: loading "
+        "a pickle can run arbitrary code. Convert it in three steps: (1) in your fastai environment, "
+        "learn = load_learner('export.pkl') (only for a file you trust), then "
+        "torch.save(learn.model.state_dict(), 'weights.pth') or learn.save('stage') (writes models/stage.pth); "
+        "(2) note learn.dls.vocab and the image size; (3) run "
+        f"`unfreeze convert-fastai weights.pth --arch {arch} --vocab <class1>,<class2>,...` or, in Python, "
+        f"convert_fastai('weights.pth', '{arch}', 'model.unfreeze', vocab=learn.dls.vocab)."
+    )
+
+
 def _is_pickle(start: bytes) -> bool:
     # Pickle protocols 2-5 open with PROTO (0x80) and the protocol number; torch.save writes a zip.
     return (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or start[:4] == b"PK\x03\x04"
@@ -162,8 +181,6 @@ def _read_header(path: Path) -> dict[str, Any]:
         # Checked after the safetensors test: a real header size may start with the byte 0x80 too.
         if _is_pickle(start) and not (plausible and len(start) == 9):
             kind = "a zip archive, as torch.save writes" if start[:2] == b"PK" else "a Python pickle"
-            from unfreeze.inference.convert import fastai_export_hint
-
             raise ExportError(
                 f"{path} is {kind}, not an unfreeze export. unfreeze never unpickles files: a pickle can run "
                 "arbitrary code when loaded. Load it in trusted code and re-export with learn.export(). "

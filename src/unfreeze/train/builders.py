@@ -13,7 +13,8 @@ from torch import nn
 from unfreeze.inference import inference_dls, read_export
 from unfreeze.models import create_model
 from unfreeze.train.callbacks import Callback
-from unfreeze.train.learner import Learner, default_device
+from unfreeze.train.fastai_idioms import export_file, learner_device
+from unfreeze.train.learner import Learner
 from unfreeze.train.metrics import Metric
 
 __all__ = ["cnn_learner", "load_learner", "vision_learner"]
@@ -65,19 +66,9 @@ def vision_learner(
             pretrained body, where it gave the lower error (benchmarks/results/defaults.md), and
             True when training from scratch, where the body's statistics must be learned.
         head: "fastai" (concat pooling, BN, dropout, two linear layers), "linear", or a module.
-        seed: Seeds the head's initialisation and training, without touching the global RNG.
-        device: Defaults to CUDA, then MPS, then CPU.
-        quiet: Print nothing while training.
-        loss_func: Defaults to the data's task loss: cross-entropy, or binary cross-entropy for
-            multi-label data (`ImageDataLoaders.from_csv(label_delim=...)`).
-        class_weights: "auto" weighs the loss against class imbalance (inverse class frequency), or
-            one weight per class.
-        grad_accum: Micro-batches per batch (gradient accumulation), to fit large batches in memory.
-        sync_bn: Synchronise BatchNorm statistics across GPU processes under torchrun.
-        weight_decay: Decoupled weight decay (default 0.01); `wd=` is fastai's spelling.
-        cbs: Callbacks for every fit of the learner (fastai's `cbs=`).
-        path, model_dir: Where `learn.save(name)` writes (`path/model_dir/name.safetensors`) and
-            `learn.export()` writes; `path` defaults to the data's folder, as fastai's.
+        seed: Seeds the head's initialisation too; otherwise as in `Learner`.
+        device, quiet, loss_func, class_weights, grad_accum, sync_bn, weight_decay, wd, cbs, path,
+            model_dir: As in `Learner`.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
@@ -138,14 +129,7 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, cpu
         >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
         'cat'
     """
-    if device is not None and cpu is not None and (torch.device(device).type == "cpu") != cpu:
-        raise ValueError(f"device={device!r} and cpu={cpu!r} disagree; pass one of them "
-                         "(cpu= is fastai's spelling).")
-    if device is None:
-        device = default_device() if cpu is False else "cpu"
-    path = Path(path)
-    if path.suffix == ".pkl" and not path.exists() and path.with_suffix(".unfreeze").is_file():
-        path = path.with_suffix(".unfreeze")  # where learn.export("export.pkl") or learn.export() wrote it
+    device, path = learner_device(device, cpu), export_file(path)
     metadata, model = read_export(path)
     learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
     learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used

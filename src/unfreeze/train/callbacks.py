@@ -9,8 +9,12 @@ The loop (`unfreeze.train.loop.run_fit`) calls these events, in this order, and 
       after_epoch(epoch, logs)                            # after validation
     after_fit(logs)
 
-The order holds on every device. `logs` is a plain dict of floats. A callback may read the learner it
-was given in `before_fit` (through its public attributes) but never writes to it. To stop training it
+This is the one place the event list is written. The order holds on every device. `logs` is a plain
+dict of floats. A callback reads the learner it was given in `before_fit` through the `LearnerView`
+protocol (public members only) and never sets the learner's fields. Two kinds write into the model's
+weights, on purpose, each restoring what the user asked for: `SaveBestModel` (and fastai's
+`SaveModelCallback`) loads the best epoch's weights at `after_fit`; `EMA` swaps the averaged weights in
+for validation and back, and puts the average in at `after_fit`. To stop training a callback
 returns `True` from `after_batch`, `after_validate` or `after_epoch`, or sets `self.stop_training =
 True`; the loop checks both. A callback with state worth resuming (a best value, a counter) returns it
 from `state_dict()` and takes it back in `load_state_dict()`: checkpoints carry it.
@@ -27,19 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import LearnerView
 
 __all__ = [
     "CSVLogger",
     "Callback",
     "EarlyStopping",
-    "EarlyStoppingCallback",
     "ProgressCallback",
     "Recorder",
     "SaveBestModel",
-    "SaveModelCallback",
     "callback_list",
-    "fit_callbacks",
 ]
 
 
@@ -48,7 +49,7 @@ class Callback:
 
     stop_training: bool = False
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         """Called once before the first epoch."""
 
     def before_epoch(self, epoch: int) -> None:
@@ -221,7 +222,7 @@ class ProgressCallback(Callback):
         self._columns: list[str] = []
         self._progress: Any = None
         self._task: Any = None
-        self._learner: Learner | None = None
+        self._learner: LearnerView | None = None
 
     def _is_tty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
@@ -232,7 +233,7 @@ class ProgressCallback(Callback):
         else:
             print(line, file=self.stream, flush=True)
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         self._learner = learner
         if self.quiet:
             return
@@ -328,7 +329,7 @@ class EarlyStopping(_Monitor):
         self.patience = patience
         self.wait = 0
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         self.best, self.wait, self.stop_training = None, 0, False
 
     def after_epoch(self, epoch: int, logs: dict[str, float]) -> bool:
@@ -365,9 +366,9 @@ class SaveBestModel(_Monitor):
         self.path = Path(path)
         self.restore_best = restore_best
         self.best_epoch: int | None = None
-        self._learner: Learner | None = None
+        self._learner: LearnerView | None = None
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         self._learner, self.best, self.best_epoch = learner, None, None
 
     def after_epoch(self, epoch: int, logs: dict[str, float]) -> None:
@@ -376,7 +377,7 @@ class SaveBestModel(_Monitor):
             self.best, self.best_epoch = value, epoch
             self._save(self._learner)
 
-    def _save(self, learner: Learner) -> None:
+    def _save(self, learner: LearnerView) -> None:
         learner.save_weights(self.path)
 
     def after_fit(self, logs: dict[str, float]) -> None:
@@ -388,67 +389,6 @@ class SaveBestModel(_Monitor):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
-
-
-def _mode_from_comp(comp: Any) -> str:
-    """fastai's `comp` (np.less, np.greater or None) as a mode ("min", "max", "auto")."""
-    if comp is None:
-        return "auto"
-    name = getattr(comp, "__name__", "")
-    if name in ("less", "lt"):
-        return "min"
-    if name in ("greater", "gt"):
-        return "max"
-    raise ValueError(f"comp must be np.less, np.greater or None (fastai's values), got {comp!r}. "
-                     "Or use mode='min' / 'max' with unfreeze's own callbacks.")
-
-
-class SaveModelCallback(SaveBestModel):
-    """fastai's spelling of `SaveBestModel`: saves under `learn.path/models/{fname}.safetensors`.
-
-    Like fastai's, it saves the weights whenever `monitor` improves (by more than `min_delta`) and loads
-    the best ones when the fit ends; the file is the one `learn.save(fname)` writes and `learn.load(fname)`
-    reads, in safetensors instead of a pickle. With `with_opt=True` the optimizer state is saved too.
-
-    Args:
-        monitor: A column of the epoch logs: "valid_loss" or a metric's name.
-        comp: np.less or np.greater; None picks from the name (max for accuracy/f1/score, else min).
-        min_delta: The least change that counts as an improvement.
-        fname: The file name under the learner's `path/model_dir`, without suffix.
-        with_opt: Also save the optimizer state, as `learn.save(fname, with_opt=True)`.
-
-    Example:
-        >>> learn.fit_one_cycle(5, cbs=SaveModelCallback(monitor="error_rate", fname="best"))  # doctest: +SKIP
-        >>> learn.load("best")  # doctest: +SKIP
-    """
-
-    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, fname: str = "model",
-                 with_opt: bool = False) -> None:
-        super().__init__(monitor, path=f"{fname}.safetensors", mode=_mode_from_comp(comp), restore_best=True)
-        self.min_delta, self.fname, self.with_opt = min_delta, fname, with_opt
-
-    def before_fit(self, learner: Learner) -> None:
-        super().before_fit(learner)
-        self.path = learner.model_file(self.fname)  # read from the learner, which it never writes
-
-    def _save(self, learner: Learner) -> None:
-        learner.save(self.fname, with_opt=self.with_opt)
-
-
-class EarlyStoppingCallback(EarlyStopping):
-    """fastai's spelling of `EarlyStopping`, with fastai's `patience`: stop after `patience` epochs
-    in a row without improvement (unfreeze's `EarlyStopping(patience=p)` waits p + 1).
-
-    Example:
-        >>> learn.fit_one_cycle(20, cbs=EarlyStoppingCallback(monitor="valid_loss", patience=2))  # doctest: +SKIP
-    """
-
-    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0,
-                 patience: int = 1) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a whole number >= 0, got {patience!r}.")
-        # fastai stops once `wait >= patience`, so 0 and 1 both stop at the first epoch without improvement.
-        super().__init__(monitor, patience=max(patience - 1, 0), min_delta=min_delta, mode=_mode_from_comp(comp))
 
 
 class CSVLogger(Callback):
@@ -463,7 +403,7 @@ class CSVLogger(Callback):
         self.append = append
         self._start = 0.0
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         if not self.append and self.path.exists():
             self.path.unlink()
         self._start = time.time()
@@ -488,10 +428,5 @@ def callback_list(callbacks: Any, name: str) -> list[Callback]:
     if wrong:
         hint = " (a class: add () to create an instance)" if isinstance(wrong[0], type) else ""
         raise TypeError(f"{name} takes unfreeze Callback instances, got {wrong[0]!r}{hint}. "
-                        "Subclass unfreeze.Callback, or use SaveModelCallback, EarlyStoppingCallback, CSVLogger, ...")
+                        "Subclass unfreeze.Callback, or use SaveBestModel, EarlyStopping, CSVLogger, ...")
     return items
-
-
-def fit_callbacks(callbacks: Any, cbs: Any) -> list[Callback]:
-    """A fit's own callbacks: unfreeze's `callbacks=`, then fastai's `cbs=`."""
-    return [*callback_list(callbacks, "callbacks"), *callback_list(cbs, "cbs")]

@@ -1,7 +1,9 @@
-"""What a learner writes to disk besides exports: resumable checkpoints and weights files.
+"""Checkpoint and weights files: writing and reading them, nothing else.
 
-A checkpoint is `Learner.state_dict()` plus the callbacks' states; a weights file is the state's
-model section as safetensors (`save_weights`, and fastai's `learn.save(name)` under `models/`).
+A checkpoint is a learner's `state_dict()` plus the callbacks' states; a weights file is the state's
+model section as safetensors (`save_weights`; fastai's `learn.save(name)` builds on it in
+`train.fastai_idioms`). Whether a checkpoint may resume a fit is the recipes' question
+(`train.recipes`), not this file's.
 
 A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(weights_only=True)`: no arbitrary unpickling. Shuffling and augmentation depend only on
@@ -21,10 +23,10 @@ from unfreeze._io import atomic_path, save_torch
 
 if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import Checkpointable
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "apply_checkpoint", "callback_key", "load_checkpoint", "load_named",
-           "load_weights", "model_file", "read_checkpoint", "save_checkpoint", "save_named", "save_weights"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "apply_checkpoint", "callback_key", "load_checkpoint",
+           "load_weights", "read_checkpoint", "save_checkpoint", "save_weights"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -48,7 +50,7 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(learner: Learner, path: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
+def save_checkpoint(learner: Checkpointable, path: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
     """Write `learner.state_dict()` and each callback's `state_dict()` to `path`, atomically.
 
     Example:
@@ -90,7 +92,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def apply_checkpoint(learner: Learner, state: dict[str, Any], where: Any = "the checkpoint") -> None:
+def apply_checkpoint(learner: Checkpointable, state: dict[str, Any], where: Any = "the checkpoint") -> None:
     """Load a state that `read_checkpoint` returned into `learner`.
 
     Raises:
@@ -102,7 +104,7 @@ def apply_checkpoint(learner: Learner, state: dict[str, Any], where: Any = "the 
         raise CheckpointError(f"{where} was saved from a different model or data: {error}") from None
 
 
-def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
+def load_checkpoint(learner: Checkpointable, path: str | Path) -> dict[str, Any]:
     """Load a checkpoint into `learner` and return it (its `progress` says where the fit stood).
 
     Raises:
@@ -121,7 +123,7 @@ def load_checkpoint(learner: Learner, path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- weights files
 
 
-def save_weights(learner: Learner, path: str | Path) -> Path:
+def save_weights(learner: Checkpointable, path: str | Path) -> Path:
     """The model section of `learner.state_dict()` as safetensors at `path`, atomically (rank 0 writes)."""
     from safetensors.torch import save_file
 
@@ -133,59 +135,8 @@ def save_weights(learner: Learner, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_weights(learner: Learner, path: str | Path) -> None:
+def load_weights(learner: Checkpointable, path: str | Path) -> None:
     """Load a safetensors weights file written by `save_weights` into `learner`."""
     from safetensors.torch import load_file
 
     learner.load_state_dict({"model": load_file(str(path), device=str(learner.device))})
-
-
-def model_file(learner: Learner, name: str | Path) -> Path:
-    """Where `learn.save(name)` writes: `learner.path / learner.model_dir / "<name>.safetensors"`."""
-    file = learner.path / learner.model_dir / name
-    return file if file.suffix == ".safetensors" else file.with_name(f"{file.name}.safetensors")
-
-
-def _optimizer_file(weights: Path) -> Path:
-    """The optimizer side file of `save(name, with_opt=True)`: "<name>.opt.pt" next to the weights."""
-    return weights.with_suffix(".opt.pt")
-
-
-def save_named(learner: Learner, name: str | Path, with_opt: bool = False) -> Path:
-    """fastai's `learn.save(name)`: weights to `model_file(name)`, the optimizer state beside them if asked.
-
-    Without `with_opt`, an older optimizer file of that name is removed, so that `load_named` cannot
-    pair the new weights with stale moments.
-    """
-    weights = save_weights(learner, model_file(learner, name))
-    optimizer_file = _optimizer_file(weights)
-    if distributed.is_main_process():
-        if with_opt:
-            with atomic_path(optimizer_file) as tmp:
-                save_torch(learner.state_dict(keys=["optimizer"]), tmp)
-        elif optimizer_file.exists():
-            optimizer_file.unlink()
-    distributed.barrier()
-    return weights
-
-
-def load_named(learner: Learner, name: str | Path, with_opt: bool | None = None) -> None:
-    """fastai's `learn.load(name)`: the weights `save_named` wrote, and the optimizer state if saved.
-
-    Raises:
-        FileNotFoundError: No such saved model (the message lists the saved names), or `with_opt=True`
-            without a saved optimizer state.
-    """
-    weights = model_file(learner, name)
-    if not weights.is_file():
-        folder = weights.parent
-        saved = sorted(file.name.removesuffix(".safetensors") for file in folder.glob("*.safetensors"))
-        raise FileNotFoundError(f"No saved model {weights}. Saved names in {folder}: {saved or 'none'}. "
-                                "Use a name given to learn.save(name), or set learn.path to where it was saved.")
-    optimizer_file = _optimizer_file(weights)
-    if with_opt and not optimizer_file.is_file():
-        raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
-                                "with_opt=True), or load with with_opt=False.")
-    load_weights(learner, weights)
-    if with_opt is not False and optimizer_file.is_file():
-        learner.load_state_dict(torch.load(optimizer_file, map_location=learner.device, weights_only=True))

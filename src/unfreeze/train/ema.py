@@ -18,7 +18,7 @@ from unfreeze.train.callbacks import Callback
 if TYPE_CHECKING:
     from timm.utils import ModelEmaV3
 
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import LearnerView
 
 __all__ = ["EMA"]
 
@@ -84,7 +84,7 @@ class EMA(Callback):
 
     # ------------------------------------------------------------------ events
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         if self._ema is None or self._model is not learner.model:
             from timm.utils import ModelEmaV3
 

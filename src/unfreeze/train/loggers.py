@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from unfreeze.train.callbacks import Callback
 
 if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import LearnerView
 
 __all__ = ["MLflowLogger", "TensorBoardLogger"]
 
@@ -40,7 +40,7 @@ def _check_log_every(log_every: int | None) -> int | None:
     return log_every
 
 
-def _learner_params(learner: Learner) -> dict[str, str | int | float | bool]:
+def _learner_params(learner: LearnerView) -> dict[str, str | int | float | bool]:
     """The learner's settings as flat scalars, read from its public attributes."""
     model = learner.model
     return {
@@ -51,10 +51,10 @@ def _learner_params(learner: Learner) -> dict[str, str | int | float | bool]:
         "batch_size": int(learner.dls.train.batch_size),
         "n_train": len(learner.dls.train.dataset),
         "n_valid": len(learner.dls.valid.dataset),
-        "optimizer": learner.optimizer_name,
+        "optimizer": learner.stepper.optimizer_name,
         "weight_decay": float(learner.weight_decay),
         "train_bn": bool(learner.train_bn),
-        "grad_accum": int(learner.grad_accum),
+        "grad_accum": int(learner.stepper.grad_accum),
         "seed": str(learner.seed),  # "None" when unseeded
         "metrics": ",".join(learner.metric_names),
         "device": str(learner.device),
@@ -97,7 +97,7 @@ class TensorBoardLogger(Callback):
         self._params: dict[str, str | int | float | bool] = {}
         self._last_epoch: dict[str, float] = {}
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         self._params = _learner_params(learner)
         self._writer = self._summary.SummaryWriter(log_dir=str(self.log_dir))
 
@@ -164,10 +164,10 @@ class MLflowLogger(Callback):
         self.run_id: str | None = None
         self._client: Any = None
         self._owns_run = True
-        self._learner: Learner | None = None
+        self._learner: LearnerView | None = None
         self._buffer: list[Any] = []  # per-step metrics waiting for the end of the epoch
 
-    def before_fit(self, learner: Learner) -> None:
+    def before_fit(self, learner: LearnerView) -> None:
         self._learner = learner
         if self.run_id is not None:  # a later fit of the same run
             if self._owns_run:

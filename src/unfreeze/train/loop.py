@@ -1,16 +1,11 @@
 """The training loop: one function, `run_fit`, read top to bottom.
 
 Per epoch: reseed, set the loader's epoch, then per batch set the LR and momentum from the schedule,
-take one optimizer step (`Learner.train_step`), read the loss, record it; then validate, log the
-epoch's row, and write a checkpoint if asked. Callbacks receive these events, always complete and
-always in this order, whatever the device:
-
-    before_fit(learner)
-      before_epoch(epoch)
-        before_batch(step)  after_batch(step, logs)       # once per training batch
-        before_validate(epoch)  after_validate(epoch, logs)
-      after_epoch(epoch, logs)
-    after_fit(logs)
+take one optimizer step (`Stepper.train_step`), read the loss, record it; then validate, log the
+epoch's row, and hand over to the checkpoint writer the recipe passed in. Callbacks receive the events
+listed in `unfreeze.train.callbacks` (the list is written there only), always complete and always in
+that order, whatever the device. The loop owns the learner's `Position` (epoch, step, interrupted)
+while a fit runs; it reads the rest of the learner through the `FitTarget` protocol.
 
 Reading a loss on the host waits for the GPU. On CUDA, when every per-batch callback only watches
 (the recorder, the progress bar, the loggers), the loss of step k is read after step k+1 has been
@@ -28,23 +23,42 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from unfreeze import distributed
+from unfreeze._device import cudnn_autotune
 from unfreeze._io import stop_signals_held
 from unfreeze.data import DataError
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
 
 if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import FitTarget
 
-__all__ = ["NonFiniteLossError", "run_fit"]
+__all__ = ["CheckpointWriter", "NonFiniteLossError", "Position", "run_fit"]
+
+# Called after every epoch with (epoch, finished, the fit's own callbacks): the recipes write the
+# checkpoint file there, with what the fit is and how far it got.
+CheckpointWriter = Callable[[int, bool, Sequence[Callback]], None]
+
+
+@dataclass
+class Position:
+    """Where a learner's training stands; the loop writes it while a fit runs, the state saves it.
+
+    Attributes:
+        epoch: The epoch within the current (or last) fit.
+        step: Optimizer steps over the learner's life.
+        interrupted: Whether the last fit ended by Ctrl-C.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    interrupted: bool = False
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,30 +116,7 @@ def emit(callbacks: Sequence[Callback], event: str, *args: Any) -> bool:
 
 
 @contextlib.contextmanager
-def cudnn_autotune(learner: Learner, training: bool = True) -> Iterator[None]:
-    """Let cuDNN time its algorithms during training on CUDA; the global setting is always restored.
-
-    Training batches repeat one shape every step, so timing the algorithms once per shape pays
-    (benchmarks/results/gpu.md). Evaluation shapes recur far less often, so evaluation keeps the
-    user's own setting. Skipped when the user asked for deterministic algorithms.
-    """
-    previous = torch.backends.cudnn.benchmark
-    outermost = learner._cudnn_user is None
-    if outermost:
-        learner._cudnn_user = previous
-    deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
-    autotune = training and learner.device.type == "cuda" and not deterministic
-    torch.backends.cudnn.benchmark = bool(learner._cudnn_user) or autotune
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-        if outermost:
-            learner._cudnn_user = None
-
-
-@contextlib.contextmanager
-def _seeded(learner: Learner) -> Iterator[None]:
+def _seeded(learner: FitTarget) -> Iterator[None]:
     # With a learner seed, the fit draws from the global torch RNG only inside a fork: the caller's
     # RNG state is the same afterwards.
     if learner.seed is None:
@@ -136,36 +127,36 @@ def _seeded(learner: Learner) -> Iterator[None]:
         yield
 
 
-def _reseed(learner: Learner) -> None:
+def _reseed(learner: FitTarget) -> None:
     if learner.seed is not None:
         # Dropout draws depend only on (seed, epoch of the learner's life): resumable and repeatable.
         # Ranks draw different dropout masks, as they see different images.
         torch.manual_seed(learner.seed * 100_003 + learner.epochs_done * 1_009 + distributed.rank())
 
 
-def _restore_epoch_start(learner: Learner, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
+def _restore_epoch_start(learner: FitTarget, good_state: dict[str, torch.Tensor], bad_step: int, note: str) -> None:
     """Undo a non-finite step (and, on a GPU, the one queued after it): back to the epoch's start."""
     learner.load_state_dict({"model": good_state})
-    learner.optimizer = None
-    learner.step = bad_step - 1  # the steps taken before the bad one
+    learner.stepper.reset_optimizer()
+    learner.position.step = bad_step - 1  # the steps taken before the bad one
     learner.recorder.add_note(note)
 
 
-def _settle(learner: Learner, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
+def _settle(learner: FitTarget, pending: _PendingLoss | None, good_state: dict[str, torch.Tensor] | None) -> None:
     """After an interruption: a step still unread may have been NaN; then restore the epoch start."""
     if pending is not None and good_state is not None:
         loss = pending.read()
         if not math.isfinite(loss):
             _restore_epoch_start(learner, good_state, pending.step, f"the last step's loss was {loss}; the "
-                                 f"weights from the start of epoch {learner.epoch} were restored")
+                                 f"weights from the start of epoch {learner.position.epoch} were restored")
 
 
-def _after_step(learner: Learner, done: _PendingLoss, good_state: dict[str, torch.Tensor],
+def _after_step(learner: FitTarget, done: _PendingLoss, good_state: dict[str, torch.Tensor],
                 callbacks: Sequence[Callback]) -> bool:
     """Read one step's loss, record it and send after_batch; True if a callback asks to stop."""
     loss = done.read()
     if not math.isfinite(loss):
-        epoch = learner.epoch
+        epoch = learner.position.epoch
         message = (
             f"The training loss became {loss} at epoch {epoch}, step {done.step - 1}; the weights from the "
             f"start of epoch {epoch} were restored. Lower the LR (try learn.lr_find()) or check the data "
@@ -177,7 +168,7 @@ def _after_step(learner: Learner, done: _PendingLoss, good_state: dict[str, torc
     return emit(callbacks, "after_batch", done.step, {"loss": loss, "smooth_loss": smooth, "lr": done.lrs[-1]})
 
 
-def _train_epoch(learner: Learner, schedule: Any, step_in_fit: int, good_state: dict[str, torch.Tensor],
+def _train_epoch(learner: FitTarget, schedule: Any, step_in_fit: int, good_state: dict[str, torch.Tensor],
                  callbacks: Sequence[Callback], overlap: bool) -> tuple[int, bool]:
     """One pass over the training loader; returns the new step in the fit and whether to stop."""
     pending: _PendingLoss | None = None  # overlap: the step whose loss (and after_batch) is on the way
@@ -185,14 +176,15 @@ def _train_epoch(learner: Learner, schedule: Any, step_in_fit: int, good_state: 
     try:
         for images, labels in learner.dls.train:
             lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
-            learner.set_hyper(lrs, mom)
+            learner.stepper.set_hyper(lrs, mom)
+            position = learner.position
             if not overlap:
-                emit(callbacks, "before_batch", learner.step)
-            step_before = learner.step
-            loss = learner.train_step(images, labels, skip_non_finite=not overlap)
+                emit(callbacks, "before_batch", position.step)
+            step_before = position.step
+            loss = learner.stepper.train_step(images, labels, skip_non_finite=not overlap)
             step_in_fit += 1
-            learner.step += 1
-            current = _PendingLoss.queue(loss, lrs, mom, learner.step, overlap)
+            position.step += 1
+            current = _PendingLoss.queue(loss, lrs, mom, position.step, overlap)
             if overlap:
                 # The GPU already runs this step; meanwhile finish the previous one, then announce this one.
                 done, pending = pending, current
@@ -214,18 +206,21 @@ def _train_epoch(learner: Learner, schedule: Any, step_in_fit: int, good_state: 
         raise
 
 
-def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], *,
-            start_epoch: int = 0, checkpoint: str | Path | None = None,
+def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], *,
+            start_epoch: int = 0, overlap: bool = False, checkpoint: CheckpointWriter | None = None,
             callback_states: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train `learner` for epochs `start_epoch..n_epoch-1` along `schedule`; return the new history rows.
 
     Args:
-        learner: The learner to train (its model, optimizer, data, recorder and task).
+        learner: The learner to train (its model, stepper, data, recorder and position).
         n_epoch: Epochs in this fit, counting those a resumed fit already did.
         schedule: Gives each group's LR and the momentum at every step of the fit (`lrs_at`, `mom_at`).
         callbacks: Extra callbacks; the learner's recorder and progress display come first.
         start_epoch: The first epoch to run (after a resume, the one after the checkpoint's).
-        checkpoint: Write `learner.state_dict()` here after every epoch (atomically).
+        overlap: Read each loss one step late when every per-batch callback only watches (on CUDA the
+            GPU then never idles between steps; `Stepper.overlap_steps` says whether it pays).
+        checkpoint: Called on the main process after every epoch with (epoch, False, the fit's own
+            callbacks), and once more with True after after_fit unless the fit was interrupted.
         callback_states: The callbacks' states from the checkpoint a resumed fit continues; each
             callback gets its own back right after `before_fit`.
 
@@ -235,15 +230,15 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
     steps_per_epoch = len(learner.dls.train)
     callbacks = [learner.recorder, ProgressCallback(learner.quiet or not distributed.is_main_process()),
                  *callbacks]
-    learner.ensure_optimizer()
+    learner.stepper.ensure_optimizer()
     if start_epoch == 0:
         # fastai restarts the loss EMA at every fit; a resumed fit continues the interrupted one.
         learner.recorder.reset_smoothing()
         learner.recorder.phase_starts.append(len(learner.recorder.losses))
-    learner.interrupted = False
+    learner.position.interrupted = False
     rows_before = len(learner.recorder.history)
     step_in_fit = start_epoch * steps_per_epoch
-    overlap = learner._overlap_steps and all(_watches_only(callback) for callback in callbacks)
+    overlap = overlap and all(_watches_only(callback) for callback in callbacks)
     fit_logs: dict[str, Any] = {}
     good_state: dict[str, torch.Tensor] | None = None
     for callback in callbacks:
@@ -255,17 +250,17 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
         if saved:
             callback.load_state_dict(saved)
     try:
-        with _seeded(learner), cudnn_autotune(learner):
+        with _seeded(learner), cudnn_autotune(learner.device):
             for epoch in range(start_epoch, n_epoch):
-                learner.epoch = epoch
+                learner.position.epoch = epoch
                 _reseed(learner)
                 learner.dls.train.set_epoch(learner.epochs_done)
                 emit(callbacks, "before_epoch", epoch)
                 start, good_state = time.time(), learner.state_dict(keys=["model"])["model"]
                 learner.set_train_mode()
-                steps_before = learner.step
+                steps_before = learner.position.step
                 step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap)
-                if learner.step == steps_before and not stop:
+                if learner.position.step == steps_before and not stop:
                     raise DataError(
                         f"Not one training batch of epoch {epoch} could be decoded ({len(learner.dls.train.dataset)} "
                         "items): the loader left every file out. Check the training images (the warning above "
@@ -282,22 +277,21 @@ def run_fit(learner: Learner, n_epoch: int, schedule: Any, callbacks: Sequence[C
                     learner.recorder.history.append(fit_logs)
                     stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
                     if checkpoint is not None and distributed.is_main_process():
-                        learner.progress = {**learner.progress, "epoch": epoch, "n_epoch": n_epoch}
-                        learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
+                        checkpoint(epoch, False, user_callbacks)
                 if stop:
                     break
     except KeyboardInterrupt:
         # Ctrl-C ends the fit cleanly: the model keeps its current weights and the history is kept.
-        learner.interrupted = True
-        learner.recorder.add_note(f"interrupted by the user at epoch {learner.epoch}, step {learner.step}")
+        position = learner.position
+        position.interrupted = True
+        learner.recorder.add_note(f"interrupted by the user at epoch {position.epoch}, step {position.step}")
         if not learner.quiet:
-            print(f"Training interrupted at epoch {learner.epoch}; the model and history are kept.")
+            print(f"Training interrupted at epoch {position.epoch}; the model and history are kept.")
     finally:
         learner.model.eval()
         emit(callbacks, "after_fit", fit_logs)
-    if checkpoint is not None and not learner.interrupted and distributed.is_main_process():
+    if checkpoint is not None and not learner.position.interrupted and distributed.is_main_process():
         # Once more after after_fit (which may restore the best weights) and after an early stop:
         # a resume from here runs no more epochs of this fit.
-        learner.progress = {**learner.progress, "epoch": learner.epoch, "n_epoch": n_epoch, "finished": True}
-        learner.save_checkpoint(checkpoint, callbacks=user_callbacks)
+        checkpoint(learner.position.epoch, True, user_callbacks)
     return learner.recorder.history[rows_before:]

@@ -7,9 +7,9 @@ exactly as it found it: weights, optimizer state, norm statistics, gradients, RN
 train/eval modes, step counter, recorder and the loader's epoch. The snapshot lives in memory, so two
 runs in parallel processes never share a file (fastai's temporary files collide between runs).
 
-Each step is `Learner.train_step`, the same step `fit` takes. The groups keep their LR ratios when
-`lr_ratios` is given (fastai, Lightning and torch-lr-finder all flatten them to one LR); the curve and
-every suggestion are the head group's LR.
+Each step is the learner's `train_step` (`Stepper.train_step`), the same step `fit` takes. The
+groups keep their LR ratios when `lr_ratios` is given (fastai, Lightning and torch-lr-finder all
+flatten them to one LR); the curve and every suggestion are the head group's LR.
 
 The four suggestions follow fastai 2.8 (`fastai.callback.schedule`) exactly, on the smoothed losses of
 points `[num_it // 10 : -5]`, cut at the first non-finite one:
@@ -40,7 +40,7 @@ from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
 
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import RangeTestTarget
 
 __all__ = [
     "LRFindError",
@@ -311,7 +311,7 @@ def _check_args(start_lr: Any, end_lr: Any, num_it: Any) -> None:
         raise ValueError("; ".join(problems) + ". Defaults: start_lr=1e-7, end_lr=10, num_it=100.")
 
 
-def _ratios(learner: Learner, lr_ratios: LRSpec | None) -> list[float]:
+def _ratios(learner: RangeTestTarget, lr_ratios: LRSpec | None) -> list[float]:
     if lr_ratios is None:
         return [1.0] * learner.n_groups
     lrs = resolve_lrs(lr_ratios, learner.n_groups)
@@ -328,7 +328,7 @@ def _batches(loader: Any, first_epoch: int) -> Any:
 
 
 def _run(
-    learner: Learner, lrs: list[float], ratios: list[float], stop_div: bool
+    learner: RangeTestTarget, lrs: list[float], ratios: list[float], stop_div: bool
 ) -> tuple[list[float], list[float], bool]:
     """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged."""
     loader = learner.dls.train
@@ -392,7 +392,7 @@ def _suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict[s
 
 
 def lr_find(
-    learner: Learner,
+    learner: RangeTestTarget,
     start_lr: float = 1e-7,
     end_lr: float = 10,
     num_it: int = 100,

@@ -3,7 +3,7 @@
 fastai's summary lists every layer with its output shape, which takes a forward pass and runs to
 hundreds of lines for a resnet. What decides transfer learning is coarser: which parameter groups
 train, how many parameters each holds, and what the optimizer, loss and callbacks are. That is what
-this table shows, from the learner's attributes alone (no forward pass, no data read).
+this table shows, from the learner's public members alone (`LearnerView`) (no forward pass, no data read).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from unfreeze.train.learner import Learner
+    from unfreeze.train.protocols import LearnerView
 
 __all__ = ["learner_summary"]
 
 
-def learner_summary(learner: Learner) -> str:
+def learner_summary(learner: LearnerView) -> str:
     """The summary table of `learner` (what `Learner.summary()` prints).
 
     Example:
@@ -25,14 +25,14 @@ def learner_summary(learner: Learner) -> str:
         group        tensors    trainable       frozen
         ...
     """
-    params = learner._param_names
+    params = learner.groups.params
     arch = getattr(learner.model, "arch", type(learner.model).__name__)
     vocab = list(getattr(learner.dls, "vocab", []))
     shown = ", ".join(vocab[:8]) + (", ..." if len(vocab) > 8 else "")
     lines = [f"Learner: {arch}, {len(vocab)} classes ({shown}), on {learner.device}", ""]
     lines.append(f"{'group':<10} {'tensors':>8} {'trainable':>14} {'frozen':>14}")
     totals = [0, 0]
-    for index, names in enumerate(learner.param_groups):
+    for index, names in enumerate(learner.groups.groups):
         label = "head" if index == learner.n_groups - 1 else f"body {index}"
         trainable = sum(params[name].numel() for name in names if params[name].requires_grad)
         frozen = sum(params[name].numel() for name in names) - trainable
@@ -49,7 +49,7 @@ def learner_summary(learner: Learner) -> str:
     norm_note = "norm layers of frozen groups train (train_bn=True)" if learner.train_bn else (
         "body norm layers keep their running statistics (train_bn=False)")
     lines.append(f"Freezing: {frozen_note}; {norm_note}")
-    optimizer = ("AdamW (betas 0.9/0.99, eps 1e-5)" if learner.optimizer_name == "adamw"
+    optimizer = ("AdamW (betas 0.9/0.99, eps 1e-5)" if learner.stepper.optimizer_name == "adamw"
                  else "SGD (momentum 0.9)")
     lines.append(f"Optimizer: {optimizer}, weight decay {learner.weight_decay:g} (not on biases and norm layers)")
     lines.append(f"Loss: {type(learner.loss_func).__name__}")

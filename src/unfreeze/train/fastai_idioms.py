@@ -1,0 +1,398 @@
+"""fastai's spellings of the training side, translated here and nowhere else.
+
+The core speaks one vocabulary (`callbacks=`, `weight_decay=`, `loader=`, `path=`, `device=`); fastai's
+notebooks speak another (`cbs=`, `wd=`, `dl=`, `fname=`/".pkl", `cpu=`, `suggest_funcs=`,
+`show_plot=`). Each public signature may keep the fastai keyword visible for notebooks, and resolves
+it in one line at its top with a resolver from this module, the way `unfreeze.data.spellings`
+resolves fastai's transforms. Also here:
+
+- `FastaiMethods`, the fastai-named methods (`save`, `load`, `model_file`, `to_fp16`, `to_fp32`,
+  `summary`), mixed into `Learner` and typed against the `LearnerView` protocol;
+- fastai's callbacks (`SaveModelCallback`, `EarlyStoppingCallback`), thin spellings of unfreeze's own;
+- save/load by name under `learn.path/model_dir` (`save_named`, `load_named`, `model_file`).
+
+Adding a fastai name (chapter 6/7: MixUp, CutMix, `Learner(dls, module)`, ...): put its resolver or
+class in the section below that matches, and resolve it in one line where the public signature
+takes it; the core modules never see the fastai spelling.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import torch
+
+from unfreeze import distributed
+from unfreeze._device import default_device
+from unfreeze._io import atomic_path, save_torch
+from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
+
+if TYPE_CHECKING:
+    from unfreeze.train.protocols import LearnerView, StepperView
+
+__all__ = ["EarlyStoppingCallback", "FastaiMethods", "SaveModelCallback", "callbacks_and_cbs", "export_file",
+           "export_target", "learner_device", "load_named", "loader_or_dl", "lr_find_answer", "model_file", "one_of",
+           "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
+
+
+# ---------------------------------------------------------------------------- argument aliases
+
+
+def one_of(value: Any, alias: Any, name: str, alias_name: str, default: Any) -> Any:
+    """unfreeze's argument or fastai's spelling of it (not both, unless equal), else the default.
+
+    Example:
+        >>> one_of(None, 0.1, "weight_decay", "wd", default=0.01)
+        0.1
+    """
+    if value is not None and alias is not None and value != alias:
+        raise ValueError(f"{name}={value!r} and {alias_name}={alias!r} name the same setting; pass only one "
+                         f"({alias_name} is fastai's spelling of {name}).")
+    return value if value is not None else alias if alias is not None else default
+
+
+def weight_decay_or_wd(weight_decay: float | None, wd: float | None) -> float:
+    """A learner's weight decay from `weight_decay=` or fastai's `wd=` (default 0.01).
+
+    Example:
+        >>> weight_decay_or_wd(None, None)
+        0.01
+    """
+    return float(one_of(weight_decay, wd, "weight_decay", "wd", default=0.01))
+
+
+def loader_or_dl(loader: Any, dl: Any, default: Any) -> Any:
+    """The loader to score from `loader=` or fastai's `dl=`, else `default` (the validation set)."""
+    return one_of(loader, dl, "loader", "dl", default=default)
+
+
+def callbacks_and_cbs(callbacks: Any, cbs: Any) -> list[Callback]:
+    """A fit's own callbacks: unfreeze's `callbacks=`, then fastai's `cbs=` (each one or a sequence).
+
+    Example:
+        >>> callbacks_and_cbs((), None)
+        []
+    """
+    return [*callback_list(callbacks, "callbacks"), *callback_list(cbs, "cbs")]
+
+
+def export_target(folder: Path, path: str | Path | None, fname: str | Path | None) -> Path:
+    """Where `Learner.export` writes: `path` as given, or fastai's `fname` under the learner's `folder`.
+
+    With neither, `folder/export.unfreeze` (where fastai writes export.pkl). A name ending in .pkl
+    (either argument) is fastai code: it is taken relative to `folder` and written as
+    `<stem>.unfreeze` (unfreeze never writes pickles), with a note saying where.
+
+    Example:
+        >>> export_target(Path("data"), None, None)
+        PosixPath('data/export.unfreeze')
+    """
+    if path is not None and fname is not None:
+        raise ValueError(f"Pass path= or fname= (fastai's spelling), not both; got {path!r} and {fname!r}.")
+    name = path if path is not None else fname
+    target = Path(name) if path is not None else folder / (name if name is not None else "export.unfreeze")
+    if target.suffix == ".pkl":
+        target = (target if path is None else folder / target).with_suffix(".unfreeze")
+        if distributed.is_main_process():
+            print(f"unfreeze writes no pickles: exported to {target} (safetensors) instead of {name}; "
+                  f"load_learner({str(Path(str(name)).with_suffix('.unfreeze'))!r}) or the .pkl name reads it.")
+    return target
+
+
+def learner_device(device: str | torch.device | None, cpu: bool | None) -> str | torch.device:
+    """`load_learner`'s device from `device=` or fastai's `cpu=` (True: the CPU; False: the best one).
+
+    Example:
+        >>> learner_device(None, None)
+        'cpu'
+    """
+    if device is not None and cpu is not None and (torch.device(device).type == "cpu") != cpu:
+        raise ValueError(f"device={device!r} and cpu={cpu!r} disagree; pass one of them "
+                         "(cpu= is fastai's spelling).")
+    if device is None:
+        return default_device() if cpu is False else "cpu"
+    return device
+
+
+def export_file(path: str | Path) -> Path:
+    """fastai's "export.pkl" name read as the `<stem>.unfreeze` that `learn.export()` wrote next to it."""
+    path = Path(path)
+    if path.suffix == ".pkl" and not path.exists() and path.with_suffix(".unfreeze").is_file():
+        return path.with_suffix(".unfreeze")
+    return path
+
+
+def lr_find_answer(result: Any, suggest_funcs: Sequence[Any] | None) -> Any:
+    """The range test's `LRFindResult`, or with fastai's `suggest_funcs` its `SuggestedLRs` tuple."""
+    return result if suggest_funcs is None else result.suggest(*suggest_funcs)
+
+
+def show_lr_find_inline(result: Any, plot: str | Path | None, show_plot: bool) -> None:
+    """In a notebook, draw the range test inline unless it went to a file or fastai's `show_plot=False`."""
+    if plot is None and show_plot and distributed.is_main_process() and in_notebook():
+        from unfreeze.plots import plot_lr_find
+
+        plot_lr_find(result)
+
+
+def in_notebook() -> bool:
+    """Whether this process is a notebook kernel (checked without importing IPython or matplotlib)."""
+    if "IPython" not in sys.modules:
+        return False
+    from unfreeze.plots import in_notebook as kernel_running
+
+    return kernel_running()
+
+
+_NOTES_SHOWN: set[str] = set()
+
+
+def note_once(note: str) -> None:
+    """Print a note the first time it comes up in this process (main process only)."""
+    if note not in _NOTES_SHOWN and distributed.is_main_process():
+        _NOTES_SHOWN.add(note)
+        print(note)
+
+
+class _Text(str):
+    """Text that a notebook displays as itself (no quotes, real line breaks), as fastai's summary."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# ---------------------------------------------------------------------------- save and load by name
+
+
+class NamedFiles(Protocol):
+    """What fastai's save/load by name use of a learner."""
+
+    path: Path
+    model_dir: Path
+    device: torch.device
+
+    def save_weights(self, path: str | Path) -> Path: ...
+
+    def load_weights(self, path: str | Path) -> None: ...
+
+    def state_dict(self, keys: Iterable[str] | None = None, *, grads: bool = False) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def model_file(learner: LearnerView, name: str | Path) -> Path:
+    """Where `learn.save(name)` writes: `learner.path / learner.model_dir / "<name>.safetensors"`."""
+    file = learner.path / learner.model_dir / name
+    return file if file.suffix == ".safetensors" else file.with_name(f"{file.name}.safetensors")
+
+
+def _optimizer_file(weights: Path) -> Path:
+    """The optimizer side file of `save(name, with_opt=True)`: "<name>.opt.pt" next to the weights."""
+    return weights.with_suffix(".opt.pt")
+
+
+def save_named(learner: NamedFiles, name: str | Path, with_opt: bool = False) -> Path:
+    """fastai's `learn.save(name)`: weights to `model_file(name)`, the optimizer state beside them if asked.
+
+    Without `with_opt`, an older optimizer file of that name is removed, so that `load_named` cannot
+    pair the new weights with stale moments.
+    """
+    weights = learner.save_weights(model_file(learner, name))
+    optimizer_file = _optimizer_file(weights)
+    if distributed.is_main_process():
+        if with_opt:
+            with atomic_path(optimizer_file) as tmp:
+                save_torch(learner.state_dict(keys=["optimizer"]), tmp)
+        elif optimizer_file.exists():
+            optimizer_file.unlink()
+    distributed.barrier()
+    return weights
+
+
+def load_named(learner: NamedFiles, name: str | Path, with_opt: bool | None = None) -> None:
+    """fastai's `learn.load(name)`: the weights `save_named` wrote, and the optimizer state if saved.
+
+    Raises:
+        FileNotFoundError: No such saved model (the message lists the saved names), or `with_opt=True`
+            without a saved optimizer state.
+    """
+    weights = model_file(learner, name)
+    if not weights.is_file():
+        folder = weights.parent
+        saved = sorted(file.name.removesuffix(".safetensors") for file in folder.glob("*.safetensors"))
+        raise FileNotFoundError(f"No saved model {weights}. Saved names in {folder}: {saved or 'none'}. "
+                                "Use a name given to learn.save(name), or set learn.path to where it was saved.")
+    optimizer_file = _optimizer_file(weights)
+    if with_opt and not optimizer_file.is_file():
+        raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
+                                "with_opt=True), or load with with_opt=False.")
+    learner.load_weights(weights)
+    if with_opt is not False and optimizer_file.is_file():
+        learner.load_state_dict(torch.load(optimizer_file, map_location=learner.device, weights_only=True))
+
+
+# ---------------------------------------------------------------------------- fastai's methods
+
+
+class FastaiHost(NamedFiles, Protocol):
+    """What the fastai-named methods use of the learner they are mixed into."""
+
+    @property
+    def stepper(self) -> StepperView: ...
+
+
+_Host = TypeVar("_Host")  # the learner a method returns for chaining, with its own type
+
+
+class FastaiMethods:
+    """fastai's method names on a learner: `save`, `load`, `model_file`, `to_fp16`, `to_fp32`, `summary`.
+
+    Mixed into `Learner`; each method is written against the `FastaiHost` protocol (public members).
+    """
+
+    def model_file(self: FastaiHost, name: str | Path) -> Path:
+        """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.
+
+        Example:
+            >>> learn.model_file("stage-1")  # doctest: +SKIP
+            PosixPath('data/models/stage-1.safetensors')
+        """
+        return model_file(self, name)  # type: ignore[arg-type]
+
+    def save(self: FastaiHost, name: str | Path, with_opt: bool = False) -> Path:
+        """fastai's `learn.save`: the weights to `model_file(name)` (safetensors, not a pickle).
+
+        Args:
+            name: A name such as "stage-1", under `learn.path/models/`.
+            with_opt: Also save the optimizer state (Adam moments) to "<name>.opt.pt", a file that
+                loads with `torch.load(weights_only=True)`.
+
+        Example:
+            >>> learn.save("stage-1")  # doctest: +SKIP
+            PosixPath('data/models/stage-1.safetensors')
+        """
+        return save_named(self, name, with_opt)
+
+    def load(self: _Host, name: str | Path, with_opt: bool | None = None) -> _Host:
+        """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
+
+        Args:
+            name: The name given to `save`.
+            with_opt: None loads the optimizer state when one was saved; True requires it; False
+                leaves the optimizer as it is.
+
+        Returns:
+            The learner itself, as fastai's (`learn = learn.load("stage-1")` works).
+
+        Example:
+            >>> learn.load("stage-1")  # doctest: +SKIP
+        """
+        load_named(self, name, with_opt)  # type: ignore[arg-type]  # the host is a NamedFiles
+        return self
+
+    def to_fp16(self: _Host) -> _Host:
+        """Mixed precision, as fastai's `to_fp16`; returns the learner for chaining.
+
+        On CUDA the learner autocasts already (bf16, or fp16 with a loss scaler where bf16 is missing),
+        so this only undoes `to_fp32`. Elsewhere (CPU, MPS) it leaves float32 on and says so once.
+
+        Example:
+            >>> learn = vision_learner(dls, "resnet34").to_fp16()  # doctest: +SKIP
+        """
+        host: FastaiHost = self  # type: ignore[assignment]
+        if not host.stepper.set_mixed_precision(True):
+            note_once(f"to_fp16: mixed precision runs on CUDA only; on {host.device.type} the learner keeps "
+                      "float32 (nothing to change in your code).")
+        return self
+
+    def to_fp32(self: _Host) -> _Host:
+        """Turn mixed precision off: train and evaluate in float32 on every device; returns the learner.
+
+        Example:
+            >>> learn.to_fp32().fit_one_cycle(1)  # doctest: +SKIP
+        """
+        host: FastaiHost = self  # type: ignore[assignment]
+        host.stepper.set_mixed_precision(False)
+        return self
+
+    def summary(self) -> str:
+        """The learner as a table: groups with trainable and frozen parameters, input, optimizer, loss
+        and callbacks. Printed in a script; in a notebook the returned text displays itself.
+
+        Example:
+            >>> learn.summary()  # doctest: +SKIP
+        """
+        from unfreeze.train.summary import learner_summary
+
+        text = learner_summary(self)  # type: ignore[arg-type]  # the host is a LearnerView
+        if in_notebook():
+            return _Text(text)
+        print(text)
+        return text
+
+
+# ---------------------------------------------------------------------------- fastai's callbacks
+
+
+def _mode_from_comp(comp: Any) -> str:
+    """fastai's `comp` (np.less, np.greater or None) as a mode ("min", "max", "auto")."""
+    if comp is None:
+        return "auto"
+    name = getattr(comp, "__name__", "")
+    if name in ("less", "lt"):
+        return "min"
+    if name in ("greater", "gt"):
+        return "max"
+    raise ValueError(f"comp must be np.less, np.greater or None (fastai's values), got {comp!r}. "
+                     "Or use mode='min' / 'max' with unfreeze's own callbacks.")
+
+
+class SaveModelCallback(SaveBestModel):
+    """fastai's spelling of `SaveBestModel`: saves under `learn.path/models/{fname}.safetensors`.
+
+    Like fastai's, it saves the weights whenever `monitor` improves (by more than `min_delta`) and loads
+    the best ones when the fit ends; the file is the one `learn.save(fname)` writes and `learn.load(fname)`
+    reads, in safetensors instead of a pickle. With `with_opt=True` the optimizer state is saved too.
+
+    Args:
+        monitor: A column of the epoch logs: "valid_loss" or a metric's name.
+        comp: np.less or np.greater; None picks from the name (max for accuracy/f1/score, else min).
+        min_delta: The least change that counts as an improvement.
+        fname: The file name under the learner's `path/model_dir`, without suffix.
+        with_opt: Also save the optimizer state, as `learn.save(fname, with_opt=True)`.
+
+    Example:
+        >>> learn.fit_one_cycle(5, cbs=SaveModelCallback(monitor="error_rate", fname="best"))  # doctest: +SKIP
+        >>> learn.load("best")  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0, fname: str = "model",
+                 with_opt: bool = False) -> None:
+        super().__init__(monitor, path=f"{fname}.safetensors", mode=_mode_from_comp(comp), restore_best=True)
+        self.min_delta, self.fname, self.with_opt = min_delta, fname, with_opt
+
+    def before_fit(self, learner: LearnerView) -> None:
+        super().before_fit(learner)
+        self.path = model_file(learner, self.fname)  # read from the learner, which it never writes
+
+    def _save(self, learner: LearnerView) -> None:
+        save_named(learner, self.fname, with_opt=self.with_opt)  # type: ignore[arg-type]  # a Learner is NamedFiles
+
+
+class EarlyStoppingCallback(EarlyStopping):
+    """fastai's spelling of `EarlyStopping`, with fastai's `patience`: stop after `patience` epochs
+    in a row without improvement (unfreeze's `EarlyStopping(patience=p)` waits p + 1).
+
+    Example:
+        >>> learn.fit_one_cycle(20, cbs=EarlyStoppingCallback(monitor="valid_loss", patience=2))  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: str = "valid_loss", comp: Any = None, min_delta: float = 0.0,
+                 patience: int = 1) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a whole number >= 0, got {patience!r}.")
+        # fastai stops once `wait >= patience`, so 0 and 1 both stop at the first epoch without improvement.
+        super().__init__(monitor, patience=max(patience - 1, 0), min_delta=min_delta, mode=_mode_from_comp(comp))

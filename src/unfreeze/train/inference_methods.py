@@ -1,0 +1,90 @@
+"""The inference methods of a learner: forwarders to `unfreeze.inference`, mixed into `Learner`.
+
+The work lives in `unfreeze.inference` as plain functions of a model and its data, typed against its
+`Predictor` protocol; these methods only forward, so that `learn.predict(...)` reads as in fastai.
+Every rank calls export (it synchronises the ranks); only the main process writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from unfreeze import distributed, inference
+from unfreeze.inference import Predictor
+from unfreeze.train.fastai_idioms import export_target
+
+__all__ = ["Exportable", "InferenceMethods"]
+
+
+class Exportable(Predictor, Protocol):
+    """A predictor with the folder that fastai's `export(fname=...)` writes into."""
+
+    path: Path
+
+
+class InferenceMethods:
+    """`get_preds`, `predict`, `predict_batch`, `tta`, `export` and `export_onnx` of a learner."""
+
+    def get_preds(self: Predictor, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False) -> Any:
+        """Probabilities (the task's activation) and targets over `dl` (default: validation), in order.
+
+        Returns `(probs, targets)`, then the decoded predictions with `with_decoded` and the item losses
+        with `with_loss`, in fastai's order. See `unfreeze.inference.get_preds`.
+
+        Example:
+            >>> probs, targets = learn.get_preds()  # doctest: +SKIP
+        """
+        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss)
+
+    def predict(self: Predictor, item: Any) -> Any:
+        """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
+
+        Example:
+            >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
+        """
+        return inference.predict(self, item)
+
+    def predict_batch(self: Predictor, items: Any, bs: int = 64, top_k: int = 1, with_tta: bool = False) -> Any:
+        """Stream predictions over many images or a folder, in constant memory (`inference.predict_batch`).
+
+        Example:
+            >>> rows = learn.predict_batch("photos/", top_k=3)  # doctest: +SKIP
+        """
+        return inference.predict_batch(self, items, bs=bs, top_k=top_k, with_tta=with_tta)
+
+    def tta(self: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> Any:
+        """Test-time augmentation with fastai's defaults: `(probs, targets)`.
+
+        Example:
+            >>> probs, targets = learn.tta()  # doctest: +SKIP
+        """
+        return inference.tta(self, dl=dl, n=n, beta=beta)
+
+    def export(self: Exportable, path: str | Path | None = None, *, fname: str | Path | None = None) -> Path:
+        """Write a pickle-free export (safetensors + JSON) that `load_learner` reads; returns the path.
+
+        Args:
+            path: Where to write it, as given.
+            fname: fastai's spelling: a name under `learn.path` (see `fastai_idioms.export_target`:
+                with neither, `learn.path/export.unfreeze`; a .pkl name is written as .unfreeze).
+
+        Example:
+            >>> learn.export("model.unfreeze")  # doctest: +SKIP
+        """
+        target = export_target(self.path, path, fname)
+        if distributed.is_main_process():
+            inference.export(self, target)
+        distributed.barrier()
+        return target
+
+    def export_onnx(self: Predictor, path: str | Path = "model.onnx", **options: Any) -> Path:
+        """Export the inference model, normalization included, to ONNX (needs `unfreeze[onnx]`).
+
+        Example:
+            >>> learn.export_onnx("model.onnx")  # doctest: +SKIP
+        """
+        if distributed.is_main_process():
+            inference.export_onnx(self, path, **options)
+        distributed.barrier()
+        return Path(path)

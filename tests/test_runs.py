@@ -1,0 +1,65 @@
+"""runs.Run: a run directory's lifecycle, on real files (the CLI tests run it end to end)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from unfreeze import runs
+
+OPTIONS = {"data": "/data/pets", "arch": "resnet18", "size": 64, "bs": 8, "valid_pct": 0.2, "seed": 0, "epochs": 2,
+           "freeze_epochs": 1, "lr": "auto", "pretrained": False, "train_bn": None}
+
+
+def test_a_new_run_gets_a_fresh_folder_and_its_config(tmp_path: Path) -> None:
+    first = runs.Run.create(tmp_path / "pets")
+    first.write_config(OPTIONS, ["train", "/data/pets"])
+    second = runs.Run.create(tmp_path / "pets")
+    assert second.folder == tmp_path / "pets-2"
+    config = json.loads(first.config_file.read_text())
+    assert config["rerun"].startswith("unfreeze train /data/pets --arch resnet18")
+    assert "--no-pretrained" in config["rerun"]
+    assert runs.Run.open(first.folder).options(("data", "epochs"))["epochs"] == 2
+
+
+def test_opening_a_folder_that_is_no_run_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(runs.RunDirError, match=r"config\.json not found\. --resume takes"):
+        runs.Run.open(tmp_path, "--resume takes a run directory written by 'unfreeze train'")
+    run = runs.Run(tmp_path)
+    runs.write_json(run.config_file, {"options": {"data": "x"}})
+    with pytest.raises(runs.RunConfigError, match="lacks the options epochs; it cannot be resumed"):
+        run.options(("data", "epochs"), "it cannot be resumed")
+
+
+def test_a_resume_needs_a_checkpoint_and_an_unfinished_run(tmp_path: Path) -> None:
+    run = runs.Run(tmp_path)
+    run.write_config(OPTIONS, ["train", "/data/pets"])
+    with pytest.raises(runs.RunDirError, match=r"before its first epoch ended\. Start it again with: unfreeze train"):
+        run.resume_checkpoint()
+    run.checkpoint_file.write_bytes(b"not a checkpoint")
+    runs.write_json(run.summary_file, {"interrupted": False})
+    with pytest.raises(runs.RunDirError, match="there is nothing to resume"):
+        run.resume_checkpoint()
+
+
+def test_the_history_is_rebuilt_from_the_given_rows(tmp_path: Path) -> None:
+    run = runs.Run(tmp_path)
+    run.history_file.write_text("epoch,train_loss\n0,1.0\n1,0.9\n2,0.8\n")  # a row after the checkpoint
+    run.rewrite_history([{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 0.9}])
+    rows = list(csv.DictReader(run.history_file.open()))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    run.rewrite_history([])
+    assert not run.history_file.exists()
+
+
+def test_report_hooks_run_after_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runs, "_REPORT_HOOKS", [])
+    seen: list[dict] = []
+    hook = lambda run: seen.append(json.loads(run.summary_file.read_text()))  # noqa: E731
+    runs.add_report_hook(hook)
+    runs.add_report_hook(hook)  # once per hook
+    runs.Run(tmp_path).write_summary({"final": {"error_rate": 0.1}})
+    assert seen == [{"final": {"error_rate": 0.1}}]
