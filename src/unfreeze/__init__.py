@@ -70,7 +70,7 @@ from unfreeze.train.callbacks import (
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
-from unfreeze.train.fastai_idioms import EarlyStoppingCallback, SaveModelCallback
+from unfreeze.train.fastai_idioms import EarlyStoppingCallback, MultiCategory, SaveModelCallback
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
@@ -101,6 +101,7 @@ __all__ = [
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MultiCategory",
     "MultiCategoryBlock",
     "MultiLabel",
     "NonFiniteLossError",

@@ -35,6 +35,7 @@ from unfreeze.inference.predict import (
     prediction_row,
     tta,
 )
+from unfreeze.inference.results import show_results
 
 __all__ = [
     "FORMAT_VERSION",
@@ -59,5 +60,6 @@ __all__ = [
     "prediction_row",
     "read_export",
     "read_export_metadata",
+    "show_results",
     "tta",
 ]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
+from torch import nn
 
 from unfreeze import distributed
 from unfreeze._device import default_device
@@ -33,9 +34,10 @@ from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, cal
 if TYPE_CHECKING:
     from unfreeze.train.protocols import LearnerView, StepperView
 
-__all__ = ["EarlyStoppingCallback", "FastaiMethods", "SaveModelCallback", "callbacks_and_cbs", "export_file",
-           "export_target", "learner_device", "load_named", "loader_or_dl", "lr_find_answer", "model_file", "one_of",
-           "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
+__all__ = ["ONE_GROUP_NOTE", "EarlyStoppingCallback", "FastaiMethods", "MultiCategory", "SaveModelCallback",
+           "callbacks_and_cbs", "export_file", "export_target", "fastai_prediction", "learner_device", "load_named",
+           "loader_or_dl", "lr_find_answer", "model_file", "one_of", "plain_module_groups", "save_named",
+           "show_lr_find_inline", "weight_decay_or_wd"]
 
 
 # ---------------------------------------------------------------------------- argument aliases
@@ -155,6 +157,62 @@ def note_once(note: str) -> None:
     if note not in _NOTES_SHOWN and distributed.is_main_process():
         _NOTES_SHOWN.add(note)
         print(note)
+
+
+# ---------------------------------------------------------------------------- Learner(dls, any nn.Module)
+
+ONE_GROUP_NOTE = ("freeze: this model is a plain nn.Module, trained as one parameter group (fastai's plain "
+                  "Learner), so there is nothing to freeze; every layer trains. For a frozen pretrained body "
+                  "use vision_learner(dls, arch).")
+
+
+def plain_module_groups(model: nn.Module) -> list[list[str]] | None:
+    """fastai's `Learner(dls, module)`: a model without the backbone contract's groups is one group.
+
+    Returns None for a model that has `param_groups` (it keeps its own). Like fastai's plain Learner,
+    the one group trains every layer; `freeze()` has nothing to freeze and says so
+    (`ONE_GROUP_NOTE`), and the data is normalised only as its `batch_tfms` say.
+
+    Example:
+        >>> plain_module_groups(nn.Linear(2, 3))
+        [['weight', 'bias']]
+    """
+    if hasattr(model, "param_groups"):
+        return None
+    return [[name for name, _ in model.named_parameters()]]
+
+
+class MultiCategory(list):  # type: ignore[type-arg]
+    """fastai's multi-label prediction: a list of class names that also equals the tuple unfreeze uses.
+
+    Example:
+        >>> labels = MultiCategory(["cat", "dog"])
+        >>> labels, labels == ("cat", "dog"), labels == ["cat", "dog"]
+        (MultiCategory(['cat', 'dog']), True, True)
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple)) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # a list: unhashable, as fastai's L
+
+    def __repr__(self) -> str:
+        return f"MultiCategory({list(self)!r})"
+
+
+def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> tuple[Any, Any, torch.Tensor]:
+    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`.
+
+    Example:
+        >>> fastai_prediction((("cat",), None, torch.zeros(2)))[0]
+        MultiCategory(['cat'])
+    """
+    labels, decoded, probs = prediction
+    return (MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs
 
 
 class _Text(str):
