@@ -28,7 +28,7 @@ def test_flip_false_turns_flips_off(name):
 
 
 def test_unknown_names_say_what_is_expected():
-    with pytest.raises(ValueError, match="one of .*'strong'"):
+    with pytest.raises(ValueError, match=r"one of .*'strong'"):
         augment_preset("heavy")
     with pytest.raises(ValueError, match="policy must be one of"):
         PolicyAugment(policy="autoaugment")
@@ -47,7 +47,7 @@ def test_policy_draws_repeat_per_seed_and_leave_the_global_rng_alone(policy):
     other = augment(images.clone(), augment.draw(np.random.default_rng([1, 1]), 6), size=32)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert first.shape == (6, 3, 32, 32) and torch.equal(first, again) and not torch.equal(first, other)
-    assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
 
 
 def test_the_policy_changes_images_beyond_the_geometric_pass():

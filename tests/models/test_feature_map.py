@@ -4,7 +4,6 @@ smallest usable size, non-spatial bodies and the warning text."""
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from unfreeze.models import create_model

@@ -8,8 +8,8 @@ import csv
 import numpy as np
 import pytest
 import torch
-
 from tests.train.conftest import TinyModel
+
 from unfreeze.data import ImageDataLoaders
 from unfreeze.train.learner import Learner
 from unfreeze.train.mixup import MixupCutmix
