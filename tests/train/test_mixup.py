@@ -8,16 +8,16 @@ import csv
 import numpy as np
 import pytest
 import torch
-from tests.train.conftest import TinyModel
 
 from unfreeze.data import ImageDataLoaders
+from unfreeze.models import create_model
 from unfreeze.train.learner import Learner
 from unfreeze.train.mixup import MixupCutmix
 
 
 def learner(root, n_classes: int = 2, bs: int = 8, **options) -> Learner:
     dls = ImageDataLoaders.from_folder(root, size=16, bs=bs, seed=0, augment=False, num_workers=0, **options)
-    return Learner(dls, TinyModel(n_out=n_classes), seed=0, quiet=True, device="cpu")
+    return Learner(dls, create_model("test_resnet", n_classes, pretrained=False), seed=0, quiet=True, device="cpu")
 
 
 def first_batch(callback: MixupCutmix, learn: Learner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +76,7 @@ def test_multi_label_rows_are_mixed_multi_hot(tmp_path, write_image):
         csv.writer(handle).writerows([("file", "labels"), *rows])
     dls = ImageDataLoaders.from_csv(tmp_path, "labels.csv", label_delim=" ", valid_pct=0.25, seed=0, size=16,
                                     bs=6, augment=False, num_workers=0)
-    learn = Learner(dls, TinyModel(n_out=2), seed=0, quiet=True, device="cpu")
+    learn = Learner(dls, create_model("test_resnet", 2, pretrained=False), seed=0, quiet=True, device="cpu")
     _, plain = next(iter(learn.dls.train))
     _, mixed = first_batch(MixupCutmix(mixup_alpha=1.0), learn)
     assert mixed.shape == plain.shape
