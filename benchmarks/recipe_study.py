@@ -8,7 +8,8 @@ benchmarks/results/recipe.md (table of mean and spread) and benchmarks/results/r
     .venv/bin/python benchmarks/recipe_study.py --quick       # smoke run: tiny data, 1 seed, 3 candidates
     .venv/bin/python benchmarks/recipe_study.py --report-only # rewrite the table from recipe.json
 
-Stages (each run appends to recipe.json at once, so a stopped study keeps what it measured):
+Stages (`--stages`; each run appends to recipe.json at once, and a run already there is not repeated, so a
+stopped study continues where it stopped):
 1. fastai 2.8 fine_tune(2) on Fashion-MNIST 2,000/1,000 at 64 px (benchmarks/run_fastai.py, 1 seed);
 2. screen: every candidate on that split with seed 0;
 3. confirm: the 2 best candidates no slower than fastai, unfreeze's fine_tune(2) and fastai, seeds 0-2;
@@ -25,11 +26,13 @@ import argparse
 import csv
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -207,7 +210,7 @@ def train_once(recipe: Recipe, dataset: str, root: Path, seed: int) -> dict[str,
     """Train one recipe on one dataset through the public API; returns its numbers (runs in a worker)."""
     import torch
 
-    torch.set_num_threads(common.Setup().threads)
+    torch.set_num_threads(common.Setup().threads)  # BENCH_THREADS, set by the study
     from unfreeze import EMA, ImageDataLoaders, vision_learner
     from unfreeze.data.augment import augment_preset
     from unfreeze.inference.thresholds import best_threshold, best_thresholds
@@ -282,28 +285,31 @@ def worker(spec: str) -> None:
 # ---------------------------------------------------------------------------------------------- study
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _timed_run(command: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, float, float]:
+    """Run a command; return its exit code, stdout, stderr, wall seconds and CPU seconds (user + system).
 
-
-def _timed_run(command: list[str],
-               env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    """Run a command; return it with its wall seconds and CPU seconds (user + system, all threads).
-
-    CPU seconds are what a run costs on an idle machine of the same cores; on this shared machine the
-    wall time also carries the other jobs' load.
+    CPU seconds are those of this one child (`os.wait4`), so they stay right when runs go in parallel;
+    with one thread per run they are what the run costs on an idle core, while on this shared machine
+    the wall time also carries the other jobs' load.
     """
-    start, start_cpu = time.perf_counter(), _children_cpu_s()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-    return done, time.perf_counter() - start, _children_cpu_s() - start_cpu
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+        assert process.stdout is not None
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        errors.seek(0)
+        stderr = errors.read()
+    return process.returncode, stdout, stderr, time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 
 class Study:
     """Runs jobs in subprocesses and keeps every result in recipe.json (written after each run)."""
 
-    def __init__(self, out_dir: Path, quick: bool) -> None:
-        self.out_dir, self.quick = out_dir, quick
+    def __init__(self, out_dir: Path, quick: bool, jobs: int = 1, threads: int = 2) -> None:
+        self.out_dir, self.quick, self.jobs, self.threads = out_dir, quick, jobs, threads
+        self.lock = threading.Lock()
         self.path = out_dir / "recipe.json"
         self.runs: list[dict[str, Any]] = json.loads(self.path.read_text())["runs"] if self.path.exists() else []
 
@@ -312,6 +318,24 @@ class Study:
             if (run["name"], run["dataset"], run["seed"]) == (name, dataset, seed):
                 return run
         return None
+
+    def record(self, run: dict[str, Any]) -> None:
+        with self.lock:
+            self.runs.append(run)
+            self.save()
+        print(json.dumps({k: run.get(k) for k in ("name", "dataset", "seed", "error", "process_cpu_s", "process_s",
+                                                  "failed")}), flush=True)
+
+    def run_all(self, jobs: list[tuple[Any, ...]]) -> None:
+        """Run (name, recipe, dataset, root, seed) jobs, `self.jobs` at a time ("fastai" names fastai's runner)."""
+        def one(job: tuple[Any, ...]) -> None:
+            if job[0] == "fastai":
+                self.fastai(job[1])
+            else:
+                self.unfreeze(*job)
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(one, jobs))
 
     def save(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -325,38 +349,36 @@ class Study:
         if known is not None:
             return known
         job = json.dumps({"recipe": asdict(recipe), "dataset": dataset, "root": str(root), "seed": seed})
-        env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT / "src"), "MPLBACKEND": "Agg"}
-        done, wall, cpu = _timed_run([sys.executable, __file__, "--worker", job], env)
+        env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT / "src"), "MPLBACKEND": "Agg",
+               "BENCH_THREADS": str(self.threads)}
+        code, stdout, stderr, wall, cpu = _timed_run([sys.executable, __file__, "--worker", job], env)
         run = {"name": name, "runner": "unfreeze", "dataset": dataset, "seed": seed, "recipe": asdict(recipe),
-               "process_s": wall, "process_cpu_s": cpu, "load_avg_1m": os.getloadavg()[0]}
-        lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
-        if done.returncode != 0 or not lines:
-            run["failed"] = done.stderr[-2000:]
+               "threads": self.threads, "process_s": wall, "process_cpu_s": cpu, "load_avg_1m": os.getloadavg()[0]}
+        lines = [line for line in stdout.splitlines() if line.startswith(MARKER)]
+        if code != 0 or not lines:
+            run["failed"] = stderr[-2000:]
         else:
             run.update(json.loads(lines[-1][len(MARKER) :]))
-        self.runs.append(run)
-        self.save()
-        print(json.dumps({k: run.get(k) for k in ("name", "dataset", "seed", "error", "process_s", "failed")}),
-              flush=True)
+        self.record(run)
         return run
 
     def fastai(self, seed: int) -> dict[str, Any]:
-        known = self.done("fastai_fine_tune2", "fashion64", seed)
+        name = "fastai_fine_tune2" if self.threads == 2 else f"fastai_fine_tune2_{self.threads}thread"
+        known = self.done(name, "fashion64", seed)
         if known is not None:
             return known
         command = [str(FASTAI_PYTHON), str(common.BENCH_DIR / "run_fastai.py"), "--scenario", "fine_tune",
                    "--seed", str(seed)] + (["--quick"] if self.quick else [])
-        done, wall, cpu = _timed_run(command)
-        run = {"name": "fastai_fine_tune2", "runner": "fastai", "dataset": "fashion64", "seed": seed,
+        env = {**os.environ, "BENCH_THREADS": str(self.threads)}
+        _, stdout, stderr, wall, cpu = _timed_run(command, env)
+        run = {"name": name, "runner": "fastai", "dataset": "fashion64", "seed": seed, "threads": self.threads,
                "process_s": wall, "process_cpu_s": cpu, "load_avg_1m": os.getloadavg()[0]}
         try:
-            result = common.parse_result(done.stdout)
+            result = common.parse_result(stdout)
             run.update({"error": result["error"], "fit_s": result["wall_s"], "setup_s": result["setup_s"]})
         except ValueError:
-            run["failed"] = done.stderr[-2000:]
-        self.runs.append(run)
-        self.save()
-        print(json.dumps({k: run.get(k) for k in ("name", "seed", "error", "process_s", "failed")}), flush=True)
+            run["failed"] = stderr[-2000:]
+        self.record(run)
         return run
 
 
@@ -370,49 +392,75 @@ def _spread(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
+def _fashion_groups(study: Study, budget: float) -> dict[str, list[dict[str, Any]]]:
+    """Successful runs on the main split by candidate, without fine_tune(2) and over-budget candidates.
+
+    Compared in CPU seconds (the machine is shared, wall times carry others' load); a 10% margin over
+    fastai's timed run keeps near-equal recipes in.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in study.runs:
+        if run["dataset"] == "fashion64" and run["runner"] == "unfreeze" and run["name"] in CANDIDATES \
+                and run["name"] != "fine_tune2" and "error" in run:
+            groups.setdefault(run["name"], []).append(run)
+    in_time = {name: runs for name, runs in groups.items() if _mean(runs, "process_cpu_s") <= 1.1 * budget}
+    return in_time or groups
+
+
+def best_candidates(study: Study, budget: float, top: int) -> list[str]:
+    """The `top` candidates by mean error, those measured with the most seeds first."""
+    groups = _fashion_groups(study, budget)
+    return sorted(groups, key=lambda name: (-len(groups[name]), _mean(groups[name], "error")))[:top]
+
+
 def run_study(args: argparse.Namespace) -> None:
     out_dir = Path(args.out)
-    study = Study(out_dir, args.quick)
+    study = Study(out_dir, args.quick, jobs=args.jobs, threads=args.threads)
     seeds = [0] if args.quick else list(range(args.seeds))
+    stages = args.stages.split(",")
     fashion = build_fashion(args.quick)
-    # 1. fastai's fine_tune(2), the time to beat.
-    fastai_runs = [study.fastai(0)]
-    budget = fastai_runs[0].get("process_cpu_s") or float("inf")
-    # 2. screen every candidate with one seed on the main split.
-    names = QUICK_CANDIDATES if args.quick else tuple(args.candidates.split(",")) if args.candidates else SCREEN
-    screened = [study.unfreeze(name, CANDIDATES[name], "fashion64", fashion, 0) for name in names]
-    ok = [run for run in screened if "error" in run and run["name"] != "fine_tune2"]
-    # Compared in CPU seconds (the machine is shared, wall times carry others' load); a 10% margin over
-    # fastai's one timed run keeps near-equal recipes in.
-    in_time = [run for run in ok if run["process_cpu_s"] <= 1.1 * budget] or ok
-    best = [run["name"] for run in sorted(in_time, key=lambda run: run["error"])[: args.top]]
-    # 3. confirm with repeated seeds, interleaved so that load changes hit every recipe alike.
-    for seed in seeds:
-        if seed:
-            fastai_runs.append(study.fastai(seed))
-        for name in ("fine_tune2", *best):
-            study.unfreeze(name, CANDIDATES[name], "fashion64", fashion, seed)
-    confirmed = sorted(best, key=lambda name: _mean([r for r in study.runs if r["name"] == name
-                                                      and r["dataset"] == "fashion64" and "error" in r], "error"))
-    winner_name = confirmed[0]
+    # 1. fastai's fine_tune(2), the time to beat, next to the first candidates.
+    first = [("fastai", 0)]
+    # 2. screen candidates with one seed on the main split.
+    if "screen" in stages:
+        names = QUICK_CANDIDATES if args.quick else tuple(args.candidates.split(",")) if args.candidates else SCREEN
+        first += [(name, CANDIDATES[name], "fashion64", fashion, 0) for name in names]
+    study.run_all(first)
+    fastai_name = "fastai_fine_tune2" if args.threads == 2 else f"fastai_fine_tune2_{args.threads}thread"
+    budget = _mean([run for run in study.runs if run["name"] == fastai_name], "process_cpu_s") or float("inf")
+    # 3. confirm the best with repeated seeds, interleaved so that load changes hit every recipe alike.
+    if "confirm" in stages:
+        best = best_candidates(study, budget, args.top)
+        names = ("fine_tune2", *best)
+        study.run_all([job for seed in seeds for job in (
+            ("fastai", seed), *((name, CANDIDATES[name], "fashion64", fashion, seed) for name in names))])
+    if "sets" not in stages:
+        study.save()
+        return
+    # 4. the other datasets: the best candidate so far (or --winner) against fine_tune(2).
+    winner_name = args.winner or best_candidates(study, budget, 1)[0]
     winner = CANDIDATES[winner_name]
-    print(f"best confirmed recipe: {winner_name}", flush=True)
-    # 4. the other datasets, the winner against fine_tune(2).
-    digits = build_digits(args.quick)
-    noflip = replace(winner, flip=False)  # a mirrored digit is another symbol (or none)
-    for size, name, recipe in ((32, "fine_tune2", FT2), (32, winner_name + "_noflip", noflip),
-                               (64, "fine_tune2", FT2), (64, winner_name + "_noflip", noflip),
-                               (96, winner_name + "_noflip", noflip)):
-        study.unfreeze(name, replace(recipe, size=size), f"digits{size}", digits, 0)
-    multilabel = build_multilabel(args.quick)
-    for name, recipe in (("fine_tune2", FT2), (winner_name, winner)):
-        study.unfreeze(name, recipe, "multilabel", multilabel, 0)
-    imbalanced = build_imbalanced(args.quick)
-    for name, recipe in (("fine_tune2", FT2), (winner_name, winner)):
-        study.unfreeze(name, recipe, "imbalanced", imbalanced, 0)
-    fashion128 = build_fashion(args.quick, 1000, 500)
-    for name, recipe in (("fine_tune2", replace(FT2, size=128)), (winner_name, replace(winner, size=128))):
-        study.unfreeze(name, recipe, "fashion128", fashion128, 0)
+    print(f"recipe for the other sets: {winner_name}", flush=True)
+    sets, jobs = args.sets.split(","), []
+    if "digits" in sets:
+        digits = build_digits(args.quick)
+        noflip = replace(winner, flip=False)  # a mirrored digit is another symbol (or none)
+        jobs += [(name, replace(recipe, size=size), f"digits{size}", digits, 0) for size, name, recipe in (
+            (32, "fine_tune2", FT2), (32, winner_name + "_noflip", noflip), (64, winner_name + "_noflip", noflip),
+            (64, "fine_tune2", FT2), (96, winner_name + "_noflip", noflip))]
+    if "multilabel" in sets:
+        multilabel = build_multilabel(args.quick)
+        jobs += [(name, recipe, "multilabel", multilabel, 0) for name, recipe in (("fine_tune2", FT2),
+                                                                                  (winner_name, winner))]
+    if "imbalanced" in sets:
+        imbalanced = build_imbalanced(args.quick)
+        jobs += [(name, recipe, "imbalanced", imbalanced, 0) for name, recipe in (("fine_tune2", FT2),
+                                                                                  (winner_name, winner))]
+    if "fashion128" in sets:
+        fashion128 = build_fashion(args.quick, 1000, 500)
+        jobs += [(name, recipe, "fashion128", fashion128, 0) for name, recipe in (
+            ("fine_tune2", replace(FT2, size=128)), (winner_name, replace(winner, size=128)))]
+    study.run_all(jobs)
     study.save()
 
 
@@ -487,7 +535,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 3 candidates: a smoke run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds in the confirmation stage (default 3)")
     parser.add_argument("--top", type=int, default=2, help="candidates confirmed with every seed (default 2)")
-    parser.add_argument("--candidates", default="", help="comma-separated subset of the candidates to screen")
+    parser.add_argument("--candidates", default="", help="comma-separated candidates to screen (default SCREEN)")
+    parser.add_argument("--stages", default="screen,confirm,sets", help="any of screen,confirm,sets (default all)")
+    parser.add_argument("--sets", default="digits,multilabel,imbalanced,fashion128",
+                        help="the other datasets of the sets stage (default all four)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2, as compare.py)")
+    parser.add_argument("--winner", default=None,
+                        help="candidate the sets stage uses (default: the best measured on the main split)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--report-only", action="store_true", help="rewrite recipe.md from recipe.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
