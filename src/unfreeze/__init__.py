@@ -28,6 +28,7 @@ from unfreeze.data import (
     Resize,
     ResizeMethod,
     aug_transforms,
+    augment_preset,
     get_image_files,
     parent_label,
     sample_path,
@@ -64,6 +65,7 @@ from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
+from unfreeze.train.mixup import MixupCutmix
 
 __all__ = [
     "EMA",
@@ -86,6 +88,7 @@ __all__ = [
     "Interpretation",
     "Learner",
     "MLflowLogger",
+    "MixupCutmix",
     "MultiLabel",
     "NonFiniteLossError",
     "Path",
@@ -108,6 +111,7 @@ __all__ = [
     "accuracy",
     "accuracy_multi",
     "aug_transforms",
+    "augment_preset",
     "cnn_learner",
     "convert_fastai",
     "create_model",

@@ -6,6 +6,7 @@ Example:
     >>> dls.show_batch(path="batch.png")
 """
 
+from unfreeze.data.augment import AUGMENT_PRESETS, PolicyAugment, augment_preset
 from unfreeze.data.datablock import (
     CategoryBlock,
     DataBlock,
@@ -32,6 +33,7 @@ from unfreeze.data.split import random_split
 from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "IMAGE_EXTENSIONS",
     "RESIZE_METHODS",
     "BadFileReport",
@@ -45,6 +47,7 @@ __all__ = [
     "ImageDataLoader",
     "ImageDataLoaders",
     "ImageDataset",
+    "PolicyAugment",
     "RandomResizedCrop",
     "RandomSplitter",
     "RegexLabeller",
@@ -52,6 +55,7 @@ __all__ = [
     "ResizeMethod",
     "UnsupportedTransformWarning",
     "aug_transforms",
+    "augment_preset",
     "decode_image",
     "get_image_files",
     "open_rgb",

@@ -20,10 +20,10 @@ class whose mirror image is another class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from unfreeze.data.transforms import AugmentParams, BatchAugment
 
@@ -69,8 +69,10 @@ class PolicyAugment(BatchAugment):
         if not 0.0 <= self.erase_p <= 1.0:
             raise ValueError(f"erase_p must be a probability in [0, 1], got {self.erase_p!r}.")
 
-    def _policy_transform(self) -> v2.Transform:
-        steps: list[v2.Transform] = []
+    def _policy_transform(self) -> Any:
+        from torchvision.transforms import v2  # imported when a policy first runs: `import unfreeze` stays fast
+
+        steps: list[Any] = []
         if self.policy == "trivial":
             steps.append(v2.TrivialAugmentWide())
         elif self.policy == "randaugment":

@@ -34,6 +34,7 @@ from unfreeze.inference.predict import (
     prediction_row,
     tta,
 )
+from unfreeze.inference.thresholds import best_threshold, best_thresholds
 
 __all__ = [
     "FORMAT_VERSION",
@@ -44,6 +45,8 @@ __all__ = [
     "Interpretation",
     "NonFiniteWeightsWarning",
     "Predictor",
+    "best_threshold",
+    "best_thresholds",
     "channels_last",
     "collect_logits",
     "convert_fastai",
