@@ -421,19 +421,23 @@ def run_study(args: argparse.Namespace) -> None:
     fashion = build_fashion(args.quick)
     # 1. fastai's fine_tune(2), the time to beat, next to the first candidates.
     first = [("fastai", 0)]
-    # 2. screen candidates with one seed on the main split.
+    # 2. screen candidates with one seed on the main split, or on a 500/500 split (a quarter of the cost).
     if "screen" in stages:
         names = QUICK_CANDIDATES if args.quick else tuple(args.candidates.split(",")) if args.candidates else SCREEN
-        first += [(name, CANDIDATES[name], "fashion64", fashion, 0) for name in names]
+        screen_name, screen_root = "fashion64", fashion
+        if args.screen_set == "small":
+            screen_name, screen_root = "fashion64_500", build_fashion(args.quick, 500, 500)
+        first += [(name, CANDIDATES[name], screen_name, screen_root, 0) for name in names]
     study.run_all(first)
     fastai_name = "fastai_fine_tune2" if args.threads == 2 else f"fastai_fine_tune2_{args.threads}thread"
     budget = _mean([run for run in study.runs if run["name"] == fastai_name], "process_cpu_s") or float("inf")
     # 3. confirm the best with repeated seeds, interleaved so that load changes hit every recipe alike.
     if "confirm" in stages:
-        best = best_candidates(study, budget, args.top)
+        best = [args.winner] if args.winner else best_candidates(study, budget, args.top)
         names = ("fine_tune2", *best)
         study.run_all([job for seed in seeds for job in (
-            ("fastai", seed), *((name, CANDIDATES[name], "fashion64", fashion, seed) for name in names))])
+            *([("fastai", seed)] if seed < args.fastai_seeds else []),
+            *((name, CANDIDATES[name], "fashion64", fashion, seed) for name in names))])
     if "sets" not in stages:
         study.save()
         return
@@ -539,10 +543,13 @@ def main() -> None:
     parser.add_argument("--stages", default="screen,confirm,sets", help="any of screen,confirm,sets (default all)")
     parser.add_argument("--sets", default="digits,multilabel,imbalanced,fashion128",
                         help="the other datasets of the sets stage (default all four)")
+    parser.add_argument("--screen-set", choices=("full", "small"), default="full",
+                        help="screen on the 2,000/1,000 split (full) or a 500/500 one (small)")
+    parser.add_argument("--fastai-seeds", type=int, default=3, help="seeds of fastai's run in the confirm stage")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2, as compare.py)")
     parser.add_argument("--winner", default=None,
-                        help="candidate the sets stage uses (default: the best measured on the main split)")
+                        help="the candidate to confirm and to run on the other sets (default: the best measured)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--report-only", action="store_true", help="rewrite recipe.md from recipe.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
