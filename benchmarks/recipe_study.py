@@ -531,7 +531,57 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]], machine: dict[str, A
                          f"| {_fmt(_mean(group, 'fit_s'), 1)} | {_fmt(_mean(group, 'first_unfrozen_delta'))} "
                          f"| {extra} |"))
         lines += [row for _, row in sorted(rows, key=lambda pair: pair[0])] + [""]
+    lines += summary_lines(runs)
     (out_dir / "recipe.md").write_text("\n".join(lines))
+
+
+def recipe_code(recipe: Recipe) -> str:
+    """The public-API calls that train `recipe` (what `train_once` does, spelled out)."""
+    augment = f'augment_preset("{recipe.augment}"{"" if recipe.flip else ", flip=False"})'
+    learner = [f"train_bn={recipe.train_bn}", f"weight_decay={recipe.weight_decay}"]
+    if recipe.n_groups != 3:
+        learner.append(f"n_groups={recipe.n_groups}")
+    if recipe.label_smoothing:
+        learner.append(f"loss_func=dls.task.loss(label_smoothing={recipe.label_smoothing})")
+    callbacks = []
+    if recipe.mixup or recipe.cutmix:
+        callbacks.append(f"MixupCutmix(mixup_alpha={recipe.mixup}, cutmix_alpha={recipe.cutmix})")
+    if recipe.ema:
+        callbacks.append("EMA()")
+    fit = (f"{recipe.epochs}, base_lr={recipe.base_lr}, freeze_epochs={recipe.freeze_epochs}, "
+           f"lr_mult={recipe.lr_mult}, pct_start={recipe.pct_start}, div={recipe.div}")
+    if callbacks:
+        fit += f", callbacks=[{', '.join(callbacks)}]"
+    return "\n".join([
+        f"dls = ImageDataLoaders.from_folder(path, size={recipe.size}, bs=64, augment={augment})",
+        f'learn = vision_learner(dls, "efficientnet_lite0", {", ".join(learner)})',
+        f"learn.fine_tune({fit})",
+    ])
+
+
+def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The best candidate on the main split (most seeds first, then mean error) against the goals."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run["dataset"] == "fashion64" and run["name"] in CANDIDATES and run["name"] != "fine_tune2" \
+                and "error" in run:
+            groups.setdefault(run["name"], []).append(run)
+    if not groups:
+        return []
+    name = min(groups, key=lambda key: (-len(groups[key]), _mean(groups[key], "error")))
+    fastai = [run for run in runs if run["runner"] == "fastai" and "error" in run]
+    default = [run for run in runs if run["name"] == "fine_tune2" and run["dataset"] == "fashion64"
+               and "error" in run]
+    mine = groups[name]
+    lines = ["## Best measured candidate", "", f"`{name}` ({len(mine)} seeds on Fashion-MNIST 2,000/1,000 at 64 px):",
+             "", "```python", recipe_code(CANDIDATES[name]), "```", "",
+             "| | error (mean ± sd) | process CPU s | first unfrozen Δ |", "|---|---|---|---|"]
+    for label, group in ((name, mine), ("unfreeze fine_tune(2)", default), ("fastai fine_tune(2)", fastai)):
+        if group:
+            lines.append(f"| {label} ({len(group)} seeds) | {_fmt(_mean(group, 'error'))} ± "
+                         f"{_fmt(_spread(group, 'error'))} | {_fmt(_mean(group, 'process_cpu_s'), 1)} "
+                         f"| {_fmt(_mean(group, 'first_unfrozen_delta'))} |")
+    return [*lines, ""]
 
 
 def main() -> None:
