@@ -101,6 +101,7 @@ CANDIDATES: dict[str, Recipe] = {
     "ft4_ema": replace(FT4, ema=True),
     "ft4_groups5": replace(FT4, n_groups=5),
     "ft3_size96": replace(FT2, epochs=3, size=96),
+    "ft3_size80": replace(FT2, epochs=3, size=80),  # upscaled: 3×3 final map, about fastai's CPU time
 }
 # Screened by default, in this order: the machine is shared by several jobs, so the list is what an hour
 # of a loaded 2-core machine allows; `--candidates` screens others from CANDIDATES.
@@ -434,7 +435,7 @@ def run_study(args: argparse.Namespace) -> None:
     budget = _mean([run for run in study.runs if run["name"] == fastai_name], "process_cpu_s") or float("inf")
     # 3. confirm the best with repeated seeds, interleaved so that load changes hit every recipe alike.
     if "confirm" in stages:
-        best = [args.winner] if args.winner else best_candidates(study, budget, args.top)
+        best = args.confirm.split(",") if args.confirm else best_candidates(study, budget, args.top)
         names = ("fine_tune2", *best)
         study.run_all([job for seed in seeds for job in (
             *([("fastai", seed)] if seed < args.fastai_seeds else []),
@@ -599,8 +600,9 @@ def main() -> None:
     parser.add_argument("--fastai-seeds", type=int, default=3, help="seeds of fastai's run in the confirm stage")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2, as compare.py)")
+    parser.add_argument("--confirm", default="", help="candidates to confirm (default: the --top best screened)")
     parser.add_argument("--winner", default=None,
-                        help="the candidate to confirm and to run on the other sets (default: the best measured)")
+                        help="the candidate to run on the other sets (default: the best measured, most seeds first)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--report-only", action="store_true", help="rewrite recipe.md from recipe.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
