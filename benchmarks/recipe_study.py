@@ -102,6 +102,7 @@ CANDIDATES: dict[str, Recipe] = {
     "ft4_groups5": replace(FT4, n_groups=5),
     "ft3_size96": replace(FT2, epochs=3, size=96),
     "ft3_size80": replace(FT2, epochs=3, size=80),  # upscaled: 3×3 final map, about fastai's CPU time
+    "ft3_size80_ema": replace(FT2, epochs=3, size=80, ema=True),
 }
 # Screened by default, in this order: the machine is shared by several jobs, so the list is what an hour
 # of a loaded 2-core machine allows; `--candidates` screens others from CANDIDATES.
