@@ -33,6 +33,7 @@ from unfreeze.data import (
     ResizeMethod,
     URLs,
     aug_transforms,
+    augment_preset,
     get_image_files,
     imagenet_stats,
     parent_label,
@@ -75,6 +76,7 @@ from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
+from unfreeze.train.mixup import MixupCutmix
 
 __all__ = [
     "EMA",
@@ -101,6 +103,7 @@ __all__ = [
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MixupCutmix",
     "MultiCategory",
     "MultiCategoryBlock",
     "MultiLabel",
@@ -128,6 +131,7 @@ __all__ = [
     "accuracy",
     "accuracy_multi",
     "aug_transforms",
+    "augment_preset",
     "cnn_learner",
     "convert_fastai",
     "create_model",

@@ -36,6 +36,7 @@ from unfreeze.inference.predict import (
     tta,
 )
 from unfreeze.inference.results import show_results
+from unfreeze.inference.thresholds import best_threshold, best_thresholds
 
 __all__ = [
     "FORMAT_VERSION",
@@ -46,6 +47,8 @@ __all__ = [
     "Interpretation",
     "NonFiniteWeightsWarning",
     "Predictor",
+    "best_threshold",
+    "best_thresholds",
     "channels_last",
     "collect_logits",
     "convert_fastai",
