@@ -71,7 +71,7 @@ from unfreeze.train.callbacks import (
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
-from unfreeze.train.fastai_idioms import EarlyStoppingCallback, MultiCategory, SaveModelCallback
+from unfreeze.train.fastai_idioms import CutMix, EarlyStoppingCallback, MixUp, MultiCategory, SaveModelCallback
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
@@ -86,6 +86,7 @@ __all__ = [
     "CheckpointError",
     "ClassificationInterpretation",
     "CrossEntropyLossFlat",
+    "CutMix",
     "DataBlock",
     "DataError",
     "DataWarning",
@@ -103,6 +104,7 @@ __all__ = [
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MixUp",
     "MixupCutmix",
     "MultiCategory",
     "MultiCategoryBlock",

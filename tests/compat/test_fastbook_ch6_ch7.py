@@ -368,3 +368,17 @@ def test_lr_find_result_shows_a_short_repr(imagenette):
     result = learn.lr_find(num_it=20, show_plot=False)
 
     assert repr(result) == f"SuggestedLRs(valley={result.valley:.1e})" and len(result.lrs) > 5
+
+
+def test_chapter_7_mixup_and_cutmix_callbacks(imagenette):
+    dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 32)
+    model = xresnet50(n_out=dls.c)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=MixUp())
+    learn.fit_one_cycle(1, 3e-3)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=LabelSmoothingCrossEntropy(), metrics=accuracy)
+    learn.fit_one_cycle(1, 3e-3, cbs=CutMix(alpha=1.0))
+
+    assert math_isfinite(learn.recorder.history[-1]["valid_loss"]) and len(learn.recorder.history) == 1
+    assert MixUp().mixup_alpha == 0.4 and MixUp(alpha=0.2).alpha == 0.2 and CutMix().cutmix_alpha == 1.0
+    with pytest.raises(ValueError, match=r"MixUp\(alpha=...\) needs a number > 0"):
+        MixUp(alpha=0)
