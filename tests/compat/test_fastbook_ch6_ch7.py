@@ -276,9 +276,10 @@ def test_chapter_7_learner_on_a_torchvision_resnet_trains_every_layer_as_one_gro
     assert all(p.requires_grad for p in model.parameters())
     assert not torch.equal(first_conv, model.conv1.weight.detach().cpu())  # the first layer trained too
     assert "nothing to freeze" in capsys.readouterr().out
+    assert "\nall " in learn.summary() and "\nhead " not in learn.summary()  # one group of every layer
     assert len(learn.recorder.history) == 1 and "accuracy" in learn.recorder.history[-1]
     assert dls.valid.mean == pytest.approx(imagenet_stats[0])  # the data's own Normalize, as fastai's plain Learner
-    with pytest.raises(ExportError, match="save_weights"):
+    with pytest.raises(ExportError, match=r"your own ResNet module.*learn\.save\('name'\)"):
         learn.export()
 
 
