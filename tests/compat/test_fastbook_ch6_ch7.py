@@ -322,7 +322,7 @@ def _two_class_dls(path):
                      splitter=RandomSplitter(seed=42), item_tfms=Resize(16)).dataloaders(path, bs=4)
 
 
-def test_chapter_7_tta_use_max_and_mixup_names(imagenette):
+def test_chapter_7_tta_use_max(imagenette):
     dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 32)
     learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=CrossEntropyLossFlat(), metrics=accuracy, seed=0)
     learn.fit_one_cycle(1, 3e-3)
@@ -344,6 +344,11 @@ def test_chapter_6_metrics_assigned_after_the_build_show_their_column(pascal, ca
     learn.fit_one_cycle(1, 1e-3)
     labels, mask, probs = learn.predict(path/'train'/'000000.jpg')
     results = learn.validate()
+    preds, targs = learn.get_preds()
+    learn.metrics = partial(accuracy_multi, thresh=0.1)
+    low = learn.validate()
+    learn.metrics = partial(accuracy_multi, thresh=0.99)
+    high = learn.validate()
 
     assert learn.metric_names == ["accuracy_multi"] and "accuracy_multi" in capsys.readouterr().out
     assert "accuracy_multi" in learn.recorder.history[-1]
@@ -351,6 +356,9 @@ def test_chapter_6_metrics_assigned_after_the_build_show_their_column(pascal, ca
     assert list(labels) == [dls.vocab[i] for i in torch.where(mask)[0]]
     assert mask.dtype == torch.bool and mask.shape == probs.shape == (4,)
     assert isinstance(results[1].item(), float) and results[1] == results["accuracy_multi"]
+    assert low[1].item() == pytest.approx(accuracy_multi(preds, targs, thresh=0.1, sigmoid=False))
+    assert high[1].item() == pytest.approx(accuracy_multi(preds, targs, thresh=0.99, sigmoid=False))
+    assert low[0] == high[0] == results[0]  # the loss does not depend on the metric's threshold
 
 
 def test_show_results_saves_a_titled_grid_in_a_script(pascal, capsys):

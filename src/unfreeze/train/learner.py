@@ -64,11 +64,12 @@ class _OnPart:
 
 
 class Learner(InferenceMethods, fastai.FastaiMethods):
-    """Trains a `TransferModel` on `ImageDataLoaders`.
+    """Trains a `TransferModel` (or any `nn.Module`) on `ImageDataLoaders`.
 
     Args:
         dls: The data (`ImageDataLoaders`).
-        model: A model honouring the backbone contract (`body`, `head`, `param_groups`, `mean`, `std`).
+        model: A model honouring the backbone contract (`body`, `head`, `param_groups`, `mean`, `std`), or
+            any `nn.Module` (fastai's plain Learner: one group, every layer trains, nothing to freeze).
         metrics: Metric callables or built-in names ("error_rate", "accuracy", "top_k_accuracy",
             "f1_score", "accuracy_multi", "f1_multi"), computed over the whole validation set.
         loss_func: Defaults to the task's loss (cross-entropy, or binary cross-entropy for multi-label
