@@ -50,7 +50,7 @@ def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder):
     plain, recipe = make_learner(make_dls(folder)), make_learner(make_dls(folder))
     plain.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
     recipe.fit_recipe(1, lr_mult=100, augment=None, weight_decay=None)
-    for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values()):
+    for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values(), strict=True):
         assert torch.equal(before, after), name
     assert [row["train_loss"] for row in plain.recorder.history] == [
         row["train_loss"] for row in recipe.recorder.history]
@@ -141,7 +141,7 @@ def test_recipe_check_reports_every_problem_at_once_and_the_multi_label_conflict
     for part in ("mixup must be", "augment must be one of none, light, default, strong", "patience must be",
                  "epochs must be"):
         assert part in message
-    with pytest.raises(RecipeError, match="multi-label. Set it to 0"):
+    with pytest.raises(RecipeError, match=r"multi-label\. Set it to 0"):
         Recipe(label_smoothing=0.1).check(multi_label=True)
     assert Recipe(epochs=None, time_budget=60).check().epochs is None
     with pytest.raises(RecipeError, match="no field mixup_alpha"):
@@ -163,9 +163,9 @@ def test_resume_refuses_a_checkpoint_of_another_recipe_and_continues_the_same_on
     first = make_learner(make_dls(folder))
     first.fit_recipe(1, mixup=0.2, checkpoint=checkpoint)
     other = make_learner(make_dls(folder))
-    with pytest.raises(CheckpointError, match="mixup=0.2 there, 0.4 now"):
+    with pytest.raises(CheckpointError, match=r"mixup=0\.2 there, 0\.4 now"):
         other.fit_recipe(1, mixup=0.4, resume=checkpoint)
     same = make_learner(make_dls(folder))
     same.fit_recipe(1, mixup=0.2, resume=checkpoint)  # finished: nothing left to run
-    for before, after in zip(first.model.state_dict().values(), same.model.state_dict().values()):
+    for before, after in zip(first.model.state_dict().values(), same.model.state_dict().values(), strict=True):
         assert torch.equal(before, after)
