@@ -289,8 +289,8 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
         argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
-    for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "patience", "time_budget",
-                "tensorboard", "mlflow"):  # the recipe's options
+    for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",
+                "time_budget", "tensorboard", "mlflow"):  # the recipe's options
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     argv += ["--no-flip"] * (options.get("flip") is False) + ["--ema"] * bool(options.get("ema"))

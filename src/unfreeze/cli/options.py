@@ -116,7 +116,7 @@ examples:
   unfreeze train digits --size 64 --no-flip --augment light   # the mirror of a 2 is no digit
   unfreeze train data/fashion --mixup 0.2 --label-smoothing 0.1 --ema --patience 2
   unfreeze train data/fashion --time-budget 10m --tensorboard runs/tb   # epochs planned to fit 10 minutes
-  unfreeze train data/fashion --lr-mult 100            # fastai's fine_tune formulas exactly
+  unfreeze train data/fashion --pct-start 0.3 --div 5  # fastai's fine_tune formulas exactly
 
 Training runs the recommended recipe (learn.fit_recipe): fine_tune's frozen then unfrozen phases
 with the recipe's LR spread, weight decay and augmentation; the options above change it.

@@ -23,6 +23,7 @@ _DEFAULT = Recipe()
 # config.json key → the flag that sets it (the resume check names the flag; the rerun line writes it).
 RECIPE_FLAGS = {"augment": "--augment", "flip": "--no-flip", "mixup": "--mixup", "cutmix": "--cutmix",
                 "label_smoothing": "--label-smoothing", "ema": "--ema", "wd": "--wd", "lr_mult": "--lr-mult",
+                "pct_start": "--pct-start", "div": "--div",
                 "patience": "--patience", "progressive": "--progressive", "time_budget": "--time-budget",
                 "tensorboard": "--tensorboard", "mlflow": "--mlflow"}
 
@@ -63,7 +64,17 @@ def _lr_mult(text: str) -> float:
     except ValueError:
         value = math.nan
     if not (value >= 1 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"--lr-mult takes a number >= 1 (head LR / first group's LR), got {text!r}")
+        raise argparse.ArgumentTypeError(f"--lr-mult and --div take a number >= 1, got {text!r}")
+    return value
+
+
+def _fraction_below_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"--pct-start takes a fraction in [0, 1), got {text!r}")
     return value
 
 
@@ -89,8 +100,11 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                        help="validate and keep an exponential moving average of the weights")
     group.add_argument("--wd", type=_non_negative("--wd"), help=f"weight decay (default: {_DEFAULT.weight_decay})")
     group.add_argument("--lr-mult", type=_lr_mult,
-                       help=f"head LR / first body group's LR when unfrozen (default: {_DEFAULT.lr_mult:g}; "
-                            "100 with the other defaults is fastai's fine_tune)")
+                       help=f"head LR / first body group's LR when unfrozen (default: {_DEFAULT.lr_mult:g})")
+    group.add_argument("--pct-start", type=_fraction_below_one, metavar="F",
+                       help=f"fraction of the unfrozen phase warming up (default: {_DEFAULT.pct_start:g}; fastai 0.3)")
+    group.add_argument("--div", type=_lr_mult, metavar="D",
+                       help=f"the unfrozen phase starts at its peak LR / D (default: {_DEFAULT.div:g}; fastai 5)")
     group.add_argument("--patience", type=_patience, metavar="N",
                        help="stop early after N epochs without a lower validation loss")
     group.add_argument("--progressive", action="store_true", default=None,
@@ -118,6 +132,8 @@ def recipe_options(args: argparse.Namespace) -> dict[str, Any]:
         "ema": bool(given["ema"]) or _DEFAULT.ema,
         "wd": _DEFAULT.weight_decay if given["wd"] is None else given["wd"],
         "lr_mult": _DEFAULT.lr_mult if given["lr_mult"] is None else given["lr_mult"],
+        "pct_start": _DEFAULT.pct_start if given["pct_start"] is None else given["pct_start"],
+        "div": _DEFAULT.div if given["div"] is None else given["div"],
         "patience": given["patience"],
         "progressive": bool(given["progressive"]) or _DEFAULT.progressive,
         "time_budget": time_budget,
@@ -134,10 +150,10 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
         30.0
     """
     return Recipe(epochs=options["epochs"], freeze_epochs=options["freeze_epochs"], base_lr=lr,
-                  lr_mult=options["lr_mult"], weight_decay=options["wd"], label_smoothing=options["label_smoothing"],
-                  mixup=options["mixup"], cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"],
-                  flip=options["flip"], patience=options["patience"], progressive=options["progressive"],
-                  time_budget=options["time_budget"])
+                  lr_mult=options["lr_mult"], pct_start=options["pct_start"], div=options["div"],
+                  weight_decay=options["wd"], label_smoothing=options["label_smoothing"], mixup=options["mixup"],
+                  cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"], flip=options["flip"],
+                  patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
 
 
 def check_recipe(options: dict[str, Any], learn: Any) -> None:
