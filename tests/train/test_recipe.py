@@ -46,10 +46,11 @@ class Watch(Callback):
                           "wd": learner.weight_decay})
 
 
-def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder):
+@pytest.mark.parametrize("augment", [None, "default"])  # the default preset is the loaders' own augmentation
+def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder, augment):
     plain, recipe = make_learner(make_dls(folder)), make_learner(make_dls(folder))
     plain.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
-    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=None, weight_decay=None)
+    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment)
     for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values(), strict=True):
         assert torch.equal(before, after), name
     assert [row["train_loss"] for row in plain.recorder.history] == [
