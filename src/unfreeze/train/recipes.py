@@ -367,7 +367,8 @@ def _run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[_Pha
             rows += fit_one_cycle(learner, n_epoch, phase_spec.lr_max(lr), phase_spec.div, 1e5,
                                   phase_spec.pct_start, (0.95, 0.85, 0.95), callbacks, checkpoint,
                                   saved if continuing else None, wd, recipe={**recipe, "phase": index})
-        if learner.position.interrupted or any(getattr(callback, "stopped_early", False) for callback in callbacks):
+        out_of_time = any(isinstance(callback, TimeBudget) and callback.stopped_early for callback in callbacks)
+        if learner.position.interrupted or out_of_time:
             break
     return rows
 
