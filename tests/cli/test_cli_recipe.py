@@ -101,3 +101,20 @@ def test_mlflow_without_the_package_says_how_to_install_it(image_folder: Path, t
 
 def test_durations() -> None:
     assert [parse_duration(text) for text in ("10m", "90s", "1.5h", "600")] == [600, 90, 5400, 600]
+
+
+def test_a_run_from_before_the_recipe_options_resumes_with_fine_tune(image_folder: Path, tmp_path: Path) -> None:
+    from unfreeze import ImageDataLoaders, vision_learner
+
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--out", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["options"] = {key: value for key, value in config["options"].items() if key not in RECIPE_FLAGS}
+    (run / "config.json").write_text(json.dumps(config))
+    # The checkpoint such a run wrote: fine_tune's, on the same data and model.
+    dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, seed=0)
+    vision_learner(dls, "test_resnet", pretrained=False, seed=0, quiet=True).fine_tune(
+        1, checkpoint=run / "checkpoint.pt")
+    (run / "summary.json").unlink()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["recipe"]["name"] == "fine_tune"
