@@ -33,7 +33,7 @@ def test_int8_reports_the_accuracy_change(trained_app_run: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "deploy"
     assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out), "--int8"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8:"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8 ("))
     assert "model.int8.onnx" in line and "accuracy" in line and "→" in line
     assert (out / "model.int8.onnx").is_file() and "## int8" in (out / "model_card.md").read_text()
 

@@ -10,7 +10,8 @@ the graph, so a deployment only decodes and resizes images.
     DIR/model.xml + DIR/model.bin   openvino.Core().compile_model(...)(batch)
 
 `check_export` runs a written file on real images and compares it with the PyTorch model;
-`quantize_onnx_int8` writes an int8 copy with ONNX Runtime's dynamic quantization.
+`quantize_onnx_int8` writes an int8 copy with ONNX Runtime's dynamic quantization, and
+`quantize_openvino_int8` one with NNCF's post-training quantization (calibrated on given images).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from unfreeze.inference.export import ExportError
 from unfreeze.inference.predict import Predictor
 from unfreeze.tasks import MultiLabel
 
-__all__ = ["FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable", "load_deployed",
-           "quantize_onnx_int8",
-           "validation_images"]
+__all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable",
+           "load_deployed", "quantize_int8", "quantize_onnx_int8", "quantize_openvino_int8", "validation_images"]
 
 FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 _HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
+# The formats with an int8 variant, and how it is made (named in the CLI output and the model card).
+INT8_FORMATS = {"onnx": "ONNX Runtime dynamic quantization (int8 weights)",
+                "openvino": "NNCF post-training quantization (int8 weights and activations)"}
 
 
 class _UInt8Classifier(nn.Module):
@@ -154,11 +157,18 @@ def _write_openvino(module: nn.Module, example: torch.Tensor, paths: list[Path],
         raise ExportError(f"OpenVINO cannot convert this model at {size} px ({'; '.join(failed)[:300]}). Export "
                           "--format onnx instead (OpenVINO also runs .onnx files)") from None
     converted.set_rt_info(json.dumps(metadata), ["unfreeze"])
+    _save_openvino(openvino, converted, paths[0])
+
+
+def _save_openvino(openvino: Any, model: Any, xml: Path) -> list[Path]:
+    """Save an OpenVINO model as `xml` and its .bin, both complete or neither replaced."""
+    paths = [xml, xml.with_suffix(".bin")]
     # OpenVINO names the .bin after the .xml: both are written in a temporary folder, then moved.
-    with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".openvino-") as scratch:
-        openvino.save_model(converted, str(Path(scratch) / paths[0].name), compress_to_fp16=False)
+    with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".openvino-") as scratch:
+        openvino.save_model(model, str(Path(scratch) / xml.name), compress_to_fp16=False)
         for path in reversed(paths):  # the .bin first: an .xml is never left pointing at an old .bin
             (Path(scratch) / path.name).replace(path)
+    return paths
 
 
 DeployedModel = Callable[[np.ndarray], np.ndarray]
@@ -258,3 +268,47 @@ def quantize_onnx_int8(path: str | Path, target: str | Path | None = None) -> Pa
     with atomic_path(target) as tmp:
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
     return target
+
+
+def quantize_openvino_int8(path: str | Path, calibration: torch.Tensor, target: str | Path | None = None) -> Path:
+    """An int8 copy of an OpenVINO export (model.int8.xml + .bin), by NNCF's post-training quantization.
+
+    Unlike ONNX Runtime's dynamic quantization, OpenVINO's int8 quantizes activations too, so it needs
+    images to measure their ranges: `calibration`, uint8 [N, 3, S, S] as the deployment takes them (the
+    training images: the validation images then measure the accuracy change fairly).
+
+    Raises:
+        ImportError: nncf or openvino is missing (the message has the pip line).
+        ValueError: `calibration` holds no image.
+
+    Example:
+        >>> quantize_openvino_int8("deploy/model.xml", train_images)  # doctest: +SKIP
+        PosixPath('deploy/model.int8.xml')
+    """
+    openvino = _require("openvino", "openvino")
+    nncf = _require("nncf", "openvino")
+    if len(calibration) == 0:
+        raise ValueError("OpenVINO int8 quantization needs calibration images; none were given.")
+    path = Path(path)
+    target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.xml")
+    batches = [calibration[index:index + 1].numpy() for index in range(len(calibration))]
+    quantized = nncf.quantize(openvino.Core().read_model(str(path)), nncf.Dataset(batches),
+                              subset_size=len(batches))
+    return _save_openvino(openvino, quantized, target)[0]
+
+
+def quantize_int8(path: str | Path, fmt: str, calibration: torch.Tensor) -> Path:
+    """The int8 copy of an export in `fmt` (see `INT8_FORMATS`); ONNX's ignores `calibration`.
+
+    Raises:
+        ValueError: `fmt` has no int8 variant (TorchScript).
+
+    Example:
+        >>> quantize_int8("deploy/model.onnx", "onnx", train_images)  # doctest: +SKIP
+        PosixPath('deploy/model.int8.onnx')
+    """
+    if fmt == "onnx":
+        return quantize_onnx_int8(path)
+    if fmt == "openvino":
+        return quantize_openvino_int8(path, calibration)
+    raise ValueError(f"int8 exists for {' and '.join(INT8_FORMATS)}, not {fmt!r}.")
