@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from app_helpers import folder_cleaner
+from app_helpers import folder_cleaner, multi_label_cleaner
 
 from cli_helpers import run_user_error
 from unfreeze.apps import AppError
@@ -124,3 +124,39 @@ def test_clean_undo_from_the_command_line(run_copy: Callable[[], tuple[Path, Pat
     assert main(["clean", str(run), "--undo"]) == 0
     assert "1 change(s)" in capsys.readouterr().out
     assert (images / "valid" / "cat" / "cat_0.png").is_file()
+
+
+def test_a_multi_label_relabel_sets_the_label_set_and_the_filter_matches_any_label(tmp_path: Path) -> None:
+    cleaner, table = multi_label_cleaner(tmp_path)
+    assert [item.path.name for item in cleaner.visible(label="primary")] == ["a.png"]
+    assert [item.path.name for item in cleaner.visible(label="haze")] == ["a.png"]
+    assert [item.path.name for item in cleaner.visible(label="clear")] == ["b.png"]
+    # a.png: "primary" removed, "clear" added; b.png: "haze" added; c.png (no labels) removed from the data.
+    cleaner.apply([Change(0, ("haze", "clear")), Change(1, ("clear", "haze")), Change(2, None)])
+    cleaned = table.with_name("labels.cleaned.csv")
+    assert cleaned.read_text().splitlines() == ["image,tags", "a.png,haze;clear", "b.png,clear;haze"]
+    assert [item.path.name for item in cleaner.visible(label="primary")] == []
+    assert [item.path.name for item in cleaner.visible(label="haze")] == ["a.png", "b.png"]
+    assert log_rows(tmp_path / "run")[1][1:3] == ["haze;primary", "haze;clear"]
+    cleaner.apply([Change(0, ())])  # every label taken away: a row with an empty label set
+    assert cleaned.read_text().splitlines() == ["image,tags", "a.png,", "b.png,clear;haze"]
+    cleaner.undo()
+    cleaner.undo()
+    assert not cleaned.exists() and cleaner.items[0].label == ("haze", "primary")
+    assert [row[1:3] for row in log_rows(tmp_path / "run")[-3:]] == [
+        ["haze;clear", "haze;primary"], ["clear;haze", "clear"], ["removed", ""]]
+
+
+def test_multi_label_marks_must_be_label_sets_of_known_classes(tmp_path: Path) -> None:
+    cleaner, _ = multi_label_cleaner(tmp_path)
+    with pytest.raises(AppError, match=r"labels are a list of classes \(the new label set\), got 'haze'"):
+        cleaner.apply([Change(0, "haze")])
+    with pytest.raises(AppError, match="'cloudy' is not a class"):
+        cleaner.apply([Change(0, ("haze", "cloudy"))])
+    with pytest.raises(AppError, match="names a class twice"):
+        cleaner.apply([Change(0, ("haze", "haze"))])
+    single = Cleaner(tmp_path / "single", {"data": str(tmp_path)}, [CleanItem(0, tmp_path / "cat" / "a.png", "train",
+                                                                              "cat", "cat", 0.9, 0.1)], ["cat", "dog"])
+    with pytest.raises(AppError, match="labels are one class name"):
+        single.apply([Change(0, ("dog",))])
+    assert not (tmp_path / "run" / "cleaning").exists() and not (tmp_path / "single" / "cleaning").exists()

@@ -1,9 +1,11 @@
 """The cleaning page's FastAPI app (`unfreeze clean RUN`): a thin layer over `Cleaner`.
 
     GET  /               the page (pages/clean.html)
-    GET  /api/items      {"kind", "classes", "items": [...]} worst loss first; ?split=train|valid&label=NAME
+    GET  /api/items      {"kind", "multi_label", "classes", "items": [...]} worst loss first;
+                         ?split=train|valid&label=NAME (items with NAME among their classes)
     GET  /image/{id}     the image file of one item
-    POST /api/apply      {"changes": [{"item": id, "new_label": "cat" | null}]}  (null: remove)
+    POST /api/apply      {"changes": [{"item": id, "new_label": "cat" | ["haze", "primary"] | null}]}
+                         (a list: a multi-label item's new set of classes; null: remove)
     POST /api/undo       reverse the last apply
 
 A user mistake (an unknown class, nothing to undo) answers 400 with a JSON `detail`.
@@ -27,7 +29,7 @@ __all__ = ["create_clean_app"]
 
 class _ChangeBody(BaseModel):
     item: int
-    new_label: str | None
+    new_label: str | list[str] | None
 
 
 class _ApplyBody(BaseModel):
@@ -51,7 +53,8 @@ def create_clean_app(cleaner: Cleaner) -> FastAPI:
         if split not in (None, "train", "valid"):
             raise HTTPException(400, f"split must be 'train' or 'valid', got {split!r}")
         chosen = cleaner.visible(split, label)
-        return {"run": cleaner.run_dir.name, "kind": cleaner.kind, "classes": cleaner.vocab,
+        return {"run": cleaner.run_dir.name, "kind": cleaner.kind, "multi_label": cleaner.multi_label,
+                "classes": cleaner.vocab,
                 "items": [{**item.as_json(), "name": item.path.name, "image": f"/image/{item.id}"}
                           for item in chosen]}
 
@@ -66,7 +69,8 @@ def create_clean_app(cleaner: Cleaner) -> FastAPI:
     @app.post("/api/apply")
     def apply(body: _ApplyBody) -> dict[str, Any]:
         try:
-            return cleaner.apply([Change(change.item, change.new_label) for change in body.changes])
+            return cleaner.apply([Change(change.item, tuple(change.new_label) if isinstance(change.new_label, list)
+                                         else change.new_label) for change in body.changes])
         except AppError as error:
             raise HTTPException(400, str(error)) from None
 
