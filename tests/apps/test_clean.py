@@ -160,3 +160,48 @@ def test_multi_label_marks_must_be_label_sets_of_known_classes(tmp_path: Path) -
     with pytest.raises(AppError, match="labels are one class name"):
         single.apply([Change(0, ("dog",))])
     assert not (tmp_path / "run" / "cleaning").exists() and not (tmp_path / "single" / "cleaning").exists()
+
+
+def test_a_move_that_fails_midway_keeps_the_moves_done_undoable(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    (run / "removed").write_text("a file where the removed/ folder would go")
+    relabel, remove = item_named(cleaner, "train", "ant_2.png"), item_named(cleaner, "valid", "bee_2.png")
+    with pytest.raises(AppError, match=r"moved 1 of 2 files, then could not move .*bee_2\.png"):
+        cleaner.apply([Change(relabel.id, "cat"), Change(remove.id, None)])
+    assert (images / "train" / "cat" / "ant_2.png").is_file() and (images / "valid" / "bee" / "bee_2.png").is_file()
+    assert relabel.label == "cat" and remove.id not in cleaner.hidden
+    assert cleaner.undo() == {"restored": 1, "renamed": []}
+    assert (images / "train" / "ant" / "ant_2.png").is_file()
+
+
+def test_a_journal_that_is_not_one_is_named(tmp_path: Path) -> None:
+    cleaner = Cleaner(tmp_path / "run", {"data": str(tmp_path)})
+    cleaner.journal_path.parent.mkdir(parents=True)
+    cleaner.journal_path.write_text("[]")
+    with pytest.raises(AppError, match="is not a cleaning journal"):
+        cleaner.undo()
+
+
+def test_the_cleaning_api_answers_user_and_file_errors_without_a_500(tmp_path: Path) -> None:
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        def apply(changes: list[dict]) -> httpx.Response:
+            return httpx.post(f"{url}/api/apply", json={"changes": changes}, timeout=30)
+
+        assert [item["name"] for item in httpx.get(f"{url}/api/items?label=haze", timeout=30).json()["items"]] == \
+            ["a.png"]
+        assert httpx.get(f"{url}/api/items?split=test", timeout=30).status_code == 400
+        assert "'cloudy' is not a class" in apply([{"item": 0, "new_label": ["cloudy"]}]).json()["detail"]
+        assert apply([{"item": "x", "new_label": None}]).status_code == 422  # not an item id
+        assert httpx.post(f"{url}/api/undo", timeout=30).status_code == 400
+        table.write_bytes(b"image,tags\x00\x00\x01binary")  # the CSV replaced by something else meanwhile
+        refused = apply([{"item": 1, "new_label": ["haze"]}])
+        assert refused.status_code == 409 and str(table) in refused.json()["detail"]
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200  # the server keeps serving
+    assert not table.with_name("labels.cleaned.csv").exists()

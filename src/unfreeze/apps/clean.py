@@ -264,6 +264,9 @@ class Cleaner:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise AppError(f"{self.journal_path} is not valid JSON ({error}); undo needs it. Restore it from "
                            f"{self.log_path}") from None
+        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list):
+            raise AppError(f"{self.journal_path} is not a cleaning journal (expected an object with a list "
+                           f"'applies'); undo needs it. Restore it from {self.log_path}")
         return journal
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
@@ -275,32 +278,44 @@ class Cleaner:
 
         Raises:
             AppError: An unknown item or class, a relabel of a name-labelled dataset, or no changes at all;
-                nothing is changed then.
+                nothing is changed then. Or a file could not be moved: the moves done before it are
+                journalled (undo reverses them) and the message says which file failed.
 
         Example:
             >>> cleaner.apply([Change(item=0, new_label=None)])["removed"]  # doctest: +SKIP
             1
         """
         chosen = self._check(changes)
+        journal = self._journal()  # read first: a broken journal stops the apply before any file moves
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._log([[str(item.path), self._text(item.label), self._text(change.new_label), now]
                    for item, change in zip(chosen, changes, strict=True)])
         record: dict[str, Any] = {"time": now, "moves": [], "csv": None,
                                   "changes": [[change.item, str(item.path), item.label, change.new_label]
                                               for item, change in zip(chosen, changes, strict=True)]}
+        failure = None
         if self.csv is not None:
             record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes)
         else:
-            for item, change in zip(chosen, changes, strict=True):
+            for index, (item, change) in enumerate(zip(chosen, changes, strict=True)):
                 if change.new_label is None:
                     target = self.run_dir / REMOVED_DIR / self._inside_data(item.path)
                 else:
                     target = item.path.parent.parent / change.new_label / item.path.name
-                record["moves"].append([str(item.path), str(_move(item.path, target))])
-        journal = self._journal()
-        journal["applies"].append(record)
-        self._write_journal(journal)
-        self._update_items(record, forward=True)
+                try:
+                    record["moves"].append([str(item.path), str(_move(item.path, target))])
+                except OSError as error:  # a read-only folder, a full disk: the moves done so far stay undoable
+                    failure = (f"moved {index} of {len(changes)} files, then could not move {item.path} to "
+                               f"{target.parent} ({error.strerror or error}). Fix that, then apply the remaining "
+                               "marks again, or undo the moves done")
+                    record["changes"] = record["changes"][:index]
+                    break
+        if record["changes"]:
+            journal["applies"].append(record)
+            self._write_journal(journal)
+            self._update_items(record, forward=True)
+        if failure is not None:
+            raise AppError(failure)
         removed = sum(change.new_label is None for change in changes)
         return {"relabelled": len(changes) - removed, "removed": removed, "log": str(self.log_path),
                 "csv": record["csv"]["written"] if record["csv"] else None}
@@ -372,6 +387,8 @@ class Cleaner:
             raise AppError(f"nothing to undo: {self.journal_path} records no apply. Apply changes first")
         record = journal["applies"][-1]
         missing = [new for _, new in record["moves"] if not Path(new).exists()]
+        backup = (record["csv"] or {}).get("backup")
+        missing += [backup] if backup is not None and not Path(backup).is_file() else []
         if missing:
             raise AppError(f"cannot undo: {', '.join(missing[:5])} no longer exist(s). Put the file(s) back, or "
                            f"see {self.log_path} for what was changed")
@@ -385,7 +402,7 @@ class Cleaner:
             # The undone version is kept, never deleted; the previous one (if any) comes back.
             _move(written, self.run_dir / CLEANING_DIR / f"{written.stem}.undone{written.suffix}")
             if record["csv"]["backup"] is not None:
-                shutil.copy2(record["csv"]["backup"], written)
+                shutil.copy2(record["csv"]["backup"], written)  # checked to exist above
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         self._log([[path, self._text(_label(new_label)), self._text(_label(old_label)), now]
                    for _, path, old_label, new_label in record["changes"]])
