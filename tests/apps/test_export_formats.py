@@ -78,6 +78,20 @@ def test_wrong_option_combinations_are_user_errors(trained_app_run: Path, tmp_pa
                                                 "--onnx"], capsys)
 
 
+def test_a_model_file_no_export_wrote_is_never_replaced(trained_app_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the user's own TorchScript model")
+    line = run_user_error(["export", str(trained_app_run), "--format", "torchscript", "--out", str(out)], capsys)
+    assert "already holds model.pt, not written by 'unfreeze export'" in line
+    assert (out / "model.pt").read_bytes() == b"the user's own TorchScript model"
+    assert not (out / "model_card.md").exists()
+    # A folder an earlier export wrote (with its model card) is exported into again.
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
+
+
 def test_the_plain_export_command_still_works(trained_app_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(trained_app_run)]) == 0
     assert "test_resnet, 3 classes" in capsys.readouterr().out

@@ -78,10 +78,16 @@ class CleanItem:
 
     @property
     def classes(self) -> tuple[str, ...]:
+        """The classes of its label: one, none (unlabelled) or a multi-label set."""
         return _classes_of(self.label)
 
     def as_json(self) -> dict[str, Any]:
-        """The item for the page: its label as text, and its classes as a list (the class filter's keys)."""
+        """The item for the page: its label as text, and its classes as a list (the class filter's keys).
+
+        Example:
+            >>> CleanItem(0, Path("a.png"), "train", ("haze", "primary"), "haze", 0.9, 1.2).as_json()["label"]
+            'haze primary'
+        """
         return {**asdict(self), "path": str(self.path), "label": _label_text(self.label),
                 "classes": list(self.classes)}
 
@@ -188,10 +194,12 @@ class Cleaner:
 
     @property
     def journal_path(self) -> Path:
+        """RUN/cleaning/journal.json: what each apply did, for undo."""
         return self.run_dir / CLEANING_DIR / "journal.json"
 
     @property
     def log_path(self) -> Path:
+        """RUN/cleaning/log.csv: one row per change and per undone change."""
         return self.run_dir / CLEANING_DIR / "log.csv"
 
     def visible(self, split: str | None = None, label: str | None = None) -> list[CleanItem]:

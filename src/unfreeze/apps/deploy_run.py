@@ -20,7 +20,7 @@ import torch
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
-from unfreeze.inference.deploy import INT8_FORMATS, check_export, export_deployable, quantize_int8
+from unfreeze.inference.deploy import FORMATS, INT8_FORMATS, check_export, export_deployable, quantize_int8
 from unfreeze.runs import read_json
 from unfreeze.tasks import MultiLabel
 
@@ -38,7 +38,13 @@ _USAGE = {
 
 @dataclass
 class DeployReport:
-    """What `export_run` wrote and measured."""
+    """What `export_run` wrote and measured.
+
+    Example:
+        >>> report = export_run(learn, "deploy", "onnx", images, targets)  # doctest: +SKIP
+        >>> report.files, report.max_difference  # doctest: +SKIP
+        ([PosixPath('deploy/model.onnx')], 2.9e-07)
+    """
 
     files: list[Path]
     max_difference: float
@@ -76,7 +82,8 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
             images); default: `images`.
 
     Raises:
-        AppError: --int8 with TorchScript (it has no int8 variant here).
+        AppError: --int8 with TorchScript (it has no int8 variant here), or `out` holds a file of that
+            name that an earlier export did not write (no model_card.md beside it): it is never replaced.
         ImportError: The format's package is missing (the message has the pip line).
 
     Example:
@@ -86,6 +93,7 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     if int8 and fmt not in INT8_FORMATS:
         raise AppError(f"--int8 exists for --format {' and '.join(INT8_FORMATS)}, not {fmt}. Pass --format onnx "
                        "--int8 or --format openvino --int8")
+    _refuse_foreign_files(Path(out), fmt)
     files = export_deployable(learner, out, fmt)
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
@@ -103,6 +111,17 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
                        "accuracy_int8": after, "size_mb": _megabytes(quantized_files),
                        "size_mb_fp32": _megabytes(files)}
     return report
+
+
+def _refuse_foreign_files(out: Path, fmt: str) -> None:
+    """Refuse to write over model files in `out` that no unfreeze export wrote (a user's own model.pt)."""
+    if (out / CARD_FILE).is_file():
+        return  # a previous export into this folder: its files are replaced
+    names = [*FORMATS[fmt], *(f"model.int8{Path(name).suffix}" for name in FORMATS[fmt])]
+    taken = [name for name in names if (out / name).exists()]
+    if taken:
+        raise AppError(f"{out} already holds {', '.join(taken)}, not written by 'unfreeze export' (there is no "
+                       f"{CARD_FILE} beside it), so it is not replaced. Choose another --out, or move the file(s)")
 
 
 def _megabytes(paths: list[Path]) -> float:

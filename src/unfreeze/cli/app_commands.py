@@ -75,7 +75,11 @@ def _port(text: str) -> int:
 def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
                      export: argparse.ArgumentParser) -> None:
     """Add serve, report and clean through the parser's `command(name, help, epilog)` factory, and the
-    deployment options to the `export` subparser."""
+    deployment options to the `export` subparser.
+
+    Example:
+        >>> add_app_commands(command, subparsers["export"])  # doctest: +SKIP  (inside build_parser)
+    """
     serve = command("serve", "serve a model: an upload page and a JSON API (needs unfreeze[serve])", _SERVE_EXAMPLES)
     serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
@@ -122,7 +126,12 @@ def _serve_module() -> Any:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0)."""
+    """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0).
+
+    Example:
+        >>> main(["serve", "runs/pets", "--port", "0"])  # doctest: +SKIP
+        Serving runs/pets (resnet34, 37 classes, cpu) at http://127.0.0.1:41233/ (Ctrl-C stops it)
+    """
     from unfreeze.apps.batching import BatchSettings
 
     serve = _serve_module()
@@ -141,7 +150,12 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files."""
+    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files.
+
+    Example:
+        >>> main(["report", "runs/pets"])  # doctest: +SKIP
+        runs/pets/report.html
+    """
     from unfreeze.apps.report import write_report
 
     print(write_report(args.run_dir))
@@ -149,7 +163,12 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_clean(args: argparse.Namespace) -> int:
-    """`unfreeze clean`: the cleaning page for a run's data, or --undo of the last apply."""
+    """`unfreeze clean`: the cleaning page for a run's data, or --undo of the last apply.
+
+    Example:
+        >>> main(["clean", "runs/pets", "--undo"])  # doctest: +SKIP
+        Undone: 2 change(s) of the last apply reversed.
+    """
     from unfreeze.apps.clean import Cleaner, collect_items
 
     run = runs.Run.open(args.run_dir)
@@ -172,7 +191,12 @@ def command_clean(args: argparse.Namespace) -> int:
 
 
 def command_export_format(args: argparse.Namespace) -> int:
-    """`unfreeze export`: with --format, a deployment file, its check and model_card.md; else as before."""
+    """`unfreeze export`: with --format, a deployment file, its check and model_card.md; else as before.
+
+    Example:
+        >>> main(["export", "runs/pets", "--format", "onnx", "--out", "deploy"])  # doctest: +SKIP
+        onnx: deploy/model.onnx
+    """
     if args.format is None:
         if args.out is not None or args.int8:
             raise UsageError("--out and --int8 go with --format. Add --format onnx, torchscript or openvino")
