@@ -16,12 +16,15 @@ the graph, so a deployment only decodes and resizes images.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import io
 import json
+import logging
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +268,31 @@ def quantize_onnx_int8(path: str | Path, target: str | Path | None = None) -> Pa
 
     path = Path(path)
     target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.onnx")
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, _quiet_quantizer():
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
     return target
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Hold back what the quantizers print while they run: ONNX Runtime's advice on the root logger (a
+    URL about static quantization, which this dynamic one does not use), NNCF's log lines and progress
+    bars (rich, on stdout), and torch's "No CUDA runtime" notice when NNCF imports torch's extension
+    builder. The command prints its own summary of the result."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
+    levels = [logger.level for logger in loggers]
+    advice = logging.Filter("onnxruntime")  # passes onnxruntime's own loggers, drops the root logger's lines
+    root.addFilter(advice)
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        root.removeFilter(advice)
 
 
 def quantize_openvino_int8(path: str | Path, calibration: torch.Tensor, target: str | Path | None = None) -> Path:
@@ -286,14 +311,16 @@ def quantize_openvino_int8(path: str | Path, calibration: torch.Tensor, target: 
         PosixPath('deploy/model.int8.xml')
     """
     openvino = _require("openvino", "openvino")
-    nncf = _require("nncf", "openvino")
+    with _quiet_quantizer():
+        nncf = _require("nncf", "openvino")
     if len(calibration) == 0:
         raise ValueError("OpenVINO int8 quantization needs calibration images; none were given.")
     path = Path(path)
     target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.xml")
     batches = [calibration[index:index + 1].numpy() for index in range(len(calibration))]
-    quantized = nncf.quantize(openvino.Core().read_model(str(path)), nncf.Dataset(batches),
-                              subset_size=len(batches))
+    with _quiet_quantizer():
+        quantized = nncf.quantize(openvino.Core().read_model(str(path)), nncf.Dataset(batches),
+                                  subset_size=len(batches))
     return _save_openvino(openvino, quantized, target)[0]
 
 
