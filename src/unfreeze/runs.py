@@ -7,6 +7,7 @@ A run directory holds everything one `unfreeze train` produced:
     model.unfreeze     the pickle-free export (load_learner)
     loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png, top_losses.png
     summary.json       final metrics, wall time, device, versions, the LR used
+    report.html        all of the above on one page (the report hook that `unfreeze train` adds)
     run.lock           while a run writes here: the PID of its process (see `run_lock`)
 
 An existing run directory is never overwritten by accident: `create_run_dir` picks `NAME-2`, `NAME-3`, ...

@@ -205,3 +205,15 @@ def test_the_cleaning_api_answers_user_and_file_errors_without_a_500(tmp_path: P
         assert refused.status_code == 409 and str(table) in refused.json()["detail"]
         assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200  # the server keeps serving
     assert not table.with_name("labels.cleaned.csv").exists()
+
+
+def test_a_cleaned_csv_that_no_apply_wrote_is_kept_and_not_built_on(tmp_path: Path) -> None:
+    cleaner, table = multi_label_cleaner(tmp_path)
+    foreign = table.with_name("labels.cleaned.csv")
+    foreign.write_text("someone's own file\n")
+    cleaner.apply([Change(1, ("haze",))])
+    assert foreign.read_text().splitlines() == ["image,tags", "a.png,haze;primary", "b.png,haze", "c.png,"]
+    (backup,) = (tmp_path / "run" / "cleaning").glob("labels.cleaned.before-*.csv")
+    assert backup.read_text() == "someone's own file\n"
+    cleaner.undo()
+    assert foreign.read_text() == "someone's own file\n"

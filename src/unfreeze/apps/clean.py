@@ -303,7 +303,7 @@ class Cleaner:
                                               for item, change in zip(chosen, changes, strict=True)]}
         failure = None
         if self.csv is not None:
-            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes)
+            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes, journal)
         else:
             for index, (item, change) in enumerate(zip(chosen, changes, strict=True)):
                 if change.new_label is None:
@@ -334,9 +334,12 @@ class Cleaner:
         except ValueError:  # a file outside the data folder (an absolute CSV entry): keep its name only
             return Path(path.name)
 
-    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change]) -> dict[str, Any]:
+    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change],
+                           journal: dict[str, Any]) -> dict[str, Any]:
         written = table.with_name(f"{table.stem}.cleaned.csv")
-        source = written if written.is_file() else table  # later applies build on earlier ones
+        # Later applies build on earlier ones; a file of that name that no apply wrote is only kept (backup).
+        ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"])
+        source = written if ours and written.is_file() else table
         # Read as training read it (any common encoding); written back as UTF-8.
         rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
         if not rows:
@@ -353,7 +356,7 @@ class Cleaner:
             kept.append(row)
         backup = None
         if written.is_file():
-            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(self._journal()['applies'])}"
+            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(journal['applies'])}"
                                                               f"{written.suffix}")
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(written, backup)

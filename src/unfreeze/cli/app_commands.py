@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,10 @@ def command_clean(args: argparse.Namespace) -> int:
     cleaner = Cleaner(run.folder, options, collect_items(learn, dls), classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
+        print(f"unfreeze: warning: {args.host} is reachable from other machines and the cleaning page has no "
+              "authentication: anyone who can reach it can move and relabel the run's images. Keep the default "
+              "--host 127.0.0.1 unless this network is yours alone", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
     serve.run_app(create_clean_app(cleaner), sock)
