@@ -40,8 +40,8 @@ from typing import Any
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
 __all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "ReportHook", "Run", "RunConfigError", "RunDirError",
-           "clear_stale_temporaries", "create_run_dir", "environment", "read_json", "rerun_argv", "run_lock",
-           "write_json"]
+           "clear_stale_temporaries", "create_run_dir", "environment", "model_file", "read_json", "rerun_argv",
+           "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
@@ -137,6 +137,17 @@ def clear_stale_temporaries(folder: str | Path) -> list[Path]:
         [PosixPath('runs/pets/.checkpoint.pt.k2j4x9.tmp')]
     """
     return [] if _lock_holder(Path(folder)) is not None else remove_stale_temporaries(folder, RUN_FILES)
+
+
+def model_file(path: str | Path) -> Path:
+    """The model a MODEL argument names: a run directory's model.unfreeze, or the file itself.
+
+    Example:
+        >>> model_file("runs/pets")  # doctest: +SKIP
+        PosixPath('runs/pets/model.unfreeze')
+    """
+    path = Path(path).expanduser()
+    return path / "model.unfreeze" if path.is_dir() else path
 
 
 def _is_run_dir(path: Path) -> bool:

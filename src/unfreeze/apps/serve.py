@@ -41,6 +41,7 @@ from unfreeze.apps.batching import BatchSettings, MicroBatcher
 from unfreeze.apps.errors import AppError
 from unfreeze.data import IMAGE_EXTENSIONS
 from unfreeze.inference import predict_batch
+from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
 
@@ -88,8 +89,7 @@ def load_model(model: str | Path) -> Any:
     Example:
         >>> learn = load_model("runs/pets")  # doctest: +SKIP
     """
-    path = Path(model).expanduser()
-    return load_learner(path / "model.unfreeze" if path.is_dir() else path, cpu=False)
+    return load_learner(model_file(model), cpu=False)
 
 
 def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, Any]:

@@ -221,8 +221,7 @@ def _export_format(args: argparse.Namespace) -> int:
     from unfreeze.apps.deploy_run import export_run, write_model_card
     from unfreeze.inference.deploy import validation_images
 
-    source = args.run_dir.expanduser()
-    model_path = source / "model.unfreeze" if source.is_dir() else source
+    model_path = runs.model_file(args.run_dir)
     # The run's data checks the export only when the file is that run's own model (another .unfreeze
     # file lying in a run directory was not trained on it).
     run = model_path.parent if model_path.name == "model.unfreeze" and (model_path.parent / "config.json").is_file() \

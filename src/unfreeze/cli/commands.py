@@ -96,7 +96,7 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
 def _load_model(path: Path) -> Any:
     from unfreeze import load_learner
 
-    return load_learner(path / "model.unfreeze" if path.is_dir() else path)
+    return load_learner(runs.model_file(path))
 
 
 def load_run(run: runs.Run) -> tuple[Any, Any, dict[str, Any]]:
@@ -476,7 +476,7 @@ def command_export(args: argparse.Namespace) -> int:
     """`unfreeze export`: load the export (which checks it); with --onnx write ONNX next to it."""
     from unfreeze.inference import read_export_metadata
 
-    model_path = args.run_dir / "model.unfreeze" if args.run_dir.is_dir() else args.run_dir
+    model_path = runs.model_file(args.run_dir)
     learn = _load_model(model_path)
     metadata = read_export_metadata(model_path)
     size_mb = model_path.stat().st_size / 2**20
