@@ -96,8 +96,14 @@ async function load() {
   const label = document.getElementById("label").value;
   if (split) query.set("split", split);
   if (label) query.set("label", label);
-  const response = await fetch(`/api/items?${query}`);
-  const answer = await response.json();
+  let response, answer;
+  try {  // a stopped server or a proxy's HTML error page: said in the status line, not an uncaught error
+    response = await fetch(`/api/items?${query}`);
+    answer = await response.json();
+  } catch (error) {
+    say(`cannot load the images: ${error.message}. Is 'unfreeze clean' still running?`, true);
+    return;
+  }
   if (!response.ok) {
     say(answer.detail, true);
     return;
@@ -119,7 +125,7 @@ async function post(url, body) {
     headers: { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const answer = await response.json();
+  const answer = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
   if (!response.ok) throw new Error(answer.detail);
   return answer;
 }
