@@ -98,6 +98,7 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
     if int8:
+        calibrated_on = "training images" if calibration is not None else "check images"
         calibration = images if calibration is None else calibration
         quantized = quantize_int8(files[0], fmt, calibration)
         int8_difference, int8_probs = check_export(learner, quantized, fmt, images)
@@ -106,10 +107,10 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         after = None if targets is None else _accuracy(int8_probs, targets, multi_label)
         quantized_files = [quantized] + ([quantized.with_suffix(".bin")] if fmt == "openvino" else [])
         report.files.extend(quantized_files)
-        report.int8 = {"file": quantized.name, "method": INT8_FORMATS[fmt], "calibration_images": len(calibration)
-                       if fmt == "openvino" else None, "max_difference": int8_difference, "accuracy_fp32": before,
-                       "accuracy_int8": after, "size_mb": _megabytes(quantized_files),
-                       "size_mb_fp32": _megabytes(files)}
+        report.int8 = {"file": quantized.name, "method": INT8_FORMATS[fmt],
+                       "calibration": f"{len(calibration)} {calibrated_on}" if fmt == "openvino" else None,
+                       "max_difference": int8_difference, "accuracy_fp32": before, "accuracy_int8": after,
+                       "size_mb": _megabytes(quantized_files), "size_mb_fp32": _megabytes(files)}
     return report
 
 
@@ -192,7 +193,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         accuracy = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
                     f"accuracy {int8['accuracy_fp32']:.4f} (float32) → {int8['accuracy_int8']:.4f} (int8), a change of "
                     f"{int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f}")
-        calibrated = "" if not int8["calibration_images"] else f", calibrated on {int8['calibration_images']} images"
+        calibrated = "" if not int8["calibration"] else f", calibrated on {int8['calibration']}"
         lines += ["", "## int8", "",
                   f"`{int8['file']}` ({int8['method']}{calibrated}, {int8['size_mb']:.1f} MB vs "
                   f"{int8['size_mb_fp32']:.1f} MB): largest probability difference {int8['max_difference']:.2e}; "
