@@ -53,7 +53,8 @@ class Setup:
     batch_size: int = 64
     # The data-split seed is fixed: every runner and every repeat sees the same 3,000 images.
     data_seed: int = 0
-    threads: int = 2
+    # BENCH_THREADS overrides it (the recipe study runs one thread per run when it runs two at a time).
+    threads: int = int(os.environ.get("BENCH_THREADS", "2"))
     # 0: every runner loads batches in the main process. With 2 cores, worker processes would only
     # compete with the 2 compute threads. (unfreeze decodes once in its first pass; see README.)
     num_workers: int = 0

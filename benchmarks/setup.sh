@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/python -m pip install --quiet -e ".[bench]"   # scikit-learn: the recipe study's digits
 if [ ! -x .venv-fastai/bin/python ]; then
     python3 -m venv .venv-fastai
 fi

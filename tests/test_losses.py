@@ -54,3 +54,15 @@ def test_cross_entropy_loss_flat_flattens_every_axis_but_the_classes():
     weighted = CrossEntropyLossFlat(weight=torch.tensor([1.0, 2.0, 3.0]), reduction="sum")
     assert torch.allclose(weighted(LOGITS, TARGETS),
                           F.cross_entropy(LOGITS, TARGETS, weight=torch.tensor([1.0, 2.0, 3.0]), reduction="sum"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_both_losses_take_mixed_class_probabilities(reduction):
+    one_hot = F.one_hot(TARGETS, 3).float()
+    flat, smooth = CrossEntropyLossFlat(reduction=reduction), LabelSmoothingCrossEntropy(eps=0.1, reduction=reduction)
+    assert torch.allclose(flat(LOGITS, one_hot), flat(LOGITS, TARGETS))
+    assert torch.allclose(smooth(LOGITS, one_hot), smooth(LOGITS, TARGETS))
+    mixed = 0.7 * one_hot + 0.3 * one_hot.flip(0)  # what MixUp makes of a batch: the loss mixes the same way
+    expected = 0.7 * smooth(LOGITS, TARGETS) + 0.3 * smooth(LOGITS, TARGETS.flip(0))
+    assert torch.allclose(smooth(LOGITS, mixed), expected, atol=1e-6)
+    assert torch.allclose(flat(LOGITS, mixed), 0.7 * flat(LOGITS, TARGETS) + 0.3 * flat(LOGITS, TARGETS.flip(0)))

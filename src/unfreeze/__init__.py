@@ -33,6 +33,7 @@ from unfreeze.data import (
     ResizeMethod,
     URLs,
     aug_transforms,
+    augment_preset,
     get_image_files,
     imagenet_stats,
     parent_label,
@@ -70,11 +71,12 @@ from unfreeze.train.callbacks import (
 )
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
-from unfreeze.train.fastai_idioms import EarlyStoppingCallback, SaveModelCallback
+from unfreeze.train.fastai_idioms import CutMix, EarlyStoppingCallback, MixUp, MultiCategory, SaveModelCallback
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
+from unfreeze.train.mixup import MixupCutmix
 
 __all__ = [
     "EMA",
@@ -84,6 +86,7 @@ __all__ = [
     "CheckpointError",
     "ClassificationInterpretation",
     "CrossEntropyLossFlat",
+    "CutMix",
     "DataBlock",
     "DataError",
     "DataWarning",
@@ -101,6 +104,9 @@ __all__ = [
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MixUp",
+    "MixupCutmix",
+    "MultiCategory",
     "MultiCategoryBlock",
     "MultiLabel",
     "NonFiniteLossError",
@@ -127,6 +133,7 @@ __all__ = [
     "accuracy",
     "accuracy_multi",
     "aug_transforms",
+    "augment_preset",
     "cnn_learner",
     "convert_fastai",
     "create_model",

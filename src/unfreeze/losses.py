@@ -2,7 +2,7 @@
 
 unfreeze's own default loss comes from the task (`SingleLabel().loss()`, `MultiLabel().loss()`); these
 classes exist so that fastai code naming them runs unchanged. Both take logits `[N, C]` and class
-indices `[N]`.
+indices `[N]`, or class probabilities `[N, C]` (the targets of a batch that MixUp or CutMix mixed).
 
 Example:
     >>> loss = LabelSmoothingCrossEntropy(eps=0.1)
@@ -21,6 +21,11 @@ from torch import nn
 __all__ = ["CrossEntropyLossFlat", "LabelSmoothingCrossEntropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def _is_probabilities(input: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether `target` holds class probabilities (mixed batches) rather than class indices."""
+    return target.is_floating_point() and target.shape == input.shape
 
 
 class CrossEntropyLossFlat(nn.CrossEntropyLoss):
@@ -44,6 +49,8 @@ class CrossEntropyLossFlat(nn.CrossEntropyLoss):
         n_classes = input.shape[self.axis]
         # movedim keeps the other axes in order, so item i of the flattened logits is item i of the targets.
         flat = input.movedim(self.axis, -1).reshape(-1, n_classes)
+        if _is_probabilities(input, target):  # MixUp / CutMix targets: class probabilities on the same axis
+            return super().forward(flat, target.movedim(self.axis, -1).reshape(-1, n_classes))
         return super().forward(flat, target.reshape(-1))
 
 
@@ -81,5 +88,11 @@ class LabelSmoothingCrossEntropy(nn.Module):
             smoothing = smoothing.mean()
         elif self.reduction == "sum":
             smoothing = smoothing.sum()
-        target_term = F.nll_loss(log_probs, target.long(), weight=self.weight, reduction=self.reduction)
+        if _is_probabilities(input, target):  # MixUp / CutMix targets: the same formula on soft targets
+            weighted = log_probs if self.weight is None else log_probs * self.weight
+            target_term = -(target * weighted).sum(dim=-1)
+            if self.reduction != "none":
+                target_term = target_term.mean() if self.reduction == "mean" else target_term.sum()
+        else:
+            target_term = F.nll_loss(log_probs, target.long(), weight=self.weight, reduction=self.reduction)
         return smoothing * self.eps / input.shape[-1] + (1.0 - self.eps) * target_term

@@ -246,3 +246,148 @@ def test_chapter_7_xresnet50_learner_with_fastai_losses_tta_and_item(imagenette)
 
 def math_isfinite(value):
     return value == value and abs(value) != float("inf")
+
+
+# ---------------------------------------------------------------------------- part 2: the learner side
+
+def imagenette_dls(path, bs, size):
+    """Chapter 7's `get_dls`, scaled down: Imagenette at `size`, normalised with ImageNet's statistics."""
+    dblock = DataBlock(blocks=(ImageBlock(), CategoryBlock()),
+                       get_items=get_image_files,
+                       get_y=parent_label,
+                       splitter=RandomSplitter(seed=42),
+                       item_tfms=Resize(48),
+                       batch_tfms=[*aug_transforms(size=size, min_scale=0.75),
+                                   Normalize.from_stats(*imagenet_stats)])
+    return dblock.dataloaders(path, bs=bs)
+
+
+def test_chapter_7_learner_on_a_torchvision_resnet_trains_every_layer_as_one_group(imagenette, capsys):
+    import torchvision
+
+    dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 32)
+    model = torchvision.models.resnet18(num_classes=dls.c)
+    first_conv = model.conv1.weight.detach().clone()
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    learn.freeze()
+    learn.fit_one_cycle(1, 3e-3)
+
+    assert learn.model is model and learn.n_groups == 1 and learn.frozen_to == 0
+    assert all(p.requires_grad for p in model.parameters())
+    assert not torch.equal(first_conv, model.conv1.weight.detach().cpu())  # the first layer trained too
+    assert "nothing to freeze" in capsys.readouterr().out
+    assert "\nall " in learn.summary() and "\nhead " not in learn.summary()  # one group of every layer
+    assert len(learn.recorder.history) == 1 and "accuracy" in learn.recorder.history[-1]
+    assert dls.valid.mean == pytest.approx(imagenet_stats[0])  # the data's own Normalize, as fastai's plain Learner
+    with pytest.raises(ExportError, match=r"your own ResNet module.*learn\.save\('name'\)"):
+        learn.export()
+
+
+def test_chapter_7_plain_sequential_without_normalize_sees_the_unnormalised_batch(imagenette):
+    path = untar_data(URLs.IMAGENETTE)
+    dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                    splitter=RandomSplitter(seed=42), item_tfms=Resize(16)).dataloaders(path, bs=8)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, dls.c))
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), metrics=[accuracy, error_rate])
+    learn.fit(1, 1e-2)
+    x, _ = dls.one_batch()
+
+    assert x.min() >= 0 and x.max() <= 1  # no statistics of its own: the data stays as its batch_tfms make it
+    assert learn.validate()[1].item() == pytest.approx(1 - learn.validate()[2].item())
+
+
+def test_chapter_7_progressive_resizing_swaps_the_loaders(imagenette):
+    path = untar_data(URLs.IMAGENETTE)
+    dls = imagenette_dls(path, 8, 16)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    learn.fit_one_cycle(1, 3e-3)
+    learn.dls = imagenette_dls(path, 8, 32)
+    learn.fine_tune(1, 1e-3)
+    x, _ = learn.dls.one_batch()
+
+    assert x.shape[-1] == 32 and x.device == learn.device and learn.dls.train.device == learn.device
+    assert learn.dls.valid.mean == learn.model.mean  # the model's statistics applied to the new loaders
+    assert len(learn.recorder.history) == 3 and learn.dls.size == 32
+    with pytest.raises(ValueError, match="classes"):
+        learn.dls = _two_class_dls(path)
+
+
+def _two_class_dls(path):
+    """Loaders over two of Imagenette's three classes: a swap the model's head does not fit."""
+    def two_classes(folder):
+        return [file for file in get_image_files(folder) if file.parent.name != "n02979186"]
+
+    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=two_classes, get_y=parent_label,
+                     splitter=RandomSplitter(seed=42), item_tfms=Resize(16)).dataloaders(path, bs=4)
+
+
+def test_chapter_7_tta_use_max(imagenette):
+    dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 32)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=CrossEntropyLossFlat(), metrics=accuracy, seed=0)
+    learn.fit_one_cycle(1, 3e-3)
+    preds, targs = learn.tta(use_max=True)
+    (augmented, plain), _ = learn.tta(beta=None)
+
+    assert accuracy(preds, targs).item() == pytest.approx(float((preds.argmax(1) == targs).float().mean()))
+    assert torch.all(preds >= torch.lerp(augmented, plain, 0.25) - 1e-6)  # the max is never below the mean
+
+
+def test_chapter_6_metrics_assigned_after_the_build_show_their_column(pascal, capsys):
+    path = untar_data(URLs.PASCAL_2007)
+    dls = ImageDataLoaders.from_csv(path, 'train.csv', folder='train', label_delim=' ', valid_col='is_valid',
+                                    item_tfms=Resize(32), bs=4, seed=0)
+    learn = cnn_learner(dls, ARCH, pretrained=False)
+    with pytest.raises(TypeError, match=r"thres=0\.5"):
+        learn.metrics = partial(accuracy_multi, thres=0.5)
+    learn.metrics = partial(accuracy_multi, thresh=0.2)
+    learn.fit_one_cycle(1, 1e-3)
+    labels, mask, probs = learn.predict(path/'train'/'000000.jpg')
+    results = learn.validate()
+    preds, targs = learn.get_preds()
+    learn.metrics = partial(accuracy_multi, thresh=0.1)
+    low = learn.validate()
+    learn.metrics = partial(accuracy_multi, thresh=0.99)
+    high = learn.validate()
+
+    assert learn.metric_names == ["accuracy_multi"] and "accuracy_multi" in capsys.readouterr().out
+    assert "accuracy_multi" in learn.recorder.history[-1]
+    assert isinstance(labels, MultiCategory) and isinstance(labels, list)
+    assert list(labels) == [dls.vocab[i] for i in torch.where(mask)[0]]
+    assert mask.dtype == torch.bool and mask.shape == probs.shape == (4,)
+    assert isinstance(results[1].item(), float) and results[1] == results["accuracy_multi"]
+    assert low[1].item() == pytest.approx(accuracy_multi(preds, targs, thresh=0.1, sigmoid=False))
+    assert high[1].item() == pytest.approx(accuracy_multi(preds, targs, thresh=0.99, sigmoid=False))
+    assert low[0] == high[0] == results[0]  # the loss does not depend on the metric's threshold
+
+
+def test_show_results_saves_a_titled_grid_in_a_script(pascal, capsys):
+    path = untar_data(URLs.PASCAL_2007)
+    dls = ImageDataLoaders.from_csv(path, 'train.csv', folder='train', label_delim=' ', valid_col='is_valid',
+                                    item_tfms=Resize(32), bs=4, seed=0)
+    learn = cnn_learner(dls, ARCH, pretrained=False, metrics=partial(accuracy_multi, thresh=0.2))
+    learn.show_results(max_n=9)
+
+    assert Path('results.png').stat().st_size > 1000 and "results.png" in capsys.readouterr().out
+
+
+def test_lr_find_result_shows_a_short_repr(imagenette):
+    dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 16)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    result = learn.lr_find(num_it=20, show_plot=False)
+
+    assert repr(result) == f"SuggestedLRs(valley={result.valley:.1e})" and len(result.lrs) > 5
+
+
+def test_chapter_7_mixup_and_cutmix_callbacks(imagenette):
+    dls = imagenette_dls(untar_data(URLs.IMAGENETTE), 8, 32)
+    model = xresnet50(n_out=dls.c)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, cbs=MixUp())
+    learn.fit_one_cycle(1, 3e-3)
+    learn = Learner(dls, xresnet50(n_out=dls.c), loss_func=LabelSmoothingCrossEntropy(), metrics=accuracy)
+    learn.fit_one_cycle(1, 3e-3, cbs=CutMix(alpha=1.0))
+
+    assert math_isfinite(learn.recorder.history[-1]["valid_loss"]) and len(learn.recorder.history) == 1
+    assert MixUp().mixup_alpha == 0.4 and MixUp(alpha=0.2).alpha == 0.2 and CutMix().cutmix_alpha == 1.0
+    with pytest.raises(ValueError, match=r"MixUp\(alpha=...\) needs a number > 0"):
+        MixUp(alpha=0)

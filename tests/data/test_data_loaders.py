@@ -220,3 +220,21 @@ def test_the_default_cache_budget_is_a_quarter_of_available_memory(monkeypatch):
     for free, expected in ((None, 2**31), (8 * 2**30, 2 * 2**30), (100 * 2**20, 2**28)):
         monkeypatch.setattr(cache_module, "available_memory", lambda free=free: free)
         assert default_cache_bytes() == expected
+
+
+class _Negate:
+    def apply(self, images, targets):
+        return -images, targets + 1
+
+
+def test_batch_transforms_apply_in_order_until_removed(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), size=16, bs=4, seed=0, augment=False, num_workers=0)
+    plain_images, plain_targets = next(iter(dls.train))
+    negate = _Negate()
+    dls.train.add_batch_transform(negate.apply)
+    dls.train.add_batch_transform(lambda images, targets: (images * 2, targets))
+    images, targets = next(iter(dls.train))
+    assert torch.equal(images, -plain_images * 2) and torch.equal(targets, plain_targets + 1)
+    dls.train.remove_batch_transform(negate.apply)  # a new bound method, equal to the registered one
+    assert len(dls.train.batch_transforms) == 1
+    assert dls.valid.batch_transforms == []  # other loaders untouched

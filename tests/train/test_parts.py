@@ -124,3 +124,14 @@ def test_fastai_aliases_resolve_in_one_place(tmp_path: Path) -> None:
         fastai_idioms.learner_device("cpu", False)
     (tmp_path / "export.unfreeze").write_bytes(b"")
     assert fastai_idioms.export_file(tmp_path / "export.pkl") == tmp_path / "export.unfreeze"
+
+
+def test_param_groups_of_a_plain_module_are_the_given_one_group():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    groups = ParamGroups(model, groups=fastai_idioms.plain_module_groups(model))
+    groups.freeze_to(-1)
+
+    assert groups.n_groups == 1 and groups.groups == [[name for name, _ in model.named_parameters()]]
+    assert groups.frozen_to == 0 and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="miss 1 parameters"):
+        ParamGroups(model, groups=[[name for name, _ in model.named_parameters()][1:]])

@@ -6,6 +6,7 @@ Example:
     >>> dls.show_batch(path="batch.png")
 """
 
+from unfreeze.data.augment import AUGMENT_PRESETS, PolicyAugment, augment_preset
 from unfreeze.data.datablock import (
     CategoryBlock,
     DataBlock,
@@ -37,6 +38,7 @@ from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
 from unfreeze.data.untar import URLs, untar_data
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "IMAGE_EXTENSIONS",
     "MAX_SIZE",
     "RESIZE_METHODS",
@@ -54,6 +56,7 @@ __all__ = [
     "MultiCategoryBlock",
     "Normalize",
     "PILImage",
+    "PolicyAugment",
     "RandomResizedCrop",
     "RandomSplitter",
     "RegexLabeller",
@@ -62,6 +65,7 @@ __all__ = [
     "URLs",
     "UnsupportedTransformWarning",
     "aug_transforms",
+    "augment_preset",
     "decode_image",
     "get_image_files",
     "imagenet_stats",

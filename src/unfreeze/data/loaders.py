@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,10 @@ from unfreeze.data.sources import DataError
 from unfreeze.data.transforms import BatchAugment, crop_item, resize_batch, to_device_async
 from unfreeze.tasks import Label, SingleLabel, Task
 
-__all__ = ["ImageDataLoader", "ImageDataset"]
+__all__ = ["BatchTransform", "ImageDataLoader", "ImageDataset"]
+
+# (images, targets) → (images, targets), applied to every finished training batch (e.g. mixup/cutmix).
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @contextmanager
@@ -163,7 +166,24 @@ class ImageDataLoader:
         self.device_cache = device_cache
         self._store: DeviceStore | None = None
         self._store_refused: torch.device | None = None  # the device a store did not fit on
+        self.batch_transforms: list[BatchTransform] = []
         self.set_normalization(mean, std)
+
+    def add_batch_transform(self, transform: BatchTransform) -> None:
+        """Apply `transform(images, targets)` to every batch this loader yields from now on, in order.
+
+        Batch-level mixing (mixup, cutmix) changes images and targets together, so it cannot be part
+        of the per-image augmentation; callbacks register it for a fit and remove it afterwards.
+
+        Example:
+            >>> loader.add_batch_transform(lambda images, targets: (images.flip(-1), targets))  # doctest: +SKIP
+        """
+        self.batch_transforms.append(transform)
+
+    def remove_batch_transform(self, transform: BatchTransform) -> None:
+        """Stop applying a transform `add_batch_transform` registered (a no-op if it is not there)."""
+        # == rather than `is`: each `obj.method` access builds a new bound method, equal but not identical.
+        self.batch_transforms = [known for known in self.batch_transforms if known != transform]
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Per-channel mean and std applied after augmentation (the backbone's input statistics)."""
@@ -392,6 +412,8 @@ class ImageDataLoader:
         for indices, images in zip(batches, uint8_batches, strict=True):
             with _one_cpu_thread(self.device.type == "cpu"):
                 result = self._finish(images, indices, rng, store=store)
+                for transform in self.batch_transforms if result is not None else ():
+                    result = transform(*result)
             if result is None:
                 if keep_count and last is not None:
                     yield last

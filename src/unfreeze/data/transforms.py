@@ -96,7 +96,7 @@ class AugmentParams:
     def select(self, slots: list[int]) -> AugmentParams:
         """The draws of the given batch slots (the images that decoded)."""
         index = torch.as_tensor(slots, dtype=torch.long)
-        return AugmentParams(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
+        return type(self)(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
 
     def to(self, device: torch.device) -> AugmentParams:
         """The same draws on `device`, sent as one packed copy that the host does not wait for."""

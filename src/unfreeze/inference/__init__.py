@@ -35,6 +35,8 @@ from unfreeze.inference.predict import (
     prediction_row,
     tta,
 )
+from unfreeze.inference.results import show_results
+from unfreeze.inference.thresholds import best_threshold, best_thresholds
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,6 +47,8 @@ __all__ = [
     "Interpretation",
     "NonFiniteWeightsWarning",
     "Predictor",
+    "best_threshold",
+    "best_thresholds",
     "channels_last",
     "collect_logits",
     "convert_fastai",
@@ -59,5 +63,6 @@ __all__ = [
     "prediction_row",
     "read_export",
     "read_export_metadata",
+    "show_results",
     "tta",
 ]

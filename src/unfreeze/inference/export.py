@@ -71,7 +71,14 @@ class NonFiniteWeightsWarning(UserWarning):
 def _inference_config(learner: Predictor) -> dict[str, Any]:
     model, dls = learner.model, learner.dls
     config = model.config() if hasattr(model, "config") else None
-    if config is None or config["arch"].startswith("custom:") or config["head"].get("kind") == "custom":
+    if config is None:  # a plain nn.Module (fastai's Learner(dls, module)): only the user's code can build it
+        raise ExportError(
+            f"This learner's model is your own {type(model).__name__} module, which an export cannot rebuild "
+            "without running your code (fastai would pickle it). Save its weights with learn.save('name'), and "
+            "later build the same module, wrap it in Learner(dls, module) and call learn.load('name'). For an "
+            "exportable model use vision_learner(dls, arch), create_model(arch, n_out) or xresnet50(n_out=...)."
+        )
+    if config["arch"].startswith("custom:") or config["head"].get("kind") == "custom":
         arch = getattr(model, "arch", type(model).__name__)
         raise ExportError(
             f"A model built from a custom module or with a custom head ({arch!r}) cannot be rebuilt from a "

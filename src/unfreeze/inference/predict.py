@@ -300,8 +300,8 @@ def predict_batch(learner: Predictor, items_or_folder: Any, bs: int = 64, top_k:
     bad.warn("images that could not be predicted (their rows carry the reason)")
 
 
-def tta(learner: Predictor, dl: Any = None, n: int = 4,
-        beta: float | None = 0.25) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+def tta(learner: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25,
+        use_max: bool = False) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """fastai's test-time augmentation: `(1 - beta) * mean(n augmented passes) + beta * plain pass`.
 
     The augmented passes apply the training transforms (random crop and the training `BatchAugment`)
@@ -313,6 +313,8 @@ def tta(learner: Predictor, dl: Any = None, n: int = 4,
         dl: The loader (default: validation).
         n: Number of augmented passes, >= 1.
         beta: Weight of the plain pass. None returns both parts instead of mixing them.
+        use_max: Combine the augmented passes by their element-wise maximum instead of their mean
+            (fastai's `use_max`).
 
     Returns:
         `(probs, targets)`, or `((augmented_probs, plain_probs), targets)` when `beta` is None.
@@ -320,7 +322,10 @@ def tta(learner: Predictor, dl: Any = None, n: int = 4,
     Example:
         >>> probs, targets = tta(learn)  # doctest: +SKIP
         >>> (augmented, plain), targets = tta(learn, beta=None)  # doctest: +SKIP
+        >>> probs, targets = tta(learn, use_max=True)  # doctest: +SKIP
     """
+    if not isinstance(use_max, bool):
+        raise TypeError(f"use_max must be True or False, got {use_max!r}.")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
     if beta is not None and not 0.0 <= beta <= 1.0:
@@ -336,7 +341,8 @@ def tta(learner: Predictor, dl: Any = None, n: int = 4,
     for index in range(n):
         augmented.set_epoch(index)
         passes.append(get_preds(learner, augmented)[0])
-    augmented_probs = torch.stack(passes).mean(dim=0)
+    stacked = torch.stack(passes)
+    augmented_probs = stacked.amax(dim=0) if use_max else stacked.mean(dim=0)
     plain_probs, targets = get_preds(learner, loader)
     if beta is None:
         return (augmented_probs, plain_probs), targets

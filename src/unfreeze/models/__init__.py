@@ -18,6 +18,7 @@ from unfreeze.models.backbones import (
     create_model,
     model_from_config,
 )
+from unfreeze.models.feature_map import FeatureMapCheck, check_input_size, feature_map_size, min_input_size
 from unfreeze.models.heads import HEAD_KINDS, AdaptiveConcatPool2d, build_head, fastai_head, linear_head
 from unfreeze.models.weights import (
     PretrainedSpec,
@@ -38,6 +39,7 @@ __all__ = [
     "IMAGENET_STD",
     "AdaptiveConcatPool2d",
     "ArchitectureNotRebuildableError",
+    "FeatureMapCheck",
     "PretrainedSpec",
     "ResolvedWeights",
     "TransferModel",
@@ -46,11 +48,14 @@ __all__ = [
     "WeightsMismatchError",
     "WeightsNotFoundError",
     "build_head",
+    "check_input_size",
     "create_model",
     "fastai_head",
+    "feature_map_size",
     "linear_head",
     "load_bundled_weights",
     "load_state_dict_into",
+    "min_input_size",
     "model_from_config",
     "read_state_dict",
     "resolve_pretrained",

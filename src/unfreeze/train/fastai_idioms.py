@@ -8,10 +8,12 @@ resolves fastai's transforms. Also here:
 
 - `FastaiMethods`, the fastai-named methods (`save`, `load`, `model_file`, `to_fp16`, `to_fp32`,
   `summary`), mixed into `Learner` and typed against the `LearnerView` protocol;
-- fastai's callbacks (`SaveModelCallback`, `EarlyStoppingCallback`), thin spellings of unfreeze's own;
+- fastai's callbacks (`SaveModelCallback`, `EarlyStoppingCallback`, `MixUp`, `CutMix`), thin spellings
+  of unfreeze's own;
+- `Learner(dls, any nn.Module)` as one group (`plain_module_groups`), `MultiCategory` from `predict`;
 - save/load by name under `learn.path/model_dir` (`save_named`, `load_named`, `model_file`).
 
-Adding a fastai name (chapter 6/7: MixUp, CutMix, `Learner(dls, module)`, ...): put its resolver or
+Adding a fastai name: put its resolver or
 class in the section below that matches, and resolve it in one line where the public signature
 takes it; the core modules never see the fastai spelling.
 """
@@ -24,18 +26,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
+from torch import nn
 
 from unfreeze import distributed
 from unfreeze._device import default_device
 from unfreeze._io import atomic_path, save_torch
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
+from unfreeze.train.mixup import MixupCutmix
 
 if TYPE_CHECKING:
     from unfreeze.train.protocols import LearnerView, StepperView
 
-__all__ = ["EarlyStoppingCallback", "FastaiMethods", "SaveModelCallback", "callbacks_and_cbs", "export_file",
-           "export_target", "learner_device", "load_named", "loader_or_dl", "lr_find_answer", "model_file", "one_of",
-           "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
+__all__ = ["ONE_GROUP_NOTE", "CutMix", "EarlyStoppingCallback", "FastaiMethods", "MixUp", "MultiCategory",
+           "SaveModelCallback",
+           "callbacks_and_cbs", "export_file", "export_target", "fastai_prediction", "learner_device", "load_named",
+           "loader_or_dl", "lr_find_answer", "model_file", "one_of", "plain_module_groups", "save_named",
+           "show_lr_find_inline", "weight_decay_or_wd"]
 
 
 # ---------------------------------------------------------------------------- argument aliases
@@ -155,6 +161,62 @@ def note_once(note: str) -> None:
     if note not in _NOTES_SHOWN and distributed.is_main_process():
         _NOTES_SHOWN.add(note)
         print(note)
+
+
+# ---------------------------------------------------------------------------- Learner(dls, any nn.Module)
+
+ONE_GROUP_NOTE = ("freeze: this model is a plain nn.Module, trained as one parameter group (fastai's plain "
+                  "Learner), so there is nothing to freeze; every layer trains. For a frozen pretrained body "
+                  "use vision_learner(dls, arch).")
+
+
+def plain_module_groups(model: nn.Module) -> list[list[str]] | None:
+    """fastai's `Learner(dls, module)`: a model without the backbone contract's groups is one group.
+
+    Returns None for a model that has `param_groups` (it keeps its own). Like fastai's plain Learner,
+    the one group trains every layer; `freeze()` has nothing to freeze and says so
+    (`ONE_GROUP_NOTE`), and the data is normalised only as its `batch_tfms` say.
+
+    Example:
+        >>> plain_module_groups(nn.Linear(2, 3))
+        [['weight', 'bias']]
+    """
+    if hasattr(model, "param_groups"):
+        return None
+    return [[name for name, _ in model.named_parameters()]]
+
+
+class MultiCategory(list):  # type: ignore[type-arg]
+    """fastai's multi-label prediction: a list of class names that also equals the tuple unfreeze uses.
+
+    Example:
+        >>> labels = MultiCategory(["cat", "dog"])
+        >>> labels, labels == ("cat", "dog"), labels == ["cat", "dog"]
+        (MultiCategory(['cat', 'dog']), True, True)
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple)) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # a list: unhashable, as fastai's L
+
+    def __repr__(self) -> str:
+        return f"MultiCategory({list(self)!r})"
+
+
+def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> tuple[Any, Any, torch.Tensor]:
+    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`.
+
+    Example:
+        >>> fastai_prediction((("cat",), None, torch.zeros(2)))[0]
+        MultiCategory(['cat'])
+    """
+    labels, decoded, probs = prediction
+    return (MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs
 
 
 class _Text(str):
@@ -396,3 +458,49 @@ class EarlyStoppingCallback(EarlyStopping):
             raise ValueError(f"patience must be a whole number >= 0, got {patience!r}.")
         # fastai stops once `wait >= patience`, so 0 and 1 both stop at the first epoch without improvement.
         super().__init__(monitor, patience=max(patience - 1, 0), min_delta=min_delta, mode=_mode_from_comp(comp))
+
+
+def _fastai_alpha(alpha: float, name: str) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"{name}(alpha=...) needs a number > 0 (fastai's default is {name}'s: "
+                         f"{'0.4' if name == 'MixUp' else '1.0'}), got {alpha!r}. Leave the callback out to not mix.")
+    return float(alpha)
+
+
+class MixUp(MixupCutmix):
+    """fastai's `MixUp(alpha)`: every training batch blended with itself reversed, weight ~ Beta(alpha, alpha).
+
+    A thin spelling of `MixupCutmix(mixup_alpha=alpha)` (timm's Mixup). Where fastai mixes the two losses,
+    unfreeze mixes the targets into class probabilities, which cross-entropy (also `CrossEntropyLossFlat`
+    and `LabelSmoothingCrossEntropy`) and binary cross-entropy take as they are: the same loss for
+    cross-entropy. Validation batches are never mixed.
+
+    Args:
+        alpha: The Beta distribution's parameter; fastai's default 0.4.
+
+    Example:
+        >>> learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), cbs=MixUp())  # doctest: +SKIP
+        >>> learn.fit_one_cycle(5, 3e-3, cbs=MixUp(alpha=0.4))  # doctest: +SKIP
+    """
+
+    def __init__(self, alpha: float = 0.4) -> None:
+        self.alpha = _fastai_alpha(alpha, "MixUp")
+        super().__init__(mixup_alpha=self.alpha)
+
+
+class CutMix(MixupCutmix):
+    """fastai's `CutMix(alpha)`: a box of another image pasted into each training image, area ~ Beta(alpha, alpha).
+
+    A thin spelling of `MixupCutmix(cutmix_alpha=alpha)`; the targets become the pasted areas' class
+    probabilities, as with `MixUp`.
+
+    Args:
+        alpha: The Beta distribution's parameter; fastai's default 1.0.
+
+    Example:
+        >>> learn.fit_one_cycle(5, 3e-3, cbs=CutMix(alpha=1.0))  # doctest: +SKIP
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = _fastai_alpha(alpha, "CutMix")
+        super().__init__(cutmix_alpha=self.alpha)

@@ -23,6 +23,7 @@ class ParamGroups:
 
     Args:
         model: A model honouring the backbone contract (`param_groups`: names per group, head last).
+        groups: Parameter names per group for a model without `param_groups` (e.g. all in one group).
         train_bn: True is fastai's behaviour: norm layers in frozen groups keep training. False is
             Keras's: the body's norm layers run in inference mode and train only with their group.
 
@@ -35,8 +36,9 @@ class ParamGroups:
         2
     """
 
-    def __init__(self, model: nn.Module, train_bn: bool = True) -> None:
+    def __init__(self, model: nn.Module, train_bn: bool = True, groups: list[list[str]] | None = None) -> None:
         self._model = model
+        self._fixed_groups = groups
         self._params = dict(model.named_parameters())
         self._group_of = {name: index for index, names in enumerate(self.groups) for name in names}
         self.frozen_to = 0
@@ -55,8 +57,8 @@ class ParamGroups:
 
     @property
     def groups(self) -> list[list[str]]:
-        """Parameter names per group, input to head (from the backbone contract)."""
-        return self._model.param_groups
+        """Parameter names per group, input to head (from the backbone contract, or as given)."""
+        return self._fixed_groups if self._fixed_groups is not None else self._model.param_groups
 
     @property
     def n_groups(self) -> int:

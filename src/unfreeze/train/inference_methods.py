@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
-from unfreeze.train.fastai_idioms import export_target
+from unfreeze.train.fastai_idioms import export_target, fastai_prediction
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -24,7 +24,7 @@ class Exportable(Predictor, Protocol):
 
 
 class InferenceMethods:
-    """`get_preds`, `predict`, `predict_batch`, `tta`, `export` and `export_onnx` of a learner."""
+    """`get_preds`, `predict`, `predict_batch`, `tta`, `show_results`, `export` and `export_onnx` of a learner."""
 
     def get_preds(self: Predictor, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False) -> Any:
         """Probabilities (the task's activation) and targets over `dl` (default: validation), in order.
@@ -40,10 +40,14 @@ class InferenceMethods:
     def predict(self: Predictor, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
 
+        For multi-label data the first element is a list-like `MultiCategory` of the predicted names
+        and `decoded` the bool mask over the classes, as fastai's.
+
         Example:
             >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
+            >>> labels, mask, probs = multi_label_learn.predict("street.jpg")  # doctest: +SKIP
         """
-        return inference.predict(self, item)
+        return fastai_prediction(inference.predict(self, item))
 
     def predict_batch(self: Predictor, items: Any, bs: int = 64, top_k: int = 1, with_tta: bool = False) -> Any:
         """Stream predictions over many images or a folder, in constant memory (`inference.predict_batch`).
@@ -53,13 +57,28 @@ class InferenceMethods:
         """
         return inference.predict_batch(self, items, bs=bs, top_k=top_k, with_tta=with_tta)
 
-    def tta(self: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25) -> Any:
+    def tta(self: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False) -> Any:
         """Test-time augmentation with fastai's defaults: `(probs, targets)`.
+
+        `use_max=True` takes the augmented passes' maximum instead of their mean, as fastai's.
 
         Example:
             >>> probs, targets = learn.tta()  # doctest: +SKIP
+            >>> probs, targets = learn.tta(use_max=True)  # doctest: +SKIP
         """
-        return inference.tta(self, dl=dl, n=n, beta=beta)
+        return inference.tta(self, dl=dl, n=n, beta=beta, use_max=use_max)
+
+    def show_results(self: Predictor, max_n: int = 9, *, path: str | Path | None = None, nrows: int | None = None,
+                     ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+        """Up to `max_n` validation images titled "actual/predicted", as fastai's `show_results`.
+
+        Inline in a notebook; in a script saved to results.png (or `path`) with its path printed.
+        See `unfreeze.inference.show_results`.
+
+        Example:
+            >>> learn.show_results(max_n=9)  # doctest: +SKIP
+        """
+        return inference.show_results(self, max_n, path=path, nrows=nrows, ncols=ncols, figsize=figsize)
 
     def export(self: Exportable, path: str | Path | None = None, *, fname: str | Path | None = None) -> Path:
         """Write a pickle-free export (safetensors + JSON) that `load_learner` reads; returns the path.

@@ -32,10 +32,11 @@ from unfreeze.train import fastai_idioms as fastai
 from unfreeze.train import recipes
 from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder, callback_list
+from unfreeze.train.data_binding import bind_data
 from unfreeze.train.groups import ParamGroups
 from unfreeze.train.inference_methods import InferenceMethods
 from unfreeze.train.loop import NonFiniteLossError, Position
-from unfreeze.train.metrics import Metric, ValidationResults, metric_name, resolve_metrics
+from unfreeze.train.metrics import Metric, MetricValue, ValidationResults, metric_name, resolve_metrics
 from unfreeze.train.recipes import FitProgress, Resume
 from unfreeze.train.schedules import LRSpec
 from unfreeze.train.state import STATE_KEYS
@@ -63,11 +64,12 @@ class _OnPart:
 
 
 class Learner(InferenceMethods, fastai.FastaiMethods):
-    """Trains a `TransferModel` on `ImageDataLoaders`.
+    """Trains a `TransferModel` (or any `nn.Module`) on `ImageDataLoaders`.
 
     Args:
         dls: The data (`ImageDataLoaders`).
-        model: A model honouring the backbone contract (`body`, `head`, `param_groups`, `mean`, `std`).
+        model: A model honouring the backbone contract (`body`, `head`, `param_groups`, `mean`, `std`), or
+            any `nn.Module` (fastai's plain Learner: one group, every layer trains, nothing to freeze).
         metrics: Metric callables or built-in names ("error_rate", "accuracy", "top_k_accuracy",
             "f1_score", "accuracy_multi", "f1_multi"), computed over the whole validation set.
         loss_func: Defaults to the task's loss (cross-entropy, or binary cross-entropy for multi-label
@@ -134,14 +136,9 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
                 f"A classifier needs at least 2 classes; the data has {dls.n_classes} ({dls.vocab}). "
                 "Add a folder per class."
             )
-        self.metrics = resolve_metrics(metrics, self.task)
+        self.metrics = metrics
         distributed.init_from_env()
         self.device = torch.device(device) if device is not None else default_device()
-        self.dls = dls.to(self.device)
-        if distributed.is_distributed():
-            # Training shards like DistributedSampler; validation shards cover each item exactly once.
-            for loader in (self.dls.train, self.dls.valid):
-                loader.shard(distributed.rank(), distributed.world_size())
         if sync_bn:
             if not (distributed.is_distributed() and self.device.type == "cuda"):
                 raise ValueError("sync_bn=True needs several GPU processes under torchrun; leave it off here.")
@@ -149,10 +146,10 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         # channels_last (NHWC) is the fast layout for convolutions on GPUs under bf16 and on CPUs
         # (oneDNN); benchmarks/results/compare.md has the CPU figures.
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
-        if hasattr(self.dls, "set_normalization") and hasattr(model, "mean"):
-            self.dls.set_normalization(model.mean, model.std)
+        self.dls = dls  # the setter moves them to the device, shards them and applies the model's statistics
         self.class_weights = self._class_weights(class_weights)
-        self._groups = ParamGroups(self.model, train_bn)
+        # A plain nn.Module (fastai's `Learner(dls, module)`) has no groups of its own: it is one group.
+        self._groups = ParamGroups(self.model, train_bn, groups=fastai.plain_module_groups(self.model))
         self._stepper = Stepper(self.model, self._groups, loss_func if loss_func is not None else
                                 self.task.loss(self.class_weights), self.device, optimizer=optimizer,
                                 weight_decay=weight_decay, grad_accum=grad_accum, compile_model=compile_model)
@@ -205,6 +202,25 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
     interrupted = _OnPart("position", "Whether the last fit ended by Ctrl-C (its weights and history are kept).")
 
     @property
+    def dls(self) -> Any:
+        """The data. Setting it (progressive resizing: `learn.dls = get_dls(64, 224)`) prepares the new
+        loaders as the constructor does (`train.data_binding.bind_data`); their classes must match."""
+        return self._dls
+
+    @dls.setter
+    def dls(self, dls: Any) -> None:
+        self._dls = bind_data(dls, self.device, self.model, getattr(self, "_dls", None))
+
+    @property
+    def metrics(self) -> list[Metric]:
+        """The metrics, in column order; assigning what `metrics=` takes checks and names them at once."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metric | str | Sequence[Metric | str] | None) -> None:
+        self._metrics = resolve_metrics(metrics, self.task)
+
+    @property
     def epochs_done(self) -> int:
         """Epochs trained over the learner's life (rows of the history); each gets fresh shuffles."""
         return len(self.recorder.history)
@@ -241,7 +257,9 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         self._stepper.reset_optimizer()
 
     def freeze(self) -> None:
-        """Freeze every group but the head (`freeze_to(-1)`)."""
+        """Freeze every group but the head (`freeze_to(-1)`); a one-group model has nothing to freeze."""
+        if self.n_groups == 1:
+            fastai.note_once(fastai.ONE_GROUP_NOTE)
         self.freeze_to(-1)
 
     def unfreeze(self) -> None:
@@ -292,9 +310,10 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         logits, targets = logits[labelled], targets[labelled]
         if len(targets) == 0:
             return ValidationResults({"valid_loss": float("nan"), **{name: float("nan") for name in self.metric_names}})
-        logs = ValidationResults({"valid_loss": self.loss_func(logits, targets).item()})
+        # MetricValue: a float with fastai's `.item()`, so `validate()[1].item()` runs unchanged.
+        logs = ValidationResults({"valid_loss": MetricValue(self.loss_func(logits, targets).item())})
         for metric in self.metrics:
-            logs[metric_name(metric)] = float(metric(logits, targets))
+            logs[metric_name(metric)] = MetricValue(metric(logits, targets))
         return logs
 
     # ------------------------------------------------------------------ recipes (train.recipes)

@@ -271,8 +271,9 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                 valid_logs = learner.validate()
                 stop = emit(callbacks, "after_validate", epoch, valid_logs) or stop
                 smooth = learner.recorder.smooth_losses
+                # Plain floats in the history: checkpoints load with weights_only, which takes no float subclass.
                 fit_logs = {"epoch": learner.epochs_done, "train_loss": smooth[-1] if smooth else math.nan,
-                            **valid_logs, "time": time.time() - start}
+                            **{name: float(value) for name, value in valid_logs.items()}, "time": time.time() - start}
                 with stop_signals_held():  # a finished epoch's row and its checkpoint: both, or a stop before
                     learner.recorder.history.append(fit_logs)
                     stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop

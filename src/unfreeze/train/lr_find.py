@@ -202,9 +202,11 @@ class SuggestedLRs(tuple):  # a tuple, so `lr_min, lr_steep = ...` unpacks; the 
         return f"SuggestedLRs({', '.join(f'{name}={lr:.1e}' for name, lr in self._asdict().items())})"
 
 
-@dataclass
+@dataclass(repr=False)  # the curve's hundreds of points would make a notebook echo kilobytes
 class LRFindResult:
     """The curve and the suggested LRs of one range test. Every LR is the head group's.
+
+    It shows as fastai's result does, `SuggestedLRs(valley=1.6e-03)`; the curve stays in its fields.
 
     Attributes:
         lrs: Head LR at each iteration.
@@ -233,6 +235,15 @@ class LRFindResult:
     diverged: bool = False
     seconds: float = 0.0
     plot_path: Path | None = None
+
+    def __repr__(self) -> str:
+        """fastai's short form, `SuggestedLRs(valley=...)`, rather than every point of the curve.
+
+        Example:
+            >>> LRFindResult([1e-4] * 100, [1.0] * 100, [1.0] * 100, 1.6e-3, 0, 0, 0, [1.0])
+            SuggestedLRs(valley=1.6e-03)
+        """
+        return repr(SuggestedLRs(valley=self.valley))
 
     @property
     def suggestion(self) -> float:

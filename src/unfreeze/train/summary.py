@@ -33,7 +33,8 @@ def learner_summary(learner: LearnerView) -> str:
     lines.append(f"{'group':<10} {'tensors':>8} {'trainable':>14} {'frozen':>14}")
     totals = [0, 0]
     for index, names in enumerate(learner.groups.groups):
-        label = "head" if index == learner.n_groups - 1 else f"body {index}"
+        # A plain nn.Module (fastai's Learner(dls, module)) is one group of every layer, not a head.
+        label = "all" if learner.n_groups == 1 else "head" if index == learner.n_groups - 1 else f"body {index}"
         trainable = sum(params[name].numel() for name in names if params[name].requires_grad)
         frozen = sum(params[name].numel() for name in names) - trainable
         totals[0] += trainable
