@@ -56,7 +56,8 @@ class Recipe:
         progressive: Progressive resizing: the frozen phase at 3/4 of the size (never below the
             backbone's smallest usable size), the unfrozen phase at the full size.
         time_budget: Wall-clock seconds for the whole fit: the unfrozen epochs are planned from the
-            measured step time, and training stops before an epoch would overrun.
+            measured step time, and training stops before an epoch would overrun. A resumed fit keeps
+            the epochs planned then (from the checkpoint) and gets the whole budget again for what is left.
 
     Example:
         >>> Recipe().epochs, Recipe().pct_start, Recipe(mixup=0.2).mixup
