@@ -154,6 +154,8 @@ def command_train(args: argparse.Namespace) -> int:
     dls = load_data(options)
     _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
+    # Issue 17 section 3's small-image check and upscale go before this line (the recipe times an epoch
+    # at the size the data finally has).
     check_recipe(options, learn)  # conflicting options fail here, before a run directory exists
     loggers = logger_callbacks(options)
     # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints
