@@ -77,6 +77,8 @@ from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
 from unfreeze.train.mixup import MixupCutmix
+from unfreeze.train.recipe_settings import Recipe, RecipeError
+from unfreeze.train.time_budget import TimeBudget
 
 __all__ = [
     "EMA",
@@ -116,6 +118,8 @@ __all__ = [
     "ProgressCallback",
     "RandomResizedCrop",
     "RandomSplitter",
+    "Recipe",
+    "RecipeError",
     "Recorder",
     "RegexLabeller",
     "Resize",
@@ -125,6 +129,7 @@ __all__ = [
     "SingleLabel",
     "SuggestedLRs",
     "TensorBoardLogger",
+    "TimeBudget",
     "TransferModel",
     "URLs",
     "UnknownArchitectureError",

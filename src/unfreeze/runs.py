@@ -303,6 +303,12 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
         argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
+    for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",
+                "time_budget", "tensorboard", "mlflow"):  # the recipe's options
+        if options.get(key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(options[key])]
+    argv += ["--no-flip"] * (options.get("flip") is False) + ["--ema"] * bool(options.get("ema"))
+    argv += ["--progressive"] * bool(options.get("progressive"))
     argv += [] if options["pretrained"] else ["--no-pretrained"]
     if options.get("train_bn") is not None:
         argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]

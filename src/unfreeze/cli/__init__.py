@@ -1,6 +1,6 @@
 """The `unfreeze` command (also `python -m unfreeze`): the Python API, one subcommand per workflow step.
 
-    unfreeze train DATA ...          fine-tune and save a run directory (see unfreeze.runs)
+    unfreeze train DATA ...          fine-tune (the recommended recipe) and save a run directory
     unfreeze lr-find DATA ...        the LR range test and its plot
     unfreeze predict MODEL IMAGE...  predictions as a table, CSV or JSON
     unfreeze interpret RUN_DIR       confusion matrix, top losses, per-class report
@@ -61,6 +61,7 @@ from unfreeze.cli.options import (
     _positive,
 )
 from unfreeze.cli.output import discard_output, printable
+from unfreeze.cli.recipe_options import add_recipe_options
 from unfreeze.cli.signals import StopSignals
 
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", "fine-tune a pretrained backbone on DATA and save a run directory", _TRAIN_EXAMPLES)
     _add_data_options(train, data_optional=True)
     _add_training_options(train, DEFAULT_LR)
+    add_recipe_options(train)
     train.set_defaults(handler=command_train)
 
     lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from unfreeze import DataError, NonFiniteLossError, UnknownArchitectureError
+    from unfreeze import DataError, NonFiniteLossError, RecipeError, UnknownArchitectureError
     from unfreeze._io import OutputWriteError
     from unfreeze.apps import AppError
     from unfreeze.inference import ExportError, FastaiConversionError
@@ -160,7 +162,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     # is a bug, and its traceback is what a bug report needs.
     return (UsageError, runs.RunDirError, runs.RunConfigError, DataError, ExportError, UnknownArchitectureError,
             WeightsFileError, WeightsMismatchError, NonFiniteLossError, LRFindError, OutputWriteError, CheckpointError,
-            FastaiConversionError, AppError, re.error)
+            FastaiConversionError, AppError, RecipeError, re.error)
 
 
 def _output_error(error: OSError) -> OSError | None:

@@ -17,6 +17,13 @@ from unfreeze._io import output_error, stream_path
 from unfreeze.apps.report import write_report
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
 from unfreeze.cli.output import discard_output, printable
+from unfreeze.cli.recipe_options import (
+    RECIPE_FLAGS,
+    check_recipe,
+    logger_callbacks,
+    recipe_from_options,
+    recipe_options,
+)
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
            "command_lr_find", "command_predict", "command_train", "load_data", "load_run"]
@@ -133,7 +140,8 @@ def _write_run_report(run: runs.Run) -> None:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    """`unfreeze train`: fine_tune, then export, plot and summarise into a fresh run directory.
+    """`unfreeze train`: the recommended recipe (fit_recipe), then export, plot and summarise into a fresh run
+    directory.
 
     A checkpoint is written into the run directory after every epoch; `--resume RUN_DIR` rebuilds the
     same data and model from its config.json and continues from that checkpoint exactly.
@@ -146,6 +154,10 @@ def command_train(args: argparse.Namespace) -> int:
     dls = load_data(options)
     _check_trainable(dls)
     learn = build_learner(options, dls, quiet=args.quiet)
+    # Issue 17 section 3's small-image check and upscale go before this line (the recipe times an epoch
+    # at the size the data finally has).
+    check_recipe(options, learn)  # conflicting options fail here, before a run directory exists
+    loggers = logger_callbacks(options)
     # Under torchrun every rank trains, but only rank 0 creates the run directory, writes and prints
     # (the process group exists once the learner is built).
     main_process = distributed.is_main_process()
@@ -166,7 +178,7 @@ def command_train(args: argparse.Namespace) -> int:
         lr = lr_find.valley
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
-    _fine_tune(learn, options, lr, [run.history_logger()] if main_process else [], run, resume=saved)
+    _train(learn, options, lr, [run.history_logger(), *loggers] if main_process else [], run, resume=saved)
     lr = learn.progress.recipe.get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
@@ -187,6 +199,7 @@ def command_train(args: argparse.Namespace) -> int:
                "suggestions": lr_find.suggestions if lr_find is not None else None},
         "data": {"train": len(dls.train.dataset), "valid": len(dls.valid.dataset), "classes": list(dls.vocab)},
         "task": learn.task.config(),
+        "recipe": learn.progress.recipe,  # what ran, with the epochs a --time-budget planned
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
         "report": interpretation.report(),
         "interrupted": learn.interrupted,
@@ -212,7 +225,7 @@ def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
-    return {**_options(args), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs, "lr": args.lr}
+    return {**_options(args), **recipe_options(args), "lr": args.lr}
 
 
 def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
@@ -243,7 +256,7 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
-            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr")
+            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", *RECIPE_FLAGS)
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
@@ -256,9 +269,9 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
     options = run.options(("data", "arch", "epochs", "freeze_epochs", "lr"), "it cannot be resumed")
     given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
     current = {**_options(args, data_required=False), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
-               "lr": args.lr}
+               "lr": args.lr, **{key: getattr(args, key) for key in RECIPE_FLAGS}}
     flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
-    flags.update(pretrained="--no-pretrained", multi_label="--multi-label")
+    flags.update(pretrained="--no-pretrained", multi_label="--multi-label", **RECIPE_FLAGS)
     differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
                  if key in current and (flags[key] in given or (key == "train_bn" and "--no-train-bn" in given))
                  and current[key] != options.get(key)]
@@ -279,17 +292,24 @@ def _check_trainable(dls: Any) -> None:
     dls.valid.check_decodable()
 
 
-def _fine_tune(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: runs.Run,
-               resume: Any) -> None:
-    """`learn.fine_tune` with a checkpoint in the run directory after every epoch (and from it, on resume).
+def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: runs.Run,
+           resume: Any) -> None:
+    """`learn.fit_recipe` with the run's recipe and a checkpoint in the run directory after every epoch
+    (and from it, on resume).
 
-    A full disk while CSVLogger appends a row is reported as that file's error.
+    A run started before the recipe options existed (its config.json has no lr_mult) resumes with
+    fine_tune, as it began. A full disk while CSVLogger appends a row is reported as that file's error.
     """
     from unfreeze._io import output_error
 
+    # Issue 17 section 3 (keep the best epoch, --keep) adds its callback to `callbacks` in command_train.
     try:
-        learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"], callbacks=callbacks,
-                        checkpoint=run.checkpoint_file, resume=resume)
+        if "lr_mult" not in options:
+            learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"],
+                            callbacks=callbacks, checkpoint=run.checkpoint_file, resume=resume)
+        else:
+            learn.fit_recipe(recipe=recipe_from_options(options, lr), callbacks=callbacks,
+                             checkpoint=run.checkpoint_file, resume=resume)
     except OSError as error:
         converted = output_error(error, error.filename or run.history_file)
         if converted is None:

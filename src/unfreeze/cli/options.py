@@ -113,6 +113,13 @@ examples:
   unfreeze train planet --csv train.csv --multi-label      # label cell "haze primary water"
   unfreeze train defects --valid-pct 0.2 --class-weights auto   # rare classes weigh more
   unfreeze train --resume runs/fashion-efficientnet_lite0       # after a crash, Ctrl-C or kill
+  unfreeze train digits --size 64 --no-flip --augment light   # the mirror of a 2 is no digit
+  unfreeze train data/fashion --mixup 0.2 --label-smoothing 0.1 --ema --patience 2
+  unfreeze train data/fashion --time-budget 10m --tensorboard runs/tb   # epochs planned to fit 10 minutes
+  unfreeze train data/fashion --pct-start 0.3 --div 5  # fastai's fine_tune formulas exactly
+
+Training runs the recommended recipe (learn.fit_recipe): fine_tune's frozen then unfrozen phases
+with the recipe's LR spread, weight decay and augmentation; the options above change it.
 
 A run directory (default runs/<DATA name>-<arch>, never overwritten without --overwrite) receives
 config.json, history.csv, checkpoint.pt (after every epoch), model.unfreeze, summary.json and the
@@ -205,9 +212,11 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
 
 
 def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) -> None:
-    parser.add_argument("--epochs", type=_positive, default=3, help="epochs with every layer training (default: 3)")
-    parser.add_argument("--freeze-epochs", type=_count, default=1,
-                        help="epochs training only the head first (default: 1; 0 skips them)")
+    parser.add_argument("--epochs", type=_positive,
+                        help="epochs with every layer training (default: the recipe's 4; with --time-budget, "
+                             "the most to plan)")
+    parser.add_argument("--freeze-epochs", type=_count,
+                        help="epochs training only the head first (default: the recipe's 1; 0 skips them)")
     parser.add_argument("--lr", type=_lr, default=default_lr,
                         help=f"the head's LR, or 'auto' to run lr_find and use its valley (default: {default_lr:g})")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<DATA name>-<arch>)")

@@ -12,10 +12,12 @@ from torch import nn
 
 from unfreeze.inference import inference_dls, read_export
 from unfreeze.models import create_model
+from unfreeze.tasks import MultiLabel
 from unfreeze.train.callbacks import Callback
 from unfreeze.train.fastai_idioms import export_file, learner_device
 from unfreeze.train.learner import Learner
 from unfreeze.train.metrics import Metric
+from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["cnn_learner", "load_learner", "vision_learner"]
 
@@ -42,6 +44,7 @@ def vision_learner(
     cbs: Callback | Sequence[Callback] | None = None,
     path: str | Path | None = None,
     model_dir: str | Path = "models",
+    recipe: Recipe | None = None,
 ) -> Learner:
     """A Learner with a pretrained body, a new head for `dls`'s classes, and the body frozen.
 
@@ -69,6 +72,7 @@ def vision_learner(
         seed: Seeds the head's initialisation too; otherwise as in `Learner`.
         device, quiet, loss_func, class_weights, grad_accum, sync_bn, weight_decay, wd, cbs, path,
             model_dir: As in `Learner`.
+        recipe: The `Recipe` that `learn.fit_recipe()` runs (checked against the data now); None: `Recipe()`.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
@@ -89,6 +93,8 @@ def vision_learner(
         grad_accum=grad_accum, sync_bn=sync_bn, weight_decay=weight_decay, wd=wd, cbs=cbs, path=path,
         model_dir=model_dir,
     )
+    if recipe is not None:
+        learn.recipe = recipe.check(multi_label=isinstance(learn.task, MultiLabel))
     if pretrained:
         # Only pretrained weights need protecting from the new head's first, large gradients; a body
         # with random weights trains from the start, as in fastai.

@@ -37,6 +37,7 @@ from unfreeze.train.groups import ParamGroups
 from unfreeze.train.inference_methods import InferenceMethods
 from unfreeze.train.loop import NonFiniteLossError, Position
 from unfreeze.train.metrics import Metric, MetricValue, ValidationResults, metric_name, resolve_metrics
+from unfreeze.train.recipe_settings import Recipe
 from unfreeze.train.recipes import FitProgress, Resume
 from unfreeze.train.schedules import LRSpec
 from unfreeze.train.state import STATE_KEYS
@@ -163,6 +164,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         self.recorder = Recorder()
         self.position = Position()
         self.progress = FitProgress()
+        self.recipe = Recipe()  # what fit_recipe runs by default; vision_learner(recipe=...) sets it
 
     # ------------------------------------------------------------------ the parts and what they hold
 
@@ -396,6 +398,23 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         callbacks = fastai.callbacks_and_cbs(callbacks, cbs)
         return recipes.fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, callbacks,
                                  checkpoint, resume, wd)
+
+    def fit_recipe(self, epochs: int | None = None, recipe: Recipe | None = None, *,
+                   callbacks: Callback | Sequence[Callback] = (), checkpoint: str | Path | None = None,
+                   resume: str | Path | Resume | None = None, cbs: Callback | Sequence[Callback] | None = None,
+                   **settings: Any) -> list[dict[str, Any]]:
+        """The recommended recipe: `recipe` (default `self.recipe`, `Recipe()` unless vision_learner got one)
+        with `epochs` and any `Recipe` field in `settings` changed; fine_tune's phases around them.
+
+        `fine_tune` keeps fastai's formulas; `fit_recipe(pct_start=0.3, div=5.0, augment=None)` equals it.
+        callbacks, checkpoint, resume, cbs: As in `fine_tune`.
+
+        Example:
+            >>> learn.fit_recipe()  # doctest: +SKIP
+            >>> learn.fit_recipe(6, mixup=0.2, flip=False, time_budget=600)  # doctest: +SKIP
+        """
+        return recipes.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
+                                  checkpoint, resume, **settings)
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
                 plot: str | Path | None = None, lr_ratios: LRSpec | None = None, quiet: bool = False,

@@ -234,6 +234,10 @@ class RecipeTarget(FitTarget, Protocol):
 
     callbacks: list[Any]  # train.callbacks.Callback
     progress: Any  # train.recipes.FitProgress, which the recipes own
+    task: Any  # tasks.SingleLabel | tasks.MultiLabel: fit_recipe builds its loss (label smoothing)
+    class_weights: torch.Tensor | None
+    loss_func: nn.Module  # fit_recipe swaps in the label-smoothed loss for its fit only
+    recipe: Any  # train.recipe_settings.Recipe: what fit_recipe runs when given none
 
     @property
     def n_groups(self) -> int: ...

@@ -8,29 +8,39 @@ read the checkpoint (`Resume.read`), check that it was written by this same fit
 (`FitPlan.check_resumes`), then apply it (`Resume.apply`) and continue after its last epoch.
 
 The `Learner` methods of the same names forward here; their docstrings hold the arguments. The
-recipes are typed against the `RecipeTarget` protocol and never import learner.py. A new recipe (the
-recommended one, `fit_recipe`) goes below `fine_tune`, built from the same parts: a schedule, phases
-and `_run`.
+recipes are typed against the `RecipeTarget` protocol and never import learner.py. `fit_recipe`, the
+recommended recipe (settings in `recipe_settings.Recipe`), runs fine_tune's phases (`_run_phases`)
+with the recipe's loss, augmentation, sizes and callbacks around them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unfreeze import distributed
+from unfreeze.data.augment import augment_preset
+from unfreeze.models.feature_map import feature_map_size
+from unfreeze.tasks import MultiLabel
 from unfreeze.train import loop
-from unfreeze.train.callbacks import Callback
+from unfreeze.train.callbacks import Callback, EarlyStopping
 from unfreeze.train.checkpoint import CheckpointError, apply_checkpoint, read_checkpoint, save_checkpoint
+from unfreeze.train.ema import EMA
+from unfreeze.train.mixup import MixupCutmix
+from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
+from unfreeze.train.time_budget import TimeBudget, estimate_epoch_seconds
 
 if TYPE_CHECKING:
     from unfreeze.train.protocols import RecipeTarget
 
-__all__ = ["FitPlan", "FitProgress", "Resume", "auto_lr", "check_epochs", "fine_tune", "fit", "fit_one_cycle"]
+__all__ = ["FitPlan", "FitProgress", "Resume", "auto_lr", "check_epochs", "check_time_budget", "fine_tune", "fit",
+           "fit_one_cycle", "fit_recipe"]
 
 
 # ---------------------------------------------------------------------------- what a fit is, and how far it got
@@ -265,13 +275,37 @@ def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | No
 
 @dataclass(frozen=True)
 class _Phase:
-    """One phase of fine_tune: its epochs, what trains, and its one-cycle settings."""
+    """One phase of fine_tune or fit_recipe: its epochs, what trains, its one-cycle settings and size.
 
-    n_epoch: int
+    `n_epoch` may be a function, called when the phase starts (a time budget plans it from the time left).
+    """
+
+    n_epoch: int | Callable[[], int]
     set_trainable: Callable[[], None]
-    lr_max: slice
+    lr_max: Callable[[float], slice]
     div: float
     pct_start: float
+    size: int | None = None
+
+
+def _check_fine_tune(epochs: Any, base_lr: Any, freeze_epochs: Any) -> int:
+    epochs = check_epochs(epochs)
+    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+        raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
+    if base_lr != "auto" and (isinstance(base_lr, bool) or not isinstance(base_lr, (int, float))
+                              or not math.isfinite(base_lr) or base_lr <= 0):
+        raise ValueError(f"base_lr must be a positive number (the head's LR, e.g. 2e-3) or 'auto', got "
+                         f"{base_lr!r}. fine_tune spreads the LRs itself (lr_mult): pass one number.")
+    return epochs
+
+
+def _fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Callable[[], int], lr_mult: float,
+                      pct_start: float, div: float, sizes: tuple[int | None, int | None] = (None, None)
+                      ) -> list[_Phase]:
+    """fastai's two phases: the head alone with a late peak, then every group at half the LR, spread
+    over lr_mult from input to head."""
+    return [_Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0]),
+            _Phase(epochs, learner.unfreeze, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
 
 
 def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1,
@@ -283,48 +317,170 @@ def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, f
     A resume reads the checkpoint once: an unfinished phase continues from it, a finished one hands
     over to the next phase, which starts from the weights the checkpoint holds.
     """
-    epochs = check_epochs(epochs)
-    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-        raise ValueError(f"freeze_epochs must be a whole number >= 0, got {freeze_epochs!r}.")
-    if base_lr != "auto" and (isinstance(base_lr, bool) or not isinstance(base_lr, (int, float))
-                              or not math.isfinite(base_lr) or base_lr <= 0):
-        raise ValueError(f"base_lr must be a positive number (the head's LR, e.g. 2e-3) or 'auto', got "
-                         f"{base_lr!r}. fine_tune spreads the LRs itself (lr_mult): pass one number.")
+    epochs = _check_fine_tune(epochs, base_lr, freeze_epochs)
     recipe: dict[str, Any] = {"name": "fine_tune", "epochs": epochs, "base_lr": base_lr,
                               "freeze_epochs": freeze_epochs, "lr_mult": lr_mult, "pct_start": pct_start, "div": div}
+    phases = _fine_tune_phases(learner, freeze_epochs, epochs, lr_mult, pct_start, div)
+    return _run_phases(learner, recipe, phases, callbacks, checkpoint, resume, wd)
+
+
+def _run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[_Phase], callbacks: Sequence[Callback],
+                checkpoint: str | Path | None, resume: str | Path | Resume | None,
+                wd: float | None) -> list[dict[str, Any]]:
+    """Run `phases` one-cycle fit after one-cycle fit, each checkpointed with `recipe` and its phase.
+
+    A resume reads the checkpoint once: an unfinished phase continues from it, a finished one hands
+    over to the next phase, which starts from the weights the checkpoint holds. Values the recipe
+    chose while running (an 'auto' base_lr, a time budget's planned epochs) come from the checkpoint.
+    """
     learner.position.interrupted = False  # a resume with nothing left to run was not interrupted
     saved = _resume(resume)
     first_phase, resumed_phase = 0, None
     if saved is not None:
         previous = dict(saved.progress.get("recipe") or {})
         phase = int(previous.pop("phase", 0))
-        if base_lr == "auto":
+        if recipe["base_lr"] == "auto":
             recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
+        if "planned_epochs" in previous:
+            recipe["planned_epochs"] = previous["planned_epochs"]
         check_same({"recipe": previous}, {"recipe": recipe}, saved.where)
         saved.apply(learner)
         # A finished phase (its after_fit ran) hands over to the next; an unfinished one continues.
         first_phase, resumed_phase = (phase + 1, None) if saved.progress.get("finished") else (phase, phase)
-    elif base_lr == "auto":
+    elif recipe["base_lr"] == "auto":
         learner.freeze()  # lr_find tests the LRs of the first phase, on the frozen model
         recipe["base_lr"] = auto_lr(learner, "auto", "base_lr")
     lr = float(recipe["base_lr"])
-    # fastai's two phases: the head alone with a late peak, then every group at half the LR, spread
-    # over lr_mult from input to head.
-    phases = [_Phase(freeze_epochs, learner.freeze, slice(lr), 25.0, 0.99),
-              _Phase(epochs, learner.unfreeze, slice(lr / 2 / lr_mult, lr / 2), div, pct_start)]
     rows: list[dict[str, Any]] = []
     for index, phase_spec in enumerate(phases):
-        if index < first_phase or phase_spec.n_epoch == 0:
+        if index < first_phase:
+            continue
+        n_epoch = phase_spec.n_epoch
+        if callable(n_epoch):
+            n_epoch = recipe.setdefault("planned_epochs", n_epoch())
+        if n_epoch == 0:
             continue
         continuing = index == resumed_phase  # the checkpoint holds this phase's freeze state and optimizer
         if not continuing:
             phase_spec.set_trainable()
-        rows += fit_one_cycle(learner, phase_spec.n_epoch, phase_spec.lr_max, phase_spec.div, 1e5,
-                              phase_spec.pct_start, (0.95, 0.85, 0.95), callbacks, checkpoint,
-                              saved if continuing else None, wd, recipe={**recipe, "phase": index})
-        if learner.position.interrupted:
+        with _loader_size(learner.dls, phase_spec.size):
+            rows += fit_one_cycle(learner, n_epoch, phase_spec.lr_max(lr), phase_spec.div, 1e5,
+                                  phase_spec.pct_start, (0.95, 0.85, 0.95), callbacks, checkpoint,
+                                  saved if continuing else None, wd, recipe={**recipe, "phase": index})
+        out_of_time = any(isinstance(callback, TimeBudget) and callback.stopped_early for callback in callbacks)
+        if learner.position.interrupted or out_of_time:
             break
     return rows
+
+
+@contextlib.contextmanager
+def _loader_size(dls: Any, size: int | None) -> Iterator[None]:
+    """Both loaders yield `size` × `size` batches for the block (progressive resizing); None: unchanged."""
+    if size is None:
+        yield
+        return
+    before = dls.train.size, dls.valid.size
+    dls.train.size = dls.valid.size = size
+    try:
+        yield
+    finally:
+        dls.train.size, dls.valid.size = before
+
+
+def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe | None = None,
+               callbacks: Sequence[Callback] = (), checkpoint: str | Path | None = None,
+               resume: str | Path | Resume | None = None, **settings: Any) -> list[dict[str, Any]]:
+    """The recommended recipe (`Recipe`'s defaults, changed by `epochs` and `settings`); the arguments
+    are `Learner.fit_recipe`'s.
+
+    fine_tune's two phases, with the recipe's weight decay, label smoothing, augmentation preset,
+    mixup/cutmix, EMA, early stopping, progressive resizing and time budget around them. The loss and
+    the loaders' augmentation and size are the recipe's during the fit and put back after it.
+    """
+    recipe = (recipe if recipe is not None else Recipe()).replace(epochs=epochs, **settings)
+    recipe.check(multi_label=isinstance(learner.task, MultiLabel))
+    extras: list[Callback] = []
+    if recipe.mixup or recipe.cutmix:
+        extras.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
+    if recipe.ema:
+        extras.append(EMA())
+    if recipe.patience is not None:
+        extras.append(EarlyStopping("valid_loss", patience=recipe.patience))
+    unfrozen_epochs: int | Callable[[], int] = recipe.epochs or 0
+    if recipe.time_budget is not None:
+        deadline = time.monotonic() + recipe.time_budget
+        epoch_seconds = check_time_budget(learner, recipe.time_budget)
+        extras.append(TimeBudget(deadline))
+        most = recipe.epochs or _MAX_PLANNED_EPOCHS
+        unfrozen_epochs = lambda: max(1, min(most, int((deadline - time.monotonic()) // epoch_seconds)))  # noqa: E731
+    small = _progressive_size(learner.model, learner.dls.train.size) if recipe.progressive else None
+    phases = _fine_tune_phases(learner, recipe.freeze_epochs, unfrozen_epochs, recipe.lr_mult, recipe.pct_start,
+                               recipe.div, sizes=(small, None))
+    with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe):
+        return _run_phases(learner, {"name": "fit_recipe", **recipe.to_dict()}, phases, [*extras, *callbacks],
+                           checkpoint, resume, recipe.weight_decay)
+
+
+# With a time budget and no epochs given, the most unfrozen epochs a plan may hold.
+_MAX_PLANNED_EPOCHS = 100
+# Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
+PROGRESSIVE_SCALE = 0.75
+
+
+def check_time_budget(learner: RecipeTarget, seconds: float) -> float:
+    """The estimated seconds of one unfrozen epoch; a RecipeError when `seconds` is shorter than that.
+
+    Example:
+        >>> check_time_budget(learn, 600)  # doctest: +SKIP
+        41.7
+    """
+    epoch_seconds = estimate_epoch_seconds(learner.model, learner.loss_func, learner.dls)
+    if seconds < epoch_seconds:
+        raise RecipeError(f"the time budget ({seconds:g} s) is shorter than one epoch, about {epoch_seconds:.0f} s "
+                          f"on this machine. Give at least {math.ceil(epoch_seconds)} s, or train on fewer images "
+                          "or a smaller size.")
+    return epoch_seconds
+
+
+def _progressive_size(model: Any, size: int) -> int | None:
+    """The frozen phase's smaller size, or None when the backbone's final feature map would drop below 2×2."""
+    small = int(size * PROGRESSIVE_SCALE)
+    body = getattr(model, "body", None)
+    if small >= size or body is None:
+        return None
+    try:
+        shape = feature_map_size(body, small)
+    except RuntimeError:  # too small for the body's kernels at all
+        return None
+    return small if shape is None or min(shape) >= 2 else None
+
+
+@contextlib.contextmanager
+def _recipe_loss(learner: RecipeTarget, label_smoothing: float) -> Iterator[None]:
+    """The task's loss with label smoothing for the block; the learner's own loss again after it."""
+    if not label_smoothing:
+        yield
+        return
+    before = learner.loss_func
+    learner.loss_func = learner.task.loss(learner.class_weights, label_smoothing=label_smoothing)
+    try:
+        yield
+    finally:
+        learner.loss_func = before
+
+
+@contextlib.contextmanager
+def _recipe_augment(loader: Any, recipe: Recipe) -> Iterator[None]:
+    """The recipe's augmentation preset on the training loader for the block (None: the loader's own)."""
+    if recipe.augment is None:
+        yield
+        return
+    before = loader.augment
+    loader.augment = augment_preset(recipe.augment, flip=recipe.flip)
+    try:
+        yield
+    finally:
+        loader.augment = before
 
 
 def auto_lr(learner: RecipeTarget, value: str, name: str) -> float:

@@ -1,0 +1,186 @@
+"""The recipe's command-line options: parsing, their config.json values, the resume check's flags, the
+`Recipe` they make, the conflicts refused before training, and the experiment loggers.
+
+`unfreeze train` runs `learn.fit_recipe(recipe=...)`. A run's config.json holds every recipe value
+resolved (the defaults included), so its rerun line repeats the run even after the defaults change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from typing import Any
+
+from unfreeze.cli.options import UsageError
+from unfreeze.train.recipe_settings import Recipe
+
+__all__ = ["RECIPE_FLAGS", "add_recipe_options", "check_recipe", "logger_callbacks", "parse_duration",
+           "recipe_from_options", "recipe_options"]
+
+_DEFAULT = Recipe()
+
+# config.json key → the flag that sets it (the resume check names the flag; the rerun line writes it).
+RECIPE_FLAGS = {"augment": "--augment", "flip": "--no-flip", "mixup": "--mixup", "cutmix": "--cutmix",
+                "label_smoothing": "--label-smoothing", "ema": "--ema", "wd": "--wd", "lr_mult": "--lr-mult",
+                "pct_start": "--pct-start", "div": "--div",
+                "patience": "--patience", "progressive": "--progressive", "time_budget": "--time-budget",
+                "tensorboard": "--tensorboard", "mlflow": "--mlflow"}
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration such as `90s`, `10m`, `1.5h` or `600` (seconds).
+
+    Example:
+        >>> parse_duration("10m"), parse_duration("90")
+        (600.0, 90.0)
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"] if match else math.nan
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"--time-budget takes a duration such as 10m, 90s or 1.5h, got {text!r}")
+    return seconds
+
+
+def _non_negative(name: str, upper: float | None = None) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value >= 0 and (upper is None or value < upper)):
+            bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
+            raise argparse.ArgumentTypeError(f"{name} takes a number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _lr_mult(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 1 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"--lr-mult and --div take a number >= 1, got {text!r}")
+    return value
+
+
+def _fraction_below_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"--pct-start takes a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _patience(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--patience takes a whole number of epochs >= 1, got {text!r}")
+    return int(text)
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The recipe's options of `unfreeze train` (defaults: `Recipe()`, the study's choice)."""
+    group = parser.add_argument_group("recipe (defaults: the recommended recipe, see README)")
+    group.add_argument("--augment", choices=("none", "light", "default", "strong"),
+                       help=f"augmentation preset (default: {_DEFAULT.augment}; strong = TrivialAugment + "
+                            "random erasing)")
+    group.add_argument("--no-flip", dest="flip", action="store_false", default=None,
+                       help="no horizontal flips (digits, text, anything whose mirror is another class)")
+    group.add_argument("--mixup", type=_non_negative("--mixup"), metavar="A", help="mixup with Beta(A, A), e.g. 0.2")
+    group.add_argument("--cutmix", type=_non_negative("--cutmix"), metavar="A", help="cutmix with Beta(A, A), e.g. 1.0")
+    group.add_argument("--label-smoothing", type=_non_negative("--label-smoothing", 1.0), metavar="E",
+                       help="label-smoothed cross-entropy, e.g. 0.1 (single-label data)")
+    group.add_argument("--ema", action="store_true", default=None,
+                       help="validate and keep an exponential moving average of the weights")
+    group.add_argument("--wd", type=_non_negative("--wd"), help=f"weight decay (default: {_DEFAULT.weight_decay})")
+    group.add_argument("--lr-mult", type=_lr_mult,
+                       help=f"head LR / first body group's LR when unfrozen (default: {_DEFAULT.lr_mult:g})")
+    group.add_argument("--pct-start", type=_fraction_below_one, metavar="F",
+                       help=f"fraction of the unfrozen phase warming up (default: {_DEFAULT.pct_start:g}; fastai 0.3)")
+    group.add_argument("--div", type=_lr_mult, metavar="D",
+                       help=f"the unfrozen phase starts at its peak LR / D (default: {_DEFAULT.div:g}; fastai 5)")
+    group.add_argument("--patience", type=_patience, metavar="N",
+                       help="stop early after N epochs without a lower validation loss")
+    group.add_argument("--progressive", action="store_true", default=None,
+                       help="progressive resizing: the frozen epochs at 3/4 of --size, then the full size")
+    group.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
+                       help="plan the epochs to fit this wall time (10m, 90s, 1.5h) and stop within it; "
+                            "--epochs is then the most")
+    group.add_argument("--tensorboard", metavar="DIR", help="log the curves to TensorBoard in DIR")
+    group.add_argument("--mlflow", metavar="NAME", help="log the run to the MLflow experiment NAME")
+
+
+def recipe_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe options of a new run, every one resolved (config.json stores what ran)."""
+    given = {key: getattr(args, key, None) for key in RECIPE_FLAGS}
+    time_budget = given["time_budget"]
+    epochs = args.epochs if args.epochs is not None else None if time_budget is not None else _DEFAULT.epochs
+    return {
+        "epochs": epochs,
+        "freeze_epochs": args.freeze_epochs if args.freeze_epochs is not None else _DEFAULT.freeze_epochs,
+        "augment": given["augment"] or _DEFAULT.augment,
+        "flip": _DEFAULT.flip if given["flip"] is None else given["flip"],
+        "mixup": _DEFAULT.mixup if given["mixup"] is None else given["mixup"],
+        "cutmix": _DEFAULT.cutmix if given["cutmix"] is None else given["cutmix"],
+        "label_smoothing": _DEFAULT.label_smoothing if given["label_smoothing"] is None else given["label_smoothing"],
+        "ema": bool(given["ema"]) or _DEFAULT.ema,
+        "wd": _DEFAULT.weight_decay if given["wd"] is None else given["wd"],
+        "lr_mult": _DEFAULT.lr_mult if given["lr_mult"] is None else given["lr_mult"],
+        "pct_start": _DEFAULT.pct_start if given["pct_start"] is None else given["pct_start"],
+        "div": _DEFAULT.div if given["div"] is None else given["div"],
+        "patience": given["patience"],
+        "progressive": bool(given["progressive"]) or _DEFAULT.progressive,
+        "time_budget": time_budget,
+        "tensorboard": given["tensorboard"],
+        "mlflow": given["mlflow"],
+    }
+
+
+def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
+    """The `Recipe` of a run's options (a command line's, or config.json's on --resume).
+
+    Example:
+        >>> recipe_from_options({**config["options"]}, 2e-3).lr_mult  # doctest: +SKIP
+        30.0
+    """
+    return Recipe(epochs=options["epochs"], freeze_epochs=options["freeze_epochs"], base_lr=lr,
+                  lr_mult=options["lr_mult"], pct_start=options["pct_start"], div=options["div"],
+                  weight_decay=options["wd"], label_smoothing=options["label_smoothing"], mixup=options["mixup"],
+                  cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"], flip=options["flip"],
+                  patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
+
+
+def check_recipe(options: dict[str, Any], learn: Any) -> None:
+    """Refuse, before any training, options that conflict with each other, the data or the machine."""
+    from unfreeze import RecipeError
+    from unfreeze.train.recipes import check_time_budget
+
+    if options.get("multi_label") and options.get("label_smoothing"):
+        raise UsageError("--label-smoothing smooths single-label targets; this run is --multi-label. Drop "
+                         "--label-smoothing (--mixup and --cutmix work with multi-label data)")
+    if options.get("time_budget") is not None:
+        try:
+            check_time_budget(learn, options["time_budget"])
+        except RecipeError as error:
+            raise UsageError(f"--time-budget {str(error).removeprefix('the time budget ')}") from None
+
+
+def logger_callbacks(options: dict[str, Any]) -> list[Any]:
+    """TensorBoard / MLflow loggers for --tensorboard / --mlflow; a missing package is a user error."""
+    from unfreeze import MLflowLogger, TensorBoardLogger
+
+    loggers: list[Any] = []
+    try:
+        if options.get("tensorboard"):
+            loggers.append(TensorBoardLogger(options["tensorboard"], log_hparams=True))
+        if options.get("mlflow"):
+            loggers.append(MLflowLogger(options["mlflow"]))
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    return loggers

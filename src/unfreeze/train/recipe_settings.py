@@ -1,0 +1,161 @@
+"""`Recipe`: the recommended recipe's settings as one typed, flat dataclass, checked all at once.
+
+The defaults are the recipe that `learn.fit_recipe()` and `unfreeze train` run, chosen by the study in
+benchmarks/results/recipe.md (held-out error on Fashion-MNIST 2,000/1,000 at 64 px, 32 px digits, a
+multi-label and an imbalanced set, on a 2-core CPU): fine_tune's shape (the head alone with the body
+frozen, then every group with discriminative LRs) with 4 unfrozen epochs and a longer, gentler warmup
+at unfreezing (pct_start 0.5 from peak/25 instead of 0.3 from peak/5), which keeps the first unfrozen
+epoch from undoing the frozen one. The study measured label smoothing, mixup, cutmix, EMA and other LR
+spreads no better on Fashion-MNIST, so they are off by default.
+`Recipe(pct_start=0.3, div=5.0, augment=None)` with the other fields at their defaults is exactly
+`fine_tune(4)` (tests/train/test_recipe.py proves it).
+
+What each field turns on is a building block that exists on its own: `augment_preset` (data/augment.py),
+`MixupCutmix` (mixup.py), `EMA` (ema.py), `EarlyStopping` (callbacks.py), `TimeBudget` (time_budget.py),
+the task's loss with label smoothing (tasks.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from unfreeze.data.augment import AUGMENT_PRESETS
+
+__all__ = ["Recipe", "RecipeError"]
+
+
+class RecipeError(ValueError):
+    """A recipe setting out of range, or settings that conflict with each other or with the data."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The recommended way to fine-tune a pretrained classifier; every field has the study's default.
+
+    Attributes:
+        epochs: Epochs with every group training (after `freeze_epochs`). With `time_budget`, the most
+            epochs to plan; None plans as many as fit.
+        freeze_epochs: Epochs training the head alone first.
+        base_lr: The head's LR of the frozen phase (the unfrozen phase peaks at half of it), or "auto"
+            (lr_find's valley on the frozen model).
+        lr_mult: Ratio between the head's LR and the first body group's in the unfrozen phase.
+        pct_start: Fraction of the unfrozen phase spent warming up.
+        div: The unfrozen phase's LR starts at its peak / div.
+        weight_decay: Decoupled weight decay for the fit; None keeps the learner's.
+        label_smoothing: ε of label-smoothed cross-entropy (single-label data only); 0 is off.
+        mixup: Beta(α, α) of mixup (timm's Mixup); 0 is off.
+        cutmix: Beta(α, α) of cutmix; 0 is off. With both on, each batch gets one of them.
+        ema: Validate and keep an exponential moving average of the weights.
+        augment: Augmentation preset of the training loader during the fit ("none", "light", "default",
+            "strong"); None keeps the loader's own.
+        flip: Horizontal flips in the preset (False for digits, text, anything whose mirror is another class).
+        patience: Stop after this many epochs without a better validation loss; None never stops early.
+        progressive: Progressive resizing: the frozen phase at 3/4 of the size (never below the
+            backbone's smallest usable size), the unfrozen phase at the full size.
+        time_budget: Wall-clock seconds for the whole fit: the unfrozen epochs are planned from the
+            measured step time, and training stops before an epoch would overrun. A resumed fit keeps
+            the epochs planned then (from the checkpoint) and gets the whole budget again for what is left.
+
+    Example:
+        >>> Recipe().epochs, Recipe().pct_start, Recipe(mixup=0.2).mixup
+        (4, 0.5, 0.2)
+        >>> learn.fit_recipe(recipe=Recipe(augment="strong", flip=False))  # doctest: +SKIP
+    """
+
+    epochs: int | None = 4
+    freeze_epochs: int = 1
+    base_lr: float | str = 2e-3
+    lr_mult: float = 100.0
+    pct_start: float = 0.5
+    div: float = 25.0
+    weight_decay: float | None = 0.01
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: bool = False
+    augment: str | None = "default"
+    flip: bool = True
+    patience: int | None = None
+    progressive: bool = False
+    time_budget: float | None = None
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with `changes` (the None values left out, so optional arguments pass straight through).
+
+        Example:
+            >>> Recipe().replace(epochs=6, mixup=None).epochs
+            6
+        """
+        unknown = sorted(set(changes) - {item.name for item in dataclasses.fields(self)})
+        if unknown:
+            raise RecipeError(f"Recipe has no field {', '.join(unknown)}; its fields are "
+                              f"{', '.join(item.name for item in dataclasses.fields(self))}.")
+        return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain values (config.json, checkpoints, the resume check)."""
+        return dataclasses.asdict(self)
+
+    def check(self, multi_label: bool = False) -> Recipe:
+        """Every problem with these settings at once, as one RecipeError; else the recipe itself.
+
+        Args:
+            multi_label: The data is multi-label (label smoothing applies to single-label data only).
+
+        Example:
+            >>> Recipe(mixup=-1).check()  # doctest: +IGNORE_EXCEPTION_DETAIL
+            Traceback (most recent call last):
+            RecipeError: mixup must be a number >= 0 (0 is off, 0.2-0.4 is usual), got -1.
+        """
+        problems = [problem for problem in self._problems(multi_label) if problem]
+        if problems:
+            raise RecipeError(" ".join(problems))
+        return self
+
+    def _problems(self, multi_label: bool) -> list[str]:
+        return [
+            _whole(self.epochs, "epochs", 1, none_ok=self.time_budget is not None,
+                   hint="(None only with a time_budget)"),
+            _whole(self.freeze_epochs, "freeze_epochs", 0),
+            "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else
+            f"base_lr must be a positive number (e.g. 2e-3) or 'auto', got {self.base_lr!r}.",
+            "" if _number(self.lr_mult) and self.lr_mult >= 1 else
+            f"lr_mult must be a number >= 1 (1 trains every group at the head's LR), got {self.lr_mult!r}.",
+            "" if _number(self.pct_start) and 0 <= self.pct_start < 1 else
+            f"pct_start must be in [0, 1), got {self.pct_start!r}.",
+            "" if _number(self.div) and self.div >= 1 else f"div must be a number >= 1, got {self.div!r}.",
+            "" if self.weight_decay is None or (_number(self.weight_decay) and self.weight_decay >= 0) else
+            f"weight_decay must be a number >= 0 or None, got {self.weight_decay!r}.",
+            "" if _number(self.label_smoothing) and 0 <= self.label_smoothing < 1 else
+            f"label_smoothing must be in [0, 1) (0.1 is usual), got {self.label_smoothing!r}.",
+            "label_smoothing applies to single-label data; this data is multi-label. Set it to 0."
+            if multi_label and _number(self.label_smoothing) and self.label_smoothing > 0 else "",
+            *(("" if _number(value) and value >= 0 else
+               f"{name} must be a number >= 0 (0 is off, 0.2-0.4 is usual), got {value!r}.")
+              for name, value in (("mixup", self.mixup), ("cutmix", self.cutmix))),
+            "" if isinstance(self.ema, bool) else f"ema must be True or False, got {self.ema!r}.",
+            "" if self.augment is None or self.augment in AUGMENT_PRESETS else
+            f"augment must be one of {', '.join(AUGMENT_PRESETS)} (or None for the loader's own), "
+            f"got {self.augment!r}.",
+            "" if isinstance(self.flip, bool) else f"flip must be True or False, got {self.flip!r}.",
+            _whole(self.patience, "patience", 1, none_ok=True),
+            "" if isinstance(self.progressive, bool) else
+            f"progressive must be True or False, got {self.progressive!r}.",
+            "" if self.time_budget is None or (_number(self.time_budget) and self.time_budget > 0) else
+            f"time_budget must be a positive number of seconds, got {self.time_budget!r}.",
+        ]
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _whole(value: Any, name: str, minimum: int, none_ok: bool = False, hint: str = "") -> str:
+    if value is None and none_ok:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f"{name} must be a whole number >= {minimum}{' ' + hint if hint else ''}, got {value!r}."
+    return ""
