@@ -71,7 +71,9 @@ def test_multi_label_trains_predicts_and_exports(multi_label_data: Path, tmp_pat
     assert set(learn.recorder.history[-1]) >= {"accuracy_multi", "f1_multi"}
     image = next(multi_label_data.rglob("*.png"))
     labels, mask, probs = learn.predict(image)
-    assert isinstance(labels, tuple) and mask.dtype == torch.bool and torch.equal(mask, probs >= 0.5)
+    # fastai's shape: a list-like MultiCategory of class names first
+    assert isinstance(labels, (tuple, list)) and all(isinstance(name, str) for name in labels)
+    assert mask.dtype == torch.bool and torch.equal(mask, probs >= 0.5)
     assert probs.min() >= 0 and probs.max() <= 1 and not torch.isclose(probs.sum(), torch.tensor(1.0))
     row = next(learn.predict_batch([image], top_k=2))
     assert row["label"] == list(labels) and len(row["top_k"]) == 2
