@@ -223,7 +223,8 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
-            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", "keep", "upscale")
+            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr",
+            "keep", "upscale")
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:

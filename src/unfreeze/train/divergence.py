@@ -139,7 +139,8 @@ def retry_on_divergence(learner: Any, train: Callable[[float, DivergenceGuard], 
         learner.load_state_dict(before)
         if attempt == 0:
             first_reason = reason
-            note = f"training diverged at LR {attempt_lr:.2e}: {reason}; rolled back, retrying once at {lr * lr_factor:.2e}"
+            note = (f"training diverged at LR {attempt_lr:.2e}: {reason}; rolled back, retrying once at "
+                    f"{lr * lr_factor:.2e}")
             learner.recorder.add_note(note)
             if not learner.quiet and distributed.is_main_process():
                 print(f"unfreeze: {note}", flush=True)
