@@ -199,6 +199,13 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_the_export(make_ima
     loaded = load_learner(path)
     assert isinstance(loaded.task, MultiLabel) and loaded.task.threshold == pytest.approx(choice.threshold)
     assert choice.describe()["chosen_by"] == "F1 on the validation set"
+    per_class = tune_threshold(learn, per_class=True)
+    assert len(per_class.threshold) == 3 and per_class.f1 >= per_class.previous_f1 - 1e-9
+    learn.task = per_class.task
+    loaded = load_learner(export(learn, tmp_path / "per_class.unfreeze"))
+    assert loaded.task.threshold == pytest.approx(per_class.threshold)
+    probs = learn.get_preds()[0]
+    assert torch.equal(loaded.task.decode(probs), probs >= torch.tensor(per_class.threshold))
 
 
 def test_tune_threshold_refuses_a_single_label_learner(folder: Path) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from unfreeze.inference.predict import get_preds
-from unfreeze.inference.thresholds import best_threshold, f1_at_thresholds
+from unfreeze.inference.thresholds import best_threshold, best_thresholds
 from unfreeze.tasks import MultiLabel
+from unfreeze.train.metrics import f1_multi
 
 __all__ = ["ThresholdChoice", "tune_threshold"]
 
@@ -26,35 +25,47 @@ class ThresholdChoice:
     """The chosen threshold, its validation F1 and the F1 the previous threshold gave.
 
     Attributes:
-        threshold: The F1-optimal threshold for every class.
+        threshold: The F1-optimal threshold for every class, or one per class (a tuple).
         f1: Macro F1 on the validation set at `threshold`.
         previous: The task's threshold before tuning.
         previous_f1: Macro F1 at `previous`.
         task: A `MultiLabel` task deciding at `threshold`.
     """
 
-    threshold: float
+    threshold: float | tuple[float, ...]
     f1: float
-    previous: float
+    previous: float | tuple[float, ...]
     previous_f1: float
     task: MultiLabel
 
     def describe(self) -> dict[str, Any]:
         """Plain values for summary.json."""
-        return {"threshold": self.threshold, "chosen_by": "F1 on the validation set", "f1": self.f1,
-                "previous": self.previous, "previous_f1": self.previous_f1}
+        return {"threshold": _plain(self.threshold), "chosen_by": "F1 on the validation set", "f1": self.f1,
+                "previous": _plain(self.previous), "previous_f1": self.previous_f1}
 
     def sentence(self) -> str:
         """One line for the end of a run."""
-        return (f"threshold {self.threshold:.2f} chosen on validation (F1 {self.f1:.4f}; "
-                f"{self.previous:.2f} gave {self.previous_f1:.4f})")
+        return (f"threshold {_shown(self.threshold)} chosen on validation (F1 {self.f1:.4f}; "
+                f"{_shown(self.previous)} gave {self.previous_f1:.4f})")
 
 
-def tune_threshold(learner: Any) -> ThresholdChoice:
+def _plain(threshold: float | tuple[float, ...]) -> float | list[float]:
+    return list(threshold) if isinstance(threshold, tuple) else threshold
+
+
+def _shown(threshold: float | tuple[float, ...]) -> str:
+    if isinstance(threshold, tuple):
+        return "per class " + "/".join(f"{value:.2f}" for value in threshold)
+    return f"{threshold:.2f}"
+
+
+def tune_threshold(learner: Any, per_class: bool = False) -> ThresholdChoice:
     """Choose the multi-label threshold that maximizes macro F1 on `learner`'s validation set.
 
     Args:
         learner: A learner (any `Predictor`) with a `MultiLabel` task and labelled validation data.
+        per_class: One threshold per class, each maximizing that class's F1 (fits the validation set
+            more closely: prefer the global one when classes have few positives).
 
     Raises:
         ValueError: The task is not multi-label, or no validation item is labelled.
@@ -68,7 +79,14 @@ def tune_threshold(learner: Any) -> ThresholdChoice:
         raise ValueError(f"Choosing a decision threshold is for multi-label tasks; this learner's task is "
                          f"{task.config()['name']}, which takes the most probable class.")
     probs, targets = get_preds(learner)[:2]
-    threshold, f1 = best_threshold(probs, targets)
-    previous = float(task.threshold)
-    previous_f1 = float(f1_at_thresholds(probs, targets, torch.tensor([previous]))[0][0])
-    return ThresholdChoice(threshold, f1, previous, previous_f1, MultiLabel(threshold=threshold))
+    labelled = task.labelled(targets)
+    probs, targets = probs[labelled], targets[labelled]
+    if len(targets) == 0:
+        raise ValueError("Choosing a threshold needs labelled validation images; the validation set has none.")
+    chosen = MultiLabel(threshold=tuple(best_thresholds(probs, targets).tolist()) if per_class
+                        else best_threshold(probs, targets)[0])
+
+    def f1_at(candidate: MultiLabel) -> float:
+        return float(f1_multi(probs, targets, threshold=candidate.cutoffs(probs), sigmoid=False))
+
+    return ThresholdChoice(chosen.threshold, f1_at(chosen), task.threshold, f1_at(task), chosen)
