@@ -70,6 +70,8 @@ def test_small_images_are_upscaled_with_a_warning(tmp_path: Path, capsys: pytest
     assert summary["input_size"] == {"requested": 32, "size": 64, "native": 8, "feature_map": [1, 1],
                                      "upscaled": True}
     assert load_learner(tmp_path / "up" / "model.unfreeze").dls.size == 64
+    config = json.loads((tmp_path / "up" / "config.json").read_text())["options"]
+    assert config["size"] == 64 and config["upscaled_from"] == 32  # interpret and --resume rebuild 64 px data
     assert main([*argv, "--no-upscale", "--out", str(tmp_path / "kept")]) == 0
     assert "use --size 64 or more" in capsys.readouterr().err
     assert json.loads((tmp_path / "kept" / "summary.json").read_text())["input_size"]["size"] == 32

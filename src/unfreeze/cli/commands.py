@@ -121,7 +121,7 @@ def command_train(args: argparse.Namespace) -> int:
     # (the process group exists once the learner is built).
     main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
-    input_size = check_input_size_and_upscale(learn, options, load_data, quiet)
+    options, input_size = check_input_size_and_upscale(learn, options, load_data, quiet)
     if run is None:
         run = _claim_run(args, options, main_process)
     elif main_process:

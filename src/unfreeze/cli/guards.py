@@ -36,26 +36,31 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_input_size_and_upscale(learn: Any, options: dict[str, Any], load_data: Callable[[dict[str, Any]], Any],
-                                 quiet: bool) -> dict[str, Any]:
+                                 quiet: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """Warn about a feature map under 2×2 at --size; upscale small images (new loaders) unless --no-upscale.
 
-    Returns the size plan as plain values for summary.json.
+    Returns the run's options with the size it trains at (config.json holds it, so interpret, clean and
+    --resume rebuild the same data; `upscaled_from` keeps the size asked for) and the size plan as plain
+    values for summary.json.
     """
     from unfreeze.train.input_size import plan_input_size
 
     body = getattr(learn.model, "body", None)
     if body is None:
-        return {}
+        return options, {}
     plan = plan_input_size(body, options["size"], learn.dls.train.dataset.sources, options.get("upscale", True))
     message = plan.message(options["arch"])
     if message:
         warnings.warn(message, stacklevel=2)
     if plan.upscaled:
-        learn.dls = load_data({**options, "size": plan.size})
+        options = {**options, "size": plan.size, "upscaled_from": plan.requested}
+        learn.dls = load_data(options)
         if not quiet:
             print(f"Upscaled: training at {plan.size} px (the images are {plan.native} px).")
-    return {"requested": plan.requested, "size": plan.size, "native": plan.native,
-            "feature_map": list(plan.feature_map) if plan.feature_map else None, "upscaled": plan.upscaled}
+    requested = options.get("upscaled_from", plan.requested)  # a resumed run's config holds the trained size
+    return options, {"requested": requested, "size": plan.size, "native": plan.native,
+                     "feature_map": list(plan.feature_map) if plan.feature_map else None,
+                     "upscaled": plan.size != requested}
 
 
 @dataclass
