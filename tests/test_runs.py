@@ -55,11 +55,22 @@ def test_the_history_is_rebuilt_from_the_given_rows(tmp_path: Path) -> None:
     assert not run.history_file.exists()
 
 
-def test_report_hooks_run_after_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runs, "_REPORT_HOOKS", [])
-    seen: list[dict] = []
-    hook = lambda run: seen.append(json.loads(run.summary_file.read_text()))  # noqa: E731
-    runs.add_report_hook(hook)
-    runs.add_report_hook(hook)  # once per hook
-    runs.Run(tmp_path).write_summary({"final": {"error_rate": 0.1}})
-    assert seen == [{"final": {"error_rate": 0.1}}]
+def test_report_hooks_run_after_each_summary_of_their_own_run(tmp_path: Path) -> None:
+    seen: list[tuple[str, dict]] = []
+    hook = lambda run: seen.append((run.folder.name, json.loads(run.summary_file.read_text())))  # noqa: E731
+    first = runs.Run.create(tmp_path / "first").add_report_hook(hook)
+    first.add_report_hook(hook)  # once per hook
+    first.write_summary({"interrupted": True})
+    first.write_summary({"final": {"error_rate": 0.1}})  # a resumed run writes its summary again
+    runs.Run.create(tmp_path / "other").write_summary({"final": {}})  # hooks belong to a run, not to all runs
+    assert seen == [("first", {"interrupted": True}), ("first", {"final": {"error_rate": 0.1}})]
+
+
+def test_overwrite_clears_every_file_a_run_writes_and_nothing_else(tmp_path: Path) -> None:
+    run = runs.Run.create(tmp_path / "pets")
+    run.write_config(OPTIONS, ["train", "/data/pets"])
+    for name in ("report.html", "history.csv", "top_losses.png"):
+        run.file(name).write_text("old")
+    (run.folder / "notes.txt").write_text("mine")
+    assert runs.Run.create(run.folder, overwrite=True).folder == run.folder
+    assert sorted(path.name for path in run.folder.iterdir()) == ["notes.txt"]

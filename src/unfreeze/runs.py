@@ -7,6 +7,7 @@ A run directory holds everything one `unfreeze train` produced:
     model.unfreeze     the pickle-free export (load_learner)
     loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png, top_losses.png
     summary.json       final metrics, wall time, device, versions, the LR used
+    report.html        all of the above on one page (the report hook that `unfreeze train` adds)
     run.lock           while a run writes here: the PID of its process (see `run_lock`)
 
 An existing run directory is never overwritten by accident: `create_run_dir` picks `NAME-2`, `NAME-3`, ...
@@ -14,9 +15,10 @@ unless `overwrite=True`, and even then it only clears a folder that is itself a 
 
 A `Run` is one such directory with its lifecycle: create (or open) and lock it, write the config and
 rerun line, read the checkpoint a resume continues, rebuild the history, write the summary and plots,
-and call the report hooks (`add_report_hook`: the HTML report and `serve` plug in there). Each CLI
-command is then a few calls on a `Run`. The learner and interpretation it records are read through
-their public members only; this module imports nothing of training at import time.
+and call its report hooks (`Run.add_report_hook`: the command line adds the HTML report there, so a
+finished, interrupted or resumed run gets one). Each CLI command is then a few calls on a `Run`. The
+learner and interpretation it records are read through their public members only; this module imports
+nothing of training at import time.
 """
 
 from __future__ import annotations
@@ -30,22 +32,23 @@ import platform
 import shlex
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
-__all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "Run", "RunConfigError", "RunDirError", "add_report_hook",
-           "clear_stale_temporaries", "create_run_dir", "environment", "read_json", "rerun_argv", "run_lock",
-           "write_json"]
+__all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "ReportHook", "Run", "RunConfigError", "RunDirError",
+           "clear_stale_temporaries", "create_run_dir", "environment", "model_file", "read_json", "rerun_argv",
+           "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
 
+# Every file a run writes: --overwrite removes exactly these (report.html: written by a report hook).
 RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
-             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png")
+             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "report.html")
 _MAX_SUFFIX = 10_000
 
 
@@ -134,6 +137,17 @@ def clear_stale_temporaries(folder: str | Path) -> list[Path]:
         [PosixPath('runs/pets/.checkpoint.pt.k2j4x9.tmp')]
     """
     return [] if _lock_holder(Path(folder)) is not None else remove_stale_temporaries(folder, RUN_FILES)
+
+
+def model_file(path: str | Path) -> Path:
+    """The model a MODEL argument names: a run directory's model.unfreeze, or the file itself.
+
+    Example:
+        >>> model_file("runs/pets")  # doctest: +SKIP
+        PosixPath('runs/pets/model.unfreeze')
+    """
+    path = Path(path).expanduser()
+    return path / "model.unfreeze" if path.is_dir() else path
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -299,19 +313,8 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
     return argv
 
 
-# Called with a finished (or interrupted) run after its summary.json is written; each may write more
-# files into it (the HTML report). Registered by the packages above this one, never imported here.
-_REPORT_HOOKS: list[Callable[[Run], Any]] = []
-
-
-def add_report_hook(hook: Callable[[Run], Any]) -> None:
-    """Call `hook(run)` after every run's summary is written (`Run.write_summary`); once per hook.
-
-    Example:
-        >>> add_report_hook(lambda run: print(run.folder))  # doctest: +SKIP
-    """
-    if hook not in _REPORT_HOOKS:
-        _REPORT_HOOKS.append(hook)
+# Called with a run after its summary.json is written; it may write more files into the run (report.html).
+ReportHook = Callable[["Run"], Any]
 
 
 @dataclass
@@ -320,6 +323,7 @@ class Run:
 
     Args:
         folder: The directory (see the module docstring for its files).
+        report_hooks: Called in order after every `write_summary` (see `add_report_hook`).
 
     Example:
         >>> run = Run.create("runs/pets", overwrite=False)  # doctest: +SKIP
@@ -328,6 +332,23 @@ class Run:
     """
 
     folder: Path
+    # Each run owns its hooks: the command that drives it decides which reports it writes (no global list).
+    report_hooks: list[ReportHook] = field(default_factory=list, compare=False, repr=False)
+
+    def add_report_hook(self, hook: ReportHook) -> Run:
+        """Call `hook(self)` after each summary.json this run writes (finished or interrupted); once per hook.
+
+        Returns:
+            The run itself, so that a command can chain it after `Run.create` or `Run.open`.
+
+        Example:
+            >>> run = Run(Path("runs/pets")).add_report_hook(lambda run: print(run.folder))
+            >>> len(run.report_hooks)
+            1
+        """
+        if hook not in self.report_hooks:
+            self.report_hooks.append(hook)
+        return self
 
     @classmethod
     def create(cls, requested: str | Path, overwrite: bool = False) -> Run:
@@ -453,8 +474,8 @@ class Run:
         return plots
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        """summary.json, then every report hook (`add_report_hook`) on this run."""
+        """summary.json, then every report hook (`add_report_hook`) of this run, in the order added."""
         path = write_json(self.summary_file, summary)
-        for hook in _REPORT_HOOKS:
+        for hook in self.report_hooks:
             hook(self)
         return path

@@ -58,3 +58,21 @@ def folder_cleaner(run: Path, images: Path) -> object:
     dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
     options = json.loads((run / "config.json").read_text())["options"]
     return Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
+
+
+def multi_label_cleaner(tmp_path: Path) -> tuple[object, Path]:
+    """A Cleaner over a multi-label CSV of 3 real images (classes joined by ';'), and the CSV.
+
+    The items are made as `collect_items` makes them (a tuple of classes per image), without a model.
+    """
+    from unfreeze.apps.clean import Cleaner, CleanItem
+
+    root = tmp_path / "planet"
+    table = root / "labels.csv"
+    root.mkdir(parents=True)
+    table.write_text("image,tags\na.png,haze;primary\nb.png,clear\nc.png,\n")
+    labels = [("a.png", ("haze", "primary")), ("b.png", ("clear",)), ("c.png", ())]
+    items = [CleanItem(index, write_png(root / name, (90 * index, 120, 60), seed=index), "train", label, "clear",
+                       0.9, 1.0 - index / 10) for index, (name, label) in enumerate(labels)]
+    options = {"data": str(root), "csv": "labels.csv", "multi_label": True, "label_delim": ";"}
+    return Cleaner(tmp_path / "run", options, items, classes=["clear", "haze", "primary"]), table

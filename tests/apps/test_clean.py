@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from app_helpers import folder_cleaner
+from app_helpers import folder_cleaner, multi_label_cleaner
 
 from cli_helpers import run_user_error
 from unfreeze.apps import AppError
@@ -124,3 +124,96 @@ def test_clean_undo_from_the_command_line(run_copy: Callable[[], tuple[Path, Pat
     assert main(["clean", str(run), "--undo"]) == 0
     assert "1 change(s)" in capsys.readouterr().out
     assert (images / "valid" / "cat" / "cat_0.png").is_file()
+
+
+def test_a_multi_label_relabel_sets_the_label_set_and_the_filter_matches_any_label(tmp_path: Path) -> None:
+    cleaner, table = multi_label_cleaner(tmp_path)
+    assert [item.path.name for item in cleaner.visible(label="primary")] == ["a.png"]
+    assert [item.path.name for item in cleaner.visible(label="haze")] == ["a.png"]
+    assert [item.path.name for item in cleaner.visible(label="clear")] == ["b.png"]
+    # a.png: "primary" removed, "clear" added; b.png: "haze" added; c.png (no labels) removed from the data.
+    cleaner.apply([Change(0, ("haze", "clear")), Change(1, ("clear", "haze")), Change(2, None)])
+    cleaned = table.with_name("labels.cleaned.csv")
+    assert cleaned.read_text().splitlines() == ["image,tags", "a.png,haze;clear", "b.png,clear;haze"]
+    assert [item.path.name for item in cleaner.visible(label="primary")] == []
+    assert [item.path.name for item in cleaner.visible(label="haze")] == ["a.png", "b.png"]
+    assert log_rows(tmp_path / "run")[1][1:3] == ["haze;primary", "haze;clear"]
+    cleaner.apply([Change(0, ())])  # every label taken away: a row with an empty label set
+    assert cleaned.read_text().splitlines() == ["image,tags", "a.png,", "b.png,clear;haze"]
+    cleaner.undo()
+    cleaner.undo()
+    assert not cleaned.exists() and cleaner.items[0].label == ("haze", "primary")
+    assert [row[1:3] for row in log_rows(tmp_path / "run")[-3:]] == [
+        ["haze;clear", "haze;primary"], ["clear;haze", "clear"], ["removed", ""]]
+
+
+def test_multi_label_marks_must_be_label_sets_of_known_classes(tmp_path: Path) -> None:
+    cleaner, _ = multi_label_cleaner(tmp_path)
+    with pytest.raises(AppError, match=r"labels are a list of classes \(the new label set\), got 'haze'"):
+        cleaner.apply([Change(0, "haze")])
+    with pytest.raises(AppError, match="'cloudy' is not a class"):
+        cleaner.apply([Change(0, ("haze", "cloudy"))])
+    with pytest.raises(AppError, match="names a class twice"):
+        cleaner.apply([Change(0, ("haze", "haze"))])
+    single = Cleaner(tmp_path / "single", {"data": str(tmp_path)}, [CleanItem(0, tmp_path / "cat" / "a.png", "train",
+                                                                              "cat", "cat", 0.9, 0.1)], ["cat", "dog"])
+    with pytest.raises(AppError, match="labels are one class name"):
+        single.apply([Change(0, ("dog",))])
+    assert not (tmp_path / "run" / "cleaning").exists() and not (tmp_path / "single" / "cleaning").exists()
+
+
+def test_a_move_that_fails_midway_keeps_the_moves_done_undoable(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    (run / "removed").write_text("a file where the removed/ folder would go")
+    relabel, remove = item_named(cleaner, "train", "ant_2.png"), item_named(cleaner, "valid", "bee_2.png")
+    with pytest.raises(AppError, match=r"moved 1 of 2 files, then could not move .*bee_2\.png"):
+        cleaner.apply([Change(relabel.id, "cat"), Change(remove.id, None)])
+    assert (images / "train" / "cat" / "ant_2.png").is_file() and (images / "valid" / "bee" / "bee_2.png").is_file()
+    assert relabel.label == "cat" and remove.id not in cleaner.hidden
+    assert cleaner.undo() == {"restored": 1, "renamed": []}
+    assert (images / "train" / "ant" / "ant_2.png").is_file()
+
+
+def test_a_journal_that_is_not_one_is_named(tmp_path: Path) -> None:
+    cleaner = Cleaner(tmp_path / "run", {"data": str(tmp_path)})
+    cleaner.journal_path.parent.mkdir(parents=True)
+    cleaner.journal_path.write_text("[]")
+    with pytest.raises(AppError, match="is not a cleaning journal"):
+        cleaner.undo()
+
+
+def test_the_cleaning_api_answers_user_and_file_errors_without_a_500(tmp_path: Path) -> None:
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        def apply(changes: list[dict]) -> httpx.Response:
+            return httpx.post(f"{url}/api/apply", json={"changes": changes}, timeout=30)
+
+        assert [item["name"] for item in httpx.get(f"{url}/api/items?label=haze", timeout=30).json()["items"]] == \
+            ["a.png"]
+        assert httpx.get(f"{url}/api/items?split=test", timeout=30).status_code == 400
+        assert "'cloudy' is not a class" in apply([{"item": 0, "new_label": ["cloudy"]}]).json()["detail"]
+        assert apply([{"item": "x", "new_label": None}]).status_code == 422  # not an item id
+        assert httpx.post(f"{url}/api/undo", timeout=30).status_code == 400
+        table.write_bytes(b"image,tags\x00\x00\x01binary")  # the CSV replaced by something else meanwhile
+        refused = apply([{"item": 1, "new_label": ["haze"]}])
+        assert refused.status_code == 409 and str(table) in refused.json()["detail"]
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200  # the server keeps serving
+    assert not table.with_name("labels.cleaned.csv").exists()
+
+
+def test_a_cleaned_csv_that_no_apply_wrote_is_kept_and_not_built_on(tmp_path: Path) -> None:
+    cleaner, table = multi_label_cleaner(tmp_path)
+    foreign = table.with_name("labels.cleaned.csv")
+    foreign.write_text("someone's own file\n")
+    cleaner.apply([Change(1, ("haze",))])
+    assert foreign.read_text().splitlines() == ["image,tags", "a.png,haze;primary", "b.png,haze", "c.png,"]
+    (backup,) = (tmp_path / "run" / "cleaning").glob("labels.cleaned.before-*.csv")
+    assert backup.read_text() == "someone's own file\n"
+    cleaner.undo()
+    assert foreign.read_text() == "someone's own file\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import run_user_error
+from cli_helpers import TINY, run_user_error
 from unfreeze.cli import main
 from unfreeze.inference.deploy import load_deployed
 
@@ -33,9 +33,28 @@ def test_int8_reports_the_accuracy_change(trained_app_run: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "deploy"
     assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out), "--int8"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8:"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8 ("))
     assert "model.int8.onnx" in line and "accuracy" in line and "→" in line
     assert (out / "model.int8.onnx").is_file() and "## int8" in (out / "model_card.md").read_text()
+
+
+def test_openvino_int8_is_calibrated_on_training_images_and_reports_the_accuracy_change(
+        trained_app_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("nncf")
+    # OpenVINO's PyTorch frontend cannot convert test_resnet's pooling at 16 px: this run trains at 32.
+    run, out = tmp_path / "run32", tmp_path / "deploy"
+    sized = [*TINY[:TINY.index("--size")], "--size", "32", *TINY[TINY.index("--size") + 2:]]
+    assert main(["train", str(trained_app_run.parent / "images"), *sized, "--out", str(run), "--quiet"]) == 0
+    assert main(["export", str(run), "--format", "openvino", "--out", str(out), "--int8"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8 ("))
+    assert line.startswith("int8 (NNCF post-training quantization") and "model.int8.xml" in line
+    assert "accuracy " in line and "→" in line
+    assert sorted(path.name for path in out.iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
+                                                          "model.xml", "model_card.md"]
+    card = (out / "model_card.md").read_text()
+    assert "calibrated on 24 training images" in card and "(int8), a change of" in card  # 24 training images
+    probabilities = load_deployed(out / "model.int8.xml", "openvino")(np.zeros((2, 3, 32, 32), np.uint8))
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_a_bare_model_file_is_checked_on_random_images(trained_app_run: Path, tmp_path: Path,
@@ -52,10 +71,25 @@ def test_wrong_option_combinations_are_user_errors(trained_app_run: Path, tmp_pa
     run = str(trained_app_run)
     assert "--format needs --out" in run_user_error(["export", run, "--format", "onnx"], capsys)
     assert "go with --format" in run_user_error(["export", run, "--out", str(tmp_path)], capsys)
-    assert "needs --format onnx" in run_user_error(["export", run, "--format", "torchscript", "--out",
+    assert "exists for --format onnx and openvino, not torchscript" in run_user_error(["export", run, "--format",
+                                                                                       "torchscript", "--out",
                                                     str(tmp_path), "--int8"], capsys)
     assert "Use one of them" in run_user_error(["export", run, "--format", "onnx", "--out", str(tmp_path),
                                                 "--onnx"], capsys)
+
+
+def test_a_model_file_no_export_wrote_is_never_replaced(trained_app_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the user's own TorchScript model")
+    line = run_user_error(["export", str(trained_app_run), "--format", "torchscript", "--out", str(out)], capsys)
+    assert "already holds model.pt, not written by 'unfreeze export'" in line
+    assert (out / "model.pt").read_bytes() == b"the user's own TorchScript model"
+    assert not (out / "model_card.md").exists()
+    # A folder an earlier export wrote (with its model card) is exported into again.
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
 
 
 def test_the_plain_export_command_still_works(trained_app_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_helpers import folder_cleaner, serving
+from app_helpers import folder_cleaner, multi_label_cleaner, serving
 
 from unfreeze.apps.report import SECTIONS
 
@@ -124,6 +124,34 @@ def test_the_cleaning_page_relabels_removes_applies_and_undoes(page: Any,
         page.click("#undo")  # nothing left to undo: said on the page, nothing breaks
         page.wait_for_function("document.getElementById('status').textContent.includes('nothing to undo')")
     assert [problem for problem in page.problems if "400" not in problem] == []
+
+
+def test_the_cleaning_page_edits_a_multi_label_set_and_filters_by_any_label(page: Any, tmp_path: Path) -> None:
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('.tile').length === 3")
+        page.select_option("#label", "primary")  # a.png is "haze;primary": it matches
+        page.wait_for_function("document.querySelectorAll('.tile').length === 1")
+        tile = page.locator(".tile", has=page.locator(".name", has_text="a.png"))
+        assert [box.is_checked() for box in tile.locator("input[type=checkbox]").all()] == [False, True, True]
+        assert tile.locator("select option").all_inner_texts() == ["keep", "remove"]  # no "relabel as X"
+        tile.locator("label", has_text="primary").locator("input").uncheck()
+        tile.locator("label", has_text="clear").locator("input").check()
+        assert page.inner_text("#apply") == "Apply 1 change"
+        tile.locator("label", has_text="clear").locator("input").uncheck()
+        tile.locator("label", has_text="primary").locator("input").check()
+        assert page.inner_text("#apply") == "Apply 0 changes"  # back to its own set: no change
+        tile.locator("label", has_text="clear").locator("input").check()
+        page.click("#apply")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('applied')")
+        assert table.with_name("labels.cleaned.csv").read_text().splitlines() == [
+            "image,tags", "a.png,clear;haze;primary", "b.png,clear", "c.png,"]  # in class order
+        page.select_option("#label", "clear")
+        page.wait_for_function("document.querySelectorAll('.tile').length === 2")
+    assert page.problems == []
 
 
 def test_the_report_opens_without_console_errors_and_shows_every_section(page: Any, trained_app_run: Path) -> None:

@@ -118,12 +118,29 @@ def test_a_file_over_the_limit_is_413(learner: object, tmp_path: Path) -> None:
 
 def test_uploads_live_in_a_temporary_folder_removed_after_the_request(learner: object, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import unfreeze.apps.serve as serve_module
+
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: list[tuple[Path, bool]] = []  # each file the model read, and whether it existed then
+    real_predict_batch = serve_module.predict_batch
+
+    def spy(model: object, paths: list[Path], **kwargs: object) -> object:
+        seen.extend((Path(path), Path(path).is_file()) for path in paths)
+        return real_predict_batch(model, paths, **kwargs)
+
+    monkeypatch.setattr(serve_module, "predict_batch", spy)
     image = write_png(tmp_path / "x.png", (200, 30, 30)).read_bytes()
     with serving(create_app(learner, "tiny")) as url:
-        assert post_files(url, [("../../evil.png", image)]).status_code == 200
+        answer = post_files(url, [("../../evil.png", image), ("/etc/passwd", image)])
+    assert answer.status_code == 200 and [entry["file"] for entry in answer.json()["predictions"]] == [
+        "../../evil.png", "/etc/passwd"]
+    # Written inside a temporary folder under the temp dir, under names of the server's own making...
+    assert [(path.parent.parent, path.name, existed) for path, existed in seen] == [
+        (scratch, "000.png", True), (scratch, "001", True)]
+    assert seen[0][0].parent.name.startswith("unfreeze-serve-")
+    # ...and removed after the request; nothing lands where the client's names point.
     assert list(scratch.iterdir()) == [] and not (tmp_path / "evil.png").exists()
 
 

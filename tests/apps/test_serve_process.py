@@ -101,14 +101,16 @@ def test_only_a_server_others_can_reach_without_a_token_is_warned_about() -> Non
 @pytest.mark.slow
 def test_the_clean_command_serves_the_runs_items_until_sigterm(run_copy: Callable[[], tuple[Path, Path]]) -> None:
     run, _ = run_copy()
-    process, url = _start(["clean", str(run)])
+    process, url = _start(["clean", str(run), "--host", "0.0.0.0"])
     try:
-        answer = httpx.get(f"{url}/api/items?split=valid", timeout=30).json()
+        answer = httpx.get(f"{url.replace('0.0.0.0', '127.0.0.1')}/api/items?split=valid", timeout=30).json()
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "0.0.0.0 is reachable from other machines and the cleaning page has no authentication" in stderr
     assert code == 0 and answer["kind"] == "folder" and answer["classes"] == ["ant", "bee", "cat"]
     assert len(answer["items"]) == 12 and {item["split"] for item in answer["items"]} == {"valid"}
 

@@ -54,7 +54,10 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes_the_same_run(
     cut = tmp_path / "cut"
     assert json.loads((cut / "summary.json").read_text())["interrupted"] is True
     assert (cut / "checkpoint.pt").is_file() and not (cut / "model.unfreeze").exists()
+    assert "<strong>interrupted</strong>" in (cut / "report.html").read_text()  # the report hook ran
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    report = (cut / "report.html").read_text()
+    assert "<strong>interrupted</strong>" not in report and 'alt="confusion matrix"' in report
     assert same_weights(cut / "model.unfreeze", tmp_path / "full" / "model.unfreeze")
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["resumed_after_epoch"] == 1 and not summary["interrupted"]

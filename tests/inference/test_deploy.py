@@ -14,7 +14,9 @@ from unfreeze.inference.deploy import (
     deployable_module,
     export_deployable,
     load_deployed,
+    quantize_int8,
     quantize_onnx_int8,
+    quantize_openvino_int8,
     validation_images,
 )
 from unfreeze.train.learner import Learner
@@ -52,6 +54,23 @@ def test_int8_onnx_is_smaller_and_close(sample_learner: Learner, tmp_path: Path)
     images, _ = validation_images(sample_learner.dls.valid, limit=4)
     difference, _ = check_export(sample_learner, quantized, "onnx", images)
     assert difference < 0.5
+
+
+def test_int8_openvino_quantizes_with_calibration_images_and_stays_close(sample_learner: Learner,
+                                                                        tmp_path: Path) -> None:
+    pytest.importorskip("nncf")
+    xml = export_deployable(sample_learner, tmp_path, "openvino")[0]
+    images, _ = validation_images(sample_learner.dls.valid, limit=8)
+    quantized = quantize_openvino_int8(xml, images)
+    assert quantized.name == "model.int8.xml" and quantized.with_suffix(".bin").stat().st_size > 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
+                                                                "model.xml"]  # no temporary folder left
+    difference, probs = check_export(sample_learner, quantized, "openvino", images)
+    assert difference < 0.5 and probs.shape == (8, len(sample_learner.dls.vocab))
+    with pytest.raises(ValueError, match="needs calibration images"):
+        quantize_openvino_int8(xml, images[:0])
+    with pytest.raises(ValueError, match="int8 exists for onnx and openvino, not 'torchscript'"):
+        quantize_int8(xml, "torchscript", images)
 
 
 def test_unknown_format_is_refused(sample_learner: Learner, tmp_path: Path) -> None:

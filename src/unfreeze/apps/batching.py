@@ -27,7 +27,12 @@ Result = TypeVar("Result")
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How requests are grouped: the longest wait for company, the largest batch, or no batching."""
+    """How requests are grouped: the longest wait for company, the largest batch, or no batching.
+
+    Example:
+        >>> BatchSettings(window_ms=2, max_batch=16).max_batch
+        16
+    """
 
     window_ms: float = 5.0
     max_batch: int = 32
@@ -92,6 +97,13 @@ class MicroBatcher(Generic[Item, Result]):
 
         Raises:
             RuntimeError: The batcher is not running (use it as `async with batcher:`).
+
+        Example:
+            >>> async def double(batcher):
+            ...     async with batcher:
+            ...         return await batcher.submit([1, 2, 3])
+            >>> asyncio.run(double(MicroBatcher(lambda items: [item * 2 for item in items])))
+            [2, 4, 6]
         """
         if self._queue is None or self._worker is None or self._worker.done():
             raise RuntimeError("the MicroBatcher is not running; use it as 'async with batcher:'")

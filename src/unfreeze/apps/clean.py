@@ -7,6 +7,8 @@ worst first. `Cleaner.apply` takes the user's marks and, in this order:
 2. folder datasets: moves a relabelled file into its new class's folder, a removed one to
    RUN/removed/<its path inside the data folder>; CSV datasets: writes <name>.cleaned.csv beside the
    CSV (without removed rows, with new labels), keeping any previous version in RUN/cleaning/;
+   a multi-label CSV row gets the label set the user chose (classes added or removed), joined with the
+   run's label delimiter;
 3. records what it did in RUN/cleaning/journal.json, so that `Cleaner.undo` reverses the last apply.
 
 Nothing is ever deleted, and a name clash never overwrites a file: the moved file gets a "-2", "-3", ...
@@ -15,12 +17,14 @@ suffix instead.
 Example:
     >>> cleaner = Cleaner("runs/pets", options, collect_items(learn, dls))  # doctest: +SKIP
     >>> cleaner.apply([Change(item=3, new_label="cat"), Change(item=8, new_label=None)])  # doctest: +SKIP
+    >>> multi.apply([Change(item=5, new_label=("haze", "primary"))])  # doctest: +SKIP
     >>> cleaner.undo()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import shutil
@@ -31,6 +35,7 @@ from typing import Any
 
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
+from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
 
 __all__ = ["CLEANING_DIR", "Change", "CleanItem", "Cleaner", "collect_items"]
@@ -39,33 +44,66 @@ CLEANING_DIR = "cleaning"
 REMOVED_DIR = "removed"
 _LOG_FIELDS = ["file", "old_label", "new_label", "time"]
 
+# A label as a dataset stores it: a class name (single-label) or a tuple of them (multi-label).
+Label = str | tuple[str, ...]
+
+
+def _label_text(label: Label, delim: str = " ") -> str:
+    return label if isinstance(label, str) else delim.join(label)
+
+
+def _classes_of(label: Label) -> tuple[str, ...]:
+    """The classes a label names: one, none (an unlabelled single-label item) or a multi-label set."""
+    if isinstance(label, str):
+        return (label,) if label else ()
+    return tuple(label)
+
 
 @dataclass
 class CleanItem:
-    """One image of the run's data as the page shows it."""
+    """One image of the run's data as the page shows it; `label` is a tuple of classes for multi-label data.
+
+    Example:
+        >>> CleanItem(0, Path("a.png"), "train", ("haze", "primary"), "haze", 0.9, 1.2).classes
+        ('haze', 'primary')
+    """
 
     id: int
     path: Path
     split: str  # "train" or "valid"
-    label: str
+    label: Label
     predicted: str
     probability: float
     loss: float
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes of its label: one, none (unlabelled) or a multi-label set."""
+        return _classes_of(self.label)
+
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "path": str(self.path)}
+        """The item for the page: its label as text, and its classes as a list (the class filter's keys).
+
+        Example:
+            >>> CleanItem(0, Path("a.png"), "train", ("haze", "primary"), "haze", 0.9, 1.2).as_json()["label"]
+            'haze primary'
+        """
+        return {**asdict(self), "path": str(self.path), "label": _label_text(self.label),
+                "classes": list(self.classes)}
 
 
 @dataclass(frozen=True)
 class Change:
-    """A mark on one item: relabel as `new_label`, or remove it when `new_label` is None."""
+    """A mark on one item: relabel as `new_label` (a class, or for multi-label data the whole new set of
+    classes), or remove it when `new_label` is None.
+
+    Example:
+        >>> Change(item=4, new_label=("cloudy",))  # multi-label: the row's classes become just "cloudy"
+        Change(item=4, new_label=('cloudy',))
+    """
 
     item: int
-    new_label: str | None
-
-
-def _label_text(label: Any) -> str:
-    return label if isinstance(label, str) else " ".join(label)
+    new_label: Label | None
 
 
 def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
@@ -90,9 +128,14 @@ def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
             predicted = learner.task.labels_of(decoded, dls.vocab)
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
             loss = float(interpretation.losses[position])
-            items.append(CleanItem(len(items), Path(path), split, _label_text(label), _label_text(predicted),
-                                   probability, loss if math.isfinite(loss) else 0.0))
+            items.append(CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
+                                   _label_text(predicted), probability, loss if math.isfinite(loss) else 0.0))
     return items
+
+
+def _label(stored: Any) -> Label | None:
+    """A label read back from the journal (JSON has lists, not tuples)."""
+    return tuple(stored) if isinstance(stored, list) else stored
 
 
 def _free_name(target: Path) -> Path:
@@ -119,6 +162,10 @@ class Cleaner:
         options: The data options of the run's config.json ("data", "csv", "label_re", ...).
         items: From `collect_items`; may be empty for `undo` alone.
         classes: The model's classes, the choices of "relabel as"; default: the items' labels.
+
+    Example:
+        >>> cleaner = Cleaner("runs/pets", {"data": "data/pets"})  # doctest: +SKIP
+        >>> cleaner.undo()  # doctest: +SKIP
     """
 
     def __init__(self, run_dir: str | Path, options: dict[str, Any], items: list[CleanItem] | None = None,
@@ -127,8 +174,11 @@ class Cleaner:
         self.data = Path(options["data"])
         self.csv = self._csv_path(options.get("csv"))
         self.by_name = bool(options.get("label_re"))
+        self.multi_label = bool(options.get("multi_label"))
+        self.label_delim = str(options.get("label_delim") or " ")
         self.items = {item.id: item for item in items or []}
-        self.vocab = list(classes) if classes is not None else sorted({item.label for item in self.items.values()})
+        self.vocab = list(classes) if classes is not None else \
+            sorted({name for item in self.items.values() for name in item.classes})
         self.hidden: set[int] = set()  # removed by an apply, shown again by its undo
 
     def _csv_path(self, name: str | None) -> Path | None:
@@ -144,20 +194,22 @@ class Cleaner:
 
     @property
     def journal_path(self) -> Path:
+        """RUN/cleaning/journal.json: what each apply did, for undo."""
         return self.run_dir / CLEANING_DIR / "journal.json"
 
     @property
     def log_path(self) -> Path:
+        """RUN/cleaning/log.csv: one row per change and per undone change."""
         return self.run_dir / CLEANING_DIR / "log.csv"
 
     def visible(self, split: str | None = None, label: str | None = None) -> list[CleanItem]:
-        """The items not removed, worst loss first, optionally of one split and one label.
+        """The items not removed, worst loss first, optionally of one split and with one class among its labels.
 
         Example:
             >>> [item.path.name for item in cleaner.visible("valid", "cat")][:3]  # doctest: +SKIP
         """
         chosen = [item for item in self.items.values() if item.id not in self.hidden
-                  and (split is None or item.split == split) and (label is None or item.label == label)]
+                  and (split is None or item.split == split) and (label is None or label in item.classes)]
         return sorted(chosen, key=lambda item: -item.loss)
 
     def _check(self, changes: list[Change]) -> list[CleanItem]:
@@ -169,8 +221,9 @@ class Cleaner:
             if item is None or change.item in self.hidden:
                 problems.append(f"item {change.item} is not in this run's data")
                 continue
-            if change.new_label is not None and change.new_label not in self.vocab:
-                problems.append(f"{change.new_label!r} is not a class (the classes are {', '.join(self.vocab)})")
+            problem = self._label_problem(change.new_label)
+            if problem is not None:
+                problems.append(problem)
             elif change.new_label is not None and self.by_name:
                 problems.append(f"{item.path.name}: labels come from file names (--label-re), so a relabel would "
                                 "need a rename; remove the file instead")
@@ -182,6 +235,25 @@ class Cleaner:
         if problems:
             raise AppError(f"cannot apply these changes: {'; '.join(problems)}. Fix the marks and apply again")
         return chosen
+
+    def _label_problem(self, new_label: Label | None) -> str | None:
+        """What is wrong with a new label for this dataset, or None: single-label data takes one class,
+        multi-label data a set (a list) of classes, possibly empty."""
+        if new_label is None:
+            return None
+        if self.multi_label != (not isinstance(new_label, str)):
+            expected = "a list of classes (the new label set)" if self.multi_label else "one class name"
+            return f"this dataset's labels are {expected}, got {new_label!r}"
+        unknown = [name for name in _classes_of(new_label) if name not in self.vocab]
+        if unknown or new_label == "":
+            return f"{(unknown or [''])[0]!r} is not a class (the classes are {', '.join(self.vocab)})"
+        if self.multi_label and len(set(new_label)) != len(new_label):
+            return f"{list(new_label)} names a class twice"
+        return None
+
+    def _text(self, label: Label | None) -> str:
+        """A label as the log and the CSV write it ("removed" for a removal)."""
+        return "removed" if label is None else _label_text(label, self.label_delim)
 
     def _log(self, rows: list[list[str]]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +272,9 @@ class Cleaner:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise AppError(f"{self.journal_path} is not valid JSON ({error}); undo needs it. Restore it from "
                            f"{self.log_path}") from None
+        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list):
+            raise AppError(f"{self.journal_path} is not a cleaning journal (expected an object with a list "
+                           f"'applies'); undo needs it. Restore it from {self.log_path}")
         return journal
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
@@ -211,32 +286,44 @@ class Cleaner:
 
         Raises:
             AppError: An unknown item or class, a relabel of a name-labelled dataset, or no changes at all;
-                nothing is changed then.
+                nothing is changed then. Or a file could not be moved: the moves done before it are
+                journalled (undo reverses them) and the message says which file failed.
 
         Example:
             >>> cleaner.apply([Change(item=0, new_label=None)])["removed"]  # doctest: +SKIP
             1
         """
         chosen = self._check(changes)
+        journal = self._journal()  # read first: a broken journal stops the apply before any file moves
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self._log([[str(item.path), item.label, change.new_label or "removed", now]
+        self._log([[str(item.path), self._text(item.label), self._text(change.new_label), now]
                    for item, change in zip(chosen, changes, strict=True)])
         record: dict[str, Any] = {"time": now, "moves": [], "csv": None,
                                   "changes": [[change.item, str(item.path), item.label, change.new_label]
                                               for item, change in zip(chosen, changes, strict=True)]}
+        failure = None
         if self.csv is not None:
-            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes)
+            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes, journal)
         else:
-            for item, change in zip(chosen, changes, strict=True):
+            for index, (item, change) in enumerate(zip(chosen, changes, strict=True)):
                 if change.new_label is None:
                     target = self.run_dir / REMOVED_DIR / self._inside_data(item.path)
                 else:
                     target = item.path.parent.parent / change.new_label / item.path.name
-                record["moves"].append([str(item.path), str(_move(item.path, target))])
-        journal = self._journal()
-        journal["applies"].append(record)
-        self._write_journal(journal)
-        self._update_items(record, forward=True)
+                try:
+                    record["moves"].append([str(item.path), str(_move(item.path, target))])
+                except OSError as error:  # a read-only folder, a full disk: the moves done so far stay undoable
+                    failure = (f"moved {index} of {len(changes)} files, then could not move {item.path} to "
+                               f"{target.parent} ({error.strerror or error}). Fix that, then apply the remaining "
+                               "marks again, or undo the moves done")
+                    record["changes"] = record["changes"][:index]
+                    break
+        if record["changes"]:
+            journal["applies"].append(record)
+            self._write_journal(journal)
+            self._update_items(record, forward=True)
+        if failure is not None:
+            raise AppError(failure)
         removed = sum(change.new_label is None for change in changes)
         return {"relabelled": len(changes) - removed, "removed": removed, "log": str(self.log_path),
                 "csv": record["csv"]["written"] if record["csv"] else None}
@@ -247,11 +334,16 @@ class Cleaner:
         except ValueError:  # a file outside the data folder (an absolute CSV entry): keep its name only
             return Path(path.name)
 
-    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change]) -> dict[str, Any]:
+    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change],
+                           journal: dict[str, Any]) -> dict[str, Any]:
         written = table.with_name(f"{table.stem}.cleaned.csv")
-        source = written if written.is_file() else table  # later applies build on earlier ones
-        with source.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+        # Later applies build on earlier ones; a file of that name that no apply wrote is only kept (backup).
+        ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"])
+        source = written if ours and written.is_file() else table
+        # Read as training read it (any common encoding); written back as UTF-8.
+        rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
+        if not rows:
+            raise AppError(f"{source} is empty now, so its rows cannot be corrected. Restore it, then apply again")
         header, body = rows[0], rows[1:]
         new_labels = {item.path.resolve(): change.new_label for item, change in zip(chosen, changes, strict=True)}
         kept = []
@@ -260,11 +352,11 @@ class Cleaner:
             if path in new_labels:
                 if new_labels[path] is None:
                     continue
-                row = [row[0], new_labels[path], *row[2:]]
+                row = [row[0], self._text(new_labels[path]), *row[2:]]
             kept.append(row)
         backup = None
         if written.is_file():
-            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(self._journal()['applies'])}"
+            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(journal['applies'])}"
                                                               f"{written.suffix}")
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(written, backup)
@@ -284,8 +376,9 @@ class Cleaner:
             item.path = moved.get(item.path, item.path)
             if new_label is None:
                 (self.hidden.add if forward else self.hidden.discard)(item_id)
-            else:
-                item.label = new_label if forward else old_label
+            else:  # JSON turned a multi-label tuple into a list
+                label = new_label if forward else old_label
+                item.label = label if isinstance(label, str) else tuple(label)
 
     def undo(self) -> dict[str, Any]:
         """Reverse the last apply: files move back (or the CSV returns to its previous version).
@@ -305,6 +398,8 @@ class Cleaner:
             raise AppError(f"nothing to undo: {self.journal_path} records no apply. Apply changes first")
         record = journal["applies"][-1]
         missing = [new for _, new in record["moves"] if not Path(new).exists()]
+        backup = (record["csv"] or {}).get("backup")
+        missing += [backup] if backup is not None and not Path(backup).is_file() else []
         if missing:
             raise AppError(f"cannot undo: {', '.join(missing[:5])} no longer exist(s). Put the file(s) back, or "
                            f"see {self.log_path} for what was changed")
@@ -318,9 +413,9 @@ class Cleaner:
             # The undone version is kept, never deleted; the previous one (if any) comes back.
             _move(written, self.run_dir / CLEANING_DIR / f"{written.stem}.undone{written.suffix}")
             if record["csv"]["backup"] is not None:
-                shutil.copy2(record["csv"]["backup"], written)
+                shutil.copy2(record["csv"]["backup"], written)  # checked to exist above
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self._log([[path, new_label or "removed", old_label, now]
+        self._log([[path, self._text(_label(new_label)), self._text(_label(old_label)), now]
                    for _, path, old_label, new_label in record["changes"]])
         journal["applies"].pop()
         journal.setdefault("undone", []).append(record)

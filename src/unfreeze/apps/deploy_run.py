@@ -1,8 +1,9 @@
 """`unfreeze export RUN --format F --out DIR`: the deployment file, its check against PyTorch, model_card.md.
 
 The file itself comes from `unfreeze.inference.deploy` (uint8 RGB in, probabilities out). Here it is
-run on the validation images, compared with the PyTorch model, optionally quantized to int8 (with the
-accuracy change measured on the same images), and described in DIR/model_card.md together with what
+run on the validation images, compared with the PyTorch model, optionally quantized to int8 (ONNX
+Runtime's dynamic quantization, or OpenVINO's through NNCF calibrated on training images; the accuracy
+change is measured on the validation images), and described in DIR/model_card.md together with what
 the run directory records: classes, metrics, data and recipe.
 """
 
@@ -19,7 +20,7 @@ import torch
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
-from unfreeze.inference.deploy import check_export, export_deployable, quantize_onnx_int8
+from unfreeze.inference.deploy import FORMATS, INT8_FORMATS, check_export, export_deployable, quantize_int8
 from unfreeze.runs import read_json
 from unfreeze.tasks import MultiLabel
 
@@ -37,7 +38,13 @@ _USAGE = {
 
 @dataclass
 class DeployReport:
-    """What `export_run` wrote and measured."""
+    """What `export_run` wrote and measured.
+
+    Example:
+        >>> report = export_run(learn, "deploy", "onnx", images, targets)  # doctest: +SKIP
+        >>> report.files, report.max_difference  # doctest: +SKIP
+        ([PosixPath('deploy/model.onnx')], 2.9e-07)
+    """
 
     files: list[Path]
     max_difference: float
@@ -61,7 +68,7 @@ def _accuracy(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> fl
 
 
 def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None = None,
-               int8: bool = False) -> DeployReport:
+               int8: bool = False, calibration: torch.Tensor | None = None) -> DeployReport:
     """Write the model in `fmt` to `out`, check it on `images` (uint8 [N, 3, S, S]), optionally add int8.
 
     Args:
@@ -70,33 +77,56 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         fmt: "onnx", "torchscript" or "openvino".
         images: Validation images as the deployment takes them; random ones when there is no data.
         targets: Their labels (the dataset's encoding), to measure the int8 accuracy change.
-        int8: Also write model.int8.onnx (ONNX Runtime dynamic quantization; ONNX only).
+        int8: Also write an int8 copy (model.int8.onnx, or model.int8.xml + .bin; see `INT8_FORMATS`).
+        calibration: uint8 images from which OpenVINO's int8 measures activation ranges (the training
+            images); default: `images`.
 
     Raises:
-        AppError: --int8 with a format other than ONNX.
+        AppError: --int8 with TorchScript (it has no int8 variant here), or `out` holds a file of that
+            name that an earlier export did not write (no model_card.md beside it): it is never replaced.
         ImportError: The format's package is missing (the message has the pip line).
 
     Example:
         >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
         3.2e-07
     """
-    if int8 and fmt != "onnx":
-        raise AppError(f"--int8 uses ONNX Runtime's dynamic quantization, so it needs --format onnx, not {fmt}. "
-                       "Pass --format onnx --int8")
+    if int8 and fmt not in INT8_FORMATS:
+        raise AppError(f"--int8 exists for --format {' and '.join(INT8_FORMATS)}, not {fmt}. Pass --format onnx "
+                       "--int8 or --format openvino --int8")
+    _refuse_foreign_files(Path(out), fmt)
     files = export_deployable(learner, out, fmt)
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
     if int8:
-        quantized = quantize_onnx_int8(files[0])
-        int8_difference, int8_probs = check_export(learner, quantized, "onnx", images)
+        calibrated_on = "training images" if calibration is not None else "check images"
+        calibration = images if calibration is None else calibration
+        quantized = quantize_int8(files[0], fmt, calibration)
+        int8_difference, int8_probs = check_export(learner, quantized, fmt, images)
         multi_label = isinstance(learner.task, MultiLabel)
         before = None if targets is None else _accuracy(probs, targets, multi_label)
         after = None if targets is None else _accuracy(int8_probs, targets, multi_label)
-        report.files.append(quantized)
-        report.int8 = {"file": quantized.name, "max_difference": int8_difference, "accuracy_fp32": before,
-                       "accuracy_int8": after, "size_mb": quantized.stat().st_size / 2**20,
-                       "size_mb_fp32": files[0].stat().st_size / 2**20}
+        quantized_files = [quantized] + ([quantized.with_suffix(".bin")] if fmt == "openvino" else [])
+        report.files.extend(quantized_files)
+        report.int8 = {"file": quantized.name, "method": INT8_FORMATS[fmt],
+                       "calibration": f"{len(calibration)} {calibrated_on}" if fmt == "openvino" else None,
+                       "max_difference": int8_difference, "accuracy_fp32": before, "accuracy_int8": after,
+                       "size_mb": _megabytes(quantized_files), "size_mb_fp32": _megabytes(files)}
     return report
+
+
+def _refuse_foreign_files(out: Path, fmt: str) -> None:
+    """Refuse to write over model files in `out` that no unfreeze export wrote (a user's own model.pt)."""
+    if (out / CARD_FILE).is_file():
+        return  # a previous export into this folder: its files are replaced
+    names = [*FORMATS[fmt], *(f"model.int8{Path(name).suffix}" for name in FORMATS[fmt])]
+    taken = [name for name in names if (out / name).exists()]
+    if taken:
+        raise AppError(f"{out} already holds {', '.join(taken)}, not written by 'unfreeze export' (there is no "
+                       f"{CARD_FILE} beside it), so it is not replaced. Choose another --out, or move the file(s)")
+
+
+def _megabytes(paths: list[Path]) -> float:
+    return sum(path.stat().st_size for path in paths) / 2**20
 
 
 def _run_facts(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,8 +193,9 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         accuracy = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
                     f"accuracy {int8['accuracy_fp32']:.4f} (float32) → {int8['accuracy_int8']:.4f} (int8), a change of "
                     f"{int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f}")
+        calibrated = "" if not int8["calibration"] else f", calibrated on {int8['calibration']}"
         lines += ["", "## int8", "",
-                  f"`{int8['file']}` (ONNX Runtime dynamic quantization, {int8['size_mb']:.1f} MB vs "
+                  f"`{int8['file']}` ({int8['method']}{calibrated}, {int8['size_mb']:.1f} MB vs "
                   f"{int8['size_mb_fp32']:.1f} MB): largest probability difference {int8['max_difference']:.2e}; "
                   f"{accuracy} on the same images."]
     lines += ["", "## Usage", "", "```python", "# batch: numpy uint8 [N, 3, H, W] as described above",

@@ -41,6 +41,7 @@ from unfreeze.apps.batching import BatchSettings, MicroBatcher
 from unfreeze.apps.errors import AppError
 from unfreeze.data import IMAGE_EXTENSIONS
 from unfreeze.inference import predict_batch
+from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
 
@@ -53,7 +54,12 @@ _MAX_FILES = 64  # per request: a page uploads a few photos; more is a script th
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What `unfreeze serve` exposes and how: top-k, the upload limit, the token and the batching."""
+    """What `unfreeze serve` exposes and how: top-k, the upload limit, the token and the batching.
+
+    Example:
+        >>> ServeSettings(top_k=3, max_upload_mb=2).max_upload_bytes
+        2097152
+    """
 
     top_k: int = 5
     max_upload_mb: float = 10.0
@@ -70,6 +76,7 @@ class ServeSettings:
 
     @property
     def max_upload_bytes(self) -> int:
+        """The upload limit in bytes (--max-upload-mb × 2**20)."""
         return int(self.max_upload_mb * 2**20)
 
 
@@ -82,8 +89,7 @@ def load_model(model: str | Path) -> Any:
     Example:
         >>> learn = load_model("runs/pets")  # doctest: +SKIP
     """
-    path = Path(model).expanduser()
-    return load_learner(path / "model.unfreeze" if path.is_dir() else path, cpu=False)
+    return load_learner(model_file(model), cpu=False)
 
 
 def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, Any]:
@@ -232,7 +238,11 @@ def _set_cpu_threads(learner: Any) -> None:
 
 
 def run_app(app: FastAPI, sock: socket.socket) -> None:
-    """Serve `app` on the bound socket until SIGTERM or Ctrl-C, then finish in-flight requests and return."""
+    """Serve `app` on the bound socket until SIGTERM or Ctrl-C, then finish in-flight requests and return.
+
+    Example:
+        >>> run_app(create_app(load_model("runs/pets")), bind_socket("127.0.0.1", 8000))  # doctest: +SKIP
+    """
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30)
     _GracefulServer(config).run(sockets=[sock])
 
@@ -285,7 +295,12 @@ def exposure_warning(host: str, token: str | None) -> str | None:
 
 
 def health_summary(learner: Any) -> str:
-    """'arch, N classes, device' for the start-up line."""
+    """'arch, N classes, device' for the start-up line.
+
+    Example:
+        >>> health_summary(load_model("runs/pets"))  # doctest: +SKIP
+        'resnet34, 37 classes, cpu'
+    """
     arch = getattr(learner.model, "arch", type(learner.model).__name__)
     return f"{arch}, {len(learner.dls.vocab)} classes, {learner.device}"
 

@@ -1,19 +1,20 @@
 """The app commands: `unfreeze serve`, `report`, `clean`, and `export --format F --out DIR`.
 
 Each maps its arguments onto `unfreeze.apps` (the server, the report, the cleaner, the deployment
-export); the run's model and data are loaded here exactly as `unfreeze interpret` loads them.
+export); the run's model and data are loaded by `load_run`, as for `unfreeze interpret`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from unfreeze import runs
-from unfreeze.cli.commands import command_export, load_data
+from unfreeze.cli.commands import command_export, load_run
 from unfreeze.cli.options import UsageError, _positive
 
 __all__ = ["add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve"]
@@ -51,6 +52,8 @@ deployment formats (uint8 RGB [N, 3, S, S] in, probabilities out, normalization 
   unfreeze export runs/pets --format torchscript --out deploy   # deploy/model.pt
   unfreeze export runs/pets --format openvino --out deploy      # deploy/model.xml + model.bin
   unfreeze export runs/pets --format onnx --out deploy --int8   # also model.int8.onnx, accuracy change
+  unfreeze export runs/pets --format openvino --out deploy --int8   # also model.int8.xml (NNCF, calibrated
+                                                                    # on training images), accuracy change
 """
 
 
@@ -73,7 +76,11 @@ def _port(text: str) -> int:
 def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
                      export: argparse.ArgumentParser) -> None:
     """Add serve, report and clean through the parser's `command(name, help, epilog)` factory, and the
-    deployment options to the `export` subparser."""
+    deployment options to the `export` subparser.
+
+    Example:
+        >>> add_app_commands(command, subparsers["export"])  # doctest: +SKIP  (inside build_parser)
+    """
     serve = command("serve", "serve a model: an upload page and a JSON API (needs unfreeze[serve])", _SERVE_EXAMPLES)
     serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
@@ -106,7 +113,8 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
     export.add_argument("--format", choices=("onnx", "torchscript", "openvino"),
                         help="write a deployment file (uint8 in, probabilities out) into --out")
     export.add_argument("--out", type=Path, metavar="DIR", help="the folder for --format (created)")
-    export.add_argument("--int8", action="store_true", help="with --format onnx: also an int8 model.int8.onnx")
+    export.add_argument("--int8", action="store_true",
+                        help="with --format onnx or openvino: also an int8 copy, and its accuracy change")
     export.set_defaults(handler=command_export_format)
 
 
@@ -119,7 +127,12 @@ def _serve_module() -> Any:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0)."""
+    """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0).
+
+    Example:
+        >>> main(["serve", "runs/pets", "--port", "0"])  # doctest: +SKIP
+        Serving runs/pets (resnet34, 37 classes, cpu) at http://127.0.0.1:41233/ (Ctrl-C stops it)
+    """
     from unfreeze.apps.batching import BatchSettings
 
     serve = _serve_module()
@@ -138,64 +151,57 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files."""
+    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files.
+
+    Example:
+        >>> main(["report", "runs/pets"])  # doctest: +SKIP
+        runs/pets/report.html
+    """
     from unfreeze.apps.report import write_report
 
     print(write_report(args.run_dir))
     return 0
 
 
-def _run_model_and_data(run: Path) -> tuple[Any, Any, dict[str, Any]]:
-    """The run's model, its data rebuilt from config.json (with the model's normalization) and the options."""
-    from unfreeze import load_learner
-
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path} not found. Pass a run directory written by 'unfreeze train'")
-    options = runs.read_json(config_path, required=("options",))["options"]
-    missing = [key for key in ("data", "size", "bs", "valid_pct", "seed") if key not in options]
-    if missing:
-        raise runs.RunConfigError(f"{config_path} lacks the options {', '.join(missing)}. Restore it, or train "
-                                  "the run again")
-    learn = load_learner(run / "model.unfreeze")
-    dls = load_data(options)
-    if list(dls.vocab) != list(learn.dls.vocab):
-        raise UsageError(f"the data at {options['data']} now has the classes {dls.vocab}, the model was trained on "
-                         f"{learn.dls.vocab}. Restore the data or train a new run")
-    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
-    dls.to(learn.device)
-    return learn, dls, options
-
-
 def command_clean(args: argparse.Namespace) -> int:
-    """`unfreeze clean`: the cleaning page for a run's data, or --undo of the last apply."""
+    """`unfreeze clean`: the cleaning page for a run's data, or --undo of the last apply.
+
+    Example:
+        >>> main(["clean", "runs/pets", "--undo"])  # doctest: +SKIP
+        Undone: 2 change(s) of the last apply reversed.
+    """
     from unfreeze.apps.clean import Cleaner, collect_items
 
-    run = args.run_dir.expanduser()
+    run = runs.Run.open(args.run_dir)
     if args.undo:
-        options = runs.read_json(run / "config.json", required=("options",))["options"] \
-            if (run / "config.json").is_file() else None
-        if options is None:
-            raise UsageError(f"{run / 'config.json'} not found. Pass a run directory written by 'unfreeze train'")
-        done = Cleaner(run, options).undo()
+        done = Cleaner(run.folder, run.options(("data",))).undo()
         renamed = f"; renamed to avoid a clash: {', '.join(done['renamed'])}" if done["renamed"] else ""
         print(f"Undone: {done['restored']} change(s) of the last apply reversed{renamed}.")
         return 0
     serve = _serve_module()
     from unfreeze.apps.clean_app import create_clean_app
 
-    learn, dls, options = _run_model_and_data(run)
-    cleaner = Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
+    learn, dls, options = load_run(run)
+    cleaner = Cleaner(run.folder, options, collect_items(learn, dls), classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    print(f"Cleaning page for {run} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
+    if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
+        print(f"unfreeze: warning: {args.host} is reachable from other machines and the cleaning page has no "
+              "authentication: anyone who can reach it can move and relabel the run's images. Keep the default "
+              "--host 127.0.0.1 unless this network is yours alone", file=sys.stderr, flush=True)
+    print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
     serve.run_app(create_clean_app(cleaner), sock)
     return 0
 
 
 def command_export_format(args: argparse.Namespace) -> int:
-    """`unfreeze export`: with --format, a deployment file, its check and model_card.md; else as before."""
+    """`unfreeze export`: with --format, a deployment file, its check and model_card.md; else as before.
+
+    Example:
+        >>> main(["export", "runs/pets", "--format", "onnx", "--out", "deploy"])  # doctest: +SKIP
+        onnx: deploy/model.onnx
+    """
     if args.format is None:
         if args.out is not None or args.int8:
             raise UsageError("--out and --int8 go with --format. Add --format onnx, torchscript or openvino")
@@ -215,13 +221,17 @@ def _export_format(args: argparse.Namespace) -> int:
     from unfreeze.apps.deploy_run import export_run, write_model_card
     from unfreeze.inference.deploy import validation_images
 
-    source = args.run_dir.expanduser()
-    run = source if source.is_dir() else (source.parent if (source.parent / "config.json").is_file() else None)
-    model_path = source / "model.unfreeze" if source.is_dir() else source
-    targets = None
-    if run is not None and (run / "config.json").is_file():
-        learn, dls, _ = _run_model_and_data(run)
+    model_path = runs.model_file(args.run_dir)
+    # The run's data checks the export only when the file is that run's own model (another .unfreeze
+    # file lying in a run directory was not trained on it).
+    run = model_path.parent if model_path.name == "model.unfreeze" and (model_path.parent / "config.json").is_file() \
+        else None
+    targets = calibration = None
+    if run is not None:
+        learn, dls, _ = load_run(runs.Run(run))
         images, targets = validation_images(dls.valid)
+        if args.int8 and args.format == "openvino":  # NNCF measures activation ranges on training images
+            calibration, _ = validation_images(dls.train, limit=300)
     else:
         learn = load_learner(model_path)
         size = int(learn.dls.size)
@@ -230,7 +240,7 @@ def _export_format(args: argparse.Namespace) -> int:
         print(f"{model_path} has no run directory: checking the export on 16 random images instead of "
               "validation images.")
     try:
-        report = export_run(learn, args.out, args.format, images, targets, int8=args.int8)
+        report = export_run(learn, args.out, args.format, images, targets, int8=args.int8, calibration=calibration)
     except ImportError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -245,7 +255,7 @@ def _export_format(args: argparse.Namespace) -> int:
         change = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
                   f"accuracy {int8['accuracy_fp32']:.4f} → {int8['accuracy_int8']:.4f} "
                   f"({int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f})")
-        print(f"int8: {int8['file']}, {int8['size_mb']:.1f} MB (float32 {int8['size_mb_fp32']:.1f} MB); {change}; "
-              f"largest probability difference {int8['max_difference']:.2e}")
+        print(f"int8 ({int8['method']}): {int8['file']}, {int8['size_mb']:.1f} MB (float32 "
+              f"{int8['size_mb_fp32']:.1f} MB); {change}; largest probability difference {int8['max_difference']:.2e}")
     print(f"Model card: {card}")
     return 0

@@ -20,7 +20,7 @@ from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRIC
 from unfreeze.cli.output import discard_output, printable
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
-           "command_lr_find", "command_predict", "command_train", "load_data"]
+           "command_lr_find", "command_predict", "command_train", "load_data", "load_run"]
 
 # ---------------------------------------------------------------------------- shared steps
 
@@ -97,7 +97,37 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
 def _load_model(path: Path) -> Any:
     from unfreeze import load_learner
 
-    return load_learner(path / "model.unfreeze" if path.is_dir() else path)
+    return load_learner(runs.model_file(path))
+
+
+def load_run(run: runs.Run) -> tuple[Any, Any, dict[str, Any]]:
+    """The run's model, its data rebuilt from config.json and the options: what interpret, clean and export use.
+
+    The data gets the model's normalization and device, so its batches are what the model saw.
+
+    Raises:
+        RunConfigError: config.json lacks the data options.
+        UsageError: The data's classes are no longer the model's (files moved or renamed since).
+
+    Example:
+        >>> learn, dls, options = load_run(runs.Run.open("runs/pets"))  # doctest: +SKIP
+        >>> list(dls.vocab) == list(learn.dls.vocab)  # doctest: +SKIP
+        True
+    """
+    options = run.options(("data", "size", "bs", "valid_pct", "seed"))
+    learn = _load_model(run.folder)
+    dls = load_data(options)
+    if list(dls.vocab) != list(learn.dls.vocab):
+        raise UsageError(f"the data at {options['data']} now has the classes {dls.vocab}, the model was trained on "
+                         f"{learn.dls.vocab}. Restore the data or train a new run")
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    dls.to(learn.device)
+    return learn, dls, options
+
+
+def _write_run_report(run: runs.Run) -> None:
+    """The report hook of a training run: report.html from the files the run has written so far."""
+    write_report(run.folder)
 
 
 # ---------------------------------------------------------------------------- train and demo
@@ -127,6 +157,8 @@ def command_train(args: argparse.Namespace) -> int:
     elif main_process:
         args.cleanup.enter_context(run.lock())
         run.rewrite_history(saved.state["recorder"]["history"])
+    # Every summary this run writes (finished, interrupted or resumed) is followed by its report.html.
+    run.add_report_hook(_write_run_report)
     if not quiet:
         resumed = f", resuming after epoch {len(saved.state['recorder']['history'])}" if saved is not None else ""
         print(f"{dls}; {options['arch']} on {learn.device}; run directory {run.folder}{resumed}")
@@ -174,14 +206,14 @@ def command_train(args: argparse.Namespace) -> int:
         **runs.environment(learn.device),
     }
     run.write_summary(summary)
-    write_report(run.folder)
     if args.quiet:
         print(run.folder)
         return 0
     metrics = ", ".join(f"{name} {final[name]:.4f}" for name in learn.metric_names if name in final)
     print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images ({guards.sentence()}); "
           f"{summary['wall_time_s']:.0f} s in all.")
-    print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json)")
+    print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json, "
+          "report.html)")
     print(f"Plots: {', '.join(str(path) for path in plots)}")
     return 0
 
@@ -301,7 +333,8 @@ def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, expor
         "wall_time_s": round(time.perf_counter() - started, 2),
     })
     saved = f"the model was saved to {exported}" if exported else "no model was exported (--save-on-interrupt keeps it)"
-    print(f"unfreeze: interrupted; {saved}; summary in {run.summary_file}.", file=sys.stderr)
+    report = f" and {run.file('report.html')}" if run.file("report.html").is_file() else ""
+    print(f"unfreeze: interrupted; {saved}; summary in {run.summary_file}{report}.", file=sys.stderr)
     return 130
 
 
@@ -441,14 +474,7 @@ def command_interpret(args: argparse.Namespace) -> int:
     from unfreeze.inference import ClassificationInterpretation
 
     run = runs.Run.open(args.run_dir)
-    options = run.options(("data", "size", "bs", "valid_pct", "seed"))
-    learn = _load_model(run.folder)
-    dls = load_data(options)
-    if list(dls.vocab) != list(learn.dls.vocab):
-        raise UsageError(f"the data at {options['data']} now has the classes {dls.vocab}, the model was trained on "
-                         f"{learn.dls.vocab}. Restore the data or train a new run")
-    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
-    dls.to(learn.device)
+    learn, dls, options = load_run(run)
     interpretation = ClassificationInterpretation.from_learner(learn, dl=dls.valid)
     single_label = not options.get("multi_label")
     plots = [interpretation.plot_confusion_matrix(run.file("confusion_matrix.png"))] if single_label else []
@@ -471,7 +497,7 @@ def command_export(args: argparse.Namespace) -> int:
     """`unfreeze export`: load the export (which checks it); with --onnx write ONNX next to it."""
     from unfreeze.inference import read_export_metadata
 
-    model_path = args.run_dir / "model.unfreeze" if args.run_dir.is_dir() else args.run_dir
+    model_path = runs.model_file(args.run_dir)
     learn = _load_model(model_path)
     metadata = read_export_metadata(model_path)
     size_mb = model_path.stat().st_size / 2**20

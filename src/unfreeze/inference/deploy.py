@@ -10,17 +10,21 @@ the graph, so a deployment only decodes and resizes images.
     DIR/model.xml + DIR/model.bin   openvino.Core().compile_model(...)(batch)
 
 `check_export` runs a written file on real images and compares it with the PyTorch model;
-`quantize_onnx_int8` writes an int8 copy with ONNX Runtime's dynamic quantization.
+`quantize_onnx_int8` writes an int8 copy with ONNX Runtime's dynamic quantization, and
+`quantize_openvino_int8` one with NNCF's post-training quantization (calibrated on given images).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
+import io
 import json
+import logging
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +38,14 @@ from unfreeze.inference.export import ExportError
 from unfreeze.inference.predict import Predictor
 from unfreeze.tasks import MultiLabel
 
-__all__ = ["FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable", "load_deployed",
-           "quantize_onnx_int8",
-           "validation_images"]
+__all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable",
+           "load_deployed", "quantize_int8", "quantize_onnx_int8", "quantize_openvino_int8", "validation_images"]
 
 FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 _HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
+# The formats with an int8 variant, and how it is made (named in the CLI output and the model card).
+INT8_FORMATS = {"onnx": "ONNX Runtime dynamic quantization (int8 weights)",
+                "openvino": "NNCF post-training quantization (int8 weights and activations)"}
 
 
 class _UInt8Classifier(nn.Module):
@@ -154,11 +160,18 @@ def _write_openvino(module: nn.Module, example: torch.Tensor, paths: list[Path],
         raise ExportError(f"OpenVINO cannot convert this model at {size} px ({'; '.join(failed)[:300]}). Export "
                           "--format onnx instead (OpenVINO also runs .onnx files)") from None
     converted.set_rt_info(json.dumps(metadata), ["unfreeze"])
+    _save_openvino(openvino, converted, paths[0])
+
+
+def _save_openvino(openvino: Any, model: Any, xml: Path) -> list[Path]:
+    """Save an OpenVINO model as `xml` and its .bin, both complete or neither replaced."""
+    paths = [xml, xml.with_suffix(".bin")]
     # OpenVINO names the .bin after the .xml: both are written in a temporary folder, then moved.
-    with tempfile.TemporaryDirectory(dir=paths[0].parent, prefix=".openvino-") as scratch:
-        openvino.save_model(converted, str(Path(scratch) / paths[0].name), compress_to_fp16=False)
+    with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".openvino-") as scratch:
+        openvino.save_model(model, str(Path(scratch) / xml.name), compress_to_fp16=False)
         for path in reversed(paths):  # the .bin first: an .xml is never left pointing at an old .bin
             (Path(scratch) / path.name).replace(path)
+    return paths
 
 
 DeployedModel = Callable[[np.ndarray], np.ndarray]
@@ -255,6 +268,74 @@ def quantize_onnx_int8(path: str | Path, target: str | Path | None = None) -> Pa
 
     path = Path(path)
     target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.onnx")
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, _quiet_quantizer():
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
     return target
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Hold back what the quantizers print while they run: ONNX Runtime's advice on the root logger (a
+    URL about static quantization, which this dynamic one does not use), NNCF's log lines and progress
+    bars (rich, on stdout), and torch's "No CUDA runtime" notice when NNCF imports torch's extension
+    builder. The command prints its own summary of the result."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in ("nncf", "torch.utils.cpp_extension")]
+    levels = [logger.level for logger in loggers]
+    advice = logging.Filter("onnxruntime")  # passes onnxruntime's own loggers, drops the root logger's lines
+    root.addFilter(advice)
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        root.removeFilter(advice)
+
+
+def quantize_openvino_int8(path: str | Path, calibration: torch.Tensor, target: str | Path | None = None) -> Path:
+    """An int8 copy of an OpenVINO export (model.int8.xml + .bin), by NNCF's post-training quantization.
+
+    Unlike ONNX Runtime's dynamic quantization, OpenVINO's int8 quantizes activations too, so it needs
+    images to measure their ranges: `calibration`, uint8 [N, 3, S, S] as the deployment takes them (the
+    training images: the validation images then measure the accuracy change fairly).
+
+    Raises:
+        ImportError: nncf or openvino is missing (the message has the pip line).
+        ValueError: `calibration` holds no image.
+
+    Example:
+        >>> quantize_openvino_int8("deploy/model.xml", train_images)  # doctest: +SKIP
+        PosixPath('deploy/model.int8.xml')
+    """
+    openvino = _require("openvino", "openvino")
+    with _quiet_quantizer():
+        nncf = _require("nncf", "openvino")
+    if len(calibration) == 0:
+        raise ValueError("OpenVINO int8 quantization needs calibration images; none were given.")
+    path = Path(path)
+    target = Path(target) if target is not None else path.with_name(f"{path.stem}.int8.xml")
+    batches = [calibration[index:index + 1].numpy() for index in range(len(calibration))]
+    with _quiet_quantizer():
+        quantized = nncf.quantize(openvino.Core().read_model(str(path)), nncf.Dataset(batches),
+                                  subset_size=len(batches))
+    return _save_openvino(openvino, quantized, target)[0]
+
+
+def quantize_int8(path: str | Path, fmt: str, calibration: torch.Tensor) -> Path:
+    """The int8 copy of an export in `fmt` (see `INT8_FORMATS`); ONNX's ignores `calibration`.
+
+    Raises:
+        ValueError: `fmt` has no int8 variant (TorchScript).
+
+    Example:
+        >>> quantize_int8("deploy/model.onnx", "onnx", train_images)  # doctest: +SKIP
+        PosixPath('deploy/model.int8.onnx')
+    """
+    if fmt == "onnx":
+        return quantize_onnx_int8(path)
+    if fmt == "openvino":
+        return quantize_openvino_int8(path, calibration)
+    raise ValueError(f"int8 exists for {' and '.join(INT8_FORMATS)}, not {fmt!r}.")

@@ -1,8 +1,9 @@
 // The cleaning page of `unfreeze clean`: list items by loss, collect marks, apply them or undo the last apply.
 "use strict";
 
-const marks = new Map();  // item id → new label, or null to remove
+const marks = new Map();  // item id → new label (multi-label: the new list of classes), or null to remove
 let classes = [];
+let multiLabel = false;
 const statusLine = document.getElementById("status");
 const applyButton = document.getElementById("apply");
 
@@ -34,25 +35,59 @@ function tile(item) {
     `${item.split} · label ${item.label} · guess ${item.predicted} (${item.probability.toFixed(2)}) · loss ${item.loss.toFixed(2)}`;
   const select = element.querySelector("select");
   select.append(option("keep", "keep"), option("remove", "remove"));
-  for (const name of classes) {
-    if (name !== item.label) select.append(option(`relabel:${name}`, `relabel as ${name}`));
+  const mark = marks.get(item.id);
+  if (multiLabel) {
+    multiLabelMark(element, item, select);
+  } else {
+    for (const name of classes) {
+      if (name !== item.label) select.append(option(`relabel:${name}`, `relabel as ${name}`));
+    }
+    if (marks.has(item.id)) select.value = mark === null ? "remove" : `relabel:${mark}`;
+    select.addEventListener("change", () => {
+      if (select.value === "keep") marks.delete(item.id);
+      else marks.set(item.id, select.value === "remove" ? null : select.value.slice("relabel:".length));
+      paint(element, select.value === "remove", select.value.startsWith("relabel:"));
+    });
   }
-  if (marks.has(item.id)) {
-    const mark = marks.get(item.id);
-    select.value = mark === null ? "remove" : `relabel:${mark}`;
-  }
-  const paint = () => {
-    element.classList.toggle("removed", select.value === "remove");
-    element.classList.toggle("marked", select.value.startsWith("relabel:"));
-  };
-  select.addEventListener("change", () => {
-    if (select.value === "keep") marks.delete(item.id);
-    else marks.set(item.id, select.value === "remove" ? null : select.value.slice("relabel:".length));
-    paint();
-    refreshApplyButton();
-  });
-  paint();
+  paint(element, marks.has(item.id) && mark === null, marks.has(item.id) && mark !== null);
   return element;
+}
+
+function paint(element, removed, relabelled) {
+  element.classList.toggle("removed", removed);
+  element.classList.toggle("marked", relabelled);
+  refreshApplyButton();
+}
+
+// A multi-label item: one checkbox per class sets its new label set; "remove" takes it out.
+function multiLabelMark(element, item, select) {
+  const fieldset = element.querySelector(".classes");
+  fieldset.hidden = false;
+  const original = [...item.classes].sort().join("\n");
+  const current = marks.has(item.id) && marks.get(item.id) !== null ? marks.get(item.id) : item.classes;
+  const boxes = classes.map((name) => {
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = name;
+    box.checked = current.includes(name);
+    const label = document.createElement("label");
+    label.append(box, ` ${name}`);
+    fieldset.append(label);
+    return box;
+  });
+  if (marks.has(item.id) && marks.get(item.id) === null) select.value = "remove";
+  const update = () => {
+    const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
+    const removed = select.value === "remove";
+    for (const box of boxes) box.disabled = removed;
+    if (removed) marks.set(item.id, null);
+    else if ([...chosen].sort().join("\n") === original) marks.delete(item.id);
+    else marks.set(item.id, chosen);
+    paint(element, removed, marks.has(item.id) && !removed);
+  };
+  select.addEventListener("change", update);
+  for (const box of boxes) box.addEventListener("change", update);
+  for (const box of boxes) box.disabled = select.value === "remove";
 }
 
 async function load() {
@@ -61,8 +96,14 @@ async function load() {
   const label = document.getElementById("label").value;
   if (split) query.set("split", split);
   if (label) query.set("label", label);
-  const response = await fetch(`/api/items?${query}`);
-  const answer = await response.json();
+  let response, answer;
+  try {  // a stopped server or a proxy's HTML error page: said in the status line, not an uncaught error
+    response = await fetch(`/api/items?${query}`);
+    answer = await response.json();
+  } catch (error) {
+    say(`cannot load the images: ${error.message}. Is 'unfreeze clean' still running?`, true);
+    return;
+  }
   if (!response.ok) {
     say(answer.detail, true);
     return;
@@ -70,6 +111,7 @@ async function load() {
   document.getElementById("title").textContent = `Clean the data of ${answer.run} (${answer.kind} dataset)`;
   if (classes.length === 0) {
     classes = answer.classes;
+    multiLabel = answer.multi_label;
     const labelSelect = document.getElementById("label");
     for (const name of classes) labelSelect.append(option(name, name));
   }
@@ -83,7 +125,7 @@ async function post(url, body) {
     headers: { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const answer = await response.json();
+  const answer = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
   if (!response.ok) throw new Error(answer.detail);
   return answer;
 }
