@@ -75,7 +75,11 @@ def test_keep_last_leaves_the_last_epoch_and_reports_the_best(folder: Path, tmp_
     last = learn.recorder.history[-1]["valid_loss"]
     assert float(learn.validate()["valid_loss"]) == pytest.approx(last, rel=1e-5)
     assert best.describe()["kept"] == "last" and best.describe()["last_epoch"] == 1
-    assert best.describe()["best_epoch"] == 0 and (tmp_path / "best.safetensors").is_file()
+    assert best.describe()["best_epoch"] == 0 and not (tmp_path / "best.safetensors").exists()  # nothing to restore
+
+    restoring = KeepBest(monitor="valid_loss", path=tmp_path / "kept.safetensors")
+    learn.fit(1, 1e-3, callbacks=[restoring])
+    assert (tmp_path / "kept.safetensors").is_file() and restoring.state_dict()["best_epoch"] == 2
 
 
 def test_keep_best_takes_the_first_metric_and_refuses_an_unknown_keep(folder: Path) -> None:

@@ -85,7 +85,8 @@ class KeepBest(SaveBestModel):
         self.last_epoch, self.last_value = row, value
         if self._learner is not None and math.isfinite(value) and self._better(value):
             self.best, self.best_epoch = value, row
-            self._save(self._learner)
+            if self.restore_best:  # keep="last" only reports the best: no copy to restore
+                self._save(self._learner)
 
     def _better(self, value: float) -> bool:
         if self.best is None:
