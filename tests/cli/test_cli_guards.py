@@ -64,17 +64,19 @@ def _small_images(root: Path, side: int) -> Path:
 def test_small_images_are_upscaled_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _small_images(tmp_path / "digits", 8)
     argv = ["train", str(data), "--arch", "test_resnet", "--no-pretrained", "--size", "32", "--bs", "4",
-            "--epochs", "1", "--freeze-epochs", "0", "--quiet"]
+            "--epochs", "1", "--freeze-epochs", "0"]
     assert main([*argv, "--out", str(tmp_path / "up")]) == 0
-    err = capsys.readouterr().err
-    assert "final feature map is 1x1" in err and "training at 64 px instead (--no-upscale keeps 32)" in err
+    printed = capsys.readouterr()
+    assert "final feature map is 1x1" in printed.err
+    assert "training at 64 px instead (--no-upscale keeps 32)" in printed.err
+    assert "Upscaled: training at 64 px (the images are 8 px)." in printed.out and "size 64, seed 0)" in printed.out
     summary = json.loads((tmp_path / "up" / "summary.json").read_text())
     assert summary["input_size"] == {"requested": 32, "size": 64, "native": 8, "feature_map": [1, 1],
                                      "upscaled": True}
     assert load_learner(tmp_path / "up" / "model.unfreeze").dls.size == 64
     config = json.loads((tmp_path / "up" / "config.json").read_text())["options"]
     assert config["size"] == 64 and config["upscaled_from"] == 32  # interpret and --resume rebuild 64 px data
-    assert main([*argv, "--no-upscale", "--out", str(tmp_path / "kept")]) == 0
+    assert main([*argv, "--no-upscale", "--quiet", "--out", str(tmp_path / "kept")]) == 0
     assert "use --size 64 or more" in capsys.readouterr().err
     assert json.loads((tmp_path / "kept" / "summary.json").read_text())["input_size"]["size"] == 32
 

@@ -152,6 +152,7 @@ def command_train(args: argparse.Namespace) -> int:
     main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
     options, input_size = check_input_size_and_upscale(learn, options, load_data, quiet)
+    dls = learn.dls  # upscaled loaders, if the plan raised the size
     if run is None:
         run = _claim_run(args, options, main_process)
     elif main_process:
