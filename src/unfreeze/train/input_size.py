@@ -20,12 +20,13 @@ from PIL import Image
 from torch import nn
 
 from unfreeze.data.decode import open_rgb
-from unfreeze.models.feature_map import check_input_size, min_input_size
+from unfreeze.models.feature_map import check_input_size
 
 __all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size"]
 
 MIN_CELLS = 2  # the final map's side below which the pooled features see no layout
 _ROUND_TO = 32  # the usual total stride: a multiple of it gives an exact, unpadded map
+_LARGEST = 1024  # the scan for a usable size stops here: no CNN body needs more for a 2×2 map
 _SAMPLE = 16  # images read for the native size: their headers only, so cheap
 
 
@@ -106,10 +107,12 @@ def plan_input_size(body: nn.Module, size: int, sources: Sequence[Any] = (), ups
     native = native_size(sources) if sources else None
     if not check.too_small:
         return SizePlan(size, size, check.feature_map, native, None)
-    try:
-        smallest = min_input_size(body, MIN_CELLS)
-    except ValueError:
+    # Upwards from the next multiple of 32: one forward pass for the usual case (32 → 64), where a
+    # bisection over 1..2048 px (models.feature_map.min_input_size) took seconds on a CPU.
+    first = (size // _ROUND_TO + 1) * _ROUND_TO
+    usable = next((candidate for candidate in range(first, _LARGEST + 1, _ROUND_TO)
+                   if not check_input_size(body, candidate, MIN_CELLS).too_small), None)
+    if usable is None:
         return SizePlan(size, size, check.feature_map, native, None)  # no size helps: nothing to suggest
-    usable = -(-smallest // _ROUND_TO) * _ROUND_TO
     small_images = native is not None and native <= size  # training at `size` already upscales them
     return SizePlan(size, usable if upscale and small_images else size, check.feature_map, native, usable)
