@@ -70,14 +70,17 @@ from unfreeze.train.callbacks import (
     SaveBestModel,
 )
 from unfreeze.train.checkpoint import CheckpointError
+from unfreeze.train.divergence import DivergenceGuard, TrainingDivergedError, retry_on_divergence
 from unfreeze.train.ema import EMA
 from unfreeze.train.fastai_idioms import CutMix, EarlyStoppingCallback, MixUp, MultiCategory, SaveModelCallback
+from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
 from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe_settings import Recipe, RecipeError
+from unfreeze.train.threshold_tuning import tune_threshold
 from unfreeze.train.time_budget import TimeBudget
 
 __all__ = [
@@ -92,6 +95,7 @@ __all__ = [
     "DataBlock",
     "DataError",
     "DataWarning",
+    "DivergenceGuard",
     "EarlyStopping",
     "EarlyStoppingCallback",
     "ExportError",
@@ -102,6 +106,7 @@ __all__ = [
     "ImageDataLoader",
     "ImageDataLoaders",
     "Interpretation",
+    "KeepBest",
     "L",
     "LabelSmoothingCrossEntropy",
     "Learner",
@@ -130,6 +135,7 @@ __all__ = [
     "SuggestedLRs",
     "TensorBoardLogger",
     "TimeBudget",
+    "TrainingDivergedError",
     "TransferModel",
     "URLs",
     "UnknownArchitectureError",
@@ -158,6 +164,7 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
+    "retry_on_divergence",
     "sample_path",
     "slide",
     "steep",
@@ -165,6 +172,7 @@ __all__ = [
     "to_cpu",
     "top_k_accuracy",
     "torch",
+    "tune_threshold",
     "untar_data",
     "using_attr",
     "valley",

@@ -312,6 +312,10 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
     argv += [] if options["pretrained"] else ["--no-pretrained"]
     if options.get("train_bn") is not None:
         argv += ["--train-bn" if options["train_bn"] else "--no-train-bn"]
+    if options.get("keep", "best") != "best":
+        argv += ["--keep", options["keep"]]
+    if options.get("upscale") is False:
+        argv += ["--no-upscale"]
     return argv
 
 

@@ -114,7 +114,8 @@ class MultiLabel:
     """Each image has any number of classes (none included): sigmoid, binary cross-entropy, threshold.
 
     Args:
-        threshold: A class is predicted when its probability is at least this (fastai's default 0.5).
+        threshold: A class is predicted when its probability is at least this (fastai's default 0.5);
+            a tuple gives each class its own (`tune_threshold(learn, per_class=True)` chooses them).
 
     Example:
         >>> task = MultiLabel(threshold=0.5)
@@ -124,12 +125,20 @@ class MultiLabel:
         ('cat', 'fox')
     """
 
-    threshold: float = 0.5
+    threshold: float | tuple[float, ...] = 0.5
     name: str = "multi_label"
 
     def __post_init__(self) -> None:
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold!r}.")
+        if isinstance(self.threshold, (list, tuple)):
+            object.__setattr__(self, "threshold", tuple(float(value) for value in self.threshold))  # hashable
+        values = self.threshold if isinstance(self.threshold, tuple) else (self.threshold,)
+        if not values or not all(0.0 < float(value) < 1.0 for value in values):
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), or one such number per class, got "
+                             f"{self.threshold!r}.")
+
+    def cutoffs(self, probs: torch.Tensor) -> torch.Tensor:
+        """The threshold as a tensor that broadcasts over `probs` [N, C] (a scalar, or one per class)."""
+        return torch.as_tensor(self.threshold, dtype=probs.dtype, device=probs.device)
 
     def encode(self, labels: Sequence[Label], vocab: Sequence[str]) -> torch.Tensor:
         """Multi-hot float [N, C]; an unlabelled item (None) gets a row of NaN, which no loss counts."""
@@ -192,7 +201,7 @@ class MultiLabel:
 
     def decode(self, probs: torch.Tensor) -> torch.Tensor:
         """Bool [N, C]: the classes at or above the threshold."""
-        return probs >= self.threshold
+        return probs >= self.cutoffs(probs)
 
     def labels_of(self, decoded: torch.Tensor, vocab: Sequence[str]) -> tuple[str, ...]:
         """The class names of one decoded prediction (a possibly empty tuple)."""
@@ -202,7 +211,8 @@ class MultiLabel:
         return ["accuracy_multi", "f1_multi"]
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": float(self.threshold)}
+        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else float(self.threshold)
+        return {"name": self.name, "threshold": threshold}
 
 
 Task = SingleLabel | MultiLabel
@@ -218,5 +228,6 @@ def task_from_config(config: dict[str, Any] | None) -> Task:
     if config is None or config.get("name") == "single_label":
         return SingleLabel()
     if config.get("name") == "multi_label":
-        return MultiLabel(threshold=float(config.get("threshold", 0.5)))
+        threshold = config.get("threshold", 0.5)
+        return MultiLabel(threshold=tuple(threshold) if isinstance(threshold, list) else float(threshold))
     raise ValueError(f"Unknown task {config.get('name')!r}; this version knows 'single_label' and 'multi_label'.")

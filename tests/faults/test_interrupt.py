@@ -62,7 +62,9 @@ def test_ctrl_c_elsewhere_is_one_line(where: str, tiny_data: Path, tmp_path: Pat
     code = main(["train", str(tiny_data), *TINY, "--out", str(out), "--lr", "auto"])
     err = capsys.readouterr().err
     assert code == 130
-    assert err.strip().splitlines() == ["unfreeze: interrupted (Ctrl-C)."]
+    # Warnings before training (TINY's 16 px gives test_resnet a 1x1 feature map) are not part of the stop.
+    lines = [line for line in err.strip().splitlines() if not line.startswith("unfreeze: warning:")]
+    assert lines == ["unfreeze: interrupted (Ctrl-C)."]
     assert not (out / runs.LOCK_FILE).exists()
 
 

@@ -108,6 +108,7 @@ def _outcome(summary: dict[str, Any], history: list[dict[str, Any]]) -> str:
     if final:
         facts.append("final " + ", ".join(f"{html.escape(key)} {_format(value)}" for key, value in final.items()
                                            if key not in ("epoch", "time")))
+    facts += _guard_facts(summary)
     if summary.get("wall_time_s") is not None:
         facts.append(f"{_format(summary['wall_time_s'])} s in all on {html.escape(str(summary.get('device', '?')))}")
     data = summary.get("data") or {}
@@ -117,6 +118,30 @@ def _outcome(summary: dict[str, Any], history: list[dict[str, Any]]) -> str:
     if summary.get("interrupted"):
         facts.append("<strong>interrupted</strong> before the planned epochs ended")
     return "<ul>" + "".join(f"<li>{fact}</li>" for fact in facts) + "</ul>" if facts else "<p>no summary.</p>"
+
+
+def _guard_facts(summary: dict[str, Any]) -> list[str]:
+    """What the training guards decided: the epoch exported and why, an LR retry, the threshold, upscaling."""
+    facts = []
+    kept = summary.get("kept") or {}
+    if kept.get("best_epoch") is not None:
+        monitor = html.escape(str(kept.get("monitor")))
+        if kept.get("kept") == "last":
+            facts.append(f"exported the <strong>last</strong> epoch ({_format(kept.get('last_epoch'))}, --keep last); "
+                         f"the best by {monitor} was epoch {_format(kept['best_epoch'])}")
+        else:
+            facts.append(f"exported epoch <strong>{_format(kept['best_epoch'])}</strong>, the best by {monitor} "
+                         f"({_format(kept.get('best_value'))})")
+    if summary.get("lr_retry"):
+        facts.append(f"retried once at a lower LR: {html.escape(str(summary['lr_retry']))}")
+    threshold = summary.get("threshold") or {}
+    if threshold:
+        facts.append(f"decision threshold {html.escape(str(threshold.get('threshold')))}, chosen by F1 on the "
+                     "validation set")
+    size = summary.get("input_size") or {}
+    if size.get("upscaled"):
+        facts.append(f"upscaled: trained at {_format(size.get('size'))} px instead of {_format(size.get('requested'))}")
+    return facts
 
 
 def _per_class(report: dict[str, Any]) -> str:

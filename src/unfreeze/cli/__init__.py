@@ -44,6 +44,7 @@ from unfreeze.cli.commands import (
     command_train,
 )
 from unfreeze.cli.convert import add_convert_fastai
+from unfreeze.cli.guards import add_guard_options
 from unfreeze.cli.options import (
     _DEMO_EXAMPLES,
     _EVALUATE_EXAMPLES,
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(train, data_optional=True)
     _add_training_options(train, DEFAULT_LR)
     add_recipe_options(train)
+    add_guard_options(train)
     train.set_defaults(handler=command_train)
 
     lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)

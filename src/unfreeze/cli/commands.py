@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from unfreeze import runs
 from unfreeze._io import output_error, stream_path
 from unfreeze.apps.report import write_report
+from unfreeze.cli.guards import TrainGuards, check_input_size_and_upscale, train_command_after_lr_find
 from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.recipe_options import (
@@ -162,6 +163,8 @@ def command_train(args: argparse.Namespace) -> int:
     # (the process group exists once the learner is built).
     main_process = distributed.is_main_process()
     quiet = args.quiet or not main_process
+    options, input_size = check_input_size_and_upscale(learn, options, load_data, quiet)
+    dls = learn.dls  # upscaled loaders, if the plan raised the size
     if run is None:
         run = _claim_run(args, options, main_process)
     elif main_process:
@@ -178,22 +181,30 @@ def command_train(args: argparse.Namespace) -> int:
         lr = lr_find.valley
         if not quiet:
             print(f"--lr auto: using the valley suggestion, {lr:.2e}")
-    _train(learn, options, lr, [run.history_logger(), *loggers] if main_process else [], run, resume=saved)
+    logger = [run.history_logger(), *loggers] if main_process else []
+    guards = TrainGuards.run(learn, lambda attempt_lr, guard_callbacks: _train(
+        learn, options, attempt_lr, [*logger, *guard_callbacks], run, resume=saved), lr, options.get("keep", "best"),
+        run.file("best.safetensors"), retry=saved is None)
+    if guards.retried_because is not None and main_process:
+        run.rewrite_history(learn.recorder.history)  # the rolled-back attempt's rows are gone
     lr = learn.progress.recipe.get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
     if learn.interrupted:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
-        exported = learn.export(run.export_file) if args.save_on_interrupt else None
+        exported = _export(learn, run) if args.save_on_interrupt else None
         return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
-    learn.export(run.export_file)
+    guards.choose_threshold(learn)
+    _export(learn, run)
     interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
     if not main_process:
         return 0
     single_label = not options.get("multi_label")
     plots = ([run.file("lr_find.png")] if lr_find is not None else []) + run.write_plots(
         learn.recorder, interpretation, single_label)
-    final = dict(learn.recorder.history[-1]) if learn.recorder.history else {}
+    final = guards.kept_row(learn.recorder.history)
     summary = {
         "final": final,
+        **guards.summary(),
+        "input_size": input_size,
         "history": learn.recorder.history,
         "lr": {"base_lr": lr, "chosen_by": "lr_find valley" if options["lr"] == "auto" else "--lr",
                "suggestions": lr_find.suggestions if lr_find is not None else None},
@@ -213,7 +224,8 @@ def command_train(args: argparse.Namespace) -> int:
         print(run.folder)
         return 0
     metrics = ", ".join(f"{name} {final[name]:.4f}" for name in learn.metric_names if name in final)
-    print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images; {summary['wall_time_s']:.0f} s in all.")
+    print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images ({guards.sentence()}); "
+          f"{summary['wall_time_s']:.0f} s in all.")
     print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json, "
           "report.html)")
     print(f"Plots: {', '.join(str(path) for path in plots)}")
@@ -225,7 +237,7 @@ def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
-    return {**_options(args), **recipe_options(args), "lr": args.lr}
+    return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale}
 
 
 def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
@@ -256,7 +268,8 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
-            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", *RECIPE_FLAGS)
+            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", *RECIPE_FLAGS,
+            "keep", "upscale")
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
@@ -269,9 +282,10 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
     options = run.options(("data", "arch", "epochs", "freeze_epochs", "lr"), "it cannot be resumed")
     given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
     current = {**_options(args, data_required=False), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
-               "lr": args.lr, **{key: getattr(args, key) for key in RECIPE_FLAGS}}
+               "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
+               **{key: getattr(args, key) for key in RECIPE_FLAGS}}
     flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
-    flags.update(pretrained="--no-pretrained", multi_label="--multi-label", **RECIPE_FLAGS)
+    flags.update(pretrained="--no-pretrained", multi_label="--multi-label", upscale="--no-upscale", **RECIPE_FLAGS)
     differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
                  if key in current and (flags[key] in given or (key == "train_bn" and "--no-train-bn" in given))
                  and current[key] != options.get(key)]
@@ -315,6 +329,14 @@ def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list
         if converted is None:
             raise
         raise converted from error
+
+
+def _export(learn: Any, run: runs.Run) -> Path:
+    """The run's model.unfreeze, after checking that the model predicts finite values."""
+    from unfreeze.train.divergence import check_finite_predictions
+
+    check_finite_predictions(learn)
+    return learn.export(run.export_file)
 
 
 def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, exported: Path | None) -> int:
@@ -375,7 +397,7 @@ def command_lr_find(args: argparse.Namespace) -> int:
     suggestions = "  ".join(f"{name} {lr:.2e}" for name, lr in result.suggestions.items())
     print(f"Suggestions (head LR): {suggestions}")
     print(f"Plot: {result.plot_path}")
-    print(f"Train with: unfreeze train {_quote(str(args.data))} --arch {options['arch']} --lr {result.valley:.2e}")
+    print(f"Train with: {train_command_after_lr_find(args.argv, result.valley)}")
     return 0
 
 

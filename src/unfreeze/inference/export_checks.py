@@ -123,14 +123,18 @@ def _augment_problems(augment: Any) -> list[str]:
     return problems
 
 
-def _task_problems(task: Any) -> list[str]:
+def _task_problems(task: Any, n_classes: int | None) -> list[str]:
     if task is None:  # an export from before tasks existed: single-label
         return []
     if not isinstance(task, dict) or task.get("name") not in ("single_label", "multi_label"):
         return [f"task must be single_label or multi_label, found {_shown(task)}"]
     threshold = task.get("threshold", 0.5)
-    if task["name"] == "multi_label" and not _number(threshold, 0.0, 1.0):
-        return [f"task.threshold must be a number from 0 to 1, found {_shown(threshold)}"]
+    if task["name"] != "multi_label" or _number(threshold, 0.0, 1.0):
+        return []
+    per_class = isinstance(threshold, list) and len(threshold) == n_classes
+    if not (per_class and all(_number(value, 0.0, 1.0) for value in threshold)):
+        return [f"task.threshold must be a number from 0 to 1, or one per class ({n_classes}), found "
+                f"{_shown(threshold)}"]
     return []
 
 
@@ -162,7 +166,7 @@ def metadata_problems(metadata: dict[str, Any]) -> list[str]:
     if _numbers(metadata["std"], 3) and min(metadata["std"]) <= 0:
         problems.append(f"std must be > 0, found {metadata['std']}")
     problems += _augment_problems(metadata.get("augment"))
-    problems += _task_problems(metadata.get("task"))
+    problems += _task_problems(metadata.get("task"), len(vocab) if isinstance(vocab, list) else None)
     seed = metadata.get("seed")
     if seed is not None and not _whole(seed, 0, _MAX_SEED):
         problems.append(f"seed must be null or a whole number from 0 to 2**63 - 1, found {_shown(seed)}")

@@ -25,6 +25,7 @@ points `[num_it // 10 : -5]`, cut at the first non-finite one:
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "LRFindResult",
     "LRFindWarning",
     "SuggestedLRs",
+    "curve_flags",
     "lr_find",
     "minimum",
     "slide",
@@ -339,9 +341,12 @@ def _batches(loader: Any, first_epoch: int) -> Any:
 
 
 def _run(
-    learner: RangeTestTarget, lrs: list[float], ratios: list[float], stop_div: bool
+    learner: RangeTestTarget, lrs: list[float], ratios: list[float], stop_div: bool, progress: Any = None
 ) -> tuple[list[float], list[float], bool]:
-    """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged."""
+    """Train one batch per LR in `lrs`; return the raw and smoothed losses and whether it diverged.
+
+    `progress`, a text stream, gets one line per tenth of the test (a pipe or a log shows it is alive).
+    """
     loader = learner.dls.train
     batches = _batches(loader, first_epoch=learner.epochs_done)
     learner.set_train_mode()
@@ -364,6 +369,10 @@ def _run(
         raw.append(loss)
         smooth.append(learner.recorder.record_step(loss, group_lrs, _MOMENTUM))
         best = min(best, smooth[-1])
+        tenth = max(len(lrs) // 10, 1)
+        if progress is not None and ((i + 1) % tenth == 0 or i + 1 == len(lrs)):
+            print(f"lr_find: {i + 1}/{len(lrs)} iterations, LR {lr:.1e}, smoothed loss {smooth[-1]:.4f}",
+                  file=progress, flush=True)
         # A NaN smoothed loss never recovers (the EMA keeps it), so it counts as divergence too.
         if stop_div and not smooth[-1] <= _DIVERGE * best:
             return raw, smooth, True
@@ -399,7 +408,48 @@ def _suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict[s
             f"The suggestions disagree by {high / low:.0f}x ({named}). The curve is probably noisy (a small "
             "dataset or batch); look at the plot, or rerun with more num_it or a larger batch size."
         )
+    notes += curve_flags(window_lrs, window_losses, found["valley"])
     return {name: math.nan if lr is None else lr for name, lr in found.items()}, notes
+
+
+def curve_flags(lrs: np.ndarray, losses: np.ndarray, valley_lr: float | None) -> list[str]:
+    """What makes a curve's valley untrustworthy: its minimum at the start, or a valley not on a descent.
+
+    A minimum in the first tenth of the window means the loss never fell as the LR rose (start_lr
+    already too high, or a model that cannot learn this data at this size); a valley where the loss is
+    not descending (a local peak of a noisy curve) points at an LR where training is not improving.
+
+    Example:
+        >>> lrs = np.logspace(-6, 0, 30)
+        >>> curve_flags(lrs, np.linspace(1, 3, 30), float(lrs[5]))[0][:40]
+        'The loss is lowest at the start of the c'
+    """
+    flags: list[str] = []
+    if len(losses) < 5:
+        return flags
+    lowest = int(np.argmin(losses))
+    if lowest < max(len(losses) // 10, 1):
+        flags.append(
+            f"The loss is lowest at the start of the curve (LR {lrs[lowest]:.1e}): it never fell as the LR rose, so "
+            "no suggestion is reliable. Try a lower start_lr, more num_it, or check that the model can learn this "
+            "data (image size, labels)."
+        )
+    if valley_lr is not None:
+        index = int(np.argmin(np.abs(np.log(lrs) - math.log(valley_lr))))
+        around = losses[max(index - 2, 0): index + 3]
+        if len(around) >= 2 and np.polyfit(np.arange(len(around)), around, 1)[0] >= 0:
+            flags.append(
+                f"The valley ({valley_lr:.1e}) does not sit on a descending stretch of the curve (the loss is "
+                "flat or rising there): look at the plot and pick an LR where the loss still falls steeply."
+            )
+    return flags
+
+
+def _progress_stream(quiet: bool) -> Any:
+    """stdout when it is not a terminal (a pipe, a log) and the test may print; else None."""
+    if quiet or not distributed.is_main_process() or sys.stdout is None:
+        return None
+    return None if getattr(sys.stdout, "isatty", lambda: False)() else sys.stdout
 
 
 def lr_find(
@@ -453,7 +503,7 @@ def lr_find(
     try:
         if learner.seed is not None:
             torch.manual_seed(learner.seed)  # the global RNG is restored below
-        raw, smooth, diverged = _run(learner, lrs, ratios, stop_div)
+        raw, smooth, diverged = _run(learner, lrs, ratios, stop_div, _progress_stream(quiet or learner.quiet))
     finally:
         learner.load_state_dict(saved)
     lrs = lrs[: len(smooth)]

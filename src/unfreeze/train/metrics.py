@@ -112,6 +112,11 @@ def _threshold(threshold: float, thresh: float | None, metric: str) -> float:
     return thresh
 
 
+def _at_or_above(probs: torch.Tensor, threshold: Any) -> torch.Tensor:
+    """probs >= threshold, for one threshold or one per class (a tuned task's tuple)."""
+    return probs >= torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+
+
 def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True, *,
                    thresh: float | None = None) -> MetricValue:
     """Multi-label accuracy: the fraction of (item, class) decisions that are right, as fastai's.
@@ -129,7 +134,7 @@ def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float 
     """
     threshold = _threshold(threshold, thresh, "accuracy_multi")
     probs = preds.sigmoid() if sigmoid else preds
-    return _value(((probs >= threshold) == targets.bool()).float().mean())
+    return _value((_at_or_above(probs, threshold) == targets.bool()).float().mean())
 
 
 def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True, *,
@@ -144,7 +149,7 @@ def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
     """
     threshold = _threshold(threshold, thresh, "f1_multi")
     probs = preds.sigmoid() if sigmoid else preds
-    decided, actual = (probs >= threshold).float(), targets.float()
+    decided, actual = _at_or_above(probs, threshold).float(), targets.float()
     return _macro_f1((decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0))
 
 

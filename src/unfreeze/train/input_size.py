@@ -1,0 +1,118 @@
+"""The input size a backbone can use: warn when its final feature map is under 2×2, upscale small images.
+
+A CNN body divides the input side by its stride (32 for most): efficientnet_lite0 at 32 px ends on a
+1×1 map and fine-tuning it is unstable (issue 17: 31% on 32 px digits, 84% at 64 px). Before training,
+`plan_input_size` measures the map at the chosen size (`models.feature_map`), and reads the images'
+own size from the files. When the map is too small and the images are natively no larger than the
+chosen size (so a larger size only upscales them further and loses nothing but time), the
+plan raises the size to the smallest multiple of 32 whose map is at least 2×2; `upscale=False`
+(`--no-upscale`) keeps the chosen size. Otherwise (large images shrunk on purpose) it only warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch import nn
+
+from unfreeze.data.decode import open_rgb
+from unfreeze.models.feature_map import check_input_size
+
+__all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size"]
+
+MIN_CELLS = 2  # the final map's side below which the pooled features see no layout
+_ROUND_TO = 32  # the usual total stride: a multiple of it gives an exact, unpadded map
+_LARGEST = 1024  # the scan for a usable size stops here: no CNN body needs more for a 2×2 map
+_SAMPLE = 16  # images read for the native size: their headers only, so cheap
+
+
+def native_size(sources: Sequence[Any], sample: int = _SAMPLE) -> int | None:
+    """The largest side of up to `sample` evenly spaced images (files: header only); None without images.
+
+    Example:
+        >>> native_size(dls.train.dataset.sources)  # doctest: +SKIP
+        28
+    """
+    if not sources:
+        return None
+    step = max(len(sources) // sample, 1)
+    largest = 0
+    for source in list(sources)[::step][:sample]:
+        try:
+            if isinstance(source, (str, Path)):
+                with Image.open(source) as image:
+                    width, height = image.size
+            else:
+                width, height = open_rgb(source).size
+        except (OSError, ValueError):
+            continue  # an unreadable file: the loader reports it; the size comes from the others
+        largest = max(largest, width, height)
+    return largest or None
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The size to train at, and why.
+
+    Attributes:
+        requested: The size the user chose.
+        size: The size to train at (larger than `requested` only when the plan upscales).
+        feature_map: The body's final map (height, width) at `requested`; None for a body without one.
+        native: The images' largest side, as read from the files (None if unknown).
+        usable: The smallest multiple of 32 whose map is at least 2×2 (None when `requested` is fine).
+    """
+
+    requested: int
+    size: int
+    feature_map: tuple[int, int] | None
+    native: int | None
+    usable: int | None
+
+    @property
+    def upscaled(self) -> bool:
+        return self.size != self.requested
+
+    def message(self, arch: str) -> str:
+        """The warning line for a too-small map (empty when the requested size is fine)."""
+        if self.usable is None or self.feature_map is None:
+            return ""
+        height, width = self.feature_map
+        native = f" (the images are {self.native} px)" if self.native else ""
+        head = (f"at {self.requested} px{native}, {arch}'s final feature map is {height}x{width}, under "
+                f"{MIN_CELLS}x{MIN_CELLS}: fine-tuning is unstable there")
+        if self.upscaled:
+            return f"{head}; training at {self.size} px instead (--no-upscale keeps {self.requested})"
+        return f"{head}; use --size {self.usable} or more"
+
+
+def plan_input_size(body: nn.Module, size: int, sources: Sequence[Any] = (), upscale: bool = True) -> SizePlan:
+    """Check `body`'s final feature map at `size`; upscale small images to a size it can use.
+
+    Args:
+        body: The backbone's feature extractor (`model.body`).
+        size: The chosen input side in pixels.
+        sources: The training images (paths or arrays) whose own size decides whether to upscale.
+        upscale: Raise the size for small images (False: keep `size`, warn only).
+
+    Example:
+        >>> plan = plan_input_size(model.body, 32, dls.train.dataset.sources)  # doctest: +SKIP
+        >>> plan.size, plan.feature_map, plan.native  # doctest: +SKIP
+        (64, (1, 1), 8)
+    """
+    check = check_input_size(body, size, MIN_CELLS)
+    native = native_size(sources) if sources else None
+    if not check.too_small:
+        return SizePlan(size, size, check.feature_map, native, None)
+    # Upwards from the next multiple of 32: one forward pass for the usual case (32 → 64), where a
+    # bisection over 1..2048 px (models.feature_map.min_input_size) took seconds on a CPU.
+    first = (size // _ROUND_TO + 1) * _ROUND_TO
+    usable = next((candidate for candidate in range(first, _LARGEST + 1, _ROUND_TO)
+                   if not check_input_size(body, candidate, MIN_CELLS).too_small), None)
+    if usable is None:
+        return SizePlan(size, size, check.feature_map, native, None)  # no size helps: nothing to suggest
+    small_images = native is not None and native <= size  # training at `size` already upscales them
+    return SizePlan(size, usable if upscale and small_images else size, check.feature_map, native, usable)

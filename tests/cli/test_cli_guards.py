@@ -1,0 +1,107 @@
+"""`unfreeze train` and `unfreeze lr-find` with the guards of issue 17 §3: the best epoch kept and named,
+divergence refused with one line, small images upscaled, lr-find's rerun line, the multi-label threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_helpers import TINY, run_user_error
+from unfreeze import load_learner
+from unfreeze.cli import main
+
+
+def test_the_best_epoch_is_kept_and_named(image_folder: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--epochs", "2", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    kept = summary["kept"]
+    assert kept["kept"] == "best" and kept["monitor"] == "error_rate" and kept["mode"] == "min"
+    errors = [row["error_rate"] for row in summary["history"]]
+    assert kept["best_value"] == min(errors) and errors.index(min(errors)) == kept["best_epoch"]
+    assert summary["final"]["epoch"] == kept["best_epoch"]  # the final row is the kept epoch's
+    assert f"kept epoch {kept['best_epoch']}, the best by error_rate" in out.splitlines()[-3]
+    assert f"exported epoch <strong>{kept['best_epoch']}</strong>, the best by error_rate" in (
+        run / "report.html").read_text()
+
+
+def test_keep_last_opts_out_and_lands_in_the_config(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--keep", "last", "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kept"]["kept"] == "last" and summary["kept"]["last_epoch"] == 1
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["keep"] == "last" and "--keep last" in config["rerun"]
+
+
+def test_a_huge_lr_with_one_step_per_epoch_is_refused_not_exported(image_folder: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # One batch of 64 holds the whole training set: the step that breaks the weights is the epoch's last.
+    run = tmp_path / "run"
+    line = run_user_error(["train", str(image_folder), *TINY, "--bs", "64", "--freeze-epochs", "0", "--lr", "1e10",
+                           "--out", str(run)], capsys)
+    assert "Training diverged at LR 1.00e+10" in line and "and again at 1.00e+09" in line
+    assert not (run / "model.unfreeze").exists()
+
+
+def _small_images(root: Path, side: int) -> Path:
+    for index, name in enumerate(("zero", "one")):
+        for split, count in (("train", 4), ("valid", 2)):
+            for item in range(count):
+                path = root / split / name / f"{item}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.random.default_rng(item).integers(0, 60, (side, side, 3)) + 150 * index
+                Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return root
+
+
+def test_small_images_are_upscaled_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _small_images(tmp_path / "digits", 8)
+    argv = ["train", str(data), "--arch", "test_resnet", "--no-pretrained", "--size", "32", "--bs", "4",
+            "--epochs", "1", "--freeze-epochs", "0"]
+    assert main([*argv, "--out", str(tmp_path / "up")]) == 0
+    printed = capsys.readouterr()
+    assert "final feature map is 1x1" in printed.err
+    assert "training at 64 px instead (--no-upscale keeps 32)" in printed.err
+    assert "Upscaled: training at 64 px (the images are 8 px)." in printed.out and "size 64, seed 0)" in printed.out
+    summary = json.loads((tmp_path / "up" / "summary.json").read_text())
+    assert summary["input_size"] == {"requested": 32, "size": 64, "native": 8, "feature_map": [1, 1],
+                                     "upscaled": True}
+    assert load_learner(tmp_path / "up" / "model.unfreeze").dls.size == 64
+    config = json.loads((tmp_path / "up" / "config.json").read_text())["options"]
+    assert config["size"] == 64 and config["upscaled_from"] == 32  # interpret and --resume rebuild 64 px data
+    assert main([*argv, "--no-upscale", "--quiet", "--out", str(tmp_path / "kept")]) == 0
+    assert "use --size 64 or more" in capsys.readouterr().err
+    assert json.loads((tmp_path / "kept" / "summary.json").read_text())["input_size"]["size"] == 32
+
+
+def test_lr_find_keeps_every_option_and_shows_progress_in_a_pipe(image_folder: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lr-find", str(image_folder), "--arch", "test_resnet", "--no-pretrained", "--size", "24",
+                 "--bs", "4", "--num-it", "20", "--plot", str(tmp_path / "lr.png")]) == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if line.startswith("lr_find: ") and "/20 iterations" in line]) == 10
+    command = next(line for line in out.splitlines() if line.startswith("Train with: "))
+    assert command.startswith(f"Train with: unfreeze train {image_folder} --arch test_resnet --no-pretrained "
+                              "--size 24 --bs 4 --lr ")
+    assert "--plot" not in command and "--num-it" not in command
+
+
+def test_multi_label_threshold_is_chosen_reported_and_exported(image_folder: Path, tmp_path: Path) -> None:
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "ml"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--quiet"]) == 0
+    threshold = json.loads((run / "summary.json").read_text())["threshold"]
+    assert threshold["chosen_by"] == "F1 on the validation set" and 0 < threshold["threshold"] < 1
+    assert threshold["f1"] >= threshold["previous_f1"]
+    assert load_learner(run / "model.unfreeze").task.threshold == pytest.approx(threshold["threshold"])
