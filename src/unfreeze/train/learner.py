@@ -26,7 +26,7 @@ from torch import nn
 
 from unfreeze import distributed, inference
 from unfreeze._device import cudnn_autotune, default_device
-from unfreeze.tasks import MultiLabel, SingleLabel, Task
+from unfreeze.tasks import MultiLabel, SingleLabel, Task, class_weights_tensor
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import fastai_idioms as fastai
 from unfreeze.train import recipes
@@ -148,7 +148,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         # (oneDNN); benchmarks/results/compare.md has the CPU figures.
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.dls = dls  # the setter moves them to the device, shards them and applies the model's statistics
-        self.class_weights = self._class_weights(class_weights)
+        weights = class_weights_tensor(self.task, class_weights, self.dls.train.dataset.targets, self.dls.vocab)
+        self.class_weights = None if weights is None else weights.to(self.device)
         # A plain nn.Module (fastai's `Learner(dls, module)`) has no groups of its own: it is one group.
         self._groups = ParamGroups(self.model, train_bn, groups=fastai.plain_module_groups(self.model))
         self._stepper = Stepper(self.model, self._groups, loss_func if loss_func is not None else
@@ -231,19 +232,6 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
     def metric_names(self) -> list[str]:
         """Column names of the metrics, in order."""
         return [metric_name(m) for m in self.metrics]
-
-    def _class_weights(self, spec: str | Sequence[float] | None) -> torch.Tensor | None:
-        if spec is None:
-            return None
-        if isinstance(spec, str):
-            if spec != "auto":
-                raise ValueError(f"class_weights must be 'auto', one weight per class or None, got {spec!r}.")
-            return self.task.balanced_weights(self.dls.train.dataset.targets, self.dls.n_classes).to(self.device)
-        weights = torch.as_tensor([float(value) for value in spec], dtype=torch.float32)
-        if len(weights) != self.dls.n_classes or not torch.isfinite(weights).all() or (weights <= 0).any():
-            raise ValueError(f"class_weights needs {self.dls.n_classes} positive numbers (one per class in "
-                             f"{self.dls.vocab}), got {list(spec)!r}. Or pass 'auto'.")
-        return weights.to(self.device)
 
     # ------------------------------------------------------------------ freezing and the step
 
@@ -479,15 +467,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
     def state_dict(self, keys: Collection[str] | None = None, *, grads: bool = False) -> dict[str, Any]:
         """Everything needed to put this learner back exactly: the one serialiser of the learner.
 
-        Checkpoints save it (`torch.save`, loadable with `weights_only=True`: only tensors, numbers,
-        strings, lists and dicts), `lr_find` restores it in memory, `SaveBestModel` keeps its model
-        section. Every tensor is a copy, so later training does not change a saved state.
-
-        Sections (`STATE_KEYS`), each owned by one part: `model` (weights and buffers), `optimizer` and
-        `scaler` (the stepper), `freeze` (the groups: frozen_to, train_bn, each requires_grad), `modes`
-        (each module's train/eval flag), `position` (epoch, step, the loader's epoch), `progress` (the
-        fit in progress: schedule, recipe and phase, last finished epoch), `recorder`, `rng` (torch CPU
-        and CUDA, Python, NumPy).
+        The sections (`STATE_KEYS`) and their owners are described in `train.state`. Every tensor is a
+        copy, and a state loads with `torch.load(weights_only=True)`.
 
         Args:
             keys: Only these sections (default: all).
