@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -16,7 +17,7 @@ from typing import IO, Any
 import torch
 
 __all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error",
-           "remove_stale_temporaries", "save_torch", "stop_signals_held", "stream_path"]
+           "remove_stale_temporaries", "save_safetensors", "save_torch", "stop_signals_held", "stream_path"]
 
 # Signals that ask a process to stop; an atomic write holds them until its file is complete.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -219,3 +220,19 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     a file must never alias the live model.
     """
     return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in module.state_dict().items()}
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O errors (a Rust message) raised as OSError, so that
+    atomic_path reports a full disk as such (exports, weights files and KeepBest's file alike)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(state, str(path), metadata=metadata)
+    except SafetensorError as error:
+        code = re.search(r"\(os error (\d+)\)|\bcode: (\d+)", str(error))  # Display and Debug forms
+        if code is None:
+            raise
+        number = int(code.group(1) or code.group(2))
+        raise OSError(number, os.strerror(number), str(path)) from error

@@ -17,8 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import re
 import struct
 import warnings
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unfreeze._io import atomic_path, cpu_state_dict
+from unfreeze._io import atomic_path, cpu_state_dict, save_safetensors
 from unfreeze._version import __version__
 from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.inference.export_checks import metadata_problems, non_finite_tensors, tensor_problems
@@ -129,24 +127,8 @@ def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
                       f"tensors (for example {', '.join(bad[:3])}); load_learner will refuse the file. Export a "
                       "model whose training loss stayed finite.", NonFiniteWeightsWarning, stacklevel=2)
     with atomic_path(path) as tmp:
-        _save_safetensors(state, tmp, {_METADATA_KEY: json.dumps(metadata)})
+        save_safetensors(state, tmp, {_METADATA_KEY: json.dumps(metadata)})
     return Path(path)
-
-
-def _save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors' save_file, with its I/O errors (a Rust message) raised as OSError, so that
-    atomic_path reports a full disk as such."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    try:
-        save_file(state, str(path), metadata=metadata)
-    except SafetensorError as error:
-        code = re.search(r"\(os error (\d+)\)|\bcode: (\d+)", str(error))  # Display and Debug forms
-        if code is None:
-            raise
-        number = int(code.group(1) or code.group(2))
-        raise OSError(number, os.strerror(number), str(path)) from error
 
 
 def fastai_export_hint(path: str | Path, arch: str = "resnet34") -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unfreeze import distributed
-from unfreeze._io import atomic_path, save_torch
+from unfreeze._io import atomic_path, save_safetensors, save_torch
 
 if TYPE_CHECKING:
     from unfreeze.train.callbacks import Callback
@@ -125,12 +125,10 @@ def load_checkpoint(learner: Checkpointable, path: str | Path) -> dict[str, Any]
 
 def save_weights(learner: Checkpointable, path: str | Path) -> Path:
     """The model section of `learner.state_dict()` as safetensors at `path`, atomically (rank 0 writes)."""
-    from safetensors.torch import save_file
-
     if distributed.is_main_process():
         weights = learner.state_dict(keys=["model"])["model"]
         with atomic_path(path) as tmp:
-            save_file({name: tensor.cpu().contiguous() for name, tensor in weights.items()}, str(tmp))
+            save_safetensors({name: tensor.cpu().contiguous() for name, tensor in weights.items()}, tmp)
     distributed.barrier()
     return Path(path)
 

@@ -148,8 +148,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         # (oneDNN); benchmarks/results/compare.md has the CPU figures.
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.dls = dls  # the setter moves them to the device, shards them and applies the model's statistics
-        weights = class_weights_tensor(self.task, class_weights, self.dls.train.dataset.targets, self.dls.vocab)
-        self.class_weights = None if weights is None else weights.to(self.device)
+        self.class_weights = None if class_weights is None else class_weights_tensor(
+            self.task, class_weights, self.dls.train.dataset.targets, self.dls.vocab).to(self.device)
         # A plain nn.Module (fastai's `Learner(dls, module)`) has no groups of its own: it is one group.
         self._groups = ParamGroups(self.model, train_bn, groups=fastai.plain_module_groups(self.model))
         self._stepper = Stepper(self.model, self._groups, loss_func if loss_func is not None else
