@@ -120,3 +120,18 @@ def test_a_training_set_with_no_decodable_image_stops_with_a_data_error(make_ima
     with pytest.warns(UserWarning), pytest.raises(DataError, match="Not one training batch"):
         learn.fit(1, 1e-3)
     assert learn.recorder.history == []
+
+
+def test_any_garbage_torch_file_is_a_clear_error(tmp_path: Path) -> None:
+    """torch's restricted unpickler fails on random bytes with whatever they lead it to (an IndexError
+    once slipped through as a traceback): every one must be a WeightsFileError or WeightsMismatchError."""
+    import random
+
+    from unfreeze.models.weights import WeightsFileError, WeightsMismatchError, read_state_dict
+
+    draw = random.Random(0)
+    path = tmp_path / "w.pth"
+    for _ in range(200):
+        path.write_bytes(bytes(draw.getrandbits(8) for _ in range(draw.randint(1, 300))))
+        with pytest.raises((WeightsFileError, WeightsMismatchError)):
+            read_state_dict(path)

@@ -51,6 +51,9 @@ def _read_fastai_state(path: Path) -> dict[str, torch.Tensor]:
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as error:
         # weights_only refuses any class it does not know, before running anything: the whole-Learner case.
         raise FastaiConversionError(fastai_export_hint(path) + f" Detail: {type(error).__name__}.") from None
+    except Exception as error:  # other garbage (KeyError for text, IndexError, ...): the unpickler ran no code
+        raise FastaiConversionError(f"{path} is not a readable torch file ({type(error).__name__}). Expected fastai "
+                                    "weights: models/<name>.pth written by learn.save(<name>).") from None
     state = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         found = type(state).__name__ if not isinstance(state, Mapping) else f"keys {list(state)[:6]}"

@@ -130,8 +130,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"unpickles arbitrary objects. Save it as a state dict of tensors "
                 f"(torch.save(model.state_dict(), ...)) or as .safetensors. Detail: {error}"
             ) from error
-        except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError) as error:
-            # torch.load's errors for bytes that are neither a zip nor a pickle (text gives a KeyError).
+        except Exception as error:
+            # Bytes that are neither a zip nor a pickle: torch.load's restricted unpickler fails with whatever
+            # the garbage leads it to (KeyError for text, IndexError, TypeError, EOFError, ...), never by
+            # running code, so any error here means an unreadable file.
             raise WeightsFileError(f"{path} is not a readable torch file ({type(error).__name__}: {error}). Pass "
                                    "a file saved by torch.save(model.state_dict(), ...), or a .safetensors "
                                    "file") from None
