@@ -90,7 +90,12 @@ function multiLabelMark(element, item, select) {
   for (const box of boxes) box.disabled = select.value === "remove";
 }
 
+// Loads can overlap (Apply reloads while the user picks another filter): only the latest one's answer
+// is shown, so a slower, older answer never replaces the grid of the filter now chosen.
+let latestLoad = 0;
+
 async function load() {
+  const ticket = ++latestLoad;
   const query = new URLSearchParams();
   const split = document.getElementById("split").value;
   const label = document.getElementById("label").value;
@@ -101,9 +106,10 @@ async function load() {
     response = await fetch(`/api/items?${query}`);
     answer = await response.json();
   } catch (error) {
-    say(`cannot load the images: ${error.message}. Is 'unfreeze clean' still running?`, true);
+    if (ticket === latestLoad) say(`cannot load the images: ${error.message}. Is 'unfreeze clean' still running?`, true);
     return;
   }
+  if (ticket !== latestLoad) return;
   if (!response.ok) {
     say(answer.detail, true);
     return;
