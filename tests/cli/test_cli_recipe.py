@@ -66,8 +66,9 @@ def test_resume_refuses_a_recipe_option_that_differs(image_folder: Path, tmp_pat
     ("--time-budget", "0", "duration such as 10m"),
     ("--mixup", "-1", "--mixup takes a number >= 0"),
     ("--label-smoothing", "1", "--label-smoothing takes a number in [0, 1)"),
-    ("--lr-mult", "0.5", "--lr-mult and --div take a number >= 1"),
-    ("--pct-start", "1", "--pct-start takes a fraction in [0, 1)"),
+    ("--lr-mult", "0.5", "--lr-mult takes a number >= 1"),
+    ("--pct-start", "1", "--pct-start takes a number in [0, 1)"),
+    ("--div", "inf", "--div takes a number >= 1"),
     ("--patience", "0", "--patience takes a whole number"),
     ("--augment", "heavy", "invalid choice"),
 ])

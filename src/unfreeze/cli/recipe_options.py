@@ -44,38 +44,19 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _non_negative(name: str, upper: float | None = None) -> Any:
+def _bounded(name: str, lower: float = 0.0, upper: float | None = None) -> Any:
+    """An argparse type for a finite number in [lower, upper) (no upper bound when upper is None)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not (value >= 0 and (upper is None or value < upper)):
-            bound = f"in [0, {upper:g})" if upper is not None else ">= 0"
+        if not (math.isfinite(value) and value >= lower and (upper is None or value < upper)):
+            bound = f"in [{lower:g}, {upper:g})" if upper is not None else f">= {lower:g}"
             raise argparse.ArgumentTypeError(f"{name} takes a number {bound}, got {text!r}")
         return value
 
     return parse
-
-
-def _lr_mult(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 1 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"--lr-mult and --div take a number >= 1, got {text!r}")
-    return value
-
-
-def _fraction_below_one(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"--pct-start takes a fraction in [0, 1), got {text!r}")
-    return value
 
 
 def _patience(text: str) -> int:
@@ -92,18 +73,18 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                             "random erasing)")
     group.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                        help="no horizontal flips (digits, text, anything whose mirror is another class)")
-    group.add_argument("--mixup", type=_non_negative("--mixup"), metavar="A", help="mixup with Beta(A, A), e.g. 0.2")
-    group.add_argument("--cutmix", type=_non_negative("--cutmix"), metavar="A", help="cutmix with Beta(A, A), e.g. 1.0")
-    group.add_argument("--label-smoothing", type=_non_negative("--label-smoothing", 1.0), metavar="E",
+    group.add_argument("--mixup", type=_bounded("--mixup"), metavar="A", help="mixup with Beta(A, A), e.g. 0.2")
+    group.add_argument("--cutmix", type=_bounded("--cutmix"), metavar="A", help="cutmix with Beta(A, A), e.g. 1.0")
+    group.add_argument("--label-smoothing", type=_bounded("--label-smoothing", 0.0, 1.0), metavar="E",
                        help="label-smoothed cross-entropy, e.g. 0.1 (single-label data)")
     group.add_argument("--ema", action="store_true", default=None,
                        help="validate and keep an exponential moving average of the weights")
-    group.add_argument("--wd", type=_non_negative("--wd"), help=f"weight decay (default: {_DEFAULT.weight_decay})")
-    group.add_argument("--lr-mult", type=_lr_mult,
+    group.add_argument("--wd", type=_bounded("--wd"), help=f"weight decay (default: {_DEFAULT.weight_decay})")
+    group.add_argument("--lr-mult", type=_bounded("--lr-mult", 1.0),
                        help=f"head LR / first body group's LR when unfrozen (default: {_DEFAULT.lr_mult:g})")
-    group.add_argument("--pct-start", type=_fraction_below_one, metavar="F",
+    group.add_argument("--pct-start", type=_bounded("--pct-start", 0.0, 1.0), metavar="F",
                        help=f"fraction of the unfrozen phase warming up (default: {_DEFAULT.pct_start:g}; fastai 0.3)")
-    group.add_argument("--div", type=_lr_mult, metavar="D",
+    group.add_argument("--div", type=_bounded("--div", 1.0), metavar="D",
                        help=f"the unfrozen phase starts at its peak LR / D (default: {_DEFAULT.div:g}; fastai 5)")
     group.add_argument("--patience", type=_patience, metavar="N",
                        help="stop early after N epochs without a lower validation loss")
