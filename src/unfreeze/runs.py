@@ -304,10 +304,11 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
     for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",
-                "time_budget", "tensorboard", "mlflow"):  # the recipe's options
+                "time_budget", "tensorboard", "mlflow", "frozen_groups"):  # the recipe's options
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
-    argv += ["--no-flip"] * (options.get("flip") is False) + ["--ema"] * bool(options.get("ema"))
+    argv += {False: ["--no-flip"], True: ["--flip"]}.get(options.get("flip"), [])  # absent or "auto": the default
+    argv += ["--ema"] * bool(options.get("ema"))
     argv += ["--progressive"] * bool(options.get("progressive"))
     argv += [] if options["pretrained"] else ["--no-pretrained"]
     if options.get("train_bn") is not None:

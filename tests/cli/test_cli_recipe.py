@@ -15,13 +15,13 @@ from unfreeze.cli.recipe_options import RECIPE_FLAGS, parse_duration, recipe_opt
 
 EVERY_OPTION = ["--augment", "strong", "--no-flip", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1",
                 "--ema", "--wd", "0.05", "--lr-mult", "10", "--pct-start", "0.25", "--div", "10",
-                "--patience", "2", "--progressive", "--time-budget", "1h"]
+                "--patience", "2", "--progressive", "--time-budget", "1h", "--frozen-groups", "0"]
 
 
 def test_a_plain_run_records_the_recommended_recipe(trained_run: Path) -> None:
     options = json.loads((trained_run / "config.json").read_text())["options"]
     assert {key: options[key] for key in RECIPE_FLAGS} == {
-        "augment": "default", "flip": True, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "ema": False,
+        "augment": "default", "flip": "auto", "frozen_groups": 1, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "ema": False,
         "wd": 0.01, "lr_mult": 100.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
         "time_budget": None, "tensorboard": None, "mlflow": None}
     summary = json.loads((trained_run / "summary.json").read_text())
@@ -38,7 +38,7 @@ def test_every_option_reaches_config_the_rerun_line_and_the_fit(image_folder: Pa
     assert options["augment"] == "strong" and options["flip"] is False and options["ema"] is True
     assert (options["mixup"], options["cutmix"], options["label_smoothing"], options["wd"]) == (0.2, 1.0, 0.1, 0.05)
     assert (options["lr_mult"], options["pct_start"], options["div"]) == (10, 0.25, 10)
-    assert options["patience"] == 2 and options["progressive"] is True
+    assert options["patience"] == 2 and options["progressive"] is True and options["frozen_groups"] == 0
     assert options["time_budget"] == 3600 and options["epochs"] == 1 and options["tensorboard"] == str(board)
     recipe = json.loads((out / "summary.json").read_text())["recipe"]
     assert recipe["mixup"] == 0.2 and recipe["lr_mult"] == 10 and recipe["planned_epochs"] == 1
@@ -55,8 +55,9 @@ def test_resume_refuses_a_recipe_option_that_differs(image_folder: Path, tmp_pat
     (run / "summary.json").unlink()  # as if it had been interrupted after its last checkpoint
     assert "--mixup 0.4 (the run used 0.2)" in run_user_error(["train", "--resume", str(run), "--mixup", "0.4"],
                                                               capsys)
-    assert "--no-flip False (the run used True)" in run_user_error(["train", "--resume", str(run), "--no-flip"],
-                                                                   capsys)
+    assert "--no-flip False (the run used 'auto')" in run_user_error(["train", "--resume", str(run), "--no-flip"],
+                                                                     capsys)
+    assert "--flip True (the run used 'auto')" in run_user_error(["train", "--resume", str(run), "--flip"], capsys)
     assert "--pct-start 0.3 (the run used 0.5)" in run_user_error(
         ["train", "--resume", str(run), "--pct-start", "0.3"], capsys)
 

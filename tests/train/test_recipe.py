@@ -50,7 +50,7 @@ class Watch(Callback):
 def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder, augment):
     plain, recipe = make_learner(make_dls(folder)), make_learner(make_dls(folder))
     plain.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
-    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment)
+    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment, frozen_groups=0, flip=True)
     for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values(), strict=True):
         assert torch.equal(before, after), name
     assert [row["train_loss"] for row in plain.recorder.history] == [
@@ -170,3 +170,20 @@ def test_resume_refuses_a_checkpoint_of_another_recipe_and_continues_the_same_on
     same.fit_recipe(1, mixup=0.2, resume=checkpoint)  # finished: nothing left to run
     for before, after in zip(first.model.state_dict().values(), same.model.state_dict().values(), strict=True):
         assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("n_groups,frozen_groups,first_group_trains", [(3, 1, False), (3, 0, True), (2, 1, True)])
+def test_frozen_groups_keep_the_first_body_groups_but_never_the_whole_body(folder, n_groups, frozen_groups,
+                                                                           first_group_trains):
+    learn = make_learner(make_dls(folder), n_groups=n_groups)
+    # Weights only: with train_bn (fastai's default) the norm layers of frozen groups train on purpose.
+    first = {name: param.detach().clone() for name, param in learn.model.named_parameters()
+             if name in learn.model.param_groups[0] and param.ndim > 1}
+    last_body = {name: param.detach().clone() for name, param in learn.model.named_parameters()
+                 if name in learn.model.param_groups[-2]}
+    learn.fit_recipe(1, frozen_groups=frozen_groups, flip=True)
+    params = dict(learn.model.named_parameters())
+    changed = [not torch.equal(before, params[name]) for name, before in first.items()]
+    assert any(changed) is first_group_trains
+    assert any(not torch.equal(before, params[name]) for name, before in last_body.items())  # the body trained
+    assert learn.progress.recipe["frozen_groups"] == frozen_groups

@@ -286,6 +286,8 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
                **{key: getattr(args, key) for key in RECIPE_FLAGS}}
     flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
     flags.update(pretrained="--no-pretrained", multi_label="--multi-label", upscale="--no-upscale", **RECIPE_FLAGS)
+    if "--no-flip" in given:
+        flags["flip"] = "--no-flip"
     differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
                  if key in current and (flags[key] in given or (key == "train_bn" and "--no-train-bn" in given))
                  and current[key] != options.get(key)]

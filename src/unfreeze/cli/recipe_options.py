@@ -21,7 +21,7 @@ __all__ = ["RECIPE_FLAGS", "add_recipe_options", "check_recipe", "logger_callbac
 _DEFAULT = Recipe()
 
 # config.json key → the flag that sets it (the resume check names the flag; the rerun line writes it).
-RECIPE_FLAGS = {"augment": "--augment", "flip": "--no-flip", "mixup": "--mixup", "cutmix": "--cutmix",
+RECIPE_FLAGS = {"augment": "--augment", "flip": "--flip", "frozen_groups": "--frozen-groups", "mixup": "--mixup", "cutmix": "--cutmix",
                 "label_smoothing": "--label-smoothing", "ema": "--ema", "wd": "--wd", "lr_mult": "--lr-mult",
                 "pct_start": "--pct-start", "div": "--div",
                 "patience": "--patience", "progressive": "--progressive", "time_budget": "--time-budget",
@@ -59,10 +59,14 @@ def _bounded(name: str, lower: float = 0.0, upper: float | None = None) -> Any:
     return parse
 
 
-def _patience(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--patience takes a whole number of epochs >= 1, got {text!r}")
-    return int(text)
+def _whole_number(name: str, lower: int) -> Any:
+    """An argparse type for a whole number >= lower."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < lower:
+            raise argparse.ArgumentTypeError(f"{name} takes a whole number >= {lower}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +75,14 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", choices=("none", "light", "default", "strong"),
                        help=f"augmentation preset (default: {_DEFAULT.augment}; strong = TrivialAugment + "
                             "random erasing)")
-    group.add_argument("--no-flip", dest="flip", action="store_false", default=None,
-                       help="no horizontal flips (digits, text, anything whose mirror is another class)")
+    group.add_argument("--no-flip", dest="flip", action="store_const", const=False, default=None,
+                       help="no horizontal flips (digits, text, anything whose mirror is no member of its class); "
+                            "by default the images decide (handed images such as digits get none)")
+    group.add_argument("--flip", dest="flip", action="store_const", const=True,
+                       help="horizontal flips even when the images look handed")
+    group.add_argument("--frozen-groups", type=_whole_number("--frozen-groups", 0), metavar="N",
+                       help=f"body groups that stay frozen when the body trains (default: {_DEFAULT.frozen_groups}; "
+                            "0 trains them all, as fine_tune)")
     group.add_argument("--mixup", type=_bounded("--mixup"), metavar="A", help="mixup with Beta(A, A), e.g. 0.2")
     group.add_argument("--cutmix", type=_bounded("--cutmix"), metavar="A", help="cutmix with Beta(A, A), e.g. 1.0")
     group.add_argument("--label-smoothing", type=_bounded("--label-smoothing", 0.0, 1.0), metavar="E",
@@ -86,7 +96,7 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                        help=f"fraction of the unfrozen phase warming up (default: {_DEFAULT.pct_start:g}; fastai 0.3)")
     group.add_argument("--div", type=_bounded("--div", 1.0), metavar="D",
                        help=f"the unfrozen phase starts at its peak LR / D (default: {_DEFAULT.div:g}; fastai 5)")
-    group.add_argument("--patience", type=_patience, metavar="N",
+    group.add_argument("--patience", type=_whole_number("--patience", 1), metavar="N",
                        help="stop early after N epochs without a lower validation loss")
     group.add_argument("--progressive", action="store_true", default=None,
                        help="progressive resizing: the frozen epochs at 3/4 of --size, then the full size")
@@ -107,6 +117,7 @@ def recipe_options(args: argparse.Namespace) -> dict[str, Any]:
         "freeze_epochs": args.freeze_epochs if args.freeze_epochs is not None else _DEFAULT.freeze_epochs,
         "augment": given["augment"] or _DEFAULT.augment,
         "flip": _DEFAULT.flip if given["flip"] is None else given["flip"],
+        "frozen_groups": _DEFAULT.frozen_groups if given["frozen_groups"] is None else given["frozen_groups"],
         "mixup": _DEFAULT.mixup if given["mixup"] is None else given["mixup"],
         "cutmix": _DEFAULT.cutmix if given["cutmix"] is None else given["cutmix"],
         "label_smoothing": _DEFAULT.label_smoothing if given["label_smoothing"] is None else given["label_smoothing"],
@@ -134,6 +145,7 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
                   lr_mult=options["lr_mult"], pct_start=options["pct_start"], div=options["div"],
                   weight_decay=options["wd"], label_smoothing=options["label_smoothing"], mixup=options["mixup"],
                   cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"], flip=options["flip"],
+                  frozen_groups=options.get("frozen_groups", 0),  # runs from before the option trained every group
                   patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
 
 

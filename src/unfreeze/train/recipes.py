@@ -31,6 +31,7 @@ from unfreeze.train import loop
 from unfreeze.train.callbacks import Callback, EarlyStopping
 from unfreeze.train.checkpoint import CheckpointError, apply_checkpoint, read_checkpoint, save_checkpoint
 from unfreeze.train.ema import EMA
+from unfreeze.train.flip_check import check_flips
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
@@ -300,12 +301,15 @@ def _check_fine_tune(epochs: Any, base_lr: Any, freeze_epochs: Any) -> int:
 
 
 def _fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Callable[[], int], lr_mult: float,
-                      pct_start: float, div: float, sizes: tuple[int | None, int | None] = (None, None)
-                      ) -> list[_Phase]:
+                      pct_start: float, div: float, sizes: tuple[int | None, int | None] = (None, None),
+                      frozen_groups: int = 0) -> list[_Phase]:
     """fastai's two phases: the head alone with a late peak, then every group at half the LR, spread
-    over lr_mult from input to head."""
+    over lr_mult from input to head (the first `frozen_groups` body groups stay frozen, but at least
+    one body group trains)."""
+    keep_frozen = min(frozen_groups, learner.n_groups - 2)
+    train_body = learner.unfreeze if keep_frozen <= 0 else lambda: learner.freeze_to(keep_frozen)
     return [_Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0]),
-            _Phase(epochs, learner.unfreeze, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
+            _Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
 
 
 def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1,
@@ -341,8 +345,9 @@ def _run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[_Pha
         phase = int(previous.pop("phase", 0))
         if recipe["base_lr"] == "auto":
             recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
-        if "planned_epochs" in previous:
-            recipe["planned_epochs"] = previous["planned_epochs"]
+        for chosen in ("planned_epochs", "flip_chosen"):  # chosen while running, recorded in the checkpoint
+            if chosen in previous:
+                recipe[chosen] = previous[chosen]
         check_same({"recipe": previous}, {"recipe": recipe}, saved.where)
         saved.apply(learner)
         # A finished phase (its after_fit ran) hands over to the next; an unfinished one continues.
@@ -415,10 +420,28 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         unfrozen_epochs = lambda: max(1, min(most, int((deadline - time.monotonic()) // epoch_seconds)))  # noqa: E731
     small = _progressive_size(learner.model, learner.dls.train.size) if recipe.progressive else None
     phases = _fine_tune_phases(learner, recipe.freeze_epochs, unfrozen_epochs, recipe.lr_mult, recipe.pct_start,
-                               recipe.div, sizes=(small, None))
-    with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe):
-        return _run_phases(learner, {"name": "fit_recipe", **recipe.to_dict()}, phases, [*extras, *callbacks],
-                           checkpoint, resume, recipe.weight_decay)
+                               recipe.div, sizes=(small, None), frozen_groups=recipe.frozen_groups)
+    saved = _resume(resume)
+    settings = {"name": "fit_recipe", **recipe.to_dict()}
+    flip = recipe.flip
+    if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
+        chosen = ((saved.progress.get("recipe") or {}) if saved is not None else {}).get("flip_chosen")
+        settings["flip_chosen"] = flip = chosen if isinstance(chosen, bool) else _check_flips(learner, recipe)
+    with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe.augment, flip):
+        return _run_phases(learner, settings, phases, [*extras, *callbacks], checkpoint, saved, recipe.weight_decay)
+
+
+def _check_flips(learner: RecipeTarget, recipe: Recipe) -> bool:
+    """flip='auto': `check_flips` decides (noted, and printed unless quiet); flips are moot without a preset."""
+    if recipe.augment in (None, "none"):
+        return True
+    check = check_flips(learner, seed=learner.seed or 0) if distributed.is_main_process() else None
+    flips = bool(distributed.broadcast_object(True if check is None else check.flips))
+    if check is not None:
+        learner.recorder.add_note(check.note())
+        if not learner.quiet:
+            print(check.note())
+    return flips
 
 
 # With a time budget and no epochs given, the most unfrozen epochs a plan may hold.
@@ -470,13 +493,13 @@ def _recipe_loss(learner: RecipeTarget, label_smoothing: float) -> Iterator[None
 
 
 @contextlib.contextmanager
-def _recipe_augment(loader: Any, recipe: Recipe) -> Iterator[None]:
+def _recipe_augment(loader: Any, augment: str | None, flip: bool) -> Iterator[None]:
     """The recipe's augmentation preset on the training loader for the block (None: the loader's own)."""
-    if recipe.augment is None:
+    if augment is None:
         yield
         return
     before = loader.augment
-    loader.augment = augment_preset(recipe.augment, flip=recipe.flip)
+    loader.augment = augment_preset(augment, flip=flip)
     try:
         yield
     finally:
