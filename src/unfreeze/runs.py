@@ -304,7 +304,7 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
     for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",
-                "time_budget", "tensorboard", "mlflow", "frozen_groups"):  # the recipe's options
+                "time_budget", "tensorboard", "mlflow", "frozen_groups", "head"):  # the recipe's options
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     argv += {False: ["--no-flip"], True: ["--flip"]}.get(options.get("flip"), [])  # absent or "auto": the default

@@ -21,7 +21,8 @@ EVERY_OPTION = ["--augment", "strong", "--no-flip", "--mixup", "0.2", "--cutmix"
 def test_a_plain_run_records_the_recommended_recipe(trained_run: Path) -> None:
     options = json.loads((trained_run / "config.json").read_text())["options"]
     assert {key: options[key] for key in RECIPE_FLAGS} == {
-        "augment": "default", "flip": "auto", "frozen_groups": 1, "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "ema": False,
+        "augment": "default", "flip": "auto", "frozen_groups": 1, "head": "linear", "mixup": 0.0, "cutmix": 0.0,
+        "label_smoothing": 0.0, "ema": False,
         "wd": 0.01, "lr_mult": 100.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
         "time_budget": None, "tensorboard": None, "mlflow": None}
     summary = json.loads((trained_run / "summary.json").read_text())

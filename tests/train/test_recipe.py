@@ -50,7 +50,7 @@ class Watch(Callback):
 def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder, augment):
     plain, recipe = make_learner(make_dls(folder)), make_learner(make_dls(folder))
     plain.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
-    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment, frozen_groups=0, flip=True)
+    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment, frozen_groups=0, flip=True, base_lr=2e-3, lr_mult=100)
     for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values(), strict=True):
         assert torch.equal(before, after), name
     assert [row["train_loss"] for row in plain.recorder.history] == [
@@ -62,7 +62,7 @@ def test_the_default_recipe_runs_fine_tunes_phases_with_its_own_warmup_and_weigh
     learn, watch = make_learner(dls, weight_decay=0.05), Watch()
     learn.fit_recipe(1, callbacks=[watch])
     n = len(dls.train)
-    unfrozen = OneCycleSchedule(resolve_lrs(slice(1e-3 / 100, 1e-3), 3), n, pct_start=0.5, div=25.0)
+    unfrozen = OneCycleSchedule(resolve_lrs(slice(2e-3 / 10, 2e-3), 3), n, pct_start=0.5, div=25.0)
     for step in range(n):
         assert learn.recorder.lrs[n + step] == pytest.approx(unfrozen.lrs_at(step))
     assert [seen["wd"] for seen in watch.seen] == [0.01, 0.01] and learn.weight_decay == 0.05

@@ -53,7 +53,6 @@ from unfreeze.cli.options import (
     _LR_FIND_EXAMPLES,
     _PREDICT_EXAMPLES,
     _TRAIN_EXAMPLES,
-    DEFAULT_LR,
     DEMO,
     UsageError,
     _add_data_options,
@@ -64,6 +63,7 @@ from unfreeze.cli.options import (
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.recipe_options import add_recipe_options
 from unfreeze.cli.signals import StopSignals
+from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "fine-tune a pretrained backbone on DATA and save a run directory", _TRAIN_EXAMPLES)
     _add_data_options(train, data_optional=True)
-    _add_training_options(train, DEFAULT_LR)
+    _add_training_options(train, Recipe().base_lr)  # `unfreeze train` runs the recipe
     add_recipe_options(train)
     add_guard_options(train)
     train.set_defaults(handler=command_train)

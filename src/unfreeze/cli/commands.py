@@ -25,6 +25,7 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
+from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
            "command_lr_find", "command_predict", "command_train", "load_data", "load_run"]
@@ -71,7 +72,8 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
         return vision_learner(dls, options["arch"], metrics=MULTI_LABEL_METRICS if options.get("multi_label") else
                               METRICS, pretrained=options["pretrained"], weights=options["weights"],
                               train_bn=options["train_bn"], seed=options["seed"], quiet=quiet,
-                              class_weights=options.get("class_weights"))
+                              class_weights=options.get("class_weights"),
+                              head=options.get("head", "fastai"))  # runs from before --head had fastai's
     except WeightsNotFoundError as error:
         first_line = str(error).splitlines()[0]
         raise UsageError(f"{first_line} Pass --weights FILE (.safetensors or .pth), or --no-pretrained to start "
@@ -389,7 +391,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def command_lr_find(args: argparse.Namespace) -> int:
     """`unfreeze lr-find`: the range test on the frozen model (as fine_tune's first phase trains)."""
-    options = _options(args)
+    options = {**_options(args), "head": Recipe().head}  # the learner `unfreeze train` would build
     learn = build_learner(options, load_data(options), quiet=args.quiet)
     try:
         args.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ from unfreeze.data.transforms import MAX_SIZE
 __all__ = ["DEMO", "UsageError"]
 
 DEFAULT_ARCH = "efficientnet_lite0"
-DEFAULT_LR = 2e-3  # fine_tune's default, as fastai's
 METRICS = ["error_rate", "accuracy"]
 MULTI_LABEL_METRICS = ["accuracy_multi", "f1_multi"]
 # The demo: the 400 / 200 image sample, 1 frozen + 4 unfrozen epochs. With so few images a small batch
@@ -213,7 +212,7 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
 
 def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) -> None:
     parser.add_argument("--epochs", type=_positive,
-                        help="epochs with every layer training (default: the recipe's 4; with --time-budget, "
+                        help="epochs with the body training (default: the recipe's 6; with --time-budget, "
                              "the most to plan)")
     parser.add_argument("--freeze-epochs", type=_count,
                         help="epochs training only the head first (default: the recipe's 1; 0 skips them)")

@@ -21,7 +21,8 @@ __all__ = ["RECIPE_FLAGS", "add_recipe_options", "check_recipe", "logger_callbac
 _DEFAULT = Recipe()
 
 # config.json key → the flag that sets it (the resume check names the flag; the rerun line writes it).
-RECIPE_FLAGS = {"augment": "--augment", "flip": "--flip", "frozen_groups": "--frozen-groups", "mixup": "--mixup", "cutmix": "--cutmix",
+RECIPE_FLAGS = {"augment": "--augment", "flip": "--flip", "frozen_groups": "--frozen-groups", "head": "--head",
+                "mixup": "--mixup", "cutmix": "--cutmix",
                 "label_smoothing": "--label-smoothing", "ema": "--ema", "wd": "--wd", "lr_mult": "--lr-mult",
                 "pct_start": "--pct-start", "div": "--div",
                 "patience": "--patience", "progressive": "--progressive", "time_budget": "--time-budget",
@@ -80,6 +81,9 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                             "by default the images decide (handed images such as digits get none)")
     group.add_argument("--flip", dest="flip", action="store_const", const=True,
                        help="horizontal flips even when the images look handed")
+    group.add_argument("--head", choices=("linear", "fastai"),
+                       help=f"the new head (default: {_DEFAULT.head}; fastai: concat pooling, BatchNorm, dropout, "
+                            "two linear layers)")
     group.add_argument("--frozen-groups", type=_whole_number("--frozen-groups", 0), metavar="N",
                        help=f"body groups that stay frozen when the body trains (default: {_DEFAULT.frozen_groups}; "
                             "0 trains them all, as fine_tune)")
@@ -118,6 +122,7 @@ def recipe_options(args: argparse.Namespace) -> dict[str, Any]:
         "augment": given["augment"] or _DEFAULT.augment,
         "flip": _DEFAULT.flip if given["flip"] is None else given["flip"],
         "frozen_groups": _DEFAULT.frozen_groups if given["frozen_groups"] is None else given["frozen_groups"],
+        "head": given["head"] or _DEFAULT.head,
         "mixup": _DEFAULT.mixup if given["mixup"] is None else given["mixup"],
         "cutmix": _DEFAULT.cutmix if given["cutmix"] is None else given["cutmix"],
         "label_smoothing": _DEFAULT.label_smoothing if given["label_smoothing"] is None else given["label_smoothing"],
@@ -145,7 +150,8 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
                   lr_mult=options["lr_mult"], pct_start=options["pct_start"], div=options["div"],
                   weight_decay=options["wd"], label_smoothing=options["label_smoothing"], mixup=options["mixup"],
                   cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"], flip=options["flip"],
-                  frozen_groups=options.get("frozen_groups", 0),  # runs from before the option trained every group
+                  # Runs from before these options trained every group, with fastai's head.
+                  frozen_groups=options.get("frozen_groups", 0), head=options.get("head", "fastai"),
                   patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
 
 

@@ -30,7 +30,7 @@ def vision_learner(
     weights: str | Path | None = None,
     n_groups: int = 3,
     train_bn: bool | None = None,
-    head: str | nn.Module = "fastai",
+    head: str | nn.Module | None = None,
     *,
     seed: int | None = None,
     device: str | torch.device | None = None,
@@ -68,7 +68,8 @@ def vision_learner(
             group, so a frozen epoch costs about a forward pass. None (default) picks False for a
             pretrained body, where it gave the lower error (benchmarks/results/defaults.md), and
             True when training from scratch, where the body's statistics must be learned.
-        head: "fastai" (concat pooling, BN, dropout, two linear layers), "linear", or a module.
+        head: "fastai" (concat pooling, BN, dropout, two linear layers), "linear", or a module; None
+            (default): the recipe's head when `recipe` is given (`Recipe().head`), else "fastai".
         seed: Seeds the head's initialisation too; otherwise as in `Learner`.
         device, quiet, loss_func, class_weights, grad_accum, sync_bn, weight_decay, wd, cbs, path,
             model_dir: As in `Learner`.
@@ -79,6 +80,8 @@ def vision_learner(
         >>> learn = vision_learner(dls, "efficientnet_lite0", metrics=[error_rate])  # doctest: +SKIP
         >>> learn.fine_tune(2)  # doctest: +SKIP
     """
+    if head is None:
+        head = recipe.head if recipe is not None else "fastai"
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

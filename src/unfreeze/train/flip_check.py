@@ -55,8 +55,9 @@ class FlipCheck:
         """One line for the log, the recorder's notes and the report.
 
         Example:
-            >>> FlipCheck(False, 0.117, 0.571, 1000).note()
-            "flip='auto': flips off: the images are handed (a linear probe's error is 0.117 on 1000 training images and 0.571 on their mirror images); --flip turns them on"
+            >>> print(FlipCheck(False, 0.117, 0.571, 1000).note())  # doctest: +NORMALIZE_WHITESPACE
+            flip='auto': flips off: the images are handed (a linear probe's error is 0.117 on 1000
+            training images and 0.571 on their mirror images); --flip turns them on
         """
         verdict = "flips off: the images are handed" if not self.flips else "flips on"
         hint = "; --flip turns them on" if not self.flips else ""

@@ -3,14 +3,15 @@
 The defaults are the recipe that `learn.fit_recipe()` and `unfreeze train` run, chosen by the study in
 benchmarks/results/recipe.md (held-out error on Fashion-MNIST 2,000/1,000 at 64 px, 32 px digits, a
 multi-label and an imbalanced set, on a 2-core CPU): fine_tune's shape (the head alone with the body
-frozen, then the body with discriminative LRs) with 4 unfrozen epochs, a longer, gentler warmup at
-unfreezing (pct_start 0.5 from peak/25 instead of 0.3 from peak/5), which keeps the first unfrozen
-epoch from undoing the frozen one, the body's first group left frozen (it would train at 1/100 of the
-head's LR; leaving it saves a quarter of each unfrozen epoch at the same error), and horizontal flips
-decided from the images (off for handed ones such as digits). The study measured label smoothing, mixup, cutmix, EMA and other LR
-spreads no better on Fashion-MNIST, so they are off by default.
-`Recipe(pct_start=0.3, div=5.0, augment=None, frozen_groups=0)` with the other fields at their defaults is exactly
-`fine_tune(4)` (tests/train/test_recipe.py proves it).
+frozen, then the body with discriminative LRs) with a linear head, 6 unfrozen epochs and a longer,
+gentler warmup at unfreezing (pct_start 0.5 from peak/25 instead of 0.3 from peak/5), which keeps
+the first unfrozen epoch from undoing the frozen one; the body's first group stays frozen (it would
+train at a tiny LR; leaving it saves a quarter of each unfrozen epoch at the same error), and
+horizontal flips are decided from the images (off for handed ones such as digits). The study
+measured label smoothing, mixup, cutmix and EMA no better on Fashion-MNIST, so they are off by
+default. `Recipe(pct_start=0.3, div=5.0, augment=None, frozen_groups=0, flip=True, epochs=4,
+lr_mult=100, base_lr=2e-3)` on a learner with fastai's head is exactly `fine_tune(4)`
+(tests/train/test_recipe.py proves it).
 
 What each field turns on is a building block that exists on its own: `augment_preset` (data/augment.py),
 `MixupCutmix` (mixup.py), `EMA` (ema.py), `EarlyStopping` (callbacks.py), `TimeBudget` (time_budget.py),
@@ -41,6 +42,10 @@ class Recipe:
         epochs: Epochs with the body training (after `freeze_epochs`). With `time_budget`, the most
             epochs to plan; None plans as many as fit.
         freeze_epochs: Epochs training the head alone first.
+        head: The head a learner built for this recipe gets (`vision_learner(..., recipe=...)` and
+            `unfreeze train`): "linear" (average pooling and one linear layer) or "fastai" (concat
+            pooling, BatchNorm, dropout, two linear layers). `fit_recipe` trains whatever head the
+            learner has.
         frozen_groups: Body groups (from the input) that stay frozen when the body trains: fastai's
             `freeze_to(frozen_groups)` instead of `unfreeze()`. The first group's LR would be the head's
             / lr_mult, so it barely moves, and skipping its backward pass saves about a quarter of an
@@ -69,15 +74,16 @@ class Recipe:
 
     Example:
         >>> Recipe().epochs, Recipe().pct_start, Recipe(mixup=0.2).mixup
-        (4, 0.5, 0.2)
+        (6, 0.5, 0.2)
         >>> learn.fit_recipe(recipe=Recipe(augment="strong", flip=False))  # doctest: +SKIP
     """
 
-    epochs: int | None = 4
+    epochs: int | None = 6
     freeze_epochs: int = 1
     frozen_groups: int = 1
-    base_lr: float | str = 2e-3
-    lr_mult: float = 100.0
+    head: str = "linear"
+    base_lr: float | str = 4e-3
+    lr_mult: float = 10.0
     pct_start: float = 0.5
     div: float = 25.0
     weight_decay: float | None = 0.01
@@ -130,6 +136,7 @@ class Recipe:
                    hint="(None only with a time_budget)"),
             _whole(self.freeze_epochs, "freeze_epochs", 0),
             _whole(self.frozen_groups, "frozen_groups", 0),
+            "" if self.head in ("linear", "fastai") else f"head must be 'linear' or 'fastai', got {self.head!r}.",
             "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else
             f"base_lr must be a positive number (e.g. 2e-3) or 'auto', got {self.base_lr!r}.",
             "" if _number(self.lr_mult) and self.lr_mult >= 1 else
