@@ -54,7 +54,9 @@ class Recipe:
 
     size: int = 64
     augment: str = "default"  # none / light / default / strong (unfreeze.data.augment.augment_preset)
-    flip: bool = True
+    flip: bool | str = True  # "auto": fit_recipe decides from the training images (train/flip_check.py)
+    head: str = "fastai"  # vision_learner's head: "fastai" or "linear"
+    frozen_groups: int = 0  # body groups left frozen when the body trains (fit_recipe's frozen_groups)
     train_bn: bool = False
     n_groups: int = 3
     weight_decay: float = 0.01
@@ -75,6 +77,10 @@ class Recipe:
 FT2 = Recipe()  # unfreeze's fine_tune(2) with its defaults (default augmentation, Keras BN)
 BASE = Recipe(augment="none", epochs=4, base_lr=4e-3, lr_mult=10)
 FT4 = replace(FT2, epochs=4)  # fine_tune(4): the defaults with two more unfrozen epochs
+WARM4 = replace(FT4, pct_start=0.5, div=25.0)  # the first round's chosen recipe
+# This round's choice, what `Recipe()` holds: a linear head, the first body group frozen, lr 4e-3 with
+# the body at 1/10 of it, 6 unfrozen epochs, flips decided from the images.
+RECIPE2 = replace(WARM4, epochs=6, head="linear", base_lr=4e-3, lr_mult=10.0, frozen_groups=1, flip="auto")
 
 
 CANDIDATES: dict[str, Recipe] = {
@@ -110,6 +116,24 @@ CANDIDATES: dict[str, Recipe] = {
     "ft4_bs32_warm": replace(FT4, bs=32, pct_start=0.5, div=25.0),
     "ft4_bs16_warm": replace(FT4, bs=16, pct_start=0.5, div=25.0),
     "ft3_size80_bs32_warm": replace(FT2, epochs=3, size=80, bs=32, pct_start=0.5, div=25.0),
+    # Second round (2026-12-02): the first body group frozen when the body trains (freeze_to(1): its LR
+    # was the head's / 100, and skipping its backward saves about a quarter of an unfrozen epoch), more
+    # epochs with the time saved, fastai's head against a linear one, higher LRs for the body.
+    "ft4_warm_fg1": replace(WARM4, frozen_groups=1),
+    "ft6_warm_fg1": replace(WARM4, frozen_groups=1, epochs=6),
+    "ft6_warm_fg1_m10": replace(WARM4, frozen_groups=1, epochs=6, lr_mult=10),
+    "ft6_warm_fg1_lr4": replace(WARM4, frozen_groups=1, epochs=6, base_lr=4e-3),
+    "ft6_warm_fg1_linear_lr4": replace(WARM4, frozen_groups=1, epochs=6, head="linear", base_lr=4e-3),
+    "ft6_warm_fg1_linear_lr8": replace(WARM4, frozen_groups=1, epochs=6, head="linear", base_lr=8e-3),
+    "ft6_warm_fg1_linear_lr4_m3": replace(RECIPE2, lr_mult=3),
+    "ft6_warm_fg1_linear_lr8_m10": replace(RECIPE2, base_lr=8e-3),
+    "ft6_warm_fg1_linear_lr4_m10_pct0.3": replace(RECIPE2, pct_start=0.3),
+    "ft5_warm_fg1_linear_lr4_m10": replace(RECIPE2, epochs=5),
+    "recipe2": RECIPE2,  # the chosen default: ft6_warm_fg1_linear_lr4_m10 with flip="auto"
+    "recipe2_e7": replace(RECIPE2, epochs=7),
+    "recipe2_e8": replace(RECIPE2, epochs=8),
+    "recipe2_noflip": replace(RECIPE2, flip=False),
+    "recipe2_flip": replace(RECIPE2, flip=True),
 }
 # Screened by default, in this order: the machine is shared by several jobs, so the list is what an hour
 # of a loaded 2-core machine allows; `--candidates` screens others from CANDIDATES.
@@ -228,7 +252,8 @@ def train_once(recipe: Recipe, dataset: str, root: Path, seed: int) -> dict[str,
     from unfreeze.train.mixup import MixupCutmix
 
     start = time.perf_counter()
-    augment = augment_preset(recipe.augment, flip=recipe.flip)
+    # flip="auto" leaves the preset to fit_recipe, which decides the flips from the training images.
+    augment = None if recipe.flip == "auto" else augment_preset(recipe.augment, flip=recipe.flip)
     options = {"size": recipe.size, "bs": recipe.bs, "augment": augment or False, "num_workers": 0, "device": "cpu"}
     if dataset == "multilabel":
         dls = ImageDataLoaders.from_csv(root, "labels.csv", fn_col="file", label_col="labels", valid_col="is_valid",
@@ -239,15 +264,20 @@ def train_once(recipe: Recipe, dataset: str, root: Path, seed: int) -> dict[str,
     loss = dls.task.loss(label_smoothing=recipe.label_smoothing) if recipe.label_smoothing else None
     learn = vision_learner(dls, "efficientnet_lite0", metrics=metrics, n_groups=recipe.n_groups,
                            train_bn=recipe.train_bn, seed=seed, quiet=True, weight_decay=recipe.weight_decay,
-                           loss_func=loss, class_weights=recipe.class_weights)
+                           loss_func=loss, class_weights=recipe.class_weights, head=recipe.head)
     callbacks: list[Any] = []
     if recipe.mixup or recipe.cutmix:
         callbacks.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
     if recipe.ema:
         callbacks.append(EMA())
     setup_s = time.perf_counter() - start
-    learn.fine_tune(recipe.epochs, base_lr=recipe.base_lr, freeze_epochs=recipe.freeze_epochs,
-                    lr_mult=recipe.lr_mult, pct_start=recipe.pct_start, div=recipe.div, callbacks=callbacks)
+    # fit_recipe with frozen_groups=0 and the loader's own augmentation (augment=None) is fine_tune exactly
+    # (tests/train/test_recipe.py); the loss and weight decay are the learner's, set above.
+    learn.fit_recipe(recipe.epochs, base_lr=recipe.base_lr, freeze_epochs=recipe.freeze_epochs,
+                     lr_mult=recipe.lr_mult, pct_start=recipe.pct_start, div=recipe.div,
+                     frozen_groups=recipe.frozen_groups, weight_decay=recipe.weight_decay,
+                     augment=recipe.augment if recipe.flip == "auto" else None,
+                     flip=recipe.flip if recipe.flip == "auto" else True, callbacks=callbacks)
     fit_s = time.perf_counter() - start - setup_s
     history = learn.recorder.history
     result: dict[str, Any] = {
@@ -458,10 +488,12 @@ def run_study(args: argparse.Namespace) -> None:
     sets, jobs = args.sets.split(","), []
     if "digits" in sets:
         digits = build_digits(args.quick)
-        noflip = replace(winner, flip=False)  # a mirrored digit is another symbol (or none)
+        # A mirrored digit is another symbol (or none): a winner with flip="auto" decides that itself.
+        digit_name, digit_recipe = ((winner_name, winner) if winner.flip == "auto" else
+                                    (winner_name + "_noflip", replace(winner, flip=False)))
         jobs += [(name, replace(recipe, size=size), f"digits{size}", digits, 0) for size, name, recipe in (
-            (32, "fine_tune2", FT2), (32, winner_name + "_noflip", noflip), (64, winner_name + "_noflip", noflip),
-            (64, "fine_tune2", FT2), (96, winner_name + "_noflip", noflip))]
+            (32, "fine_tune2", FT2), (32, digit_name, digit_recipe), (64, digit_name, digit_recipe),
+            (64, "fine_tune2", FT2), (96, digit_name, digit_recipe))]
     if "multilabel" in sets:
         multilabel = build_multilabel(args.quick)
         jobs += [(name, recipe, "multilabel", multilabel, 0) for name, recipe in (("fine_tune2", FT2),
@@ -547,8 +579,11 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]], machine: dict[str, A
 
 def recipe_code(recipe: Recipe) -> str:
     """The public-API calls that train `recipe` (what `train_once` does, spelled out)."""
-    augment = f'augment_preset("{recipe.augment}"{"" if recipe.flip else ", flip=False"})'
+    augment = "False" if recipe.flip == "auto" else \
+        f'augment_preset("{recipe.augment}"{"" if recipe.flip else ", flip=False"})'
     learner = [f"train_bn={recipe.train_bn}", f"weight_decay={recipe.weight_decay}"]
+    if recipe.head != "fastai":
+        learner.append(f'head="{recipe.head}"')
     if recipe.n_groups != 3:
         learner.append(f"n_groups={recipe.n_groups}")
     if recipe.label_smoothing:
@@ -559,13 +594,15 @@ def recipe_code(recipe: Recipe) -> str:
     if recipe.ema:
         callbacks.append("EMA()")
     fit = (f"{recipe.epochs}, base_lr={recipe.base_lr}, freeze_epochs={recipe.freeze_epochs}, "
-           f"lr_mult={recipe.lr_mult}, pct_start={recipe.pct_start}, div={recipe.div}")
+           f"lr_mult={recipe.lr_mult}, pct_start={recipe.pct_start}, div={recipe.div}, "
+           f"frozen_groups={recipe.frozen_groups}, weight_decay={recipe.weight_decay}")
+    fit += f', augment="{recipe.augment}", flip="auto"' if recipe.flip == "auto" else ", augment=None"
     if callbacks:
         fit += f", callbacks=[{', '.join(callbacks)}]"
     return "\n".join([
         f"dls = ImageDataLoaders.from_folder(path, size={recipe.size}, bs=64, augment={augment})",
         f'learn = vision_learner(dls, "efficientnet_lite0", {", ".join(learner)})',
-        f"learn.fine_tune({fit})",
+        f"learn.fit_recipe({fit})",
     ])
 
 

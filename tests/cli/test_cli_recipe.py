@@ -23,7 +23,7 @@ def test_a_plain_run_records_the_recommended_recipe(trained_run: Path) -> None:
     assert {key: options[key] for key in RECIPE_FLAGS} == {
         "augment": "default", "flip": "auto", "frozen_groups": 1, "head": "linear", "mixup": 0.0, "cutmix": 0.0,
         "label_smoothing": 0.0, "ema": False,
-        "wd": 0.01, "lr_mult": 100.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
+        "wd": 0.01, "lr_mult": 10.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
         "time_budget": None, "tensorboard": None, "mlflow": None}
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["recipe"]["name"] == "fit_recipe" and summary["recipe"]["pct_start"] == 0.5
@@ -117,7 +117,7 @@ def test_a_run_from_before_the_recipe_options_resumes_with_fine_tune(image_folde
     # The checkpoint such a run wrote: fine_tune's, on the same data and model.
     dls = ImageDataLoaders.from_folder(image_folder, size=16, bs=4, seed=0)
     vision_learner(dls, "test_resnet", pretrained=False, seed=0, quiet=True).fine_tune(
-        1, checkpoint=run / "checkpoint.pt")
+        1, base_lr=config["options"]["lr"], checkpoint=run / "checkpoint.pt")
     (run / "summary.json").unlink()
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert json.loads((run / "summary.json").read_text())["recipe"]["name"] == "fine_tune"

@@ -106,8 +106,21 @@ def test_progressive_resizing_trains_the_frozen_phase_smaller_unless_the_map_wou
     assert [seen["size"] for seen in watch.seen] == [(48, 48), (64, 64)]
     assert (dls.train.size, dls.valid.size) == (64, 64)
     small, watch = make_dls(folder, size=32), Watch()
-    make_learner(small).fit_recipe(1, progressive=True, callbacks=[watch])  # 24 px: test_resnet's map is 1×1
+    # At 24 px test_resnet's map is 1×1; upscale=False keeps 32 px, where 3/4 of it would be smaller still.
+    make_learner(small).fit_recipe(1, progressive=True, upscale=False, callbacks=[watch])
     assert [seen["size"] for seen in watch.seen] == [(32, 32), (32, 32)]
+
+
+def test_small_images_are_upscaled_to_a_size_the_body_can_use_and_stay_there(folder):
+    dls, watch = make_dls(folder, size=32), Watch()  # 24 px images: test_resnet's map at 32 px is 1×1
+    learn = make_learner(dls)
+    with pytest.warns(UserWarning, match="final feature map is 1x1.*training at 64 px instead"):
+        learn.fit_recipe(1, callbacks=[watch])
+    assert [seen["size"] for seen in watch.seen] == [(64, 64), (64, 64)] and dls.size == dls.valid.size == 64
+    assert any("training at 64 px" in note for note in learn.recorder.notes)
+    kept = make_dls(folder, size=32)
+    make_learner(kept).fit_recipe(1, upscale=False)
+    assert kept.size == 32
 
 
 def test_a_time_budget_shorter_than_an_epoch_fails_before_training(folder):

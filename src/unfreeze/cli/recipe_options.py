@@ -143,8 +143,8 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
     """The `Recipe` of a run's options (a command line's, or config.json's on --resume).
 
     Example:
-        >>> recipe_from_options({**config["options"]}, 2e-3).lr_mult  # doctest: +SKIP
-        30.0
+        >>> recipe_from_options({**config["options"]}, 4e-3).lr_mult  # doctest: +SKIP
+        10.0
     """
     return Recipe(epochs=options["epochs"], freeze_epochs=options["freeze_epochs"], base_lr=lr,
                   lr_mult=options["lr_mult"], pct_start=options["pct_start"], div=options["div"],
@@ -152,6 +152,8 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
                   cutmix=options["cutmix"], ema=options["ema"], augment=options["augment"], flip=options["flip"],
                   # Runs from before these options trained every group, with fastai's head.
                   frozen_groups=options.get("frozen_groups", 0), head=options.get("head", "fastai"),
+                  # The command line planned the size (and warned) when it built the loaders.
+                  upscale=False,
                   patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
 
 

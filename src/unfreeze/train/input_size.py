@@ -22,7 +22,7 @@ from torch import nn
 from unfreeze.data.decode import open_rgb
 from unfreeze.models.feature_map import check_input_size
 
-__all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size"]
+__all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size", "upscale_loaders"]
 
 MIN_CELLS = 2  # the final map's side below which the pooled features see no layout
 _ROUND_TO = 32  # the usual total stride: a multiple of it gives an exact, unpadded map
@@ -76,8 +76,9 @@ class SizePlan:
     def upscaled(self) -> bool:
         return self.size != self.requested
 
-    def message(self, arch: str) -> str:
-        """The warning line for a too-small map (empty when the requested size is fine)."""
+    def message(self, arch: str, opt_out: str = "--no-upscale") -> str:
+        """The warning line for a too-small map (empty when the requested size is fine); `opt_out` names
+        the switch that keeps the requested size."""
         if self.usable is None or self.feature_map is None:
             return ""
         height, width = self.feature_map
@@ -85,8 +86,9 @@ class SizePlan:
         head = (f"at {self.requested} px{native}, {arch}'s final feature map is {height}x{width}, under "
                 f"{MIN_CELLS}x{MIN_CELLS}: fine-tuning is unstable there")
         if self.upscaled:
-            return f"{head}; training at {self.size} px instead (--no-upscale keeps {self.requested})"
-        return f"{head}; use --size {self.usable} or more"
+            return f"{head}; training at {self.size} px instead ({opt_out} keeps {self.requested})"
+        return f"{head}; use a size of {self.usable} or more" if opt_out != "--no-upscale" else \
+            f"{head}; use --size {self.usable} or more"
 
 
 def plan_input_size(body: nn.Module, size: int, sources: Sequence[Any] = (), upscale: bool = True) -> SizePlan:
@@ -116,3 +118,23 @@ def plan_input_size(body: nn.Module, size: int, sources: Sequence[Any] = (), ups
         return SizePlan(size, size, check.feature_map, native, None)  # no size helps: nothing to suggest
     small_images = native is not None and native <= size  # training at `size` already upscales them
     return SizePlan(size, usable if upscale and small_images else size, check.feature_map, native, usable)
+
+
+def upscale_loaders(model: nn.Module, dls: Any, upscale: bool = True) -> SizePlan | None:
+    """`plan_input_size` for `dls`'s training images at its size; an upscale sets both loaders' size.
+
+    The new size stays after the fit: predictions and the export must see images as training did.
+    Returns None for a model without a `body` (nothing to measure).
+
+    Example:
+        >>> plan = upscale_loaders(learn.model, dls)  # doctest: +SKIP
+        >>> plan.upscaled, dls.size  # doctest: +SKIP
+        (True, 64)
+    """
+    body = getattr(model, "body", None)
+    if not isinstance(body, nn.Module):
+        return None
+    plan = plan_input_size(body, dls.train.size, dls.train.dataset.sources, upscale)
+    if plan.upscaled:
+        dls.train.size = dls.valid.size = plan.size
+    return plan

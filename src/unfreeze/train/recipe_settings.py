@@ -65,6 +65,10 @@ class Recipe:
         flip: Horizontal flips in the preset: True, False (digits, text, anything whose mirror is no
             member of its class) or "auto", which decides from the training images before the fit
             (`train.flip_check.check_flips`: off for handed images).
+        upscale: Before the fit, measure the body's final feature map at the loaders' size; under 2×2
+            with images no larger than that size (8×8 digits at 32 px), train at the smallest usable
+            size instead (both loaders keep it, so predictions and the export match). False keeps the
+            size. (`unfreeze train` plans this when it builds the loaders: `--no-upscale`.)
         patience: Stop after this many epochs without a better validation loss; None never stops early.
         progressive: Progressive resizing: the frozen phase at 3/4 of the size (never below the
             backbone's smallest usable size), the unfrozen phase at the full size.
@@ -82,6 +86,7 @@ class Recipe:
     freeze_epochs: int = 1
     frozen_groups: int = 1
     head: str = "linear"
+    upscale: bool = True
     base_lr: float | str = 4e-3
     lr_mult: float = 10.0
     pct_start: float = 0.5
@@ -157,6 +162,7 @@ class Recipe:
             "" if self.augment is None or self.augment in AUGMENT_PRESETS else
             f"augment must be one of {', '.join(AUGMENT_PRESETS)} (or None for the loader's own), "
             f"got {self.augment!r}.",
+            "" if isinstance(self.upscale, bool) else f"upscale must be True or False, got {self.upscale!r}.",
             "" if isinstance(self.flip, bool) or self.flip == "auto" else
             f"flip must be True, False or 'auto', got {self.flip!r}.",
             _whole(self.patience, "patience", 1, none_ok=True),

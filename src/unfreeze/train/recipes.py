@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from unfreeze.train.callbacks import Callback, EarlyStopping
 from unfreeze.train.checkpoint import CheckpointError, apply_checkpoint, read_checkpoint, save_checkpoint
 from unfreeze.train.ema import EMA
 from unfreeze.train.flip_check import check_flips
+from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
@@ -128,10 +130,17 @@ class FitProgress:
         self.finished = bool(state.get("finished", False))
 
 
+# Recipe fields added after checkpoints were first written, with the value that behaved as those fits did:
+# a checkpoint without them resumes into a fit that has these values.
+_ADDED_FIELDS = {"frozen_groups": 0, "head": "fastai", "upscale": False}
+
+
 def check_same(saved: dict[str, Any], requested: dict[str, Any], where: Any) -> None:
     """Refuse to resume a checkpoint into a different fit, naming the first value that differs."""
     for key in requested:
         before, now = _plain(saved.get(key)), _plain(requested[key])
+        if isinstance(before, dict) and isinstance(now, dict):
+            before = {**{name: value for name, value in _ADDED_FIELDS.items() if name in now}, **before}
         if before == now:
             continue
         if isinstance(before, dict) and isinstance(now, dict):
@@ -404,6 +413,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     """
     recipe = (recipe if recipe is not None else Recipe()).replace(epochs=epochs, **settings)
     recipe.check(multi_label=isinstance(learner.task, MultiLabel))
+    _check_input_size(learner, recipe.upscale)
     extras: list[Callback] = []
     if recipe.mixup or recipe.cutmix:
         extras.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
@@ -429,6 +439,16 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["flip_chosen"] = flip = chosen if isinstance(chosen, bool) else _check_flips(learner, recipe)
     with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe.augment, flip):
         return _run_phases(learner, settings, phases, [*extras, *callbacks], checkpoint, saved, recipe.weight_decay)
+
+
+def _check_input_size(learner: RecipeTarget, upscale: bool) -> None:
+    """Upscale small images to a size the body can use (`upscale_loaders`), saying so; warn when the
+    final feature map stays under 2×2 although upscaling was allowed."""
+    plan = upscale_loaders(learner.model, learner.dls, upscale)
+    message = "" if plan is None or not upscale else plan.message("the backbone", opt_out="upscale=False")
+    if message:
+        warnings.warn(message, stacklevel=3)
+        learner.recorder.add_note(message)
 
 
 def _check_flips(learner: RecipeTarget, recipe: Recipe) -> bool:
