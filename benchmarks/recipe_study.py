@@ -536,7 +536,10 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]], machine: dict[str, A
         "to choose the threshold. `first unfrozen Δ` is the error of the first unfrozen epoch minus the frozen",
         "epoch's.",
         "Spread is the standard deviation over seeds. The machine is shared: times carry its load (1-min load",
-        "average in recipe.json).",
+        "average of each run in recipe.json). The first round's runs (2026-12-02 before 06:00 UTC: the rows",
+        "whose wall s are 2-10x their CPU s) shared 2 cores with several other jobs, which",
+        "inflates CPU seconds too; the second round's (recipe2, ft*_fg1*, fine_tune2, fastai) ran on an idle",
+        "machine. Compare times within a round; benchmarks/results/recipe_cli.md times the CLI side by side.",
         "",
         f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('ram_gib')} GiB, "
         f"Python {machine.get('python')}, {machine.get('date')}.",

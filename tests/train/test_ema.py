@@ -67,14 +67,21 @@ def test_ema_matches_the_hand_computed_average_over_three_steps(tiny_learner, wa
 
 
 def test_validation_sees_the_average_and_the_weights_come_back_bit_for_bit(tiny_learner):
-    learn = tiny_learner()
+    learn, twin = tiny_learner(), tiny_learner()
     raw, ema, seen = Probe(), EMA(decay=0.8, warmup=False), Probe()
     rows = learn.fit(2, 1e-2, callbacks=[raw, ema, seen])  # raw sees the model before the swap
 
     for epoch in range(2):
         assert not torch.equal(raw.validated[epoch]["head.3.weight"], seen.validated[epoch]["head.3.weight"])
-        assert_equal_states(seen.after_epochs[epoch], raw.validated[epoch])  # restored exactly
+        # The end of the epoch still holds the average that was scored (what KeepBest saves)...
+        assert_equal_states(seen.after_epochs[epoch], seen.validated[epoch])
         assert seen.channels_last[epoch]
+    # ...and the next epoch trains from the model's own weights, bit for bit: a twin that never
+    # validated with the average took exactly the same steps.
+    twin_steps = Probe()
+    twin.fit(2, 1e-2, callbacks=[EMA(decay=0.8, warmup=False, validate_with_ema=False), twin_steps])
+    for mine, theirs in zip(raw.steps, twin_steps.steps, strict=True):
+        assert_equal_states(mine, theirs)
     # apply_at_end: the model now holds the average the last row was validated with.
     assert_equal_states(state(learn.model), seen.validated[-1])
     assert_equal_states(state(learn.model), ema.state_dict()["weights"])
@@ -148,3 +155,50 @@ def test_bad_decay_and_mismatched_state_are_refused(tiny_learner):
     del saved["weights"]["head.3.bias"]
     with pytest.raises(ValueError, match=r"lacks \['head.3.bias'\]"):
         ema.load_state_dict(saved)
+
+
+class Scores(Callback):
+    """Records each epoch's validation loss and the weights the model held when it was scored."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.scored: list[dict[str, torch.Tensor]] = []
+
+    def before_fit(self, learner) -> None:
+        self.model = learner.model
+
+    def after_validate(self, epoch, logs) -> None:
+        self.losses.append(logs["valid_loss"])
+        self.scored.append(state(self.model))
+
+
+def test_keep_best_keeps_the_average_that_scored_best(tiny_learner):
+    from unfreeze import KeepBest
+
+    learn = tiny_learner()
+    ema, scores, best = EMA(decay=0.9, warmup=False), Scores(), KeepBest(monitor="valid_loss")
+    learn.fit_one_cycle(4, 5e-2, callbacks=[ema, scores, best])
+    best_epoch = min(range(4), key=lambda epoch: scores.losses[epoch])
+    assert best.best_epoch == best_epoch + 1 or best.best_epoch == best_epoch  # rows count from 0 or 1
+    assert_equal_states(state(learn.model), scores.scored[best_epoch])
+    assert learn.validate()["valid_loss"] == pytest.approx(scores.losses[best_epoch], rel=1e-6)
+
+
+def test_a_resume_between_epochs_continues_from_the_models_own_weights(tiny_learner, tmp_path):
+    import shutil
+
+    straight, resumed = tiny_learner(), tiny_learner()
+    path, copy = tmp_path / "checkpoint.pt", tmp_path / "after_epoch_1.pt"
+
+    class KeepFirstCheckpoint(Callback):
+        """Copies the checkpoint written after epoch 1 (the model then holds the average) aside."""
+
+        def before_epoch(self, epoch) -> None:
+            if epoch == 1:
+                shutil.copy(path, copy)
+
+    straight.fit(3, 1e-2, callbacks=[EMA(decay=0.8, warmup=False), KeepFirstCheckpoint()], checkpoint=path)
+    saved = torch.load(copy, weights_only=True)["callbacks"]
+    assert any("raw_weights" in section for section in saved.values())  # the model held the average
+    resumed.fit(3, 1e-2, callbacks=[EMA(decay=0.8, warmup=False), KeepFirstCheckpoint()], resume=copy)
+    assert_equal_states(state(resumed.model), state(straight.model))

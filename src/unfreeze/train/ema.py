@@ -41,10 +41,12 @@ class EMA(Callback):
     Args:
         decay: Weight of the old average at each step, in [0, 1]. 0 makes the EMA the weights.
         warmup: Ramp the decay up from 0 as above (recommended for runs under ~30,000 steps).
-        validate_with_ema: Run each epoch's validation with the averaged weights, so the table and
-            `EarlyStopping` judge them. The model's own weights are put back bit for bit right after,
-            before `after_epoch`: `SaveBestModel` therefore saves the model's own weights, chosen by
-            the average's score.
+        validate_with_ema: Run each epoch's validation with the averaged weights, so the table,
+            `EarlyStopping` and `KeepBest` judge them. The average stays in the model until the next
+            epoch starts, so what `KeepBest`, `SaveBestModel` and the checkpoint save at the end of an
+            epoch are the weights that were scored; the model's own weights come back bit for bit
+            before the next epoch trains (a checkpoint holds them in this callback's state, so a
+            resume continues training from them).
         apply_at_end: Copy the averaged weights into the model when the fit ends. On by default,
             so that the model you predict with, save and export is the one whose validation scores
             the table showed (with `validate_with_ema`); Keras's `use_ema` does the same. With
@@ -108,11 +110,11 @@ class EMA(Callback):
             self._raw_weights = [t.clone() for t in self._tensors(self._model)]
             _copy_into(self._tensors(self._model), self._tensors(self._ema.module))
 
-    def after_validate(self, epoch: int, logs: dict[str, float]) -> None:
-        self._restore_raw_weights()
+    def before_epoch(self, epoch: int) -> None:
+        self._restore_raw_weights()  # the average validated last epoch made way for the weights that train
 
     def after_fit(self, logs: dict[str, float]) -> None:
-        # after_validate does not run when validation raised: the model gets its own weights back here.
+        # The last epoch's average (or that of a validation that raised) makes way for the model's own weights.
         self._restore_raw_weights()
         if self.apply_at_end and self._ema is not None:
             _copy_into(self._tensors(self._model), self._tensors(self._ema.module))
@@ -128,7 +130,13 @@ class EMA(Callback):
         if self._ema is None:
             return {} if self._pending is None else dict(self._pending)
         weights = {name: t.detach().to("cpu", copy=True) for name, t in self._ema.module.state_dict().items()}
-        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "weights": weights}
+        state = {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "weights": weights}
+        if self._raw_weights is not None and self._model is not None:
+            # Between validation and the next epoch the model holds the average: keep its own weights.
+            names = list(self._model.state_dict())
+            state["raw_weights"] = {name: t.detach().to("cpu", copy=True)
+                                    for name, t in zip(names, self._raw_weights, strict=True)}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the average saved by `state_dict`; its decay and warmup replace this one's.
@@ -157,6 +165,12 @@ class EMA(Callback):
                 tensor.copy_(saved[name])
         self.decay, self.warmup, self.updates = float(state["decay"]), bool(state["warmup"]), int(state["updates"])
         self._ema.decay, self._ema.use_warmup = self.decay, self.warmup
+        raw = state.get("raw_weights")
+        if raw is not None and self._model is not None:
+            # Saved between a validation and the next epoch: the model was loaded with the average it
+            # held then; its own weights come back when the next epoch starts, as they would have.
+            model_state = self._model.state_dict()
+            self._raw_weights = [raw[name].to(tensor.device, tensor.dtype) for name, tensor in model_state.items()]
 
     # ------------------------------------------------------------------ helpers
 
