@@ -57,6 +57,7 @@ class Recipe:
     flip: bool | str = True  # "auto": fit_recipe decides from the training images (train/flip_check.py)
     head: str = "fastai"  # vision_learner's head: "fastai" or "linear"
     frozen_groups: int = 0  # body groups left frozen when the body trains (fit_recipe's frozen_groups)
+    progressive: bool = False  # fit_recipe's progressive resizing (the frozen phase at 3/4 of the size)
     train_bn: bool = False
     n_groups: int = 3
     weight_decay: float = 0.01
@@ -133,6 +134,18 @@ CANDIDATES: dict[str, Recipe] = {
     "recipe2_e7": replace(RECIPE2, epochs=7),
     "recipe2_e8": replace(RECIPE2, epochs=8),
     "recipe2_noflip": replace(RECIPE2, flip=False),
+    # The rest of the list, on top of the chosen recipe.
+    "recipe2_mixup": replace(RECIPE2, mixup=0.2),
+    "recipe2_cutmix": replace(RECIPE2, cutmix=1.0),
+    "recipe2_strong": replace(RECIPE2, augment="strong"),
+    "recipe2_light": replace(RECIPE2, augment="light"),
+    "recipe2_ls": replace(RECIPE2, label_smoothing=0.1),
+    "recipe2_ema": replace(RECIPE2, ema=True),
+    "recipe2_wd0.1": replace(RECIPE2, weight_decay=0.1),
+    "recipe2_fe0": replace(RECIPE2, freeze_epochs=0),
+    "recipe2_fe2": replace(RECIPE2, freeze_epochs=2, epochs=5),
+    "recipe2_progressive": replace(RECIPE2, progressive=True),
+    "recipe2_fg0": replace(RECIPE2, frozen_groups=0),
     "recipe2_flip": replace(RECIPE2, flip=True),
 }
 # Screened by default, in this order: the machine is shared by several jobs, so the list is what an hour
@@ -276,6 +289,7 @@ def train_once(recipe: Recipe, dataset: str, root: Path, seed: int) -> dict[str,
     learn.fit_recipe(recipe.epochs, base_lr=recipe.base_lr, freeze_epochs=recipe.freeze_epochs,
                      lr_mult=recipe.lr_mult, pct_start=recipe.pct_start, div=recipe.div,
                      frozen_groups=recipe.frozen_groups, weight_decay=recipe.weight_decay,
+                     progressive=recipe.progressive,
                      augment=recipe.augment if recipe.flip == "auto" else None,
                      flip=recipe.flip if recipe.flip == "auto" else True, callbacks=callbacks)
     fit_s = time.perf_counter() - start - setup_s

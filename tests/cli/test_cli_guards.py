@@ -105,3 +105,24 @@ def test_multi_label_threshold_is_chosen_reported_and_exported(image_folder: Pat
     assert threshold["chosen_by"] == "F1 on the validation set" and 0 < threshold["threshold"] < 1
     assert threshold["f1"] >= threshold["previous_f1"]
     assert load_learner(run / "model.unfreeze").task.threshold == pytest.approx(threshold["threshold"])
+
+
+def test_a_run_whose_lr_a_retry_lowered_resumes_at_that_lr(image_folder: Path, tmp_path: Path) -> None:
+    import torch
+
+    from unfreeze.train.schedules import resolve_lrs
+
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--lr", "1e-2", "--out", str(run), "--quiet"]) == 0
+    # What a divergence retry leaves: the checkpoint's fit ran at lr / 10, config.json keeps --lr as given.
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    progress = checkpoint["progress"]
+    recipe, lr = progress["recipe"], 1e-3
+    recipe["base_lr"] = lr
+    spread = slice(lr) if recipe["phase"] == 0 else slice(lr / 2 / recipe["lr_mult"], lr / 2)  # fine_tune's phases
+    progress["schedule"]["lr_max"] = resolve_lrs(spread, len(progress["schedule"]["lr_max"]))
+    progress["finished"] = False
+    torch.save(checkpoint, run / "checkpoint.pt")
+    (run / "summary.json").unlink()  # as if it had been interrupted after its last checkpoint
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["recipe"]["base_lr"] == 1e-3

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import TINY
-from unfreeze import __version__
+from unfreeze import Recipe, __version__
 from unfreeze.cli import main
 
 RUN_FILES = {"config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png", "sched.png",
@@ -36,7 +36,7 @@ def test_train_writes_a_complete_run_directory(image_folder: Path, tmp_path: Pat
     assert config["rerun"].startswith("unfreeze train ") and "--no-pretrained" in config["rerun"]
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0
-    assert summary["lr"]["base_lr"] == pytest.approx(2e-3) and summary["lr"]["chosen_by"] == "--lr"
+    assert summary["lr"]["base_lr"] == pytest.approx(Recipe().base_lr) and summary["lr"]["chosen_by"] == "--lr"
     assert summary["device"] == "cpu" and summary["wall_time_s"] > 0
     assert set(summary["versions"]) >= {"unfreeze", "torch", "timm"}
     assert summary["data"] == {"train": 24, "valid": 12, "classes": ["ant", "bee", "cat"]}

@@ -178,6 +178,10 @@ def command_train(args: argparse.Namespace) -> int:
         resumed = f", resuming after epoch {len(saved.state['recorder']['history'])}" if saved is not None else ""
         print(f"{dls}; {options['arch']} on {learn.device}; run directory {run.folder}{resumed}")
     lr, lr_find = options["lr"], None
+    if saved is not None and lr != "auto":
+        # The LR the interrupted fit ran at: --lr as given, or what a divergence retry lowered it to
+        # (the command line's --lr was already checked against config.json).
+        lr = (saved.progress.get("recipe") or {}).get("base_lr", lr)
     if lr == "auto" and saved is None:
         lr_find = learn.lr_find(plot=run.file("lr_find.png"))
         lr = lr_find.valley
