@@ -200,3 +200,15 @@ def test_frozen_groups_keep_the_first_body_groups_but_never_the_whole_body(folde
     assert any(changed) is first_group_trains
     assert any(not torch.equal(before, params[name]) for name, before in last_body.items())  # the body trained
     assert learn.progress.recipe["frozen_groups"] == frozen_groups
+
+
+def test_settings_given_as_none_are_changes_too(folder):
+    dls = make_dls(folder)
+    own = dls.train.augment
+    learn, watch = make_learner(dls), Watch()
+    learn.recipe = Recipe(patience=1)
+    learn.fit_recipe(1, augment=None, patience=None, callbacks=[watch])  # the loader's own, never stop early
+    assert all(seen["augment"] is own for seen in watch.seen)
+    assert learn.progress.recipe["augment"] is None and learn.progress.recipe["patience"] is None
+    with pytest.raises(RecipeError, match="mixup must be a number"):
+        learn.fit_recipe(1, mixup=None)

@@ -76,15 +76,18 @@ def check_flips(learner: Any, max_items: int = 500, seed: int = 0) -> FlipCheck 
 
     Returns:
         The measurements and the decision, or None when the check cannot run (a model without a
-        `body`, or fewer than 20 labelled, decodable training images); the caller keeps flips then.
+        `body`, loaders that are not unfreeze's, or fewer than 20 labelled, decodable training
+        images); the caller keeps flips then.
 
     Example:
         >>> check = check_flips(learn)  # doctest: +SKIP
         >>> check.flips, round(check.error, 2), round(check.error_mirrored, 2)  # digits  # doctest: +SKIP
         (False, 0.17, 0.62)
     """
-    body = getattr(learner.model, "body", None)
-    if not isinstance(body, nn.Module):
+    body, loader = getattr(learner.model, "body", None), learner.dls.train
+    readable = all(hasattr(loader, name) for name in ("size", "mean", "std", "batch_size")) and \
+        hasattr(getattr(loader, "dataset", None), "targets")
+    if not isinstance(body, nn.Module) or not readable:  # not unfreeze's loaders: nothing to sample
         return None
     features, mirrored, targets = _embed(learner, body, max_items, seed)
     if targets is None or len(targets) < 20:

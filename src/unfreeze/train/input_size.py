@@ -124,17 +124,17 @@ def upscale_loaders(model: nn.Module, dls: Any, upscale: bool = True) -> SizePla
     """`plan_input_size` for `dls`'s training images at its size; an upscale sets both loaders' size.
 
     The new size stays after the fit: predictions and the export must see images as training did.
-    Returns None for a model without a `body` (nothing to measure).
+    Returns None for a model without a `body` or loaders without a `size` (nothing to measure).
 
     Example:
         >>> plan = upscale_loaders(learn.model, dls)  # doctest: +SKIP
         >>> plan.upscaled, dls.size  # doctest: +SKIP
         (True, 64)
     """
-    body = getattr(model, "body", None)
-    if not isinstance(body, nn.Module):
-        return None
-    plan = plan_input_size(body, dls.train.size, dls.train.dataset.sources, upscale)
+    body, size = getattr(model, "body", None), getattr(dls.train, "size", None)
+    if not isinstance(body, nn.Module) or not isinstance(size, int):
+        return None  # nothing to measure, or loaders that do not resize (not unfreeze's)
+    plan = plan_input_size(body, size, getattr(dls.train.dataset, "sources", ()), upscale)
     if plan.upscaled:
         dls.train.size = dls.valid.size = plan.size
     return plan

@@ -103,17 +103,18 @@ class Recipe:
     time_budget: float | None = None
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with `changes` (the None values left out, so optional arguments pass straight through).
+        """A copy with `changes`; None is a value too (`augment=None` keeps the loader's own augmentation,
+        `patience=None` never stops early), checked with the rest by `check`.
 
         Example:
-            >>> Recipe().replace(epochs=6, mixup=None).epochs
-            6
+            >>> Recipe().replace(epochs=6, augment=None).augment is None
+            True
         """
         unknown = sorted(set(changes) - {item.name for item in dataclasses.fields(self)})
         if unknown:
             raise RecipeError(f"Recipe has no field {', '.join(unknown)}; its fields are "
                               f"{', '.join(item.name for item in dataclasses.fields(self))}.")
-        return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain values (config.json, checkpoints, the resume check)."""

@@ -411,7 +411,9 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     mixup/cutmix, EMA, early stopping, progressive resizing and time budget around them. The loss and
     the loaders' augmentation and size are the recipe's during the fit and put back after it.
     """
-    recipe = (recipe if recipe is not None else Recipe()).replace(epochs=epochs, **settings)
+    # `epochs=None` is "not given" (the recipe's own); any other setting given, None included, is a change.
+    recipe = (recipe if recipe is not None else Recipe()).replace(**({} if epochs is None else {"epochs": epochs}),
+                                                                  **settings)
     recipe.check(multi_label=isinstance(learner.task, MultiLabel))
     _check_input_size(learner, recipe.upscale)
     extras: list[Callback] = []
