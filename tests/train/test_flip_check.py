@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from unfreeze.data import ImageDataLoaders
-from unfreeze.train import recipes
+from unfreeze.train import recommended
 from unfreeze.train.builders import vision_learner
 from unfreeze.train.flip_check import FlipCheck, check_flips
 
@@ -76,7 +76,7 @@ def test_fit_recipe_decides_flips_once_records_it_and_a_resume_reuses_it(tmp_pat
     assert learn.progress.recipe["flip"] == "auto" and learn.progress.recipe["flip_chosen"] is False
     assert any("flips off" in note for note in learn.recorder.notes)
     # The resumed fit takes the decision from the checkpoint instead of checking again.
-    monkeypatch.setattr(recipes, "check_flips", lambda *args, **kwargs: pytest.fail("checked again on resume"))
+    monkeypatch.setattr(recommended, "check_flips", lambda *args, **kwargs: pytest.fail("checked again on resume"))
     again = make_learner(root)
     again.fit_recipe(1, freeze_epochs=0, checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
     assert again.progress.recipe["flip_chosen"] is False
@@ -84,7 +84,7 @@ def test_fit_recipe_decides_flips_once_records_it_and_a_resume_reuses_it(tmp_pat
 
 @pytest.mark.parametrize("flip,augment", [(True, "default"), (False, "default"), ("auto", "none")])
 def test_no_check_when_flips_are_given_or_there_is_no_augmentation(tmp_path: Path, monkeypatch, flip, augment) -> None:
-    monkeypatch.setattr(recipes, "check_flips", lambda *args, **kwargs: pytest.fail("checked"))
+    monkeypatch.setattr(recommended, "check_flips", lambda *args, **kwargs: pytest.fail("checked"))
     learn = make_learner(write_shapes(tmp_path, ("T", "H"), n_train=8))
     learn.fit_recipe(1, freeze_epochs=0, flip=flip, augment=augment)
     assert learn.dls.train.augment is not None

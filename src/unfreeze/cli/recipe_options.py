@@ -160,7 +160,7 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
 def check_recipe(options: dict[str, Any], learn: Any) -> None:
     """Refuse, before any training, options that conflict with each other, the data or the machine."""
     from unfreeze import RecipeError
-    from unfreeze.train.recipes import check_time_budget
+    from unfreeze.train.recommended import check_time_budget
 
     if options.get("multi_label") and options.get("label_smoothing"):
         raise UsageError("--label-smoothing smooths single-label targets; this run is --multi-label. Drop "

@@ -29,7 +29,7 @@ from unfreeze._device import cudnn_autotune, default_device
 from unfreeze.tasks import MultiLabel, SingleLabel, Task, class_weights_tensor
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import fastai_idioms as fastai
-from unfreeze.train import recipes
+from unfreeze.train import recipes, recommended
 from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder, callback_list
 from unfreeze.train.data_binding import bind_data
@@ -401,7 +401,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
             >>> learn.fit_recipe()  # doctest: +SKIP
             >>> learn.fit_recipe(6, mixup=0.2, flip=False, time_budget=600)  # doctest: +SKIP
         """
-        return recipes.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
+        return recommended.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
                                   checkpoint, resume, **settings)
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,

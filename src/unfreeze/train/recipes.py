@@ -9,41 +9,31 @@ read the checkpoint (`Resume.read`), check that it was written by this same fit
 
 The `Learner` methods of the same names forward here; their docstrings hold the arguments. The
 recipes are typed against the `RecipeTarget` protocol and never import learner.py. `fit_recipe`, the
-recommended recipe (settings in `recipe_settings.Recipe`), runs fine_tune's phases (`_run_phases`)
-with the recipe's loss, augmentation, sizes and callbacks around them.
+recommended recipe (recommended.py), runs fine_tune's phases (`fine_tune_phases`, `run_phases`) with
+the recipe's loss, augmentation, sizes and callbacks around them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unfreeze import distributed
-from unfreeze.data.augment import augment_preset
-from unfreeze.models.feature_map import feature_map_size
-from unfreeze.tasks import MultiLabel
 from unfreeze.train import loop
-from unfreeze.train.callbacks import Callback, EarlyStopping
+from unfreeze.train.callbacks import Callback
 from unfreeze.train.checkpoint import CheckpointError, apply_checkpoint, read_checkpoint, save_checkpoint
-from unfreeze.train.ema import EMA
-from unfreeze.train.flip_check import check_flips
-from unfreeze.train.input_size import upscale_loaders
-from unfreeze.train.mixup import MixupCutmix
-from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
-from unfreeze.train.time_budget import TimeBudget, estimate_epoch_seconds
+from unfreeze.train.time_budget import TimeBudget
 
 if TYPE_CHECKING:
     from unfreeze.train.protocols import RecipeTarget
 
-__all__ = ["FitPlan", "FitProgress", "Resume", "auto_lr", "check_epochs", "check_time_budget", "fine_tune", "fit",
-           "fit_one_cycle", "fit_recipe"]
+__all__ = ["FitPlan", "FitProgress", "Phase", "Resume", "auto_lr", "check_epochs", "fine_tune", "fine_tune_phases",
+           "fit", "fit_one_cycle", "read_resume", "run_phases"]
 
 
 # ---------------------------------------------------------------------------- what a fit is, and how far it got
@@ -250,7 +240,7 @@ def _run(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                             overlap=learner.stepper.overlap_steps, checkpoint=writer, callback_states=callback_states)
 
 
-def _resume(resume: str | Path | Resume | None) -> Resume | None:
+def read_resume(resume: str | Path | Resume | None) -> Resume | None:
     """A resume read from a path, or the `Resume` a caller read already (the command line does)."""
     return resume if resume is None or isinstance(resume, Resume) else Resume.read(resume)
 
@@ -263,7 +253,7 @@ def fit(learner: RecipeTarget, n_epoch: int, lr: LRSpec, callbacks: Sequence[Cal
     """Constant LRs per group; the arguments are `Learner.fit`'s."""
     n_epoch = check_epochs(n_epoch)
     schedule = ConstantSchedule(resolve_lrs(lr, learner.n_groups))
-    return _run(learner, n_epoch, schedule, callbacks, checkpoint, _resume(resume), None, wd)
+    return _run(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), None, wd)
 
 
 def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | None = None, div: float = 25.0,
@@ -280,11 +270,11 @@ def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | No
     lrs = resolve_lrs(lr_max, learner.n_groups)
     total = n_epoch * len(learner.dls.train)
     schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-    return _run(learner, n_epoch, schedule, callbacks, checkpoint, _resume(resume), recipe, wd)
+    return _run(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), recipe, wd)
 
 
 @dataclass(frozen=True)
-class _Phase:
+class Phase:
     """One phase of fine_tune or fit_recipe: its epochs, what trains, its one-cycle settings and size.
 
     `n_epoch` may be a function, called when the phase starts (a time budget plans it from the time left).
@@ -309,16 +299,16 @@ def _check_fine_tune(epochs: Any, base_lr: Any, freeze_epochs: Any) -> int:
     return epochs
 
 
-def _fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Callable[[], int], lr_mult: float,
+def fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Callable[[], int], lr_mult: float,
                       pct_start: float, div: float, sizes: tuple[int | None, int | None] = (None, None),
-                      frozen_groups: int = 0) -> list[_Phase]:
+                      frozen_groups: int = 0) -> list[Phase]:
     """fastai's two phases: the head alone with a late peak, then every group at half the LR, spread
     over lr_mult from input to head (the first `frozen_groups` body groups stay frozen, but at least
     one body group trains)."""
     keep_frozen = min(frozen_groups, learner.n_groups - 2)
     train_body = learner.unfreeze if keep_frozen <= 0 else lambda: learner.freeze_to(keep_frozen)
-    return [_Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0]),
-            _Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
+    return [Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0]),
+            Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
 
 
 def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1,
@@ -333,11 +323,11 @@ def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, f
     epochs = _check_fine_tune(epochs, base_lr, freeze_epochs)
     recipe: dict[str, Any] = {"name": "fine_tune", "epochs": epochs, "base_lr": base_lr,
                               "freeze_epochs": freeze_epochs, "lr_mult": lr_mult, "pct_start": pct_start, "div": div}
-    phases = _fine_tune_phases(learner, freeze_epochs, epochs, lr_mult, pct_start, div)
-    return _run_phases(learner, recipe, phases, callbacks, checkpoint, resume, wd)
+    phases = fine_tune_phases(learner, freeze_epochs, epochs, lr_mult, pct_start, div)
+    return run_phases(learner, recipe, phases, callbacks, checkpoint, resume, wd)
 
 
-def _run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[_Phase], callbacks: Sequence[Callback],
+def run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[Phase], callbacks: Sequence[Callback],
                 checkpoint: str | Path | None, resume: str | Path | Resume | None,
                 wd: float | None) -> list[dict[str, Any]]:
     """Run `phases` one-cycle fit after one-cycle fit, each checkpointed with `recipe` and its phase.
@@ -347,7 +337,7 @@ def _run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[_Pha
     chose while running (an 'auto' base_lr, a time budget's planned epochs) come from the checkpoint.
     """
     learner.position.interrupted = False  # a resume with nothing left to run was not interrupted
-    saved = _resume(resume)
+    saved = read_resume(resume)
     first_phase, resumed_phase = 0, None
     if saved is not None:
         previous = dict(saved.progress.get("recipe") or {})
@@ -399,133 +389,6 @@ def _loader_size(dls: Any, size: int | None) -> Iterator[None]:
         yield
     finally:
         dls.train.size, dls.valid.size = before
-
-
-def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe | None = None,
-               callbacks: Sequence[Callback] = (), checkpoint: str | Path | None = None,
-               resume: str | Path | Resume | None = None, **settings: Any) -> list[dict[str, Any]]:
-    """The recommended recipe (`Recipe`'s defaults, changed by `epochs` and `settings`); the arguments
-    are `Learner.fit_recipe`'s.
-
-    fine_tune's two phases, with the recipe's weight decay, label smoothing, augmentation preset,
-    mixup/cutmix, EMA, early stopping, progressive resizing and time budget around them. The loss and
-    the loaders' augmentation and size are the recipe's during the fit and put back after it.
-    """
-    # `epochs=None` is "not given" (the recipe's own); any other setting given, None included, is a change.
-    recipe = (recipe if recipe is not None else Recipe()).replace(**({} if epochs is None else {"epochs": epochs}),
-                                                                  **settings)
-    recipe.check(multi_label=isinstance(learner.task, MultiLabel))
-    _check_input_size(learner, recipe.upscale)
-    extras: list[Callback] = []
-    if recipe.mixup or recipe.cutmix:
-        extras.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
-    if recipe.ema:
-        extras.append(EMA())
-    if recipe.patience is not None:
-        extras.append(EarlyStopping("valid_loss", patience=recipe.patience))
-    unfrozen_epochs: int | Callable[[], int] = recipe.epochs or 0
-    if recipe.time_budget is not None:
-        deadline = time.monotonic() + recipe.time_budget
-        epoch_seconds = check_time_budget(learner, recipe.time_budget)
-        extras.append(TimeBudget(deadline))
-        most = recipe.epochs or _MAX_PLANNED_EPOCHS
-        unfrozen_epochs = lambda: max(1, min(most, int((deadline - time.monotonic()) // epoch_seconds)))  # noqa: E731
-    small = _progressive_size(learner.model, learner.dls.train.size) if recipe.progressive else None
-    phases = _fine_tune_phases(learner, recipe.freeze_epochs, unfrozen_epochs, recipe.lr_mult, recipe.pct_start,
-                               recipe.div, sizes=(small, None), frozen_groups=recipe.frozen_groups)
-    saved = _resume(resume)
-    settings = {"name": "fit_recipe", **recipe.to_dict()}
-    flip = recipe.flip
-    if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
-        chosen = ((saved.progress.get("recipe") or {}) if saved is not None else {}).get("flip_chosen")
-        settings["flip_chosen"] = flip = chosen if isinstance(chosen, bool) else _check_flips(learner, recipe)
-    with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe.augment, flip):
-        return _run_phases(learner, settings, phases, [*extras, *callbacks], checkpoint, saved, recipe.weight_decay)
-
-
-def _check_input_size(learner: RecipeTarget, upscale: bool) -> None:
-    """Upscale small images to a size the body can use (`upscale_loaders`), saying so; warn when the
-    final feature map stays under 2×2 although upscaling was allowed."""
-    plan = upscale_loaders(learner.model, learner.dls, upscale)
-    message = "" if plan is None or not upscale else plan.message("the backbone", opt_out="upscale=False")
-    if message:
-        warnings.warn(message, stacklevel=3)
-        learner.recorder.add_note(message)
-
-
-def _check_flips(learner: RecipeTarget, recipe: Recipe) -> bool:
-    """flip='auto': `check_flips` decides (noted, and printed unless quiet); flips are moot without a preset."""
-    if recipe.augment in (None, "none"):
-        return True
-    check = check_flips(learner, seed=learner.seed or 0) if distributed.is_main_process() else None
-    flips = bool(distributed.broadcast_object(True if check is None else check.flips))
-    if check is not None:
-        learner.recorder.add_note(check.note())
-        if not learner.quiet:
-            print(check.note())
-    return flips
-
-
-# With a time budget and no epochs given, the most unfrozen epochs a plan may hold.
-_MAX_PLANNED_EPOCHS = 100
-# Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
-PROGRESSIVE_SCALE = 0.75
-
-
-def check_time_budget(learner: RecipeTarget, seconds: float) -> float:
-    """The estimated seconds of one unfrozen epoch; a RecipeError when `seconds` is shorter than that.
-
-    Example:
-        >>> check_time_budget(learn, 600)  # doctest: +SKIP
-        41.7
-    """
-    epoch_seconds = estimate_epoch_seconds(learner.model, learner.loss_func, learner.dls)
-    if seconds < epoch_seconds:
-        raise RecipeError(f"the time budget ({seconds:g} s) is shorter than one epoch, about {epoch_seconds:.0f} s "
-                          f"on this machine. Give at least {math.ceil(epoch_seconds)} s, or train on fewer images "
-                          "or a smaller size.")
-    return epoch_seconds
-
-
-def _progressive_size(model: Any, size: int) -> int | None:
-    """The frozen phase's smaller size, or None when the backbone's final feature map would drop below 2×2."""
-    small = int(size * PROGRESSIVE_SCALE)
-    body = getattr(model, "body", None)
-    if small >= size or body is None:
-        return None
-    try:
-        shape = feature_map_size(body, small)
-    except RuntimeError:  # too small for the body's kernels at all
-        return None
-    return small if shape is None or min(shape) >= 2 else None
-
-
-@contextlib.contextmanager
-def _recipe_loss(learner: RecipeTarget, label_smoothing: float) -> Iterator[None]:
-    """The task's loss with label smoothing for the block; the learner's own loss again after it."""
-    if not label_smoothing:
-        yield
-        return
-    before = learner.loss_func
-    learner.loss_func = learner.task.loss(learner.class_weights, label_smoothing=label_smoothing)
-    try:
-        yield
-    finally:
-        learner.loss_func = before
-
-
-@contextlib.contextmanager
-def _recipe_augment(loader: Any, augment: str | None, flip: bool) -> Iterator[None]:
-    """The recipe's augmentation preset on the training loader for the block (None: the loader's own)."""
-    if augment is None:
-        yield
-        return
-    before = loader.augment
-    loader.augment = augment_preset(augment, flip=flip)
-    try:
-        yield
-    finally:
-        loader.augment = before
 
 
 def auto_lr(learner: RecipeTarget, value: str, name: str) -> float:
