@@ -394,7 +394,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         """The recommended recipe: `recipe` (default `self.recipe`, `Recipe()` unless vision_learner got one)
         with `epochs` and any `Recipe` field in `settings` changed; fine_tune's phases around them.
 
-        `fine_tune` keeps fastai's formulas; `fit_recipe(pct_start=0.3, div=5.0, augment=None)` equals it.
+        `fine_tune` keeps fastai's formulas (README, "The recommended recipe", spells the fit_recipe that equals it).
         callbacks, checkpoint, resume, cbs: As in `fine_tune`.
 
         Example:
