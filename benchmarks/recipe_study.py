@@ -291,7 +291,7 @@ def train_once(recipe: Recipe, dataset: str, root: Path, seed: int) -> dict[str,
                      frozen_groups=recipe.frozen_groups, weight_decay=recipe.weight_decay,
                      progressive=recipe.progressive,
                      augment=recipe.augment if recipe.flip == "auto" else None,
-                     flip=recipe.flip if recipe.flip == "auto" else True, callbacks=callbacks)
+                     flip=recipe.flip, callbacks=callbacks)
     fit_s = time.perf_counter() - start - setup_s
     history = learn.recorder.history
     result: dict[str, Any] = {

@@ -178,9 +178,9 @@ def command_train(args: argparse.Namespace) -> int:
         resumed = f", resuming after epoch {len(saved.state['recorder']['history'])}" if saved is not None else ""
         print(f"{dls}; {options['arch']} on {learn.device}; run directory {run.folder}{resumed}")
     lr, lr_find = options["lr"], None
-    if saved is not None and lr != "auto":
-        # The LR the interrupted fit ran at: --lr as given, or what a divergence retry lowered it to
-        # (the command line's --lr was already checked against config.json).
+    if saved is not None:
+        # A resume runs at the LR the interrupted fit ran at: --lr as given, the one --lr auto chose, or
+        # what a divergence retry lowered it to (a --lr given again was checked against config.json).
         lr = (saved.progress.get("recipe") or {}).get("base_lr", lr)
     if lr == "auto" and saved is None:
         lr_find = learn.lr_find(plot=run.file("lr_find.png"))
@@ -193,7 +193,7 @@ def command_train(args: argparse.Namespace) -> int:
         run.file("best.safetensors"), retry=saved is None)
     if guards.retried_because is not None and main_process:
         run.rewrite_history(learn.recorder.history)  # the rolled-back attempt's rows are gone
-    lr = learn.progress.recipe.get("base_lr", lr)  # on a resume with --lr auto: the LR chosen then
+    lr = learn.progress.recipe.get("base_lr", lr)  # the LR that ran (a divergence retry lowers it)
     if learn.interrupted:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
         exported = _export(learn, run) if args.save_on_interrupt else None

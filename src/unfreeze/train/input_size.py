@@ -76,9 +76,10 @@ class SizePlan:
     def upscaled(self) -> bool:
         return self.size != self.requested
 
-    def message(self, arch: str, opt_out: str = "--no-upscale") -> str:
+    def message(self, arch: str, opt_out: str = "--no-upscale", set_size: str = "--size ") -> str:
         """The warning line for a too-small map (empty when the requested size is fine); `opt_out` names
-        the switch that keeps the requested size."""
+        the switch that keeps the requested size and `set_size` the way to choose one (CLI spellings by
+        default, `fit_recipe` passes its Python ones)."""
         if self.usable is None or self.feature_map is None:
             return ""
         height, width = self.feature_map
@@ -87,8 +88,7 @@ class SizePlan:
                 f"{MIN_CELLS}x{MIN_CELLS}: fine-tuning is unstable there")
         if self.upscaled:
             return f"{head}; training at {self.size} px instead ({opt_out} keeps {self.requested})"
-        return f"{head}; use a size of {self.usable} or more" if opt_out != "--no-upscale" else \
-            f"{head}; use --size {self.usable} or more"
+        return f"{head}; use {set_size}{self.usable} or more"
 
 
 def plan_input_size(body: nn.Module, size: int, sources: Sequence[Any] = (), upscale: bool = True) -> SizePlan:

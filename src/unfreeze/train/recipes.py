@@ -344,9 +344,8 @@ def run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[Phase
         phase = int(previous.pop("phase", 0))
         if recipe["base_lr"] == "auto":
             recipe["base_lr"] = previous.get("base_lr")  # the LR lr_find chose before the interruption
-        for chosen in ("planned_epochs", "flip_chosen"):  # chosen while running, recorded in the checkpoint
-            if chosen in previous:
-                recipe[chosen] = previous[chosen]
+        if "planned_epochs" in previous:  # chosen while running, recorded in the checkpoint
+            recipe["planned_epochs"] = previous["planned_epochs"]
         check_same({"recipe": previous}, {"recipe": recipe}, saved.where)
         saved.apply(learner)
         # A finished phase (its after_fit ran) hands over to the next; an unfinished one continues.

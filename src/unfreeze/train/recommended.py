@@ -83,7 +83,7 @@ def _check_input_size(learner: RecipeTarget, upscale: bool) -> None:
     """Upscale small images to a size the body can use (`upscale_loaders`), saying so; warn when the
     final feature map stays under 2×2 although upscaling was allowed."""
     plan = upscale_loaders(learner.model, learner.dls, upscale)
-    message = "" if plan is None or not upscale else plan.message("the backbone", opt_out="upscale=False")
+    message = "" if plan is None or not upscale else plan.message("the backbone", "upscale=False", "loaders of size=")
     if message:
         warnings.warn(message, stacklevel=3)
         learner.recorder.add_note(message)
