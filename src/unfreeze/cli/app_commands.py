@@ -208,7 +208,7 @@ def command_clean(args: argparse.Namespace) -> int:
               "--host 127.0.0.1 unless this network is yours alone", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
-    serve.run_app(create_clean_app(cleaner), sock)
+    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}), sock)
     return 0
 
 
