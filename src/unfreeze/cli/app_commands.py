@@ -235,6 +235,7 @@ def _export_format(args: argparse.Namespace) -> int:
     import torch
 
     from unfreeze import load_learner
+    from unfreeze._io import OutputWriteError
     from unfreeze.apps.deploy_run import export_run, write_model_card
     from unfreeze.inference.deploy import validation_images
 
@@ -261,6 +262,8 @@ def _export_format(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
+        if isinstance(error, OutputWriteError):
+            raise  # already one line naming the file and the free space
         raise UsageError(f"cannot write into {args.out} ({error.strerror}). Choose another --out") from None
     card = write_model_card(report, learn, args.format, model_path, run)
     what = "validation images" if report.from_validation else "random images"
