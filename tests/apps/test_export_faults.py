@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -91,3 +91,14 @@ def test_a_foreign_file_beside_an_export_is_still_never_replaced(trained_app_run
     line = run_user_error(["export", str(trained_app_run), "--format", "torchscript", "--out", str(out)], capsys)
     assert "already holds model.pt, not written by 'unfreeze export'" in line
     assert (out / "model.pt").read_bytes() == b"the user's own TorchScript model"
+
+
+def test_a_damaged_summary_is_one_line_naming_it(run_copy: Callable[[], tuple[Path, Path]], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The model card read summary.json unchecked: 'final' as a list was an AttributeError traceback."""
+    run, _ = run_copy()
+    summary = json.loads((run / "summary.json").read_text())
+    summary["final"] = [1, 2]
+    (run / "summary.json").write_text(json.dumps(summary))
+    line = run_user_error(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "deploy")], capsys)
+    assert str(run / "summary.json") in line and "'final'" in line

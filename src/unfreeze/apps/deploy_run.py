@@ -23,8 +23,8 @@ import torch
 from unfreeze._io import OUTPUT_ERRNOS, OutputWriteError, atomic_path, free_bytes
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
+from unfreeze.apps.run_files import RunFile
 from unfreeze.inference.deploy import FORMATS, INT8_FORMATS, check_export, export_deployable, quantize_int8
-from unfreeze.runs import read_json
 from unfreeze.tasks import MultiLabel
 
 __all__ = ["DeployReport", "export_run", "write_model_card"]
@@ -204,12 +204,14 @@ def _megabytes(paths: list[Path]) -> float:
     return sum(path.stat().st_size for path in paths) / 2**20
 
 
-def _run_facts(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """config.json and summary.json of the run, or empty ones for a bare .unfreeze file."""
+def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
+    """config.json and summary.json of the run (checked: a damaged one is one line naming it), or empty ones
+    for a bare .unfreeze file."""
+    empty = RunFile(Path("none"), {})
     if run_dir is None:
-        return {}, {}
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+        return empty, empty
+    config = RunFile.read(run_dir / "config.json") if (run_dir / "config.json").is_file() else empty
+    summary = RunFile.read(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else empty
     return config, summary
 
 
@@ -222,7 +224,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         PosixPath('deploy/model_card.md')
     """
     config, summary = _run_facts(run_dir)
-    options = config.get("options", {}) if isinstance(config.get("options"), dict) else {}
+    options = config.section("options").content
     dataset = learner.dls.valid.dataset
     size, vocab = int(learner.dls.size), list(learner.dls.vocab)
     kind = "multi-label (sigmoid per class, 0.5 threshold)" if isinstance(learner.task, MultiLabel) else \
@@ -237,9 +239,8 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
              "- scaling and normalization are inside the model: feed the raw pixels;",
              f"- output `probabilities`: float32 [N, {len(vocab)}], in the class order above.", "",
              "## Metrics", ""]
-    history = summary.get("history") or []
-    best = best_epoch(history)
-    final = summary.get("final") or {}
+    best = best_epoch(summary.rows("history"))
+    final = summary.section("final").numbers()
     if final:
         lines.append("- final epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in final.items()
                                                    if key not in ("epoch", "time") and isinstance(value, float)))
@@ -247,18 +248,18 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
     if not final and best is None:
         lines.append("- not recorded (the export was not made from a run directory)")
-    data = summary.get("data") or {}
+    data = summary.section("data")
     lines += ["", "## Data", "", f"- source: `{options.get('data', 'unknown')}`"
               + (f" (CSV `{options['csv']}`)" if options.get("csv") else ""),
-              f"- {data.get('train', '?')} training and {data.get('valid', '?')} validation images" if data else
-              "- image counts not recorded", "",
+              f"- {data.text('train', '?')} training and {data.text('valid', '?')} validation images"
+              if data.content else "- image counts not recorded", "",
               "## Recipe", "", f"- architecture: `{getattr(learner.model, 'arch', '?')}`"]
     if options:
         lines.append(f"- {options.get('epochs', '?')} epochs after {options.get('freeze_epochs', '?')} frozen, "
-                     f"LR {(summary.get('lr') or {}).get('base_lr', options.get('lr'))}, size {options.get('size')}, "
+                     f"LR {summary.section('lr').text('base_lr') or options.get('lr')}, size {options.get('size')}, "
                      f"batch size {options.get('bs')}, seed {options.get('seed')}")
-    if config.get("rerun"):
-        lines += ["", "Rerun:", "", "```bash", str(config["rerun"]), "```"]
+    if config.text("rerun"):
+        lines += ["", "Rerun:", "", "```bash", config.text("rerun"), "```"]
     where = "validation images" if report.from_validation else "random images (no validation data was available)"
     lines += ["", "## Check against PyTorch", "",
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
