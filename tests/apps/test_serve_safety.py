@@ -175,3 +175,35 @@ def test_sigterm_right_after_requests_arrive_answers_every_one(trained_app_run: 
             process.kill()
     assert code == 0
     assert all(answer.startswith(b"HTTP/1.1 200") and b'"label"' in answer for answer in answers), answers
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_upload_lets_it_finish(trained_app_run: Path) -> None:
+    """An upload whose body is still arriving when SIGTERM comes is received and answered."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNFREEZE_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "unfreeze", "serve", str(trained_app_run), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        found = re.search(r"http://[^/ ]+", line)
+        assert found is not None, line
+        url = found.group(0)
+        image = (trained_app_run.parent / "images" / "valid" / "bee" / "bee_0.png").read_bytes()
+        body = (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bee.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--XYZ--\r\n")
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(upload_head(url, len(body)).replace("\n", "\r\n").encode() + b"\r\n" + body[:100])
+            threading.Event().wait(0.5)  # the server has the head and part of the body
+            process.send_signal(signal.SIGTERM)
+            threading.Event().wait(0.5)
+            sock.sendall(body[100:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        code = process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0
+    assert answer.startswith(b"HTTP/1.1 200") and b'"label"' in answer, answer

@@ -205,7 +205,8 @@ def command_clean(args: argparse.Namespace) -> int:
     if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
         print(f"unfreeze: warning: {args.host} is reachable from other machines and the cleaning page has no "
               "authentication: anyone who can reach it can move and relabel the run's images. Keep the default "
-              "--host 127.0.0.1 unless this network is yours alone", file=sys.stderr, flush=True)
+              "--host 127.0.0.1 unless this network is yours alone (the page answers only requests naming "
+              "127.0.0.1, localhost or this --host)", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
     serve.run_app(create_clean_app(cleaner, hosts={args.host, host}), sock)
