@@ -104,6 +104,14 @@ def test_a_full_temporary_disk_is_507_and_a_log_line(learner: object, small_tmpf
         assert httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 200
     assert any("disk" in record.getMessage() and "full" in record.getMessage() for record in caplog.records)
     assert list(small_tmpfs.iterdir()) == []  # the request's folder is gone
+    # Without a Content-Length (a chunked upload) the full disk is met while writing: 507 as well.
+    with serving(create_app(learner, "tiny", ServeSettings())) as url:
+        body = (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
+                + os.urandom(2**20) + b"\r\n--XYZ--\r\n")
+        chunked = httpx.post(f"{url}/predict", content=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                             headers={"Content-Type": "multipart/form-data; boundary=XYZ"}, timeout=TIMEOUT)
+        assert chunked.status_code == 507
+    assert list(small_tmpfs.iterdir()) == []
 
 
 @pytest.mark.parametrize("value", [1e308, float("inf"), float("nan"), 0, -1, 4096])

@@ -7,7 +7,8 @@ temporary disk. Here:
 - a Content-Length above the request limit is answered 413 before a byte of the body is read;
 - each file is written into the request's own temporary folder while it arrives, and the moment it
   exceeds the per-file limit (or the request the total) the answer is 413 and the folder is removed;
-- a full disk while writing (ENOSPC, EDQUOT) is 507, with one log line naming the folder;
+- a body announced larger than the free space, or a full disk while writing (ENOSPC, EDQUOT), is 507,
+  with one log line naming the folder;
 - a body that is not multipart form data with fields named `file` is 4xx, never a 500.
 
 Example:
@@ -27,6 +28,7 @@ from typing import IO, Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from unfreeze._io import free_bytes
 from unfreeze.data import IMAGE_EXTENSIONS
 
 __all__ = ["Upload", "UploadError", "UploadLimits", "receive_uploads"]
@@ -69,6 +71,13 @@ class UploadError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status, self.detail = status, detail
+
+
+def _full_disk(folder: Path, reason: str) -> UploadError:
+    """The 507 answer for a temporary disk without room, and its log line for whoever runs the server."""
+    logger.warning("unfreeze serve: upload refused: the disk of %s is full (%s); free space there or set TMPDIR "
+                   "to a larger disk", folder, reason)
+    return UploadError(507, "the server has no space left to receive this upload. Try again later")
 
 
 def _safe_suffix(file_name: str) -> str:
@@ -155,6 +164,9 @@ async def receive_uploads(request: Any, folder: Path, limits: UploadLimits) -> l
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limits.max_request_bytes):
         raise too_large
+    free = free_bytes(folder)
+    if length is not None and free is not None and int(length) > free:  # it cannot fit: refused unread
+        raise _full_disk(folder, "not enough free space for the announced body")
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not options.get(b"boundary"):
         raise UploadError(422, "send the images as multipart/form-data fields named 'file', e.g. "
@@ -175,9 +187,7 @@ async def receive_uploads(request: Any, folder: Path, limits: UploadLimits) -> l
     except OSError as error:
         if error.errno not in _FULL_DISK:
             raise
-        logger.warning("unfreeze serve: upload refused: the disk of %s is full (%s); free space there or set TMPDIR "
-                       "to a larger disk", folder, error.strerror)
-        raise UploadError(507, "the server has no space left to receive this upload. Try again later") from None
+        raise _full_disk(folder, error.strerror or "no space left") from None
     finally:
         receiver.close()
     if not receiver.uploads:
