@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -191,15 +192,18 @@ def test_the_cleaning_api_answers_user_and_file_errors_without_a_500(tmp_path: P
 
     cleaner, table = multi_label_cleaner(tmp_path)
     with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        headers = {"X-Unfreeze-Token": token}
+
         def apply(changes: list[dict]) -> httpx.Response:
-            return httpx.post(f"{url}/api/apply", json={"changes": changes}, timeout=30)
+            return httpx.post(f"{url}/api/apply", json={"changes": changes}, headers=headers, timeout=30)
 
         assert [item["name"] for item in httpx.get(f"{url}/api/items?label=haze", timeout=30).json()["items"]] == \
             ["a.png"]
         assert httpx.get(f"{url}/api/items?split=test", timeout=30).status_code == 400
         assert "'cloudy' is not a class" in apply([{"item": 0, "new_label": ["cloudy"]}]).json()["detail"]
         assert apply([{"item": "x", "new_label": None}]).status_code == 422  # not an item id
-        assert httpx.post(f"{url}/api/undo", timeout=30).status_code == 400
+        assert httpx.post(f"{url}/api/undo", headers=headers, timeout=30).status_code == 400
         table.write_bytes(b"image,tags\x00\x00\x01binary")  # the CSV replaced by something else meanwhile
         refused = apply([{"item": 1, "new_label": ["haze"]}])
         assert refused.status_code == 409 and str(table) in refused.json()["detail"]

@@ -51,7 +51,7 @@ def test_openvino_int8_is_calibrated_on_training_images_and_reports_the_accuracy
     assert line.startswith("int8 (NNCF post-training quantization") and "model.int8.xml" in line
     assert "accuracy " in line and "→" in line
     assert sorted(path.name for path in out.iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
-                                                          "model.xml", "model_card.md"]
+                                                          "model.xml", "model_card.md", "unfreeze_export.json"]
     card = (out / "model_card.md").read_text()
     assert "calibrated on 24 training images" in card and "(int8), a change of" in card  # 24 training images
     probabilities = load_deployed(out / "model.int8.xml", "openvino")(np.zeros((2, 3, 32, 32), np.uint8))

@@ -22,6 +22,18 @@ CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 20_000
 
 
+def wait_until(page: Any, expression: str) -> None:
+    """Poll a JavaScript expression until it is true. Playwright's wait_for_function polls with eval, which
+    the pages' Content-Security-Policy (script-src 'self') rightly refuses; page.evaluate is not eval."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {TIMEOUT_MS} ms: {expression}")
+        page.wait_for_timeout(50)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
@@ -61,7 +73,7 @@ def serve_url(trained_app_run: Path) -> Iterator[str]:
 def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, trained_app_run: Path,
                                                      tmp_path: Path) -> None:
     page.goto(serve_url)
-    page.wait_for_function("document.getElementById('model-info').textContent.includes('3 classes')")
+    wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
     images = [trained_app_run.parent / "images" / "valid" / name / f"{name}_0.png" for name in ("ant", "bee", "cat")]
     page.set_input_files("#files", [str(path) for path in images])
     page.wait_for_selector(".result:nth-child(3) .label")
@@ -103,26 +115,26 @@ def test_the_cleaning_page_relabels_removes_applies_and_undoes(page: Any,
         page.wait_for_selector(".tile")
         assert page.locator(".tile").count() == 36
         page.select_option("#split", "train")
-        page.wait_for_function("document.querySelectorAll('.tile').length === 24")
+        wait_until(page, "document.querySelectorAll('.tile').length === 24")
         page.locator(".tile", has=page.locator(".name", has_text="ant_0.png")).locator("select").select_option(
             "relabel:cat")
         page.locator(".tile", has=page.locator(".name", has_text="bee_1.png")).locator("select").select_option(
             "remove")
         assert page.inner_text("#apply") == "Apply 2 changes"
         page.click("#apply")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('applied')")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('applied')")
         assert (images / "train" / "cat" / "ant_0.png").is_file()
         assert not (images / "train" / "ant" / "ant_0.png").exists()
         assert (run / "removed" / "train" / "bee" / "bee_1.png").is_file()
         assert (run / "cleaning" / "log.csv").read_text().count("\n") == 3
-        page.wait_for_function("document.querySelectorAll('.tile').length === 23")
+        wait_until(page, "document.querySelectorAll('.tile').length === 23")
         page.click("#undo")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('undone')")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('undone')")
         assert (images / "train" / "ant" / "ant_0.png").is_file() and (images / "train" / "bee" / "bee_1.png").is_file()
         assert not (images / "train" / "cat" / "ant_0.png").exists()
-        page.wait_for_function("document.querySelectorAll('.tile').length === 24")
+        wait_until(page, "document.querySelectorAll('.tile').length === 24")
         page.click("#undo")  # nothing left to undo: said on the page, nothing breaks
-        page.wait_for_function("document.getElementById('status').textContent.includes('nothing to undo')")
+        wait_until(page, "document.getElementById('status').textContent.includes('nothing to undo')")
     assert [problem for problem in page.problems if "400" not in problem] == []
 
 
@@ -132,9 +144,9 @@ def test_the_cleaning_page_edits_a_multi_label_set_and_filters_by_any_label(page
     cleaner, table = multi_label_cleaner(tmp_path)
     with serving(create_clean_app(cleaner)) as url:
         page.goto(url)
-        page.wait_for_function("document.querySelectorAll('.tile').length === 3")
+        wait_until(page, "document.querySelectorAll('.tile').length === 3")
         page.select_option("#label", "primary")  # a.png is "haze;primary": it matches
-        page.wait_for_function("document.querySelectorAll('.tile').length === 1")
+        wait_until(page, "document.querySelectorAll('.tile').length === 1")
         tile = page.locator(".tile", has=page.locator(".name", has_text="a.png"))
         assert [box.is_checked() for box in tile.locator("input[type=checkbox]").all()] == [False, True, True]
         assert tile.locator("select option").all_inner_texts() == ["keep", "remove"]  # no "relabel as X"
@@ -146,11 +158,11 @@ def test_the_cleaning_page_edits_a_multi_label_set_and_filters_by_any_label(page
         assert page.inner_text("#apply") == "Apply 0 changes"  # back to its own set: no change
         tile.locator("label", has_text="clear").locator("input").check()
         page.click("#apply")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('applied')")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('applied')")
         assert table.with_name("labels.cleaned.csv").read_text().splitlines() == [
             "image,tags", "a.png,clear;haze;primary", "b.png,clear", "c.png,"]  # in class order
         page.select_option("#label", "clear")
-        page.wait_for_function("document.querySelectorAll('.tile').length === 2")
+        wait_until(page, "document.querySelectorAll('.tile').length === 2")
     assert page.problems == []
 
 

@@ -3,13 +3,16 @@
 `collect_items` scores every training and validation image with the run's model; the page lists them
 worst first. `Cleaner.apply` takes the user's marks and, in this order:
 
-1. appends one row per change to RUN/cleaning/log.csv (file, old label, new label or "removed", time);
+1. records what it is about to do in RUN/cleaning/journal.json (fsynced), so that `Cleaner.undo`
+   reverses the last apply, also one killed half-way (the journal counts the moves done, per move);
 2. folder datasets: moves a relabelled file into its new class's folder, a removed one to
-   RUN/removed/<its path inside the data folder>; CSV datasets: writes <name>.cleaned.csv beside the
+   RUN/removed/<its path inside the data folder> (a rename, or across file systems a copy that is
+   complete before the source goes: durable.py); CSV datasets: writes <name>.cleaned.csv beside the
    CSV (without removed rows, with new labels), keeping any previous version in RUN/cleaning/;
    a multi-label CSV row gets the label set the user chose (classes added or removed), joined with the
    run's label delimiter;
-3. records what it did in RUN/cleaning/journal.json, so that `Cleaner.undo` reverses the last apply.
+3. appends one row per change made to RUN/cleaning/log.csv (file, old label, new label or "removed",
+   time); a file that was deleted by hand before the apply is skipped, not logged.
 
 Nothing is ever deleted, and a name clash never overwrites a file: the moved file gets a "-2", "-3", ...
 suffix instead.
@@ -23,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from unfreeze._io import atomic_path
+from unfreeze.apps.durable import free_name, move_file, partial_path, write_durably
 from unfreeze.apps.errors import AppError
 from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
@@ -136,22 +141,6 @@ def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
 def _label(stored: Any) -> Label | None:
     """A label read back from the journal (JSON has lists, not tuples)."""
     return tuple(stored) if isinstance(stored, list) else stored
-
-
-def _free_name(target: Path) -> Path:
-    """`target`, or `stem-2.ext`, `stem-3.ext`, ... if a file already has that name."""
-    candidate, number = target, 2
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
-        number += 1
-    return candidate
-
-
-def _move(source: Path, target: Path) -> Path:
-    target = _free_name(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(source), str(target))
-    return target
 
 
 class Cleaner:
@@ -278,11 +267,15 @@ class Cleaner:
         return journal
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
-        with atomic_path(self.journal_path) as tmp:
-            tmp.write_text(json.dumps(journal, indent=2) + "\n")
+        # fsynced before anything it describes happens: undo after a kill -9 finds every move.
+        write_durably(self.journal_path, json.dumps(journal, indent=2) + "\n")
 
     def apply(self, changes: list[Change]) -> dict[str, Any]:
-        """Log, then carry out `changes` (see the module); return what was done.
+        """Carry out `changes` (see the module), journalled before and during; return what was done.
+
+        The journal records the planned moves (fsynced) before the first file moves, and how many are
+        done after each one, so that `undo` restores everything after a crash or a kill at any point.
+        Only changes made get a log row: a file deleted by hand before the apply is skipped and named.
 
         Raises:
             AppError: An unknown item or class, a relabel of a name-labelled dataset, or no changes at all;
@@ -296,37 +289,68 @@ class Cleaner:
         chosen = self._check(changes)
         journal = self._journal()  # read first: a broken journal stops the apply before any file moves
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self._log([[str(item.path), self._text(item.label), self._text(change.new_label), now]
-                   for item, change in zip(chosen, changes, strict=True)])
-        record: dict[str, Any] = {"time": now, "moves": [], "csv": None,
+        planned = list(zip(chosen, changes, strict=True))
+        missing = [str(item.path) for item, _ in planned if not item.path.exists()] if self.csv is None else []
+        planned = [(item, change) for item, change in planned if str(item.path) not in missing]
+        if not planned:
+            raise AppError(f"nothing was changed: {', '.join(missing[:5])} no longer exist(s) (deleted by hand?). "
+                           "Reload the page")
+        record: dict[str, Any] = {"time": now, "moves": [], "done": 0, "csv": None,
                                   "changes": [[change.item, str(item.path), item.label, change.new_label]
-                                              for item, change in zip(chosen, changes, strict=True)]}
+                                              for item, change in planned]}
+        journal["applies"].append(record)
         failure = None
         if self.csv is not None:
-            record["csv"] = self._write_cleaned_csv(self.csv, chosen, changes, journal)
+            record["csv"] = self._plan_cleaned_csv(self.csv, journal)
+            self._write_journal(journal)
+            try:
+                self._write_cleaned_csv(self.csv, record["csv"], [item for item, _ in planned],
+                                        [change for _, change in planned], journal)
+            except BaseException:
+                journal["applies"].pop()  # nothing was written: the journal forgets the plan
+                self._write_journal(journal)
+                raise
+            record["done"] = len(planned)
+            self._log([self._log_row(item, change, now) for item, change in planned])
         else:
-            for index, (item, change) in enumerate(zip(chosen, changes, strict=True)):
-                if change.new_label is None:
-                    target = self.run_dir / REMOVED_DIR / self._inside_data(item.path)
-                else:
-                    target = item.path.parent.parent / change.new_label / item.path.name
+            taken: set[Path] = set()
+            for item, change in planned:
+                target = free_name(self._target(item, change), taken)
+                taken.add(target)
+                record["moves"].append([str(item.path), str(target)])
+            self._write_journal(journal)
+            for index, (item, change) in enumerate(planned):
+                target = Path(record["moves"][index][1])
                 try:
-                    record["moves"].append([str(item.path), str(_move(item.path, target))])
+                    move_file(item.path, target)
                 except OSError as error:  # a read-only folder, a full disk: the moves done so far stay undoable
-                    failure = (f"moved {index} of {len(changes)} files, then could not move {item.path} to "
+                    failure = (f"moved {index} of {len(planned)} files, then could not move {item.path} to "
                                f"{target.parent} ({error.strerror or error}). Fix that, then apply the remaining "
                                "marks again, or undo the moves done")
-                    record["changes"] = record["changes"][:index]
                     break
-        if record["changes"]:
-            journal["applies"].append(record)
-            self._write_journal(journal)
-            self._update_items(record, forward=True)
+                record["done"] = index + 1
+                self._write_journal(journal)
+                self._log([self._log_row(item, change, now)])
+            record["moves"] = record["moves"][:record["done"]]
+            record["changes"] = record["changes"][:record["done"]]
+        if not record["changes"]:
+            journal["applies"].pop()
+        self._write_journal(journal)
+        self._update_items(record, forward=True)
         if failure is not None:
             raise AppError(failure)
-        removed = sum(change.new_label is None for change in changes)
-        return {"relabelled": len(changes) - removed, "removed": removed, "log": str(self.log_path),
-                "csv": record["csv"]["written"] if record["csv"] else None}
+        made = [change for _, change in planned][:record["done"]]
+        removed = sum(change.new_label is None for change in made)
+        return {"relabelled": len(made) - removed, "removed": removed, "log": str(self.log_path),
+                "csv": record["csv"]["written"] if record["csv"] else None, "skipped": missing}
+
+    def _target(self, item: CleanItem, change: Change) -> Path:
+        if change.new_label is None:
+            return self.run_dir / REMOVED_DIR / self._inside_data(item.path)
+        return item.path.parent.parent / str(change.new_label) / item.path.name
+
+    def _log_row(self, item: CleanItem, change: Change, now: str) -> list[str]:
+        return [str(item.path), self._text(item.label), self._text(change.new_label), now]
 
     def _inside_data(self, path: Path) -> Path:
         try:
@@ -334,11 +358,20 @@ class Cleaner:
         except ValueError:  # a file outside the data folder (an absolute CSV entry): keep its name only
             return Path(path.name)
 
-    def _write_cleaned_csv(self, table: Path, chosen: list[CleanItem], changes: list[Change],
-                           journal: dict[str, Any]) -> dict[str, Any]:
+    def _plan_cleaned_csv(self, table: Path, journal: dict[str, Any]) -> dict[str, Any]:
+        """Where the cleaned CSV goes and where its previous version is kept (journalled before writing)."""
         written = table.with_name(f"{table.stem}.cleaned.csv")
+        backup = None
+        if written.is_file():
+            backup = free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(journal['applies']) - 1}"
+                                                             f"{written.suffix}")
+        return {"written": str(written), "backup": None if backup is None else str(backup)}
+
+    def _write_cleaned_csv(self, table: Path, plan: dict[str, Any], chosen: list[CleanItem], changes: list[Change],
+                           journal: dict[str, Any]) -> None:
+        written = Path(plan["written"])
         # Later applies build on earlier ones; a file of that name that no apply wrote is only kept (backup).
-        ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"])
+        ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"][:-1])
         source = written if ours and written.is_file() else table
         # Read as training read it (any common encoding); written back as UTF-8.
         rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
@@ -354,15 +387,11 @@ class Cleaner:
                     continue
                 row = [row[0], self._text(new_labels[path]), *row[2:]]
             kept.append(row)
-        backup = None
-        if written.is_file():
-            backup = _free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.before-{len(journal['applies'])}"
-                                                              f"{written.suffix}")
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(written, backup)
+        if plan["backup"] is not None:
+            Path(plan["backup"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(written, plan["backup"])
         with atomic_path(written) as tmp, tmp.open("w", newline="") as handle:
             csv.writer(handle).writerows([header, *kept])
-        return {"written": str(written), "backup": None if backup is None else str(backup)}
 
     def _update_items(self, record: dict[str, Any], forward: bool) -> None:
         """Keep the page's items in step with the files after an apply (forward) or its undo."""
@@ -383,8 +412,10 @@ class Cleaner:
     def undo(self) -> dict[str, Any]:
         """Reverse the last apply: files move back (or the CSV returns to its previous version).
 
-        A file that now occupies an original place is not overwritten: the returning file gets a
-        numbered name, and the answer lists it. The log gets one row per reversed change.
+        Also an apply that was killed half-way: each journalled move is checked on the disk, a file
+        still at its original place stays, a copy that was not finished is removed. A file that now
+        occupies an original place is not overwritten: the returning file gets a numbered name, and the
+        answer lists it. The log gets one row per reversed change.
 
         Raises:
             AppError: Nothing was applied, or a moved file is missing (the message names it).
@@ -397,28 +428,44 @@ class Cleaner:
         if not journal["applies"]:
             raise AppError(f"nothing to undo: {self.journal_path} records no apply. Apply changes first")
         record = journal["applies"][-1]
-        missing = [new for _, new in record["moves"] if not Path(new).exists()]
+        done = int(record.get("done", len(record["moves"])))
+        missing = [new for index, (old, new) in enumerate(record["moves"])
+                   if index < done and not Path(new).exists() and not Path(old).exists()]
         backup = (record["csv"] or {}).get("backup")
-        missing += [backup] if backup is not None and not Path(backup).is_file() else []
+        missing += [backup] if backup is not None and not Path(backup).is_file() and \
+            Path(record["csv"]["written"]).is_file() else []
         if missing:
             raise AppError(f"cannot undo: {', '.join(missing[:5])} no longer exist(s). Put the file(s) back, or "
                            f"see {self.log_path} for what was changed")
-        renamed = []
-        for old, new in reversed(record["moves"]):
-            placed = _move(Path(new), Path(old))
-            if placed != Path(old):
+        renamed, reversed_changes = [], set()
+        for index in reversed(range(len(record["moves"]))):
+            old, new = map(Path, record["moves"][index])
+            with contextlib.suppress(FileNotFoundError):
+                partial_path(new).unlink()  # a copy across file systems that a kill interrupted
+            if not new.exists():
+                continue  # never moved (killed before), or already put back by an undo that was killed
+            if index >= done and old.exists():
+                new.unlink()  # a finished copy whose source was not yet unlinked: the source is the file
+                continue
+            placed = free_name(old)
+            move_file(new, placed)
+            reversed_changes.add(index)
+            if placed != old:
                 renamed.append(str(placed))
         if record["csv"] is not None:
             written = Path(record["csv"]["written"])
             # The undone version is kept, never deleted; the previous one (if any) comes back.
-            _move(written, self.run_dir / CLEANING_DIR / f"{written.stem}.undone{written.suffix}")
-            if record["csv"]["backup"] is not None:
-                shutil.copy2(record["csv"]["backup"], written)  # checked to exist above
+            if written.is_file():
+                move_file(written, free_name(self.run_dir / CLEANING_DIR / f"{written.stem}.undone{written.suffix}"))
+            if backup is not None and Path(backup).is_file():
+                shutil.copy2(backup, written)
+            reversed_changes = set(range(len(record["changes"])))
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        undone = [change for index, change in enumerate(record["changes"]) if index in reversed_changes]
         self._log([[path, self._text(_label(new_label)), self._text(_label(old_label)), now]
-                   for _, path, old_label, new_label in record["changes"]])
+                   for _, path, old_label, new_label in undone])
         journal["applies"].pop()
         journal.setdefault("undone", []).append(record)
         self._write_journal(journal)
-        self._update_items(record, forward=False)
-        return {"restored": len(record["changes"]), "renamed": renamed}
+        self._update_items({**record, "changes": undone}, forward=False)
+        return {"restored": len(undone), "renamed": renamed}

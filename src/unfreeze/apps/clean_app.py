@@ -11,13 +11,21 @@
 A user mistake (an unknown class, nothing to undo) answers 400 with a JSON `detail`; a file the
 server cannot move or read (a read-only data folder, a CSV that became binary) answers 409 with the
 reason, never a 500.
+
+Another site open in the same browser must not reach this page: every request must name this
+machine (127.0.0.1, localhost, ::1) or the address served on in its Host header (a DNS-rebinding page
+names its own), and a POST must come from this page's origin and carry the session token that the page
+got in a meta tag when it was rendered (header `X-Unfreeze-Token`). Refusals are 403.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import secrets
+from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
@@ -26,10 +34,14 @@ from pydantic import BaseModel
 
 from unfreeze.apps.clean import Change, Cleaner
 from unfreeze.apps.errors import AppError
-from unfreeze.apps.serve import PAGES
+from unfreeze.apps.serve import PAGES, SecurityHeaders
+from unfreeze.apps.templates import render
 from unfreeze.data import DataError
 
-__all__ = ["create_clean_app"]
+__all__ = ["LocalRequestsOnly", "create_clean_app"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class _ChangeBody(BaseModel):
@@ -53,17 +65,69 @@ def _answered_as_http() -> Iterator[None]:
         raise HTTPException(409, f"the files could not be changed: {reason}. Fix that, then try again") from None
 
 
-def create_clean_app(cleaner: Cleaner) -> FastAPI:
+def _host_name(host: str) -> str:
+    """The name in a Host header or an origin's netloc, without the port ("[::1]:8001" → "::1")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class LocalRequestsOnly:
+    """ASGI middleware: answer only requests for this machine or the served address, and state changes
+    only from this page's origin with the session token (see the module).
+
+    Example:
+        >>> app.add_middleware(LocalRequestsOnly, hosts={"127.0.0.1"}, token=secrets.token_urlsafe())  # doctest: +SKIP
+    """
+
+    def __init__(self, app: Any, hosts: Iterable[str], token: str) -> None:
+        self.app, self.hosts, self.token = app, {_host_name(host) for host in hosts}, token
+
+    def _refusal(self, scope: dict[str, Any]) -> str | None:
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if _host_name(headers.get("host", "")) not in self.hosts:
+            return ("this page answers requests for this machine only (Host must be 127.0.0.1, localhost or the "
+                    "address it serves); open it at the address 'unfreeze clean' printed")
+        if scope["method"] in _SAFE_METHODS:
+            return None
+        origin = headers.get("origin")
+        if origin is not None and (_host_name(urlsplit(origin).netloc) not in self.hosts
+                                   or urlsplit(origin).port != scope["server"][1]):
+            return "changes are accepted from the cleaning page itself only, not from another site"
+        if not secrets.compare_digest(headers.get("x-unfreeze-token", "").encode(), self.token.encode()):
+            return "this request lacks the page's session token: reload the page and try again"
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": refusal}).encode()
+        await send({"type": "http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = ()) -> FastAPI:
     """The FastAPI app of the cleaning page for `cleaner` (see the module for the routes).
+
+    Args:
+        cleaner: The run's items and the changes applied to them.
+        hosts: Addresses besides the loopback ones that requests may name (the --host served on).
 
     Example:
         >>> app = create_clean_app(Cleaner("runs/pets", options, collect_items(learn, dls)))  # doctest: +SKIP
     """
     app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None)
+    token = secrets.token_urlsafe(32)  # one per server process: the page gets it when rendered
+    app.add_middleware(LocalRequestsOnly, hosts={*LOOPBACK_HOSTS, *hosts}, token=token)
+    app.add_middleware(SecurityHeaders)  # outermost: the refusals carry the policy too
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
-        return HTMLResponse((PAGES / "clean.html").read_text(encoding="utf-8"))
+        return HTMLResponse(render("clean.html", title=f"unfreeze clean: {cleaner.run_dir.name}", token=token))
 
     @app.get("/api/items")
     def items(split: str | None = None, label: str | None = None) -> dict[str, Any]:

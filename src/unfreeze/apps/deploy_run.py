@@ -9,7 +9,10 @@ the run directory records: classes, metrics, data and recipe.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from unfreeze._io import atomic_path
+from unfreeze._io import OUTPUT_ERRNOS, OutputWriteError, atomic_path, free_bytes
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
+from unfreeze.apps.run_files import RunFile
 from unfreeze.inference.deploy import FORMATS, INT8_FORMATS, check_export, export_deployable, quantize_int8
-from unfreeze.runs import read_json
 from unfreeze.tasks import MultiLabel
 
 __all__ = ["DeployReport", "export_run", "write_model_card"]
 
 CARD_FILE = "model_card.md"
+MANIFEST_FILE = "unfreeze_export.json"  # the files that `unfreeze export --format` wrote into this folder
+_FULL_DISK_MARGIN = 1 << 20  # less free than this after a failed write: the disk was full
 _USAGE = {
     "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
              "probabilities = session.run(None, {'image': batch})[0]"),
@@ -81,9 +86,13 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         calibration: uint8 images from which OpenVINO's int8 measures activation ranges (the training
             images); default: `images`.
 
+    The files are written and checked in a scratch folder inside `out`, then renamed into place; the
+    folder's manifest (unfreeze_export.json) lists them, so the same command may replace them later.
+
     Raises:
         AppError: --int8 with TorchScript (it has no int8 variant here), or `out` holds a file of that
-            name that an earlier export did not write (no model_card.md beside it): it is never replaced.
+            name that no export wrote (not in its manifest): it is never replaced.
+        OutputWriteError: The disk is full (or read-only): one line naming the file; nothing is left behind.
         ImportError: The format's package is missing (the message has the pip line).
 
     Example:
@@ -93,8 +102,28 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     if int8 and fmt not in INT8_FORMATS:
         raise AppError(f"--int8 exists for --format {' and '.join(INT8_FORMATS)}, not {fmt}. Pass --format onnx "
                        "--int8 or --format openvino --int8")
-    _refuse_foreign_files(Path(out), fmt)
-    files = export_deployable(learner, out, fmt)
+    out = Path(out)
+    names = [*FORMATS[fmt], *(_int8_names(fmt) if int8 else [])]
+    _refuse_foreign_files(out, fmt)
+    _record_in_manifest(out, names)  # before writing: an interrupted export may replace its own files
+    # Everything is written and checked in a scratch folder beside the files, then renamed into place:
+    # a failure (a full disk, a failed check) leaves the previous files and no temporary one.
+    with tempfile.TemporaryDirectory(dir=out, prefix=".unfreeze-export-") as folder:
+        scratch = Path(folder)
+        try:
+            report = _export_and_check(learner, scratch, fmt, images, targets, int8, calibration)
+        except Exception as error:
+            raise _full_disk(error, out, scratch, names) from error
+        # An .xml is never left pointing at an old .bin: the .bin goes first.
+        for path in sorted(report.files, key=lambda path: path.suffix != ".bin"):
+            os.replace(path, out / path.name)
+        report.files = [out / path.name for path in report.files]
+    return report
+
+
+def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None,
+                      int8: bool, calibration: torch.Tensor | None) -> DeployReport:
+    files = export_deployable(learner, scratch, fmt)
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
     if int8:
@@ -114,27 +143,75 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     return report
 
 
+def _full_disk(error: Exception, out: Path, scratch: Path, names: list[str]) -> Exception:
+    """A write failure as one `OutputWriteError` naming the file in `out` (not the scratch folder).
+
+    ONNX Runtime's quantizer hides a full disk behind a protobuf DecodeError of its own truncated file,
+    so a failure with less space left in `out` than the largest file written so far (1 MiB at least) is
+    reported as the full disk it is.
+    """
+    if isinstance(error, OutputWriteError):
+        name = error.path.name
+    else:  # the first file not complete in the scratch folder is the one that failed
+        name = next((planned for planned in names if not (scratch / planned).is_file()), names[0])
+    code = getattr(error, "errno", None)
+    free = free_bytes(out)
+    needed = max([_FULL_DISK_MARGIN, *(path.stat().st_size for path in scratch.rglob("*") if path.is_file())])
+    if code in OUTPUT_ERRNOS or (code is None and free is not None and free < needed):
+        reason = os.strerror(code if code in OUTPUT_ERRNOS else errno.ENOSPC)
+        return OutputWriteError(out / name, free, reason, code if code in OUTPUT_ERRNOS else errno.ENOSPC)
+    return error
+
+
+def _int8_names(fmt: str) -> list[str]:
+    return [f"model.int8{Path(name).suffix}" for name in FORMATS[fmt]]
+
+
+def _manifest(out: Path) -> list[str]:
+    """The files earlier exports wrote into `out` (its manifest; empty when there is none or it is damaged)."""
+    try:
+        content = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    files = content.get("files") if isinstance(content, dict) else None
+    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
+
+
+def _record_in_manifest(out: Path, names: list[str]) -> None:
+    written = sorted({*_manifest(out), *names, CARD_FILE})
+    with atomic_path(out / MANIFEST_FILE) as tmp:
+        tmp.write_text(json.dumps({"written_by": "unfreeze export --format", "files": written}, indent=2) + "\n",
+                       encoding="utf-8")
+
+
 def _refuse_foreign_files(out: Path, fmt: str) -> None:
-    """Refuse to write over model files in `out` that no unfreeze export wrote (a user's own model.pt)."""
-    if (out / CARD_FILE).is_file():
-        return  # a previous export into this folder: its files are replaced
-    names = [*FORMATS[fmt], *(f"model.int8{Path(name).suffix}" for name in FORMATS[fmt])]
-    taken = [name for name in names if (out / name).exists()]
+    """Refuse to write over model files in `out` that no unfreeze export wrote (a user's own model.pt).
+
+    Ours are the files the folder's manifest lists (an export records them before it writes, so an
+    interrupted one may be repeated); a folder of an older version is recognised by its model_card.md.
+    """
+    if (out / CARD_FILE).is_file() and not (out / MANIFEST_FILE).exists():
+        return  # a previous export into this folder (before manifests): its files are replaced
+    ours = set(_manifest(out))
+    names = [*FORMATS[fmt], *_int8_names(fmt)]
+    taken = [name for name in names if (out / name).exists() and name not in ours]
     if taken:
-        raise AppError(f"{out} already holds {', '.join(taken)}, not written by 'unfreeze export' (there is no "
-                       f"{CARD_FILE} beside it), so it is not replaced. Choose another --out, or move the file(s)")
+        raise AppError(f"{out} already holds {', '.join(taken)}, not written by 'unfreeze export' (not in its "
+                       f"{MANIFEST_FILE}), so it is not replaced. Choose another --out, or move the file(s)")
 
 
 def _megabytes(paths: list[Path]) -> float:
     return sum(path.stat().st_size for path in paths) / 2**20
 
 
-def _run_facts(run_dir: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """config.json and summary.json of the run, or empty ones for a bare .unfreeze file."""
+def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
+    """config.json and summary.json of the run (checked: a damaged one is one line naming it), or empty ones
+    for a bare .unfreeze file."""
+    empty = RunFile(Path("none"), {})
     if run_dir is None:
-        return {}, {}
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+        return empty, empty
+    config = RunFile.read(run_dir / "config.json") if (run_dir / "config.json").is_file() else empty
+    summary = RunFile.read(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else empty
     return config, summary
 
 
@@ -147,7 +224,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         PosixPath('deploy/model_card.md')
     """
     config, summary = _run_facts(run_dir)
-    options = config.get("options", {}) if isinstance(config.get("options"), dict) else {}
+    options = config.section("options").content
     dataset = learner.dls.valid.dataset
     size, vocab = int(learner.dls.size), list(learner.dls.vocab)
     kind = "multi-label (sigmoid per class, 0.5 threshold)" if isinstance(learner.task, MultiLabel) else \
@@ -162,9 +239,8 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
              "- scaling and normalization are inside the model: feed the raw pixels;",
              f"- output `probabilities`: float32 [N, {len(vocab)}], in the class order above.", "",
              "## Metrics", ""]
-    history = summary.get("history") or []
-    best = best_epoch(history)
-    final = summary.get("final") or {}
+    best = best_epoch(summary.rows("history"))
+    final = summary.section("final").numbers()
     if final:
         lines.append("- final epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in final.items()
                                                    if key not in ("epoch", "time") and isinstance(value, float)))
@@ -172,18 +248,18 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
     if not final and best is None:
         lines.append("- not recorded (the export was not made from a run directory)")
-    data = summary.get("data") or {}
+    data = summary.section("data")
     lines += ["", "## Data", "", f"- source: `{options.get('data', 'unknown')}`"
               + (f" (CSV `{options['csv']}`)" if options.get("csv") else ""),
-              f"- {data.get('train', '?')} training and {data.get('valid', '?')} validation images" if data else
-              "- image counts not recorded", "",
+              f"- {data.text('train', '?')} training and {data.text('valid', '?')} validation images"
+              if data.content else "- image counts not recorded", "",
               "## Recipe", "", f"- architecture: `{getattr(learner.model, 'arch', '?')}`"]
     if options:
         lines.append(f"- {options.get('epochs', '?')} epochs after {options.get('freeze_epochs', '?')} frozen, "
-                     f"LR {(summary.get('lr') or {}).get('base_lr', options.get('lr'))}, size {options.get('size')}, "
+                     f"LR {summary.section('lr').text('base_lr') or options.get('lr')}, size {options.get('size')}, "
                      f"batch size {options.get('bs')}, seed {options.get('seed')}")
-    if config.get("rerun"):
-        lines += ["", "Rerun:", "", "```bash", str(config["rerun"]), "```"]
+    if config.text("rerun"):
+        lines += ["", "Rerun:", "", "```bash", config.text("rerun"), "```"]
     where = "validation images" if report.from_validation else "random images (no validation data was available)"
     lines += ["", "## Check against PyTorch", "",
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "

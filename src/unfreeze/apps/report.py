@@ -1,5 +1,8 @@
 """report.html: one self-contained page (images embedded, no script, no network) describing a run.
 
+Built from the template pages/report.html with autoescaping (apps/templates.py); the run's files are
+read as untrusted input (apps/run_files.py).
+
 It reads only what `unfreeze train` left in the run directory (config.json, summary.json, history.csv
 and the PNG plots), so it can be written again at any time, also for an old run, without the data or
 the model: `unfreeze report RUN`.
@@ -11,31 +14,28 @@ confusion-matrix, top-losses, per-class, config, rerun.
 from __future__ import annotations
 
 import base64
-import csv
-import html
 import json
 import math
-import string
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
-from unfreeze.runs import RunConfigError, read_json
+from unfreeze.apps.run_files import RunFile, read_history, read_plot
+from unfreeze.apps.templates import render, report_policy, stylesheet
 
 __all__ = ["REPORT_FILE", "SECTIONS", "best_epoch", "write_report"]
 
 REPORT_FILE = "report.html"
 SECTIONS = ("outcome", "history", "curves", "confusion-matrix", "top-losses", "per-class", "config", "rerun")
-_PAGES = Path(__file__).parent / "pages"
 _LOWER_IS_BETTER = ("loss", "error")
-
-
-def _read_history(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+_PLOTS = {"loss": ("loss.png", "training and validation loss"),
+          "sched": ("sched.png", "learning rate and momentum schedule"),
+          "lr_find": ("lr_find.png", "LR range test"),
+          "confusion": ("confusion_matrix.png", "confusion matrix"),
+          "top_losses": ("top_losses.png", "top losses, titled actual → predicted (probability)")}
 
 
 def _number(value: Any) -> float | None:
@@ -69,86 +69,84 @@ def best_epoch(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | No
     return metric, choose(scored, key=lambda row: _number(row[metric]) or 0.0)
 
 
-def _image(path: Path, alt: str) -> str:
-    if not path.is_file():
-        return f'<p class="muted">{html.escape(path.name)} was not drawn for this run.</p>'
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+def _plot(run: Path, name: str, alt: str) -> dict[str, str]:
+    data, reason = read_plot(run, name)
+    return {"alt": alt, "data": "" if data is None else base64.b64encode(data).decode("ascii"), "reason": reason}
 
 
 def _format(value: Any) -> str:
     number = _number(value)
     if number is None:
-        return html.escape("" if value is None else str(value))
+        return "" if value is None else str(value)
     # Counts (epochs, support) stay whole; metrics always show 4 decimals, so that 1.0 reads as a rate.
     whole = isinstance(value, int) or (isinstance(value, str) and value.isdigit())
     return str(int(number)) if whole else f"{number:.4f}"
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], first: str | None = None) -> str:
-    if not rows:
-        return '<p class="muted">none recorded.</p>'
-    head = "".join(f"<th>{html.escape(column)}</th>" for column in ([first] if first else []) + columns)
-    body = []
-    for row in rows:
-        cells = [f"<td>{html.escape(str(row.get('', '')))}</td>"] if first else []
-        cells += [f"<td>{_format(row.get(column))}</td>" for column in columns]
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _table(rows: list[dict[str, Any]], columns: list[str], first: str | None = None) -> dict[str, Any]:
+    """Column names and formatted cells for the template's table (which escapes every one)."""
+    cells = [([str(row.get("", ""))] if first else []) + [_format(row.get(column)) for column in columns]
+             for row in rows]
+    return {"columns": ([first] if first else []) + columns, "rows": cells}
 
 
-def _outcome(summary: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def _outcome(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
+    # Markup.format escapes every value it is given: only the words written here are markup.
     facts = []
     best = best_epoch(history)
     if best is not None:
         metric, row = best
-        facts.append(f"best {html.escape(metric)} <strong>{_format(row[metric])}</strong> at epoch "
-                     f"{_format(row.get('epoch'))}")
-    final = summary.get("final") or {}
+        facts.append(Markup("best {} <strong>{}</strong> at epoch {}").format(metric, _format(row[metric]),
+                                                                             _format(row.get("epoch"))))
+    final = summary.section("final").numbers()
     if final:
-        facts.append("final " + ", ".join(f"{html.escape(key)} {_format(value)}" for key, value in final.items()
-                                           if key not in ("epoch", "time")))
+        facts.append(Markup("final {}").format(", ".join(f"{key} {_format(value)}" for key, value in final.items()
+                                                         if key not in ("epoch", "time"))))
     facts += _guard_facts(summary)
-    if summary.get("wall_time_s") is not None:
-        facts.append(f"{_format(summary['wall_time_s'])} s in all on {html.escape(str(summary.get('device', '?')))}")
-    data = summary.get("data") or {}
-    if data:
-        facts.append(f"{data.get('train', '?')} training and {data.get('valid', '?')} validation images, "
-                     f"{len(data.get('classes', []))} classes")
-    if summary.get("interrupted"):
-        facts.append("<strong>interrupted</strong> before the planned epochs ended")
-    return "<ul>" + "".join(f"<li>{fact}</li>" for fact in facts) + "</ul>" if facts else "<p>no summary.</p>"
-
-
-def _guard_facts(summary: dict[str, Any]) -> list[str]:
-    """What the training guards decided: the epoch exported and why, an LR retry, the threshold, upscaling."""
-    facts = []
-    kept = summary.get("kept") or {}
-    if kept.get("best_epoch") is not None:
-        monitor = html.escape(str(kept.get("monitor")))
-        if kept.get("kept") == "last":
-            facts.append(f"exported the <strong>last</strong> epoch ({_format(kept.get('last_epoch'))}, --keep last); "
-                         f"the best by {monitor} was epoch {_format(kept['best_epoch'])}")
-        else:
-            facts.append(f"exported epoch <strong>{_format(kept['best_epoch'])}</strong>, the best by {monitor} "
-                         f"({_format(kept.get('best_value'))})")
-    if summary.get("lr_retry"):
-        facts.append(f"retried once at a lower LR: {html.escape(str(summary['lr_retry']))}")
-    threshold = summary.get("threshold") or {}
-    if threshold:
-        facts.append(f"decision threshold {html.escape(str(threshold.get('threshold')))}, chosen by F1 on the "
-                     "validation set")
-    size = summary.get("input_size") or {}
-    if size.get("upscaled"):
-        facts.append(f"upscaled: trained at {_format(size.get('size'))} px instead of {_format(size.get('requested'))}")
+    if summary.number("wall_time_s") is not None:
+        facts.append(Markup("{} s in all on {}").format(_format(summary.number("wall_time_s")),
+                                                         summary.text("device", "?")))
+    data = summary.section("data")
+    if data.content:
+        facts.append(Markup("{} training and {} validation images, {} classes").format(
+            data.text("train", "?"), data.text("valid", "?"), len(data.texts("classes"))))
+    if summary.flag("interrupted"):
+        facts.append(Markup("<strong>interrupted</strong> before the planned epochs ended"))
     return facts
 
 
-def _per_class(report: dict[str, Any]) -> str:
-    rows = [{"": name, **values} for name, values in report.items() if name != "accuracy"]
-    table = _table(rows, ["precision", "recall", "f1", "support"], first="class")
-    accuracy = (report.get("accuracy") or {}).get("accuracy")
-    return table + (f"<p>accuracy {_format(accuracy)}</p>" if accuracy is not None else "")
+def _guard_facts(summary: RunFile) -> list[Markup]:
+    """What the training guards decided: the epoch exported and why, an LR retry, the threshold, upscaling."""
+    facts = []
+    kept = summary.section("kept")
+    if kept.number("best_epoch") is not None:
+        monitor = kept.text("monitor")
+        if kept.text("kept") == "last":
+            facts.append(Markup("exported the <strong>last</strong> epoch ({}, --keep last); the best by {} was "
+                                "epoch {}").format(_format(kept.number("last_epoch")), monitor,
+                                                   _format(kept.number("best_epoch"))))
+        else:
+            facts.append(Markup("exported epoch <strong>{}</strong>, the best by {} ({})").format(
+                _format(kept.number("best_epoch")), monitor, _format(kept.number("best_value"))))
+    if summary.text("lr_retry"):
+        facts.append(Markup("retried once at a lower LR: {}").format(summary.text("lr_retry")))
+    threshold = summary.section("threshold")
+    if threshold.content:
+        facts.append(Markup("decision threshold {}, chosen by F1 on the validation set").format(
+            threshold.text("threshold")))
+    size = summary.section("input_size")
+    if size.flag("upscaled"):
+        facts.append(Markup("upscaled: trained at {} px instead of {}").format(_format(size.number("size")),
+                                                                              _format(size.number("requested"))))
+    return facts
+
+
+def _per_class(summary: RunFile) -> tuple[dict[str, Any], str | None]:
+    report = summary.section("report")
+    rows = [{"": name, **report.section(name).numbers()} for name in report.content if name != "accuracy"]
+    accuracy = report.section("accuracy").number("accuracy") if "accuracy" in report.content else None
+    return _table(rows, ["precision", "recall", "f1", "support"], first="class"), \
+        None if accuracy is None else _format(accuracy)
 
 
 def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -157,9 +155,13 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     Written atomically. Missing plots (a multi-label run has no confusion matrix; lr_find.png exists only
     with --lr auto) are named as such in their section.
 
+    Every value read from the run directory is untrusted: the template escapes it, the page allows no
+    script (Content-Security-Policy), and only regular PNG files inside the run directory are embedded.
+
     Raises:
         AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet.
-        RunConfigError: config.json or summary.json is not valid JSON.
+        RunFileError: config.json, summary.json or history.csv is damaged (not UTF-8, not JSON, a field
+            of the wrong type, a row longer than the header); the one-line message names the file.
 
     Example:
         >>> write_report("runs/pets")  # doctest: +SKIP
@@ -171,30 +173,28 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     if not (run / "summary.json").is_file():
         raise AppError(f"{run} has no summary.json: the run has not finished. Wait for it, or resume it with "
                        f"'unfreeze train --resume {run}'")
-    config = read_json(run / "config.json")
-    summary = read_json(run / "summary.json")
-    history: list[dict[str, Any]] = _read_history(run / "history.csv") or list(summary.get("history") or [])
+    config = RunFile.read(run / "config.json")
+    summary = RunFile.read(run / "summary.json")
+    history: list[dict[str, Any]] = read_history(run / "history.csv") or summary.rows("history")
     columns = list(history[0]) if history else []
-    options = config.get("options", {})
-    if not isinstance(options, dict):
-        raise RunConfigError(f"{run / 'config.json'} has options that are not an object. Train the run again")
-    template = string.Template((_PAGES / "report.html").read_text(encoding="utf-8"))
-    page = template.substitute(
-        title=html.escape(run.name),
-        style=(_PAGES / "style.css").read_text(encoding="utf-8"),
-        arch=html.escape(str(options.get("arch", "?"))),
-        data=html.escape(str(options.get("data", "?"))),
-        outcome=_outcome(summary, history),
+    options = config.section("options")
+    per_class, accuracy = _per_class(summary)
+    style = stylesheet()
+    page = render(
+        "report.html",
+        policy=report_policy(style),
+        title=run.name,
+        style=style,
+        arch=options.text("arch", "?"),
+        data=options.text("data", "?"),
+        facts=_outcome(summary, history),
         history=_table(history, columns),
-        loss=_image(run / "loss.png", "training and validation loss"),
-        sched=_image(run / "sched.png", "learning rate and momentum schedule"),
-        lr_find=_image(run / "lr_find.png", "LR range test"),
-        confusion=_image(run / "confusion_matrix.png", "confusion matrix"),
-        top_losses=_image(run / "top_losses.png", "top losses, titled actual → predicted (probability)"),
-        per_class=_per_class(summary.get("report") or {}),
-        config=html.escape(json.dumps(options, indent=2)),
-        rerun=html.escape(str(config.get("rerun", ""))),
-        version=html.escape(str((summary.get("versions") or {}).get("unfreeze", config.get("unfreeze_version", "")))),
+        plots={key: _plot(run, name, alt) for key, (name, alt) in _PLOTS.items()},
+        per_class=per_class,
+        accuracy=accuracy,
+        config=json.dumps(options.content, indent=2),
+        rerun=config.text("rerun"),
+        version=summary.section("versions").text("unfreeze") or config.text("unfreeze_version"),
     )
     target = Path(path) if path is not None else run / REPORT_FILE
     with atomic_path(target) as tmp:

@@ -5,10 +5,13 @@
     POST /predict   multipart field `file`, one or more →
                     {"predictions": [{"file", "label", "probability", "top_k": [{"label", "probability"}]}]}
 
-The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads go
-to a temporary folder, the `MicroBatcher` groups concurrent requests into one model call, and each file
-gets its row back (an undecodable one an `"error"` entry). User mistakes answer 4xx with a JSON
-`detail`: 413 for a file over the size limit, 422 when no file could be read, 401 without the token.
+The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads are
+streamed into a temporary folder within the size limits (uploads.py), the `MicroBatcher` groups
+concurrent requests into one model call, and each file gets its row back (an undecodable one an
+`"error"` entry). User mistakes answer 4xx with a JSON `detail`: 401 without the token (checked before
+any of the body is read), 413 for a file or request over the size limit (before it is stored), 422 when
+no file could be read; a full disk is 507 and a log line. Every response carries a
+Content-Security-Policy (templates.py) and nosniff.
 
 Example:
     >>> app = create_app(load_learner("runs/pets/model.unfreeze"), name="pets")  # doctest: +SKIP
@@ -29,27 +32,29 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, ClassVar
 
 import torch
 import uvicorn
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from unfreeze.apps.batching import BatchSettings, MicroBatcher
 from unfreeze.apps.errors import AppError
-from unfreeze.data import IMAGE_EXTENSIONS
+from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
+from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
 from unfreeze.inference import predict_batch
 from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
 
-__all__ = ["ServeSettings", "bind_socket", "create_app", "exposure_warning", "health_summary", "load_model", "run_app",
-           "serve"]
+__all__ = ["PAGES", "SecurityHeaders", "ServeSettings", "bind_socket", "create_app", "exposure_warning",
+           "health_summary", "load_model", "run_app", "serve"]
 
-PAGES = Path(__file__).parent / "pages"
 _MAX_FILES = 64  # per request: a page uploads a few photos; more is a script that should use predict
+MAX_UPLOAD_MB = 1024  # per file: an image larger than 1 GiB is no photo; 64 of them bound a request's disk use
+MAX_TOP_K = 1000
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,12 @@ class ServeSettings:
     batching: BatchSettings = field(default_factory=BatchSettings)
 
     def __post_init__(self) -> None:
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise AppError(f"--top-k must be a whole number >= 1, got {self.top_k!r}. Pass e.g. --top-k 5")
-        if not self.max_upload_mb > 0:
-            raise AppError(f"--max-upload-mb must be > 0, got {self.max_upload_mb!r}. Pass e.g. --max-upload-mb 10")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not 1 <= self.top_k <= MAX_TOP_K:
+            raise AppError(f"--top-k must be a whole number from 1 to {MAX_TOP_K}, got {self.top_k!r}. Pass e.g. "
+                           "--top-k 5")
+        if not 0 < self.max_upload_mb <= MAX_UPLOAD_MB:  # also refuses NaN and infinity
+            raise AppError(f"--max-upload-mb must be > 0 and at most {MAX_UPLOAD_MB}, got {self.max_upload_mb!r}. "
+                           "Pass e.g. --max-upload-mb 10")
         if self.token is not None and not self.token.strip():
             raise AppError("--token is empty. Pass a secret clients will send as 'Authorization: Bearer SECRET'")
 
@@ -101,10 +108,32 @@ def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, 
     return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives}
 
 
-def _safe_suffix(file_name: str) -> str:
-    # Only a known image suffix is kept: the stored name never comes from the client.
-    suffix = Path(file_name).suffix.lower()
-    return suffix if suffix in IMAGE_EXTENSIONS else ""
+class SecurityHeaders:
+    """ASGI middleware: every response says what its page may load (Content-Security-Policy), that its
+    type is not to be guessed, and that no other site may frame it.
+
+    Example:
+        >>> app.add_middleware(SecurityHeaders)  # doctest: +SKIP
+    """
+
+    _HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"content-security-policy", SERVED_PAGE_POLICY.encode()), (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self._HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None) -> FastAPI:
@@ -136,6 +165,8 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
 
     app = FastAPI(title=f"unfreeze: {name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
+    app.add_middleware(SecurityHeaders)
+    limits = UploadLimits(settings.max_upload_bytes, _MAX_FILES)
 
     def authorized(request: Request) -> None:
         if settings.token is None:
@@ -154,31 +185,23 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
-        return HTMLResponse((PAGES / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(render("index.html", title=f"unfreeze: {name}"))
 
     @app.get("/health", dependencies=[Depends(authorized)])
     def get_health() -> dict[str, Any]:
         return health
 
     @app.post("/predict", dependencies=[Depends(authorized)])
-    async def post_predict(request: Request, file: Annotated[list[UploadFile], File()]) -> JSONResponse:
-        if len(file) > _MAX_FILES:
-            raise HTTPException(413, f"{len(file)} files in one request; at most {_MAX_FILES}. Send fewer per "
-                                     "request, or use 'unfreeze predict' for folders")
-        too_large = [upload.filename or "?" for upload in file
-                     if (upload.size or 0) > settings.max_upload_bytes]
-        if too_large:
-            raise HTTPException(413, f"{', '.join(too_large)}: larger than the limit of {settings.max_upload_mb:g} "
-                                     "MB per file. Send a smaller image, or restart with a larger --max-upload-mb")
+    async def post_predict(request: Request) -> JSONResponse:
+        # The body is read here, after the token check, and only within the limits (uploads.py).
         with tempfile.TemporaryDirectory(prefix="unfreeze-serve-") as folder:
-            paths = []
-            for index, upload in enumerate(file):
-                path = Path(folder) / f"{index:03d}{_safe_suffix(upload.filename or '')}"
-                path.write_bytes(await upload.read())
-                paths.append(path)
-            rows = await batcher.submit(paths)
-        predictions = [_response_row(row, upload.filename or f"file {index}", settings.top_k)
-                       for index, (row, upload) in enumerate(zip(rows, file, strict=True))]
+            try:
+                uploads = await receive_uploads(request, Path(folder), limits)
+            except UploadError as error:
+                return JSONResponse({"detail": error.detail}, status_code=error.status)
+            rows = await batcher.submit([upload.path for upload in uploads])
+        predictions = [_response_row(row, upload.name, settings.top_k)
+                       for row, upload in zip(rows, uploads, strict=True)]
         if all("error" in prediction for prediction in predictions):
             return JSONResponse({"detail": "no uploaded file could be read as an image. Send JPEG, PNG, WebP, "
                                            "BMP, GIF or TIFF files", "predictions": predictions}, status_code=422)

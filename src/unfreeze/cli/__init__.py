@@ -62,7 +62,7 @@ from unfreeze.cli.options import (
 )
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.recipe_options import add_recipe_options
-from unfreeze.cli.signals import StopSignals
+from unfreeze.cli.signals import StopSignals, ignore_stop_signals
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
@@ -201,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["train", "data/fashion", "--epochs", "2"])  # doctest: +SKIP
         0
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # this process's own command line (`unfreeze ...`, `python -m unfreeze ...`)
+        try:
+            return main(sys.argv[1:])
+        finally:
+            ignore_stop_signals()  # done: a late Ctrl-C must not replace the exit code by a death by signal
+    argv = list(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

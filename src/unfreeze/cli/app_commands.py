@@ -15,7 +15,7 @@ from typing import Any
 
 from unfreeze import runs
 from unfreeze.cli.commands import command_export, load_run
-from unfreeze.cli.options import UsageError, _positive
+from unfreeze.cli.options import UsageError
 
 __all__ = ["add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve"]
 
@@ -57,14 +57,29 @@ deployment formats (uint8 RGB [N, 3, S, S] in, probabilities out, normalization 
 """
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+def _bounded(low: float, high: float, strict_low: bool = False) -> Callable[[str], float]:
+    """An argument type for a finite number in [low, high] ((low, high] with `strict_low`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict_low and value == low) or value > high:
+            bound = f"> {low:g}" if strict_low else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound} and at most {high:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -85,15 +100,17 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
     serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
-    serve.add_argument("--max-upload-mb", type=_nonnegative_float, default=10.0, metavar="MB",
-                       help="largest accepted file (default: 10)")
-    serve.add_argument("--top-k", type=_positive, default=5, metavar="K", help="classes listed per image (default: 5)")
+    serve.add_argument("--max-upload-mb", type=_bounded(0, 1024, strict_low=True), default=10.0, metavar="MB",
+                       help="largest accepted file, at most 1024 (default: 10)")
+    serve.add_argument("--top-k", type=_whole(1, 1000), default=5, metavar="K",
+                       help="classes listed per image (default: 5)")
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host)")
     serve.add_argument("--no-batching", dest="batching", action="store_false",
                        help="predict each request alone instead of grouping concurrent ones")
-    serve.add_argument("--batch-window-ms", type=_nonnegative_float, default=5.0, metavar="MS",
-                       help="how long a request waits for others to share its batch (default: 5)")
-    serve.add_argument("--max-batch", type=_positive, default=32, help="images per model call at most (default: 32)")
+    serve.add_argument("--batch-window-ms", type=_bounded(0, 10_000), default=5.0, metavar="MS",
+                       help="how long a request waits for others to share its batch, at most 10000 (default: 5)")
+    serve.add_argument("--max-batch", type=_whole(1, 4096), default=32,
+                       help="images per model call at most (default: 32)")
     serve.set_defaults(handler=command_serve)
 
     report = command("report", "write a run's report.html (plots, history, per-class scores, config)",
@@ -188,10 +205,11 @@ def command_clean(args: argparse.Namespace) -> int:
     if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
         print(f"unfreeze: warning: {args.host} is reachable from other machines and the cleaning page has no "
               "authentication: anyone who can reach it can move and relabel the run's images. Keep the default "
-              "--host 127.0.0.1 unless this network is yours alone", file=sys.stderr, flush=True)
+              "--host 127.0.0.1 unless this network is yours alone (the page answers only requests naming "
+              "127.0.0.1, localhost or this --host)", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
-    serve.run_app(create_clean_app(cleaner), sock)
+    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}), sock)
     return 0
 
 
@@ -218,6 +236,7 @@ def _export_format(args: argparse.Namespace) -> int:
     import torch
 
     from unfreeze import load_learner
+    from unfreeze._io import OutputWriteError
     from unfreeze.apps.deploy_run import export_run, write_model_card
     from unfreeze.inference.deploy import validation_images
 
@@ -244,6 +263,8 @@ def _export_format(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
+        if isinstance(error, OutputWriteError):
+            raise  # already one line naming the file and the free space
         raise UsageError(f"cannot write into {args.out} ({error.strerror}). Choose another --out") from None
     card = write_model_card(report, learn, args.format, model_path, run)
     what = "validation images" if report.from_validation else "random images"

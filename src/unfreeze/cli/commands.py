@@ -446,10 +446,11 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
         stream.write("[")
     for number, row in enumerate(rows):
         failed += row["error"] is not None
-        if writer is not None:
+        if writer is not None:  # read on terminals too (`cat`, `less -r`): control characters escaped as in the table
             prob = "" if row["error"] else _cell(row["prob"])
-            writer.writerow([row["path"], _cell(row["label"]), _cell(row["index"]), prob,
-                             *(_cell(row.get(key)) for key in extra), row["error"] or ""])
+            writer.writerow([printable(cell) for cell in (
+                str(row["path"]), _cell(row["label"]), _cell(row["index"]), prob,
+                *(_cell(row.get(key)) for key in extra), str(row["error"] or ""))])
         elif output_format == "table":  # for a terminal: control characters in names are escaped
             path = printable(str(row["path"]))
             if row["error"]:

@@ -16,7 +16,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["StopSignals"]
+__all__ = ["StopSignals", "ignore_stop_signals"]
 
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
@@ -71,3 +71,19 @@ class StopSignals:
         for number, handler in self._previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
         self._previous = {}
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now until the process exits (the `unfreeze` process, its command done).
+
+    The command's cleanup is over and its exit code chosen (130 after Ctrl-C), but the interpreter's
+    shutdown (torch's teardown) takes another second: a Ctrl-C pressed again then would raise
+    KeyboardInterrupt outside any handler, and Python would end the process by SIGINT instead of with
+    the exit code. Only the main thread may set handlers; elsewhere this does nothing.
+
+    Example:
+        >>> ignore_stop_signals()  # doctest: +SKIP  (the last thing `main` does as the program)
+    """
+    if threading.current_thread() is threading.main_thread():
+        for number in _NAMES:
+            signal.signal(number, signal.SIG_IGN)

@@ -143,8 +143,9 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, paths: list[Path], met
 
 def _write_torchscript(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
     traced = torch.jit.trace(module, (example,), check_trace=False)
-    with atomic_path(paths[0]) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={"unfreeze.json": json.dumps(metadata)})
+    # Through a Python file: given a path, torch writes from C++ and a full disk ends in a C++ error.
+    with atomic_path(paths[0]) as tmp, tmp.open("wb") as handle:
+        torch.jit.save(traced, handle, _extra_files={"unfreeze.json": json.dumps(metadata)})
 
 
 def _write_openvino(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:

@@ -125,10 +125,13 @@ async function load() {
   grid.replaceChildren(...answer.items.map(tile));
 }
 
+// The server refuses a change without the session token it put into this page (no other site has it).
+const sessionToken = document.querySelector('meta[name="unfreeze-token"]').content;
+
 async function post(url, body) {
   const response = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: { "Content-Type": "application/json", "X-Unfreeze-Token": sessionToken },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
