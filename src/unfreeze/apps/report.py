@@ -21,6 +21,7 @@ from typing import Any
 
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
+from unfreeze.apps.trust_sections import calibration_section
 from unfreeze.runs import RunConfigError, read_json
 
 __all__ = ["REPORT_FILE", "SECTIONS", "best_epoch", "write_report"]
@@ -191,7 +192,8 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         lr_find=_image(run / "lr_find.png", "LR range test"),
         confusion=_image(run / "confusion_matrix.png", "confusion matrix"),
         top_losses=_image(run / "top_losses.png", "top losses, titled actual → predicted (probability)"),
-        per_class=_per_class(summary.get("report") or {}),
+        # The calibration section rides with the per-class table: one template slot fewer to keep in step.
+        per_class=_per_class(summary.get("report") or {}) + calibration_section(run, summary.get("calibration")),
         config=html.escape(json.dumps(options, indent=2)),
         rerun=html.escape(str(config.get("rerun", ""))),
         version=html.escape(str((summary.get("versions") or {}).get("unfreeze", config.get("unfreeze_version", "")))),

@@ -25,8 +25,8 @@ from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataL
 from unfreeze.tasks import MultiLabel, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
 
-__all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "get_preds", "iter_image_files", "predict",
-           "predict_batch", "prediction_row", "trust_of", "tta"]
+__all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds",
+           "iter_image_files", "predict", "predict_batch", "prediction_row", "trust_of", "tta"]
 
 
 class Predictor(Protocol):
