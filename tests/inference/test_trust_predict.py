@@ -62,7 +62,7 @@ def test_get_preds_applies_the_temperature(calibrated: Learner) -> None:
 def test_predict_and_predict_batch_carry_the_unknown_flag(calibrated: Learner, sample_dir: Path) -> None:
     path = sorted((sample_dir / "valid").rglob("*.png"))[0]
     prediction = calibrated.predict(path)
-    label, index, probs = prediction  # still unpacks as before
+    label, _, _ = prediction  # still unpacks as before
     assert isinstance(prediction.unknown, bool) and isinstance(prediction.ood_score, float)
     rows = list(calibrated.predict_batch([path, *far_images()], bs=5))
     assert rows[0]["label"] == label and rows[0]["ood_score"] == pytest.approx(prediction.ood_score, abs=1e-5)
@@ -86,7 +86,7 @@ def test_export_round_trip_keeps_probabilities_and_scores(calibrated: Learner, t
     stored = load_file(str(path))
     assert {name for name in stored if name.startswith("trust.")} == {f"trust.{n}" for n in section["tensors"]}
     loaded = load_learner(path)
-    images = far_images() + [np.asarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3)), np.uint8)]
+    images = [*far_images(), np.asarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3)), np.uint8)]
     expected = calibrated.get_preds(dl=calibrated.dls.test_dl(images), with_ood=True)
     found = loaded.get_preds(dl=loaded.dls.test_dl(images), with_ood=True)
     torch.testing.assert_close(found[0], expected[0], atol=1e-5, rtol=1e-4)
@@ -132,7 +132,7 @@ def test_a_corrupt_trust_section_is_refused(calibrated: Learner, tmp_path: Path)
     tensors = load_file(str(path))
     bad = dict(metadata, trust={**metadata["trust"], "temperature": -3})
     save_file(tensors, str(tmp_path / "bad.unfreeze"), {"unfreeze": json.dumps(bad)})
-    with pytest.raises(ExportError, match="trust.temperature"):
+    with pytest.raises(ExportError, match=r"trust\.temperature"):
         load_learner(tmp_path / "bad.unfreeze")
     name = next(name for name in tensors if name.startswith("trust."))
     tensors[name] = tensors[name][:3]  # a bank that does not match its declared shape
@@ -150,7 +150,7 @@ def test_deployment_files_output_calibrated_probabilities_and_the_score(calibrat
     images, _ = validation_images(calibrated.dls.valid, limit=6)
     far = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in far_images(6)])
     batch = torch.cat([images, far]).contiguous()
-    difference, probs = check_export(calibrated, written[0], fmt, batch)
+    difference, _ = check_export(calibrated, written[0], fmt, batch)
     assert difference < 1e-3
     outputs = load_deployed_outputs(written[0], fmt)(batch.numpy())
     assert len(outputs) == 2 and outputs[1].shape == (len(batch),)
@@ -198,7 +198,7 @@ def test_a_plain_module_gets_features_from_its_last_linear(sample_dir: Path) -> 
 def test_a_module_without_a_linear_layer_is_told_clearly(sample_dir: Path) -> None:
     dls = ImageDataLoaders.from_folder(sample_dir, size=32, bs=64, seed=0, num_workers=0)
     learn = Learner(dls, _PlainNet(dls.n_classes, linear=False), device="cpu", quiet=True, seed=0)
-    with pytest.raises(NoFeatureLayerError, match="no nn.Linear layer"):
+    with pytest.raises(NoFeatureLayerError, match=r"no nn\.Linear layer"):
         learn.calibrate()
     learn.calibrate(unknown_rate=None)  # the temperature alone works
     assert not learn.trust.has_score
@@ -224,6 +224,7 @@ def test_calibrate_false_keeps_raw_softmax(sample_dir: Path, tiny_learner_factor
 
 def test_multi_label_gets_one_temperature_on_its_sigmoid_logits(tmp_path: Path) -> None:
     from tests.conftest import write_image
+
     from unfreeze.train.builders import vision_learner
 
     colors = {"red": (220, 40, 40), "green": (40, 220, 40), "blue": (40, 40, 220)}
@@ -240,7 +241,7 @@ def test_multi_label_gets_one_temperature_on_its_sigmoid_logits(tmp_path: Path) 
     assert trust.has_score and trust.calibration["before"]["items"] == len(dls.valid.dataset)
     logits, _ = collect_logits(learn.model, learn.dls.valid)
     torch.testing.assert_close(learn.get_preds()[0], torch.sigmoid(logits / trust.temperature))
-    labels, mask, probs = prediction = learn.predict(tmp_path / "0.png")
+    _, mask, probs = prediction = learn.predict(tmp_path / "0.png")
     assert mask.dtype == torch.bool and isinstance(prediction.unknown, bool)
     loaded = load_learner(learn.export(tmp_path / "model.unfreeze"))
     assert loaded.trust.temperature == pytest.approx(trust.temperature)
