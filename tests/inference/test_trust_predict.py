@@ -246,3 +246,11 @@ def test_multi_label_gets_one_temperature_on_its_sigmoid_logits(tmp_path: Path) 
     loaded = load_learner(learn.export(tmp_path / "model.unfreeze"))
     assert loaded.trust.temperature == pytest.approx(trust.temperature)
     torch.testing.assert_close(loaded.predict(tmp_path / "0.png")[2], probs, atol=1e-5, rtol=1e-4)
+
+
+def test_fit_recipe_refuses_a_bad_unknown_rate_before_training(sample_dir: Path,
+                                                               tiny_learner_factory: Callable[..., Learner]) -> None:
+    learn = tiny_learner_factory(sample_dir)
+    with pytest.raises(ValueError, match="unknown_rate must be"):
+        learn.fit_recipe(1, unknown_rate=2.0)
+    assert learn.recorder.history == []  # nothing trained

@@ -408,6 +408,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
             >>> learn.fit_recipe()  # doctest: +SKIP
             >>> learn.fit_recipe(6, mixup=0.2, flip=False, time_budget=600)  # doctest: +SKIP
         """
+        trust_fit.check_unknown_rate(unknown_rate)  # before the fit, not after it
         history = recommended.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
                                          checkpoint, resume, **settings)
         if not self.interrupted:

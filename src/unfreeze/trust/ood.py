@@ -27,8 +27,9 @@ METHODS = ("knn", "mahalanobis", "energy", "knn+energy")
 DEFAULT_METHOD = "knn"
 DEFAULT_K = 10
 # Training features kept for knn: a seeded subsample, so an export grows by at most this many rows
-# (stored as float16: 2,048 x 1,280 features of efficientnet_lite0 are 5 MB).
-DEFAULT_BANK_SIZE = 2048
+# (stored as float16: 1,024 x 1,280 features of efficientnet_lite0 are 2.6 MB). The study measured 2,048
+# rows barely better (far AUROC +0.001 to +0.002) at twice the scoring time.
+DEFAULT_BANK_SIZE = 1024
 
 
 def _normalise(features: torch.Tensor) -> torch.Tensor:
