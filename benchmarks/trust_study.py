@@ -229,6 +229,13 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
     return result
 
 
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(BENCH_DIR.parent))
+    except ValueError:
+        return path
+
+
 def _strip(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if key != "bins"}
 
@@ -292,16 +299,19 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
              "photographs (half in colour, half grey); near: 500 t10k images of the two classes the 8-class model "
              "never saw (Bag, Ankle_boot). AUROC and FPR95 compare each set with the test split (FPR95: the share of "
              "the set accepted when 95% of the test images are); *flagged* is the share above the threshold.", ""]
+    lines += _targets(results)
     for model in results["models"]:
         lines += [f"## {model['model']}", "",
-                  f"Run `{model['run']}`, {len(model['classes'])} classes; shipped temperature "
+                  f"Run `{_relative(model['run'])}`, {len(model['classes'])} classes; shipped temperature "
                   f"{model['temperature']:.3f}, shipped method `{model['shipped_method']}`.", ""]
         cal = model["calibration_test"]
-        lines += [f"Calibration on the unseen test split ({cal['after']['items']} images):", "",
+        lines += [f"Calibration on the unseen test split ({cal['after']['items']:,} images):", "",
                   "| | ECE (15 bins) | NLL | Brier |", "|---|---|---|---|"]
         names = {"before": "raw softmax", "after": f"temperature {model['temperature']:.3f} (shipped, fitted on "
-                 "validation)", "oracle": f"temperature {cal['oracle']['temperature']:.3f} fitted on the test split "
-                 "itself (the best one temperature can do; not shipped)"}
+                 "validation)"}
+        if "oracle" in cal:
+            names["oracle"] = (f"temperature {cal['oracle']['temperature']:.3f} fitted on the test split itself (the "
+                               "best one temperature can do; not shipped)")
         for key, name in names.items():
             lines.append(f"| {name} | {cal[key]['ece']:.4f} | {cal[key]['nll']:.4f} | {cal[key]['brier']:.4f} |")
         sets = [name for name in ("near", *FAR_SETS) if name in next(iter(model["methods"].values()))]
@@ -321,12 +331,64 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += ["", f"predict_batch over {cost['images']} validation files: {1000 * cost['s_per_image_without']:.2f} "
                   f"ms/image without the trust, {1000 * cost['s_per_image_with']:.2f} with it (ratio "
                   f"{cost['ratio']:.3f}, medians of 9 interleaved repeats on a shared 2-core machine); the score "
-                  f"itself takes {1000 * (cost['score_s_per_image'] or 0):.3f} ms/image, "
-                  f"{100 * (cost['score_share'] or 0):.1f}% of the time without it.", "",
+                  f"itself takes {1000 * (cost.get('score_s_per_image') or 0):.3f} ms/image, "
+                  f"{100 * (cost.get('score_share') or 0):.1f}% of the time without it.", "",
                   "Exports vs PyTorch, largest |difference| of probabilities and ood_score: "
                   + ", ".join(f"{fmt} {value:.2e}" if isinstance(value, float) else f"{fmt} {value}"
                               for fmt, value in model["exports"].items()) + ".", ""]
     path.write_text("\n".join(lines))
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    """The issue's targets, each met or not, for the shipped method of every model."""
+    lines = ["## Targets (issue 28), shipped settings (knn, k = 10, 1,024 training features, 5% of validation)", "",
+             "| model | far AUROC ≥ 0.95 | far flagged ≥ 0.90 | valid flagged ≤ 0.06 | accuracy unflagged ≥ all "
+             "(valid) | test ECE ≤ 0.015 | predict time ≤ +10% | exports within 1e-3 |", "|---" * 8 + "|"]
+    for model in results["models"]:
+        entry = model["methods"][model["shipped_method"]]
+        cal, cost = model["calibration_test"], model["cost"]
+        exports = [value for value in model["exports"].values() if isinstance(value, float)]
+
+        def mark(ok: bool) -> str:
+            return "met" if ok else "**not met**"
+
+        added = cost.get("score_share")
+        lines.append(
+            f"| {model['model'].split(' (')[0].split(',')[0]} "
+            f"| {entry['far']['auroc']:.4f} {mark(entry['far']['auroc'] >= 0.95)} "
+            f"| {entry['far']['flagged_out']:.3f} {mark(entry['far']['flagged_out'] >= 0.90)} "
+            f"| {entry['flagged_valid']:.3f} {mark(entry['flagged_valid'] <= 0.06)} "
+            f"| {entry['accuracy_valid_all']:.4f} → {entry['accuracy_valid_unflagged']:.4f} "
+            f"{mark(entry['accuracy_valid_unflagged'] >= entry['accuracy_valid_all'])} "
+            f"| {cal['before']['ece']:.4f} → {cal['after']['ece']:.4f} {mark(cal['after']['ece'] <= 0.015)} "
+            f"| wall {100 * (cost['ratio'] - 1):+.1f}%, score alone "
+            f"{'-' if added is None else f'+{100 * added:.1f}%'} "
+            f"{mark((added if added is not None else cost['ratio'] - 1) <= 0.10)} "
+            f"| {max(exports, default=float('nan')):.1e} {mark(bool(exports) and max(exports) <= 1e-3)} |")
+    temperatures = ", ".join(
+        f"{model['temperature']:.3f} vs {model['calibration_test']['oracle']['temperature']:.3f}"
+        for model in results["models"] if "oracle" in model["calibration_test"])
+    lines += ["", "Notes on the targets:", "",
+              "- ECE is measured on all of t10k: on 1,000 test images the same models gave 0.027 and 0.022 (run "
+              "of the study before this one), so a 1,000-image ECE cannot tell 0.011 from 0.025.",
+              f"- The temperature fitted on validation stays below the one the test split itself would choose "
+              f"(shipped vs test-fitted: {temperatures}): the validation images come from Fashion-MNIST's "
+              "training split, the test images from t10k, on which the 64 px models are 1.2 and 1.4 points less "
+              "accurate, and the kept epoch is the validation's best. The 8-class model misses 0.015 by 0.0006.",
+              "- The demo model calibrates on 200 validation images and is 6 points less accurate on t10k than on "
+              "them; even the temperature fitted on the test split itself leaves ECE 0.029 there, so no single "
+              "temperature meets 0.015 for it (the issue's target for the demo is not met).",
+              "- Predict time: the wall-clock ratio of two medians on a machine shared with other agents moves by a "
+              "few percent between runs (0.97 and 1.09 for the same 10-class model in two runs); the score's own "
+              "time is the steadier measure of the added work.",
+              "- Accuracy on all vs the unflagged test images: " + ", ".join(
+                  f"{m['methods'][m['shipped_method']]['accuracy_test_all']:.4f} → "
+                  f"{m['methods'][m['shipped_method']]['accuracy_test_unflagged']:.4f}" for m in results["models"])
+              + "; the near out-of-distribution classes (Bag, Ankle_boot, 8-class model) are harder: " + "; ".join(
+                  f"AUROC {m['methods'][m['shipped_method']]['near']['auroc']:.2f}, "
+                  f"{100 * m['methods'][m['shipped_method']]['near']['flagged_out']:.0f}% flagged"
+                  for m in results["models"] if "near" in m["methods"][m["shipped_method"]]) + "."]
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -334,7 +396,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sets and 1 epoch: a smoke run")
     parser.add_argument("--no-demo", dest="demo", action="store_false", help="leave the demo model out")
     parser.add_argument("--no-train", dest="retrain", action="store_false", help="reuse the runs of a previous run")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite trust.md from trust.json, run nothing")
     args = parser.parse_args(argv)
+    suffix = "_quick" if args.quick else ""
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS_DIR / f"trust{suffix}.json").read_text()), RESULTS_DIR / f"trust{suffix}.md")
+        return
     torch.set_num_threads(1)
     # The test split is all of t10k (of the model's classes): ECE from 1,000 images varies by about 0.01.
     n_train, n_valid, n_test = (256, 128, 200) if args.quick else (2000, 1000, 10_000)
@@ -364,7 +431,6 @@ def main(argv: list[str] | None = None) -> None:
         for method, entry in done["methods"].items():
             print(f"  {method:16s} far AUROC {entry['far']['auroc']:.4f} flagged {entry['far']['flagged_out']:.3f} "
                   f"valid {entry['flagged_valid']:.3f} test {entry['flagged_test']:.3f}", flush=True)
-    suffix = "_quick" if args.quick else ""
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / f"trust{suffix}.json").write_text(json.dumps(results, indent=1, default=float))
     write_markdown(results, RESULTS_DIR / f"trust{suffix}.md")
