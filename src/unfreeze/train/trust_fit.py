@@ -71,8 +71,11 @@ def _training_sample(learner: Any, size: int, seed: int) -> ImageDataLoader:
     subset = ImageDataset([dataset.items[i] for i in chosen.tolist()], dataset.vocab,
                           sources=[dataset.sources[i] for i in chosen.tolist()], item_size=dataset.item_size,
                           resize_method=dataset.resize_method, task=dataset.task)
-    return ImageDataLoader(subset, valid.batch_size, size=valid.size, seed=seed, device=valid.device,
-                           num_workers=valid.num_workers, mean=valid.mean, std=valid.std)
+    loader = ImageDataLoader(subset, valid.batch_size, size=valid.size, seed=seed, device=valid.device,
+                             num_workers=valid.num_workers, mean=valid.mean, std=valid.std)
+    if distributed.is_distributed():  # each rank its slice; collect_logits gathers them in order
+        loader.shard(distributed.rank(), distributed.world_size())
+    return loader
 
 
 def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | None = DEFAULT_UNKNOWN_RATE,
@@ -90,6 +93,9 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     Raises:
         ValueError: No validation images, a bad `unknown_rate`, or a model without a final linear layer
             (`NoFeatureLayerError`) while `unknown_rate` is set.
+
+    For multi-label data, tune the decision thresholds after calibrating (`unfreeze train` does): they
+    apply to the calibrated probabilities.
 
     Example:
         >>> trust = learn.calibrate()  # doctest: +SKIP
