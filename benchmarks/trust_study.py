@@ -182,8 +182,7 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
         # The best a single temperature can do here: fitted on the test split itself (a bound, not a result).
         "oracle": _strip(calibration_metrics(Trust(temperature=fit_temperature(logits, targets)).probabilities(
             logits, False), targets)) | {"temperature": fit_temperature(logits, targets)}}
-    result["calibration_valid"] = {key: _strip(value) for key, value in shipped.calibration.items()
-                                   if isinstance(value, dict) and "ece" in value} if shipped.calibration else None
+    result["calibration_valid"] = _valid_calibration(run)
     variants: dict[str, Any] = {}
     for method in METHODS:
         variants[method] = fit_score(method, train_out["features"], train_out["targets"], n_classes,
@@ -227,6 +226,13 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
     result["cost"] = predict_cost(learn, shipped, root, quick)
     result["exports"] = export_parity(learn, shipped, test_images, sets["far"])
     return result
+
+
+def _valid_calibration(run: Path) -> dict[str, Any] | None:
+    """ECE / NLL / Brier before and after on the validation images, as `unfreeze train` wrote them."""
+    calibration = json.loads((run / "summary.json").read_text()).get("calibration") or {}
+    return {key: _strip(value) for key, value in calibration.items() if isinstance(value, dict) and "ece" in value} \
+        or None
 
 
 def _relative(path: str) -> str:
@@ -314,6 +320,11 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                                "best one temperature can do; not shipped)")
         for key, name in names.items():
             lines.append(f"| {name} | {cal[key]['ece']:.4f} | {cal[key]['nll']:.4f} | {cal[key]['brier']:.4f} |")
+        valid = model.get("calibration_valid")
+        if valid:
+            lines += ["", "On the validation images the temperature was fitted on (summary.json): ECE "
+                      f"{valid['before']['ece']:.4f} → {valid['after']['ece']:.4f}, NLL {valid['before']['nll']:.4f} → "
+                      f"{valid['after']['nll']:.4f} ({valid['after']['items']} images)."]
         sets = [name for name in ("near", *FAR_SETS) if name in next(iter(model["methods"].values()))]
         lines += ["", "Unknown-image scores, AUROC / FPR95 / flagged per set, and far = the four far sets together:",
                   "",
