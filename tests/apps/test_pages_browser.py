@@ -78,7 +78,8 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     page.set_input_files("#files", [str(path) for path in images])
     page.wait_for_selector(".result:nth-child(3) .label")
     labels = page.locator(".result .label").all_inner_texts()
-    assert len(labels) == 3 and all(label.split(" (")[0] in ("ant", "bee", "cat") for label in labels)
+    assert len(labels) == 3 and all(label.split(" (")[0] in ("ant", "bee", "cat")
+                                    or label.startswith("not one of the 3 classes") for label in labels)
     assert page.locator(".result").first.locator(".bars li").count() == 3
     assert page.locator(".result img").first.evaluate("image => image.naturalWidth") > 0
     screenshot = page.screenshot(path=str(tmp_path / "serve.png"))

@@ -27,8 +27,8 @@ def test_the_report_is_self_contained(trained_app_run: Path, tmp_path: Path) -> 
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched from a network
     assert "<script" not in page
     embedded = re.findall(r'src="data:image/png;base64,', page)
-    drawn = [name for name in ("loss.png", "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png")
-             if (trained_app_run / name).is_file()]
+    drawn = [name for name in ("loss.png", "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png",
+                               "reliability.png") if (trained_app_run / name).is_file()]
     assert len(embedded) == len(drawn) >= 4
 
 

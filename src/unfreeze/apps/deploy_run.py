@@ -24,7 +24,9 @@ from unfreeze._io import OUTPUT_ERRNOS, OutputWriteError, atomic_path, free_byte
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
+from unfreeze.apps.trust_sections import model_card_lines
 from unfreeze.inference.deploy import FORMATS, INT8_FORMATS, check_export, export_deployable, quantize_int8
+from unfreeze.inference.predict import trust_of
 from unfreeze.tasks import MultiLabel
 
 __all__ = ["DeployReport", "export_run", "write_model_card"]
@@ -35,7 +37,8 @@ _FULL_DISK_MARGIN = 1 << 20  # less free than this after a failed write: the dis
 _USAGE = {
     "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
              "probabilities = session.run(None, {'image': batch})[0]"),
-    "torchscript": "import torch\nmodel = torch.jit.load('model.pt')\nprobabilities = model(torch.from_numpy(batch))",
+    "torchscript": ("import torch\nmodel = torch.jit.load('model.pt')\noutputs = model(torch.from_numpy(batch))\n"
+                    "probabilities = outputs[0] if isinstance(outputs, tuple) else outputs  # + ood_score"),
     "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
                  "probabilities = model(batch)[0]"),
 }
@@ -274,6 +277,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
                   f"`{int8['file']}` ({int8['method']}{calibrated}, {int8['size_mb']:.1f} MB vs "
                   f"{int8['size_mb_fp32']:.1f} MB): largest probability difference {int8['max_difference']:.2e}; "
                   f"{accuracy} on the same images."]
+    lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
     lines += ["", "## Usage", "", "```python", "# batch: numpy uint8 [N, 3, H, W] as described above",
               _USAGE[fmt], "```", "", "The file also stores this description as JSON metadata (key `unfreeze`):", "",
               "```json", json.dumps({"vocab": vocab, "size": size, "resize_method": dataset.resize_method}), "```", ""]

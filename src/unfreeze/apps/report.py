@@ -25,6 +25,7 @@ from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.run_files import RunFile, read_history, read_plot
 from unfreeze.apps.templates import render, report_policy, stylesheet
+from unfreeze.apps.trust_sections import calibration_section
 
 __all__ = ["REPORT_FILE", "SECTIONS", "best_epoch", "write_report"]
 
@@ -195,6 +196,7 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         config=json.dumps(options.content, indent=2),
         rerun=config.text("rerun"),
         version=summary.section("versions").text("unfreeze") or config.text("unfreeze_version"),
+        calibration=calibration_section(run, summary),
     )
     target = Path(path) if path is not None else run / REPORT_FILE
     with atomic_path(target) as tmp:

@@ -3,7 +3,8 @@
     GET  /          the upload page (pages/index.html; no CDN, works offline)
     GET  /health    {"model", "arch", "classes", "task", "top_k", "device", "batching"}
     POST /predict   multipart field `file`, one or more →
-                    {"predictions": [{"file", "label", "probability", "top_k": [{"label", "probability"}]}]}
+                    {"predictions": [{"file", "label", "probability", "top_k": [{"label", "probability"}],
+                                      "unknown", "ood_score"}]}
 
 The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads are
 streamed into a temporary folder within the size limits (uploads.py), the `MicroBatcher` groups
@@ -105,7 +106,9 @@ def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, 
         reason = str(row["error"]).replace(f" '{row['path']}'", "").replace(str(row["path"]), file_name)
         return {"file": file_name, "error": f"not a readable image ({reason})"}
     alternatives = [{"label": label, "probability": float(prob)} for label, prob in row["top_k"][:top_k]]
-    return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives}
+    # unknown: the image is unlike the training images (None: a model exported without an unknown score).
+    return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives,
+            "unknown": row.get("unknown"), "ood_score": row.get("ood_score")}
 
 
 class SecurityHeaders:

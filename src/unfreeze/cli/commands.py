@@ -25,6 +25,7 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
+from unfreeze.cli.trust_options import evaluate_trust, train_summary, trust_options
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -222,6 +223,7 @@ def command_train(args: argparse.Namespace) -> int:
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
+        "calibration": train_summary(learn),  # temperature, ECE/NLL/Brier before → after, the unknown threshold
         "wall_time_s": round(time.perf_counter() - started, 2),
         **runs.environment(learn.device),
     }
@@ -243,7 +245,8 @@ def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
-    return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale}
+    return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
+            **trust_options(args)}
 
 
 def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
@@ -331,7 +334,8 @@ def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list
                             callbacks=callbacks, checkpoint=run.checkpoint_file, resume=resume)
         else:
             learn.fit_recipe(recipe=recipe_from_options(options, lr), callbacks=callbacks,
-                             checkpoint=run.checkpoint_file, resume=resume)
+                             checkpoint=run.checkpoint_file, resume=resume, calibrate=options.get("calibrate", True),
+                             unknown_rate=options.get("unknown_rate", 0.05))
     except OSError as error:
         converted = output_error(error, error.filename or run.history_file)
         if converted is None:
@@ -359,6 +363,7 @@ def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, expor
         "history": learn.recorder.history,
         "lr": {"base_lr": lr},
         "notes": learn.recorder.notes,
+        "calibration": train_summary(learn),  # temperature, ECE/NLL/Brier before → after, the unknown threshold
         "wall_time_s": round(time.perf_counter() - started, 2),
     })
     saved = f"the model was saved to {exported}" if exported else "no model was exported (--save-on-interrupt keeps it)"
@@ -432,6 +437,13 @@ def _cell(value: Any, digits: int = 6) -> str:
     return "" if value is None else str(value)
 
 
+def _unknown_cells(row: dict[str, Any]) -> list[str]:
+    """The CSV cells of the unknown flag: true/false and the score; empty for an old model or a failed row."""
+    if row.get("unknown") is None:
+        return ["", ""]
+    return ["true" if row["unknown"] else "false", _cell(row["ood_score"])]
+
+
 def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
                 top_k: int = 1) -> int:
     """Stream rows to `stream`; returns how many rows carried an error."""
@@ -439,7 +451,7 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
     writer = csv.writer(stream) if output_format == "csv" else None
     extra = ["top_k"] if top_k > 1 else []
     if writer is not None:
-        writer.writerow(["path", "label", "index", "prob", *extra, "error"])
+        writer.writerow(["path", "label", "index", "prob", *extra, "unknown", "ood_score", "error"])
     elif output_format == "table":
         print(f"{'prob':>6}  {'label':<{label_width}}  path", file=stream)
     else:
@@ -450,7 +462,7 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
             prob = "" if row["error"] else _cell(row["prob"])
             writer.writerow([printable(cell) for cell in (
                 str(row["path"]), _cell(row["label"]), _cell(row["index"]), prob,
-                *(_cell(row.get(key)) for key in extra), str(row["error"] or ""))])
+                *(_cell(row.get(key)) for key in extra), *_unknown_cells(row), str(row["error"] or ""))])
         elif output_format == "table":  # for a terminal: control characters in names are escaped
             path = printable(str(row["path"]))
             if row["error"]:
@@ -458,6 +470,7 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
             else:
                 prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
                 label = printable(_cell(row["label"])) or "(none)"
+                label = f"{label} (unknown)" if row.get("unknown") else label  # unlike the training images
                 alternatives = f"  top {top_k}: {printable(_cell(row['top_k'], 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
@@ -594,10 +607,11 @@ def command_evaluate(args: argparse.Namespace) -> int:
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
     _print_report(interpretation, not multi_label)
+    trust = evaluate_trust(learn, loader, getattr(args, "ood", None))
     if args.json is not None:
         runs.write_json(args.json, {
             "model": str(args.model), "data": str(args.data), "images": n_scored,
             "unreadable": {str(items[index][0]): reason for index, reason in loader.dataset.dropped.items()},
-            "scores": scores, "report": report})
+            "scores": scores, "report": report, **trust})
         print(f"Report: {args.json}")
     return 0
