@@ -19,16 +19,21 @@ from unfreeze.data import (
     DataBlock,
     DataError,
     DataWarning,
+    FuncSplitter,
     GrandparentSplitter,
     ImageBlock,
     ImageDataLoader,
     ImageDataLoaders,
+    IndexSplitter,
     MultiCategoryBlock,
     Normalize,
     PILImage,
+    PILImageBW,
+    PointBlock,
     RandomResizedCrop,
     RandomSplitter,
     RegexLabeller,
+    RegressionBlock,
     Resize,
     ResizeMethod,
     URLs,
@@ -49,7 +54,7 @@ from unfreeze.inference import (
     Interpretation,
     convert_fastai,
 )
-from unfreeze.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from unfreeze.losses import CrossEntropyLossFlat, L1LossFlat, LabelSmoothingCrossEntropy, MSELossFlat
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
@@ -59,7 +64,7 @@ from unfreeze.models import (
     xresnet34,
     xresnet50,
 )
-from unfreeze.tasks import MultiLabel, SingleLabel
+from unfreeze.tasks import MultiLabel, Regression, SingleLabel
 from unfreeze.train.builders import cnn_learner, load_learner, vision_learner
 from unfreeze.train.callbacks import (
     Callback,
@@ -73,11 +78,32 @@ from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.divergence import DivergenceGuard, TrainingDivergedError, retry_on_divergence
 from unfreeze.train.ema import EMA
 from unfreeze.train.fastai_idioms import CutMix, EarlyStoppingCallback, MixUp, MultiCategory, SaveModelCallback
+from unfreeze.train.fastai_training import SGD, Adam, GradientAccumulation, ShowGraphCallback, ranger, set_seed
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
-from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
+from unfreeze.train.metric_classes import (
+    BalancedAccuracy,
+    F1Score,
+    Precision,
+    R2Score,
+    Recall,
+    RocAuc,
+    RocAucBinary,
+)
+from unfreeze.train.metrics import (
+    accuracy,
+    accuracy_multi,
+    error_rate,
+    f1_multi,
+    f1_score,
+    mae,
+    mse,
+    r2_score,
+    rmse,
+    top_k_accuracy,
+)
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.threshold_tuning import tune_threshold
@@ -85,6 +111,9 @@ from unfreeze.train.time_budget import TimeBudget
 
 __all__ = [
     "EMA",
+    "SGD",
+    "Adam",
+    "BalancedAccuracy",
     "CSVLogger",
     "Callback",
     "CategoryBlock",
@@ -100,17 +129,23 @@ __all__ = [
     "EarlyStoppingCallback",
     "ExportError",
     "F",
+    "F1Score",
     "FastaiConversionError",
+    "FuncSplitter",
+    "GradientAccumulation",
     "GrandparentSplitter",
     "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
+    "IndexSplitter",
     "Interpretation",
     "KeepBest",
     "L",
+    "L1LossFlat",
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MSELossFlat",
     "MixUp",
     "MixupCutmix",
     "MultiCategory",
@@ -119,18 +154,28 @@ __all__ = [
     "NonFiniteLossError",
     "Normalize",
     "PILImage",
+    "PILImageBW",
     "Path",
+    "PointBlock",
+    "Precision",
     "ProgressCallback",
+    "R2Score",
     "RandomResizedCrop",
     "RandomSplitter",
+    "Recall",
     "Recipe",
     "RecipeError",
     "Recorder",
     "RegexLabeller",
+    "Regression",
+    "RegressionBlock",
     "Resize",
     "ResizeMethod",
+    "RocAuc",
+    "RocAucBinary",
     "SaveBestModel",
     "SaveModelCallback",
+    "ShowGraphCallback",
     "SingleLabel",
     "SuggestedLRs",
     "TensorBoardLogger",
@@ -154,18 +199,24 @@ __all__ = [
     "get_image_files",
     "imagenet_stats",
     "load_learner",
+    "mae",
     "minimum",
+    "mse",
     "nn",
     "np",
     "parent_label",
     "partial",
     "pd",
     "plt",
+    "r2_score",
+    "ranger",
     "resnet18",
     "resnet34",
     "resnet50",
     "retry_on_divergence",
+    "rmse",
     "sample_path",
+    "set_seed",
     "slide",
     "steep",
     "tensor",

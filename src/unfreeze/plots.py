@@ -128,7 +128,8 @@ def _wrap_title(title: str, width_inches: float, fontsize: float) -> str:
 
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path | None = None, *,
                     nrows: int | None = None, ncols: int | None = None,
-                    figsize: tuple[float, float] | None = None, default_name: str = "images.png") -> Path | Figure:
+                    figsize: tuple[float, float] | None = None, default_name: str = "images.png",
+                    points: Sequence[np.ndarray | None] | None = None) -> Path | Figure:
     """Images (uint8 HWC arrays) in a grid, each with its title, as one figure.
 
     Args:
@@ -138,12 +139,16 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: s
             do not fit are left out.
         figsize: Inches (width, height); default 2.2 × 2.4 per image.
         default_name: The file a script saves to when `path` is None.
+        points: Per image, (x, y) pixel points [n, 2] to mark on it (regression of points), or None.
 
     Example:
         >>> plot_image_grid([np.zeros((32, 32, 3), np.uint8)], ["black"], "grid.png")
         PosixPath('grid.png')
     """
     figure = image_grid_figure(images, titles, nrows=nrows, ncols=ncols, figsize=figsize)
+    for axis, marks in zip(figure.axes, points or [], strict=False):
+        if marks is not None and len(marks):
+            axis.scatter(marks[:, 0], marks[:, 1], s=24, c="red", marker="x")
     return _show_or_save(figure, path, default_name, "the images")
 
 
@@ -173,7 +178,7 @@ def image_grid_figure(images: Sequence[np.ndarray], titles: Sequence[str], *, nr
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,
                           normalize: bool = False, *, figsize: tuple[float, float] | None = None,
-                          dpi: int = 100) -> Path | Figure:
+                          dpi: int = 100, title: str = "Confusion matrix") -> Path | Figure:
     """A confusion matrix (rows: actual, columns: predicted) with class names on both axes.
 
     `normalize=True` shows each row as fractions of its actual class (recall on the diagonal).
@@ -199,7 +204,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     axis.set_yticks(ticks, labels=list(class_names))
     axis.set_xlabel("Predicted")
     axis.set_ylabel("Actual")
-    axis.set_title("Confusion matrix" + (" (normalized by row)" if normalize else ""))
+    axis.set_title(title + (" (normalized by row)" if normalize else ""))
     threshold = counts.max(initial=0.0) / 2.0
     for row, column in np.ndindex(counts.shape):
         value = counts[row, column]

@@ -22,7 +22,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
-from unfreeze.tasks import SingleLabel
+from unfreeze.tasks import Regression, SingleLabel
 
 __all__ = ["Predictor", "channels_last", "collect_logits", "get_preds", "iter_image_files", "predict", "predict_batch",
            "prediction_row", "tta"]
@@ -216,6 +216,10 @@ def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int 
         ('b', 1, ['b', 'c'])
     """
     decoded = task.decode(probs.unsqueeze(0))[0]
+    if isinstance(task, Regression):  # numbers: each output by name, and a readable line as the label
+        values = dict(zip(vocab, task.labels_of(decoded, vocab), strict=True))
+        return {"label": ", ".join(f"{name}={value:.4g}" for name, value in values.items()), "values": values,
+                "error": None}
     if isinstance(task, SingleLabel):
         index = int(decoded)
         row: dict[str, Any] = {"label": vocab[index], "index": index, "prob": float(probs[index]), "error": None}

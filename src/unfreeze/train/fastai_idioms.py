@@ -31,6 +31,8 @@ from torch import nn
 from unfreeze import distributed
 from unfreeze._device import default_device
 from unfreeze._io import atomic_path, save_torch
+from unfreeze.data.regression import source_size, unscale_points
+from unfreeze.tasks import Regression
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
 from unfreeze.train.mixup import MixupCutmix
 
@@ -208,15 +210,27 @@ class MultiCategory(list):  # type: ignore[type-arg]
         return f"MultiCategory({list(self)!r})"
 
 
-def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> tuple[Any, Any, torch.Tensor]:
-    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`.
+def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = None,
+                      item: Any = None) -> tuple[Any, Any, torch.Tensor]:
+    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`;
+    for regression the tuple of predicted numbers, and for points a [n, 2] tensor in the item's pixels.
 
     Example:
         >>> fastai_prediction((("cat",), None, torch.zeros(2)))[0]
         MultiCategory(['cat'])
     """
     labels, decoded, probs = prediction
+    if isinstance(task, Regression):
+        if task.points:
+            return unscale_points(labels, source_size(item)), decoded, probs
+        return labels, decoded, probs
     return (MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs
+
+
+def training_images(dls: Any) -> Any:
+    """fastai's `ds_idx=0`: the training images as a loader in order, with the validation transforms."""
+    items = dls.train.dataset.items
+    return dls.test_dl([file for file, _ in items], labels=[label for _, label in items])
 
 
 class _Text(str):
