@@ -91,6 +91,11 @@ class ImageDataLoaders(FastaiFactories):
         return self.n_classes
 
     @property
+    def loss_func(self) -> Any:
+        """The task's default loss (fastai's `dls.loss_func`): cross-entropy, BCE or `MSELossFlat`."""
+        return self.task.loss()
+
+    @property
     def bs(self) -> int:
         """The training batch size (fastai's `dls.bs`)."""
         return self.train.batch_size

@@ -280,13 +280,18 @@ def _family(name: str) -> str:
     return "multi_label" if name in _MULTI_LABEL else "regression" if name in _REGRESSION else "single_label"
 
 
-def _for_task(name: str, task: Task | None) -> Metric:
-    """The built-in metric `name`, bound to a multi-label task's threshold; refused for the wrong task."""
-    metric = _BUILTIN[name]
+def _check_family(name: str, task: Task | None) -> None:
+    """Refuse a built-in metric of another task (error_rate on regression data, mse on classes)."""
     if task is not None and _family(name) != task.name:
         fitting = sorted(known for known in _BUILTIN if _family(known) == task.name)
         raise ValueError(f"{name!r} scores {_family(name).replace('_', '-')} predictions, but the data is "
                          f"{task.name.replace('_', '-')}. Use {', '.join(fitting)}.")
+
+
+def _for_task(name: str, task: Task | None) -> Metric:
+    """The built-in metric `name`, bound to a multi-label task's threshold; refused for the wrong task."""
+    metric = _BUILTIN[name]
+    _check_family(name, task)
     if isinstance(task, MultiLabel):
         bound: Any = functools.partial(metric, threshold=task.threshold)
         bound.__name__ = name
@@ -326,6 +331,8 @@ def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task:
         elif callable(metric):
             if isinstance(metric, functools.partial):
                 _check_partial(metric)
+            if _BUILTIN.get(metric_name(metric)) in (metric, getattr(metric, "func", None)):
+                _check_family(metric_name(metric), task)
             resolved.append(metric)
         else:
             raise TypeError(
