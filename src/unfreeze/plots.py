@@ -300,3 +300,28 @@ def lr_find_figure(result: Any, skip_end: int = 5) -> Figure:
     axis.set_title(f"LR range test, {len(result.lrs)} iterations")
     axis.legend(loc="best")
     return figure
+
+
+def plot_predicted_vs_true(preds: Any, targets: Any, names: Sequence[str], path: str | Path | None = None, *,
+                           figsize: tuple[float, float] | None = None) -> Path | Figure:
+    """A regression model's predictions against the true values, one panel per output, with the diagonal.
+
+    Example:
+        >>> plot_predicted_vs_true(np.array([[1.0], [2.1]]), np.array([[1.0], [2.0]]), ["age"], "pvt.png")
+        PosixPath('pvt.png')
+    """
+    preds, targets = np.asarray(preds, dtype=float), np.asarray(targets, dtype=float)
+    preds, targets = preds.reshape(len(preds), -1), targets.reshape(len(targets), -1)
+    columns = max(1, len(names))
+    figure = _new_figure(*(figsize or (3.2 * columns, 3.2)))
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    for column, (axis, name) in enumerate(zip(axes, names, strict=False)):
+        actual, predicted = targets[:, column], preds[:, column]
+        keep = np.isfinite(actual) & np.isfinite(predicted)
+        axis.scatter(actual[keep], predicted[keep], s=12, alpha=0.7)
+        if keep.any():
+            low, high = min(actual[keep].min(), predicted[keep].min()), max(actual[keep].max(), predicted[keep].max())
+            axis.plot([low, high], [low, high], color="grey", linewidth=1)
+        axis.set_xlabel(f"true {name}")
+        axis.set_ylabel(f"predicted {name}")
+    return _show_or_save(figure, path, "predicted_vs_true.png", "the predicted vs true plot")

@@ -146,6 +146,8 @@ def _guard_facts(summary: dict[str, Any]) -> list[str]:
 
 def _per_class(report: dict[str, Any]) -> str:
     rows = [{"": name, **values} for name, values in report.items() if name != "accuracy"]
+    if rows and "mae" in rows[0]:  # a regression run: per output
+        return _table(rows, ["mae", "rmse", "r2", "count"], first="output")
     table = _table(rows, ["precision", "recall", "f1", "support"], first="class")
     accuracy = (report.get("accuracy") or {}).get("accuracy")
     return table + (f"<p>accuracy {_format(accuracy)}</p>" if accuracy is not None else "")
@@ -189,7 +191,9 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         loss=_image(run / "loss.png", "training and validation loss"),
         sched=_image(run / "sched.png", "learning rate and momentum schedule"),
         lr_find=_image(run / "lr_find.png", "LR range test"),
-        confusion=_image(run / "confusion_matrix.png", "confusion matrix"),
+        confusion=(_image(run / "predicted_vs_true.png", "predicted vs true values")
+                   if (run / "predicted_vs_true.png").is_file() else _image(run / "confusion_matrix.png",
+                                                                            "confusion matrix")),
         top_losses=_image(run / "top_losses.png", "top losses, titled actual → predicted (probability)"),
         per_class=_per_class(summary.get("report") or {}),
         config=html.escape(json.dumps(options, indent=2)),

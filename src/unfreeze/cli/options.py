@@ -200,6 +200,9 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
                              "them separated by --label-delim; trains with sigmoid + binary cross-entropy")
     parser.add_argument("--label-delim", default=" ", metavar="TEXT",
                         help="separator of the classes in a --multi-label CSV cell (default: a space)")
+    parser.add_argument("--task", choices=("classification", "regression"), default="classification",
+                        help="regression: predict numbers; with --csv, every column after the file name is one "
+                             "number to predict (mean squared error, no activation)")
     parser.add_argument("--weights", metavar="FILE", type=Path,
                         help="pretrained weights file (.safetensors, .pth, .bin) for --arch, used offline")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",

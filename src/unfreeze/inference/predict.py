@@ -219,7 +219,7 @@ def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int 
     if isinstance(task, Regression):  # numbers: each output by name, and a readable line as the label
         values = dict(zip(vocab, task.labels_of(decoded, vocab), strict=True))
         return {"label": ", ".join(f"{name}={value:.4g}" for name, value in values.items()), "values": values,
-                "error": None}
+                "index": None, "prob": None, "error": None}
     if isinstance(task, SingleLabel):
         index = int(decoded)
         row: dict[str, Any] = {"label": vocab[index], "index": index, "prob": float(probs[index]), "error": None}
