@@ -46,7 +46,7 @@ from unfreeze.data import (
     untar_data,
     using_attr,
 )
-from unfreeze.fastai_names import LAZY_NAMES, Path, load_lazy, tensor, to_cpu
+from unfreeze.fastai_names import LAZY_NAMES, UNSUPPORTED, Path, Unsupported, load_lazy, tensor, to_cpu
 from unfreeze.inference import (
     ClassificationInterpretation,
     ExportError,
@@ -232,6 +232,8 @@ __all__ = [
     "xresnet34",
     "xresnet50",
 ]
+# fastai names unfreeze does not copy: `from unfreeze import *` hands out stand-ins that say what to use instead.
+__all__ += sorted(UNSUPPORTED)
 
 
 def __getattr__(name: str) -> Any:
@@ -241,6 +243,8 @@ def __getattr__(name: str) -> Any:
         value = load_lazy(name)
         globals()[name] = value  # once loaded, a plain module attribute
         return value
+    if name in UNSUPPORTED:  # a fastai name unfreeze does not copy: a stand-in that fails in one line when used
+        return Unsupported(name, UNSUPPORTED[name])
     raise AttributeError(f"module 'unfreeze' has no attribute {name!r}")
 
 

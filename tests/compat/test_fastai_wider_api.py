@@ -199,9 +199,35 @@ def test_random_splitter_seed_matches_fastai_in_a_notebook(path, seed):
 
 
 def test_star_import_of_a_missing_fastai_name_fails_in_one_line():
-    probe = "from unfreeze import *\ntry:\n    unet_learner\nexcept Exception as e:\n    print(type(e).__name__, e)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("NameError") and out.count("\n") == 1
+    probe = ("from unfreeze import *\n"
+             "for cell in ('unet_learner(None, resnet34)', 'TextDataLoaders.from_folder(path)', 'RAdam',\n"
+             "             'DataBlock(blocks=(ImageBlock, MaskBlock), get_y=parent_label)'):\n"
+             "    try:\n"
+             "        eval(cell)(1) if cell == 'RAdam' else eval(cell)\n"
+             "    except Exception as e:\n"
+             "        print(type(e).__name__, '|', e)\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("NotImplementedError | fastai's unet_learner is not in unfreeze: unfreeze trains image")
+    assert "TextDataLoaders is not in unfreeze" in lines[1] and "text models are not supported" in lines[1]
+    assert "opt_func=Adam, SGD or ranger (optimizer='adamw', 'sgd' or 'ranger')" in lines[2]
+    assert lines[3].startswith("ValueError") and "got MaskBlock" in lines[3]
+
+
+def test_fastai_attributes_name_unfreezes_spelling(path):
+    dls = _dls(path)
+    learn = vision_learner(dls, ARCH, pretrained=False)
+    cells = {"learn.opt": "learn.optimizer", "learn.no_logging()": "quiet=True",
+             "learn.recorder.final_record": "recorder.history[-1]", "dls.cuda()": "dls.to('cuda')",
+             "learn.set_seed": "Learner(seed=...)"}
+    for cell, spelling in cells.items():
+        with pytest.raises(AttributeError, match="is fastai's; unfreeze spells it") as caught:
+            eval(cell)
+        assert spelling in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(AttributeError, match="'Learner' object has no attribute 'no_such_thing'"):
+        _ = learn.no_such_thing
+    assert not hasattr(learn, "xb") and getattr(dls, "missing", None) is None
 
 
 def test_io_bytes_of_an_upload_predict_like_a_path(path):

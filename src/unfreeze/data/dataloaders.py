@@ -30,6 +30,7 @@ from unfreeze.data.sources import (
 from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
 from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
+from unfreeze.fastai_names import fastai_attribute_error
 from unfreeze.tasks import MultiLabel, Regression, SingleLabel, Task
 
 # item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
@@ -75,6 +76,10 @@ class ImageDataLoaders(FastaiFactories):
         # file -> label, as the factory labelled its items (None where labels came from a table):
         # `test_dl(files, with_labels=True)` labels new files the same way.
         self.labeller = labeller
+
+    def __getattr__(self, name: str) -> Any:
+        # fastai's attributes of its DataLoaders (dls.cuda(), dls.loaders, ...) name unfreeze's spelling.
+        raise fastai_attribute_error(self, name)
 
     @property
     def task(self) -> Task:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unfreeze.fastai_names import fastai_attribute_error
+
 if TYPE_CHECKING:
     from unfreeze.train.protocols import LearnerView
 
@@ -113,6 +115,10 @@ class Recorder(Callback):
         self.lr_find_result: Any = None
         self._average = 0.0
         self._count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # fastai's recorder attributes (final_record, log, ...) name their unfreeze spelling in the error.
+        raise fastai_attribute_error(self, name)
 
     def reset_smoothing(self) -> None:
         """Restart the loss EMA, as fastai does at the start of every fit."""

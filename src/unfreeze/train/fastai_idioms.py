@@ -32,6 +32,7 @@ from unfreeze import distributed
 from unfreeze._device import default_device
 from unfreeze._io import atomic_path, save_torch
 from unfreeze.data.regression import source_size, unscale_points
+from unfreeze.fastai_names import fastai_attribute_error
 from unfreeze.tasks import Regression
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
 from unfreeze.train.mixup import MixupCutmix
@@ -327,7 +328,12 @@ class FastaiMethods:
     """fastai's method names on a learner: `save`, `load`, `model_file`, `to_fp16`, `to_fp32`, `summary`.
 
     Mixed into `Learner`; each method is written against the `FastaiHost` protocol (public members).
+    A fastai attribute the learner spells otherwise (`learn.opt`, `learn.no_logging`) raises an
+    AttributeError that names unfreeze's spelling (`fastai_names.FASTAI_ATTRIBUTES`).
     """
+
+    def __getattr__(self, name: str) -> Any:
+        raise fastai_attribute_error(self, name)
 
     def model_file(self: FastaiHost, name: str | Path) -> Path:
         """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.
