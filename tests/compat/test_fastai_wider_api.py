@@ -236,3 +236,24 @@ def test_io_bytes_of_an_upload_predict_like_a_path(path):
     file = get_image_files(path / 'valid')[0]
     upload = io.BytesIO(file.read_bytes()).getvalue()
     assert learn.predict(upload)[1] == learn.predict(file)[1]
+
+
+def test_datasets_and_tfmdlists_basics(path):
+    files = get_image_files(path)
+    splits = RandomSplitter(seed=42)(files)
+    tfms = [[PILImage.create], [parent_label, Categorize]]
+    dsets = Datasets(files, tfms, splits=splits)
+    x, y = dsets.valid[0]
+    tls = TfmdLists(files, [PILImage.create], splits=splits)
+    dls = dsets.dataloaders(bs=4, after_item=[Resize(16), ToTensor],
+                            after_batch=[IntToFloatTensor, *aug_transforms(max_warp=0)])
+    xb, _ = dls.one_batch()
+
+    assert x.size == (24, 20) and dsets.vocab == ['ant', 'bee', 'cat']
+    assert dsets.vocab[int(y)] == files[splits[1][0]].parent.name
+    assert len(dsets.train) == len(files) - int(0.2 * len(files)) and len(tls.valid) == int(0.2 * len(files))
+    assert tls.train[0].size == (24, 20)
+    assert dls.vocab == dsets.vocab and xb.shape == (4, 3, 16, 16)
+    assert [str(p) for p, _ in dls.valid_ds.items] == [str(files[i]) for i in splits[1]]
+    with pytest.raises(DataError, match="Categorize"):
+        Datasets(files, [[PILImage.create], [parent_label]], splits=splits).dataloaders(bs=4)

@@ -26,6 +26,7 @@ from unfreeze.data.datablock import (
     using_attr,
 )
 from unfreeze.data.dataloaders import ImageDataLoaders
+from unfreeze.data.datasets import Categorize, Datasets, IntToFloatTensor, TfmdLists, ToTensor
 from unfreeze.data.decode import BadFileReport, decode_image, open_rgb, to_rgb
 from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
@@ -49,10 +50,12 @@ __all__ = [
     "RESIZE_METHODS",
     "BadFileReport",
     "BatchAugment",
+    "Categorize",
     "CategoryBlock",
     "DataBlock",
     "DataError",
     "DataWarning",
+    "Datasets",
     "FuncSplitter",
     "GrandparentSplitter",
     "ImageBlock",
@@ -60,6 +63,7 @@ __all__ = [
     "ImageDataLoaders",
     "ImageDataset",
     "IndexSplitter",
+    "IntToFloatTensor",
     "MultiCategoryBlock",
     "Normalize",
     "PILImage",
@@ -72,6 +76,8 @@ __all__ = [
     "RegressionBlock",
     "Resize",
     "ResizeMethod",
+    "TfmdLists",
+    "ToTensor",
     "URLs",
     "UnsupportedTransformWarning",
     "aug_transforms",
