@@ -167,3 +167,5 @@ def test_regression_from_csv_with_several_columns_and_l1(brightness):
     assert isinstance(bright, float) and isinstance(dark, float)
     with pytest.raises(ValueError, match="scores single-label predictions, but the data is regression"):
         learn.metrics = [error_rate]
+    with pytest.raises(ValueError, match=r"this learner predicts numbers\. Use learn\.show_results\(\)"):
+        ClassificationInterpretation.from_learner(learn)

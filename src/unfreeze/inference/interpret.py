@@ -41,6 +41,10 @@ class ClassificationInterpretation:
         Example:
             >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
         """
+        if learn.task.name == "regression":
+            raise ValueError("ClassificationInterpretation reads classes; this learner predicts numbers. Use "
+                             "learn.show_results(), learn.get_preds() with unfreeze.plots.plot_predicted_vs_true, or "
+                             "unfreeze.inference.regression.regression_report.")
         loader = _ordered(learn.dls.valid if dl is None else dl)
         probs, targets, losses = get_preds(learn, loader, with_loss=True)
         return cls(loader, learn.dls.vocab, probs, targets, losses, learn.task)
