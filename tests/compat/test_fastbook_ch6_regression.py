@@ -112,6 +112,8 @@ def test_points_predict_in_the_images_pixels_after_export_and_load(biwi):
     assert points.shape == (1, 2) and decoded.shape == (2,)
     assert points[0].tolist() == pytest.approx([(float(raw[0]) + 1) * WIDTH / 2, (float(raw[1]) + 1) * HEIGHT / 2])
     assert torch.allclose(points, loaded_points, atol=1e-4)
+    with pytest.raises(ValueError, match=r"use learn\.get_preds"):
+        learn.tta()
     assert loaded.task == Regression(points=True) and loaded.dls.vocab == ['x0', 'y0']
     assert isinstance(loaded.model.head[-1], torch.nn.Module) and type(loaded.model.head[-1]).__name__ == 'SigmoidRange'
 

@@ -334,6 +334,9 @@ def tta(learner: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.2
         raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
     if beta is not None and not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1] or None, got {beta!r}.")
+    if getattr(learner.task, "points", False):
+        raise ValueError("tta averages the predictions of flipped and zoomed images, which moves point targets; "
+                         "use learn.get_preds() for a model of points.")
     loader = _ordered(learner.dls.valid if dl is None else dl)
     train = learner.dls.train
     seed = learner.seed if learner.seed is not None else loader.seed
