@@ -37,6 +37,8 @@ class InferenceMethods:
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
         """
+        if dl is None and not isinstance(ds_idx, int):  # get_preds(loader), as before ds_idx came first
+            ds_idx, dl = 1, ds_idx
         if dl is None and ds_idx == 0:
             dl = training_images(self.dls)
         elif dl is None and ds_idx != 1:
