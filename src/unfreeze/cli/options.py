@@ -110,6 +110,7 @@ examples:
   unfreeze train data/fashion --arch resnet34 --weights resnet34.safetensors --lr auto
   unfreeze train data/fashion --arch test_resnet --no-pretrained --epochs 1 --size 32
   unfreeze train planet --csv train.csv --multi-label      # label cell "haze primary water"
+  unfreeze train faces --task regression --csv ages.csv   # columns: file, then one number per output
   unfreeze train defects --valid-pct 0.2 --class-weights auto   # rare classes weigh more
   unfreeze train --resume runs/fashion-efficientnet_lite0       # after a crash, Ctrl-C or kill
   unfreeze train digits --size 64 --no-flip --augment light   # the mirror of a 2 is no digit
