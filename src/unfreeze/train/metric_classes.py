@@ -25,7 +25,7 @@ from unfreeze.train.metrics import MetricValue, mae, mse, r2_score, rmse
 __all__ = ["BalancedAccuracy", "F1Score", "Precision", "R2Score", "Recall", "RocAuc", "RocAucBinary", "mae", "mse",
            "r2_score", "rmse"]
 
-_AVERAGES = ("binary", "macro", "micro", "weighted", None)
+_AVERAGES = ("binary", "macro", "micro", "weighted")
 
 
 class _CountMetric:
@@ -33,10 +33,11 @@ class _CountMetric:
 
     __name__ = "metric"
 
-    def __init__(self, average: str | None = "binary", pos_label: int = 1, labels: Any = None,
+    def __init__(self, average: str = "binary", pos_label: int = 1, labels: Any = None,
                  sample_weight: Any = None, axis: int = -1) -> None:
         if average not in _AVERAGES:
-            raise ValueError(f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}.")
+            none = " (None gives one score per class; a metric's column holds one number)" if average is None else ""
+            raise ValueError(f"{type(self).__name__}: average must be one of {_AVERAGES}, got {average!r}{none}.")
         if sample_weight is not None or labels is not None or axis != -1:
             raise ValueError(f"{type(self).__name__}: labels=, sample_weight= and axis= are not supported by unfreeze; "
                              "leave them out (every class and item counts once).")
@@ -64,8 +65,6 @@ class _CountMetric:
         per_class = self._score(hits, predicted, actual)
         if self.average == "binary":
             return MetricValue(per_class[self.pos_label].item())
-        if self.average is None:
-            return per_class.tolist()  # type: ignore[return-value]  # one score per class, as scikit-learn's
         # scikit-learn averages over the labels present in the targets or the predictions.
         present = (predicted + actual) > 0 if self.average != "micro" else torch.ones_like(actual, dtype=torch.bool)
         if self.average == "weighted":
