@@ -114,6 +114,8 @@ def test_points_predict_in_the_images_pixels_after_export_and_load(biwi):
     assert torch.allclose(points, loaded_points, atol=1e-4)
     with pytest.raises(ValueError, match=r"use learn\.get_preds"):
         learn.tta()
+    with pytest.raises(ValueError, match="MixUp and CutMix mix class labels"):
+        learn.fit(1, cbs=MixUp())
     assert loaded.task == Regression(points=True) and loaded.dls.vocab == ['x0', 'y0']
     assert isinstance(loaded.model.head[-1], torch.nn.Module) and type(loaded.model.head[-1]).__name__ == 'SigmoidRange'
 
