@@ -33,6 +33,9 @@ __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export"
 
 # ---------------------------------------------------------------------------- shared steps
 
+# The random split's algorithm, recorded in config.json: the data of a run can be rebuilt only by the same one.
+SPLIT = "fastai-2.8"
+
 
 def load_data(options: dict[str, Any]) -> Any:
     """`ImageDataLoaders` for the data options of a command line or a run's config.json.
@@ -43,6 +46,14 @@ def load_data(options: dict[str, Any]) -> Any:
     from unfreeze import ImageDataLoaders
 
     data = Path(options["data"])
+    folders = (data / "train").is_dir() and (data / "valid").is_dir() and not options.get("csv") \
+        and not options.get("label_re")
+    if options.get("split") is None and not folders:
+        # A run from before the random split picked fastai 2.8's indices: rebuilding its data now would
+        # give another validation set (some of its training images among them).
+        raise UsageError("this run was split at random by an older unfreeze, whose split differs from this "
+                         "version's (fastai 2.8's): its validation set cannot be rebuilt. Train it again with this "
+                         "version, or use the unfreeze version it was trained with (config.json's unfreeze_version)")
     common = {"valid_pct": options["valid_pct"], "seed": options["seed"], "size": options["size"],
               "bs": options["bs"]}
     if options.get("multi_label") and not options.get("csv"):
@@ -124,6 +135,7 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
         "multi_label": args.multi_label,
         "label_delim": args.label_delim,
         "task": getattr(args, "task", "classification"),
+        "split": SPLIT,
         "class_weights": getattr(args, "class_weights", None),
         "sampler": getattr(args, "sampler", "shuffle"),
     }
