@@ -39,6 +39,14 @@ _PLOTS = {"loss": ("loss.png", "training and validation loss"),
           "top_losses": ("top_losses.png", "top losses, titled actual → predicted (probability)")}
 
 
+def _plots(run: Path) -> dict[str, tuple[str, str]]:
+    """The plots of this run: a regression run has a predicted-vs-true plot where a classifier's confusion
+    matrix would be."""
+    if (run / "predicted_vs_true.png").exists():
+        return {**_PLOTS, "confusion": ("predicted_vs_true.png", "predicted vs true values")}
+    return _PLOTS
+
+
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -145,6 +153,8 @@ def _guard_facts(summary: RunFile) -> list[Markup]:
 def _per_class(summary: RunFile) -> tuple[dict[str, Any], str | None]:
     report = summary.section("report")
     rows = [{"": name, **report.section(name).numbers()} for name in report.content if name != "accuracy"]
+    if rows and "mae" in rows[0]:  # a regression run: per output
+        return _table(rows, ["mae", "rmse", "r2", "count"], first="output"), None
     accuracy = report.section("accuracy").number("accuracy") if "accuracy" in report.content else None
     return _table(rows, ["precision", "recall", "f1", "support"], first="class"), \
         None if accuracy is None else _format(accuracy)
@@ -190,7 +200,7 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         data=options.text("data", "?"),
         facts=_outcome(summary, history),
         history=_table(history, columns),
-        plots={key: _plot(run, name, alt) for key, (name, alt) in _PLOTS.items()},
+        plots={key: _plot(run, name, alt) for key, (name, alt) in _plots(run).items()},
         per_class=per_class,
         accuracy=accuracy,
         config=json.dumps(options.content, indent=2),

@@ -105,6 +105,8 @@ def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, 
     if row["error"] is not None:
         reason = str(row["error"]).replace(f" '{row['path']}'", "").replace(str(row["path"]), file_name)
         return {"file": file_name, "error": f"not a readable image ({reason})"}
+    if "values" in row:  # a regression model: its numbers by output name
+        return {"file": file_name, "label": row["label"], "values": row["values"]}
     alternatives = [{"label": label, "probability": float(prob)} for label, prob in row["top_k"][:top_k]]
     # unknown: the image is unlike the training images (None: a model exported without an unknown score).
     return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import json
 import sys
@@ -33,6 +34,9 @@ __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export"
 
 # ---------------------------------------------------------------------------- shared steps
 
+# The random split's algorithm, recorded in config.json: the data of a run can be rebuilt only by the same one.
+SPLIT = "fastai-2.8"
+
 
 def load_data(options: dict[str, Any]) -> Any:
     """`ImageDataLoaders` for the data options of a command line or a run's config.json.
@@ -43,11 +47,21 @@ def load_data(options: dict[str, Any]) -> Any:
     from unfreeze import ImageDataLoaders
 
     data = Path(options["data"])
+    folders = (data / "train").is_dir() and (data / "valid").is_dir() and not options.get("csv") \
+        and not options.get("label_re")
+    if options.get("split") is None and not folders:
+        # A run from before the random split picked fastai 2.8's indices: rebuilding its data now would
+        # give another validation set (some of its training images among them).
+        raise UsageError("this run was split at random by an older unfreeze, whose split differs from this "
+                         "version's (fastai 2.8's): its validation set cannot be rebuilt. Train it again with this "
+                         "version, or use the unfreeze version it was trained with (config.json's unfreeze_version)")
     common = {"valid_pct": options["valid_pct"], "seed": options["seed"], "size": options["size"],
               "bs": options["bs"]}
     if options.get("multi_label") and not options.get("csv"):
         raise UsageError("--multi-label reads the classes of each image from a CSV. Add --csv FILE whose label "
                          "column lists them, e.g. 'haze primary'")
+    if options.get("task") == "regression":
+        return _regression_data(data, options, common)
     if options.get("label_re"):
         dls = ImageDataLoaders.from_name_re(data, None, options["label_re"], **common)
     elif options.get("csv"):
@@ -63,6 +77,26 @@ def load_data(options: dict[str, Any]) -> Any:
     return dls.balance_classes() if options.get("sampler") == "balanced" else dls
 
 
+def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]) -> Any:
+    """`--task regression --csv FILE`: the file in column 1, one number to predict per further column."""
+    from unfreeze import ImageDataLoaders, RegressionBlock
+    from unfreeze.data.sources import read_csv_text
+
+    if not options.get("csv") or options.get("multi_label") or options.get("label_re"):
+        raise UsageError("--task regression reads the numbers from a CSV: pass --csv FILE with a header, the file "
+                         "name in column 1 and a number in each further column (no --multi-label or --label-re). "
+                         "For a folder and a label function use the Python API (RegressionBlock)")
+    table = Path(options["csv"])
+    path = table if table.is_absolute() else data / table
+    if not path.is_file():
+        raise UsageError(f"CSV file {path} does not exist. Expected file,value columns with a header")
+    header = next(csv.reader(io.StringIO(read_csv_text(path))), [])
+    if len(header) < 2:
+        raise UsageError(f"{path} has {len(header)} column(s); --task regression needs the file name and at least "
+                         "one number per row")
+    return ImageDataLoaders.from_csv(data, str(path), label_col=header[1:], y_block=RegressionBlock, **common)
+
+
 def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     """`vision_learner` with the model options; a missing --weights file is a user error."""
     from unfreeze import WeightsNotFoundError, vision_learner
@@ -70,8 +104,10 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     if options["weights"] is not None and not options["pretrained"]:
         raise UsageError("--weights loads pretrained weights, --no-pretrained starts from random ones. Drop one")
     try:
-        return vision_learner(dls, options["arch"], metrics=MULTI_LABEL_METRICS if options.get("multi_label") else
-                              METRICS, pretrained=options["pretrained"], weights=options["weights"],
+        metrics = (dls.task.default_metrics() if options.get("task") == "regression" else
+                   MULTI_LABEL_METRICS if options.get("multi_label") else METRICS)
+        return vision_learner(dls, options["arch"], metrics=metrics, pretrained=options["pretrained"],
+                              weights=options["weights"],
                               train_bn=options["train_bn"], seed=options["seed"], quiet=quiet,
                               class_weights=options.get("class_weights"),
                               head=options.get("head", "fastai"))  # runs from before --head had fastai's
@@ -99,6 +135,8 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
         "train_bn": args.train_bn,
         "multi_label": args.multi_label,
         "label_delim": args.label_delim,
+        "task": getattr(args, "task", "classification"),
+        "split": SPLIT,
         "class_weights": getattr(args, "class_weights", None),
         "sampler": getattr(args, "sampler", "shuffle"),
     }
@@ -152,6 +190,8 @@ def command_train(args: argparse.Namespace) -> int:
     """
     from unfreeze import distributed
     from unfreeze.inference import ClassificationInterpretation
+    from unfreeze.inference.regression import regression_report
+    from unfreeze.plots import plot_predicted_vs_true
 
     started = time.perf_counter()
     run, options, saved = _resume_plan(args) if args.resume is not None else (None, _new_run_options(args), None)
@@ -201,12 +241,19 @@ def command_train(args: argparse.Namespace) -> int:
         return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
     guards.choose_threshold(learn)
     _export(learn, run)
-    interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
+    regression = options.get("task") == "regression"
+    # Both gather over ranks: every rank calls them.
+    interpretation = None if regression else ClassificationInterpretation.from_learner(learn)
+    predictions = learn.get_preds() if regression else None
     if not main_process:
         return 0
-    single_label = not options.get("multi_label")
-    plots = ([run.file("lr_find.png")] if lr_find is not None else []) + run.write_plots(
-        learn.recorder, interpretation, single_label)
+    single_label = not options.get("multi_label") and not regression
+    plots = [run.file("lr_find.png")] if lr_find is not None else []
+    if regression:
+        plots += [learn.recorder.plot_loss(run.file("loss.png")), learn.recorder.plot_sched(run.file("sched.png")),
+                  plot_predicted_vs_true(*predictions, list(dls.vocab), run.file("predicted_vs_true.png"))]
+    else:
+        plots += run.write_plots(learn.recorder, interpretation, single_label)
     final = guards.kept_row(learn.recorder.history)
     summary = {
         "final": final,
@@ -219,7 +266,7 @@ def command_train(args: argparse.Namespace) -> int:
         "task": learn.task.config(),
         "recipe": learn.progress.recipe,  # what ran, with the epochs a --time-budget planned
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
-        "report": interpretation.report(),
+        "report": regression_report(*predictions, list(dls.vocab)) if regression else interpretation.report(),
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
@@ -277,8 +324,8 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
-            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", *RECIPE_FLAGS,
-            "keep", "upscale")
+            "multi_label", "label_delim", "task", "class_weights", "sampler", "epochs", "freeze_epochs", "lr",
+            *RECIPE_FLAGS, "keep", "upscale")
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
@@ -329,7 +376,8 @@ def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list
 
     # Issue 17 section 3 (keep the best epoch, --keep) adds its callback to `callbacks` in command_train.
     try:
-        if "lr_mult" not in options:
+        # Regression runs fastai's fine_tune: the recipe's label smoothing, mixup and flip probe are for classes.
+        if "lr_mult" not in options or options.get("task") == "regression":
             learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"],
                             callbacks=callbacks, checkpoint=run.checkpoint_file, resume=resume)
         else:
@@ -468,10 +516,10 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
             if row["error"]:
                 print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(row['error'])})", file=stream)
             else:
-                prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
+                prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"] or [], default=float("nan"))
                 label = printable(_cell(row["label"])) or "(none)"
                 label = f"{label} (unknown)" if row.get("unknown") else label  # unlike the training images
-                alternatives = f"  top {top_k}: {printable(_cell(row['top_k'], 3))}" if top_k > 1 else ""
+                alternatives = f"  top {top_k}: {printable(_cell(row.get('top_k'), 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
             clean = {**row, "prob": None if row["error"] else row["prob"]}
@@ -588,26 +636,52 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
     return items
 
 
+def _regression_items(args: argparse.Namespace, learn: Any) -> list[tuple[Path, Any]]:
+    """(path, numbers) of a regression test set: --csv with the model's outputs as columns after the file."""
+    from unfreeze.data import BadFileReport
+    from unfreeze.data.regression import numbers_from
+    from unfreeze.data.sources import check_root, csv_items
+
+    root = check_root(args.data, "a folder of images with a --csv of their numbers")
+    if not args.csv:
+        raise UsageError(f"this model predicts numbers ({', '.join(learn.dls.vocab)}): pass --csv FILE with the file "
+                         "name in column 1 and those columns")
+    table = Path(args.csv)
+    items, _ = csv_items(root, str(table.resolve()) if table.is_file() else str(table), 0, list(learn.dls.vocab),
+                         None, BadFileReport())
+    return [(path, numbers_from(label, path)) for path, label in items]
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
-    """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set."""
+    """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set
+    (for a regression model: per output, the mean absolute error, RMSE and R2)."""
     from unfreeze.inference import ClassificationInterpretation
-    from unfreeze.tasks import MultiLabel
+    from unfreeze.inference.regression import regression_report
+    from unfreeze.tasks import MultiLabel, Regression
     from unfreeze.train.metrics import resolve_metrics
 
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
-    items = _labelled_items(args, multi_label)
+    regression = isinstance(learn.task, Regression)
+    items = _regression_items(args, learn) if regression else _labelled_items(args, multi_label)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
     scores = learn.validate(loader)
-    interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
-    report = interpretation.report()
+    interpretation = None if regression else ClassificationInterpretation.from_learner(learn, dl=loader)
+    report = regression_report(*learn.get_preds(dl=loader), list(learn.dls.vocab)) if regression else \
+        interpretation.report()
     n_scored = len(items) - len(loader.dataset.dropped)
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-    _print_report(interpretation, not multi_label)
-    trust = evaluate_trust(learn, loader, getattr(args, "ood", None))
+    if regression:
+        for name, values in report.items():
+            print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()))
+    else:
+        _print_report(interpretation, not multi_label)
+    if regression and getattr(args, "ood", None) is not None:
+        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
+    trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
     if args.json is not None:
         runs.write_json(args.json, {
             "model": str(args.model), "data": str(args.data), "images": n_scored,
