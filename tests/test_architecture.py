@@ -21,7 +21,7 @@ import pytest
 import unfreeze
 
 PACKAGE = Path(unfreeze.__file__).parent
-BASE = {"tasks", "losses", "fastai_names", "distributed", "plots", "_io", "_version", "_device"}
+BASE = {"tasks", "losses", "fastai_names", "distributed", "plots", "progress", "_io", "_version", "_device"}
 LAYER = {"base": 0, "data": 1, "models": 1, "inference": 2, "train": 3, "runs": 4, "apps": 5, "cli": 6, "facade": 7}
 # Sibling layers that must not know each other: data knows nothing of models, and models nothing of data.
 FORBIDDEN_SIBLINGS = {("data", "models"), ("models", "data")}

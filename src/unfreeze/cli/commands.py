@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
+from unfreeze.progress import StepProgress
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -468,6 +468,12 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
     return failed
 
 
+def _counted(rows: Iterable[dict[str, Any]], progress: StepProgress) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        progress.advance()
+        yield row
+
+
 def command_predict(args: argparse.Namespace) -> int:
     """`unfreeze predict`: stream predictions (predict_batch, or tta with --tta) to stdout."""
     missing = [str(path) for path in args.images if not path.exists()]
@@ -479,11 +485,14 @@ def command_predict(args: argparse.Namespace) -> int:
     if first is None:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
-    sources = itertools.chain([first], sources)
-    rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
+    paths = [first, *sources]  # counted first, for the progress
+    rows = learn.predict_batch(iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
     label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
+    quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:
-        failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+        with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
+            failed = _write_rows(_counted(rows, progress), args.format, sys.stdout, label_width, args.top_k)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
@@ -585,8 +594,20 @@ def command_evaluate(args: argparse.Namespace) -> int:
     items = _labelled_items(args, multi_label)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
-    scores = learn.validate(loader)
-    interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+    # Two passes over the images (the scores, then the per-class report), counted as the loader yields
+    # batches; on stderr, so that stdout holds the report alone.
+    with StepProgress("evaluate", 2 * len(loader.dataset), quiet=args.quiet, stream=sys.stderr,
+                      unit="images (2 passes)") as progress:
+        def count(images: Any, targets: Any) -> tuple[Any, Any]:
+            progress.advance(len(images))
+            return images, targets
+
+        loader.add_batch_transform(count)
+        try:
+            scores = learn.validate(loader)
+            interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+        finally:
+            loader.remove_batch_transform(count)
     report = interpretation.report()
     n_scored = len(items) - len(loader.dataset.dropped)
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
