@@ -59,6 +59,7 @@ def machine() -> dict[str, object]:
 
 
 def run(trees: dict[str, Path], repeats: int) -> dict[str, object]:
+    machine_at_start = machine()
     pairs = [(tree, case) for case in CASES for tree in trees]
     times: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     heavy: dict[tuple[str, str], list[str]] = {}
@@ -77,15 +78,17 @@ def run(trees: dict[str, Path], repeats: int) -> dict[str, object]:
         if "baseline" in trees:
             row["ratio_this_over_baseline"] = round(row["this"]["median_s"] / row["baseline"]["median_s"], 3)
         cases[case] = row
-    return {"machine": machine(), "repeats": repeats, "cases": cases}
+    return {"machine": machine_at_start, "repeats": repeats, "cases": cases}
 
 
 def markdown(result: dict[str, object]) -> str:
     cases: dict[str, dict[str, object]] = result["cases"]  # type: ignore[assignment]
     with_baseline = any("baseline" in row for row in cases.values())
     lines = ["# Startup: `import unfreeze`, `--help`, `--version` (benchmarks/bench_import.py)", "",
-             f"Machine: {result['machine']}. Fresh interpreter per run, wall time from outside (interpreter",
-             f"start included), {result['repeats']} rounds interleaved, medians.", "",
+             "Machine: " + ", ".join(f"{key} {value}" for key, value in result["machine"].items()) + ".",  # type: ignore[attr-defined]
+             "",
+             f"Fresh interpreter per run, wall time from outside (interpreter start included), {result['repeats']} "
+             "rounds interleaved, medians. 'baseline' is the tree before the startup work (issue 24).", "",
              "| case | this (s) | heavy packages loaded |" + (" baseline (s) | baseline loads | this / baseline |"
                                                            if with_baseline else ""),
              "|---|---|---|" + ("---|---|---|" if with_baseline else "")]
