@@ -8,6 +8,7 @@ Example:
 """
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from unfreeze._version import __version__
@@ -243,6 +244,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
     elif name in LAZY_NAMES:
         value = load_lazy(name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # a subpackage, as `import unfreeze` once loaded them
     else:
         raise AttributeError(f"module 'unfreeze' has no attribute {name!r}")
     globals()[name] = value

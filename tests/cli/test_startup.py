@@ -72,6 +72,8 @@ def test_using_a_name_loads_its_module_then() -> None:
     assert printed == "unfreeze.train.metrics" and "torch" in loaded
     loaded, _ = heavy_modules_after("import unfreeze; unfreeze.Recipe()")
     assert loaded == []  # the recipe's settings are plain values
+    loaded, printed = heavy_modules_after("import unfreeze; print(unfreeze.inference.ExportError.__name__)")
+    assert printed == "ExportError"  # subpackages are attributes, as when the package imported them all
 
 
 def test_star_import_gives_every_public_name() -> None:
