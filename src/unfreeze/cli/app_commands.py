@@ -248,7 +248,7 @@ def _export_format(args: argparse.Namespace) -> int:
     try:
         with StepProgress("int8 calibration", calibrating, quiet=args.quiet, unit="images") as progress:
             report = export_run(learn, args.out, args.format, images, targets, int8=args.int8,
-                                calibration=calibration, progress=progress.update)
+                                calibration=calibration, progress=lambda done, _: progress.update(done))
     except ImportError as error:
         raise UsageError(str(error)) from None
     except OSError as error:

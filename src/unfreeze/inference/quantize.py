@@ -174,22 +174,36 @@ def quantize(path: str | Path, fmt: str, calibration: torch.Tensor, progress: Pr
     raise ValueError(f"int8 exists for {' and '.join(INT8_METHODS)}, not {fmt!r}.")
 
 
-def measure_latency(paths: dict[str, Path], fmt: str, image: np.ndarray, repeats: int = 30) -> dict[str, float]:
+def _timing_runner(path: Path, fmt: str) -> Callable[[np.ndarray], Any]:
+    """`load_deployed`'s runner, but an ONNX Runtime session whose threads do not spin-wait after a call:
+    spinning threads of one session would take the CPU from the next in the interleaved timing."""
+    if fmt != "onnx":
+        return load_deployed(path, fmt)
+    onnxruntime = importlib.import_module("onnxruntime")
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(None, {"image": batch})[0]
+
+
+def measure_latency(paths: dict[str, Path], fmt: str, image: np.ndarray, repeats: int = 200) -> dict[str, float]:
     """Median milliseconds of one call on `image` (uint8 [1, 3, S, S]) for each file, runs interleaved.
 
-    Every file is loaded and run twice before timing (first calls allocate); then the files take turns,
-    so a busy machine slows them alike.
+    Every file is loaded and run a few times before timing (first calls allocate and pick kernels);
+    then the files take turns, in an order reversed every round, so a busy machine slows them alike.
 
     Example:
         >>> measure_latency({"float32": Path("model.onnx"), "int8": Path("model.int8.onnx")}, "onnx", batch)
         {'float32': 4.1, 'int8': 2.7}  # doctest: +SKIP
     """
-    runners = {name: load_deployed(path, fmt) for name, path in paths.items()}
+    runners = {name: _timing_runner(path, fmt) for name, path in paths.items()}
     for run in runners.values():
-        run(image), run(image)
+        for _ in range(5):
+            run(image)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
+    order = list(runners.items())
+    for round_ in range(repeats):
+        for name, run in order if round_ % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             run(image)
             times[name].append((time.perf_counter() - start) * 1000)
