@@ -102,6 +102,7 @@ def test_options_written_out_match_the_library() -> None:
     from unfreeze.data.augment import AUGMENT_PRESETS
     from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS
     from unfreeze.inference.deploy import FORMATS
+    from unfreeze.inference.runtime import RUNTIMES
     from unfreeze.models.heads import HEAD_KINDS
 
     def choices(command: str, dest: str) -> set[str]:
@@ -113,3 +114,4 @@ def test_options_written_out_match_the_library() -> None:
     assert choices("train", "head") == set(HEAD_KINDS)
     assert choices("convert-fastai", "resize_method") == set(RESIZE_METHODS)
     assert choices("export", "format") == set(FORMATS)
+    assert choices("predict", "runtime") == choices("serve", "runtime") == set(RUNTIMES)

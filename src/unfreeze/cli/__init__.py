@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
     predict.add_argument("--top-k", type=_positive, default=1, metavar="K",
                          help="also list the K most likely classes of each image (default: 1)")
+    predict.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
+                         help="run the model in eager PyTorch, ONNX Runtime or OpenVINO (converted once, cached "
+                              "beside the export, checked against PyTorch); default: the fastest installed")
     predict.add_argument("--quiet", action="store_true",
                          help="no progress on stderr (shown when the rows go to a file or a pipe)")
     predict.set_defaults(handler=command_predict)

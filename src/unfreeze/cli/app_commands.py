@@ -95,6 +95,9 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
     serve.add_argument("--batch-window-ms", type=_nonnegative_float, default=5.0, metavar="MS",
                        help="how long a request waits for others to share its batch (default: 5)")
     serve.add_argument("--max-batch", type=_positive, default=32, help="images per model call at most (default: 32)")
+    serve.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
+                       help="run the model in eager PyTorch, ONNX Runtime or OpenVINO (converted once, cached beside "
+                            "the export, checked against PyTorch); default: torch on a GPU, else the fastest installed")
     serve.set_defaults(handler=command_serve)
 
     report = command("report", "write a run's report.html (plots, history, per-class scores, config)",
@@ -146,8 +149,11 @@ def command_serve(args: argparse.Namespace) -> int:
     settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=args.token,
                                    batching=batching)
     # Flushed at once: a script or test waits for the address line before it sends requests.
-    serve.serve(args.model, host=args.host, port=args.port, settings=settings,
-                announce=lambda line: print(line, flush=True))
+    try:
+        serve.serve(args.model, host=args.host, port=args.port, settings=settings,
+                    announce=lambda line: print(line, flush=True), runtime=args.runtime)
+    except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
+        raise UsageError(str(error)) from None
     return 0
 
 

@@ -486,7 +486,14 @@ def command_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
     paths = [first, *sources]  # counted first, for the progress
-    rows = learn.predict_batch(iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
+    from unfreeze.inference import predict_batch
+    from unfreeze.inference.runtime import runtime_predictor
+
+    try:
+        predictor = runtime_predictor(learn, runs.model_file(args.model), args.runtime)
+    except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
+        raise UsageError(str(error)) from None
+    rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
     label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
