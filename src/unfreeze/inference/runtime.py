@@ -135,7 +135,11 @@ def _compile(path: Path, runtime: str) -> Any:
     if runtime == "onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        # No spin-waiting after a call: decoding and resizing the next images (torch, in this process)
+        # needs those cores, and in a server they would spin between every request.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda batch: session.run(None, {"images": batch})[0]
     import openvino
 
