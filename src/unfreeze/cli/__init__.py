@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list the K most likely classes of each image (default: 1)")
     predict.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
                          help="run the model in eager PyTorch, ONNX Runtime or OpenVINO (converted once, cached "
-                              "beside the export, checked against PyTorch); default: the fastest installed")
+                              "beside the export, checked against PyTorch); default: torch on a GPU, else the fastest "
+                              "installed")
     predict.add_argument("--quiet", action="store_true",
                          help="no progress on stderr (shown when the rows go to a file or a pipe)")
     predict.set_defaults(handler=command_predict)

@@ -490,7 +490,9 @@ def command_predict(args: argparse.Namespace) -> int:
     from unfreeze.inference.runtime import runtime_predictor
 
     try:
-        predictor = runtime_predictor(learn, runs.model_file(args.model), args.runtime)
+        # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
+        runtime = args.runtime or ("torch" if learn.device.type != "cpu" else None)
+        predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
     except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
         raise UsageError(str(error)) from None
     rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
