@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import itertools
 import json
 import sys
 import time
@@ -26,7 +25,8 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
-from unfreeze.cli.trust_options import evaluate_trust, train_summary, trust_options
+from unfreeze.cli.trust_options import check_ood_folder, evaluate_trust, train_summary, trust_options
+from unfreeze.progress import StepProgress
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -530,6 +530,12 @@ def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: Text
     return failed
 
 
+def _counted(rows: Iterable[dict[str, Any]], progress: StepProgress) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        progress.advance()
+        yield row
+
+
 def command_predict(args: argparse.Namespace) -> int:
     """`unfreeze predict`: stream predictions (predict_batch, or tta with --tta) to stdout."""
     missing = [str(path) for path in args.images if not path.exists()]
@@ -541,11 +547,23 @@ def command_predict(args: argparse.Namespace) -> int:
     if first is None:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
-    sources = itertools.chain([first], sources)
-    rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
-    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    paths = [first, *sources]  # counted first, for the progress
+    from unfreeze.inference import predict_batch
+    from unfreeze.inference.runtime import runtime_predictor
+
     try:
-        failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+        # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
+        runtime = args.runtime or ("torch" if learn.device.type != "cpu" else None)
+        predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
+    except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
+        raise UsageError(str(error)) from None
+    rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
+    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
+    quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
+    try:
+        with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
+            failed = _write_rows(_counted(rows, progress), args.format, sys.stdout, label_width, args.top_k)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
@@ -663,13 +681,31 @@ def command_evaluate(args: argparse.Namespace) -> int:
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
     regression = isinstance(learn.task, Regression)
+    if regression and getattr(args, "ood", None) is not None:
+        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
+    if not regression:
+        check_ood_folder(learn, getattr(args, "ood", None))  # a mistake is found before the images are scored
     items = _regression_items(args, learn) if regression else _labelled_items(args, multi_label)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
-    scores = learn.validate(loader)
-    interpretation = None if regression else ClassificationInterpretation.from_learner(learn, dl=loader)
-    report = regression_report(*learn.get_preds(dl=loader), list(learn.dls.vocab)) if regression else \
-        interpretation.report()
+    # Two passes over the images (the scores, then the per-class report), counted as the loader yields
+    # batches; on stderr, so that stdout holds the report alone.
+    with StepProgress("evaluate", 2 * len(loader.dataset), quiet=args.quiet, stream=sys.stderr,
+                      unit="images (2 passes)") as progress:
+        def count(images: Any, targets: Any) -> tuple[Any, Any]:
+            progress.advance(len(images))
+            return images, targets
+
+        loader.add_batch_transform(count)
+        try:
+            scores = learn.validate(loader)
+            if regression:
+                report = regression_report(*learn.get_preds(dl=loader), list(learn.dls.vocab))
+            else:
+                interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+                report = interpretation.report()
+        finally:
+            loader.remove_batch_transform(count)
     n_scored = len(items) - len(loader.dataset.dropped)
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
@@ -679,8 +715,6 @@ def command_evaluate(args: argparse.Namespace) -> int:
             print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()))
     else:
         _print_report(interpretation, not multi_label)
-    if regression and getattr(args, "ood", None) is not None:
-        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
     trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
     if args.json is not None:
         runs.write_json(args.json, {
