@@ -122,14 +122,19 @@ def test_a_signal_during_a_checkpoint_write_keeps_that_checkpoint(tiny_data: Pat
 
 
 def test_an_atomic_write_completes_before_ctrl_c_takes_effect(tmp_path: Path) -> None:
-    target = tmp_path / "model.bin"
-    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
-        tmp.write_bytes(b"first half ")
-        signal.raise_signal(signal.SIGINT)
-        with tmp.open("ab") as handle:
-            handle.write(b"second half")
-    assert target.read_bytes() == b"first half second half"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # From Python's own Ctrl-C handler, whatever an earlier test in this worker process left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        target = tmp_path / "model.bin"
+        with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+            tmp.write_bytes(b"first half ")
+            signal.raise_signal(signal.SIGINT)
+            with tmp.open("ab") as handle:
+                handle.write(b"second half")
+        assert target.read_bytes() == b"first half second half"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
