@@ -48,7 +48,7 @@ CHECKPOINT = "checkpoint.pt"
 
 # Every file a run writes: --overwrite removes exactly these (report.html: written by a report hook).
 RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
-             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "report.html")
+             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "examples.png", "report.html")
 _MAX_SUFFIX = 10_000
 
 
@@ -473,10 +473,11 @@ class Run:
         return CSVLogger(self.history_file, append=True)
 
     def write_plots(self, recorder: Any, interpretation: Any, single_label: bool) -> list[Path]:
-        """loss.png, sched.png, then confusion_matrix.png (single-label data) and top_losses.png."""
+        """loss.png, sched.png, then confusion_matrix.png and examples.png (single-label data), top_losses.png."""
         plots = [recorder.plot_loss(self.file("loss.png")), recorder.plot_sched(self.file("sched.png"))]
         if single_label:
             plots.append(interpretation.plot_confusion_matrix(self.file("confusion_matrix.png")))
+            plots.append(interpretation.plot_confident_examples(6, path=self.file("examples.png")))
         plots.append(interpretation.plot_top_losses(9, path=self.file("top_losses.png")))
         return plots
 

@@ -175,3 +175,47 @@ def test_the_report_opens_without_console_errors_and_shows_every_section(page: A
     assert "unfreeze train" in page.inner_text("#rerun")
     assert page.locator("#history tbody tr").count() >= 2
     assert page.problems == []
+
+
+def test_the_rerun_command_is_copied_with_one_click(browser: Any, trained_app_run: Path, tmp_path: Path) -> None:
+    """The rerun command scrolled sideways with no copy button; the button copies it to the clipboard."""
+    from unfreeze.apps.report import write_report
+
+    report = write_report(trained_app_run, tmp_path / "report.html")
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    try:
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
+        copy_page = context.new_page()
+        problems: list[str] = []
+        copy_page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        copy_page.on("pageerror", lambda error: problems.append(str(error)))
+        copy_page.goto(report.as_uri())
+        command = copy_page.inner_text("#rerun-command")
+        assert command.startswith("unfreeze train ")
+        # The block wraps instead of scrolling sideways.
+        assert copy_page.evaluate("(() => { const e = document.getElementById('rerun-command');"
+                                  " return e.scrollWidth <= e.clientWidth; })()")
+        copy_page.click("#copy-rerun")
+        wait_until(copy_page, "document.getElementById('copy-rerun').textContent !== 'Copy'")
+        assert copy_page.inner_text("#copy-rerun") == "Copied"
+        assert copy_page.evaluate("window.getSelection().toString()") == command
+        assert copy_page.evaluate("navigator.clipboard.readText()") == command
+        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
+            copy_page.set_viewport_size({"width": 1100, "height": 900})
+            copy_page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "report.png"), full_page=True)
+        assert problems == []
+    finally:
+        context.close()
+
+
+def test_the_comparison_page_shows_the_runs_side_by_side(page: Any, trained_app_run: Path, tmp_path: Path) -> None:
+    from unfreeze.apps.compare import write_comparison
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(trained_app_run, first)
+    shutil.copytree(trained_app_run, second)
+    page.goto(write_comparison([first, second], tmp_path / "compare.html").as_uri())
+    assert page.locator("table.compare thead th").all_inner_texts() == ["", "first", "second"]
+    assert page.locator("table.compare tbody tr").count() >= 8
+    assert page.locator("img.plot").evaluate("image => image.naturalWidth") > 100
+    assert page.problems == []

@@ -32,6 +32,8 @@ API: GET /health; POST /predict with one or more multipart fields 'file', e.g.
 _REPORT_EXAMPLES = """\
 examples:
   unfreeze report runs/pets                      # (re)write runs/pets/report.html and print its path
+  unfreeze report runs/pets runs/pets-2          # compare runs side by side: runs/comparison.html
+  unfreeze report runs/a runs/b runs/c --out cmp.html
 
 'unfreeze train' writes report.html at the end of every run; this command redraws it from the files
 of the run directory only (no data or model needed).
@@ -113,9 +115,13 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                        help="images per model call at most (default: 32)")
     serve.set_defaults(handler=command_serve)
 
-    report = command("report", "write a run's report.html (plots, history, per-class scores, config)",
+    report = command("report", "write a run's report.html, or a page comparing two or more runs",
                      _REPORT_EXAMPLES)
-    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
+    report.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="+",
+                        help="a run directory written by train; several: a comparison page")
+    report.add_argument("--out", type=Path, default=None,
+                        help="where to write the page (default: RUN_DIR/report.html; for several runs "
+                             "comparison.html beside the first)")
     report.set_defaults(handler=command_report)
 
     clean = command("clean", "a page to relabel or remove a run's images, worst loss first (needs unfreeze[serve])",
@@ -168,15 +174,22 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files.
+    """`unfreeze report`: (re)write RUN_DIR/report.html, or compare several run directories on one page.
 
     Example:
         >>> main(["report", "runs/pets"])  # doctest: +SKIP
         runs/pets/report.html
+        >>> main(["report", "runs/pets", "runs/pets-2"])  # doctest: +SKIP
+        runs/comparison.html
     """
+    if len(args.run_dirs) > 1:
+        from unfreeze.apps.compare import write_comparison
+
+        print(write_comparison(args.run_dirs, args.out))
+        return 0
     from unfreeze.apps.report import write_report
 
-    print(write_report(args.run_dir))
+    print(write_report(args.run_dirs[0], args.out))
     return 0
 
 

@@ -218,6 +218,8 @@ def command_train(args: argparse.Namespace) -> int:
         "task": learn.task.config(),
         "recipe": learn.progress.recipe,  # what ran, with the epochs a --time-budget planned
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
+        "confusion_matrix": interpretation.confusion_matrix().tolist() if single_label else None,
+        "phases": phases_summary(learn.recorder.phases, len(learn.recorder.history)),
         "report": interpretation.report(),
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
@@ -345,6 +347,25 @@ def _export(learn: Any, run: runs.Run) -> Path:
 
     check_finite_predictions(learn)
     return learn.export(run.export_file)
+
+
+def phases_summary(phases: list[dict[str, int]], n_epochs: int) -> list[dict[str, Any]]:
+    """summary.json's "phases": each fit's name, epochs and the groups it trained (report.html marks them).
+
+    Example:
+        >>> phases_summary([{"start_step": 0, "start_epoch": 0, "frozen_to": 2, "n_groups": 3}], 1)
+        [{'name': 'frozen (head only)', 'start_epoch': 0, 'end_epoch': 0, 'frozen_to': 2, 'n_groups': 3, \
+'trained_groups': [2]}]
+    """
+    from unfreeze.plots import phase_name
+
+    described = []
+    for index, phase in enumerate(phases):
+        end = phases[index + 1]["start_epoch"] - 1 if index + 1 < len(phases) else n_epochs - 1
+        described.append({"name": phase_name(phase), "start_epoch": phase["start_epoch"], "end_epoch": end,
+                          "frozen_to": phase["frozen_to"], "n_groups": phase["n_groups"],
+                          "trained_groups": list(range(phase["frozen_to"], phase["n_groups"]))})
+    return described
 
 
 def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, exported: Path | None) -> int:
