@@ -219,3 +219,82 @@ def test_the_comparison_page_shows_the_runs_side_by_side(page: Any, trained_app_
     assert page.locator("table.compare tbody tr").count() >= 8
     assert page.locator("img.plot").evaluate("image => image.naturalWidth") > 100
     assert page.problems == []
+
+
+def tile_facts(page: Any) -> list[dict[str, str]]:
+    """Each tile's name, label, guess and loss as the page shows them, in grid order."""
+    return page.locator(".tile").evaluate_all("""tiles => tiles.map(tile => ({
+        name: tile.querySelector('.name').textContent, label: tile.querySelector('.now').textContent,
+        guess: tile.querySelector('.guess').textContent.split(' ')[1],
+        loss: Number(tile.querySelector('.facts').textContent.split('loss ')[1]),
+        accept: !tile.querySelector('.accept').disabled, current: tile.classList.contains('current')}))""")
+
+
+def test_the_cleaning_page_works_from_the_keyboard(page: Any, run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """Issue 25: remove, relabel by digit and accept the guess with keys only, apply with Ctrl+Enter; the files
+    move on disk, the grid is re-sorted by the new losses, undo restores everything and leaves no empty
+    folder under removed/, and the server logs one line per apply and undo."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    lines: list[str] = []
+    with serving(create_clean_app(folder_cleaner(run, images), log=lines.append)) as url:
+        page.goto(url)
+        page.select_option("#split", "train")
+        wait_until(page, "document.querySelectorAll('.tile').length === 24")
+        page.locator("body").click(position={"x": 5, "y": 5})  # the keys go to the page, not a control
+        tiles = tile_facts(page)
+        assert tiles[0]["current"] and page.inner_text("#apply") == "Apply 0 changes"
+        assert page.locator("#apply").is_disabled()
+        # Disabled looks disabled: grey text and the not-allowed cursor, not the primary blue.
+        assert page.eval_on_selector("#apply", "b => getComputedStyle(b).cursor") == "not-allowed"
+        classes = ["ant", "bee", "cat"]
+        removed = tiles[0]
+        page.keyboard.press("x")  # remove the worst one; the next tile becomes current
+        relabelled = tiles[1]
+        new_class = next(name for name in classes if name != relabelled["label"])
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press(str(classes.index(new_class) + 1))  # a digit relabels as that class
+        accepted_at = next(index for index, tile in enumerate(tiles) if index >= 2 and tile["accept"])
+        for _ in range(accepted_at - 2):
+            page.keyboard.press("j")
+        accepted = tiles[accepted_at]
+        page.keyboard.press("a")  # accept the model's guess
+        page.keyboard.press("x")  # mark the next one, then take it back with Space
+        page.keyboard.press("k")
+        page.keyboard.press(" ")
+        assert page.inner_text("#apply") == "Apply 3 changes"
+        assert not page.locator("#apply").is_disabled()
+        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
+            page.set_viewport_size({"width": 1100, "height": 800})
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "clean.png"))
+        loaded = page.evaluate("document.getElementById('grid').dataset.loaded")
+        page.keyboard.press("Control+Enter")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('applied')")
+        wait_until(page, f"document.getElementById('grid').dataset.loaded !== '{loaded}'")
+        removed_label = removed["label"]
+        assert (run / "removed" / "train" / removed_label / removed["name"]).is_file()
+        assert not (images / "train" / removed_label / removed["name"]).exists()
+        assert (images / "train" / new_class / relabelled["name"]).is_file()
+        assert (images / "train" / accepted["guess"] / accepted["name"]).is_file()
+        after = tile_facts(page)
+        assert len(after) == 23
+        assert [tile["loss"] for tile in after] == sorted((tile["loss"] for tile in after), reverse=True)
+        moved = {tile["name"]: tile for tile in after}
+        assert moved[accepted["name"]]["label"] == accepted["guess"]
+        assert moved[accepted["name"]]["loss"] < accepted["loss"]  # the guess is likelier: a smaller loss
+        loaded = page.evaluate("document.getElementById('grid').dataset.loaded")
+        page.click("#undo")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('undone')")
+        wait_until(page, f"document.getElementById('grid').dataset.loaded !== '{loaded}'")
+        for tile in (removed, relabelled, accepted):
+            assert (images / "train" / tile["label"] / tile["name"]).is_file(), tile
+        assert not (run / "removed").exists()  # its emptied folders are gone too
+        assert [(tile["name"], tile["loss"]) for tile in tile_facts(page)] == [
+            (tile["name"], tile["loss"]) for tile in tiles]  # the old order and losses are back
+    assert len(lines) == 2
+    assert lines[0].startswith("unfreeze clean: apply of 3 change(s): 2 relabelled, 1 removed; log ")
+    assert lines[1].startswith("unfreeze clean: undo: 3 change(s) reversed")
+    assert page.problems == []

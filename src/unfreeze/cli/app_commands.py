@@ -212,7 +212,8 @@ def command_clean(args: argparse.Namespace) -> int:
     from unfreeze.apps.clean_app import create_clean_app
 
     learn, dls, options = load_run(run)
-    cleaner = Cleaner(run.folder, options, collect_items(learn, dls), classes=list(dls.vocab))
+    cleaner = Cleaner(run.folder, options, collect_items(learn, dls, lambda line: print(line, flush=True)),
+                      classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
@@ -222,7 +223,7 @@ def command_clean(args: argparse.Namespace) -> int:
               "127.0.0.1, localhost or this --host)", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
-    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}), sock)
+    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}, log=lambda line: print(line, flush=True)), sock)
     return 0
 
 
