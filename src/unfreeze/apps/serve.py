@@ -314,7 +314,7 @@ def exposure_warning(host: str, token: str | None) -> str | None:
     if host in ("127.0.0.1", "localhost", "::1") or token is not None:
         return None
     return (f"{host} is reachable from other machines and this server has no authentication: anyone who can reach "
-            "it can use the model. Add --token SECRET to require it")
+            "it can use the model. Add --token-file PATH (or set UNFREEZE_TOKEN) to require a token")
 
 
 def health_summary(learner: Any) -> str:

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--num-it", type=_positive, default=100, help="iterations (default: 100)")
     lr_find.set_defaults(handler=command_lr_find)
 
-    predict = command("predict", "predict images with an exported model", _PREDICT_EXAMPLES)
+    predict = command("predict", "label images or folders with a trained model (a run directory or .unfreeze file)",
+                      _PREDICT_EXAMPLES)
     predict.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
     predict.add_argument("images", metavar="IMAGE_OR_FOLDER", type=Path, nargs="+", help="images or folders")
     predict.add_argument("--tta", action="store_true", help="average 4 augmented passes with the plain one")
@@ -128,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     interpret.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
     interpret.set_defaults(handler=command_interpret)
 
-    export = command("export", "check a run's export; with --onnx also write ONNX", _EXPORT_EXAMPLES)
+    export = command("export", "write deployment files (--format onnx|torchscript|openvino) and a model card; "
+                              "without --format, check the run's model.unfreeze", _EXPORT_EXAMPLES)
     export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory or a .unfreeze file")
     export.add_argument("--onnx", action="store_true", help="write model.onnx (needs: pip install 'unfreeze[onnx]')")
     export.add_argument("--to", type=Path, help="where to write the ONNX file (default: RUN_DIR/model.onnx)")

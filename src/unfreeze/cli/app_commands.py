@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +18,22 @@ from unfreeze import runs
 from unfreeze.cli.commands import command_export, load_run
 from unfreeze.cli.options import UsageError
 
-__all__ = ["add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve"]
+__all__ = ["TOKEN_ENV", "add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve",
+           "serve_token"]
+
+TOKEN_ENV = "UNFREEZE_TOKEN"  # serve's token from the environment (not visible in 'ps' as --token is)
+_MAX_TOKEN_BYTES = 4096
 
 _SERVE_EXAMPLES = """\
 examples:
   unfreeze serve runs/pets                       # http://127.0.0.1:8000/: drop photos, see the top 5 classes
   unfreeze serve model.unfreeze --port 0         # any free port (the address is printed)
-  unfreeze serve runs/pets --host 0.0.0.0 --token SECRET   # reachable by others: clients send the token
+  unfreeze serve runs/pets --host 0.0.0.0 --token-file ~/.unfreeze-token   # reachable by others: clients
+                                                 # send 'Authorization: Bearer <the file's token>'
+  UNFREEZE_TOKEN=... unfreeze serve runs/pets --host 0.0.0.0   # the token from the environment
+
+The token is best given by --token-file or UNFREEZE_TOKEN: a --token on the command line is visible to
+every local user in 'ps'.
 
 API: GET /health; POST /predict with one or more multipart fields 'file', e.g.
   curl -F file=@cat.jpg -F file=@dog.jpg http://127.0.0.1:8000/predict
@@ -106,7 +116,10 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                        help="largest accepted file, at most 1024 (default: 10)")
     serve.add_argument("--top-k", type=_whole(1, 1000), default=5, metavar="K",
                        help="classes listed per image (default: 5)")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host)")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host; "
+                                       "visible in 'ps': prefer --token-file or UNFREEZE_TOKEN)")
+    serve.add_argument("--token-file", type=Path, metavar="PATH",
+                       help=f"read the token from this file (its first line); or set {TOKEN_ENV}")
     serve.add_argument("--no-batching", dest="batching", action="store_false",
                        help="predict each request alone instead of grouping concurrent ones")
     serve.add_argument("--batch-window-ms", type=_bounded(0, 10_000), default=5.0, metavar="MS",
@@ -149,6 +162,50 @@ def _serve_module() -> Any:
     return serve
 
 
+def serve_token(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str | None:
+    """The token serve requires: --token, --token-file's first line, or $UNFREEZE_TOKEN (None: no token).
+
+    Raises:
+        UsageError: both --token and --token-file, or a token file that is missing, unreadable, not
+            text or empty, or an empty token.
+
+    Example:
+        >>> serve_token(argparse.Namespace(token=None, token_file=None), {"UNFREEZE_TOKEN": "s3cret"})
+        's3cret'
+    """
+    environ = dict(os.environ) if environ is None else environ
+    if args.token is not None and args.token_file is not None:
+        raise UsageError("--token and --token-file both give the token. Pass one of them")
+    if args.token_file is not None:
+        path = args.token_file.expanduser()
+        try:
+            data = path.read_bytes()[:_MAX_TOKEN_BYTES + 1] if path.is_file() else None
+        except OSError as error:
+            raise UsageError(f"--token-file {path} cannot be read ({error.strerror or error}). "
+                             "Check its permissions") from None
+        if data is None:
+            raise UsageError(f"--token-file {path} is not a file. Write the token into a file, e.g. "
+                             f"'python -c \"import secrets; print(secrets.token_urlsafe())\" > {path}'")
+        try:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"--token-file {path} is not text. Put the token on its first line") from None
+        if len(data) > _MAX_TOKEN_BYTES:
+            raise UsageError(f"--token-file {path} is larger than {_MAX_TOKEN_BYTES} bytes: not a token file")
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise UsageError(f"--token-file {path} is empty. Put the token on its first line")
+        return token
+    if args.token is not None:
+        if not args.token.strip():
+            raise UsageError("--token is empty. Pass a secret, or leave --token out for no token")
+        return args.token
+    token = environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise UsageError(f"{TOKEN_ENV} is set but empty. Set it to the secret, or unset it for no token")
+    return None if token is None else token.strip()
+
+
 def command_serve(args: argparse.Namespace) -> int:
     """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0).
 
@@ -165,8 +222,11 @@ def command_serve(args: argparse.Namespace) -> int:
         batching = BatchSettings(window_ms=args.batch_window_ms, max_batch=args.max_batch, enabled=args.batching)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=args.token,
+    settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=serve_token(args),
                                    batching=batching)
+    if args.token is not None:
+        print(f"unfreeze: note: --token is visible to other users of this machine (in 'ps'); --token-file PATH or "
+              f"{TOKEN_ENV} keeps it private", file=sys.stderr, flush=True)
     # Flushed at once: a script or test waits for the address line before it sends requests.
     serve.serve(args.model, host=args.host, port=args.port, settings=settings,
                 announce=lambda line: print(line, flush=True))
