@@ -40,8 +40,8 @@ from typing import Any
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
 __all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "ReportHook", "Run", "RunConfigError", "RunDirError",
-           "clear_stale_temporaries", "create_run_dir", "environment", "model_file", "read_json", "rerun_argv",
-           "run_lock", "write_json"]
+           "clear_stale_temporaries", "create_run_dir", "environment", "json_safe", "model_file", "read_json",
+           "rerun_argv", "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
@@ -241,6 +241,16 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     if missing:
         raise RunConfigError(f"{path} lacks {', '.join(map(repr, missing))}. Restore it, or train the run again")
     return content
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON takes it: NaN and infinities as None, tuples as lists, paths as text.
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": (1, Path("x"))})
+        {'a': None, 'b': [1, 'x']}
+    """
+    return _finite(value)
 
 
 def _finite(value: Any) -> Any:

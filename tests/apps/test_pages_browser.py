@@ -79,6 +79,8 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     page.wait_for_selector(".result:nth-child(3) .label")
     labels = page.locator(".result .label").all_inner_texts()
     assert len(labels) == 3 and all(label.split(" (")[0] in ("ant", "bee", "cat") for label in labels)
+    # In the order chosen (the page drew each request's answers last file first).
+    assert page.locator(".result .file").all_inner_texts() == ["ant_0.png", "bee_0.png", "cat_0.png"]
     assert page.locator(".result").first.locator(".bars li").count() == 3
     assert page.locator(".result img").first.evaluate("image => image.naturalWidth") > 0
     screenshot = page.screenshot(path=str(tmp_path / "serve.png"))
@@ -86,6 +88,38 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
         shutil.copy(tmp_path / "serve.png", Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "serve.png")
     assert page.problems == []
+
+
+def test_a_file_over_the_limit_gets_its_413_and_the_others_their_answers(page: Any, learner_for_pages: Any,
+                                                                         trained_app_run: Path, tmp_path: Path) -> None:
+    """One file over --max-upload-mb made the whole request 413: the page lost the other files' answers."""
+    from app_helpers import write_png
+
+    from unfreeze.apps.serve import ServeSettings, create_app
+
+    big = write_png(tmp_path / "big.png", (10, 10, 10), size=(400, 400))
+    small = [trained_app_run.parent / "images" / "valid" / name / f"{name}_1.png" for name in ("ant", "cat")]
+    with serving(create_app(learner_for_pages, "tiny", ServeSettings(max_upload_mb=0.01))) as url:
+        page.goto(url)
+        wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
+        page.set_input_files("#files", [str(small[0]), str(big), str(small[1])])
+        page.wait_for_selector(".result:nth-child(3) .label")
+        assert page.locator(".result .file").all_inner_texts() == ["ant_1.png", "big.png", "cat_1.png"]
+        cards = page.locator(".result")
+        assert cards.nth(1).get_attribute("data-status") == "413"
+        assert cards.nth(1).locator(".label").inner_text().startswith("413: big.png: larger than the limit")
+        for index in (0, 2):
+            assert cards.nth(index).locator(".label").inner_text().split(" (")[0] in ("ant", "bee", "cat")
+            assert cards.nth(index).locator(".bars li").count() >= 1
+        assert page.inner_text("#status") == ""
+    assert page.problems == []
+
+
+@pytest.fixture(scope="module")
+def learner_for_pages(trained_app_run: Path) -> Any:
+    from unfreeze.apps.serve import load_model
+
+    return load_model(trained_app_run)
 
 
 def test_a_non_image_shows_an_error_and_the_page_keeps_working(page: Any, serve_url: str, trained_app_run: Path,

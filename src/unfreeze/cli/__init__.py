@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also list the K most likely classes of each image (default: 1)")
     predict.set_defaults(handler=command_predict)
 
-    evaluate = command("evaluate", "score an exported model on a labelled test set, with a per-class report",
-                       _EVALUATE_EXAMPLES)
+    evaluate = command("evaluate", "score a trained model on a labelled test set: metrics, per-class report, "
+                                   "confusion matrix, per-image predictions", _EVALUATE_EXAMPLES)
     evaluate.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
     evaluate.add_argument("data", metavar="DATA", type=Path,
                           help="a folder of class folders, or of images with --label-re or --csv")
@@ -121,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-delim", default=" ", metavar="TEXT",
                           help="separator of the classes in a CSV cell, for a multi-label model (default: a space)")
     evaluate.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
-    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON here")
+    evaluate.add_argument("--json", type=Path, metavar="FILE",
+                          help="also write the report as JSON here (scores, per_class, confusion_matrix, "
+                               "most_confused, predictions: one record per image)")
+    evaluate.add_argument("--format", choices=("text", "csv", "json"), default="text",
+                          help="stdout: the report as text, the per-image records as CSV, or the JSON report "
+                               "(default: text)")
+    evaluate.add_argument("--top-k", type=_positive, default=3, metavar="K",
+                          help="classes listed per image in the records (default: 3)")
     evaluate.set_defaults(handler=command_evaluate)
 
     interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",

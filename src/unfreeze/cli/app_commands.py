@@ -272,8 +272,9 @@ def command_clean(args: argparse.Namespace) -> int:
     from unfreeze.apps.clean_app import create_clean_app
 
     learn, dls, options = load_run(run)
-    cleaner = Cleaner(run.folder, options, collect_items(learn, dls, lambda line: print(line, flush=True)),
-                      classes=list(dls.vocab))
+    # Progress on stderr: stdout's first line stays the address that scripts wait for.
+    items = collect_items(learn, dls, lambda line: print(line, file=sys.stderr, flush=True))
+    cleaner = Cleaner(run.folder, options, items, classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if serve.exposure_warning(args.host, None) is not None:  # not a loopback address

@@ -444,54 +444,55 @@ def _image_sources(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def _cell(value: Any, digits: int = 6) -> str:
-    """One CSV/table cell: lists (multi-label classes, top-k) joined with ';', floats rounded."""
+    """One table cell: lists (multi-label classes, top-k entries) joined with ';', floats rounded."""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, (list, tuple)):
-        return ";".join(_cell(item, digits) if not isinstance(item, (list, tuple)) else
-                        ":".join(_cell(part, digits) for part in item) for item in value)
+        return ";".join(f"{item['label']}:{_cell(item['probability'], digits)}" if isinstance(item, dict) else
+                        _cell(item, digits) for item in value)
     return "" if value is None else str(value)
 
 
-def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
-                top_k: int = 1) -> int:
-    """Stream rows to `stream`; returns how many rows carried an error."""
+def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
+                   top_k: int = 1) -> int:
+    """Stream prediction records (inference/records.py) to `stream`; returns how many carried an error.
+
+    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people.
+    """
+    from unfreeze.inference import CSV_COLUMNS, SCHEMA_VERSION, csv_row
+
     failed = 0
     writer = csv.writer(stream) if output_format == "csv" else None
-    extra = ["top_k"] if top_k > 1 else []
     if writer is not None:
-        writer.writerow(["path", "label", "index", "prob", *extra, "error"])
+        writer.writerow(CSV_COLUMNS)
     elif output_format == "table":
         print(f"{'prob':>6}  {'label':<{label_width}}  path", file=stream)
     else:
-        stream.write("[")
-    for number, row in enumerate(rows):
-        failed += row["error"] is not None
+        stream.write(f'{{"schema_version": {SCHEMA_VERSION}, "predictions": [')
+    for number, record in enumerate(records):
+        failed += record["error"] is not None
         if writer is not None:  # read on terminals too (`cat`, `less -r`): control characters escaped as in the table
-            prob = "" if row["error"] else _cell(row["prob"])
-            writer.writerow([printable(cell) for cell in (
-                str(row["path"]), _cell(row["label"]), _cell(row["index"]), prob,
-                *(_cell(row.get(key)) for key in extra), str(row["error"] or ""))])
+            writer.writerow([printable(cell) for cell in csv_row(record)])
         elif output_format == "table":  # for a terminal: control characters in names are escaped
-            path = printable(str(row["path"]))
-            if row["error"]:
-                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(row['error'])})", file=stream)
+            path = printable(record["file"])
+            if record["error"]:
+                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
             else:
-                prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"], default=float("nan"))
-                label = printable(_cell(row["label"])) or "(none)"
-                alternatives = f"  top {top_k}: {printable(_cell(row['top_k'], 3))}" if top_k > 1 else ""
+                probability = record["probability"]
+                prob = probability if isinstance(probability, float) else max(probability, default=float("nan"))
+                label = printable(_cell(record["label"])) or "(none)"
+                alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
-            clean = {**row, "prob": None if row["error"] else row["prob"]}
-            stream.write(("," if number else "") + "\n  " + json.dumps(clean))
+            stream.write(("," if number else "") + "\n  " + json.dumps(record))
     if output_format == "json":
-        stream.write("\n]\n")
+        stream.write("\n]}\n")
     stream.flush()
     return failed
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    """`unfreeze predict`: stream predictions (predict_batch, or tta with --tta) to stdout."""
+    """`unfreeze predict`: stream prediction records (predict_batch, or tta with --tta) to stdout."""
     missing = [str(path) for path in args.images if not path.exists()]
     if missing:
         raise UsageError(f"{', '.join(missing)} not found. Pass existing image files or folders")
@@ -502,10 +503,14 @@ def command_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
     sources = itertools.chain([first], sources)
-    rows = learn.predict_batch(sources, bs=args.bs, top_k=args.top_k, with_tta=args.tta)
+    from unfreeze.inference import prediction_record
+
+    # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).
+    rows = learn.predict_batch(sources, bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
+    records = (prediction_record(row, args.top_k) for row in rows)
     label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
     try:
-        failed = _write_rows(rows, args.format, sys.stdout, label_width, args.top_k)
+        failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
@@ -596,6 +601,33 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
     return items
 
 
+def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: dict[str, float],
+                        n_scored: int, dropped: dict[int, str], items: list[Any], single_label: bool) -> dict[str, Any]:
+    """evaluate's JSON: scores and report, per_class, confusion_matrix, most_confused and the per-image records.
+
+    Example:
+        >>> evaluation_document(args, interpretation, scores, 12, {}, items, True)["schema_version"]  # doctest: +SKIP
+        1
+    """
+    from unfreeze.inference import SCHEMA_VERSION, evaluation_records
+
+    report = interpretation.report()
+    averages = ("accuracy", "macro avg", "weighted avg", "micro avg", "samples avg")
+    matrix = {"classes": list(interpretation.vocab), "actual_rows": True,
+              "counts": interpretation.confusion_matrix().tolist()} if single_label else None
+    confused = interpretation.most_confused(min_val=1) if single_label else []
+    return {
+        "schema_version": SCHEMA_VERSION, "model": str(args.model), "data": str(args.data), "images": n_scored,
+        "unreadable": {str(items[index][0]): reason for index, reason in dropped.items()},
+        "scores": scores, "report": report,
+        "per_class": {name: row for name, row in report.items() if name not in averages},
+        "confusion_matrix": matrix,
+        "most_confused": [{"actual": actual, "predicted": predicted, "count": count}
+                          for actual, predicted, count in confused],
+        "predictions": evaluation_records(interpretation, args.top_k),
+    }
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set."""
     from unfreeze.inference import ClassificationInterpretation
@@ -609,16 +641,30 @@ def command_evaluate(args: argparse.Namespace) -> int:
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
     scores = learn.validate(loader)
     interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
-    report = interpretation.report()
     n_scored = len(items) - len(loader.dataset.dropped)
+    # With --format csv or json, stdout carries the data only; the summary goes to stderr.
+    out = sys.stdout if args.format == "text" else sys.stderr
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
-          + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
-    print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-    _print_report(interpretation, not multi_label)
+          + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""), file=out)
+    print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
+    if args.format == "text":
+        _print_report(interpretation, not multi_label)
+    document = None
+    if args.json is not None or args.format != "text":
+        document = evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
+                                       not multi_label)
+    if args.format == "json":
+        json.dump(runs.json_safe(document), sys.stdout, indent=1)
+        print()
+    elif args.format == "csv":
+        from unfreeze.inference import CSV_COLUMNS, csv_row
+
+        columns = (*CSV_COLUMNS, "actual", "correct")
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for record in document["predictions"]:
+            writer.writerow([printable(cell) for cell in csv_row(record, columns)])
     if args.json is not None:
-        runs.write_json(args.json, {
-            "model": str(args.model), "data": str(args.data), "images": n_scored,
-            "unreadable": {str(items[index][0]): reason for index, reason in loader.dataset.dropped.items()},
-            "scores": scores, "report": report})
-        print(f"Report: {args.json}")
+        runs.write_json(args.json, document)
+        print(f"Report: {args.json}", file=out)
     return 0
