@@ -377,12 +377,14 @@ def history_figure(history: Sequence[dict[str, Any]], phases: Sequence[dict[str,
         ax_metrics.plot(epochs, _column(history, name), "o-", label=_plain(name))
     last = max(epochs, default=0.0)
     for axis, title in ((ax_loss, "Loss"), (ax_metrics, "Metrics")):
+        axis.margins(y=0.15)  # room at the top for the phase names
         _mark_epoch_phases(axis, phases, last)
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.xaxis.get_major_locator().set_params(integer=True)
         if axis.lines:
-            axis.legend(loc="lower left" if axis is ax_metrics else "upper right", fontsize=8)
+            # Below the plot: inside it the legend would cover the phase names or the curves.
+            axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
     ax_loss.set_ylabel("loss")
     return figure
 

@@ -224,6 +224,9 @@ def test_the_rerun_command_is_copied_with_one_click(browser: Any, trained_app_ru
         copy_page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         copy_page.on("pageerror", lambda error: problems.append(str(error)))
         copy_page.goto(report.as_uri())
+        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):  # the top of the page: outcome, decisions, curves
+            copy_page.set_viewport_size({"width": 1100, "height": 1000})
+            copy_page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "report.png"))
         command = copy_page.inner_text("#rerun-command")
         assert command.startswith("unfreeze train ")
         # The block wraps instead of scrolling sideways.
@@ -234,9 +237,6 @@ def test_the_rerun_command_is_copied_with_one_click(browser: Any, trained_app_ru
         assert copy_page.inner_text("#copy-rerun") == "Copied"
         assert copy_page.evaluate("window.getSelection().toString()") == command
         assert copy_page.evaluate("navigator.clipboard.readText()") == command
-        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
-            copy_page.set_viewport_size({"width": 1100, "height": 900})
-            copy_page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "report.png"), full_page=True)
         assert problems == []
     finally:
         context.close()
