@@ -1,7 +1,7 @@
 """The pages in a real browser: Playwright driving Debian's chromium (never a downloaded browser).
 
-Set UNFREEZE_SCREENSHOT_DIR to also save the upload page's screenshot there (docs/serve.png in the README
-comes from `UNFREEZE_SCREENSHOT_DIR=docs pytest tests/apps/test_pages_browser.py`).
+Set UNFREEZE_SCREENSHOT_DIR to also save the pages' screenshots there (docs/serve.png, docs/report.png and
+docs/clean.png in the README come from `UNFREEZE_SCREENSHOT_DIR=docs pytest tests/apps/test_pages_browser.py`).
 """
 
 from __future__ import annotations
