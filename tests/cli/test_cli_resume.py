@@ -57,7 +57,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes_the_same_run(
     assert "<strong>interrupted</strong>" in (cut / "report.html").read_text()  # the report hook ran
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
     report = (cut / "report.html").read_text()
-    assert "<strong>interrupted</strong>" not in report and 'alt="confusion matrix"' in report
+    assert "<strong>interrupted</strong>" not in report and 'alt="confusion matrix: counts, and normalised' in report
     assert same_weights(cut / "model.unfreeze", tmp_path / "full" / "model.unfreeze")
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["resumed_after_epoch"] == 1 and not summary["interrupted"]
