@@ -1,6 +1,6 @@
 """The import layers of the package: data flows one way, and no module imports a layer above its own.
 
-    base (tasks, losses, fastai_names, distributed, plots, _io, _version, _device) → data, models → inference
+    base (tasks, losses, fastai_names, distributed, plots, _io, _version, _device) → data, models → trust → inference
         → train → runs → apps → cli → unfreeze
 
 Every import statement counts, also one inside a function or under TYPE_CHECKING: a lazy import is
@@ -22,7 +22,9 @@ import unfreeze
 
 PACKAGE = Path(unfreeze.__file__).parent
 BASE = {"tasks", "losses", "fastai_names", "distributed", "plots", "_io", "_version", "_device"}
-LAYER = {"base": 0, "data": 1, "models": 1, "inference": 2, "train": 3, "runs": 4, "apps": 5, "cli": 6, "facade": 7}
+# trust/ (calibration and the unknown score) sits between models and inference: inference/ imports it.
+LAYER = {"base": 0, "data": 1, "models": 1, "trust": 1.5, "inference": 2, "train": 3, "runs": 4, "apps": 5, "cli": 6,
+         "facade": 7}
 # Sibling layers that must not know each other: data knows nothing of models, and models nothing of data.
 FORBIDDEN_SIBLINGS = {("data", "models"), ("models", "data")}
 

@@ -40,6 +40,7 @@ __all__ = [
     "plot_image_grid",
     "plot_loss",
     "plot_lr_find",
+    "plot_reliability",
     "plot_sched",
     "sched_figure",
     "top_loss_title",
@@ -189,6 +190,42 @@ def image_grid_figure(images: Sequence[np.ndarray], titles: Sequence[str], *, nr
             axis.imshow(np.asarray(images[slot]), interpolation="nearest" if images[slot].shape[0] < 64 else None)
             axis.set_title(wrapped[slot] if slot < len(wrapped) else "", fontsize=fontsize)
     return figure
+
+
+def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None, dpi: int = 100) -> Path | Figure:
+    """The reliability diagram of a calibration report (`unfreeze.trust.calibration_report`): accuracy
+    against confidence per bin, before (raw softmax) and after temperature scaling, with the diagonal a
+    perfectly calibrated model would follow and the bins' share of images underneath.
+
+    Example:
+        >>> bins = [{"low": 0.8, "high": 0.9, "confidence": 0.85, "accuracy": 0.7, "count": 10}]
+        >>> plot_reliability({"temperature": 1.5, "before": {"ece": 0.15, "bins": bins},
+        ...                   "after": {"ece": 0.05, "bins": bins}}, "reliability.png")
+        PosixPath('reliability.png')
+    """
+    figure = _new_figure(5.5, 5.0)
+    axis, counts = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for key, style, name in (("before", "o-", "raw softmax"), ("after", "s-", "temperature")):
+        bins = (calibration.get(key) or {}).get("bins") or []
+        if not bins:
+            continue
+        label = f"{name} (ECE {calibration[key]['ece']:.3f})"
+        if key == "after":
+            label = f"T = {calibration.get('temperature', 1.0):.2f} (ECE {calibration[key]['ece']:.3f})"
+        axis.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, label=label, markersize=4)
+        total = sum(b["count"] for b in bins)
+        counts.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] / total for b in bins],
+                   width=(bins[0]["high"] - bins[0]["low"]) * (0.45 if key == "before" else 0.9), alpha=0.5,
+                   label=name)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.set_title("Reliability on the validation images")
+    axis.legend(loc="upper left", fontsize=8)
+    counts.set_xlabel("confidence (probability of the predicted class)")
+    counts.set_ylabel("share")
+    return _show_or_save(figure, path, "reliability.png", "the reliability diagram", dpi)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,

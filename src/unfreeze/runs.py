@@ -327,6 +327,9 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
         argv += ["--keep", options["keep"]]
     if options.get("upscale") is False:
         argv += ["--no-upscale"]
+    argv += [] if options.get("calibrate", True) else ["--no-calibrate"]
+    if "unknown_rate" in options and options["unknown_rate"] != 0.05:  # None: trained with --unknown-rate 0
+        argv += ["--unknown-rate", str(options["unknown_rate"] or 0)]
     return argv
 
 

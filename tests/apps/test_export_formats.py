@@ -118,7 +118,7 @@ def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path
     assert str(trained_app_run.parent) not in card and "/tmp" not in card and str(tmp_path) not in card
     # The card's own preprocessing code, run on a grey image with alpha and on a wider RGB photo, gives
     # the pixels that unfreeze's own pipeline gives, and the exported file the model's probabilities.
-    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    code = re.search(r"## Usage\n.*?```python\n(.*?)```", card, re.S).group(1)
     namespace: dict = {}
     exec(code.replace('batch = preprocess("photo.jpg")', "").split("import onnxruntime")[0], namespace)
     grey = tmp_path / "grey.png"

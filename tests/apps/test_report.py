@@ -33,7 +33,7 @@ def test_the_report_is_self_contained(trained_app_run: Path, tmp_path: Path) -> 
     assert page.count("<script") == 1 and "<script src" not in page  # the copy button's, inline
     embedded = re.findall(r'src="data:image/png;base64,', page)
     drawn = [name for name in ("loss.png", "sched.png", "lr_find.png", "confusion_matrix.png", "examples.png",
-                               "top_losses.png") if (trained_app_run / name).is_file()]
+                               "top_losses.png", "reliability.png") if (trained_app_run / name).is_file()]
     # The stored plots, and the curves per epoch drawn from the history (the confusion matrix is redrawn).
     assert len(embedded) == len(drawn) + 1 >= 6
 

@@ -45,6 +45,7 @@ from unfreeze.apps.durable import free_name, move_file, partial_path, write_dura
 from unfreeze.apps.errors import AppError
 from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
+from unfreeze.tasks import MultiLabel
 
 __all__ = ["CLEANING_DIR", "Change", "CleanItem", "Cleaner", "collect_items"]
 
@@ -146,6 +147,10 @@ class Change:
 def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | None = None) -> list[CleanItem]:
     """Every decodable training and validation image with its label, the model's guess and its loss.
 
+    The loss is the negative log of the model's probability of the label (multi-label: the mean binary
+    cross-entropy over the classes), from the probabilities the page shows, as `CleanItem.rescore`
+    computes it again after a relabel.
+
     Args:
         learner: The run's model (a Learner from the run's export).
         dls: The run's data, rebuilt from its config.json with the model's normalization.
@@ -157,6 +162,7 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
         >>> max(items, key=lambda item: item.loss).path  # doctest: +SKIP
     """
     items: list[CleanItem] = []
+    multi_label = isinstance(learner.task, MultiLabel)
     started = time.perf_counter()
     for split, loader in (("train", dls.train), ("valid", dls.valid)):
         if progress is not None:
@@ -171,9 +177,13 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
             loss = float(interpretation.losses[position])
             guess = (predicted,) if isinstance(predicted, str) else tuple(predicted)
-            items.append(CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
-                                   _label_text(predicted), probability, loss if math.isfinite(loss) else 0.0,
-                                   guess, tuple(float(value) for value in probs.tolist())))
+            item = CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
+                             _label_text(predicted), probability, loss if math.isfinite(loss) else 0.0,
+                             guess, tuple(float(value) for value in probs.tolist()))
+            # The loss of the probabilities the page shows (calibrated, if the model is), so that a relabel
+            # and its undo are scored on the same scale as every other item.
+            item.rescore(list(dls.vocab), multi_label)
+            items.append(item)
     if progress is not None:
         progress(f"computed the losses of {len(items)} images in {time.perf_counter() - started:.1f} s")
     return items

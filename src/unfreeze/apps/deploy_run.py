@@ -28,6 +28,7 @@ from unfreeze._io import OUTPUT_ERRNOS, OutputWriteError, atomic_path, free_byte
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
+from unfreeze.apps.trust_sections import model_card_lines
 from unfreeze.inference.deploy import (
     FORMATS,
     INT8_FORMATS,
@@ -36,6 +37,7 @@ from unfreeze.inference.deploy import (
     load_deployed,
     quantize_int8,
 )
+from unfreeze.inference.predict import trust_of
 from unfreeze.tasks import MultiLabel
 
 __all__ = ["DeployReport", "export_run", "write_model_card"]
@@ -47,7 +49,8 @@ _USAGE = {
     "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
              "probabilities = session.run(None, {'image': batch})[0]"),
     "torchscript": ("import torch\nmodel = torch.jit.load('model.pt').eval()\nwith torch.no_grad():\n"
-                    "    probabilities = model(torch.from_numpy(batch)).numpy()"),
+                    "    outputs = model(torch.from_numpy(batch))\n"
+                    "probabilities = (outputs[0] if isinstance(outputs, tuple) else outputs).numpy()  # + ood_score"),
     "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
                  "probabilities = model(batch)[0]"),
 }
@@ -411,6 +414,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
                   f"{latency['batch_ms']:.3g} ms for a batch of {latency['batch']} "
                   f"({latency['batch_ms'] / latency['batch']:.3g} ms per image). Other machines differ; "
                   "measure on yours."]
+    lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
     preprocess = _PREPROCESS.format(size=size, resize=_RESIZE.get(method, _RESIZE["squish"]).format(item=item_size))
     lines += ["", "## Usage", "", "Preprocessing (Python, PIL and NumPy), then the runtime:", "", "```python",
               preprocess, "", _USAGE[fmt], "```", "",

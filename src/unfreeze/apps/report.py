@@ -29,6 +29,7 @@ from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.run_files import RunFile, read_history, read_plot
 from unfreeze.apps.templates import render, report_policy, report_script, stylesheet
+from unfreeze.apps.trust_sections import calibration_section
 
 __all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "format_seconds", "format_value", "history_of",
            "read_run", "run_decisions", "run_facts",
@@ -233,7 +234,16 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
     if threshold.content:
         add("decision threshold", f"{threshold.text('threshold')}, chosen by F1 on the validation set",
             threshold.content)
+    calibration = summary.section("calibration")
+    if "before" in calibration.content:  # the trust's calibration: its numbers have their own section
+        before, after = calibration.section("before"), calibration.section("after")
+        temperature, ece = calibration.number("temperature"), (before.number("ece"), after.number("ece"))
+        add("calibration", "temperature " + (f"{temperature:.3f}" if temperature is not None else "?")
+            + " fitted on the validation images" + (f"; ECE {ece[0]:.4f} → {ece[1]:.4f}" if None not in ece else "")
+            + " (see Calibration below)")
     for key in DECISION_KEYS:
+        if key == "calibration" and "before" in calibration.content:
+            continue
         value = summary.get(key)
         if value not in (None, {}, []):
             add(key, "" if isinstance(value, (dict, list)) else _scalar(value),
@@ -357,6 +367,7 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         config=json.dumps(options.content, indent=2),
         rerun=config.text("rerun"),
         version=summary.section("versions").text("unfreeze") or config.text("unfreeze_version"),
+        calibration=calibration_section(run, summary),
     )
     target = Path(path) if path is not None else run / REPORT_FILE
     with atomic_path(target) as tmp:

@@ -4,7 +4,8 @@
     GET  /health    {"model", "arch", "classes", "task", "top_k", "device", "batching"}
     POST /predict   multipart field `file`, one or more; ?top_k=K (default --top-k) →
                     {"schema_version": 1, "predictions": [record, ...]} in the order the files were sent,
-                    each a prediction record (inference/records.py: file, label, probability, top_k, error)
+                    each a prediction record (inference/records.py: file, label, probability, top_k, error,
+                    unknown and ood_score: null for a model exported without an unknown score)
 
 The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads are
 streamed into a temporary folder within the size limits (uploads.py), the `MicroBatcher` groups

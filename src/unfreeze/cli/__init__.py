@@ -63,6 +63,7 @@ from unfreeze.cli.options import (
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.recipe_options import add_recipe_options
 from unfreeze.cli.signals import StopSignals, ignore_stop_signals
+from unfreeze.cli.trust_options import add_evaluate_trust_options, add_train_trust_options
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(train, Recipe().base_lr)  # `unfreeze train` runs the recipe
     add_recipe_options(train)
     add_guard_options(train)
+    add_train_trust_options(train)
     train.set_defaults(handler=command_train)
 
     lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: text)")
     evaluate.add_argument("--top-k", type=_positive, default=3, metavar="K",
                           help="classes listed per image in the records (default: 3)")
+    add_evaluate_trust_options(evaluate)
     evaluate.set_defaults(handler=command_evaluate)
 
     interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",

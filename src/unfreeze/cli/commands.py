@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import json
@@ -25,6 +26,7 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
+from unfreeze.cli.trust_options import evaluate_trust, train_summary, trust_options
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -224,6 +226,7 @@ def command_train(args: argparse.Namespace) -> int:
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
+        "calibration": train_summary(learn),  # temperature, ECE/NLL/Brier before → after, the unknown threshold
         "wall_time_s": round(time.perf_counter() - started, 2),
         **runs.environment(learn.device),
     }
@@ -245,7 +248,8 @@ def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
-    return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale}
+    return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
+            **trust_options(args)}
 
 
 def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
@@ -333,7 +337,8 @@ def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list
                             callbacks=callbacks, checkpoint=run.checkpoint_file, resume=resume)
         else:
             learn.fit_recipe(recipe=recipe_from_options(options, lr), callbacks=callbacks,
-                             checkpoint=run.checkpoint_file, resume=resume)
+                             checkpoint=run.checkpoint_file, resume=resume, calibrate=options.get("calibrate", True),
+                             unknown_rate=options.get("unknown_rate", 0.05))
     except OSError as error:
         converted = output_error(error, error.filename or run.history_file)
         if converted is None:
@@ -380,6 +385,7 @@ def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, expor
         "history": learn.recorder.history,
         "lr": {"base_lr": lr},
         "notes": learn.recorder.notes,
+        "calibration": train_summary(learn),  # temperature, ECE/NLL/Brier before → after, the unknown threshold
         "wall_time_s": round(time.perf_counter() - started, 2),
     })
     saved = f"the model was saved to {exported}" if exported else "no model was exported (--save-on-interrupt keeps it)"
@@ -481,6 +487,7 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
                 probability = record["probability"]
                 prob = probability if isinstance(probability, float) else max(probability, default=float("nan"))
                 label = printable(_cell(record["label"])) or "(none)"
+                label = f"{label} (unknown)" if record.get("unknown") else label  # unlike the training images
                 alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
@@ -602,7 +609,8 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
 
 
 def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: dict[str, float],
-                        n_scored: int, dropped: dict[int, str], items: list[Any], single_label: bool) -> dict[str, Any]:
+                        n_scored: int, dropped: dict[int, str], items: list[Any], single_label: bool,
+                        flags: list[tuple[bool | None, float | None]] | None = None) -> dict[str, Any]:
     """evaluate's JSON: scores and report, per_class, confusion_matrix, most_confused and the per-image records.
 
     Example:
@@ -624,8 +632,22 @@ def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: d
         "confusion_matrix": matrix,
         "most_confused": [{"actual": actual, "predicted": predicted, "count": count}
                           for actual, predicted, count in confused],
-        "predictions": evaluation_records(interpretation, args.top_k),
+        "predictions": evaluation_records(interpretation, args.top_k, flags),
     }
+
+
+def _unknown_flags(learn: Any, loader: Any) -> list[tuple[bool | None, float | None]] | None:
+    """Each readable image's (unknown, ood_score) for evaluate's records; None without a fitted score."""
+    from unfreeze.inference.predict import collect_outputs, trust_of
+
+    trust = trust_of(learn)
+    if not trust.has_score:
+        return None
+    _, _, ood_scores = collect_outputs(learn, loader)
+    if ood_scores is None:
+        return None
+    flags = trust.unknown(ood_scores)
+    return [(bool(flag), float(score)) for flag, score in zip(flags.tolist(), ood_scores.tolist(), strict=True)]
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -649,10 +671,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
     if args.format == "text":
         _print_report(interpretation, not multi_label)
+    with contextlib.redirect_stdout(out):  # its summary lines too: stdout carries only the data then
+        trust = evaluate_trust(learn, loader, getattr(args, "ood", None))
     document = None
     if args.json is not None or args.format != "text":
-        document = evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
-                                       not multi_label)
+        document = {**evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
+                                          not multi_label, _unknown_flags(learn, loader)), **trust}
     if args.format == "json":
         json.dump(runs.json_safe(document), sys.stdout, indent=1)
         print()

@@ -25,6 +25,7 @@ from unfreeze.inference.export import (
 )
 from unfreeze.inference.interpret import ClassificationInterpretation, Interpretation
 from unfreeze.inference.predict import (
+    Prediction,
     Predictor,
     channels_last,
     collect_logits,
@@ -58,6 +59,7 @@ __all__ = [
     "FastaiConversionError",
     "Interpretation",
     "NonFiniteWeightsWarning",
+    "Prediction",
     "Predictor",
     "best_threshold",
     "best_thresholds",

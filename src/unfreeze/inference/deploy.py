@@ -35,11 +35,14 @@ from torch import nn
 from unfreeze._io import atomic_path
 from unfreeze.data import DataError
 from unfreeze.inference.export import ExportError
-from unfreeze.inference.predict import Predictor
+from unfreeze.inference.predict import Predictor, trust_of
 from unfreeze.tasks import MultiLabel
+from unfreeze.trust import Trust
+from unfreeze.trust.graph import TrustedModel
 
 __all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable",
-           "load_deployed", "quantize_int8", "quantize_onnx_int8", "quantize_openvino_int8", "validation_images"]
+           "load_deployed", "load_deployed_outputs", "quantize_int8", "quantize_onnx_int8", "quantize_openvino_int8",
+           "validation_images"]
 
 FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 _HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
@@ -49,20 +52,22 @@ INT8_FORMATS = {"onnx": "ONNX Runtime dynamic quantization (int8 weights)",
 
 
 class _UInt8Classifier(nn.Module):
-    """uint8 [N, 3, H, W] → probabilities [N, C], with scaling, normalization and activation inside."""
+    """uint8 [N, 3, H, W] → probabilities [N, C] (and ood_score [N] with a fitted score), with scaling,
+    normalization, the calibrated temperature and activation inside."""
 
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float], multi_label: bool) -> None:
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], multi_label: bool,
+                 trust: Trust | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model = TrustedModel(model, trust if trust is not None else Trust(), multi_label)
         self.multi_label = multi_label
         # Folding /255 into the normalization: (x / 255 - mean) / std = x * scale + shift.
         std_tensor = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("scale", 1.0 / (255.0 * std_tensor))
         self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_tensor)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.model(image.float() * self.scale + self.shift)
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.model(image.float() * self.scale + self.shift)
+        return outputs[1] if len(outputs) == 2 else (outputs[1], outputs[2])
 
 
 def deployable_module(learner: Predictor) -> nn.Module:
@@ -75,7 +80,8 @@ def deployable_module(learner: Predictor) -> nn.Module:
     """
     model = copy.deepcopy(learner.model).float().cpu().eval()
     valid = learner.dls.valid
-    return _UInt8Classifier(model, list(valid.mean), list(valid.std), isinstance(learner.task, MultiLabel)).eval()
+    return _UInt8Classifier(model, list(valid.mean), list(valid.std), isinstance(learner.task, MultiLabel),
+                            copy.deepcopy(trust_of(learner))).eval()
 
 
 def _require(module: str, fmt: str) -> Any:
@@ -88,9 +94,14 @@ def _require(module: str, fmt: str) -> Any:
 def _metadata(learner: Predictor) -> dict[str, Any]:
     """What a deployment needs to know besides the graph, stored inside the ONNX and OpenVINO files."""
     dataset = learner.dls.valid.dataset
+    trust = trust_of(learner).metadata()
+    scored = trust["ood"] is not None
     return {"vocab": list(learner.dls.vocab), "task": learner.task.config(), "size": int(learner.dls.size),
             "item_size": int(dataset.item_size), "resize_method": dataset.resize_method,
-            "input": "uint8 RGB [N, 3, size, size]", "output": "probabilities [N, C]"}
+            "input": "uint8 RGB [N, 3, size, size]",
+            "output": "probabilities [N, C]" + (", ood_score [N]" if scored else ""),
+            "temperature": trust["temperature"],
+            "unknown_threshold": trust["ood"]["threshold"] if scored else None}
 
 
 def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> list[Path]:
@@ -131,10 +142,10 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
 def _write_onnx(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
     onnx = _require("onnx", "onnx")
     _require("onnxruntime", "onnx")
+    outputs = ["probabilities", *(["ood_score"] if metadata.get("unknown_threshold") is not None else [])]
     with atomic_path(paths[0]) as tmp:
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["image"],
-                          output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}})
+                          output_names=outputs, dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]})
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
         entry.key, entry.value = "unfreeze", json.dumps(metadata)
@@ -186,26 +197,37 @@ def load_deployed(path: str | Path, fmt: str) -> DeployedModel:
         >>> run(np.zeros((1, 3, 224, 224), np.uint8)).shape  # doctest: +SKIP
         (1, 10)
     """
+    run = load_deployed_outputs(path, fmt)
+    return lambda batch: run(batch)[0]
+
+
+def load_deployed_outputs(path: str | Path, fmt: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function uint8 batch → every output of an exported file: [probabilities] or [probabilities, ood_score].
+
+    Example:
+        >>> probs, ood_score = load_deployed_outputs("deploy/model.onnx", "onnx")(batch)  # doctest: +SKIP
+    """
     path = str(path)
     if fmt == "onnx":
         onnxruntime = _require("onnxruntime", "onnx")
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return lambda batch: session.run(None, {"image": batch})[0]
+        return lambda batch: list(session.run(None, {"image": batch}))
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice: still the way to load
             scripted = torch.jit.load(path, map_location="cpu").eval()
 
-        def run_torchscript(batch: np.ndarray) -> np.ndarray:
+        def run_torchscript(batch: np.ndarray) -> list[np.ndarray]:
             with torch.no_grad():
-                return scripted(torch.from_numpy(batch)).numpy()
+                outputs = scripted(torch.from_numpy(batch))
+            return [output.numpy() for output in (outputs if isinstance(outputs, tuple) else (outputs,))]
 
         return run_torchscript
     if fmt == "openvino":
         openvino = _require("openvino", "openvino")
         # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16 by default.
         compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda batch: np.asarray(compiled(batch)[0])
+        return lambda batch: [np.asarray(output) for output in compiled(batch).values()]
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
 
 
@@ -214,7 +236,8 @@ def check_export(learner: Predictor, path: str | Path, fmt: str, images: torch.T
     """Run an exported file on uint8 `images` [N, 3, H, W]; compare with the PyTorch model.
 
     Returns:
-        The largest absolute difference of any probability, and the file's probabilities [N, C].
+        The largest absolute difference of any probability or unknown score, and the file's probabilities
+        [N, C].
 
     Example:
         >>> difference, probs = check_export(learn, "deploy/model.onnx", "onnx", images)  # doctest: +SKIP
@@ -222,15 +245,17 @@ def check_export(learner: Predictor, path: str | Path, fmt: str, images: torch.T
         True
     """
     module = deployable_module(learner)
-    deployed = load_deployed(path, fmt)
+    deployed = load_deployed_outputs(path, fmt)
     largest, outputs = 0.0, []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].contiguous()
         with torch.no_grad():
-            expected = module(batch).numpy()
+            expected = module(batch)
+        expected = [output.numpy() for output in (expected if isinstance(expected, tuple) else (expected,))]
         found = deployed(batch.numpy())
-        outputs.append(found)
-        largest = max(largest, float(np.abs(found - expected).max(initial=0.0)))
+        outputs.append(found[0])
+        for got, wanted in zip(found, expected, strict=True):
+            largest = max(largest, float(np.abs(got - wanted).max(initial=0.0)))
     return largest, np.concatenate(outputs) if outputs else np.zeros((0, len(learner.dls.vocab)), np.float32)
 
 

@@ -29,9 +29,11 @@ from unfreeze._io import atomic_path, cpu_state_dict, save_safetensors
 from unfreeze._version import __version__
 from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.inference.export_checks import metadata_problems, non_finite_tensors, tensor_problems
-from unfreeze.inference.predict import Predictor
+from unfreeze.inference.predict import Predictor, trust_of
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
-from unfreeze.tasks import task_from_config
+from unfreeze.tasks import MultiLabel, task_from_config
+from unfreeze.trust import TENSOR_PREFIX, Trust
+from unfreeze.trust.graph import TrustedModel
 
 __all__ = [
     "FORMAT_NAME",
@@ -98,6 +100,7 @@ def _inference_config(learner: Predictor) -> dict[str, Any]:
         "std": list(valid.std),
         "augment": dataclasses.asdict(augment) if augment is not None else None,
         "seed": learner.seed,
+        "trust": trust_of(learner).metadata(),  # temperature and unknown score (unfreeze.trust.section)
     }
 
 
@@ -120,6 +123,7 @@ def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
     """
     metadata = _inference_config(learner)
     state = cpu_state_dict(learner.model)
+    trust_tensors = trust_of(learner).tensors()
     bad = non_finite_tensors(state)
     if bad:
         # Written anyway (the weights may be worth inspecting), but said now rather than at the first load.
@@ -127,7 +131,7 @@ def export(learner: Predictor, path: str | Path = "model.unfreeze") -> Path:
                       f"tensors (for example {', '.join(bad[:3])}); load_learner will refuse the file. Export a "
                       "model whose training loss stayed finite.", NonFiniteWeightsWarning, stacklevel=2)
     with atomic_path(path) as tmp:
-        save_safetensors(state, tmp, {_METADATA_KEY: json.dumps(metadata)})
+        save_safetensors({**state, **trust_tensors}, tmp, {_METADATA_KEY: json.dumps(metadata)})
     return Path(path)
 
 
@@ -269,8 +273,9 @@ def inference_dls(metadata: dict[str, Any], device: str | torch.device) -> Image
     return ImageDataLoaders(empty_loader(True), empty_loader(False), seed)
 
 
-def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
-    """The checked metadata and the rebuilt model (stored weights loaded) of an export.
+def read_export(path: str | Path, with_trust: bool = False) -> Any:
+    """The checked metadata and the rebuilt model (stored weights loaded) of an export; with `with_trust`
+    also its `Trust` (temperature and unknown score; `Trust.absent()` for an export from before them).
 
     The architecture is built with random weights from the stored config, then the stored weights
     are loaded. The file is checked before anything is read into tensors and is never unpickled.
@@ -284,6 +289,7 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
 
     Example:
         >>> metadata, model = read_export("model.unfreeze")  # doctest: +SKIP
+        >>> metadata, model, trust = read_export("model.unfreeze", with_trust=True)  # doctest: +SKIP
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -302,37 +308,44 @@ def read_export(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
     except (ArchitectureNotRebuildableError, ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{path} has a model config that cannot be rebuilt: {error}") from None
     # Names, shapes and dtypes from the header, before a byte of tensor data is read.
-    problems = tensor_problems(_read_header(path), model.state_dict())
+    section = metadata.get("trust")
+    expected = {**model.state_dict(), **(Trust.expected_tensors(section) if section is not None else {})}
+    problems = tensor_problems(_read_header(path), expected)
     if problems:
         raise ExportError(f"{path}: the stored weights do not fit the stored architecture "
                           f"{metadata['model']['arch']!r}: {'; '.join(problems[:6])}. Export the model again.")
     try:
         state = load_file(str(path), device="cpu")
+        trust_tensors = {name: state.pop(name) for name in list(state) if name.startswith(TENSOR_PREFIX)}
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError) as error:
         raise ExportError(f"{path}: the stored weights do not fit the stored architecture ({error}). "
                           "Export the model again.") from None
-    bad = non_finite_tensors(state)
+    bad = non_finite_tensors({**state, **trust_tensors})
     if bad:
         raise ExportError(f"{path} holds NaN or infinite values in {len(bad)} of its {len(state)} tensors (for "
                           f"example {', '.join(bad[:3])}): every prediction would be NaN or meaningless. Export a "
                           "model from a run whose training loss stayed finite.")
     model.eval()
-    return metadata, model
+    if not with_trust:
+        return metadata, model
+    trust = Trust.from_export(section, trust_tensors) if section is not None else Trust.absent()
+    return metadata, model, trust
 
 
 class _NormalizedModel(nn.Module):
-    """float [B,3,H,W] in [0, 1] → (logits, probabilities); normalization is part of the graph."""
+    """float [B,3,H,W] in [0, 1] → (logits, probabilities[, ood_score]); normalization, the calibrated
+    temperature and the unknown score are part of the graph (`trust.graph.TrustedModel`)."""
 
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], trust: Trust | None = None,
+                 multi_label: bool = False) -> None:
         super().__init__()
-        self.model = model
+        self.model = TrustedModel(model, trust if trust is not None else Trust(), multi_label)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model((images - self.mean) / self.std)
-        return logits, logits.softmax(dim=1)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model((images - self.mean) / self.std)
 
 
 def _require_onnx() -> Any:
@@ -348,9 +361,11 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
     """Export the inference model to ONNX with the normalization built in.
 
     Input `image`: float32 [batch, 3, size, size], RGB in [0, 1], already resized and cropped as the
-    validation transforms do (the batch axis is dynamic). Outputs `logits` and `probabilities`, both
-    [batch, n_classes]. The vocab, size, resize method and library version are stored in the ONNX
-    metadata (`unfreeze` key, the same JSON as `export`). Written atomically.
+    validation transforms do (the batch axis is dynamic). Outputs `logits` and `probabilities` (the
+    calibrated ones), both [batch, n_classes], and, for a model with a fitted unknown score, `ood_score`
+    [batch] (above the metadata's `trust.ood.threshold`: not one of the classes). The vocab, size, resize
+    method and library version are stored in the ONNX metadata (`unfreeze` key, the same JSON as `export`).
+    Written atomically.
 
     Args:
         learner: The learner to export.
@@ -372,7 +387,10 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
     metadata = _inference_config(learner)
     size = metadata["size"] if size is None else size
     model = copy.deepcopy(learner.model).float().cpu().eval()
-    wrapped = _NormalizedModel(model, metadata["mean"], metadata["std"]).eval()
+    trust = copy.deepcopy(trust_of(learner))
+    wrapped = _NormalizedModel(model, metadata["mean"], metadata["std"], trust,
+                               isinstance(learner.task, MultiLabel)).eval()
+    outputs = ["logits", "probabilities", *(["ood_score"] if trust.has_score else [])]
     example = torch.rand(2, 3, size, size)
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
@@ -381,8 +399,7 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapped, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["image"],
-                output_names=["logits", "probabilities"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+                output_names=outputs, dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             )  # fmt: skip
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()

@@ -18,6 +18,7 @@ import torch
 
 from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS
 from unfreeze.models import HEAD_KINDS
+from unfreeze.trust import Trust
 
 __all__ = ["MAX_CHANNELS", "MAX_CLASSES", "metadata_problems", "non_finite_tensors", "tensor_problems"]
 
@@ -167,6 +168,8 @@ def metadata_problems(metadata: dict[str, Any]) -> list[str]:
         problems.append(f"std must be > 0, found {metadata['std']}")
     problems += _augment_problems(metadata.get("augment"))
     problems += _task_problems(metadata.get("task"), len(vocab) if isinstance(vocab, list) else None)
+    if "trust" in metadata:  # absent in exports from before calibration and the unknown flag
+        problems += Trust.problems(metadata["trust"])
     seed = metadata.get("seed")
     if seed is not None and not _whole(seed, 0, _MAX_SEED):
         problems.append(f"seed must be null or a whole number from 0 to 2**63 - 1, found {_shown(seed)}")

@@ -22,10 +22,11 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
-from unfreeze.tasks import SingleLabel
+from unfreeze.tasks import MultiLabel, SingleLabel
+from unfreeze.trust import FeatureTap, Trust
 
-__all__ = ["Predictor", "channels_last", "collect_logits", "get_preds", "iter_image_files", "predict", "predict_batch",
-           "prediction_row", "tta"]
+__all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds",
+           "iter_image_files", "predict", "predict_batch", "prediction_row", "trust_of", "tta"]
 
 
 class Predictor(Protocol):
@@ -78,6 +79,25 @@ def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None 
     return distributed.gather_ordered(logits), distributed.gather_ordered(labels)
 
 
+def trust_of(learner: Any) -> Trust:
+    """The learner's `Trust` (temperature and unknown score); a plain one (T = 1, no score) if it has none."""
+    trust = getattr(learner, "trust", None)
+    return trust if isinstance(trust, Trust) else Trust()
+
+
+def collect_outputs(learner: Predictor, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`collect_logits` of the learner's model, plus each item's out-of-distribution score (None when the
+    learner has no fitted score): the features are read by a hook during the same pass."""
+    trust = trust_of(learner)
+    if not trust.has_score:
+        return (*collect_logits(learner.model, loader, learner.amp_dtype), None)
+    tap = FeatureTap(learner.model)
+    with tap.open():
+        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+    features = distributed.gather_ordered(tap.features())
+    return logits, targets, trust.scores(features, logits)
+
+
 def _ordered(loader: Any) -> Any:
     """`loader` itself, or an unshuffled, unaugmented twin of a training loader (same items)."""
     if not getattr(loader, "shuffle", False):
@@ -87,11 +107,12 @@ def _ordered(loader: Any) -> Any:
 
 
 def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
-              with_decoded: bool = False) -> tuple[torch.Tensor, ...]:
+              with_decoded: bool = False, with_ood: bool = False) -> tuple[torch.Tensor, ...]:
     """Probabilities and targets over `dl` (default: the validation loader), in dataset order.
 
-    Probabilities are the task's activation: softmax for single-label data, a sigmoid per class for
-    multi-label data.
+    Probabilities are the task's activation of the logits divided by the learner's calibrated
+    temperature (`learn.trust.temperature`; 1 for an uncalibrated learner): softmax for single-label
+    data, a sigmoid per class for multi-label data.
 
     A shuffled (training) loader is replaced by an unshuffled, unaugmented loader over the same items.
     Items that could not be decoded are left out (their indices are in `dl.dataset.dropped`).
@@ -101,11 +122,13 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
         dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
         with_loss: Also return the task's loss of every item (NaN for unlabelled items).
         with_decoded: Also return the task's decoded predictions (fastai's `with_decoded`).
+        with_ood: Also return, last, each item's out-of-distribution score (higher = less like the
+            training images; None when the learner has no fitted score, see `learn.calibrate()`).
 
     Returns:
         `(probs, targets)`, then `decoded` with `with_decoded`, then `losses` with `with_loss` (fastai's
-        order): float [N, C]; long [N] (-1 if unlabelled) or multi-hot [N, C]; long [N] class indices
-        or bool [N, C]; float [N]; on the CPU.
+        order), then `ood_scores` with `with_ood`: float [N, C]; long [N] (-1 if unlabelled) or multi-hot
+        [N, C]; long [N] class indices or bool [N, C]; float [N]; float [N]; on the CPU.
 
     Example:
         >>> probs, targets = get_preds(learn)  # doctest: +SKIP
@@ -113,25 +136,52 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
         >>> probs, targets, decoded = get_preds(learn, with_decoded=True)  # doctest: +SKIP
     """
     loader = _ordered(learner.dls.valid if dl is None else dl)
-    logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+    logits, targets, scores = collect_outputs(learner, loader) if with_ood else (
+        *collect_logits(learner.model, loader, learner.amp_dtype), None)
     task = learner.task
-    results = [task.activation(logits).cpu(), targets.cpu()]
+    results = [trust_of(learner).probabilities(logits, isinstance(task, MultiLabel)).cpu(), targets.cpu()]
     if with_decoded:
         results.append(task.decode(results[0]))
     if with_loss:
         results.append(task.item_losses(logits, targets).cpu())
+    if with_ood:
+        results.append(scores)
     return tuple(results)
 
 
-def predict(learner: Predictor, item: Any) -> tuple[Any, Any, torch.Tensor]:
+class Prediction(tuple):
+    """`predict`'s `(label, decoded, probs)`, unpacked as a plain tuple, with the unknown flag as attributes.
+
+    Attributes:
+        unknown: True when the image is unlike the training images (its `ood_score` is above the model's
+            threshold); None for a model without a fitted score (an export from before unfreeze 0.2).
+        ood_score: The out-of-distribution score (higher = less like the training images), or None.
+
+    Example:
+        >>> label, index, probs = prediction = Prediction(("cat", 0, torch.ones(1)), unknown=False, ood_score=0.3)
+        >>> label, prediction.unknown
+        ('cat', False)
+    """
+
+    unknown: bool | None
+    ood_score: float | None
+
+    def __new__(cls, fields: Iterable[Any], unknown: bool | None = None, ood_score: float | None = None) -> Prediction:
+        prediction = super().__new__(cls, fields)
+        prediction.unknown, prediction.ood_score = unknown, ood_score
+        return prediction
+
+
+def predict(learner: Predictor, item: Any) -> Prediction:
     """Predict one image: a path, a PIL image, a numpy HWC array or a CHW/HWC tensor.
 
     The image goes through the validation transforms (item resize, centre crop, normalization).
 
     Returns:
-        `(label, index, probs)`: the predicted class name, its index and the float [C] probabilities.
-        For multi-label data: `(labels, mask, probs)`, the tuple of predicted class names (maybe
-        empty) and the bool [C] mask of classes at or above the threshold.
+        A `Prediction`: `(label, index, probs)`, the predicted class name, its index and the float [C]
+        (calibrated) probabilities. For multi-label data: `(labels, mask, probs)`, the tuple of predicted
+        class names (maybe empty) and the bool [C] mask of classes at or above the threshold. Its
+        `unknown` and `ood_score` attributes say whether the image is unlike the training images.
 
     Raises:
         DataError: The file does not exist or cannot be decoded as an image.
@@ -145,15 +195,23 @@ def predict(learner: Predictor, item: Any) -> tuple[Any, Any, torch.Tensor]:
     with warnings.catch_warnings():
         # The failure is raised below with its reason; a warning on top would say it twice.
         warnings.simplefilter("ignore")
-        probs, _ = get_preds(learner, loader)
+        probs, _, scores = get_preds(learner, loader, with_ood=True)
     if len(probs) == 0:
         reason = loader.dataset.dropped.get(0, "unknown error")
         raise DataError(f"{loader.dataset.items[0][0]} could not be decoded ({reason}). Expected an image.")
     task = learner.task
     decoded = task.decode(probs[:1])[0]
-    if isinstance(task, SingleLabel):
-        return task.labels_of(decoded, learner.dls.vocab), int(decoded), probs[0]
-    return task.labels_of(decoded, learner.dls.vocab), decoded, probs[0]
+    unknown, score = _flag(learner, scores, 0)
+    index = int(decoded) if isinstance(task, SingleLabel) else decoded
+    return Prediction((task.labels_of(decoded, learner.dls.vocab), index, probs[0]), unknown=unknown, ood_score=score)
+
+
+def _flag(learner: Predictor, scores: torch.Tensor | None, position: int) -> tuple[bool | None, float | None]:
+    """(unknown, ood_score) of one item, or (None, None) without a fitted score."""
+    if scores is None:
+        return None, None
+    score = scores[position : position + 1]
+    return bool(trust_of(learner).unknown(score)[0]), float(score[0])
 
 
 def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None = None) -> Iterator[Path]:
@@ -203,8 +261,10 @@ def _name(source: Any, position: int) -> str:
     return str(source) if isinstance(source, (str, Path)) else f"<in-memory image {position}>"
 
 
-def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int = 1) -> dict[str, Any]:
-    """The prediction fields of one item's probabilities: label, index, prob (and top_k alternatives).
+def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int = 1, unknown: bool | None = None,
+                   ood_score: float | None = None) -> dict[str, Any]:
+    """The prediction fields of one item's probabilities: label, index, prob (and top_k alternatives),
+    and the unknown flag with its score (None for a model without a fitted score).
 
     Single-label: the arg-max class, its index and probability; with `top_k` > 1 also `top_k`, the k
     most probable `[label, prob]` pairs. Multi-label: lists of the classes at or above the threshold,
@@ -223,6 +283,7 @@ def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int 
         indices = torch.nonzero(decoded).flatten().tolist()
         row = {"label": [vocab[i] for i in indices], "index": indices, "prob": [float(probs[i]) for i in indices],
                "error": None}
+    row["unknown"], row["ood_score"] = unknown, ood_score
     if top_k > 1:
         best = probs.topk(min(top_k, len(vocab)))
         row["top_k"] = [[vocab[i], p] for i, p in zip(best.indices.tolist(), best.values.tolist(), strict=True)]
@@ -243,15 +304,19 @@ def _predict_chunk(learner: Predictor, chunk: list[Any], start: int, bs: int, to
         with warnings.catch_warnings():
             # Bad files are reported in their rows and in one summary warning, not once per chunk.
             warnings.simplefilter("ignore")
-            probs, _ = tta(learner, loader) if augmented else get_preds(learner, loader)
+            probs, _, scores = get_preds(learner, loader, with_ood=True)
+            if augmented:  # the unknown flag is the plain pass's; the probabilities are TTA's
+                probs = tta(learner, loader)[0]
         dropped = loader.dataset.dropped
         kept = [position for position in range(len(present)) if position not in dropped]
-        for position, item_probs in zip(kept, probs, strict=True):
-            rows[present[position]] = prediction_row(item_probs, learner.task, learner.dls.vocab, top_k)
+        for number, (position, item_probs) in enumerate(zip(kept, probs, strict=True)):
+            unknown, score = _flag(learner, scores, number)
+            rows[present[position]] = prediction_row(item_probs, learner.task, learner.dls.vocab, top_k, unknown, score)
         for position, reason in dropped.items():
             rows[present[position]] = {"error": reason}
     for offset, source in enumerate(chunk):
-        row = {"path": _name(source, start + offset), "label": None, "index": -1, "prob": float("nan"), "error": None}
+        row = {"path": _name(source, start + offset), "label": None, "index": -1, "prob": float("nan"), "error": None,
+               "unknown": None, "ood_score": None}
         row.update(rows[offset])
         yield row
 
@@ -275,7 +340,8 @@ def predict_batch(learner: Predictor, items_or_folder: Any, bs: int = 64, top_k:
 
     Yields:
         One dict per input, in input order: `{"path": str, "label": str | None, "index": int,
-        "prob": float (probability of the predicted class), "error": str | None}`, plus `top_k`
+        "prob": float (probability of the predicted class), "error": str | None, "unknown": bool | None,
+        "ood_score": float | None}` (unknown: unlike the training images, see `Prediction`), plus `top_k`
         with `top_k` > 1. For multi-label data, `label`, `index` and `prob` are lists over the
         predicted classes (see `prediction_row`).
 

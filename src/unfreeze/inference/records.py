@@ -7,8 +7,8 @@ about one image, in one documented, versioned shape.
      "top_k": [{"label": "cat", "probability": 0.93}, {"label": "dog", "probability": 0.05}],
      "error": null}                            # why the image has no prediction (then label is null)
 
-Optional fields: `unknown` (true when the model considers the image none of its classes) and `ood_score`
-(how far from the training images it looks), where the model was calibrated for them; `status` (an HTTP
+Optional fields: `unknown` (true when the image is unlike the training images) and `ood_score` (how far
+from them it looks; both null for a model exported without an unknown score); `status` (an HTTP
 status of this file in serve's answer, e.g. 413 for a file over the size limit); `actual` and `correct`
 in `evaluate`'s rows. Nothing else appears in a record. The JSON Schema is `PREDICTION_SCHEMA`
 (docs/prediction.schema.json); documents that carry records also carry `"schema_version":
@@ -57,7 +57,8 @@ PREDICTION_SCHEMA: dict[str, Any] = {
                   "items": {"type": "object", "required": ["label", "probability"], "additionalProperties": False,
                             "properties": {"label": {"type": "string"}, "probability": _PROBABILITY}}},
         "error": {"type": ["string", "null"], "description": "why there is no prediction; null when there is one"},
-        "unknown": {"type": "boolean", "description": "the model considers the image none of its classes"},
+        "unknown": {"type": ["boolean", "null"], "description": "the image is unlike the training images (above "
+                    "the model's unknown threshold); null for a model exported without an unknown score"},
         "ood_score": {"type": ["number", "null"], "description": "out-of-distribution score (higher: less like "
                                                                  "the training images)"},
         "status": {"type": "integer", "description": "serve: this file's HTTP status (413: over the size limit)"},
@@ -134,11 +135,13 @@ def csv_row(record: dict[str, Any], columns: tuple[str, ...] = CSV_COLUMNS) -> l
     return [_cell(record.get(column)) for column in columns]
 
 
-def evaluation_records(interpretation: Any, top_k: int = 3) -> list[dict[str, Any]]:
+def evaluation_records(interpretation: Any, top_k: int = 3,
+                       flags: list[tuple[bool | None, float | None]] | None = None) -> list[dict[str, Any]]:
     """One record per image of a labelled set, in the dataset's order, with `actual` and `correct`.
 
     `interpretation` is a `ClassificationInterpretation` over the set; an image that could not be read
-    gets an error record (with its `actual` label).
+    gets an error record (with its `actual` label). `flags`: each predicted image's (unknown, ood_score),
+    in the interpretation's order (None: the model has no unknown score, both null).
 
     Example:
         >>> records = evaluation_records(ClassificationInterpretation.from_learner(learn, dl=loader))  # doctest: +SKIP
@@ -152,10 +155,11 @@ def evaluation_records(interpretation: Any, top_k: int = 3) -> list[dict[str, An
         actual = label if isinstance(label, str) else list(label)
         if index not in positions:
             reason = getattr(dataset, "dropped", {}).get(index, "not predicted")
-            records.append(error_record(str(path), str(reason), actual=actual))
+            records.append(error_record(str(path), str(reason), unknown=None, ood_score=None, actual=actual))
             continue
+        unknown, score = flags[positions[index]] if flags is not None else (None, None)
         row = prediction_row(interpretation.probs[positions[index]], interpretation.task, interpretation.vocab,
-                             max(top_k, 2))
+                             max(top_k, 2), unknown, score)
         record = prediction_record({**row, "path": str(path)}, top_k)
         predicted = record["label"]
         correct = predicted == actual if isinstance(actual, str) else sorted(predicted or []) == sorted(actual)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,24 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, cpu
         'cat'
     """
     device, path = learner_device(device, cpu), export_file(_export_in_folder(Path(path).expanduser()))
-    metadata, model = read_export(path)
+    metadata, model, trust = read_export(path, with_trust=True)
     learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
     learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used
     learn.model.eval()
+    learn.trust = trust
+    if not trust.stored:
+        _say_once_without_trust(path)
     return learn
+
+
+_SAID_WITHOUT_TRUST: list[bool] = []  # said once per process: a server loading many old files says it once
+
+
+def _say_once_without_trust(path: Path) -> None:
+    if _SAID_WITHOUT_TRUST:
+        return
+    _SAID_WITHOUT_TRUST.append(True)
+    warnings.warn(f"{path} was exported before calibrated probabilities and the unknown flag: its probabilities are "
+                  "the raw softmax (temperature 1) and predictions carry no unknown flag (unknown and ood_score are "
+                  "None). Retrain, or call learn.calibrate() on a learner with its data and export again, to get "
+                  "both.", UserWarning, stacklevel=3)

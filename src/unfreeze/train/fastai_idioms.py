@@ -31,6 +31,7 @@ from torch import nn
 from unfreeze import distributed
 from unfreeze._device import default_device
 from unfreeze._io import atomic_path, save_torch
+from unfreeze.inference.predict import Prediction
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
 from unfreeze.train.mixup import MixupCutmix
 
@@ -208,7 +209,7 @@ class MultiCategory(list):  # type: ignore[type-arg]
         return f"MultiCategory({list(self)!r})"
 
 
-def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> tuple[Any, Any, torch.Tensor]:
+def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> Prediction:
     """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`.
 
     Example:
@@ -216,7 +217,10 @@ def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> tuple[Any, A
         MultiCategory(['cat'])
     """
     labels, decoded, probs = prediction
-    return (MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs
+    fields = ((MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs)
+    # The unknown flag travels as attributes of the result (`inference.Prediction`).
+    return Prediction(fields, unknown=getattr(prediction, "unknown", None),
+                      ood_score=getattr(prediction, "ood_score", None))
 
 
 class _Text(str):

@@ -26,16 +26,18 @@ class Exportable(Predictor, Protocol):
 class InferenceMethods:
     """`get_preds`, `predict`, `predict_batch`, `tta`, `show_results`, `export` and `export_onnx` of a learner."""
 
-    def get_preds(self: Predictor, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False) -> Any:
-        """Probabilities (the task's activation) and targets over `dl` (default: validation), in order.
+    def get_preds(self: Predictor, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False,
+                  with_ood: bool = False) -> Any:
+        """Probabilities (the task's activation, calibrated) and targets over `dl` (default: validation), in order.
 
-        Returns `(probs, targets)`, then the decoded predictions with `with_decoded` and the item losses
-        with `with_loss`, in fastai's order. See `unfreeze.inference.get_preds`.
+        Returns `(probs, targets)`, then the decoded predictions with `with_decoded`, the item losses
+        with `with_loss` (fastai's order) and the unknown scores with `with_ood`. See
+        `unfreeze.inference.get_preds`.
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
         """
-        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss)
+        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss, with_ood=with_ood)
 
     def predict(self: Predictor, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.

@@ -29,7 +29,7 @@ from unfreeze._device import cudnn_autotune, default_device
 from unfreeze.tasks import MultiLabel, SingleLabel, Task, class_weights_tensor
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import fastai_idioms as fastai
-from unfreeze.train import recipes, recommended
+from unfreeze.train import recipes, recommended, trust_fit
 from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder, callback_list
 from unfreeze.train.data_binding import bind_data
@@ -42,6 +42,7 @@ from unfreeze.train.recipes import FitProgress, Resume
 from unfreeze.train.schedules import LRSpec
 from unfreeze.train.state import STATE_KEYS
 from unfreeze.train.stepper import Stepper
+from unfreeze.trust import Trust
 
 __all__ = ["STATE_KEYS", "Learner", "NonFiniteLossError", "ValidationResults", "default_device"]
 
@@ -166,6 +167,9 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         self.position = Position()
         self.progress = FitProgress()
         self.recipe = Recipe()  # what fit_recipe runs by default; vision_learner(recipe=...) sets it
+        # Temperature and unknown score of the predictions: set by calibrate() (the end of fit_recipe) and
+        # load_learner; a plain Trust (T = 1, no unknown flag) until then.
+        self.trust = Trust()
 
     # ------------------------------------------------------------------ the parts and what they hold
 
@@ -390,19 +394,44 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
     def fit_recipe(self, epochs: int | None = None, recipe: Recipe | None = None, *,
                    callbacks: Callback | Sequence[Callback] = (), checkpoint: str | Path | None = None,
                    resume: str | Path | Resume | None = None, cbs: Callback | Sequence[Callback] | None = None,
+                   calibrate: bool = True, unknown_rate: float | None = 0.05,
                    **settings: Any) -> list[dict[str, Any]]:
         """The recommended recipe: `recipe` (default `self.recipe`, `Recipe()` unless vision_learner got one)
         with `epochs` and any `Recipe` field in `settings` changed; fine_tune's phases around them.
 
         `fine_tune` keeps fastai's formulas (README, "The recommended recipe", spells the fit_recipe that equals it).
         callbacks, checkpoint, resume, cbs: As in `fine_tune`.
+        calibrate, unknown_rate: As in `calibrate()`, which a finished fit ends with (`calibrate=False`: raw
+            softmax; `unknown_rate=None`: no unknown flag).
 
         Example:
             >>> learn.fit_recipe()  # doctest: +SKIP
             >>> learn.fit_recipe(6, mixup=0.2, flip=False, time_budget=600)  # doctest: +SKIP
         """
-        return recommended.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
-                                  checkpoint, resume, **settings)
+        trust_fit.check_unknown_rate(unknown_rate)  # before the fit, not after it
+        history = recommended.fit_recipe(self, epochs, recipe or self.recipe, fastai.callbacks_and_cbs(callbacks, cbs),
+                                         checkpoint, resume, **settings)
+        if not self.interrupted:
+            trust_fit.calibrate_after_fit(self, calibrate, unknown_rate)
+        return history
+
+    def calibrate(self, temperature: bool = True, unknown_rate: float | None = 0.05, method: str | None = None) -> Any:
+        """Fit the temperature of the probabilities and the unknown score on this learner's data (`trust_fit`).
+
+        Args:
+            temperature: Fit the temperature on the validation predictions (False: raw softmax / sigmoid).
+            unknown_rate: The share of validation images flagged unknown (default 5%); None: no unknown flag.
+            method: The unknown score (`unfreeze.trust.METHODS`); default: the one benchmarks/trust_study.py chose.
+
+        Returns:
+            The new `learn.trust` (temperature, score, threshold, and the before/after numbers).
+
+        Example:
+            >>> learn.calibrate().temperature  # doctest: +SKIP
+            1.27
+        """
+        return trust_fit.calibrate(self, temperature=temperature, unknown_rate=unknown_rate,
+                                   **({} if method is None else {"method": method}))
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10, num_it: int = 100, stop_div: bool = True,
                 plot: str | Path | None = None, lr_ratios: LRSpec | None = None, quiet: bool = False,

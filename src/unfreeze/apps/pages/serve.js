@@ -5,6 +5,7 @@ const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const headers = token ? { Authorization: `Bearer ${token}` } : {};
 const statusLine = document.getElementById("status");
 const results = document.getElementById("results");
+let classCount = 0;  // from /health: "not one of the N classes"
 
 function percent(probability) {
   return `${(100 * probability).toFixed(1)}%`;
@@ -20,6 +21,7 @@ async function describeModel() {
   const health = await response.json();
   document.getElementById("title").textContent = health.model;
   document.title = `unfreeze: ${health.model}`;
+  classCount = health.classes.length;
   const kind = health.multi_label ? "multi-label" : "single-label";
   info.textContent = `${health.arch}, ${kind}, ${health.classes.length} classes: ${health.classes.join(", ")}`;
 }
@@ -41,6 +43,10 @@ function predictionCard(prediction, file) {
     const names = Array.isArray(prediction.label) ? prediction.label.join(", ") || "(no class)" : prediction.label;
     const probability = Array.isArray(prediction.probability) ? "" : ` (${percent(prediction.probability)})`;
     label.textContent = `${names}${probability}`;
+    if (prediction.unknown) {  // unlike the training images: say so instead of a confident class
+      card.classList.add("unknown");
+      label.textContent = `not one of the ${classCount || "model's"} classes (closest: ${names}${probability})`;
+    }
     const bars = card.querySelector(".bars");
     for (const entry of prediction.top_k) {
       const item = document.createElement("li");

@@ -1,0 +1,161 @@
+"""`learn.calibrate()`: fit a learner's `Trust` (temperature and unknown score) on its own data.
+
+The end of `fit_recipe` (and so of `unfreeze train`) calls it. The temperature is fitted on the
+validation predictions (`trust.calibration.fit_temperature`); the out-of-distribution score on the
+features of a seeded subsample of the training images, seen without augmentation
+(`trust.ood.fit_score`); its threshold on the validation images' scores, so that `unknown_rate` of them
+are flagged. The numbers (ECE / NLL / Brier before and after, the flagged share) stay on the Trust for
+summary.json and the report.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from unfreeze import distributed
+from unfreeze.data import ImageDataLoader, ImageDataset
+from unfreeze.inference import collect_logits
+from unfreeze.tasks import MultiLabel
+from unfreeze.trust import (
+    DEFAULT_METHOD,
+    FeatureTap,
+    NoFeatureLayerError,
+    Trust,
+    calibration_report,
+    fit_score,
+    fit_temperature,
+)
+from unfreeze.trust import threshold_for as _threshold_for
+from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K
+
+__all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate"]
+
+DEFAULT_UNKNOWN_RATE = 0.05
+
+
+def check_unknown_rate(unknown_rate: Any) -> float | None:
+    """`unknown_rate` as a float in (0, 0.5], or None (no unknown flag); a ValueError saying what is expected.
+
+    Example:
+        >>> check_unknown_rate(0.05)
+        0.05
+    """
+    if unknown_rate is None:
+        return None
+    if isinstance(unknown_rate, bool) or not isinstance(unknown_rate, (int, float)) or not 0 < unknown_rate <= 0.5:
+        raise ValueError(f"unknown_rate must be a share of validation images from 0 (excluded) to 0.5, e.g. 0.05 "
+                         f"for 5%, or None for no unknown flag; got {unknown_rate!r}.")
+    return float(unknown_rate)
+
+
+def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None) -> tuple[torch.Tensor, ...]:
+    if tap is None:
+        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+        return logits.cpu(), targets.cpu(), torch.zeros(0)
+    tap.captured.clear()
+    with tap.open():
+        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+    return logits.cpu(), targets.cpu(), distributed.gather_ordered(tap.features()).cpu()
+
+
+def _training_sample(learner: Any, size: int, seed: int) -> ImageDataLoader:
+    """An ordered, unaugmented loader over a seeded subsample of at most `size` training images."""
+    train, valid = learner.dls.train, learner.dls.valid
+    dataset = train.dataset
+    chosen = torch.arange(len(dataset))
+    if len(dataset) > size:
+        chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    subset = ImageDataset([dataset.items[i] for i in chosen.tolist()], dataset.vocab,
+                          sources=[dataset.sources[i] for i in chosen.tolist()], item_size=dataset.item_size,
+                          resize_method=dataset.resize_method, task=dataset.task)
+    loader = ImageDataLoader(subset, valid.batch_size, size=valid.size, seed=seed, device=valid.device,
+                             num_workers=valid.num_workers, mean=valid.mean, std=valid.std)
+    if distributed.is_distributed():  # each rank its slice; collect_logits gathers them in order
+        loader.shard(distributed.rank(), distributed.world_size())
+    return loader
+
+
+def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | None = DEFAULT_UNKNOWN_RATE,
+              method: str = DEFAULT_METHOD, k: int = DEFAULT_K, bank_size: int = DEFAULT_BANK_SIZE) -> Trust:
+    """Fit the learner's temperature and unknown score on its data; sets and returns `learner.trust`.
+
+    Args:
+        learner: A learner with training and validation images.
+        temperature: Fit a temperature (False: probabilities stay the raw softmax / sigmoid).
+        unknown_rate: The share of validation images the unknown threshold flags; None: no unknown flag.
+        method: The out-of-distribution score (`trust.METHODS`; default: the study's choice).
+        k: The neighbour of the knn score.
+        bank_size: At most this many training features are kept (they travel in the export).
+
+    Raises:
+        ValueError: No validation images, a bad `unknown_rate`, or a model without a final linear layer
+            (`NoFeatureLayerError`) while `unknown_rate` is set.
+
+    For multi-label data, tune the decision thresholds after calibrating (`unfreeze train` does): they
+    apply to the calibrated probabilities.
+
+    Example:
+        >>> trust = learn.calibrate()  # doctest: +SKIP
+        >>> trust.temperature, trust.threshold  # doctest: +SKIP
+        (1.27, 0.81)
+    """
+    unknown_rate = check_unknown_rate(unknown_rate)
+    multi_label = isinstance(learner.task, MultiLabel)
+    tap = FeatureTap(learner.model) if unknown_rate is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undecodable files were reported when the loaders were built
+        valid_logits, valid_targets, valid_features = _features_and_logits(learner, learner.dls.valid, tap)
+    if len(valid_logits) == 0:
+        raise ValueError("calibrate() needs validation images; this learner's validation set is empty.")
+    fitted = fit_temperature(valid_logits, valid_targets, multi_label) if temperature else 1.0
+    report = calibration_report(valid_logits, valid_targets, fitted, multi_label)
+    trust = Trust(temperature=fitted, calibration=report)
+    if tap is not None:
+        seed = learner.seed or 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, train_targets, train_features = _features_and_logits(
+                learner, _training_sample(learner, bank_size, seed), tap)
+        score = fit_score(method, train_features, train_targets, len(learner.dls.vocab), multi_label=multi_label,
+                          valid=(valid_features, valid_logits), k=k, bank_size=bank_size, seed=seed).eval()
+        with torch.no_grad():
+            valid_scores = score(valid_features, valid_logits)
+        threshold = _threshold_for(valid_scores, unknown_rate)
+        trust = Trust(temperature=fitted, score=score, threshold=threshold, unknown_rate=unknown_rate,
+                      calibration=report)
+        report["unknown"] = _unknown_report(trust, valid_scores, valid_logits, valid_targets, multi_label)
+    learner.trust = trust
+    return trust
+
+
+def _unknown_report(trust: Trust, scores: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                    multi_label: bool) -> dict[str, Any]:
+    """The method, threshold, flagged share and accuracy on all vs unflagged validation images."""
+    flagged = trust.unknown(scores)
+    report: dict[str, Any] = {"method": trust.score.method, "threshold": trust.threshold,
+                              "unknown_rate": trust.unknown_rate, "flagged_valid": float(flagged.double().mean())}
+    if not multi_label:
+        labelled = targets >= 0
+        correct = (logits.argmax(dim=1) == targets).double()
+        kept = labelled & ~flagged
+        report["accuracy_all"] = float(correct[labelled].mean()) if labelled.any() else None
+        report["accuracy_unflagged"] = float(correct[kept].mean()) if kept.any() else None
+    return report
+
+
+def calibrate_after_fit(learner: Any, temperature: bool, unknown_rate: float | None) -> Trust | None:
+    """What the end of `fit_recipe` runs: `calibrate`, or only the temperature for a model without a final
+    linear layer (said in a warning and in the recorder's notes); nothing without validation images."""
+    unknown_rate = check_unknown_rate(unknown_rate)
+    if len(learner.dls.valid.dataset) == 0:
+        return None
+    try:
+        return calibrate(learner, temperature=temperature, unknown_rate=unknown_rate)
+    except NoFeatureLayerError as error:
+        note = f"no unknown flag: {error}"
+        warnings.warn(note, stacklevel=3)
+        learner.recorder.add_note(note)
+        return calibrate(learner, temperature=temperature, unknown_rate=None)

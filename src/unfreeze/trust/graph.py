@@ -1,0 +1,51 @@
+"""The trust inside an exported graph: a module that returns calibrated probabilities and the unknown score.
+
+ONNX, TorchScript and OpenVINO files carry no unfreeze code, so the temperature and the score must be
+part of the graph itself. `TrustedModel` wraps the model: its forward divides the logits by the
+temperature before the activation and, when a score is fitted, also returns the score of the
+features that the model's last linear layer received (captured by a hook during the same pass).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unfreeze.trust.features import feature_layer
+from unfreeze.trust.section import Trust
+
+__all__ = ["TrustedModel"]
+
+
+class TrustedModel(nn.Module):
+    """normalised images → (logits, probabilities[, ood_score]), the trust's temperature and score applied.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> logits, probs = TrustedModel(model, Trust(temperature=2.0), multi_label=False)(torch.zeros(1, 12))
+        >>> probs.tolist()
+        [[0.5, 0.5]]
+    """
+
+    def __init__(self, model: nn.Module, trust: Trust, multi_label: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.multi_label = multi_label
+        self.temperature = float(trust.temperature)
+        self.score = trust.score if trust.has_score else None
+        self._features: torch.Tensor | None = None
+        if self.score is not None:
+            feature_layer(model).register_forward_pre_hook(self._capture)
+
+    def _capture(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._features = inputs[0].flatten(1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(images).float()
+        scaled = logits / self.temperature
+        probs = torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=1)
+        if self.score is None or self._features is None:
+            return logits, probs
+        score = self.score(self._features.float(), logits)
+        self._features = None
+        return logits, probs, score

@@ -1,0 +1,84 @@
+"""The unknown flag where a run becomes something for people: the server's JSON, the upload page (a real
+browser) and model_card.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from app_helpers import serving
+from PIL import Image
+
+from unfreeze.apps.serve import ServeSettings, create_app, load_model
+from unfreeze.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def noise_png(path: Path) -> Path:
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_the_server_answers_unknown_and_ood_score(trained_app_run: Path, tmp_path: Path) -> None:
+    learner = load_model(trained_app_run)
+    noise = noise_png(tmp_path / "noise.png")
+    bee = trained_app_run.parent / "images" / "valid" / "bee" / "bee_0.png"
+    with serving(create_app(learner, "tiny", ServeSettings(top_k=2))) as url:
+        answer = httpx.post(f"{url}/predict", files=[("file", ("noise.png", noise.read_bytes())),
+                                                     ("file", ("bee_0.png", bee.read_bytes()))], timeout=30)
+    assert answer.status_code == 200
+    for prediction, path in zip(answer.json()["predictions"], (noise, bee), strict=True):
+        expected = learner.predict(path)
+        assert prediction["unknown"] is expected.unknown
+        assert prediction["ood_score"] == pytest.approx(expected.ood_score, abs=1e-5)
+
+
+def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out)]) == 0
+    card = (out / "model_card.md").read_text()
+    threshold = load_model(trained_app_run).trust.threshold
+    assert "## Calibration and unknown images" in card and f"threshold {threshold:.6g}" in card
+    assert f"unknown = ood_score > {threshold:.6g}" in card and "divides the logits by the temperature" in card
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless",
+                                                                              "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+@pytest.mark.slow
+def test_the_page_shows_an_unknown_image_as_none_of_the_classes(browser: Any, trained_app_run: Path,
+                                                               tmp_path: Path) -> None:
+    learner = load_model(trained_app_run)
+    candidates = [noise_png(tmp_path / "noise.png"), *(trained_app_run.parent / "images" / "valid").rglob("*.png")]
+    scored = sorted(candidates, key=lambda path: learner.predict(path).ood_score)
+    known, strange = scored[0], scored[-1]
+    # The tiny random model's threshold may flag neither: put it between the two, this test is about the page.
+    learner.trust.threshold = (learner.predict(known).ood_score + learner.predict(strange).ood_score) / 2
+    with serving(create_app(learner, "ant-bee-cat", ServeSettings(top_k=3))) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.getElementById('model-info').textContent.includes('3 classes')")
+        page.set_input_files("#files", [str(known), str(strange)])
+        page.wait_for_selector(".result:nth-child(2) .label")
+        unknown = page.locator(".result.unknown")
+        assert unknown.count() == 1
+        assert unknown.locator(".label").inner_text().startswith("not one of the 3 classes (closest: ")
+        assert unknown.locator(".file").inner_text() == strange.name
+        styles = [page.locator(".result").nth(index).evaluate("card => getComputedStyle(card).borderTopStyle")
+                  for index in range(2)]
+        assert sorted(styles) == ["dashed", "solid"]  # visibly different from a confident answer
+        page.close()

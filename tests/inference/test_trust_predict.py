@@ -1,0 +1,256 @@
+"""Calibrated probabilities and the unknown flag through every door: get_preds, predict, predict_batch, tta,
+the export and load_learner, the deployment files; old exports; models without a final linear layer."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unfreeze.data import ImageDataLoaders
+from unfreeze.inference import collect_logits
+from unfreeze.inference.deploy import check_export, export_deployable, load_deployed_outputs, validation_images
+from unfreeze.inference.export import ExportError, read_export_metadata
+from unfreeze.train import builders
+from unfreeze.train.builders import load_learner
+from unfreeze.train.learner import Learner
+from unfreeze.train.trust_fit import calibrate_after_fit
+from unfreeze.trust import NoFeatureLayerError, Trust
+
+
+@pytest.fixture(scope="module")
+def calibrated(sample_dir: Path) -> Learner:
+    """test_resnet (random weights) on the sample, calibrated: its own learner (the session one stays raw)."""
+    from tests.inference.conftest import tiny_learner
+
+    learn = tiny_learner(sample_dir)
+    learn.calibrate()
+    return learn
+
+
+def far_images(n: int = 12) -> list[np.ndarray]:
+    """Images that are not clothes: flat colours and noise."""
+    rng = np.random.default_rng(0)
+    flat = [np.full((32, 32, 3), value, np.uint8) for value in np.linspace(0, 255, n // 2).astype(int)]
+    return flat + [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n - n // 2)]
+
+
+def test_calibrate_fits_a_temperature_and_a_threshold(calibrated: Learner) -> None:
+    trust = calibrated.trust
+    assert trust.temperature != 1.0 and trust.has_score and trust.unknown_rate == 0.05
+    report = trust.calibration
+    assert report["after"]["nll"] <= report["before"]["nll"] + 1e-9
+    assert report["unknown"]["flagged_valid"] == pytest.approx(0.05, abs=0.011)  # 200 validation images
+
+
+def test_get_preds_applies_the_temperature(calibrated: Learner) -> None:
+    logits, _ = collect_logits(calibrated.model, calibrated.dls.valid)
+    probs, _ = calibrated.get_preds()
+    torch.testing.assert_close(probs, (logits / calibrated.trust.temperature).softmax(dim=1))
+    probs, _, scores = calibrated.get_preds(with_ood=True)
+    assert scores.shape == (len(probs),)
+    assert float(calibrated.trust.unknown(scores).double().mean()) == pytest.approx(0.05, abs=0.011)
+
+
+def test_predict_and_predict_batch_carry_the_unknown_flag(calibrated: Learner, sample_dir: Path) -> None:
+    path = sorted((sample_dir / "valid").rglob("*.png"))[0]
+    prediction = calibrated.predict(path)
+    label, _, _ = prediction  # still unpacks as before
+    assert isinstance(prediction.unknown, bool) and isinstance(prediction.ood_score, float)
+    rows = list(calibrated.predict_batch([path, *far_images()], bs=5))
+    assert rows[0]["label"] == label and rows[0]["ood_score"] == pytest.approx(prediction.ood_score, abs=1e-5)
+    assert all(isinstance(row["unknown"], bool) for row in rows)
+    tta_rows = list(calibrated.predict_batch([path], with_tta=True))
+    assert tta_rows[0]["ood_score"] == pytest.approx(prediction.ood_score, abs=1e-5)
+
+
+def test_an_uncalibrated_learner_keeps_raw_softmax_and_has_no_flag(sample_learner: Learner, sample_dir: Path) -> None:
+    logits, _ = collect_logits(sample_learner.model, sample_learner.dls.valid)
+    torch.testing.assert_close(sample_learner.get_preds()[0], logits.softmax(dim=1))
+    prediction = sample_learner.predict(sorted((sample_dir / "valid").rglob("*.png"))[0])
+    assert prediction.unknown is None and prediction.ood_score is None
+
+
+def test_export_round_trip_keeps_probabilities_and_scores(calibrated: Learner, tmp_path: Path) -> None:
+    path = calibrated.export(tmp_path / "model.unfreeze")
+    section = read_export_metadata(path)["trust"]
+    assert section["temperature"] == pytest.approx(calibrated.trust.temperature)
+    assert section["ood"]["method"] == calibrated.trust.score.method
+    stored = load_file(str(path))
+    assert {name for name in stored if name.startswith("trust.")} == {f"trust.{n}" for n in section["tensors"]}
+    loaded = load_learner(path)
+    images = [*far_images(), np.asarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3)), np.uint8)]
+    expected = calibrated.get_preds(dl=calibrated.dls.test_dl(images), with_ood=True)
+    found = loaded.get_preds(dl=loaded.dls.test_dl(images), with_ood=True)
+    torch.testing.assert_close(found[0], expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(found[2], expected[2], atol=1e-5, rtol=1e-4)
+    assert loaded.trust.threshold == pytest.approx(calibrated.trust.threshold)
+
+
+def _strip_trust(source: Path, target: Path) -> Path:
+    """The same export as one written before the trust section existed."""
+    from safetensors import safe_open
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = json.loads(handle.metadata()["unfreeze"])
+    metadata.pop("trust")
+    tensors = {name: tensor for name, tensor in load_file(str(source)).items() if not name.startswith("trust.")}
+    save_file(tensors, str(target), {"unfreeze": json.dumps(metadata)})
+    return target
+
+
+def test_an_old_export_loads_with_temperature_one_and_says_so_once(calibrated: Learner, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _strip_trust(calibrated.export(tmp_path / "new.unfreeze"), tmp_path / "old.unfreeze")
+    monkeypatch.setattr(builders, "_SAID_WITHOUT_TRUST", [])
+    with pytest.warns(UserWarning, match="exported before calibrated probabilities"):
+        learn = load_learner(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second load says nothing
+        load_learner(old)
+    assert learn.trust.temperature == 1.0 and not learn.trust.has_score
+    logits, _ = collect_logits(learn.model, learn.dls.test_dl(far_images()))
+    torch.testing.assert_close(learn.get_preds(dl=learn.dls.test_dl(far_images()))[0], logits.softmax(dim=1))
+    assert learn.predict(far_images()[0]).unknown is None
+    rows = list(learn.predict_batch(far_images()[:2]))
+    assert rows[0]["unknown"] is None and rows[0]["ood_score"] is None
+
+
+def test_a_corrupt_trust_section_is_refused(calibrated: Learner, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    path = calibrated.export(tmp_path / "model.unfreeze")
+    with safe_open(str(path), "pt") as handle:
+        metadata = json.loads(handle.metadata()["unfreeze"])
+    tensors = load_file(str(path))
+    bad = dict(metadata, trust={**metadata["trust"], "temperature": -3})
+    save_file(tensors, str(tmp_path / "bad.unfreeze"), {"unfreeze": json.dumps(bad)})
+    with pytest.raises(ExportError, match=r"trust\.temperature"):
+        load_learner(tmp_path / "bad.unfreeze")
+    name = next(name for name in tensors if name.startswith("trust."))
+    tensors[name] = tensors[name][:3]  # a bank that does not match its declared shape
+    save_file(tensors, str(tmp_path / "short.unfreeze"), {"unfreeze": json.dumps(metadata)})
+    with pytest.raises(ExportError, match="trust"):
+        load_learner(tmp_path / "short.unfreeze")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
+def test_deployment_files_output_calibrated_probabilities_and_the_score(calibrated: Learner, tmp_path: Path,
+                                                                         fmt: str) -> None:
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
+    written = export_deployable(calibrated, tmp_path / fmt, fmt)
+    images, _ = validation_images(calibrated.dls.valid, limit=6)
+    far = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in far_images(6)])
+    batch = torch.cat([images, far]).contiguous()
+    difference, _ = check_export(calibrated, written[0], fmt, batch)
+    assert difference < 1e-3
+    outputs = load_deployed_outputs(written[0], fmt)(batch.numpy())
+    assert len(outputs) == 2 and outputs[1].shape == (len(batch),)
+    expected, _, scores = calibrated.get_preds(dl=calibrated.dls.test_dl(list(batch)), with_ood=True)
+    np.testing.assert_allclose(outputs[0], expected.numpy(), atol=1e-3)
+    np.testing.assert_allclose(outputs[1], scores.numpy(), atol=1e-3)
+
+
+def test_export_onnx_has_an_ood_score_output(calibrated: Learner, tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = calibrated.export_onnx(tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["logits", "probabilities", "ood_score"]
+    images, _ = validation_images(calibrated.dls.valid, limit=4)
+    logits, probs, scores = session.run(None, {"image": images.float().numpy() / 255})
+    np.testing.assert_allclose(probs, torch.from_numpy(logits / calibrated.trust.temperature).softmax(1).numpy(),
+                               atol=1e-5)
+    expected = calibrated.get_preds(dl=calibrated.dls.test_dl(list(images)), with_ood=True)[2]
+    np.testing.assert_allclose(scores, expected.numpy(), atol=1e-3)
+
+
+class _PlainNet(nn.Module):
+    def __init__(self, n_out: int, linear: bool = True) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(8, n_out) if linear else nn.Unflatten(1, (8,))
+        self.linear = linear
+        self.out = None if linear else nn.Conv2d(8, n_out, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.body(images)
+        if self.linear:
+            return self.classifier(features)
+        return self.out(features[:, :, None, None]).flatten(1)
+
+
+def test_a_plain_module_gets_features_from_its_last_linear(sample_dir: Path) -> None:
+    dls = ImageDataLoaders.from_folder(sample_dir, size=32, bs=64, seed=0, num_workers=0)
+    learn = Learner(dls, _PlainNet(dls.n_classes), device="cpu", quiet=True, seed=0)
+    trust = learn.calibrate()
+    assert trust.has_score and trust.score.bank.shape[1] == 8
+    assert isinstance(learn.predict(far_images()[0]).unknown, bool)
+
+
+def test_a_module_without_a_linear_layer_is_told_clearly(sample_dir: Path) -> None:
+    dls = ImageDataLoaders.from_folder(sample_dir, size=32, bs=64, seed=0, num_workers=0)
+    learn = Learner(dls, _PlainNet(dls.n_classes, linear=False), device="cpu", quiet=True, seed=0)
+    with pytest.raises(NoFeatureLayerError, match=r"no nn\.Linear layer"):
+        learn.calibrate()
+    learn.calibrate(unknown_rate=None)  # the temperature alone works
+    assert not learn.trust.has_score
+    with pytest.warns(UserWarning, match="no unknown flag"):
+        trust = calibrate_after_fit(learn, True, 0.05)  # what the end of fit_recipe does
+    assert trust is not None and not trust.has_score and trust.temperature != 1.0
+
+
+def test_bad_unknown_rates_are_refused(calibrated: Learner) -> None:
+    for rate in (0, 0.9, -0.1, "5%", True):
+        with pytest.raises(ValueError, match="unknown_rate must be"):
+            calibrated.calibrate(unknown_rate=rate)
+
+
+def test_calibrate_false_keeps_raw_softmax(sample_dir: Path, tiny_learner_factory: Callable[..., Learner]) -> None:
+    learn = tiny_learner_factory(sample_dir)
+    trust = learn.calibrate(temperature=False)
+    assert trust.temperature == 1.0 and trust.has_score
+    logits, _ = collect_logits(learn.model, learn.dls.valid)
+    torch.testing.assert_close(learn.get_preds()[0], logits.softmax(dim=1))
+    assert Trust.problems(trust.metadata()) == []
+
+
+def test_multi_label_gets_one_temperature_on_its_sigmoid_logits(tmp_path: Path) -> None:
+    from tests.conftest import write_image
+
+    from unfreeze.train.builders import vision_learner
+
+    colors = {"red": (220, 40, 40), "green": (40, 220, 40), "blue": (40, 40, 220)}
+    rows = ["image,tags"]
+    for index in range(36):
+        names = [name for bit, name in enumerate(colors) if (index % 7 + 1) >> bit & 1]
+        mean = tuple(int(np.mean([colors[name][c] for name in names])) for c in range(3))
+        write_image(tmp_path / f"{index}.png", (24, 24), mean, seed=index)
+        rows.append(f"{index}.png,{' '.join(names)}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    dls = ImageDataLoaders.from_csv(tmp_path, label_delim=" ", size=32, bs=16, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    trust = learn.calibrate()
+    assert trust.has_score and trust.calibration["before"]["items"] == len(dls.valid.dataset)
+    logits, _ = collect_logits(learn.model, learn.dls.valid)
+    torch.testing.assert_close(learn.get_preds()[0], torch.sigmoid(logits / trust.temperature))
+    _, mask, probs = prediction = learn.predict(tmp_path / "0.png")
+    assert mask.dtype == torch.bool and isinstance(prediction.unknown, bool)
+    loaded = load_learner(learn.export(tmp_path / "model.unfreeze"))
+    assert loaded.trust.temperature == pytest.approx(trust.temperature)
+    torch.testing.assert_close(loaded.predict(tmp_path / "0.png")[2], probs, atol=1e-5, rtol=1e-4)
+
+
+def test_fit_recipe_refuses_a_bad_unknown_rate_before_training(sample_dir: Path,
+                                                               tiny_learner_factory: Callable[..., Learner]) -> None:
+    learn = tiny_learner_factory(sample_dir)
+    with pytest.raises(ValueError, match="unknown_rate must be"):
+        learn.fit_recipe(1, unknown_rate=2.0)
+    assert learn.recorder.history == []  # nothing trained
