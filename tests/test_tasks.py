@@ -11,7 +11,7 @@ import torch
 
 from unfreeze import ImageDataLoaders, MultiLabel, SingleLabel, load_learner, vision_learner
 from unfreeze.inference import ClassificationInterpretation
-from unfreeze.tasks import task_from_config
+from unfreeze.tasks import Regression, task_from_config
 from unfreeze.train.metrics import accuracy_multi, f1_multi, resolve_metrics
 
 
@@ -123,3 +123,19 @@ def test_top_k_rows_list_the_most_probable_classes(make_image_folder) -> None:
         assert row["top_k"][0][0] == row["label"]
     with pytest.raises(ValueError, match="top_k"):
         next(learn.predict_batch(images, top_k=0))
+
+
+def test_regression_task_encodes_numbers_and_round_trips_its_config() -> None:
+    task = Regression(points=True, loss_name="l1")
+    targets = task.encode([(0.5, -0.5), None], ["x0", "y0"])
+    assert targets[0].tolist() == [0.5, -0.5] and targets[1].isnan().all()
+    assert task.labelled(targets).tolist() == [True, False]
+    losses = task.item_losses(torch.tensor([[0.0, 0.0], [1.0, 1.0]]), targets)
+    assert losses[0].item() == pytest.approx(0.5) and losses[1].isnan()
+    assert task_from_config(task.config()) == task and task.labels_of(torch.tensor([0.25, 1.0]), []) == (0.25, 1.0)
+    with pytest.raises(ValueError, match="one number per output"):
+        task.encode([(1.0,)], ["x0", "y0"])
+    with pytest.raises(ValueError, match="regression data has none"):
+        task.balanced_weights(targets, 2)
+    with pytest.raises(ValueError, match="apply to classification"):
+        task.loss(label_smoothing=0.1)

@@ -15,22 +15,32 @@ from torchvision.models import resnet18, resnet34, resnet50
 
 from unfreeze._version import __version__
 from unfreeze.data import (
+    Categorize,
     CategoryBlock,
     DataBlock,
     DataError,
+    Datasets,
     DataWarning,
+    FuncSplitter,
     GrandparentSplitter,
     ImageBlock,
     ImageDataLoader,
     ImageDataLoaders,
+    IndexSplitter,
+    IntToFloatTensor,
     MultiCategoryBlock,
     Normalize,
     PILImage,
+    PILImageBW,
+    PointBlock,
     RandomResizedCrop,
     RandomSplitter,
     RegexLabeller,
+    RegressionBlock,
     Resize,
     ResizeMethod,
+    TfmdLists,
+    ToTensor,
     URLs,
     aug_transforms,
     augment_preset,
@@ -41,7 +51,7 @@ from unfreeze.data import (
     untar_data,
     using_attr,
 )
-from unfreeze.fastai_names import LAZY_NAMES, Path, load_lazy, tensor, to_cpu
+from unfreeze.fastai_names import LAZY_NAMES, UNSUPPORTED, Path, Unsupported, load_lazy, tensor, to_cpu
 from unfreeze.inference import (
     ClassificationInterpretation,
     ExportError,
@@ -49,7 +59,7 @@ from unfreeze.inference import (
     Interpretation,
     convert_fastai,
 )
-from unfreeze.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from unfreeze.losses import CrossEntropyLossFlat, L1LossFlat, LabelSmoothingCrossEntropy, MSELossFlat
 from unfreeze.models import (
     TransferModel,
     UnknownArchitectureError,
@@ -59,7 +69,7 @@ from unfreeze.models import (
     xresnet34,
     xresnet50,
 )
-from unfreeze.tasks import MultiLabel, SingleLabel
+from unfreeze.tasks import MultiLabel, Regression, SingleLabel
 from unfreeze.train.builders import cnn_learner, load_learner, vision_learner
 from unfreeze.train.callbacks import (
     Callback,
@@ -73,11 +83,32 @@ from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.divergence import DivergenceGuard, TrainingDivergedError, retry_on_divergence
 from unfreeze.train.ema import EMA
 from unfreeze.train.fastai_idioms import CutMix, EarlyStoppingCallback, MixUp, MultiCategory, SaveModelCallback
+from unfreeze.train.fastai_training import SGD, Adam, GradientAccumulation, ShowGraphCallback, ranger, set_seed
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.learner import Learner, NonFiniteLossError
 from unfreeze.train.loggers import MLflowLogger, TensorBoardLogger
 from unfreeze.train.lr_find import SuggestedLRs, minimum, slide, steep, valley
-from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, f1_multi, f1_score, top_k_accuracy
+from unfreeze.train.metric_classes import (
+    BalancedAccuracy,
+    F1Score,
+    Precision,
+    R2Score,
+    Recall,
+    RocAuc,
+    RocAucBinary,
+)
+from unfreeze.train.metrics import (
+    accuracy,
+    accuracy_multi,
+    error_rate,
+    f1_multi,
+    f1_score,
+    mae,
+    mse,
+    r2_score,
+    rmse,
+    top_k_accuracy,
+)
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.threshold_tuning import tune_threshold
@@ -85,8 +116,12 @@ from unfreeze.train.time_budget import TimeBudget
 
 __all__ = [
     "EMA",
+    "SGD",
+    "Adam",
+    "BalancedAccuracy",
     "CSVLogger",
     "Callback",
+    "Categorize",
     "CategoryBlock",
     "CheckpointError",
     "ClassificationInterpretation",
@@ -95,22 +130,30 @@ __all__ = [
     "DataBlock",
     "DataError",
     "DataWarning",
+    "Datasets",
     "DivergenceGuard",
     "EarlyStopping",
     "EarlyStoppingCallback",
     "ExportError",
     "F",
+    "F1Score",
     "FastaiConversionError",
+    "FuncSplitter",
+    "GradientAccumulation",
     "GrandparentSplitter",
     "ImageBlock",
     "ImageDataLoader",
     "ImageDataLoaders",
+    "IndexSplitter",
+    "IntToFloatTensor",
     "Interpretation",
     "KeepBest",
     "L",
+    "L1LossFlat",
     "LabelSmoothingCrossEntropy",
     "Learner",
     "MLflowLogger",
+    "MSELossFlat",
     "MixUp",
     "MixupCutmix",
     "MultiCategory",
@@ -119,22 +162,34 @@ __all__ = [
     "NonFiniteLossError",
     "Normalize",
     "PILImage",
+    "PILImageBW",
     "Path",
+    "PointBlock",
+    "Precision",
     "ProgressCallback",
+    "R2Score",
     "RandomResizedCrop",
     "RandomSplitter",
+    "Recall",
     "Recipe",
     "RecipeError",
     "Recorder",
     "RegexLabeller",
+    "Regression",
+    "RegressionBlock",
     "Resize",
     "ResizeMethod",
+    "RocAuc",
+    "RocAucBinary",
     "SaveBestModel",
     "SaveModelCallback",
+    "ShowGraphCallback",
     "SingleLabel",
     "SuggestedLRs",
     "TensorBoardLogger",
+    "TfmdLists",
     "TimeBudget",
+    "ToTensor",
     "TrainingDivergedError",
     "TransferModel",
     "URLs",
@@ -154,18 +209,24 @@ __all__ = [
     "get_image_files",
     "imagenet_stats",
     "load_learner",
+    "mae",
     "minimum",
+    "mse",
     "nn",
     "np",
     "parent_label",
     "partial",
     "pd",
     "plt",
+    "r2_score",
+    "ranger",
     "resnet18",
     "resnet34",
     "resnet50",
     "retry_on_divergence",
+    "rmse",
     "sample_path",
+    "set_seed",
     "slide",
     "steep",
     "tensor",
@@ -181,6 +242,8 @@ __all__ = [
     "xresnet34",
     "xresnet50",
 ]
+# fastai names unfreeze does not copy: `from unfreeze import *` hands out stand-ins that say what to use instead.
+__all__ += sorted(UNSUPPORTED)
 
 
 def __getattr__(name: str) -> Any:
@@ -190,6 +253,8 @@ def __getattr__(name: str) -> Any:
         value = load_lazy(name)
         globals()[name] = value  # once loaded, a plain module attribute
         return value
+    if name in UNSUPPORTED:  # a fastai name unfreeze does not copy: a stand-in that fails in one line when used
+        return Unsupported(name, UNSUPPORTED[name])
     raise AttributeError(f"module 'unfreeze' has no attribute {name!r}")
 
 

@@ -1,4 +1,5 @@
-"""fastai's loss classes, for `Learner(..., loss_func=...)`: `CrossEntropyLossFlat`, `LabelSmoothingCrossEntropy`.
+"""fastai's loss classes, for `Learner(..., loss_func=...)`: `CrossEntropyLossFlat`, `LabelSmoothingCrossEntropy`,
+and for regression `MSELossFlat`, `L1LossFlat`.
 
 unfreeze's own default loss comes from the task (`SingleLabel().loss()`, `MultiLabel().loss()`); these
 classes exist so that fastai code naming them runs unchanged. Both take logits `[N, C]` and class
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CrossEntropyLossFlat", "LabelSmoothingCrossEntropy"]
+__all__ = ["CrossEntropyLossFlat", "L1LossFlat", "LabelSmoothingCrossEntropy", "MSELossFlat"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -96,3 +97,36 @@ class LabelSmoothingCrossEntropy(nn.Module):
         else:
             target_term = F.nll_loss(log_probs, target.long(), weight=self.weight, reduction=self.reduction)
         return smoothing * self.eps / input.shape[-1] + (1.0 - self.eps) * target_term
+
+
+class MSELossFlat(nn.MSELoss):
+    """fastai's `MSELossFlat`: mean squared error over every value, predictions and targets flattened
+    (fastai's default loss for regression and points).
+
+    Example:
+        >>> MSELossFlat()(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 2.0]])).item()
+        0.5
+    """
+
+    def __init__(self, *args: Any, axis: int = -1, floatify: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.axis = axis
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float().reshape(-1), target.float().reshape(-1))
+
+
+class L1LossFlat(nn.L1Loss):
+    """fastai's `L1LossFlat`: mean absolute error over every value, flattened.
+
+    Example:
+        >>> L1LossFlat()(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 2.0]])).item()
+        0.5
+    """
+
+    def __init__(self, *args: Any, axis: int = -1, floatify: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.axis = axis
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float().reshape(-1), target.float().reshape(-1))

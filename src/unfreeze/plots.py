@@ -149,7 +149,8 @@ def _wrap_title(title: str, width_inches: float, fontsize: float) -> str:
 
 def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path | None = None, *,
                     nrows: int | None = None, ncols: int | None = None,
-                    figsize: tuple[float, float] | None = None, default_name: str = "images.png") -> Path | Figure:
+                    figsize: tuple[float, float] | None = None, default_name: str = "images.png",
+                    points: Sequence[np.ndarray | None] | None = None) -> Path | Figure:
     """Images (uint8 HWC arrays) in a grid, each with its title, as one figure.
 
     Args:
@@ -159,12 +160,16 @@ def plot_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: s
             do not fit are left out.
         figsize: Inches (width, height); default 2.2 × 2.4 per image.
         default_name: The file a script saves to when `path` is None.
+        points: Per image, (x, y) pixel points [n, 2] to mark on it (regression of points), or None.
 
     Example:
         >>> plot_image_grid([np.zeros((32, 32, 3), np.uint8)], ["black"], "grid.png")
         PosixPath('grid.png')
     """
     figure = image_grid_figure(images, titles, nrows=nrows, ncols=ncols, figsize=figsize)
+    for axis, marks in zip(figure.axes, points or [], strict=False):
+        if marks is not None and len(marks):
+            axis.scatter(marks[:, 0], marks[:, 1], s=24, c="red", marker="x")
     return _show_or_save(figure, path, default_name, "the images")
 
 
@@ -230,7 +235,7 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,
                           normalize: bool = False, *, figsize: tuple[float, float] | None = None,
-                          dpi: int = 100) -> Path | Figure:
+                          dpi: int = 100, title: str = "Confusion matrix") -> Path | Figure:
     """A confusion matrix (rows: actual, columns: predicted) with class names on both axes.
 
     `normalize=True` shows each row as fractions of its actual class (recall on the diagonal).
@@ -256,7 +261,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     axis.set_yticks(ticks, labels=list(class_names))
     axis.set_xlabel("Predicted")
     axis.set_ylabel("Actual")
-    axis.set_title("Confusion matrix" + (" (normalized by row)" if normalize else ""))
+    axis.set_title(title + (" (normalized by row)" if normalize else ""))
     threshold = counts.max(initial=0.0) / 2.0
     for row, column in np.ndindex(counts.shape):
         value = counts[row, column]
@@ -561,3 +566,28 @@ def lr_find_figure(result: Any, skip_end: int = 5) -> Figure:
     axis.set_title(f"LR range test, {len(result.lrs)} iterations")
     axis.legend(loc="best")
     return figure
+
+
+def plot_predicted_vs_true(preds: Any, targets: Any, names: Sequence[str], path: str | Path | None = None, *,
+                           figsize: tuple[float, float] | None = None) -> Path | Figure:
+    """A regression model's predictions against the true values, one panel per output, with the diagonal.
+
+    Example:
+        >>> plot_predicted_vs_true(np.array([[1.0], [2.1]]), np.array([[1.0], [2.0]]), ["age"], "pvt.png")
+        PosixPath('pvt.png')
+    """
+    preds, targets = np.asarray(preds, dtype=float), np.asarray(targets, dtype=float)
+    preds, targets = preds.reshape(len(preds), -1), targets.reshape(len(targets), -1)
+    columns = max(1, len(names))
+    figure = _new_figure(*(figsize or (3.2 * columns, 3.2)))
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    for column, (axis, name) in enumerate(zip(axes, names, strict=False)):
+        actual, predicted = targets[:, column], preds[:, column]
+        keep = np.isfinite(actual) & np.isfinite(predicted)
+        axis.scatter(actual[keep], predicted[keep], s=12, alpha=0.7)
+        if keep.any():
+            low, high = min(actual[keep].min(), predicted[keep].min()), max(actual[keep].max(), predicted[keep].max())
+            axis.plot([low, high], [low, high], color="grey", linewidth=1)
+        axis.set_xlabel(f"true {name}")
+        axis.set_ylabel(f"predicted {name}")
+    return _show_or_save(figure, path, "predicted_vs_true.png", "the predicted vs true plot")

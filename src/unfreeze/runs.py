@@ -100,7 +100,7 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
 
     Example:
         >>> with run_lock("runs/pets"):  # doctest: +SKIP
-        ...     learn.fine_tune(3, callbacks=[CSVLogger("runs/pets/history.csv")])
+        ...     learn.fine_tune(3, callbacks=[CSVLogger(Path("runs/pets/history.csv").absolute())])
     """
     path = Path(folder) / LOCK_FILE
     for _ in range(2):  # a second try after removing a stale lock
@@ -483,7 +483,7 @@ class Run:
         """A `CSVLogger` appending each epoch's row to history.csv."""
         from unfreeze.train.callbacks import CSVLogger
 
-        return CSVLogger(self.history_file, append=True)
+        return CSVLogger(self.history_file.absolute(), append=True)  # absolute: not under learn.path
 
     def write_plots(self, recorder: Any, interpretation: Any, single_label: bool) -> list[Path]:
         """loss.png, sched.png, then confusion_matrix.png and examples.png (single-label data), top_losses.png."""

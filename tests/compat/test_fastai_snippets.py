@@ -64,12 +64,14 @@ def test_pets_datablock_matches_the_factory_and_summarises(pets, capsys):
     dls = pets_block.dataloaders(pets, bs=8)
 
     printed = capsys.readouterr().out
-    assert "24 from get_image_files" in printed and "19 train, 5 valid" in printed
-    assert "classes (3): Abyssinian, Bengal, beagle" in printed and "-> 'Abyssinian'" in printed
+    assert "24 from get_image_files" in printed and "20 train, 4 valid" in printed  # int(0.2 * 24), as fastai
+    assert "classes (3): Abyssinian, Bengal, beagle" in printed
+    assert any(f"-> '{name}'" in printed for name in ("Abyssinian", "Bengal", "beagle"))
     assert isinstance(dls, ImageDataLoaders) and dls.size == 24
     factory = ImageDataLoaders.from_name_re(pets, None, r"(.+)_\d+.png$", valid_pct=0.2, seed=42,
                                             item_tfms=Resize(32), bs=8)
-    assert dls.valid.dataset.items == factory.valid.dataset.items
+    # The same validation images (the block keeps fastai's permutation order, the factory sorts them).
+    assert sorted(dls.valid.dataset.items) == factory.valid.dataset.items
 
 
 def test_bears_datablock_with_parent_label_random_resized_crop_and_new(make_image_folder, tmp_path):

@@ -150,7 +150,8 @@ def test_labelled_factories(tmp_path: Path, write_image):
     pets = tmp_path / "pets"
     by_regex = ImageDataLoaders.from_name_re(pets, sorted(p.name for p in pets.iterdir()), r"^(.+)_\d+\.jpg$",
                                              **OPTIONS)
-    assert by_regex.vocab == ["Abyssinian", "great_pyrenees"] and len(by_regex.valid.dataset) == 2
+    # int(0.2 * 8) == 1 validation item, as fastai's RandomSplitter counts.
+    assert by_regex.vocab == ["Abyssinian", "great_pyrenees"] and len(by_regex.valid.dataset) == 1
     by_func = ImageDataLoaders.from_name_func(pets, None, lambda name: "cat" if name[0].isupper() else "dog",
                                               **OPTIONS)
     assert by_func.vocab == ["cat", "dog"]

@@ -59,7 +59,7 @@ def test_splitters() -> None:
 
 
 def test_datablock_errors_name_the_fix(make_image_folder) -> None:
-    with pytest.raises(ValueError, match=r"blocks=\(ImageBlock, CategoryBlock\)"):
+    with pytest.raises(ValueError, match=r"RegressionBlock or PointBlock targets; got ImageBlock"):
         DataBlock(blocks=(ImageBlock, ImageBlock), get_y=parent_label)
     with pytest.raises(ValueError, match="needs get_y"):
         DataBlock(blocks=(ImageBlock(), CategoryBlock()), get_items=get_image_files)

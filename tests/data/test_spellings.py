@@ -58,8 +58,11 @@ def test_wrong_transform_objects_and_sizes_say_what_is_accepted() -> None:
         resolve_pipeline(None, [*aug_transforms(max_warp=0), type("Normalize", (), {})()], **NONE)
     with pytest.raises(ValueError, match="smaller than the final size"):
         resolve_pipeline(Resize(32), aug_transforms(size=64, max_warp=0), **NONE)
+    spellings._WARNED.discard("rectangle Resize")  # warned once per process: make this the first time
+    with pytest.warns(UnsupportedTransformWarning, match=r"square images; size \(224, 160\) becomes 224 x 224"):
+        assert Resize((224, 160)).size == 224  # fastbook's rectangles train on the longer side's square
     with pytest.raises(ValueError, match="square"):
-        Resize((224, 160))
+        Resize((224, 0))
     with pytest.raises(ValueError, match="method must be one of"):
         Resize(224, method="stretch")
 

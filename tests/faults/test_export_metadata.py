@@ -55,7 +55,9 @@ def setter(*keys: str, value: Any) -> Callable[[dict[str, Any]], None]:
     (("augment",), {"max_zoom": float("inf")}, "augment.max_zoom must be a number"),
     (("augment",), {"min_zoom": 2.0, "max_zoom": 1.5}, "min_zoom 2.0 is above max_zoom 1.5"),
     (("task",), {"name": "multi_label", "threshold": float("nan")}, "task.threshold must be a number"),
-    (("task",), {"name": "regression"}, "task must be single_label or multi_label"),
+    (("task",), {"name": "segmentation"}, "task must be single_label, multi_label or regression"),
+    (("task",), {"name": "regression", "loss": "huber"}, "task must have points true/false and loss mse or l1"),
+    (("model", "head"), {"kind": "fastai", "y_range": [1.0, -1.0]}, "model.head must be an object with kind"),
     (("seed",), 10**30, "seed must be null or a whole number"),
     (("library_version",), "9" * 5000, "library_version must be a name"),
 ])  # fmt: skip

@@ -71,7 +71,7 @@ def test_stepper_owns_the_optimizer_and_its_sections(model) -> None:
 
 
 def test_stepper_refuses_unknown_options(model) -> None:
-    with pytest.raises(ValueError, match="'adamw' or 'sgd'"):
+    with pytest.raises(ValueError, match="'adamw', 'sgd', 'ranger'"):
         Stepper(model, ParamGroups(model), nn.CrossEntropyLoss(), torch.device("cpu"), optimizer="adam")
     with pytest.raises(ValueError, match="grad_accum"):
         Stepper(model, ParamGroups(model), nn.CrossEntropyLoss(), torch.device("cpu"), grad_accum=0)

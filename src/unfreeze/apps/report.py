@@ -51,6 +51,14 @@ _PLOTS = {"loss": ("loss.png", "training and validation loss per step"),
 _MAX_DEPTH = 6  # a crafted summary.json nested deeper is cut there, not recursed into
 
 
+def _plots(run: Path) -> dict[str, tuple[str, str]]:
+    """The plots of this run: a regression run has a predicted-vs-true plot where a classifier's confusion
+    matrix would be."""
+    if (run / "predicted_vs_true.png").exists():
+        return {**_PLOTS, "confusion": ("predicted_vs_true.png", "predicted vs true values")}
+    return _PLOTS
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -281,7 +289,7 @@ def _figures(run: Path, summary: RunFile, history: list[dict[str, Any]]) -> dict
     """The plots: stored PNGs, plus the curves and confusion matrices drawn here from the run's numbers."""
     from unfreeze.plots import confusion_pair_figure, figure_png, history_figure
 
-    plots = {key: _plot(run, name, alt) for key, (name, alt) in _PLOTS.items()}
+    plots = {key: _plot(run, name, alt) for key, (name, alt) in _plots(run).items()}
     plots["curves"] = (_png(figure_png(history_figure(history, _phases(summary))),
                             "losses beside the metrics per epoch, phases marked") if history
                        else _png(None, "", "no history recorded."))
@@ -296,6 +304,8 @@ def _figures(run: Path, summary: RunFile, history: list[dict[str, Any]]) -> dict
 def _per_class(summary: RunFile) -> tuple[dict[str, Any], str | None]:
     report = summary.section("report")
     rows = [{"": name, **report.section(name).numbers()} for name in report.content if name != "accuracy"]
+    if rows and "mae" in rows[0]:  # a regression run: per output
+        return _table(rows, ["mae", "rmse", "r2", "count"], first="output"), None
     accuracy = report.section("accuracy").number("accuracy") if "accuracy" in report.content else None
     return _table(rows, ["precision", "recall", "f1", "support"], first="class"), \
         None if accuracy is None else format_value(accuracy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import itertools
 import json
 import sys
@@ -34,6 +35,9 @@ __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export"
 
 # ---------------------------------------------------------------------------- shared steps
 
+# The random split's algorithm, recorded in config.json: the data of a run can be rebuilt only by the same one.
+SPLIT = "fastai-2.8"
+
 
 def load_data(options: dict[str, Any]) -> Any:
     """`ImageDataLoaders` for the data options of a command line or a run's config.json.
@@ -44,11 +48,21 @@ def load_data(options: dict[str, Any]) -> Any:
     from unfreeze import ImageDataLoaders
 
     data = Path(options["data"])
+    folders = (data / "train").is_dir() and (data / "valid").is_dir() and not options.get("csv") \
+        and not options.get("label_re")
+    if options.get("split") is None and not folders:
+        # A run from before the random split picked fastai 2.8's indices: rebuilding its data now would
+        # give another validation set (some of its training images among them).
+        raise UsageError("this run was split at random by an older unfreeze, whose split differs from this "
+                         "version's (fastai 2.8's): its validation set cannot be rebuilt. Train it again with this "
+                         "version, or use the unfreeze version it was trained with (config.json's unfreeze_version)")
     common = {"valid_pct": options["valid_pct"], "seed": options["seed"], "size": options["size"],
               "bs": options["bs"]}
     if options.get("multi_label") and not options.get("csv"):
         raise UsageError("--multi-label reads the classes of each image from a CSV. Add --csv FILE whose label "
                          "column lists them, e.g. 'haze primary'")
+    if options.get("task") == "regression":
+        return _regression_data(data, options, common)
     if options.get("label_re"):
         dls = ImageDataLoaders.from_name_re(data, None, options["label_re"], **common)
     elif options.get("csv"):
@@ -64,6 +78,26 @@ def load_data(options: dict[str, Any]) -> Any:
     return dls.balance_classes() if options.get("sampler") == "balanced" else dls
 
 
+def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]) -> Any:
+    """`--task regression --csv FILE`: the file in column 1, one number to predict per further column."""
+    from unfreeze import ImageDataLoaders, RegressionBlock
+    from unfreeze.data.sources import read_csv_text
+
+    if not options.get("csv") or options.get("multi_label") or options.get("label_re"):
+        raise UsageError("--task regression reads the numbers from a CSV: pass --csv FILE with a header, the file "
+                         "name in column 1 and a number in each further column (no --multi-label or --label-re). "
+                         "For a folder and a label function use the Python API (RegressionBlock)")
+    table = Path(options["csv"])
+    path = table if table.is_absolute() else data / table
+    if not path.is_file():
+        raise UsageError(f"CSV file {path} does not exist. Expected file,value columns with a header")
+    header = next(csv.reader(io.StringIO(read_csv_text(path))), [])
+    if len(header) < 2:
+        raise UsageError(f"{path} has {len(header)} column(s); --task regression needs the file name and at least "
+                         "one number per row")
+    return ImageDataLoaders.from_csv(data, str(path), label_col=header[1:], y_block=RegressionBlock, **common)
+
+
 def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     """`vision_learner` with the model options; a missing --weights file is a user error."""
     from unfreeze import WeightsNotFoundError, vision_learner
@@ -71,8 +105,10 @@ def build_learner(options: dict[str, Any], dls: Any, quiet: bool) -> Any:
     if options["weights"] is not None and not options["pretrained"]:
         raise UsageError("--weights loads pretrained weights, --no-pretrained starts from random ones. Drop one")
     try:
-        return vision_learner(dls, options["arch"], metrics=MULTI_LABEL_METRICS if options.get("multi_label") else
-                              METRICS, pretrained=options["pretrained"], weights=options["weights"],
+        metrics = (dls.task.default_metrics() if options.get("task") == "regression" else
+                   MULTI_LABEL_METRICS if options.get("multi_label") else METRICS)
+        return vision_learner(dls, options["arch"], metrics=metrics, pretrained=options["pretrained"],
+                              weights=options["weights"],
                               train_bn=options["train_bn"], seed=options["seed"], quiet=quiet,
                               class_weights=options.get("class_weights"),
                               head=options.get("head", "fastai"))  # runs from before --head had fastai's
@@ -100,6 +136,8 @@ def _options(args: argparse.Namespace, data_required: bool = True) -> dict[str, 
         "train_bn": args.train_bn,
         "multi_label": args.multi_label,
         "label_delim": args.label_delim,
+        "task": getattr(args, "task", "classification"),
+        "split": SPLIT,
         "class_weights": getattr(args, "class_weights", None),
         "sampler": getattr(args, "sampler", "shuffle"),
     }
@@ -153,6 +191,8 @@ def command_train(args: argparse.Namespace) -> int:
     """
     from unfreeze import distributed
     from unfreeze.inference import ClassificationInterpretation
+    from unfreeze.inference.regression import regression_report
+    from unfreeze.plots import plot_predicted_vs_true
 
     started = time.perf_counter()
     run, options, saved = _resume_plan(args) if args.resume is not None else (None, _new_run_options(args), None)
@@ -202,12 +242,19 @@ def command_train(args: argparse.Namespace) -> int:
         return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
     guards.choose_threshold(learn)
     _export(learn, run)
-    interpretation = ClassificationInterpretation.from_learner(learn)  # gathers over ranks: all ranks call it
+    regression = options.get("task") == "regression"
+    # Both gather over ranks: every rank calls them.
+    interpretation = None if regression else ClassificationInterpretation.from_learner(learn)
+    predictions = learn.get_preds() if regression else None
     if not main_process:
         return 0
-    single_label = not options.get("multi_label")
-    plots = ([run.file("lr_find.png")] if lr_find is not None else []) + run.write_plots(
-        learn.recorder, interpretation, single_label)
+    single_label = not options.get("multi_label") and not regression
+    plots = [run.file("lr_find.png")] if lr_find is not None else []
+    if regression:
+        plots += [learn.recorder.plot_loss(run.file("loss.png")), learn.recorder.plot_sched(run.file("sched.png")),
+                  plot_predicted_vs_true(*predictions, list(dls.vocab), run.file("predicted_vs_true.png"))]
+    else:
+        plots += run.write_plots(learn.recorder, interpretation, single_label)
     final = guards.kept_row(learn.recorder.history)
     summary = {
         "final": final,
@@ -222,7 +269,7 @@ def command_train(args: argparse.Namespace) -> int:
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
         "confusion_matrix": interpretation.confusion_matrix().tolist() if single_label else None,
         "phases": phases_summary(learn.recorder.phases, len(learn.recorder.history)),
-        "report": interpretation.report(),
+        "report": regression_report(*predictions, list(dls.vocab)) if regression else interpretation.report(),
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
@@ -280,8 +327,8 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
-            "multi_label", "label_delim", "class_weights", "sampler", "epochs", "freeze_epochs", "lr", *RECIPE_FLAGS,
-            "keep", "upscale")
+            "multi_label", "label_delim", "task", "class_weights", "sampler", "epochs", "freeze_epochs", "lr",
+            *RECIPE_FLAGS, "keep", "upscale")
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
@@ -332,7 +379,8 @@ def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list
 
     # Issue 17 section 3 (keep the best epoch, --keep) adds its callback to `callbacks` in command_train.
     try:
-        if "lr_mult" not in options:
+        # Regression runs fastai's fine_tune: the recipe's label smoothing, mixup and flip probe are for classes.
+        if "lr_mult" not in options or options.get("task") == "regression":
             learn.fine_tune(options["epochs"], base_lr=lr, freeze_epochs=options["freeze_epochs"],
                             callbacks=callbacks, checkpoint=run.checkpoint_file, resume=resume)
         else:
@@ -485,7 +533,7 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
                 print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
             else:
                 probability = record["probability"]
-                prob = probability if isinstance(probability, float) else max(probability, default=float("nan"))
+                prob = probability if isinstance(probability, float) else max(probability or [], default=float("nan"))
                 label = printable(_cell(record["label"])) or "(none)"
                 label = f"{label} (unknown)" if record.get("unknown") else label  # unlike the training images
                 alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
@@ -636,6 +684,21 @@ def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: d
     }
 
 
+def regression_document(args: argparse.Namespace, learn: Any, loader: Any, predictions: tuple[Any, ...],
+                        report: dict[str, Any], scores: dict[str, float], n_scored: int,
+                        items: list[Any]) -> dict[str, Any]:
+    """evaluate's JSON for a regression model: scores, the report per output, and a record per image."""
+    from unfreeze.inference import SCHEMA_VERSION, regression_records
+
+    dropped = loader.dataset.dropped
+    return {
+        "schema_version": SCHEMA_VERSION, "model": str(args.model), "data": str(args.data), "images": n_scored,
+        "unreadable": {str(items[index][0]): reason for index, reason in dropped.items()},
+        "scores": scores, "report": report, "per_class": report, "confusion_matrix": None, "most_confused": [],
+        "predictions": regression_records(loader.dataset, predictions[0], learn.task, list(learn.dls.vocab)),
+    }
+
+
 def _unknown_flags(learn: Any, loader: Any) -> list[tuple[bool | None, float | None]] | None:
     """Each readable image's (unknown, ood_score) for evaluate's records; None without a fitted score."""
     from unfreeze.inference.predict import collect_outputs, trust_of
@@ -650,33 +713,62 @@ def _unknown_flags(learn: Any, loader: Any) -> list[tuple[bool | None, float | N
     return [(bool(flag), float(score)) for flag, score in zip(flags.tolist(), ood_scores.tolist(), strict=True)]
 
 
+def _regression_items(args: argparse.Namespace, learn: Any) -> list[tuple[Path, Any]]:
+    """(path, numbers) of a regression test set: --csv with the model's outputs as columns after the file."""
+    from unfreeze.data import BadFileReport
+    from unfreeze.data.regression import numbers_from
+    from unfreeze.data.sources import check_root, csv_items
+
+    root = check_root(args.data, "a folder of images with a --csv of their numbers")
+    if not args.csv:
+        raise UsageError(f"this model predicts numbers ({', '.join(learn.dls.vocab)}): pass --csv FILE with the file "
+                         "name in column 1 and those columns")
+    table = Path(args.csv)
+    items, _ = csv_items(root, str(table.resolve()) if table.is_file() else str(table), 0, list(learn.dls.vocab),
+                         None, BadFileReport())
+    return [(path, numbers_from(label, path)) for path, label in items]
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
-    """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set."""
+    """`unfreeze evaluate`: loss, the task's metrics and a per-class report on a labelled test set
+    (for a regression model: per output, the mean absolute error, RMSE and R2)."""
     from unfreeze.inference import ClassificationInterpretation
-    from unfreeze.tasks import MultiLabel
+    from unfreeze.inference.regression import regression_report
+    from unfreeze.tasks import MultiLabel, Regression
     from unfreeze.train.metrics import resolve_metrics
 
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
-    items = _labelled_items(args, multi_label)
+    regression = isinstance(learn.task, Regression)
+    items = _regression_items(args, learn) if regression else _labelled_items(args, multi_label)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
     scores = learn.validate(loader)
-    interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+    interpretation = None if regression else ClassificationInterpretation.from_learner(learn, dl=loader)
+    predictions = learn.get_preds(dl=loader) if regression else None
+    report = regression_report(*predictions, list(learn.dls.vocab)) if regression else interpretation.report()
     n_scored = len(items) - len(loader.dataset.dropped)
     # With --format csv or json, stdout carries the data only; the summary goes to stderr.
     out = sys.stdout if args.format == "text" else sys.stderr
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""), file=out)
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
-    if args.format == "text":
+    if regression:
+        for name, values in report.items():
+            print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()), file=out)
+    elif args.format == "text":
         _print_report(interpretation, not multi_label)
+    if regression and getattr(args, "ood", None) is not None:
+        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
     with contextlib.redirect_stdout(out):  # its summary lines too: stdout carries only the data then
-        trust = evaluate_trust(learn, loader, getattr(args, "ood", None))
+        trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
     document = None
     if args.json is not None or args.format != "text":
-        document = {**evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
-                                          not multi_label, _unknown_flags(learn, loader)), **trust}
+        if regression:
+            document = regression_document(args, learn, loader, predictions, report, scores, n_scored, items)
+        else:
+            document = {**evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
+                                              not multi_label, _unknown_flags(learn, loader)), **trust}
     if args.format == "json":
         json.dump(runs.json_safe(document), sys.stdout, indent=1)
         print()

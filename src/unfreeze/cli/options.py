@@ -110,6 +110,7 @@ examples:
   unfreeze train data/fashion --arch resnet34 --weights resnet34.safetensors --lr auto
   unfreeze train data/fashion --arch test_resnet --no-pretrained --epochs 1 --size 32
   unfreeze train planet --csv train.csv --multi-label      # label cell "haze primary water"
+  unfreeze train faces --task regression --csv ages.csv   # columns: file, then one number per output
   unfreeze train defects --valid-pct 0.2 --class-weights auto   # rare classes weigh more
   unfreeze train --resume runs/fashion-efficientnet_lite0       # after a crash, Ctrl-C or kill
   unfreeze train digits --size 64 --no-flip --augment light   # the mirror of a 2 is no digit
@@ -201,6 +202,9 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
                              "them separated by --label-delim; trains with sigmoid + binary cross-entropy")
     parser.add_argument("--label-delim", default=" ", metavar="TEXT",
                         help="separator of the classes in a --multi-label CSV cell (default: a space)")
+    parser.add_argument("--task", choices=("classification", "regression"), default="classification",
+                        help="regression: predict numbers; with --csv, every column after the file name is one "
+                             "number to predict (mean squared error, no activation)")
     parser.add_argument("--weights", metavar="FILE", type=Path,
                         help="pretrained weights file (.safetensors, .pth, .bin) for --arch, used offline")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false",

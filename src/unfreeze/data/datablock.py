@@ -1,11 +1,13 @@
-"""fastai's DataBlock for single- and multi-label image classification, built on unfreeze's loaders.
+"""fastai's DataBlock for image classification (single- and multi-label) and regression (numbers, points),
+built on unfreeze's loaders.
 
 A `DataBlock` only says how to find items, label them and split them; `dataloaders(source)` hands
 the resulting (path, label) lists to the same builder the `ImageDataLoaders` factories use, so the
 result is a plain `ImageDataLoaders`. The source may be a folder, a list of items or a pandas
 DataFrame, whose rows are then the items (fastbook chapter 6). The helpers (`get_image_files`,
 `parent_label`, `RegexLabeller`, `using_attr`, `RandomSplitter`, `GrandparentSplitter`) are ordinary
-callables, usable on their own; `PILImage.create` opens an image as fastai's does.
+callables, usable on their own, as are `FuncSplitter` and `IndexSplitter`; the blocks and
+`PILImage.create` live in `unfreeze.data.blocks`.
 
 Example:
     >>> pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
@@ -18,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,68 +27,45 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
+from unfreeze.data.blocks import (
+    CategoryBlock,
+    ImageBlock,
+    MultiCategoryBlock,
+    PILImage,
+    PILImageBW,
+    PointBlock,
+    RegressionBlock,
+    block_task,
+    is_block,
+)
 from unfreeze.data.dataloaders import ImageDataLoaders
-from unfreeze.data.decode import ImageSource, open_rgb
+from unfreeze.data.regression import numbers_from, output_names, points_from
 from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_root, list_image_files
 from unfreeze.data.spellings import resolve_pipeline
-from unfreeze.data.split import classes_of, new_seed, random_split
-from unfreeze.tasks import Label, MultiLabel, SingleLabel
+from unfreeze.data.split import classes_of, fastai_permutation_split, new_seed
+from unfreeze.tasks import Label, MultiLabel, Regression, Task, point_names
 
 __all__ = [
     "CategoryBlock",
     "DataBlock",
+    "FuncSplitter",
     "GrandparentSplitter",
     "ImageBlock",
+    "IndexSplitter",
     "MultiCategoryBlock",
     "PILImage",
+    "PILImageBW",
+    "PointBlock",
     "RandomSplitter",
     "RegexLabeller",
+    "RegressionBlock",
     "get_image_files",
     "parent_label",
     "using_attr",
 ]
 
 Splits = tuple[list[int], list[int]]
-
-
-class ImageBlock:
-    """The input block: images read from files (fastai's `ImageBlock`, class or instance)."""
-
-    def __init__(self, cls: Any = None) -> None:
-        self.cls = cls  # fastai's PILImage / PILImageBW; unfreeze always decodes to RGB
-
-
-class CategoryBlock:
-    """The target block: one label per image, vocab sorted (fastai's `CategoryBlock`, class or instance)."""
-
-
-class MultiCategoryBlock:
-    """The target block for multi-label data: `get_y` returns a list of class names per image, maybe
-    empty (fastai's `MultiCategoryBlock`, class or instance). The learner then trains with a sigmoid
-    and binary cross-entropy, and a class is predicted at a probability of 0.5 or more.
-    """
-
-
-class PILImage:
-    """fastai's `PILImage.create(source)`: an image as an RGB `PIL.Image.Image`, EXIF orientation applied.
-
-    The source may be a path, the bytes of an image file, a numpy array, a tensor or a PIL image;
-    the result goes straight to `learn.predict(img)`.
-
-    Example:
-        >>> img = PILImage.create("images/cat.jpg")  # doctest: +SKIP
-        >>> img.size  # doctest: +SKIP
-        (500, 375)
-    """
-
-    @staticmethod
-    def create(source: ImageSource | bytes) -> Image.Image:
-        """Open `source` as an RGB PIL image (see the class); bytes are an encoded file (an upload)."""
-        if isinstance(source, (bytes, bytearray)):
-            return open_rgb(io.BytesIO(source))  # type: ignore[arg-type]  # PIL opens any binary file object
-        return open_rgb(source)
 
 
 def _describe(function: Any) -> str:
@@ -200,18 +178,62 @@ def using_attr(function: Callable[[Any], Any], attr: str) -> Callable[[Any], Any
 
 @dataclass(frozen=True)
 class RandomSplitter:
-    """Split items at random: `round(valid_pct * n)` go to validation; the same seed, the same split.
+    """Split items at random, as fastai 2.8 does: with a seed, the same validation indices as fastai's
+    (`torch.randperm(n)` under the seed; its first `int(valid_pct * n)` indices are the validation set).
 
     Example:
         >>> RandomSplitter(valid_pct=0.2, seed=42)(list(range(10)))
-        ([0, 1, 2, 3, 4, 5, 7, 9], [6, 8])
+        ([1, 8, 4, 5, 0, 9, 3, 7], [2, 6])
     """
 
     valid_pct: float = 0.2
     seed: int | None = None
 
     def __call__(self, items: Sequence[Any]) -> Splits:
-        return random_split(len(items), self.valid_pct, new_seed() if self.seed is None else self.seed)
+        return fastai_permutation_split(len(items), self.valid_pct, new_seed() if self.seed is None else self.seed)
+
+
+class FuncSplitter:
+    """fastai's `FuncSplitter(func)`: items for which `func(item)` is true go to validation.
+
+    Example:
+        >>> FuncSplitter(lambda name: name.startswith("13"))(["01/a.jpg", "13/b.jpg"])
+        ([0], [1])
+    """
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        if not callable(func):
+            raise TypeError(f"FuncSplitter takes a function item -> bool, got {func!r}.")
+        self.func = func
+
+    def __call__(self, items: Sequence[Any]) -> Splits:
+        flags = [bool(self.func(item)) for item in _rows(items)]
+        return [i for i, flag in enumerate(flags) if not flag], [i for i, flag in enumerate(flags) if flag]
+
+
+class IndexSplitter:
+    """fastai's `IndexSplitter(valid_idx)`: the items at these positions are the validation set.
+
+    Example:
+        >>> IndexSplitter([1])(["a", "b", "c"])
+        ([0, 2], [1])
+    """
+
+    def __init__(self, valid_idx: Sequence[int]) -> None:
+        self.valid_idx = [int(index) for index in valid_idx]
+
+    def __call__(self, items: Sequence[Any]) -> Splits:
+        outside = [index for index in self.valid_idx if not -len(items) <= index < len(items)]
+        if outside:
+            raise DataError(f"IndexSplitter: indices {outside[:5]} are outside the {len(items)} items.")
+        valid = sorted({index % len(items) for index in self.valid_idx})
+        chosen = set(valid)
+        return [index for index in range(len(items)) if index not in chosen], valid
+
+
+def _rows(items: Sequence[Any]) -> list[Any]:
+    """The items one by one: a DataFrame's rows, or the sequence itself."""
+    return [row for _, row in items.iterrows()] if _is_dataframe(items) else list(items)
 
 
 @dataclass(frozen=True)
@@ -233,10 +255,6 @@ class GrandparentSplitter:
                 [i for i, name in enumerate(grandparents) if name == self.valid_name])
 
 
-def _is_block(block: Any, kind: type) -> bool:
-    return block is kind or isinstance(block, kind)
-
-
 def _is_dataframe(source: Any) -> bool:
     # Duck-typed, so that pandas is imported only by the user who has a DataFrame.
     return hasattr(source, "iloc") and hasattr(source, "columns")
@@ -246,8 +264,9 @@ class DataBlock:
     """fastai's DataBlock for image classification: how to get, label and split items, and transforms.
 
     Args:
-        blocks: `(ImageBlock, CategoryBlock)`, or `(ImageBlock, MultiCategoryBlock)` for multi-label
-            data; other blocks (segmentation, points, ...) raise.
+        blocks: `(ImageBlock, CategoryBlock)`, `(ImageBlock, MultiCategoryBlock)` for multi-label data,
+            `(ImageBlock, RegressionBlock)` for numbers or `(ImageBlock, PointBlock)` for points (see
+            `unfreeze.data.blocks`); other blocks (segmentation, boxes) raise.
         get_items: `source -> items` (usually `get_image_files`); None: the source is the items (a
             list, or a DataFrame whose rows are the items).
         splitter: `items -> (train indices, valid indices)`; it gets what `get_items` returned, or
@@ -271,12 +290,13 @@ class DataBlock:
                  get_y: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
                  get_x: Callable[[Any], Any] | None = None, item_tfms: Any = None, batch_tfms: Any = None) -> None:
         blocks = tuple(blocks)
-        if len(blocks) != 2 or not _is_block(blocks[0], ImageBlock) or not (
-                _is_block(blocks[1], CategoryBlock) or _is_block(blocks[1], MultiCategoryBlock)):
+        if len(blocks) != 2 or not is_block(blocks[0], ImageBlock):
             found = ", ".join(getattr(block, "__name__", type(block).__name__) for block in blocks)
-            raise ValueError(f"unfreeze's DataBlock handles image classification only: expected "
-                             f"blocks=(ImageBlock, CategoryBlock) or (ImageBlock, MultiCategoryBlock), got ({found}).")
-        self.multi_label = _is_block(blocks[1], MultiCategoryBlock)
+            raise ValueError(f"unfreeze's DataBlock takes an image and one target: expected blocks=(ImageBlock, "
+                             f"CategoryBlock | MultiCategoryBlock | RegressionBlock | PointBlock), got ({found}).")
+        self.task: Task = block_task(blocks[1])
+        self.multi_label = isinstance(self.task, MultiLabel)
+        self.n_out = getattr(blocks[1], "n_out", None) if not isinstance(blocks[1], type) else None
         if get_y is None:
             raise ValueError("DataBlock needs get_y, the function from an item to its label: parent_label, "
                              "RegexLabeller(pat), using_attr(RegexLabeller(pat), 'name') or your own function.")
@@ -305,7 +325,7 @@ class DataBlock:
                          augment=None)
         return block
 
-    def _label(self, item: Any) -> Label:
+    def _label(self, item: Any, file: Path) -> Label:
         value = item
         for getter in self.get_y:
             try:
@@ -315,6 +335,12 @@ class DataBlock:
             except Exception as error:
                 raise DataError(f"get_y ({_describe(getter)}) failed on {_shown(item)}: {error!r}. Expected a function "
                                 "from an item (a Path from get_image_files, a DataFrame row) to its label.") from error
+        if isinstance(self.task, Regression):
+            numbers = points_from(value, _shown(item), file) if self.task.points else numbers_from(value, _shown(item))
+            if self.n_out is not None and len(numbers) != self.n_out:
+                raise DataError(f"RegressionBlock(n_out={self.n_out}): get_y gave {len(numbers)} value(s) for "
+                                f"{_shown(item)}. Return {self.n_out} number(s) per item.")
+            return numbers  # type: ignore[return-value]  # a regression label: numbers
         if not self.multi_label:
             return str(value)
         if isinstance(value, str) or not isinstance(value, (list, tuple, set)):
@@ -337,7 +363,8 @@ class DataBlock:
             found_by = f"get_items={_describe(self.get_items)}" if self.get_items else "the source list"
             raise DataError(f"No items: {found_by} found nothing in {source}. Expected image files, e.g. "
                             "path/<class>/<image>.jpg, with get_items=get_image_files.")
-        pairs = [(self._path(item), self._label(item)) for item in raw]
+        paths = [self._path(item) for item in raw]
+        pairs = [(file, self._label(item, file)) for item, file in zip(raw, paths, strict=True)]
         return found if _is_dataframe(found) else raw, pairs
 
     def _split(self, source: Any) -> tuple[list[tuple[Path, Label]], list[tuple[Path, Label]], SkippedFiles]:
@@ -372,10 +399,25 @@ class DataBlock:
             train, valid, described, seed=new_seed() if seed is None else seed, size=None, bs=bs, item_size=None,
             resize_method=None, augment=None, cache_bytes=cache_bytes, num_workers=num_workers, device=device,
             skipped=skipped, empty_classes=[], item_tfms=self.item_tfms, batch_tfms=self.batch_tfms,
-            task=MultiLabel() if self.multi_label else SingleLabel(), path=Path(path))
+            task=self.task, path=Path(path), outputs=self._outputs(train + valid),
+            labeller=self._labeller() if self.get_x is None else None)
 
-    def summary(self, source: Any) -> None:
+    def _outputs(self, pairs: list[tuple[Path, Label]]) -> list[str] | None:
+        """A regression's output names (x0, y0, ... for points; value, or value0, value1, ...), else None."""
+        if not isinstance(self.task, Regression) or not pairs:
+            return None
+        n_values = len(pairs[0][1])
+        return point_names(n_values // 2) if self.task.points else output_names(None, n_values)
+
+    def _labeller(self) -> Callable[[Path], Label]:
+        """A file's label by get_y, for `dls.test_dl(files, with_labels=True)` (items that are files)."""
+        return lambda file: self._label(file, Path(file))
+
+    def summary(self, source: Any, bs: int = 4, show_batch: bool = False, **kwargs: Any) -> None:
         """Print what `dataloaders(source)` would build: items, split, classes, a sample, transforms.
+
+        `bs` is the batch size the summary reports (fastai's `summary(path, bs=...)`); with `show_batch`
+        it also shows a batch as `dls.show_batch()` does. Other keywords go to `dataloaders`.
 
         Example:
             >>> block.summary("data")  # doctest: +SKIP
@@ -401,6 +443,10 @@ class DataBlock:
             f"  item_tfms: {self.item_tfms!r}",
             f"  batch_tfms: {self.batch_tfms!r}",
             f"  pipeline: item resize to {settings.item_size or settings.size} px ({settings.resize_method}), "
-            f"batches of {settings.size} px, augmentation: {settings.augment or 'none'}",
+            f"batches of {bs} images of {settings.size} px, augmentation: {settings.augment or 'none'}",
         ]
+        if isinstance(self.task, Regression):
+            lines[3] = f"  targets: {self.task.config()}, {len(sample[1])} number(s) per image"
         print("\n".join(lines))
+        if show_batch:
+            self.dataloaders(source, bs=bs, **kwargs).show_batch(max_n=bs)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,13 @@ from typing import Any
 import torch
 
 from unfreeze.data.cache import default_cache_bytes
-from unfreeze.data.decode import BadFileReport, ImageSource
+from unfreeze.data.decode import BadFileReport, ImageSource, open_rgb
+from unfreeze.data.fastai_factories import FastaiFactories, labels_and_task
 from unfreeze.data.loaders import ImageDataLoader, ImageDataset, _check_batch_size
+from unfreeze.data.regression import output_names
 from unfreeze.data.sources import (
     DataError,
+    DataWarning,
     check_root,
     csv_items,
     folder_items,
@@ -25,7 +30,8 @@ from unfreeze.data.sources import (
 from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
 from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
-from unfreeze.tasks import Label, MultiLabel, SingleLabel, Task
+from unfreeze.fastai_names import fastai_attribute_error
+from unfreeze.tasks import MultiLabel, Regression, SingleLabel, Task
 
 # item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
 Transforms = Any
@@ -40,18 +46,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _labels_and_task(items: list[tuple[Path, str]], label_delim: str | None,
-                     threshold: float) -> tuple[list[tuple[Path, Label]], Task]:
-    """Single-label items as they are, or with `label_delim` each cell split into a tuple of classes."""
-    if label_delim is None:
-        return list(items), SingleLabel()
-    if not isinstance(label_delim, str) or not label_delim:
-        raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
-    return [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
-            for file, label in items], MultiLabel(threshold)
+def _image_from_bytes(data: bytes | bytearray, index: int) -> Any:
+    """An encoded image file's bytes (an upload, `open(f, "rb").read()`) as the RGB image they hold."""
+    try:
+        return open_rgb(io.BytesIO(data))  # type: ignore[arg-type]  # PIL opens any binary file object
+    except Exception as error:  # PIL raises several kinds for bytes that are no image
+        raise DataError(f"Test item {index} is {len(data)} bytes that are not an image file ({error}). Expected the "
+                        "bytes of a .jpg, .png, ... file, a path, or a PIL image.") from None
 
 
-class ImageDataLoaders:
+class ImageDataLoaders(FastaiFactories):
     """The training and validation loaders of one dataset, with its vocab, size and seed.
 
     Build one with `from_folder`, `from_name_re`, `from_name_func`, `from_csv` or `from_df`.
@@ -63,12 +67,19 @@ class ImageDataLoaders:
     """
 
     def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int,
-                 path: str | Path | None = None) -> None:
+                 path: str | Path | None = None, labeller: Callable[[Path], Any] | None = None) -> None:
         self.train, self.valid, self.seed = train, valid, seed
         self.vocab = train.dataset.vocab
         # The folder the data came from (None for in-memory or exported loaders): a learner saves its
         # models/ there by default, as fastai's `learn.path` does.
         self.path = None if path is None else Path(path)
+        # file -> label, as the factory labelled its items (None where labels came from a table):
+        # `test_dl(files, with_labels=True)` labels new files the same way.
+        self.labeller = labeller
+
+    def __getattr__(self, name: str) -> Any:
+        # fastai's attributes of its DataLoaders (dls.cuda(), dls.loaders, ...) name unfreeze's spelling.
+        raise fastai_attribute_error(self, name)
 
     @property
     def task(self) -> Task:
@@ -81,8 +92,18 @@ class ImageDataLoaders:
 
     @property
     def c(self) -> int:
-        """fastai's name for the number of classes (`n_classes`)."""
+        """fastai's name for the number of classes (`n_classes`); for regression, the number of outputs."""
         return self.n_classes
+
+    @property
+    def loss_func(self) -> Any:
+        """The task's default loss (fastai's `dls.loss_func`): cross-entropy, BCE or `MSELossFlat`."""
+        return self.task.loss()
+
+    @property
+    def bs(self) -> int:
+        """The training batch size (fastai's `dls.bs`)."""
+        return self.train.batch_size
 
     @property
     def train_ds(self) -> ImageDataset:
@@ -146,7 +167,8 @@ class ImageDataLoaders:
         return self
 
     def test_dl(self, items: Sequence[ImageSource], batch_size: int | None = None,
-                labels: Sequence[Any] | None = None) -> ImageDataLoader:
+                labels: Sequence[Any] | None = None, *, with_labels: bool = False,
+                bs: int | None = None) -> ImageDataLoader:
         """A loader over new images (paths, PIL images, HWC arrays, CHW/HWC tensors) with the validation
         transforms. Undecodable files are left out with one warning; `dataset.dropped` lists their
         indices so predictions can be matched to inputs.
@@ -154,8 +176,12 @@ class ImageDataLoaders:
         Args:
             items: The images.
             batch_size: Default: the validation loader's.
-            labels: One label per image (a class name, or a tuple of class names for multi-label data)
-                to score the images against (`unfreeze evaluate`); None leaves them unlabelled.
+            labels: One label per image (a class name, a tuple of class names for multi-label data, or
+                the numbers for regression) to score the images against (`unfreeze evaluate`); None
+                leaves them unlabelled.
+            with_labels: fastai's spelling: label the files the way these loaders labelled theirs
+                (their folder, regex or function); loaders built from a table need `labels=` instead.
+            bs: fastai's spelling of `batch_size`.
 
         Raises:
             DataError: A path does not exist, the labels do not match the items, or a label names a
@@ -165,7 +191,14 @@ class ImageDataLoaders:
             >>> loader = dls.test_dl(["new/cat.jpg", "new/dog.jpg"])
             >>> scored = dls.test_dl(["new/cat.jpg"], labels=["cat"])
         """
-        sources = list(items)
+        sources = [_image_from_bytes(source, index) if isinstance(source, (bytes, bytearray)) else source
+                   for index, source in enumerate(items)]
+        batch_size = batch_size or bs
+        if with_labels and labels is None:
+            if self.labeller is None:
+                raise DataError("test_dl(with_labels=True): these loaders took their labels from a table or lists, "
+                                "so new files cannot be labelled the same way; pass labels=[...], one per file.")
+            labels = [self.labeller(Path(source)) for source in sources]
         missing = [str(source) for source in sources if isinstance(source, (str, Path)) and not Path(source).exists()]
         if missing:
             raise DataError(f"{len(missing)} test image path(s) do not exist: {', '.join(missing[:10])}")
@@ -218,11 +251,22 @@ class ImageDataLoaders:
                augment: bool | BatchAugment | None, cache_bytes: int | None, num_workers: int | None,
                device: str | torch.device | None, skipped: BadFileReport, empty_classes: list[str],
                item_tfms: Transforms = None, batch_tfms: Transforms = None,
-               task: Task | None = None, path: Path | None = None) -> ImageDataLoaders:
-        # `source` names the data in messages; `path` (default: source) becomes `dls.path`.
+               task: Task | None = None, path: Path | None = None, outputs: list[str] | None = None,
+               labeller: Callable[[Path], Any] | None = None) -> ImageDataLoaders:
+        # `source` names the data in messages; `path` (default: source) becomes `dls.path`. `outputs`
+        # names a regression's outputs (its vocab); `labeller` labels new files for test_dl.
+        explicit = item_tfms is not None or resize_method is not None  # the default "crop" was not asked for
         settings = resolve_pipeline(item_tfms, batch_tfms, size=size, item_size=item_size,
                                     resize_method=resize_method, augment=augment)
         size, item_size, resize_method = settings.size, settings.item_size, settings.resize_method
+        if isinstance(task, Regression) and task.points and settings.resize_method != "squish" and explicit:
+            # A crop or pad would move the points; squishing keeps [-1, 1] coordinates where they are.
+            warnings.warn(f"Point targets: images are squished to the square size instead of "
+                          f"{settings.resize_method!r}, "
+                          "so that the points stay on the image (pass resize_method='squish' to silence this).",
+                          DataWarning, stacklevel=3)
+        if isinstance(task, Regression) and task.points:
+            resize_method = "squish"
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         _check_batch_size(bs)
@@ -233,7 +277,14 @@ class ImageDataLoaders:
         skipped.warn()
         warn_empty_classes(empty_classes)
         task = task if task is not None else SingleLabel()
-        vocab = check_classes(train_items, valid_items, source, min_classes=1 if isinstance(task, MultiLabel) else 2)
+        if isinstance(task, Regression):
+            if not train_items:
+                raise DataError(f"No training images found under {source}. Expected image files with a number (or "
+                                "numbers) each.")
+            vocab = outputs or output_names(None, len(train_items[0][1]))
+        else:
+            vocab = check_classes(train_items, valid_items, source,
+                                  min_classes=1 if isinstance(task, MultiLabel) else 2)
         n_total = len(train_items) + len(valid_items)
         cache_bytes = default_cache_bytes() if cache_bytes is None else cache_bytes
         datasets = [ImageDataset(items, vocab, item_size=item_size, resize_method=resize_method,
@@ -242,7 +293,8 @@ class ImageDataLoaders:
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
         train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
                                 augment=settings.augment, **common)
-        loaders = cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source if path is None else path)
+        loaders = cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source if path is None else path,
+                      labeller=labeller)
         if settings.normalize is not None:
             loaders.set_normalization(settings.normalize.mean, settings.normalize.std)
         return loaders
@@ -283,7 +335,7 @@ class ImageDataLoaders:
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
                           num_workers=num_workers, device=device, skipped=skipped, empty_classes=empty_classes,
-                          item_tfms=item_tfms, batch_tfms=batch_tfms)
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, labeller=lambda file: Path(file).parent.name)
 
     @classmethod
     def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path] | None, pat: str,
@@ -300,7 +352,9 @@ class ImageDataLoaders:
         skipped, root = BadFileReport(), check_root(path, "a folder of images")
         items = name_re_items(root, fnames, pat, skipped)
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms)
+                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms,
+                                  labeller=lambda file: name_re_items(file.parent, [file.name], pat,
+                                                                      BadFileReport())[0][1])
 
     @classmethod
     def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path] | None,
@@ -320,17 +374,20 @@ class ImageDataLoaders:
         # fastai passes the file name (a str), not the Path: `def is_cat(x): return x[0].isupper()`.
         items = name_func_items(root, fnames, lambda file: label_func(file.name), skipped)
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
-                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms)
+                                  cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms,
+                                  labeller=lambda file: str(label_func(file.name)))
 
     @classmethod
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
-                 label_col: int | str = 1, valid_col: int | str | None = None, valid_pct: float = 0.2,
+                 label_col: int | str | Sequence[int | str] = 1, valid_col: int | str | None = None,
+                 valid_pct: float = 0.2,
                  seed: int | None = None, size: int | None = None, bs: int = 64, *, label_delim: str | None = None,
                  threshold: float = 0.5, folder: str | None = None, suff: str = "", delimiter: str | None = None,
                  item_size: int | None = None, resize_method: str | None = None,
                  augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
                  num_workers: int | None = None, device: str | torch.device | None = None,
-                 item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
+                 item_tfms: Transforms = None, batch_tfms: Transforms = None,
+                 y_block: Any = None) -> ImageDataLoaders:
         """Items from `path/csv_fname` (header row; file names relative to `path`, or to `path/folder`,
         with `suff` appended: fastai's `folder='train', suff='.jpg'`); `valid_col` marks validation
         rows (1/true/yes), otherwise `valid_pct` splits at random. `delimiter` separates the cells
@@ -338,7 +395,9 @@ class ImageDataLoaders:
 
         With `label_delim` the data is multi-label: the label cell lists any number of classes
         separated by it ("cat dog" with `label_delim=" "`; an empty cell means no class), and the
-        learner trains a `MultiLabel(threshold)` task (sigmoid, binary cross-entropy).
+        learner trains a `MultiLabel(threshold)` task (sigmoid, binary cross-entropy). With fastai's
+        `y_block=RegressionBlock` the label cells are numbers (`label_col` may list several columns:
+        one output each), with `y_block=PointBlock` pixel coordinates x, y, ... (scaled to [-1, 1]).
 
         Example:
             >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv", fn_col="file", label_col="label")
@@ -350,19 +409,21 @@ class ImageDataLoaders:
         items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped,
                                     empty_is_label=label_delim is not None, folder=folder, suffix=suff,
                                     delimiter=delimiter or ",")
-        items, task = _labels_and_task(items, label_delim, threshold)
+        items, task, outputs = labels_and_task(items, label_delim, threshold, y_block, label_col)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
-                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task)
+                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task,
+                                  outputs=outputs)
 
     @classmethod
     def from_df(cls, df: Any, path: str | Path = ".", valid_pct: float = 0.2, seed: int | None = None,
-                fn_col: int | str = 0, folder: str | None = None, suff: str = "", label_col: int | str = 1,
+                fn_col: int | str = 0, folder: str | None = None, suff: str = "",
+                label_col: int | str | Sequence[int | str] = 1,
                 label_delim: str | None = None, valid_col: int | str | None = None, size: int | None = None,
                 bs: int = 64, *, threshold: float = 0.5, item_size: int | None = None,
                 resize_method: str | None = None, augment: bool | BatchAugment | None = None,
                 cache_bytes: int | None = None, num_workers: int | None = None,
                 device: str | torch.device | None = None, item_tfms: Transforms = None,
-                batch_tfms: Transforms = None) -> ImageDataLoaders:
+                batch_tfms: Transforms = None, y_block: Any = None) -> ImageDataLoaders:
         """Items from the rows of a pandas DataFrame, as `from_csv` reads a CSV (fastai's `from_df`):
         file `path/folder/<fn_col cell><suff>`, label from `label_col` (a list split by `label_delim`
         for multi-label data), validation rows marked by `valid_col`, else a random `valid_pct`.
@@ -382,9 +443,10 @@ class ImageDataLoaders:
         items, is_valid = table_items(header, rows, root / folder if folder else root, "the DataFrame", fn_col,
                                       label_col, valid_col, skipped, empty_is_label=label_delim is not None,
                                       suffix=suff)
-        items, task = _labels_and_task(items, label_delim, threshold)
+        items, task, outputs = labels_and_task(items, label_delim, threshold, y_block, label_col)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
-                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task)
+                                  augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task,
+                                  outputs=outputs)
 
     @classmethod
     def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
@@ -392,13 +454,12 @@ class ImageDataLoaders:
                        resize_method: str | None, augment: bool | BatchAugment | None, cache_bytes: int | None,
                        num_workers: int | None, device: str | torch.device | None, skipped: BadFileReport,
                        item_tfms: Transforms, batch_tfms: Transforms,
-                       task: Task | None = None) -> ImageDataLoaders:
+                       task: Task | None = None, *, outputs: list[str] | None = None,
+                       labeller: Callable[[Path], Any] | None = None) -> ImageDataLoaders:
         seed = new_seed() if seed is None else seed
         train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None
                                     else split_items(items, valid_pct, seed))
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
                           num_workers=num_workers, device=device, skipped=skipped, empty_classes=[],
-                          item_tfms=item_tfms, batch_tfms=batch_tfms, task=task)
-
-
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, task=task, outputs=outputs, labeller=labeller)

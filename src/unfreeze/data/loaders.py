@@ -23,8 +23,8 @@ from unfreeze.data.cache import DecodedCache, default_cache_bytes
 from unfreeze.data.decode import BadFileReport, DecodeJob, ImageSource, as_list, chw, decode_item, default_workers
 from unfreeze.data.device_store import DeviceStore, device_budget
 from unfreeze.data.sources import DataError
-from unfreeze.data.transforms import BatchAugment, crop_item, resize_batch, to_device_async
-from unfreeze.tasks import Label, SingleLabel, Task
+from unfreeze.data.transforms import BatchAugment, crop_item, move_points, resize_batch, to_device_async
+from unfreeze.tasks import Label, Regression, SingleLabel, Task
 
 __all__ = ["BatchTransform", "ImageDataLoader", "ImageDataset"]
 
@@ -58,6 +58,11 @@ def _check_batch_size(batch_size: object) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"the batch size must be a whole number >= 1, got {batch_size!r}. Pass e.g. bs=64")
     return batch_size
+
+
+def _shown_label(name: Any) -> str:
+    """A class name as it is, a regression value with 3 significant digits."""
+    return f"{name:.3g}" if isinstance(name, float) else str(name)
 
 
 class ImageDataset:
@@ -326,6 +331,9 @@ class ImageDataLoader:
         if params is not None:
             batch = self.augment(batch.mul_(1.0 / 255.0), params.select(keep), self.size)
             scale = 1.0
+            task = self.dataset.task
+            if isinstance(task, Regression) and task.points:  # the points move with their image
+                labels = move_points(self.augment, labels, params.select(keep))
         else:
             batch, scale = resize_batch(batch, self.size), 1.0 / 255.0
         if normalize:
@@ -477,9 +485,14 @@ class ImageDataLoader:
         vocab, task = self.dataset.vocab, self.dataset.task
         # Unlabelled items (-1, or NaN rows for multi-label data) get no title.
         names = [task.labels_of(label, vocab) if task.labelled(label.unsqueeze(0))[0] else "" for label in labels]
-        titles = [name if isinstance(name, str) else ";".join(name) for name in names]
+        titles = [name if isinstance(name, str) else ";".join(map(_shown_label, name)) for name in names]
+        points = None
+        if isinstance(task, Regression) and task.points:  # marked on the image instead of a title
+            side = images.shape[-1]
+            points = [((label.reshape(-1, 2).numpy() + 1.0) * side / 2.0) for label in labels]
+            titles = [""] * len(titles)
         return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
-                               default_name="batch.png")
+                               default_name="batch.png", points=points)
 
     def decode_uint8(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """uint8 [N,3,S,S] of the given items after the item resize (centre crop), no augmentation."""

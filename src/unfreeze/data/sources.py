@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -283,7 +284,9 @@ def table_items(
         >>> items, _ = table_items(["file", "label"], [["cat_1.jpg", "cat"]], Path("pets"), "labels.csv",
         ...                        "file", "label", None, SkippedFiles())  # doctest: +SKIP
     """
-    columns = [_column(header, column, source) for column in (fn_col, label_col)]
+    # Several label columns (regression values: label_col=["x", "y"]) give a tuple of cells per item.
+    label_cols = list(label_col) if isinstance(label_col, (list, tuple)) else [label_col]
+    columns = [_column(header, column, source) for column in (fn_col, *label_cols)]
     valid_index = None if valid_col is None else _column(header, valid_col, source)
     items: list[Item] = []
     is_valid: list[bool] = []
@@ -293,8 +296,9 @@ def table_items(
         if not any(cell.strip() for cell in row):
             continue
         row = row + [""] * (width - len(row))  # a short row has empty cells, not an IndexError
-        label = row[columns[1]].strip()
-        if (not label and not empty_is_label) or label.lower() in _MISSING_LABELS:
+        cells = [row[column].strip() for column in columns[1:]]
+        label: Any = cells[0] if len(cells) == 1 else tuple(cells)
+        if any((not cell and not empty_is_label) or cell.lower() in _MISSING_LABELS for cell in cells):
             unlabelled.add(Path(row[columns[0]] or f"<row {number}>"), f"line {number}: no label")
             continue
         if row[columns[0]] in seen:

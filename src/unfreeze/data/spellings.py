@@ -60,6 +60,12 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _square_size(size: int | Sequence[int], what: str) -> int:
+    if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2 and size[0] != size[1] and all(
+            isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size):
+        # fastbook's head-pose model asks aug_transforms(size=(240, 320)): train on the longer side's square.
+        _warn_once(f"rectangle {what}", f"{what}: unfreeze trains on square images; size {tuple(size)} becomes "
+                                        f"{max(size)} x {max(size)} (the longer side). Pass one side to silence this.")
+        size = max(size)
     if isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:

@@ -1,7 +1,9 @@
 """Seeded train/validation splits that leave every global RNG alone.
 
-A split is a function of (number of items, valid_pct, seed) only: numpy's PCG64 generator is seeded
-explicitly, so the same seed gives the same split on every run and every machine.
+A split is a function of (number of items, valid_pct, seed) only, and the same one fastai 2.8's
+`RandomSplitter(valid_pct, seed)` picks: a `torch.randperm(n)` under that seed, whose first
+`int(valid_pct * n)` indices are the validation set. The permutation comes from a private generator
+seeded explicitly (the same stream as `torch.manual_seed(seed)`), so no global RNG moves.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
 from unfreeze.data.sources import DataError, DataWarning
 
-__all__ = ["check_classes", "classes_of", "new_seed", "random_split", "split_by_mask", "split_items"]
+__all__ = ["check_classes", "classes_of", "fastai_permutation_split", "new_seed", "random_split", "split_by_mask",
+           "split_items"]
 
 Item = tuple[Path, Any]  # (path, class name), or (path, tuple of class names) for multi-label data
 
@@ -25,7 +28,8 @@ def classes_of(label: Any) -> tuple[str, ...]:
     """The class names an item's label holds: one, several (multi-label), or none."""
     if isinstance(label, str):
         return (label,) if label else ()
-    return tuple(label) if label is not None else ()
+    # Regression labels are numbers: they name no class.
+    return tuple(name for name in label if isinstance(name, str)) if label is not None else ()
 
 
 def new_seed() -> int:
@@ -33,21 +37,34 @@ def new_seed() -> int:
     return secrets.randbits(31)
 
 
-def random_split(n_items: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices 0..n_items-1 at random into (train, valid), each sorted.
+def fastai_permutation_split(n_items: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """fastai's RandomSplitter: (train, valid) indices in the order of `torch.randperm(n_items)` under `seed`.
 
-    `round(valid_pct * n_items)` indices go to validation.
+    The first `int(valid_pct * n_items)` indices of the permutation are the validation set.
+
+    Example:
+        >>> fastai_permutation_split(10, 0.2, seed=42)
+        ([1, 8, 4, 5, 0, 9, 3, 7], [2, 6])
+    """
+    if not 0.0 <= valid_pct < 1.0:
+        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}. Expected a fraction such as 0.2.")
+    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = int(valid_pct * n_items)
+    return order[cut:], order[:cut]
+
+
+def random_split(n_items: int, valid_pct: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices 0..n_items-1 at random into (train, valid), each sorted: fastai's split for the seed.
+
+    `int(valid_pct * n_items)` indices go to validation (`fastai_permutation_split`).
 
     Example:
         >>> train, valid = random_split(10, 0.2, seed=42)
         >>> len(train), len(valid)
         (8, 2)
     """
-    if not 0.0 <= valid_pct < 1.0:
-        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}. Expected a fraction such as 0.2.")
-    order = np.random.default_rng(seed).permutation(n_items)
-    n_valid = round(valid_pct * n_items)
-    return sorted(order[n_valid:].tolist()), sorted(order[:n_valid].tolist())
+    train, valid = fastai_permutation_split(n_items, valid_pct, seed)
+    return sorted(train), sorted(valid)
 
 
 def split_items(items: Sequence[Item], valid_pct: float, seed: int) -> tuple[list[Item], list[Item]]:

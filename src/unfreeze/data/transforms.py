@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "resize_batch", "resize_item",
-           "to_device_async"]
+__all__ = ["MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "move_points", "resize_batch",
+           "resize_item", "to_device_async"]
 
 RESIZE_METHODS = ("crop", "pad", "squish")
 # Pixels per side, for training, prediction and exports alike: one 16384 px image already takes 805 MB as
@@ -150,10 +150,8 @@ class BatchAugment:
         return AugmentParams(torch.as_tensor(flip), _floats(angle), _floats(zoom), _floats(shift),
                              _floats(brightness), _floats(contrast))
 
-    def __call__(self, images: torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
-        """Augment float [B,3,H,W] images in [0, 1]; returns [B,3,size,size] on the same device."""
-        batch, device = images.shape[0], images.device
-        params = params.to(device)
+    def _theta(self, params: AugmentParams, batch: int, device: torch.device) -> torch.Tensor:
+        """[B, 2, 3]: maps each output pixel's normalized coordinates to the input's (scale · rotate · flip + shift)."""
         radians = params.angle * (math.pi / 180.0)
         cos, sin = torch.cos(radians), torch.sin(radians)
         inverse_zoom = 1.0 / params.zoom
@@ -165,11 +163,39 @@ class BatchAugment:
         theta[:, 1, 0] = inverse_zoom * sin * flip_sign
         theta[:, 1, 1] = inverse_zoom * cos
         theta[:, :, 2] = params.shift
+        return theta
+
+    def __call__(self, images: torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
+        """Augment float [B,3,H,W] images in [0, 1]; returns [B,3,size,size] on the same device."""
+        batch, device = images.shape[0], images.device
+        params = params.to(device)
+        theta = self._theta(params, batch, device)
         grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         logits = torch.logit(images.clamp(1e-6, 1.0 - 1e-6))
         logits = (logits + params.brightness.view(-1, 1, 1, 1)) * params.contrast.view(-1, 1, 1, 1)
         return torch.sigmoid(logits)
+
+
+def move_points(augment: BatchAugment, points: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """Where (x, y) points in [-1, 1] (rows x0, y0, x1, y1, ...) land on images augmented with `params`.
+
+    The augmentation samples input coordinates `theta @ (x_out, y_out, 1)`; a point of the input is
+    therefore at `A^-1 (p - t)` in the output, in the same [-1, 1] frame (fastai's flips, rotations and
+    zooms move its `TensorPoint`s the same way). Unlabelled rows (NaN) stay NaN.
+
+    Example:
+        >>> params = BatchAugment(flip_p=1.0, p_affine=0.0).draw(np.random.default_rng(0), 1)
+        >>> move_points(BatchAugment(), torch.tensor([[0.5, -0.25]]), params).tolist()
+        [[-0.5, -0.25]]
+    """
+    batch = points.shape[0]
+    params = params.to(points.device)
+    theta = augment._theta(params, batch, points.device)
+    matrix, shift = theta[:, :, :2], theta[:, :, 2]
+    xy = points.float().reshape(batch, -1, 2) - shift.unsqueeze(1)
+    moved = torch.linalg.solve(matrix.unsqueeze(1).expand(-1, xy.shape[1], -1, -1), xy.unsqueeze(-1)).squeeze(-1)
+    return moved.reshape(points.shape).to(points.dtype)
 
 
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -65,6 +65,9 @@ class URLs:
     MNIST_SAMPLE = f"{URL}mnist_sample.tgz"
     MNIST_TINY = f"{URL}mnist_tiny.tgz"
     MNIST_VAR_SIZE_TINY = f"{S3_IMAGE}mnist_var_size_tiny.tgz"
+    # points (fastbook chapter 6's head pose)
+    BIWI_HEAD_POSE = f"{S3_IMAGELOC}biwi_head_pose.tgz"
+    BIWI_SAMPLE = f"{URL}biwi_sample.tgz"
     # multi-label (fastbook chapter 6)
     PASCAL_2007 = f"{S3_IMAGELOC}pascal_2007.tgz"
     PLANET_SAMPLE = f"{URL}planet_sample.tgz"

@@ -44,6 +44,7 @@ from unfreeze.inference.records import (
     error_record,
     evaluation_records,
     prediction_record,
+    regression_records,
 )
 from unfreeze.inference.results import show_results
 from unfreeze.inference.thresholds import best_threshold, best_thresholds
@@ -81,6 +82,7 @@ __all__ = [
     "prediction_row",
     "read_export",
     "read_export_metadata",
+    "regression_records",
     "show_results",
     "tta",
 ]

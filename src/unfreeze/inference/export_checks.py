@@ -96,7 +96,8 @@ def _model_problems(model: Any, n_classes: int | None) -> list[str]:
         ("mean", _numbers(model.get("mean"), max_count=MAX_CHANNELS), "a list of finite numbers"),
         ("std", _numbers(model.get("std"), max_count=MAX_CHANNELS), "a list of finite numbers"),
         ("head", isinstance(head, dict) and head.get("kind") in (*HEAD_KINDS, "custom")
-         and _number(head.get("ps", 0.5), 0.0, 1.0), f"an object with kind in {HEAD_KINDS} and ps from 0 to 1"),
+         and _number(head.get("ps", 0.5), 0.0, 1.0) and _y_range_ok(head.get("y_range")),
+         f"an object with kind in {HEAD_KINDS}, ps from 0 to 1 and y_range null or [low, high]"),
     ]
     if "features" in model:
         checks.append(("features", _text(model["features"]), f"a name of 1 to {_MAX_TEXT} characters"))
@@ -106,6 +107,14 @@ def _model_problems(model: Any, n_classes: int | None) -> list[str]:
     problems += [f"model.{key} must be {expected}, found {_shown(model.get(key))}" for key, ok, expected in checks
                  if not ok]
     return problems
+
+
+def _y_range_ok(y_range: Any) -> bool:
+    """A regression head's range: absent, or two finite numbers low < high."""
+    if y_range is None:
+        return True
+    return (isinstance(y_range, list) and len(y_range) == 2 and all(_number(v, -1e30, 1e30) for v in y_range)
+            and y_range[0] < y_range[1])
 
 
 def _augment_problems(augment: Any) -> list[str]:
@@ -127,8 +136,11 @@ def _augment_problems(augment: Any) -> list[str]:
 def _task_problems(task: Any, n_classes: int | None) -> list[str]:
     if task is None:  # an export from before tasks existed: single-label
         return []
-    if not isinstance(task, dict) or task.get("name") not in ("single_label", "multi_label"):
-        return [f"task must be single_label or multi_label, found {_shown(task)}"]
+    if not isinstance(task, dict) or task.get("name") not in ("single_label", "multi_label", "regression"):
+        return [f"task must be single_label, multi_label or regression, found {_shown(task)}"]
+    if task["name"] == "regression":
+        ok = isinstance(task.get("points", False), bool) and task.get("loss", "mse") in ("mse", "l1")
+        return [] if ok else [f"task must have points true/false and loss mse or l1, found {_shown(task)}"]
     threshold = task.get("threshold", 0.5)
     if task["name"] != "multi_label" or _number(threshold, 0.0, 1.0):
         return []

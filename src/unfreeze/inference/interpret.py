@@ -41,6 +41,10 @@ class ClassificationInterpretation:
         Example:
             >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
         """
+        if learn.task.name == "regression":
+            raise ValueError("ClassificationInterpretation reads classes; this learner predicts numbers. Use "
+                             "learn.show_results(), learn.get_preds() with unfreeze.plots.plot_predicted_vs_true, or "
+                             "unfreeze.inference.regression.regression_report.")
         loader = _ordered(learn.dls.valid if dl is None else dl)
         probs, targets, losses = get_preds(learn, loader, with_loss=True)
         return cls(loader, learn.dls.vocab, probs, targets, losses, learn.task)
@@ -59,8 +63,9 @@ class ClassificationInterpretation:
         return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
     def plot_confusion_matrix(self, path: str | Path | None = None, normalize: bool = False, *,
-                              figsize: tuple[float, float] | None = None, dpi: int = 100) -> Any:
-        """The confusion matrix with the class names on both axes.
+                              figsize: tuple[float, float] | None = None, dpi: int = 100,
+                              title: str = "Confusion matrix") -> Any:
+        """The confusion matrix with the class names on both axes, under `title` (fastai's default).
 
         With `path`, saved there and the path returned; without, shown inline in a notebook, or in a
         script saved as confusion_matrix.png with its location printed. `figsize` (inches) and `dpi`
@@ -74,7 +79,7 @@ class ClassificationInterpretation:
         from unfreeze.plots import plot_confusion_matrix  # matplotlib loads only when a figure is drawn
 
         return plot_confusion_matrix(self.confusion_matrix().numpy(), self.vocab, path, normalize=normalize,
-                                     figsize=figsize, dpi=dpi)
+                                     figsize=figsize, dpi=dpi, title=title)
 
     def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
         """Off-diagonal cells with at least `min_val` items: (actual, predicted, count), most first.

@@ -22,7 +22,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
-from unfreeze.tasks import MultiLabel, SingleLabel
+from unfreeze.tasks import Regression, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
 
 __all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds",
@@ -139,7 +139,7 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     logits, targets, scores = collect_outputs(learner, loader) if with_ood else (
         *collect_logits(learner.model, loader, learner.amp_dtype), None)
     task = learner.task
-    results = [trust_of(learner).probabilities(logits, isinstance(task, MultiLabel)).cpu(), targets.cpu()]
+    results = [trust_of(learner).probabilities(logits, task).cpu(), targets.cpu()]
     if with_decoded:
         results.append(task.decode(results[0]))
     if with_loss:
@@ -276,6 +276,10 @@ def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int 
         ('b', 1, ['b', 'c'])
     """
     decoded = task.decode(probs.unsqueeze(0))[0]
+    if isinstance(task, Regression):  # numbers: each output by name, and a readable line as the label
+        values = dict(zip(vocab, task.labels_of(decoded, vocab), strict=True))
+        return {"label": ", ".join(f"{name}={value:.4g}" for name, value in values.items()), "values": values,
+                "index": None, "prob": None, "error": None}
     if isinstance(task, SingleLabel):
         index = int(decoded)
         row: dict[str, Any] = {"label": vocab[index], "index": index, "prob": float(probs[index]), "error": None}
@@ -396,6 +400,9 @@ def tta(learner: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.2
         raise ValueError(f"n must be a whole number >= 1, got {n!r}.")
     if beta is not None and not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1] or None, got {beta!r}.")
+    if getattr(learner.task, "points", False):
+        raise ValueError("tta averages the predictions of flipped and zoomed images, which moves point targets; "
+                         "use learn.get_preds() for a model of points.")
     loader = _ordered(learner.dls.valid if dl is None else dl)
     train = learner.dls.train
     seed = learner.seed if learner.seed is not None else loader.seed

@@ -8,7 +8,8 @@ about one image, in one documented, versioned shape.
      "error": null}                            # why the image has no prediction (then label is null)
 
 Optional fields: `unknown` (true when the image is unlike the training images) and `ood_score` (how far
-from them it looks; both null for a model exported without an unknown score); `status` (an HTTP
+from them it looks; both null for a model exported without an unknown score); `values` (a regression
+model's numbers by output name: then `label` is them as text, `probability` null); `status` (an HTTP
 status of this file in serve's answer, e.g. 413 for a file over the size limit); `actual` and `correct`
 in `evaluate`'s rows. Nothing else appears in a record. The JSON Schema is `PREDICTION_SCHEMA`
 (docs/prediction.schema.json); documents that carry records also carry `"schema_version":
@@ -28,15 +29,24 @@ from typing import Any
 
 from unfreeze.inference.predict import prediction_row
 
-__all__ = ["CSV_COLUMNS", "OPTIONAL_FIELDS", "PREDICTION_SCHEMA", "SCHEMA_VERSION", "csv_row", "error_record",
-           "evaluation_records",
-           "prediction_record"]
+__all__ = [
+    "CSV_COLUMNS",
+    "OPTIONAL_FIELDS",
+    "PREDICTION_SCHEMA",
+    "SCHEMA_VERSION",
+    "csv_row",
+    "error_record",
+    "evaluation_records",
+    "prediction_record",
+    "regression_records",
+]
 
 SCHEMA_VERSION = 1
-OPTIONAL_FIELDS = ("unknown", "ood_score", "status", "actual", "correct")
-CSV_COLUMNS = ("file", "label", "probability", "top_k", "error", "unknown", "ood_score")
+OPTIONAL_FIELDS = ("unknown", "ood_score", "values", "status", "actual", "correct")
+CSV_COLUMNS = ("file", "label", "probability", "top_k", "error", "unknown", "ood_score", "values")
 
 _LABEL = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
+_NUMBERS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
 _PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 PREDICTION_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -62,7 +72,10 @@ PREDICTION_SCHEMA: dict[str, Any] = {
         "ood_score": {"type": ["number", "null"], "description": "out-of-distribution score (higher: less like "
                                                                  "the training images)"},
         "status": {"type": "integer", "description": "serve: this file's HTTP status (413: over the size limit)"},
-        "actual": {**_LABEL, "description": "evaluate: the image's true label"},
+        "values": {**_NUMBERS, "description": "a regression model's predicted numbers by output name (its label "
+                                              "is them as text; probability null, top_k empty)"},
+        "actual": {"oneOf": [*_LABEL["oneOf"], _NUMBERS], "description": "evaluate: the image's true label (a "
+                                                                         "regression model: its numbers)"},
         "correct": {"type": "boolean", "description": "evaluate: the prediction equals the true label"},
     },
 }
@@ -103,6 +116,9 @@ def prediction_record(row: dict[str, Any], top_k: int, file: str | None = None) 
     extra = {key: _finite(row[key]) for key in ("unknown", "ood_score") if key in row}
     if row.get("error") is not None:
         return error_record(name, str(row["error"]), **extra)
+    if "values" in row:  # a regression model: numbers, no classes to rank
+        return {"file": name, "label": row["label"], "probability": None, "top_k": [], "error": None,
+                "values": {str(key): _finite(float(value)) for key, value in row["values"].items()}, **extra}
     pairs = row.get("top_k")
     if pairs is None:
         pairs = [[row["label"], row["prob"]]] if isinstance(row["label"], str) else []
@@ -121,6 +137,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ";".join(f"{entry['label']}:{entry['probability']:.6f}" if isinstance(entry, dict) else _cell(entry)
                         for entry in value)
+    if isinstance(value, dict):  # a regression model's numbers: name=value;...
+        return ";".join(f"{key}={_cell(number)}" for key, number in value.items())
     return str(value)
 
 
@@ -130,7 +148,7 @@ def csv_row(record: dict[str, Any], columns: tuple[str, ...] = CSV_COLUMNS) -> l
     Example:
         >>> csv_row({"file": "a.jpg", "label": "cat", "probability": 0.5, "error": None,
         ...          "top_k": [{"label": "cat", "probability": 0.5}]})
-        ['a.jpg', 'cat', '0.500000', 'cat:0.500000', '', '', '']
+        ['a.jpg', 'cat', '0.500000', 'cat:0.500000', '', '', '', '']
     """
     return [_cell(record.get(column)) for column in columns]
 
@@ -164,4 +182,27 @@ def evaluation_records(interpretation: Any, top_k: int = 3,
         predicted = record["label"]
         correct = predicted == actual if isinstance(actual, str) else sorted(predicted or []) == sorted(actual)
         records.append({**record, "actual": actual, "correct": bool(correct)})
+    return records
+
+
+def regression_records(dataset: Any, predictions: Any, task: Any, vocab: list[str]) -> list[dict[str, Any]]:
+    """One record per image of a regression test set, in the dataset's order: `values` and the `actual` numbers.
+
+    `predictions` are the task's outputs of the readable images, in order (`get_preds(dl=loader)[0]`).
+
+    Example:
+        >>> outputs = learn.get_preds(dl=loader)[0]  # doctest: +SKIP
+        >>> records = regression_records(loader.dataset, outputs, learn.task, vocab)  # doctest: +SKIP
+    """
+    dropped = getattr(dataset, "dropped", {})
+    outputs = iter(predictions)
+    records = []
+    for index, (path, label) in enumerate(dataset.items):
+        numbers = [float(value) for value in (label if isinstance(label, (list, tuple)) else [label])]
+        actual = {name: _finite(value) for name, value in zip(vocab, numbers, strict=False)}
+        if index in dropped:
+            records.append(error_record(str(path), str(dropped[index]), actual=actual))
+            continue
+        row = prediction_row(next(outputs), task, vocab)
+        records.append({**prediction_record({**row, "path": str(path)}, 1), "actual": actual})
     return records

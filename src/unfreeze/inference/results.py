@@ -28,14 +28,15 @@ def result_title(actual: Any, predicted: Any) -> str:
     def names(label: Any) -> str:
         if isinstance(label, str):
             return label or "(none)"
-        return ";".join(label) or "(none)"
+        return ";".join(f"{name:.3g}" if isinstance(name, float) else str(name) for name in label) or "(none)"
 
     return f"{names(actual)}/{names(predicted)}"
 
 
 def show_results(learner: Predictor, max_n: int = 9, *, path: str | Path | None = None, nrows: int | None = None,
-                 ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
-    """Up to `max_n` validation images, each titled "actual/predicted" (fastai's `show_results`).
+                 ncols: int | None = None, figsize: tuple[float, float] | None = None, ds_idx: int = 1) -> Any:
+    """Up to `max_n` validation images, each titled "actual/predicted" (fastai's `show_results`); for
+    point targets the predicted points are marked on the images instead.
 
     Args:
         learner: The model and its data.
@@ -43,6 +44,7 @@ def show_results(learner: Predictor, max_n: int = 9, *, path: str | Path | None 
         path: Where to save the grid; None shows it inline in a notebook, else saves results.png and
             prints where.
         nrows, ncols, figsize: Shape the grid as in `show_batch`.
+        ds_idx: 1 (default) the validation images, 0 the training images (fastai's numbering).
 
     Returns:
         The figure (notebook) or the saved path.
@@ -58,7 +60,9 @@ def show_results(learner: Predictor, max_n: int = 9, *, path: str | Path | None 
 
     if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
         raise ValueError(f"max_n must be a whole number >= 1, got {max_n!r}.")
-    valid = learner.dls.valid
+    if ds_idx not in (0, 1):
+        raise ValueError(f"ds_idx must be 0 (training images) or 1 (validation images), got {ds_idx!r}.")
+    valid = learner.dls.valid if ds_idx == 1 else learner.dls.train
     items = valid.dataset.items[:max_n]
     if not items:
         raise ValueError("show_results needs validation images; the validation set is empty.")
@@ -67,5 +71,10 @@ def show_results(learner: Predictor, max_n: int = 9, *, path: str | Path | None 
     predicted = [task.labels_of(decoded, vocab) for decoded in task.decode(probs)]
     titles = [result_title(actual, guess) for (_, actual), guess in zip(items, predicted, strict=True)]
     pictures = [image.permute(1, 2, 0).numpy() for image in valid.decode_uint8(range(len(items)))]
+    points = None
+    if getattr(task, "points", False):  # marked on the (squished, square) images the model saw
+        side = valid.dataset.item_size
+        points = [(probs[index].reshape(-1, 2).float().numpy() + 1.0) * side / 2.0 for index in range(len(items))]
+        titles = [""] * len(titles)
     return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
-                           default_name="results.png")
+                           default_name="results.png", points=points)

@@ -145,6 +145,7 @@ def create_model(
     n_groups: int = 3,
     head: str | nn.Module = "fastai",
     ps: float = 0.5,
+    y_range: tuple[float, float] | None = None,
 ) -> TransferModel:
     """Build a TransferModel: pretrained body, new head, parameter groups, input statistics.
 
@@ -159,6 +160,8 @@ def create_model(
         n_groups: parameter groups, >= 2: ``n_groups - 1`` body chunks plus the head.
         head: ``"fastai"``, ``"linear"`` or an ``nn.Module`` mapping body features to logits.
         ps: dropout of the fastai head (``ps / 2`` before the first linear layer).
+        y_range: ``(low, high)``: the head ends in a sigmoid scaled to that range (fastai's regression
+            ``y_range``).
 
     Returns:
         The model; ``model.weights_source`` says where its weights came from.
@@ -181,7 +184,7 @@ def create_model(
             f"n_groups={n_groups} is too many for {name}: its body has {len(body.units)} stages, so "
             f"n_groups can be 2 to {len(body.units) + 1}."
         )
-    head_module, head_config = build_head(head, body.feature_shape, n_out, ps=ps)
+    head_module, head_config = build_head(head, body.feature_shape, n_out, ps=ps, y_range=y_range)
     groups = [["body." + n for chunk in part for n in chunk] for part in _split(body.units, n_groups - 1)]
     groups.append(["head." + n for n, _ in head_module.named_parameters()])
     info = {
@@ -225,6 +228,7 @@ def model_from_config(config: dict[str, Any], *, head: nn.Module | None = None) 
     model = create_model(
         arch, config["n_out"], pretrained=False, n_in=config["n_in"], n_groups=config["n_groups"],
         head=head if kind == "custom" else kind, ps=config["head"].get("ps", 0.5),
+        y_range=config["head"].get("y_range"),
     )  # fmt: skip
     model.mean, model.std = tuple(config["mean"]), tuple(config["std"])
     model.input_size = config["input_size"]

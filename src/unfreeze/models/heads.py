@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HEAD_KINDS", "AdaptiveConcatPool2d", "build_head", "fastai_head", "linear_head"]
+__all__ = ["HEAD_KINDS", "AdaptiveConcatPool2d", "SigmoidRange", "build_head", "fastai_head", "linear_head"]
 
 HEAD_KINDS = ("fastai", "linear")
 
@@ -36,6 +36,29 @@ class AdaptiveConcatPool2d(nn.Module):
         # Max first, then average: the order fastai uses, so weights transplanted from a fastai
         # head line up.
         return torch.cat([self.max_pool(x), self.avg_pool(x)], dim=1)
+
+
+class SigmoidRange(nn.Module):
+    """fastai's `SigmoidRange(low, high)`: `sigmoid(x) * (high - low) + low`, outputs inside (low, high).
+
+    A regression head ends with it when `y_range` is given (fastbook's head-pose model: (-1, 1)).
+
+    Example:
+        >>> SigmoidRange(-1.0, 1.0)(torch.zeros(2)).tolist()
+        [0.0, 0.0]
+    """
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        if not low < high:
+            raise ValueError(f"y_range must be (low, high) with low < high, got ({low}, {high}).")
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x) * (self.high - self.low) + self.low
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"
 
 
 def fastai_head(
@@ -107,6 +130,21 @@ def linear_head(num_features: int, n_out: int, *, pool: bool = True) -> nn.Seque
 
 
 def build_head(
+    head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5,
+    y_range: tuple[float, float] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """`_build_head`, ending in `SigmoidRange(*y_range)` when a `y_range` is given (recorded in the config)."""
+    module, config = _build_head(head, feature_shape, n_out, ps=ps)
+    if y_range is None:
+        return module, config
+    low, high = (float(value) for value in y_range)
+    ranged = SigmoidRange(low, high)
+    # Appended to the Sequential heads, so their parameter names (and the parameter groups) do not change.
+    module = module.append(ranged) if isinstance(module, nn.Sequential) else nn.Sequential(module, ranged)
+    return module, {**config, "y_range": [low, high]}
+
+
+def _build_head(
     head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the head named by ``head`` (or check a user module) for body features of ``feature_shape``.

@@ -46,6 +46,10 @@ def vision_learner(
     path: str | Path | None = None,
     model_dir: str | Path = "models",
     recipe: Recipe | None = None,
+    y_range: tuple[float, float] | None = None,
+    n_out: int | None = None,
+    optimizer: str | None = None,
+    opt_func: Any = None,
 ) -> Learner:
     """A Learner with a pretrained body, a new head for `dls`'s classes, and the body frozen.
 
@@ -75,6 +79,10 @@ def vision_learner(
         device, quiet, loss_func, class_weights, grad_accum, sync_bn, weight_decay, wd, cbs, path,
             model_dir: As in `Learner`.
         recipe: The `Recipe` that `learn.fit_recipe()` runs (checked against the data now); None: `Recipe()`.
+        y_range: `(low, high)`: the head ends in a sigmoid scaled to that range, as fastai's regression
+            `y_range` (fastbook's head-pose model: `y_range=(-1, 1)`).
+        n_out: Outputs of the head; default the data's classes (or, for regression, its values).
+        optimizer, opt_func: As in `Learner` ("adamw", "sgd", "ranger"; fastai's `opt_func=Adam`, ...).
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
@@ -87,7 +95,8 @@ def vision_learner(
         if seed is not None:
             torch.manual_seed(seed)
         model = create_model(
-            arch, dls.n_classes, pretrained=pretrained, weights=weights, n_groups=n_groups, head=head
+            arch, dls.n_classes if n_out is None else n_out, pretrained=pretrained, weights=weights,
+            n_groups=n_groups, head=head, y_range=y_range,
         )
     if train_bn is None:
         train_bn = not pretrained
@@ -95,7 +104,7 @@ def vision_learner(
         dls, model, metrics=metrics, loss_func=loss_func,
         class_weights=class_weights, train_bn=train_bn, device=device, seed=seed, quiet=quiet,
         grad_accum=grad_accum, sync_bn=sync_bn, weight_decay=weight_decay, wd=wd, cbs=cbs, path=path,
-        model_dir=model_dir,
+        model_dir=model_dir, optimizer=optimizer, opt_func=opt_func,
     )
     if recipe is not None:
         learn.recipe = recipe.check(multi_label=isinstance(learn.task, MultiLabel))

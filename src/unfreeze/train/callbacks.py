@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unfreeze.fastai_names import fastai_attribute_error
+
 if TYPE_CHECKING:
     from unfreeze.train.protocols import LearnerView
 
@@ -117,6 +119,10 @@ class Recorder(Callback):
         self._average = 0.0
         self._count = 0
 
+    def __getattr__(self, name: str) -> Any:
+        # fastai's recorder attributes (final_record, log, ...) name their unfreeze spelling in the error.
+        raise fastai_attribute_error(self, name)
+
     def reset_smoothing(self) -> None:
         """Restart the loss EMA, as fastai does at the start of every fit."""
         self._average, self._count = 0.0, 0
@@ -141,6 +147,26 @@ class Recorder(Callback):
     def add_note(self, note: str) -> None:
         """Record an event (auto LR, interruption, NaN) in the history."""
         self.notes.append(note)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """fastai's column names: epoch, train_loss, valid_loss, the metrics, time (of the last row).
+
+        Example:
+            >>> learn.recorder.metric_names  # doctest: +SKIP
+            ['epoch', 'train_loss', 'valid_loss', 'error_rate', 'time']
+        """
+        return list(self.history[-1]) if self.history else ["epoch", "train_loss", "valid_loss", "time"]
+
+    @property
+    def values(self) -> list[list[float]]:
+        """fastai's `recorder.values`: per epoch [train_loss, valid_loss, *metrics] (`history` has names).
+
+        Example:
+            >>> learn.recorder.values[-1]  # doctest: +SKIP
+            [0.41, 0.37, 0.12]
+        """
+        return [[value for key, value in row.items() if key not in ("epoch", "time")] for row in self.history]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume the record (plain lists and numbers)."""
@@ -405,16 +431,23 @@ class SaveBestModel(_Monitor):
 class CSVLogger(Callback):
     """Append one row per epoch to a CSV file (header written once).
 
+    A relative path is taken under the learner's `path` (fastai's `learn.path`: the data's folder unless
+    set), as fastai's `CSVLogger(fname="history.csv")` writes; an absolute path is used as it is.
+
     Example:
-        >>> learn.fit(3, 1e-3, callbacks=[CSVLogger("history.csv")])  # doctest: +SKIP
+        >>> learn.fit(3, 1e-3, callbacks=[CSVLogger()])  # learn.path / "history.csv"  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path = "history.csv", append: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None, append: bool = False, *, fname: str | None = None) -> None:
+        if path is not None and fname is not None:
+            raise ValueError(f"Pass path= or fname= (fastai's spelling), not both; got {path!r} and {fname!r}.")
+        self.fname = Path(path if path is not None else fname if fname is not None else "history.csv")
+        self.path = self.fname
         self.append = append
         self._start = 0.0
 
     def before_fit(self, learner: LearnerView) -> None:
+        self.path = self.fname if self.fname.is_absolute() else Path(learner.path) / self.fname
         if not self.append and self.path.exists():
             self.path.unlink()
         self._start = time.time()

@@ -31,7 +31,10 @@ from torch import nn
 from unfreeze import distributed
 from unfreeze._device import default_device
 from unfreeze._io import atomic_path, save_torch
+from unfreeze.data.regression import source_size, unscale_points
+from unfreeze.fastai_names import fastai_attribute_error
 from unfreeze.inference.predict import Prediction
+from unfreeze.tasks import Regression
 from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel, callback_list
 from unfreeze.train.mixup import MixupCutmix
 
@@ -209,18 +212,29 @@ class MultiCategory(list):  # type: ignore[type-arg]
         return f"MultiCategory({list(self)!r})"
 
 
-def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor]) -> Prediction:
-    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`.
+def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = None,
+                      item: Any = None) -> Prediction:
+    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`;
+    for regression the tuple of predicted numbers, and for points a [n, 2] tensor in the item's pixels.
 
     Example:
         >>> fastai_prediction((("cat",), None, torch.zeros(2)))[0]
         MultiCategory(['cat'])
     """
     labels, decoded, probs = prediction
-    fields = ((MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs)
+    if isinstance(task, Regression):
+        fields = ((unscale_points(labels, source_size(item)) if task.points else labels), decoded, probs)
+    else:
+        fields = ((MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs)
     # The unknown flag travels as attributes of the result (`inference.Prediction`).
     return Prediction(fields, unknown=getattr(prediction, "unknown", None),
                       ood_score=getattr(prediction, "ood_score", None))
+
+
+def training_images(dls: Any) -> Any:
+    """fastai's `ds_idx=0`: the training images as a loader in order, with the validation transforms."""
+    items = dls.train.dataset.items
+    return dls.test_dl([file for file, _ in items], labels=[label for _, label in items])
 
 
 class _Text(str):
@@ -317,7 +331,12 @@ class FastaiMethods:
     """fastai's method names on a learner: `save`, `load`, `model_file`, `to_fp16`, `to_fp32`, `summary`.
 
     Mixed into `Learner`; each method is written against the `FastaiHost` protocol (public members).
+    A fastai attribute the learner spells otherwise (`learn.opt`, `learn.no_logging`) raises an
+    AttributeError that names unfreeze's spelling (`fastai_names.FASTAI_ATTRIBUTES`).
     """
+
+    def __getattr__(self, name: str) -> Any:
+        raise fastai_attribute_error(self, name)
 
     def model_file(self: FastaiHost, name: str | Path) -> Path:
         """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.

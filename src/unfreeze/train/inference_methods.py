@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
-from unfreeze.train.fastai_idioms import export_target, fastai_prediction
+from unfreeze.train.fastai_idioms import export_target, fastai_prediction, training_images
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -26,18 +26,26 @@ class Exportable(Predictor, Protocol):
 class InferenceMethods:
     """`get_preds`, `predict`, `predict_batch`, `tta`, `show_results`, `export` and `export_onnx` of a learner."""
 
-    def get_preds(self: Predictor, dl: Any = None, with_loss: bool = False, *, with_decoded: bool = False,
-                  with_ood: bool = False) -> Any:
+    def get_preds(self: Predictor, ds_idx: int = 1, dl: Any = None, with_loss: bool = False, *,
+                  with_decoded: bool = False, with_ood: bool = False) -> Any:
         """Probabilities (the task's activation, calibrated) and targets over `dl` (default: validation), in order.
 
         Returns `(probs, targets)`, then the decoded predictions with `with_decoded`, the item losses
         with `with_loss` (fastai's order) and the unknown scores with `with_ood`. See
-        `unfreeze.inference.get_preds`.
+        `unfreeze.inference.get_preds`. fastai's `ds_idx=0` scores the training images, in order and without
+        augmentation (fastai's keep it).
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
         """
-        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss, with_ood=with_ood)
+        if dl is None and not isinstance(ds_idx, int):  # get_preds(loader), as before ds_idx came first
+            ds_idx, dl = 1, ds_idx
+        if dl is None and ds_idx == 0:
+            dl = training_images(self.dls)
+        elif dl is None and ds_idx != 1:
+            raise ValueError(f"ds_idx must be 0 (training images) or 1 (validation images), got {ds_idx!r}.")
+        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
+                                     with_ood=with_ood)
 
     def predict(self: Predictor, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
@@ -49,7 +57,7 @@ class InferenceMethods:
             >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
             >>> labels, mask, probs = multi_label_learn.predict("street.jpg")  # doctest: +SKIP
         """
-        return fastai_prediction(inference.predict(self, item))
+        return fastai_prediction(inference.predict(self, item), self.task, item)
 
     def predict_batch(self: Predictor, items: Any, bs: int = 64, top_k: int = 1, with_tta: bool = False) -> Any:
         """Stream predictions over many images or a folder, in constant memory (`inference.predict_batch`).
@@ -71,7 +79,7 @@ class InferenceMethods:
         return inference.tta(self, dl=dl, n=n, beta=beta, use_max=use_max)
 
     def show_results(self: Predictor, max_n: int = 9, *, path: str | Path | None = None, nrows: int | None = None,
-                     ncols: int | None = None, figsize: tuple[float, float] | None = None) -> Any:
+                     ncols: int | None = None, figsize: tuple[float, float] | None = None, ds_idx: int = 1) -> Any:
         """Up to `max_n` validation images titled "actual/predicted", as fastai's `show_results`.
 
         Inline in a notebook; in a script saved to results.png (or `path`) with its path printed.
@@ -80,7 +88,8 @@ class InferenceMethods:
         Example:
             >>> learn.show_results(max_n=9)  # doctest: +SKIP
         """
-        return inference.show_results(self, max_n, path=path, nrows=nrows, ncols=ncols, figsize=figsize)
+        return inference.show_results(self, max_n, path=path, nrows=nrows, ncols=ncols, figsize=figsize,
+                                      ds_idx=ds_idx)
 
     def export(self: Exportable, path: str | Path | None = None, *, fname: str | Path | None = None) -> Path:
         """Write a pickle-free export (safetensors + JSON) that `load_learner` reads; returns the path.

@@ -26,13 +26,14 @@ from torch import nn
 
 from unfreeze import distributed, inference
 from unfreeze._device import cudnn_autotune, default_device
-from unfreeze.tasks import MultiLabel, SingleLabel, Task, class_weights_tensor
+from unfreeze.tasks import SingleLabel, Task, class_weights_tensor
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import fastai_idioms as fastai
 from unfreeze.train import recipes, recommended, trust_fit
 from unfreeze.train import state as state_module
 from unfreeze.train.callbacks import Callback, Recorder, callback_list
 from unfreeze.train.data_binding import bind_data
+from unfreeze.train.fastai_training import FastaiTrainingMethods, optimizer_or_opt_func
 from unfreeze.train.groups import ParamGroups
 from unfreeze.train.inference_methods import InferenceMethods
 from unfreeze.train.loop import NonFiniteLossError, Position
@@ -65,7 +66,7 @@ class _OnPart:
         setattr(getattr(learner, self.part), self.name, value)
 
 
-class Learner(InferenceMethods, fastai.FastaiMethods):
+class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
     """Trains a `TransferModel` (or any `nn.Module`) on `ImageDataLoaders`.
 
     Args:
@@ -79,7 +80,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         class_weights: Per-class loss weights against class imbalance: "auto" (inverse class
             frequency in the training set; positive weights for multi-label data), a sequence with
             one weight per class, or None.
-        optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay) or "sgd".
+        optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay), "sgd" or "ranger";
+            fastai's `opt_func=Adam | SGD | ranger` works too.
         weight_decay: Decoupled weight decay (default 0.01); never applied to biases and norm parameters.
             fastai's spelling `wd=` works too.
         train_bn: True is fastai's behaviour: norm layers in frozen groups keep training (weights and
@@ -117,7 +119,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         metrics: Metric | str | Sequence[Metric | str] | None = None,
         loss_func: nn.Module | None = None,
         class_weights: str | Sequence[float] | None = None,
-        optimizer: str = "adamw",
+        optimizer: str | None = None,
         weight_decay: float | None = None,
         train_bn: bool = True,
         device: str | torch.device | None = None,
@@ -130,10 +132,12 @@ class Learner(InferenceMethods, fastai.FastaiMethods):
         wd: float | None = None,
         path: str | Path | None = None,
         model_dir: str | Path = "models",
+        opt_func: Any = None,
     ) -> None:
         weight_decay = fastai.weight_decay_or_wd(weight_decay, wd)
+        optimizer = optimizer_or_opt_func(optimizer, opt_func)
         self.task: Task = getattr(dls, "task", None) or SingleLabel()  # loaders without a task: single-label
-        if getattr(dls, "n_classes", 2) < (1 if isinstance(self.task, MultiLabel) else 2):
+        if getattr(dls, "n_classes", 2) < (2 if isinstance(self.task, SingleLabel) else 1):
             raise ValueError(
                 f"A classifier needs at least 2 classes; the data has {dls.n_classes} ({dls.vocab}). "
                 "Add a folder per class."

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from unfreeze.tasks import MultiLabel, SingleLabel, Task
+from unfreeze.tasks import MultiLabel, Task
 
 __all__ = ["Metric", "MetricValue", "ValidationResults", "accuracy", "accuracy_multi", "error_rate", "f1_multi",
-           "f1_score", "resolve_metrics", "top_k_accuracy"]
+           "f1_score", "mae", "mse", "r2_score", "resolve_metrics", "rmse", "top_k_accuracy"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -153,6 +153,57 @@ def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5,
     return _macro_f1((decided * actual).sum(dim=0), decided.sum(dim=0), actual.sum(dim=0))
 
 
+# ------------------------------------------------------------------------ regression (over every value, as fastai's)
+
+
+def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    preds, targets = preds.double().reshape(-1), targets.double().reshape(-1)
+    if preds.shape != targets.shape:
+        raise ValueError(f"Expected as many predictions as targets, got {preds.numel()} and {targets.numel()}.")
+    return preds, targets
+
+
+def mse(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
+    """Mean squared error over every predicted value (fastai's `mse`).
+
+    Example:
+        >>> mse(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [3.0]]))
+        0.5
+    """
+    preds, targets = _flat(preds, targets)
+    return MetricValue(((preds - targets) ** 2).mean().item())
+
+
+def mae(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
+    """Mean absolute error over every predicted value (fastai's `mae`).
+
+    Example:
+        >>> mae(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [3.0]]))
+        0.5
+    """
+    preds, targets = _flat(preds, targets)
+    return MetricValue((preds - targets).abs().mean().item())
+
+
+def rmse(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
+    """Root mean squared error (fastai's `rmse`)."""
+    return MetricValue(mse(preds, targets) ** 0.5)
+
+
+def r2_score(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
+    """Coefficient of determination over the flattened values: 1 - SS_res / SS_tot (fastai's `R2Score()`).
+
+    Example:
+        >>> r2_score(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]))
+        1.0
+    """
+    preds, targets = _flat(preds, targets)
+    total = ((targets - targets.mean()) ** 2).sum()
+    residual = ((targets - preds) ** 2).sum()
+    return MetricValue(1.0 - (residual / total).item() if total > 0 else 0.0)
+
+
+
 class ValidationResults(dict):  # type: ignore[type-arg]
     """What `Learner.validate` returns: a dict by name that also indexes by position, like fastai's list.
 
@@ -183,8 +234,13 @@ _BUILTIN: dict[str, Metric] = {
     "f1_score": f1_score,
     "accuracy_multi": accuracy_multi,
     "f1_multi": f1_multi,
+    "mse": mse,
+    "mae": mae,
+    "rmse": rmse,
+    "r2_score": r2_score,
 }
 _MULTI_LABEL = {"accuracy_multi", "f1_multi"}
+_REGRESSION = {"mse", "mae", "rmse", "r2_score"}
 
 
 def metric_name(metric: Metric) -> str:
@@ -219,16 +275,23 @@ def _arguments(metric: functools.partial[Any]) -> str:
     return ", ".join([*map(repr, metric.args), *(f"{key}={value!r}" for key, value in metric.keywords.items())])
 
 
+def _family(name: str) -> str:
+    """The task a built-in metric scores: "multi_label", "regression" or "single_label"."""
+    return "multi_label" if name in _MULTI_LABEL else "regression" if name in _REGRESSION else "single_label"
+
+
+def _check_family(name: str, task: Task | None) -> None:
+    """Refuse a built-in metric of another task (error_rate on regression data, mse on classes)."""
+    if task is not None and _family(name) != task.name:
+        fitting = sorted(known for known in _BUILTIN if _family(known) == task.name)
+        raise ValueError(f"{name!r} scores {_family(name).replace('_', '-')} predictions, but the data is "
+                         f"{task.name.replace('_', '-')}. Use {', '.join(fitting)}.")
+
+
 def _for_task(name: str, task: Task | None) -> Metric:
     """The built-in metric `name`, bound to a multi-label task's threshold; refused for the wrong task."""
     metric = _BUILTIN[name]
-    multi = name in _MULTI_LABEL
-    if isinstance(task, MultiLabel) and not multi:
-        raise ValueError(f"{name!r} scores single-label predictions, but the data is multi-label. Use "
-                         f"{sorted(_MULTI_LABEL)}.")
-    if isinstance(task, SingleLabel) and multi:
-        raise ValueError(f"{name!r} scores multi-label predictions, but the data is single-label. Use error_rate, "
-                         "accuracy or f1_score.")
+    _check_family(name, task)
     if isinstance(task, MultiLabel):
         bound: Any = functools.partial(metric, threshold=task.threshold)
         bound.__name__ = name
@@ -268,6 +331,8 @@ def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task:
         elif callable(metric):
             if isinstance(metric, functools.partial):
                 _check_partial(metric)
+            if _BUILTIN.get(metric_name(metric)) in (metric, getattr(metric, "func", None)):
+                _check_family(metric_name(metric), task)
             resolved.append(metric)
         else:
             raise TypeError(

@@ -67,6 +67,9 @@ class MixupCutmix(Callback):
         self.n_classes = 0
 
     def before_fit(self, learner: Any) -> None:
+        if getattr(learner.task, "name", "single_label") == "regression":
+            raise ValueError("MixUp and CutMix mix class labels; this learner's data is regression (numbers or "
+                             "points). Leave them out of cbs= (and mixup=0, cutmix=0 in a Recipe).")
         self.n_classes = int(learner.dls.n_classes)
         # Multi-hot targets mix the same way (timm's multi_label); binary cross-entropy takes the result.
         self._multi_label = getattr(learner.task, "name", "single_label") == "multi_label"

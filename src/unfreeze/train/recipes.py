@@ -32,8 +32,21 @@ from unfreeze.train.time_budget import TimeBudget
 if TYPE_CHECKING:
     from unfreeze.train.protocols import RecipeTarget
 
-__all__ = ["FitPlan", "FitProgress", "Phase", "Resume", "auto_lr", "check_epochs", "fine_tune", "fine_tune_phases",
-           "fit", "fit_one_cycle", "read_resume", "run_phases"]
+__all__ = [
+    "FitPlan",
+    "FitProgress",
+    "Phase",
+    "Resume",
+    "auto_lr",
+    "check_epochs",
+    "fine_tune",
+    "fine_tune_phases",
+    "fit",
+    "fit_one_cycle",
+    "read_resume",
+    "run_phases",
+    "run_schedule",
+]
 
 
 # ---------------------------------------------------------------------------- what a fit is, and how far it got
@@ -214,9 +227,9 @@ def _checkpoint_writer(learner: RecipeTarget, path: str | Path) -> loop.Checkpoi
     return write
 
 
-def _run(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: Sequence[Callback],
-         checkpoint: str | Path | None, resume: Resume | None, recipe: dict[str, Any] | None,
-         wd: float | None) -> list[dict[str, Any]]:
+def run_schedule(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: Sequence[Callback],
+                 checkpoint: str | Path | None, resume: Resume | None, recipe: dict[str, Any] | None,
+                 wd: float | None) -> list[dict[str, Any]]:
     """Run the loop along `schedule`, from the start or from where a checkpoint left this same fit."""
     if len(learner.dls.train) == 0:
         raise ValueError(
@@ -253,7 +266,7 @@ def fit(learner: RecipeTarget, n_epoch: int, lr: LRSpec, callbacks: Sequence[Cal
     """Constant LRs per group; the arguments are `Learner.fit`'s."""
     n_epoch = check_epochs(n_epoch)
     schedule = ConstantSchedule(resolve_lrs(lr, learner.n_groups))
-    return _run(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), None, wd)
+    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), None, wd)
 
 
 def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | None = None, div: float = 25.0,
@@ -270,7 +283,7 @@ def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | No
     lrs = resolve_lrs(lr_max, learner.n_groups)
     total = n_epoch * len(learner.dls.train)
     schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-    return _run(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), recipe, wd)
+    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), recipe, wd)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConstantSchedule", "LRSpec", "OneCycleSchedule", "cosine_anneal", "resolve_lrs"]
+__all__ = ["ConstantSchedule", "FlatCosSchedule", "LRSpec", "OneCycleSchedule", "SGDRSchedule", "cosine_anneal",
+           "resolve_lrs", "sgdr_epochs"]
 
 LRSpec = float | slice | Sequence[float]
 
@@ -155,3 +156,94 @@ class OneCycleSchedule:
         warming, pct = self._phase(step)
         start, middle, end = self.moms
         return cosine_anneal(start, middle, pct) if warming else cosine_anneal(middle, end, pct)
+
+
+@dataclass
+class FlatCosSchedule:
+    """fastai's `fit_flat_cos` curve: each group's LR held for the first `pct_start` of the steps, then a
+    half cosine down to `lr / div_final`; the momentum stays at `mom`.
+
+    Example:
+        >>> sched = FlatCosSchedule([1e-3], total_steps=100)
+        >>> sched.lrs_at(50)[0], round(sched.lrs_at(99)[0], 7)
+        (0.001, 4e-06)
+    """
+
+    lrs: list[float]
+    total_steps: int
+    div_final: float = 1e5
+    pct_start: float = 0.75
+    mom: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pct_start <= 1.0 or self.div_final <= 0:
+            raise ValueError(f"fit_flat_cos needs pct_start in [0, 1] and div_final > 0, got {self.pct_start} and "
+                             f"{self.div_final}.")
+
+    def lrs_at(self, step: int) -> list[float]:
+        """Per-group LRs at a step of the fit."""
+        pos = step / max(self.total_steps, 1)
+        if pos < self.pct_start:
+            return list(self.lrs)
+        pct = (pos - self.pct_start) / max(1.0 - self.pct_start, 1e-12)
+        return [cosine_anneal(lr, lr / self.div_final, pct) for lr in self.lrs]
+
+    def mom_at(self, step: int) -> float:
+        return self.mom
+
+    def config(self) -> dict[str, object]:
+        return {"kind": "flat_cos", "lrs": list(self.lrs), "total_steps": self.total_steps,
+                "div_final": self.div_final, "pct_start": self.pct_start, "mom": self.mom}
+
+
+def sgdr_epochs(n_cycles: int, cycle_len: int, cycle_mult: int) -> int:
+    """Epochs of `fit_sgdr`: cycle i lasts `cycle_len * cycle_mult**i` epochs.
+
+    Example:
+        >>> sgdr_epochs(3, 1, 2)
+        7
+    """
+    if cycle_mult == 1:
+        return n_cycles * cycle_len
+    return cycle_len * (cycle_mult**n_cycles - 1) // (cycle_mult - 1)
+
+
+@dataclass
+class SGDRSchedule:
+    """fastai's `fit_sgdr` curve: `n_cycles` half cosines from each group's `lr_max` to 0 (warm restarts),
+    cycle i taking `cycle_len * cycle_mult**i / n_epoch` of the steps; the momentum stays at `mom`.
+
+    Example:
+        >>> sched = SGDRSchedule([1e-3], total_steps=70, n_cycles=3, cycle_len=1, cycle_mult=2)
+        >>> sched.lrs_at(0)[0], sched.lrs_at(10)[0], sched.lrs_at(30)[0]
+        (0.001, 0.001, 0.001)
+    """
+
+    lr_max: list[float]
+    total_steps: int
+    n_cycles: int
+    cycle_len: int
+    cycle_mult: int = 2
+    mom: float = 0.9
+
+    def _bounds(self) -> list[float]:
+        n_epoch = sgdr_epochs(self.n_cycles, self.cycle_len, self.cycle_mult)
+        bounds = [0.0]
+        for index in range(self.n_cycles):
+            bounds.append(bounds[-1] + self.cycle_len * self.cycle_mult**index / n_epoch)
+        return bounds
+
+    def lrs_at(self, step: int) -> list[float]:
+        """Per-group LRs at a step of the fit."""
+        pos = step / max(self.total_steps, 1)
+        bounds = self._bounds()
+        cycle = min(max(index for index, start in enumerate(bounds) if pos >= start), self.n_cycles - 1)
+        pct = (pos - bounds[cycle]) / (bounds[cycle + 1] - bounds[cycle])
+        return [cosine_anneal(lr, 0.0, pct) for lr in self.lr_max]
+
+    def mom_at(self, step: int) -> float:
+        return self.mom
+
+    def config(self) -> dict[str, object]:
+        return {"kind": "sgdr", "lr_max": list(self.lr_max), "total_steps": self.total_steps,
+                "n_cycles": self.n_cycles, "cycle_len": self.cycle_len, "cycle_mult": self.cycle_mult, "mom": self.mom}

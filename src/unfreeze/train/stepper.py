@@ -22,7 +22,7 @@ from unfreeze.train.groups import ParamGroups
 
 __all__ = ["OPTIMIZERS", "Stepper"]
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "ranger")
 
 
 def _cuda_amp_dtype() -> torch.dtype:
@@ -38,7 +38,8 @@ class Stepper:
         loss_func: The loss of a batch (`loss_func(logits, targets)`).
         device: Where the model runs: CUDA autocasts (bf16, or fp16 with a loss scaler) and reads
             each loss one step late (`overlap_steps`).
-        optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay) or "sgd".
+        optimizer: "adamw" (fastai's Adam: beta2 0.99, eps 1e-5, decoupled weight decay), "sgd", or "ranger"
+            (fastai's RAdam + Lookahead).
         weight_decay: Decoupled weight decay of the weight matrices.
         grad_accum: Micro-batches per batch whose gradients add up before one step.
         compile_model: Run the forward pass through `torch.compile` (True: inductor; a string names a backend).
@@ -52,7 +53,7 @@ class Stepper:
                  optimizer: str = "adamw", weight_decay: float = 0.01, grad_accum: int = 1,
                  compile_model: bool | str = False) -> None:
         if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}.")
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
         if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
             raise ValueError(f"grad_accum must be a whole number >= 1, got {grad_accum!r}.")
         self._model = model
@@ -106,6 +107,13 @@ class Stepper:
                     groups.append({"params": chunk, "weight_decay": wd, "layer_group": index})
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(groups, lr=1e-3, momentum=0.9)
+        if self.optimizer_name == "ranger":
+            # fastai's ranger: RAdam (beta1 0.95, beta2 0.99, eps 1e-6, decoupled weight decay) inside
+            # Lookahead (k=6, alpha=0.5), here torch's RAdam in timm's Lookahead.
+            from timm.optim import Lookahead
+
+            radam = torch.optim.RAdam(groups, lr=1e-3, betas=(0.95, 0.99), eps=1e-6, decoupled_weight_decay=True)
+            return Lookahead(radam, alpha=0.5, k=6)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, **fused)
 

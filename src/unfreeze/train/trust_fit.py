@@ -18,7 +18,7 @@ import torch
 from unfreeze import distributed
 from unfreeze.data import ImageDataLoader, ImageDataset
 from unfreeze.inference import collect_logits
-from unfreeze.tasks import MultiLabel
+from unfreeze.tasks import MultiLabel, Regression
 from unfreeze.trust import (
     DEFAULT_METHOD,
     FeatureTap,
@@ -102,6 +102,9 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
         >>> trust.temperature, trust.threshold  # doctest: +SKIP
         (1.27, 0.81)
     """
+    if isinstance(learner.task, Regression):
+        raise ValueError("calibrate() fits a classifier's temperature and unknown score; this learner predicts "
+                         "numbers (a regression task), whose outputs are not probabilities. Leave it out")
     unknown_rate = check_unknown_rate(unknown_rate)
     multi_label = isinstance(learner.task, MultiLabel)
     tap = FeatureTap(learner.model) if unknown_rate is not None else None
@@ -150,7 +153,7 @@ def calibrate_after_fit(learner: Any, temperature: bool, unknown_rate: float | N
     """What the end of `fit_recipe` runs: `calibrate`, or only the temperature for a model without a final
     linear layer (said in a warning and in the recorder's notes); nothing without validation images."""
     unknown_rate = check_unknown_rate(unknown_rate)
-    if len(learner.dls.valid.dataset) == 0:
+    if len(learner.dls.valid.dataset) == 0 or isinstance(learner.task, Regression):
         return None
     try:
         return calibrate(learner, temperature=temperature, unknown_rate=unknown_rate)

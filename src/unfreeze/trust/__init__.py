@@ -11,7 +11,7 @@ it imports neither them nor train/ (where `learn.calibrate()` fits it, train/tru
 
 Example:
     >>> from unfreeze.trust import Trust
-    >>> Trust(temperature=2.0).probabilities(torch.tensor([[2.0, 0.0]]), multi_label=False)  # doctest: +SKIP
+    >>> Trust(temperature=2.0).probabilities(torch.tensor([[2.0, 0.0]]), SingleLabel())  # doctest: +SKIP
 """
 
 from unfreeze.trust.calibration import apply_temperature, calibration_report, fit_temperature

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unfreeze.trust.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, apply_temperature
+from unfreeze.trust.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE
 from unfreeze.trust.ood import METHODS, score_from_config
 
 __all__ = ["TENSOR_PREFIX", "Trust"]
@@ -47,7 +47,8 @@ class Trust:
         stored: False for a model loaded from an export that predates this section.
 
     Example:
-        >>> Trust().probabilities(torch.tensor([[0.0, 0.0]]), multi_label=False)
+        >>> from unfreeze.tasks import SingleLabel
+        >>> Trust().probabilities(torch.tensor([[0.0, 0.0]]), SingleLabel())
         tensor([[0.5000, 0.5000]])
     """
 
@@ -68,9 +69,10 @@ class Trust:
         """Whether predictions carry `unknown` and `ood_score`."""
         return self.score is not None and self.threshold is not None
 
-    def probabilities(self, logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
-        """The probabilities that leave the library: the activation of `logits / temperature`."""
-        return apply_temperature(logits, self.temperature, multi_label)
+    def probabilities(self, logits: torch.Tensor, task: Any) -> torch.Tensor:
+        """What leaves the library: the task's activation of `logits / temperature` (softmax, a sigmoid
+        per class; a regression task's outputs as they are, never scaled: its temperature stays 1)."""
+        return task.activation(logits if self.temperature == 1.0 else logits / self.temperature)
 
     @torch.no_grad()
     def scores(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:

@@ -1,0 +1,81 @@
+"""`unfreeze train --task regression` from a CSV of file,value(s), then evaluate, predict, serve and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cli_helpers import TINY, run_user_error
+from unfreeze.apps.serve import ServeSettings, create_app, load_model
+from unfreeze.cli import main
+
+
+@pytest.fixture
+def numbers(tmp_path: Path) -> Path:
+    """Grey images whose brightness and darkness are their two numbers, listed in targets.csv."""
+    root = tmp_path / "grey"
+    root.mkdir()
+    rows = ["file,bright,dark"]
+    for index, value in enumerate(np.linspace(0.1, 0.9, 16)):
+        Image.new("RGB", (20, 20), (int(value * 255),) * 3).save(root / f"{index:02d}.png")
+        rows.append(f"{index:02d}.png,{value:.3f},{1 - value:.3f}")
+    (root / "targets.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs" / "grey"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"model.unfreeze", "predicted_vs_true.png", "loss.png", "report.html"} <= {p.name for p in out.iterdir()}
+    assert summary["task"] == {"name": "regression", "points": False, "loss": "mse"}
+    assert summary["data"]["classes"] == ["bright", "dark"] and set(summary["report"]) == {"bright", "dark"}
+    assert set(summary["report"]["bright"]) == {"mae", "rmse", "r2", "count"} and "mae" in summary["final"]
+    assert "Final: mae" in printed
+    report = (out / "report.html").read_text()
+    assert "predicted vs true values" in report and "<th>rmse</th>" in report
+
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", str(out), str(numbers), "--csv", "targets.csv", "--json", str(scores)]) == 0
+    evaluated = json.loads(scores.read_text())
+    assert evaluated["images"] == 16 and {"valid_loss", "mae", "r2_score"} <= set(evaluated["scores"])
+    assert evaluated["report"]["dark"]["count"] == 16
+    records = evaluated["predictions"]  # the prediction record, with the numbers and the true ones
+    assert len(records) == 16 and all(set(record["values"]) == set(record["actual"]) == {"bright", "dark"}
+                                      and record["top_k"] == [] for record in records)
+
+    capsys.readouterr()
+    assert main(["predict", str(out), str(numbers / "03.png"), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert set(row["values"]) == {"bright", "dark"} and row["label"].startswith("bright=")
+
+    with TestClient(create_app(load_model(out), "grey", ServeSettings())) as client:  # runs the app's batcher
+        upload = ("03.png", (numbers / "03.png").read_bytes(), "image/png")
+        answer = client.post("/predict", files=[("file", upload)])
+    assert answer.status_code == 200
+    (prediction,) = answer.json()["predictions"]
+    assert set(prediction["values"]) == {"bright", "dark"} and prediction["file"] == "03.png"
+    assert all(isinstance(value, float) for value in prediction["values"].values())
+    # Every producer's regression record fits the one prediction schema.
+    from unfreeze.inference import PREDICTION_SCHEMA
+
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(PREDICTION_SCHEMA)
+    assert all(validator.is_valid(record) for record in [*records, row, prediction])
+
+
+def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--out", str(tmp_path / "r")], capsys)
+    assert "--task regression reads the numbers from a CSV" in line
+    (numbers / "bad.csv").write_text("file,value\n00.png,bright\n")
+    line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--csv", "bad.csv",
+                           "--out", str(tmp_path / "r")], capsys)
+    assert "not a number" in line
