@@ -21,7 +21,7 @@ import pytest
 import unfreeze
 
 PACKAGE = Path(unfreeze.__file__).parent
-BASE = {"tasks", "losses", "fastai_names", "distributed", "plots", "_io", "_version", "_device"}
+BASE = {"tasks", "losses", "fastai_names", "distributed", "plots", "progress", "_io", "_version", "_device"}
 # trust/ (calibration and the unknown score) sits between models and inference: inference/ imports it.
 LAYER = {"base": 0, "data": 1, "models": 1, "trust": 1.5, "inference": 2, "train": 3, "runs": 4, "apps": 5, "cli": 6,
          "facade": 7}

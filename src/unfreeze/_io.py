@@ -12,9 +12,10 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads when a tensor is written: the command line's --help must not wait for it
+    import torch
 
 __all__ = ["OUTPUT_ERRNOS", "OutputWriteError", "atomic_path", "cpu_state_dict", "free_bytes", "output_error",
            "remove_stale_temporaries", "save_safetensors", "save_torch", "stop_signals_held", "stream_path"]
@@ -190,6 +191,8 @@ def save_torch(content: Any, path: str | Path) -> None:
         >>> with atomic_path("checkpoint.pt") as tmp:  # doctest: +SKIP
         ...     save_torch(state, tmp)
     """
+    import torch
+
     try:
         with Path(path).open("wb") as handle:
             torch.save(content, handle)

@@ -20,9 +20,10 @@ import mimetypes
 import pathlib
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads on first use: `import unfreeze` must not wait for it
+    import torch
 
 __all__ = ["FASTAI_ATTRIBUTES", "LAZY_NAMES", "UNSUPPORTED", "MissingModule", "Path", "Unsupported",
            "fastai_attribute_error", "load_lazy", "tensor", "to_cpu"]
@@ -114,6 +115,8 @@ def tensor(x: Any, *rest: Any, **kwargs: Any) -> torch.Tensor:
         >>> tensor([1.0, 2.0]).dtype, tensor(1, 2).tolist()
         (torch.float32, [1, 2])
     """
+    import torch
+
     values = (x, *rest) if rest else x
     if isinstance(values, torch.Tensor):
         result = values
@@ -134,6 +137,8 @@ def to_cpu(batch: Any) -> Any:
         >>> x.device.type
         'cpu'
     """
+    import torch
+
     if isinstance(batch, torch.Tensor):
         return batch.cpu()
     if isinstance(batch, Mapping):

@@ -76,3 +76,14 @@ def multi_label_cleaner(tmp_path: Path) -> tuple[object, Path]:
                        0.9, 1.0 - index / 10) for index, (name, label) in enumerate(labels)]
     options = {"data": str(root), "csv": "labels.csv", "multi_label": True, "label_delim": ";"}
     return Cleaner(tmp_path / "run", options, items, classes=["clear", "haze", "primary"]), table
+
+
+def wait_until(page: object, expression: str, timeout_ms: int = 20_000) -> None:
+    """Poll a JavaScript expression in a Playwright page until it is true. Playwright's wait_for_function
+    polls with eval, which the pages' Content-Security-Policy (script-src 'self') rightly refuses;
+    page.evaluate is not eval."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_ms} ms: {expression}")
+        page.wait_for_timeout(50)  # type: ignore[attr-defined]

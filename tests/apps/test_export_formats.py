@@ -29,13 +29,22 @@ def test_export_checks_itself_and_writes_a_model_card(trained_app_run: Path, tmp
     assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_int8_reports_the_accuracy_change(trained_app_run: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_reports_accuracy_latency_size_and_the_recommended_model(trained_app_run: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "deploy"
     assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out), "--int8"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8 ("))
-    assert "model.int8.onnx" in line and "accuracy" in line and "→" in line
-    assert (out / "model.int8.onnx").is_file() and "## int8" in (out / "model_card.md").read_text()
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("int8 ("))
+    assert line.startswith("int8 (ONNX Runtime static quantization (QDQ, per-channel") and "model.int8.onnx" in line
+    assert "calibrated on 24 training images" in printed and "accuracy " in printed and "→" in printed
+    assert "ms int8 vs" in printed and "Recommended: the " in printed
+    # Progress in a pipe: what runs, then the calibration a line per tenth.
+    assert "Writing onnx into" in printed and "int8 calibration: 24/24 images" in printed
+    card = (out / "model_card.md").read_text()
+    assert (out / "model.int8.onnx").is_file() and "## int8" in card and "Recommended: the " in card
+    # The float32 size is model.onnx's alone (it counted the int8 file too), in MiB labelled MiB.
+    fp32, int8 = ((out / name).stat().st_size / 2**20 for name in ("model.onnx", "model.int8.onnx"))
+    assert f"size: {int8:.1f} MiB int8 vs {fp32:.1f} MiB float32" in card and " MB" not in card
 
 
 def test_openvino_int8_is_calibrated_on_training_images_and_reports_the_accuracy_change(
@@ -47,9 +56,10 @@ def test_openvino_int8_is_calibrated_on_training_images_and_reports_the_accuracy
     sized = [*TINY[:TINY.index("--size")], "--size", "32", "--no-upscale", *TINY[TINY.index("--size") + 2:]]
     assert main(["train", str(trained_app_run.parent / "images"), *sized, "--out", str(run), "--quiet"]) == 0
     assert main(["export", str(run), "--format", "openvino", "--out", str(out), "--int8"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("int8 ("))
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("int8 ("))
     assert line.startswith("int8 (NNCF post-training quantization") and "model.int8.xml" in line
-    assert "accuracy " in line and "→" in line
+    assert "accuracy " in printed and "→" in printed and "Recommended: the " in printed
     assert sorted(path.name for path in out.iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
                                                           "model.xml", "model_card.md", "unfreeze_export.json"]
     card = (out / "model_card.md").read_text()
@@ -64,6 +74,8 @@ def test_a_bare_model_file_is_checked_on_random_images(trained_app_run: Path, tm
     model.write_bytes((trained_app_run / "model.unfreeze").read_bytes())
     assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "deploy")]) == 0
     assert "16 random images" in capsys.readouterr().out
+    assert main(["export", str(model), "--format", "onnx", "--out", str(tmp_path / "deploy"), "--quiet"]) == 0
+    assert "Writing" not in capsys.readouterr().out
     assert "random images (no validation data was available)" in (tmp_path / "deploy" / "model_card.md").read_text()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import app_helpers
 import pytest
 from app_helpers import folder_cleaner, multi_label_cleaner, serving
 
@@ -23,15 +24,7 @@ TIMEOUT_MS = 20_000
 
 
 def wait_until(page: Any, expression: str) -> None:
-    """Poll a JavaScript expression until it is true. Playwright's wait_for_function polls with eval, which
-    the pages' Content-Security-Policy (script-src 'self') rightly refuses; page.evaluate is not eval."""
-    import time
-
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {TIMEOUT_MS} ms: {expression}")
-        page.wait_for_timeout(50)
+    app_helpers.wait_until(page, expression, TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")

@@ -184,3 +184,22 @@ def test_settings_refuse_bad_values() -> None:
         ServeSettings(max_upload_mb=0)
     with pytest.raises(AppError, match="--token"):
         ServeSettings(token=" ")
+
+
+def test_a_runtime_backed_server_answers_as_the_pytorch_one(learner: object, server: tuple[str, object],
+                                                              trained_app_run: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from unfreeze.inference.runtime import runtime_predictor
+
+    predictor = runtime_predictor(learner, trained_app_run / "model.unfreeze", "onnx")
+    app = create_app(predictor, "tiny", ServeSettings(top_k=2, batching=BatchSettings(window_ms=100)))
+    files = [(path.name, path.read_bytes()) for path in sorted((trained_app_run.parent / "images" / "valid").rglob(
+        "*.png"))[:4]]
+    with serving(app) as url:
+        assert httpx.get(f"{url}/health", timeout=TIMEOUT).json()["runtime"] == "onnx"
+        found = post_files(url, files).json()["predictions"]
+    assert httpx.get(f"{server[0]}/health", timeout=TIMEOUT).json()["runtime"] == "torch"
+    expected = post_files(server[0], files).json()["predictions"]
+    assert [row["label"] for row in found] == [row["label"] for row in expected]
+    for mine, theirs in zip(found, expected, strict=True):
+        assert mine.keys() == theirs.keys() and mine["probability"] == pytest.approx(theirs["probability"], abs=1e-3)

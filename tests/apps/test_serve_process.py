@@ -126,3 +126,18 @@ def test_without_the_serve_extra_the_pip_line_is_given(trained_app_run: Path, mo
     line = run_user_error(["serve", str(trained_app_run)], capsys)
     assert "pip install 'unfreeze[serve]'" in line
     assert "pip install 'unfreeze[serve]'" in run_user_error(["clean", str(trained_app_run)], capsys)
+
+
+def test_serve_says_its_runtime_in_the_start_line_and_health(trained_app_run: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNFREEZE_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "unfreeze", "serve", str(trained_app_run), "--runtime", "onnx",
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert "3 classes, cpu, runtime onnx) at http://" in line
+        url = re.search(r"http://[^/ ]+", line).group(0)  # type: ignore[union-attr]
+        assert httpx.get(f"{url}/health", timeout=30).json()["runtime"] == "onnx"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from app_helpers import serving
+from app_helpers import serving, wait_until
 from PIL import Image
 
 from unfreeze.apps.serve import ServeSettings, create_app, load_model
@@ -71,7 +71,7 @@ def test_the_page_shows_an_unknown_image_as_none_of_the_classes(browser: Any, tr
     with serving(create_app(learner, "ant-bee-cat", ServeSettings(top_k=3))) as url:
         page = browser.new_page()
         page.goto(url)
-        page.wait_for_function("document.getElementById('model-info').textContent.includes('3 classes')")
+        wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
         page.set_input_files("#files", [str(known), str(strange)])
         page.wait_for_selector(".result:nth-child(2) .label")
         unknown = page.locator(".result.unknown")

@@ -79,3 +79,21 @@ def test_export_onnx(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFi
     target = tmp_path / "deploy" / "classifier.onnx"
     assert main(["export", str(trained_run), "--onnx", "--to", str(target)]) == 0
     assert target.stat().st_size > 1000 and str(target) in capsys.readouterr().out
+
+
+def test_predict_and_evaluate_over_a_folder_show_progress_on_stderr(trained_run: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Output to a pipe (capsys is none): a line per tenth on stderr, the rows alone on stdout; --quiet: none."""
+    data = Path(json.loads((trained_run / "config.json").read_text())["options"]["data"])
+    assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert len(list(csv.DictReader(io.StringIO(captured.out)))) == 12
+    lines = captured.err.splitlines()
+    assert lines[0] == "predict: 1/12 images" and lines[-1] == "predict: 12/12 images" and len(lines) == 12
+    assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["evaluate", str(trained_run), str(data / "valid"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["evaluate", str(trained_run), str(data / "valid")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == "evaluate: 24/24 images (2 passes)" and "evaluate:" not in captured.out

@@ -1,10 +1,10 @@
 """`unfreeze export RUN --format F --out DIR`: the deployment file, its check against PyTorch, model_card.md.
 
 The file itself comes from `unfreeze.inference.deploy` (uint8 RGB in, probabilities out). Here it is
-run on the validation images, compared with the PyTorch model, optionally quantized to int8 (ONNX
-Runtime's dynamic quantization, or OpenVINO's through NNCF calibrated on training images; the accuracy
-change is measured on the validation images), and described in DIR/model_card.md together with what
-the run directory records: classes, metrics, data and recipe.
+run on the validation images, compared with the PyTorch model, optionally quantized to int8
+(`unfreeze.inference.quantize`: calibrated on training images; accuracy, latency and size measured
+against float32 on the validation images, and the file to deploy recommended), and described in
+DIR/model_card.md together with what the run directory records: classes, metrics, data and recipe.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import shlex
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from unfreeze._io import OUTPUT_ERRNOS, OutputWriteError, atomic_path, free_bytes
@@ -29,18 +29,12 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.trust_sections import model_card_lines
-from unfreeze.inference.deploy import (
-    FORMATS,
-    INT8_FORMATS,
-    check_export,
-    export_deployable,
-    load_deployed,
-    quantize_int8,
-)
+from unfreeze.inference.deploy import FORMATS, check_export, export_deployable, load_deployed
 from unfreeze.inference.predict import trust_of
+from unfreeze.inference.quantize import INT8_METHODS, compare_int8
 from unfreeze.tasks import MultiLabel
 
-__all__ = ["DeployReport", "export_run", "write_model_card"]
+__all__ = ["DeployReport", "export_run", "int8_lines", "write_model_card"]
 
 CARD_FILE = "model_card.md"
 MANIFEST_FILE = "unfreeze_export.json"  # the files that `unfreeze export --format` wrote into this folder
@@ -106,21 +100,9 @@ class DeployReport:
     latency: dict[str, Any] | None = field(default=None)  # measure_latency's answer for the written file
 
 
-def _accuracy(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> float | None:
-    """Accuracy (multi-label: of every item-class decision at 0.5) of labelled items; None if none are."""
-    if multi_label:
-        labelled = ~torch.isnan(targets).any(dim=1)
-        if not labelled.any():
-            return None
-        return float(((torch.from_numpy(probs) >= 0.5) == (targets > 0.5))[labelled].float().mean())
-    labelled = targets >= 0
-    if not labelled.any():
-        return None
-    return float((torch.from_numpy(probs).argmax(dim=1) == targets)[labelled].float().mean())
-
-
 def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None = None,
-               int8: bool = False, calibration: torch.Tensor | None = None) -> DeployReport:
+               int8: bool = False, calibration: torch.Tensor | None = None,
+               progress: Callable[[int, int], None] | None = None) -> DeployReport:
     """Write the model in `fmt` to `out`, check it on `images` (uint8 [N, 3, S, S]), optionally add int8.
 
     Args:
@@ -129,9 +111,11 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         fmt: "onnx", "torchscript" or "openvino".
         images: Validation images as the deployment takes them; random ones when there is no data.
         targets: Their labels (the dataset's encoding), to measure the int8 accuracy change.
-        int8: Also write an int8 copy (model.int8.onnx, or model.int8.xml + .bin; see `INT8_FORMATS`).
-        calibration: uint8 images from which OpenVINO's int8 measures activation ranges (the training
+        int8: Also write an int8 copy (model.int8.onnx, or model.int8.xml + .bin; see `INT8_METHODS`),
+            measured against float32 (`unfreeze.inference.quantize.compare_int8`).
+        calibration: uint8 images from which the int8 copy measures activation ranges (the training
             images); default: `images`.
+        progress: Called with (done, total) while the int8 copy is calibrated.
 
     The files are written and checked in a scratch folder inside `out`, then renamed into place; the
     folder's manifest (unfreeze_export.json) lists them, so the same command may replace them later.
@@ -146,8 +130,8 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
         3.2e-07
     """
-    if int8 and fmt not in INT8_FORMATS:
-        raise AppError(f"--int8 exists for --format {' and '.join(INT8_FORMATS)}, not {fmt}. Pass --format onnx "
+    if int8 and fmt not in INT8_METHODS:
+        raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {fmt}. Pass --format onnx "
                        "--int8 or --format openvino --int8")
     out = Path(out)
     names = [*FORMATS[fmt], *(_int8_names(fmt) if int8 else [])]
@@ -158,7 +142,7 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     with tempfile.TemporaryDirectory(dir=out, prefix=".unfreeze-export-") as folder:
         scratch = Path(folder)
         try:
-            report = _export_and_check(learner, scratch, fmt, images, targets, int8, calibration)
+            report = _export_and_check(learner, scratch, fmt, images, targets, int8, calibration, progress)
         except Exception as error:
             raise _full_disk(error, out, scratch, names) from error
         # An .xml is never left pointing at an old .bin: the .bin goes first.
@@ -169,25 +153,19 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
 
 
 def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None,
-                      int8: bool, calibration: torch.Tensor | None) -> DeployReport:
+                      int8: bool, calibration: torch.Tensor | None,
+                      progress: Callable[[int, int], None] | None) -> DeployReport:
     files = export_deployable(learner, scratch, fmt)
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
     report.latency = measure_latency(files[0], fmt, images)
     if int8:
         calibrated_on = "training images" if calibration is not None else "check images"
-        calibration = images if calibration is None else calibration
-        quantized = quantize_int8(files[0], fmt, calibration)
-        int8_difference, int8_probs = check_export(learner, quantized, fmt, images)
-        multi_label = isinstance(learner.task, MultiLabel)
-        before = None if targets is None else _accuracy(probs, targets, multi_label)
-        after = None if targets is None else _accuracy(int8_probs, targets, multi_label)
-        quantized_files = [quantized] + ([quantized.with_suffix(".bin")] if fmt == "openvino" else [])
-        report.files.extend(quantized_files)
-        report.int8 = {"file": quantized.name, "method": INT8_FORMATS[fmt],
-                       "calibration": f"{len(calibration)} {calibrated_on}" if fmt == "openvino" else None,
-                       "max_difference": int8_difference, "accuracy_fp32": before, "accuracy_int8": after,
-                       "size_mb": _megabytes(quantized_files), "size_mb_fp32": _megabytes(files)}
+        comparison = compare_int8(learner, files, fmt, images, targets, images if calibration is None else calibration,
+                                  isinstance(learner.task, MultiLabel), probs, progress=progress)
+        report.int8 = {**comparison.to_dict(), "file": comparison.files[0].name,
+                       "calibration": f"{comparison.calibration_images} {calibrated_on}"}
+        report.files = [*files, *comparison.files]
     return report
 
 
@@ -292,8 +270,24 @@ def _refuse_foreign_files(out: Path, fmt: str) -> None:
                        f"{MANIFEST_FILE}), so it is not replaced. Choose another --out, or move the file(s)")
 
 
-def _megabytes(paths: list[Path]) -> float:
-    return sum(path.stat().st_size for path in paths) / 2**20
+def int8_lines(int8: dict[str, Any]) -> list[str]:
+    """The int8 copy against float32, for the model card and the command's output: the recommendation first.
+
+    Example:
+        >>> int8_lines(report.int8)[0]  # doctest: +SKIP
+        'Recommended: the float32 model: int8 loses 2.5 accuracy points (more than 1); use the float32 model.'
+    """
+    accuracy = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
+                f"accuracy {int8['accuracy_fp32']:.4f} (float32) → {int8['accuracy_int8']:.4f} (int8), a change of "
+                f"{int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f}")
+    recommended = "the float32 model" if int8["recommended"] == "float32" else f"the int8 model `{int8['file']}`"
+    return [f"Recommended: {recommended}: {int8['reason']}.", "",
+            f"- `{int8['file']}`: {int8['method']}, calibrated on {int8['calibration']};",
+            f"- {accuracy} on the validation images above;",
+            f"- latency per image (median, batch of 1, this machine): {int8['latency_ms_int8']:.1f} ms int8 vs "
+            f"{int8['latency_ms_fp32']:.1f} ms float32;",
+            f"- size: {int8['size_mib_int8']:.1f} MiB int8 vs {int8['size_mib_fp32']:.1f} MiB float32;",
+            f"- largest probability difference from PyTorch: {int8['max_difference']:.2e}."]
 
 
 def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
@@ -397,15 +391,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
               f"difference of any probability is {report.max_difference:.2e}."]
     if report.int8 is not None:
-        int8 = report.int8
-        accuracy = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
-                    f"accuracy {int8['accuracy_fp32']:.4f} (float32) → {int8['accuracy_int8']:.4f} (int8), a change of "
-                    f"{int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f}")
-        calibrated = "" if not int8["calibration"] else f", calibrated on {int8['calibration']}"
-        lines += ["", "## int8", "",
-                  f"`{int8['file']}` ({int8['method']}{calibrated}, {int8['size_mb']:.1f} MB vs "
-                  f"{int8['size_mb_fp32']:.1f} MB): largest probability difference {int8['max_difference']:.2e}; "
-                  f"{accuracy} on the same images."]
+        lines += ["", "## int8", "", *int8_lines(report.int8)]
     if report.latency is not None:
         latency = report.latency
         lines += ["", "## Latency", "",

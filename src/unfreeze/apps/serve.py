@@ -50,6 +50,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
 from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
 from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, prediction_record
+from unfreeze.inference.runtime import default_runtime, runtime_predictor
 from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
@@ -220,7 +221,8 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
     health = {"model": name, "arch": getattr(learner.model, "arch", type(learner.model).__name__),
               "classes": list(learner.dls.vocab), "task": learner.task.config()["name"],
               "multi_label": not isinstance(learner.task, SingleLabel), "top_k": settings.top_k,
-              "device": str(learner.device), "max_upload_mb": settings.max_upload_mb,
+              "device": str(learner.device), "runtime": getattr(learner, "runtime", "torch"),
+              "max_upload_mb": settings.max_upload_mb,
               "batching": {"enabled": settings.batching.enabled, "window_ms": settings.batching.window_ms,
                            "max_batch": settings.batching.max_batch}}
 
@@ -329,7 +331,7 @@ def run_app(app: FastAPI, sock: socket.socket) -> None:
 
 
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
-          announce: Callable[[str], object] = print) -> None:
+          announce: Callable[[str], object] = print, runtime: str | None = None) -> None:
     """Load `model` once, bind host:port and serve the upload page and API until SIGTERM or Ctrl-C.
 
     Everything that can fail on the user's side (the model file, the port) fails before the server
@@ -341,6 +343,8 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
         port: The TCP port; 0 picks a free one (the address is announced).
         settings: Top-k, upload limit, token, batching.
         announce: Where the address, warnings and one line per request are printed.
+        runtime: "torch", "onnx" or "openvino" (`unfreeze.inference.runtime`); None: torch on a GPU, else
+            the fastest installed.
 
     Example:
         >>> serve("runs/pets", port=8000)  # doctest: +SKIP
@@ -348,6 +352,9 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
     """
     settings = settings or ServeSettings()
     learner = load_model(model)
+    if runtime is None:
+        runtime = "torch" if learner.device.type != "cpu" else default_runtime()
+    learner = runtime_predictor(learner, model_file(model), runtime)
     _set_cpu_threads(learner)
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -376,14 +383,14 @@ def exposure_warning(host: str, token: str | None) -> str | None:
 
 
 def health_summary(learner: Any) -> str:
-    """'arch, N classes, device' for the start-up line.
+    """'arch, N classes, device, runtime' for the start-up line.
 
     Example:
         >>> health_summary(load_model("runs/pets"))  # doctest: +SKIP
-        'resnet34, 37 classes, cpu'
+        'resnet34, 37 classes, cpu, runtime onnx'
     """
     arch = getattr(learner.model, "arch", type(learner.model).__name__)
-    return f"{arch}, {len(learner.dls.vocab)} classes, {learner.device}"
+    return f"{arch}, {len(learner.dls.vocab)} classes, {learner.device}, runtime {getattr(learner, 'runtime', 'torch')}"
 
 
 def _url_host(host: str) -> str:

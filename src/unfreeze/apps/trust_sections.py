@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from unfreeze.apps.run_files import RunFile, read_plot
-from unfreeze.plots import plot_reliability
 
 __all__ = ["calibration_section", "model_card_lines"]
 
@@ -65,6 +64,8 @@ def calibration_section(run: Path, summary: RunFile) -> dict[str, Any] | None:
     rows = [[name, *(_number(part.number(key)) for key in ("ece", "nll", "brier"))]
             for name, part in (("raw softmax", before),
                                (f"temperature {_number(calibration.number('temperature'))}", after))]
+    from unfreeze.plots import plot_reliability  # matplotlib only when a report is written (--help stays light)
+
     plot = {"alt": "reliability diagram", "data": "", "reason": ""}
     try:
         plot_reliability(calibration.content, run / "reliability.png")

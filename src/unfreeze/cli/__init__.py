@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
     predict.add_argument("--top-k", type=_positive, default=1, metavar="K",
                          help="also list the K most likely classes of each image (default: 1)")
+    predict.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
+                         help="run the model in eager PyTorch, ONNX Runtime or OpenVINO (converted once, cached "
+                              "beside the export, checked against PyTorch); default: torch on a GPU, else the fastest "
+                              "installed")
+    predict.add_argument("--quiet", action="store_true",
+                         help="no progress on stderr (shown when the rows go to a file or a pipe)")
     predict.set_defaults(handler=command_predict)
 
     evaluate = command("evaluate", "score a trained model on a labelled test set: metrics, per-class report, "
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--top-k", type=_positive, default=3, metavar="K",
                           help="classes listed per image in the records (default: 3)")
     add_evaluate_trust_options(evaluate)
+    evaluate.add_argument("--quiet", action="store_true", help="no progress on stderr")
     evaluate.set_defaults(handler=command_evaluate)
 
     interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",
@@ -144,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory or a .unfreeze file")
     export.add_argument("--onnx", action="store_true", help="write model.onnx (needs: pip install 'unfreeze[onnx]')")
     export.add_argument("--to", type=Path, help="where to write the ONNX file (default: RUN_DIR/model.onnx)")
+    export.add_argument("--quiet", action="store_true", help="no progress of the check and the int8 calibration")
     export.set_defaults(handler=command_export)
 
     demo = command("demo", "fine-tune the bundled efficientnet_lite0 on the bundled Fashion-MNIST sample",

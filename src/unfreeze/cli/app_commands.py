@@ -63,7 +63,8 @@ deployment formats (uint8 RGB [N, 3, S, S] in, probabilities out, normalization 
   unfreeze export runs/pets --format onnx --out deploy          # deploy/model.onnx + model_card.md
   unfreeze export runs/pets --format torchscript --out deploy   # deploy/model.pt
   unfreeze export runs/pets --format openvino --out deploy      # deploy/model.xml + model.bin
-  unfreeze export runs/pets --format onnx --out deploy --int8   # also model.int8.onnx, accuracy change
+  unfreeze export runs/pets --format onnx --out deploy --int8   # also model.int8.onnx (calibrated on training
+                                                                # images), accuracy and latency vs float32
   unfreeze export runs/pets --format openvino --out deploy --int8   # also model.int8.xml (NNCF, calibrated
                                                                     # on training images), accuracy change
 """
@@ -126,6 +127,9 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                        help="how long a request waits for others to share its batch, at most 10000 (default: 5)")
     serve.add_argument("--max-batch", type=_whole(1, 4096), default=32,
                        help="images per model call at most (default: 32)")
+    serve.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
+                       help="run the model in eager PyTorch, ONNX Runtime or OpenVINO (converted once, cached beside "
+                            "the export, checked against PyTorch); default: torch on a GPU, else the fastest installed")
     serve.set_defaults(handler=command_serve)
 
     report = command("report", "write a run's report.html, or a page comparing two or more runs",
@@ -228,8 +232,11 @@ def command_serve(args: argparse.Namespace) -> int:
         print(f"unfreeze: note: --token is visible to other users of this machine (in 'ps'); --token-file PATH or "
               f"{TOKEN_ENV} keeps it private", file=sys.stderr, flush=True)
     # Flushed at once: a script or test waits for the address line before it sends requests.
-    serve.serve(args.model, host=args.host, port=args.port, settings=settings,
-                announce=lambda line: print(line, flush=True))
+    try:
+        serve.serve(args.model, host=args.host, port=args.port, settings=settings,
+                    announce=lambda line: print(line, flush=True), runtime=args.runtime)
+    except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
+        raise UsageError(str(error)) from None
     return 0
 
 
@@ -312,8 +319,10 @@ def _export_format(args: argparse.Namespace) -> int:
 
     from unfreeze import load_learner
     from unfreeze._io import OutputWriteError
-    from unfreeze.apps.deploy_run import export_run, write_model_card
+    from unfreeze.apps.deploy_run import export_run, int8_lines, write_model_card
     from unfreeze.inference.deploy import validation_images
+    from unfreeze.inference.quantize import calibration_images
+    from unfreeze.progress import StepProgress
 
     model_path = runs.model_file(args.run_dir)
     # The run's data checks the export only when the file is that run's own model (another .unfreeze
@@ -324,8 +333,8 @@ def _export_format(args: argparse.Namespace) -> int:
     if run is not None:
         learn, dls, _ = load_run(runs.Run(run))
         images, targets = validation_images(dls.valid)
-        if args.int8 and args.format == "openvino":  # NNCF measures activation ranges on training images
-            calibration, _ = validation_images(dls.train, limit=300)
+        if args.int8:  # the int8 copy measures activation ranges on training images
+            calibration = calibration_images(dls.train)
     else:
         learn = load_learner(model_path)
         size = int(learn.dls.size)
@@ -333,8 +342,13 @@ def _export_format(args: argparse.Namespace) -> int:
                                generator=torch.Generator().manual_seed(0))
         print(f"{model_path} has no run directory: checking the export on 16 random images instead of "
               "validation images.")
+    if not args.quiet:  # the export and its check take seconds to a minute: say what is running
+        print(f"Writing {args.format} into {args.out} and checking it on {len(images)} images...", flush=True)
+    calibrating = 0 if not args.int8 else len(images) if calibration is None else len(calibration)
     try:
-        report = export_run(learn, args.out, args.format, images, targets, int8=args.int8, calibration=calibration)
+        with StepProgress("int8 calibration", calibrating, quiet=args.quiet, unit="images") as progress:
+            report = export_run(learn, args.out, args.format, images, targets, int8=args.int8,
+                                calibration=calibration, progress=lambda done, _: progress.update(done))
     except ImportError as error:
         raise UsageError(str(error)) from None
     except OSError as error:
@@ -347,11 +361,7 @@ def _export_format(args: argparse.Namespace) -> int:
     print(f"Check against PyTorch on {report.images} {what}: largest probability difference "
           f"{report.max_difference:.2e}")
     if report.int8 is not None:
-        int8 = report.int8
-        change = ("accuracy not measured (no labelled images)" if int8["accuracy_fp32"] is None else
-                  f"accuracy {int8['accuracy_fp32']:.4f} → {int8['accuracy_int8']:.4f} "
-                  f"({int8['accuracy_int8'] - int8['accuracy_fp32']:+.4f})")
-        print(f"int8 ({int8['method']}): {int8['file']}, {int8['size_mb']:.1f} MB (float32 "
-              f"{int8['size_mb_fp32']:.1f} MB); {change}; largest probability difference {int8['max_difference']:.2e}")
+        print(f"int8 ({report.int8['method']}): {report.int8['file']}")
+        print("\n".join(f"  {line}" for line in int8_lines(report.int8) if line))
     print(f"Model card: {card}")
     return 0

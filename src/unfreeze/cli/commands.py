@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import csv
 import io
-import itertools
 import json
 import sys
 import time
@@ -27,7 +26,8 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
-from unfreeze.cli.trust_options import evaluate_trust, train_summary, trust_options
+from unfreeze.cli.trust_options import check_ood_folder, evaluate_trust, train_summary, trust_options
+from unfreeze.progress import StepProgress
 from unfreeze.train.recipe_settings import Recipe
 
 __all__ = ["build_learner", "command_demo", "command_evaluate", "command_export", "command_interpret",
@@ -546,6 +546,12 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
     return failed
 
 
+def _counted(rows: Iterable[dict[str, Any]], progress: StepProgress) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        progress.advance()
+        yield row
+
+
 def command_predict(args: argparse.Namespace) -> int:
     """`unfreeze predict`: stream prediction records (predict_batch, or tta with --tta) to stdout."""
     missing = [str(path) for path in args.images if not path.exists()]
@@ -557,15 +563,25 @@ def command_predict(args: argparse.Namespace) -> int:
     if first is None:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
-    sources = itertools.chain([first], sources)
-    from unfreeze.inference import prediction_record
+    paths = [first, *sources]  # counted first, for the progress
+    from unfreeze.inference import predict_batch, prediction_record
+    from unfreeze.inference.runtime import runtime_predictor
 
-    # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).
-    rows = learn.predict_batch(sources, bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
-    records = (prediction_record(row, args.top_k) for row in rows)
-    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
     try:
-        failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k)
+        # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
+        runtime = args.runtime or ("torch" if learn.device.type != "cpu" else None)
+        predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
+    except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
+        raise UsageError(str(error)) from None
+    # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).
+    rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
+    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
+    quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
+    try:
+        with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
+            records = (prediction_record(row, args.top_k) for row in _counted(rows, progress))
+            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
@@ -740,13 +756,33 @@ def command_evaluate(args: argparse.Namespace) -> int:
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
     regression = isinstance(learn.task, Regression)
+    if regression and getattr(args, "ood", None) is not None:
+        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
+    if not regression:
+        check_ood_folder(learn, getattr(args, "ood", None))  # a mistake is found before the images are scored
     items = _regression_items(args, learn) if regression else _labelled_items(args, multi_label)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
-    scores = learn.validate(loader)
-    interpretation = None if regression else ClassificationInterpretation.from_learner(learn, dl=loader)
-    predictions = learn.get_preds(dl=loader) if regression else None
-    report = regression_report(*predictions, list(learn.dls.vocab)) if regression else interpretation.report()
+    # Two passes over the images (the scores, then the per-class report), counted as the loader yields
+    # batches; on stderr, so that stdout holds the report alone.
+    interpretation, predictions = None, None
+    with StepProgress("evaluate", 2 * len(loader.dataset), quiet=args.quiet, stream=sys.stderr,
+                      unit="images (2 passes)") as progress:
+        def count(images: Any, targets: Any) -> tuple[Any, Any]:
+            progress.advance(len(images))
+            return images, targets
+
+        loader.add_batch_transform(count)
+        try:
+            scores = learn.validate(loader)
+            if regression:
+                predictions = learn.get_preds(dl=loader)
+                report = regression_report(*predictions, list(learn.dls.vocab))
+            else:
+                interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
+                report = interpretation.report()
+        finally:
+            loader.remove_batch_transform(count)
     n_scored = len(items) - len(loader.dataset.dropped)
     # With --format csv or json, stdout carries the data only; the summary goes to stderr.
     out = sys.stdout if args.format == "text" else sys.stderr
@@ -758,8 +794,6 @@ def command_evaluate(args: argparse.Namespace) -> int:
             print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()), file=out)
     elif args.format == "text":
         _print_report(interpretation, not multi_label)
-    if regression and getattr(args, "ood", None) is not None:
-        raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
     with contextlib.redirect_stdout(out):  # its summary lines too: stdout carries only the data then
         trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
     document = None

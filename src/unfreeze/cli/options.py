@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unfreeze.data.transforms import MAX_SIZE
-
 __all__ = ["DEMO", "UsageError"]
 
 DEFAULT_ARCH = "efficientnet_lite0"
+# unfreeze.data.transforms.MAX_SIZE, written out: that module loads torch, which --help must not wait for
+# (tests/cli/test_startup.py checks the two agree).
+MAX_SIZE = 16_384
 METRICS = ["error_rate", "accuracy"]
 MULTI_LABEL_METRICS = ["accuracy_multi", "f1_multi"]
 # The demo: the 400 / 200 image sample, 1 frozen + 4 unfrozen epochs. With so few images a small batch

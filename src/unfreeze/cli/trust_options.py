@@ -63,9 +63,29 @@ def add_evaluate_trust_options(parser: argparse.ArgumentParser) -> None:
                              "tells them from DATA's images (AUROC, FPR at 95%% TPR, the shares flagged)")
 
 
+def check_ood_folder(learn: Any, ood_folder: Path | None) -> list[Path]:
+    """evaluate --ood's folder checked before any image is scored: its image files (none without --ood).
+
+    Raises:
+        UsageError: The model has no unknown score, or the folder is missing or holds no images.
+    """
+    from unfreeze.inference import iter_image_files
+
+    if ood_folder is None:
+        return []
+    if not learn.trust.has_score:
+        raise UsageError("--ood needs a model with an unknown score; this export has none (it was written before "
+                         "unfreeze had one, or trained with --unknown-rate 0). Retrain it")
+    if not ood_folder.is_dir():
+        raise UsageError(f"--ood {ood_folder} is not a folder. Pass a folder of images that are none of the classes")
+    files = list(iter_image_files(ood_folder))
+    if not files:
+        raise UsageError(f"--ood {ood_folder} holds no image files (.jpg, .png, ...)")
+    return files
+
+
 def evaluate_trust(learn: Any, loader: Any, ood_folder: Path | None) -> dict[str, Any]:
     """evaluate's "calibration" (and "ood" with a folder) for the labelled test `loader`; prints a summary."""
-    from unfreeze.inference import iter_image_files
     from unfreeze.inference.predict import collect_outputs
     from unfreeze.tasks import MultiLabel
     from unfreeze.trust import calibration_report, ood_metrics
@@ -83,14 +103,7 @@ def evaluate_trust(learn: Any, loader: Any, ood_folder: Path | None) -> dict[str
         print(f"Unknown: {100 * flagged:.1f}% of these images are above the threshold {trust.threshold:.4g}")
     if ood_folder is None:
         return report
-    if scores is None:
-        raise UsageError("--ood needs a model with an unknown score; this export has none (it was written before "
-                         "unfreeze had one, or trained with --unknown-rate 0). Retrain it")
-    if not ood_folder.is_dir():
-        raise UsageError(f"--ood {ood_folder} is not a folder. Pass a folder of images that are none of the classes")
-    files = list(iter_image_files(ood_folder))
-    if not files:
-        raise UsageError(f"--ood {ood_folder} holds no image files (.jpg, .png, ...)")
+    files = check_ood_folder(learn, ood_folder)
     _, _, ood_scores = collect_outputs(learn, learn.dls.test_dl(files))
     report["ood"] = {"folder": str(ood_folder), **ood_metrics(scores, ood_scores, trust.threshold)}
     found = report["ood"]

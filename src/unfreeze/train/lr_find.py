@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from unfreeze import distributed
+from unfreeze.progress import StepProgress
 from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
@@ -355,27 +356,26 @@ def _run(
     raw: list[float] = []
     smooth: list[float] = []
     best = math.inf
-    for i, lr in enumerate(lrs):
-        images, labels = next(batches)
-        group_lrs = [lr * r for r in ratios]
-        learner.set_hyper(group_lrs, _MOMENTUM)
-        # train_step returns the loss averaged over ranks, so every rank sees the same curve.
-        loss = learner.train_step(images, labels).item()
-        if i == 0 and not math.isfinite(loss):
-            raise LRFindError(
-                f"The loss is {loss} on the very first batch, at LR {lr:.1e}. Lower start_lr (e.g. "
-                f"lr_find(start_lr={lr / 100:.0e})), or check the inputs, labels and loss function."
-            )
-        raw.append(loss)
-        smooth.append(learner.recorder.record_step(loss, group_lrs, _MOMENTUM))
-        best = min(best, smooth[-1])
-        tenth = max(len(lrs) // 10, 1)
-        if progress is not None and ((i + 1) % tenth == 0 or i + 1 == len(lrs)):
-            print(f"lr_find: {i + 1}/{len(lrs)} iterations, LR {lr:.1e}, smoothed loss {smooth[-1]:.4f}",
-                  file=progress, flush=True)
-        # A NaN smoothed loss never recovers (the EMA keeps it), so it counts as divergence too.
-        if stop_div and not smooth[-1] <= _DIVERGE * best:
-            return raw, smooth, True
+    # Shown only in a pipe or a log (`progress` is None on a terminal: the curve is printed at the end).
+    with StepProgress("lr_find", len(lrs), quiet=progress is None, stream=progress, unit="iterations") as shown:
+        for i, lr in enumerate(lrs):
+            images, labels = next(batches)
+            group_lrs = [lr * r for r in ratios]
+            learner.set_hyper(group_lrs, _MOMENTUM)
+            # train_step returns the loss averaged over ranks, so every rank sees the same curve.
+            loss = learner.train_step(images, labels).item()
+            if i == 0 and not math.isfinite(loss):
+                raise LRFindError(
+                    f"The loss is {loss} on the very first batch, at LR {lr:.1e}. Lower start_lr (e.g. "
+                    f"lr_find(start_lr={lr / 100:.0e})), or check the inputs, labels and loss function."
+                )
+            raw.append(loss)
+            smooth.append(learner.recorder.record_step(loss, group_lrs, _MOMENTUM))
+            best = min(best, smooth[-1])
+            shown.update(i + 1, f"LR {lr:.1e}, smoothed loss {smooth[-1]:.4f}")
+            # A NaN smoothed loss never recovers (the EMA keeps it), so it counts as divergence too.
+            if stop_div and not smooth[-1] <= _DIVERGE * best:
+                return raw, smooth, True
     return raw, smooth, False
 
 

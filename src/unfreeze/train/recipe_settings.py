@@ -25,8 +25,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from unfreeze.data.augment import AUGMENT_PRESETS
-
 __all__ = ["Recipe", "RecipeError"]
 
 
@@ -137,6 +135,9 @@ class Recipe:
         return self
 
     def _problems(self, multi_label: bool) -> list[str]:
+        # Imported here: the command line builds its parser from a Recipe(), and data.augment loads torch.
+        from unfreeze.data.augment import AUGMENT_PRESETS
+
         return [
             _whole(self.epochs, "epochs", 1, none_ok=self.time_budget is not None,
                    hint="(None only with a time_budget)"),

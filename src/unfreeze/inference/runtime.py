@@ -1,0 +1,235 @@
+"""Predicting through ONNX Runtime or OpenVINO instead of eager PyTorch, with the same functions.
+
+`runtime_predictor(learner, model_file, runtime)` gives a `Predictor` (the protocol every function of
+unfreeze.inference takes) whose model runs in the chosen runtime: `predict_batch`, `tta`, `get_preds`
+and the server use it unchanged, so rows, JSON and batching are the same. The network (normalized
+float images in, batch axis dynamic) is converted to ONNX once and cached beside the
+export (`.model.runtime.onnx`, with a JSON note of the export's size, time and fingerprint it was made
+from: a new export is converted again). OpenVINO reads the same ONNX file. Before use, the runtime's
+probabilities are compared with PyTorch's on seeded random images; a runtime that disagrees by more
+than 1e-3 is refused.
+
+Where the model ends in its classifier (`nn.Linear`, as vision_learner's heads do), the runtime computes
+everything before it and that last layer runs in PyTorch (a small matrix product): its input are the
+features the unknown score compares with the training images', so the calibrated probabilities and
+`unknown` / `ood_score` are the same as eager PyTorch's.
+
+    torch     eager PyTorch (the learner itself)
+    onnx      ONNX Runtime, CPU                      pip install 'unfreeze[onnx]'
+    openvino  OpenVINO, CPU, float32 precision        pip install 'unfreeze[openvino]'
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unfreeze._io import atomic_path
+from unfreeze.inference.export import ExportError
+from unfreeze.inference.predict import trust_of
+from unfreeze.trust import Trust
+
+__all__ = ["RUNTIMES", "RuntimePredictor", "default_runtime", "installed_runtimes", "runtime_predictor"]
+
+# Fastest first, as measured on the demo model (benchmarks/results/serve_runtime.md).
+RUNTIMES = ("onnx", "openvino", "torch")
+_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",), "torch": ()}
+_HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
+_TOLERANCE = 1e-3
+
+
+def installed_runtimes() -> list[str]:
+    """The runtimes whose packages are installed, fastest first (torch always).
+
+    Example:
+        >>> "torch" in installed_runtimes()
+        True
+    """
+    return [name for name in RUNTIMES if all(importlib.util.find_spec(package) for package in _PACKAGES[name])]
+
+
+def default_runtime() -> str:
+    """The fastest installed runtime.
+
+    Example:
+        >>> default_runtime() in RUNTIMES
+        True
+    """
+    return installed_runtimes()[0]
+
+
+class _RuntimeModule(nn.Module):
+    """An nn.Module whose forward runs a compiled ONNX/OpenVINO model on the CPU: float images in, logits
+    out. With a `classifier`, the runtime gives the features and the classifier (an nn.Linear, where the
+    unknown score's feature hook finds it) runs in PyTorch."""
+
+    def __init__(self, run: Any, arch: str, n_out: int, classifier: nn.Linear | None = None) -> None:
+        super().__init__()
+        self._run, self.arch, self.n_out = run, arch, n_out
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.detach().float().cpu().contiguous().numpy()
+        outputs = torch.from_numpy(np.ascontiguousarray(self._run(batch), dtype=np.float32))
+        return outputs if self.classifier is None else self.classifier(outputs)
+
+
+def _split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
+    """(the network up to its classifier, the classifier) on the CPU in float32, when the model's head ends
+    in an nn.Linear; else (the whole network, None)."""
+    model = copy.deepcopy(model).float().cpu().eval()
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
+        classifier = head[-1]
+        head[-1] = nn.Identity()
+        return model, classifier
+    return model, None
+
+
+@dataclass
+class RuntimePredictor:
+    """A `Predictor` whose model runs in `runtime`; the learner's data, task and seed otherwise.
+
+    Attributes:
+        runtime: "onnx" or "openvino".
+        max_difference: The largest probability difference from PyTorch in the check.
+        trust: The learner's temperature and unknown score (the score only where the classifier runs in
+            PyTorch, see the module's docstring).
+    """
+
+    model: nn.Module
+    dls: Any
+    task: Any
+    seed: int | None
+    runtime: str
+    max_difference: float
+    trust: Trust = field(default_factory=Trust)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp_dtype: torch.dtype | None = None
+
+
+def _fingerprint(model_file: Path) -> dict[str, Any]:
+    stat = model_file.stat()
+    digest = hashlib.sha256()
+    with model_file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"export": model_file.name, "bytes": stat.st_size, "sha256": digest.hexdigest()}
+
+
+def _cached_onnx(learner: Any, model_file: Path, network: nn.Module) -> Path:
+    """The network as ONNX beside `model_file`, converted only when the export changed since (in a
+    temporary folder, converted every time, when the export's folder is read-only)."""
+    try:
+        return _convert(learner, model_file, network, model_file.with_name(f".{model_file.stem}.runtime.onnx"))
+    except OSError:
+        return _convert(learner, model_file, network,
+                        Path(tempfile.mkdtemp(prefix="unfreeze-runtime-")) / "model.onnx")
+
+
+def _convert(learner: Any, model_file: Path, network: nn.Module, onnx_path: Path) -> Path:
+    note = onnx_path.with_suffix(".json")
+    # What the graph ends in is part of the fingerprint: a cache from before the split is converted again.
+    fingerprint = {**_fingerprint(model_file), "graph": "features" if _ends_in_features(network) else "logits"}
+    try:
+        if onnx_path.is_file() and json.loads(note.read_text()) == fingerprint:
+            return onnx_path
+    except (OSError, ValueError):
+        pass  # no readable note: convert again
+    size = int(learner.dls.size)
+    example = torch.zeros(1, 3, size, size)
+    with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
+        torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    with atomic_path(note) as tmp:
+        tmp.write_text(json.dumps(fingerprint))
+    return onnx_path
+
+
+def _compile(path: Path, runtime: str) -> Any:
+    if runtime == "onnx":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # No spin-waiting after a call: decoding and resizing the next images (torch, in this process)
+        # needs those cores, and in a server they would spin between every request.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda batch: session.run(None, {"images": batch})[0]
+    import openvino
+
+    # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise run in bf16 by default.
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda batch: np.asarray(compiled(batch)[0])
+
+
+def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None = None) -> Any:
+    """`learner` itself for "torch", else a `RuntimePredictor` running its network in `runtime`.
+
+    Args:
+        learner: A learner from `load_learner` (its model, data and task).
+        model_file: Its .unfreeze export: the converted network is cached beside it.
+        runtime: "torch", "onnx", "openvino", or None for the fastest installed (`default_runtime`).
+
+    Raises:
+        ValueError: An unknown runtime.
+        ImportError: The runtime's package is missing (the message has the pip line).
+        ExportError: The runtime's probabilities differ from PyTorch's by more than 1e-3.
+
+    Example:
+        >>> predictor = runtime_predictor(load_learner("runs/pets/model.unfreeze"), "runs/pets/model.unfreeze")
+        >>> rows = list(predict_batch(predictor, "photos/"))  # doctest: +SKIP
+    """
+    runtime = default_runtime() if runtime is None else runtime
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}.")
+    if runtime == "torch":
+        return learner
+    if runtime not in installed_runtimes():
+        raise ImportError(f"--runtime {runtime} needs {' and '.join(_PACKAGES[runtime])}: {_HINTS[runtime]}.")
+    network, classifier = _split_classifier(learner.model)
+    module = _RuntimeModule(_compile(_cached_onnx(learner, Path(model_file), network), runtime),
+                            getattr(learner.model, "arch", type(learner.model).__name__),
+                            int(getattr(learner.model, "n_out", len(learner.dls.vocab))), classifier)
+    difference = _check(learner, module)
+    if difference > _TOLERANCE:
+        raise ExportError(f"{runtime} gives probabilities up to {difference:.1e} away from PyTorch's on this model "
+                          f"(at most {_TOLERANCE:g} is accepted). Use --runtime torch")
+    trust = trust_of(learner)
+    if classifier is None and trust.has_score:  # no features to score: calibrated, but no unknown flag
+        trust = Trust(temperature=trust.temperature, calibration=trust.calibration)
+    return RuntimePredictor(module, learner.dls, learner.task, learner.seed, runtime, difference, trust)
+
+
+def _ends_in_features(network: nn.Module) -> bool:
+    head = getattr(network, "head", None)
+    return isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[-1], nn.Identity)
+
+
+def _check(learner: Any, module: nn.Module, count: int = 8) -> float:
+    """The largest probability difference between `module` and the learner's model on seeded random images."""
+    size = int(learner.dls.size)
+    images = torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(0))
+    model = learner.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = learner.task.activation(model(images.to(learner.device)).float().cpu())
+    finally:
+        model.train(was_training)
+    with torch.no_grad():
+        found = learner.task.activation(module(images))
+    return float((found - expected).abs().max())

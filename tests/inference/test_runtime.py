@@ -1,0 +1,58 @@
+"""Predicting through ONNX Runtime and OpenVINO: the same rows as PyTorch, the conversion cached and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unfreeze.inference import predict_batch
+from unfreeze.inference.runtime import RUNTIMES, default_runtime, installed_runtimes, runtime_predictor
+from unfreeze.train.learner import Learner
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(sample_learner: Learner, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_learner.export(tmp_path_factory.mktemp("runtime") / "model.unfreeze")
+
+
+def images(learner: Learner) -> list[Path]:
+    return [path for path, _ in learner.dls.valid.dataset.items[::20]]
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_a_runtime_gives_the_rows_pytorch_gives(sample_learner: Learner, exported: Path, runtime: str) -> None:
+    if runtime not in installed_runtimes():
+        pytest.skip(f"{runtime} is not installed")
+    predictor = runtime_predictor(sample_learner, exported, runtime)
+    assert predictor.runtime == runtime and predictor.max_difference <= 1e-3
+    expected = list(predict_batch(sample_learner, images(sample_learner), bs=4, top_k=3))
+    found = list(predict_batch(predictor, images(sample_learner), bs=4, top_k=3))
+    assert [row["label"] for row in found] == [row["label"] for row in expected]
+    for mine, theirs in zip(found, expected, strict=True):
+        assert mine["prob"] == pytest.approx(theirs["prob"], abs=1e-3)
+        assert [label for label, _ in mine["top_k"]] == [label for label, _ in theirs["top_k"]]
+
+
+def test_the_conversion_is_cached_beside_the_export_until_it_changes(sample_learner: Learner, exported: Path,
+                                                                     tmp_path: Path) -> None:
+    cached = exported.with_name(".model.runtime.onnx")
+    runtime_predictor(sample_learner, exported, "onnx")
+    assert cached.is_file() and cached.with_suffix(".json").is_file()
+    first = cached.stat().st_mtime_ns
+    runtime_predictor(sample_learner, exported, "onnx")
+    assert cached.stat().st_mtime_ns == first  # reused, not converted again
+    other = sample_learner.export(tmp_path / "model.unfreeze")
+    (tmp_path / ".model.runtime.onnx").write_bytes(cached.read_bytes())
+    (tmp_path / ".model.runtime.json").write_text('{"sha256": "an older export"}')
+    runtime_predictor(sample_learner, other, "onnx")
+    assert '"sha256": "an older export"' not in (tmp_path / ".model.runtime.json").read_text()
+
+
+def test_torch_is_the_learner_itself_and_names_are_checked(sample_learner: Learner, exported: Path) -> None:
+    assert runtime_predictor(sample_learner, exported, "torch") is sample_learner
+    assert default_runtime() == installed_runtimes()[0] and set(installed_runtimes()) <= set(RUNTIMES)
+    with pytest.raises(ValueError, match="runtime must be one of onnx, openvino, torch"):
+        runtime_predictor(sample_learner, exported, "tensorrt")
