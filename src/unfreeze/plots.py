@@ -26,15 +26,23 @@ from matplotlib.figure import Figure
 from unfreeze._io import atomic_path
 
 __all__ = [
+    "compare_figure",
+    "confident_examples_figure",
+    "confusion_pair_figure",
+    "figure_png",
+    "history_figure",
     "image_grid_figure",
     "in_notebook",
     "lr_find_figure",
+    "phase_name",
+    "plot_confident_examples",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_loss",
     "plot_lr_find",
     "plot_reliability",
     "plot_sched",
+    "sched_figure",
     "top_loss_title",
 ]
 
@@ -52,6 +60,18 @@ def _save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for a page that embeds it rather than a file).
+
+    Example:
+        >>> figure_png(history_figure([{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.9}])).startswith(b"\\x89PNG")
+        True
+    """
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
+    return buffer.getvalue()
 
 
 def in_notebook() -> bool:
@@ -266,8 +286,15 @@ def plot_loss(recorder: Any, path: str | Path | None = None, skip_start: int = 5
         per_epoch = max(len(recorder.losses) // max(len(recorder.history), 1), 1)
         xs = [per_epoch * (i + 1) for i in range(len(recorder.history))]
         ax.plot(xs, [row["valid_loss"] for row in recorder.history], "o-", label="valid")
-    for start in recorder.phase_starts[1:]:
-        ax.axvline(start, color="grey", linestyle=":", linewidth=1)
+    phases = getattr(recorder, "phases", [])
+    for index, phase in enumerate(phases):
+        if index:
+            ax.axvline(phase["start_step"], color="grey", linestyle=":", linewidth=1)
+        ax.annotate(phase_name(phase), (phase["start_step"], 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=8, color="dimgrey")
+    if not phases:
+        for start in recorder.phase_starts[1:]:
+            ax.axvline(start, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
@@ -281,13 +308,29 @@ def plot_sched(recorder: Any, path: str | Path | None = None) -> Path | Figure:
     Example:
         >>> plot_sched(learn.recorder, "sched.png")  # doctest: +SKIP
     """
+    return _show_or_save(sched_figure(recorder), path, "sched.png", "the schedule plot")
+
+
+def sched_figure(recorder: Any) -> Figure:
+    """The figure behind `plot_sched`: a group frozen during a phase has no curve there (it did not train).
+
+    Example:
+        >>> sched_figure(learn.recorder).axes[0].get_legend()  # doctest: +SKIP
+    """
     figure = _new_figure(11, 4)
     ax_lr, ax_mom = figure.subplots(1, 2)
     if recorder.lrs:
         n_groups = len(recorder.lrs[0])
+        frozen = _frozen_per_step(getattr(recorder, "phases", []), len(recorder.lrs))
         for group in range(n_groups):
+            # A frozen group's LR is set but unused: draw a group only at the steps where it trained.
+            curve = [math.nan if group < frozen[step] else lrs[group] for step, lrs in enumerate(recorder.lrs)]
+            if all(math.isnan(value) for value in curve):
+                continue
             label = "head" if group == n_groups - 1 else f"group {group}"
-            ax_lr.plot([lrs[group] for lrs in recorder.lrs], label=label)
+            ax_lr.plot(curve, label=label)
+        for phase in getattr(recorder, "phases", [])[1:]:
+            ax_lr.axvline(phase["start_step"], color="grey", linestyle=":", linewidth=1)
         ax_lr.set_yscale("log")
         ax_lr.legend()
     ax_lr.set_xlabel("step")
@@ -296,7 +339,193 @@ def plot_sched(recorder: Any, path: str | Path | None = None) -> Path | Figure:
     ax_mom.set_xlabel("step")
     ax_mom.set_ylabel("momentum (beta1)")
     figure.suptitle("Schedule")
-    return _show_or_save(figure, path, "sched.png", "the schedule plot")
+    return figure
+
+
+def _frozen_per_step(phases: Sequence[dict[str, int]], n_steps: int) -> list[int]:
+    """How many groups were frozen at each step (0 everywhere when the phases are unknown)."""
+    frozen = [0] * n_steps
+    for index, phase in enumerate(phases):
+        end = phases[index + 1]["start_step"] if index + 1 < len(phases) else n_steps
+        for step in range(max(0, phase["start_step"]), min(end, n_steps)):
+            frozen[step] = phase["frozen_to"]
+    return frozen
+
+
+def phase_name(phase: dict[str, Any]) -> str:
+    """A phase's name: "frozen (head only)", "unfrozen (groups 1-2 + head)" or "unfrozen (all groups)".
+
+    Example:
+        >>> phase_name({"frozen_to": 2, "n_groups": 3}), phase_name({"frozen_to": 1, "n_groups": 4})
+        ('frozen (head only)', 'unfrozen (groups 1-2 + head)')
+    """
+    frozen_to, n_groups = int(phase.get("frozen_to", 0)), int(phase.get("n_groups", 1))
+    if frozen_to <= 0:
+        return "unfrozen (all groups)" if n_groups > 1 else "training"
+    if frozen_to >= n_groups - 1:
+        return "frozen (head only)"
+    body = f"group {frozen_to}" if frozen_to == n_groups - 2 else f"groups {frozen_to}-{n_groups - 2}"
+    return f"unfrozen ({body} + head)"
+
+
+def _mark_epoch_phases(axis: Any, phases: Sequence[dict[str, Any]], last_epoch: float) -> None:
+    """Shade every other phase and name each one at the top of `axis` (x axis: epochs)."""
+    for index, phase in enumerate(phases):
+        start = float(phase.get("start_epoch", 0)) - 0.5
+        end = float(phases[index + 1].get("start_epoch", 0)) - 0.5 if index + 1 < len(phases) else last_epoch + 0.5
+        if index % 2 == 0:
+            axis.axvspan(start, end, color="tab:blue", alpha=0.06, linewidth=0)
+        if index:
+            axis.axvline(start, color="grey", linestyle=":", linewidth=1)
+        axis.annotate(phase_name(phase), (start, 1.0), xycoords=("data", "axes fraction"),
+                      xytext=(3, -12), textcoords="offset points", fontsize=8, color="dimgrey")
+
+
+def _plain(text: str) -> str:
+    """`text` shown as written: a "$" would otherwise start matplotlib's math mode (and an odd one fails)."""
+    return str(text).replace("$", r"\$")
+
+
+def _column(history: Sequence[dict[str, Any]], name: str) -> list[float]:
+    values = []
+    for row in history:
+        try:
+            values.append(float(row.get(name)))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            values.append(math.nan)
+    return values
+
+
+def history_figure(history: Sequence[dict[str, Any]], phases: Sequence[dict[str, Any]] = ()) -> Figure:
+    """The losses per epoch beside the metrics per epoch, with the training phases shaded and named.
+
+    `history` is the run's rows (epoch, train_loss, valid_loss, metrics..., time; numbers or their text);
+    `phases` what the Recorder records (start_epoch, frozen_to, n_groups), optionally with a `name`.
+
+    Example:
+        >>> history_figure([{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.9, "accuracy": 0.5}]).axes[1].get_title()
+        'Metrics'
+    """
+    figure = _new_figure(11, 4)
+    ax_loss, ax_metrics = figure.subplots(1, 2)
+    epochs = _column(history, "epoch")
+    epochs = epochs if history and not any(math.isnan(value) for value in epochs) else list(range(len(history)))
+    metrics = [name for name in (history[0] if history else {}) if name not in ("epoch", "train_loss", "valid_loss",
+                                                                               "time")]
+    for name in ("train_loss", "valid_loss"):
+        if history and name in history[0]:
+            ax_loss.plot(epochs, _column(history, name), "o-", label=name.replace("_", " "))
+    for name in metrics:
+        ax_metrics.plot(epochs, _column(history, name), "o-", label=_plain(name))
+    last = max(epochs, default=0.0)
+    for axis, title in ((ax_loss, "Loss"), (ax_metrics, "Metrics")):
+        axis.margins(y=0.15)  # room at the top for the phase names
+        _mark_epoch_phases(axis, phases, last)
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        if axis.lines:
+            # Below the plot: inside it the legend would cover the phase names or the curves.
+            axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
+    ax_loss.set_ylabel("loss")
+    return figure
+
+
+def compare_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
+    """Several runs' validation loss beside their first metric, per epoch, one colour per run.
+
+    Example:
+        >>> compare_figure({"a": [{"epoch": 0, "valid_loss": 0.9, "accuracy": 0.5}]}).axes[1].get_title()
+        'accuracy'
+    """
+    figure = _new_figure(11, 4)
+    ax_loss, ax_metric = figure.subplots(1, 2)
+    metric_names = []
+    for name, history in histories.items():
+        if not history:
+            continue
+        epochs = list(range(len(history)))
+        ax_loss.plot(epochs, _column(history, "valid_loss"), "o-", label=_plain(name))
+        metrics = [key for key in history[0] if key not in ("epoch", "train_loss", "valid_loss", "time")]
+        if metrics:
+            metric_names.append(metrics[0])
+            ax_metric.plot(epochs, _column(history, metrics[0]), "o-", label=_plain(f"{name}: {metrics[0]}"))
+    ax_loss.set_title("valid loss")
+    ax_metric.set_title(_plain(" / ".join(dict.fromkeys(metric_names)) or "metric"))
+    for axis in (ax_loss, ax_metric):
+        axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        if axis.lines:
+            axis.legend(fontsize=8)
+    return figure
+
+
+def confusion_pair_figure(matrix: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """The confusion matrix as counts beside the same normalised by row (each actual class sums to 1).
+
+    Example:
+        >>> len(confusion_pair_figure(np.array([[5, 1], [2, 7]]), ["cat", "dog"]).axes)
+        4
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    n_classes = len(class_names)
+    side = max(4.0, 0.5 * n_classes + 2.0)
+    figure = _new_figure(2 * side + 1, side)
+    for axis, normalize in zip(figure.subplots(1, 2), (False, True), strict=True):
+        shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0) if normalize else counts
+        image = axis.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+        figure.colorbar(image, ax=axis, shrink=0.8)
+        ticks = np.arange(n_classes)
+        axis.set_xticks(ticks, labels=[_plain(name) for name in class_names], rotation=90)
+        axis.set_yticks(ticks, labels=[_plain(name) for name in class_names])
+        axis.set_xlabel("Predicted")
+        axis.set_ylabel("Actual")
+        axis.set_title("normalised by row (recall on the diagonal)" if normalize else "counts")
+        threshold = (1.0 if normalize else shown.max(initial=0.0)) / 2.0
+        if n_classes <= 30:  # beyond that the numbers would overlap; the colours still read
+            for row, column in np.ndindex(shown.shape):
+                value = shown[row, column]
+                axis.text(column, row, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
+                          fontsize=7, color="white" if value > threshold else "black")
+    return figure
+
+
+def confident_examples_figure(right: Sequence[tuple[np.ndarray, str]], wrong: Sequence[tuple[np.ndarray, str]],
+                              columns: int = 6) -> Figure:
+    """Two rows of captioned images: the most confident right predictions, then the most confident wrong ones.
+
+    Example:
+        >>> picture = np.zeros((8, 8, 3), np.uint8)
+        >>> confident_examples_figure([(picture, "cat (0.99)")], []).axes[0].get_title()
+        'right: cat (0.99)'
+    """
+    columns = max(1, min(columns, max(len(right), len(wrong))))
+    images = [image for image, _ in right[:columns]] + [None] * (columns - len(right[:columns]))
+    images += [image for image, _ in wrong[:columns]] + [None] * (columns - len(wrong[:columns]))
+    titles = [f"right: {title}" for _, title in right[:columns]] + [""] * (columns - len(right[:columns]))
+    titles += [f"wrong: {title}" for _, title in wrong[:columns]] + [""] * (columns - len(wrong[:columns]))
+    wrapped = [_wrap_title(title, 2.0, 9) for title in titles]
+    lines = max((title.count("\n") + 1 for title in wrapped), default=1)
+    figure = _new_figure(2.0 * columns, 2 * (2.0 + 0.2 * lines))
+    for slot, axis in enumerate(figure.subplots(2, columns, squeeze=False).flat):
+        axis.set_axis_off()
+        image = images[slot]
+        if image is not None:
+            axis.imshow(np.asarray(image), interpolation="nearest" if image.shape[0] < 64 else None)
+            axis.set_title(wrapped[slot], fontsize=9, color="darkgreen" if slot < columns else "darkred")
+    return figure
+
+
+def plot_confident_examples(right: Sequence[tuple[np.ndarray, str]], wrong: Sequence[tuple[np.ndarray, str]],
+                            path: str | Path | None = None, columns: int = 6) -> Path | Figure:
+    """`confident_examples_figure` saved to `path` (None: shown in a notebook, else saved as examples.png).
+
+    Example:
+        >>> plot_confident_examples([(np.zeros((8, 8, 3), np.uint8), "cat (0.99)")], [], "examples.png")
+        PosixPath('examples.png')
+    """
+    figure = confident_examples_figure(right, wrong, columns)
+    return _show_or_save(figure, path, "examples.png", "the most confident right and wrong predictions")
 
 
 def plot_lr_find(result: Any, path: str | Path | None = None, skip_end: int = 5) -> Path | Figure:

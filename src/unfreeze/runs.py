@@ -40,15 +40,15 @@ from typing import Any
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
 __all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "ReportHook", "Run", "RunConfigError", "RunDirError",
-           "clear_stale_temporaries", "create_run_dir", "environment", "model_file", "read_json", "rerun_argv",
-           "run_lock", "write_json"]
+           "clear_stale_temporaries", "create_run_dir", "environment", "json_safe", "model_file", "read_json",
+           "rerun_argv", "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
 
 # Every file a run writes: --overwrite removes exactly these (report.html: written by a report hook).
 RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
-             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "report.html")
+             "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "examples.png", "report.html")
 _MAX_SUFFIX = 10_000
 
 
@@ -241,6 +241,16 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
     if missing:
         raise RunConfigError(f"{path} lacks {', '.join(map(repr, missing))}. Restore it, or train the run again")
     return content
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON takes it: NaN and infinities as None, tuples as lists, paths as text.
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": (1, Path("x"))})
+        {'a': None, 'b': [1, 'x']}
+    """
+    return _finite(value)
 
 
 def _finite(value: Any) -> Any:
@@ -476,10 +486,11 @@ class Run:
         return CSVLogger(self.history_file.absolute(), append=True)  # absolute: not under learn.path
 
     def write_plots(self, recorder: Any, interpretation: Any, single_label: bool) -> list[Path]:
-        """loss.png, sched.png, then confusion_matrix.png (single-label data) and top_losses.png."""
+        """loss.png, sched.png, then confusion_matrix.png and examples.png (single-label data), top_losses.png."""
         plots = [recorder.plot_loss(self.file("loss.png")), recorder.plot_sched(self.file("sched.png"))]
         if single_label:
             plots.append(interpretation.plot_confusion_matrix(self.file("confusion_matrix.png")))
+            plots.append(interpretation.plot_confident_examples(6, path=self.file("examples.png")))
         plots.append(interpretation.plot_top_losses(9, path=self.file("top_losses.png")))
         return plots
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -221,3 +222,49 @@ def test_a_cleaned_csv_that_no_apply_wrote_is_kept_and_not_built_on(tmp_path: Pa
     assert backup.read_text() == "someone's own file\n"
     cleaner.undo()
     assert foreign.read_text() == "someone's own file\n"
+
+
+def test_a_relabelled_item_is_sorted_by_its_loss_under_the_new_label(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """Issue 25: after an apply the relabelled tile stayed first with its old loss."""
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    worst = cleaner.visible("train")[0]
+    old_loss = worst.loss
+    cleaner.apply([Change(worst.id, worst.guess[0])])  # the model's guess: the likeliest label
+    assert worst.loss < old_loss
+    assert worst.loss == pytest.approx(-math.log(worst.probability), rel=1e-5)
+    losses = [item.loss for item in cleaner.visible("train")]
+    assert losses == sorted(losses, reverse=True) and cleaner.visible("train")[0] is not worst
+    cleaner.undo()
+    assert worst.loss == pytest.approx(old_loss, rel=1e-5)
+
+
+def test_undo_leaves_no_empty_folder_under_removed(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    first, second = item_named(cleaner, "train", "ant_0.png"), item_named(cleaner, "valid", "cat_2.png")
+    cleaner.apply([Change(first.id, None)])
+    cleaner.apply([Change(second.id, None)])
+    (run / "removed" / "notes.txt").write_text("the user's own file")
+    cleaner.undo()
+    assert not (run / "removed" / "valid").exists() and (run / "removed" / "train" / "ant" / "ant_0.png").is_file()
+    cleaner.undo()
+    assert not (run / "removed" / "train").exists()
+    assert (run / "removed" / "notes.txt").is_file()  # a folder that still holds a file stays
+    assert (images / "train" / "ant" / "ant_0.png").is_file() and (images / "valid" / "cat" / "cat_2.png").is_file()
+
+
+def test_collect_items_reports_progress(run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    from unfreeze.apps.clean import collect_items
+    from unfreeze.apps.serve import load_model
+    from unfreeze.data import ImageDataLoaders
+
+    run, images = run_copy()
+    learn = load_model(run)
+    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
+    lines: list[str] = []
+    items = collect_items(learn, dls, lines.append)
+    assert lines[0] == "computing the losses: train, 24 images ..."
+    assert lines[1] == "computing the losses: valid, 12 images ..."
+    assert re.fullmatch(r"computed the losses of 36 images in \d+\.\d s", lines[2])
+    assert all(len(item.probs) == 3 and item.guess == (item.predicted,) for item in items)

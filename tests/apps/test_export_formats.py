@@ -108,3 +108,40 @@ def test_a_model_file_no_export_wrote_is_never_replaced(trained_app_run: Path, t
 def test_the_plain_export_command_still_works(trained_app_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(trained_app_run)]) == 0
     assert "test_resnet, 3 classes" in capsys.readouterr().out
+
+
+def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path: Path) -> None:
+    """Issue 25: the card said nothing of the interpolation or RGB conversion, had no preprocessing code,
+    latency or per-class scores, and showed the training machine's absolute data path."""
+    import re
+
+    from PIL import Image
+
+    from unfreeze import load_learner
+    from unfreeze.inference.deploy import validation_images
+
+    out = tmp_path / "deploy"
+    assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out)]) == 0
+    card = (out / "model_card.md").read_text()
+    assert "**bilinear** interpolation" in card and "must be converted to RGB" in card
+    assert "layout NCHW (channels first), channel order RGB, values 0-255" in card
+    assert "| ant | " in card and "| class | precision | recall | F1 | support |" in card
+    assert re.search(r"## Latency\n\nMeasured on the exporting machine \(.+\) .* ms for one image", card)
+    assert str(trained_app_run.parent) not in card and "/tmp" not in card and str(tmp_path) not in card
+    # The card's own preprocessing code, run on a grey image with alpha and on a wider RGB photo, gives
+    # the pixels that unfreeze's own pipeline gives, and the exported file the model's probabilities.
+    code = re.search(r"## Usage\n.*?```python\n(.*?)```", card, re.S).group(1)
+    namespace: dict = {}
+    exec(code.replace('batch = preprocess("photo.jpg")', "").split("import onnxruntime")[0], namespace)
+    grey = tmp_path / "grey.png"
+    Image.new("LA", (30, 20), (90, 128)).save(grey)
+    wide = tmp_path / "wide.jpg"
+    Image.effect_noise((41, 23), 60).convert("RGB").save(wide)
+    learn = load_learner(trained_app_run / "model.unfreeze")
+    deployed = load_deployed(out / "model.onnx", "onnx")
+    for picture in (grey, wide):
+        batch = namespace["preprocess"](picture)
+        expected, _ = validation_images(learn.dls.test_dl([picture]))
+        assert batch.dtype == np.uint8 and np.array_equal(batch, expected.numpy()), picture
+        probabilities = deployed(batch)[0]
+        assert np.allclose(probabilities, learn.predict(picture)[2].numpy(), atol=1e-5)

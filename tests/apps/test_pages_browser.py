@@ -1,7 +1,7 @@
 """The pages in a real browser: Playwright driving Debian's chromium (never a downloaded browser).
 
-Set UNFREEZE_SCREENSHOT_DIR to also save the upload page's screenshot there (docs/serve.png in the README
-comes from `UNFREEZE_SCREENSHOT_DIR=docs pytest tests/apps/test_pages_browser.py`).
+Set UNFREEZE_SCREENSHOT_DIR to also save the pages' screenshots there (docs/serve.png, docs/report.png and
+docs/clean.png in the README come from `UNFREEZE_SCREENSHOT_DIR=docs pytest tests/apps/test_pages_browser.py`).
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     labels = page.locator(".result .label").all_inner_texts()
     assert len(labels) == 3 and all(label.split(" (")[0] in ("ant", "bee", "cat")
                                     or label.startswith("not one of the 3 classes") for label in labels)
+    # In the order chosen (the page drew each request's answers last file first).
+    assert page.locator(".result .file").all_inner_texts() == ["ant_0.png", "bee_0.png", "cat_0.png"]
     assert page.locator(".result").first.locator(".bars li").count() == 3
     assert page.locator(".result img").first.evaluate("image => image.naturalWidth") > 0
     screenshot = page.screenshot(path=str(tmp_path / "serve.png"))
@@ -80,6 +82,39 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
         shutil.copy(tmp_path / "serve.png", Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "serve.png")
     assert page.problems == []
+
+
+def test_a_file_over_the_limit_gets_its_413_and_the_others_their_answers(page: Any, learner_for_pages: Any,
+                                                                         trained_app_run: Path, tmp_path: Path) -> None:
+    """One file over --max-upload-mb made the whole request 413: the page lost the other files' answers."""
+    from app_helpers import write_png
+
+    from unfreeze.apps.serve import ServeSettings, create_app
+
+    big = write_png(tmp_path / "big.png", (10, 10, 10), size=(400, 400))
+    small = [trained_app_run.parent / "images" / "valid" / name / f"{name}_1.png" for name in ("ant", "cat")]
+    with serving(create_app(learner_for_pages, "tiny", ServeSettings(max_upload_mb=0.01))) as url:
+        page.goto(url)
+        wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
+        page.set_input_files("#files", [str(small[0]), str(big), str(small[1])])
+        page.wait_for_selector(".result:nth-child(3) .label")
+        assert page.locator(".result .file").all_inner_texts() == ["ant_1.png", "big.png", "cat_1.png"]
+        cards = page.locator(".result")
+        assert cards.nth(1).get_attribute("data-status") == "413"
+        assert cards.nth(1).locator(".label").inner_text().startswith("413: big.png: larger than the limit")
+        for index in (0, 2):
+            label = cards.nth(index).locator(".label").inner_text()
+            assert label.split(" (")[0] in ("ant", "bee", "cat") or label.startswith("not one of the 3 classes")
+            assert cards.nth(index).locator(".bars li").count() >= 1
+        assert page.inner_text("#status") == ""
+    assert page.problems == []
+
+
+@pytest.fixture(scope="module")
+def learner_for_pages(trained_app_run: Path) -> Any:
+    from unfreeze.apps.serve import load_model
+
+    return load_model(trained_app_run)
 
 
 def test_a_non_image_shows_an_error_and_the_page_keeps_working(page: Any, serve_url: str, trained_app_run: Path,
@@ -168,4 +203,127 @@ def test_the_report_opens_without_console_errors_and_shows_every_section(page: A
     assert len(widths) >= 4 and all(width > 100 for width in widths)
     assert "unfreeze train" in page.inner_text("#rerun")
     assert page.locator("#history tbody tr").count() >= 2
+    assert page.problems == []
+
+
+def test_the_rerun_command_is_copied_with_one_click(browser: Any, trained_app_run: Path, tmp_path: Path) -> None:
+    """The rerun command scrolled sideways with no copy button; the button copies it to the clipboard."""
+    from unfreeze.apps.report import write_report
+
+    report = write_report(trained_app_run, tmp_path / "report.html")
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    try:
+        context.grant_permissions(["clipboard-read", "clipboard-write"])
+        copy_page = context.new_page()
+        problems: list[str] = []
+        copy_page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        copy_page.on("pageerror", lambda error: problems.append(str(error)))
+        copy_page.goto(report.as_uri())
+        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):  # the top of the page: outcome, decisions, curves
+            copy_page.set_viewport_size({"width": 1100, "height": 1000})
+            copy_page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "report.png"))
+        command = copy_page.inner_text("#rerun-command")
+        assert command.startswith("unfreeze train ")
+        # The block wraps instead of scrolling sideways.
+        assert copy_page.evaluate("(() => { const e = document.getElementById('rerun-command');"
+                                  " return e.scrollWidth <= e.clientWidth; })()")
+        copy_page.click("#copy-rerun")
+        wait_until(copy_page, "document.getElementById('copy-rerun').textContent !== 'Copy'")
+        assert copy_page.inner_text("#copy-rerun") == "Copied"
+        assert copy_page.evaluate("window.getSelection().toString()") == command
+        assert copy_page.evaluate("navigator.clipboard.readText()") == command
+        assert problems == []
+    finally:
+        context.close()
+
+
+def test_the_comparison_page_shows_the_runs_side_by_side(page: Any, trained_app_run: Path, tmp_path: Path) -> None:
+    from unfreeze.apps.compare import write_comparison
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(trained_app_run, first)
+    shutil.copytree(trained_app_run, second)
+    page.goto(write_comparison([first, second], tmp_path / "compare.html").as_uri())
+    assert page.locator("table.compare thead th").all_inner_texts() == ["", "first", "second"]
+    assert page.locator("table.compare tbody tr").count() >= 8
+    assert page.locator("img.plot").evaluate("image => image.naturalWidth") > 100
+    assert page.problems == []
+
+
+def tile_facts(page: Any) -> list[dict[str, str]]:
+    """Each tile's name, label, guess and loss as the page shows them, in grid order."""
+    return page.locator(".tile").evaluate_all("""tiles => tiles.map(tile => ({
+        name: tile.querySelector('.name').textContent, label: tile.querySelector('.now').textContent,
+        guess: tile.querySelector('.guess').textContent.split(' ')[1],
+        loss: Number(tile.querySelector('.facts').textContent.split('loss ')[1]),
+        accept: !tile.querySelector('.accept').disabled, current: tile.classList.contains('current')}))""")
+
+
+def test_the_cleaning_page_works_from_the_keyboard(page: Any, run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """Issue 25: remove, relabel by digit and accept the guess with keys only, apply with Ctrl+Enter; the files
+    move on disk, the grid is re-sorted by the new losses, undo restores everything and leaves no empty
+    folder under removed/, and the server logs one line per apply and undo."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    lines: list[str] = []
+    with serving(create_clean_app(folder_cleaner(run, images), log=lines.append)) as url:
+        page.goto(url)
+        page.select_option("#split", "train")
+        wait_until(page, "document.querySelectorAll('.tile').length === 24")
+        page.locator("body").click(position={"x": 5, "y": 5})  # the keys go to the page, not a control
+        tiles = tile_facts(page)
+        assert tiles[0]["current"] and page.inner_text("#apply") == "Apply 0 changes"
+        assert page.locator("#apply").is_disabled()
+        # Disabled looks disabled: grey text and the not-allowed cursor, not the primary blue.
+        assert page.eval_on_selector("#apply", "b => getComputedStyle(b).cursor") == "not-allowed"
+        classes = ["ant", "bee", "cat"]
+        removed = tiles[0]
+        page.keyboard.press("x")  # remove the worst one; the next tile becomes current
+        relabelled = tiles[1]
+        new_class = next(name for name in classes if name != relabelled["label"])
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press(str(classes.index(new_class) + 1))  # a digit relabels as that class
+        accepted_at = next(index for index, tile in enumerate(tiles) if index >= 2 and tile["accept"])
+        for _ in range(accepted_at - 2):
+            page.keyboard.press("j")
+        accepted = tiles[accepted_at]
+        page.keyboard.press("a")  # accept the model's guess
+        page.keyboard.press("x")  # mark the next one, then take it back with Space
+        page.keyboard.press("k")
+        page.keyboard.press(" ")
+        assert page.inner_text("#apply") == "Apply 3 changes"
+        assert not page.locator("#apply").is_disabled()
+        if os.environ.get("UNFREEZE_SCREENSHOT_DIR"):
+            page.set_viewport_size({"width": 1100, "height": 800})
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(Path(os.environ["UNFREEZE_SCREENSHOT_DIR"]) / "clean.png"))
+        loaded = page.evaluate("document.getElementById('grid').dataset.loaded")
+        page.keyboard.press("Control+Enter")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('applied')")
+        wait_until(page, f"document.getElementById('grid').dataset.loaded !== '{loaded}'")
+        removed_label = removed["label"]
+        assert (run / "removed" / "train" / removed_label / removed["name"]).is_file()
+        assert not (images / "train" / removed_label / removed["name"]).exists()
+        assert (images / "train" / new_class / relabelled["name"]).is_file()
+        assert (images / "train" / accepted["guess"] / accepted["name"]).is_file()
+        after = tile_facts(page)
+        assert len(after) == 23
+        assert [tile["loss"] for tile in after] == sorted((tile["loss"] for tile in after), reverse=True)
+        moved = {tile["name"]: tile for tile in after}
+        assert moved[accepted["name"]]["label"] == accepted["guess"]
+        assert moved[accepted["name"]]["loss"] < accepted["loss"]  # the guess is likelier: a smaller loss
+        loaded = page.evaluate("document.getElementById('grid').dataset.loaded")
+        page.click("#undo")
+        wait_until(page, "document.getElementById('status').textContent.startsWith('undone')")
+        wait_until(page, f"document.getElementById('grid').dataset.loaded !== '{loaded}'")
+        for tile in (removed, relabelled, accepted):
+            assert (images / "train" / tile["label"] / tile["name"]).is_file(), tile
+        assert not (run / "removed").exists()  # its emptied folders are gone too
+        assert [(tile["name"], tile["loss"]) for tile in tile_facts(page)] == [
+            (tile["name"], tile["loss"]) for tile in tiles]  # the old order and losses are back
+    assert len(lines) == 2
+    assert lines[0].startswith("unfreeze clean: apply of 3 change(s): 2 relabelled, 1 removed; log ")
+    assert lines[1].startswith("unfreeze clean: undo: 3 change(s) reversed")
     assert page.problems == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -10,8 +12,11 @@ import pytest
 
 from cli_helpers import run_user_error
 from unfreeze.apps import AppError
-from unfreeze.apps.report import SECTIONS, best_epoch, write_report
+from unfreeze.apps.compare import write_comparison
+from unfreeze.apps.report import SECTIONS, best_epoch, format_seconds, write_report
 from unfreeze.cli import main
+from unfreeze.plots import sched_figure
+from unfreeze.train.callbacks import Recorder
 
 
 def test_train_writes_a_report_with_every_section(trained_app_run: Path) -> None:
@@ -25,11 +30,12 @@ def test_train_writes_a_report_with_every_section(trained_app_run: Path) -> None
 def test_the_report_is_self_contained(trained_app_run: Path, tmp_path: Path) -> None:
     page = write_report(trained_app_run, tmp_path / "report.html").read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched from a network
-    assert "<script" not in page
+    assert page.count("<script") == 1 and "<script src" not in page  # the copy button's, inline
     embedded = re.findall(r'src="data:image/png;base64,', page)
-    drawn = [name for name in ("loss.png", "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png",
-                               "reliability.png") if (trained_app_run / name).is_file()]
-    assert len(embedded) == len(drawn) >= 4
+    drawn = [name for name in ("loss.png", "sched.png", "lr_find.png", "confusion_matrix.png", "examples.png",
+                               "top_losses.png", "reliability.png") if (trained_app_run / name).is_file()]
+    # The stored plots, and the curves per epoch drawn from the history (the confusion matrix is redrawn).
+    assert len(embedded) == len(drawn) + 1 >= 6
 
 
 def test_the_report_reads_only_the_run_directory(trained_app_run: Path, tmp_path: Path) -> None:
@@ -70,3 +76,87 @@ def test_best_epoch_follows_the_metric_direction() -> None:
     no_metric = [{"epoch": 0, "train_loss": 1.0, "valid_loss": 0.5, "time": 3}]
     assert best_epoch(no_metric) == ("valid_loss", no_metric[0])
     assert best_epoch([]) is None
+
+
+def section(page: str, name: str) -> str:
+    found = re.search(rf'<section id="{name}">(.*?)</section>', page, re.S)
+    assert found is not None, name
+    return found.group(1)
+
+
+def test_the_report_explains_the_run(trained_app_run: Path, tmp_path: Path) -> None:
+    """Issue 25: phases named, decisions in their own section, rounded times, versions, both confusion
+    matrices, the confident examples; the old page had none of these."""
+    page = write_report(trained_app_run, tmp_path / "report.html").read_text()
+    curves = section(page, "curves")
+    assert "1. frozen (head only), epoch 0" in curves and "2. unfrozen (group 1 + head), epoch 1" in curves
+    assert 'alt="losses beside the metrics per epoch, phases marked"' in curves
+    decisions = section(page, "decisions")
+    for decision in ("horizontal flip", "input size", "learning rate", "epoch exported"):
+        assert f"<dt>{decision}</dt>" in decisions, decision
+    assert "linear probe" in decisions  # the flip's reason
+    history = section(page, "history")
+    times = re.findall(r"<td>([0-9.]+ s)</td>", history)
+    assert len(times) == 2 and all(re.fullmatch(r"\d+\.\d s", time) for time in times)
+    assert not re.search(r"\d+\.\d{4} s", page)  # no "51.6400 s"
+    versions = section(page, "versions")
+    assert "<td>torch</td>" in versions and "<td>python</td>" in versions
+    assert "counts, and normalised by actual class" in section(page, "confusion-matrix")
+    assert "most confident right and wrong" in section(page, "examples")
+    assert "most confused (actual → predicted)" in section(page, "outcome")
+    assert 'id="copy-rerun"' in section(page, "rerun")
+
+
+def test_decisions_that_other_parts_add_are_shown_whatever_their_fields(trained_app_run: Path,
+                                                                      tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_app_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["plan"] = {"recipe": "long", "why": {"images": 24, "classes": 3}, "steps": ["freeze", "unfreeze"]}
+    summary["calibration"] = {"temperature": 1.3712, "ece_before": 0.12, "ece_after": 0.03}
+    summary["decisions"] = {"class_weights": "balanced", "nested": [{"a": True}]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    decisions = section(write_report(run).read_text(), "decisions")
+    for text in ("<dt>plan</dt>", "recipe</span>: long", "images</span>: 24", "freeze, unfreeze",
+                 "<dt>calibration</dt>", "temperature</span>: 1.371",
+                 "class_weights</span>: balanced", "a</span>: yes"):
+        assert text in decisions, text
+
+
+def test_format_seconds_rounds_for_people() -> None:
+    assert [format_seconds(value) for value in (0.0923, 51.64, "51.64", 185.2, 7450, None, "x")] == [
+        "0.1 s", "51.6 s", "51.6 s", "3 min 5 s", "2 h 4 min", "", "x"]
+
+
+def test_the_schedule_draws_only_the_groups_that_trained(tmp_path: Path) -> None:
+    """frozen_groups=1 keeps group 0 frozen in every phase: the old schedule drew its LR curve anyway."""
+    recorder = Recorder()
+    recorder.phases = [{"start_step": 0, "start_epoch": 0, "frozen_to": 2, "n_groups": 3},
+                       {"start_step": 4, "start_epoch": 1, "frozen_to": 1, "n_groups": 3}]
+    recorder.lrs = [[1e-3, 1e-3, 1e-2]] * 8
+    recorder.moms = [0.9] * 8
+    axis = sched_figure(recorder).axes[0]
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["group 1", "head"]
+    group_1 = axis.get_lines()[0].get_ydata()
+    assert [math.isnan(value) for value in group_1] == [True] * 4 + [False] * 4  # it trained from step 4 on
+
+
+def test_report_with_several_runs_writes_a_comparison_page(trained_app_run: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    shutil.copytree(trained_app_run, first)
+    shutil.copytree(trained_app_run, second)
+    summary = json.loads((second / "summary.json").read_text())
+    summary["wall_time_s"] = 185.2
+    (second / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(first), str(second)]) == 0
+    page_path = Path(capsys.readouterr().out.strip())
+    assert page_path == tmp_path / "runs" / "comparison.html"
+    page = page_path.read_text()
+    assert "<th>first</th><th>second</th>" in page and "3 min 5 s on cpu" in page
+    assert page.count("unfreeze train ") == 2 and "<script" not in page
+    assert main(["report", str(first), str(second), "--out", str(tmp_path / "c.html")]) == 0
+    assert (tmp_path / "c.html").is_file()
+    with pytest.raises(AppError, match="two or more"):
+        write_comparison([first])
+    assert "not a run directory" in run_user_error(["report", str(first), str(tmp_path)], capsys)

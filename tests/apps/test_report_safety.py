@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_user_error
+from unfreeze.apps.compare import write_comparison
 from unfreeze.apps.report import write_report
+from unfreeze.apps.templates import report_script
 
 # Each one sets window.__pwned or opens a dialog if it ever runs.
 ATTACKS = ['<img src=x onerror="window.__pwned=1;alert(1)">', "<script>window.__pwned=2;alert(2)</script>",
@@ -46,6 +48,12 @@ def hostile_run(run: Path) -> Path:
         content["final"] = {HOSTILE: 0.5}
         content["report"] = {HOSTILE: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3}}
         content["versions"] = {"unfreeze": HOSTILE}
+        # The decisions-like sections are rendered generically, keys and values alike.
+        content["plan"] = {HOSTILE: HOSTILE, "steps": [HOSTILE, {"why": HOSTILE}]}
+        content["notes"] = [f"flip {HOSTILE}"]
+        content["most_confused"] = [[HOSTILE, HOSTILE, 3]]
+        content["phases"] = [{"name": HOSTILE, "start_epoch": 0, "end_epoch": 0, "frozen_to": 0, "n_groups": 1}]
+        content["confusion_matrix"] = [[1]]
 
     def config(content: dict) -> None:
         content["options"]["arch"] = HOSTILE
@@ -70,7 +78,19 @@ def test_markup_in_every_run_file_field_is_shown_as_text(copied_run: Path) -> No
     found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
     assert found is not None
     policy = html.unescape(found.group(1))
-    assert "script-src 'none'" in policy and "default-src 'none'" in policy and "'unsafe-inline'" not in policy
+    assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy
+    # The one script allowed is the package's copy button, by its hash.
+    assert re.search(r"script-src 'sha256-[A-Za-z0-9+/]+=*';", policy)
+    assert page.count("<script>") == 1 and report_script() in page
+
+
+def test_markup_in_two_runs_is_shown_as_text_on_the_comparison_page(copied_run: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    shutil.copytree(copied_run, second)
+    page = write_comparison([hostile_run(copied_run), second], tmp_path / "compare.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page and "<svg onload" not in page
+    assert "&lt;img src=x onerror=" in page
+    assert "script-src 'none'" in html.unescape(page)
 
 
 @pytest.mark.slow

@@ -111,6 +111,7 @@ def test_the_clean_command_serves_the_runs_items_until_sigterm(run_copy: Callabl
             process.kill()
     stderr = process.stderr.read() if process.stderr else ""
     assert "0.0.0.0 is reachable from other machines and the cleaning page has no authentication" in stderr
+    assert "computing the losses: train, 24 images ..." in stderr  # the progress, while the page is not up
     assert code == 0 and answer["kind"] == "folder" and answer["classes"] == ["ant", "bee", "cat"]
     assert len(answer["items"]) == 12 and {item["split"] for item in answer["items"]} == {"valid"}
 

@@ -27,8 +27,8 @@ def test_the_best_epoch_is_kept_and_named(image_folder: Path, tmp_path: Path,
     assert kept["best_value"] == min(errors) and errors.index(min(errors)) == kept["best_epoch"]
     assert summary["final"]["epoch"] == kept["best_epoch"]  # the final row is the kept epoch's
     assert f"kept epoch {kept['best_epoch']}, the best by error_rate" in out.splitlines()[-3]
-    assert f"exported epoch <strong>{kept['best_epoch']}</strong>, the best by error_rate" in (
-        run / "report.html").read_text()
+    assert f"<dt>epoch exported</dt><dd>epoch <strong>{kept['best_epoch']}</strong>, the best by error_rate" in (
+        run / "report.html").read_text()  # in the report's automatic decisions
 
 
 def test_keep_last_opts_out_and_lands_in_the_config(image_folder: Path, tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ def test_predict_a_folder_as_csv_and_json(trained_run: Path, capsys: pytest.Capt
     assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 12 and {row["label"] for row in rows} <= {"ant", "bee", "cat"}
-    assert all(0.0 <= float(row["prob"]) <= 1.0 and row["error"] == "" for row in rows)
+    assert all(0.0 <= float(row["probability"]) <= 1.0 and row["error"] == "" for row in rows)
     assert main(["predict", str(trained_run), str(data / "valid" / "bee"), "--format", "json", "--tta"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["predictions"]
     assert len(rows) == 4 and all(row["error"] is None and row["label"] in {"ant", "bee", "cat"} for row in rows)
 
 
@@ -50,7 +50,7 @@ def test_predict_reports_unreadable_images_and_exits_1(trained_run: Path, tmp_pa
     assert main(["predict", str(trained_run), str(good), str(broken), "--format", "csv"]) == 1
     captured = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(captured.out)))
-    assert rows[0]["error"] == "" and rows[1]["path"] == str(broken) and rows[1]["error"] != ""
+    assert rows[0]["error"] == "" and rows[1]["file"] == str(broken) and rows[1]["error"] != ""
     assert "1 image(s) could not be predicted" in captured.err and "Traceback" not in captured.err
 
 

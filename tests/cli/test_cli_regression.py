@@ -47,10 +47,13 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     evaluated = json.loads(scores.read_text())
     assert evaluated["images"] == 16 and {"valid_loss", "mae", "r2_score"} <= set(evaluated["scores"])
     assert evaluated["report"]["dark"]["count"] == 16
+    records = evaluated["predictions"]  # the prediction record, with the numbers and the true ones
+    assert len(records) == 16 and all(set(record["values"]) == set(record["actual"]) == {"bright", "dark"}
+                                      and record["top_k"] == [] for record in records)
 
     capsys.readouterr()
     assert main(["predict", str(out), str(numbers / "03.png"), "--format", "json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    (row,) = json.loads(capsys.readouterr().out)["predictions"]
     assert set(row["values"]) == {"bright", "dark"} and row["label"].startswith("bright=")
 
     with TestClient(create_app(load_model(out), "grey", ServeSettings())) as client:  # runs the app's batcher
@@ -60,6 +63,12 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     (prediction,) = answer.json()["predictions"]
     assert set(prediction["values"]) == {"bright", "dark"} and prediction["file"] == "03.png"
     assert all(isinstance(value, float) for value in prediction["values"].values())
+    # Every producer's regression record fits the one prediction schema.
+    from unfreeze.inference import PREDICTION_SCHEMA
+
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(PREDICTION_SCHEMA)
+    assert all(validator.is_valid(record) for record in [*records, row, prediction])
 
 
 def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: Path,

@@ -57,7 +57,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_resume_finishes_the_same_run(
     assert "<strong>interrupted</strong>" in (cut / "report.html").read_text()  # the report hook ran
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
     report = (cut / "report.html").read_text()
-    assert "<strong>interrupted</strong>" not in report and 'alt="confusion matrix"' in report
+    assert "<strong>interrupted</strong>" not in report and 'alt="confusion matrix: counts, and normalised' in report
     assert same_weights(cut / "model.unfreeze", tmp_path / "full" / "model.unfreeze")
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["resumed_after_epoch"] == 1 and not summary["interrupted"]
@@ -129,14 +129,19 @@ def test_multi_label_run_evaluate_and_top_k(image_folder: Path, tmp_path: Path,
     assert not (run / "confusion_matrix.png").exists() and (run / "top_losses.png").is_file()
     capsys.readouterr()
     assert main(["predict", str(run), str(image_folder / "valid" / "ant"), "--format", "json", "--top-k", "2"]) == 0
-    predictions = json.loads(capsys.readouterr().out)
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
     assert all(isinstance(row["label"], list) and len(row["top_k"]) == 2 for row in predictions)
+    assert all(len(row["probability"]) == len(row["label"]) for row in predictions)
     report = tmp_path / "report.json"
     assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(report)]) == 0
     out = capsys.readouterr().out
     assert "accuracy_multi" in out and "shiny" in out
     content = json.loads(report.read_text())
     assert content["images"] == 36 and content["report"]["shiny"]["support"] == 18
+    # Multi-label: no confusion matrix; each record's actual label is its set of classes.
+    assert content["confusion_matrix"] is None and content["most_confused"] == []
+    assert len(content["predictions"]) == 36 and all(isinstance(row["actual"], list) for row in content["predictions"])
+    assert {"shiny", "ant"} <= set(content["per_class"])
 
 
 def test_evaluate_single_label_and_unknown_classes(trained_run: Path, image_folder: Path, tmp_path: Path,

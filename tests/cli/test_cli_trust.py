@@ -56,10 +56,10 @@ def test_predict_rows_carry_unknown_and_ood_score(trained_run: Path, tmp_path: P
     assert len(rows) == 18 and all(row["unknown"] in ("true", "false") and float(row["ood_score"]) >= 0
                                    for row in rows)
     assert main(["predict", str(trained_run), str(far), "--format", "json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["predictions"]
     learn = load_learner(trained_run / "model.unfreeze")
     for row in rows:
-        prediction = learn.predict(row["path"])
+        prediction = learn.predict(row["file"])
         assert row["unknown"] == prediction.unknown and row["ood_score"] == pytest.approx(prediction.ood_score,
                                                                                           abs=1e-5)
 
@@ -78,6 +78,10 @@ def test_evaluate_reports_calibration_and_ood(trained_run: Path, tmp_path: Path,
     ood = report["ood"]
     assert 0 <= ood["auroc"] <= 1 and 0 <= ood["fpr95"] <= 1 and ood["n_in"] == 12 and ood["n_out"] == 6
     assert 0 <= ood["flagged_out"] <= 1 and report["unknown"]["flagged"] == ood["flagged_in"]
+    # Each image's record carries its flag and score: together they give the share flagged.
+    records = report["predictions"]
+    assert len(records) == 12 and all(isinstance(row["unknown"], bool) and row["ood_score"] >= 0 for row in records)
+    assert sum(row["unknown"] for row in records) / 12 == pytest.approx(report["unknown"]["flagged"])
 
 
 def test_evaluate_ood_user_errors(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,4 +35,4 @@ def test_predict_csv_escapes_control_characters(hostile_model: Path, tiny_run: P
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 2  # still one row per image, the escapes inside the cells
     assert {rows[0]["label"], rows[1]["label"]} <= {"ant\\x1b[2J\\x1b[H", "bee\\x0d\\u202eevil"}
-    assert rows[1]["path"].endswith("photo\\x1b]0;title\\x07.png")
+    assert rows[1]["file"].endswith("photo\\x1b]0;title\\x07.png")

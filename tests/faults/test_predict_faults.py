@@ -33,8 +33,9 @@ def test_predict_keeps_the_good_rows(tiny_run: Path, folder_with_a_bad_file: Pat
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert "Traceback" not in captured.err
-    rows = json.loads(captured.out) if output_format == "json" else list(csv.DictReader(io.StringIO(captured.out)))
-    by_name = {Path(row["path"]).name: row for row in rows}
+    rows = json.loads(captured.out)["predictions"] if output_format == "json" else \
+        list(csv.DictReader(io.StringIO(captured.out)))
+    by_name = {Path(row["file"]).name: row for row in rows}
     assert sorted(by_name) == ["bad.png", "good_0.png", "good_1.png", "good_2.png"]
     assert by_name["bad.png"]["error"]
     assert all(not by_name[f"good_{index}.png"]["error"] for index in range(3))
@@ -60,4 +61,4 @@ def test_predict_on_a_folder_with_a_symlink_loop(tiny_run: Path, tmp_path: Path,
     os.symlink(root, root / "loop")
     assert main(["predict", str(tiny_run), str(root), "--format", "json"]) == 0
     captured = capsys.readouterr()
-    assert [Path(row["path"]).name for row in json.loads(captured.out)] == ["a.png"]
+    assert [Path(row["file"]).name for row in json.loads(captured.out)["predictions"]] == ["a.png"]

@@ -43,7 +43,7 @@ def test_machine_formats_keep_the_names(hostile_model: Path, tiny_run: Path,
     assert main(["predict", str(hostile_model), str(image_of(tiny_run)), "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out  # JSON escapes them itself
-    assert json.loads(out)[0]["label"] in HOSTILE
+    assert json.loads(out)["predictions"][0]["label"] in HOSTILE
 
 
 def test_evaluate_report_escapes_control_characters(hostile_model: Path, tmp_path: Path,

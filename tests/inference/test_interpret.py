@@ -132,3 +132,14 @@ def test_plot_top_losses_takes_fastais_arguments_and_refuses_a_path_in_largest(
     with pytest.raises(TypeError, match="path="):
         sample_interp.plot_top_losses(4, tmp_path / "top.png")  # the old positional path
     assert Interpretation is ClassificationInterpretation
+
+
+def test_confident_examples_are_the_surest_right_and_wrong_predictions() -> None:
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2],
+                          [0.34, 0.33, 0.33]])
+    targets = torch.tensor([0, 0, 0, 1, 1, 2])  # right: 0 (0.9), 1 (0.6), 4 (0.5); wrong: 3 (0.8), 2 (0.7), 5
+    losses = F.nll_loss(probs.log(), targets, reduction="none")
+    dl = SimpleNamespace(dataset=_Dataset(6))
+    interp = ClassificationInterpretation(dl, ["cat", "dog", "fox"], probs, targets, losses)
+    assert interp.confident_examples(2) == ([0, 1], [3, 2])
+    assert interp.confident_examples(10) == ([0, 1, 4], [3, 2, 5])

@@ -1,6 +1,7 @@
 """Apps on top of a run: the HTML report, the data-cleaning page, deployment exports and the model server.
 
-    report.py      write_report(run_dir): one self-contained report.html
+    report.py      write_report(run_dir): one self-contained report.html that explains the run
+    compare.py     write_comparison(run_dirs): two or more runs side by side
     run_files.py   the run directory's files read as untrusted input (types, encodings, contained plots)
     templates.py   Jinja2 pages with autoescape; the Content-Security-Policies
     durable.py     fsynced writes and crash-safe moves (the cleaner's journal and moves)

@@ -15,7 +15,9 @@ worst first. `Cleaner.apply` takes the user's marks and, in this order:
    time); a file that was deleted by hand before the apply is skipped, not logged.
 
 Nothing is ever deleted, and a name clash never overwrites a file: the moved file gets a "-2", "-3", ...
-suffix instead.
+suffix instead. A relabelled item's loss is computed again from the model's probabilities under its
+new label, so the page re-sorts it; undo puts the old loss back and removes the folders under removed/
+that it emptied.
 
 Example:
     >>> cleaner = Cleaner("runs/pets", options, collect_items(learn, dls))  # doctest: +SKIP
@@ -33,7 +35,8 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from unfreeze.apps.durable import free_name, move_file, partial_path, write_dura
 from unfreeze.apps.errors import AppError
 from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
+from unfreeze.tasks import MultiLabel
 
 __all__ = ["CLEANING_DIR", "Change", "CleanItem", "Cleaner", "collect_items"]
 
@@ -80,6 +84,33 @@ class CleanItem:
     predicted: str
     probability: float
     loss: float
+    guess: tuple[str, ...] = ()  # the model's classes ("accept guess" sets the label to them)
+    probs: tuple[float, ...] = field(default=(), repr=False)  # per class, in the cleaner's class order
+
+    def rescore(self, vocab: list[str], multi_label: bool) -> None:
+        """The loss under the current label, from the model's probabilities (after a relabel or its undo).
+
+        Single-label: -log p(label); multi-label: the mean binary cross-entropy over the classes. Without
+        stored probabilities the loss stays as it was.
+
+        Example:
+            >>> item = CleanItem(0, Path("a.png"), "train", "dog", "cat", 0.8, 1.6, ("cat",), (0.8, 0.2))
+            >>> item.label = "cat"; item.rescore(["cat", "dog"], False); round(item.loss, 3)
+            0.223
+        """
+        if len(self.probs) != len(vocab):
+            return
+        floor = 1e-7  # a probability of exactly 0 or 1 gives a finite loss, as the training loss has
+
+        def nll(probability: float) -> float:
+            return -math.log(min(max(probability, floor), 1.0))
+
+        if multi_label:
+            wanted = set(self.classes)
+            self.loss = sum(nll(p if name in wanted else 1.0 - p) for name, p in zip(vocab, self.probs, strict=True)) \
+                / max(len(vocab), 1)
+        elif isinstance(self.label, str) and self.label in vocab:
+            self.loss = nll(self.probs[vocab.index(self.label)])
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -93,8 +124,10 @@ class CleanItem:
             >>> CleanItem(0, Path("a.png"), "train", ("haze", "primary"), "haze", 0.9, 1.2).as_json()["label"]
             'haze primary'
         """
-        return {**asdict(self), "path": str(self.path), "label": _label_text(self.label),
-                "classes": list(self.classes)}
+        fields = asdict(self)
+        del fields["probs"]  # the page needs the guess, not every probability
+        return {**fields, "path": str(self.path), "label": _label_text(self.label), "classes": list(self.classes),
+                "guess": list(self.guess)}
 
 
 @dataclass(frozen=True)
@@ -111,19 +144,29 @@ class Change:
     new_label: Label | None
 
 
-def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
+def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | None = None) -> list[CleanItem]:
     """Every decodable training and validation image with its label, the model's guess and its loss.
+
+    The loss is the negative log of the model's probability of the label (multi-label: the mean binary
+    cross-entropy over the classes), from the probabilities the page shows, as `CleanItem.rescore`
+    computes it again after a relabel.
 
     Args:
         learner: The run's model (a Learner from the run's export).
         dls: The run's data, rebuilt from its config.json with the model's normalization.
+        progress: Called with a short line before each split is scored and once at the end
+            ("computing the losses: train, 600 images ..."), for the terminal while the page is not up yet.
 
     Example:
         >>> items = collect_items(load_learner("runs/pets/model.unfreeze"), dls)  # doctest: +SKIP
         >>> max(items, key=lambda item: item.loss).path  # doctest: +SKIP
     """
     items: list[CleanItem] = []
+    multi_label = isinstance(learner.task, MultiLabel)
+    started = time.perf_counter()
     for split, loader in (("train", dls.train), ("valid", dls.valid)):
+        if progress is not None:
+            progress(f"computing the losses: {split}, {len(loader.dataset)} images ...")
         interpretation = ClassificationInterpretation.from_learner(learner, dl=loader)
         dataset = interpretation.dl.dataset
         for position, index in enumerate(interpretation.item_indices.tolist()):
@@ -133,8 +176,16 @@ def collect_items(learner: Any, dls: Any) -> list[CleanItem]:
             predicted = learner.task.labels_of(decoded, dls.vocab)
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
             loss = float(interpretation.losses[position])
-            items.append(CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
-                                   _label_text(predicted), probability, loss if math.isfinite(loss) else 0.0))
+            guess = (predicted,) if isinstance(predicted, str) else tuple(predicted)
+            item = CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
+                             _label_text(predicted), probability, loss if math.isfinite(loss) else 0.0,
+                             guess, tuple(float(value) for value in probs.tolist()))
+            # The loss of the probabilities the page shows (calibrated, if the model is), so that a relabel
+            # and its undo are scored on the same scale as every other item.
+            item.rescore(list(dls.vocab), multi_label)
+            items.append(item)
+    if progress is not None:
+        progress(f"computed the losses of {len(items)} images in {time.perf_counter() - started:.1f} s")
     return items
 
 
@@ -408,6 +459,7 @@ class Cleaner:
             else:  # JSON turned a multi-label tuple into a list
                 label = new_label if forward else old_label
                 item.label = label if isinstance(label, str) else tuple(label)
+                item.rescore(self.vocab, self.multi_label)  # the page sorts it by its loss under the new label
 
     def undo(self) -> dict[str, Any]:
         """Reverse the last apply: files move back (or the CSV returns to its previous version).
@@ -468,4 +520,21 @@ class Cleaner:
         journal.setdefault("undone", []).append(record)
         self._write_journal(journal)
         self._update_items({**record, "changes": undone}, forward=False)
+        self._remove_empty_folders([Path(new).parent for _, new in record["moves"]])
         return {"restored": len(undone), "renamed": renamed}
+
+    def _remove_empty_folders(self, folders: list[Path]) -> None:
+        """Remove the folders under RUN/removed/ that an undo emptied (and removed/ itself if empty).
+
+        Only empty folders inside removed/ go: rmdir refuses a folder that still holds anything.
+        """
+        root = self.run_dir / REMOVED_DIR
+        for folder in sorted(set(folders), key=lambda path: -len(path.parts)):
+            while folder.is_relative_to(root):
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (another removed file), or already gone
+                    break
+                if folder == root:
+                    break
+                folder = folder.parent

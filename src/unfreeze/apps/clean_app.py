@@ -8,6 +8,9 @@
                          (a list: a multi-label item's new set of classes; null: remove)
     POST /api/undo       reverse the last apply
 
+Each apply and undo writes one line to `log` (the terminal of `unfreeze clean`): what it changed and
+where the change log is, or why it was refused.
+
 A user mistake (an unknown class, nothing to undo) answers 400 with a JSON `detail`; a file the
 server cannot move or read (a read-only data folder, a CSV that became binary) answers 409 with the
 reason, never a 500.
@@ -23,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,12 +114,14 @@ class LocalRequestsOnly:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = ()) -> FastAPI:
+def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
+                     log: Callable[[str], object] | None = None) -> FastAPI:
     """The FastAPI app of the cleaning page for `cleaner` (see the module for the routes).
 
     Args:
         cleaner: The run's items and the changes applied to them.
         hosts: Addresses besides the loopback ones that requests may name (the --host served on).
+        log: Called with one line per apply and per undo (None: not logged).
 
     Example:
         >>> app = create_clean_app(Cleaner("runs/pets", options, collect_items(learn, dls)))  # doctest: +SKIP
@@ -147,18 +153,38 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = ()) -> FastAPI:
             raise HTTPException(404, f"no image for item {item_id}")
         return FileResponse(item.path)
 
+    @contextlib.contextmanager
+    def logged(what: str) -> Iterator[dict[str, Any]]:
+        started, outcome = time.perf_counter(), {}
+        try:
+            yield outcome
+        except HTTPException as error:
+            _log(f"{what}: refused ({error.status_code}): {error.detail}", started)
+            raise
+        _log(f"{what}: {outcome.get('line', 'done')}", started)
+
+    def _log(line: str, started: float) -> None:
+        if log is not None:
+            log(f"unfreeze clean: {line} ({(time.perf_counter() - started) * 1000:.0f} ms)")
+
     @app.post("/api/apply")
     def apply(body: _ApplyBody) -> dict[str, Any]:
         # JSON has lists: a multi-label item's new classes become the tuple a dataset label is.
         changes = [Change(change.item, tuple(change.new_label) if isinstance(change.new_label, list)
                           else change.new_label) for change in body.changes]
-        with _answered_as_http():
-            return cleaner.apply(changes)
+        with logged(f"apply of {len(changes)} change(s)") as outcome, _answered_as_http():
+            done = cleaner.apply(changes)
+            skipped = f", {len(done['skipped'])} skipped" if done["skipped"] else ""
+            outcome["line"] = f"{done['relabelled']} relabelled, {done['removed']} removed{skipped}; log {done['log']}"
+            return done
 
     @app.post("/api/undo")
     def undo() -> dict[str, Any]:
-        with _answered_as_http():
-            return cleaner.undo()
+        with logged("undo") as outcome, _answered_as_http():
+            done = cleaner.undo()
+            outcome["line"] = f"{done['restored']} change(s) reversed" + (
+                f", {len(done['renamed'])} renamed to avoid a clash" if done["renamed"] else "")
+            return done
 
     app.mount("/static", StaticFiles(directory=PAGES), name="static")
     return app

@@ -12,7 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import platform
+import shlex
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.trust_sections import model_card_lines
-from unfreeze.inference.deploy import FORMATS, check_export, export_deployable
+from unfreeze.inference.deploy import FORMATS, check_export, export_deployable, load_deployed
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.quantize import INT8_METHODS, compare_int8
 from unfreeze.tasks import MultiLabel
@@ -38,10 +42,42 @@ _FULL_DISK_MARGIN = 1 << 20  # less free than this after a failed write: the dis
 _USAGE = {
     "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
              "probabilities = session.run(None, {'image': batch})[0]"),
-    "torchscript": ("import torch\nmodel = torch.jit.load('model.pt')\noutputs = model(torch.from_numpy(batch))\n"
-                    "probabilities = outputs[0] if isinstance(outputs, tuple) else outputs  # + ood_score"),
+    "torchscript": ("import torch\nmodel = torch.jit.load('model.pt').eval()\nwith torch.no_grad():\n"
+                    "    outputs = model(torch.from_numpy(batch))\n"
+                    "probabilities = (outputs[0] if isinstance(outputs, tuple) else outputs).numpy()  # + ood_score"),
     "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
                  "probabilities = model(batch)[0]"),
+}
+_LATENCY_RUNS = 20  # timed calls per batch size at most, after 3 warm-up calls; the median is reported
+_LATENCY_BUDGET_S = 2.0
+# The same steps as training's decoding (data/decode.py) and validation resize (data/transforms.py), in PIL.
+_PREPROCESS = """\
+import numpy as np
+from PIL import Image, ImageOps
+
+def preprocess(path):
+    \"\"\"One image file as the model's input: uint8 RGB [1, 3, {size}, {size}].\"\"\"
+    image = ImageOps.exif_transpose(Image.open(path))  # the camera's orientation, as in training
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")  # transparent pixels on white, as in training
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("RGB")  # grey, palette, CMYK → 3 channels
+{resize}
+    left, top = (image.width - {size}) // 2, (image.height - {size}) // 2
+    image = image.crop((left, top, left + {size}, top + {size}))  # the centre {size} × {size}
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)[None]  # HWC → NCHW, values 0-255
+
+batch = preprocess("photo.jpg")"""
+_RESIZE = {
+    "crop": ("    scale = {item} / min(image.size)  # shorter side to {item} px, bilinear\n"
+             "    size = (max({item}, round(image.width * scale)), max({item}, round(image.height * scale)))\n"
+             "    image = image.resize(size, Image.Resampling.BILINEAR)"),
+    "pad": ("    scale = {item} / max(image.size)  # longer side to {item} px, bilinear, centred on black\n"
+            "    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),\n"
+            "                         Image.Resampling.BILINEAR)\n"
+            "    image = Image.new(\"RGB\", ({item}, {item}))\n"
+            "    image.paste(small, (({item} - small.width) // 2, ({item} - small.height) // 2))"),
+    "squish": "    image = image.resize(({item}, {item}), Image.Resampling.BILINEAR)  # both sides, bilinear",
 }
 
 
@@ -61,6 +97,7 @@ class DeployReport:
     from_validation: bool  # False: random images (no validation data was available)
     card: Path | None = None
     int8: dict[str, Any] | None = field(default=None)
+    latency: dict[str, Any] | None = field(default=None)  # measure_latency's answer for the written file
 
 
 def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None = None,
@@ -121,6 +158,7 @@ def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tenso
     files = export_deployable(learner, scratch, fmt)
     difference, probs = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
+    report.latency = measure_latency(files[0], fmt, images)
     if int8:
         calibrated_on = "training images" if calibration is not None else "check images"
         comparison = compare_int8(learner, files, fmt, images, targets, images if calibration is None else calibration,
@@ -129,6 +167,50 @@ def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tenso
                        "calibration": f"{comparison.calibration_images} {calibrated_on}"}
         report.files = [*files, *comparison.files]
     return report
+
+
+def _machine() -> str:
+    """This machine's CPU in a few words (the model name where Linux says it), for the latency's context."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs, {platform.system()}"
+
+
+def measure_latency(path: Path, fmt: str, images: torch.Tensor, runs: int = _LATENCY_RUNS) -> dict[str, Any]:
+    """The exported file's median wall time per call on this machine's CPU: one image, and a batch.
+
+    Measured with the file's own runtime (as `load_deployed` runs it), after 3 warm-up calls, over `runs`
+    calls or about 2 s per batch size, whichever ends first. The numbers
+    describe the exporting machine only; they are for the model card, not a benchmark.
+
+    Example:
+        >>> measure_latency(Path("deploy/model.onnx"), "onnx", images)["batch_1_ms"]  # doctest: +SKIP
+        3.1
+    """
+    deployed = load_deployed(path, fmt)
+    batch = min(32, len(images))
+    timings: dict[int, tuple[float, int]] = {}
+    for size in sorted({1, batch}):
+        inputs = images[:size].contiguous().numpy()
+        for _ in range(3):
+            deployed(inputs)
+        seconds: list[float] = []
+        # At most `runs` calls and about _LATENCY_BUDGET_S per size (at least 3): a large model on a slow
+        # CPU must not make the export wait long for a number that only describes this machine.
+        while len(seconds) < runs and (len(seconds) < 3 or sum(seconds) < _LATENCY_BUDGET_S):
+            started = time.perf_counter()
+            deployed(inputs)
+            seconds.append(time.perf_counter() - started)
+        timings[size] = (statistics.median(seconds) * 1000, len(seconds))
+    return {"batch_1_ms": round(timings[1][0], 3), "batch": batch, "batch_ms": round(timings[batch][0], 3),
+            "runs": min(timings[1][1], timings[batch][1]), "machine": _machine(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _full_disk(error: Exception, out: Path, scratch: Path, names: list[str]) -> Exception:
@@ -219,6 +301,36 @@ def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
     return config, summary
 
 
+def _per_class_lines(summary: RunFile) -> list[str]:
+    """The validation set's precision, recall, F1 and support per class, as a Markdown table."""
+    report = summary.section("report")
+    rows = [(name, report.section(name)) for name in report.content if name != "accuracy"]
+    if not rows:
+        return []
+    lines = ["", "Per class (validation set):", "", "| class | precision | recall | F1 | support |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in rows:
+        cells = [row.number(key) for key in ("precision", "recall", "f1")]
+        support = row.number("support")
+        scores = " | ".join("" if cell is None else f"{cell:.4f}" for cell in cells)
+        lines.append(f"| {name.replace('|', '/')} | {scores} | {'' if support is None else int(support)} |")
+    return lines
+
+
+def _relative_command(command: str) -> str:
+    """A command line with every absolute path replaced by its last part (folders of the training machine).
+
+    Example:
+        >>> _relative_command("unfreeze train /home/me/data/pets --out /home/me/runs/pets --size 224")
+        'unfreeze train pets --out pets --size 224'
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    return shlex.join(Path(word).name if word.startswith("/") and len(word) > 1 else word for word in words)
+
+
 def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path, run_dir: Path | None) -> Path:
     """DIR/model_card.md: classes, metrics, data, recipe, input format and the export's check.
 
@@ -233,14 +345,23 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     size, vocab = int(learner.dls.size), list(learner.dls.vocab)
     kind = "multi-label (sigmoid per class, 0.5 threshold)" if isinstance(learner.task, MultiLabel) else \
         "single-label (softmax)"
+    method, item_size = dataset.resize_method, int(dataset.item_size)
+    resized = {"crop": f"the shorter side to {item_size} px", "pad": f"the longer side to {item_size} px, centred on "
+               f"a black {item_size} × {item_size} square", "squish": f"both sides to {item_size} px (aspect not kept)"}
+    # Relative names only: the card travels with the files, the training machine's folders mean nothing there.
     lines = [f"# Model card: {run_dir.name if run_dir else source.stem}", "",
-             f"Exported by unfreeze from `{source}` as {fmt} ({', '.join(path.name for path in report.files)}).", "",
-             "## Classes", "", f"{len(vocab)} classes, {kind}: " + ", ".join(f"`{name}`" for name in vocab), "",
+             f"Exported by unfreeze from `{source.name}` as {fmt} ({', '.join(path.name for path in report.files)}).",
+             "", "## Classes", "", f"{len(vocab)} classes, {kind}: " + ", ".join(f"`{name}`" for name in vocab), "",
              "## Input and output", "",
-             f"- input `image`: uint8 RGB, shape [N, 3, {size}, {size}] (N any), channels first, values 0-255;",
-             f"- preprocessing before the model: resize with the `{dataset.resize_method}` method so that the image is "
-             f"{dataset.item_size} px (shorter side for `crop`), then take the centre {size} × {size} pixels;",
-             "- scaling and normalization are inside the model: feed the raw pixels;",
+             f"- input `image`: uint8 RGB, shape [N, 3, {size}, {size}] (N any): layout NCHW (channels first), channel "
+             "order RGB, values 0-255 (not scaled to 0-1, not normalised);",
+             "- colour: grey, palette and CMYK images must be converted to RGB (3 channels); transparent pixels are "
+             "composited on white first (as in training); 16-bit images are scaled to 8 bits (÷ 257, not clipped); "
+             "the EXIF orientation is applied;",
+             f"- resize (`{method}`): {resized.get(method, method)} with **bilinear** interpolation (PIL), then take "
+             f"the centre {size} × {size} pixels;",
+             "- scaling to 0-1 and the normalization by the model's mean and std are inside the model: feed the raw "
+             "pixels;",
              f"- output `probabilities`: float32 [N, {len(vocab)}], in the class order above.", "",
              "## Metrics", ""]
     best = best_epoch(summary.rows("history"))
@@ -252,8 +373,9 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
     if not final and best is None:
         lines.append("- not recorded (the export was not made from a run directory)")
+    lines += _per_class_lines(summary)
     data = summary.section("data")
-    lines += ["", "## Data", "", f"- source: `{options.get('data', 'unknown')}`"
+    lines += ["", "## Data", "", f"- source: `{Path(str(options.get('data', 'unknown'))).name}`"
               + (f" (CSV `{options['csv']}`)" if options.get("csv") else ""),
               f"- {data.text('train', '?')} training and {data.text('valid', '?')} validation images"
               if data.content else "- image counts not recorded", "",
@@ -263,16 +385,26 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
                      f"LR {summary.section('lr').text('base_lr') or options.get('lr')}, size {options.get('size')}, "
                      f"batch size {options.get('bs')}, seed {options.get('seed')}")
     if config.text("rerun"):
-        lines += ["", "Rerun:", "", "```bash", config.text("rerun"), "```"]
+        lines += ["", "Rerun (folders by name only):", "", "```bash", _relative_command(config.text("rerun")), "```"]
     where = "validation images" if report.from_validation else "random images (no validation data was available)"
     lines += ["", "## Check against PyTorch", "",
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
               f"difference of any probability is {report.max_difference:.2e}."]
     if report.int8 is not None:
         lines += ["", "## int8", "", *int8_lines(report.int8)]
+    if report.latency is not None:
+        latency = report.latency
+        lines += ["", "## Latency", "",
+                  f"Measured on the exporting machine ({latency['machine']}) with the file's runtime, median of "
+                  f"{latency['runs']} or more calls: {latency['batch_1_ms']:.3g} ms for one image, "
+                  f"{latency['batch_ms']:.3g} ms for a batch of {latency['batch']} "
+                  f"({latency['batch_ms'] / latency['batch']:.3g} ms per image). Other machines differ; "
+                  "measure on yours."]
     lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
-    lines += ["", "## Usage", "", "```python", "# batch: numpy uint8 [N, 3, H, W] as described above",
-              _USAGE[fmt], "```", "", "The file also stores this description as JSON metadata (key `unfreeze`):", "",
+    preprocess = _PREPROCESS.format(size=size, resize=_RESIZE.get(method, _RESIZE["squish"]).format(item=item_size))
+    lines += ["", "## Usage", "", "Preprocessing (Python, PIL and NumPy), then the runtime:", "", "```python",
+              preprocess, "", _USAGE[fmt], "```", "",
+              "The file also stores this description as JSON metadata (key `unfreeze`):", "",
               "```json", json.dumps({"vocab": vocab, "size": size, "resize_method": dataset.resize_method}), "```", ""]
     target = report.files[0].parent / CARD_FILE
     with atomic_path(target) as tmp:

@@ -1,14 +1,18 @@
-"""report.html: one self-contained page (images embedded, no script, no network) describing a run.
+"""report.html: one self-contained page (images embedded, no network) that explains a run.
 
 Built from the template pages/report.html with autoescaping (apps/templates.py); the run's files are
-read as untrusted input (apps/run_files.py).
+read as untrusted input (apps/run_files.py). The page's one script is the rerun command's copy button
+(pages/report.js, allowed by its hash in the page's Content-Security-Policy); without it the command is
+still a plain block that one click selects.
 
 It reads only what `unfreeze train` left in the run directory (config.json, summary.json, history.csv
 and the PNG plots), so it can be written again at any time, also for an old run, without the data or
-the model: `unfreeze report RUN`.
+the model: `unfreeze report RUN`. The curves (losses beside metrics, phases marked) and the confusion
+matrices (counts beside normalised) are drawn here from history and summary.json; a run written before
+those fields existed shows its stored PNG instead.
 
-Sections (each an element with this id): outcome, history, curves (loss, schedule, lr_find),
-confusion-matrix, top-losses, per-class, config, rerun.
+Sections (each an element with this id): outcome, decisions, curves, history, confusion-matrix,
+examples, top-losses, per-class, versions, config, rerun.
 """
 
 from __future__ import annotations
@@ -24,19 +28,27 @@ from markupsafe import Markup
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.run_files import RunFile, read_history, read_plot
-from unfreeze.apps.templates import render, report_policy, stylesheet
+from unfreeze.apps.templates import render, report_policy, report_script, stylesheet
 from unfreeze.apps.trust_sections import calibration_section
 
-__all__ = ["REPORT_FILE", "SECTIONS", "best_epoch", "write_report"]
+__all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "format_seconds", "format_value", "history_of",
+           "read_run", "run_decisions", "run_facts",
+           "write_report"]
 
 REPORT_FILE = "report.html"
-SECTIONS = ("outcome", "history", "curves", "confusion-matrix", "top-losses", "per-class", "config", "rerun")
+SECTIONS = ("outcome", "decisions", "curves", "history", "confusion-matrix", "examples", "top-losses", "per-class",
+            "versions", "config", "rerun")
+# summary.json's sections of automatic decisions that other parts of the library add (a training plan, the
+# handling of imbalance or noisy labels, calibration): shown generically, whatever fields they hold.
+DECISION_KEYS = ("decisions", "plan", "imbalance", "noise", "calibration", "ood", "disagreements")
 _LOWER_IS_BETTER = ("loss", "error")
-_PLOTS = {"loss": ("loss.png", "training and validation loss"),
-          "sched": ("sched.png", "learning rate and momentum schedule"),
+_PLOTS = {"loss": ("loss.png", "training and validation loss per step"),
+          "sched": ("sched.png", "learning rate (trained groups only) and momentum schedule"),
           "lr_find": ("lr_find.png", "LR range test"),
           "confusion": ("confusion_matrix.png", "confusion matrix"),
+          "examples": ("examples.png", "the most confident right and wrong validation predictions"),
           "top_losses": ("top_losses.png", "top losses, titled actual → predicted (probability)")}
+_MAX_DEPTH = 6  # a crafted summary.json nested deeper is cut there, not recursed into
 
 
 def _plots(run: Path) -> dict[str, tuple[str, str]]:
@@ -48,6 +60,8 @@ def _plots(run: Path) -> dict[str, tuple[str, str]]:
 
 
 def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -78,12 +92,37 @@ def best_epoch(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | No
     return metric, choose(scored, key=lambda row: _number(row[metric]) or 0.0)
 
 
-def _plot(run: Path, name: str, alt: str) -> dict[str, str]:
-    data, reason = read_plot(run, name)
+def format_seconds(value: Any) -> str:
+    """A duration as people read it: "0.8 s", "51.6 s", "3 min 5 s", "2 h 4 min" ("" when not a number).
+
+    Example:
+        >>> format_seconds(51.64), format_seconds(185.2), format_seconds("7450")
+        ('51.6 s', '3 min 5 s', '2 h 4 min')
+    """
+    seconds = _number(value)
+    if seconds is None:
+        return "" if value is None else str(value)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _png(data: bytes | None, alt: str, reason: str = "") -> dict[str, str]:
     return {"alt": alt, "data": "" if data is None else base64.b64encode(data).decode("ascii"), "reason": reason}
 
 
-def _format(value: Any) -> str:
+def _plot(run: Path, name: str, alt: str) -> dict[str, str]:
+    data, reason = read_plot(run, name)
+    return _png(data, alt, reason)
+
+
+def format_value(value: Any, column: str = "") -> str:
+    if column == "time":
+        return format_seconds(value)
     number = _number(value)
     if number is None:
         return "" if value is None else str(value)
@@ -94,60 +133,172 @@ def _format(value: Any) -> str:
 
 def _table(rows: list[dict[str, Any]], columns: list[str], first: str | None = None) -> dict[str, Any]:
     """Column names and formatted cells for the template's table (which escapes every one)."""
-    cells = [([str(row.get("", ""))] if first else []) + [_format(row.get(column)) for column in columns]
+    cells = [([str(row.get("", ""))] if first else []) + [format_value(row.get(column), column) for column in columns]
              for row in rows]
     return {"columns": ([first] if first else []) + columns, "rows": cells}
 
 
-def _outcome(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
+def history_of(run: Path, summary: RunFile) -> list[dict[str, Any]]:
+    """The run's rows per epoch: history.csv, or the copy summary.json keeps."""
+    return read_history(run / "history.csv") or summary.rows("history")
+
+
+def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
+    """The outcome in a few sentences: best and final metrics, time, device, data, interruption."""
     # Markup.format escapes every value it is given: only the words written here are markup.
     facts = []
     best = best_epoch(history)
     if best is not None:
         metric, row = best
-        facts.append(Markup("best {} <strong>{}</strong> at epoch {}").format(metric, _format(row[metric]),
-                                                                             _format(row.get("epoch"))))
+        facts.append(Markup("best {} <strong>{}</strong> at epoch {}").format(metric, format_value(row[metric]),
+                                                                             format_value(row.get("epoch"))))
     final = summary.section("final").numbers()
     if final:
-        facts.append(Markup("final {}").format(", ".join(f"{key} {_format(value)}" for key, value in final.items()
+        facts.append(Markup("final {}").format(", ".join(f"{key} {format_value(value)}" for key, value in final.items()
                                                          if key not in ("epoch", "time"))))
-    facts += _guard_facts(summary)
     if summary.number("wall_time_s") is not None:
-        facts.append(Markup("{} s in all on {}").format(_format(summary.number("wall_time_s")),
-                                                         summary.text("device", "?")))
+        facts.append(Markup("{} in all on {}").format(format_seconds(summary.number("wall_time_s")),
+                                                      summary.text("device", "?")))
     data = summary.section("data")
     if data.content:
         facts.append(Markup("{} training and {} validation images, {} classes").format(
             data.text("train", "?"), data.text("valid", "?"), len(data.texts("classes"))))
+    most = summary.get("most_confused")
+    if isinstance(most, list) and most:
+        pairs = [f"{pair[0]} → {pair[1]} ({pair[2]})" for pair in most[:5] if isinstance(pair, list) and len(pair) == 3]
+        if pairs:
+            facts.append(Markup("most confused (actual → predicted): {}").format("; ".join(pairs)))
     if summary.flag("interrupted"):
         facts.append(Markup("<strong>interrupted</strong> before the planned epochs ended"))
     return facts
 
 
-def _guard_facts(summary: RunFile) -> list[Markup]:
-    """What the training guards decided: the epoch exported and why, an LR retry, the threshold, upscaling."""
-    facts = []
+def _tree(value: Any, depth: int = 0) -> dict[str, Any]:
+    """Any JSON value as nested {text, children: [(key, tree)]} for the template's recursive list (escaped there)."""
+    if isinstance(value, dict) and depth < _MAX_DEPTH:
+        return {"text": "", "children": [(str(key), _tree(item, depth + 1)) for key, item in value.items()]}
+    if isinstance(value, list) and depth < _MAX_DEPTH:
+        if all(not isinstance(item, (dict, list)) for item in value):
+            return {"text": ", ".join(_scalar(item) for item in value), "children": []}
+        return {"text": "", "children": [(str(index), _tree(item, depth + 1)) for index, item in enumerate(value)]}
+    if isinstance(value, (dict, list)):
+        return {"text": "…", "children": []}
+    return {"text": _scalar(value), "children": []}
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
+    """What the library chose on its own: the flip, the input size, the LR, the epoch kept, the threshold, and
+    every decisions-like section of summary.json (DECISION_KEYS), each with its reason where one was recorded."""
+    decisions: list[dict[str, Any]] = []
+
+    def add(name: str, text: str | Markup, details: Any = None) -> None:
+        decisions.append({"name": name, "text": text, "details": None if details is None else _tree(details)})
+
+    recipe = summary.section("recipe")
+    notes = [str(note) for note in (summary.get("notes") or []) if isinstance(note, str)]
+    flip_notes = [note for note in notes if note.startswith("flip")]
+    if recipe.get("flip") is not None or flip_notes:
+        chosen = recipe.get("flip_chosen")
+        state = "on" if chosen is True else "off" if chosen is False else _scalar(recipe.get("flip"))
+        add("horizontal flip", f"{state} (asked: {_scalar(recipe.get('flip'))})" + (
+            f": {flip_notes[0]}" if flip_notes else ""))
+    size = summary.section("input_size")
+    if size.content:
+        if size.flag("upscaled"):
+            text = (f"upscaled: trained at {format_value(size.number('size'))} px instead of "
+                    f"{format_value(size.number('requested'))} px")
+        else:
+            text = f"kept {format_value(size.number('size'))} px"
+        if size.number("native") is not None:
+            text += f" (images' native size about {format_value(size.number('native'))} px)"
+        add("input size", text)
+    lr = summary.section("lr")
+    if lr.number("base_lr") is not None:
+        add("learning rate", f"{lr.number('base_lr'):.2e}, chosen by {lr.text('chosen_by', '?')}",
+            lr.get("suggestions") if isinstance(lr.get("suggestions"), dict) else None)
     kept = summary.section("kept")
     if kept.number("best_epoch") is not None:
         monitor = kept.text("monitor")
         if kept.text("kept") == "last":
-            facts.append(Markup("exported the <strong>last</strong> epoch ({}, --keep last); the best by {} was "
-                                "epoch {}").format(_format(kept.number("last_epoch")), monitor,
-                                                   _format(kept.number("best_epoch"))))
+            add("epoch exported", Markup("the <strong>last</strong> epoch ({}, --keep last); the best by {} was "
+                                         "epoch {}").format(format_value(kept.number("last_epoch")), monitor,
+                                                            format_value(kept.number("best_epoch"))))
         else:
-            facts.append(Markup("exported epoch <strong>{}</strong>, the best by {} ({})").format(
-                _format(kept.number("best_epoch")), monitor, _format(kept.number("best_value"))))
+            add("epoch exported", Markup("epoch <strong>{}</strong>, the best by {} ({})").format(
+                format_value(kept.number("best_epoch")), monitor, format_value(kept.number("best_value"))))
     if summary.text("lr_retry"):
-        facts.append(Markup("retried once at a lower LR: {}").format(summary.text("lr_retry")))
+        add("divergence", f"retried once at a lower LR: {summary.text('lr_retry')}")
     threshold = summary.section("threshold")
     if threshold.content:
-        facts.append(Markup("decision threshold {}, chosen by F1 on the validation set").format(
-            threshold.text("threshold")))
-    size = summary.section("input_size")
-    if size.flag("upscaled"):
-        facts.append(Markup("upscaled: trained at {} px instead of {}").format(_format(size.number("size")),
-                                                                              _format(size.number("requested"))))
-    return facts
+        add("decision threshold", f"{threshold.text('threshold')}, chosen by F1 on the validation set",
+            threshold.content)
+    calibration = summary.section("calibration")
+    if "before" in calibration.content:  # the trust's calibration: its numbers have their own section
+        before, after = calibration.section("before"), calibration.section("after")
+        temperature, ece = calibration.number("temperature"), (before.number("ece"), after.number("ece"))
+        add("calibration", "temperature " + (f"{temperature:.3f}" if temperature is not None else "?")
+            + " fitted on the validation images" + (f"; ECE {ece[0]:.4f} → {ece[1]:.4f}" if None not in ece else "")
+            + " (see Calibration below)")
+    for key in DECISION_KEYS:
+        if key == "calibration" and "before" in calibration.content:
+            continue
+        value = summary.get(key)
+        if value not in (None, {}, []):
+            add(key, "" if isinstance(value, (dict, list)) else _scalar(value),
+                value if isinstance(value, (dict, list)) else None)
+    return decisions
+
+
+def _phases(summary: RunFile) -> list[dict[str, Any]]:
+    value = summary.get("phases")
+    if not isinstance(value, list):
+        return []
+    phases = []
+    for phase in value:
+        if isinstance(phase, dict) and all(_number(phase.get(key)) is not None
+                                           for key in ("start_epoch", "frozen_to", "n_groups")):
+            end = _number(phase.get("end_epoch"))
+            phases.append({"start_epoch": int(phase["start_epoch"]), "frozen_to": int(phase["frozen_to"]),
+                           "n_groups": int(phase["n_groups"]), "end_epoch": None if end is None else int(end),
+                           "name": phase["name"] if isinstance(phase.get("name"), str) else None})
+    return phases
+
+
+def _confusion_matrix(summary: RunFile, classes: list[str]) -> list[list[int]] | None:
+    """summary.json's confusion matrix if it is a square list of counts over the run's classes, else None."""
+    matrix = summary.get("confusion_matrix")
+    if (not isinstance(matrix, list) or len(matrix) != len(classes) or not classes
+            or not all(isinstance(row, list) and len(row) == len(classes) for row in matrix)
+            or not all(isinstance(cell, int) and not isinstance(cell, bool) and cell >= 0
+                       for row in matrix for cell in row)):
+        return None
+    return matrix
+
+
+def _figures(run: Path, summary: RunFile, history: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The plots: stored PNGs, plus the curves and confusion matrices drawn here from the run's numbers."""
+    from unfreeze.plots import confusion_pair_figure, figure_png, history_figure
+
+    plots = {key: _plot(run, name, alt) for key, (name, alt) in _plots(run).items()}
+    plots["curves"] = (_png(figure_png(history_figure(history, _phases(summary))),
+                            "losses beside the metrics per epoch, phases marked") if history
+                       else _png(None, "", "no history recorded."))
+    classes = summary.section("data").texts("classes")
+    matrix = _confusion_matrix(summary, classes)
+    if matrix is not None:
+        plots["confusion"] = _png(figure_png(confusion_pair_figure(matrix, classes)),
+                                  "confusion matrix: counts, and normalised by actual class")
+    return plots
 
 
 def _per_class(summary: RunFile) -> tuple[dict[str, Any], str | None]:
@@ -157,7 +308,28 @@ def _per_class(summary: RunFile) -> tuple[dict[str, Any], str | None]:
         return _table(rows, ["mae", "rmse", "r2", "count"], first="output"), None
     accuracy = report.section("accuracy").number("accuracy") if "accuracy" in report.content else None
     return _table(rows, ["precision", "recall", "f1", "support"], first="class"), \
-        None if accuracy is None else _format(accuracy)
+        None if accuracy is None else format_value(accuracy)
+
+
+def _versions(summary: RunFile, config: RunFile) -> dict[str, Any]:
+    versions = summary.section("versions")
+    rows = [{"": name, "version": versions.text(name)} for name in versions.content]
+    for key in ("device", "device_name", "torch_threads"):
+        if summary.get(key) is not None:
+            rows.append({"": key, "version": summary.text(key)})
+    if not versions.content and config.text("unfreeze_version"):
+        rows.insert(0, {"": "unfreeze", "version": config.text("unfreeze_version")})
+    return _table(rows, ["version"], first="package")
+
+
+def read_run(run_dir: str | Path) -> tuple[Path, RunFile, RunFile]:
+    run = Path(run_dir).expanduser()
+    if not (run / "config.json").is_file():
+        raise AppError(f"{run} is not a run directory (no config.json). Pass a folder written by 'unfreeze train'")
+    if not (run / "summary.json").is_file():
+        raise AppError(f"{run} has no summary.json: the run has not finished. Wait for it, or resume it with "
+                       f"'unfreeze train --resume {run}'")
+    return run, RunFile.read(run / "config.json"), RunFile.read(run / "summary.json")
 
 
 def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -166,8 +338,9 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     Written atomically. Missing plots (a multi-label run has no confusion matrix; lr_find.png exists only
     with --lr auto) are named as such in their section.
 
-    Every value read from the run directory is untrusted: the template escapes it, the page allows no
-    script (Content-Security-Policy), and only regular PNG files inside the run directory are embedded.
+    Every value read from the run directory is untrusted: the template escapes it, the page runs no
+    script but its own copy button (Content-Security-Policy by hash), and only regular PNG files inside
+    the run directory are embedded.
 
     Raises:
         AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet.
@@ -178,31 +351,29 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         >>> write_report("runs/pets")  # doctest: +SKIP
         PosixPath('runs/pets/report.html')
     """
-    run = Path(run_dir).expanduser()
-    if not (run / "config.json").is_file():
-        raise AppError(f"{run} is not a run directory (no config.json). Pass a folder written by 'unfreeze train'")
-    if not (run / "summary.json").is_file():
-        raise AppError(f"{run} has no summary.json: the run has not finished. Wait for it, or resume it with "
-                       f"'unfreeze train --resume {run}'")
-    config = RunFile.read(run / "config.json")
-    summary = RunFile.read(run / "summary.json")
-    history: list[dict[str, Any]] = read_history(run / "history.csv") or summary.rows("history")
+    run, config, summary = read_run(run_dir)
+    history = history_of(run, summary)
     columns = list(history[0]) if history else []
     options = config.section("options")
     per_class, accuracy = _per_class(summary)
-    style = stylesheet()
+    style, script = stylesheet(), report_script()
     page = render(
         "report.html",
-        policy=report_policy(style),
+        policy=report_policy(style, script),
         title=run.name,
         style=style,
+        script=script,
         arch=options.text("arch", "?"),
-        data=options.text("data", "?"),
-        facts=_outcome(summary, history),
+        data=Path(options.text("data", "?")).name or options.text("data", "?"),
+        facts=run_facts(summary, history),
+        decisions=run_decisions(summary),
+        phases=[{"name": phase["name"] or _phase_name(phase), "epochs": _epochs(phase, history)}
+                for phase in _phases(summary)],
         history=_table(history, columns),
-        plots={key: _plot(run, name, alt) for key, (name, alt) in _plots(run).items()},
+        plots=_figures(run, summary, history),
         per_class=per_class,
         accuracy=accuracy,
+        versions=_versions(summary, config),
         config=json.dumps(options.content, indent=2),
         rerun=config.text("rerun"),
         version=summary.section("versions").text("unfreeze") or config.text("unfreeze_version"),
@@ -212,3 +383,16 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
+
+
+def _phase_name(phase: dict[str, Any]) -> str:
+    from unfreeze.plots import phase_name
+
+    return phase_name(phase)
+
+
+def _epochs(phase: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    start, end = phase["start_epoch"], phase["end_epoch"]
+    if end is None:
+        return f"from epoch {start}"
+    return "no epoch" if end < start else f"epoch {start}" if end == start else f"epochs {start}–{end}"

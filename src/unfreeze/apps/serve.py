@@ -2,16 +2,19 @@
 
     GET  /          the upload page (pages/index.html; no CDN, works offline)
     GET  /health    {"model", "arch", "classes", "task", "top_k", "device", "batching"}
-    POST /predict   multipart field `file`, one or more →
-                    {"predictions": [{"file", "label", "probability", "top_k": [{"label", "probability"}],
-                                      "unknown", "ood_score"}]}
+    POST /predict   multipart field `file`, one or more; ?top_k=K (default --top-k) →
+                    {"schema_version": 1, "predictions": [record, ...]} in the order the files were sent,
+                    each a prediction record (inference/records.py: file, label, probability, top_k, error,
+                    unknown and ood_score: null for a model exported without an unknown score)
 
 The handlers are a thin layer over `predict_batch`, the function behind `unfreeze predict`: uploads are
 streamed into a temporary folder within the size limits (uploads.py), the `MicroBatcher` groups
 concurrent requests into one model call, and each file gets its row back (an undecodable one an
 `"error"` entry). User mistakes answer 4xx with a JSON `detail`: 401 without the token (checked before
-any of the body is read), 413 for a file or request over the size limit (before it is stored), 422 when
-no file could be read; a full disk is 507 and a log line. Every response carries a
+any of the body is read), 413 for a request over the size limit (before it is stored); a file over the
+per-file limit gets its own error record with `"status": 413` and the others are answered (413 for the
+request only when no file was small enough); 422 when no file could be read; a full disk is 507 and a
+log line. Each request writes one log line (method, path, status, files, ms). Every response carries a
 Content-Security-Policy (templates.py) and nosniff.
 
 Example:
@@ -29,6 +32,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,14 +49,14 @@ from unfreeze.apps.batching import BatchSettings, MicroBatcher
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
 from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
-from unfreeze.inference import predict_batch
+from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, prediction_record
 from unfreeze.inference.runtime import default_runtime, runtime_predictor
 from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
 
-__all__ = ["PAGES", "SecurityHeaders", "ServeSettings", "bind_socket", "create_app", "exposure_warning",
-           "health_summary", "load_model", "run_app", "serve"]
+__all__ = ["PAGES", "RequestLog", "SecurityHeaders", "ServeSettings", "bind_socket", "create_app",
+           "exposure_warning", "health_summary", "load_model", "run_app", "serve"]
 
 _MAX_FILES = 64  # per request: a page uploads a few photos; more is a script that should use predict
 MAX_UPLOAD_MB = 1024  # per file: an image larger than 1 GiB is no photo; 64 of them bound a request's disk use
@@ -102,16 +106,42 @@ def load_model(model: str | Path) -> Any:
 
 
 def _response_row(row: dict[str, Any], file_name: str, top_k: int) -> dict[str, Any]:
-    """A `predict_batch` row as the API's prediction entry (the temporary path never shown)."""
+    """A `predict_batch` row as the API's prediction record (the temporary path never shown)."""
     if row["error"] is not None:
         reason = str(row["error"]).replace(f" '{row['path']}'", "").replace(str(row["path"]), file_name)
-        return {"file": file_name, "error": f"not a readable image ({reason})"}
-    if "values" in row:  # a regression model: its numbers by output name
-        return {"file": file_name, "label": row["label"], "values": row["values"]}
-    alternatives = [{"label": label, "probability": float(prob)} for label, prob in row["top_k"][:top_k]]
-    # unknown: the image is unlike the training images (None: a model exported without an unknown score).
-    return {"file": file_name, "label": row["label"], "probability": row["prob"], "top_k": alternatives,
-            "unknown": row.get("unknown"), "ood_score": row.get("ood_score")}
+        row = {**row, "error": f"not a readable image ({reason})"}
+    return prediction_record(row, top_k, file=file_name)
+
+
+class RequestLog:
+    """ASGI middleware: one line per HTTP request, "METHOD PATH STATUS, N files, MS ms", to `log`.
+
+    The file count is what the handler put in `request.state.files` (0 for requests without uploads).
+
+    Example:
+        >>> app.add_middleware(RequestLog, log=print)  # doctest: +SKIP
+    """
+
+    def __init__(self, app: Any, log: Callable[[str], object]) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_noting_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            files = scope.get("state", {}).get("files", 0)
+            self.log(f"unfreeze serve: {scope['method']} {scope['path']} {status[0]}, {files} file(s), "
+                     f"{(time.perf_counter() - started) * 1000:.0f} ms")
 
 
 class SecurityHeaders:
@@ -142,13 +172,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None) -> FastAPI:
+def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None,
+               log: Callable[[str], object] | None = None) -> FastAPI:
     """The FastAPI app serving `learner` (see the module for its routes).
 
     Args:
         learner: A Learner (usually from `load_model`); it is only read.
         name: The model's name shown on the page and in /health.
         settings: Top-k, upload limit, token, batching.
+        log: Called with one line per request (None: no request log).
 
     Example:
         >>> app = create_app(load_model("runs/pets"), "pets", ServeSettings(top_k=3))  # doctest: +SKIP
@@ -159,8 +191,10 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
         with warnings.catch_warnings():
             # Unreadable uploads are answered in their rows; a server log line per request adds nothing.
             warnings.simplefilter("ignore")
-            # top_k >= 2 makes every row carry its alternatives; the response keeps settings.top_k of them.
-            return list(predict_batch(learner, paths, bs=max(len(paths), 1), top_k=max(settings.top_k, 2)))
+            # Every row carries the most alternatives a request may ask for; each response keeps its own top_k.
+            return list(predict_batch(learner, paths, bs=max(len(paths), 1), top_k=max(most_top_k, 2)))
+
+    most_top_k = min(MAX_TOP_K, len(learner.dls.vocab))
 
     batcher: MicroBatcher[Path, dict[str, Any]] = MicroBatcher(predict_files, settings.batching)
 
@@ -172,6 +206,8 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
     app = FastAPI(title=f"unfreeze: {name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.add_middleware(SecurityHeaders)
+    if log is not None:
+        app.add_middleware(RequestLog, log=log)  # outermost: it sees every answer, refusals included
     limits = UploadLimits(settings.max_upload_bytes, _MAX_FILES)
 
     def authorized(request: Request) -> None:
@@ -198,21 +234,38 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
     def get_health() -> dict[str, Any]:
         return health
 
+    def requested_top_k(request: Request) -> int:
+        text = request.query_params.get("top_k")
+        if text is None:
+            return settings.top_k
+        if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
+            raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {text!r}. "
+                                     "Ask e.g. /predict?top_k=3")
+        return min(int(text), len(learner.dls.vocab))
+
     @app.post("/predict", dependencies=[Depends(authorized)])
     async def post_predict(request: Request) -> JSONResponse:
+        top_k = requested_top_k(request)  # a wrong ?top_k= is refused before the body is read
         # The body is read here, after the token check, and only within the limits (uploads.py).
         with tempfile.TemporaryDirectory(prefix="unfreeze-serve-") as folder:
             try:
                 uploads = await receive_uploads(request, Path(folder), limits)
             except UploadError as error:
                 return JSONResponse({"detail": error.detail}, status_code=error.status)
-            rows = await batcher.submit([upload.path for upload in uploads])
-        predictions = [_response_row(row, upload.name, settings.top_k)
-                       for row, upload in zip(rows, uploads, strict=True)]
-        if all("error" in prediction for prediction in predictions):
+            request.state.files = len(uploads)
+            kept = [upload for upload in uploads if upload.error is None]
+            rows = iter(await batcher.submit([upload.path for upload in kept]) if kept else [])
+        # In the order the files were sent: each kept file's row, each refused one its own error and status.
+        predictions = [_response_row(next(rows), upload.name, top_k) if upload.error is None
+                       else error_record(upload.name, upload.error, status=upload.status) for upload in uploads]
+        answer: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "predictions": predictions}
+        if not kept:
+            detail = "; ".join(upload.error for upload in uploads if upload.error)
+            return JSONResponse({"detail": detail, **answer}, status_code=413)
+        if all(prediction["error"] is not None for prediction in predictions):
             return JSONResponse({"detail": "no uploaded file could be read as an image. Send JPEG, PNG, WebP, "
-                                           "BMP, GIF or TIFF files", "predictions": predictions}, status_code=422)
-        return JSONResponse({"predictions": predictions})
+                                           "BMP, GIF or TIFF files", **answer}, status_code=422)
+        return JSONResponse(answer)
 
     app.mount("/static", StaticFiles(directory=PAGES), name="static")
     return app
@@ -289,7 +342,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
         host: The address to bind; anything but a loopback address is reachable by others.
         port: The TCP port; 0 picks a free one (the address is announced).
         settings: Top-k, upload limit, token, batching.
-        announce: Where the address and warnings are printed.
+        announce: Where the address, warnings and one line per request are printed.
         runtime: "torch", "onnx" or "openvino" (`unfreeze.inference.runtime`); None: torch on a GPU, else
             the fastest installed.
 
@@ -311,7 +364,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
     name = Path(model).name if Path(model).is_dir() else Path(model).stem
     announce(f"Serving {model} ({health_summary(learner)}) at http://{_url_host(bound_host)}:{bound_port}/ "
              "(Ctrl-C stops it)")
-    run_app(create_app(learner, name, settings), sock)
+    run_app(create_app(learner, name, settings, log=announce), sock)
 
 
 def exposure_warning(host: str, token: str | None) -> str | None:
@@ -326,7 +379,7 @@ def exposure_warning(host: str, token: str | None) -> str | None:
     if host in ("127.0.0.1", "localhost", "::1") or token is not None:
         return None
     return (f"{host} is reachable from other machines and this server has no authentication: anyone who can reach "
-            "it can use the model. Add --token SECRET to require it")
+            "it can use the model. Add --token-file PATH (or set UNFREEZE_TOKEN) to require a token")
 
 
 def health_summary(learner: Any) -> str:

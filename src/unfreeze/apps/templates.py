@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-__all__ = ["PAGES", "SERVED_PAGE_POLICY", "render", "report_policy", "stylesheet"]
+__all__ = ["PAGES", "SERVED_PAGE_POLICY", "render", "report_policy", "report_script", "stylesheet"]
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -48,15 +48,27 @@ def stylesheet() -> Markup:
     return Markup((PAGES / "style.css").read_text(encoding="utf-8"))
 
 
-def report_policy(style: str) -> str:
-    """The policy of report.html: no script at all, images only embedded, the one inline style by its hash.
+def report_script() -> Markup:
+    """The package's report.js (the rerun command's copy button), trusted as is: it is the page's only script."""
+    return Markup((PAGES / "report.js").read_text(encoding="utf-8"))
 
-    A file opened from the disk has no server to send a header, so the page carries this in a meta tag.
+
+def _digest(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def report_policy(style: str, script: str | None = None) -> str:
+    """The policy of a report page: images only embedded, the one inline style and script by their hashes.
+
+    Only the package's own script (`report_script`) may run, by its hash: markup that a run's file
+    slipped into the page could not run even if it escaped the template (no 'unsafe-inline'). Without
+    `script` no script at all runs. A file opened from the disk has no server to send a header, so the
+    page carries this in a meta tag.
 
     Example:
         >>> report_policy("body{}").startswith("default-src 'none'; script-src 'none'")
         True
     """
-    digest = base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode("ascii")
-    return (f"default-src 'none'; script-src 'none'; style-src 'sha256-{digest}'; img-src data:; "
+    scripts = "'none'" if script is None else _digest(script)
+    return (f"default-src 'none'; script-src {scripts}; style-src {_digest(style)}; img-src data:; "
             "base-uri 'none'; form-action 'none'")

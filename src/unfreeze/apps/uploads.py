@@ -5,8 +5,9 @@ that stored the whole body first (FastAPI's `File()`) would let any client, toke
 temporary disk. Here:
 
 - a Content-Length above the request limit is answered 413 before a byte of the body is read;
-- each file is written into the request's own temporary folder while it arrives, and the moment it
-  exceeds the per-file limit (or the request the total) the answer is 413 and the folder is removed;
+- each file is written into the request's own temporary folder while it arrives; the moment one exceeds
+  the per-file limit its copy is deleted and the rest of it dropped unread into nothing, and it gets its
+  own 413 (`Upload.error`) while the other files are answered; a request over the total is 413 as a whole;
 - a body announced larger than the free space, or a full disk while writing (ENOSPC, EDQUOT), is 507,
   with one log line naming the folder;
 - a body that is not multipart form data with fields named `file` is 4xx, never a 500.
@@ -63,6 +64,8 @@ class Upload:
     name: str
     path: Path
     size: int = 0
+    error: str | None = None  # why it was not kept (over the per-file limit): answered with `status`
+    status: int = 200
 
 
 class UploadError(Exception):
@@ -134,9 +137,15 @@ class _Receiver:
             return
         self.current.size += end - start
         if self.current.size > self.limits.max_file_bytes:
-            raise UploadError(413, f"{self.current.name}: larger than the limit of "
-                                   f"{self.limits.max_file_bytes / 2**20:g} MB per file. Send a smaller image, or "
-                                   "restart with a larger --max-upload-mb")
+            # This file alone is refused: its partial copy goes, its remaining bytes are dropped as they come
+            # (the request limit still bounds them), and the request's other files are answered.
+            self.close()
+            self.current.path.unlink(missing_ok=True)
+            self.current.error = (f"{self.current.name}: larger than the limit of "
+                                  f"{self.limits.max_file_bytes / 2**20:g} MB per file. Send a smaller image, or "
+                                  "restart with a larger --max-upload-mb")
+            self.current.status = 413
+            return
         self.handle.write(data[start:end])
 
     def part_end(self) -> None:

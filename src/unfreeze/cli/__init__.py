@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--num-it", type=_positive, default=100, help="iterations (default: 100)")
     lr_find.set_defaults(handler=command_lr_find)
 
-    predict = command("predict", "predict images with an exported model", _PREDICT_EXAMPLES)
+    predict = command("predict", "label images or folders with a trained model (a run directory or .unfreeze file)",
+                      _PREDICT_EXAMPLES)
     predict.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
     predict.add_argument("images", metavar="IMAGE_OR_FOLDER", type=Path, nargs="+", help="images or folders")
     predict.add_argument("--tta", action="store_true", help="average 4 augmented passes with the plain one")
@@ -117,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress on stderr (shown when the rows go to a file or a pipe)")
     predict.set_defaults(handler=command_predict)
 
-    evaluate = command("evaluate", "score an exported model on a labelled test set, with a per-class report",
-                       _EVALUATE_EXAMPLES)
+    evaluate = command("evaluate", "score a trained model on a labelled test set: metrics, per-class report, "
+                                   "confusion matrix, per-image predictions", _EVALUATE_EXAMPLES)
     evaluate.add_argument("model", metavar="MODEL", type=Path, help="a .unfreeze file or a run directory")
     evaluate.add_argument("data", metavar="DATA", type=Path,
                           help="a folder of class folders, or of images with --label-re or --csv")
@@ -128,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-delim", default=" ", metavar="TEXT",
                           help="separator of the classes in a CSV cell, for a multi-label model (default: a space)")
     evaluate.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
-    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON here")
+    evaluate.add_argument("--json", type=Path, metavar="FILE",
+                          help="also write the report as JSON here (scores, per_class, confusion_matrix, "
+                               "most_confused, predictions: one record per image)")
+    evaluate.add_argument("--format", choices=("text", "csv", "json"), default="text",
+                          help="stdout: the report as text, the per-image records as CSV, or the JSON report "
+                               "(default: text)")
+    evaluate.add_argument("--top-k", type=_positive, default=3, metavar="K",
+                          help="classes listed per image in the records (default: 3)")
     add_evaluate_trust_options(evaluate)
     evaluate.add_argument("--quiet", action="store_true", help="no progress on stderr")
     evaluate.set_defaults(handler=command_evaluate)
@@ -138,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     interpret.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
     interpret.set_defaults(handler=command_interpret)
 
-    export = command("export", "check a run's export; with --onnx also write ONNX", _EXPORT_EXAMPLES)
+    export = command("export", "write deployment files (--format onnx|torchscript|openvino) and a model card; "
+                              "without --format, check the run's model.unfreeze", _EXPORT_EXAMPLES)
     export.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory or a .unfreeze file")
     export.add_argument("--onnx", action="store_true", help="write model.onnx (needs: pip install 'unfreeze[onnx]')")
     export.add_argument("--to", type=Path, help="where to write the ONNX file (default: RUN_DIR/model.onnx)")

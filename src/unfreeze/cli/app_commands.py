@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +18,22 @@ from unfreeze import runs
 from unfreeze.cli.commands import command_export, load_run
 from unfreeze.cli.options import UsageError
 
-__all__ = ["add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve"]
+__all__ = ["TOKEN_ENV", "add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve",
+           "serve_token"]
+
+TOKEN_ENV = "UNFREEZE_TOKEN"  # serve's token from the environment (not visible in 'ps' as --token is)
+_MAX_TOKEN_BYTES = 4096
 
 _SERVE_EXAMPLES = """\
 examples:
   unfreeze serve runs/pets                       # http://127.0.0.1:8000/: drop photos, see the top 5 classes
   unfreeze serve model.unfreeze --port 0         # any free port (the address is printed)
-  unfreeze serve runs/pets --host 0.0.0.0 --token SECRET   # reachable by others: clients send the token
+  unfreeze serve runs/pets --host 0.0.0.0 --token-file ~/.unfreeze-token   # reachable by others: clients
+                                                 # send 'Authorization: Bearer <the file's token>'
+  UNFREEZE_TOKEN=... unfreeze serve runs/pets --host 0.0.0.0   # the token from the environment
+
+The token is best given by --token-file or UNFREEZE_TOKEN: a --token on the command line is visible to
+every local user in 'ps'.
 
 API: GET /health; POST /predict with one or more multipart fields 'file', e.g.
   curl -F file=@cat.jpg -F file=@dog.jpg http://127.0.0.1:8000/predict
@@ -32,6 +42,8 @@ API: GET /health; POST /predict with one or more multipart fields 'file', e.g.
 _REPORT_EXAMPLES = """\
 examples:
   unfreeze report runs/pets                      # (re)write runs/pets/report.html and print its path
+  unfreeze report runs/pets runs/pets-2          # compare runs side by side: runs/comparison.html
+  unfreeze report runs/a runs/b runs/c --out cmp.html
 
 'unfreeze train' writes report.html at the end of every run; this command redraws it from the files
 of the run directory only (no data or model needed).
@@ -105,7 +117,10 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                        help="largest accepted file, at most 1024 (default: 10)")
     serve.add_argument("--top-k", type=_whole(1, 1000), default=5, metavar="K",
                        help="classes listed per image (default: 5)")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host)")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host; "
+                                       "visible in 'ps': prefer --token-file or UNFREEZE_TOKEN)")
+    serve.add_argument("--token-file", type=Path, metavar="PATH",
+                       help=f"read the token from this file (its first line); or set {TOKEN_ENV}")
     serve.add_argument("--no-batching", dest="batching", action="store_false",
                        help="predict each request alone instead of grouping concurrent ones")
     serve.add_argument("--batch-window-ms", type=_bounded(0, 10_000), default=5.0, metavar="MS",
@@ -117,9 +132,13 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                             "the export, checked against PyTorch); default: torch on a GPU, else the fastest installed")
     serve.set_defaults(handler=command_serve)
 
-    report = command("report", "write a run's report.html (plots, history, per-class scores, config)",
+    report = command("report", "write a run's report.html, or a page comparing two or more runs",
                      _REPORT_EXAMPLES)
-    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
+    report.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="+",
+                        help="a run directory written by train; several: a comparison page")
+    report.add_argument("--out", type=Path, default=None,
+                        help="where to write the page (default: RUN_DIR/report.html; for several runs "
+                             "comparison.html beside the first)")
     report.set_defaults(handler=command_report)
 
     clean = command("clean", "a page to relabel or remove a run's images, worst loss first (needs unfreeze[serve])",
@@ -147,6 +166,50 @@ def _serve_module() -> Any:
     return serve
 
 
+def serve_token(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str | None:
+    """The token serve requires: --token, --token-file's first line, or $UNFREEZE_TOKEN (None: no token).
+
+    Raises:
+        UsageError: both --token and --token-file, or a token file that is missing, unreadable, not
+            text or empty, or an empty token.
+
+    Example:
+        >>> serve_token(argparse.Namespace(token=None, token_file=None), {"UNFREEZE_TOKEN": "s3cret"})
+        's3cret'
+    """
+    environ = dict(os.environ) if environ is None else environ
+    if args.token is not None and args.token_file is not None:
+        raise UsageError("--token and --token-file both give the token. Pass one of them")
+    if args.token_file is not None:
+        path = args.token_file.expanduser()
+        try:
+            data = path.read_bytes()[:_MAX_TOKEN_BYTES + 1] if path.is_file() else None
+        except OSError as error:
+            raise UsageError(f"--token-file {path} cannot be read ({error.strerror or error}). "
+                             "Check its permissions") from None
+        if data is None:
+            raise UsageError(f"--token-file {path} is not a file. Write the token into a file, e.g. "
+                             f"'python -c \"import secrets; print(secrets.token_urlsafe())\" > {path}'")
+        try:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"--token-file {path} is not text. Put the token on its first line") from None
+        if len(data) > _MAX_TOKEN_BYTES:
+            raise UsageError(f"--token-file {path} is larger than {_MAX_TOKEN_BYTES} bytes: not a token file")
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise UsageError(f"--token-file {path} is empty. Put the token on its first line")
+        return token
+    if args.token is not None:
+        if not args.token.strip():
+            raise UsageError("--token is empty. Pass a secret, or leave --token out for no token")
+        return args.token
+    token = environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise UsageError(f"{TOKEN_ENV} is set but empty. Set it to the secret, or unset it for no token")
+    return None if token is None else token.strip()
+
+
 def command_serve(args: argparse.Namespace) -> int:
     """`unfreeze serve`: load the model once and serve the page and API until SIGTERM or Ctrl-C (exit 0).
 
@@ -163,8 +226,11 @@ def command_serve(args: argparse.Namespace) -> int:
         batching = BatchSettings(window_ms=args.batch_window_ms, max_batch=args.max_batch, enabled=args.batching)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=args.token,
+    settings = serve.ServeSettings(top_k=args.top_k, max_upload_mb=args.max_upload_mb, token=serve_token(args),
                                    batching=batching)
+    if args.token is not None:
+        print(f"unfreeze: note: --token is visible to other users of this machine (in 'ps'); --token-file PATH or "
+              f"{TOKEN_ENV} keeps it private", file=sys.stderr, flush=True)
     # Flushed at once: a script or test waits for the address line before it sends requests.
     try:
         serve.serve(args.model, host=args.host, port=args.port, settings=settings,
@@ -175,15 +241,22 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """`unfreeze report`: (re)write RUN_DIR/report.html from the run directory's files.
+    """`unfreeze report`: (re)write RUN_DIR/report.html, or compare several run directories on one page.
 
     Example:
         >>> main(["report", "runs/pets"])  # doctest: +SKIP
         runs/pets/report.html
+        >>> main(["report", "runs/pets", "runs/pets-2"])  # doctest: +SKIP
+        runs/comparison.html
     """
+    if len(args.run_dirs) > 1:
+        from unfreeze.apps.compare import write_comparison
+
+        print(write_comparison(args.run_dirs, args.out))
+        return 0
     from unfreeze.apps.report import write_report
 
-    print(write_report(args.run_dir))
+    print(write_report(args.run_dirs[0], args.out))
     return 0
 
 
@@ -206,7 +279,9 @@ def command_clean(args: argparse.Namespace) -> int:
     from unfreeze.apps.clean_app import create_clean_app
 
     learn, dls, options = load_run(run)
-    cleaner = Cleaner(run.folder, options, collect_items(learn, dls), classes=list(dls.vocab))
+    # Progress on stderr: stdout's first line stays the address that scripts wait for.
+    items = collect_items(learn, dls, lambda line: print(line, file=sys.stderr, flush=True))
+    cleaner = Cleaner(run.folder, options, items, classes=list(dls.vocab))
     sock = serve.bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if serve.exposure_warning(args.host, None) is not None:  # not a loopback address
@@ -216,7 +291,7 @@ def command_clean(args: argparse.Namespace) -> int:
               "127.0.0.1, localhost or this --host)", file=sys.stderr, flush=True)
     print(f"Cleaning page for {run.folder} ({len(cleaner.items)} images) at http://{host}:{port}/ (Ctrl-C stops it)",
           flush=True)
-    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}), sock)
+    serve.run_app(create_clean_app(cleaner, hosts={args.host, host}, log=lambda line: print(line, flush=True)), sock)
     return 0
 
 

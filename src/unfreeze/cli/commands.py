@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -266,6 +267,8 @@ def command_train(args: argparse.Namespace) -> int:
         "task": learn.task.config(),
         "recipe": learn.progress.recipe,  # what ran, with the epochs a --time-budget planned
         "most_confused": interpretation.most_confused(min_val=2)[:10] if single_label else None,
+        "confusion_matrix": interpretation.confusion_matrix().tolist() if single_label else None,
+        "phases": phases_summary(learn.recorder.phases, len(learn.recorder.history)),
         "report": regression_report(*predictions, list(dls.vocab)) if regression else interpretation.report(),
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
@@ -399,6 +402,25 @@ def _export(learn: Any, run: runs.Run) -> Path:
     return learn.export(run.export_file)
 
 
+def phases_summary(phases: list[dict[str, int]], n_epochs: int) -> list[dict[str, Any]]:
+    """summary.json's "phases": each fit's name, epochs and the groups it trained (report.html marks them).
+
+    Example:
+        >>> phases_summary([{"start_step": 0, "start_epoch": 0, "frozen_to": 2, "n_groups": 3}], 1)
+        [{'name': 'frozen (head only)', 'start_epoch': 0, 'end_epoch': 0, 'frozen_to': 2, 'n_groups': 3, \
+'trained_groups': [2]}]
+    """
+    from unfreeze.plots import phase_name
+
+    described = []
+    for index, phase in enumerate(phases):
+        end = phases[index + 1]["start_epoch"] - 1 if index + 1 < len(phases) else n_epochs - 1
+        described.append({"name": phase_name(phase), "start_epoch": phase["start_epoch"], "end_epoch": end,
+                          "frozen_to": phase["frozen_to"], "n_groups": phase["n_groups"],
+                          "trained_groups": list(range(phase["frozen_to"], phase["n_groups"]))})
+    return described
+
+
 def _after_interrupt(learn: Any, run: runs.Run, lr: float, started: float, exported: Path | None) -> int:
     """After Ctrl-C in training: summary.json says so; the model is exported only with --save-on-interrupt.
 
@@ -476,56 +498,50 @@ def _image_sources(paths: Sequence[Path]) -> Iterator[Path]:
 
 
 def _cell(value: Any, digits: int = 6) -> str:
-    """One CSV/table cell: lists (multi-label classes, top-k) joined with ';', floats rounded."""
+    """One table cell: lists (multi-label classes, top-k entries) joined with ';', floats rounded."""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, (list, tuple)):
-        return ";".join(_cell(item, digits) if not isinstance(item, (list, tuple)) else
-                        ":".join(_cell(part, digits) for part in item) for item in value)
+        return ";".join(f"{item['label']}:{_cell(item['probability'], digits)}" if isinstance(item, dict) else
+                        _cell(item, digits) for item in value)
     return "" if value is None else str(value)
 
 
-def _unknown_cells(row: dict[str, Any]) -> list[str]:
-    """The CSV cells of the unknown flag: true/false and the score; empty for an old model or a failed row."""
-    if row.get("unknown") is None:
-        return ["", ""]
-    return ["true" if row["unknown"] else "false", _cell(row["ood_score"])]
+def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
+                   top_k: int = 1) -> int:
+    """Stream prediction records (inference/records.py) to `stream`; returns how many carried an error.
 
+    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people.
+    """
+    from unfreeze.inference import CSV_COLUMNS, SCHEMA_VERSION, csv_row
 
-def _write_rows(rows: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
-                top_k: int = 1) -> int:
-    """Stream rows to `stream`; returns how many rows carried an error."""
     failed = 0
     writer = csv.writer(stream) if output_format == "csv" else None
-    extra = ["top_k"] if top_k > 1 else []
     if writer is not None:
-        writer.writerow(["path", "label", "index", "prob", *extra, "unknown", "ood_score", "error"])
+        writer.writerow(CSV_COLUMNS)
     elif output_format == "table":
         print(f"{'prob':>6}  {'label':<{label_width}}  path", file=stream)
     else:
-        stream.write("[")
-    for number, row in enumerate(rows):
-        failed += row["error"] is not None
+        stream.write(f'{{"schema_version": {SCHEMA_VERSION}, "predictions": [')
+    for number, record in enumerate(records):
+        failed += record["error"] is not None
         if writer is not None:  # read on terminals too (`cat`, `less -r`): control characters escaped as in the table
-            prob = "" if row["error"] else _cell(row["prob"])
-            writer.writerow([printable(cell) for cell in (
-                str(row["path"]), _cell(row["label"]), _cell(row["index"]), prob,
-                *(_cell(row.get(key)) for key in extra), *_unknown_cells(row), str(row["error"] or ""))])
+            writer.writerow([printable(cell) for cell in csv_row(record)])
         elif output_format == "table":  # for a terminal: control characters in names are escaped
-            path = printable(str(row["path"]))
-            if row["error"]:
-                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(row['error'])})", file=stream)
+            path = printable(record["file"])
+            if record["error"]:
+                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
             else:
-                prob = row["prob"] if isinstance(row["prob"], float) else max(row["prob"] or [], default=float("nan"))
-                label = printable(_cell(row["label"])) or "(none)"
-                label = f"{label} (unknown)" if row.get("unknown") else label  # unlike the training images
-                alternatives = f"  top {top_k}: {printable(_cell(row.get('top_k'), 3))}" if top_k > 1 else ""
+                probability = record["probability"]
+                prob = probability if isinstance(probability, float) else max(probability or [], default=float("nan"))
+                label = printable(_cell(record["label"])) or "(none)"
+                label = f"{label} (unknown)" if record.get("unknown") else label  # unlike the training images
+                alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
-            clean = {**row, "prob": None if row["error"] else row["prob"]}
-            stream.write(("," if number else "") + "\n  " + json.dumps(clean))
+            stream.write(("," if number else "") + "\n  " + json.dumps(record))
     if output_format == "json":
-        stream.write("\n]\n")
+        stream.write("\n]}\n")
     stream.flush()
     return failed
 
@@ -537,7 +553,7 @@ def _counted(rows: Iterable[dict[str, Any]], progress: StepProgress) -> Iterator
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    """`unfreeze predict`: stream predictions (predict_batch, or tta with --tta) to stdout."""
+    """`unfreeze predict`: stream prediction records (predict_batch, or tta with --tta) to stdout."""
     missing = [str(path) for path in args.images if not path.exists()]
     if missing:
         raise UsageError(f"{', '.join(missing)} not found. Pass existing image files or folders")
@@ -548,7 +564,7 @@ def command_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no image files in {', '.join(map(str, args.images))}. Pass images or folders holding "
                          "images (.jpg, .png, ...)")
     paths = [first, *sources]  # counted first, for the progress
-    from unfreeze.inference import predict_batch
+    from unfreeze.inference import predict_batch, prediction_record
     from unfreeze.inference.runtime import runtime_predictor
 
     try:
@@ -557,13 +573,15 @@ def command_predict(args: argparse.Namespace) -> int:
         predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
     except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
         raise UsageError(str(error)) from None
-    rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=args.top_k, with_tta=args.tta)
+    # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).
+    rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
     label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:
         with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
-            failed = _write_rows(_counted(rows, progress), args.format, sys.stdout, label_width, args.top_k)
+            records = (prediction_record(row, args.top_k) for row in _counted(rows, progress))
+            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
@@ -654,6 +672,63 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
     return items
 
 
+def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: dict[str, float],
+                        n_scored: int, dropped: dict[int, str], items: list[Any], single_label: bool,
+                        flags: list[tuple[bool | None, float | None]] | None = None) -> dict[str, Any]:
+    """evaluate's JSON: scores and report, per_class, confusion_matrix, most_confused and the per-image records.
+
+    Example:
+        >>> evaluation_document(args, interpretation, scores, 12, {}, items, True)["schema_version"]  # doctest: +SKIP
+        1
+    """
+    from unfreeze.inference import SCHEMA_VERSION, evaluation_records
+
+    report = interpretation.report()
+    averages = ("accuracy", "macro avg", "weighted avg", "micro avg", "samples avg")
+    matrix = {"classes": list(interpretation.vocab), "actual_rows": True,
+              "counts": interpretation.confusion_matrix().tolist()} if single_label else None
+    confused = interpretation.most_confused(min_val=1) if single_label else []
+    return {
+        "schema_version": SCHEMA_VERSION, "model": str(args.model), "data": str(args.data), "images": n_scored,
+        "unreadable": {str(items[index][0]): reason for index, reason in dropped.items()},
+        "scores": scores, "report": report,
+        "per_class": {name: row for name, row in report.items() if name not in averages},
+        "confusion_matrix": matrix,
+        "most_confused": [{"actual": actual, "predicted": predicted, "count": count}
+                          for actual, predicted, count in confused],
+        "predictions": evaluation_records(interpretation, args.top_k, flags),
+    }
+
+
+def regression_document(args: argparse.Namespace, learn: Any, loader: Any, predictions: tuple[Any, ...],
+                        report: dict[str, Any], scores: dict[str, float], n_scored: int,
+                        items: list[Any]) -> dict[str, Any]:
+    """evaluate's JSON for a regression model: scores, the report per output, and a record per image."""
+    from unfreeze.inference import SCHEMA_VERSION, regression_records
+
+    dropped = loader.dataset.dropped
+    return {
+        "schema_version": SCHEMA_VERSION, "model": str(args.model), "data": str(args.data), "images": n_scored,
+        "unreadable": {str(items[index][0]): reason for index, reason in dropped.items()},
+        "scores": scores, "report": report, "per_class": report, "confusion_matrix": None, "most_confused": [],
+        "predictions": regression_records(loader.dataset, predictions[0], learn.task, list(learn.dls.vocab)),
+    }
+
+
+def _unknown_flags(learn: Any, loader: Any) -> list[tuple[bool | None, float | None]] | None:
+    """Each readable image's (unknown, ood_score) for evaluate's records; None without a fitted score."""
+    from unfreeze.inference.predict import collect_outputs, trust_of
+
+    trust = trust_of(learn)
+    if not trust.has_score:
+        return None
+    _, _, ood_scores = collect_outputs(learn, loader)
+    if ood_scores is None:
+        return None
+    flags = trust.unknown(ood_scores)
+    return [(bool(flag), float(score)) for flag, score in zip(flags.tolist(), ood_scores.tolist(), strict=True)]
+
+
 def _regression_items(args: argparse.Namespace, learn: Any) -> list[tuple[Path, Any]]:
     """(path, numbers) of a regression test set: --csv with the model's outputs as columns after the file."""
     from unfreeze.data import BadFileReport
@@ -690,6 +765,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
     # Two passes over the images (the scores, then the per-class report), counted as the loader yields
     # batches; on stderr, so that stdout holds the report alone.
+    interpretation, predictions = None, None
     with StepProgress("evaluate", 2 * len(loader.dataset), quiet=args.quiet, stream=sys.stderr,
                       unit="images (2 passes)") as progress:
         def count(images: Any, targets: Any) -> tuple[Any, Any]:
@@ -700,26 +776,45 @@ def command_evaluate(args: argparse.Namespace) -> int:
         try:
             scores = learn.validate(loader)
             if regression:
-                report = regression_report(*learn.get_preds(dl=loader), list(learn.dls.vocab))
+                predictions = learn.get_preds(dl=loader)
+                report = regression_report(*predictions, list(learn.dls.vocab))
             else:
                 interpretation = ClassificationInterpretation.from_learner(learn, dl=loader)
                 report = interpretation.report()
         finally:
             loader.remove_batch_transform(count)
     n_scored = len(items) - len(loader.dataset.dropped)
+    # With --format csv or json, stdout carries the data only; the summary goes to stderr.
+    out = sys.stdout if args.format == "text" else sys.stderr
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
-          + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
-    print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+          + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""), file=out)
+    print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
     if regression:
         for name, values in report.items():
-            print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()))
-    else:
+            print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()), file=out)
+    elif args.format == "text":
         _print_report(interpretation, not multi_label)
-    trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
+    with contextlib.redirect_stdout(out):  # its summary lines too: stdout carries only the data then
+        trust = {} if regression else evaluate_trust(learn, loader, getattr(args, "ood", None))
+    document = None
+    if args.json is not None or args.format != "text":
+        if regression:
+            document = regression_document(args, learn, loader, predictions, report, scores, n_scored, items)
+        else:
+            document = {**evaluation_document(args, interpretation, scores, n_scored, loader.dataset.dropped, items,
+                                              not multi_label, _unknown_flags(learn, loader)), **trust}
+    if args.format == "json":
+        json.dump(runs.json_safe(document), sys.stdout, indent=1)
+        print()
+    elif args.format == "csv":
+        from unfreeze.inference import CSV_COLUMNS, csv_row
+
+        columns = (*CSV_COLUMNS, "actual", "correct")
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        for record in document["predictions"]:
+            writer.writerow([printable(cell) for cell in csv_row(record, columns)])
     if args.json is not None:
-        runs.write_json(args.json, {
-            "model": str(args.model), "data": str(args.data), "images": n_scored,
-            "unreadable": {str(items[index][0]): reason for index, reason in loader.dataset.dropped.items()},
-            "scores": scores, "report": report, **trust})
-        print(f"Report: {args.json}")
+        runs.write_json(args.json, document)
+        print(f"Report: {args.json}", file=out)
     return 0

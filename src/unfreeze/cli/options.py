@@ -131,6 +131,7 @@ _EVALUATE_EXAMPLES = """\
 examples:
   unfreeze evaluate runs/fashion-efficientnet_lite0 data/fashion-test    # DATA/<class>/*.png
   unfreeze evaluate model.unfreeze photos --csv labels.csv --json report.json
+  unfreeze evaluate runs/pets data/pets-test --format csv > per-image.csv   # one record per image
 
 Scores an exported model on a labelled test set it never saw: loss, the task's metrics and a
 per-class precision / recall / F1 report. The classes must be ones the model knows.

@@ -36,11 +36,24 @@ from unfreeze.inference.predict import (
     prediction_row,
     tta,
 )
+from unfreeze.inference.records import (
+    CSV_COLUMNS,
+    PREDICTION_SCHEMA,
+    SCHEMA_VERSION,
+    csv_row,
+    error_record,
+    evaluation_records,
+    prediction_record,
+    regression_records,
+)
 from unfreeze.inference.results import show_results
 from unfreeze.inference.thresholds import best_threshold, best_thresholds
 
 __all__ = [
+    "CSV_COLUMNS",
     "FORMAT_VERSION",
+    "PREDICTION_SCHEMA",
+    "SCHEMA_VERSION",
     "ClassificationInterpretation",
     "ExportArchitectureError",
     "ExportError",
@@ -54,6 +67,9 @@ __all__ = [
     "channels_last",
     "collect_logits",
     "convert_fastai",
+    "csv_row",
+    "error_record",
+    "evaluation_records",
     "export",
     "export_onnx",
     "fastai_export_hint",
@@ -62,9 +78,11 @@ __all__ = [
     "iter_image_files",
     "predict",
     "predict_batch",
+    "prediction_record",
     "prediction_row",
     "read_export",
     "read_export_metadata",
+    "regression_records",
     "show_results",
     "tta",
 ]

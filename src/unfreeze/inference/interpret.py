@@ -146,6 +146,53 @@ class ClassificationInterpretation:
         return plot_image_grid(pictures, titles, path, nrows=nrows, ncols=ncols, figsize=figsize,
                                default_name="top_losses.png")
 
+    def confident_examples(self, k: int = 6) -> tuple[list[int], list[int]]:
+        """Positions (into `probs`) of the `k` most confident right and the `k` most confident wrong predictions.
+
+        Single-label data only; the confidence is the probability of the predicted class.
+
+        Example:
+            >>> right, wrong = interp.confident_examples(6)  # doctest: +SKIP
+        """
+        self._single_label_only("confident_examples")
+        labelled = torch.nonzero(self.targets >= 0).flatten()
+        confidence = self.probs.max(dim=1).values
+        correct = self.preds[labelled] == self.targets[labelled]
+        chosen = []
+        for mask in (correct, ~correct):
+            positions = labelled[mask]
+            order = torch.argsort(confidence[positions], descending=True, stable=True)[:k]
+            chosen.append(positions[order].tolist())
+        return chosen[0], chosen[1]
+
+    def plot_confident_examples(self, k: int = 6, path: str | Path | None = None) -> Any:
+        """The most confident right predictions above the most confident wrong ones (report.html shows it).
+
+        Each image is titled "actual → predicted (probability)" for a wrong one, "predicted (probability)"
+        for a right one. `path` as in `plot_confusion_matrix` (default file examples.png).
+
+        Example:
+            >>> interp.plot_confident_examples(6, "examples.png")  # doctest: +SKIP
+            PosixPath('examples.png')
+        """
+        from unfreeze.plots import plot_confident_examples  # matplotlib loads only when a figure is drawn
+
+        right, wrong = self.confident_examples(k)
+        groups = []
+        for positions, is_right in ((right, True), (wrong, False)):
+            indices = self.item_indices[torch.tensor(positions, dtype=torch.long)] if positions else torch.empty(
+                0, dtype=torch.long)
+            images = self.dl.decode_uint8(indices) if positions else []
+            captions = []
+            for position in positions:
+                predicted, actual = int(self.preds[position]), int(self.targets[position])
+                probability = float(self.probs[position, predicted])
+                guess = f"{self.vocab[predicted]} ({probability:.2f})"
+                captions.append(guess if is_right else f"{self.vocab[actual]} → {guess}")
+            groups.append([(image.permute(1, 2, 0).numpy(), caption)
+                           for image, caption in zip(images, captions, strict=True)])
+        return plot_confident_examples(groups[0], groups[1], path, columns=k)
+
     def report(self, as_text: bool = False) -> dict[str, dict[str, float]] | str:
         """Per-class precision, recall, F1 and support, plus macro and weighted averages and accuracy.
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unfreeze.inference import inference_dls, read_export
+from unfreeze.inference import ExportError, inference_dls, read_export
 from unfreeze.models import create_model
 from unfreeze.tasks import MultiLabel
 from unfreeze.train.callbacks import Callback
@@ -119,6 +119,22 @@ def vision_learner(
 cnn_learner = vision_learner
 
 
+def _export_in_folder(path: Path) -> Path:
+    """A run directory's model.unfreeze (or a folder's only .unfreeze file); any other path as it is."""
+    if not path.is_dir():
+        return path
+    if (path / "model.unfreeze").is_file():
+        return path / "model.unfreeze"
+    exports = sorted(path.glob("*.unfreeze"))
+    if len(exports) == 1:  # fastai's learn.export() in learn.path: export.unfreeze
+        return exports[0]
+    found = f"it holds {', '.join(export.name for export in exports)}" if exports else "it holds no .unfreeze file"
+    hint = " (the run has not finished, or was interrupted without --save-on-interrupt)" if (
+        path / "config.json").is_file() else ""
+    raise ExportError(f"{path} is a folder without model.unfreeze{hint}; {found}. Pass a finished run directory "
+                      "or the .unfreeze file itself, e.g. load_learner('runs/pets/model.unfreeze')")
+
+
 def load_learner(path: str | Path, device: str | torch.device | None = None, cpu: bool | None = None) -> Learner:
     """Rebuild a learner for inference from an export: no training data, network or pretrained file.
 
@@ -126,7 +142,8 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, cpu
     are loaded. The file is checked before anything is read into tensors and is never unpickled.
 
     Args:
-        path: A file written by `Learner.export`. fastai's "export.pkl" name works when the export was
+        path: A file written by `Learner.export`, or a run directory of `unfreeze train` (its
+            model.unfreeze is loaded, as every CLI command does). fastai's "export.pkl" name works when the export was
             written from fastai code (`learn.export()` writes export.unfreeze next to where fastai's
             pickle would be): a missing .pkl is looked up as `<stem>.unfreeze`. An actual pickle is
             refused with the steps that convert it.
@@ -145,10 +162,11 @@ def load_learner(path: str | Path, device: str | torch.device | None = None, cpu
 
     Example:
         >>> learn = load_learner("model.unfreeze")  # doctest: +SKIP
+        >>> learn = load_learner("runs/pets")  # a run directory: its model.unfreeze  # doctest: +SKIP
         >>> learn.predict("cat.jpg")[0]  # doctest: +SKIP
         'cat'
     """
-    device, path = learner_device(device, cpu), export_file(path)
+    device, path = learner_device(device, cpu), export_file(_export_in_folder(Path(path).expanduser()))
     metadata, model, trust = read_export(path, with_trust=True)
     learn = Learner(inference_dls(metadata, device), model, device=device, seed=metadata.get("seed"), quiet=True)
     learn.dls.set_normalization(metadata["mean"], metadata["std"])  # exactly what training used

@@ -97,6 +97,8 @@ class Recorder(Callback):
         lrs: Per-step list of each parameter group's LR.
         moms: Per-step momentum (Adam beta1).
         notes: Free-form events such as an auto-chosen LR or an interruption.
+        phases: One dict per fit: start_step, start_epoch, frozen_to (groups `[:frozen_to]` did not train)
+            and n_groups, so that plots and report.html can mark the phases and draw trained groups only.
         lr_find_result: The last `LRFindResult` of the learner's `lr_find` (handed over by the learner,
             which owns this recorder), for `plot_lr_find`; None before the first range test.
     """
@@ -112,6 +114,7 @@ class Recorder(Callback):
         self.moms: list[float] = []
         self.notes: list[str] = []
         self.phase_starts: list[int] = []
+        self.phases: list[dict[str, int]] = []
         self.lr_find_result: Any = None
         self._average = 0.0
         self._count = 0
@@ -134,6 +137,12 @@ class Recorder(Callback):
         self.lrs.append(list(lrs))
         self.moms.append(mom)
         return smooth
+
+    def start_phase(self, frozen_to: int, n_groups: int) -> None:
+        """Mark the start of a fit at the current step and epoch, with the groups it leaves frozen."""
+        self.phase_starts.append(len(self.losses))
+        self.phases.append({"start_step": len(self.losses), "start_epoch": len(self.history),
+                            "frozen_to": int(frozen_to), "n_groups": int(n_groups)})
 
     def add_note(self, note: str) -> None:
         """Record an event (auto LR, interruption, NaN) in the history."""
@@ -169,6 +178,7 @@ class Recorder(Callback):
             "moms": self.moms,
             "notes": self.notes,
             "phase_starts": self.phase_starts,
+            "phases": self.phases,
             "ema": [self._average, self._count],
         }
 
@@ -181,6 +191,7 @@ class Recorder(Callback):
         self.moms = list(state["moms"])
         self.notes = list(state["notes"])
         self.phase_starts = list(state["phase_starts"])
+        self.phases = [dict(phase) for phase in state.get("phases", [])]  # absent in older checkpoints
         self._average, self._count = float(state["ema"][0]), int(state["ema"][1])
 
     def plot_loss(self, path: str | Path | None = None, skip_start: int = 5, with_valid: bool = True) -> Any:

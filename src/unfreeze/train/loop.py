@@ -234,7 +234,7 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
     if start_epoch == 0:
         # fastai restarts the loss EMA at every fit; a resumed fit continues the interrupted one.
         learner.recorder.reset_smoothing()
-        learner.recorder.phase_starts.append(len(learner.recorder.losses))
+        learner.recorder.start_phase(learner.frozen_to, learner.n_groups)
     learner.position.interrupted = False
     rows_before = len(learner.recorder.history)
     step_in_fit = start_epoch * steps_per_epoch

@@ -26,7 +26,8 @@ async function describeModel() {
   info.textContent = `${health.arch}, ${kind}, ${health.classes.length} classes: ${health.classes.join(", ")}`;
 }
 
-function showPrediction(prediction, file) {
+// One card per file; a request's cards keep the order the files were chosen in (the newest request on top).
+function predictionCard(prediction, file) {
   const card = document.getElementById("result-template").content.firstElementChild.cloneNode(true);
   card.querySelector(".file").textContent = prediction.file;
   const image = card.querySelector("img");
@@ -35,7 +36,8 @@ function showPrediction(prediction, file) {
   const label = card.querySelector(".label");
   if (prediction.error) {
     card.classList.add("error");
-    label.textContent = prediction.error;
+    label.textContent = prediction.status ? `${prediction.status}: ${prediction.error}` : prediction.error;
+    card.dataset.status = String(prediction.status || "");
     image.remove();
   } else {
     const names = Array.isArray(prediction.label) ? prediction.label.join(", ") || "(no class)" : prediction.label;
@@ -58,7 +60,7 @@ function showPrediction(prediction, file) {
       bars.append(item);
     }
   }
-  results.prepend(card);
+  return card;
 }
 
 async function predict(files) {
@@ -70,7 +72,7 @@ async function predict(files) {
     const response = await fetch("/predict", { method: "POST", body: form, headers });
     const answer = await response.json();
     if (answer.predictions) {
-      answer.predictions.forEach((prediction, index) => showPrediction(prediction, files[index]));
+      results.prepend(...answer.predictions.map((prediction, index) => predictionCard(prediction, files[index])));
     }
     statusLine.textContent = response.ok ? "" : answer.detail;
     statusLine.classList.toggle("error-text", !response.ok);
