@@ -166,7 +166,9 @@ def unfreeze_worker(job: dict[str, Any]) -> dict[str, Any]:
                                         label_delim=" ", **options)
     else:
         dls = ImageDataLoaders.from_folder(root, **options)
-    learn = vision_learner(dls, "efficientnet_lite0", seed=seed, quiet=True, head="linear")
+    # The metrics of `unfreeze train` (KeepBest keeps the best epoch by the first one).
+    metrics = ["accuracy_multi", "f1_multi"] if multi else ["error_rate", "accuracy"]
+    learn = vision_learner(dls, "efficientnet_lite0", metrics=metrics, seed=seed, quiet=True, head="linear")
     result: dict[str, Any] = {}
     if job["runner"] == "probe":
         from unfreeze.train.recipe.probe import fit_linear_probe

@@ -24,7 +24,8 @@ def test_a_plain_run_records_the_recommended_recipe(trained_run: Path) -> None:
         "augment": "default", "flip": "auto", "frozen_groups": 1, "head": "linear", "mixup": 0.0, "cutmix": 0.0,
         "label_smoothing": 0.0, "ema": False,
         "wd": 0.01, "lr_mult": 10.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
-        "time_budget": None, "tensorboard": None, "mlflow": None}
+        "time_budget": None, "tensorboard": None, "mlflow": None, "probe": "auto", "imbalance": "auto",
+        "noise": "auto"}
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["recipe"]["name"] == "fit_recipe" and summary["recipe"]["pct_start"] == 0.5
 
@@ -46,6 +47,7 @@ def test_every_option_reaches_config_the_rerun_line_and_the_fit(image_folder: Pa
     assert any(board.rglob("events.out.tfevents.*"))
     # The rerun line parses back to the very same options.
     rerun = build_parser().parse_args(shlex.split(config["rerun"])[1:])
+    rerun.argv = shlex.split(config["rerun"])[1:]  # as main() sets it: which flags were given
     assert recipe_options(rerun) == {key: options[key] for key in recipe_options(rerun)}
 
 

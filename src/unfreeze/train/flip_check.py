@@ -95,7 +95,7 @@ def check_flips(learner: Any, max_items: int = 500, seed: int = 0) -> FlipCheck 
     if not isinstance(body, nn.Module) or not readable:  # not unfreeze's loaders: nothing to sample
         return None
     features, mirrored, targets = _embed(learner, body, max_items, seed)
-    if targets is None or len(targets) < 2 * MIN_PER_CLASS:
+    if targets is None or len(targets) < MIN_PER_CLASS:
         return None
     generator = torch.Generator().manual_seed(seed)
     fold = torch.randperm(len(targets), generator=generator) % 2 == 0
@@ -156,7 +156,7 @@ def _balanced_sample(targets: torch.Tensor, max_items: int, seed: int) -> np.nda
     classes = [members for members in classes if len(members) >= MIN_PER_CLASS]
     if len(classes) < 2:
         return np.empty(0, dtype=np.int64)
-    each = max(MIN_PER_CLASS, min(max_items // len(classes), min(len(members) for members in classes)))
+    each = max(1, min(max_items // len(classes), min(len(members) for members in classes)))
     chosen = [rng.permutation(members)[:each] for members in classes]
     return rng.permutation(np.concatenate(chosen))
 

@@ -28,7 +28,7 @@ from typing import Any
 from unfreeze.data.augment import AUGMENT_PRESETS
 
 IMBALANCE_CHOICES = ("auto", "logit_adjust", "none")
-NOISE_CHOICES = ("auto", "label_smoothing", "none")
+NOISE_CHOICES = ("auto", "label_smoothing", "gce", "none")
 
 __all__ = ["Recipe", "RecipeError"]
 
@@ -54,7 +54,8 @@ class Recipe:
         imbalance: The remedy against a long tail of classes: "auto" (logit adjustment when the
             largest class has 3x the images of the smallest), "logit_adjust" or "none".
         noise: The guard against wrong labels: "auto" (label smoothing 0.1 for single-label data
-            unless `label_smoothing` is set), "label_smoothing" or "none".
+            unless `label_smoothing` is set), "label_smoothing", "gce" (generalised cross-entropy,
+            q=0.7) or "none".
         head: The head a learner built for this recipe gets (`vision_learner(..., recipe=...)` and
             `unfreeze train`): "linear" (average pooling and one linear layer) or "fastai" (concat
             pooling, BatchNorm, dropout, two linear layers). `fit_recipe` trains whatever head the
@@ -168,6 +169,8 @@ class Recipe:
             f"noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}.",
             "imbalance applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
             if multi_label and self.imbalance == "logit_adjust" else "",
+            "noise='gce' applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
+            if multi_label and self.noise == "gce" else "",
             _whole(self.frozen_groups, "frozen_groups", 0),
             "" if self.head in ("linear", "fastai") else f"head must be 'linear' or 'fastai', got {self.head!r}.",
             "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else

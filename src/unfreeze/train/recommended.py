@@ -30,6 +30,7 @@ from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
+from unfreeze.train.recipe.noise import GeneralizedCrossEntropy
 from unfreeze.train.recipe.plan import plan_training
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
@@ -104,11 +105,10 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
-    smoothing = recipe.label_smoothing
-    if recipe.noise != "none" and not smoothing and not isinstance(learner.task, MultiLabel):
-        smoothing = NOISE_SMOOTHING
-    settings["label_smoothing_chosen"] = smoothing
-    loss = _recipe_loss_func(learner, smoothing, imbalance)
+    noise = _noise_guard(learner, recipe)
+    settings["noise_chosen"] = noise
+    smoothing = NOISE_SMOOTHING if noise == "label_smoothing" and not recipe.label_smoothing else recipe.label_smoothing
+    loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce")
     with _held(learner, "loss_func", loss), _recipe_augment(train, recipe.augment, flip), \
             _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes):
         if plan.probe and saved is None:
@@ -126,11 +126,27 @@ def _say(learner: RecipeTarget, line: str) -> None:
         print(line)
 
 
-def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None) -> Any:
-    """The fit's loss: the task's with label smoothing, its logits adjusted for a long tail; or the learner's own."""
-    if imbalance is not None and imbalance.remedy == "logit_adjust":
+def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
+    """noise="auto": label smoothing for single-label data (none when the recipe sets its own ε)."""
+    if recipe.noise != "auto":
+        return recipe.noise
+    return "none" if isinstance(learner.task, MultiLabel) or recipe.label_smoothing else "label_smoothing"
+
+
+def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
+                      robust: bool = False) -> Any:
+    """The fit's loss: the task's with label smoothing (or the generalised cross-entropy), its logits
+    adjusted for a long tail; or the learner's own."""
+    if robust:
+        base: Any = GeneralizedCrossEntropy()
+    elif imbalance is not None and imbalance.remedy == "logit_adjust":
         base = learner.task.loss(learner.class_weights, label_smoothing=smoothing)
+    else:
+        base = None
+    if imbalance is not None and imbalance.remedy == "logit_adjust":
         return LogitAdjustedLoss(list(imbalance.counts), base=base).to(learner.device)
+    if base is not None:
+        return base
     if smoothing:
         return learner.task.loss(learner.class_weights, label_smoothing=smoothing)
     return learner.loss_func
