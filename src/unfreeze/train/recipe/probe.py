@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ProbeFit", "fit_linear_probe", "probe_head"]
+__all__ = ["ProbeFit", "embed_training_images", "fit_linear_probe", "fit_probe_weights", "probe_head"]
 
 _STEPS = 300
 _LR = 1e-2
@@ -109,14 +109,30 @@ def fit_linear_probe(learner: Any, passes: int = 4, seed: int = 0, loss_func: nn
     features, targets = features[labelled], targets[labelled]
     if len(targets) == 0:
         return None
+    # A copy on the CPU: the learner's own loss (class weights on its device) stays where it is.
+    loss_func = copy.deepcopy(loss_func if loss_func is not None else learner.task.loss()).cpu()
+    mean, std, weight, bias, loss = fit_probe_weights(features, targets, loss_func, linear.out_features, seed, steps)
+    with torch.no_grad():  # undo the standardisation inside the layer: W' = W / std, b' = b - W' · mean
+        folded = weight / std
+        linear.weight.copy_(folded.to(linear.weight))
+        linear.bias.copy_((bias - folded @ mean).to(linear.bias))
+    return ProbeFit(n_items=len(learner.dls.train.dataset), passes=passes, train_loss=loss)
+
+
+def fit_probe_weights(features: torch.Tensor, targets: torch.Tensor, loss_func: nn.Module, n_out: int, seed: int = 0,
+                      steps: int = _STEPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """A linear layer fitted full-batch on standardised `features`: (mean, std, weight, bias, final loss).
+
+    Example:
+        >>> x, y = torch.randn(40, 8), torch.arange(40) % 2
+        >>> fit_probe_weights(x, y, nn.CrossEntropyLoss(), 2)[2].shape
+        torch.Size([2, 8])
+    """
     mean, std = features.mean(0), features.std(0) + 1e-6
     standardised = (features - mean) / std
     generator = torch.Generator().manual_seed(seed)
-    weight = torch.empty(linear.out_features, linear.in_features).normal_(0.0, 0.01, generator=generator)
-    weight.requires_grad_(True)
-    bias = torch.zeros(linear.out_features, requires_grad=True)
-    # A copy on the CPU: the learner's own loss (class weights on its device) stays where it is.
-    loss_func = copy.deepcopy(loss_func if loss_func is not None else learner.task.loss()).cpu()
+    weight = torch.empty(n_out, features.shape[1]).normal_(0.0, 0.01, generator=generator).requires_grad_(True)
+    bias = torch.zeros(n_out, requires_grad=True)
     optimizer = torch.optim.Adam([weight, bias], lr=_LR)
     loss = torch.tensor(0.0)
     for _ in range(steps):
@@ -124,8 +140,15 @@ def fit_linear_probe(learner: Any, passes: int = 4, seed: int = 0, loss_func: nn
         loss = loss_func(standardised @ weight.T + bias, targets) + _L2 * weight.square().sum()
         loss.backward()
         optimizer.step()
-    with torch.no_grad():  # undo the standardisation inside the layer: W' = W / std, b' = b - W' · mean
-        folded = weight / std
-        linear.weight.copy_(folded.to(linear.weight))
-        linear.bias.copy_((bias - folded @ mean).to(linear.bias))
-    return ProbeFit(n_items=len(learner.dls.train.dataset), passes=passes, train_loss=loss.item())
+    return mean, std, weight.detach(), bias.detach(), loss.item()
+
+
+def embed_training_images(learner: Any, passes: int = 1) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The frozen body's pooled features of the training images (`passes` augmented passes) and their
+    targets, labelled items only; None for a model without a linear head."""
+    parts = probe_head(learner.model)
+    if parts is None or getattr(learner.model, "body", None) is None:
+        return None
+    features, targets = _features(learner, parts[0], passes)
+    labelled = learner.task.labelled(targets)
+    return features[labelled], targets[labelled]
