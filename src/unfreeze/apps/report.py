@@ -141,6 +141,21 @@ def _guard_facts(summary: dict[str, Any]) -> list[str]:
     size = summary.get("input_size") or {}
     if size.get("upscaled"):
         facts.append(f"upscaled: trained at {_format(size.get('size'))} px instead of {_format(size.get('requested'))}")
+    # The recipe's plan and its decisions from the data (fit_recipe's notes: plan, flip, imbalance, probe).
+    facts += [html.escape(note) for note in summary.get("notes") or []
+              if isinstance(note, str) and note.startswith(("plan:", "flip=", "imbalance=", "probe:"))]
+    balanced = summary.get("balanced") or {}
+    if balanced:
+        facts.append(f"imbalanced classes: balanced accuracy <strong>{_format(balanced.get('balanced_accuracy'))}"
+                     f"</strong>, macro F1 {_format(balanced.get('macro_f1'))}")
+    disagreeing = [row for row in summary.get("disagreements") or [] if isinstance(row, dict)][:10]
+    if disagreeing:
+        listed = ", ".join(
+            f"{html.escape(Path(str(row.get('path'))).name)} ({html.escape(str(row.get('label')))}"
+            + (f" → {html.escape(str(row['predicted']))}" if row.get("predicted") is not None else "") + ")"
+            for row in disagreeing)
+        facts.append(f"training images the model most disagrees with (check them with <code>unfreeze clean</code>, "
+                     f"which sorts by the same loss): {listed}")
     return facts
 
 

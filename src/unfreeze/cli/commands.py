@@ -247,12 +247,18 @@ def command_train(args: argparse.Namespace) -> int:
 
 def _balanced(interpretation: Any, dls: Any) -> dict[str, float] | None:
     """Balanced accuracy and macro F1 of the validation predictions when the training classes are imbalanced."""
+    return _balanced_on(interpretation, dls.train.dataset.targets, dls.n_classes)
+
+
+def _balanced_on(interpretation: Any, counted: Any, n_classes: int) -> dict[str, float] | None:
+    """Balanced accuracy and macro F1 of `interpretation`'s predictions when the classes of `counted`
+    (targets) are imbalanced (`check_imbalance`); None when they are not."""
     from unfreeze.train.recipe.imbalance import balanced_scores, check_imbalance
 
-    check = check_imbalance(dls.train.dataset.targets, dls.n_classes)
+    check = check_imbalance(counted, n_classes)
     if check is None or not check.imbalanced:
         return None
-    scores = balanced_scores(interpretation.preds, interpretation.targets, dls.n_classes)
+    scores = balanced_scores(interpretation.preds, interpretation.targets, n_classes)
     return {"balanced_accuracy": round(scores["balanced_accuracy"], 4), "macro_f1": round(scores["macro_f1"], 4)}
 
 
@@ -610,6 +616,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     n_scored = len(items) - len(loader.dataset.dropped)
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""))
+    balanced = None if multi_label else _balanced_on(interpretation, loader.dataset.targets, len(learn.dls.vocab))
+    scores = {**scores, **(balanced or {})}  # beside the error, when the evaluated classes are imbalanced
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()))
     _print_report(interpretation, not multi_label)
     if args.json is not None:
