@@ -28,7 +28,7 @@ from typing import Any
 from unfreeze.data.augment import AUGMENT_PRESETS
 
 IMBALANCE_CHOICES = ("auto", "logit_adjust", "none")
-NOISE_CHOICES = ("auto", "label_smoothing", "gce", "none")
+NOISE_CHOICES = ("auto", "label_smoothing", "filter", "gce", "none")
 
 __all__ = ["Recipe", "RecipeError"]
 
@@ -54,8 +54,10 @@ class Recipe:
         imbalance: The remedy against a long tail of classes: "auto" (logit adjustment when the
             largest class has 3x the images of the smallest), "logit_adjust" or "none".
         noise: The guard against wrong labels: "auto" (label smoothing 0.1 for single-label data
-            unless `label_smoothing` is set), "label_smoothing", "gce" (generalised cross-entropy,
-            q=0.7) or "none".
+            unless `label_smoothing` is set, and the training images whose label a cross-validated
+            linear probe finds unlikely left out when they are 15% of the set or more:
+            `train.recipe.noise.check_noise`), "filter" (leave those out whatever their share),
+            "label_smoothing", "gce" (generalised cross-entropy, q=0.7) or "none".
         head: The head a learner built for this recipe gets (`vision_learner(..., recipe=...)` and
             `unfreeze train`): "linear" (average pooling and one linear layer) or "fastai" (concat
             pooling, BatchNorm, dropout, two linear layers). `fit_recipe` trains whatever head the

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from unfreeze import distributed
 from unfreeze.data.augment import augment_preset
 from unfreeze.models.feature_map import feature_map_size
@@ -30,7 +32,7 @@ from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
-from unfreeze.train.recipe.noise import GeneralizedCrossEntropy
+from unfreeze.train.recipe.noise import FILTER_FROM, GeneralizedCrossEntropy, check_noise
 from unfreeze.train.recipe.plan import plan_training
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
@@ -106,11 +108,14 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
     noise = _noise_guard(learner, recipe)
-    settings["noise_chosen"] = noise
-    smoothing = NOISE_SMOOTHING if noise == "label_smoothing" and not recipe.label_smoothing else recipe.label_smoothing
+    left_out = _left_out(learner, recipe, before, settings)
+    settings["noise_chosen"] = "filter" if left_out and noise != "gce" else noise
+    smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
+        recipe.label_smoothing
     loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce")
     with _held(learner, "loss_func", loss), _recipe_augment(train, recipe.augment, flip), \
-            _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes):
+            _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes), \
+            _held(train, "sample_weights", _without(train.sample_weights, left_out, len(train.dataset))):
         if plan.probe and saved is None:
             learner.freeze()
             fitted = fit_linear_probe(learner, seed=learner.seed or 0, loss_func=loss)
@@ -124,6 +129,33 @@ def _say(learner: RecipeTarget, line: str) -> None:
     learner.recorder.add_note(line)
     if not learner.quiet and distributed.is_main_process():
         print(line)
+
+
+def _left_out(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any], settings: dict[str, Any]) -> list[int]:
+    """The training images noise="auto" / "filter" leaves out of the fit (`noise.check_noise`), decided
+    once: a resume takes the checkpoint's list."""
+    if recipe.noise not in ("auto", "filter") or isinstance(learner.task, MultiLabel):
+        return []
+    if isinstance(before.get("noise_left_out"), list):
+        settings["noise_left_out"] = before["noise_left_out"]
+        return settings["noise_left_out"]
+    check = check_noise(learner, seed=learner.seed or 0, filter_from=0.0 if recipe.noise == "filter" else FILTER_FROM) \
+        if distributed.is_main_process() else None
+    left_out = distributed.broadcast_object(list(check.flagged) if check is not None and check.filtered else [])
+    if check is not None:
+        _say(learner, check.note())
+    settings["noise_left_out"] = left_out
+    return left_out
+
+
+def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
+    """The training loader's sample weights (None: a plain shuffle) with `left_out` items at 0; unchanged
+    when nothing is left out."""
+    if not left_out:
+        return weights
+    array = np.ones(n_items) if weights is None else np.array(weights, dtype=np.float64)
+    array[left_out] = 0.0
+    return array / array.sum()
 
 
 def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:

@@ -143,12 +143,16 @@ def fit_probe_weights(features: torch.Tensor, targets: torch.Tensor, loss_func: 
     return mean, std, weight.detach(), bias.detach(), loss.item()
 
 
-def embed_training_images(learner: Any, passes: int = 1) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The frozen body's pooled features of the training images (`passes` augmented passes) and their
-    targets, labelled items only; None for a model without a linear head."""
+def embed_training_images(learner: Any, passes: int = 1, labelled_only: bool = True
+                          ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The frozen body's pooled features of the training images (`passes` augmented passes, in the
+    loader's order) and their targets (labelled items only, unless not `labelled_only`); None for a
+    model without a linear head."""
     parts = probe_head(learner.model)
     if parts is None or getattr(learner.model, "body", None) is None:
         return None
     features, targets = _features(learner, parts[0], passes)
+    if not labelled_only:
+        return features, targets
     labelled = learner.task.labelled(targets)
     return features[labelled], targets[labelled]
