@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from unfreeze.data import ImageDataLoaders
+from unfreeze.train import recommended
 from unfreeze.train.builders import vision_learner
 from unfreeze.train.callbacks import Callback
 from unfreeze.train.keep_best import KeepBest
@@ -169,3 +170,21 @@ def test_the_noise_check_flags_moved_labels_and_filter_leaves_them_out(make_imag
 
 def test_the_noise_check_needs_enough_images_a_class(make_image_folder):
     assert check_noise(make_learner(make_image_folder(("a", "b"), n_train=8, n_valid=2, size=(40, 40)))) is None
+
+
+def test_a_resume_reuses_the_plan_and_the_decisions(make_image_folder, monkeypatch, tmp_path):
+    root = make_image_folder(("red", "green", "blue"), n_train=24, n_valid=3, size=(40, 40))
+    for index in range(4):
+        shutil.move(root / "train" / "red" / f"red_{index}.png", root / "train" / "green" / f"red_{index}.png")
+    monkeypatch.setattr(noise, "FLAG_BELOW", 0.9)
+    monkeypatch.setattr(noise, "MIN_PER_CLASS", 20)
+    first = make_learner(root)
+    first.fit_recipe(epochs=2, flip=True, noise="filter", checkpoint=tmp_path / "ckpt.pt")
+    decided = first.progress.recipe
+    assert decided["noise_left_out"] and decided["plan"]["probe"] is True
+    # The resumed fit takes the left-out images from the checkpoint instead of checking again.
+    monkeypatch.setattr(recommended, "check_noise", lambda *args, **kwargs: pytest.fail("checked again on resume"))
+    again = make_learner(root)
+    again.fit_recipe(epochs=2, flip=True, noise="filter", checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
+    for key in ("plan", "noise_left_out", "noise_chosen", "imbalance_chosen"):
+        assert again.progress.recipe[key] == decided[key], key
