@@ -98,6 +98,8 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     if plan.probe:  # the head starts from the probe: its frozen epoch refines it gently and validates it
         phases[0] = dataclasses.replace(phases[0], lr_max=lambda lr: slice(lr * _AFTER_PROBE_LR))
     settings = {"name": "fit_recipe", **recipe.to_dict(), "plan": plan.to_dict()}
+    if plan.lr_scale != 1.0 and recipe.base_lr != "auto":  # the plan's smaller batches: a lower LR
+        settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     flip = recipe.flip
     if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
         chosen = before.get("flip_chosen")

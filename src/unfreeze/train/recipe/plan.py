@@ -23,13 +23,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_EPOCHS", "LARGE", "MIN_EPOCH_STEPS", "PROBE_BELOW", "TrainingPlan", "plan_training"]
+__all__ = ["DEFAULT_EPOCHS", "LARGE", "LR_POWER", "MIN_EPOCH_STEPS", "PROBE_BELOW", "TrainingPlan", "plan_training"]
 
 DEFAULT_EPOCHS = 6  # the unfrozen epochs of the recipe study (recipe.md), for 2,000 images
 MIN_EPOCH_STEPS = 30  # ~2,000 images / 64: the study's epoch, in steps
 LARGE = 20_000  # above this, fewer unfrozen epochs (the same number of images seen as at 20,000, at least 3)
 PROBE_BELOW = 1_000  # fewer training images than this: the frozen phase is a linear probe
 _MIN_BATCH, _MAX_BATCH = 16, 64
+LR_POWER = 0.5  # the plan's smaller batches train at LR × (batch / 64) ** LR_POWER: square-root scaling, as for Adam
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class TrainingPlan:
         epochs: Epochs with the body training (None: a time budget plans them while running).
         probe: The frozen phase starts with a linear probe on cached features.
         steps_per_epoch: Optimizer steps in one epoch.
+        lr_scale: The recipe's LRs are multiplied by this: (batch size / 64) ** `LR_POWER` when the plan
+            chose a batch smaller than the study's 64 (smaller batches, noisier steps: a lower LR).
     """
 
     n_images: int
@@ -53,6 +56,7 @@ class TrainingPlan:
     epochs: int | None
     probe: bool
     steps_per_epoch: int
+    lr_scale: float = 1.0
 
     def line(self) -> str:
         """The one line `unfreeze train` and fit_recipe print.
@@ -121,5 +125,6 @@ def plan_training(n_images: int, batch_size: int | str | None = "auto", epochs: 
         unfrozen = None if epochs is None else int(epochs)
     frozen = 1 if freeze_epochs == "auto" else int(freeze_epochs)
     use_probe = (n_images < PROBE_BELOW) if probe == "auto" else bool(probe)
+    lr_scale = (bs / _MAX_BATCH) ** LR_POWER if batch_size == "auto" else 1.0
     return TrainingPlan(n_images=n_images, batch_size=bs, passes=passes, freeze_epochs=frozen, epochs=unfrozen,
-                        probe=use_probe and frozen > 0, steps_per_epoch=steps_of(passes))
+                        probe=use_probe and frozen > 0, steps_per_epoch=steps_of(passes), lr_scale=lr_scale)
