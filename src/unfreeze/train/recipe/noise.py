@@ -143,7 +143,12 @@ def disagreements(learner: Any, top: int = 20) -> list[dict[str, Any]]:
     items = [path for path, _ in dataset.items]
     labels = [label for _, label in dataset.items]
     loader = learner.dls.test_dl(items, labels=labels)
-    probs, targets = learner.get_preds(dl=loader)
+    probs, targets = learner.get_preds(dl=loader)  # every rank calls it under DDP (it gathers)
+    dropped = getattr(loader.dataset, "dropped", {}) or {}  # undecodable files have no prediction
+    kept = [index for index in range(len(items)) if index not in dropped]
+    items, labels = [items[index] for index in kept], [labels[index] for index in kept]
+    n_items = min(len(items), len(probs))  # a DDP gather may pad the last rank's share
+    probs, targets = probs[:n_items], targets[:n_items]
     task, vocab = learner.task, learner.dls.vocab
     if targets.ndim != 1:  # multi-label: the loss over the classes
         losses = nn.functional.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), targets.float(),
