@@ -310,7 +310,7 @@ EVIDENCE = """\
   0.188, small-loss filtering + smoothing 0.155; today 0.162. A cross-validated probe flags 9% of the clean
   set, 9-12% of the long tails, 19% of noisy10, 30% of noisy25 (p(label) < 0.02): filtering is on from 15%.
 - Long tails (`train/recipe/imbalance.py`): logit adjustment (tau=1) when the largest class has 3x the
-  images of the smallest; tail50 with it 0.195 (before the LR scaling), without it: see below if it ran.
+  images of the smallest; tail50: 0.192 with it, 0.235 without (`imbalance="none"`), same code and seed.
 - Flip check: the probe's sample is balanced per class, classes under 20 images are left out, and with fewer
   than two such classes flips stay on (few5/10: undecidable; tail50: flips on, 0.453 vs 0.532 on mirrors).
 """
@@ -322,9 +322,16 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
              "Command: `.venv/bin/python benchmarks/recipe_study.py --stages hard` (benchmarks/hard_data.py has the "
              "sets and runners). Error on a clean, balanced validation set (1 - macro F1 for multilabel, see "
              "hard_data.py); `n` is the seeds that finished; a `-` cell did not run (yet). Times are whole "
-             "processes with one torch thread on a 2-core machine shared with other jobs: compare within a row.",
+             "processes with one torch thread on a 2-core machine shared with other jobs and with the study's "
+             "other runners (load average 10-12 during these runs): wall seconds carry that load, CPU seconds are "
+             "the fairer cost.",
              "", "| set | today's default | new default | fastai fine_tune(2) | linear probe |",
              "|---|---|---|---|---|"]
+    unique: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for run in runs:  # one run per (set, runner, seed): the first recorded, when parallel studies overlapped
+        if "error" in run:
+            unique.setdefault((run["set"], run["runner"], run["seed"]), run)
+    runs = [*unique.values(), *(run for run in runs if "error" not in run)]
     for name in SETS:
         cells = []
         for runner in RUNNERS:
@@ -336,7 +343,8 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
             errors = [run["error"] for run in group]
             spread = f" ± {statistics.stdev(errors):.3f}" if len(errors) > 1 else ""
             wall = statistics.fmean(run["process_s"] for run in group)
-            cells.append(f"{statistics.fmean(errors):.3f}{spread} (n={len(group)}, {wall:.0f} s)")
+            cpu = statistics.fmean(run["process_cpu_s"] for run in group)
+            cells.append(f"{statistics.fmean(errors):.3f}{spread} (n={len(group)}; {wall:.0f} s wall, {cpu:.0f} s CPU)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     (out_dir / "hard_data.md").write_text("\n".join(lines) + "\n\n" + EVIDENCE)
 
