@@ -119,7 +119,7 @@ class GeneralizedCrossEntropy(nn.Module):
     Example:
         >>> loss = GeneralizedCrossEntropy(0.7)
         >>> round(float(loss(torch.tensor([[0.0, 0.0]]), torch.tensor([0]))), 3)
-        0.548
+        0.549
     """
 
     def __init__(self, q: float = 0.7) -> None:
