@@ -307,17 +307,21 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
     argv = ["train", options["data"]]
     for key in ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "epochs",
                 "freeze_epochs", "lr", "out", "class_weights"):
-        if options.get(key) is not None:
+        if key == "bs" and options.get("batch_size") == "auto":  # the plan chose the training batches
+            continue
+        if options.get(key) is not None and options.get(key) != "auto":  # "auto": the plan chooses, as it did
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     if options.get("multi_label"):
         argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
     for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",
-                "time_budget", "tensorboard", "mlflow", "frozen_groups", "head"):  # the recipe's options
+                "time_budget", "tensorboard", "mlflow", "frozen_groups", "head", "imbalance", "noise",
+                "thresholds"):  # the recipe's options
         if options.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     argv += {False: ["--no-flip"], True: ["--flip"]}.get(options.get("flip"), [])  # absent or "auto": the default
+    argv += {False: ["--no-probe"], True: ["--probe"]}.get(options.get("probe"), [])
     argv += ["--ema"] * bool(options.get("ema"))
     argv += ["--progressive"] * bool(options.get("progressive"))
     argv += [] if options["pretrained"] else ["--no-pretrained"]

@@ -126,3 +126,24 @@ def test_a_run_whose_lr_a_retry_lowered_resumes_at_that_lr(image_folder: Path, t
     (run / "summary.json").unlink()  # as if it had been interrupted after its last checkpoint
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert json.loads((run / "summary.json").read_text())["recipe"]["base_lr"] == 1e-3
+
+
+def test_per_class_thresholds_are_chosen_on_validation_exported_and_predicted_with(image_folder: Path,
+                                                                                  tmp_path: Path) -> None:
+    # Issue 27: per-class thresholds were Python only; --thresholds per-class chooses them in the CLI.
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "ml"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--thresholds", "per-class", "--quiet"]) == 0
+    chosen = json.loads((run / "summary.json").read_text())["threshold"]["threshold"]
+    learn = load_learner(run / "model.unfreeze")
+    assert isinstance(chosen, list) and len(chosen) == len(learn.dls.vocab)
+    assert list(learn.task.threshold) == pytest.approx(chosen)
+    image = next(image_folder.rglob("*.png"))
+    labels, _, probs = learn.predict(image)
+    expected = {name for name, prob, cut in zip(learn.dls.vocab, probs.tolist(), chosen, strict=True) if prob >= cut}
+    assert set(labels) == expected
+    assert "--thresholds per-class" in json.loads((run / "config.json").read_text())["rerun"]

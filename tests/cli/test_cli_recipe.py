@@ -24,7 +24,8 @@ def test_a_plain_run_records_the_recommended_recipe(trained_run: Path) -> None:
         "augment": "default", "flip": "auto", "frozen_groups": 1, "head": "linear", "mixup": 0.0, "cutmix": 0.0,
         "label_smoothing": 0.0, "ema": False,
         "wd": 0.01, "lr_mult": 10.0, "pct_start": 0.5, "div": 25.0, "patience": None, "progressive": False,
-        "time_budget": None, "tensorboard": None, "mlflow": None}
+        "time_budget": None, "tensorboard": None, "mlflow": None, "probe": "auto", "imbalance": "auto",
+        "noise": "auto"}
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["recipe"]["name"] == "fit_recipe" and summary["recipe"]["pct_start"] == 0.5
 
@@ -46,6 +47,7 @@ def test_every_option_reaches_config_the_rerun_line_and_the_fit(image_folder: Pa
     assert any(board.rglob("events.out.tfevents.*"))
     # The rerun line parses back to the very same options.
     rerun = build_parser().parse_args(shlex.split(config["rerun"])[1:])
+    rerun.argv = shlex.split(config["rerun"])[1:]  # as main() sets it: which flags were given
     assert recipe_options(rerun) == {key: options[key] for key in recipe_options(rerun)}
 
 
@@ -121,3 +123,37 @@ def test_a_run_from_before_the_recipe_options_resumes_with_fine_tune(image_folde
     (run / "summary.json").unlink()
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert json.loads((run / "summary.json").read_text())["recipe"]["name"] == "fine_tune"
+
+
+def test_a_long_tailed_run_says_its_plan_and_decisions_and_reports_balanced_scores(make_image_folder, tmp_path,
+                                                                                    capsys) -> None:
+    # Issue 27: nothing adapted to a lopsided folder, and the error alone hid the rare classes.
+    root = make_image_folder(classes=("ant", "bee", "cat"), n_train=18, n_valid=4)
+    for path in sorted((root / "train" / "cat").iterdir())[3:]:
+        path.unlink()  # 18 / 18 / 3 images: 6x
+    out = tmp_path / "run"
+    assert main(["train", str(root), "--arch", "test_resnet", "--no-pretrained", "--size", "16", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "plan: 39 images, batch size 16" in printed and "imbalance='auto': logit adjustment" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    recipe = summary["recipe"]
+    assert recipe["plan"]["batch_size"] == 16 and recipe["plan"]["probe"] is True
+    assert (recipe["imbalance_chosen"], recipe["noise_chosen"]) == ("logit_adjust", "label_smoothing")
+    assert set(summary["balanced"]) == {"balanced_accuracy", "macro_f1"}
+    assert len(summary["disagreements"]) == 20 and {"path", "label", "loss"} <= set(summary["disagreements"][0])
+    report = (out / "report.html").read_text()
+    assert "plan: 39 images" in report and "most disagrees with" in report
+    # --resume reuses the decisions: the checkpoint's recipe holds them, and a different one is refused.
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert (options["batch_size"], options["probe"], options["imbalance"], options["noise"]) == (
+        "auto", "auto", "auto", "auto")
+    assert "--bs" not in json.loads((out / "config.json").read_text())["rerun"]
+
+
+def test_evaluate_reports_balanced_scores_on_imbalanced_labels(trained_run, make_image_folder, capsys) -> None:
+    root = make_image_folder(classes=("ant", "bee", "cat"), n_train=1, n_valid=9)
+    for path in sorted((root / "valid" / "cat").iterdir())[2:]:
+        path.unlink()
+    assert main(["evaluate", str(trained_run / "model.unfreeze"), str(root / "valid")]) == 0
+    assert "balanced_accuracy" in capsys.readouterr().out

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unfreeze.data import ImageDataLoaders
-from unfreeze.train import recommended
+from unfreeze.train import flip_check, recommended
 from unfreeze.train.builders import vision_learner
 from unfreeze.train.flip_check import FlipCheck, check_flips
 
@@ -115,3 +116,27 @@ def test_with_the_bundled_weights_digits_are_handed_and_clothes_are_not(tmp_path
     clothes = ImageDataLoaders.from_folder(sample_dir, size=64, bs=32, seed=0, num_workers=0)
     check = check_flips(vision_learner(clothes, "efficientnet_lite0", quiet=True, seed=0))
     assert check is not None and check.flips is True, check
+
+
+def test_a_long_tail_is_sampled_evenly_and_classes_too_small_to_judge_are_left_out(tmp_path: Path) -> None:
+    # Issue 27: on a long tail the probe saw the classes in proportion (400 down to 8 images) and its
+    # verdict followed the large classes; now each class that can be cross-validated gives as many.
+    root = write_shapes(tmp_path, ("T", "H", "O"), n_train=60)
+    for index in range(2, 60):  # "O" keeps 2 images, too few to judge
+        (root / "train" / "O" / f"{index}.png").unlink()
+    for index in range(30, 60):  # "H" keeps 30
+        (root / "train" / "H" / f"{index}.png").unlink()
+    learn = make_learner(root)
+    seen = flip_check._balanced_sample(learn.dls.train.dataset.targets, 500, 0)
+    counts = torch.bincount(learn.dls.train.dataset.targets[torch.as_tensor(seen)], minlength=3).tolist()
+    vocab = learn.dls.vocab
+    assert counts[vocab.index("T")] == counts[vocab.index("H")] == 30 and counts[vocab.index("O")] == 0
+
+
+def test_few_images_per_class_leave_flips_on_without_a_verdict(tmp_path: Path) -> None:
+    # Issue 27: 10 images per class are too few for a 2-fold probe to tell handed images from chance.
+    learn = make_learner(write_shapes(tmp_path, ("L", "J", "T"), n_train=10))
+    assert check_flips(learn) is None
+    learn.fit_recipe(1, freeze_epochs=0)
+    assert learn.progress.recipe["flip_chosen"] is True
+    assert any(note.startswith("flip='auto': flips on (fewer than two classes") for note in learn.recorder.notes)

@@ -50,7 +50,8 @@ class Watch(Callback):
 def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder, augment):
     plain, recipe = make_learner(make_dls(folder)), make_learner(make_dls(folder))
     plain.fine_tune(1, base_lr=2e-3, freeze_epochs=1, lr_mult=100)
-    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment, frozen_groups=0, flip=True, base_lr=2e-3, lr_mult=100)
+    recipe.fit_recipe(1, pct_start=0.3, div=5.0, augment=augment, frozen_groups=0, flip=True, base_lr=2e-3, lr_mult=100,
+                      batch_size=None, probe=False, imbalance="none", noise="none")
     for (name, before), after in zip(plain.model.state_dict().items(), recipe.model.state_dict().values(), strict=True):
         assert torch.equal(before, after), name
     assert [row["train_loss"] for row in plain.recorder.history] == [
@@ -60,7 +61,7 @@ def test_fit_recipe_with_fine_tunes_settings_is_fine_tune_bit_for_bit(folder, au
 def test_the_default_recipe_runs_fine_tunes_phases_with_its_own_warmup_and_weight_decay(folder):
     dls = make_dls(folder)
     learn, watch = make_learner(dls, weight_decay=0.05), Watch()
-    learn.fit_recipe(1, callbacks=[watch])
+    learn.fit_recipe(1, callbacks=[watch], batch_size=None, probe=False)  # the loader's batches, no probe
     n = len(dls.train)
     unfrozen = OneCycleSchedule(resolve_lrs(slice(2e-3 / 10, 2e-3), 3), n, pct_start=0.5, div=25.0)
     for step in range(n):

@@ -168,6 +168,10 @@ def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
         pairs = [f"{pair[0]} → {pair[1]} ({pair[2]})" for pair in most[:5] if isinstance(pair, list) and len(pair) == 3]
         if pairs:
             facts.append(Markup("most confused (actual → predicted): {}").format("; ".join(pairs)))
+    balanced = summary.section("balanced")
+    if balanced.content:  # imbalanced classes: the error alone hides the small classes
+        facts.append(Markup("imbalanced classes: balanced accuracy <strong>{}</strong>, macro F1 {}").format(
+            format_value(balanced.number("balanced_accuracy")), format_value(balanced.number("macro_f1"))))
     if summary.flag("interrupted"):
         facts.append(Markup("<strong>interrupted</strong> before the planned epochs ended"))
     return facts
@@ -212,6 +216,12 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         state = "on" if chosen is True else "off" if chosen is False else _scalar(recipe.get("flip"))
         add("horizontal flip", f"{state} (asked: {_scalar(recipe.get('flip'))})" + (
             f": {flip_notes[0]}" if flip_notes else ""))
+    # The recipe's plan and its decisions from the data, as fit_recipe printed them (train/recipe/).
+    for prefix, name in (("plan:", "training plan"), ("probe:", "linear probe"), ("imbalance", "class imbalance"),
+                         ("noise", "wrong labels")):
+        for note in notes:
+            if note.startswith(prefix):
+                add(name, note)
     size = summary.section("input_size")
     if size.content:
         if size.flag("upscaled"):

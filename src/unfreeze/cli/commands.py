@@ -193,6 +193,7 @@ def command_train(args: argparse.Namespace) -> int:
     from unfreeze.inference import ClassificationInterpretation
     from unfreeze.inference.regression import regression_report
     from unfreeze.plots import plot_predicted_vs_true
+    from unfreeze.train.recipe.noise import disagreements
 
     started = time.perf_counter()
     run, options, saved = _resume_plan(args) if args.resume is not None else (None, _new_run_options(args), None)
@@ -240,15 +241,18 @@ def command_train(args: argparse.Namespace) -> int:
         # Every rank exports (export synchronises the ranks); rank 0 alone writes the summary.
         exported = _export(learn, run) if args.save_on_interrupt else None
         return _after_interrupt(learn, run, lr, started, exported) if main_process else 130
-    guards.choose_threshold(learn)
+    guards.choose_threshold(learn, options.get("thresholds", "global"))  # runs from before --thresholds: global
     _export(learn, run)
     regression = options.get("task") == "regression"
     # Both gather over ranks: every rank calls them.
     interpretation = None if regression else ClassificationInterpretation.from_learner(learn)
     predictions = learn.get_preds() if regression else None
+    # the training images whose label the model finds least likely (gathers over ranks too)
+    disagreeing = None if regression else disagreements(learn)
     if not main_process:
         return 0
     single_label = not options.get("multi_label") and not regression
+    balanced = _balanced(interpretation, dls) if single_label else None
     plots = [run.file("lr_find.png")] if lr_find is not None else []
     if regression:
         plots += [learn.recorder.plot_loss(run.file("loss.png")), learn.recorder.plot_sched(run.file("sched.png")),
@@ -270,6 +274,8 @@ def command_train(args: argparse.Namespace) -> int:
         "confusion_matrix": interpretation.confusion_matrix().tolist() if single_label else None,
         "phases": phases_summary(learn.recorder.phases, len(learn.recorder.history)),
         "report": regression_report(*predictions, list(dls.vocab)) if regression else interpretation.report(),
+        "balanced": balanced,  # balanced accuracy and macro F1 on validation, when the classes are imbalanced
+        "disagreements": disagreeing,
         "interrupted": learn.interrupted,
         "resumed_after_epoch": None if saved is None else len(saved.state["recorder"]["history"]),
         "notes": learn.recorder.notes,
@@ -282,6 +288,8 @@ def command_train(args: argparse.Namespace) -> int:
         print(run.folder)
         return 0
     metrics = ", ".join(f"{name} {final[name]:.4f}" for name in learn.metric_names if name in final)
+    if balanced is not None:
+        metrics += f", balanced accuracy {balanced['balanced_accuracy']:.4f}, macro F1 {balanced['macro_f1']:.4f}"
     print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images ({guards.sentence()}); "
           f"{summary['wall_time_s']:.0f} s in all.")
     print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json, "
@@ -290,13 +298,30 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _balanced(interpretation: Any, dls: Any) -> dict[str, float] | None:
+    """Balanced accuracy and macro F1 of the validation predictions when the training classes are imbalanced."""
+    return _balanced_on(interpretation, dls.train.dataset.targets, dls.n_classes)
+
+
+def _balanced_on(interpretation: Any, counted: Any, n_classes: int) -> dict[str, float] | None:
+    """Balanced accuracy and macro F1 of `interpretation`'s predictions when the classes of `counted`
+    (targets) are imbalanced (`check_imbalance`); None when they are not."""
+    from unfreeze.train.recipe.imbalance import balanced_scores, check_imbalance
+
+    check = check_imbalance(counted, n_classes)
+    if check is None or not check.imbalanced:
+        return None
+    scores = balanced_scores(interpretation.preds, interpretation.targets, n_classes)
+    return {"balanced_accuracy": round(scores["balanced_accuracy"], 4), "macro_f1": round(scores["macro_f1"], 4)}
+
+
 def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of a new run: the command line's data and model options, epochs and LR."""
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
     return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
-            **trust_options(args)}
+            **trust_options(args), "thresholds": args.thresholds}
 
 
 def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: bool) -> runs.Run:
@@ -328,7 +353,7 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
 # Options a resumed run takes from config.json: one given again on the command line must agree.
 _RESUMED = ("arch", "size", "bs", "valid_pct", "seed", "label_re", "csv", "weights", "pretrained", "train_bn",
             "multi_label", "label_delim", "task", "class_weights", "sampler", "epochs", "freeze_epochs", "lr",
-            *RECIPE_FLAGS, "keep", "upscale")
+            *RECIPE_FLAGS, "keep", "upscale", "thresholds")
 
 
 def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], Any]:
@@ -341,7 +366,7 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
     options = run.options(("data", "arch", "epochs", "freeze_epochs", "lr"), "it cannot be resumed")
     given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
     current = {**_options(args, data_required=False), "epochs": args.epochs, "freeze_epochs": args.freeze_epochs,
-               "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
+               "lr": args.lr, "keep": args.keep, "upscale": args.upscale, "thresholds": args.thresholds,
                **{key: getattr(args, key) for key in RECIPE_FLAGS}}
     flags = {key: f"--{key.replace('_', '-')}" for key in _RESUMED}
     flags.update(pretrained="--no-pretrained", multi_label="--multi-label", upscale="--no-upscale", **RECIPE_FLAGS)
@@ -788,6 +813,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     out = sys.stdout if args.format == "text" else sys.stderr
     print(f"{args.model}: {n_scored} labelled images in {args.data}"
           + (f" ({len(loader.dataset.dropped)} could not be read)" if loader.dataset.dropped else ""), file=out)
+    balanced = None if multi_label or regression else _balanced_on(interpretation, loader.dataset.targets,
+                                                                   len(learn.dls.vocab))
+    scores = {**scores, **(balanced or {})}  # beside the error, when the evaluated classes are imbalanced
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
     if regression:
         for name, values in report.items():

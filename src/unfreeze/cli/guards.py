@@ -23,7 +23,7 @@ __all__ = ["GUARD_OPTIONS", "TrainGuards", "add_guard_options", "check_input_siz
            "train_command_after_lr_find"]
 
 # config.json keys of the guard options (a resumed run takes them from there; rerun lines repeat them).
-GUARD_OPTIONS = ("keep", "upscale")
+GUARD_OPTIONS = ("keep", "upscale", "thresholds")
 
 
 def add_guard_options(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,10 @@ def add_guard_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-upscale", dest="upscale", action="store_false",
                         help="keep --size even when the backbone's final feature map is under 2x2 there (by default "
                              "small images are upscaled to a size it can use)")
+    parser.add_argument("--thresholds", choices=("auto", "per-class", "global"), default="auto",
+                        help="--multi-label decision thresholds chosen on validation and stored in the export: one "
+                             "per class, one for all, or auto = per class when every class has 10 positive "
+                             "validation images (default)")
 
 
 def check_input_size_and_upscale(learn: Any, options: dict[str, Any], load_data: Callable[[dict[str, Any]], Any],
@@ -100,13 +104,15 @@ class TrainGuards:
                                         "(try unfreeze lr-find).")
         return cls(kept[0], lr)
 
-    def choose_threshold(self, learn: Any) -> None:
-        """A multi-label learner's F1-optimal threshold on validation, set on its task (stored in the export)."""
+    def choose_threshold(self, learn: Any, thresholds: str = "global") -> None:
+        """A multi-label learner's F1-optimal threshold(s) on validation, set on its task (stored in the
+        export, used by predict and serve): `thresholds` is --thresholds (auto, per-class, global)."""
         from unfreeze.tasks import MultiLabel
         from unfreeze.train.threshold_tuning import tune_threshold
 
         if isinstance(learn.task, MultiLabel):
-            self.threshold = tune_threshold(learn)
+            self.threshold = tune_threshold(learn, per_class={"per-class": True, "global": False}.get(thresholds,
+                                                                                                      "auto"))
             learn.task = self.threshold.task
 
     def summary(self) -> dict[str, Any]:

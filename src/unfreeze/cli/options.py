@@ -189,7 +189,9 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
                         help=f"timm architecture name (default: {DEFAULT_ARCH}, weights bundled)")
     parser.add_argument("--size", type=_image_size, default=128,
                         help=f"image side in pixels, at most {MAX_SIZE} (default: 128)")
-    parser.add_argument("--bs", type=_positive, default=64, help="batch size (default: 64)")
+    parser.add_argument("--bs", type=_positive, default=64,
+                        help="batch size (default: 64; train plans its training batches from the number of images "
+                             "unless --bs is given)")
     parser.add_argument("--valid-pct", type=_fraction, default=0.2,
                         help="validation fraction when DATA has no valid/ folder (default: 0.2)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed of the split, the head and training (default: 0)")
@@ -218,8 +220,8 @@ def _add_data_options(parser: argparse.ArgumentParser, data_optional: bool = Fal
 
 def _add_training_options(parser: argparse.ArgumentParser, default_lr: float) -> None:
     parser.add_argument("--epochs", type=_positive,
-                        help="epochs with the body training (default: the recipe's 6; with --time-budget, "
-                             "the most to plan)")
+                        help="epochs with the body training, one pass each (default: planned from the number of "
+                             "images: 6 of at least ~30 steps; with --time-budget, the most to plan)")
     parser.add_argument("--freeze-epochs", type=_count,
                         help="epochs training only the head first (default: the recipe's 1; 0 skips them)")
     parser.add_argument("--lr", type=_lr, default=default_lr,

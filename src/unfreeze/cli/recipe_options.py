@@ -26,7 +26,8 @@ RECIPE_FLAGS = {"augment": "--augment", "flip": "--flip", "frozen_groups": "--fr
                 "label_smoothing": "--label-smoothing", "ema": "--ema", "wd": "--wd", "lr_mult": "--lr-mult",
                 "pct_start": "--pct-start", "div": "--div",
                 "patience": "--patience", "progressive": "--progressive", "time_budget": "--time-budget",
-                "tensorboard": "--tensorboard", "mlflow": "--mlflow"}
+                "tensorboard": "--tensorboard", "mlflow": "--mlflow", "probe": "--probe", "imbalance": "--imbalance",
+                "noise": "--noise"}
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -107,6 +108,17 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
                        help="plan the epochs to fit this wall time (10m, 90s, 1.5h) and stop within it; "
                             "--epochs is then the most")
+    group.add_argument("--probe", dest="probe", action="store_const", const=True, default=None,
+                       help="fit the head on the frozen body's cached features before fine-tuning (LP-FT); by "
+                            "default under 1,000 training images")
+    group.add_argument("--no-probe", dest="probe", action="store_const", const=False,
+                       help="no linear probe: the frozen epochs train the head")
+    group.add_argument("--imbalance", choices=("auto", "logit_adjust", "none"),
+                       help="remedy against a long tail of classes (default: auto = logit adjustment when the largest "
+                            "class has 3x the images of the smallest)")
+    group.add_argument("--noise", choices=("auto", "label_smoothing", "gce", "none"),
+                       help="guard against wrong labels (default: auto = label smoothing 0.1 for single-label data; "
+                            "gce = generalised cross-entropy)")
     group.add_argument("--tensorboard", metavar="DIR", help="log the curves to TensorBoard in DIR")
     group.add_argument("--mlflow", metavar="NAME", help="log the run to the MLflow experiment NAME")
 
@@ -116,7 +128,13 @@ def recipe_options(args: argparse.Namespace) -> dict[str, Any]:
     given = {key: getattr(args, key, None) for key in RECIPE_FLAGS}
     time_budget = given["time_budget"]
     epochs = args.epochs if args.epochs is not None else None if time_budget is not None else _DEFAULT.epochs
+    flags = {token.split("=")[0] for token in getattr(args, "argv", None) or ()}
     return {
+        # The plan chooses the batch size unless --bs is given (the loaders are built with --bs either way).
+        "batch_size": args.bs if "--bs" in flags else _DEFAULT.batch_size,
+        "probe": _DEFAULT.probe if given["probe"] is None else given["probe"],
+        "imbalance": given["imbalance"] or _DEFAULT.imbalance,
+        "noise": given["noise"] or _DEFAULT.noise,
         "epochs": epochs,
         "freeze_epochs": args.freeze_epochs if args.freeze_epochs is not None else _DEFAULT.freeze_epochs,
         "augment": given["augment"] or _DEFAULT.augment,
@@ -154,7 +172,10 @@ def recipe_from_options(options: dict[str, Any], lr: float | str) -> Recipe:
                   frozen_groups=options.get("frozen_groups", 0), head=options.get("head", "fastai"),
                   # The command line planned the size (and warned) when it built the loaders.
                   upscale=False,
-                  patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"])
+                  patience=options["patience"], progressive=options["progressive"], time_budget=options["time_budget"],
+                  # Runs from before the plan and the decisions used the loader's batches and none of them.
+                  batch_size=options.get("batch_size"), probe=options.get("probe", False),
+                  imbalance=options.get("imbalance", "none"), noise=options.get("noise", "none"))
 
 
 def check_recipe(options: dict[str, Any], learn: Any) -> None:

@@ -163,6 +163,8 @@ class ImageDataLoader:
         self.augment = augment if training else None
         self.seed, self.epoch = seed, 0
         self.sample_weights: np.ndarray | None = None  # set_sample_weights: weighted draws instead of a shuffle
+        # Passes over the items in one training epoch (a small set's epoch holds several: train.recipe.plan).
+        self.passes = 1
         self.device = torch.device(device)
         self.num_workers = default_workers() if num_workers is None else num_workers
         self.worker_start_method: str | None = None  # None: the platform default (fork on Linux)
@@ -231,16 +233,20 @@ class ImageDataLoader:
         n_items = len(self.dataset)
         if self.shuffle and self.sample_weights is not None:
             # Weighted draws with replacement: an epoch has as many items as the dataset, rare classes repeat.
-            order = np.random.default_rng([self.seed, self.epoch]).choice(n_items, n_items, p=self.sample_weights)
+            order = np.random.default_rng([self.seed, self.epoch]).choice(n_items, n_items * self.passes,
+                                                                          p=self.sample_weights)
         elif self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(n_items)
+            # Pass 0 is the one-pass epoch's permutation; further passes draw their own.
+            order = np.concatenate([np.random.default_rng([self.seed, self.epoch, *([extra] if extra else [])])
+                                    .permutation(n_items) for extra in range(self.passes)])
         else:
             order = np.arange(n_items)
         if self.world_size == 1:
             return order
         if self.shuffle:
-            total = -(-n_items // self.world_size) * self.world_size
-            order = np.concatenate([order, order[: total - n_items]]) if total > n_items else order
+            drawn = len(order)
+            total = -(-drawn // self.world_size) * self.world_size
+            order = np.concatenate([order, order[: total - drawn]]) if total > drawn else order
             return order[self.rank :: self.world_size]
         return np.array_split(order, self.world_size)[self.rank]
 
@@ -252,7 +258,7 @@ class ImageDataLoader:
     def __len__(self) -> int:
         n_items, world_size = len(self.dataset), self.world_size
         if self.shuffle:
-            n_items = -(-n_items // world_size)  # padded to equal lengths
+            n_items = -(-(n_items * self.passes) // world_size)  # padded to equal lengths
         else:
             n_items = n_items // world_size + (self.rank < n_items % world_size)
         return n_items // self.batch_size if self.drop_last else -(-n_items // self.batch_size)

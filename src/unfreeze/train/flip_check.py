@@ -31,6 +31,7 @@ __all__ = ["MARGIN", "RATIO", "FlipCheck", "check_flips"]
 
 RATIO = 2.0  # mirrors misclassified more than twice as often as the images...
 MARGIN = 0.1  # ...and by 10 points more: a probe on a few hundred images is noisy at small errors
+MIN_PER_CLASS = 20  # a class takes part with at least this many images (10 a fold); two such classes at least
 _PROBE_STEPS = 150
 _PROBE_LR = 1e-2
 
@@ -74,10 +75,14 @@ def check_flips(learner: Any, max_items: int = 500, seed: int = 0) -> FlipCheck 
         max_items: The most training images sampled (at random, seeded) for the probes.
         seed: Seed of the sample, the folds and the probes' initial weights.
 
+    The sample is balanced: each class with at least `MIN_PER_CLASS` images gives the same number (at
+    most max_items / classes), so that a long tail's large classes cannot make the probe a prior
+    that mirrors happen to break, and classes too small to cross-validate are left out.
+
     Returns:
         The measurements and the decision, or None when the check cannot run (a model without a
-        `body`, loaders that are not unfreeze's, or fewer than 20 labelled, decodable training
-        images); the caller keeps flips then.
+        `body`, loaders that are not unfreeze's, or fewer than two classes with `MIN_PER_CLASS`
+        labelled training images: too few to tell handedness from chance); the caller keeps flips then.
 
     Example:
         >>> check = check_flips(learn)  # doctest: +SKIP
@@ -90,7 +95,7 @@ def check_flips(learner: Any, max_items: int = 500, seed: int = 0) -> FlipCheck 
     if not isinstance(body, nn.Module) or not readable:  # not unfreeze's loaders: nothing to sample
         return None
     features, mirrored, targets = _embed(learner, body, max_items, seed)
-    if targets is None or len(targets) < 20:
+    if targets is None or len(targets) < MIN_PER_CLASS:
         return None
     generator = torch.Generator().manual_seed(seed)
     fold = torch.randperm(len(targets), generator=generator) % 2 == 0
@@ -109,8 +114,7 @@ def _embed(learner: Any, body: nn.Module, max_items: int, seed: int
     """Pooled body features of a random sample of training images and of their mirrors, with targets."""
     loader = learner.dls.train
     dataset = loader.dataset
-    labelled = _labelled(dataset.targets)
-    order = np.random.default_rng(seed).permutation(labelled)[:max_items]
+    order = _balanced_sample(dataset.targets, max_items, seed)
     mean = torch.tensor(loader.mean, device=learner.device).view(1, 3, 1, 1)
     std = torch.tensor(loader.std, device=learner.device).view(1, 3, 1, 1)
     features, mirrored, targets = [], [], []
@@ -138,6 +142,23 @@ def _embed(learner: Any, body: nn.Module, max_items: int, seed: int
     if not targets:
         return torch.empty(0), torch.empty(0), None
     return torch.cat(features).cpu(), torch.cat(mirrored).cpu(), torch.cat(targets).cpu()
+
+
+def _balanced_sample(targets: torch.Tensor, max_items: int, seed: int) -> np.ndarray:
+    """Training indices: the same number from each single-label class with `MIN_PER_CLASS` images or more
+    (none when fewer than two such classes); multi-label data: a random sample of the labelled items."""
+    rng = np.random.default_rng(seed)
+    labelled = _labelled(targets)
+    if targets.ndim != 1:
+        return rng.permutation(labelled)[:max_items]
+    labels = targets.cpu().numpy()[labelled]
+    classes = [labelled[labels == cls] for cls in np.unique(labels)]
+    classes = [members for members in classes if len(members) >= MIN_PER_CLASS]
+    if len(classes) < 2:
+        return np.empty(0, dtype=np.int64)
+    each = max(1, min(max_items // len(classes), min(len(members) for members in classes)))
+    chosen = [rng.permutation(members)[:each] for members in classes]
+    return rng.permutation(np.concatenate(chosen))
 
 
 def _labelled(targets: torch.Tensor) -> np.ndarray:

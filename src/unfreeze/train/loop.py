@@ -39,7 +39,7 @@ from unfreeze.train.checkpoint import callback_key
 if TYPE_CHECKING:
     from unfreeze.train.protocols import FitTarget
 
-__all__ = ["CheckpointWriter", "NonFiniteLossError", "Position", "run_fit"]
+__all__ = ["CheckpointWriter", "NonFiniteLossError", "Position", "load_callback_states", "run_fit"]
 
 # Called after every epoch with (epoch, finished, the fit's own callbacks): the recipes write the
 # checkpoint file there, with what the fit is and how far it got.
@@ -206,6 +206,15 @@ def _train_epoch(learner: FitTarget, schedule: Any, step_in_fit: int, good_state
         raise
 
 
+def load_callback_states(callbacks: Sequence[Callback], states: dict[str, Any] | None) -> None:
+    """Give each of a fit's own callbacks (those after the recorder and the progress display) its state
+    from a checkpoint's `states` (the keys `callback_key` wrote)."""
+    for index, callback in enumerate(callbacks):
+        saved = (states or {}).get(callback_key(index, callback))
+        if saved:
+            callback.load_state_dict(saved)
+
+
 def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence[Callback], *,
             start_epoch: int = 0, overlap: bool = False, checkpoint: CheckpointWriter | None = None,
             callback_states: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -245,10 +254,7 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
         callback.stop_training = False  # a stop asked for in an earlier fit does not carry over
     emit(callbacks, "before_fit", learner)
     user_callbacks = callbacks[2:]
-    for index, callback in enumerate(user_callbacks):
-        saved = (callback_states or {}).get(callback_key(index, callback))
-        if saved:
-            callback.load_state_dict(saved)
+    load_callback_states(user_callbacks, callback_states)
     try:
         with _seeded(learner), cudnn_autotune(learner.device):
             for epoch in range(start_epoch, n_epoch):

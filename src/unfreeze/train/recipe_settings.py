@@ -25,6 +25,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+IMBALANCE_CHOICES = ("auto", "logit_adjust", "none")
+NOISE_CHOICES = ("auto", "label_smoothing", "filter", "gce", "none")
+
 __all__ = ["Recipe", "RecipeError"]
 
 
@@ -37,9 +40,22 @@ class Recipe:
     """The recommended way to fine-tune a pretrained classifier; every field has the study's default.
 
     Attributes:
-        epochs: Epochs with the body training (after `freeze_epochs`). With `time_budget`, the most
-            epochs to plan; None plans as many as fit.
-        freeze_epochs: Epochs training the head alone first.
+        epochs: Epochs with the body training (after `freeze_epochs`), or "auto": the plan
+            (`train.recipe.plan`) chooses them and the passes over the images an epoch holds from the
+            number of training images (6 epochs of at least 30 optimizer steps each). With
+            `time_budget`, the most epochs to plan; None plans as many as fit.
+        freeze_epochs: Epochs training the head alone first ("auto": 1).
+        batch_size: The training batch size for the fit: "auto" (the plan: 16 to 64 by the number of
+            images), a number, or None (the loader's own).
+        probe: Start the frozen phase with a linear probe on the frozen body's cached features
+            (`train.recipe.probe`; LP-FT): "auto" (under 1,000 training images), True or False.
+        imbalance: The remedy against a long tail of classes: "auto" (logit adjustment when the
+            largest class has 3x the images of the smallest), "logit_adjust" or "none".
+        noise: The guard against wrong labels: "auto" (label smoothing 0.1 for single-label data
+            unless `label_smoothing` is set, and the training images whose label a cross-validated
+            linear probe finds unlikely left out when they are 15% of the set or more:
+            `train.recipe.noise.check_noise`), "filter" (leave those out whatever their share),
+            "label_smoothing", "gce" (generalised cross-entropy, q=0.7) or "none".
         head: The head a learner built for this recipe gets (`vision_learner(..., recipe=...)` and
             `unfreeze train`): "linear" (average pooling and one linear layer) or "fastai" (concat
             pooling, BatchNorm, dropout, two linear layers). `fit_recipe` trains whatever head the
@@ -76,12 +92,16 @@ class Recipe:
 
     Example:
         >>> Recipe().epochs, Recipe().pct_start, Recipe(mixup=0.2).mixup
-        (6, 0.5, 0.2)
+        ('auto', 0.5, 0.2)
         >>> learn.fit_recipe(recipe=Recipe(augment="strong", flip=False))  # doctest: +SKIP
     """
 
-    epochs: int | None = 6
-    freeze_epochs: int = 1
+    epochs: int | str | None = "auto"
+    freeze_epochs: int | str = "auto"
+    batch_size: int | str | None = "auto"
+    probe: bool | str = "auto"
+    imbalance: str = "auto"
+    noise: str = "auto"
     frozen_groups: int = 1
     head: str = "linear"
     upscale: bool = True
@@ -139,9 +159,21 @@ class Recipe:
         from unfreeze.data.augment import AUGMENT_PRESETS
 
         return [
-            _whole(self.epochs, "epochs", 1, none_ok=self.time_budget is not None,
-                   hint="(None only with a time_budget)"),
-            _whole(self.freeze_epochs, "freeze_epochs", 0),
+            "" if self.epochs == "auto" else _whole(self.epochs, "epochs", 1, none_ok=self.time_budget is not None,
+                                                    hint="(or 'auto'; None only with a time_budget)"),
+            "" if self.freeze_epochs == "auto" else _whole(self.freeze_epochs, "freeze_epochs", 0, hint="(or 'auto')"),
+            "" if self.batch_size == "auto" else _whole(self.batch_size, "batch_size", 1, none_ok=True,
+                                                        hint="(or 'auto', or None for the loader's own)"),
+            "" if isinstance(self.probe, bool) or self.probe == "auto" else
+            f"probe must be True, False or 'auto', got {self.probe!r}.",
+            "" if self.imbalance in IMBALANCE_CHOICES else
+            f"imbalance must be one of {', '.join(IMBALANCE_CHOICES)}, got {self.imbalance!r}.",
+            "" if self.noise in NOISE_CHOICES else
+            f"noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}.",
+            "imbalance applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
+            if multi_label and self.imbalance == "logit_adjust" else "",
+            "noise='gce' applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
+            if multi_label and self.noise == "gce" else "",
             _whole(self.frozen_groups, "frozen_groups", 0),
             "" if self.head in ("linear", "fastai") else f"head must be 'linear' or 'fastai', got {self.head!r}.",
             "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else

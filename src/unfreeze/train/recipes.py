@@ -363,6 +363,8 @@ def run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[Phase
         saved.apply(learner)
         # A finished phase (its after_fit ran) hands over to the next; an unfinished one continues.
         first_phase, resumed_phase = (phase + 1, None) if saved.progress.get("finished") else (phase, phase)
+        if resumed_phase is None:  # the callbacks carry what they held between the phases (KeepBest's best)
+            loop.load_callback_states([*learner.callbacks, *callbacks], saved.state.get("callbacks"))
     elif recipe["base_lr"] == "auto":
         learner.freeze()  # lr_find tests the LRs of the first phase, on the frozen model
         recipe["base_lr"] = auto_lr(learner, "auto", "base_lr")

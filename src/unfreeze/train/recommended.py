@@ -11,6 +11,7 @@ are `recipes.run_phases`'.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
@@ -18,15 +19,22 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from unfreeze import distributed
 from unfreeze.data.augment import augment_preset
 from unfreeze.models.feature_map import feature_map_size
 from unfreeze.tasks import MultiLabel
-from unfreeze.train.callbacks import Callback, EarlyStopping
+from unfreeze.train.callbacks import Callback, EarlyStopping, SaveBestModel
 from unfreeze.train.ema import EMA
-from unfreeze.train.flip_check import check_flips
+from unfreeze.train.flip_check import MIN_PER_CLASS, check_flips
 from unfreeze.train.input_size import upscale_loaders
+from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
+from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
+from unfreeze.train.recipe.noise import FILTER_FROM, GeneralizedCrossEntropy, check_noise
+from unfreeze.train.recipe.plan import plan_training
+from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.recipes import Resume, fine_tune_phases, read_resume, run_phases
 from unfreeze.train.time_budget import TimeBudget, estimate_epoch_seconds
@@ -34,7 +42,7 @@ from unfreeze.train.time_budget import TimeBudget, estimate_epoch_seconds
 if TYPE_CHECKING:
     from unfreeze.train.protocols import RecipeTarget
 
-__all__ = ["PROGRESSIVE_SCALE", "check_time_budget", "fit_recipe"]
+__all__ = ["NOISE_SMOOTHING", "PROGRESSIVE_SCALE", "check_time_budget", "fit_recipe"]
 
 
 def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe | None = None,
@@ -44,14 +52,30 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     are `Learner.fit_recipe`'s.
 
     fine_tune's two phases, with the recipe's weight decay, label smoothing, augmentation preset,
-    mixup/cutmix, EMA, early stopping, progressive resizing and time budget around them. The loss and
-    the loaders' augmentation and size are the recipe's during the fit and put back after it.
+    mixup/cutmix, EMA, early stopping, progressive resizing and time budget around them. Before them,
+    the data decides what "auto" leaves open (each printed as one line and kept in the fit's recipe,
+    which a resume reuses): the plan (batch size, epochs, passes, probe: `train.recipe.plan`), the
+    flips, the remedy against a long tail and the guard against wrong labels. With the probe, the
+    head is first fitted on the frozen body's cached features, and the best epoch (by the first
+    metric) is the model kept, so fine-tuning the body never ends worse on validation than the probe.
+    The loss and the loaders' augmentation, batch size and size are the recipe's during the fit and
+    put back after it.
     """
     # `epochs=None` is "not given" (the recipe's own); any other setting given, None included, is a change.
     recipe = (recipe if recipe is not None else Recipe()).replace(**({} if epochs is None else {"epochs": epochs}),
                                                                   **settings)
     recipe.check(multi_label=isinstance(learner.task, MultiLabel))
     _check_input_size(learner, recipe.upscale)
+    saved = read_resume(resume)
+    before = dict((saved.progress.get("recipe") or {}) if saved is not None else {})
+    train = learner.dls.train
+    plan = plan_training(len(train.dataset), recipe.batch_size,
+                         None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
+                         recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
+                         loader_batch_size=train.batch_size)
+    if plan.probe and probe_head(learner.model) is None:  # another head: its frozen epochs train it
+        plan = dataclasses.replace(plan, probe=False)
+    _say(learner, plan.line())
     extras: list[Callback] = []
     if recipe.mixup or recipe.cutmix:
         extras.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
@@ -59,24 +83,107 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         extras.append(EMA())
     if recipe.patience is not None:
         extras.append(EarlyStopping("valid_loss", patience=recipe.patience))
-    unfrozen_epochs: int | Callable[[], int] = recipe.epochs or 0
+    if plan.probe and not any(isinstance(callback, SaveBestModel) for callback in [*callbacks, *learner.callbacks]):
+        extras.append(KeepBest())  # the probe's epoch competes with the fine-tuned ones (LP-FT)
+    unfrozen_epochs: int | Callable[[], int] = plan.epochs or 0
     if recipe.time_budget is not None:
         deadline = time.monotonic() + recipe.time_budget
-        epoch_seconds = check_time_budget(learner, recipe.time_budget)
+        epoch_seconds = check_time_budget(learner, recipe.time_budget) * plan.passes
         extras.append(TimeBudget(deadline))
-        most = recipe.epochs or _MAX_PLANNED_EPOCHS
+        most = plan.epochs or _MAX_PLANNED_EPOCHS
         unfrozen_epochs = lambda: max(1, min(most, int((deadline - time.monotonic()) // epoch_seconds)))  # noqa: E731
     small = _progressive_size(learner.model, learner.dls.train.size) if recipe.progressive else None
-    phases = fine_tune_phases(learner, recipe.freeze_epochs, unfrozen_epochs, recipe.lr_mult, recipe.pct_start,
+    phases = fine_tune_phases(learner, plan.freeze_epochs, unfrozen_epochs, recipe.lr_mult, recipe.pct_start,
                                recipe.div, sizes=(small, None), frozen_groups=recipe.frozen_groups)
-    saved = read_resume(resume)
-    settings = {"name": "fit_recipe", **recipe.to_dict()}
+    if plan.probe:  # the head starts from the probe: its frozen epoch refines it gently and validates it
+        phases[0] = dataclasses.replace(phases[0], lr_max=lambda lr: slice(lr * _AFTER_PROBE_LR))
+    settings = {"name": "fit_recipe", **recipe.to_dict(), "plan": plan.to_dict()}
+    if plan.lr_scale != 1.0 and recipe.base_lr != "auto":  # the plan's smaller batches: a lower LR
+        settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     flip = recipe.flip
     if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
-        chosen = ((saved.progress.get("recipe") or {}) if saved is not None else {}).get("flip_chosen")
+        chosen = before.get("flip_chosen")
         settings["flip_chosen"] = flip = chosen if isinstance(chosen, bool) else _check_flips(learner, recipe)
-    with _recipe_loss(learner, recipe.label_smoothing), _recipe_augment(learner.dls.train, recipe.augment, flip):
+    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
+    if imbalance is not None:
+        settings["imbalance_chosen"] = imbalance.remedy
+        if imbalance.imbalanced or imbalance.requested != "auto":
+            _say(learner, imbalance.note())
+    noise = _noise_guard(learner, recipe)
+    left_out = _left_out(learner, recipe, before, settings)
+    settings["noise_chosen"] = "filter" if left_out and noise != "gce" else noise
+    smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
+        recipe.label_smoothing
+    loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce")
+    with _held(learner, "loss_func", loss), _recipe_augment(train, recipe.augment, flip), \
+            _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes), \
+            _held(train, "sample_weights", _without(train.sample_weights, left_out, len(train.dataset))):
+        if plan.probe and saved is None:
+            learner.freeze()
+            fitted = fit_linear_probe(learner, seed=learner.seed or 0, loss_func=loss)
+            if fitted is not None:
+                learner.recorder.add_note(fitted.note())
         return run_phases(learner, settings, phases, [*extras, *callbacks], checkpoint, saved, recipe.weight_decay)
+
+
+def _say(learner: RecipeTarget, line: str) -> None:
+    """A decision of the recipe: in the recorder's notes, and printed unless quiet (main process)."""
+    learner.recorder.add_note(line)
+    if not learner.quiet and distributed.is_main_process():
+        print(line)
+
+
+def _left_out(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any], settings: dict[str, Any]) -> list[int]:
+    """The training images noise="auto" / "filter" leaves out of the fit (`noise.check_noise`), decided
+    once: a resume takes the checkpoint's list."""
+    if recipe.noise not in ("auto", "filter") or isinstance(learner.task, MultiLabel):
+        return []
+    if isinstance(before.get("noise_left_out"), list):
+        settings["noise_left_out"] = before["noise_left_out"]
+        return settings["noise_left_out"]
+    check = check_noise(learner, seed=learner.seed or 0, filter_from=0.0 if recipe.noise == "filter" else FILTER_FROM) \
+        if distributed.is_main_process() else None
+    left_out = distributed.broadcast_object(list(check.flagged) if check is not None and check.filtered else [])
+    if check is not None:
+        _say(learner, check.note())
+    settings["noise_left_out"] = left_out
+    return left_out
+
+
+def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
+    """The training loader's sample weights (None: a plain shuffle) with `left_out` items at 0; unchanged
+    when nothing is left out."""
+    if not left_out:
+        return weights
+    array = np.ones(n_items) if weights is None else np.array(weights, dtype=np.float64)
+    array[left_out] = 0.0
+    return array / array.sum()
+
+
+def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
+    """noise="auto": label smoothing for single-label data (none when the recipe sets its own ε)."""
+    if recipe.noise != "auto":
+        return recipe.noise
+    return "none" if isinstance(learner.task, MultiLabel) or recipe.label_smoothing else "label_smoothing"
+
+
+def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
+                      robust: bool = False) -> Any:
+    """The fit's loss: the task's with label smoothing (or the generalised cross-entropy), its logits
+    adjusted for a long tail; or the learner's own."""
+    if robust:
+        base: Any = GeneralizedCrossEntropy()
+    elif imbalance is not None and imbalance.remedy == "logit_adjust":
+        base = learner.task.loss(learner.class_weights, label_smoothing=smoothing)
+    else:
+        base = None
+    if imbalance is not None and imbalance.remedy == "logit_adjust":
+        return LogitAdjustedLoss(list(imbalance.counts), base=base).to(learner.device)
+    if base is not None:
+        return base
+    if smoothing:
+        return learner.task.loss(learner.class_weights, label_smoothing=smoothing)
+    return learner.loss_func
 
 
 def _check_input_size(learner: RecipeTarget, upscale: bool) -> None:
@@ -95,15 +202,20 @@ def _check_flips(learner: RecipeTarget, recipe: Recipe) -> bool:
         return True
     check = check_flips(learner, seed=learner.seed or 0) if distributed.is_main_process() else None
     flips = bool(distributed.broadcast_object(True if check is None else check.flips))
-    if check is not None:
-        learner.recorder.add_note(check.note())
-        if not learner.quiet:
-            print(check.note())
+    if distributed.is_main_process():
+        _say(learner, check.note() if check is not None else
+             f"flip='auto': flips on (fewer than two classes have {MIN_PER_CLASS} training images: too few to "
+             "tell handed images from chance); --no-flip turns them off")
     return flips
 
 
 # With a time budget and no epochs given, the most unfrozen epochs a plan may hold.
 _MAX_PLANNED_EPOCHS = 100
+# After the probe, the frozen epoch's peak LR is the recipe's times this: it refines the probe's head
+# rather than undoing it (and validates it, so that KeepBest can keep it).
+_AFTER_PROBE_LR = 0.1
+# noise="auto": label smoothing for single-label data (benchmarks/results/hard_data.md).
+NOISE_SMOOTHING = 0.1
 # Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
 PROGRESSIVE_SCALE = 0.75
 
@@ -137,17 +249,14 @@ def _progressive_size(model: Any, size: int) -> int | None:
 
 
 @contextlib.contextmanager
-def _recipe_loss(learner: RecipeTarget, label_smoothing: float) -> Iterator[None]:
-    """The task's loss with label smoothing for the block; the learner's own loss again after it."""
-    if not label_smoothing:
-        yield
-        return
-    before = learner.loss_func
-    learner.loss_func = learner.task.loss(learner.class_weights, label_smoothing=label_smoothing)
+def _held(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """`owner.name = value` for the block, the value before it again after (the fit's loss, batch size, passes)."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        learner.loss_func = before
+        setattr(owner, name, before)
 
 
 @contextlib.contextmanager

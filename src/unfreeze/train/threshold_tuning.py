@@ -59,13 +59,18 @@ def _shown(threshold: float | tuple[float, ...]) -> str:
     return f"{threshold:.2f}"
 
 
-def tune_threshold(learner: Any, per_class: bool = False) -> ThresholdChoice:
+# per_class="auto": one threshold per class when every class has this many positives in validation.
+MIN_POSITIVES = 10
+
+
+def tune_threshold(learner: Any, per_class: bool | str = False) -> ThresholdChoice:
     """Choose the multi-label threshold that maximizes macro F1 on `learner`'s validation set.
 
     Args:
         learner: A learner (any `Predictor`) with a `MultiLabel` task and labelled validation data.
         per_class: One threshold per class, each maximizing that class's F1 (fits the validation set
-            more closely: prefer the global one when classes have few positives).
+            more closely: prefer the global one when classes have few positives); "auto": per class
+            when every class has `MIN_POSITIVES` positive validation images, else one global threshold.
 
     Raises:
         ValueError: The task is not multi-label, or no validation item is labelled.
@@ -83,6 +88,8 @@ def tune_threshold(learner: Any, per_class: bool = False) -> ThresholdChoice:
     probs, targets = probs[labelled], targets[labelled]
     if len(targets) == 0:
         raise ValueError("Choosing a threshold needs labelled validation images; the validation set has none.")
+    if per_class == "auto":
+        per_class = bool((targets > 0.5).sum(0).min() >= MIN_POSITIVES)
     chosen = MultiLabel(threshold=tuple(best_thresholds(probs, targets).tolist()) if per_class
                         else best_threshold(probs, targets)[0])
 
