@@ -40,6 +40,8 @@ SECTIONS = ("outcome", "decisions", "curves", "history", "confusion-matrix", "ex
             "versions", "config", "rerun")
 # summary.json's sections of automatic decisions that other parts of the library add (a training plan, the
 # handling of imbalance or noisy labels, calibration): shown generically, whatever fields they hold.
+_DECISION_NAMES = {"disagreements": "training images the model most disagrees with (unfreeze clean sorts the "
+                                    "images by the same loss: check them there)"}
 DECISION_KEYS = ("decisions", "plan", "imbalance", "noise", "calibration", "ood", "disagreements")
 _LOWER_IS_BETTER = ("loss", "error")
 _PLOTS = {"loss": ("loss.png", "training and validation loss per step"),
@@ -250,7 +252,10 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         add("divergence", f"retried once at a lower LR: {summary.text('lr_retry')}")
     threshold = summary.section("threshold")
     if threshold.content:
-        add("decision threshold", f"{threshold.text('threshold')}, chosen by F1 on the validation set",
+        chosen = threshold.get("threshold")
+        per_class = isinstance(chosen, list)
+        add("decision threshold" + ("s (per class)" if per_class else ""),
+            ("one per class" if per_class else _scalar(chosen)) + ", chosen by F1 on the validation set",
             threshold.content)
     calibration = summary.section("calibration")
     if "before" in calibration.content:  # the trust's calibration: its numbers have their own section
@@ -264,7 +269,7 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
             continue
         value = summary.get(key)
         if value not in (None, {}, []):
-            add(key, "" if isinstance(value, (dict, list)) else _scalar(value),
+            add(_DECISION_NAMES.get(key, key), "" if isinstance(value, (dict, list)) else _scalar(value),
                 value if isinstance(value, (dict, list)) else None)
     return decisions
 
