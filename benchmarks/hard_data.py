@@ -2,8 +2,8 @@
 default of `unfreeze` (this tree), today's default (the commit the issue started from), fastai 2.8's
 fine_tune(2) and a linear probe on the frozen body.
 
-    .venv/bin/python benchmarks/recipe_study.py --stages hard                      # everything, resumable
-    .venv/bin/python benchmarks/recipe_study.py --stages hard --hard-sets few10,tail50 --hard-runners new --seeds 1
+    .venv/bin/python benchmarks/hard_data.py                      # everything, resumable
+    .venv/bin/python benchmarks/hard_data.py --sets few10,tail50 --runners new --seeds 1
 
 Every set comes from Fashion-MNIST's TRAINING split (Debian's idx files) at 64 px, with a clean,
 class-balanced validation set of 1,000 images drawn from images no training set uses:
@@ -325,7 +325,7 @@ EVIDENCE = """\
 def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
     """hard_data.md: per set, each runner's mean error (± sd over seeds), balanced error, wall and CPU time."""
     lines = ["# Hard data: small, noisy, long-tailed and multi-label sets (issue 27)", "",
-             "Command: `.venv/bin/python benchmarks/recipe_study.py --stages hard` (benchmarks/hard_data.py has the "
+             "Command: `.venv/bin/python benchmarks/hard_data.py` (benchmarks/hard_data.py has the "
              "sets and runners). Error on a clean, balanced validation set (1 - macro F1 for multilabel, see "
              "hard_data.py); `n` is the seeds that finished; a `-` cell did not run (yet). Times are whole "
              "processes with one torch thread on a 2-core machine shared with other jobs and with the study's "
@@ -355,6 +355,24 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
     (out_dir / "hard_data.md").write_text("\n".join(lines) + "\n\n" + EVIDENCE)
 
 
+def main() -> None:
+    """The study's command line (the runs are resumable: a run already in hard_data.json is not repeated)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated sets (default all)")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help="today,new,fastai,probe (default all)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--out", default=str(common.RESULTS_DIR), help="results folder (default benchmarks/results)")
+    parser.add_argument("--base-src", default=str(common.REPO_ROOT.parent / "wt-hard-base" / "src"),
+                        help="src/ of a checkout of the commit whose default is 'today'")
+    args = parser.parse_args()
+    run_hard(args.sets.split(","), args.runners.split(","), list(range(args.seeds)), Path(args.out),
+             Path(args.base_src))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
+    else:
+        main()

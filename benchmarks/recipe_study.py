@@ -41,7 +41,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-import hard_data
 
 RECIPE_DIR = common.WORK_DIR / "recipe"
 VENV_PYTHON = common.REPO_ROOT / ".venv" / "bin" / "python"
@@ -656,7 +655,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=2, help="candidates confirmed with every seed (default 2)")
     parser.add_argument("--candidates", default="", help="comma-separated candidates to screen (default SCREEN)")
     parser.add_argument("--stages", default="screen,confirm,sets",
-                        help="any of screen,confirm,sets (default all), or hard alone (issue 27's hard-data study)")
+                        help="any of screen,confirm,sets (default all); the hard-data study: benchmarks/hard_data.py")
     parser.add_argument("--sets", default="digits,multilabel,imbalanced,fashion128",
                         help="the other datasets of the sets stage (default all four)")
     parser.add_argument("--screen-set", choices=("full", "small"), default="full",
@@ -669,12 +668,6 @@ def main() -> None:
                         help="the candidate to run on the other sets (default: the best measured, most seeds first)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--report-only", action="store_true", help="rewrite recipe.md from recipe.json")
-    parser.add_argument("--hard-sets", default=",".join(hard_data.SETS),
-                        help="the hard stage's sets (benchmarks/hard_data.py; default all)")
-    parser.add_argument("--hard-runners", default=",".join(hard_data.RUNNERS),
-                        help="the hard stage's runners: today,new,fastai,probe (default all)")
-    parser.add_argument("--base-src", default=str(common.REPO_ROOT.parent / "wt-hard-base" / "src"),
-                        help="src/ of a checkout of the commit whose default is 'today' in the hard stage")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -685,10 +678,6 @@ def main() -> None:
     if args.report_only:
         payload = json.loads((Path(args.out) / "recipe.json").read_text())
         write_report(Path(args.out), payload["runs"], payload["machine"])
-        return
-    if args.stages == "hard":  # issue 27's sets: benchmarks/hard_data.py, results in hard_data.md
-        hard_data.run_hard(args.hard_sets.split(","), args.hard_runners.split(","), list(range(args.seeds)),
-                           Path(args.out), Path(args.base_src))
         return
     run_study(args)
 
