@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,22 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
 def sample_dir() -> Path:
     """The committed Fashion-MNIST sample (10 classes, 40 train and 20 valid PNGs each)."""
     return sample_path()
+
+
+@pytest.fixture
+def make_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """Factory: `make_tmpfs(name, size)` mounts a tmpfs of `size` ("256k", "16m") at tmp_path/name, a real
+    small or other file system (full-disk and cross-device tests). Needs root and a sandbox that allows
+    mounts; the test is skipped otherwise. Unmounted at the end, also when a failed test left a file open."""
+    with contextlib.ExitStack() as mounts:
+        def make(name: str, size: str) -> Path:
+            mount = tmp_path / name
+            mount.mkdir()
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                                  capture_output=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+            mounts.callback(subprocess.run, ["umount", "--lazy", str(mount)], check=True)
+            return mount
+
+        yield make

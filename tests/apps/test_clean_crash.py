@@ -84,17 +84,9 @@ def apply_killed_after(step: int, run: Path, images: Path) -> bool:
 
 
 @pytest.fixture
-def tmpfs_images(tmp_path: Path) -> Iterator[Path]:
+def tmpfs_images(make_tmpfs: Callable[[str, str], Path]) -> Path:
     """A tmpfs for the images: removed files then go to another file system (the copy path)."""
-    mount = tmp_path / "other-fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+    return make_tmpfs("other-fs", "16m")
 
 
 def kill_at_every_step_then_undo(run: Path, images: Path, capsys: pytest.CaptureFixture[str]) -> int:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,17 +33,9 @@ def learner(trained_app_run: Path) -> object:
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a real full disk. Needs root and a sandbox that allows mounts; skipped otherwise."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+def small_tmpfs(make_tmpfs: Callable[[str, str], Path]) -> Path:
+    """A 256 KiB tmpfs: a real full disk."""
+    return make_tmpfs("small", "256k")
 
 
 def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 10.0) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,19 +109,9 @@ def test_a_run_directory_follows_the_umask(tiny_run: Path) -> None:
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 32 KiB tmpfs: a real full disk. Needs root and a sandbox that allows mounts; skipped otherwise."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # also when a failed test left a file open
+def tiny_tmpfs(make_tmpfs: Callable[[str, str], Path]) -> Path:
+    """A 32 KiB tmpfs: a real full disk."""
+    return make_tmpfs("small", "32k")
 
 
 def test_export_to_a_really_full_disk(tiny_run: Path, tiny_tmpfs: Path) -> None:
