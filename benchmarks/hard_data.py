@@ -54,19 +54,6 @@ SEED = 27  # the data draw (fixed: the runs' seeds vary the training only)
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-def _fashion() -> tuple[np.ndarray, np.ndarray]:
-    images = common.read_idx(common.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")
-    labels = common.read_idx(common.FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")
-    return images, labels
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode="L").save(path)
-
-
 def _train_counts(name: str) -> list[int]:
     if name.startswith("few"):
         return [int(name[3:])] * 10
@@ -81,7 +68,9 @@ def build_set(name: str) -> Path:
     root = HARD_DIR / name
     if (root / ".complete").exists():
         return root
-    images, labels = _fashion()
+    import recipe_study
+
+    images, labels = recipe_study.fashion_training_split()
     rng = np.random.default_rng(SEED)
     # The validation pool is the same for every set: the first 100 shuffled images of each class.
     per_class = [rng.permutation(np.flatnonzero(labels == cls)) for cls in range(10)]
@@ -91,13 +80,14 @@ def build_set(name: str) -> Path:
     moved = 0
     for cls, class_name in enumerate(common.FASHION_MNIST_CLASSES):
         for index in per_class[cls][:N_VALID_PER_CLASS]:
-            _save_png(images[index], root / "valid" / class_name / f"{index:05d}.png")
+            recipe_study.save_png(images[index], root / "valid" / class_name / f"{index:05d}.png")
         for index in per_class[cls][N_VALID_PER_CLASS : N_VALID_PER_CLASS + counts[cls]]:
             label = cls
             if noise and noise_rng.random() < noise:  # moved to another class, uniformly
                 label = int((cls + noise_rng.integers(1, 10)) % 10)
                 moved += 1
-            _save_png(images[index], root / "train" / common.FASHION_MNIST_CLASSES[label] / f"{index:05d}.png")
+            target = root / "train" / common.FASHION_MNIST_CLASSES[label] / f"{index:05d}.png"
+            recipe_study.save_png(images[index], target)
     (root / ".complete").write_text(json.dumps({"counts": counts, "moved": moved}))
     return root
 

@@ -158,13 +158,14 @@ QUICK_CANDIDATES = ("fine_tune2", "fine_tune4", "ft4_mixup")
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-def _fashion() -> tuple[np.ndarray, np.ndarray]:
+def fashion_training_split() -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's training images and labels (the benchmark sets are built from this split only)."""
     images = common.read_idx(common.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")
     labels = common.read_idx(common.FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")
     return images, labels
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ def build_digits(quick: bool) -> Path:
     n_valid = 100 if quick else len(pixels) - n_train
     for split, indices in (("train", order[:n_train]), ("valid", order[n_train : n_train + n_valid])):
         for index in indices:
-            _save_png(pixels[index], root / split / str(digits.target[index]) / f"{index:04d}.png")
+            save_png(pixels[index], root / split / str(digits.target[index]) / f"{index:04d}.png")
     (root / ".complete").write_text("sklearn load_digits\n")
     return root
 
@@ -196,7 +197,7 @@ def build_imbalanced(quick: bool) -> Path:
     root = RECIPE_DIR / ("imbalanced_quick" if quick else "imbalanced")
     if (root / ".complete").exists():
         return root
-    images, labels = _fashion()
+    images, labels = fashion_training_split()
     order = np.random.default_rng(7).permutation(len(images))[10_000:]
     scale = 0.1 if quick else 1.0
     for cls, name in enumerate(common.FASHION_MNIST_CLASSES):
@@ -205,7 +206,7 @@ def build_imbalanced(quick: bool) -> Path:
         n_valid = max(5, round(100 * scale))
         for split, chosen in (("train", mine[:n_train]), ("valid", mine[n_train : n_train + n_valid])):
             for index in chosen:
-                _save_png(images[index], root / split / name / f"{index:05d}.png")
+                save_png(images[index], root / split / name / f"{index:05d}.png")
     (root / ".complete").write_text("long-tailed Fashion-MNIST\n")
     return root
 
@@ -216,7 +217,7 @@ def build_multilabel(quick: bool) -> Path:
     root = RECIPE_DIR / ("multilabel_quick" if quick else "multilabel")
     if (root / ".complete").exists():
         return root
-    images, labels = _fashion()
+    images, labels = fashion_training_split()
     rng = np.random.default_rng(11)
     pool = rng.permutation(len(images))[20_000:]
     n_train, n_valid = (120, 60) if quick else (1000, 500)
@@ -233,7 +234,7 @@ def build_multilabel(quick: bool) -> Path:
             canvas[top : top + 28, left : left + 28] = images[item]
             present.add(common.FASHION_MNIST_CLASSES[labels[item]])
         name = f"images/{index:05d}.png"
-        _save_png(canvas, root / name)
+        save_png(canvas, root / name)
         rows.append((name, " ".join(sorted(present)), index >= n_train))
     with open(root / "labels.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

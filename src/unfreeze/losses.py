@@ -99,7 +99,19 @@ class LabelSmoothingCrossEntropy(nn.Module):
         return smoothing * self.eps / input.shape[-1] + (1.0 - self.eps) * target_term
 
 
-class MSELossFlat(nn.MSELoss):
+class _Flattened:
+    """fastai's *Flat losses: predictions and targets flattened to one float vector before the loss (`axis`
+    and `floatify` accepted for fastai's signature; the flattening makes them moot)."""
+
+    def __init__(self, *args: Any, axis: int = -1, floatify: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.axis = axis
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float().reshape(-1), target.float().reshape(-1))  # type: ignore[misc]
+
+
+class MSELossFlat(_Flattened, nn.MSELoss):
     """fastai's `MSELossFlat`: mean squared error over every value, predictions and targets flattened
     (fastai's default loss for regression and points).
 
@@ -108,25 +120,11 @@ class MSELossFlat(nn.MSELoss):
         0.5
     """
 
-    def __init__(self, *args: Any, axis: int = -1, floatify: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.axis = axis
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(input.float().reshape(-1), target.float().reshape(-1))
-
-
-class L1LossFlat(nn.L1Loss):
+class L1LossFlat(_Flattened, nn.L1Loss):
     """fastai's `L1LossFlat`: mean absolute error over every value, flattened.
 
     Example:
         >>> L1LossFlat()(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 2.0]])).item()
         0.5
     """
-
-    def __init__(self, *args: Any, axis: int = -1, floatify: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.axis = axis
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(input.float().reshape(-1), target.float().reshape(-1))

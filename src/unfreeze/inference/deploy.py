@@ -24,7 +24,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -268,9 +268,20 @@ def validation_images(loader: Any, limit: int = 256) -> tuple[torch.Tensor, torc
     Example:
         >>> images, targets = validation_images(learn.dls.valid, limit=64)  # doctest: +SKIP
     """
+    kept, images = deployment_input(loader, range(min(len(loader.dataset), limit)))
+    return images, loader.dataset.targets[kept]
+
+
+def deployment_input(loader: Any, indices: Iterable[int]) -> tuple[list[int], torch.Tensor]:
+    """The decodable ones of `indices` and their images as a deployment takes them: item resize, then the
+    centre crop at the loader's size (uint8 [N, 3, size, size], as the validation transforms do).
+
+    Example:
+        >>> kept, images = deployment_input(learn.dls.valid, range(8))  # doctest: +SKIP
+    """
     dataset, size = loader.dataset, int(loader.size)
     kept = []
-    for index in range(min(len(dataset), limit)):
+    for index in indices:
         try:
             dataset.image(index)
         except DataError:
@@ -278,8 +289,7 @@ def validation_images(loader: Any, limit: int = 256) -> tuple[torch.Tensor, torc
         kept.append(index)
     images = loader.decode_uint8(kept)
     top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
-    images = images[:, :, top:top + size, left:left + size].contiguous()
-    return images, dataset.targets[kept]
+    return kept, images[:, :, top:top + size, left:left + size].contiguous()
 
 
 def quantize_onnx_int8(path: str | Path, target: str | Path | None = None) -> Path:

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from unfreeze._io import atomic_path
-from unfreeze.data import DataError
-from unfreeze.inference.deploy import check_export, load_deployed, quantize_openvino_int8
+from unfreeze.inference.deploy import check_export, deployment_input, load_deployed, quantize_openvino_int8
 
 __all__ = ["INT8_METHODS", "MAX_ACCURACY_DROP", "Int8Comparison", "accuracy", "calibration_images", "compare_int8",
            "measure_latency", "quantize", "quantize_onnx_static", "recommend"]
@@ -98,19 +97,9 @@ def calibration_images(loader: Any, limit: int = 300) -> torch.Tensor:
     Example:
         >>> train_images = calibration_images(learn.dls.train, limit=300)  # doctest: +SKIP
     """
-    dataset, size = loader.dataset, int(loader.size)
-    count = len(dataset)
+    count = len(loader.dataset)
     chosen = sorted({int(i) for i in np.linspace(0, count - 1, num=min(limit, count))}) if count else []
-    kept = []
-    for index in chosen:
-        try:
-            dataset.image(index)
-        except DataError:
-            continue
-        kept.append(index)
-    images = loader.decode_uint8(kept)
-    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
-    return images[:, :, top:top + size, left:left + size].contiguous()
+    return deployment_input(loader, chosen)[1]
 
 
 def quantize_onnx_static(path: str | Path, calibration: torch.Tensor, target: str | Path | None = None,
