@@ -31,18 +31,24 @@ def test_the_server_answers_unknown_and_ood_score(trained_app_run: Path, tmp_pat
     with serving(create_app(learner, "tiny", ServeSettings(top_k=2))) as url:
         answer = httpx.post(f"{url}/predict", files=[("file", ("noise.png", noise.read_bytes())),
                                                      ("file", ("bee_0.png", bee.read_bytes()))], timeout=30)
+        health = httpx.get(f"{url}/health", timeout=30).json()
     assert answer.status_code == 200
+    assert health["temperature"] == pytest.approx(learner.trust.temperature)
+    assert health["unknown_threshold"] == pytest.approx(learner.trust.threshold)
+    assert health["unknown_rate"] == pytest.approx(learner.trust.unknown_rate)
     for prediction, path in zip(answer.json()["predictions"], (noise, bee), strict=True):
         expected = learner.predict(path)
         assert prediction["unknown"] is expected.unknown
         assert prediction["ood_score"] == pytest.approx(expected.ood_score, abs=1e-5)
 
 
-def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, tmp_path: Path) -> None:
+def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "deploy"
     assert main(["export", str(trained_app_run), "--format", "onnx", "--out", str(out)]) == 0
     card = (out / "model_card.md").read_text()
     threshold = load_model(trained_app_run).trust.threshold
+    assert f"ood_score > {threshold:.6g}" in capsys.readouterr().out  # the command says it too
     assert "## Calibration and unknown images" in card and f"threshold {threshold:.6g}" in card
     assert f"unknown = ood_score > {threshold:.6g}" in card and "divides the logits by the temperature" in card
 

@@ -50,6 +50,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
 from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
 from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, prediction_record
+from unfreeze.inference.predict import trust_of
 from unfreeze.inference.runtime import default_runtime, runtime_predictor
 from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
@@ -218,11 +219,16 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
             raise HTTPException(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN' "
                                      "(on the page: add #token=TOKEN to the address)")
 
+    trust = trust_of(learner)
     health = {"model": name, "arch": getattr(learner.model, "arch", type(learner.model).__name__),
               "classes": list(learner.dls.vocab), "task": learner.task.config()["name"],
               "multi_label": not isinstance(learner.task, SingleLabel), "top_k": settings.top_k,
               "device": str(learner.device), "runtime": getattr(learner, "runtime", "torch"),
               "max_upload_mb": settings.max_upload_mb,
+              # What the answers' probabilities and unknown flags mean (None: an export without them).
+              "temperature": trust.temperature,
+              "unknown_threshold": trust.threshold if trust.has_score else None,
+              "unknown_rate": trust.unknown_rate if trust.has_score else None,
               "batching": {"enabled": settings.batching.enabled, "window_ms": settings.batching.window_ms,
                            "max_batch": settings.batching.max_batch}}
 

@@ -321,6 +321,7 @@ def _export_format(args: argparse.Namespace) -> int:
     from unfreeze._io import OutputWriteError
     from unfreeze.apps.deploy_run import export_run, int8_lines, write_model_card
     from unfreeze.inference.deploy import validation_images
+    from unfreeze.inference.predict import trust_of
     from unfreeze.inference.quantize import calibration_images
     from unfreeze.progress import StepProgress
 
@@ -363,5 +364,9 @@ def _export_format(args: argparse.Namespace) -> int:
     if report.int8 is not None:
         print(f"int8 ({report.int8['method']}): {report.int8['file']}")
         print("\n".join(f"  {line}" for line in int8_lines(report.int8) if line))
+    trust = trust_of(learn)
+    if trust.has_score:  # the second output means nothing to a deployment without its threshold
+        print(f"Outputs: probabilities (temperature {trust.temperature:.4g}) and ood_score: an image is not one of "
+              f"the classes when ood_score > {trust.threshold:.6g}")
     print(f"Model card: {card}")
     return 0
