@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from app_helpers import write_png
@@ -13,6 +14,7 @@ from app_helpers import write_png
 from cli_helpers import TINY
 from unfreeze.cli import main
 
+CHROMIUM = "/usr/bin/chromium"
 COLORS = {"ant": (220, 40, 40), "bee": (40, 220, 40), "cat": (40, 40, 220)}
 
 
@@ -57,3 +59,19 @@ def run_copy(trained_app_run: Path, tmp_path: Path) -> Callable[[], tuple[Path, 
         return run, images
 
     return copy
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (never a downloaded browser), one per test module; skipped
+    without Playwright or chromium."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh test does it)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        yield launched
+        launched.close()

@@ -19,26 +19,11 @@ from app_helpers import folder_cleaner, multi_label_cleaner, serving
 from unfreeze.apps.report import SECTIONS
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 20_000
 
 
 def wait_until(page: Any, expression: str) -> None:
     app_helpers.wait_until(page, expression, TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh test does it)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,30 +95,24 @@ def test_markup_in_two_runs_is_shown_as_text_on_the_comparison_page(copied_run: 
 
 
 @pytest.mark.slow
-def test_a_hostile_report_runs_no_script_in_a_browser(copied_run: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("/usr/bin/chromium is missing")
+def test_a_hostile_report_runs_no_script_in_a_browser(copied_run: Path, browser: Any) -> None:
     report = write_report(hostile_run(copied_run))
     dialogs: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                             args=["--no-sandbox", "--headless", "--disable-gpu"])
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            page.wait_for_timeout(300)  # an onerror handler runs after the failed image load
-            assert page.evaluate("typeof window.__pwned") == "undefined"
-            assert HOSTILE.split(" ")[0] in page.inner_text("#outcome")  # the markup is there, as text
-            # The plots still show under the policy (data: images and the hashed stylesheet are allowed).
-            widths = page.locator("img.plot").evaluate_all("images => images.map(image => image.naturalWidth)")
-            assert len(widths) >= 4 and all(width > 100 for width in widths)
-            # style.css's body colour (#101828), not the browser's black: the hashed inline style applies.
-            assert page.evaluate("getComputedStyle(document.body).color") == "rgb(16, 24, 40)"
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_timeout(300)  # an onerror handler runs after the failed image load
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert HOSTILE.split(" ")[0] in page.inner_text("#outcome")  # the markup is there, as text
+        # The plots still show under the policy (data: images and the hashed stylesheet are allowed).
+        widths = page.locator("img.plot").evaluate_all("images => images.map(image => image.naturalWidth)")
+        assert len(widths) >= 4 and all(width > 100 for width in widths)
+        # style.css's body colour (#101828), not the browser's black: the hashed inline style applies.
+        assert page.evaluate("getComputedStyle(document.body).color") == "rgb(16, 24, 40)"
+    finally:
+        page.close()
     assert dialogs == []
 
 

@@ -3,7 +3,6 @@ browser) and model_card.md."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ from PIL import Image
 
 from unfreeze.apps.serve import ServeSettings, create_app, load_model
 from unfreeze.cli import main
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 def noise_png(path: Path) -> Path:
@@ -51,18 +48,6 @@ def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, t
     assert f"ood_score > {threshold:.6g}" in capsys.readouterr().out  # the command says it too
     assert "## Calibration and unknown images" in card and f"threshold {threshold:.6g}" in card
     assert f"unknown = ood_score > {threshold:.6g}" in card and "divides the logits by the temperature" in card
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'unfreeze[test]' for the browser tests")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless",
-                                                                              "--disable-gpu"])
-        yield launched
-        launched.close()
 
 
 @pytest.mark.slow
