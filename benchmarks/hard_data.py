@@ -22,7 +22,9 @@ Runners (`--hard-runners`):
 - today: the same calls with PYTHONPATH at a checkout of the issue's starting commit (`--base-src`);
 - fastai: fastai 2.8 `vision_learner(dls, efficientnet_lite0)` + `fine_tune(2)` in .venv-fastai, bs 64 (or
   half the training images when fewer than 128: fastai drops the last partial batch, so 64 would train nothing);
-- probe: this tree's linear probe alone (`fit_linear_probe`: frozen body, cached features, a fitted linear head).
+- probe: this tree's linear probe alone (`fit_linear_probe`: frozen body, cached features, a fitted linear head);
+- new:FIELD=VALUE[;FIELD=VALUE]: `new` with those `Recipe` fields changed (values read as JSON, else as
+  text), for screening a rule: `--runners 'new:noise="none"'`.
 Multi-label error is 1 - macro F1 on the second half of the validation set with thresholds chosen on the
 first half (per class for `new`, which chooses per-class thresholds; one global threshold for the others).
 """
@@ -160,23 +162,36 @@ def unfreeze_worker(job: dict[str, Any]) -> dict[str, Any]:
     metrics = ["accuracy_multi", "f1_multi"] if multi else ["error_rate", "accuracy"]
     learn = vision_learner(dls, "efficientnet_lite0", metrics=metrics, seed=seed, quiet=True, head="linear")
     result: dict[str, Any] = {}
-    if job["runner"] == "probe":
+    runner, _, variant = job["runner"].partition(":")
+    if runner == "probe":
         from unfreeze.train.recipe.probe import fit_linear_probe
 
         learn.freeze()
         fit_linear_probe(learn, seed=seed)
     else:
-        learn.fit_recipe(callbacks=[KeepBest()])
+        learn.fit_recipe(callbacks=[KeepBest()], **recipe_changes(variant))
         result["notes"] = list(getattr(learn.recorder, "notes", []))
         result["epochs"] = len(learn.recorder.history)
     fit_s = time.perf_counter() - started
     probs, targets = learn.get_preds()
     if multi:
-        result.update(_multilabel_error(probs.numpy(), targets.numpy(), per_class=job["runner"] == "new"))
+        result.update(_multilabel_error(probs.numpy(), targets.numpy(), per_class=runner == "new"))
     else:
         result.update(_single_label_scores(probs.argmax(1).numpy(), targets.numpy()))
     result["fit_s"] = fit_s
     return result
+
+
+def recipe_changes(variant: str) -> dict[str, Any]:
+    """`noise="none";epochs=4` -> {"noise": "none", "epochs": 4}: the Recipe fields a `new:` runner changes."""
+    changes: dict[str, Any] = {}
+    for item in filter(None, variant.split(";")):
+        key, _, text = item.partition("=")
+        try:
+            changes[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[key.strip()] = text.strip()
+    return changes
 
 
 def fastai_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -253,10 +268,11 @@ def run_hard(sets: list[str], runners: list[str], seeds: list[int], out_dir: Pat
                     continue
                 job = {"set": name, "runner": runner, "seed": seed, "root": str(root), "size": size,
                        "n_train": _n_train(root, name)}
-                src = base_src if runner == "today" else common.REPO_ROOT / "src"
+                base_runner = runner.partition(":")[0]
+                src = base_src if base_runner == "today" else common.REPO_ROOT / "src"
                 env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{common.BENCH_DIR}", "MPLBACKEND": "Agg",
                        "OMP_NUM_THREADS": "1", "BENCH_THREADS": "1"}
-                python = recipe_study.FASTAI_PYTHON if runner == "fastai" else recipe_study.VENV_PYTHON
+                python = recipe_study.FASTAI_PYTHON if base_runner == "fastai" else recipe_study.VENV_PYTHON
                 code, stdout, stderr, wall, cpu = recipe_study._timed_run(
                     [str(python), __file__, "--worker", json.dumps(job)], env)
                 run = {**job, "process_s": wall, "process_cpu_s": cpu, "load_avg_1m": os.getloadavg()[0]}
@@ -352,12 +368,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated sets (default all)")
     parser.add_argument("--runners", default=",".join(RUNNERS), help="today,new,fastai,probe (default all)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds FIRST..N-1 (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--out", default=str(common.RESULTS_DIR), help="results folder (default benchmarks/results)")
     parser.add_argument("--base-src", default=str(common.REPO_ROOT.parent / "wt-hard-base" / "src"),
                         help="src/ of a checkout of the commit whose default is 'today'")
     args = parser.parse_args()
-    run_hard(args.sets.split(","), args.runners.split(","), list(range(args.seeds)), Path(args.out),
+    run_hard(args.sets.split(","), args.runners.split(","), list(range(args.first_seed, args.seeds)), Path(args.out),
              Path(args.base_src))
 
 

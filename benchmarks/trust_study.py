@@ -149,9 +149,9 @@ def loader_outputs(learn: Any, loader: Any) -> dict[str, torch.Tensor]:
     return {"logits": logits.cpu(), "targets": targets.cpu(), "features": tap.features().cpu()}
 
 
-def msp_score(trust: Trust, logits: torch.Tensor) -> torch.Tensor:
+def msp_score(trust: Trust, logits: torch.Tensor, task: Any) -> torch.Tensor:
     """The baseline: 1 - the largest (calibrated) probability."""
-    return 1.0 - trust.probabilities(logits, False).max(dim=1).values
+    return 1.0 - trust.probabilities(logits, task).max(dim=1).values
 
 
 def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key: str, near: bool,
@@ -177,11 +177,11 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
     # Calibration on the unseen test split: raw softmax vs the shipped temperature.
     logits, targets = evaluated["test"]["logits"], evaluated["test"]["targets"]
     result["calibration_test"] = {
-        "before": _strip(calibration_metrics(Trust().probabilities(logits, False), targets)),
-        "after": _strip(calibration_metrics(shipped.probabilities(logits, False), targets)),
+        "before": _strip(calibration_metrics(Trust().probabilities(logits, learn.task), targets)),
+        "after": _strip(calibration_metrics(shipped.probabilities(logits, learn.task), targets)),
         # The best a single temperature can do here: fitted on the test split itself (a bound, not a result).
         "oracle": _strip(calibration_metrics(Trust(temperature=fit_temperature(logits, targets)).probabilities(
-            logits, False), targets)) | {"temperature": fit_temperature(logits, targets)}}
+            logits, learn.task), targets)) | {"temperature": fit_temperature(logits, targets)}}
     result["calibration_valid"] = _valid_calibration(run)
     variants: dict[str, Any] = {}
     for method in METHODS:
@@ -196,7 +196,7 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
     for label, module in [("max-probability", None), *variants.items()]:
         def score(out: dict[str, torch.Tensor], module: Any = module) -> torch.Tensor:
             if module is None:
-                return msp_score(shipped, out["logits"])
+                return msp_score(shipped, out["logits"], learn.task)
             with torch.no_grad():
                 return module.eval()(out["features"], out["logits"])
 

@@ -13,10 +13,15 @@ step is alive without filling up), nothing with `quiet`.
 from __future__ import annotations
 
 import sys
+import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["StepProgress", "pipe_stream"]
+__all__ = ["AROUND_TRAINING_DELAY", "StepProgress", "pipe_stream"]
+
+# The checks and feature passes around training (flip and noise checks, the probe's features, the
+# calibration, the disagreements list) show progress only once they have run this long.
+AROUND_TRAINING_DELAY = 2.0
 
 
 def pipe_stream(quiet: bool, stream: Any = None) -> Any:
@@ -41,6 +46,8 @@ class StepProgress:
         quiet: Show nothing.
         stream: Where to write (default: stdout; a terminal gets the bar).
         unit: The name of a unit in the lines, e.g. "images".
+        delay: Seconds to wait before showing anything: a step over sooner shows nothing (the checks
+            around training print only where they take a while).
 
     Example:
         >>> import io
@@ -52,16 +59,26 @@ class StepProgress:
     """
 
     def __init__(self, description: str, total: int, quiet: bool = False, stream: Any = None,
-                 unit: str = "") -> None:
+                 unit: str = "", delay: float = 0.0) -> None:
         self.description, self.total, self.unit = description, int(total), unit
         self.stream = sys.stdout if stream is None else stream
         self.quiet = quiet or self.stream is None or self.total <= 0
         self.done = 0
+        self.delay = float(delay)
+        self._shown = False  # whether the bar or the lines have started (after `delay`)
+        self._started = 0.0
         self._next_line = 0  # the count at which the next tenth's line is due
         self._bar: Any = None
         self._task: Any = None
 
     def __enter__(self) -> StepProgress:
+        self._started = time.monotonic()
+        if self.delay <= 0:
+            self._show()
+        return self
+
+    def _show(self) -> None:
+        self._shown = True
         if not self.quiet and getattr(self.stream, "isatty", lambda: False)():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -75,7 +92,6 @@ class StepProgress:
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total, detail="")
         self._next_line = self._tenth()
-        return self
 
     def _tenth(self) -> int:
         return min(self.total, self.done + max(self.total // 10, 1))
@@ -85,6 +101,10 @@ class StepProgress:
         self.done = min(int(done), self.total)
         if self.quiet:
             return
+        if not self._shown:
+            if time.monotonic() - self._started < self.delay or self.done >= self.total:
+                return  # not yet due, or over before it was: nothing to show
+            self._show()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, detail=detail)
             return

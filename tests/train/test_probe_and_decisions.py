@@ -16,7 +16,13 @@ from unfreeze.train.callbacks import Callback
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.recipe import noise
 from unfreeze.train.recipe.imbalance import LogitAdjustedLoss, balanced_scores, check_imbalance
-from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, check_noise, disagreements
+from unfreeze.train.recipe.noise import (
+    GeneralizedCrossEntropy,
+    NoiseCheck,
+    TrimmedCrossEntropy,
+    check_noise,
+    disagreements,
+)
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 
 
@@ -115,6 +121,48 @@ def test_generalized_cross_entropy_bounds_a_confidently_wrong_label():
     wrong = torch.tensor([[20.0, -20.0]])
     assert float(loss(wrong, torch.tensor([1]))) <= 1 / 0.7 + 1e-6  # cross-entropy would be about 40
     assert float(loss(wrong, torch.tensor([0]))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_trimmed_loss_leaves_out_the_largest_losses_after_its_ramp():
+    logits = torch.tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 0, 1])  # the last label is wrong: the largest loss
+    per_image = nn.functional.cross_entropy(logits, labels, reduction="none")
+    loss = TrimmedCrossEntropy(0.25, ramp_steps=2)
+    first = loss(logits, labels)  # step 1 of a 2-step ramp: 12.5% of 4 rounds to 0 left out
+    assert float(first.detach()) == pytest.approx(float(per_image.detach().mean()))
+    second = loss(logits, labels)  # ramped up: the wrong label is left out and gets no gradient
+    assert float(second.detach()) == pytest.approx(float(per_image.detach()[:3].mean()))
+    second.backward()
+    assert logits.grad[3].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    with torch.no_grad():  # validation: the plain mean, whatever the ramp
+        assert float(loss(logits, labels)) == pytest.approx(float(per_image.detach().mean()))
+    soft = loss(logits.detach(), nn.functional.one_hot(labels, 2).float())  # mixup's soft targets
+    assert float(soft) == pytest.approx(float(per_image.detach()[:3].mean()))
+    with pytest.raises(ValueError, match="rate must be in"):
+        TrimmedCrossEntropy(0.9, ramp_steps=1)
+
+
+def test_the_estimated_noise_is_the_flagged_share_beyond_what_clean_labels_give():
+    assert NoiseCheck(flagged=tuple(range(9)), n_items=100, filtered=False).estimated_noise == 0.0
+    assert NoiseCheck(flagged=tuple(range(30)), n_items=100, filtered=False).estimated_noise == pytest.approx(
+        (0.30 - noise.CLEAN_FLAGGED) / (1 - noise.CLEAN_FLAGGED))
+    assert NoiseCheck(flagged=tuple(range(90)), n_items=100, filtered=False).estimated_noise == noise.MAX_TRIM
+
+
+def test_noise_trim_trains_with_the_trimmed_loss_at_the_checked_share(make_image_folder, monkeypatch):
+    monkeypatch.setattr(noise, "FLAG_BELOW", 0.9)
+    monkeypatch.setattr(noise, "MIN_PER_CLASS", 20)
+    root = make_image_folder(("red", "green", "blue"), n_train=24, n_valid=3, size=(40, 40))
+    for index in range(8):  # eight red images labelled green
+        shutil.move(root / "train" / "red" / f"red_{index}.png", root / "train" / "green" / f"red_{index}.png")
+    learn, watch = make_learner(root), Losses()
+    expected = check_noise(learn).estimated_noise
+    learn.fit_recipe(epochs=1, flip=True, probe=False, noise="trim", callbacks=[watch])
+    recipe = learn.progress.recipe
+    assert expected > 0 and recipe["noise_chosen"] == "trim" and recipe["noise_trim"] == pytest.approx(expected)
+    assert recipe["noise_left_out"] == []  # trimmed per batch, not left out
+    assert all(isinstance(loss, TrimmedCrossEntropy) and loss.rate == pytest.approx(expected) for loss in watch.losses)
+    assert any("largest losses are left out" in note for note in learn.recorder.notes)
 
 
 def test_noise_guard_is_label_smoothing_by_default_and_can_be_chosen(make_image_folder):

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from unfreeze.cli.options import UsageError
-from unfreeze.train.recipe_settings import Recipe
+from unfreeze.train.recipe_settings import NOISE_CHOICES, Recipe
 
 __all__ = ["RECIPE_FLAGS", "add_recipe_options", "check_recipe", "logger_callbacks", "parse_duration",
            "recipe_from_options", "recipe_options"]
@@ -116,8 +116,9 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--imbalance", choices=("auto", "logit_adjust", "none"),
                        help="remedy against a long tail of classes (default: auto = logit adjustment when the largest "
                             "class has 3x the images of the smallest)")
-    group.add_argument("--noise", choices=("auto", "label_smoothing", "gce", "none"),
-                       help="guard against wrong labels (default: auto = label smoothing 0.1 for single-label data; "
+    group.add_argument("--noise", choices=NOISE_CHOICES,
+                       help="guard against wrong labels (default: auto, see `Recipe.noise`; filter = leave out "
+                            "the images a cross-validated probe doubts, trim = leave each batch's largest losses out, "
                             "gce = generalised cross-entropy)")
     group.add_argument("--tensorboard", metavar="DIR", help="log the curves to TensorBoard in DIR")
     group.add_argument("--mlflow", metavar="NAME", help="log the run to the MLflow experiment NAME")

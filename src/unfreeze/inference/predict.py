@@ -22,6 +22,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
+from unfreeze.progress import StepProgress
 from unfreeze.tasks import Regression, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
 
@@ -49,9 +50,11 @@ def channels_last(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None = None,
+                   progress: StepProgress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `model` over `loader` in eval mode; return float logits and targets, in the loader's order.
+
+    `progress`, when given, is advanced by each batch's items.
 
     Under torchrun each rank sees a disjoint slice and the results are gathered, so every item counts
     exactly once. The model's train/eval mode is restored afterwards.
@@ -70,6 +73,8 @@ def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None 
             with autocast:
                 outputs.append(model(channels_last(images)).float())
             targets.append(labels)
+            if progress is not None:
+                progress.advance(len(labels))
     finally:
         model.train(was_training)
     device = getattr(loader, "device", torch.device("cpu"))
@@ -107,7 +112,8 @@ def _ordered(loader: Any) -> Any:
 
 
 def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
-              with_decoded: bool = False, with_ood: bool = False) -> tuple[torch.Tensor, ...]:
+              with_decoded: bool = False, with_ood: bool = False,
+              progress: StepProgress | None = None) -> tuple[torch.Tensor, ...]:
     """Probabilities and targets over `dl` (default: the validation loader), in dataset order.
 
     Probabilities are the task's activation of the logits divided by the learner's calibrated
@@ -124,6 +130,7 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
         with_decoded: Also return the task's decoded predictions (fastai's `with_decoded`).
         with_ood: Also return, last, each item's out-of-distribution score (higher = less like the
             training images; None when the learner has no fitted score, see `learn.calibrate()`).
+        progress: Advanced by each batch's items (without `with_ood`), e.g. a `StepProgress`.
 
     Returns:
         `(probs, targets)`, then `decoded` with `with_decoded`, then `losses` with `with_loss` (fastai's
@@ -137,7 +144,7 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     """
     loader = _ordered(learner.dls.valid if dl is None else dl)
     logits, targets, scores = collect_outputs(learner, loader) if with_ood else (
-        *collect_logits(learner.model, loader, learner.amp_dtype), None)
+        *collect_logits(learner.model, loader, learner.amp_dtype, progress), None)
     task = learner.task
     results = [trust_of(learner).probabilities(logits, task).cpu(), targets.cpu()]
     if with_decoded:

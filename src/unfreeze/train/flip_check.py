@@ -26,6 +26,7 @@ from torch import nn
 from unfreeze.data.sources import DataError
 from unfreeze.data.transforms import resize_batch
 from unfreeze.inference import channels_last
+from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 
 __all__ = ["MARGIN", "RATIO", "FlipCheck", "check_flips"]
 
@@ -120,8 +121,10 @@ def _embed(learner: Any, body: nn.Module, max_items: int, seed: int
     features, mirrored, targets = [], [], []
     was_training = learner.model.training
     learner.model.eval()
+    progress = StepProgress("flip check", len(order), quiet=learner.quiet, unit="images",
+                            delay=AROUND_TRAINING_DELAY)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), progress:
             for start in range(0, len(order), loader.batch_size):
                 images, kept = [], []
                 for index in order[start : start + loader.batch_size].tolist():
@@ -137,6 +140,7 @@ def _embed(learner: Any, body: nn.Module, max_items: int, seed: int
                 features.append(_pooled(body(channels_last(batch))))
                 mirrored.append(_pooled(body(channels_last(batch.flip(-1)))))
                 targets.append(dataset.targets[torch.as_tensor(kept)])
+                progress.advance(len(kept))
     finally:
         learner.model.train(was_training)
     if not targets:

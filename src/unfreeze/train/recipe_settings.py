@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 IMBALANCE_CHOICES = ("auto", "logit_adjust", "none")
-NOISE_CHOICES = ("auto", "label_smoothing", "filter", "gce", "none")
+NOISE_CHOICES = ("auto", "label_smoothing", "filter", "trim", "gce", "none")
 
 __all__ = ["Recipe", "RecipeError"]
 

@@ -32,7 +32,7 @@ from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
-from unfreeze.train.recipe.noise import FILTER_FROM, GeneralizedCrossEntropy, check_noise
+from unfreeze.train.recipe.noise import FILTER_FROM, GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
 from unfreeze.train.recipe.plan import plan_training
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
@@ -110,11 +110,14 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
     noise = _noise_guard(learner, recipe)
-    left_out = _left_out(learner, recipe, before, settings)
-    settings["noise_chosen"] = "filter" if left_out and noise != "gce" else noise
+    left_out, trim = _noise_check(learner, recipe, before, settings)
+    settings["noise_chosen"] = "trim" if trim else "filter" if left_out and noise != "gce" else noise
     smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
         recipe.label_smoothing
-    loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce")
+    # The trimmed share grows over the frozen and the first unfrozen epoch (TrimmedCrossEntropy).
+    trimmed = TrimmedCrossEntropy(trim, plan.steps_per_epoch * (plan.freeze_epochs + 1), smoothing,
+                                  learner.class_weights) if trim else None
+    loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce", trimmed)
     with _held(learner, "loss_func", loss), _recipe_augment(train, recipe.augment, flip), \
             _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes), \
             _held(train, "sample_weights", _without(train.sample_weights, left_out, len(train.dataset))):
@@ -133,21 +136,28 @@ def _say(learner: RecipeTarget, line: str) -> None:
         print(line)
 
 
-def _left_out(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any], settings: dict[str, Any]) -> list[int]:
-    """The training images noise="auto" / "filter" leaves out of the fit (`noise.check_noise`), decided
-    once: a resume takes the checkpoint's list."""
-    if recipe.noise not in ("auto", "filter") or isinstance(learner.task, MultiLabel):
-        return []
+def _noise_check(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any],
+                 settings: dict[str, Any]) -> tuple[list[int], float]:
+    """What `noise.check_noise` decides for noise="auto" / "filter" / "trim": the training images left out
+    of the fit, and the share of each batch `TrimmedCrossEntropy` leaves out (0: none). Decided once: a
+    resume takes the checkpoint's."""
+    if recipe.noise not in ("auto", "filter", "trim") or isinstance(learner.task, MultiLabel):
+        return [], 0.0
     if isinstance(before.get("noise_left_out"), list):
         settings["noise_left_out"] = before["noise_left_out"]
-        return settings["noise_left_out"]
-    check = check_noise(learner, seed=learner.seed or 0, filter_from=0.0 if recipe.noise == "filter" else FILTER_FROM) \
+        settings["noise_trim"] = float(before.get("noise_trim") or 0.0)
+        return settings["noise_left_out"], settings["noise_trim"]
+    filter_from = {"filter": 0.0, "trim": math.inf}.get(recipe.noise, FILTER_FROM)
+    check = check_noise(learner, seed=learner.seed or 0, filter_from=filter_from) \
         if distributed.is_main_process() else None
     left_out = distributed.broadcast_object(list(check.flagged) if check is not None and check.filtered else [])
+    trim = distributed.broadcast_object(check.estimated_noise if check is not None and recipe.noise == "trim"
+                                        else 0.0)
     if check is not None:
-        _say(learner, check.note())
-    settings["noise_left_out"] = left_out
-    return left_out
+        _say(learner, check.note() + (f"; each batch's {trim:.0%} largest losses are left out (--noise trim)"
+                                      if trim else ""))
+    settings["noise_left_out"], settings["noise_trim"] = left_out, trim
+    return left_out, trim
 
 
 def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
@@ -168,11 +178,13 @@ def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
 
 
 def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
-                      robust: bool = False) -> Any:
-    """The fit's loss: the task's with label smoothing (or the generalised cross-entropy), its logits
-    adjusted for a long tail; or the learner's own."""
-    if robust:
-        base: Any = GeneralizedCrossEntropy()
+                      robust: bool = False, trimmed: TrimmedCrossEntropy | None = None) -> Any:
+    """The fit's loss: the task's with label smoothing (or the generalised or trimmed cross-entropy),
+    its logits adjusted for a long tail; or the learner's own."""
+    if trimmed is not None:
+        base: Any = trimmed
+    elif robust:
+        base = GeneralizedCrossEntropy()
     elif imbalance is not None and imbalance.remedy == "logit_adjust":
         base = learner.task.loss(learner.class_weights, label_smoothing=smoothing)
     else:
@@ -180,7 +192,7 @@ def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: Imbala
     if imbalance is not None and imbalance.remedy == "logit_adjust":
         return LogitAdjustedLoss(list(imbalance.counts), base=base).to(learner.device)
     if base is not None:
-        return base
+        return base.to(learner.device)
     if smoothing:
         return learner.task.loss(learner.class_weights, label_smoothing=smoothing)
     return learner.loss_func

@@ -18,6 +18,7 @@ import torch
 from unfreeze import distributed
 from unfreeze.data import ImageDataLoader, ImageDataset
 from unfreeze.inference import collect_logits
+from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 from unfreeze.tasks import MultiLabel, Regression
 from unfreeze.trust import (
     DEFAULT_METHOD,
@@ -51,13 +52,17 @@ def check_unknown_rate(unknown_rate: Any) -> float | None:
     return float(unknown_rate)
 
 
-def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None) -> tuple[torch.Tensor, ...]:
+def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
+                         description: str) -> tuple[torch.Tensor, ...]:
+    progress = StepProgress(description, len(loader.dataset), unit="images", delay=AROUND_TRAINING_DELAY,
+                            quiet=learner.quiet or not distributed.is_main_process())
     if tap is None:
-        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+        with progress:
+            logits, targets = collect_logits(learner.model, loader, learner.amp_dtype, progress)
         return logits.cpu(), targets.cpu(), torch.zeros(0)
     tap.captured.clear()
-    with tap.open():
-        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype)
+    with tap.open(), progress:
+        logits, targets = collect_logits(learner.model, loader, learner.amp_dtype, progress)
     return logits.cpu(), targets.cpu(), distributed.gather_ordered(tap.features()).cpu()
 
 
@@ -110,7 +115,8 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     tap = FeatureTap(learner.model) if unknown_rate is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undecodable files were reported when the loaders were built
-        valid_logits, valid_targets, valid_features = _features_and_logits(learner, learner.dls.valid, tap)
+        valid_logits, valid_targets, valid_features = _features_and_logits(learner, learner.dls.valid, tap,
+                                                                           "calibration")
     if len(valid_logits) == 0:
         raise ValueError("calibrate() needs validation images; this learner's validation set is empty.")
     fitted = fit_temperature(valid_logits, valid_targets, multi_label) if temperature else 1.0
@@ -121,7 +127,7 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _, train_targets, train_features = _features_and_logits(
-                learner, _training_sample(learner, bank_size, seed), tap)
+                learner, _training_sample(learner, bank_size, seed), tap, "unknown score")
         score = fit_score(method, train_features, train_targets, len(learner.dls.vocab), multi_label=multi_label,
                           valid=(valid_features, valid_logits), k=k, bank_size=bank_size, seed=seed).eval()
         with torch.no_grad():

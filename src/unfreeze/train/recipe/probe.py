@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
+
 __all__ = ["ProbeFit", "embed_training_images", "fit_linear_probe", "fit_probe_weights", "probe_head"]
 
 _STEPS = 300
@@ -61,20 +63,23 @@ def probe_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
     return before, head[-1]
 
 
-def _features(learner: Any, before: nn.Module, passes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(learner: Any, before: nn.Module, passes: int, description: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled body features of every training batch, `passes` times with the loader's augmentation."""
     loader, model = learner.dls.train, learner.model
     features, targets = [], []
     epoch, repeats, was_training = loader.epoch, loader.passes, model.training
     loader.passes = 1  # one pass per draw here, whatever the fit's plan makes an epoch
     model.eval()
+    progress = StepProgress(description, passes * len(loader.dataset), quiet=learner.quiet, unit="images",
+                            delay=AROUND_TRAINING_DELAY)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), progress:
             for index in range(passes):
                 loader.set_epoch(_EPOCH_OFFSET + index)
                 for images, labels in loader:
                     features.append(before(model.body(images)).float().flatten(1).cpu())
                     targets.append(labels.cpu())
+                    progress.advance(len(labels))
     finally:
         loader.set_epoch(epoch)
         loader.passes = repeats
@@ -104,7 +109,7 @@ def fit_linear_probe(learner: Any, passes: int = 4, seed: int = 0, loss_func: nn
     if parts is None or getattr(learner.model, "body", None) is None:
         return None
     before, linear = parts
-    features, targets = _features(learner, before, passes)
+    features, targets = _features(learner, before, passes, "linear probe")
     labelled = learner.task.labelled(targets)
     features, targets = features[labelled], targets[labelled]
     if len(targets) == 0:
@@ -143,15 +148,15 @@ def fit_probe_weights(features: torch.Tensor, targets: torch.Tensor, loss_func: 
     return mean, std, weight.detach(), bias.detach(), loss.item()
 
 
-def embed_training_images(learner: Any, passes: int = 1, labelled_only: bool = True
-                          ) -> tuple[torch.Tensor, torch.Tensor] | None:
+def embed_training_images(learner: Any, passes: int = 1, labelled_only: bool = True,
+                          description: str = "probe features") -> tuple[torch.Tensor, torch.Tensor] | None:
     """The frozen body's pooled features of the training images (`passes` augmented passes, in the
     loader's order) and their targets (labelled items only, unless not `labelled_only`); None for a
-    model without a linear head."""
+    model without a linear head. A pass that takes a while shows progress as `description`."""
     parts = probe_head(learner.model)
     if parts is None or getattr(learner.model, "body", None) is None:
         return None
-    features, targets = _features(learner, parts[0], passes)
+    features, targets = _features(learner, parts[0], passes, description)
     if not labelled_only:
         return features, targets
     labelled = learner.task.labelled(targets)
