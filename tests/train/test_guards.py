@@ -122,6 +122,22 @@ def test_an_exploding_validation_loss_rolls_back_and_retries_at_a_lower_lr(folde
     assert any("retrying once at 1.00e-02" in note for note in learn.recorder.notes)
 
 
+def test_a_tiny_best_loss_counts_as_the_loss_of_a_model_that_knows_nothing() -> None:
+    from types import SimpleNamespace
+
+    from unfreeze.tasks import SingleLabel
+
+    guard = DivergenceGuard(factor=10)
+    learner = SimpleNamespace(task=SingleLabel(), dls=SimpleNamespace(n_classes=3),
+                              recorder=SimpleNamespace(history=[]))
+    guard.before_fit(learner)
+    assert guard.floor == pytest.approx(math.log(3))
+    assert not guard.after_validate(0, {"valid_loss": 0.0015})  # every validation image right
+    assert not guard.after_validate(1, {"valid_loss": 2.2})  # 1,000x the best, 2x chance: not diverged
+    assert guard.after_validate(2, {"valid_loss": 12.0})  # over 10x chance
+    assert "more than 10x the 1.099 of a model that knows nothing" in guard.reason
+
+
 def test_divergence_guard_checks_its_factor() -> None:
     with pytest.raises(ValueError, match="factor must be a number > 1"):
         DivergenceGuard(factor=1)

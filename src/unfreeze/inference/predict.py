@@ -22,6 +22,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
+from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.progress import StepProgress
 from unfreeze.tasks import Regression, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
@@ -68,13 +69,18 @@ def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None 
     device_type = getattr(getattr(loader, "device", None), "type", "cpu")
     autocast = (torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
+    batches = iter(loader)
+    first = next(batches, None)
+    # The first batch finds the pairs to fold; CPU float32 only (folded_batchnorm checks).
+    folded = folded_batchnorm(model, None if first is None or amp_dtype is not None else channels_last(first[0]))
     try:
-        for images, labels in loader:
-            with autocast:
-                outputs.append(model(channels_last(images)).float())
-            targets.append(labels)
-            if progress is not None:
-                progress.advance(len(labels))
+        with folded:
+            for images, labels in itertools.chain([first] if first is not None else [], batches):
+                with autocast:
+                    outputs.append(model(channels_last(images)).float())
+                targets.append(labels)
+                if progress is not None:
+                    progress.advance(len(labels))
     finally:
         model.train(was_training)
     device = getattr(loader, "device", torch.device("cpu"))

@@ -74,6 +74,10 @@ class SingleLabel:
         weights = 1.0 / counts[targets.clamp(min=0)]
         return torch.where(targets >= 0, weights, torch.zeros(()))
 
+    def chance_loss(self, n_classes: int) -> float:
+        """The loss of a model that knows nothing (equal probabilities): ln(n_classes)."""
+        return math.log(max(n_classes, 1))
+
     def loss(self, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> nn.Module:
         """Cross-entropy, optionally weighted per class and label-smoothed."""
         return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
@@ -177,6 +181,10 @@ class MultiLabel:
         safe = torch.nan_to_num(targets)
         per_item = (safe / frequency).sum(dim=-1) / safe.sum(dim=-1).clamp(min=1)
         return torch.where(labelled, torch.where(safe.sum(dim=-1) > 0, per_item, 1.0 / len(targets)), 0.0)
+
+    def chance_loss(self, n_classes: int) -> float:
+        """The loss of a model that knows nothing (probability 1/2 for every class): ln 2."""
+        return math.log(2.0)
 
     def loss(self, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> nn.Module:
         """Binary cross-entropy with logits; `class_weights` weigh each class's positives (pos_weight)."""

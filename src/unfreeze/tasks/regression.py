@@ -91,6 +91,10 @@ class Regression:
     def item_weights(self, targets: torch.Tensor) -> torch.Tensor:
         raise ValueError("Balanced sampling draws classes equally often; regression data has none. Leave it out.")
 
+    def chance_loss(self, n_classes: int) -> float:
+        """Unknown for regression (it depends on the targets' spread): 0, so that only the best loss counts."""
+        return 0.0
+
     def loss(self, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> nn.Module:
         """Mean squared error (or L1) over every output of every item."""
         if class_weights is not None or label_smoothing:

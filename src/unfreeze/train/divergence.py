@@ -41,6 +41,10 @@ class TrainingDivergedError(NonFiniteLossError):
 class DivergenceGuard(Callback):
     """Stop a fit whose validation loss is not finite or has exploded past `factor` × its best.
 
+    Below the loss of a model that knows nothing (`task.chance_loss`: ln C for C classes), that loss
+    counts instead of the best: a model that gets every validation image right has a tiny loss, and
+    ten times it is still a good model, not a diverged one.
+
     After the stop, `reason` says what happened (None while the fit is sound). The best is kept across
     the fits the guard is given (fine_tune's two phases), so an unfrozen phase that wrecks what the
     frozen one learned is caught.
@@ -59,11 +63,14 @@ class DivergenceGuard(Callback):
                              f"diverged), got {factor!r}.")
         self.factor = float(factor)
         self.best: float | None = None
+        self.floor = 0.0  # the task's chance-level loss (before_fit)
         self.reason: str | None = None
         self._learner: LearnerView | None = None
 
     def before_fit(self, learner: LearnerView) -> None:
         self._learner = learner
+        chance = getattr(getattr(learner, "task", None), "chance_loss", None)
+        self.floor = float(chance(int(getattr(learner.dls, "n_classes", 0) or 0))) if callable(chance) else 0.0
 
     def after_validate(self, epoch: int, logs: dict[str, float]) -> bool:
         loss = float(logs.get("valid_loss", math.nan))
@@ -71,9 +78,11 @@ class DivergenceGuard(Callback):
         row = len(self._learner.recorder.history) if self._learner is not None else epoch
         if not math.isfinite(loss):
             self.reason = f"the validation loss became {loss} at epoch {row}"
-        elif self.best is not None and loss > self.factor * self.best:
-            self.reason = (f"the validation loss exploded to {loss:.4g} at epoch {row}, more than "
-                           f"{self.factor:g}x its best {self.best:.4g}")
+        elif self.best is not None and loss > self.factor * max(self.best, self.floor):
+            than = f"its best {self.best:.4g}" if self.best >= self.floor else (
+                f"the {self.floor:.4g} of a model that knows nothing")
+            self.reason = f"the validation loss exploded to {loss:.4g} at epoch {row}, more than {self.factor:g}x "
+            self.reason += than
         else:
             self.best = loss if self.best is None else min(self.best, loss)
         return self.reason is not None

@@ -26,6 +26,7 @@ from torch import nn
 from unfreeze.data.sources import DataError
 from unfreeze.data.transforms import resize_batch
 from unfreeze.inference import channels_last
+from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 
 __all__ = ["MARGIN", "RATIO", "FlipCheck", "check_flips"]
@@ -136,9 +137,10 @@ def _embed(learner: Any, body: nn.Module, max_items: int, seed: int
                 if not images:
                     continue
                 batch = resize_batch(torch.stack(images).to(learner.device).float(), loader.size)
-                batch = (batch / 255.0 - mean) / std
-                features.append(_pooled(body(channels_last(batch))))
-                mirrored.append(_pooled(body(channels_last(batch.flip(-1)))))
+                batch = channels_last((batch / 255.0 - mean) / std)
+                with folded_batchnorm(body, batch):
+                    features.append(_pooled(body(batch)))
+                    mirrored.append(_pooled(body(channels_last(batch.flip(-1)))))
                 targets.append(dataset.targets[torch.as_tensor(kept)])
                 progress.advance(len(kept))
     finally:

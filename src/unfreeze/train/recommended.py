@@ -32,7 +32,7 @@ from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
-from unfreeze.train.recipe.noise import FILTER_FROM, GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
+from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
 from unfreeze.train.recipe.plan import plan_training
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
@@ -138,16 +138,17 @@ def _say(learner: RecipeTarget, line: str) -> None:
 
 def _noise_check(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any],
                  settings: dict[str, Any]) -> tuple[list[int], float]:
-    """What `noise.check_noise` decides for noise="auto" / "filter" / "trim": the training images left out
+    """What `noise.check_noise` decides for noise="filter" / "trim": the training images left out
     of the fit, and the share of each batch `TrimmedCrossEntropy` leaves out (0: none). Decided once: a
     resume takes the checkpoint's."""
-    if recipe.noise not in ("auto", "filter", "trim") or isinstance(learner.task, MultiLabel):
+    if recipe.noise not in ("filter", "trim") or isinstance(learner.task, MultiLabel):
+        settings["noise_left_out"], settings["noise_trim"] = [], 0.0
         return [], 0.0
     if isinstance(before.get("noise_left_out"), list):
         settings["noise_left_out"] = before["noise_left_out"]
         settings["noise_trim"] = float(before.get("noise_trim") or 0.0)
         return settings["noise_left_out"], settings["noise_trim"]
-    filter_from = {"filter": 0.0, "trim": math.inf}.get(recipe.noise, FILTER_FROM)
+    filter_from = 0.0 if recipe.noise == "filter" else math.inf
     check = check_noise(learner, seed=learner.seed or 0, filter_from=filter_from) \
         if distributed.is_main_process() else None
     left_out = distributed.broadcast_object(list(check.flagged) if check is not None and check.filtered else [])
@@ -171,10 +172,14 @@ def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
 
 
 def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
-    """noise="auto": label smoothing for single-label data (none when the recipe sets its own ε)."""
+    """noise="auto": the plain loss, saying so for single-label data (no guard measured better than
+    the best epoch kept, which `unfreeze train` does: benchmarks/results/hard_data.md)."""
     if recipe.noise != "auto":
         return recipe.noise
-    return "none" if isinstance(learner.task, MultiLabel) or recipe.label_smoothing else "label_smoothing"
+    if not isinstance(learner.task, MultiLabel):
+        _say(learner, "noise='auto': plain cross-entropy (label smoothing, filtering, trimming and GCE measured no "
+                      "better on wrong labels); --noise filter|trim|label_smoothing|gce chooses one")
+    return "none"
 
 
 def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
@@ -226,7 +231,7 @@ _MAX_PLANNED_EPOCHS = 100
 # After the probe, the frozen epoch's peak LR is the recipe's times this: it refines the probe's head
 # rather than undoing it (and validates it, so that KeepBest can keep it).
 _AFTER_PROBE_LR = 0.1
-# noise="auto": label smoothing for single-label data (benchmarks/results/hard_data.md).
+# noise="label_smoothing" / "filter": label smoothing's ε.
 NOISE_SMOOTHING = 0.1
 # Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
 PROGRESSIVE_SCALE = 0.75

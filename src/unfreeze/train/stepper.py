@@ -18,6 +18,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.inference import channels_last
+from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.train.groups import ParamGroups
 
 __all__ = ["OPTIMIZERS", "Stepper"]
@@ -191,9 +192,13 @@ class Stepper:
             sync = contextlib.nullcontext() if last or not hasattr(self._train_model, "no_sync") else (
                 self._train_model.no_sync()
             )
-            with sync:
+            chunk = channels_last(chunk)
+            # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them.
+            # Folding changes the modules' forward: not under torch.compile (it would recompile).
+            folded = folded_batchnorm(self._model, chunk) if not self.compile_model else contextlib.nullcontext()
+            with sync, folded:
                 with self.autocast():
-                    loss = self.loss_func(self._train_model(channels_last(chunk)), chunk_labels)
+                    loss = self.loss_func(self._train_model(chunk), chunk_labels)
                 loss = loss * (len(chunk) / len(images))
                 total = total + loss.detach().float()
                 if self._scaler is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 
 __all__ = ["ProbeFit", "embed_training_images", "fit_linear_probe", "fit_probe_weights", "probe_head"]
@@ -77,7 +78,8 @@ def _features(learner: Any, before: nn.Module, passes: int, description: str) ->
             for index in range(passes):
                 loader.set_epoch(_EPOCH_OFFSET + index)
                 for images, labels in loader:
-                    features.append(before(model.body(images)).float().flatten(1).cpu())
+                    with folded_batchnorm(model.body, images):
+                        features.append(before(model.body(images)).float().flatten(1).cpu())
                     targets.append(labels.cpu())
                     progress.advance(len(labels))
     finally:
