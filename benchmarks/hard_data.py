@@ -358,7 +358,23 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
             cpu = statistics.fmean(run["process_cpu_s"] for run in group)
             cells.append(f"{statistics.fmean(errors):.3f}{spread} (n={len(group)}; {wall:.0f} s wall, {cpu:.0f} s CPU)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    (out_dir / "hard_data.md").write_text("\n".join(lines) + "\n\n" + EVIDENCE)
+    (out_dir / "hard_data.md").write_text("\n".join(lines) + "\n\n" + EVIDENCE + _variants(runs))
+
+
+def _variants(runs: list[dict[str, Any]]) -> str:
+    """The screened variants (runners beyond the four: `new:FIELD=VALUE` and earlier defaults), per set."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for run in runs:
+        if run["runner"] not in RUNNERS and "error" in run:
+            groups.setdefault((run["set"], run["runner"]), {})[run["seed"]] = run["error"]
+    if not groups:
+        return ""
+    lines = ["", "## Every variant screened (error by seed, mean)", "", "| set | runner | seeds 0 / 1 / 2 | mean |",
+             "|---|---|---|---|"]
+    for (name, runner), errors in sorted(groups.items(), key=lambda item: (SETS.index(item[0][0]), item[0][1])):
+        by_seed = " / ".join(_fmt(errors.get(seed)) for seed in range(max(errors) + 1))
+        lines.append(f"| {name} | `{runner}` | {by_seed} | {statistics.fmean(errors.values()):.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -14,14 +14,16 @@ ONEDNN_MAX_CPU_ISA=AVX2`, which must be set before torch loads, so every measure
 2. One training step of the recipe's frozen phase (body frozen, norm layers training, as fastai) and
    of its unfrozen phase (the first group frozen), under torch.profiler: forward, backward, optimizer
    and the operators that take the most time. Then the candidates the profile points at, timed as
-   medians of interleaved repeats: the optimizer's foreach kernels, norm layers of a frozen body in
-   inference mode (shipped: `train_bn=False`, against fastai's True, which backpropagates through the
-   whole frozen body to train its norm layers), and 1 or 2 threads.
+   medians of interleaved repeats: frozen norm layers folded into their convolutions
+   (`models.batchnorm_folding`, shipped) or not, in training steps and validation, the optimizer's foreach
+   kernels, norm layers of a frozen body in inference mode (shipped: `train_bn=False`, against fastai's
+   True, which backpropagates through the whole frozen body to train its norm layers), and 1 or 2 threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +131,24 @@ def _phase(learn: Any, phase: str) -> None:
         learn.freeze()
     else:
         learn.freeze_to(1)
+    learn.set_train_mode()  # as the loop does each epoch: a frozen body's norm layers in inference mode
     learn.stepper.set_hyper([1e-4] * learn.n_groups, 0.9)
+
+
+@contextlib.contextmanager
+def _unfolded(where: str) -> Iterator[None]:
+    """Batch norms not folded in `where` ("stepper": training steps, "predict": evaluation passes)."""
+    import importlib
+
+    from unfreeze.models import batchnorm_folding
+
+    module = importlib.import_module(f"unfreeze.{'train.stepper' if where == 'stepper' else 'inference.predict'}")
+    folded = module.folded_batchnorm
+    module.folded_batchnorm = lambda model, example: batchnorm_folding.folded_batchnorm(model, None)
+    try:
+        yield
+    finally:
+        module.folded_batchnorm = folded
 
 
 def step_profile(root: Path, n_steps: int) -> dict[str, Any]:
@@ -175,26 +195,35 @@ def candidates(root: Path, n_steps: int, repeats: int) -> dict[str, Any]:
     threads = int(os.environ.get("BENCH_THREADS", "1"))
     learners = {"as shipped": _learner(root), "train_bn=True (fastai)": _learner(root, train_bn=True)}
     batches = _batches(learners["as shipped"], n_steps)
+    learners["as shipped"].validate()  # the validation images decoded once, before any timing
     variants: list[tuple[str, str, Any]] = []
     for phase in ("frozen", "unfrozen"):
-        variants += [(phase, "as shipped", {}), (phase, "foreach AdamW", {"foreach": True}),
+        variants += [(phase, "as shipped", {}), (phase, "norm layers not folded", {"unfolded": "stepper"}),
+                     (phase, "foreach AdamW", {"foreach": True}),
                      (phase, f"{3 - threads} thread(s)", {"threads": 3 - threads})]
         if phase == "frozen":
             variants.append((phase, "train_bn=True (fastai)", {"learner": "train_bn=True (fastai)"}))
+    variants += [("validation", "as shipped", {}), ("validation", "norm layers not folded", {"unfolded": "predict"})]
     times: dict[str, list[float]] = {f"{phase}: {name}": [] for phase, name, _ in variants}
     for _ in range(repeats):
         for phase, name, change in variants:
             learn = learners[change.get("learner", "as shipped")]
-            _phase(learn, phase)
-            if change.get("foreach"):
-                for group in learn.stepper.ensure_optimizer().param_groups:
-                    group["foreach"] = True
             torch.set_num_threads(change.get("threads", threads))
-            learn.stepper.train_step(*batches[0])  # warm-up after the phase change
-            started = time.perf_counter()
-            for images, labels in batches[1:]:
-                learn.stepper.train_step(images, labels)
-            times[f"{phase}: {name}"].append((time.perf_counter() - started) / (len(batches) - 1))
+            with _unfolded(change["unfolded"]) if "unfolded" in change else contextlib.nullcontext():
+                if phase == "validation":  # seconds of one pass over the 1,000 validation images
+                    started = time.perf_counter()
+                    learn.validate()
+                    times[f"{phase}: {name}"].append(time.perf_counter() - started)
+                    continue
+                _phase(learn, phase)
+                if change.get("foreach"):
+                    for group in learn.stepper.ensure_optimizer().param_groups:
+                        group["foreach"] = True
+                learn.stepper.train_step(*batches[0])  # warm-up after the phase change
+                started = time.perf_counter()
+                for images, labels in batches[1:]:
+                    learn.stepper.train_step(images, labels)
+                times[f"{phase}: {name}"].append((time.perf_counter() - started) / (len(batches) - 1))
             torch.set_num_threads(threads)
     return {key: {"median_s": statistics.median(values), "runs": values} for key, values in times.items()}
 
@@ -260,7 +289,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             lines.append(f"| {frozen['op']} | {frozen['self_s_per_step'] * 1e3:.1f} | {unfrozen['op']} | "
                          f"{unfrozen['self_s_per_step'] * 1e3:.1f} |")
         lines.append("")
-    lines += ["## Candidates, seconds per step (median of interleaved repeats) and ratio to as shipped", "",
+    lines += ["## Candidates, milliseconds per step (validation: per pass over the 1,000 images), median of "
+              "interleaved repeats, and the ratio to as shipped", "",
               "| phase: candidate | " + " | ".join(kernels) + " |", "|---|" + "---|" * len(kernels)]
     for key in results["runs"][kernels[0]]["candidates"]:
         cells = []

@@ -172,14 +172,16 @@ def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
 
 
 def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
-    """noise="auto": the plain loss, saying so for single-label data (no guard measured better than
-    the best epoch kept, which `unfreeze train` does: benchmarks/results/hard_data.md)."""
+    """noise="auto": label smoothing 0.1 for single-label data unless the recipe sets its own ε, said in
+    one line (benchmarks/results/hard_data.md: no guard did better on wrong labels, and smoothing helped
+    few images and the unknown score, trust.md)."""
     if recipe.noise != "auto":
         return recipe.noise
-    if not isinstance(learner.task, MultiLabel):
-        _say(learner, "noise='auto': plain cross-entropy (label smoothing, filtering, trimming and GCE measured no "
-                      "better on wrong labels); --noise filter|trim|label_smoothing|gce chooses one")
-    return "none"
+    if isinstance(learner.task, MultiLabel) or recipe.label_smoothing:
+        return "none"
+    _say(learner, f"noise='auto': label smoothing {NOISE_SMOOTHING} (filtering, trimming and GCE measured no better on "
+                  "wrong labels); --noise filter|trim|gce|none chooses another")
+    return "label_smoothing"
 
 
 def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
@@ -231,7 +233,7 @@ _MAX_PLANNED_EPOCHS = 100
 # After the probe, the frozen epoch's peak LR is the recipe's times this: it refines the probe's head
 # rather than undoing it (and validates it, so that KeepBest can keep it).
 _AFTER_PROBE_LR = 0.1
-# noise="label_smoothing" / "filter": label smoothing's ε.
+# noise="auto" / "label_smoothing" / "filter": label smoothing's ε.
 NOISE_SMOOTHING = 0.1
 # Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
 PROGRESSIVE_SCALE = 0.75
