@@ -165,18 +165,22 @@ def test_noise_trim_trains_with_the_trimmed_loss_at_the_checked_share(make_image
     assert any("largest losses are left out" in note for note in learn.recorder.notes)
 
 
-def test_noise_guard_is_label_smoothing_by_default_and_can_be_chosen(make_image_folder, monkeypatch):
+def test_noise_guard_smooths_few_images_and_can_be_chosen(make_image_folder, monkeypatch):
     root = make_image_folder(("a", "b"), n_train=6, n_valid=2, size=(40, 40))
-    learn, watch = make_learner(root), Losses()
     monkeypatch.setattr(recommended, "check_noise", lambda *args, **kwargs: pytest.fail("auto checks no labels"))
-    learn.fit_recipe(epochs=1, flip=True, probe=False, callbacks=[watch])
-    assert learn.progress.recipe["noise_chosen"] == "label_smoothing" and learn.progress.recipe["noise_left_out"] == []
+    few, watch = make_learner(root), Losses()  # 12 images: the plan fits a probe first
+    few.fit_recipe(epochs=1, flip=True, callbacks=[watch])
+    assert few.progress.recipe["noise_chosen"] == "label_smoothing" and few.progress.recipe["noise_left_out"] == []
     assert all(getattr(loss, "label_smoothing", 0) == 0.1 for loss in watch.losses)
-    assert any(note.startswith("noise='auto': label smoothing 0.1") for note in learn.recorder.notes)
+    assert any(note.startswith("noise='auto': label smoothing 0.1 (few images") for note in few.recorder.notes)
+    plain, watch = make_learner(root), Losses()  # the same images, planned as a set too large for a probe
+    plain.fit_recipe(epochs=1, flip=True, probe=False, callbacks=[watch])
+    assert plain.progress.recipe["noise_chosen"] == "none" and all(loss is plain.loss_func for loss in watch.losses)
+    assert any(note.startswith("noise='auto': plain cross-entropy") for note in plain.recorder.notes)
     monkeypatch.undo()
-    plain, watch = make_learner(root), Losses()
-    plain.fit_recipe(epochs=1, flip=True, probe=False, noise="none", callbacks=[watch])
-    assert all(loss is plain.loss_func for loss in watch.losses)
+    smoothed, watch = make_learner(root), Losses()
+    smoothed.fit_recipe(epochs=1, flip=True, probe=False, noise="label_smoothing", callbacks=[watch])
+    assert all(getattr(loss, "label_smoothing", 0) == 0.1 for loss in watch.losses)
     robust, watch = make_learner(root), Losses()
     robust.fit_recipe(epochs=1, flip=True, probe=False, noise="gce", callbacks=[watch])
     assert all(isinstance(loss, GeneralizedCrossEntropy) for loss in watch.losses)

@@ -51,10 +51,11 @@ class Recipe:
             (`train.recipe.probe`; LP-FT): "auto" (under 1,000 training images), True or False.
         imbalance: The remedy against a long tail of classes: "auto" (logit adjustment when the
             largest class has 3x the images of the smallest), "logit_adjust" or "none".
-        noise: The guard against wrong labels: "auto" (label smoothing 0.1 for single-label data
-            unless `label_smoothing` is set: with the best epoch kept, as `unfreeze train` does, no
-            other guard measured better on 10-40% wrong labels, and smoothing helped few images and
-            the unknown score), "filter" (leave
+        noise: The guard against wrong labels: "auto" (for single-label data, label smoothing 0.1
+            when the images are few enough for the linear probe, the plain loss otherwise: with the
+            best epoch kept, as `unfreeze train` does, no guard lowered the error on 10-40% wrong
+            labels, smoothing lowered the few-image sets' error, and after smoothing no temperature
+            calibrates the probabilities), "filter" (leave
             out the training images whose label a cross-validated linear probe finds unlikely:
             `train.recipe.noise.check_noise`), "trim" (leave each batch's largest losses out, as
             many as the same check estimates wrong), "label_smoothing" (ε 0.1), "gce" (generalised

@@ -73,6 +73,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
+    few_images = plan.probe  # the probe's regime, whatever head fits it
     if plan.probe and probe_head(learner.model) is None:  # another head: its frozen epochs train it
         plan = dataclasses.replace(plan, probe=False)
     _say(learner, plan.line())
@@ -109,7 +110,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
-    noise = _noise_guard(learner, recipe)
+    noise = _noise_guard(learner, recipe, few_images)
     left_out, trim = _noise_check(learner, recipe, before, settings)
     settings["noise_chosen"] = "trim" if trim else "filter" if left_out and noise != "gce" else noise
     smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
@@ -171,17 +172,22 @@ def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
     return array / array.sum()
 
 
-def _noise_guard(learner: RecipeTarget, recipe: Recipe) -> str:
-    """noise="auto": label smoothing 0.1 for single-label data unless the recipe sets its own ε, said in
-    one line (benchmarks/results/hard_data.md: no guard did better on wrong labels, and smoothing helped
-    few images and the unknown score, trust.md)."""
+def _noise_guard(learner: RecipeTarget, recipe: Recipe, few_images: bool) -> str:
+    """noise="auto", said in one line for single-label data: label smoothing 0.1 when the images are few
+    (the plan fits a linear probe first), the plain loss otherwise (benchmarks/results/hard_data.md:
+    smoothing lowered the few-image sets' error and no guard lowered the wrong labels' error; trust.md:
+    after smoothing no temperature calibrates the probabilities)."""
     if recipe.noise != "auto":
         return recipe.noise
     if isinstance(learner.task, MultiLabel) or recipe.label_smoothing:
         return "none"
-    _say(learner, f"noise='auto': label smoothing {NOISE_SMOOTHING} (filtering, trimming and GCE measured no better on "
-                  "wrong labels); --noise filter|trim|gce|none chooses another")
-    return "label_smoothing"
+    if few_images:
+        _say(learner, f"noise='auto': label smoothing {NOISE_SMOOTHING} (few images: it lowered their error); "
+                      "--noise none|filter|trim|gce chooses another")
+        return "label_smoothing"
+    _say(learner, "noise='auto': plain cross-entropy (label smoothing, filtering, trimming and GCE did not lower the "
+                  "error on wrong labels, and smoothing spoils the calibration); --noise chooses one")
+    return "none"
 
 
 def _recipe_loss_func(learner: RecipeTarget, smoothing: float, imbalance: ImbalanceCheck | None,
@@ -233,7 +239,7 @@ _MAX_PLANNED_EPOCHS = 100
 # After the probe, the frozen epoch's peak LR is the recipe's times this: it refines the probe's head
 # rather than undoing it (and validates it, so that KeepBest can keep it).
 _AFTER_PROBE_LR = 0.1
-# noise="auto" / "label_smoothing" / "filter": label smoothing's ε.
+# noise="auto" (few images) / "label_smoothing" / "filter": label smoothing's ε.
 NOISE_SMOOTHING = 0.1
 # Progressive resizing trains the frozen phase at this fraction of the size (the study's candidate).
 PROGRESSIVE_SCALE = 0.75
