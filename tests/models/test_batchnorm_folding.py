@@ -117,3 +117,37 @@ def test_the_folded_weights_follow_changes_to_the_model():
         with folded_batchnorm(model, images) as n_folded:
             folded = model(images)
     assert n_folded == 1 and torch.allclose(folded, plain, atol=1e-5)
+
+
+def test_threads_predicting_with_one_model_share_its_folding():
+    import threading
+
+    model = _randomise_norms(timm.create_model("efficientnet_lite0", num_classes=5)).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+    errors: list[float] = []
+
+    def predict() -> None:
+        for _ in range(5):
+            with torch.no_grad(), folded_batchnorm(model, images):
+                errors.append(float((model(images) - expected).abs().max()))
+
+    threads = [threading.Thread(target=predict) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 15 and max(errors) < 1e-3 and _patched_modules(model) == []
+
+
+def test_a_body_folded_inside_its_folded_model_leaves_the_model_as_it_was():
+    model = _randomise_norms(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), nn.Flatten())).eval()
+    images = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        plain = model(images)
+        with folded_batchnorm(model, images):
+            with folded_batchnorm(model[0], images) as inner:
+                assert inner == 0  # its pair is folded already
+            assert torch.allclose(model(images), plain, atol=1e-5) and len(_patched_modules(model)) == 2
+    assert _patched_modules(model) == []

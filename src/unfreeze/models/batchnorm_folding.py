@@ -18,12 +18,15 @@ convolution used elsewhere too) is left as it is. The folded weights are cached 
 pair's tensors changes (an optimizer step, a load).
 
 Only on the CPU and in float32: on a GPU the norm layers are cheap and the memory is better spent.
+Threads predicting with one model at once share its folding (the first in folds, the last out puts the
+modules back); a block inside another's folding (a body inside its model) leaves those pairs to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,20 +190,23 @@ def _folds_exactly(model: nn.Module, pairs: list[_Pair], example: torch.Tensor) 
 
 
 @contextlib.contextmanager
-def _patched(pairs: list[_Pair]) -> Iterator[None]:
+def _patched(pairs: list[_Pair]) -> Iterator[int]:
+    """The pairs folded for the block; yields how many it folded itself."""
     patched: list[nn.Module] = []
     try:
         for pair in pairs:
+            if "forward" in vars(pair.conv) or "forward" in vars(pair.norm):
+                continue  # folded already by an enclosing block (a body inside its model): left to it
             weight, bias = pair.weights()
             conv = pair.conv
             conv.forward = (lambda x, conv=conv, weight=weight, bias=bias:  # type: ignore[method-assign]
                             conv._conv_forward(x, weight, bias))
             pair.norm.forward = pair.after  # type: ignore[method-assign]
             patched += [conv, pair.norm]
-        yield
+        yield len(patched) // 2
     finally:
         for module in patched:
-            del module.forward  # the class's forward again
+            vars(module).pop("forward", None)  # the class's forward again
 
 
 @contextlib.contextmanager
@@ -224,11 +230,34 @@ def folded_batchnorm(model: nn.Module, example: torch.Tensor | None) -> Iterator
             or not isinstance(example, torch.Tensor) or example.ndim != 4 or len(example) == 0):
         yield 0
         return
-    plan = _plan(model, example[:1])
-    grad = torch.is_grad_enabled()
-    pairs = [pair for pair in plan.pairs if not pair.norm.training and not (grad and pair.trains())]
-    if not pairs:
-        yield 0
-        return
-    with _patched(pairs):
-        yield len(pairs)
+    with _LOCK:
+        active = _ACTIVE.get(model)
+        if active is None:
+            plan = _plan(model, example[:1])
+            grad = torch.is_grad_enabled()
+            pairs = [pair for pair in plan.pairs if not pair.norm.training and not (grad and pair.trains())]
+            stack = contextlib.ExitStack()
+            active = _ACTIVE[model] = _Active(stack, stack.enter_context(_patched(pairs)))
+        active.users += 1  # another thread inside: it shares the pairs already folded
+    try:
+        yield active.n_folded
+    finally:
+        with _LOCK:
+            active.users -= 1
+            if active.users == 0:
+                del _ACTIVE[model]
+                active.stack.close()
+
+
+@dataclass
+class _Active:
+    """A model's folded pairs while at least one block is inside `folded_batchnorm` (`users` of them)."""
+
+    stack: contextlib.ExitStack
+    n_folded: int
+    users: int = 0
+
+
+# Threads predicting with one model share its folding: the first in folds, the last out unfolds.
+_LOCK = threading.RLock()
+_ACTIVE: weakref.WeakKeyDictionary[nn.Module, _Active] = weakref.WeakKeyDictionary()
