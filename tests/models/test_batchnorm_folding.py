@@ -151,3 +151,25 @@ def test_a_body_folded_inside_its_folded_model_leaves_the_model_as_it_was():
                 assert inner == 0  # its pair is folded already
             assert torch.allclose(model(images), plain, atol=1e-5) and len(_patched_modules(model)) == 2
     assert _patched_modules(model) == []
+
+
+def test_collect_logits_folds_and_restores_the_mode_even_when_the_first_batch_fails():
+    import pytest
+
+    from unfreeze.inference import collect_logits
+
+    model = _randomise_norms(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())).train()
+    images = torch.rand(2, 3, 8, 8)
+    logits, _ = collect_logits(model, [(images, torch.tensor([0, 1]))])
+    assert model.training and _patched_modules(model) == []
+    with torch.no_grad():
+        assert torch.allclose(logits, model.eval()(images), atol=1e-5)
+
+    class Broken:
+        def __iter__(self):
+            raise OSError("the disk went away")
+
+    model.train()
+    with pytest.raises(OSError, match="disk"):
+        collect_logits(model, Broken())
+    assert model.training

@@ -69,12 +69,11 @@ def collect_logits(model: nn.Module, loader: Any, amp_dtype: torch.dtype | None 
     device_type = getattr(getattr(loader, "device", None), "type", "cpu")
     autocast = (torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None
                 else contextlib.nullcontext())
-    batches = iter(loader)
-    first = next(batches, None)
-    # The first batch finds the pairs to fold; CPU float32 only (folded_batchnorm checks).
-    folded = folded_batchnorm(model, None if first is None or amp_dtype is not None else channels_last(first[0]))
     try:
-        with folded:
+        batches = iter(loader)
+        first = next(batches, None)
+        # The first batch finds the pairs to fold; CPU float32 only (folded_batchnorm checks).
+        with folded_batchnorm(model, None if first is None or amp_dtype is not None else channels_last(first[0])):
             for images, labels in itertools.chain([first] if first is not None else [], batches):
                 with autocast:
                     outputs.append(model(channels_last(images)).float())
