@@ -60,3 +60,22 @@ def craft(tiny_run: Path, tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+# Class names that would rewrite a terminal: clear screen + cursor home; carriage return + RTL override.
+HOSTILE = ["ant\x1b[2J\x1b[H", "bee\r\u202eevil"]
+
+
+@pytest.fixture
+def hostile_names() -> list[str]:
+    """The class names of `hostile_model`."""
+    return list(HOSTILE)
+
+
+@pytest.fixture
+def hostile_model(craft: Callable[..., Path]) -> Path:
+    """The tiny run's export with `HOSTILE` class names (for the escaping tests)."""
+    def rename(metadata: dict[str, Any]) -> None:
+        metadata["vocab"] = list(HOSTILE)
+
+    return craft(rename)

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from unfreeze.cli import main
-
-HOSTILE = ["ant\x1b[2J\x1b[H", "bee\r\u202eevil"]  # clear screen + cursor home; carriage return + RTL override
-
-
-@pytest.fixture
-def hostile_model(craft: Callable[..., Path]) -> Path:
-    def rename(metadata: dict[str, Any]) -> None:
-        metadata["vocab"] = HOSTILE
-
-    return craft(rename)
 
 
 def test_predict_csv_escapes_control_characters(hostile_model: Path, tiny_run: Path, tmp_path: Path,

@@ -5,22 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from unfreeze.cli import main
 from unfreeze.cli.output import printable
-
-HOSTILE = ["ant\x1b[2J\x1b[H", "bee\r\u202eevil"]  # clear screen + cursor home; carriage return + RTL override
-
-
-@pytest.fixture
-def hostile_model(craft: Callable[..., Path]) -> Path:
-    def rename(metadata: dict[str, Any]) -> None:
-        metadata["vocab"] = HOSTILE
-
-    return craft(rename)
 
 
 def image_of(tiny_run: Path) -> Path:
@@ -38,19 +27,19 @@ def test_predict_table_escapes_control_characters(hostile_model: Path, tiny_run:
     assert row.index("  /") == header.index("  path")  # the column width counts the escapes as printed
 
 
-def test_machine_formats_keep_the_names(hostile_model: Path, tiny_run: Path,
+def test_machine_formats_keep_the_names(hostile_model: Path, hostile_names: list[str], tiny_run: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(hostile_model), str(image_of(tiny_run)), "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out  # JSON escapes them itself
-    assert json.loads(out)["predictions"][0]["label"] in HOSTILE
+    assert json.loads(out)["predictions"][0]["label"] in hostile_names
 
 
-def test_evaluate_report_escapes_control_characters(hostile_model: Path, tmp_path: Path,
+def test_evaluate_report_escapes_control_characters(hostile_model: Path, hostile_names: list[str], tmp_path: Path,
                                                     write_image: Callable[..., Path],
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "test"
-    for name in HOSTILE:  # class folders named as the model's classes (Linux allows any byte but / and NUL)
+    for name in hostile_names:  # class folders named as the model's classes (Linux allows any byte but / and NUL)
         for index in range(2):
             write_image(data / name / f"{index}.png", seed=index)
     assert main(["evaluate", str(hostile_model), str(data)]) == 0
