@@ -87,3 +87,27 @@ def test_submit_outside_the_context_and_bad_settings_are_refused() -> None:
         BatchSettings(max_batch=0)
     with pytest.raises(ValueError, match="window_ms"):
         BatchSettings(window_ms=-1)
+
+
+def test_by_default_a_lone_request_runs_at_once_and_those_arriving_meanwhile_share_the_next_call() -> None:
+    import time
+
+    started = threading.Event()
+
+    def slow(items: list[int]) -> list[int]:
+        started.set()
+        time.sleep(0.2)
+        return items
+
+    async def scenario(batcher: MicroBatcher[int, int]) -> list[list[int]]:
+        async with batcher:
+            first = asyncio.create_task(batcher.submit([1]))
+            while not started.is_set():  # the model is busy with the first request
+                await asyncio.sleep(0.001)
+            later = [asyncio.create_task(batcher.submit([n])) for n in (2, 3, 4)]
+            return [await first, *[await task for task in later]]
+
+    batcher = MicroBatcher(slow)
+    assert BatchSettings().window_ms == 0  # no wait for company: at one client a window is pure latency
+    assert asyncio.run(scenario(batcher)) == [[1], [2], [3], [4]]
+    assert batcher.batch_sizes == [1, 3]

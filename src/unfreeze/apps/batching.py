@@ -1,10 +1,12 @@
 """MicroBatcher: concurrent requests' images predicted together, in one model call per short window.
 
 A server answering one request at a time runs the model on one or two images per call, which wastes
-most of a GPU and much of a CPU. The batcher queues the items of every request, waits at most
-`window_ms` after the first for more, and hands up to `max_batch` items to one call of the predict
-function, run in a single worker thread (so the model runs one batch at a time and the event loop
-never blocks). Each request gets back exactly its own results, in its order.
+most of a GPU and much of a CPU. The batcher queues the items of every request and hands up to
+`max_batch` waiting items to one call of the predict function, run in a single worker thread (so the
+model runs one batch at a time and the event loop never blocks). Each request gets back exactly its own
+results, in its order. By default (`window_ms=0`) a batch starts as soon as the model is free, with
+whatever is waiting: a lone request waits for nothing, and requests that arrive while the model runs
+share the next call. A positive `window_ms` waits that long after the first request for company.
 
 With `enabled=False` every request is predicted alone, in the same worker thread: the baseline of
 benchmarks/bench_serve.py.
@@ -27,14 +29,15 @@ Result = TypeVar("Result")
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How requests are grouped: the longest wait for company, the largest batch, or no batching.
+    """How requests are grouped: the longest wait for company (none by default), the largest batch, or no
+    batching.
 
     Example:
         >>> BatchSettings(window_ms=2, max_batch=16).max_batch
         16
     """
 
-    window_ms: float = 5.0
+    window_ms: float = 0.0
     max_batch: int = 32
     enabled: bool = True
 

@@ -123,8 +123,9 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
                        help=f"read the token from this file (its first line); or set {TOKEN_ENV}")
     serve.add_argument("--no-batching", dest="batching", action="store_false",
                        help="predict each request alone instead of grouping concurrent ones")
-    serve.add_argument("--batch-window-ms", type=_bounded(0, 10_000), default=5.0, metavar="MS",
-                       help="how long a request waits for others to share its batch, at most 10000 (default: 5)")
+    serve.add_argument("--batch-window-ms", type=_bounded(0, 10_000), default=0.0, metavar="MS",
+                       help="how long a request waits for others to share its batch, at most 10000 (default: 0, "
+                            "a batch starts when the model is free, with every request waiting by then)")
     serve.add_argument("--max-batch", type=_whole(1, 4096), default=32,
                        help="images per model call at most (default: 32)")
     serve.add_argument("--runtime", choices=("torch", "onnx", "openvino"),
