@@ -133,20 +133,28 @@ def train(root: Path, out: Path, extra: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def outputs(learn: Any, images: list[np.ndarray], labels: list[str] | None = None) -> dict[str, torch.Tensor]:
+def outputs(learn: Any, images: list[np.ndarray], labels: list[str] | None = None) -> dict[str, Any]:
     """Raw logits, targets and features of in-memory images (one pass, validation transforms)."""
-    loader = learn.dls.test_dl(images, labels=labels)
+    return loader_outputs(learn, learn.dls.test_dl(images, labels=labels))
+
+
+def loader_outputs(learn: Any, loader: Any) -> dict[str, Any]:
+    """Raw logits, targets, features (both parts, `FeatureTap`) and the parts' widths of a loader's items."""
     tap = FeatureTap(learn.model)
     with tap.open():
         logits, targets = collect_logits(learn.model, loader, learn.amp_dtype)
-    return {"logits": logits.cpu(), "targets": targets.cpu(), "features": tap.features().cpu()}
+    return {"logits": logits.cpu(), "targets": targets.cpu(), "features": tap.features().cpu(), "parts": tap.parts}
 
 
-def loader_outputs(learn: Any, loader: Any) -> dict[str, torch.Tensor]:
-    tap = FeatureTap(learn.model)
-    with tap.open():
-        logits, targets = collect_logits(learn.model, loader, learn.amp_dtype)
-    return {"logits": logits.cpu(), "targets": targets.cpu(), "features": tap.features().cpu()}
+class _FirstPart(torch.nn.Module):
+    """A score fitted on the first feature part, given both parts."""
+
+    def __init__(self, score: torch.nn.Module, width: int) -> None:
+        super().__init__()
+        self.score, self.width = score, width
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.score(features[:, :self.width], logits)
 
 
 def msp_score(trust: Trust, logits: torch.Tensor, task: Any) -> torch.Tensor:
@@ -184,15 +192,19 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
             logits, learn.task), targets)) | {"temperature": fit_temperature(logits, targets)}}
     result["calibration_valid"] = _valid_calibration(run)
     variants: dict[str, Any] = {}
+    features, parts, labels = train_out["features"], train_out["parts"], train_out["targets"]
+    with_valid = {"valid": (valid["features"], valid["logits"]), "parts": parts}
     for method in METHODS:
-        variants[method] = fit_score(method, train_out["features"], train_out["targets"], n_classes,
-                                     valid=(valid["features"], valid["logits"]), seed=0)
+        variants[method] = fit_score(method, features, labels, n_classes, seed=0, **with_valid)
+    # The score before the middle stage joined it: the last linear layer's input alone.
+    variants["knn last layer only"] = _FirstPart(fit_score("knn", features[:, :parts[0]], labels, n_classes, seed=0),
+                                                 parts[0])
     if not quick:
         for k in sorted({1, 5, 10, 50} - {DEFAULT_K}):
-            variants[f"knn k={k}"] = fit_score("knn", train_out["features"], train_out["targets"], n_classes, k=k)
+            variants[f"knn k={k}"] = fit_score("knn", features, labels, n_classes, k=k, **with_valid)
         for size in (256, 2048):
-            variants[f"knn bank={size}"] = fit_score("knn", train_out["features"], train_out["targets"], n_classes,
-                                                     bank_size=size, seed=0)
+            variants[f"knn bank={size}"] = fit_score("knn", features, labels, n_classes, bank_size=size, seed=0,
+                                                     **with_valid)
     for label, module in [("max-probability", None), *variants.items()]:
         def score(out: dict[str, torch.Tensor], module: Any = module) -> torch.Tensor:
             if module is None:
@@ -304,7 +316,11 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
              "sklearn's digits (upscaled), uniform / Gaussian noise, flat grey images, crops of sklearn's two sample "
              "photographs (half in colour, half grey); near: 500 t10k images of the two classes the 8-class model "
              "never saw (Bag, Ankle_boot). AUROC and FPR95 compare each set with the test split (FPR95: the share of "
-             "the set accepted when 95% of the test images are); *flagged* is the share above the threshold.", ""]
+             "the set accepted when 95% of the test images are); *flagged* is the share above the threshold. The knn "
+             "scores read two feature parts where the model has a middle stage (efficientnet_lite0: the input of the "
+             "last linear layer, 1,280 values, and the pooled output of `blocks.4`, 112), each part's distance "
+             "divided by its validation 95th percentile and the two added; *knn last layer only* is the score "
+             "before the middle stage joined it (the shipped one until then).", ""]
     lines += _targets(results)
     for model in results["models"]:
         lines += [f"## {model['model']}", "",

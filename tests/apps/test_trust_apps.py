@@ -36,7 +36,7 @@ def test_the_server_answers_unknown_and_ood_score(trained_app_run: Path, tmp_pat
     for prediction, path in zip(answer.json()["predictions"], (noise, bee), strict=True):
         expected = learner.predict(path)
         assert prediction["unknown"] is expected.unknown
-        assert prediction["ood_score"] == pytest.approx(expected.ood_score, abs=1e-5)
+        assert prediction["ood_score"] == pytest.approx(expected.ood_score, rel=1e-5, abs=1e-5)
 
 
 def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, tmp_path: Path,

@@ -56,3 +56,22 @@ def test_torch_is_the_learner_itself_and_names_are_checked(sample_learner: Learn
     assert default_runtime() == installed_runtimes()[0] and set(installed_runtimes()) <= set(RUNTIMES)
     with pytest.raises(ValueError, match="runtime must be one of onnx, openvino, torch"):
         runtime_predictor(sample_learner, exported, "tensorrt")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_a_runtime_gives_the_unknown_flags_and_scores_pytorch_gives(sample_learner: Learner, tmp_path: Path,
+                                                                   runtime: str) -> None:
+    """The runtime computes both feature parts (the last layer's input and the middle stage)."""
+    import copy
+
+    if runtime not in installed_runtimes():
+        pytest.skip(f"{runtime} is not installed")
+    learner = copy.deepcopy(sample_learner)  # the session's learner stays uncalibrated
+    learner.calibrate()
+    assert len(learner.trust.score.parts) == 2
+    path = learner.export(tmp_path / "model.unfreeze")
+    predictor = runtime_predictor(learner, path, runtime)
+    expected = list(predict_batch(learner, images(learner), bs=4))
+    found = list(predict_batch(predictor, images(learner), bs=4))
+    assert [row["unknown"] for row in found] == [row["unknown"] for row in expected]
+    assert [row["ood_score"] for row in found] == pytest.approx([row["ood_score"] for row in expected], rel=1e-3)

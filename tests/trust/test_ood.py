@@ -86,3 +86,26 @@ def test_unknown_method_is_refused() -> None:
 def test_bad_sections_are_named(section: object, expected: str) -> None:
     problems = Trust.problems(section)
     assert problems and any(expected in problem for problem in problems)
+
+
+def test_two_parts_flag_features_that_only_the_middle_stage_sets_apart() -> None:
+    """An image whose last-layer features sit on a training image's but whose middle-stage features are
+    unlike all of them (the upscaled digit near a bag): one part cannot see it, two parts do."""
+    generator = torch.Generator().manual_seed(0)
+    train = torch.cat([torch.randn(200, 8, generator=generator),
+                       torch.randn(200, 4, generator=generator) * 0.1 + torch.tensor([5.0, 0, 0, 0])], dim=1)
+    valid = torch.cat([torch.randn(50, 8, generator=generator),
+                       torch.randn(50, 4, generator=generator) * 0.1 + torch.tensor([5.0, 0, 0, 0])], dim=1)
+    odd = train[:5].clone()
+    odd[:, 8:] = torch.tensor([0.0, 0, 5.0, 0])
+    labels, logits = torch.zeros(200, dtype=torch.long), torch.zeros(50, 2)
+    one = fit_score("knn", train[:, :8], labels, 2)
+    two = fit_score("knn", train, labels, 2, valid=(valid, logits), parts=(8, 4))
+    assert two.config() == {"method": "knn", "k": 1, "parts": [8, 4]}
+    for score, features in ((one, valid[:, :8]), (two, valid)):
+        threshold = threshold_for(score(features, logits), 0.05)
+        flagged = score(odd if score is two else odd[:, :8], torch.zeros(5, 2)) > threshold
+        assert flagged.all() if score is two else not flagged.any()
+    rebuilt = score_from_config(two.config(), dict(two.named_buffers()))
+    torch.testing.assert_close(rebuilt(valid, logits), two(valid, logits))
+    assert fit_score("mahalanobis", train, labels, 2, parts=(8, 4)).means.shape == (2, 8)  # the first part only

@@ -38,7 +38,7 @@ from torch import nn
 from unfreeze._io import atomic_path
 from unfreeze.inference.export import ExportError
 from unfreeze.inference.predict import trust_of
-from unfreeze.trust import Trust
+from unfreeze.trust import FeatureTap, Trust
 
 __all__ = ["RUNTIMES", "RuntimePredictor", "default_runtime", "installed_runtimes", "runtime_predictor"]
 
@@ -72,28 +72,56 @@ def default_runtime() -> str:
 class _RuntimeModule(nn.Module):
     """An nn.Module whose forward runs a compiled ONNX/OpenVINO model on the CPU: float images in, logits
     out. With a `classifier`, the runtime gives the features and the classifier (an nn.Linear, where the
-    unknown score's feature hook finds it) runs in PyTorch."""
+    unknown score's feature hook finds it) runs in PyTorch; columns past the classifier's input are the
+    pooled middle stage, passed through `mid_features` where the feature tap finds them."""
 
     def __init__(self, run: Any, arch: str, n_out: int, classifier: nn.Linear | None = None) -> None:
         super().__init__()
         self._run, self.arch, self.n_out = run, arch, n_out
         self.classifier = classifier
+        self.mid_features = nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.detach().float().cpu().contiguous().numpy()
         outputs = torch.from_numpy(np.ascontiguousarray(self._run(batch), dtype=np.float32))
-        return outputs if self.classifier is None else self.classifier(outputs)
+        if self.classifier is None:
+            return outputs
+        width = self.classifier.in_features
+        if outputs.shape[1] > width:
+            self.mid_features(outputs[:, width:])
+        return self.classifier(outputs[:, :width])
+
+
+class _FeaturesOut(nn.Module):
+    """The network up to its classifier, returning [its features | the pooled middle stage] (`FeatureTap`):
+    what the runtime computes so that the unknown score can read both parts."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self._tap = FeatureTap(network)
+        self._tap.attach()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self._tap.clear()
+        self.network(images)
+        features = self._tap.features()
+        self._tap.clear()
+        return features
 
 
 def _split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
     """(the network up to its classifier, the classifier) on the CPU in float32, when the model's head ends
-    in an nn.Linear; else (the whole network, None)."""
+    in an nn.Linear; else (the whole network, None). The network returns the features the unknown score
+    reads (`_FeaturesOut`)."""
     model = copy.deepcopy(model).float().cpu().eval()
     head = getattr(model, "head", None)
     if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear):
         classifier = head[-1]
-        head[-1] = nn.Identity()
-        return model, classifier
+        head[-1] = nn.Linear(classifier.in_features, classifier.in_features, bias=False)  # its input, for the tap
+        with torch.no_grad():
+            head[-1].weight.copy_(torch.eye(classifier.in_features))
+        return _FeaturesOut(model), classifier
     return model, None
 
 
@@ -141,7 +169,8 @@ def _cached_onnx(learner: Any, model_file: Path, network: nn.Module) -> Path:
 def _convert(learner: Any, model_file: Path, network: nn.Module, onnx_path: Path) -> Path:
     note = onnx_path.with_suffix(".json")
     # What the graph ends in is part of the fingerprint: a cache from before the split is converted again.
-    fingerprint = {**_fingerprint(model_file), "graph": "features" if _ends_in_features(network) else "logits"}
+    fingerprint = {**_fingerprint(model_file),
+                   "graph": "features+middle" if isinstance(network, _FeaturesOut) else "logits"}
     try:
         if onnx_path.is_file() and json.loads(note.read_text()) == fingerprint:
             return onnx_path
@@ -211,11 +240,6 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
     if classifier is None and trust.has_score:  # no features to score: calibrated, but no unknown flag
         trust = Trust(temperature=trust.temperature, calibration=trust.calibration)
     return RuntimePredictor(module, learner.dls, learner.task, learner.seed, runtime, difference, trust)
-
-
-def _ends_in_features(network: nn.Module) -> bool:
-    head = getattr(network, "head", None)
-    return isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[-1], nn.Identity)
 
 
 def _check(learner: Any, module: nn.Module, count: int = 8) -> float:

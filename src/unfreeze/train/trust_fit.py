@@ -60,7 +60,7 @@ def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
         with progress:
             logits, targets = collect_logits(learner.model, loader, learner.amp_dtype, progress)
         return logits.cpu(), targets.cpu(), torch.zeros(0)
-    tap.captured.clear()
+    tap.clear()
     with tap.open(), progress:
         logits, targets = collect_logits(learner.model, loader, learner.amp_dtype, progress)
     return logits.cpu(), targets.cpu(), distributed.gather_ordered(tap.features()).cpu()
@@ -129,7 +129,8 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
             _, train_targets, train_features = _features_and_logits(
                 learner, _training_sample(learner, bank_size, seed), tap, "unknown score")
         score = fit_score(method, train_features, train_targets, len(learner.dls.vocab), multi_label=multi_label,
-                          valid=(valid_features, valid_logits), k=k, bank_size=bank_size, seed=seed).eval()
+                          valid=(valid_features, valid_logits), k=k, bank_size=bank_size, seed=seed,
+                          parts=tap.parts).eval()
         with torch.no_grad():
             valid_scores = score(valid_features, valid_logits)
         threshold = _threshold_for(valid_scores, unknown_rate)

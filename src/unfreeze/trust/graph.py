@@ -3,7 +3,8 @@
 ONNX, TorchScript and OpenVINO files carry no unfreeze code, so the temperature and the score must be
 part of the graph itself. `TrustedModel` wraps the model: its forward divides the logits by the
 temperature before the activation and, when a score is fitted, also returns the score of the
-features that the model's last linear layer received (captured by a hook during the same pass).
+features (`features.FeatureTap`: what the model's last linear layer received, and the pooled middle
+stage) captured by hooks during the same pass.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unfreeze.trust.features import feature_layer
+from unfreeze.trust.features import FeatureTap
 from unfreeze.trust.section import Trust
 
 __all__ = ["TrustedModel"]
@@ -33,19 +34,19 @@ class TrustedModel(nn.Module):
         self.multi_label = multi_label
         self.temperature = float(trust.temperature)
         self.score = trust.score if trust.has_score else None
-        self._features: torch.Tensor | None = None
+        self._tap: FeatureTap | None = None
         if self.score is not None:
-            feature_layer(model).register_forward_pre_hook(self._capture)
-
-    def _capture(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        self._features = inputs[0].flatten(1)
+            self._tap = FeatureTap(model)
+            self._tap.attach()  # for the wrapper's life: it exists to be exported
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self._tap is not None:
+            self._tap.clear()
         logits = self.model(images).float()
         scaled = logits / self.temperature
         probs = torch.sigmoid(scaled) if self.multi_label else torch.softmax(scaled, dim=1)
-        if self.score is None or self._features is None:
+        if self.score is None or self._tap is None or not self._tap.captured:
             return logits, probs
-        score = self.score(self._features.float(), logits)
-        self._features = None
+        score = self.score(self._tap.features(), logits)
+        self._tap.clear()
         return logits, probs, score

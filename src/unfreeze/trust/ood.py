@@ -5,7 +5,10 @@ linear layer, `features.FeatureTap`) and the logits of a batch and returns one f
 same module runs in PyTorch and inside the ONNX / TorchScript / OpenVINO graphs. All of them are fitted
 on training images; `threshold_for` then sets the threshold on validation images.
 
-    knn           distance to the k-th nearest training feature, features L2-normalised (Sun et al. 2022)
+    knn           distance to the k-th nearest training feature, features L2-normalised (Sun et al. 2022);
+                  with two feature parts (`features.FeatureTap.parts`: the last linear layer's input and a
+                  middle stage of the body), each part searched on its own and the two distances, each
+                  divided by its validation 95th percentile, added
     mahalanobis   smallest class-conditional Mahalanobis distance, one shared covariance (Lee et al. 2018)
     energy        -logsumexp(logits) (Liu et al. 2020); needs no training features
     knn+energy    the sum of the two, each standardised by its validation mean and spread
@@ -15,6 +18,7 @@ benchmarks/trust_study.py measured them (benchmarks/results/trust.md); `DEFAULT_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,23 +42,58 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _normalise_parts(features: torch.Tensor, parts: Sequence[int]) -> torch.Tensor:
+    """Each part of the columns L2-normalised on its own; columns past the parts are left out."""
+    pieces, start = [], 0
+    for width in parts:
+        pieces.append(_normalise(features[:, start:start + width]))
+        start += width
+    return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
+
+
 class KNNScore(nn.Module):
-    """Euclidean distance between the L2-normalised features and their k-th nearest training feature."""
+    """Euclidean distance between the L2-normalised features and their k-th nearest training feature.
+
+    With several `parts` (column widths of the features), each part is normalised and searched on its
+    own, and the score is the sum of the parts' distances, each divided by its `scales` entry.
+    """
 
     method = "knn"
 
-    def __init__(self, bank: torch.Tensor, k: int = DEFAULT_K) -> None:
+    def __init__(self, bank: torch.Tensor, k: int = DEFAULT_K, parts: Sequence[int] | None = None,
+                 scales: torch.Tensor | None = None) -> None:
         super().__init__()
         self.k = int(min(k, len(bank)))
+        self.parts = tuple(int(width) for width in parts) if parts else (int(bank.shape[1]),)
+        if sum(self.parts) != bank.shape[1]:
+            raise ValueError(f"the feature parts {list(self.parts)} must add up to the bank's {bank.shape[1]} "
+                             "columns.")
         self.register_buffer("bank", bank.float())
+        if len(self.parts) > 1:
+            self.register_buffer("scales", (torch.ones(len(self.parts)) if scales is None else scales).float())
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, parts]: each part's distance to its k-th nearest training feature (not scaled)."""
+        features = features.float()
+        columns, start = [], 0
+        for width in self.parts:
+            similarity = _normalise(features[:, start:start + width]) @ self.bank[:, start:start + width].t()
+            kth = similarity.topk(self.k, dim=1).values[:, -1]
+            columns.append((2.0 - 2.0 * kth).clamp_min(0.0).sqrt())
+            start += width
+        return torch.stack(columns, dim=1)
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        similarity = _normalise(features.float()) @ self.bank.t()
-        kth = similarity.topk(self.k, dim=1).values[:, -1]
-        return (2.0 - 2.0 * kth).clamp_min(0.0).sqrt()
+        distances = self.distances(features)
+        if len(self.parts) == 1:
+            return distances[:, 0]
+        return (distances / self.scales).sum(dim=1)
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.method, "k": self.k}
+        config: dict[str, Any] = {"method": self.method, "k": self.k}
+        if len(self.parts) > 1:
+            config["parts"] = list(self.parts)
+        return config
 
 
 class MahalanobisScore(nn.Module):
@@ -68,7 +107,8 @@ class MahalanobisScore(nn.Module):
         self.register_buffer("precision", precision.float())
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        centred = features.float().unsqueeze(1) - self.means.unsqueeze(0)  # [N, C, D]
+        # The first part only (the last linear layer's input): a middle stage's columns are left out.
+        centred = features[:, :self.means.shape[1]].float().unsqueeze(1) - self.means.unsqueeze(0)  # [N, C, D]
         distances = ((centred @ self.precision) * centred).sum(dim=2)
         return distances.min(dim=1).values
 
@@ -114,12 +154,25 @@ class CombinedScore(nn.Module):
         return {"method": self.method, "k": self.knn.k, "multi_label": self.energy.multi_label}
 
 
-def _bank(features: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """A seeded subsample of at most `size` normalised feature rows, rounded to float16 (how it is stored)."""
+def _bank(features: torch.Tensor, size: int, seed: int, parts: Sequence[int]) -> torch.Tensor:
+    """A seeded subsample of at most `size` feature rows, each part normalised, rounded to float16 (how it
+    is stored)."""
     if len(features) > size:
         chosen = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:size]
         features = features[chosen.sort().values]
-    return _normalise(features.float()).half().float()
+    return _normalise_parts(features.float(), parts).half().float()
+
+
+def _knn(features: torch.Tensor, parts: Sequence[int], valid: tuple[torch.Tensor, torch.Tensor] | None, k: int,
+         bank_size: int, seed: int) -> KNNScore:
+    """The knn score; with two parts, each part's distances are scaled by their validation 95th percentile
+    (without validation features, by 1)."""
+    knn = KNNScore(_bank(features, bank_size, seed, parts), k, parts)
+    if len(parts) > 1 and valid is not None and len(valid[0]):
+        with torch.no_grad():
+            scales = torch.quantile(knn.distances(valid[0]).double(), 0.95, dim=0).float().clamp_min(1e-6)
+        knn.scales.copy_(scales)
+    return knn
 
 
 def _mahalanobis(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> MahalanobisScore:
@@ -142,19 +195,23 @@ def _mahalanobis(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -
 
 def fit_score(method: str, features: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
               multi_label: bool = False, valid: tuple[torch.Tensor, torch.Tensor] | None = None,
-              k: int = DEFAULT_K, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0) -> nn.Module:
+              k: int = DEFAULT_K, bank_size: int = DEFAULT_BANK_SIZE, seed: int = 0,
+              parts: Sequence[int] | None = None) -> nn.Module:
     """Fit the score `method` on training `features` [N, D] and their `labels`.
 
     Args:
         method: One of `METHODS`.
-        features: Training features (the input of the last linear layer), unaugmented.
+        features: Training features (`FeatureTap.features()`), unaugmented.
         labels: Class indices [N] (or multi-hot [N, C]); only Mahalanobis uses them.
         n_classes: The number of classes.
         multi_label: Energy of sigmoid outputs instead of a softmax.
-        valid: (features, logits) of validation images: "knn+energy" standardises with them.
+        valid: (features, logits) of validation images: "knn+energy" standardises with them, and a knn
+            score of two parts scales each part's distances by them.
         k: The neighbour whose distance is the knn score.
         bank_size: At most this many training features are kept (seeded subsample).
         seed: Seeds the subsample.
+        parts: The widths of the feature parts (`FeatureTap.parts`); None: one part, all columns. Only
+            knn reads a second part; Mahalanobis reads the first.
 
     Example:
         >>> score = fit_score("knn", torch.randn(100, 8), torch.zeros(100, dtype=torch.long), 2)
@@ -167,9 +224,10 @@ def fit_score(method: str, features: torch.Tensor, labels: torch.Tensor, n_class
         return EnergyScore(multi_label)
     if len(features) == 0:
         raise ValueError("fitting an unknown-image score needs training images; the training set has none.")
+    parts = tuple(parts) if parts else (features.shape[1],)
     if method == "mahalanobis":
-        return _mahalanobis(features, labels, n_classes)
-    knn = KNNScore(_bank(features, bank_size, seed), k)
+        return _mahalanobis(features[:, :parts[0]], labels, n_classes)
+    knn = _knn(features, parts, valid, k, bank_size, seed)
     if method == "knn":
         return knn
     if valid is None:
@@ -204,7 +262,8 @@ def score_from_config(config: dict[str, Any], tensors: dict[str, torch.Tensor]) 
         return EnergyScore(bool(config.get("multi_label", False)))
     if method == "mahalanobis":
         return MahalanobisScore(tensors["means"], tensors["precision"])
-    knn = KNNScore(tensors["bank" if method == "knn" else "knn.bank"], int(config["k"]))
+    prefix = "" if method == "knn" else "knn."
+    knn = KNNScore(tensors[f"{prefix}bank"], int(config["k"]), config.get("parts"), tensors.get(f"{prefix}scales"))
     if method == "knn":
         return knn
     return CombinedScore(knn, EnergyScore(bool(config.get("multi_label", False))), tensors["centre"],

@@ -6,8 +6,9 @@ fitted out-of-distribution score with its threshold. The inference functions ask
 section plus the score's buffers, named `trust.<buffer>`, in the same safetensors file:
 
     "trust": {"temperature": 1.31, "calibrated": true,
-              "ood": {"method": "knn", "k": 10, "threshold": 0.71, "unknown_rate": 0.05} | null,
-              "tensors": {"bank": [2048, 1280]}}
+              "ood": {"method": "knn", "k": 1, "parts": [1280, 112], "threshold": 0.71,
+                      "unknown_rate": 0.05} | null,
+              "tensors": {"bank": [1024, 1392], "scales": [2]}}
 
 An export from before this section has none: `Trust.absent()` (temperature 1, no unknown flag).
 """
@@ -79,6 +80,8 @@ class Trust:
         """The out-of-distribution score [N] of a batch (None without a fitted score)."""
         if self.score is None:
             return None
+        if len(features) == 0:  # no image was read: no pass ran, so the middle stage's columns are missing
+            return torch.zeros(0)
         self.score.to(features.device)
         return self.score(features.float(), logits.float()).cpu()
 
@@ -129,8 +132,20 @@ class Trust:
         k = ood.get("k", 1)
         if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 10_000):
             problems.append("trust.ood.k must be a whole number from 1 to 10000")
-        if set(tensors) != _BUFFERS[ood["method"]]:
-            problems.append(f"trust.tensors of {ood['method']} must be {sorted(_BUFFERS[ood['method']])}, "
+        parts = ood.get("parts")
+        expected = set(_BUFFERS[ood["method"]])
+        if parts is not None:
+            bank = "bank" if ood["method"] == "knn" else "knn.bank"
+            if not (ood["method"] in ("knn", "knn+energy") and isinstance(parts, list) and 2 <= len(parts) <= 4
+                    and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in parts)):
+                return [*problems, "trust.ood.parts must be a list of 2 to 4 whole numbers (knn scores only)"]
+            expected.add(bank.replace("bank", "scales"))
+            if tensors.get(bank, [0, 0])[-1:] != [sum(parts)]:
+                problems.append(f"trust.ood.parts must add up to the columns of trust.tensors.{bank}")
+            if tensors.get(bank.replace("bank", "scales")) != [len(parts)]:
+                problems.append(f"trust.tensors.{bank.replace('bank', 'scales')} must hold one number per part")
+        if set(tensors) != expected:
+            problems.append(f"trust.tensors of {ood['method']} must be {sorted(expected)}, "
                             f"found {sorted(tensors)[:5]}")
         return problems
 
