@@ -61,7 +61,7 @@ def test_predict_rows_carry_unknown_and_ood_score(trained_run: Path, tmp_path: P
     for row in rows:
         prediction = learn.predict(row["file"])
         assert row["unknown"] == prediction.unknown and row["ood_score"] == pytest.approx(prediction.ood_score,
-                                                                                          abs=1e-5)
+                                                                                          rel=1e-5, abs=1e-5)
 
 
 def test_evaluate_reports_calibration_and_ood(trained_run: Path, tmp_path: Path,

@@ -65,10 +65,10 @@ def test_predict_and_predict_batch_carry_the_unknown_flag(calibrated: Learner, s
     label, _, _ = prediction  # still unpacks as before
     assert isinstance(prediction.unknown, bool) and isinstance(prediction.ood_score, float)
     rows = list(calibrated.predict_batch([path, *far_images()], bs=5))
-    assert rows[0]["label"] == label and rows[0]["ood_score"] == pytest.approx(prediction.ood_score, abs=1e-5)
+    assert rows[0]["label"] == label and rows[0]["ood_score"] == pytest.approx(prediction.ood_score, rel=1e-5, abs=1e-5)
     assert all(isinstance(row["unknown"], bool) for row in rows)
     tta_rows = list(calibrated.predict_batch([path], with_tta=True))
-    assert tta_rows[0]["ood_score"] == pytest.approx(prediction.ood_score, abs=1e-5)
+    assert tta_rows[0]["ood_score"] == pytest.approx(prediction.ood_score, rel=1e-5, abs=1e-5)
 
 
 def test_an_uncalibrated_learner_keeps_raw_softmax_and_has_no_flag(sample_learner: Learner, sample_dir: Path) -> None:
