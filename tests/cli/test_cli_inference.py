@@ -88,7 +88,8 @@ def test_predict_and_evaluate_over_a_folder_show_progress_on_stderr(trained_run:
     assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv"]) == 0
     captured = capsys.readouterr()
     assert len(list(csv.DictReader(io.StringIO(captured.out)))) == 12
-    lines = captured.err.splitlines()
+    # OpenVINO cannot compile this 16 px test model: the line saying so, then the progress.
+    lines = [line for line in captured.err.splitlines() if "cannot run this model" not in line]
     assert lines[0] == "predict: 1/12 images" and lines[-1] == "predict: 12/12 images" and len(lines) == 12
     assert main(["predict", str(trained_run), str(data / "valid"), "--format", "csv", "--quiet"]) == 0
     assert capsys.readouterr().err == ""

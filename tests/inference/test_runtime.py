@@ -54,7 +54,7 @@ def test_the_conversion_is_cached_beside_the_export_until_it_changes(sample_lear
 def test_torch_is_the_learner_itself_and_names_are_checked(sample_learner: Learner, exported: Path) -> None:
     assert runtime_predictor(sample_learner, exported, "torch") is sample_learner
     assert default_runtime() == installed_runtimes()[0] and set(installed_runtimes()) <= set(RUNTIMES)
-    with pytest.raises(ValueError, match="runtime must be one of onnx, openvino, torch"):
+    with pytest.raises(ValueError, match="runtime must be one of openvino, onnx, torch"):
         runtime_predictor(sample_learner, exported, "tensorrt")
 
 
@@ -75,3 +75,24 @@ def test_a_runtime_gives_the_unknown_flags_and_scores_pytorch_gives(sample_learn
     found = list(predict_batch(predictor, images(learner), bs=4))
     assert [row["unknown"] for row in found] == [row["unknown"] for row in expected]
     assert [row["ood_score"] for row in found] == pytest.approx([row["ood_score"] for row in expected], rel=1e-3)
+
+
+def test_by_default_a_runtime_that_cannot_run_the_model_is_passed_over(sample_learner: Learner, exported: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import unfreeze.inference.runtime as runtime_module
+
+    compile_model = runtime_module._compile
+
+    def refuse_openvino(path: Path, runtime: str) -> object:
+        if runtime == "openvino":
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:132:\n-- Conversion is failed for: Conv")
+        return compile_model(path, runtime)
+
+    monkeypatch.setattr(runtime_module, "installed_runtimes", lambda: ["openvino", "onnx", "torch"])
+    monkeypatch.setattr(runtime_module, "_compile", refuse_openvino)
+    with pytest.warns(UserWarning, match=r"openvino cannot run this model \(Conversion is failed for: Conv\)"):
+        predictor = runtime_predictor(sample_learner, exported)
+    assert predictor.runtime == "onnx"
+    monkeypatch.setattr(runtime_module, "installed_runtimes", lambda: ["openvino", "torch"])
+    with pytest.warns(UserWarning, match="openvino cannot run"):
+        assert runtime_predictor(sample_learner, exported) is sample_learner

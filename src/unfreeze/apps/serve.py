@@ -51,7 +51,7 @@ from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
 from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
 from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, prediction_record
 from unfreeze.inference.predict import trust_of
-from unfreeze.inference.runtime import default_runtime, runtime_predictor
+from unfreeze.inference.runtime import runtime_predictor
 from unfreeze.runs import model_file
 from unfreeze.tasks import SingleLabel
 from unfreeze.train.builders import load_learner
@@ -353,7 +353,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
         settings: Top-k, upload limit, token, batching.
         announce: Where the address, warnings and one line per request are printed.
         runtime: "torch", "onnx" or "openvino" (`unfreeze.inference.runtime`); None: torch on a GPU, else
-            the fastest installed.
+            the fastest installed one that runs the model.
 
     Example:
         >>> serve("runs/pets", port=8000)  # doctest: +SKIP
@@ -361,8 +361,8 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, settings
     """
     settings = settings or ServeSettings()
     learner = load_model(model)
-    if runtime is None:
-        runtime = "torch" if learner.device.type != "cpu" else default_runtime()
+    if runtime is None and learner.device.type != "cpu":
+        runtime = "torch"  # a GPU's PyTorch beats the CPU runtimes; else the fastest that runs the model
     learner = runtime_predictor(learner, model_file(model), runtime)
     _set_cpu_threads(learner)
     sock = bind_socket(host, port)

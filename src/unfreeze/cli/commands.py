@@ -9,6 +9,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -595,7 +596,10 @@ def command_predict(args: argparse.Namespace) -> int:
     try:
         # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
         runtime = args.runtime or ("torch" if learn.device.type != "cpu" else None)
-        predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
+        with warnings.catch_warnings():
+            if args.quiet:  # a runtime passed over for the next one is news, not a problem
+                warnings.simplefilter("ignore")
+            predictor = runtime_predictor(learn, runs.model_file(args.model), runtime)
     except ImportError as error:  # the chosen --runtime is not installed: the message has the pip line
         raise UsageError(str(error)) from None
     # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).

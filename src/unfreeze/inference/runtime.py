@@ -212,7 +212,9 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
     Args:
         learner: A learner from `load_learner` (its model, data and task).
         model_file: Its .unfreeze export: the converted network is cached beside it.
-        runtime: "torch", "onnx", "openvino", or None for the fastest installed (`default_runtime`).
+        runtime: "torch", "onnx", "openvino", or None for the fastest installed one that runs this model
+            (a runtime that cannot convert it or disagrees with PyTorch is passed over with a warning
+            naming why; PyTorch is the last resort).
 
     Raises:
         ValueError: An unknown runtime.
@@ -223,7 +225,8 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
         >>> predictor = runtime_predictor(load_learner("runs/pets/model.unfreeze"), "runs/pets/model.unfreeze")
         >>> rows = list(predict_batch(predictor, "photos/"))  # doctest: +SKIP
     """
-    runtime = default_runtime() if runtime is None else runtime
+    if runtime is None:
+        return _fastest_that_runs(learner, model_file)
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}.")
     if runtime == "torch":
@@ -242,6 +245,22 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
     if classifier is None and trust.has_score:  # no features to score: calibrated, but no unknown flag
         trust = Trust(temperature=trust.temperature, calibration=trust.calibration)
     return RuntimePredictor(module, learner.dls, learner.task, learner.seed, runtime, difference, trust)
+
+
+def _fastest_that_runs(learner: Any, model_file: str | Path) -> Any:
+    """`runtime_predictor` with the first installed runtime that converts, compiles and agrees with PyTorch."""
+    for runtime in installed_runtimes():
+        if runtime == "torch":
+            return learner
+        try:
+            return runtime_predictor(learner, model_file, runtime)
+        except Exception as error:  # any failure of a converter or compiler: the next runtime is tried
+            # The last line: OpenVINO's and ONNX's messages start with where in their C++ the check failed.
+            reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])
+            reason = reason[-1].lstrip("- ")[:200]
+            warnings.warn(f"{runtime} cannot run this model ({reason}); trying the next runtime. Choose one with "
+                          "--runtime", stacklevel=3)
+    return learner
 
 
 def _check(learner: Any, module: nn.Module, count: int = 8) -> float:
