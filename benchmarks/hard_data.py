@@ -287,8 +287,10 @@ def run_hard(sets: list[str], runners: list[str], seeds: list[int], out_dir: Pat
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({"machine": common.machine_info(), "runs": runs}, indent=1))
                 write_report(out_dir, runs)
-                print(json.dumps({key: run.get(key) for key in ("set", "runner", "seed", "error", "process_s")}),
-                      flush=True)
+                shown = {key: run.get(key) for key in ("set", "runner", "seed", "error", "process_s")}
+                if "failed" in run:  # the run's own last line, not a silent "error": null
+                    shown["failed"] = (run["failed"].strip().splitlines() or ["no output"])[-1][:300]
+                print(json.dumps(shown), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- report

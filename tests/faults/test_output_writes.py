@@ -209,7 +209,8 @@ def test_predict_csv_onto_a_full_disk(tiny_run: Path, write_image: Callable[...,
         done = subprocess.run([sys.executable, "-m", "unfreeze", "predict", str(tiny_run), *map(str, images),
                                "--format", "csv"], stdout=full, stderr=subprocess.PIPE, text=True, env=env,
                               timeout=300)
-    lines = done.stderr.strip().splitlines()
+    # A runtime passed over for the tiny model may add one warning line; the failure itself is one error line.
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("unfreeze: warning:")]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("unfreeze: error: cannot write /dev/full (No space left on device;")
