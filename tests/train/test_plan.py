@@ -7,7 +7,7 @@ import torch
 
 from unfreeze.data import ImageDataLoaders
 from unfreeze.train.builders import vision_learner
-from unfreeze.train.recipe.plan import DEFAULT_EPOCHS, MIN_EPOCH_STEPS, plan_training
+from unfreeze.train.recipe.plan import DEFAULT_EPOCHS, FULL_BATCH_STEPS, MIN_EPOCH_STEPS, plan_training
 
 
 @pytest.mark.parametrize("n_images", [50, 100, 333, 2_000, 7_777, 50_000])
@@ -24,7 +24,14 @@ def test_large_sets_are_not_over_trained_and_small_ones_are_not_under_trained():
     # Issue 27: at batch size 64 an epoch of 100 images was two steps; the whole run a dozen.
     small, medium, large = plan_training(100), plan_training(2_000), plan_training(100_000)
     assert small.steps() >= 6 * MIN_EPOCH_STEPS and small.passes > 1
-    assert (medium.batch_size, medium.passes, medium.epochs) == (64, 1, DEFAULT_EPOCHS)
+    # 2,000 images: batches of 32 at the recipe's LR, twice an epoch's updates at 64 (hard_data.md).
+    assert (medium.batch_size, medium.passes, medium.epochs, medium.lr_scale) == (32, 1, DEFAULT_EPOCHS, 1.0)
+    assert medium.steps_per_epoch == 2_000 // 32
+    full = plan_training(64 * FULL_BATCH_STEPS)
+    assert (full.batch_size, full.lr_scale) == (64, 1.0) and full.steps_per_epoch == FULL_BATCH_STEPS
+    just_under = plan_training(64 * FULL_BATCH_STEPS - 1)
+    assert (just_under.batch_size, just_under.lr_scale) == (32, 1.0)
+    assert plan_training(1_000).batch_size == 32 and plan_training(1_000).lr_scale < 1.0  # a small set's 32
     assert large.epochs < medium.epochs and large.passes == 1
 
 
