@@ -6,10 +6,9 @@ images get thousands. The plan counts optimizer steps instead (benchmarks/result
 
 - the batch size is the largest power of two at most n/30, between 16 and 64: 100 images get 16 and
   three times the steps; 64 only once an epoch at 64 holds `FULL_BATCH_STEPS` steps (3,840 images):
-  below that, 32 at the recipe's LR, twice the updates of an epoch at 64. At 2,000 images (the clean
-  and noisy sets of hard_data.md) 32 lowered the error on 3 seeds, 0.152 -> 0.143 clean and
-  0.166 -> 0.159 with 25% wrong labels, for 1.13x the time; 32 at the scaled LR (below) gave 0.149 and
-  0.157, two more epochs at 64 0.142 and 0.160 for 1.22x;
+  below that, 32 at the recipe's LR, twice the updates of an epoch at 64: a model trained at 64 on
+  2,000 images was still learning when its schedule ended, and 32 lowered the error of the clean and
+  the noisy sets for less time than more epochs at 64 (hard_data.md);
 - an epoch (one validation, one row of the history) holds enough passes over the training images for
   `MIN_EPOCH_STEPS` optimizer steps, so 6 unfrozen epochs are at least about 180 steps at any size;
 - the unfrozen epochs are the recipe's 6, fewer above `LARGE` images (3 at 40,000) so a large set is
@@ -27,7 +26,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_EPOCHS", "FULL_BATCH_STEPS", "LARGE", "LR_POWER", "MIN_EPOCH_STEPS", "PROBE_BELOW", "TrainingPlan", "plan_training"]
+__all__ = ["DEFAULT_EPOCHS", "FULL_BATCH_STEPS", "LARGE", "LR_POWER", "MIN_EPOCH_STEPS", "PROBE_BELOW", "TrainingPlan",
+           "plan_training"]
 
 FULL_BATCH_STEPS = 60  # batch 64 once an epoch at 64 holds this many steps; fewer images get 32 (more updates)
 DEFAULT_EPOCHS = 6  # the unfrozen epochs of the recipe study (recipe.md), for 2,000 images
