@@ -3,6 +3,7 @@ the wrong-label guard and the training images the model disagrees with."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -246,3 +247,26 @@ def test_a_resume_reuses_the_plan_and_the_decisions(make_image_folder, monkeypat
     again.fit_recipe(epochs=2, flip=True, noise="filter", checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
     for key in ("plan", "noise_left_out", "noise_chosen", "imbalance_chosen"):
         assert again.progress.recipe[key] == decided[key], key
+
+
+def test_a_resume_keeps_the_plan_its_fit_started_with_when_the_rule_has_changed(make_image_folder, monkeypatch,
+                                                                                tmp_path):
+    # A checkpoint written before the plan's rule changed (here: batches of 8 instead of 16) resumes with
+    # its own plan instead of being refused for a plan that differs.
+    root = make_image_folder(("red", "green"), n_train=24, n_valid=3, size=(40, 40))
+    planned = recommended.plan_training
+
+    def older_rule(*args, **kwargs):
+        plan = planned(*args, **kwargs)
+        return dataclasses.replace(plan, batch_size=8, steps_per_epoch=plan.n_images * plan.passes // 8)
+
+    monkeypatch.setattr(recommended, "plan_training", older_rule)
+    first = make_learner(root)
+    first.fit_recipe(epochs=1, flip=True, probe=False, checkpoint=tmp_path / "ckpt.pt")
+    started = first.progress.recipe["plan"]
+    assert started["batch_size"] == 8
+    monkeypatch.setattr(recommended, "plan_training", planned)
+    assert planned(started["n_images"], probe=False).batch_size != 8  # today's rule plans otherwise
+    again = make_learner(root)
+    again.fit_recipe(epochs=1, flip=True, probe=False, checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
+    assert again.progress.recipe["plan"] == started

@@ -33,7 +33,7 @@ from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
 from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
-from unfreeze.train.recipe.plan import plan_training
+from unfreeze.train.recipe.plan import TrainingPlan, plan_training
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.recipes import Resume, fine_tune_phases, read_resume, run_phases
@@ -73,6 +73,10 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
+    saved_plan = before.get("plan")
+    if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
+        # A resume keeps the plan its fit started with, also where a later version of the rule plans differently.
+        plan = TrainingPlan.from_dict(saved_plan)
     few_images = plan.probe  # the probe's regime, whatever head fits it
     if plan.probe and probe_head(learner.model) is None:  # another head: its frozen epochs train it
         plan = dataclasses.replace(plan, probe=False)

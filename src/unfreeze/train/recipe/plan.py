@@ -88,6 +88,16 @@ class TrainingPlan:
         """Plain values (summary.json, the checkpoint's recipe)."""
         return {**asdict(self), "steps": self.steps()}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingPlan:
+        """The plan `to_dict` wrote (a checkpoint's): its fields, the derived `steps` left out.
+
+        Example:
+            >>> TrainingPlan.from_dict(plan_training(2000).to_dict()) == plan_training(2000)
+            True
+        """
+        return cls(**{field: values[field] for field in cls.__dataclass_fields__ if field in values})
+
 
 def plan_training(n_images: int, batch_size: int | str | None = "auto", epochs: int | str | None = "auto",
                   freeze_epochs: int | str = "auto", probe: bool | str = "auto", drop_last: bool = True,
