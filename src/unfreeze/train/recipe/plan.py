@@ -6,7 +6,8 @@ images get thousands. The plan counts optimizer steps instead (benchmarks/result
 
 - the batch size is the largest power of two at most n/30, between 16 and 64: 100 images get 16 and
   three times the steps; 64 only once an epoch at 64 holds `FULL_BATCH_STEPS` steps (3,840 images):
-  below that, 32 at the recipe's LR, twice the updates of an epoch at 64: a model trained at 64 on
+  from 1,920 images (where n/30 reaches 64) up to that, 32 at the recipe's LR (not the smaller sets'
+  scaled one), twice the updates of an epoch at 64: a model trained at 64 on
   2,000 images was still learning when its schedule ended, and 32 lowered the error of the clean and
   the noisy sets for less time than more epochs at 64 (hard_data.md);
 - an epoch (one validation, one row of the history) holds enough passes over the training images for
