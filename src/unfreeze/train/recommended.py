@@ -33,7 +33,7 @@ from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
 from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
-from unfreeze.train.recipe.plan import TrainingPlan, plan_training
+from unfreeze.train.recipe.plan import TrainingPlan, plan_training, with_hard_labels
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
 from unfreeze.train.recipes import Resume, fine_tune_phases, read_resume, run_phases
@@ -73,14 +73,25 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
+    few_images = plan.probe  # the probe's regime, whatever head fits it (and whatever plan a resume keeps)
     saved_plan = before.get("plan")
     if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
         # A resume keeps the plan its fit started with, also where a later version of the rule plans differently.
         plan = TrainingPlan.from_dict(saved_plan)
-    few_images = plan.probe  # the probe's regime, whatever head fits it
     if plan.probe and probe_head(learner.model) is None:  # another head: its frozen epochs train it
         plan = dataclasses.replace(plan, probe=False)
+    flip, flip_note = recipe.flip, None
+    if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
+        chosen = before.get("flip_chosen")
+        if isinstance(chosen, bool):
+            flip = chosen
+        else:
+            flip, flip_note, probe_error = _check_flips(learner, recipe)
+            if recipe.epochs == "auto" and not isinstance(saved_plan, dict):
+                plan = with_hard_labels(plan, probe_error, few_images or isinstance(learner.task, MultiLabel))
     _say(learner, plan.line())
+    if flip_note is not None:
+        _say(learner, flip_note)
     extras: list[Callback] = []
     if recipe.mixup or recipe.cutmix:
         extras.append(MixupCutmix(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix))
@@ -105,10 +116,8 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     settings = {"name": "fit_recipe", **recipe.to_dict(), "plan": plan.to_dict()}
     if plan.lr_scale != 1.0 and recipe.base_lr != "auto":  # the plan's smaller batches: a lower LR
         settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
-    flip = recipe.flip
-    if flip == "auto":  # decided once; a resume takes the decision the checkpoint recorded
-        chosen = before.get("flip_chosen")
-        settings["flip_chosen"] = flip = chosen if isinstance(chosen, bool) else _check_flips(learner, recipe)
+    if recipe.flip == "auto":
+        settings["flip_chosen"] = flip
     imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
     if imbalance is not None:
         settings["imbalance_chosen"] = imbalance.remedy
@@ -225,17 +234,21 @@ def _check_input_size(learner: RecipeTarget, upscale: bool) -> None:
         learner.recorder.add_note(message)
 
 
-def _check_flips(learner: RecipeTarget, recipe: Recipe) -> bool:
-    """flip='auto': `check_flips` decides (noted, and printed unless quiet); flips are moot without a preset."""
+def _check_flips(learner: RecipeTarget, recipe: Recipe) -> tuple[bool, str | None, float | None]:
+    """flip='auto': `check_flips` decides; returns the decision, its line (None off the main process) and
+    the probe's held-out error on the training labels (None where the check did not run); flips are moot
+    without a preset."""
     if recipe.augment in (None, "none"):
-        return True
+        return True, None, None
     check = check_flips(learner, seed=learner.seed or 0) if distributed.is_main_process() else None
     flips = bool(distributed.broadcast_object(True if check is None else check.flips))
-    if distributed.is_main_process():
-        _say(learner, check.note() if check is not None else
-             f"flip='auto': flips on (fewer than two classes have {MIN_PER_CLASS} training images: too few to "
-             "tell handed images from chance); --no-flip turns them off")
-    return flips
+    error = distributed.broadcast_object(None if check is None else check.error)
+    if not distributed.is_main_process():
+        return flips, None, error
+    note = check.note() if check is not None else \
+        (f"flip='auto': flips on (fewer than two classes have {MIN_PER_CLASS} training images: too few to "
+         "tell handed images from chance); --no-flip turns them off")
+    return flips, note, error
 
 
 # With a time budget and no epochs given, the most unfrozen epochs a plan may hold.
