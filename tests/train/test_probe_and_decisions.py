@@ -16,6 +16,7 @@ from unfreeze.train.builders import vision_learner
 from unfreeze.train.callbacks import Callback
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.recipe import noise
+from unfreeze.train.recipe import plan as plan_module
 from unfreeze.train.recipe.imbalance import LogitAdjustedLoss, balanced_scores, check_imbalance
 from unfreeze.train.recipe.noise import (
     GeneralizedCrossEntropy,
@@ -270,3 +271,52 @@ def test_a_resume_keeps_the_plan_its_fit_started_with_when_the_rule_has_changed(
     again = make_learner(root)
     again.fit_recipe(epochs=1, flip=True, probe=False, checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
     assert again.progress.recipe["plan"] == started
+
+
+def _short_plans(monkeypatch):
+    """Auto-planned fits of 1 unfrozen epoch of one pass: the hard-label rule's epochs stand out."""
+    monkeypatch.setattr(plan_module, "DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr(plan_module, "MIN_EPOCH_STEPS", 1)
+
+
+def test_labels_the_frozen_features_separate_poorly_get_more_unfrozen_epochs(make_image_folder, monkeypatch,
+                                                                             capsys):
+    _short_plans(monkeypatch)
+    root = make_image_folder(("red", "green"), n_train=30, n_valid=3, size=(40, 40))
+    for index in range(15):  # half of each class carries the other's label: no probe can learn them
+        shutil.move(root / "train" / "red" / f"red_{index}.png", root / "train" / "green" / f"moved_red_{index}.png")
+        shutil.move(root / "train" / "green" / f"green_{index}.png", root / "train" / "red" / f"moved_{index}.png")
+    learn = make_learner(root)
+    learn.quiet = False
+    learn.fit_recipe(probe=False, flip="auto")
+    plan = learn.progress.recipe["plan"]
+    assert plan["hard_labels"] >= plan_module.HARD_LABELS
+    assert plan["epochs"] == 1 + plan_module.EXTRA_EPOCHS
+    assert len(learn.recorder.history) == plan["freeze_epochs"] + plan["epochs"]
+    out = capsys.readouterr().out
+    assert f"{plan_module.EXTRA_EPOCHS} more unfrozen epochs: a linear probe on the frozen features errs on" in out
+    assert out.index("plan: ") < out.index("flip='auto'")  # the plan's line first, then the decisions
+    # Epochs given are taken as they are.
+    given = make_learner(root)
+    given.fit_recipe(1, probe=False, flip="auto")
+    assert given.progress.recipe["plan"]["epochs"] == 1 and given.progress.recipe["plan"]["hard_labels"] is None
+
+
+def test_labels_the_frozen_features_separate_keep_the_planned_epochs(make_image_folder, monkeypatch):
+    _short_plans(monkeypatch)
+    learn = make_learner(make_image_folder(("red", "green"), n_train=30, n_valid=3, size=(40, 40)))
+    learn.fit_recipe(probe=False, flip="auto")
+    plan = learn.progress.recipe["plan"]
+    assert (plan["epochs"], plan["hard_labels"]) == (1, None)
+    assert len(learn.recorder.history) == 2
+
+
+def test_with_hard_labels_leaves_exempt_unchecked_and_budgeted_plans_alone():
+    plan = plan_module.plan_training(2000)
+    hard = plan_module.HARD_LABELS + 0.1
+    assert plan_module.with_hard_labels(plan, hard).epochs == plan.epochs + plan_module.EXTRA_EPOCHS
+    assert plan_module.with_hard_labels(plan, hard, exempt=True) == plan
+    assert plan_module.with_hard_labels(plan, None) == plan
+    budgeted = plan_module.plan_training(2000, epochs=None)
+    assert plan_module.with_hard_labels(budgeted, hard) == budgeted
+    assert plan_module.TrainingPlan.from_dict(plan_module.with_hard_labels(plan, hard).to_dict()).hard_labels == hard
