@@ -61,6 +61,9 @@ def _train_counts(name: str) -> list[int]:
         return [int(name[3:])] * 10
     if name.startswith("noisy"):
         return [200] * 10
+    if name.startswith("smalltail"):  # a small long tail: 40 images down to 40/ratio (screening, not in SETS)
+        ratio = float(name[9:])
+        return [max(1, round(40 * ratio ** (-cls / 9))) for cls in range(10)]
     ratio = float(name[4:])
     return [round(400 * ratio ** (-cls / 9)) for cls in range(10)]
 
@@ -398,6 +401,11 @@ def write_report(out_dir: Path, runs: list[dict[str, Any]]) -> None:
     (out_dir / "hard_data.md").write_text("\n".join(lines) + "\n\n" + EVIDENCE + _variants(runs))
 
 
+def _set_order(name: str) -> tuple[int, str]:
+    """The study's sets in their order, then any screening set (e.g. smalltail10) by name."""
+    return (SETS.index(name), "") if name in SETS else (len(SETS), name)
+
+
 def _variants(runs: list[dict[str, Any]]) -> str:
     """The screened variants (runners beyond the four: `new:FIELD=VALUE` and earlier defaults), per set."""
     groups: dict[tuple[str, str], dict[int, float]] = {}
@@ -408,7 +416,7 @@ def _variants(runs: list[dict[str, Any]]) -> str:
         return ""
     lines = ["", "## Every variant screened (error by seed, mean)", "", "| set | runner | seeds 0 / 1 / 2 | mean |",
              "|---|---|---|---|"]
-    for (name, runner), errors in sorted(groups.items(), key=lambda item: (SETS.index(item[0][0]), item[0][1])):
+    for (name, runner), errors in sorted(groups.items(), key=lambda item: (_set_order(item[0][0]), item[0][1])):
         by_seed = " / ".join(_fmt(errors.get(seed)) for seed in range(max(errors) + 1))
         lines.append(f"| {name} | `{runner}` | {by_seed} | {statistics.fmean(errors.values()):.3f} |")
     return "\n".join(lines) + "\n"

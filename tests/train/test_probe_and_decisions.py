@@ -320,3 +320,21 @@ def test_with_hard_labels_leaves_exempt_unchecked_and_budgeted_plans_alone():
     budgeted = plan_module.plan_training(2000, epochs=None)
     assert plan_module.with_hard_labels(budgeted, hard) == budgeted
     assert plan_module.TrainingPlan.from_dict(plan_module.with_hard_labels(plan, hard).to_dict()).hard_labels == hard
+
+
+def test_a_long_tail_of_few_images_trains_without_the_probe_and_smoothing(make_image_folder, capsys):
+    # 24 red images against 4 green: few images (the probe's regime), and a long tail (ratio 6).
+    root = make_image_folder(("red", "green"), n_train=24, n_valid=3, size=(40, 40))
+    for index in range(4, 24):
+        (root / "train" / "green" / f"green_{index}.png").unlink()
+    learn = make_learner(root)
+    learn.quiet = False
+    learn.fit_recipe(epochs=1, flip=True)
+    recipe = learn.progress.recipe
+    assert recipe["plan"]["probe"] is False and recipe["imbalance_chosen"] == "logit_adjust"
+    assert recipe["noise_chosen"] == "none"
+    assert "probe='auto': no linear probe first and no label smoothing" in capsys.readouterr().out
+    # Asked for, the probe still runs.
+    asked = make_learner(root)
+    asked.fit_recipe(epochs=1, flip=True, probe=True)
+    assert asked.progress.recipe["plan"]["probe"] is True

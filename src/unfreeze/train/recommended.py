@@ -73,6 +73,13 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
+    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
+    tail_note = None
+    if plan.probe and recipe.probe == "auto" and imbalance is not None and imbalance.imbalanced:
+        # A long tail leaves the few-image regime (the probe first, label smoothing): both raised its error.
+        plan = dataclasses.replace(plan, probe=False)
+        tail_note = ("probe='auto': no linear probe first and no label smoothing, although the images are few: "
+                     "with a long tail both raised the error; --probe fits one")
     few_images = plan.probe  # the probe's regime, whatever head fits it (and whatever plan a resume keeps)
     saved_plan = before.get("plan")
     if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
@@ -118,11 +125,12 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     if recipe.flip == "auto":
         settings["flip_chosen"] = flip
-    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
     if imbalance is not None:
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
+    if tail_note is not None:
+        _say(learner, tail_note)
     noise = _noise_guard(learner, recipe, few_images)
     left_out, trim = _noise_check(learner, recipe, before, settings)
     settings["noise_chosen"] = "trim" if trim else "filter" if left_out and noise != "gce" else noise

@@ -15,7 +15,8 @@ images get thousands. The plan counts optimizer steps instead (benchmarks/result
 - the unfrozen epochs are the recipe's 6, fewer above `LARGE` images (3 at 40,000) so a large set is
   not trained for hours;
 - under `PROBE_BELOW` images the frozen phase is a linear probe on cached features (probe.py), then
-  one short validated epoch of the head;
+  one short validated epoch of the head (fit_recipe leaves it out for a long tail, where the probe and
+  the label smoothing of the few-image regime raised the error: hard_data.md);
 - labels the frozen features separate poorly get `EXTRA_EPOCHS` more unfrozen epochs
   (`with_hard_labels`): when the flip check's cross-validated linear probe errs on `HARD_LABELS` of the
   training images or more (wrong labels, or a task far from ImageNet's), the body has further to move.
