@@ -136,11 +136,11 @@ def test_a_long_tailed_run_says_its_plan_and_decisions_and_reports_balanced_scor
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "plan: 39 images, batch size 16" in printed and "imbalance='auto': logit adjustment" in printed
-    assert "noise='auto': label smoothing 0.1" in printed
+    assert "noise='auto': plain cross-entropy" in printed
     summary = json.loads((out / "summary.json").read_text())
     recipe = summary["recipe"]
-    assert recipe["plan"]["batch_size"] == 16 and recipe["plan"]["probe"] is True
-    assert (recipe["imbalance_chosen"], recipe["noise_chosen"]) == ("logit_adjust", "label_smoothing")
+    assert recipe["plan"]["batch_size"] == 16 and recipe["plan"]["probe"] is False  # the probe is asked for
+    assert (recipe["imbalance_chosen"], recipe["noise_chosen"]) == ("logit_adjust", "none")
     assert set(summary["balanced"]) == {"balanced_accuracy", "macro_f1"}
     assert len(summary["disagreements"]) == 20 and {"path", "label", "loss"} <= set(summary["disagreements"][0])
     report = (out / "report.html").read_text()

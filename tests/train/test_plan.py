@@ -16,7 +16,7 @@ def test_every_size_gets_enough_steps_an_epoch_and_small_sets_small_batches(n_im
     assert plan.steps_per_epoch >= MIN_EPOCH_STEPS - 1
     assert 16 <= plan.batch_size <= 64 and plan.batch_size <= max(16, n_images / 30)
     assert plan.epochs is not None and 3 <= plan.epochs <= DEFAULT_EPOCHS
-    assert plan.probe == (n_images < 1000)
+    assert plan.probe is False  # the probe is asked for (probe=True), never planned (hard_data.md)
     assert plan.steps() == (plan.freeze_epochs + plan.epochs) * plan.steps_per_epoch
 
 

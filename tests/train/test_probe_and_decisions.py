@@ -62,9 +62,9 @@ def test_the_probe_leaves_other_heads_to_the_frozen_epochs(make_image_folder):
     assert probe_head(learn.model) is None and fit_linear_probe(learn) is None
 
 
-def test_few_images_get_the_probe_and_keep_the_best_epoch(make_image_folder):
+def test_the_probe_asked_for_fits_first_and_keeps_the_best_epoch(make_image_folder):
     learn = make_learner(make_image_folder(("a", "b", "c"), n_train=8, n_valid=3, size=(40, 40)))
-    learn.fit_recipe(epochs=2, flip=True)
+    learn.fit_recipe(epochs=2, flip=True, probe=True)
     assert learn.progress.recipe["plan"]["probe"] is True
     assert any(note.startswith("probe: the head fitted") for note in learn.recorder.notes)
     # KeepBest was added: the model ends on the best epoch by error_rate, the probe's epoch included.
@@ -167,16 +167,17 @@ def test_noise_trim_trains_with_the_trimmed_loss_at_the_checked_share(make_image
     assert any("largest losses are left out" in note for note in learn.recorder.notes)
 
 
-def test_noise_guard_smooths_few_images_and_can_be_chosen(make_image_folder, monkeypatch):
+def test_noise_guard_smooths_with_the_probe_and_can_be_chosen(make_image_folder, monkeypatch):
     root = make_image_folder(("a", "b"), n_train=6, n_valid=2, size=(40, 40))
     monkeypatch.setattr(recommended, "check_noise", lambda *args, **kwargs: pytest.fail("auto checks no labels"))
-    few, watch = make_learner(root), Losses()  # 12 images: the plan fits a probe first
-    few.fit_recipe(epochs=1, flip=True, callbacks=[watch])
+    few, watch = make_learner(root), Losses()  # the probe asked for: smoothing goes with it
+    few.fit_recipe(epochs=1, flip=True, probe=True, callbacks=[watch])
     assert few.progress.recipe["noise_chosen"] == "label_smoothing" and few.progress.recipe["noise_left_out"] == []
     assert all(getattr(loss, "label_smoothing", 0) == 0.1 for loss in watch.losses)
-    assert any(note.startswith("noise='auto': label smoothing 0.1 (few images") for note in few.recorder.notes)
-    plain, watch = make_learner(root), Losses()  # the same images, planned as a set too large for a probe
-    plain.fit_recipe(epochs=1, flip=True, probe=False, callbacks=[watch])
+    said = "noise='auto': label smoothing 0.1 (with the linear probe"
+    assert any(note.startswith(said) for note in few.recorder.notes)
+    plain, watch = make_learner(root), Losses()  # the same images without the probe: the default
+    plain.fit_recipe(epochs=1, flip=True, callbacks=[watch])
     assert plain.progress.recipe["noise_chosen"] == "none" and all(loss is plain.loss_func for loss in watch.losses)
     assert any(note.startswith("noise='auto': plain cross-entropy") for note in plain.recorder.notes)
     monkeypatch.undo()
@@ -193,7 +194,8 @@ def test_disagreements_put_a_mislabelled_training_image_first(make_image_folder)
     moved = root / "train" / "green" / "red_0.png"
     shutil.move(root / "train" / "red" / "red_0.png", moved)  # a red image labelled green
     learn = make_learner(root)
-    learn.fit_recipe(epochs=3, flip=True, callbacks=[KeepBest()])
+    # The probe's head learns the colours of 16 images from the random-weight test body at once.
+    learn.fit_recipe(epochs=3, flip=True, probe=True, callbacks=[KeepBest()])
     rows = disagreements(learn, top=3)
     assert len(rows) == 3 and rows[0]["path"].endswith("red_0.png") and rows[0]["label"] == "green"
     assert rows[0]["predicted"] == "red" and rows[0]["loss"] >= rows[1]["loss"]
@@ -239,13 +241,14 @@ def test_a_resume_reuses_the_plan_and_the_decisions(make_image_folder, monkeypat
     monkeypatch.setattr(noise, "FLAG_BELOW", 0.9)
     monkeypatch.setattr(noise, "MIN_PER_CLASS", 20)
     first = make_learner(root)
-    first.fit_recipe(epochs=2, flip=True, noise="filter", checkpoint=tmp_path / "ckpt.pt")
+    first.fit_recipe(epochs=2, flip=True, noise="filter", probe=True, checkpoint=tmp_path / "ckpt.pt")
     decided = first.progress.recipe
     assert decided["noise_left_out"] and decided["plan"]["probe"] is True
     # The resumed fit takes the left-out images from the checkpoint instead of checking again.
     monkeypatch.setattr(recommended, "check_noise", lambda *args, **kwargs: pytest.fail("checked again on resume"))
     again = make_learner(root)
-    again.fit_recipe(epochs=2, flip=True, noise="filter", checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
+    again.fit_recipe(epochs=2, flip=True, noise="filter", probe=True, checkpoint=tmp_path / "ckpt2.pt",
+                     resume=tmp_path / "ckpt.pt")
     for key in ("plan", "noise_left_out", "noise_chosen", "imbalance_chosen"):
         assert again.progress.recipe[key] == decided[key], key
 
@@ -322,8 +325,8 @@ def test_with_hard_labels_leaves_exempt_unchecked_and_budgeted_plans_alone():
     assert plan_module.TrainingPlan.from_dict(plan_module.with_hard_labels(plan, hard).to_dict()).hard_labels == hard
 
 
-def test_a_long_tail_of_few_images_trains_without_the_probe_and_smoothing(make_image_folder, capsys):
-    # 24 red images against 4 green: few images (the probe's regime), and a long tail (ratio 6).
+def test_few_images_train_without_the_probe_and_smoothing_unless_asked(make_image_folder, capsys):
+    # Few images (the probe's regime until hard_data.md measured it worse), one of them a long tail.
     root = make_image_folder(("red", "green"), n_train=24, n_valid=3, size=(40, 40))
     for index in range(4, 24):
         (root / "train" / "green" / f"green_{index}.png").unlink()
@@ -333,8 +336,9 @@ def test_a_long_tail_of_few_images_trains_without_the_probe_and_smoothing(make_i
     recipe = learn.progress.recipe
     assert recipe["plan"]["probe"] is False and recipe["imbalance_chosen"] == "logit_adjust"
     assert recipe["noise_chosen"] == "none"
-    assert "probe='auto': no linear probe first and no label smoothing" in capsys.readouterr().out
-    # Asked for, the probe still runs.
+    assert "noise='auto': plain cross-entropy" in capsys.readouterr().out
+    # Asked for, the probe runs, with the label smoothing measured with it.
     asked = make_learner(root)
     asked.fit_recipe(epochs=1, flip=True, probe=True)
     assert asked.progress.recipe["plan"]["probe"] is True
+    assert asked.progress.recipe["noise_chosen"] == "label_smoothing"

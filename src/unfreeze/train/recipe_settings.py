@@ -48,8 +48,9 @@ class Recipe:
         batch_size: The training batch size for the fit: "auto" (the plan: 16 to 64 by the number of
             images), a number, or None (the loader's own).
         probe: Start the frozen phase with a linear probe on the frozen body's cached features
-            (`train.recipe.probe`; LP-FT): "auto" (under 1,000 training images, unless the classes
-            form a long tail: see `imbalance`), True or False.
+            (`train.recipe.probe`; LP-FT), with label smoothing unless `noise` says otherwise: "auto"
+            (none: fine-tuning without it measured better on every small set, hard_data.md), True
+            or False.
         imbalance: The remedy against a long tail of classes: "auto" (logit adjustment when the
             largest class has 3x the images of the smallest), "logit_adjust" or "none".
         noise: The guard against wrong labels: "auto" (for single-label data, label smoothing 0.1

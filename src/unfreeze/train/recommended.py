@@ -74,13 +74,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
     imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
-    tail_note = None
-    if plan.probe and recipe.probe == "auto" and imbalance is not None and imbalance.imbalanced:
-        # A long tail leaves the few-image regime (the probe first, label smoothing): both raised its error.
-        plan = dataclasses.replace(plan, probe=False)
-        tail_note = ("probe='auto': no linear probe first and no label smoothing, although the images are few: "
-                     "with a long tail both raised the error; --probe fits one")
-    few_images = plan.probe  # the probe's regime, whatever head fits it (and whatever plan a resume keeps)
+    probed = plan.probe  # the linear probe was asked for, whatever head fits it (and whatever plan a resume keeps)
     saved_plan = before.get("plan")
     if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
         # A resume keeps the plan its fit started with, also where a later version of the rule plans differently.
@@ -95,7 +89,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         else:
             flip, flip_note, probe_error = _check_flips(learner, recipe)
             if recipe.epochs == "auto" and not isinstance(saved_plan, dict):
-                plan = with_hard_labels(plan, probe_error, few_images or isinstance(learner.task, MultiLabel))
+                plan = with_hard_labels(plan, probe_error, probed or isinstance(learner.task, MultiLabel))
     _say(learner, plan.line())
     if flip_note is not None:
         _say(learner, flip_note)
@@ -129,9 +123,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
-    if tail_note is not None:
-        _say(learner, tail_note)
-    noise = _noise_guard(learner, recipe, few_images)
+    noise = _noise_guard(learner, recipe, probed)
     left_out, trim = _noise_check(learner, recipe, before, settings)
     settings["noise_chosen"] = "trim" if trim else "filter" if left_out and noise != "gce" else noise
     smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
@@ -193,17 +185,18 @@ def _without(weights: Any, left_out: list[int], n_items: int) -> Any:
     return array / array.sum()
 
 
-def _noise_guard(learner: RecipeTarget, recipe: Recipe, few_images: bool) -> str:
-    """noise="auto", said in one line for single-label data: label smoothing 0.1 when the images are few
-    (the plan fits a linear probe first), the plain loss otherwise (benchmarks/results/hard_data.md:
+def _noise_guard(learner: RecipeTarget, recipe: Recipe, probed: bool) -> str:
+    """noise="auto", said in one line for single-label data: label smoothing 0.1 when the plan fits a
+    linear probe first (`probe=True`), the plain loss otherwise (benchmarks/results/hard_data.md:
     smoothing lowered the few-image sets' error and no guard lowered the wrong labels' error; trust.md:
     after smoothing no temperature calibrates the probabilities)."""
     if recipe.noise != "auto":
         return recipe.noise
     if isinstance(learner.task, MultiLabel) or recipe.label_smoothing:
         return "none"
-    if few_images:
-        _say(learner, f"noise='auto': label smoothing {NOISE_SMOOTHING} (few images: it lowered their error); "
+    if probed:
+        _say(learner, f"noise='auto': label smoothing {NOISE_SMOOTHING} (with the linear probe: it lowered the "
+                      "error of the few-image sets it was measured on); "
                       "--noise none|filter|trim|gce chooses another")
         return "label_smoothing"
     _say(learner, "noise='auto': plain cross-entropy (label smoothing, filtering, trimming and GCE did not lower the "

@@ -14,9 +14,10 @@ images get thousands. The plan counts optimizer steps instead (benchmarks/result
   `MIN_EPOCH_STEPS` optimizer steps, so 6 unfrozen epochs are at least about 180 steps at any size;
 - the unfrozen epochs are the recipe's 6, fewer above `LARGE` images (3 at 40,000) so a large set is
   not trained for hours;
-- under `PROBE_BELOW` images the frozen phase is a linear probe on cached features (probe.py), then
-  one short validated epoch of the head (fit_recipe leaves it out for a long tail, where the probe and
-  the label smoothing of the few-image regime raised the error: hard_data.md);
+- the frozen phase starts with a linear probe on cached features (probe.py) only when asked
+  (probe=True, `--probe`): with the plan's batches and passes, fine-tuning without it had the lower
+  error on every small set of hard_data.md (5, 10 and 20 images a class, long tails under 1,000
+  images), and it was the default under 1,000 images until then;
 - labels the frozen features separate poorly get `EXTRA_EPOCHS` more unfrozen epochs
   (`with_hard_labels`): when the flip check's cross-validated linear probe errs on `HARD_LABELS` of the
   training images or more (wrong labels, or a task far from ImageNet's), the body has further to move.
@@ -35,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 __all__ = ["DEFAULT_EPOCHS", "EXTRA_EPOCHS", "FULL_BATCH_STEPS", "HARD_LABELS", "LARGE", "LR_POWER", "MIN_EPOCH_STEPS",
-           "PROBE_BELOW", "TrainingPlan", "plan_training", "with_hard_labels"]
+           "TrainingPlan", "plan_training", "with_hard_labels"]
 
 HARD_LABELS = 0.4  # the flip check's probe error from which the labels count as hard for the frozen features
 EXTRA_EPOCHS = 2  # the unfrozen epochs hard labels add
@@ -43,7 +44,6 @@ FULL_BATCH_STEPS = 60  # batch 64 once an epoch at 64 holds this many steps; few
 DEFAULT_EPOCHS = 6  # the unfrozen epochs of the recipe study (recipe.md), for 2,000 images
 MIN_EPOCH_STEPS = 30  # ~2,000 images / 64: the study's epoch, in steps
 LARGE = 20_000  # above this, fewer unfrozen epochs (the same number of images seen as at 20,000, at least 3)
-PROBE_BELOW = 1_000  # fewer training images than this: the frozen phase is a linear probe
 _MIN_BATCH, _MAX_BATCH = 16, 64
 LR_POWER = 0.5  # the plan's smaller batches train at LR × (batch / 64) ** LR_POWER: square-root scaling, as for Adam
 
@@ -124,7 +124,8 @@ def plan_training(n_images: int, batch_size: int | str | None = "auto", epochs: 
         batch_size: "auto", a number, or None (the loader's own, `loader_batch_size`).
         epochs: Unfrozen epochs: "auto", a number, or None (a time budget plans them).
         freeze_epochs: Epochs of the head alone: "auto" or a number.
-        probe: "auto" (under `PROBE_BELOW` images, when the phase has a frozen epoch), True or False.
+        probe: "auto" (no probe: see the module docstring), True (when the phase has a frozen epoch) or
+            False.
         drop_last: The training loader drops an incomplete last batch.
         loader_batch_size: The loader's batch size, for `batch_size=None`.
 
@@ -160,7 +161,7 @@ def plan_training(n_images: int, batch_size: int | str | None = "auto", epochs: 
     else:
         unfrozen = None if epochs is None else int(epochs)
     frozen = 1 if freeze_epochs == "auto" else int(freeze_epochs)
-    use_probe = (n_images < PROBE_BELOW) if probe == "auto" else bool(probe)
+    use_probe = probe is True
     lr_scale = (bs / _MAX_BATCH) ** LR_POWER if batch_size == "auto" and not more_updates else 1.0
     return TrainingPlan(n_images=n_images, batch_size=bs, passes=passes, freeze_epochs=frozen, epochs=unfrozen,
                         probe=use_probe and frozen > 0, steps_per_epoch=steps_of(passes), lr_scale=lr_scale)
