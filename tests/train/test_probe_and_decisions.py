@@ -276,6 +276,24 @@ def test_a_resume_keeps_the_plan_its_fit_started_with_when_the_rule_has_changed(
     assert again.progress.recipe["plan"] == started
 
 
+def test_a_resume_keeps_the_probe_and_smoothing_an_older_default_chose(make_image_folder, monkeypatch, tmp_path):
+    # Until the probe became opt-in, probe="auto" fitted it under 1,000 images, with label smoothing; a
+    # checkpoint of such a fit resumes with both instead of being refused as another fit.
+    root = make_image_folder(("red", "green"), n_train=24, n_valid=3, size=(40, 40))
+    planned = recommended.plan_training
+    monkeypatch.setattr(recommended, "plan_training", lambda *args, **kwargs: dataclasses.replace(
+        planned(*args, **kwargs), probe=True))
+    first = make_learner(root)
+    first.fit_recipe(epochs=1, flip=True, checkpoint=tmp_path / "ckpt.pt")
+    decided = first.progress.recipe
+    assert decided["plan"]["probe"] is True and decided["noise_chosen"] == "label_smoothing"
+    monkeypatch.setattr(recommended, "plan_training", planned)
+    again = make_learner(root)
+    again.fit_recipe(epochs=1, flip=True, checkpoint=tmp_path / "ckpt2.pt", resume=tmp_path / "ckpt.pt")
+    assert (again.progress.recipe["plan"], again.progress.recipe["noise_chosen"]) == (decided["plan"],
+                                                                                      "label_smoothing")
+
+
 def _short_plans(monkeypatch):
     """Auto-planned fits of 1 unfrozen epoch of one pass: the hard-label rule's epochs stand out."""
     monkeypatch.setattr(plan_module, "DEFAULT_EPOCHS", 1)

@@ -110,7 +110,7 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                             "--epochs is then the most")
     group.add_argument("--probe", dest="probe", action="store_const", const=True, default=None,
                        help="fit the head on the frozen body's cached features before fine-tuning (LP-FT); by "
-                            "default under 1,000 training images")
+                            "the default under 1,000 training images until it measured worse (hard_data.md)")
     group.add_argument("--no-probe", dest="probe", action="store_const", const=False,
                        help="no linear probe: the frozen epochs train the head")
     group.add_argument("--imbalance", choices=("auto", "logit_adjust", "none"),

@@ -123,7 +123,10 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
             _say(learner, imbalance.note())
-    noise = _noise_guard(learner, recipe, probed)
+    saved_noise = before.get("noise_chosen")
+    # noise="auto" is decided once: a resume keeps it, also where a later version decides otherwise.
+    noise = saved_noise if recipe.noise == "auto" and saved_noise in ("label_smoothing", "none") else \
+        _noise_guard(learner, recipe, probed)
     left_out, trim = _noise_check(learner, recipe, before, settings)
     settings["noise_chosen"] = "trim" if trim else "filter" if left_out and noise != "gce" else noise
     smoothing = NOISE_SMOOTHING if noise in ("label_smoothing", "filter") and not recipe.label_smoothing else \
