@@ -94,7 +94,7 @@ def test_the_report_explains_the_run(trained_app_run: Path, tmp_path: Path) -> N
     decisions = section(page, "decisions")
     for decision in ("horizontal flip", "input size", "learning rate", "epoch exported"):
         assert f"<dt>{decision}</dt>" in decisions, decision
-    assert "linear probe" in decisions  # the flip's reason
+    assert "<dt>training plan</dt>" in decisions and "batch size" in decisions  # the plan line, from the notes
     history = section(page, "history")
     times = re.findall(r"<td>([0-9.]+ s)</td>", history)
     assert len(times) == 2 and all(re.fullmatch(r"\d+\.\d s", time) for time in times)
