@@ -42,8 +42,9 @@ class Recipe:
     Attributes:
         epochs: Epochs with the body training (after `freeze_epochs`), or "auto": the plan
             (`train.recipe.plan`) chooses them and the passes over the images an epoch holds from the
-            number of training images (6 epochs of at least 30 optimizer steps each). With
-            `time_budget`, the most epochs to plan; None plans as many as fit.
+            number of training images (6 epochs of at least 30 optimizer steps each; 2 more when
+            the flip check's probe errs on many training labels). With `time_budget`, the most
+            epochs to plan; None plans as many as fit.
         freeze_epochs: Epochs training the head alone first ("auto": 1).
         batch_size: The training batch size for the fit: "auto" (the plan: 16 to 64 by the number of
             images), a number, or None (the loader's own).
