@@ -74,7 +74,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
     imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
-    probed = plan.probe  # the linear probe was asked for, whatever head fits it (and whatever plan a resume keeps)
+    probed = plan.probe  # the linear probe was asked for, whatever head fits it (a resume keeps its noise decision)
     saved_plan = before.get("plan")
     if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
         # A resume keeps the plan its fit started with, also where a later version of the rule plans differently.
