@@ -73,7 +73,6 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
                          loader_batch_size=train.batch_size)
-    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
     probed = plan.probe  # the linear probe was asked for, whatever head fits it (a resume keeps its noise decision)
     saved_plan = before.get("plan")
     if isinstance(saved_plan, dict) and saved_plan.get("n_images") == plan.n_images:
@@ -119,6 +118,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     if recipe.flip == "auto":
         settings["flip_chosen"] = flip
+    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
     if imbalance is not None:
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":

@@ -20,10 +20,9 @@ images get thousands. The plan counts optimizer steps instead (benchmarks/result
   images), and it was the default under 1,000 images until then;
 - labels the frozen features separate poorly get `EXTRA_EPOCHS` more unfrozen epochs
   (`with_hard_labels`): when the flip check's cross-validated linear probe errs on `HARD_LABELS` of the
-  training images or more (wrong labels, or a task far from ImageNet's), the body has further to move.
-  On the hard-data study's sets the probe erred on 0.28 of the clean set's images and 0.34-0.36 of the
-  ratio-10 and -100 long tails, 0.45-0.70 with 10-40% wrong labels and 0.45 on the ratio-50 tail
-  (hard_data.md has the errors each choice gave).
+  training images or more (wrong labels, or a task far from ImageNet's), the body has further to move;
+  the threshold lies between the probe errors of the study's clean and noisy sets (hard_data.md has
+  them and the errors each choice gave).
 
 Every value the caller gives (the Recipe's batch_size, epochs or freeze_epochs as numbers, or the
 command line's --bs, --epochs, --freeze-epochs) is taken as it is: an epoch is then one pass.
@@ -161,7 +160,7 @@ def plan_training(n_images: int, batch_size: int | str | None = "auto", epochs: 
     else:
         unfrozen = None if epochs is None else int(epochs)
     frozen = 1 if freeze_epochs == "auto" else int(freeze_epochs)
-    use_probe = probe is True
+    use_probe = probe != "auto" and bool(probe)
     lr_scale = (bs / _MAX_BATCH) ** LR_POWER if batch_size == "auto" and not more_updates else 1.0
     return TrainingPlan(n_images=n_images, batch_size=bs, passes=passes, freeze_epochs=frozen, epochs=unfrozen,
                         probe=use_probe and frozen > 0, steps_per_epoch=steps_of(passes), lr_scale=lr_scale)
@@ -174,7 +173,7 @@ def with_hard_labels(plan: TrainingPlan, probe_error: float | None, exempt: bool
         plan: A plan whose epochs were planned ("auto"), not given.
         probe_error: The held-out error of the flip check's linear probe on the training labels, or None
             (no check ran): the plan as it is.
-        exempt: Leave the plan as it is (the few-image regime, whose probe fits the head itself, and
+        exempt: Leave the plan as it is (a linear probe asked for, which fits the head itself, and
             multi-label data, where the probe's error is not a share of images).
 
     Example:
