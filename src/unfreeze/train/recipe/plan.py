@@ -80,8 +80,8 @@ class TrainingPlan:
 
         Example:
             >>> print(plan_training(100).line())  # doctest: +NORMALIZE_WHITESPACE
-            plan: 100 images, batch size 16, 5 passes an epoch (31 steps): linear probe + 1 frozen epoch,
-            6 unfrozen epochs, 217 steps
+            plan: 100 images, batch size 16, 5 passes an epoch (31 steps): 1 frozen epoch, 6 unfrozen
+            epochs, 217 steps
         """
         passes = f", {self.passes} passes an epoch" if self.passes > 1 else ""
         frozen = f"{'linear probe + ' if self.probe else ''}{self.freeze_epochs} frozen epoch" \
