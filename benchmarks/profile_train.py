@@ -15,9 +15,10 @@ ONEDNN_MAX_CPU_ISA=AVX2`, which must be set before torch loads, so every measure
    of its unfrozen phase (the first group frozen), under torch.profiler: forward, backward, optimizer
    and the operators that take the most time. Then the candidates the profile points at, timed as
    medians of interleaved repeats: frozen norm layers folded into their convolutions
-   (`models.batchnorm_folding`, shipped) or not, in training steps and validation, the optimizer's foreach
-   kernels, norm layers of a frozen body in inference mode (shipped: `train_bn=False`, against fastai's
-   True, which backpropagates through the whole frozen body to train its norm layers), and 1 or 2 threads.
+   (`models.batchnorm_folding`, shipped) or not, in training steps and validation, kernels cropped to the
+   taps a small map reaches (`models.conv_cropping`, shipped) or not, norm layers of a frozen body in
+   inference mode (shipped: `train_bn=False`, against fastai's True, which backpropagates through the
+   whole frozen body to train its norm layers), and 1 or 2 threads.
 """
 
 from __future__ import annotations
@@ -151,6 +152,19 @@ def _unfolded(where: str) -> Iterator[None]:
         module.folded_batchnorm = folded
 
 
+@contextlib.contextmanager
+def _uncropped() -> Iterator[None]:
+    """Training steps with whole kernels (`models.conv_cropping` off)."""
+    from unfreeze.train import stepper
+
+    cropped = stepper.cropped_convolutions
+    stepper.cropped_convolutions = lambda model: contextlib.nullcontext(0)
+    try:
+        yield
+    finally:
+        stepper.cropped_convolutions = cropped
+
+
 def step_profile(root: Path, n_steps: int) -> dict[str, Any]:
     """torch.profiler over `n_steps` steps of each phase: forward / backward / optimizer, top operators."""
     import torch
@@ -199,7 +213,7 @@ def candidates(root: Path, n_steps: int, repeats: int) -> dict[str, Any]:
     variants: list[tuple[str, str, Any]] = []
     for phase in ("frozen", "unfrozen"):
         variants += [(phase, "as shipped", {}), (phase, "norm layers not folded", {"unfolded": "stepper"}),
-                     (phase, "foreach AdamW", {"foreach": True}),
+                     (phase, "kernels not cropped", {"uncropped": True}),
                      (phase, f"{3 - threads} thread(s)", {"threads": 3 - threads})]
         if phase == "frozen":
             variants.append((phase, "train_bn=True (fastai)", {"learner": "train_bn=True (fastai)"}))
@@ -209,16 +223,14 @@ def candidates(root: Path, n_steps: int, repeats: int) -> dict[str, Any]:
         for phase, name, change in variants:
             learn = learners[change.get("learner", "as shipped")]
             torch.set_num_threads(change.get("threads", threads))
-            with _unfolded(change["unfolded"]) if "unfolded" in change else contextlib.nullcontext():
+            with _unfolded(change["unfolded"]) if "unfolded" in change else contextlib.nullcontext(), \
+                    _uncropped() if change.get("uncropped") else contextlib.nullcontext():
                 if phase == "validation":  # seconds of one pass over the 1,000 validation images
                     started = time.perf_counter()
                     learn.validate()
                     times[f"{phase}: {name}"].append(time.perf_counter() - started)
                     continue
                 _phase(learn, phase)
-                if change.get("foreach"):
-                    for group in learn.stepper.ensure_optimizer().param_groups:
-                        group["foreach"] = True
                 learn.stepper.train_step(*batches[0])  # warm-up after the phase change
                 started = time.perf_counter()
                 for images, labels in batches[1:]:

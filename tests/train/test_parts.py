@@ -135,3 +135,15 @@ def test_param_groups_of_a_plain_module_are_the_given_one_group():
     assert groups.frozen_to == 0 and all(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="miss 1 parameters"):
         ParamGroups(model, groups=[[name for name, _ in model.named_parameters()][1:]])
+
+
+def test_a_training_step_counts_its_write_to_the_weights(model) -> None:
+    # The folded batch norms' cache reads each tensor's version: an optimizer that wrote the weights
+    # without counting the write (torch's fused CPU AdamW does) would let validation see the old ones.
+    groups = ParamGroups(model)
+    stepper = Stepper(model, groups, nn.CrossEntropyLoss(), torch.device("cpu"))
+    stepper.set_hyper([1e-2] * groups.n_groups, 0.9)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    versions = [p._version for p in trained]
+    stepper.train_step(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+    assert all(p._version > v for p, v in zip(trained, versions, strict=True))

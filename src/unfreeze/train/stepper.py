@@ -19,6 +19,7 @@ from torch import nn
 from unfreeze import distributed
 from unfreeze.inference import channels_last
 from unfreeze.models.batchnorm_folding import folded_batchnorm
+from unfreeze.models.conv_cropping import cropped_convolutions
 from unfreeze.train.groups import ParamGroups
 
 __all__ = ["OPTIMIZERS", "Stepper"]
@@ -115,6 +116,9 @@ class Stepper:
 
             radam = torch.optim.RAdam(groups, lr=1e-3, betas=(0.95, 0.99), eps=1e-6, decoupled_weight_decay=True)
             return Lookahead(radam, alpha=0.5, k=6)
+        # Not fused on the CPU: the fused kernel writes the weights without counting the write (the folded
+        # batch norms' cache reads that count), and in the recipe study its rounding, though as exact, ended
+        # at a higher error on average for a few percent of a step (benchmarks/results/profile.md).
         fused = {"fused": True} if self.device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, **fused)
 
@@ -193,10 +197,12 @@ class Stepper:
                 self._train_model.no_sync()
             )
             chunk = channels_last(chunk)
-            # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them.
-            # Folding changes the modules' forward: not under torch.compile (it would recompile).
+            # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them;
+            # the training convolutions skip the kernel taps that meet only padding (small late maps).
+            # Both change the modules' forward: not under torch.compile (it would recompile).
             folded = folded_batchnorm(self._model, chunk) if not self.compile_model else contextlib.nullcontext()
-            with sync, folded:
+            cropped = cropped_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()
+            with sync, folded, cropped:
                 with self.autocast():
                     loss = self.loss_func(self._train_model(chunk), chunk_labels)
                 loss = loss * (len(chunk) / len(images))

@@ -206,11 +206,12 @@ def disagreements(learner: Any, top: int = 20) -> list[dict[str, Any]]:
     dataset = learner.dls.train.dataset
     items = [path for path, _ in dataset.items]
     labels = [label for _, label in dataset.items]
-    loader = learner.dls.test_dl(items, labels=labels)
     with StepProgress("disagreements", len(items), quiet=learner.quiet or not distributed.is_main_process(),
                       unit="training images", delay=AROUND_TRAINING_DELAY) as progress:
-        probs, targets = get_preds(learner, dl=loader, progress=progress)  # every rank calls it under DDP
-    dropped = getattr(loader.dataset, "dropped", {}) or {}  # undecodable files have no prediction
+        # get_preds reads a training loader in order, unaugmented, from the images training decoded
+        # already; every rank calls it under DDP.
+        probs, targets = get_preds(learner, dl=learner.dls.train, progress=progress)
+    dropped = getattr(dataset, "dropped", {}) or {}  # undecodable files have no prediction
     kept = [index for index in range(len(items)) if index not in dropped]
     items, labels = [items[index] for index in kept], [labels[index] for index in kept]
     n_items = min(len(items), len(probs))  # a DDP gather may pad the last rank's share
