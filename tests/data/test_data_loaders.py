@@ -78,6 +78,21 @@ def test_later_epochs_do_no_decoding(make_image_folder, monkeypatch):
     assert len(calls) == 12 and len(dls.train.dataset.cache) == 12
 
 
+def test_a_subset_shares_the_decoded_images_and_decodes_nothing_again(make_image_folder, monkeypatch):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), **OPTIONS)
+    dataset = dls.train.dataset
+    _epoch_batches(dls.train, 0)
+    dataset.dropped[5] = "not an image"  # as if file 5 had failed to decode
+    calls = []
+    original = loaders_module.decode_item
+    monkeypatch.setattr(loaders_module, "decode_item", lambda *args: calls.append(1) or original(*args))
+    part = dataset.subset([3, 0, 5])
+    assert part.items == [dataset.items[3], dataset.items[0], dataset.items[5]]
+    assert part.image(0) is dataset.image(3) and part.dropped == {2: "not an image"}
+    assert torch.equal(part.targets, dataset.targets[[3, 0, 5]])
+    assert calls == []
+
+
 def test_tiny_cache_budget_still_works_and_warns_once(make_image_folder):
     dls = ImageDataLoaders.from_folder(make_image_folder(), cache_bytes=0, **OPTIONS)
     with pytest.warns(DataWarning, match="cache is full") as caught:

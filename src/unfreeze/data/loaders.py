@@ -120,6 +120,25 @@ class ImageDataset:
         self.cache.put(index, image)
         return image
 
+    def subset(self, indices: Sequence[int]) -> ImageDataset:
+        """The items at `indices`, in that order, with the images this dataset decoded already (shared, not
+        copied) and the ones it could not decode.
+
+        Example:
+            >>> dataset.subset([2, 0]).items == [dataset.items[2], dataset.items[0]]  # doctest: +SKIP
+            True
+        """
+        indices = [int(index) for index in indices]
+        part = ImageDataset([self.items[i] for i in indices], self.vocab, sources=[self.sources[i] for i in indices],
+                            item_size=self.item_size, resize_method=self.resize_method,
+                            cache_bytes=self.cache.max_bytes, task=self.task)
+        for new, old in enumerate(indices):
+            if old in self.dropped:
+                part.dropped[new] = self.dropped[old]
+            elif old in self.cache:
+                part.cache.put(new, self.cache.images[old])
+        return part
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(uint8 [3,S,S] centre crop, target), for inspection; training uses ImageDataLoader."""
         return crop_item(self.image(index), self.item_size, None).contiguous(), self.targets[index]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from unfreeze import distributed
-from unfreeze.data import ImageDataLoader, ImageDataset
+from unfreeze.data import ImageDataLoader
 from unfreeze.inference import collect_logits
 from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 from unfreeze.tasks import MultiLabel, Regression
@@ -73,9 +73,7 @@ def _training_sample(learner: Any, size: int, seed: int) -> ImageDataLoader:
     chosen = torch.arange(len(dataset))
     if len(dataset) > size:
         chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values
-    subset = ImageDataset([dataset.items[i] for i in chosen.tolist()], dataset.vocab,
-                          sources=[dataset.sources[i] for i in chosen.tolist()], item_size=dataset.item_size,
-                          resize_method=dataset.resize_method, task=dataset.task)
+    subset = dataset.subset(chosen.tolist())  # the images training decoded, not decoded again
     loader = ImageDataLoader(subset, valid.batch_size, size=valid.size, seed=seed, device=valid.device,
                              num_workers=valid.num_workers, mean=valid.mean, std=valid.std)
     if distributed.is_distributed():  # each rank its slice; collect_logits gathers them in order
