@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import importlib.metadata
 import json
 import os
 import pstats
@@ -323,6 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     root = clean_set()
     machine = common.machine_info()
+    machine.setdefault("torch", importlib.metadata.version("torch"))
     out_json = args.out / "profile.json"
     results = json.loads(out_json.read_text()) if out_json.exists() and not args.quick else {"runs": {}}
     results["machine"] = machine
