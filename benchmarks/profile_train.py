@@ -16,7 +16,8 @@ ONEDNN_MAX_CPU_ISA=AVX2`, which must be set before torch loads, so every measure
    and the operators that take the most time. Then the candidates the profile points at, timed as
    medians of interleaved repeats: frozen norm layers folded into their convolutions
    (`models.batchnorm_folding`, shipped) or not, in training steps and validation, kernels cropped to the
-   taps a small map reaches (`models.conv_cropping`, shipped) or not, norm layers of a frozen body in
+   taps a small map reaches and depthwise weight gradients by shifted products where oneDNN's are slow
+   (`models.small_map_convolutions`, shipped) or not, norm layers of a frozen body in
    inference mode (shipped: `train_bn=False`, against fastai's True, which backpropagates through the
    whole frozen body to train its norm layers), and 1 or 2 threads.
 """
@@ -154,16 +155,21 @@ def _unfolded(where: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _uncropped() -> Iterator[None]:
-    """Training steps with whole kernels (`models.conv_cropping` off)."""
+def _small_maps(mode: str) -> Iterator[None]:
+    """Training steps with `models.small_map_convolutions` "off" (whole kernels, oneDNN's gradients), or with
+    the depthwise weight gradient forced to oneDNN's ("onednn") or to the shifted products ("shifted")."""
+    from unfreeze.models import small_map_convolutions as small_maps
     from unfreeze.train import stepper
 
-    cropped = stepper.cropped_convolutions
-    stepper.cropped_convolutions = lambda model: contextlib.nullcontext(0)
+    patched, slow = stepper.small_map_convolutions, small_maps.slow_depthwise_weight_gradient
+    if mode == "off":
+        stepper.small_map_convolutions = lambda model: contextlib.nullcontext(0)
+    else:
+        small_maps.slow_depthwise_weight_gradient = lambda: mode == "shifted"
     try:
         yield
     finally:
-        stepper.cropped_convolutions = cropped
+        stepper.small_map_convolutions, small_maps.slow_depthwise_weight_gradient = patched, slow
 
 
 def step_profile(root: Path, n_steps: int) -> dict[str, Any]:
@@ -214,7 +220,9 @@ def candidates(root: Path, n_steps: int, repeats: int) -> dict[str, Any]:
     variants: list[tuple[str, str, Any]] = []
     for phase in ("frozen", "unfrozen"):
         variants += [(phase, "as shipped", {}), (phase, "norm layers not folded", {"unfolded": "stepper"}),
-                     (phase, "kernels not cropped", {"uncropped": True}),
+                     (phase, "kernels not cropped, oneDNN's gradients", {"small_maps": "off"}),
+                     (phase, "depthwise weight gradients by oneDNN", {"small_maps": "onednn"}),
+                     (phase, "depthwise weight gradients by shifted products", {"small_maps": "shifted"}),
                      (phase, f"{3 - threads} thread(s)", {"threads": 3 - threads})]
         if phase == "frozen":
             variants.append((phase, "train_bn=True (fastai)", {"learner": "train_bn=True (fastai)"}))
@@ -225,7 +233,7 @@ def candidates(root: Path, n_steps: int, repeats: int) -> dict[str, Any]:
             learn = learners[change.get("learner", "as shipped")]
             torch.set_num_threads(change.get("threads", threads))
             with _unfolded(change["unfolded"]) if "unfolded" in change else contextlib.nullcontext(), \
-                    _uncropped() if change.get("uncropped") else contextlib.nullcontext():
+                    _small_maps(change["small_maps"]) if "small_maps" in change else contextlib.nullcontext():
                 if phase == "validation":  # seconds of one pass over the 1,000 validation images
                     started = time.perf_counter()
                     learn.validate()

@@ -19,7 +19,7 @@ from torch import nn
 from unfreeze import distributed
 from unfreeze.inference import channels_last
 from unfreeze.models.batchnorm_folding import folded_batchnorm
-from unfreeze.models.conv_cropping import cropped_convolutions
+from unfreeze.models.small_map_convolutions import small_map_convolutions
 from unfreeze.train.groups import ParamGroups
 
 __all__ = ["OPTIMIZERS", "Stepper"]
@@ -198,11 +198,11 @@ class Stepper:
             )
             chunk = channels_last(chunk)
             # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them;
-            # the training convolutions skip the kernel taps that meet only padding (small late maps).
+            # the training convolutions on small late maps skip the kernel taps that meet only padding.
             # Both change the modules' forward: not under torch.compile (it would recompile).
             folded = folded_batchnorm(self._model, chunk) if not self.compile_model else contextlib.nullcontext()
-            cropped = cropped_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()
-            with sync, folded, cropped:
+            small = small_map_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()
+            with sync, folded, small:
                 with self.autocast():
                     loss = self.loss_func(self._train_model(chunk), chunk_labels)
                 loss = loss * (len(chunk) / len(images))

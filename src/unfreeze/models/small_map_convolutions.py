@@ -1,19 +1,22 @@
-"""Crop convolution kernels to the taps a small feature map can reach, for the training steps.
+"""Convolutions on small feature maps in training steps: kernels cropped to the taps the map reaches, and
+depthwise weight gradients by shifted products where oneDNN's are slow.
 
 At the end of an EfficientNet trained at 64 px, a 5×5 depthwise convolution runs on a 2×2 map with
 padding 2: whichever output it computes, its outer ring of taps only ever meets the zero padding. The
 result is the same with the centre 3×3 of the kernel and padding 1, and the gradients are the same
 too (the left-out taps would get exactly zero), while oneDNN's weight gradient of a depthwise
-convolution on such a small map costs many times its forward pass, and more with every tap: the
-recipe's unfrozen training step is faster with the kernels cropped, with identical outputs and
-gradients (benchmarks/results/profile.md has the measurement).
+convolution on such a small map costs many times its forward pass, and more with every tap. With
+PyTorch's AVX2 kernels that weight gradient is slower still, and `depthwise_gradient` computes it as one
+product per tap instead. Both give the same outputs, and gradients equal to rounding
+(benchmarks/results/profile.md has the measurements).
 
-`cropped_convolutions(model)` is a context manager for the block of a training step: inside it, each
+`small_map_convolutions(model)` is a context manager for the block of a training step: inside it, each
 plain `nn.Conv2d` whose weight trains runs with its kernel cropped to the taps its input can reach,
-when some cannot be reached. The crop is a slice of the module's own weight, so the gradient lands in
-the parameter the optimizer steps; nothing is copied, and on exit the modules are as they were. Only
-on the CPU and in float32, as `batchnorm_folding`: on a GPU the convolution library is not the
-bottleneck.
+when some cannot be reached, and a depthwise one on a map of at most `SMALL_MAP` pixels takes its weight
+gradient from `depthwise_gradient` on a CPU whose kernels make oneDNN's slow. The crop is a slice of the
+module's own weight, so the gradient lands in the parameter the optimizer steps; nothing is copied, and
+on exit the modules are as they were. Only on the CPU and in float32, as `batchnorm_folding`: on a GPU
+the convolution library is not the bottleneck.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-__all__ = ["cropped_convolutions", "kernel_crop"]
+from unfreeze.models.depthwise_gradient import depthwise_conv2d, slow_depthwise_weight_gradient
+
+__all__ = ["SMALL_MAP", "kernel_crop", "small_map_convolutions"]
+
+SMALL_MAP = 16  # input pixels (4×4) up to which a depthwise convolution's weight gradient is written out
 
 # (first row, end row, first column, end column, (padding rows, padding columns)) of a cropped kernel
 Crop = tuple[int, int, int, int, tuple[int, int]]
@@ -77,24 +84,34 @@ def kernel_crop(height: int, width: int, kernel: tuple[int, int], stride: tuple[
     return crop[0], crop[1], crop[2], crop[3], (new_padding[0], new_padding[1])
 
 
-def _croppable(module: nn.Module) -> bool:
+def _patchable(module: nn.Module) -> bool:
     return (type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str)
             and module.weight.requires_grad and "forward" not in vars(module))
 
 
-def _cropped_forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _small_map_forward(conv: nn.Conv2d, x: torch.Tensor, shifted_gradient: bool) -> torch.Tensor:
     crop = kernel_crop(x.shape[-2], x.shape[-1], conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
                        conv.dilation)  # type: ignore[arg-type]
+    weight, padding = conv.weight, conv.padding
+    if crop is not None:
+        weight, padding = weight[:, :, crop[0]:crop[1], crop[2]:crop[3]], crop[4]
+    if shifted_gradient and x.shape[-2] * x.shape[-1] <= SMALL_MAP:
+        return depthwise_conv2d(x, weight, conv.stride, padding)  # type: ignore[arg-type]
     if crop is None:
         return conv._conv_forward(x, conv.weight, conv.bias)
-    rows, columns = slice(crop[0], crop[1]), slice(crop[2], crop[3])
-    return functional.conv2d(x, conv.weight[:, :, rows, columns], conv.bias, conv.stride, crop[4], conv.dilation,
-                             conv.groups)
+    return functional.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def _depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per channel, no bias, no dilation: what `depthwise_conv2d` computes."""
+    return (conv.groups == conv.in_channels == conv.out_channels and conv.bias is None
+            and tuple(conv.dilation) == (1, 1))
 
 
 @contextlib.contextmanager
-def cropped_convolutions(model: nn.Module) -> Iterator[int]:
-    """Run `model`'s training convolutions with kernels cropped to the reachable taps; yields how many.
+def small_map_convolutions(model: nn.Module) -> Iterator[int]:
+    """Run `model`'s training convolutions cropped to the reachable taps (and depthwise ones on small maps
+    with the shifted-product weight gradient where oneDNN's is slow); yields how many it patched.
 
     Args:
         model: The model; nothing changes unless it runs on the CPU in float32 and gradients are on.
@@ -102,7 +119,7 @@ def cropped_convolutions(model: nn.Module) -> Iterator[int]:
     Example:
         >>> conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
         >>> x = torch.rand(4, 8, 2, 2)
-        >>> with cropped_convolutions(conv) as n_patched:
+        >>> with small_map_convolutions(conv) as n_patched:
         ...     y = conv(x)
         >>> n_patched, torch.allclose(y, conv(x), atol=1e-6)
         (1, True)
@@ -112,10 +129,12 @@ def cropped_convolutions(model: nn.Module) -> Iterator[int]:
             or not torch.is_grad_enabled()):
         yield 0
         return
-    patched = [module for module in model.modules() if _croppable(module)]
+    patched = [module for module in model.modules() if _patchable(module)]
     try:
+        slow = slow_depthwise_weight_gradient()
         for conv in patched:
-            conv.forward = functools.partial(_cropped_forward, conv)  # type: ignore[method-assign]
+            conv.forward = functools.partial(  # type: ignore[method-assign]
+                _small_map_forward, conv, shifted_gradient=slow and _depthwise(conv))
         yield len(patched)
     finally:
         for conv in patched:

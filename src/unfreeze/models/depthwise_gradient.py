@@ -1,0 +1,86 @@
+"""A depthwise convolution whose weight gradient is a sum of shifted products, for small maps on AVX2 CPUs.
+
+With PyTorch's AVX2 kernels (an AVX2-only CPU, the common laptop and cloud class), oneDNN's weight gradient
+of a depthwise convolution on a map of a few pixels costs many times what the same sums cost written as one
+product per kernel tap: for tap (a, b), the gradient of channel c is the sum over the batch and the output
+positions of the output gradient times the input shifted by (a, b). With the AVX-512 kernels both cost about
+the same (benchmarks/results/profile.md). `depthwise_conv2d` runs the forward pass and the input gradient
+through oneDNN as usual and computes the weight gradient that way; `slow_depthwise_weight_gradient` says
+whether this CPU's kernels are the slow ones, decided once per process from the capability PyTorch uses.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch.nn import functional
+
+__all__ = ["depthwise_conv2d", "slow_depthwise_weight_gradient"]
+
+
+@functools.lru_cache(maxsize=1)
+def slow_depthwise_weight_gradient() -> bool:
+    """True when PyTorch runs below its AVX-512 CPU kernels (AVX2 or plainer), where oneDNN's depthwise
+    weight gradient on small maps is slow.
+
+    Example:
+        >>> isinstance(slow_depthwise_weight_gradient(), bool)
+        True
+    """
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")()
+    return not str(capability).upper().startswith("AVX512")
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, images: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(images, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return functional.conv2d(images, weight, None, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        images, weight = ctx.saved_tensors
+        stride, padding = ctx.stride, ctx.padding
+        channels, _, kernel_rows, kernel_columns = weight.shape
+        grad_images = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_images = torch.ops.aten.convolution_backward(
+                grad, images, weight, None, list(stride), list(padding), [1, 1], False, [0, 0], channels,
+                [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            rows, columns = grad.shape[-2:]
+            # Channels last: each tap's product and sum run over contiguous channel vectors.
+            padded = functional.pad(images, (padding[1], padding[1], padding[0], padding[0])).permute(0, 2, 3, 1)
+            grad_last = grad.permute(0, 2, 3, 1)
+            taps = grad.new_empty(kernel_rows * kernel_columns, channels)
+            for a in range(kernel_rows):
+                for b in range(kernel_columns):
+                    shifted = padded[:, a:a + (rows - 1) * stride[0] + 1:stride[0],
+                                     b:b + (columns - 1) * stride[1] + 1:stride[1], :]
+                    taps[a * kernel_columns + b] = (shifted * grad_last).sum((0, 1, 2))
+            grad_weight = taps.t().reshape(channels, 1, kernel_rows, kernel_columns)
+        return grad_images, grad_weight, None, None
+
+
+def depthwise_conv2d(images: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                     padding: tuple[int, int]) -> torch.Tensor:
+    """A depthwise convolution (one filter per channel, no bias, no dilation) with the shifted-product weight
+    gradient; outputs and input gradient as `functional.conv2d`'s.
+
+    Args:
+        images: [N, C, H, W].
+        weight: [C, 1, kh, kw].
+        stride: Rows, columns.
+        padding: Zero padding, rows and columns.
+
+    Example:
+        >>> weight = torch.rand(8, 1, 3, 3, requires_grad=True)
+        >>> out = depthwise_conv2d(torch.rand(2, 8, 4, 4), weight, (1, 1), (1, 1))
+        >>> out.sum().backward(); weight.grad.shape
+        torch.Size([8, 1, 3, 3])
+    """
+    return _DepthwiseConv2d.apply(images, weight, stride, padding)
