@@ -117,8 +117,8 @@ class Stepper:
             radam = torch.optim.RAdam(groups, lr=1e-3, betas=(0.95, 0.99), eps=1e-6, decoupled_weight_decay=True)
             return Lookahead(radam, alpha=0.5, k=6)
         # Not fused on the CPU: the fused kernel writes the weights without counting the write (the folded
-        # batch norms' cache reads that count), and in the recipe study its rounding, though as exact, ended
-        # at a higher error on average for a few percent of a step (benchmarks/results/profile.md).
+        # batch norms' cache reads that count), and its rounding moved the recipe study's seeds (worse on 4
+        # of 5) for a few percent of a step (benchmarks/results/profile.md).
         fused = {"fused": True} if self.device.type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, **fused)
 
@@ -198,7 +198,8 @@ class Stepper:
             )
             chunk = channels_last(chunk)
             # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them;
-            # the training convolutions on small late maps skip the kernel taps that meet only padding.
+            # the training convolutions on small late maps skip the kernel taps that meet only padding (and,
+            # with the AVX2 kernels, depthwise ones take a faster weight gradient).
             # Both change the modules' forward: not under torch.compile (it would recompile).
             folded = folded_batchnorm(self._model, chunk) if not self.compile_model else contextlib.nullcontext()
             small = small_map_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()
