@@ -63,7 +63,8 @@ def test_a_small_map_convolution_gives_the_same_outputs_and_gradients(size: int,
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "padding"),
                          [(2, (3, 3), (1, 1), (1, 1)), (4, (5, 5), (1, 1), (2, 2)), (4, (5, 5), (2, 2), (2, 2)),
-                          (3, (3, 5), (2, 1), (1, 2)), (5, (3, 3), (1, 1), (0, 0))])
+                          (3, (3, 5), (2, 1), (1, 2)), (5, (3, 3), (1, 1), (0, 0)),
+                          (1, (5, 5), (1, 1), (2, 2)), (5, (5, 3), (2, 2), (2, 1)), (4, (3, 3), (3, 2), (1, 1))])
 def test_the_shifted_weight_gradient_equals_onednns(size: int, kernel: tuple[int, int], stride: tuple[int, int],
                                                      padding: tuple[int, int]) -> None:
     torch.manual_seed(0)

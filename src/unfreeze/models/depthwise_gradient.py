@@ -52,18 +52,32 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 grad, images, weight, None, list(stride), list(padding), [1, 1], False, [0, 0], channels,
                 [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            rows, columns = grad.shape[-2:]
-            # Channels last: each tap's product and sum run over contiguous channel vectors.
-            padded = functional.pad(images, (padding[1], padding[1], padding[0], padding[0])).permute(0, 2, 3, 1)
-            grad_last = grad.permute(0, 2, 3, 1)
-            taps = grad.new_empty(kernel_rows * kernel_columns, channels)
-            for a in range(kernel_rows):
-                for b in range(kernel_columns):
-                    shifted = padded[:, a:a + (rows - 1) * stride[0] + 1:stride[0],
-                                     b:b + (columns - 1) * stride[1] + 1:stride[1], :]
-                    taps[a * kernel_columns + b] = (shifted * grad_last).sum((0, 1, 2))
+            # Channels last: each tap's product and sum run over contiguous channel vectors. Each tap multiplies
+            # only the output positions whose input lies inside the image: the padding would add exact zeros.
+            images_last, grad_last = images.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)
+            taps = grad.new_zeros(kernel_rows * kernel_columns, channels)
+            row_spans = [_inside(tap, padding[0], stride[0], grad.shape[-2], images.shape[-2])
+                         for tap in range(kernel_rows)]
+            column_spans = [_inside(tap, padding[1], stride[1], grad.shape[-1], images.shape[-1])
+                            for tap in range(kernel_columns)]
+            for a, (outputs_a, inputs_a) in enumerate(row_spans):
+                for b, (outputs_b, inputs_b) in enumerate(column_spans):
+                    if outputs_a is not None and outputs_b is not None:
+                        taps[a * kernel_columns + b] = (images_last[:, inputs_a, inputs_b, :]
+                                                        * grad_last[:, outputs_a, outputs_b, :]).sum((0, 1, 2))
             grad_weight = taps.t().reshape(channels, 1, kernel_rows, kernel_columns)
         return grad_images, grad_weight, None, None
+
+
+def _inside(tap: int, padding: int, stride: int, outputs: int, inputs: int) -> tuple[slice, slice] | tuple[None, None]:
+    """The output positions whose input (output * stride + tap - padding) lies inside the map along one axis,
+    and those inputs, as slices; (None, None) when the tap reads only padding."""
+    first = max(0, -((tap - padding) // stride))  # the smallest output whose input is >= 0
+    last = min(outputs - 1, (inputs - 1 + padding - tap) // stride)
+    if last < first:
+        return None, None
+    start = first * stride + tap - padding
+    return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
 def depthwise_conv2d(images: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
