@@ -25,6 +25,8 @@ def test_train_writes_a_report_with_every_section(trained_app_run: Path) -> None
         assert f'id="{section}"' in page, section
     assert "actual → predicted" in page
     assert "unfreeze train " in page  # the rerun command
+    calibration = json.loads((trained_app_run / "summary.json").read_text())["calibration"]
+    assert f"temperature {calibration['temperature']:.4g} ± {calibration['temperature_se']:.4g} (one standard" in page
 
 
 def test_the_report_is_self_contained(trained_app_run: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ browser) and model_card.md."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,21 @@ def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, t
     assert f"ood_score > {threshold:.6g}" in capsys.readouterr().out  # the command says it too
     assert "## Calibration and unknown images" in card and f"threshold {threshold:.6g}" in card
     assert f"unknown = ood_score > {threshold:.6g}" in card and "divides the logits by the temperature" in card
+    assert f"± {load_model(trained_app_run).trust.temperature_se:.2g} (one standard error)" in card
+
+
+def test_the_temperature_comes_with_its_standard_error_and_a_note_when_it_is_rough(trained_app_run: Path) -> None:
+    """A trained run's summary keeps the temperature's standard error (in the export too), and its notes say
+    so when the error is over 5% of the temperature, as on the sample's few validation images."""
+    summary = json.loads((trained_app_run / "summary.json").read_text())
+    calibration, trust = summary["calibration"], load_model(trained_app_run).trust
+    assert calibration["temperature_se"] == pytest.approx(trust.temperature_se) and trust.temperature_se > 0
+    notes = [note for note in summary["notes"] if note.startswith("calibration:")]
+    rough = trust.temperature_se > 0.05 * trust.temperature
+    assert len(notes) == int(rough)
+    if rough:
+        assert f"{trust.temperature:.3g} ± {trust.temperature_se:.2g}" in notes[0]
+        assert f"{calibration['after']['items']:,} validation images" in notes[0]
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ from unfreeze.inference.export import ExportError, read_export_metadata
 from unfreeze.train import builders
 from unfreeze.train.builders import load_learner
 from unfreeze.train.learner import Learner
-from unfreeze.train.trust_fit import calibrate_after_fit
+from unfreeze.train.trust_fit import calibrate_after_fit, rough_temperature_note
 from unfreeze.trust import NoFeatureLayerError, Trust
+from unfreeze.trust.calibration import MAX_TEMPERATURE
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,15 @@ def test_calibrate_fits_a_temperature_and_a_threshold(calibrated: Learner) -> No
     report = trust.calibration
     assert report["after"]["nll"] <= report["before"]["nll"] + 1e-9
     assert report["unknown"]["flagged_valid"] == pytest.approx(0.05, abs=0.011)  # 200 validation images
+    # Random weights: the fitted temperature sits at its upper bound, where a standard error says nothing.
+    assert trust.temperature == MAX_TEMPERATURE and report["temperature_se"] is trust.temperature_se is None
+
+
+def test_a_rough_temperature_is_said_in_a_note() -> None:
+    assert rough_temperature_note({"temperature": 1.2, "temperature_se": 0.03, "after": {"items": 5000}}) == ""
+    assert rough_temperature_note({"temperature": 1.2, "temperature_se": None, "after": {"items": 50}}) == ""
+    assert "1,000 validation images" in rough_temperature_note(
+        {"temperature": 1.2, "temperature_se": 0.1, "after": {"items": 1000}})
 
 
 def test_get_preds_applies_the_temperature(calibrated: Learner) -> None:
@@ -92,6 +102,7 @@ def test_export_round_trip_keeps_probabilities_and_scores(calibrated: Learner, t
     torch.testing.assert_close(found[0], expected[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(found[2], expected[2], atol=1e-5, rtol=1e-4)
     assert loaded.trust.threshold == pytest.approx(calibrated.trust.threshold)
+    assert loaded.trust.temperature_se == calibrated.trust.temperature_se
 
 
 def _strip_trust(source: Path, target: Path) -> Path:

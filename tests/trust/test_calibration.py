@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unfreeze.trust import apply_temperature, calibration_report, fit_temperature
+from unfreeze.trust import apply_temperature, calibration_report, fit_temperature, temperature_standard_error
 from unfreeze.trust.calibration import MAX_TEMPERATURE
 
 
@@ -55,3 +55,35 @@ def test_degenerate_validation_is_bounded() -> None:
     logits = torch.tensor([[10.0, -10.0], [-10.0, 10.0]] * 50)
     targets = torch.tensor([1, 0] * 50)
     assert fit_temperature(logits, targets) == MAX_TEMPERATURE
+
+
+@pytest.mark.parametrize(("multi_label", "items"), [(False, 200), (False, 1000), (True, 300)])
+def test_the_temperature_standard_error_is_the_spread_of_refits_on_fresh_draws(multi_label: bool, items: int) -> None:
+    """Many validation sets of `items` images from one overconfident model (true T 1.6): the fitted
+    temperatures spread by about the standard error each set reports."""
+    generator = torch.Generator().manual_seed(1)
+    fitted, errors = [], []
+    for _ in range(60):
+        logits = torch.randn(items, 5, generator=generator) * 3.0
+        if multi_label:
+            targets = torch.bernoulli(torch.sigmoid(logits / 1.6), generator=generator)
+        else:
+            targets = torch.multinomial((logits / 1.6).softmax(dim=1), 1, generator=generator).squeeze(1)
+        temperature = fit_temperature(logits, targets, multi_label)
+        error = temperature_standard_error(logits, targets, temperature, multi_label)
+        assert error is not None and error > 0
+        fitted.append(temperature)
+        errors.append(error)
+    spread, reported = torch.tensor(fitted).std().item(), sum(errors) / len(errors)
+    assert abs(sum(fitted) / len(fitted) - 1.6) < 2 * spread  # the fits are centred on the truth
+    assert 0.7 < spread / reported < 1.4
+
+
+def test_the_standard_error_shrinks_with_more_images_and_is_none_with_nothing_to_say() -> None:
+    logits, targets = calibrated_logits(4000)
+    few = temperature_standard_error(logits[:250], targets[:250], fit_temperature(logits[:250], targets[:250]))
+    many = temperature_standard_error(logits, targets, fit_temperature(logits, targets))
+    assert few is not None and many is not None and 3 < few / many < 5.5  # about sqrt(16) = 4
+    assert temperature_standard_error(logits[:1], targets[:1], 1.0) is None  # one item
+    assert temperature_standard_error(logits, torch.full_like(targets, -1), 1.0) is None  # nothing labelled
+    assert temperature_standard_error(logits, targets, MAX_TEMPERATURE) is None  # at a bound

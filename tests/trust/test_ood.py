@@ -55,13 +55,15 @@ def test_the_knn_bank_is_a_capped_seeded_subsample() -> None:
 def test_a_score_rebuilds_from_its_config_and_buffers(method: str) -> None:
     features, labels, logits = clusters(200, 0)
     score = fit_score(method, features, labels, 3, valid=(features, logits), k=7)
-    trust = Trust(temperature=1.3, score=score, threshold=0.5, unknown_rate=0.05)
+    trust = Trust(temperature=1.3, temperature_se=0.07, score=score, threshold=0.5, unknown_rate=0.05)
     section, tensors = trust.metadata(), trust.tensors()
     assert Trust.problems(section) == []
     rebuilt = Trust.from_export(section, tensors)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.score(features, logits), score(features, logits))
-    assert rebuilt.temperature == 1.3 and rebuilt.threshold == 0.5
+    assert rebuilt.temperature == 1.3 and rebuilt.threshold == 0.5 and rebuilt.temperature_se == 0.07
+    older = {key: value for key, value in section.items() if key != "temperature_se"}  # an export from before it
+    assert Trust.problems(older) == [] and Trust.from_export(older, tensors).temperature_se is None
     assert score_from_config(score.config(), {k.removeprefix("trust."): v for k, v in tensors.items()}).method == method
 
 
@@ -73,6 +75,8 @@ def test_unknown_method_is_refused() -> None:
 @pytest.mark.parametrize(("section", "expected"), [
     ({"temperature": float("nan"), "ood": None, "tensors": {}}, "trust.temperature"),
     ({"temperature": 1e9, "ood": None, "tensors": {}}, "trust.temperature"),
+    ({"temperature": 1.2, "temperature_se": -0.1, "ood": None, "tensors": {}}, "trust.temperature_se"),
+    ({"temperature": 1.2, "temperature_se": "tight", "ood": None, "tensors": {}}, "trust.temperature_se"),
     ({"temperature": 1.0, "ood": None, "tensors": {"bank": [10, 4]}}, "must be empty"),
     ({"temperature": 1.0, "ood": {"method": "knn", "k": 5, "threshold": 0.5}, "tensors": {"bank": [10**6, 10**6]}},
      "trust.tensors"),

@@ -29,8 +29,9 @@ def model_card_lines(trust: Any, fmt: str) -> list[str]:
     """
     lines = ["## Calibration and unknown images", ""]
     if trust.temperature != 1.0:
+        precision = "" if trust.temperature_se is None else f", ± {trust.temperature_se:.2g} (one standard error)"
         lines.append(f"- the probabilities are calibrated: the graph divides the logits by the temperature "
-                     f"{trust.temperature:.4f} (fitted on the validation images) before the activation;")
+                     f"{trust.temperature:.4f} (fitted on the validation images{precision}) before the activation;")
     else:
         lines.append("- the probabilities are the raw activation (no temperature was fitted);")
     if not trust.has_score:
@@ -61,9 +62,11 @@ def calibration_section(run: Path, summary: RunFile) -> dict[str, Any] | None:
     if "before" not in calibration.content:
         return None
     before, after = calibration.section("before"), calibration.section("after")
+    error = calibration.number("temperature_se")
+    fitted = f"temperature {_number(calibration.number('temperature'))}" + (
+        "" if error is None else f" ± {_number(error)} (one standard error)")
     rows = [[name, *(_number(part.number(key)) for key in ("ece", "nll", "brier"))]
-            for name, part in (("raw softmax", before),
-                               (f"temperature {_number(calibration.number('temperature'))}", after))]
+            for name, part in (("raw softmax", before), (fitted, after))]
     from unfreeze.plots import plot_reliability  # matplotlib only when a report is written (--help stays light)
 
     plot = {"alt": "reliability diagram", "data": "", "reason": ""}

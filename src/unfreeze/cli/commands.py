@@ -27,7 +27,13 @@ from unfreeze.cli.recipe_options import (
     recipe_from_options,
     recipe_options,
 )
-from unfreeze.cli.trust_options import check_ood_folder, evaluate_trust, train_summary, trust_options
+from unfreeze.cli.trust_options import (
+    calibration_line,
+    check_ood_folder,
+    evaluate_trust,
+    train_summary,
+    trust_options,
+)
 from unfreeze.progress import StepProgress
 from unfreeze.train.recipe_settings import Recipe
 
@@ -293,6 +299,9 @@ def command_train(args: argparse.Namespace) -> int:
         metrics += f", balanced accuracy {balanced['balanced_accuracy']:.4f}, macro F1 {balanced['macro_f1']:.4f}"
     print(f"Final: {metrics} on {len(dls.valid.dataset)} validation images ({guards.sentence()}); "
           f"{summary['wall_time_s']:.0f} s in all.")
+    calibrated = calibration_line(summary["calibration"])
+    if calibrated:
+        print(calibrated)
     print(f"Run directory: {run.folder}/ (config.json, history.csv, {runs.CHECKPOINT}, model.unfreeze, summary.json, "
           "report.html)")
     print(f"Plots: {', '.join(str(path) for path in plots)}")

@@ -15,8 +15,8 @@ from typing import Any
 
 from unfreeze.cli.options import UsageError
 
-__all__ = ["add_evaluate_trust_options", "add_train_trust_options", "evaluate_trust", "train_summary",
-           "trust_options"]
+__all__ = ["add_evaluate_trust_options", "add_train_trust_options", "calibration_line", "evaluate_trust",
+           "train_summary", "trust_options"]
 
 _DEFAULT_RATE = 0.05
 
@@ -54,6 +54,36 @@ def train_summary(learn: Any) -> dict[str, Any] | None:
     bins) on the validation images, and the unknown threshold with the share it flags."""
     trust = getattr(learn, "trust", None)
     return None if trust is None or trust.calibration is None else dict(trust.calibration)
+
+
+def calibration_line(calibration: dict[str, Any] | None) -> str | None:
+    """train's line on the calibration it ended with: the temperature and its standard error, the validation
+    images' ECE before and after, the unknown flag's share; None without a calibration.
+
+    Example:
+        >>> calibration_line({"temperature": 1.18, "temperature_se": 0.13, "before": {"ece": 0.07, "items": 200},
+        ...                   "after": {"ece": 0.06, "items": 200}})[:49]
+        'Calibration: temperature 1.18 ± 0.13 (a rough fit'
+    """
+    from unfreeze.trust.calibration import ROUGH_TEMPERATURE
+
+    if not calibration or "after" not in calibration:
+        return None
+    temperature, error = calibration.get("temperature", 1.0), calibration.get("temperature_se")
+    after = calibration["after"]
+    if temperature == 1.0 and error is None:
+        line = "Calibration: raw probabilities (no temperature fitted)"
+    else:
+        line = f"Calibration: temperature {temperature:.3g}"
+        if error is not None:
+            rough = error > ROUGH_TEMPERATURE * temperature
+            line += f" ± {error:.2g}" + (" (a rough fit: more validation images narrow it)" if rough else "")
+        line += (f"; ECE on the {after.get('items', 0):,} validation images {calibration['before']['ece']:.3f} → "
+                 f"{after['ece']:.3f}")
+    unknown = calibration.get("unknown")
+    if unknown:
+        line += f"; the unknown flag ({unknown['method']}) flags {100 * unknown['flagged_valid']:.1f}% of them"
+    return line + "."
 
 
 def add_evaluate_trust_options(parser: argparse.ArgumentParser) -> None:

@@ -243,7 +243,7 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
                           f"(at most {_TOLERANCE:g} is accepted). Use --runtime torch")
     trust = trust_of(learner)
     if classifier is None and trust.has_score:  # no features to score: calibrated, but no unknown flag
-        trust = Trust(temperature=trust.temperature, calibration=trust.calibration)
+        trust = Trust(temperature=trust.temperature, temperature_se=trust.temperature_se, calibration=trust.calibration)
     return RuntimePredictor(module, learner.dls, learner.task, learner.seed, runtime, difference, trust)
 
 

@@ -28,11 +28,14 @@ from unfreeze.trust import (
     calibration_report,
     fit_score,
     fit_temperature,
+    temperature_standard_error,
 )
 from unfreeze.trust import threshold_for as _threshold_for
+from unfreeze.trust.calibration import ROUGH_TEMPERATURE
 from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K
 
-__all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate"]
+__all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate",
+           "rough_temperature_note"]
 
 DEFAULT_UNKNOWN_RATE = 0.05
 
@@ -50,6 +53,24 @@ def check_unknown_rate(unknown_rate: Any) -> float | None:
         raise ValueError(f"unknown_rate must be a share of validation images from 0 (excluded) to 0.5, e.g. 0.05 "
                          f"for 5%, or None for no unknown flag; got {unknown_rate!r}.")
     return float(unknown_rate)
+
+
+def rough_temperature_note(report: dict[str, Any]) -> str:
+    """A note when a calibration report's temperature is a rough fit (its standard error over
+    `ROUGH_TEMPERATURE` of it): what it is, from how many images, and what narrows it; "" otherwise.
+
+    Example:
+        >>> rough_temperature_note({"temperature": 1.2, "temperature_se": 0.13, "after": {"items": 200}})[:40]
+        'calibration: the temperature 1.2 ± 0.13 '
+    """
+    temperature, error = report.get("temperature"), report.get("temperature_se")
+    if not temperature or error is None or error <= ROUGH_TEMPERATURE * temperature:
+        return ""
+    items = (report.get("after") or {}).get("items")
+    source = f"{items:,} validation images" if isinstance(items, int) else "the validation images"
+    return (f"calibration: the temperature {temperature:.3g} ± {error:.2g} (one standard error) comes from {source}, "
+            f"a rough fit ({100 * error / temperature:.0f}% of it): the calibrated probabilities can still be off by "
+            "a few points; more validation images narrow it")
 
 
 def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
@@ -118,8 +139,12 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     if len(valid_logits) == 0:
         raise ValueError("calibrate() needs validation images; this learner's validation set is empty.")
     fitted = fit_temperature(valid_logits, valid_targets, multi_label) if temperature else 1.0
-    report = calibration_report(valid_logits, valid_targets, fitted, multi_label)
-    trust = Trust(temperature=fitted, calibration=report)
+    error = temperature_standard_error(valid_logits, valid_targets, fitted, multi_label) if temperature else None
+    report = calibration_report(valid_logits, valid_targets, fitted, multi_label) | {"temperature_se": error}
+    note = rough_temperature_note(report)
+    if note:
+        learner.recorder.add_note(note)
+    trust = Trust(temperature=fitted, temperature_se=error, calibration=report)
     if tap is not None:
         seed = learner.seed or 0
         with warnings.catch_warnings():
@@ -132,8 +157,8 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
         with torch.no_grad():
             valid_scores = score(valid_features, valid_logits)
         threshold = _threshold_for(valid_scores, unknown_rate)
-        trust = Trust(temperature=fitted, score=score, threshold=threshold, unknown_rate=unknown_rate,
-                      calibration=report)
+        trust = Trust(temperature=fitted, temperature_se=error, score=score, threshold=threshold,
+                      unknown_rate=unknown_rate, calibration=report)
         report["unknown"] = _unknown_report(trust, valid_scores, valid_logits, valid_targets, multi_label)
     learner.trust = trust
     return trust

@@ -1,6 +1,6 @@
 """Predictions you can trust: calibrated probabilities and an "unknown" flag for unfamiliar images.
 
-    calibration.py  temperature scaling (fit, apply, before/after report)
+    calibration.py  temperature scaling (fit, its standard error, apply, before/after report)
     ood.py          out-of-distribution scores (knn, mahalanobis, energy, knn+energy) and their threshold
     features.py     the features the scores read: the input of the model's last linear layer (a forward hook)
     metrics.py      ECE / NLL / Brier / reliability bins; AUROC / FPR95 / flagged shares
@@ -14,7 +14,12 @@ Example:
     >>> Trust(temperature=2.0).probabilities(torch.tensor([[2.0, 0.0]]), SingleLabel())  # doctest: +SKIP
 """
 
-from unfreeze.trust.calibration import apply_temperature, calibration_report, fit_temperature
+from unfreeze.trust.calibration import (
+    apply_temperature,
+    calibration_report,
+    fit_temperature,
+    temperature_standard_error,
+)
 from unfreeze.trust.features import FeatureTap, NoFeatureLayerError, feature_layer
 from unfreeze.trust.metrics import (
     auroc,
@@ -30,4 +35,4 @@ from unfreeze.trust.section import TENSOR_PREFIX, Trust
 __all__ = ["DEFAULT_METHOD", "METHODS", "TENSOR_PREFIX", "FeatureTap", "NoFeatureLayerError", "Trust",
            "apply_temperature", "auroc", "calibration_metrics", "calibration_report", "expected_calibration_error",
            "feature_layer", "fit_score", "fit_temperature", "fpr_at_95_tpr", "ood_metrics", "reliability_bins",
-           "threshold_for"]
+           "temperature_standard_error", "threshold_for"]

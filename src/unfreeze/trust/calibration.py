@@ -16,12 +16,15 @@ from torch.nn import functional
 
 from unfreeze.trust.metrics import calibration_metrics
 
-__all__ = ["MAX_TEMPERATURE", "MIN_TEMPERATURE", "apply_temperature", "calibration_report", "fit_temperature"]
+__all__ = ["MAX_TEMPERATURE", "MIN_TEMPERATURE", "ROUGH_TEMPERATURE", "apply_temperature", "calibration_report",
+           "fit_temperature", "temperature_standard_error"]
 
 # A fitted T outside these bounds means a degenerate validation set (all right with huge margins, or
 # labels that have nothing to do with the images); the bound keeps the probabilities usable.
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
+# A fitted temperature whose standard error exceeds this share of it is a rough fit (train says so).
+ROUGH_TEMPERATURE = 0.05
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float, multi_label: bool) -> torch.Tensor:
@@ -41,6 +44,13 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> tor
     return functional.cross_entropy(logits, targets.long())
 
 
+def _labelled(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 logits and the targets of the labelled items (class -1 or a NaN row is unlabelled)."""
+    logits, targets = logits.detach().double().cpu(), targets.detach().cpu()
+    keep = ~torch.isnan(targets.double()).any(dim=1) if multi_label else targets >= 0
+    return logits[keep], targets[keep]
+
+
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool = False) -> float:
     """The temperature that minimises the negative log-likelihood of `targets` under `logits / T`.
 
@@ -57,10 +67,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, multi_label: bo
         >>> fit_temperature(logits, torch.tensor([0, 1, 1, 0])) > 1  # overconfident: one in four is wrong
         True
     """
-    logits = logits.detach().double().cpu()
-    targets = targets.detach().cpu()
-    keep = ~torch.isnan(targets.double()).any(dim=1) if multi_label else targets >= 0
-    logits, targets = logits[keep], targets[keep]
+    logits, targets = _labelled(logits, targets, multi_label)
     if len(logits) == 0:
         return 1.0
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -77,6 +84,51 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, multi_label: bo
     if not math.isfinite(temperature):
         return 1.0
     return min(max(temperature, MIN_TEMPERATURE), MAX_TEMPERATURE)
+
+
+def temperature_standard_error(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+                               multi_label: bool = False) -> float | None:
+    """How precisely these items pin down the temperature `fit_temperature` fitted on them: one standard error.
+
+    The fitted log T is an M-estimate, so its variance is the sandwich (robust) estimate, the mean squared
+    per-item gradient of the loss over the squared mean curvature, divided by the number of items; the
+    delta method carries it to T. It is about what a different draw of as many validation images would move
+    the temperature by (one standard deviation; benchmarks/trust_study.py compares it with refits).
+
+    Args:
+        logits: float [N, C], the raw outputs the temperature was fitted on.
+        targets: As in `fit_temperature`.
+        temperature: The fitted temperature.
+        multi_label: The logits are per-class sigmoid logits.
+
+    Returns:
+        The standard error of T; None with fewer than two labelled items, a temperature at a bound, or a
+        likelihood with no curvature there (nothing to say).
+
+    Example:
+        >>> logits = torch.randn(400, 5, generator=torch.Generator().manual_seed(0)) * 3
+        >>> targets = torch.distributions.Categorical(logits=logits / 1.5).sample()
+        >>> error = temperature_standard_error(logits, targets, fit_temperature(logits, targets))
+        >>> 0 < error < 0.5
+        True
+    """
+    logits, targets = _labelled(logits, targets, multi_label)
+    if len(logits) < 2 or not MIN_TEMPERATURE < temperature < MAX_TEMPERATURE:
+        return None
+
+    def item_losses(log_t: torch.Tensor) -> torch.Tensor:
+        scaled = logits / log_t.exp()
+        if multi_label:
+            return functional.binary_cross_entropy_with_logits(scaled, targets.double(), reduction="none").sum(dim=1)
+        return functional.cross_entropy(scaled, targets.long(), reduction="none")
+
+    log_t = torch.tensor(math.log(temperature), dtype=torch.float64)
+    gradients = torch.func.jvp(item_losses, (log_t,), (torch.ones_like(log_t),))[1]
+    curvature = float(torch.autograd.functional.hessian(lambda value: item_losses(value).mean(), log_t))
+    if not curvature > 0:
+        return None
+    error = temperature * math.sqrt(float(gradients.pow(2).mean()) / len(logits)) / curvature
+    return error if math.isfinite(error) else None
 
 
 def calibration_report(logits: torch.Tensor, targets: torch.Tensor, temperature: float,

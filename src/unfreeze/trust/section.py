@@ -41,6 +41,8 @@ class Trust:
 
     Attributes:
         temperature: Logits are divided by it before softmax / sigmoid (1: raw probabilities).
+        temperature_se: Its standard error (`calibration.temperature_standard_error`), or None (not fitted here,
+            or an export from before it was kept).
         score: The fitted score module (`ood.fit_score`), or None: predictions carry no unknown flag.
         threshold: Scores above it are "unknown".
         unknown_rate: The share of validation images the threshold flags.
@@ -55,6 +57,7 @@ class Trust:
 
     temperature: float = 1.0
     score: nn.Module | None = None
+    temperature_se: float | None = None
     threshold: float | None = None
     unknown_rate: float | None = None
     calibration: dict[str, Any] | None = field(default=None, repr=False)
@@ -96,7 +99,8 @@ class Trust:
         ood = None
         if self.has_score:
             ood = {**self.score.config(), "threshold": float(self.threshold), "unknown_rate": self.unknown_rate}
-        return {"temperature": float(self.temperature), "calibrated": self.temperature != 1.0, "ood": ood,
+        return {"temperature": float(self.temperature), "calibrated": self.temperature != 1.0,
+                "temperature_se": None if self.temperature_se is None else float(self.temperature_se), "ood": ood,
                 "tensors": {name: list(tensor.shape) for name, tensor in self._buffers().items()}}
 
     def _buffers(self) -> dict[str, torch.Tensor]:
@@ -117,6 +121,9 @@ class Trust:
         if not (_finite(temperature) and MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE):
             problems.append(f"trust.temperature must be a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}, "
                             f"found {temperature!r}"[:200])
+        error = section.get("temperature_se")
+        if error is not None and not (_finite(error) and error >= 0):
+            problems.append(f"trust.temperature_se must be a number >= 0 or null, found {error!r}"[:200])
         ood, tensors = section.get("ood"), section.get("tensors", {})
         if not isinstance(tensors, dict) or not all(_shape(shape) for shape in tensors.values()):
             return [*problems, "trust.tensors must map names to shapes (lists of whole numbers)"]
@@ -159,12 +166,13 @@ class Trust:
     def from_export(cls, section: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trust:
         """The trust of a checked section and its `trust.` tensors (names with or without the prefix)."""
         buffers = {name.removeprefix(TENSOR_PREFIX): tensor.float() for name, tensor in tensors.items()}
-        ood = section.get("ood")
+        ood, error = section.get("ood"), section.get("temperature_se")
+        temperature = {"temperature": float(section["temperature"]),
+                       "temperature_se": None if error is None else float(error)}
         if ood is None:
-            return cls(temperature=float(section["temperature"]))
+            return cls(**temperature)
         score = score_from_config(ood, buffers).eval()
-        return cls(temperature=float(section["temperature"]), score=score, threshold=float(ood["threshold"]),
-                   unknown_rate=ood.get("unknown_rate"))
+        return cls(**temperature, score=score, threshold=float(ood["threshold"]), unknown_rate=ood.get("unknown_rate"))
 
 
 def _finite(value: Any) -> bool:
