@@ -49,7 +49,7 @@ def test_the_model_card_gives_the_threshold_and_its_use(trained_app_run: Path, t
     assert f"ood_score > {threshold:.6g}" in capsys.readouterr().out  # the command says it too
     assert "## Calibration and unknown images" in card and f"threshold {threshold:.6g}" in card
     assert f"unknown = ood_score > {threshold:.6g}" in card and "divides the logits by the temperature" in card
-    assert f"± {load_model(trained_app_run).trust.temperature_se:.2g} (one standard error)" in card
+    assert f"± {load_model(trained_app_run).trust.temperature_se:.3g} (one standard error)" in card
 
 
 def test_the_temperature_comes_with_its_standard_error_and_a_note_when_it_is_rough(trained_app_run: Path) -> None:
@@ -62,7 +62,7 @@ def test_the_temperature_comes_with_its_standard_error_and_a_note_when_it_is_rou
     rough = trust.temperature_se > 0.05 * trust.temperature
     assert len(notes) == int(rough)
     if rough:
-        assert f"{trust.temperature:.3g} ± {trust.temperature_se:.2g}" in notes[0]
+        assert f"{trust.temperature:.3f} ± {trust.temperature_se:.3f}" in notes[0]
         assert f"{calibration['after']['items']:,} validation images" in notes[0]
 
 

@@ -30,8 +30,8 @@ def test_the_best_epoch_is_kept_and_named(image_folder: Path, tmp_path: Path,
     assert f"kept epoch {kept['best_epoch']}, the best by error_rate" in final
     calibration = summary["calibration"]  # and the line after it says what the calibration ended with
     said = out.splitlines()[out.splitlines().index(final) + 1]
-    assert said.startswith(f"Calibration: temperature {calibration['temperature']:.3g} ± "
-                           f"{calibration['temperature_se']:.2g}") and "validation images" in said
+    assert said.startswith(f"Calibration: temperature {calibration['temperature']:.3f} ± "
+                           f"{calibration['temperature_se']:.3f}") and "validation images" in said
     assert f"<dt>epoch exported</dt><dd>epoch <strong>{kept['best_epoch']}</strong>, the best by error_rate" in (
         run / "report.html").read_text()  # in the report's automatic decisions
 

@@ -29,7 +29,7 @@ def model_card_lines(trust: Any, fmt: str) -> list[str]:
     """
     lines = ["## Calibration and unknown images", ""]
     if trust.temperature != 1.0:
-        precision = "" if trust.temperature_se is None else f", ± {trust.temperature_se:.2g} (one standard error)"
+        precision = "" if trust.temperature_se is None else f", ± {trust.temperature_se:.3g} (one standard error)"
         lines.append(f"- the probabilities are calibrated: the graph divides the logits by the temperature "
                      f"{trust.temperature:.4f} (fitted on the validation images{precision}) before the activation;")
     else:

@@ -63,7 +63,7 @@ def calibration_line(calibration: dict[str, Any] | None) -> str | None:
     Example:
         >>> calibration_line({"temperature": 1.18, "temperature_se": 0.13, "before": {"ece": 0.07, "items": 200},
         ...                   "after": {"ece": 0.06, "items": 200}})[:49]
-        'Calibration: temperature 1.18 ± 0.13 (a rough fit'
+        'Calibration: temperature 1.180 ± 0.130 (a rough f'
     """
     from unfreeze.trust.calibration import ROUGH_TEMPERATURE
 
@@ -74,10 +74,10 @@ def calibration_line(calibration: dict[str, Any] | None) -> str | None:
     if temperature == 1.0 and error is None:
         line = "Calibration: raw probabilities (no temperature fitted)"
     else:
-        line = f"Calibration: temperature {temperature:.3g}"
+        line = f"Calibration: temperature {temperature:.3f}"
         if error is not None:
             rough = error > ROUGH_TEMPERATURE * temperature
-            line += f" ± {error:.2g}" + (" (a rough fit: more validation images narrow it)" if rough else "")
+            line += f" ± {error:.3f}" + (" (a rough fit: more validation images narrow it)" if rough else "")
         line += (f"; ECE on the {after.get('items', 0):,} validation images {calibration['before']['ece']:.3f} → "
                  f"{after['ece']:.3f}")
     unknown = calibration.get("unknown")

@@ -61,14 +61,14 @@ def rough_temperature_note(report: dict[str, Any]) -> str:
 
     Example:
         >>> rough_temperature_note({"temperature": 1.2, "temperature_se": 0.13, "after": {"items": 200}})[:40]
-        'calibration: the temperature 1.2 ± 0.13 '
+        'calibration: the temperature 1.200 ± 0.1'
     """
     temperature, error = report.get("temperature"), report.get("temperature_se")
     if not temperature or error is None or error <= ROUGH_TEMPERATURE * temperature:
         return ""
     items = (report.get("after") or {}).get("items")
     source = f"{items:,} validation images" if isinstance(items, int) else "the validation images"
-    return (f"calibration: the temperature {temperature:.3g} ± {error:.2g} (one standard error) comes from {source}, "
+    return (f"calibration: the temperature {temperature:.3f} ± {error:.3f} (one standard error) comes from {source}, "
             f"a rough fit ({100 * error / temperature:.0f}% of it): the calibrated probabilities can still be off by "
             "a few points; more validation images narrow it")
 

@@ -116,18 +116,20 @@ def temperature_standard_error(logits: torch.Tensor, targets: torch.Tensor, temp
     if len(logits) < 2 or not MIN_TEMPERATURE < temperature < MAX_TEMPERATURE:
         return None
 
-    def item_losses(log_t: torch.Tensor) -> torch.Tensor:
-        scaled = logits / log_t.exp()
-        if multi_label:
-            return functional.binary_cross_entropy_with_logits(scaled, targets.double(), reduction="none").sum(dim=1)
-        return functional.cross_entropy(scaled, targets.long(), reduction="none")
-
-    log_t = torch.tensor(math.log(temperature), dtype=torch.float64)
-    gradients = torch.func.jvp(item_losses, (log_t,), (torch.ones_like(log_t),))[1]
-    curvature = float(torch.autograd.functional.hessian(lambda value: item_losses(value).mean(), log_t))
+    # One copy of log T per item: item i's loss depends on its copy alone, so one backward pass gives every
+    # item's gradient, and a second one every item's curvature.
+    log_t = torch.full((len(logits),), math.log(temperature), dtype=torch.float64, requires_grad=True)
+    scaled = logits / log_t.exp().unsqueeze(1)
+    if multi_label:
+        losses = functional.binary_cross_entropy_with_logits(scaled, targets.double(), reduction="none").sum(dim=1)
+    else:
+        losses = functional.cross_entropy(scaled, targets.long(), reduction="none")
+    (gradients,) = torch.autograd.grad(losses.sum(), log_t, create_graph=True)
+    (curvatures,) = torch.autograd.grad(gradients.sum(), log_t)
+    curvature = float(curvatures.mean())
     if not curvature > 0:
         return None
-    error = temperature * math.sqrt(float(gradients.pow(2).mean()) / len(logits)) / curvature
+    error = temperature * math.sqrt(float(gradients.detach().pow(2).mean()) / len(logits)) / curvature
     return error if math.isfinite(error) else None
 
 
