@@ -32,6 +32,7 @@ def test_the_server_answers_unknown_and_ood_score(trained_app_run: Path, tmp_pat
         health = httpx.get(f"{url}/health", timeout=30).json()
     assert answer.status_code == 200
     assert health["temperature"] == pytest.approx(learner.trust.temperature)
+    assert health["temperature_se"] == pytest.approx(learner.trust.temperature_se) and health["temperature_se"] > 0
     assert health["unknown_threshold"] == pytest.approx(learner.trust.threshold)
     assert health["unknown_rate"] == pytest.approx(learner.trust.unknown_rate)
     for prediction, path in zip(answer.json()["predictions"], (noise, bee), strict=True):

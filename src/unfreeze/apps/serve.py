@@ -226,7 +226,7 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
               "device": str(learner.device), "runtime": getattr(learner, "runtime", "torch"),
               "max_upload_mb": settings.max_upload_mb,
               # What the answers' probabilities and unknown flags mean (None: an export without them).
-              "temperature": trust.temperature,
+              "temperature": trust.temperature, "temperature_se": trust.temperature_se,
               "unknown_threshold": trust.threshold if trust.has_score else None,
               "unknown_rate": trust.unknown_rate if trust.has_score else None,
               "batching": {"enabled": settings.batching.enabled, "window_ms": settings.batching.window_ms,
