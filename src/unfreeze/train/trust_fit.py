@@ -142,7 +142,7 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     error = temperature_standard_error(valid_logits, valid_targets, fitted, multi_label) if temperature else None
     report = calibration_report(valid_logits, valid_targets, fitted, multi_label) | {"temperature_se": error}
     note = rough_temperature_note(report)
-    if note:
+    if note and note not in learner.recorder.notes:  # calibrate() again on the same images: said once
         learner.recorder.add_note(note)
     trust = Trust(temperature=fitted, temperature_se=error, calibration=report)
     if tap is not None:
