@@ -53,6 +53,23 @@ def test_calibrate_fits_a_temperature_and_a_threshold(calibrated: Learner) -> No
     assert trust.temperature == MAX_TEMPERATURE and report["temperature_se"] is trust.temperature_se is None
 
 
+def test_a_rough_temperature_is_said_once_in_the_notes(sample_dir: Path) -> None:
+    """A briefly trained model calibrated on the sample's 200 validation images: the temperature is fitted
+    inside its bounds, its standard error is over 5% of it, and the note says so once however often
+    calibrate() refits."""
+    from tests.inference.conftest import tiny_learner
+
+    learn = tiny_learner(sample_dir)
+    learn.fit_one_cycle(2, 1e-2)
+    learn.calibrate()
+    learn.calibrate(unknown_rate=0.02)
+    trust = learn.trust
+    assert 1.0 < trust.temperature < MAX_TEMPERATURE and trust.temperature_se > 0.05 * trust.temperature
+    notes = [note for note in learn.recorder.notes if note.startswith("calibration:")]
+    assert len(notes) == 1
+    assert f"{trust.temperature:.3f} ± {trust.temperature_se:.3f}" in notes[0] and "200 validation images" in notes[0]
+
+
 def test_a_rough_temperature_is_said_in_a_note() -> None:
     assert rough_temperature_note({"temperature": 1.2, "temperature_se": 0.03, "after": {"items": 5000}}) == ""
     assert rough_temperature_note({"temperature": 1.2, "temperature_se": None, "after": {"items": 50}}) == ""
