@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import importlib.metadata
 import json
 import os
@@ -158,18 +159,17 @@ def _unfolded(where: str) -> Iterator[None]:
 def _small_maps(mode: str) -> Iterator[None]:
     """Training steps with `models.small_map_convolutions` "off" (whole kernels, oneDNN's gradients), or with
     the depthwise weight gradient forced to oneDNN's ("onednn") or to the shifted products ("shifted")."""
-    from unfreeze.models import small_map_convolutions as small_maps
     from unfreeze.train import stepper
 
-    patched, slow = stepper.small_map_convolutions, small_maps.slow_depthwise_weight_gradient
+    patched = stepper.small_map_convolutions
     if mode == "off":
         stepper.small_map_convolutions = lambda model: contextlib.nullcontext(0)
     else:
-        small_maps.slow_depthwise_weight_gradient = lambda: mode == "shifted"
+        stepper.small_map_convolutions = functools.partial(patched, shifted_gradients=mode == "shifted")
     try:
         yield
     finally:
-        stepper.small_map_convolutions, small_maps.slow_depthwise_weight_gradient = patched, slow
+        stepper.small_map_convolutions = patched
 
 
 def step_profile(root: Path, n_steps: int) -> dict[str, Any]:

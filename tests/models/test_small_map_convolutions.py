@@ -3,26 +3,22 @@ shifted products; the same outputs and gradients as the plain convolutions."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import timm
 import torch
 from torch import nn
 from torch.nn import functional
 
-from unfreeze.models import small_map_convolutions as small_maps
 from unfreeze.models.depthwise_gradient import depthwise_conv2d
 from unfreeze.models.small_map_convolutions import kernel_crop, small_map_convolutions
 
 
-def _outputs_and_grads(model: nn.Module, images: torch.Tensor, patch: bool) -> tuple[torch.Tensor, dict]:
+def _outputs_and_grads(model: nn.Module, images: torch.Tensor, patch: bool,
+                       shifted: bool = True) -> tuple[torch.Tensor, dict]:
     model.zero_grad(set_to_none=True)
     inputs = images.clone().requires_grad_(True)
     if patch:
-        with small_map_convolutions(model) as n_patched:
+        with small_map_convolutions(model, shifted_gradients=shifted) as n_patched:
             assert n_patched > 0
             out = model(inputs)
     else:
@@ -32,9 +28,9 @@ def _outputs_and_grads(model: nn.Module, images: torch.Tensor, patch: bool) -> t
     return out.detach(), grads | {"input": inputs.grad.clone()}
 
 
-def _assert_same(model: nn.Module, images: torch.Tensor) -> None:
+def _assert_same(model: nn.Module, images: torch.Tensor, shifted: bool = True) -> None:
     plain, plain_grads = _outputs_and_grads(model, images, patch=False)
-    patched, patched_grads = _outputs_and_grads(model, images, patch=True)
+    patched, patched_grads = _outputs_and_grads(model, images, patch=True, shifted=shifted)
     assert patched.shape == plain.shape and torch.allclose(patched, plain, atol=1e-5)
     assert plain_grads.keys() == patched_grads.keys()
     for name, grad in plain_grads.items():
@@ -54,11 +50,10 @@ CONVOLUTIONS = [
 
 @pytest.mark.parametrize("shifted", [False, True], ids=["onednn-gradient", "shifted-gradient"])
 @pytest.mark.parametrize(("size", "conv"), CONVOLUTIONS)
-def test_a_small_map_convolution_gives_the_same_outputs_and_gradients(size: int, conv: nn.Conv2d, shifted: bool,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(small_maps, "slow_depthwise_weight_gradient", lambda: shifted)
+def test_a_small_map_convolution_gives_the_same_outputs_and_gradients(size: int, conv: nn.Conv2d,
+                                                                       shifted: bool) -> None:
     torch.manual_seed(0)
-    _assert_same(nn.Sequential(conv, nn.ReLU()), torch.randn(3, conv.in_channels, size, size + 1))
+    _assert_same(nn.Sequential(conv, nn.ReLU()), torch.randn(3, conv.in_channels, size, size + 1), shifted)
 
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "padding"),
@@ -91,12 +86,12 @@ def test_the_crop_keeps_only_reachable_taps_and_every_output_in_place() -> None:
 
 @pytest.mark.parametrize("shifted", [False, True], ids=["onednn-gradient", "shifted-gradient"])
 def test_efficientnet_trains_identically_and_frozen_or_eval_passes_are_left_alone(
-        shifted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(small_maps, "slow_depthwise_weight_gradient", lambda: shifted)
+        shifted: bool) -> None:
     model = timm.create_model("efficientnet_lite0", num_classes=5)
     images = torch.rand(2, 3, 64, 64)  # its last stages run at 4×4 and 2×2
-    _assert_same(model, images)
-    with small_map_convolutions(model):  # the depthwise convolutions on small maps take the shifted gradient
+    _assert_same(model, images, shifted)
+    # By default the depthwise convolutions on small maps take the shifted gradient, whatever the CPU's kernels.
+    with small_map_convolutions(model) if shifted else small_map_convolutions(model, shifted_gradients=False):
         out = model(images)
     seen, names, stack = set(), set(), [out.grad_fn]
     while stack:
@@ -112,12 +107,3 @@ def test_efficientnet_trains_identically_and_frozen_or_eval_passes_are_left_alon
         param.requires_grad_(False)
     with small_map_convolutions(model) as n_patched:  # a frozen convolution is not patched
         assert n_patched == 0
-
-
-def test_the_avx2_kernels_count_as_slow_and_avx512_not() -> None:
-    code = "from unfreeze.models.depthwise_gradient import slow_depthwise_weight_gradient as s; print(s())"
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "True", done.stderr[-2000:]
-    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):  # this machine's own kernels
-        assert not small_maps.slow_depthwise_weight_gradient()

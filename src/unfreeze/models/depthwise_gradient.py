@@ -1,36 +1,21 @@
-"""A depthwise convolution whose weight gradient is a sum of shifted products, for small maps on AVX2 CPUs.
+"""A depthwise convolution whose weight gradient is a sum of shifted products, for small maps on the CPU.
 
-With PyTorch's AVX2 kernels (an AVX2-only CPU, the common laptop and cloud class), oneDNN's weight gradient
-of a depthwise convolution on a map of a few pixels costs many times what the same sums cost written as one
-product per kernel tap: for tap (a, b), the gradient of channel c is the sum over the batch and the output
-positions of the output gradient times the input shifted by (a, b). With the AVX-512 kernels both cost about
-the same (benchmarks/results/profile.md). `depthwise_conv2d` runs the forward pass and the input gradient
-through oneDNN as usual and computes the weight gradient that way; `slow_depthwise_weight_gradient` says
-whether this CPU's kernels are the slow ones, decided once per process from the capability PyTorch uses.
+oneDNN's weight gradient of a depthwise convolution on a map of a few pixels costs many times its forward
+pass, while the same sums written as one product per kernel tap cost little: for tap (a, b), the gradient
+of channel c is the sum over the batch and the output positions of the output gradient times the input
+shifted by (a, b). `depthwise_conv2d` runs the forward pass and the input gradient through oneDNN as usual
+and computes the weight gradient that way (benchmarks/results/profile.md has the measurements, with
+PyTorch's AVX-512 and AVX2 kernels).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch.nn import functional
 
-__all__ = ["depthwise_conv2d", "slow_depthwise_weight_gradient"]
-
-
-@functools.lru_cache(maxsize=1)
-def slow_depthwise_weight_gradient() -> bool:
-    """True when PyTorch runs below its AVX-512 CPU kernels (AVX2 or plainer), where oneDNN's depthwise
-    weight gradient on small maps is slow.
-
-    Example:
-        >>> isinstance(slow_depthwise_weight_gradient(), bool)
-        True
-    """
-    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")()
-    return not str(capability).upper().startswith("AVX512")
+__all__ = ["depthwise_conv2d"]
 
 
 class _DepthwiseConv2d(torch.autograd.Function):

@@ -1,19 +1,19 @@
 """Convolutions on small feature maps in training steps: kernels cropped to the taps the map reaches, and
-depthwise weight gradients by shifted products where oneDNN's are slow.
+depthwise weight gradients by shifted products.
 
 At the end of an EfficientNet trained at 64 px, a 5×5 depthwise convolution runs on a 2×2 map with
 padding 2: whichever output it computes, its outer ring of taps only ever meets the zero padding. The
 result is the same with the centre 3×3 of the kernel and padding 1, and the gradients are the same
 too (the left-out taps would get exactly zero), while oneDNN's weight gradient of a depthwise
-convolution on such a small map costs many times its forward pass, and more with every tap. With
-PyTorch's AVX2 kernels that weight gradient is slower still, and `depthwise_gradient` computes it as one
-product per tap instead. Both give the same outputs, and gradients equal to rounding
-(benchmarks/results/profile.md has the measurements).
+convolution on such a small map costs many times its forward pass, and more with every tap (with
+PyTorch's AVX2 kernels more still), so `depthwise_gradient` computes it as one product per tap instead.
+Both give the same outputs, and gradients equal to rounding (benchmarks/results/profile.md has the
+measurements).
 
 `small_map_convolutions(model)` is a context manager for the block of a training step: inside it, each
 plain `nn.Conv2d` whose weight trains runs with its kernel cropped to the taps its input can reach,
 when some cannot be reached, and a depthwise one on a map of at most `SMALL_MAP` pixels takes its weight
-gradient from `depthwise_gradient` on a CPU whose kernels make oneDNN's slow. The crop is a slice of the
+gradient from `depthwise_gradient`. The crop is a slice of the
 module's own weight, so the gradient lands in the parameter the optimizer steps; nothing is copied, and
 on exit the modules are as they were. Only on the CPU and in float32, as `batchnorm_folding`: on a GPU
 the convolution library is not the bottleneck.
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from unfreeze.models.depthwise_gradient import depthwise_conv2d, slow_depthwise_weight_gradient
+from unfreeze.models.depthwise_gradient import depthwise_conv2d
 
 __all__ = ["SMALL_MAP", "kernel_crop", "small_map_convolutions"]
 
@@ -109,12 +109,13 @@ def _depthwise(conv: nn.Conv2d) -> bool:
 
 
 @contextlib.contextmanager
-def small_map_convolutions(model: nn.Module) -> Iterator[int]:
+def small_map_convolutions(model: nn.Module, shifted_gradients: bool = True) -> Iterator[int]:
     """Run `model`'s training convolutions cropped to the reachable taps (and depthwise ones on small maps
-    with the shifted-product weight gradient where oneDNN's is slow); yields how many it patched.
+    with the shifted-product weight gradient); yields how many it patched.
 
     Args:
         model: The model; nothing changes unless it runs on the CPU in float32 and gradients are on.
+        shifted_gradients: False keeps oneDNN's depthwise weight gradients (for comparisons).
 
     Example:
         >>> conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
@@ -131,10 +132,9 @@ def small_map_convolutions(model: nn.Module) -> Iterator[int]:
         return
     patched = [module for module in model.modules() if _patchable(module)]
     try:
-        slow = slow_depthwise_weight_gradient()
         for conv in patched:
             conv.forward = functools.partial(  # type: ignore[method-assign]
-                _small_map_forward, conv, shifted_gradient=slow and _depthwise(conv))
+                _small_map_forward, conv, shifted_gradient=shifted_gradients and _depthwise(conv))
         yield len(patched)
     finally:
         for conv in patched:
