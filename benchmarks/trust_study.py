@@ -195,12 +195,12 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
                               if shipped.has_score else None, "methods": {}}
     # Calibration on the unseen test split: raw softmax vs the shipped temperature.
     logits, targets = evaluated["test"]["logits"], evaluated["test"]["targets"]
+    oracle = fit_temperature(logits, targets)
     result["calibration_test"] = {
-        "before": _strip(calibration_metrics(Trust().probabilities(logits, learn.task), targets)),
-        "after": _strip(calibration_metrics(shipped.probabilities(logits, learn.task), targets)),
+        "before": _calibration_at(logits, targets, learn.task, 1.0),
+        "after": _calibration_at(logits, targets, learn.task, shipped.temperature),
         # The best a single temperature can do here: fitted on the test split itself (a bound, not a result).
-        "oracle": _strip(calibration_metrics(Trust(temperature=fit_temperature(logits, targets)).probabilities(
-            logits, learn.task), targets)) | {"temperature": fit_temperature(logits, targets)}}
+        "oracle": _calibration_at(logits, targets, learn.task, oracle) | {"temperature": oracle}}
     result["calibration_valid"] = _valid_calibration(run)
     variants: dict[str, Any] = {}
     features, parts, labels = train_out["features"], train_out["parts"], train_out["targets"]
@@ -251,6 +251,11 @@ def study_model(name: str, run: Path, root: Path, sets: dict[str, Any], test_key
     return result
 
 
+def _calibration_at(logits: torch.Tensor, targets: torch.Tensor, task: Any, temperature: float) -> dict[str, Any]:
+    """ECE / NLL / Brier of the probabilities `logits` give at `temperature` (the bins left out)."""
+    return _strip(calibration_metrics(Trust(temperature=temperature).probabilities(logits, task), targets))
+
+
 def draw_calibration(draw: int, seed: int, run: Path, root: Path, test: tuple[list[np.ndarray], list[str]],
                      retrain: bool, extra: list[str]) -> dict[str, Any]:
     """The default 10-class model of one train / validation draw and training seed: its shipped temperature
@@ -265,7 +270,7 @@ def draw_calibration(draw: int, seed: int, run: Path, root: Path, test: tuple[li
     oracle = fit_temperature(logits, targets)
 
     def calibration(temperature: float) -> dict[str, Any]:
-        return _strip(calibration_metrics(Trust(temperature=temperature).probabilities(logits, learn.task), targets))
+        return _calibration_at(logits, targets, learn.task, temperature)
 
     # How much a temperature fitted on n images varies from draw to draw (refits on 40 random subsets of the test
     # split), against the standard error each of those fits reports (what `unfreeze train` says).

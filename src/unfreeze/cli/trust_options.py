@@ -65,7 +65,7 @@ def calibration_line(calibration: dict[str, Any] | None) -> str | None:
         ...                   "after": {"ece": 0.06, "items": 200}})[:49]
         'Calibration: temperature 1.180 ± 0.130 (a rough f'
     """
-    from unfreeze.trust.calibration import ROUGH_TEMPERATURE
+    from unfreeze.trust.calibration import rough_fit
 
     if not calibration or "after" not in calibration:
         return None
@@ -76,8 +76,8 @@ def calibration_line(calibration: dict[str, Any] | None) -> str | None:
     else:
         line = f"Calibration: temperature {temperature:.3f}"
         if error is not None:
-            rough = error > ROUGH_TEMPERATURE * temperature
-            line += f" ± {error:.3f}" + (" (a rough fit: more validation images narrow it)" if rough else "")
+            line += f" ± {error:.3f}" + (" (a rough fit: more validation images narrow it)"
+                                         if rough_fit(temperature, error) else "")
         line += (f"; ECE on the {after.get('items', 0):,} validation images {calibration['before']['ece']:.3f} → "
                  f"{after['ece']:.3f}")
     unknown = calibration.get("unknown")

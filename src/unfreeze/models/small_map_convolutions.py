@@ -13,10 +13,9 @@ measurements).
 `small_map_convolutions(model)` is a context manager for the block of a training step: inside it, each
 plain `nn.Conv2d` whose weight trains runs with its kernel cropped to the taps its input can reach,
 when some cannot be reached, and a depthwise one on a map of at most `SMALL_MAP` pixels takes its weight
-gradient from `depthwise_gradient`. The crop is a slice of the
-module's own weight, so the gradient lands in the parameter the optimizer steps; nothing is copied, and
-on exit the modules are as they were. Only on the CPU and in float32, as `batchnorm_folding`: on a GPU
-the convolution library is not the bottleneck.
+gradient from `depthwise_gradient`. The crop is a slice of the module's own weight, so the gradient lands
+in the parameter the optimizer steps; nothing is copied, and on exit the modules are as they were. Only
+on the CPU and in float32, as `batchnorm_folding`: on a GPU the convolution library is not the bottleneck.
 """
 
 from __future__ import annotations

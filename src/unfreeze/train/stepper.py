@@ -198,8 +198,8 @@ class Stepper:
             )
             chunk = channels_last(chunk)
             # The frozen (convolution, norm) pairs of a frozen body run folded: no gradient reaches them;
-            # the training convolutions on small late maps skip the kernel taps that meet only padding (and,
-            # with the AVX2 kernels, depthwise ones take a faster weight gradient).
+            # the training convolutions on small late maps skip the kernel taps that meet only padding, and
+            # depthwise ones there take their weight gradient as shifted products.
             # Both change the modules' forward: not under torch.compile (it would recompile).
             folded = folded_batchnorm(self._model, chunk) if not self.compile_model else contextlib.nullcontext()
             small = small_map_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()

@@ -31,7 +31,7 @@ from unfreeze.trust import (
     temperature_standard_error,
 )
 from unfreeze.trust import threshold_for as _threshold_for
-from unfreeze.trust.calibration import ROUGH_TEMPERATURE
+from unfreeze.trust.calibration import rough_fit
 from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K
 
 __all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate",
@@ -57,14 +57,15 @@ def check_unknown_rate(unknown_rate: Any) -> float | None:
 
 def rough_temperature_note(report: dict[str, Any]) -> str:
     """A note when a calibration report's temperature is a rough fit (its standard error over
-    `ROUGH_TEMPERATURE` of it): what it is, from how many images, and what narrows it; "" otherwise.
+    `trust.calibration.ROUGH_TEMPERATURE` of it): what it is, from how many images, and what narrows it;
+    "" otherwise.
 
     Example:
         >>> rough_temperature_note({"temperature": 1.2, "temperature_se": 0.13, "after": {"items": 200}})[:40]
         'calibration: the temperature 1.200 ± 0.1'
     """
     temperature, error = report.get("temperature"), report.get("temperature_se")
-    if not temperature or error is None or error <= ROUGH_TEMPERATURE * temperature:
+    if not rough_fit(temperature, error):
         return ""
     items = (report.get("after") or {}).get("items")
     source = f"{items:,} validation images" if isinstance(items, int) else "the validation images"

@@ -17,7 +17,7 @@ from torch.nn import functional
 from unfreeze.trust.metrics import calibration_metrics
 
 __all__ = ["MAX_TEMPERATURE", "MIN_TEMPERATURE", "ROUGH_TEMPERATURE", "apply_temperature", "calibration_report",
-           "fit_temperature", "temperature_standard_error"]
+           "fit_temperature", "rough_fit", "temperature_standard_error"]
 
 # A fitted T outside these bounds means a degenerate validation set (all right with huge margins, or
 # labels that have nothing to do with the images); the bound keeps the probabilities usable.
@@ -131,6 +131,16 @@ def temperature_standard_error(logits: torch.Tensor, targets: torch.Tensor, temp
         return None
     error = temperature * math.sqrt(float(gradients.detach().pow(2).mean()) / len(logits)) / curvature
     return error if math.isfinite(error) else None
+
+
+def rough_fit(temperature: float | None, standard_error: float | None) -> bool:
+    """Whether a fitted temperature is a rough fit: its standard error over `ROUGH_TEMPERATURE` of it.
+
+    Example:
+        >>> rough_fit(1.2, 0.13), rough_fit(1.2, 0.03), rough_fit(1.2, None)
+        (True, False, False)
+    """
+    return bool(temperature) and standard_error is not None and standard_error > ROUGH_TEMPERATURE * temperature
 
 
 def calibration_report(logits: torch.Tensor, targets: torch.Tensor, temperature: float,

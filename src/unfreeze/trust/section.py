@@ -41,13 +41,13 @@ class Trust:
 
     Attributes:
         temperature: Logits are divided by it before softmax / sigmoid (1: raw probabilities).
-        temperature_se: Its standard error (`calibration.temperature_standard_error`), or None (not fitted here,
-            or an export from before it was kept).
         score: The fitted score module (`ood.fit_score`), or None: predictions carry no unknown flag.
         threshold: Scores above it are "unknown".
         unknown_rate: The share of validation images the threshold flags.
         calibration: ECE / NLL / Brier before and after (`calibration.calibration_report`), when fitted here.
         stored: False for a model loaded from an export that predates this section.
+        temperature_se: The temperature's standard error (`calibration.temperature_standard_error`), or None
+            (not fitted here, or an export from before it was kept).
 
     Example:
         >>> from unfreeze.tasks import SingleLabel
@@ -57,11 +57,11 @@ class Trust:
 
     temperature: float = 1.0
     score: nn.Module | None = None
-    temperature_se: float | None = None
     threshold: float | None = None
     unknown_rate: float | None = None
     calibration: dict[str, Any] | None = field(default=None, repr=False)
     stored: bool = True
+    temperature_se: float | None = None
 
     @classmethod
     def absent(cls) -> Trust:
