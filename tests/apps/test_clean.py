@@ -268,3 +268,43 @@ def test_collect_items_reports_progress(run_copy: Callable[[], tuple[Path, Path]
     assert lines[1] == "computing the losses: valid, 12 images ..."
     assert re.fullmatch(r"computed the losses of 36 images in \d+\.\d s", lines[2])
     assert all(len(item.probs) == 3 and item.guess == (item.predicted,) for item in items)
+
+
+def test_an_image_asked_for_while_its_file_moves_is_served_never_a_500(
+        run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    # The page fetches thumbnails while an apply or undo moves their files: without one lock around moving
+    # and reading, a request landing between the move and the item's new path answered 500 (seen in CI).
+    import threading
+
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    moving = item_named(cleaner, "train", "ant_0.png")
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        headers, done, statuses = {"X-Unfreeze-Token": token}, threading.Event(), []
+
+        def fetch_images() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not done.is_set():
+                    statuses.append(client.get(f"{url}/image/{moving.id}").status_code)
+
+        fetchers = [threading.Thread(target=fetch_images) for _ in range(2)]
+        for fetcher in fetchers:
+            fetcher.start()
+        try:
+            for _ in range(12):
+                changed = httpx.post(f"{url}/api/apply", headers=headers, timeout=30,
+                                     json={"changes": [{"item": moving.id, "new_label": "cat"}]})
+                assert changed.status_code == 200, changed.text
+                assert httpx.post(f"{url}/api/undo", headers=headers, timeout=30).status_code == 200
+        finally:
+            done.set()
+            for fetcher in fetchers:
+                fetcher.join()
+    assert len(statuses) > 20 and set(statuses) == {200}, sorted(set(statuses))
+    assert (images / "train" / "ant" / "ant_0.png").is_file()

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mimetypes
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -130,6 +132,9 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
     token = secrets.token_urlsafe(32)  # one per server process: the page gets it when rendered
     app.add_middleware(LocalRequestsOnly, hosts={*LOOPBACK_HOSTS, *hosts}, token=token)
     app.add_middleware(SecurityHeaders)  # outermost: the refusals carry the policy too
+    # Routes run in a thread pool: an image read landing between an apply's file move and the item's new
+    # path found no file. Moving files and reading them take turns under this lock.
+    files = threading.Lock()
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -139,19 +144,25 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
     def items(split: str | None = None, label: str | None = None) -> dict[str, Any]:
         if split not in (None, "train", "valid"):
             raise HTTPException(400, f"split must be 'train' or 'valid', got {split!r}")
-        chosen = cleaner.visible(split, label)
-        return {"run": cleaner.run_dir.name, "kind": cleaner.kind, "multi_label": cleaner.multi_label,
-                "classes": cleaner.vocab,
-                "items": [{**item.as_json(), "name": item.path.name, "image": f"/image/{item.id}"}
-                          for item in chosen]}
+        with files:  # not half-way through an apply
+            chosen = cleaner.visible(split, label)
+            return {"run": cleaner.run_dir.name, "kind": cleaner.kind, "multi_label": cleaner.multi_label,
+                    "classes": cleaner.vocab,
+                    "items": [{**item.as_json(), "name": item.path.name, "image": f"/image/{item.id}"}
+                              for item in chosen]}
 
     @app.get("/image/{item_id}")
-    def image(item_id: int) -> FileResponse:
+    def image(item_id: int) -> Response:
         # Only the files of known items are served: the client names an id, never a path.
-        item = cleaner.items.get(item_id)
-        if item is None or item_id in cleaner.hidden or not item.path.is_file():
-            raise HTTPException(404, f"no image for item {item_id}")
-        return FileResponse(item.path)
+        with files:
+            item = cleaner.items.get(item_id)
+            try:
+                if item is None or item_id in cleaner.hidden:
+                    raise FileNotFoundError(item_id)
+                data = item.path.read_bytes()
+            except OSError:  # gone, or changed outside the page: not the server's fault
+                raise HTTPException(404, f"no image for item {item_id}") from None
+        return Response(data, media_type=mimetypes.guess_type(item.path.name)[0] or "application/octet-stream")
 
     @contextlib.contextmanager
     def logged(what: str) -> Iterator[dict[str, Any]]:
@@ -172,7 +183,7 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
         # JSON has lists: a multi-label item's new classes become the tuple a dataset label is.
         changes = [Change(change.item, tuple(change.new_label) if isinstance(change.new_label, list)
                           else change.new_label) for change in body.changes]
-        with logged(f"apply of {len(changes)} change(s)") as outcome, _answered_as_http():
+        with logged(f"apply of {len(changes)} change(s)") as outcome, _answered_as_http(), files:
             done = cleaner.apply(changes)
             skipped = f", {len(done['skipped'])} skipped" if done["skipped"] else ""
             outcome["line"] = f"{done['relabelled']} relabelled, {done['removed']} removed{skipped}; log {done['log']}"
@@ -180,7 +191,7 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
 
     @app.post("/api/undo")
     def undo() -> dict[str, Any]:
-        with logged("undo") as outcome, _answered_as_http():
+        with logged("undo") as outcome, _answered_as_http(), files:
             done = cleaner.undo()
             outcome["line"] = f"{done['restored']} change(s) reversed" + (
                 f", {len(done['renamed'])} renamed to avoid a clash" if done["renamed"] else "")
