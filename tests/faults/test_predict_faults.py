@@ -62,3 +62,17 @@ def test_predict_on_a_folder_with_a_symlink_loop(tiny_run: Path, tmp_path: Path,
     assert main(["predict", str(tiny_run), str(root), "--format", "json"]) == 0
     captured = capsys.readouterr()
     assert [Path(row["file"]).name for row in json.loads(captured.out)["predictions"]] == ["a.png"]
+
+
+def test_hidden_files_and_folders_are_not_predicted(tiny_run: Path, tmp_path: Path, write_image: Callable[..., Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder copied from a Mac holds ._name.jpg resource forks; a notebook leaves .ipynb_checkpoints/: neither
+    is a photo to label, and training skips both silently, so predict must not report them as failures."""
+    root = tmp_path / "photos"
+    write_image(root / "a.png")
+    (root / "._a.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    write_image(root / ".ipynb_checkpoints" / "a-checkpoint.png")
+    assert [path.name for path in iter_image_files(root)] == ["a.png"]
+    assert main(["predict", str(tiny_run), str(root), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert [Path(row["file"]).name for row in json.loads(captured.out)["predictions"]] == ["a.png"]

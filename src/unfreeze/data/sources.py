@@ -29,6 +29,7 @@ __all__ = [
     "check_root",
     "csv_items",
     "folder_items",
+    "is_hidden",
     "list_image_files",
     "name_func_items",
     "name_re_items",
@@ -85,7 +86,8 @@ class SkippedFiles:
             warnings.warn(self.message(what), DataWarning, stacklevel=3)
 
 
-def _is_hidden(name: str) -> bool:
+def is_hidden(name: str) -> bool:
+    """True for a file or folder name that is never data (a dot name); training and predict both skip these."""
     # .DS_Store, ._foo.jpg (macOS resource forks), .ipynb_checkpoints: never data, skipped silently.
     return name.startswith(".")
 
@@ -120,14 +122,14 @@ def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
         base = Path(directory)
         kept = []
         for name in sorted(subdirectories):
-            if _is_hidden(name):
+            if is_hidden(name):
                 continue
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 skipped.add(base / name, "a directory, not an image file")
             else:
                 kept.append(name)
         subdirectories[:] = kept  # os.walk descends only into what is left here
-        found.extend(base / name for name in names if not _is_hidden(name) and check_file(base / name, skipped))
+        found.extend(base / name for name in names if not is_hidden(name) and check_file(base / name, skipped))
     return sorted(found)
 
 
@@ -143,7 +145,7 @@ def folder_items(folder: Path, skipped: SkippedFiles, empty_classes: list[str]) 
     """(path, class) items from `folder/<class>/*`; class folders without images go to `empty_classes`."""
     items: list[Item] = []
     for class_dir in sorted(folder.iterdir()):
-        if _is_hidden(class_dir.name) or not class_dir.is_dir():
+        if is_hidden(class_dir.name) or not class_dir.is_dir():
             continue
         files = list_image_files(class_dir, skipped)
         if not files:

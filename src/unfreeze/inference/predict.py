@@ -22,6 +22,7 @@ from torch import nn
 
 from unfreeze import distributed
 from unfreeze.data import IMAGE_EXTENSIONS, BadFileReport, DataError, ImageDataLoader
+from unfreeze.data.sources import is_hidden
 from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.progress import StepProgress
 from unfreeze.tasks import Regression, SingleLabel
@@ -231,7 +232,8 @@ def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None =
 
     Only one folder's listing is held at a time, so a folder of millions of files costs no memory.
     Symbolic links to folders are followed, but each folder is listed once (by device and inode), so a
-    link back up the tree ends instead of looping; broken links are skipped.
+    link back up the tree ends instead of looping; broken links are skipped. Hidden names (._photo.jpg,
+    .ipynb_checkpoints/) are skipped as training skips them.
 
     Example:
         >>> next(iter_image_files("photos"))  # doctest: +SKIP
@@ -248,6 +250,8 @@ def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None =
     with os.scandir(folder) as listing:
         entries = sorted(listing, key=lambda entry: entry.name)
     for entry in entries:
+        if is_hidden(entry.name):  # a macOS resource fork or a tool's folder: no image of the user's
+            continue
         try:
             is_dir, is_file = entry.is_dir(), entry.is_file()  # both False for a broken link
         except OSError:  # ELOOP: a link that points at itself
