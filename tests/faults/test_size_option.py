@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,13 @@ def test_the_largest_size_is_accepted_by_the_parser() -> None:
 def test_the_python_api_is_bounded_too(tiny_data: Path) -> None:
     with pytest.raises(ValueError, match=rf"size <= item_size <= {MAX_SIZE}.*got size 50000"):
         ImageDataLoaders.from_folder(tiny_data, size=50_000, bs=4)
+
+
+@pytest.mark.parametrize("keyword", ["size", "item_size"])
+@pytest.mark.parametrize("value", [0, -3, 16.5, "64", True, (16, 24)])
+def test_a_size_that_is_not_a_whole_number_of_pixels_is_refused(keyword: str, value: object, tiny_data: Path) -> None:
+    """size=0 used to become the default 224 silently; 16.5 trained on no image at all; "64" and (16, 24) failed
+    with a bare TypeError from a comparison."""
+    with pytest.raises(ValueError, match=rf"{keyword} must be a whole number of pixels from 1 to {MAX_SIZE}, "
+                                         rf"got {re.escape(repr(value))}\. Pass e\.g\. {keyword}=224"):
+        ImageDataLoaders.from_folder(tiny_data, bs=4, **{keyword: value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,15 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def _check_size(value: object, keyword: str) -> None:
+    # `size or 224` would turn 0 into the default; 16.5 fails in every worker's resize (no image at all);
+    # bool is an int subclass. A square side only: a (height, width) pair is fastai's Resize, not this.
+    # Too large a side is left to `_build`'s check, which also compares size with item_size.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:  # numpy ints are fine
+        raise ValueError(f"{keyword} must be a whole number of pixels from 1 to {MAX_SIZE}, got {value!r}. "
+                         f"Pass e.g. {keyword}=224")
 
 
 def _image_from_bytes(data: bytes | bytearray, index: int) -> Any:
@@ -255,6 +265,9 @@ class ImageDataLoaders(FastaiFactories):
                labeller: Callable[[Path], Any] | None = None) -> ImageDataLoaders:
         # `source` names the data in messages; `path` (default: source) becomes `dls.path`. `outputs`
         # names a regression's outputs (its vocab); `labeller` labels new files for test_dl.
+        for keyword, value in (("size", size), ("item_size", item_size)):
+            if value is not None:
+                _check_size(value, keyword)
         explicit = item_tfms is not None or resize_method is not None  # the default "crop" was not asked for
         settings = resolve_pipeline(item_tfms, batch_tfms, size=size, item_size=item_size,
                                     resize_method=resize_method, augment=augment)
