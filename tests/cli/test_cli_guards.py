@@ -152,3 +152,17 @@ def test_per_class_thresholds_are_chosen_on_validation_exported_and_predicted_wi
     expected = {name for name, prob, cut in zip(learn.dls.vocab, probs.tolist(), chosen, strict=True) if prob >= cut}
     assert set(labels) == expected
     assert "--thresholds per-class" in json.loads((run / "config.json").read_text())["rerun"]
+
+
+def test_an_image_over_pillows_pixel_limit_is_skipped_not_a_traceback(image_folder: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Pillow refuses a file of more than twice Image.MAX_IMAGE_PIXELS (a decompression bomb) with an error that
+    is no OSError; reading the images' size for the input-size check ended train with its traceback."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 24x20 images pass; the 64x64 one is over 2 x 1000
+    Image.new("RGB", (64, 64)).save(image_folder / "train" / "ant" / "ant_huge.png")
+    assert main(["train", str(image_folder), *TINY, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "ant_huge.png (DecompressionBombError" in err  # left out of training, named once
+    assert (tmp_path / "run" / "model.unfreeze").is_file()

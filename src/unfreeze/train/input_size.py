@@ -48,8 +48,10 @@ def native_size(sources: Sequence[Any], sample: int = _SAMPLE) -> int | None:
                     width, height = image.size
             else:
                 width, height = open_rgb(source).size
-        except (OSError, ValueError):
-            continue  # an unreadable file: the loader reports it; the size comes from the others
+        except (OSError, ValueError, Image.DecompressionBombError):
+            # An unreadable file, or one over Pillow's pixel limit (no OSError): the loader reports it;
+            # the size comes from the others.
+            continue
         largest = max(largest, width, height)
     return largest or None
 
