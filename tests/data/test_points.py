@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from unfreeze.data import DataBlock, FuncSplitter, ImageBlock, PointBlock, aug_transforms, get_image_files
+from unfreeze.data import DataBlock, DataError, FuncSplitter, ImageBlock, PointBlock, aug_transforms, get_image_files
 from unfreeze.data.regression import scale_points
 from unfreeze.data.transforms import BatchAugment, move_points
 
@@ -66,3 +66,15 @@ def test_a_point_datablock_batch_carries_the_points_of_its_augmented_images(tmp_
     for image, point in zip(images, points, strict=True):
         assert point.tolist() == pytest.approx(_spot_centre(image), abs=0.08)
     assert dls.valid_ds.items[0][1] == pytest.approx(scale_points(centres[dls.valid_ds.items[0][0]], (width, height)))
+
+
+def test_a_point_target_on_an_unreadable_image_names_the_file(tmp_path):
+    """Points are scaled by their image's size, read while labelling: a bad file there was a bare
+    UnidentifiedImageError with no word of the points or of what to do."""
+    for index in range(4):
+        Image.new("RGB", (32, 24)).save(tmp_path / f"{index}.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    block = DataBlock(blocks=(ImageBlock, PointBlock), get_items=get_image_files,
+                      get_y=lambda file: torch.tensor([5.0, 6.0]), splitter=FuncSplitter(lambda file: file.stem == "0"))
+    with pytest.raises(DataError, match=r"broken\.png.*its points.*Fix or remove that file"):
+        block.dataloaders(tmp_path, bs=2)

@@ -75,12 +75,17 @@ def points_from(label: Any, item: Any, file: Path) -> tuple[float, ...]:
     """fastai's PointBlock target: (x, y) pixel points, one pair or many ([[x, y], ...]), scaled to [-1, 1].
 
     Raises:
-        DataError: Not numbers, or not pairs.
+        DataError: Not numbers, or not pairs, or `file` is no readable image.
     """
     numbers = numbers_from(label, item)
     if len(numbers) % 2:
         raise DataError(f"The points of {item} are {label!r}: expected (x, y) pairs, e.g. tensor([320., 240.]).")
-    return scale_points(numbers, image_size(file))
+    try:
+        size = image_size(file)
+    except Exception as error:  # PIL raises several kinds for a file that is no image (and no OSError for a bomb)
+        raise DataError(f"Cannot read the size of {file}, which its points are scaled by ({type(error).__name__}: "
+                        f"{error}). Expected an image file. Fix or remove that file.") from error
+    return scale_points(numbers, size)
 
 
 def output_names(label_col: Any, n_outputs: int) -> list[str]:
