@@ -105,3 +105,22 @@ def test_interpret_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.Cap
 def test_export_a_folder_without_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = run_user_error(["export", str(tmp_path), "--onnx"], capsys)
     assert "model.unfreeze" in line
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report", "lr-find"])
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_output_file_under_a_file_or_onto_a_folder(command: str, where: str, image_folder: Path, trained_run: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate --json, report --out and lr-find --plot ended in a FileExistsError or IsADirectoryError traceback,
+    evaluate and lr-find only after all their work; now one line before it."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    target = blocker / "out.json" if where == "under a file" else folder
+    option, argv = {"evaluate": ("--json", ["evaluate", str(trained_run), str(image_folder / "valid")]),
+                    "report": ("--out", ["report", str(trained_run)]),
+                    "lr-find": ("--plot", ["lr-find", str(image_folder), *TINY[:7]])}[command]
+    line = run_user_error([*argv, option, str(target)], capsys)
+    assert str(target if where == "a folder" else blocker) in line and f"Choose another {option}" in line
+    assert blocker.read_text() == "a file, not a folder" and not any(folder.iterdir())

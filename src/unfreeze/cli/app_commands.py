@@ -16,7 +16,7 @@ from typing import Any
 
 from unfreeze import runs
 from unfreeze.cli.commands import command_export, load_run
-from unfreeze.cli.options import UsageError
+from unfreeze.cli.options import UsageError, check_output_file
 
 __all__ = ["TOKEN_ENV", "add_app_commands", "command_clean", "command_export_format", "command_report", "command_serve",
            "serve_token"]
@@ -250,6 +250,8 @@ def command_report(args: argparse.Namespace) -> int:
         >>> main(["report", "runs/pets", "runs/pets-2"])  # doctest: +SKIP
         runs/comparison.html
     """
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     if len(args.run_dirs) > 1:
         from unfreeze.apps.compare import write_comparison
 

@@ -18,7 +18,7 @@ from unfreeze import runs
 from unfreeze._io import output_error, stream_path
 from unfreeze.apps.report import write_report
 from unfreeze.cli.guards import TrainGuards, check_input_size_and_upscale, train_command_after_lr_find
-from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError
+from unfreeze.cli.options import DEFAULT_ARCH, DEMO, METRICS, MULTI_LABEL_METRICS, UsageError, check_output_file
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.recipe_options import (
     RECIPE_FLAGS,
@@ -505,12 +505,9 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def command_lr_find(args: argparse.Namespace) -> int:
     """`unfreeze lr-find`: the range test on the frozen model (as fine_tune's first phase trains)."""
+    check_output_file(args.plot, "--plot")
     options = {**_options(args), "head": Recipe().head}  # the learner `unfreeze train` would build
     learn = build_learner(options, load_data(options), quiet=args.quiet)
-    try:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {args.plot.parent} ({error.strerror}). Choose another --plot") from None
     result = learn.lr_find(num_it=args.num_it, plot=args.plot)
     suggestions = "  ".join(f"{name} {lr:.2e}" for name, lr in result.suggestions.items())
     print(f"Suggestions (head LR): {suggestions}")
@@ -791,6 +788,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from unfreeze.tasks import MultiLabel, Regression
     from unfreeze.train.metrics import resolve_metrics
 
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
     regression = isinstance(learn.task, Regression)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO", "UsageError"]
+__all__ = ["DEMO", "UsageError", "check_output_file"]
 
 DEFAULT_ARCH = "efficientnet_lite0"
 # unfreeze.data.transforms.MAX_SIZE, written out: that module loads torch, which --help must not wait for
@@ -23,6 +23,22 @@ DEMO = {"size": 128, "bs": 16, "lr": 2e-3, "epochs": 4, "freeze_epochs": 1, "out
 
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line and exit code 2."""
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Create the folder of the file `option` names; refuse a path onto a folder or under a file.
+
+    Called before a command's work: the file is written at its end, where such a path ended in a traceback.
+
+    Raises:
+        UsageError: `path` is a folder, or its folder cannot be created (a file is in the way, no permission).
+    """
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a file. Choose another {option}, such as a file in that folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {path.parent} ({error.strerror}). Choose another {option}") from None
 
 
 class _Parser(argparse.ArgumentParser):
