@@ -124,3 +124,15 @@ def test_an_output_file_under_a_file_or_onto_a_folder(command: str, where: str, 
     line = run_user_error([*argv, option, str(target)], capsys)
     assert str(target if where == "a folder" else blocker) in line and f"Choose another {option}" in line
     assert blocker.read_text() == "a file, not a folder" and not any(folder.iterdir())
+
+
+def test_tensorboard_folder_under_a_file(image_folder: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--tensorboard's folder was first created by the writer as the first fit began: a NotADirectoryError
+    traceback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    argv = ["train", str(image_folder), *TINY, "--out", str(tmp_path / "run"), "--tensorboard", str(blocker / "tb")]
+    line = run_user_error(argv, capsys)
+    assert str(blocker) in line and "Choose another --tensorboard" in line
+    assert blocker.read_text() == "a file, not a folder"

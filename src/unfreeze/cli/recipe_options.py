@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 from unfreeze.cli.options import UsageError
@@ -203,6 +204,12 @@ def logger_callbacks(options: dict[str, Any]) -> list[Any]:
     try:
         if options.get("tensorboard"):
             loggers.append(TensorBoardLogger(options["tensorboard"], log_hparams=True))
+            # Created now, before the run directory: the writer would make it only as the first fit begins.
+            folder = Path(options["tensorboard"])
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot create {folder} ({error.strerror}). Choose another --tensorboard") from None
         if options.get("mlflow"):
             loggers.append(MLflowLogger(options["mlflow"]))
     except ImportError as error:
