@@ -82,7 +82,8 @@ def points_from(label: Any, item: Any, file: Path) -> tuple[float, ...]:
         raise DataError(f"The points of {item} are {label!r}: expected (x, y) pairs, e.g. tensor([320., 240.]).")
     try:
         size = image_size(file)
-    except Exception as error:  # PIL raises several kinds for a file that is no image (and no OSError for a bomb)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # What PIL raises for a file that is no image, a damaged header, or one over its pixel limit.
         raise DataError(f"Cannot read the size of {file}, which its points are scaled by ({type(error).__name__}: "
                         f"{error}). Expected an image file. Fix or remove that file.") from error
     return scale_points(numbers, size)
