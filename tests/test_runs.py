@@ -43,6 +43,11 @@ def test_a_resume_needs_a_checkpoint_and_an_unfinished_run(tmp_path: Path) -> No
     runs.write_json(run.summary_file, {"interrupted": False})
     with pytest.raises(runs.RunDirError, match="there is nothing to resume"):
         run.resume_checkpoint()
+    run.checkpoint_file.unlink()  # a finished run whose checkpoint was deleted to save space: still finished
+    run.history_file.write_text("epoch,train_loss\n0,1.0\n1,0.9\n")
+    with pytest.raises(runs.RunDirError, match="finished.*there is nothing to resume") as finished:
+        run.resume_checkpoint()
+    assert "stopped while writing" not in str(finished.value)
 
 
 def test_the_history_is_rebuilt_from_the_given_rows(tmp_path: Path) -> None:

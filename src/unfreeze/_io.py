@@ -35,10 +35,15 @@ class OutputWriteError(OSError):
         free_bytes: Free space on the file system of its nearest existing folder (None if unknown).
     """
 
-    def __init__(self, path: Path, free: int | None, reason: str, code: int | None = None) -> None:
-        free_text = "unknown" if free is None else _human(free)
-        super().__init__(code, f"cannot write {path} ({reason}; {free_text} free there). Free some space or "
-                               "choose a folder you can write to, then run again")
+    def __init__(self, path: Path, free: int | None, reason: str, code: int | None = None,
+                 advice: str | None = None) -> None:
+        if advice is None:  # a full or read-only disk: the free space tells which
+            free_text = "unknown" if free is None else _human(free)
+            message = (f"cannot write {path} ({reason}; {free_text} free there). Free some space or choose a folder "
+                       "you can write to, then run again")
+        else:
+            message = f"cannot write {path} ({reason}). {advice}"
+        super().__init__(code, message)
         self.path, self.free_bytes = path, free
 
     def __str__(self) -> str:
@@ -82,6 +87,20 @@ def output_error(error: OSError, path: str | Path) -> OutputWriteError | None:
         return None
     reason = error.strerror or os.strerror(error.errno)
     return OutputWriteError(Path(path), free_bytes(path), reason, error.errno)
+
+
+def _path_in_the_way(target: Path) -> OutputWriteError | None:
+    """The error for a `target` that names a folder or lies under a file, before any write is tried."""
+    if target.is_dir():
+        return OutputWriteError(target, None, "it is a folder", errno.EISDIR,
+                                "Name a file, such as a file inside that folder")
+    for parent in target.parents:  # the nearest existing one decides
+        if parent.exists():
+            if parent.is_dir():
+                return None
+            return OutputWriteError(target, None, f"{parent} is a file, not a folder", errno.ENOTDIR,
+                                    "Choose a path whose folders are folders")
+    return None
 
 
 def _umask() -> int:
@@ -132,12 +151,16 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     Raises:
         OutputWriteError: The disk is full, the file system read-only, the folder not writable or
             the quota exceeded (during the block or the rename); it names the path and the free space.
+            Also, before the block, when `target` is a folder or a file stands where a folder should be.
 
     Example:
         >>> with atomic_path("model.unfreeze") as tmp:  # doctest: +SKIP
         ...     tmp.write_bytes(data)
     """
     target = Path(target)
+    in_the_way = _path_in_the_way(target)
+    if in_the_way is not None:
+        raise in_the_way
     tmp: Path | None = None
     with stop_signals_held():
         try:

@@ -447,10 +447,11 @@ class Run:
         from unfreeze.train.recipes import Resume
 
         clear_stale_temporaries(self.folder)  # what a kill during a write left; the resumed run writes them anew
-        if not self.checkpoint_file.is_file():
-            raise RunDirError(self._no_checkpoint_message())
+        # Finished first: a finished run whose checkpoint was deleted was not stopped mid-write.
         if self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False):
             raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume")
+        if not self.checkpoint_file.is_file():
+            raise RunDirError(self._no_checkpoint_message())
         return Resume.read(self.checkpoint_file)
 
     def _no_checkpoint_message(self) -> str:

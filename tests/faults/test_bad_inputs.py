@@ -94,6 +94,11 @@ def test_csv_and_label_re_user_errors_through_the_cli(tmp_path: Path, write_imag
     (tmp_path / "data" / "labels.csv").write_text("file,label\nant_1.png,\n")
     line = run_user_error(["train", str(tmp_path / "data"), *TINY, "--csv", "labels.csv"], capsys)
     assert "empty label" in line
+    (tmp_path / "data" / "tables").mkdir()
+    line = run_user_error(["train", str(tmp_path / "data"), *TINY, "--csv", "tables"], capsys)
+    assert "is a folder" in line and "does not exist" not in line  # it exists: the wrong kind of path
+    line = run_user_error(["train", str(tmp_path / "data"), *TINY, "--task", "regression", "--csv", "tables"], capsys)
+    assert "is a folder" in line and "does not exist" not in line
 
 
 def test_config_json_round_trip(tiny_run: Path) -> None:

@@ -39,6 +39,19 @@ def test_atomic_path_lets_other_errors_through_and_cleans_up(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_export_onto_a_folder_or_under_a_file_says_which(tiny_run: Path, tmp_path: Path) -> None:
+    # Both were bare IsADirectoryError / FileExistsError from the Python API (the CLI checks its own options).
+    learn = load_learner(tiny_run / "model.unfreeze")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputWriteError, match=r"models.*is a folder.*Name a file") as onto_folder:
+        learn.export(tmp_path / "models")
+    with pytest.raises(OutputWriteError, match=r"notes\.txt is a file, not a folder") as under_file:
+        learn.export(tmp_path / "notes.txt" / "model.unfreeze")
+    assert "space" not in str(onto_folder.value) + str(under_file.value)  # not the full-disk advice
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and list((tmp_path / "models").iterdir()) == []
+
+
 def test_export_on_a_full_disk_keeps_the_previous_model(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import safetensors.torch
 

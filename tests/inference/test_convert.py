@@ -56,6 +56,16 @@ def test_a_pickled_learner_is_refused_with_the_conversion_steps(tmp_path: Path) 
         convert_fastai(export_pkl, "resnet18", tmp_path / "out.unfreeze", vocab=["a", "b"])
 
 
+@pytest.mark.parametrize("content", [b"hi", b"name,label\na.png,cat\n", bytes(range(256))])
+def test_a_file_that_is_no_torch_file_is_not_called_a_pickled_learner(tmp_path: Path, content: bytes) -> None:
+    # torch.load raises UnpicklingError for any bytes; only a pickle or torch's zip may get the pickle steps.
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(content)
+    with pytest.raises(FastaiConversionError, match="not a torch file") as refused:
+        convert_fastai(weights, "resnet18", tmp_path / "out.unfreeze", vocab=["a", "b"])
+    assert "pickled fastai Learner" not in str(refused.value)
+
+
 def test_wrong_arch_or_vocab_names_the_mismatch(tmp_path: Path) -> None:
     weights = tmp_path / "weights.pth"
     torch.save(fastai_style_resnet18(2).state_dict(), weights)

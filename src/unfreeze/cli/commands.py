@@ -96,6 +96,9 @@ def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]
                          "For a folder and a label function use the Python API (RegressionBlock)")
     table = Path(options["csv"])
     path = table if table.is_absolute() else data / table
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder. Expected a CSV file with file,value columns and a header: name the "
+                         "file itself, e.g. --csv values.csv")
     if not path.is_file():
         raise UsageError(f"CSV file {path} does not exist. Expected file,value columns with a header")
     header = next(csv.reader(io.StringIO(read_csv_text(path))), [])

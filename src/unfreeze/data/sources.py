@@ -259,6 +259,9 @@ def csv_items(
         DataError: No such CSV, not a text file, no data rows, no such column, or files that do not exist.
     """
     csv_path = path / csv_fname
+    if csv_path.is_dir():
+        raise DataError(f"{csv_path} is a folder. Expected a CSV file with file and label columns: name the file "
+                        "itself, e.g. labels.csv.")
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
     rows = list(csv.reader(io.StringIO(read_csv_text(csv_path), newline=""), delimiter=delimiter))

@@ -28,7 +28,7 @@ from torch import nn
 
 from unfreeze.data import ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.data.transforms import RESIZE_METHODS
-from unfreeze.inference.export import export, fastai_export_hint
+from unfreeze.inference.export import export, fastai_export_hint, is_pickle
 from unfreeze.models import TransferModel, create_model
 from unfreeze.tasks import SingleLabel
 
@@ -46,6 +46,12 @@ def _read_fastai_state(path: Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:  # torch.load's EOFError would pass for a refused pickle below
         raise FastaiConversionError(f"{path} is empty (0 bytes): a save or copy that never finished. Expected fastai "
                                     "weights: save them again with learn.save(<name>) and copy the whole file.")
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    if not is_pickle(start):  # torch.load's UnpicklingError would call any bytes a pickled Learner
+        raise FastaiConversionError(f"{path} is not a torch file (it opens with {start!r}, not a pickle or torch's "
+                                    "zip). Expected fastai weights: models/<name>.pth written by learn.save(<name>), "
+                                    "or torch.save(learn.model.state_dict(), 'weights.pth').")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as error:

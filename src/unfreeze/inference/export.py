@@ -45,6 +45,7 @@ __all__ = [
     "export_onnx",
     "fastai_export_hint",
     "inference_dls",
+    "is_pickle",
     "read_export",
     "read_export_metadata",
 ]
@@ -153,7 +154,13 @@ def fastai_export_hint(path: str | Path, arch: str = "resnet34") -> str:
     )
 
 
-def _is_pickle(start: bytes) -> bool:
+def is_pickle(start: bytes) -> bool:
+    """True when a file's first bytes open a pickle or a torch.save zip (which holds one).
+
+    Example:
+        >>> is_pickle(b"PK\\x03\\x04"), is_pickle(b"name,label")
+        (True, False)
+    """
     # Pickle protocols 2-5 open with PROTO (0x80) and the protocol number; torch.save writes a zip.
     return (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or start[:4] == b"PK\x03\x04"
 
@@ -172,7 +179,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         header_size = struct.unpack("<Q", start[:8])[0] if len(start) >= 8 else 0
         plausible = header_size <= _MAX_HEADER_BYTES and start[8:9] in (b"{", b"")
         # Checked after the safetensors test: a real header size may start with the byte 0x80 too.
-        if _is_pickle(start) and not (plausible and len(start) == 9):
+        if is_pickle(start) and not (plausible and len(start) == 9):
             kind = "a zip archive, as torch.save writes" if start[:2] == b"PK" else "a Python pickle"
             raise ExportError(
                 f"{path} is {kind}, not an unfreeze export. unfreeze never unpickles files: a pickle can run "
