@@ -70,6 +70,13 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     validator = jsonschema.Draft202012Validator(PREDICTION_SCHEMA)
     assert all(validator.is_valid(record) for record in [*records, row, prediction])
 
+    # The deployment files output class probabilities: a regression run is refused, not squashed to 1.0.
+    capsys.readouterr()
+    line = run_user_error(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "deploy")], capsys)
+    assert "predicts numbers (a regression task)" in line and not (tmp_path / "deploy").exists()
+    line = run_user_error(["export", str(out), "--onnx"], capsys)
+    assert "predicts numbers (a regression task)" in line and not (out / "model.onnx").exists()
+
 
 def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

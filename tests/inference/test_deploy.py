@@ -76,3 +76,29 @@ def test_int8_openvino_quantizes_with_calibration_images_and_stays_close(sample_
 def test_unknown_format_is_refused(sample_learner: Learner, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="onnx, torchscript, openvino"):
         export_deployable(sample_learner, tmp_path, "tflite")
+
+
+def test_a_regression_model_is_refused_not_squashed_to_one(tmp_path: Path) -> None:
+    """The deployment graphs end in a softmax (or sigmoids): a regression model's single output came out as
+    1.0 for every image. Both the uint8 deployment files and the float ONNX refuse it, naming what works."""
+    from PIL import Image
+
+    from unfreeze.data import ImageDataLoaders, RegressionBlock
+    from unfreeze.inference.export import ExportError, export_onnx
+    from unfreeze.train.builders import vision_learner
+
+    rows = ["file,value"]
+    for index, value in enumerate(np.linspace(0.1, 0.9, 12)):
+        Image.new("RGB", (16, 16), (int(value * 255),) * 3).save(tmp_path / f"{index:02d}.png")
+        rows.append(f"{index:02d}.png,{value:.3f}")
+    (tmp_path / "targets.csv").write_text("\n".join(rows) + "\n")
+    dls = ImageDataLoaders.from_csv(tmp_path, "targets.csv", y_block=RegressionBlock, size=16, bs=4, seed=0,
+                                    num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    for fmt in ("onnx", "torchscript"):
+        with pytest.raises(ExportError, match=r"predicts numbers \(a regression task\).*learn\.export\(\)"):
+            export_deployable(learn, tmp_path / fmt, fmt)
+        assert not (tmp_path / fmt).exists()  # refused before any folder or file is made
+    with pytest.raises(ExportError, match=r"predicts numbers \(a regression task\)"):
+        export_onnx(learn, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

@@ -30,6 +30,7 @@ from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.trust_sections import model_card_lines
 from unfreeze.inference.deploy import FORMATS, check_export, export_deployable, load_deployed
+from unfreeze.inference.export import refuse_regression
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.quantize import INT8_METHODS, compare_int8
 from unfreeze.tasks import MultiLabel
@@ -121,6 +122,7 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     folder's manifest (unfreeze_export.json) lists them, so the same command may replace them later.
 
     Raises:
+        ExportError: A regression learner (the files output class probabilities); nothing is written.
         AppError: --int8 with TorchScript (it has no int8 variant here), or `out` holds a file of that
             name that no export wrote (not in its manifest): it is never replaced.
         OutputWriteError: The disk is full (or read-only): one line naming the file; nothing is left behind.
@@ -130,6 +132,7 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
         3.2e-07
     """
+    refuse_regression(learner, "Deployment files")  # before the manifest: a refused export leaves no file
     if int8 and fmt not in INT8_METHODS:
         raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {fmt}. Pass --format onnx "
                        "--int8 or --format openvino --int8")

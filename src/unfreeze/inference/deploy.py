@@ -34,7 +34,7 @@ from torch import nn
 
 from unfreeze._io import atomic_path
 from unfreeze.data import DataError
-from unfreeze.inference.export import ExportError
+from unfreeze.inference.export import ExportError, refuse_regression
 from unfreeze.inference.predict import Predictor, trust_of
 from unfreeze.tasks import MultiLabel
 from unfreeze.trust import Trust
@@ -115,6 +115,7 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
 
     Raises:
         ValueError: An unknown format.
+        ExportError: A regression learner (the files output class probabilities).
         ImportError: The format's package is not installed; the message gives the pip line.
 
     Example:
@@ -123,6 +124,7 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    refuse_regression(learner, "Deployment files")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     module = deployable_module(learner)

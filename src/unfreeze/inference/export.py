@@ -31,7 +31,7 @@ from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, Image
 from unfreeze.inference.export_checks import metadata_problems, non_finite_tensors, tensor_problems
 from unfreeze.inference.predict import Predictor, trust_of
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
-from unfreeze.tasks import MultiLabel, task_from_config
+from unfreeze.tasks import MultiLabel, Regression, task_from_config
 from unfreeze.trust import TENSOR_PREFIX, Trust
 from unfreeze.trust.graph import TrustedModel
 
@@ -48,6 +48,7 @@ __all__ = [
     "is_pickle",
     "read_export",
     "read_export_metadata",
+    "refuse_regression",
 ]
 
 FORMAT_NAME = "unfreeze"
@@ -67,6 +68,20 @@ class ExportArchitectureError(ExportError, UnknownArchitectureError):
 
 class NonFiniteWeightsWarning(UserWarning):
     """A model with NaN or infinite weights was exported: `load_learner` will refuse the file."""
+
+
+def refuse_regression(learner: Predictor, what: str) -> None:
+    """Raise an ExportError for a regression learner: the graphs of `what` end in a softmax (or a sigmoid
+    per class), which would turn its numbers into a constant 1.0 per image.
+
+    Example:
+        >>> refuse_regression(learn, "ONNX files")  # a classifier: nothing happens  # doctest: +SKIP
+    """
+    if isinstance(learner.task, Regression):
+        raise ExportError(f"{what} output class probabilities (softmax or sigmoid); this learner predicts numbers "
+                          "(a regression task), which they would turn into 1.0 for every image. Use its .unfreeze "
+                          "export (learn.export(), a run's model.unfreeze) with load_learner, unfreeze predict or "
+                          "unfreeze serve")
 
 
 def _inference_config(learner: Predictor) -> dict[str, Any]:
@@ -381,6 +396,7 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
         size: Input side in pixels; default: the data's size.
 
     Raises:
+        ExportError: A regression learner (the graph outputs class probabilities).
         ImportError: onnx or onnxruntime is missing (install `unfreeze[onnx]`).
 
     Example:
@@ -388,6 +404,7 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
         >>> session = onnxruntime.InferenceSession("model.onnx")  # doctest: +SKIP
         >>> logits, probs = session.run(None, {"image": images_0_to_1})  # doctest: +SKIP
     """
+    refuse_regression(learner, "ONNX files")
     onnx = _require_onnx()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17, got {opset!r}.")
