@@ -91,6 +91,13 @@ def test_evaluate_ood_user_errors(trained_run: Path, tmp_path: Path, capsys: pyt
     (tmp_path / "empty").mkdir()
     line = run_user_error(["evaluate", str(trained_run), valid, "--ood", str(tmp_path / "empty")], capsys)
     assert "holds no image files" in line
+    # Image names, but none decodes: no score to compare (the report was AUROC nan, flagged nan%, exit 0).
+    (tmp_path / "broken").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "broken" / name).write_bytes(b"not an image")
+    line = run_user_error(["evaluate", str(trained_run), valid, "--quiet", "--ood", str(tmp_path / "broken"),
+                           "--json", str(tmp_path / "evaluation.json")], capsys)
+    assert "none of its 2 image files could be read" in line and not (tmp_path / "evaluation.json").exists()
 
 
 @pytest.mark.parametrize("rate", ["0.9", "-1", "five", "nan"])

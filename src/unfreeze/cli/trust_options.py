@@ -135,6 +135,9 @@ def evaluate_trust(learn: Any, loader: Any, ood_folder: Path | None) -> dict[str
         return report
     files = check_ood_folder(learn, ood_folder)
     _, _, ood_scores = collect_outputs(learn, learn.dls.test_dl(files))
+    if ood_scores is None or len(ood_scores) == 0:  # every file was skipped: AUROC and the shares would be NaN
+        raise UsageError(f"--ood {ood_folder}: none of its {len(files)} image files could be read (see the warning "
+                         "above). Pass a folder of readable images that are none of the classes")
     report["ood"] = {"folder": str(ood_folder), **ood_metrics(scores, ood_scores, trust.threshold)}
     found = report["ood"]
     print(f"Out-of-distribution ({found['n_out']} images in {ood_folder}): AUROC {found['auroc']:.4f}, FPR95 "
