@@ -61,6 +61,15 @@ def test_balanced_accuracy_matches_scikit_learn(adjusted):
     assert BalancedAccuracy(adjusted=adjusted)(logits, targets) == pytest.approx(expected)
 
 
+def test_adjusted_balanced_accuracy_with_one_class_present_says_so():
+    """Chance is 1 with one class in the targets: the rescaling divides by zero (a ZeroDivisionError from
+    inside fit; scikit-learn warns and gives -inf or nan). The plain score still works."""
+    logits, targets = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [3.0, 0.0, 0.0]]), torch.tensor([0, 0, 0])
+    assert BalancedAccuracy()(logits, targets) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"adjusted=True.*one class \(index 0\).*adjusted=False"):
+        BalancedAccuracy(adjusted=True)(logits, targets)
+
+
 @pytest.mark.parametrize("average", ["macro", "weighted"])
 def test_roc_auc_matches_scikit_learn_one_vs_rest_on_softmax(average):
     logits, targets = _data(4, 7)

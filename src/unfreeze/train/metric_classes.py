@@ -113,7 +113,8 @@ class F1Score(_CountMetric):
 class BalancedAccuracy:
     """fastai's `BalancedAccuracy(adjusted=False)`: the mean recall over the classes present in the targets.
 
-    With `adjusted=True`, rescaled so that chance scores 0 and perfect 1 (scikit-learn's definition).
+    With `adjusted=True`, rescaled so that chance scores 0 and perfect 1 (scikit-learn's definition); a
+    ValueError when the targets hold fewer than two classes (chance is 1 there).
     """
 
     __name__ = "balanced_accuracy_score"
@@ -133,6 +134,11 @@ class BalancedAccuracy:
         present = actual > 0
         score = (hits[present] / actual[present]).mean().item() if present.any() else 0.0
         if self.adjusted:
+            if int(present.sum()) < 2:  # chance is 1: the rescaling below would divide by zero
+                found = "no class" if not present.any() else f"one class (index {int(present.nonzero()[0])})"
+                raise ValueError("BalancedAccuracy(adjusted=True) rescales the score by the chance level, 1 / the "
+                                 f"classes in the targets; these validation targets hold {found}, where it is "
+                                 "undefined. Add validation images of another class, or use adjusted=False.")
             chance = 1.0 / int(present.sum())
             score = (score - chance) / (1.0 - chance)
         return MetricValue(score)
