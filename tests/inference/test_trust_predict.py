@@ -23,7 +23,7 @@ from unfreeze.train.builders import load_learner
 from unfreeze.train.learner import Learner
 from unfreeze.train.trust_fit import calibrate_after_fit, rough_temperature_note
 from unfreeze.trust import NoFeatureLayerError, Trust
-from unfreeze.trust.calibration import MAX_TEMPERATURE
+from unfreeze.trust.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,28 @@ def test_a_rough_temperature_is_said_in_a_note() -> None:
     assert rough_temperature_note({"temperature": 1.2, "temperature_se": None, "after": {"items": 50}}) == ""
     assert "1,000 validation images" in rough_temperature_note(
         {"temperature": 1.2, "temperature_se": 0.1, "after": {"items": 1000}})
+
+
+def test_a_temperature_at_its_lower_bound_is_said(make_image_folder: Callable[..., Path]) -> None:
+    """Validation images all predicted right (here the one the model gets right): the likelihood keeps rising
+    as the temperature falls, so it stops at its lower bound and sharpens every probability 20 times. That
+    was silent (no standard error at a bound, so no rough-fit note); now a warning and one note say so."""
+    from tests.inference.conftest import tiny_learner
+
+    root = make_image_folder(classes=("cat", "dog"), n_train=4, n_valid=1)
+    probs, targets = tiny_learner(root, size=16, bs=4).get_preds()
+    wrong = [name for name, prob, target in zip(("cat", "dog"), probs, targets, strict=True) if prob.argmax() != target]
+    assert len(wrong) == 1  # the random model gets one of the two right: keep only that one
+    for file in (root / "valid" / wrong[0]).iterdir():
+        file.unlink()
+    (root / "valid" / wrong[0]).rmdir()
+    learn = tiny_learner(root, size=16, bs=4)
+    with pytest.warns(UserWarning, match=r"lower bound 0\.05.*1 validation image"):
+        trust = learn.calibrate()
+    learn.calibrate()
+    assert trust.temperature == MIN_TEMPERATURE
+    notes = [note for note in learn.recorder.notes if note.startswith("calibration:")]
+    assert len(notes) == 1 and "temperature=False" in notes[0]
 
 
 def test_get_preds_applies_the_temperature(calibrated: Learner) -> None:

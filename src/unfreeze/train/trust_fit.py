@@ -31,11 +31,11 @@ from unfreeze.trust import (
     temperature_standard_error,
 )
 from unfreeze.trust import threshold_for as _threshold_for
-from unfreeze.trust.calibration import rough_fit
+from unfreeze.trust.calibration import MIN_TEMPERATURE, rough_fit
 from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K
 
 __all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate",
-           "rough_temperature_note"]
+           "lower_bound_temperature_note", "rough_temperature_note"]
 
 DEFAULT_UNKNOWN_RATE = 0.05
 
@@ -72,6 +72,26 @@ def rough_temperature_note(report: dict[str, Any]) -> str:
     return (f"calibration: the temperature {temperature:.3f} ± {error:.3f} (one standard error) comes from {source}, "
             f"a rough fit ({100 * error / temperature:.0f}% of it): the calibrated probabilities can still be off by "
             "a few points; more validation images narrow it")
+
+
+def lower_bound_temperature_note(report: dict[str, Any]) -> str:
+    """A note when a calibration report's temperature sits at `trust.calibration.MIN_TEMPERATURE`: the
+    validation images are all predicted right with room to spare, so the fit only sharpens; "" otherwise.
+
+    Example:
+        >>> lower_bound_temperature_note({"temperature": 0.05, "after": {"items": 3}})[:51]
+        'calibration: the temperature stopped at its lower b'
+    """
+    if not report.get("temperature") or report["temperature"] > MIN_TEMPERATURE:
+        return ""
+    items = (report.get("after") or {}).get("items")
+    source = f"the {items:,} validation images are all" if isinstance(items, int) else "the validation images are all"
+    if items == 1:
+        source = "the 1 validation image is"
+    return (f"calibration: the temperature stopped at its lower bound {MIN_TEMPERATURE} because {source} "
+            "predicted right with room to spare, so they cannot pin it down: the calibrated probabilities are "
+            f"{1 / MIN_TEMPERATURE:.0f} times sharper than the raw ones and overconfident on new images. Calibrate on "
+            "more validation images, or pass temperature=False (--no-calibrate) to keep the raw probabilities")
 
 
 def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
@@ -144,6 +164,10 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     report = calibration_report(valid_logits, valid_targets, fitted, multi_label) | {"temperature_se": error}
     note = rough_temperature_note(report)
     if note and note not in learner.recorder.notes:  # calibrate() again on the same images: said once
+        learner.recorder.add_note(note)
+    note = lower_bound_temperature_note(report)
+    if note and note not in learner.recorder.notes:  # a degenerate fit is worse than a rough one: also warned
+        warnings.warn(note, stacklevel=3)
         learner.recorder.add_note(note)
     trust = Trust(temperature=fitted, temperature_se=error, calibration=report)
     if tap is not None:
