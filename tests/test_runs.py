@@ -45,7 +45,7 @@ def test_a_resume_needs_a_checkpoint_and_an_unfinished_run(tmp_path: Path) -> No
         run.resume_checkpoint()
     run.checkpoint_file.unlink()  # a finished run whose checkpoint was deleted to save space: still finished
     run.history_file.write_text("epoch,train_loss\n0,1.0\n1,0.9\n")
-    with pytest.raises(runs.RunDirError, match="finished.*there is nothing to resume") as finished:
+    with pytest.raises(runs.RunDirError, match=r"finished.*there is nothing to resume") as finished:
         run.resume_checkpoint()
     assert "stopped while writing" not in str(finished.value)
 
