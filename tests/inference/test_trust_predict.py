@@ -79,8 +79,8 @@ def test_a_rough_temperature_is_said_in_a_note() -> None:
 
 def test_a_temperature_at_its_lower_bound_is_said(make_image_folder: Callable[..., Path]) -> None:
     """Validation images all predicted right (here the one the model gets right): the likelihood keeps rising
-    as the temperature falls, so it stops at its lower bound and sharpens every probability 20 times. That
-    was silent (no standard error at a bound, so no rough-fit note); now a warning and one note say so."""
+    as the temperature falls, so it stopped at its lower bound and silently sharpened every probability 20
+    times. Now the raw probabilities are kept, and a warning and one note say why."""
     from tests.inference.conftest import tiny_learner
 
     root = make_image_folder(classes=("cat", "dog"), n_train=4, n_valid=1)
@@ -91,12 +91,12 @@ def test_a_temperature_at_its_lower_bound_is_said(make_image_folder: Callable[..
         file.unlink()
     (root / "valid" / wrong[0]).rmdir()
     learn = tiny_learner(root, size=16, bs=4)
-    with pytest.warns(UserWarning, match=r"lower bound 0\.05.*1 validation image"):
+    with pytest.warns(UserWarning, match=r"1 validation image.*lower bound 0\.05.*raw probabilities are kept"):
         trust = learn.calibrate()
     learn.calibrate()
-    assert trust.temperature == MIN_TEMPERATURE
+    assert trust.temperature == 1.0 and trust.calibration["temperature"] == 1.0 and trust.temperature_se is None
     notes = [note for note in learn.recorder.notes if note.startswith("calibration:")]
-    assert len(notes) == 1 and "temperature=False" in notes[0]
+    assert len(notes) == 1 and str(MIN_TEMPERATURE) in notes[0]
 
 
 def test_get_preds_applies_the_temperature(calibrated: Learner) -> None:

@@ -74,24 +74,21 @@ def rough_temperature_note(report: dict[str, Any]) -> str:
             "a few points; more validation images narrow it")
 
 
-def lower_bound_temperature_note(report: dict[str, Any]) -> str:
-    """A note when a calibration report's temperature sits at `trust.calibration.MIN_TEMPERATURE`: the
-    validation images are all predicted right with room to spare, so the fit only sharpens; "" otherwise.
+def lower_bound_temperature_note(items: int) -> str:
+    """The note for a temperature fit that ran into `trust.calibration.MIN_TEMPERATURE` on `items` images.
+
+    The validation images are then all predicted right with room to spare: the likelihood keeps rising as
+    the temperature falls, so they cannot pin one down, and the raw probabilities are kept.
 
     Example:
-        >>> lower_bound_temperature_note({"temperature": 0.05, "after": {"items": 3}})[:51]
-        'calibration: the temperature stopped at its lower b'
+        >>> lower_bound_temperature_note(3)[:45]
+        'calibration: no temperature could be fitted o'
     """
-    if not report.get("temperature") or report["temperature"] > MIN_TEMPERATURE:
-        return ""
-    items = (report.get("after") or {}).get("items")
-    source = f"the {items:,} validation images are all" if isinstance(items, int) else "the validation images are all"
-    if items == 1:
-        source = "the 1 validation image is"
-    return (f"calibration: the temperature stopped at its lower bound {MIN_TEMPERATURE} because {source} "
-            "predicted right with room to spare, so they cannot pin it down: the calibrated probabilities are "
-            f"{1 / MIN_TEMPERATURE:.0f} times sharper than the raw ones and overconfident on new images. Calibrate on "
-            "more validation images, or pass temperature=False (--no-calibrate) to keep the raw probabilities")
+    source = "the 1 validation image, which is" if items == 1 else f"the {items:,} validation images, which are all"
+    return (f"calibration: no temperature could be fitted on {source} predicted right with room to spare (the fit "
+            f"ran into its lower bound {MIN_TEMPERATURE}, {1 / MIN_TEMPERATURE:.0f} times sharper than the raw "
+            "probabilities): the raw probabilities are kept. Calibrate on more validation images, with some the "
+            "model gets wrong")
 
 
 def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
@@ -160,14 +157,19 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
     if len(valid_logits) == 0:
         raise ValueError("calibrate() needs validation images; this learner's validation set is empty.")
     fitted = fit_temperature(valid_logits, valid_targets, multi_label) if temperature else 1.0
-    error = temperature_standard_error(valid_logits, valid_targets, fitted, multi_label) if temperature else None
+    at_bound = fitted <= MIN_TEMPERATURE
+    if at_bound:
+        # No finite optimum: shipping the bound would make every probability 20 times sharper on new images.
+        note = lower_bound_temperature_note(len(valid_logits))
+        if note not in learner.recorder.notes:  # calibrate() again on the same images: said once
+            warnings.warn(note, stacklevel=3)
+            learner.recorder.add_note(note)
+        fitted = 1.0
+    error = (temperature_standard_error(valid_logits, valid_targets, fitted, multi_label)
+             if temperature and not at_bound else None)  # 1.0 is no fit there: it has no standard error
     report = calibration_report(valid_logits, valid_targets, fitted, multi_label) | {"temperature_se": error}
     note = rough_temperature_note(report)
     if note and note not in learner.recorder.notes:  # calibrate() again on the same images: said once
-        learner.recorder.add_note(note)
-    note = lower_bound_temperature_note(report)
-    if note and note not in learner.recorder.notes:  # a degenerate fit is worse than a rough one: also warned
-        warnings.warn(note, stacklevel=3)
         learner.recorder.add_note(note)
     trust = Trust(temperature=fitted, temperature_se=error, calibration=report)
     if tap is not None:
