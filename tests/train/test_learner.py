@@ -116,6 +116,14 @@ def test_freeze_to_matches_fastai(dls, n):
             assert learn.groups.params[name].requires_grad == (index >= first_trainable)
 
 
+def test_freezing_every_group_warns_as_fastai_does(dls):
+    # fastai warns "whole model is frozen"; silently, a fit would then train nothing but norm layers.
+    learn = make_learner(dls, train_bn=False)
+    with pytest.warns(UserWarning, match=rf"all {learn.n_groups} groups.*head too.*freeze_to\(-1\)"):
+        learn.freeze_to(learn.n_groups)
+    assert not any(param.requires_grad for param in learn.model.parameters())
+
+
 def test_freeze_clears_optimizer_state(dls):
     learn = make_learner(dls)
     learn.fit(1, 1e-3)

@@ -17,6 +17,7 @@ composes the parts' sections): checkpoints, the LR finder's restore and SaveBest
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,10 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         """
         self._groups.freeze_to(n)
         self._stepper.reset_optimizer()
+        if self.n_groups > 1 and self.frozen_to == self.n_groups:  # fastai warns too: "whole model is frozen"
+            warnings.warn(f"freeze_to({n}) freezes all {self.n_groups} groups, the head too: a fit then trains "
+                          f"{'only the norm layers' if self._groups.train_bn else 'nothing'}. Pass freeze_to(-1) "
+                          "(or freeze()) to train the head", UserWarning, stacklevel=2)
 
     def freeze(self) -> None:
         """Freeze every group but the head (`freeze_to(-1)`); a one-group model has nothing to freeze."""
