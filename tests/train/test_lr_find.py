@@ -422,3 +422,13 @@ def test_with_real_loaders_and_a_timm_model(make_image_folder, tmp_path: Path) -
     _assert_same_state(before, _state(learn))
     assert len(result.lrs) >= 6 and result.plot_path is not None
     assert learn.dls.train.epoch == before["loader_epoch"]
+
+
+def test_a_window_of_one_point_is_not_called_a_span() -> None:
+    # lr_find(num_it=6): the window [0:-5] holds one point; the note said "between 1.0e-07 and 1.0e-07".
+    from unfreeze.train.lr_find import _suggest
+
+    lrs = [1e-7 * 10 ** (i / 2) for i in range(6)]
+    _, notes = _suggest(lrs, [1.0, 1.1, 1.2, 1.3, 1.4, 1.5], num_it=6)
+    assert any("in the 1 point(s) it could use" in note for note in notes), notes
+    assert not any("between" in note for note in notes)

@@ -389,8 +389,8 @@ def _suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict[s
         fallback = min(max(_FALLBACK_LR, min(finite)), max(finite))
         span = (
             f"between {window_lrs[0]:.1e} and {window_lrs[-1]:.1e}"
-            if len(window_lrs)
-            else f"in the {len(window_lrs)} points it could use (the test stopped after {len(lrs)} of {num_it})"
+            if len(window_lrs) > 1  # one point spans nothing ("between 1.0e-07 and 1.0e-07")
+            else f"in the {len(window_lrs)} point(s) it could use (the test stopped after {len(lrs)} of {num_it})"
         )
         notes.append(
             f"The smoothed loss never decreased {span}, so there is no valley; using {fallback:.1e} instead. "
