@@ -71,6 +71,8 @@ def test_export_checks_the_model(trained_run: Path, capsys: pytest.CaptureFixtur
     assert main(["export", str(trained_run)]) == 0
     printed = capsys.readouterr().out
     assert "test_resnet" in printed and "3 classes" in printed
+    size = (trained_run / "model.unfreeze").stat().st_size / 2**20  # binary megabytes: labelled MiB
+    assert f"{size:.1f} MiB" in printed and " MB" not in printed
 
 
 def test_export_onnx(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,8 +70,10 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     validator = jsonschema.Draft202012Validator(PREDICTION_SCHEMA)
     assert all(validator.is_valid(record) for record in [*records, row, prediction])
 
-    # The deployment files output class probabilities: a regression run is refused, not squashed to 1.0.
     capsys.readouterr()
+    assert main(["export", str(out)]) == 0
+    assert "2 outputs (bright, dark)" in capsys.readouterr().out  # numbers, not "2 classes"
+    # The deployment files output class probabilities: a regression run is refused, not squashed to 1.0.
     line = run_user_error(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "deploy")], capsys)
     assert "predicts numbers (a regression task)" in line and not (tmp_path / "deploy").exists()
     line = run_user_error(["export", str(out), "--onnx"], capsys)

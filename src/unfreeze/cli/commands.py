@@ -665,9 +665,16 @@ def command_export(args: argparse.Namespace) -> int:
     model_path = runs.model_file(args.run_dir)
     learn = _load_model(model_path)
     metadata = read_export_metadata(model_path)
-    size_mb = model_path.stat().st_size / 2**20
-    print(f"{model_path}: {metadata['model']['arch']}, {len(metadata['vocab'])} classes, {metadata['size']} px, "
-          f"{size_mb:.1f} MB, format {metadata['format_version']} (unfreeze {metadata['library_version']})")
+    from unfreeze.tasks import Regression
+
+    size_mib = model_path.stat().st_size / 2**20
+    names = metadata["vocab"]
+    # A regression model's vocab names its outputs (numbers), not classes.
+    what = (f"{len(names)} output{'s' * (len(names) != 1)} ({', '.join(map(str, names))})"
+            if isinstance(learn.task, Regression)
+            else f"{len(names)} classes")
+    print(printable(f"{model_path}: {metadata['model']['arch']}, {what}, {metadata['size']} px, {size_mib:.1f} MiB, "
+                    f"format {metadata['format_version']} (unfreeze {metadata['library_version']})"))
     if not args.onnx:
         if args.to is not None:
             raise UsageError("--to names the ONNX file. Add --onnx")
