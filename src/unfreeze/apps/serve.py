@@ -244,8 +244,10 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
         text = request.query_params.get("top_k")
         if text is None:
             return settings.top_k
-        if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
-            raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {text!r}. "
+        # ASCII digits only and few of them: isdigit() also accepts "²" and "٣", which int() refuses or reads,
+        # and int() refuses a string of more than 4300 digits.
+        if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_TOP_K:
+            raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {text[:20]!r}. "
                                      "Ask e.g. /predict?top_k=3")
         return min(int(text), len(learner.dls.vocab))
 
