@@ -308,3 +308,27 @@ def test_an_image_asked_for_while_its_file_moves_is_served_never_a_500(
                 fetcher.join()
     assert len(statuses) > 20 and set(statuses) == {200}, sorted(set(statuses))
     assert (images / "train" / "ant" / "ant_0.png").is_file()
+
+
+@pytest.mark.parametrize("body", [b'{"changes": [{"item": NaN, "new_label": null}]}',
+                                  b'{"changes": [{"item": 1e999, "new_label": null}]}',
+                                  b'{"changes": [{"item": 0, "new_label": -Infinity}]}',
+                                  b'{"changes": [{"item": 0}]}'])
+def test_a_body_the_api_cannot_read_is_a_422_that_names_the_field(tmp_path: Path, body: bytes) -> None:
+    """Python's JSON reader takes NaN and Infinity; FastAPI's own 422 echoed them back and could not write
+    them as JSON: a 500. The answer is one sentence naming the field and the body expected."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        refused = httpx.post(f"{url}/api/apply", content=body, timeout=30,
+                             headers={"X-Unfreeze-Token": token, "Content-Type": "application/json"})
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert isinstance(detail, str) and "changes.0." in detail and '"new_label"' in detail
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
+    assert not table.with_name("labels.cleaned.csv").exists()

@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
@@ -57,6 +58,24 @@ class _ChangeBody(BaseModel):
 
 class _ApplyBody(BaseModel):
     changes: list[_ChangeBody]
+
+
+_APPLY_BODY = '{"changes": [{"item": ID, "new_label": "CLASS" | ["CLASS", ...] | null}]}'
+
+
+async def _unreadable_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    """A request whose fields do not fit the route: 422 naming each field and what it must be.
+
+    FastAPI's own answer echoes the input back, and an input of NaN or Infinity (which Python's JSON reader
+    accepts) cannot be written as JSON: that answer was a 500. This one names the fields, never their values.
+    """
+    problems = "; ".join(
+        f"not valid JSON ({problem.get('ctx', {}).get('error', problem['msg'])})" if problem["type"] == "json_invalid"
+        else f"{'.'.join(str(part) for part in problem['loc'][1:]) or problem['loc'][0]}: {problem['msg']}"
+        for problem in error.errors())
+    expected = f" The body must be JSON like {_APPLY_BODY}" if any(
+        problem["loc"][0] == "body" for problem in error.errors()) else ""
+    return JSONResponse({"detail": f"the request was not understood ({problems}).{expected}"}, status_code=422)
 
 
 @contextlib.contextmanager
@@ -128,7 +147,8 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
     Example:
         >>> app = create_clean_app(Cleaner("runs/pets", options, collect_items(learn, dls)))  # doctest: +SKIP
     """
-    app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None,
+                  exception_handlers={RequestValidationError: _unreadable_request})
     token = secrets.token_urlsafe(32)  # one per server process: the page gets it when rendered
     app.add_middleware(LocalRequestsOnly, hosts={*LOOPBACK_HOSTS, *hosts}, token=token)
     app.add_middleware(SecurityHeaders)  # outermost: the refusals carry the policy too
