@@ -313,7 +313,9 @@ def test_an_image_asked_for_while_its_file_moves_is_served_never_a_500(
 @pytest.mark.parametrize("body", [b'{"changes": [{"item": NaN, "new_label": null}]}',
                                   b'{"changes": [{"item": 1e999, "new_label": null}]}',
                                   b'{"changes": [{"item": 0, "new_label": -Infinity}]}',
-                                  b'{"changes": [{"item": 0}]}'])
+                                  b'{"changes": [{"item": 0}]}',
+                                  b'{"changes": [{"item": true, "new_label": null}]}',  # was item 1
+                                  b'{"changes": [{"item": "1", "new_label": null}]}'])
 def test_a_body_the_api_cannot_read_is_a_422_that_names_the_field(tmp_path: Path, body: bytes) -> None:
     """Python's JSON reader takes NaN and Infinity; FastAPI's own 422 echoed them back and could not write
     them as JSON: a 500. The answer is one sentence naming the field and the body expected."""

@@ -37,7 +37,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt
 
 from unfreeze.apps.clean import Change, Cleaner
 from unfreeze.apps.errors import AppError
@@ -52,7 +52,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class _ChangeBody(BaseModel):
-    item: int
+    item: StrictInt  # an id as the page sends it: `true` or "1" read as item 1 would change an image unasked
     new_label: str | list[str] | None
 
 
