@@ -334,3 +334,34 @@ def test_a_body_the_api_cannot_read_is_a_422_that_names_the_field(tmp_path: Path
         assert isinstance(detail, str) and "changes.0." in detail and '"new_label"' in detail
         assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
     assert not table.with_name("labels.cleaned.csv").exists()
+
+
+@pytest.mark.parametrize("journal", [
+    '{"applies": [1]}', '{"applies": [{}]}', '{"applies": [{"moves": 5}]}',
+    '{"applies": [{"moves": [["a"]], "changes": [], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [[[0], "a.png", "x", null]], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [[0, "a.png", 7, null]], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": {"written": 3}}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": null, "done": "all"}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": null}], "undone": 5}'])
+def test_a_damaged_journal_entry_is_a_400_naming_the_journal(tmp_path: Path, journal: str) -> None:
+    """A journal edited by hand or damaged: apply and undo read each entry, and answered a 500 (KeyError,
+    TypeError, ...) where they should say which file is wrong and change nothing."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    cleaner.journal_path.parent.mkdir(parents=True)
+    cleaner.journal_path.write_text(journal)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        headers = {"X-Unfreeze-Token": token}
+        applied = httpx.post(f"{url}/api/apply", headers=headers, timeout=30,
+                             json={"changes": [{"item": 1, "new_label": ["haze"]}]})
+        undone = httpx.post(f"{url}/api/undo", headers=headers, timeout=30)
+    for answer in (applied, undone):
+        assert answer.status_code == 400, answer.text
+        assert str(cleaner.journal_path) in answer.json()["detail"]
+    assert not table.with_name("labels.cleaned.csv").exists() and cleaner.journal_path.read_text() == journal

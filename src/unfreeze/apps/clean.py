@@ -189,6 +189,35 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
     return items
 
 
+def _is_label(stored: Any) -> bool:
+    """A label as the journal stores it: a class name, a list of them, or None (removed)."""
+    return stored is None or isinstance(stored, str) or (
+        isinstance(stored, list) and all(isinstance(name, str) for name in stored))
+
+
+def _record_problem(record: Any) -> str | None:
+    """What makes one apply of the journal unusable to undo, or None. A journal edited by hand or damaged
+    is named, not guessed at: undo moves files by what it says."""
+    if not isinstance(record, dict) or not {"moves", "changes", "csv"} <= record.keys():
+        return "an entry is not an object with 'moves', 'changes' and 'csv'"
+    if not isinstance(record["moves"], list) or not all(
+            isinstance(move, list) and len(move) == 2 and all(isinstance(path, str) for path in move)
+            for move in record["moves"]):
+        return "its 'moves' are not [from, to] pairs of paths"
+    if not isinstance(record["changes"], list) or not all(
+            isinstance(change, list) and len(change) == 4 and isinstance(change[0], int)
+            and isinstance(change[1], str) and _is_label(change[2]) and _is_label(change[3])
+            for change in record["changes"]):
+        return "its 'changes' are not [item, path, old label, new label] rows"
+    table = record["csv"]
+    if table is not None and not (isinstance(table, dict) and isinstance(table.get("written"), str)
+                                  and isinstance(table.get("backup"), str | None)):
+        return "its 'csv' is not {'written': path, 'backup': path or null}"
+    if not isinstance(record.get("done", 0), int):
+        return "its 'done' is not a count of moves"
+    return None
+
+
 def _label(stored: Any) -> Label | None:
     """A label read back from the journal (JSON has lists, not tuples)."""
     return tuple(stored) if isinstance(stored, list) else stored
@@ -312,9 +341,15 @@ class Cleaner:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise AppError(f"{self.journal_path} is not valid JSON ({error}); undo needs it. Restore it from "
                            f"{self.log_path}") from None
-        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list):
+        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list) \
+                or not isinstance(journal.get("undone", []), list):
             raise AppError(f"{self.journal_path} is not a cleaning journal (expected an object with a list "
                            f"'applies'); undo needs it. Restore it from {self.log_path}")
+        for number, record in enumerate(journal["applies"], 1):
+            problem = _record_problem(record)
+            if problem is not None:
+                raise AppError(f"{self.journal_path} is damaged: in apply {number}, {problem}; undo needs it. "
+                               f"Restore it from {self.log_path}")
         return journal
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
