@@ -173,6 +173,29 @@ def test_files_deleted_by_hand_before_apply_are_not_logged(run_copy: Callable[[]
     assert cleaner.undo()["restored"] == 1 and (images / "train" / "bee" / "bee_2.png").is_file()
 
 
+def test_undo_after_a_kill_keeps_a_file_put_since_where_a_move_would_have_gone(
+        run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """After a kill before a planned move, undo took any file at the move's target for an unfinished copy
+    of the source and unlinked it: a photo the user put there since was deleted."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    step = 0
+    while not (run / "cleaning" / "journal.json").is_file():  # the first kill after the plan is journalled
+        step += 1
+        assert step < 20 and apply_killed_after(step, run, images), "the plan was never journalled"
+    assert (images / "train" / "ant" / "ant_0.png").is_file()  # the first move (ant_0 → bee/) has not run
+    theirs = images / "train" / "bee" / "ant_0.png"
+    shutil.copy(images / "train" / "bee" / "bee_0.png", theirs)  # a different photo under the target's name
+    before = theirs.read_bytes()
+    cleaner = cleaner_without_a_model(run, images)
+    with serving(create_clean_app(cleaner)) as url:
+        token = session_token(url)
+        undone = httpx.post(f"{url}/api/undo", headers={"X-Unfreeze-Token": token}, timeout=30)
+    assert undone.status_code == 200, undone.text
+    assert theirs.read_bytes() == before and (images / "train" / "ant" / "ant_0.png").is_file()
+
+
 # ---------------------------------------------------------------------------- the page: Host, Origin, token
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import filecmp
 import io
 import json
 import math
@@ -500,9 +501,10 @@ class Cleaner:
         """Reverse the last apply: files move back (or the CSV returns to its previous version).
 
         Also an apply that was killed half-way: each journalled move is checked on the disk, a file
-        still at its original place stays, a copy that was not finished is removed. A file that now
-        occupies an original place is not overwritten: the returning file gets a numbered name, and the
-        answer lists it. The log gets one row per reversed change.
+        still at its original place stays, a copy that was not finished is removed (a different file at
+        a planned target, put there since, is kept). A file that now occupies an original place is not
+        overwritten: the returning file gets a numbered name, and the answer lists it. The log gets one
+        row per reversed change.
 
         Raises:
             AppError: Nothing was applied, or a moved file is missing (the message names it).
@@ -532,7 +534,10 @@ class Cleaner:
             if not new.exists():
                 continue  # never moved (killed before), or already put back by an undo that was killed
             if index >= done and old.exists():
-                new.unlink()  # a finished copy whose source was not yet unlinked: the source is the file
+                # A finished copy whose source was not yet unlinked: the source is the file. Only a copy is
+                # ours to unlink; a different file there is one put there since the kill, and it stays.
+                if filecmp.cmp(old, new, shallow=False):
+                    new.unlink()
                 continue
             placed = free_name(old)
             move_file(new, placed)
