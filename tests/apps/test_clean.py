@@ -365,3 +365,22 @@ def test_a_damaged_journal_entry_is_a_400_naming_the_journal(tmp_path: Path, jou
         assert answer.status_code == 400, answer.text
         assert str(cleaner.journal_path) in answer.json()["detail"]
     assert not table.with_name("labels.cleaned.csv").exists() and cleaner.journal_path.read_text() == journal
+
+
+def test_a_csv_that_python_cannot_parse_any_more_is_a_409_naming_it(tmp_path: Path) -> None:
+    """A CSV replaced meanwhile by one with a field over the csv module's 128 KiB limit: apply answered 500."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        table.write_text("image,tags\na.png," + "haze " * 40_000 + "\nb.png,clear\n")
+        refused = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                             json={"changes": [{"item": 1, "new_label": ["haze"]}]})
+        assert refused.status_code == 409, refused.text
+        assert str(table) in refused.json()["detail"] and "field larger than field limit" in refused.json()["detail"]
+    assert not table.with_name("labels.cleaned.csv").exists()
+    assert not cleaner.journal_path.exists() or json.loads(cleaner.journal_path.read_text())["applies"] == []

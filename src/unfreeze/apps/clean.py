@@ -44,6 +44,7 @@ from typing import Any
 from unfreeze._io import atomic_path
 from unfreeze.apps.durable import free_name, move_file, partial_path, write_durably
 from unfreeze.apps.errors import AppError
+from unfreeze.data import DataError
 from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
 from unfreeze.tasks import MultiLabel
@@ -461,7 +462,11 @@ class Cleaner:
         ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"][:-1])
         source = written if ours and written.is_file() else table
         # Read as training read it (any common encoding); written back as UTF-8.
-        rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
+        try:
+            rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
+        except csv.Error as error:  # changed since training (a field over the module's limit): the file's fault
+            raise DataError(f"{source} is not a CSV that can be read ({error}). Restore it, then apply "
+                            "again") from None
         if not rows:
             raise AppError(f"{source} is empty now, so its rows cannot be corrected. Restore it, then apply again")
         header, body = rows[0], rows[1:]
