@@ -131,9 +131,10 @@ def test_a_hostile_report_runs_no_script_in_a_browser(copied_run: Path, browser:
     (lambda run: edit_json(run / "config.json", lambda content: content.update(rerun={"a": 1})), "config.json"),
     (lambda run: (run / "config.json").write_bytes(b"\xff\xfe{}"), "config.json"),
     (lambda run: (run / "summary.json").write_text("[" * 100_000), "summary.json"),
+    (lambda run: edit_json(run / "summary.json", lambda content: content.update(notes=5)), "summary.json"),
 ], ids=["history-not-utf8", "history-long-row", "final-list", "data-text", "report-number",
         "kept-text", "interrupted-text", "classes-numbers", "options-list", "rerun-object", "config-not-utf8",
-        "summary-deep"])
+        "summary-deep", "notes-number"])
 def test_a_damaged_run_file_is_one_line_naming_it(copied_run: Path, damage: Callable[[Path], None], named: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Each of these gave a traceback (UnicodeDecodeError, TypeError, AttributeError, RecursionError)."""

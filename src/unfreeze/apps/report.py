@@ -211,7 +211,7 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         decisions.append({"name": name, "text": text, "details": None if details is None else _tree(details)})
 
     recipe = summary.section("recipe")
-    notes = [str(note) for note in (summary.get("notes") or []) if isinstance(note, str)]
+    notes = summary.texts("notes")  # a list of text, as training writes it; anything else is named
     flip_notes = [note for note in notes if note.startswith("flip")]
     if recipe.get("flip") is not None or flip_notes:
         chosen = recipe.get("flip_chosen")
