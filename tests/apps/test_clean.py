@@ -384,3 +384,20 @@ def test_a_csv_that_python_cannot_parse_any_more_is_a_409_naming_it(tmp_path: Pa
         assert str(table) in refused.json()["detail"] and "field larger than field limit" in refused.json()["detail"]
     assert not table.with_name("labels.cleaned.csv").exists()
     assert not cleaner.journal_path.exists() or json.loads(cleaner.journal_path.read_text())["applies"] == []
+
+
+def test_an_item_is_served_as_an_image_whatever_its_file_name(tmp_path: Path) -> None:
+    """A CSV dataset may name any file: an image saved as page.html (or app.js) went out as text/html (or
+    JavaScript), which the browser runs as a page (or a script allowed by script-src 'self') of this origin."""
+    import httpx
+    from app_helpers import serving, write_png
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    paths = [write_png(tmp_path / "data" / f"{index}.png", (200, 30, 30)).rename(tmp_path / "data" / name)
+             for index, name in enumerate(["page.html", "app.js", "photo.png", "scan.svg"])]
+    items = [CleanItem(index, path, "train", "cat", "cat", 0.9, 0.1) for index, path in enumerate(paths)]
+    cleaner = Cleaner(tmp_path / "run", {"data": str(tmp_path / "data")}, items, classes=["cat", "dog"])
+    with serving(create_clean_app(cleaner)) as url:
+        types = [httpx.get(f"{url}/image/{item.id}", timeout=30).headers["content-type"] for item in items]
+    assert types == ["application/octet-stream", "application/octet-stream", "image/png", "application/octet-stream"]

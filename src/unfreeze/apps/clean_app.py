@@ -43,7 +43,7 @@ from unfreeze.apps.clean import Change, Cleaner
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.serve import PAGES, SecurityHeaders
 from unfreeze.apps.templates import render
-from unfreeze.data import DataError
+from unfreeze.data import IMAGE_EXTENSIONS, DataError
 
 __all__ = ["LocalRequestsOnly", "create_clean_app"]
 
@@ -182,7 +182,10 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
                 data = item.path.read_bytes()
             except OSError:  # gone, or changed outside the page: not the server's fault
                 raise HTTPException(404, f"no image for item {item_id}") from None
-        return Response(data, media_type=mimetypes.guess_type(item.path.name)[0] or "application/octet-stream")
+        # Typed by the name only for the raster formats training reads: a CSV may name any file, and one called
+        # page.html or app.js must not reach the browser as a page or a script of this origin.
+        guessed = mimetypes.guess_type(item.path.name)[0] if item.path.suffix.lower() in IMAGE_EXTENSIONS else None
+        return Response(data, media_type=guessed or "application/octet-stream")
 
     @contextlib.contextmanager
     def logged(what: str) -> Iterator[dict[str, Any]]:
