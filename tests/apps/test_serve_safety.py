@@ -125,6 +125,16 @@ def test_a_client_that_hangs_up_mid_upload_is_no_500_and_no_traceback(learner: o
     assert len(uploads) == 1 and " 400, " in uploads[0], lines
     assert not [record for record in caplog.records if record.exc_info], caplog.text
 
+def test_a_request_path_cannot_forge_a_log_line_or_send_terminal_escapes(learner: object) -> None:
+    """The request log printed the percent-decoded path: %0A began a forged line of its own, %1B an escape
+    sequence for the terminal that runs `unfreeze serve`."""
+    lines: list[str] = []
+    with serving(create_app(learner, "tiny", log=lines.append)) as url:
+        for path in ("/x%0Aunfreeze%20serve:%20POST%20/predict%20200,%201%20file(s),%201%20ms", "/%1B[2J%1B[31mred"):
+            assert httpx.get(f"{url}{path}", timeout=TIMEOUT).status_code == 404
+    assert len(lines) == 2 and all(line.isprintable() for line in lines), lines
+    assert lines[0].startswith("unfreeze serve: GET /x%0Aunfreeze%20serve") and "%1B" in lines[1]
+
 @pytest.mark.parametrize("value", [1e308, float("inf"), float("nan"), 0, -1, 4096])
 def test_an_unbounded_upload_limit_is_refused(value: float) -> None:
     """--max-upload-mb 1e308 made every upload a 500 (OverflowError converting it to bytes)."""

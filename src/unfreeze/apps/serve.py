@@ -33,6 +33,7 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ class RequestLog:
             await self.app(scope, receive, send_noting_status)
         finally:
             files = scope.get("state", {}).get("files", 0)
-            self.log(f"unfreeze serve: {scope['method']} {scope['path']} {status[0]}, {files} file(s), "
+            # The path as a URL writes it: decoded, a client's %0A would begin a forged line and %1B a terminal escape.
+            path = urllib.parse.quote(scope["path"], safe="/:@!$&'()*+,;=")
+            self.log(f"unfreeze serve: {scope['method']} {path} {status[0]}, {files} file(s), "
                      f"{(time.perf_counter() - started) * 1000:.0f} ms")
 
 
