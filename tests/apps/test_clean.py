@@ -401,3 +401,40 @@ def test_an_item_is_served_as_an_image_whatever_its_file_name(tmp_path: Path) ->
     with serving(create_clean_app(cleaner)) as url:
         types = [httpx.get(f"{url}/image/{item.id}", timeout=30).headers["content-type"] for item in items]
     assert types == ["application/octet-stream", "application/octet-stream", "image/png", "application/octet-stream"]
+
+
+def test_a_model_that_predicts_nan_still_lists_and_relabels_its_items(
+        run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """A diverged run (NaN weights) gave every item a NaN probability and loss: /api/items sent them as null,
+    the page's tiles (item.loss.toFixed) failed on null so it showed no image, and a relabel scored NaN again."""
+    import httpx
+    import torch
+    from app_helpers import serving
+
+    from unfreeze.apps.clean import collect_items
+    from unfreeze.apps.clean_app import create_clean_app
+    from unfreeze.apps.serve import load_model
+    from unfreeze.data import ImageDataLoaders
+
+    run, images = run_copy()
+    learn = load_model(run)
+    with torch.no_grad():
+        for parameter in learn.model.parameters():
+            parameter.fill_(math.nan)
+    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    options = json.loads((run / "config.json").read_text())["options"]
+    cleaner = Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
+    with serving(create_clean_app(cleaner)) as url:
+        listed = httpx.get(f"{url}/api/items", timeout=30)
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["items"]) == 36
+        assert all(isinstance(item["loss"], float) and isinstance(item["probability"], float)
+                   for item in listed.json()["items"])
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        moving = item_named(cleaner, "train", "ant_0.png")
+        done = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                          json={"changes": [{"item": moving.id, "new_label": "cat"}]})
+        assert done.status_code == 200, done.text
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
+    assert all(math.isfinite(item.loss) and math.isfinite(item.probability) for item in cleaner.items.values())

@@ -109,10 +109,15 @@ class CleanItem:
 
         if multi_label:
             wanted = set(self.classes)
-            self.loss = sum(nll(p if name in wanted else 1.0 - p) for name, p in zip(vocab, self.probs, strict=True)) \
+            loss = sum(nll(p if name in wanted else 1.0 - p) for name, p in zip(vocab, self.probs, strict=True)) \
                 / max(len(vocab), 1)
         elif isinstance(self.label, str) and self.label in vocab:
-            self.loss = nll(self.probs[vocab.index(self.label)])
+            loss = nll(self.probs[vocab.index(self.label)])
+        else:
+            return
+        # A model that predicts NaN (a diverged run) is scored 0, as `collect_items` scores it: the page shows
+        # numbers, and JSON would carry NaN as null.
+        self.loss = loss if math.isfinite(loss) else 0.0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -177,6 +182,7 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
             decoded = interpretation.preds[position]
             predicted = learner.task.labels_of(decoded, dls.vocab)
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
+            probability = probability if math.isfinite(probability) else 0.0  # a diverged run's NaN, as for the loss
             loss = float(interpretation.losses[position])
             guess = (predicted,) if isinstance(predicted, str) else tuple(predicted)
             item = CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
