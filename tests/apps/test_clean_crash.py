@@ -247,3 +247,13 @@ def test_a_state_change_from_another_origin_or_without_the_token_is_refused(clea
     assert done.status_code == 200 and done.json()["removed"] == 1
     page = httpx.get(url, timeout=30)
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:abc", "http://127.0.0.1:99999", "http://[::1"])
+def test_a_malformed_origin_is_refused_not_a_500(clean_server: tuple[str, Path], origin: str) -> None:
+    """urlsplit(origin).port raises ValueError for a port that is no number or out of range: a 500."""
+    url, images = clean_server
+    answer = httpx.post(f"{url}/api/apply", json={"changes": [{"item": 0, "new_label": None}]}, timeout=30,
+                        headers={"Origin": origin, "X-Unfreeze-Token": session_token(url)})
+    assert answer.status_code == 403 and "from the cleaning page itself" in answer.json()["detail"]
+    assert len(list(images.rglob("*.png"))) == 36

@@ -117,12 +117,18 @@ class LocalRequestsOnly:
         if scope["method"] in _SAFE_METHODS:
             return None
         origin = headers.get("origin")
-        if origin is not None and (_host_name(urlsplit(origin).netloc) not in self.hosts
-                                   or urlsplit(origin).port != scope["server"][1]):
+        if origin is not None and not self._is_served_origin(origin, scope["server"][1]):
             return "changes are accepted from the cleaning page itself only, not from another site"
         if not secrets.compare_digest(headers.get("x-unfreeze-token", "").encode(), self.token.encode()):
             return "this request lacks the page's session token: reload the page and try again"
         return None
+
+    def _is_served_origin(self, origin: str, port: int) -> bool:
+        try:
+            parts = urlsplit(origin)
+            return _host_name(parts.netloc) in self.hosts and parts.port == port
+        except ValueError:  # a port that is no number or out of range, a broken IPv6 address: not this page
+            return False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         refusal = self._refusal(scope) if scope["type"] == "http" else None
