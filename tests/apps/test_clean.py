@@ -438,3 +438,27 @@ def test_a_model_that_predicts_nan_still_lists_and_relabels_its_items(
         assert done.status_code == 200, done.text
         assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
     assert all(math.isfinite(item.loss) and math.isfinite(item.probability) for item in cleaner.items.values())
+
+
+def test_a_relabel_to_the_class_an_image_has_is_refused_not_a_rename(run_copy: Callable[[], tuple[Path, Path]],
+                                                                      tmp_path: Path) -> None:
+    """The page offers only other classes, but the API took {"new_label": "ant"} for an ant: the file was
+    moved onto its own name's clash and came out as ant_0-2.png, logged as a relabel ant → ant."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    ant = item_named(cleaner, "train", "ant_0.png")
+    multi, table = multi_label_cleaner(tmp_path / "multi")
+    for app, change in ((create_clean_app(cleaner), {"item": ant.id, "new_label": "ant"}),
+                        (create_clean_app(multi), {"item": 0, "new_label": ["primary", "haze"]})):
+        with serving(app) as url:
+            token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+            refused = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                                 json={"changes": [change]})
+        assert refused.status_code == 400 and "already" in refused.json()["detail"], refused.text
+    assert (images / "train" / "ant" / "ant_0.png").is_file() and not (run / "cleaning").exists()
+    assert not table.with_name("labels.cleaned.csv").exists()

@@ -301,6 +301,9 @@ class Cleaner:
             problem = self._label_problem(change.new_label)
             if problem is not None:
                 problems.append(problem)
+            elif change.new_label is not None and set(_classes_of(change.new_label)) == set(item.classes):
+                # Nothing to change: in a class folder the move would only rename the file (a "-2" clash suffix).
+                problems.append(f"{item.path.name} already has the label {self._text(item.label)!r}; keep it instead")
             elif change.new_label is not None and self.by_name:
                 problems.append(f"{item.path.name}: labels come from file names (--label-re), so a relabel would "
                                 "need a rename; remove the file instead")
