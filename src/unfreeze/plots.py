@@ -386,13 +386,18 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
+_MAX_DRAWN = 1e100  # no loss, metric or epoch; beyond it an axis's span can overflow and matplotlib fails
+
+
 def _column(history: Sequence[dict[str, Any]], name: str) -> list[float]:
+    """A history column as numbers; text, infinities and numbers too large to draw are gaps (NaN)."""
     values = []
     for row in history:
         try:
-            values.append(float(row.get(name)))  # type: ignore[arg-type]
+            value = float(row.get(name))  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            values.append(math.nan)
+            value = math.nan
+        values.append(value if abs(value) <= _MAX_DRAWN else math.nan)
     return values
 
 

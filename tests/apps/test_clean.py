@@ -308,3 +308,157 @@ def test_an_image_asked_for_while_its_file_moves_is_served_never_a_500(
                 fetcher.join()
     assert len(statuses) > 20 and set(statuses) == {200}, sorted(set(statuses))
     assert (images / "train" / "ant" / "ant_0.png").is_file()
+
+
+@pytest.mark.parametrize("body", [b'{"changes": [{"item": NaN, "new_label": null}]}',
+                                  b'{"changes": [{"item": 1e999, "new_label": null}]}',
+                                  b'{"changes": [{"item": 0, "new_label": -Infinity}]}',
+                                  b'{"changes": [{"item": 0}]}',
+                                  b'{"changes": [{"item": true, "new_label": null}]}',  # was item 1
+                                  b'{"changes": [{"item": "1", "new_label": null}]}'])
+def test_a_body_the_api_cannot_read_is_a_422_that_names_the_field(tmp_path: Path, body: bytes) -> None:
+    """Python's JSON reader takes NaN and Infinity; FastAPI's own 422 echoed them back and could not write
+    them as JSON: a 500. The answer is one sentence naming the field and the body expected."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        refused = httpx.post(f"{url}/api/apply", content=body, timeout=30,
+                             headers={"X-Unfreeze-Token": token, "Content-Type": "application/json"})
+        assert refused.status_code == 422, refused.text
+        detail = refused.json()["detail"]
+        assert isinstance(detail, str) and "changes.0." in detail and '"new_label"' in detail
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
+    assert not table.with_name("labels.cleaned.csv").exists()
+
+
+@pytest.mark.parametrize("journal", [
+    '{"applies": [1]}', '{"applies": [{}]}', '{"applies": [{"moves": 5}]}',
+    '{"applies": [{"moves": [["a"]], "changes": [], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [[[0], "a.png", "x", null]], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [[0, "a.png", 7, null]], "csv": null}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": {"written": 3}}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": null, "done": "all"}]}',
+    '{"applies": [{"moves": [], "changes": [], "csv": null}], "undone": 5}'])
+def test_a_damaged_journal_entry_is_a_400_naming_the_journal(tmp_path: Path, journal: str) -> None:
+    """A journal edited by hand or damaged: apply and undo read each entry, and answered a 500 (KeyError,
+    TypeError, ...) where they should say which file is wrong and change nothing."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    cleaner.journal_path.parent.mkdir(parents=True)
+    cleaner.journal_path.write_text(journal)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        headers = {"X-Unfreeze-Token": token}
+        applied = httpx.post(f"{url}/api/apply", headers=headers, timeout=30,
+                             json={"changes": [{"item": 1, "new_label": ["haze"]}]})
+        undone = httpx.post(f"{url}/api/undo", headers=headers, timeout=30)
+    for answer in (applied, undone):
+        assert answer.status_code == 400, answer.text
+        assert str(cleaner.journal_path) in answer.json()["detail"]
+    assert not table.with_name("labels.cleaned.csv").exists() and cleaner.journal_path.read_text() == journal
+
+
+def test_a_csv_that_python_cannot_parse_any_more_is_a_409_naming_it(tmp_path: Path) -> None:
+    """A CSV replaced meanwhile by one with a field over the csv module's 128 KiB limit: apply answered 500."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, table = multi_label_cleaner(tmp_path)
+    with serving(create_clean_app(cleaner)) as url:
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        table.write_text("image,tags\na.png," + "haze " * 40_000 + "\nb.png,clear\n")
+        refused = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                             json={"changes": [{"item": 1, "new_label": ["haze"]}]})
+        assert refused.status_code == 409, refused.text
+        assert str(table) in refused.json()["detail"] and "field larger than field limit" in refused.json()["detail"]
+    assert not table.with_name("labels.cleaned.csv").exists()
+    assert not cleaner.journal_path.exists() or json.loads(cleaner.journal_path.read_text())["applies"] == []
+
+
+def test_an_item_is_served_as_an_image_whatever_its_file_name(tmp_path: Path) -> None:
+    """A CSV dataset may name any file: an image saved as page.html (or app.js) went out as text/html (or
+    JavaScript), which the browser runs as a page (or a script allowed by script-src 'self') of this origin."""
+    import httpx
+    from app_helpers import serving, write_png
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    paths = [write_png(tmp_path / "data" / f"{index}.png", (200, 30, 30)).rename(tmp_path / "data" / name)
+             for index, name in enumerate(["page.html", "app.js", "photo.png", "scan.svg"])]
+    items = [CleanItem(index, path, "train", "cat", "cat", 0.9, 0.1) for index, path in enumerate(paths)]
+    cleaner = Cleaner(tmp_path / "run", {"data": str(tmp_path / "data")}, items, classes=["cat", "dog"])
+    with serving(create_clean_app(cleaner)) as url:
+        types = [httpx.get(f"{url}/image/{item.id}", timeout=30).headers["content-type"] for item in items]
+    assert types == ["application/octet-stream", "application/octet-stream", "image/png", "application/octet-stream"]
+
+
+def test_a_model_that_predicts_nan_still_lists_and_relabels_its_items(
+        run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """A diverged run (NaN weights) gave every item a NaN probability and loss: /api/items sent them as null,
+    the page's tiles (item.loss.toFixed) failed on null so it showed no image, and a relabel scored NaN again."""
+    import httpx
+    import torch
+    from app_helpers import serving
+
+    from unfreeze.apps.clean import collect_items
+    from unfreeze.apps.clean_app import create_clean_app
+    from unfreeze.apps.serve import load_model
+    from unfreeze.data import ImageDataLoaders
+
+    run, images = run_copy()
+    learn = load_model(run)
+    with torch.no_grad():
+        for parameter in learn.model.parameters():
+            parameter.fill_(math.nan)
+    dls = ImageDataLoaders.from_folder(images, size=16, bs=4, seed=0, num_workers=0)
+    dls.set_normalization(learn.dls.valid.mean, learn.dls.valid.std)
+    options = json.loads((run / "config.json").read_text())["options"]
+    cleaner = Cleaner(run, options, collect_items(learn, dls), classes=list(dls.vocab))
+    with serving(create_clean_app(cleaner)) as url:
+        listed = httpx.get(f"{url}/api/items", timeout=30)
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["items"]) == 36
+        assert all(isinstance(item["loss"], float) and isinstance(item["probability"], float)
+                   for item in listed.json()["items"])
+        token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+        moving = item_named(cleaner, "train", "ant_0.png")
+        done = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                          json={"changes": [{"item": moving.id, "new_label": "cat"}]})
+        assert done.status_code == 200, done.text
+        assert httpx.get(f"{url}/api/items", timeout=30).status_code == 200
+    assert all(math.isfinite(item.loss) and math.isfinite(item.probability) for item in cleaner.items.values())
+
+
+def test_a_relabel_to_the_class_an_image_has_is_refused_not_a_rename(run_copy: Callable[[], tuple[Path, Path]],
+                                                                      tmp_path: Path) -> None:
+    """The page offers only other classes, but the API took {"new_label": "ant"} for an ant: the file was
+    moved onto its own name's clash and came out as ant_0-2.png, logged as a relabel ant → ant."""
+    import httpx
+    from app_helpers import serving
+
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    cleaner = folder_cleaner(run, images)
+    ant = item_named(cleaner, "train", "ant_0.png")
+    multi, table = multi_label_cleaner(tmp_path / "multi")
+    for app, change in ((create_clean_app(cleaner), {"item": ant.id, "new_label": "ant"}),
+                        (create_clean_app(multi), {"item": 0, "new_label": ["primary", "haze"]})):
+        with serving(app) as url:
+            token = re.search(r'name="unfreeze-token" content="([^"]+)"', httpx.get(url, timeout=30).text).group(1)
+            refused = httpx.post(f"{url}/api/apply", headers={"X-Unfreeze-Token": token}, timeout=30,
+                                 json={"changes": [change]})
+        assert refused.status_code == 400 and "already" in refused.json()["detail"], refused.text
+    assert (images / "train" / "ant" / "ant_0.png").is_file() and not (run / "cleaning").exists()
+    assert not table.with_name("labels.cleaned.csv").exists()

@@ -173,6 +173,29 @@ def test_files_deleted_by_hand_before_apply_are_not_logged(run_copy: Callable[[]
     assert cleaner.undo()["restored"] == 1 and (images / "train" / "bee" / "bee_2.png").is_file()
 
 
+def test_undo_after_a_kill_keeps_a_file_put_since_where_a_move_would_have_gone(
+        run_copy: Callable[[], tuple[Path, Path]]) -> None:
+    """After a kill before a planned move, undo took any file at the move's target for an unfinished copy
+    of the source and unlinked it: a photo the user put there since was deleted."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    run, images = run_copy()
+    step = 0
+    while not (run / "cleaning" / "journal.json").is_file():  # the first kill after the plan is journalled
+        step += 1
+        assert step < 20 and apply_killed_after(step, run, images), "the plan was never journalled"
+    assert (images / "train" / "ant" / "ant_0.png").is_file()  # the first move (ant_0 → bee/) has not run
+    theirs = images / "train" / "bee" / "ant_0.png"
+    shutil.copy(images / "train" / "bee" / "bee_0.png", theirs)  # a different photo under the target's name
+    before = theirs.read_bytes()
+    cleaner = cleaner_without_a_model(run, images)
+    with serving(create_clean_app(cleaner)) as url:
+        token = session_token(url)
+        undone = httpx.post(f"{url}/api/undo", headers={"X-Unfreeze-Token": token}, timeout=30)
+    assert undone.status_code == 200, undone.text
+    assert theirs.read_bytes() == before and (images / "train" / "ant" / "ant_0.png").is_file()
+
+
 # ---------------------------------------------------------------------------- the page: Host, Origin, token
 
 
@@ -224,3 +247,13 @@ def test_a_state_change_from_another_origin_or_without_the_token_is_refused(clea
     assert done.status_code == 200 and done.json()["removed"] == 1
     page = httpx.get(url, timeout=30)
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:abc", "http://127.0.0.1:99999", "http://[::1"])
+def test_a_malformed_origin_is_refused_not_a_500(clean_server: tuple[str, Path], origin: str) -> None:
+    """urlsplit(origin).port raises ValueError for a port that is no number or out of range: a 500."""
+    url, images = clean_server
+    answer = httpx.post(f"{url}/api/apply", json={"changes": [{"item": 0, "new_label": None}]}, timeout=30,
+                        headers={"Origin": origin, "X-Unfreeze-Token": session_token(url)})
+    assert answer.status_code == 403 and "from the cleaning page itself" in answer.json()["detail"]
+    assert len(list(images.rglob("*.png"))) == 36

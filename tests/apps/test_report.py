@@ -162,3 +162,21 @@ def test_report_with_several_runs_writes_a_comparison_page(trained_app_run: Path
     with pytest.raises(AppError, match="two or more"):
         write_comparison([first])
     assert "not a run directory" in run_user_error(["report", str(first), str(tmp_path)], capsys)
+
+
+def test_an_out_path_that_is_a_folder_is_one_line(trained_app_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """'--out reports/' (an existing folder), or a folder named report.html in the run: os.replace's
+    IsADirectoryError came out as a traceback."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    line = run_user_error(["report", str(trained_app_run), "--out", str(folder)], capsys)
+    assert f"{folder} is a folder" in line and str(folder / "report.html") in line
+    line = run_user_error(["report", str(trained_app_run), str(trained_app_run), "--out", str(folder)], capsys)
+    assert f"{folder} is a folder" in line and str(folder / "comparison.html") in line
+    run = tmp_path / "run"
+    shutil.copytree(trained_app_run, run)
+    (run / "report.html").unlink()
+    (run / "report.html").mkdir()
+    assert f"{run / 'report.html'} is a folder" in run_user_error(["report", str(run)], capsys)
+    assert list(folder.iterdir()) == []

@@ -131,9 +131,10 @@ def test_a_hostile_report_runs_no_script_in_a_browser(copied_run: Path, browser:
     (lambda run: edit_json(run / "config.json", lambda content: content.update(rerun={"a": 1})), "config.json"),
     (lambda run: (run / "config.json").write_bytes(b"\xff\xfe{}"), "config.json"),
     (lambda run: (run / "summary.json").write_text("[" * 100_000), "summary.json"),
+    (lambda run: edit_json(run / "summary.json", lambda content: content.update(notes=5)), "summary.json"),
 ], ids=["history-not-utf8", "history-long-row", "final-list", "data-text", "report-number",
         "kept-text", "interrupted-text", "classes-numbers", "options-list", "rerun-object", "config-not-utf8",
-        "summary-deep"])
+        "summary-deep", "notes-number"])
 def test_a_damaged_run_file_is_one_line_naming_it(copied_run: Path, damage: Callable[[Path], None], named: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Each of these gave a traceback (UnicodeDecodeError, TypeError, AttributeError, RecursionError)."""
@@ -175,3 +176,21 @@ def test_only_regular_png_files_are_embedded(copied_run: Path) -> None:
     assert "lr_find.png is not a regular file" in page
     assert "sched.png is not a PNG image" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2  # loss (through the link) and others
+
+
+@pytest.mark.parametrize("rows", ["0,1,-1e308,0.5,0.5,1\n1,1,1e308,0.5,0.5,1\n",  # a span that overflows
+                                  "0,nan,nan,nan,nan,nan\n1,inf,-inf,inf,1e308,1e999\n",
+                                  "-1e308,1,1,0.5,0.5,1\n1e308,1,1,0.5,0.5,1\n"], ids=["loss", "metric", "epoch"])
+def test_numbers_too_large_to_draw_in_the_history_leave_the_curves_out_not_the_report(
+        copied_run: Path, tmp_path: Path, rows: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """matplotlib cannot scale an axis from -1e308 to 1e308 (LinAlgError, or arange's ValueError): a history.csv
+    holding such numbers gave `unfreeze report` a traceback, and the comparison page too."""
+    (copied_run / "history.csv").write_text("epoch,train_loss,valid_loss,error_rate,accuracy,time\n" + rows)
+    from unfreeze.cli import main
+
+    assert main(["report", str(copied_run)]) == 0, capsys.readouterr().err
+    assert 'id="curves"' in (copied_run / "report.html").read_text()
+    other = tmp_path / "other"
+    shutil.copytree(copied_run, other)
+    assert main(["report", str(copied_run), str(other), "--out", str(tmp_path / "compare.html")]) == 0, \
+        capsys.readouterr().err

@@ -90,6 +90,15 @@ def test_no_readable_file_is_422_with_a_json_message_and_the_server_keeps_servin
     assert httpx.get(f"{server[0]}/health", timeout=TIMEOUT).status_code == 200
 
 
+
+@pytest.mark.parametrize("top_k", ["\u00b2", "\u0663", "9" * 5000, "-1", "1.5", " 2"])
+def test_a_top_k_that_is_no_plain_whole_number_is_422_not_a_500(server: tuple[str, object], top_k: str) -> None:
+    """str.isdigit() accepts a superscript two and an Arabic-Indic three, and int() refuses a number of 5000
+    digits: each must be a 422 that names the value, like top_k=0."""
+    response = httpx.post(f"{server[0]}/predict", params={"top_k": top_k}, files=[("file", ("a.png", b""))],
+                          timeout=TIMEOUT)
+    assert response.status_code == 422 and "top_k must be a whole number" in response.json()["detail"]
+
 def test_sixteen_concurrent_clients_share_batches(server: tuple[str, object], trained_app_run: Path) -> None:
     url, app = server
     images = sorted((trained_app_run.parent / "images" / "valid").rglob("*.png"))

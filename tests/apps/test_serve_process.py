@@ -44,6 +44,28 @@ def test_a_port_in_use_is_named(trained_app_run: Path, capsys: pytest.CaptureFix
     assert f"port {port} on 127.0.0.1 is in use" in line and "--port" in line
 
 
+
+def test_a_runtime_that_cannot_run_the_model_fails_at_start_in_one_line(trained_app_run: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """OpenVINO cannot convert the tiny 16 px model (a 1x1 feature map under a 2x2 pooling): --runtime openvino
+    gave a 40-line C++ conversion log as a traceback. Its compiler's failure is stood in for here, so that a
+    later OpenVINO that converts the model cannot start a server that never returns."""
+    import unfreeze.inference.runtime as runtime_module
+
+    def refuse(path: Path, runtime: str) -> object:
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:132:\nModel wasn't fully converted.\n"
+                           "-- Conversion is failed for: AveragePool-17, Conv-17\n")
+
+    monkeypatch.setattr(runtime_module, "installed_runtimes", lambda: ["openvino", "onnx", "torch"])
+    monkeypatch.setattr(runtime_module, "_compile", refuse)
+    images = str(trained_app_run.parent / "images" / "valid" / "ant")
+    for argv in (["serve", str(trained_app_run), "--runtime", "openvino", "--port", "0"],
+                 ["predict", str(trained_app_run), images, "--runtime", "openvino"]):
+        line = run_user_error(argv, capsys)
+        assert "openvino cannot run this model (Conversion is failed for: AveragePool-17, Conv-17)" in line
+        assert "--runtime torch" in line
+
 def _start(argv: list[str], env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     """Start `unfreeze serve ... --port 0` in a subprocess; return it and its URL once it listens."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UNFREEZE_OFFLINE": "1", **(env_extra or {})}

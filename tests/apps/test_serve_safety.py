@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +106,34 @@ def test_a_full_temporary_disk_is_507_and_a_log_line(learner: object, small_tmpf
         assert chunked.status_code == 507
     assert list(small_tmpfs.iterdir()) == []
 
+
+def test_a_client_that_hangs_up_mid_upload_is_no_500_and_no_traceback(learner: object,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Starlette's ClientDisconnect left receive_uploads unhandled: a traceback in the server's log and a
+    500 in its request log for every client that closed its connection before its body was complete."""
+    lines: list[str] = []
+    with caplog.at_level(logging.ERROR), serving(create_app(learner, "tiny", log=lines.append)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        part = b'--XYZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + b"x" * 1000
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(upload_head(url, 100_000).replace("\n", "\r\n").encode() + b"\r\n" + part)
+        deadline = time.monotonic() + 10
+        while not (uploads := [line for line in lines if line.startswith("unfreeze serve: POST /predict")]):
+            assert time.monotonic() < deadline, "the interrupted upload was never logged"
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 200
+    assert len(uploads) == 1 and " 400, " in uploads[0], lines
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+
+def test_a_request_path_cannot_forge_a_log_line_or_send_terminal_escapes(learner: object) -> None:
+    """The request log printed the percent-decoded path: %0A began a forged line of its own, %1B an escape
+    sequence for the terminal that runs `unfreeze serve`."""
+    lines: list[str] = []
+    with serving(create_app(learner, "tiny", log=lines.append)) as url:
+        for path in ("/x%0Aunfreeze%20serve:%20POST%20/predict%20200,%201%20file(s),%201%20ms", "/%1B[2J%1B[31mred"):
+            assert httpx.get(f"{url}{path}", timeout=TIMEOUT).status_code == 404
+    assert len(lines) == 2 and all(line.isprintable() for line in lines), lines
+    assert lines[0].startswith("unfreeze serve: GET /x%0Aunfreeze%20serve") and "%1B" in lines[1]
 
 @pytest.mark.parametrize("value", [1e308, float("inf"), float("nan"), 0, -1, 4096])
 def test_an_unbounded_upload_limit_is_refused(value: float) -> None:

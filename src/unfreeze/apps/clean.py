@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import filecmp
 import io
 import json
 import math
@@ -43,6 +44,7 @@ from typing import Any
 from unfreeze._io import atomic_path
 from unfreeze.apps.durable import free_name, move_file, partial_path, write_durably
 from unfreeze.apps.errors import AppError
+from unfreeze.data import DataError
 from unfreeze.data.sources import read_csv_text
 from unfreeze.inference import ClassificationInterpretation
 from unfreeze.tasks import MultiLabel
@@ -107,10 +109,15 @@ class CleanItem:
 
         if multi_label:
             wanted = set(self.classes)
-            self.loss = sum(nll(p if name in wanted else 1.0 - p) for name, p in zip(vocab, self.probs, strict=True)) \
+            loss = sum(nll(p if name in wanted else 1.0 - p) for name, p in zip(vocab, self.probs, strict=True)) \
                 / max(len(vocab), 1)
         elif isinstance(self.label, str) and self.label in vocab:
-            self.loss = nll(self.probs[vocab.index(self.label)])
+            loss = nll(self.probs[vocab.index(self.label)])
+        else:
+            return
+        # A model that predicts NaN (a diverged run) is scored 0, as `collect_items` scores it: the page shows
+        # numbers, and JSON would carry NaN as null.
+        self.loss = loss if math.isfinite(loss) else 0.0
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -175,6 +182,7 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
             decoded = interpretation.preds[position]
             predicted = learner.task.labels_of(decoded, dls.vocab)
             probability = float(probs[int(decoded)]) if decoded.ndim == 0 else float(probs.max())
+            probability = probability if math.isfinite(probability) else 0.0  # a diverged run's NaN, as for the loss
             loss = float(interpretation.losses[position])
             guess = (predicted,) if isinstance(predicted, str) else tuple(predicted)
             item = CleanItem(len(items), Path(path), split, label if isinstance(label, str) else tuple(label),
@@ -187,6 +195,35 @@ def collect_items(learner: Any, dls: Any, progress: Callable[[str], object] | No
     if progress is not None:
         progress(f"computed the losses of {len(items)} images in {time.perf_counter() - started:.1f} s")
     return items
+
+
+def _is_label(stored: Any) -> bool:
+    """A label as the journal stores it: a class name, a list of them, or None (removed)."""
+    return stored is None or isinstance(stored, str) or (
+        isinstance(stored, list) and all(isinstance(name, str) for name in stored))
+
+
+def _record_problem(record: Any) -> str | None:
+    """What makes one apply of the journal unusable to undo, or None. A journal edited by hand or damaged
+    is named, not guessed at: undo moves files by what it says."""
+    if not isinstance(record, dict) or not {"moves", "changes", "csv"} <= record.keys():
+        return "an entry is not an object with 'moves', 'changes' and 'csv'"
+    if not isinstance(record["moves"], list) or not all(
+            isinstance(move, list) and len(move) == 2 and all(isinstance(path, str) for path in move)
+            for move in record["moves"]):
+        return "its 'moves' are not [from, to] pairs of paths"
+    if not isinstance(record["changes"], list) or not all(
+            isinstance(change, list) and len(change) == 4 and isinstance(change[0], int)
+            and isinstance(change[1], str) and _is_label(change[2]) and _is_label(change[3])
+            for change in record["changes"]):
+        return "its 'changes' are not [item, path, old label, new label] rows"
+    table = record["csv"]
+    if table is not None and not (isinstance(table, dict) and isinstance(table.get("written"), str)
+                                  and isinstance(table.get("backup"), str | None)):
+        return "its 'csv' is not {'written': path, 'backup': path or null}"
+    if not isinstance(record.get("done", 0), int):
+        return "its 'done' is not a count of moves"
+    return None
 
 
 def _label(stored: Any) -> Label | None:
@@ -264,6 +301,9 @@ class Cleaner:
             problem = self._label_problem(change.new_label)
             if problem is not None:
                 problems.append(problem)
+            elif change.new_label is not None and set(_classes_of(change.new_label)) == set(item.classes):
+                # Nothing to change: in a class folder the move would only rename the file (a "-2" clash suffix).
+                problems.append(f"{item.path.name} already has the label {self._text(item.label)!r}; keep it instead")
             elif change.new_label is not None and self.by_name:
                 problems.append(f"{item.path.name}: labels come from file names (--label-re), so a relabel would "
                                 "need a rename; remove the file instead")
@@ -312,9 +352,15 @@ class Cleaner:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise AppError(f"{self.journal_path} is not valid JSON ({error}); undo needs it. Restore it from "
                            f"{self.log_path}") from None
-        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list):
+        if not isinstance(journal, dict) or not isinstance(journal.get("applies"), list) \
+                or not isinstance(journal.get("undone", []), list):
             raise AppError(f"{self.journal_path} is not a cleaning journal (expected an object with a list "
                            f"'applies'); undo needs it. Restore it from {self.log_path}")
+        for number, record in enumerate(journal["applies"], 1):
+            problem = _record_problem(record)
+            if problem is not None:
+                raise AppError(f"{self.journal_path} is damaged: in apply {number}, {problem}; undo needs it. "
+                               f"Restore it from {self.log_path}")
         return journal
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
@@ -425,7 +471,11 @@ class Cleaner:
         ours = any((apply.get("csv") or {}).get("written") == str(written) for apply in journal["applies"][:-1])
         source = written if ours and written.is_file() else table
         # Read as training read it (any common encoding); written back as UTF-8.
-        rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
+        try:
+            rows = list(csv.reader(io.StringIO(read_csv_text(source), newline="")))
+        except csv.Error as error:  # changed since training (a field over the module's limit): the file's fault
+            raise DataError(f"{source} is not a CSV that can be read ({error}). Restore it, then apply "
+                            "again") from None
         if not rows:
             raise AppError(f"{source} is empty now, so its rows cannot be corrected. Restore it, then apply again")
         header, body = rows[0], rows[1:]
@@ -465,9 +515,10 @@ class Cleaner:
         """Reverse the last apply: files move back (or the CSV returns to its previous version).
 
         Also an apply that was killed half-way: each journalled move is checked on the disk, a file
-        still at its original place stays, a copy that was not finished is removed. A file that now
-        occupies an original place is not overwritten: the returning file gets a numbered name, and the
-        answer lists it. The log gets one row per reversed change.
+        still at its original place stays, a copy that was not finished is removed (a different file at
+        a planned target, put there since, is kept). A file that now occupies an original place is not
+        overwritten: the returning file gets a numbered name, and the answer lists it. The log gets one
+        row per reversed change.
 
         Raises:
             AppError: Nothing was applied, or a moved file is missing (the message names it).
@@ -497,7 +548,10 @@ class Cleaner:
             if not new.exists():
                 continue  # never moved (killed before), or already put back by an undo that was killed
             if index >= done and old.exists():
-                new.unlink()  # a finished copy whose source was not yet unlinked: the source is the file
+                # A finished copy whose source was not yet unlinked: the source is the file. Only a copy is
+                # ours to unlink; a different file there is one put there since the kill, and it stays.
+                if filecmp.cmp(old, new, shallow=False):
+                    new.unlink()
                 continue
             placed = free_name(old)
             move_file(new, placed)

@@ -33,16 +33,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt
 
 from unfreeze.apps.clean import Change, Cleaner
 from unfreeze.apps.errors import AppError
 from unfreeze.apps.serve import PAGES, SecurityHeaders
 from unfreeze.apps.templates import render
-from unfreeze.data import DataError
+from unfreeze.data import IMAGE_EXTENSIONS, DataError
 
 __all__ = ["LocalRequestsOnly", "create_clean_app"]
 
@@ -51,12 +52,30 @@ _SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class _ChangeBody(BaseModel):
-    item: int
+    item: StrictInt  # an id as the page sends it: `true` or "1" read as item 1 would change an image unasked
     new_label: str | list[str] | None
 
 
 class _ApplyBody(BaseModel):
     changes: list[_ChangeBody]
+
+
+_APPLY_BODY = '{"changes": [{"item": ID, "new_label": "CLASS" | ["CLASS", ...] | null}]}'
+
+
+async def _unreadable_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    """A request whose fields do not fit the route: 422 naming each field and what it must be.
+
+    FastAPI's own answer echoes the input back, and an input of NaN or Infinity (which Python's JSON reader
+    accepts) cannot be written as JSON: that answer was a 500. This one names the fields, never their values.
+    """
+    problems = "; ".join(
+        f"not valid JSON ({problem.get('ctx', {}).get('error', problem['msg'])})" if problem["type"] == "json_invalid"
+        else f"{'.'.join(str(part) for part in problem['loc'][1:]) or problem['loc'][0]}: {problem['msg']}"
+        for problem in error.errors())
+    expected = f" The body must be JSON like {_APPLY_BODY}" if any(
+        problem["loc"][0] == "body" for problem in error.errors()) else ""
+    return JSONResponse({"detail": f"the request was not understood ({problems}).{expected}"}, status_code=422)
 
 
 @contextlib.contextmanager
@@ -98,12 +117,18 @@ class LocalRequestsOnly:
         if scope["method"] in _SAFE_METHODS:
             return None
         origin = headers.get("origin")
-        if origin is not None and (_host_name(urlsplit(origin).netloc) not in self.hosts
-                                   or urlsplit(origin).port != scope["server"][1]):
+        if origin is not None and not self._is_served_origin(origin, scope["server"][1]):
             return "changes are accepted from the cleaning page itself only, not from another site"
         if not secrets.compare_digest(headers.get("x-unfreeze-token", "").encode(), self.token.encode()):
             return "this request lacks the page's session token: reload the page and try again"
         return None
+
+    def _is_served_origin(self, origin: str, port: int) -> bool:
+        try:
+            parts = urlsplit(origin)
+            return _host_name(parts.netloc) in self.hosts and parts.port == port
+        except ValueError:  # a port that is no number or out of range, a broken IPv6 address: not this page
+            return False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         refusal = self._refusal(scope) if scope["type"] == "http" else None
@@ -128,7 +153,8 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
     Example:
         >>> app = create_clean_app(Cleaner("runs/pets", options, collect_items(learn, dls)))  # doctest: +SKIP
     """
-    app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"unfreeze clean: {cleaner.run_dir.name}", docs_url=None, redoc_url=None,
+                  exception_handlers={RequestValidationError: _unreadable_request})
     token = secrets.token_urlsafe(32)  # one per server process: the page gets it when rendered
     app.add_middleware(LocalRequestsOnly, hosts={*LOOPBACK_HOSTS, *hosts}, token=token)
     app.add_middleware(SecurityHeaders)  # outermost: the refusals carry the policy too
@@ -162,7 +188,10 @@ def create_clean_app(cleaner: Cleaner, hosts: Iterable[str] = (),
                 data = item.path.read_bytes()
             except OSError:  # gone, or changed outside the page: not the server's fault
                 raise HTTPException(404, f"no image for item {item_id}") from None
-        return Response(data, media_type=mimetypes.guess_type(item.path.name)[0] or "application/octet-stream")
+        # Typed by the name only for the raster formats training reads: a CSV may name any file, and one called
+        # page.html or app.js must not reach the browser as a page or a script of this origin.
+        guessed = mimetypes.guess_type(item.path.name)[0] if item.path.suffix.lower() in IMAGE_EXTENSIONS else None
+        return Response(data, media_type=guessed or "application/octet-stream")
 
     @contextlib.contextmanager
     def logged(what: str) -> Iterator[dict[str, Any]]:

@@ -211,7 +211,7 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         decisions.append({"name": name, "text": text, "details": None if details is None else _tree(details)})
 
     recipe = summary.section("recipe")
-    notes = [str(note) for note in (summary.get("notes") or []) if isinstance(note, str)]
+    notes = summary.texts("notes")  # a list of text, as training writes it; anything else is named
     flip_notes = [note for note in notes if note.startswith("flip")]
     if recipe.get("flip") is not None or flip_notes:
         chosen = recipe.get("flip_chosen")
@@ -358,7 +358,8 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     the run directory are embedded.
 
     Raises:
-        AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet.
+        AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet, or the
+            page's path is a folder.
         RunFileError: config.json, summary.json or history.csv is damaged (not UTF-8, not JSON, a field
             of the wrong type, a row longer than the header); the one-line message names the file.
 
@@ -367,6 +368,10 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         PosixPath('runs/pets/report.html')
     """
     run, config, summary = read_run(run_dir)
+    target = Path(path) if path is not None else run / REPORT_FILE
+    if target.is_dir():  # os.replace cannot put a file there: named before the page is built
+        raise AppError(f"{target} is a folder; the report is one file. Pass a file path, e.g. --out "
+                       f"{target / REPORT_FILE}")
     history = history_of(run, summary)
     columns = list(history[0]) if history else []
     options = config.section("options")
@@ -394,7 +399,6 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
         version=summary.section("versions").text("unfreeze") or config.text("unfreeze_version"),
         calibration=calibration_section(run, summary),
     )
-    target = Path(path) if path is not None else run / REPORT_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target

@@ -33,6 +33,7 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ class RequestLog:
             await self.app(scope, receive, send_noting_status)
         finally:
             files = scope.get("state", {}).get("files", 0)
-            self.log(f"unfreeze serve: {scope['method']} {scope['path']} {status[0]}, {files} file(s), "
+            # The path as a URL writes it: decoded, a client's %0A would begin a forged line and %1B a terminal escape.
+            path = urllib.parse.quote(scope["path"], safe="/:@!$&'()*+,;=")
+            self.log(f"unfreeze serve: {scope['method']} {path} {status[0]}, {files} file(s), "
                      f"{(time.perf_counter() - started) * 1000:.0f} ms")
 
 
@@ -244,8 +247,10 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
         text = request.query_params.get("top_k")
         if text is None:
             return settings.top_k
-        if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_K:
-            raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {text!r}. "
+        # ASCII digits only and few of them: isdigit() also accepts "²" and "٣", which int() refuses or reads,
+        # and int() refuses a string of more than 4300 digits.
+        if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_TOP_K:
+            raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K}, got {text[:20]!r}. "
                                      "Ask e.g. /predict?top_k=3")
         return min(int(text), len(learner.dls.vocab))
 

@@ -10,7 +10,8 @@ temporary disk. Here:
   own 413 (`Upload.error`) while the other files are answered; a request over the total is 413 as a whole;
 - a body announced larger than the free space, or a full disk while writing (ENOSPC, EDQUOT), is 507,
   with one log line naming the folder;
-- a body that is not multipart form data with fields named `file` is 4xx, never a 500.
+- a body that is not multipart form data with fields named `file` is 4xx, never a 500; so is a body cut
+  short by a client that closed its connection (its 400 goes only into the request log).
 
 Example:
     >>> uploads = await receive_uploads(request, folder, UploadLimits(max_file_bytes=10 * 2**20))  # doctest: +SKIP
@@ -28,6 +29,7 @@ from typing import IO, Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from unfreeze._io import free_bytes
 from unfreeze.data import IMAGE_EXTENSIONS
@@ -162,8 +164,8 @@ async def receive_uploads(request: Any, folder: Path, limits: UploadLimits) -> l
 
     Raises:
         UploadError: 413 over a limit, 422 for a body that is not multipart form data or has no
-            field named `file` (400: broken multipart), 507 when the disk is full. What was written stays
-            in `folder` (the caller's temporary folder, removed with it).
+            field named `file` (400: broken multipart, or a body cut short), 507 when the disk is full.
+            What was written stays in `folder` (the caller's temporary folder, removed with it).
 
     Example:
         >>> await receive_uploads(request, Path(folder), UploadLimits(10 * 2**20))  # doctest: +SKIP
@@ -193,6 +195,9 @@ async def receive_uploads(request: Any, folder: Path, limits: UploadLimits) -> l
     except (MultipartParseError, ValueError) as error:
         raise UploadError(400, f"the body is not valid multipart form data ({error}). Send the images as fields "
                                "named 'file'") from None
+    except ClientDisconnect:  # the client's mistake, not the server's: a 400 in the log, no traceback
+        raise UploadError(400, "the connection closed before the whole body arrived. Send the request "
+                               "again") from None
     except OSError as error:
         if error.errno not in _FULL_DISK:
             raise

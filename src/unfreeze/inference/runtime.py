@@ -219,7 +219,8 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
     Raises:
         ValueError: An unknown runtime.
         ImportError: The runtime's package is missing (the message has the pip line).
-        ExportError: The runtime's probabilities differ from PyTorch's by more than 1e-3.
+        ExportError: The runtime cannot convert or compile the network (the message has its reason), or its
+            probabilities differ from PyTorch's by more than 1e-3.
 
     Example:
         >>> predictor = runtime_predictor(load_learner("runs/pets/model.unfreeze"), "runs/pets/model.unfreeze")
@@ -234,8 +235,12 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
     if runtime not in installed_runtimes():
         raise ImportError(f"--runtime {runtime} needs {' and '.join(_PACKAGES[runtime])}: {_HINTS[runtime]}.")
     network, classifier = _split_classifier(learner.model)
-    module = _RuntimeModule(_compile(_cached_onnx(learner, Path(model_file), network), runtime),
-                            getattr(learner.model, "arch", type(learner.model).__name__),
+    try:
+        compiled = _compile(_cached_onnx(learner, Path(model_file), network), runtime)
+    except Exception as error:  # the converter's or the compiler's own type, its message a C++ log
+        raise ExportError(f"{runtime} cannot run this model ({_failure_reason(error)}). Use --runtime torch, or "
+                          "leave --runtime out for the fastest runtime that runs it") from error
+    module = _RuntimeModule(compiled, getattr(learner.model, "arch", type(learner.model).__name__),
                             int(getattr(learner.model, "n_out", len(learner.dls.vocab))), classifier)
     difference = _check(learner, module)
     if difference > _TOLERANCE:
@@ -255,12 +260,17 @@ def _fastest_that_runs(learner: Any, model_file: str | Path) -> Any:
         try:
             return runtime_predictor(learner, model_file, runtime)
         except Exception as error:  # any failure of a converter or compiler: the next runtime is tried
-            # The last line: OpenVINO's and ONNX's messages start with where in their C++ the check failed.
-            reason = ([line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__])
-            reason = reason[-1].lstrip("- ")[:200]
+            reason = _failure_reason(error.__cause__ or error)  # the compiler's own message, not our wrapping
             warnings.warn(f"{runtime} cannot run this model ({reason}); trying the next runtime. Choose one with "
                           "--runtime", stacklevel=3)
     return learner
+
+
+def _failure_reason(error: BaseException) -> str:
+    """A converter's or compiler's failure in one short line."""
+    # The last line: OpenVINO's and ONNX's messages start with where in their C++ the check failed.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1].lstrip("- ")[:200]
 
 
 def _check(learner: Any, module: nn.Module, count: int = 8) -> float:
