@@ -251,7 +251,10 @@ def command_report(args: argparse.Namespace) -> int:
         runs/comparison.html
     """
     if args.out is not None:
-        check_output_file(args.out, "--out")
+        from unfreeze.apps.compare import COMPARISON_FILE
+        from unfreeze.apps.report import REPORT_FILE
+
+        check_output_file(args.out, "--out", COMPARISON_FILE if len(args.run_dirs) > 1 else REPORT_FILE)
     if len(args.run_dirs) > 1:
         from unfreeze.apps.compare import write_comparison
 

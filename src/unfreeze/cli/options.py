@@ -25,16 +25,18 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line and exit code 2."""
 
 
-def check_output_file(path: Path, option: str) -> None:
+def check_output_file(path: Path, option: str, name: str | None = None) -> None:
     """Create the folder of the file `option` names; refuse a path onto a folder or under a file.
 
     Called before a command's work: the file is written at its end, where such a path ended in a traceback.
+    `name` is the file the message suggests inside a folder (default: any file in it).
 
     Raises:
         UsageError: `path` is a folder, or its folder cannot be created (a file is in the way, no permission).
     """
     if path.is_dir():
-        raise UsageError(f"{path} is a folder, not a file. Choose another {option}, such as a file in that folder")
+        example = f"such as {option} {path / name}" if name else "such as a file in that folder"
+        raise UsageError(f"{path} is a folder, not a file. Choose another {option}, {example}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
