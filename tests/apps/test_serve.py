@@ -78,6 +78,23 @@ def test_an_undecodable_file_gets_an_error_entry_and_the_others_their_prediction
     assert good["file"] == "ant.png" and "label" in good
 
 
+def test_an_upload_in_a_format_outside_the_supported_ones_is_refused_unread(
+        server: tuple[str, object], trained_app_run: Path) -> None:
+    # An EPS named .png: Pillow would hand it to Ghostscript where installed. It is refused by its content.
+    import io
+
+    from PIL import Image
+
+    eps = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(eps, format="EPS")
+    image = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png").read_bytes()
+    response = post_files(server[0], [("photo.png", eps.getvalue()), ("ant.png", image)])
+    assert response.status_code == 200
+    bad, good = response.json()["predictions"]
+    assert "not one of the supported formats (JPEG, PNG" in bad["error"] and bad["label"] is None
+    assert tempfile.gettempdir() not in bad["error"] and "label" in good
+
+
 def test_no_readable_file_is_422_with_a_json_message_and_the_server_keeps_serving(
         server: tuple[str, object], trained_app_run: Path) -> None:
     truncated = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_1.png").read_bytes()[:60]

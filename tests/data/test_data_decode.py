@@ -104,3 +104,21 @@ def test_chw_refuses_an_array_that_is_not_channels_first():
     with pytest.raises(ValueError, match="channels-first"):
         chw(np.zeros((8, 8, 3), dtype=np.uint8))
     assert chw(np.zeros((3, 8, 8), dtype=np.uint8)).shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "ICO", "PPM", "TGA"])
+def test_formats_outside_the_supported_ones_are_refused_before_decoding(tmp_path: Path, fmt: str) -> None:
+    # Pillow opens any format it knows; an EPS decodes by running Ghostscript where it is installed, which
+    # an uploaded file must never reach. Named .jpg as a renamed or crafted file would be.
+    path = tmp_path / "photo.jpg"
+    _solid("RGB", RED).save(path, format=fmt)
+    with pytest.raises(OSError, match=r"photo\.jpg.*not one of the supported formats.*JPEG, PNG"):
+        decode_image(path)
+
+
+def test_a_multi_picture_jpeg_from_a_phone_still_decodes(tmp_path: Path) -> None:
+    # Pillow names such files MPO, not JPEG: the allowed formats must include it.
+    path = tmp_path / "phone.jpg"
+    image = _solid("RGB", RED)
+    image.save(path, format="MPO", save_all=True, append_images=[image])
+    _check_rgb(decode_image(path), RED, tolerance=8)

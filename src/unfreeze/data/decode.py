@@ -1,7 +1,9 @@
 """Any image file (or in-memory image) → RGB, with EXIF orientation applied.
 
-Supported: JPEG (including CMYK), PNG (8 and 16 bit, palette, RGBA, LA, grayscale), WebP, BMP, GIF
-(first frame) and TIFF. Transparent pixels are composited on white, the usual background of product
+Supported: JPEG (including CMYK and phones' multi-picture JPEGs), PNG (8 and 16 bit, palette, RGBA, LA,
+grayscale), WebP, BMP, GIF (first frame) and TIFF. Any other format Pillow knows is refused before it
+decodes: a file's name says nothing about its content, and some decoders (EPS runs Ghostscript) must never
+see an uploaded or crafted file. Transparent pixels are composited on white, the usual background of product
 and document photos, rather than dropped (dropping alpha shows whatever colour hid under it).
 16-bit images are scaled to 8 bits (65535 → 255), never clipped.
 """
@@ -10,18 +12,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from unfreeze.data.sources import SkippedFiles
 from unfreeze.data.transforms import resize_item
 
 __all__ = [
-    "BadFileReport", "DecodeJob", "ImageSource", "as_list", "chw", "decode_image", "decode_item", "default_workers",
-    "open_rgb", "to_rgb",
+    "DECODED_FORMATS", "BadFileReport", "DecodeJob", "ImageSource", "as_list", "chw", "decode_image", "decode_item",
+    "default_workers", "open_image", "open_rgb", "to_rgb",
 ]
 
 # What test_dl and predict accept: a path, a PIL image, a numpy HWC array or a CHW/HWC tensor.
@@ -31,6 +34,30 @@ ImageSource = str | Path | Image.Image | np.ndarray | torch.Tensor
 BadFileReport = SkippedFiles
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+# Pillow's names for the formats of IMAGE_EXTENSIONS ("JPEG" opens a phone's multi-picture JPEG, MPO, too).
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
+def open_image(source: str | Path | IO[bytes]) -> Image.Image:
+    """`PIL.Image.open` limited to `DECODED_FORMATS` (lazy, as Image.open: use it in a `with` block).
+
+    Raises:
+        PIL.UnidentifiedImageError: Not an image, or one in another format (the message names the
+            supported ones).
+
+    Example:
+        >>> with open_image("cat.jpg") as image:  # doctest: +SKIP
+        ...     image.size
+        (640, 480)
+    """
+    Image.init()  # registers every plugin once: `formats` names only registered ones (else a KeyError)
+    try:
+        return Image.open(source, formats=DECODED_FORMATS)
+    except UnidentifiedImageError:
+        name = source if isinstance(source, str | Path) else "the image"
+        raise UnidentifiedImageError(f"cannot read {name}: not one of the supported formats "
+                                     "(JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
 
 
 def _on_white(image: Image.Image) -> Image.Image:
@@ -99,7 +126,7 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         return to_rgb(_from_array(array))
     if isinstance(source, np.ndarray):
         return to_rgb(_from_array(source))
-    with Image.open(source) as image:
+    with open_image(source) as image:
         image.seek(0)  # first frame of a GIF or multi-page TIFF
         if draft_size is not None and image.format == "JPEG":
             image.draft(image.mode, (draft_size, draft_size))

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from unfreeze.data.decode import open_image
 from unfreeze.data.sources import DataError
 
 __all__ = ["image_size", "numbers_from", "output_names", "points_from", "scale_points", "source_size", "unscale_points"]
@@ -53,7 +54,7 @@ def numbers_from(label: Any, item: Any) -> tuple[float, ...]:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file, read from its header (and EXIF rotation) without decoding it."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         width, height = image.size
         orientation = image.getexif().get(0x0112, 1)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
@@ -114,7 +115,7 @@ def source_size(source: Any) -> tuple[int, int]:
     if isinstance(source, Image.Image):
         return source.size
     if isinstance(source, (bytes, bytearray)):
-        with Image.open(io.BytesIO(source)) as image:
+        with open_image(io.BytesIO(source)) as image:
             return image.size
     shape = tuple(source.shape)
     if isinstance(source, torch.Tensor) and len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 from torch import nn
 
-from unfreeze.data.decode import open_rgb
+from unfreeze.data.decode import open_image, open_rgb
 from unfreeze.models.feature_map import check_input_size
 
 __all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size", "upscale_loaders"]
@@ -44,7 +44,7 @@ def native_size(sources: Sequence[Any], sample: int = _SAMPLE) -> int | None:
     for source in list(sources)[::step][:sample]:
         try:
             if isinstance(source, (str, Path)):
-                with Image.open(source) as image:
+                with open_image(source) as image:
                     width, height = image.size
             else:
                 width, height = open_rgb(source).size
