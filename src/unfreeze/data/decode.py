@@ -56,8 +56,8 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
         return Image.open(source, formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         name = source if isinstance(source, str | Path) else "the image"
-        raise UnidentifiedImageError(f"cannot read {name}: not one of the supported formats "
-                                     "(JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
+        raise UnidentifiedImageError(f"cannot identify image file {name}: not an image, or not one of the "
+                                     "supported formats (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
 
 
 def _on_white(image: Image.Image) -> Image.Image:
