@@ -75,6 +75,21 @@ def test_bad_token_sources_are_user_errors(trained_app_run: Path, tmp_path: Path
     assert message in run_user_error(["serve", str(trained_app_run), *extra, "--token-file", str(token_file)], capsys)
 
 
+@pytest.mark.parametrize("token", ["pässwort", "two words", "tab\there"])
+def test_a_token_no_client_can_send_is_refused_at_start(trained_app_run: Path, tmp_path: Path, token: str,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Header values travel as ASCII: a UTF-8 client's 'Bearer pässwort' never matched, so every request was
+    # a 401 with nothing said at start.
+    line = run_user_error(["serve", str(trained_app_run), "--token", token], capsys)
+    assert "--token" in line and "printable ASCII" in line and token not in line  # a secret is never echoed
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    assert "printable ASCII" in run_user_error(["serve", str(trained_app_run), "--token-file", str(token_file)], capsys)
+    monkeypatch.setenv("UNFREEZE_TOKEN", token)
+    assert "UNFREEZE_TOKEN" in run_user_error(["serve", str(trained_app_run)], capsys)
+
+
 def test_a_missing_token_file_and_an_empty_environment_token_are_user_errors(
         trained_app_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,7 +172,7 @@ def serve_token(args: argparse.Namespace, environ: dict[str, str] | None = None)
 
     Raises:
         UsageError: both --token and --token-file, or a token file that is missing, unreadable, not
-            text or empty, or an empty token.
+            text or empty, or an empty token, or one that is not printable ASCII without spaces.
 
     Example:
         >>> serve_token(argparse.Namespace(token=None, token_file=None), {"UNFREEZE_TOKEN": "s3cret"})
@@ -200,15 +200,24 @@ def serve_token(args: argparse.Namespace, environ: dict[str, str] | None = None)
         token = lines[0].strip() if lines else ""
         if not token:
             raise UsageError(f"--token-file {path} is empty. Put the token on its first line")
-        return token
+        return _sendable(token, f"--token-file {path}")
     if args.token is not None:
         if not args.token.strip():
             raise UsageError("--token is empty. Pass a secret, or leave --token out for no token")
-        return args.token
+        return _sendable(args.token, "--token")
     token = environ.get(TOKEN_ENV)
     if token is not None and not token.strip():
         raise UsageError(f"{TOKEN_ENV} is set but empty. Set it to the secret, or unset it for no token")
-    return None if token is None else token.strip()
+    return None if token is None else _sendable(token.strip(), TOKEN_ENV)
+
+
+def _sendable(token: str, source: str) -> str:
+    # An Authorization header carries ASCII, and a space ends the token: a client could never send another.
+    if not all(33 <= ord(character) <= 126 for character in token):
+        raise UsageError(f"the token from {source} must be printable ASCII without spaces, as an HTTP header "
+                         "carries it (a client could never send this one). Use e.g. "
+                         "'python -c \"import secrets; print(secrets.token_urlsafe())\"'")
+    return token
 
 
 def command_serve(args: argparse.Namespace) -> int:
