@@ -117,6 +117,31 @@ def test_a_csv_dataset_gets_a_corrected_csv_beside_the_original(tmp_path: Path) 
     assert not cleaned.exists() and list((tmp_path / "run" / "cleaning").glob("labels.cleaned.undone*.csv"))
 
 
+def test_a_change_whose_csv_row_is_gone_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    # The row was removed from the CSV after training: the apply answered "1 relabelled" and logged it,
+    # while the corrected CSV held no such row.
+    from unfreeze.data import DataError
+
+    root = tmp_path / "data"
+    root.mkdir()
+    table = root / "labels.csv"
+    table.write_text("name,label\na.png,cat\nb.png,dog\n")
+    items = [CleanItem(index, root / name, "train", label, label, 0.9, 0.1)
+             for index, (name, label) in enumerate([("a.png", "cat"), ("b.png", "dog")])]
+    for item in items:
+        item.path.write_bytes(b"image")
+    cleaner = Cleaner(tmp_path / "run", {"data": str(root), "csv": "labels.csv"}, items)
+    table.write_text("name,label\na.png,cat\n")  # b.png's row removed by hand meanwhile
+    with pytest.raises(DataError, match=r"b\.png has no row in .*labels\.csv"):
+        cleaner.apply([Change(0, "dog"), Change(1, "cat")])
+    assert not (root / "labels.cleaned.csv").exists()
+    assert not (tmp_path / "run" / "cleaning" / "log.csv").exists() or \
+        "b.png" not in (tmp_path / "run" / "cleaning" / "log.csv").read_text()
+    with pytest.raises(AppError, match="nothing to undo"):
+        cleaner.undo()
+    assert cleaner.apply([Change(0, "dog")])["relabelled"] == 1  # the other change alone goes through
+
+
 def test_clean_undo_from_the_command_line(run_copy: Callable[[], tuple[Path, Path]],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     run, images = run_copy()

@@ -480,14 +480,21 @@ class Cleaner:
             raise AppError(f"{source} is empty now, so its rows cannot be corrected. Restore it, then apply again")
         header, body = rows[0], rows[1:]
         new_labels = {item.path.resolve(): change.new_label for item, change in zip(chosen, changes, strict=True)}
-        kept = []
+        kept, found = [], set()
         for row in body:
             path = (self.data / row[0]).resolve() if row else None
             if path in new_labels:
+                found.add(path)
                 if new_labels[path] is None:
                     continue
                 row = [row[0], self._text(new_labels[path]), *row[2:]]
             kept.append(row)
+        missing = [path for path in new_labels if path not in found]
+        if missing:  # a row removed or renamed since training: "relabelled" would be untrue for it
+            named = ", ".join(path.name for path in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                                    else "")
+            raise DataError(f"{named} has no row in {source} any more, so its change cannot be written; nothing "
+                            "was changed. Unmark it, or restore its row, then apply again")
         if plan["backup"] is not None:
             Path(plan["backup"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(written, plan["backup"])
