@@ -505,3 +505,49 @@ def test_a_subclass_that_overrides_a_watchers_batch_event_is_not_taken_for_a_wat
     learn.unfreeze()
     learn.fit(1, 1e-3, callbacks=[Stopper()])
     assert learn.step == 2 and len(learn.recorder.losses) == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _FailsIn(Callback):
+    """Raises in one event, as a user's buggy callback would."""
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+
+    def before_fit(self, learner):
+        self.learner = learner
+        if self.event == "before_fit":
+            raise RuntimeError("the user's before_fit failed")
+
+    def after_epoch(self, epoch, logs):
+        if epoch == 0:
+            self.first_epoch = state(self.learner.model)
+
+    def after_fit(self, logs):
+        if self.event == "after_fit":
+            raise RuntimeError("the user's after_fit failed")
+
+
+def test_a_callback_failing_in_after_fit_still_lets_the_next_one_restore_the_best_weights(dls, tmp_path):
+    learn = make_learner(dls)
+    failing = _FailsIn("after_fit")
+    best = SaveBestModel("epoch", path=tmp_path / "best.safetensors", mode="min")  # the best is epoch 0
+    with pytest.raises(RuntimeError, match="after_fit failed"):
+        learn.fit(2, 1e-2, callbacks=[failing, best])
+    assert all(torch.equal(value, failing.first_epoch[name]) for name, value in state(learn.model).items())
+
+
+def test_a_callback_failing_in_before_fit_leaves_no_progress_bar_running(dls):
+    import sys
+
+    stdout = sys.stdout
+    learn = make_learner(dls)
+    with pytest.raises(RuntimeError, match="before_fit failed"):
+        learn.fit(1, 1e-3, callbacks=[ProgressCallback(stream=_Terminal()), _FailsIn("before_fit")])
+    assert sys.stdout is stdout  # a live bar left running would still hold the terminal's output
+    learn.fit(1, 1e-3)
+    assert len(learn.recorder.history) == 1

@@ -115,6 +115,30 @@ def emit(callbacks: Sequence[Callback], event: str, *args: Any) -> bool:
     return stop
 
 
+def _end_fit(callbacks: Sequence[Callback], logs: dict[str, Any]) -> None:
+    """after_fit to every callback, also past one that raises: a later one may restore the best weights
+    or stop a live progress bar. The first error is raised once all have run."""
+    error: BaseException | None = None
+    for callback in callbacks:
+        try:
+            callback.after_fit(logs)
+        except BaseException as raised:  # a Ctrl-C too: the callbacks after it still end the fit
+            error = error or raised
+    if error is not None:
+        raise error
+
+
+def _begin_fit(callbacks: Sequence[Callback], learner: FitTarget) -> None:
+    """before_fit to every callback; when one raises, those already started get after_fit (the progress
+    display stops and gives the terminal back) and the error goes on."""
+    for index, callback in enumerate(callbacks):
+        try:
+            callback.before_fit(learner)
+        except BaseException:
+            _end_fit(callbacks[:index], {})
+            raise
+
+
 @contextlib.contextmanager
 def _seeded(learner: FitTarget) -> Iterator[None]:
     # With a learner seed, the fit draws from the global torch RNG only inside a fork: the caller's
@@ -252,7 +276,7 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
     good_state: dict[str, torch.Tensor] | None = None
     for callback in callbacks:
         callback.stop_training = False  # a stop asked for in an earlier fit does not carry over
-    emit(callbacks, "before_fit", learner)
+    _begin_fit(callbacks, learner)
     user_callbacks = callbacks[2:]
     load_callback_states(user_callbacks, callback_states)
     try:
@@ -296,7 +320,7 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
             print(f"Training interrupted at epoch {position.epoch}; the model and history are kept.")
     finally:
         learner.model.eval()
-        emit(callbacks, "after_fit", fit_logs)
+        _end_fit(callbacks, fit_logs)
     if checkpoint is not None and not learner.position.interrupted and distributed.is_main_process():
         # Once more after after_fit (which may restore the best weights) and after an early stop:
         # a resume from here runs no more epochs of this fit.
