@@ -213,3 +213,15 @@ def test_settings_given_as_none_are_changes_too(folder):
     assert learn.progress.recipe["augment"] is None and learn.progress.recipe["patience"] is None
     with pytest.raises(RecipeError, match="mixup must be a number"):
         learn.fit_recipe(1, mixup=None)
+
+
+def test_a_set_smaller_than_the_planned_batch_trains_as_one_batch(make_image_folder):
+    # 4 training images in loaders of bs=2 (which drop an incomplete batch); the plan's batch of 16 is
+    # larger than the whole set: one batch of 4, as the plan counts it, not an epoch of no batch at all.
+    dls = ImageDataLoaders.from_folder(make_image_folder(n_train=2, n_valid=2), size=16, bs=2, seed=0, num_workers=0)
+    learn = make_learner(dls)
+    learn.fit_recipe(1, probe=False)
+    plan = learn.progress.recipe["plan"]
+    assert plan["batch_size"] == 16 and plan["steps_per_epoch"] == 1
+    assert len(learn.recorder.history) == 2 and len(learn.recorder.losses) == 2
+    assert dls.train.batch_size == 2 and dls.train.drop_last  # the loader's own again after the fit

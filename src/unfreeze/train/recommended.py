@@ -135,8 +135,12 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     trimmed = TrimmedCrossEntropy(trim, plan.steps_per_epoch * (plan.freeze_epochs + 1), smoothing,
                                   learner.class_weights) if trim else None
     loss = _recipe_loss_func(learner, smoothing, imbalance, noise == "gce", trimmed)
+    # An incomplete last batch is dropped only when the epoch holds more than one batch (the plan counts
+    # steps so, and the loaders decide so when built): a set smaller than the plan's batch is one batch.
+    drop_last = train.drop_last and len(train.dataset) * plan.passes > plan.batch_size
     with _held(learner, "loss_func", loss), _recipe_augment(train, recipe.augment, flip), \
             _held(train, "batch_size", plan.batch_size), _held(train, "passes", plan.passes), \
+            _held(train, "drop_last", drop_last), \
             _held(train, "sample_weights", _without(train.sample_weights, left_out, len(train.dataset))):
         if plan.probe and saved is None:
             learner.freeze()
