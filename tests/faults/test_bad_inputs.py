@@ -140,3 +140,36 @@ def test_any_garbage_torch_file_is_a_clear_error(tmp_path: Path) -> None:
         path.write_bytes(bytes(draw.getrandbits(8) for _ in range(draw.randint(1, 300))))
         with pytest.raises((WeightsFileError, WeightsMismatchError)):
             read_state_dict(path)
+
+
+def test_batches_of_one_image_stop_before_training(make_image_folder, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """test_resnet at 16 px ends on a 1x1 map: its batch norm cannot train on one image. --bs 1 (and lr_find
+    at that batch size) is refused before any step, not a traceback mid-epoch."""
+    from unfreeze import DataError, ImageDataLoaders, vision_learner
+
+    root = make_image_folder(classes=("ant", "bee"), n_train=2, n_valid=1)
+    argv = ["train", str(root), *TINY, "--no-upscale", "--out", str(tmp_path / "run")]
+    line = run_user_error([*argv[:-2], "--bs", "1", *argv[-2:]], capsys)  # --bs 1 overrides TINY's --bs 4
+    assert "batch size of 2 or more" in line
+    line = run_user_error([*argv[:-2], "--bs", "1", "--lr", "auto", "--out", str(tmp_path / "auto")], capsys)
+    assert "batch size of 2 or more" in line
+    learn = vision_learner(ImageDataLoaders.from_folder(root, size=16, bs=1, seed=0, num_workers=0), "test_resnet",
+                           pretrained=False, quiet=True)
+    with pytest.raises(DataError, match="batches of one image"):
+        learn.fit(1, 1e-3)
+    assert learn.recorder.history == [] and learn.recorder.losses == []
+
+
+def test_a_batch_that_shrinks_to_one_image_is_left_out_with_one_warning(make_image_folder) -> None:
+    """Broken files dropped from a batch of 2 leave one image: that batch is skipped, the fit goes on."""
+    from unfreeze import ImageDataLoaders, vision_learner
+
+    root = make_image_folder(classes=("ant", "bee"), n_train=4, n_valid=2)
+    for image in sorted((root / "train" / "ant").glob("*.png"))[:3]:
+        image.write_bytes(b"not an image")
+    learn = vision_learner(ImageDataLoaders.from_folder(root, size=16, bs=2, seed=0, num_workers=0), "test_resnet",
+                           pretrained=False, quiet=True, seed=0)
+    with pytest.warns(UserWarning, match="one image"):
+        learn.fit(2, 1e-3)
+    assert len(learn.recorder.history) == 2

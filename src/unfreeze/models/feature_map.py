@@ -9,12 +9,13 @@ halves of the fastai head see the same value, and unfreezing wrecks the head (is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["FeatureMapCheck", "check_input_size", "feature_map_size", "min_input_size"]
+__all__ = ["FeatureMapCheck", "check_input_size", "feature_map_size", "min_input_size", "one_image_norm_layers"]
 
 
 def feature_map_size(body: nn.Module, size: int, n_in: int = 3) -> tuple[int, int] | None:
@@ -44,6 +45,47 @@ def feature_map_size(body: nn.Module, size: int, n_in: int = 3) -> tuple[int, in
     if not isinstance(output, torch.Tensor) or output.ndim != 4:
         return None  # pooled vectors or tokens (a ViT): nothing spatial to check
     return int(output.shape[-2]), int(output.shape[-1])
+
+
+def one_image_norm_layers(model: nn.Module, size: int, n_in: int = 3) -> list[str]:
+    """The batch-norm layers in training mode that see one value per channel in a one-image batch.
+
+    torch refuses to train such a layer on that batch ("Expected more than 1 value per channel when
+    training"): a BatchNorm1d, or a BatchNorm2d on a 1×1 map. Measured with one forward pass of a
+    `size` × `size` zero image in eval mode (no statistics change); every module's mode is restored.
+
+    Example:
+        >>> model = create_model("test_resnet", 2, pretrained=False).train()  # doctest: +SKIP
+        >>> one_image_norm_layers(model, 16)[:1], one_image_norm_layers(model, 64)  # doctest: +SKIP
+        (['body.layer3.0.bn2'], ['head.2', 'head.6'])
+    """
+    training = {module for module in model.modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training}
+    if not training:
+        return []
+    single: list[str] = []
+
+    def watch(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            if inputs[0][0].numel() == inputs[0].shape[1]:  # one image's values: one per channel
+                single.append(name)
+        return record
+
+    hooks = [module.register_forward_pre_hook(watch(name)) for name, module in model.named_modules()
+             if module in training]
+    parameter = next(model.parameters(), None)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, n_in, size, size, device=parameter.device if parameter is not None else None,
+                              dtype=parameter.dtype if parameter is not None else None))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, was_training in modes:
+            module.training = was_training
+    return single
 
 
 def _cells(body: nn.Module, size: int, n_in: int) -> int:

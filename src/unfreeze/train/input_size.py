@@ -19,10 +19,11 @@ from typing import Any
 from PIL import Image
 from torch import nn
 
+from unfreeze.data import DataError
 from unfreeze.data.decode import open_image, open_rgb
-from unfreeze.models.feature_map import check_input_size
+from unfreeze.models.feature_map import check_input_size, one_image_norm_layers
 
-__all__ = ["MIN_CELLS", "SizePlan", "native_size", "plan_input_size", "upscale_loaders"]
+__all__ = ["MIN_CELLS", "SizePlan", "check_one_image_batches", "native_size", "plan_input_size", "upscale_loaders"]
 
 MIN_CELLS = 2  # the final map's side below which the pooled features see no layout
 _ROUND_TO = 32  # the usual total stride: a multiple of it gives an exact, unpadded map
@@ -140,3 +141,36 @@ def upscale_loaders(model: nn.Module, dls: Any, upscale: bool = True) -> SizePla
     if plan.upscaled:
         dls.train.size = dls.valid.size = plan.size
     return plan
+
+
+def check_one_image_batches(model: nn.Module, loader: Any) -> bool:
+    """Whether `model`, in its current (training) modes, fails on a batch of one image from `loader`.
+
+    A batch-norm layer that sees one value per channel cannot train (`one_image_norm_layers`). When the
+    loader's batches hold one image by construction (batch size 1, or a last batch of one), that is a
+    DataError now, before any step; otherwise True tells the loop to leave out a batch that broken
+    files shrank to one image.
+
+    Raises:
+        DataError: Batch size 1, or a last batch of one image, for a model that cannot train on one.
+
+    Example:
+        >>> learn.set_train_mode(); check_one_image_batches(learn.model, learn.dls.train)  # doctest: +SKIP
+        True
+    """
+    size = getattr(loader, "size", None)
+    if not isinstance(size, int):
+        return False
+    failing = one_image_norm_layers(model, size, getattr(model, "n_in", 3))
+    if not failing:
+        return False
+    n_items, batch_size = len(loader.dataset) * int(getattr(loader, "passes", 1)), loader.batch_size
+    last = batch_size if loader.drop_last else n_items % batch_size or batch_size
+    if min(batch_size, last) == 1:
+        which = "batches of one image" if batch_size == 1 else \
+            f"{n_items} training images in batches of {batch_size}: the last batch holds a single image"
+        more = f" and {len(failing) - 1} more" if len(failing) > 1 else ""
+        raise DataError(f"Training on {which}: the batch-norm layer {failing[0]}{more} sees one value per channel "
+                        f"there at {size} px and cannot train on it. Use a batch size of 2 or more (bs=, --bs) "
+                        "that leaves no single image over.")
+    return True

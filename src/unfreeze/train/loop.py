@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,10 @@ import torch
 from unfreeze import distributed
 from unfreeze._device import cudnn_autotune
 from unfreeze._io import stop_signals_held
-from unfreeze.data import DataError
+from unfreeze.data import DataError, DataWarning
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
+from unfreeze.train.input_size import check_one_image_batches
 
 if TYPE_CHECKING:
     from unfreeze.train.protocols import FitTarget
@@ -193,12 +195,19 @@ def _after_step(learner: FitTarget, done: _PendingLoss, good_state: dict[str, to
 
 
 def _train_epoch(learner: FitTarget, schedule: Any, step_in_fit: int, good_state: dict[str, torch.Tensor],
-                 callbacks: Sequence[Callback], overlap: bool) -> tuple[int, bool]:
-    """One pass over the training loader; returns the new step in the fit and whether to stop."""
+                 callbacks: Sequence[Callback], overlap: bool, skip_single: bool) -> tuple[int, bool]:
+    """One pass over the training loader; returns the new step in the fit and whether to stop.
+
+    With `skip_single`, a batch that broken files shrank to one image is left out: the model's batch
+    norm cannot train on it (`check_one_image_batches`)."""
     pending: _PendingLoss | None = None  # overlap: the step whose loss (and after_batch) is on the way
     stop = False
     try:
         for images, labels in learner.dls.train:
+            if skip_single and len(labels) == 1:
+                warnings.warn("A training batch that undecodable files left with one image was left out: the "
+                              "model's batch-norm layers cannot train on one image.", DataWarning, stacklevel=2)
+                continue
             lrs, mom = schedule.lrs_at(step_in_fit), schedule.mom_at(step_in_fit)
             learner.stepper.set_hyper(lrs, mom)
             position = learner.position
@@ -274,6 +283,11 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
     overlap = overlap and all(_watches_only(callback) for callback in callbacks)
     fit_logs: dict[str, Any] = {}
     good_state: dict[str, torch.Tensor] | None = None
+    learner.set_train_mode()  # the modes the epochs train in decide which norm layers need two images
+    try:
+        skip_single = check_one_image_batches(learner.model, learner.dls.train)  # batch size 1: stops here
+    finally:
+        learner.model.eval()
     for callback in callbacks:
         callback.stop_training = False  # a stop asked for in an earlier fit does not carry over
     _begin_fit(callbacks, learner)
@@ -289,7 +303,8 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                 start, good_state = time.time(), learner.state_dict(keys=["model"])["model"]
                 learner.set_train_mode()
                 steps_before = learner.position.step
-                step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap)
+                step_in_fit, stop = _train_epoch(learner, schedule, step_in_fit, good_state, callbacks, overlap,
+                                                 skip_single)
                 if learner.position.step == steps_before and not stop:
                     raise DataError(
                         f"Not one training batch of epoch {epoch} could be decoded ({len(learner.dls.train.dataset)} "

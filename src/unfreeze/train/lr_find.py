@@ -38,6 +38,7 @@ import torch
 
 from unfreeze import distributed
 from unfreeze.progress import StepProgress
+from unfreeze.train.input_size import check_one_image_batches
 from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
@@ -332,12 +333,13 @@ def _ratios(learner: RangeTestTarget, lr_ratios: LRSpec | None) -> list[float]:
     return [lr / lrs[-1] for lr in lrs]
 
 
-def _batches(loader: Any, first_epoch: int) -> Any:
-    """Yield batches forever, starting a new epoch (new order, new augmentations) when one runs out."""
+def _batches(loader: Any, first_epoch: int, skip_single: bool) -> Any:
+    """Yield batches forever, starting a new epoch (new order, new augmentations) when one runs out;
+    with `skip_single`, without the batches that broken files shrank to one image (as fit leaves them out)."""
     epoch = first_epoch
     while True:
         loader.set_epoch(epoch)
-        yield from loader
+        yield from (batch for batch in loader if not (skip_single and len(batch[1]) == 1))
         epoch += 1
 
 
@@ -349,8 +351,9 @@ def _run(
     `progress`, a text stream, gets one line per tenth of the test (a pipe or a log shows it is alive).
     """
     loader = learner.dls.train
-    batches = _batches(loader, first_epoch=learner.epochs_done)
     learner.set_train_mode()
+    # Batch size 1 for a model whose batch norm cannot train on one image stops here, as fit does.
+    batches = _batches(loader, learner.epochs_done, check_one_image_batches(learner.model, loader))
     # The recorder smooths the loss exactly as during training; the snapshot restores it afterwards.
     learner.recorder.reset_smoothing()
     raw: list[float] = []

@@ -213,6 +213,7 @@ class RangeTestTarget(Protocol):
     """What the LR range test drives; it restores the learner's whole state afterwards."""
 
     dls: Any
+    model: nn.Module
     recorder: Any  # train.callbacks.Recorder
     seed: int | None
     quiet: bool
