@@ -279,7 +279,9 @@ def check_time_budget(learner: RecipeTarget, seconds: float) -> float:
     """
     epoch_seconds = estimate_epoch_seconds(learner.model, learner.loss_func, learner.dls)
     if seconds < epoch_seconds:
-        raise RecipeError(f"the time budget ({seconds:g} s) is shorter than one epoch, about {epoch_seconds:.0f} s "
+        # Under 10 s, two significant digits: a sub-second epoch read "about 0 s", shorter than the budget refused.
+        shown = f"{epoch_seconds:.0f}" if epoch_seconds >= 10 else f"{epoch_seconds:.2g}"
+        raise RecipeError(f"the time budget ({seconds:g} s) is shorter than one epoch, about {shown} s "
                           f"on this machine. Give at least {math.ceil(epoch_seconds)} s, or train on fewer images "
                           "or a smaller size.")
     return epoch_seconds
