@@ -90,6 +90,9 @@ def test_conflicting_options_fail_before_a_run_directory_exists(image_folder: Pa
     line = run_user_error(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label",
                            "--label-smoothing", "0.1", "--out", str(out)], capsys)
     assert "Drop --label-smoothing" in line
+    line = run_user_error(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label",
+                           "--noise", "filter", "--out", str(tmp_path / "filter")], capsys)
+    assert "noise='filter' applies to single-label data" in line
     line = run_user_error(["train", str(image_folder), *TINY, "--time-budget", "0.0001s", "--out", str(out)], capsys)
     assert line.startswith("unfreeze: error: --time-budget (0.0001 s) is shorter than one epoch")
     assert "Give at least" in line

@@ -162,6 +162,9 @@ def test_recipe_check_reports_every_problem_at_once_and_the_multi_label_conflict
         assert part in message
     with pytest.raises(RecipeError, match=r"multi-label\. Set it to 0"):
         Recipe(label_smoothing=0.1).check(multi_label=True)
+    for noise in ("label_smoothing", "filter", "gce"):  # each smooths or reweighs single-label targets
+        with pytest.raises(RecipeError, match=f"noise='{noise}' applies to single-label data"):
+            Recipe(noise=noise).check(multi_label=True)
     assert Recipe(epochs=None, time_budget=60).check().epochs is None
     with pytest.raises(RecipeError, match="no field mixup_alpha"):
         Recipe().replace(mixup_alpha=0.2)

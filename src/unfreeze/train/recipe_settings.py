@@ -62,7 +62,8 @@ class Recipe:
             out the training images whose label a cross-validated linear probe finds unlikely:
             `train.recipe.noise.check_noise`), "trim" (leave each batch's largest losses out, as
             many as the same check estimates wrong), "label_smoothing" (ε 0.1), "gce" (generalised
-            cross-entropy, q=0.7) or "none".
+            cross-entropy, q=0.7) or "none". Multi-label data takes "auto" or "none" ("trim" runs there
+            but leaves nothing out).
         head: The head a learner built for this recipe gets (`vision_learner(..., recipe=...)` and
             `unfreeze train`): "linear" (average pooling and one linear layer) or "fastai" (concat
             pooling, BatchNorm, dropout, two linear layers). `fit_recipe` trains whatever head the
@@ -179,8 +180,9 @@ class Recipe:
             f"noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}.",
             "imbalance applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
             if multi_label and self.imbalance == "logit_adjust" else "",
-            "noise='gce' applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
-            if multi_label and self.noise == "gce" else "",
+            # label_smoothing and filter smooth the targets, gce reweighs the classes' probabilities: one label each.
+            f"noise={self.noise!r} applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
+            if multi_label and self.noise in ("label_smoothing", "filter", "gce") else "",
             _whole(self.frozen_groups, "frozen_groups", 0),
             "" if self.head in ("linear", "fastai") else f"head must be 'linear' or 'fastai', got {self.head!r}.",
             "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else
