@@ -1,0 +1,28 @@
+# ruff: noqa: F403, F405
+"""More fastbook (chapters 1, 2, 5) and fastai-docs cells, ported with only the import changed.
+
+Each test runs a cell as the book or the docs write it, on tiny images made at test time.
+"""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from unfreeze import *  # the point of these tests
+
+pytestmark = pytest.mark.filterwarnings("ignore::unfreeze.data.spellings.UnsupportedTransformWarning",
+                                        "ignore::unfreeze.data.DataWarning")
+
+
+def test_untar_data_takes_a_path_object_of_a_local_archive(tmp_path, write_image):
+    write_image(tmp_path / "packed" / "bears" / "grizzly" / "1.png")
+    archive = tmp_path / "bears.tgz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(tmp_path / "packed" / "bears", arcname="bears")
+
+    path = untar_data(Path(archive))
+
+    assert path == tmp_path / "bears" and path.ls() == [path/'grizzly']
+    assert untar_data(path) == path  # the extracted folder, as a pathlib path too
