@@ -26,3 +26,16 @@ def test_untar_data_takes_a_path_object_of_a_local_archive(tmp_path, write_image
 
     assert path == tmp_path / "bears" and path.ls() == [path/'grizzly']
     assert untar_data(path) == path  # the extracted folder, as a pathlib path too
+
+
+def test_get_image_files_gives_an_l_and_takes_one_folder_name(tmp_path, write_image):
+    for split in ("train", "valid"):
+        for kind in ("cat", "dog"):
+            write_image(tmp_path / split / kind / f"{kind}_1.png")
+
+    files = get_image_files(tmp_path)
+    valid = get_image_files(tmp_path, folders="valid")
+
+    assert files.map(lambda f: f.name) == ["cat_1.png", "dog_1.png"] * 2
+    assert files.attrgot("name")[:2] == ["cat_1.png", "dog_1.png"]
+    assert valid == get_image_files(tmp_path, folders=["valid"]) == files[2:]

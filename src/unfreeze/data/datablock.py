@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.foundation import L
 
 from unfreeze.data.blocks import (
     CategoryBlock,
@@ -78,13 +79,13 @@ def _shown(item: Any) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[str] | None = None) -> list[Path]:
-    """The image files under `path`, sorted (hidden files and other extensions left out).
+def get_image_files(path: str | Path, recurse: bool = True, folders: str | Sequence[str] | None = None) -> L:
+    """The image files under `path`, sorted (hidden files and other extensions left out), as fastai's `L`.
 
     Args:
         path: The folder to list.
         recurse: Also list subfolders, at any depth.
-        folders: Only these subfolders of `path` (files directly in `path` are then left out).
+        folders: Only this subfolder of `path`, or these (files directly in `path` are then left out).
 
     Example:
         >>> files = get_image_files("pets/images")  # doctest: +SKIP
@@ -92,6 +93,8 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[st
         PosixPath('pets/images/Abyssinian_1.jpg')
     """
     root = check_root(path, "a folder of images")
+    if isinstance(folders, str):  # fastai's folders="train": one name, not its letters
+        folders = [folders]
     tops = [root / folder for folder in folders] if folders else [root]
     missing = [str(top) for top in tops if not top.is_dir()]
     if missing:
@@ -110,7 +113,7 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[st
         if not reason.startswith("not an image extension"):
             odd.add(file, reason)
     odd.warn("files that look like images but cannot be read")
-    return sorted(files)
+    return L(sorted(files))  # fastai's list: files.map(...), files.attrgot("name"), files[mask]
 
 
 def parent_label(path: str | Path) -> str:
