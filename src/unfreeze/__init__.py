@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time _PUBLIC bel
         sample_path,
         untar_data,
         using_attr,
+        verify_images,
     )
     from unfreeze.fastai_names import Path, tensor, to_cpu
     from unfreeze.inference import (
@@ -133,7 +134,8 @@ _PUBLIC: dict[str, str] = {
     "TfmdLists": "unfreeze.data", "ToTensor": "unfreeze.data", "URLs": "unfreeze.data",
     "aug_transforms": "unfreeze.data", "augment_preset": "unfreeze.data", "get_image_files": "unfreeze.data",
     "imagenet_stats": "unfreeze.data", "parent_label": "unfreeze.data", "sample_path": "unfreeze.data",
-    "untar_data": "unfreeze.data", "using_attr": "unfreeze.data", "Path": "unfreeze.fastai_names",
+    "untar_data": "unfreeze.data", "using_attr": "unfreeze.data",
+    "verify_images": "unfreeze.data", "Path": "unfreeze.fastai_names",
     "tensor": "unfreeze.fastai_names", "to_cpu": "unfreeze.fastai_names",
     "ClassificationInterpretation": "unfreeze.inference", "ExportError": "unfreeze.inference",
     "FastaiConversionError": "unfreeze.inference", "Interpretation": "unfreeze.inference",
@@ -297,6 +299,7 @@ __all__ = [
     "untar_data",
     "using_attr",
     "valley",
+    "verify_images",
     "vision_learner",
     "xresnet18",
     "xresnet34",

@@ -28,6 +28,29 @@ def test_untar_data_takes_a_path_object_of_a_local_archive(tmp_path, write_image
     assert untar_data(path) == path  # the extracted folder, as a pathlib path too
 
 
+@pytest.fixture
+def bears(tmp_path, write_image):
+    """bears/<kind>/*.jpg as chapter 2's download leaves them, with two broken downloads among them."""
+    path = tmp_path / "bears"
+    for kind_index, kind in enumerate(("black", "grizzly", "teddy")):
+        for index in range(4):
+            write_image(path / kind / f"{index:08d}.jpg", (28, 24), (60 * kind_index, 90, 160), seed=index)
+    (path / "grizzly" / "00000009.jpg").write_text("<html>403 Forbidden</html>")  # a web page saved as .jpg
+    whole = (path / "teddy" / "00000000.jpg").read_bytes()
+    (path / "teddy" / "00000009.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut off half way
+    return path
+
+
+def test_chapter_2_verify_images_finds_the_broken_downloads_and_unlink_removes_them(bears):
+    fns = get_image_files(bears)
+    failed = verify_images(fns)
+
+    assert len(fns) == 14 and sorted(f.name for f in failed) == ["00000009.jpg", "00000009.jpg"]
+    assert sorted(failed.map(parent_label)) == ["grizzly", "teddy"]
+    failed.map(Path.unlink)
+    assert len(get_image_files(bears)) == 12 and len(verify_images(get_image_files(bears))) == 0
+
+
 def test_get_image_files_gives_an_l_and_takes_one_folder_name(tmp_path, write_image):
     for split in ("train", "valid"):
         for kind in ("cat", "dog"):

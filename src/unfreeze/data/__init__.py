@@ -24,6 +24,7 @@ from unfreeze.data.datablock import (
     get_image_files,
     parent_label,
     using_attr,
+    verify_images,
 )
 from unfreeze.data.dataloaders import ImageDataLoaders
 from unfreeze.data.datasets import Categorize, Datasets, IntToFloatTensor, TfmdLists, ToTensor
@@ -93,4 +94,5 @@ __all__ = [
     "to_rgb",
     "untar_data",
     "using_attr",
+    "verify_images",
 ]

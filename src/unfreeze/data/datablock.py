@@ -41,6 +41,7 @@ from unfreeze.data.blocks import (
     is_block,
 )
 from unfreeze.data.dataloaders import ImageDataLoaders
+from unfreeze.data.decode import decode_item
 from unfreeze.data.regression import numbers_from, output_names, points_from
 from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_root, list_image_files
 from unfreeze.data.spellings import resolve_pipeline
@@ -64,6 +65,7 @@ __all__ = [
     "get_image_files",
     "parent_label",
     "using_attr",
+    "verify_images",
 ]
 
 Splits = tuple[list[int], list[int]]
@@ -114,6 +116,20 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: str | Seque
             odd.add(file, reason)
     odd.warn("files that look like images but cannot be read")
     return L(sorted(files))  # fastai's list: files.map(...), files.attrgot("name"), files[mask]
+
+
+def verify_images(files: Sequence[str | Path]) -> L:
+    """fastai's `verify_images`: the files that do not decode as images, as an `L` (fastbook chapter 2).
+
+    A file counts as broken when training would drop it: not an image, a format unfreeze does not
+    decode, or cut off part way. The usual next step deletes them: `failed.map(Path.unlink)`.
+
+    Example:
+        >>> failed = verify_images(get_image_files("bears"))  # doctest: +SKIP
+        >>> failed.map(Path.unlink)  # doctest: +SKIP
+    """
+    # The same decoder as training at a thumbnail size: JPEGs decode at 1/8 scale, yet to the last byte.
+    return L(file for file in files if decode_item(file, 32, "squish")[0] is None)
 
 
 def parent_label(path: str | Path) -> str:
