@@ -62,3 +62,16 @@ def test_get_image_files_gives_an_l_and_takes_one_folder_name(tmp_path, write_im
     assert files.map(lambda f: f.name) == ["cat_1.png", "dog_1.png"] * 2
     assert files.attrgot("name")[:2] == ["cat_1.png", "dog_1.png"]
     assert valid == get_image_files(tmp_path, folders=["valid"]) == files[2:]
+
+
+def test_vision_learner_model_indexes_as_body_then_head(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(16), bs=4, seed=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False)
+    learn.model.eval()
+    x = torch.rand(2, 3, 16, 16)
+
+    assert len(learn.model) == 2 and learn.model[0] is learn.model.body and learn.model[-1] is learn.model.head
+    assert learn.model[1][-1].out_features == dls.c  # the head's last layer, as in fastai
+    assert torch.equal(learn.model[1](learn.model[0](x)), learn.model(x))
+    with pytest.raises(IndexError, match=r"0 \(the body\) or 1 \(the head\)"):
+        learn.model[2]
