@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time _PUBLIC bel
     from unfreeze.data import (
         Categorize,
         CategoryBlock,
+        ColReader,
+        ColSplitter,
         DataBlock,
         DataError,
         Datasets,
@@ -124,6 +126,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time _PUBLIC bel
 # unfreeze import *` gives them (the modules pd, plt, L... through LAZY_NAMES).
 _PUBLIC: dict[str, str] = {
     "Categorize": "unfreeze.data", "CategoryBlock": "unfreeze.data", "DataBlock": "unfreeze.data",
+    "ColReader": "unfreeze.data", "ColSplitter": "unfreeze.data",
     "DataError": "unfreeze.data", "Datasets": "unfreeze.data", "DataWarning": "unfreeze.data",
     "FuncSplitter": "unfreeze.data", "GrandparentSplitter": "unfreeze.data", "ImageBlock": "unfreeze.data",
     "ImageDataLoader": "unfreeze.data", "ImageDataLoaders": "unfreeze.data", "IndexSplitter": "unfreeze.data",
@@ -187,6 +190,8 @@ __all__ = [
     "CategoryBlock",
     "CheckpointError",
     "ClassificationInterpretation",
+    "ColReader",
+    "ColSplitter",
     "CrossEntropyLossFlat",
     "CutMix",
     "DataBlock",
@@ -276,6 +281,7 @@ __all__ = [
     "mse",
     "nn",
     "np",
+    "os",
     "parent_label",
     "partial",
     "pd",

@@ -32,6 +32,7 @@ __all__ = ["FASTAI_ATTRIBUTES", "LAZY_NAMES", "UNSUPPORTED", "MissingModule", "P
 LAZY_NAMES: dict[str, tuple[str, str | None, str | None]] = {
     "pd": ("pandas", None, "fastai"),
     "np": ("numpy", None, None),
+    "os": ("os", None, None),  # the vision tutorial's ColReader(..., pref=str(path/'train') + os.path.sep)
     "torch": ("torch", None, None),
     "nn": ("torch.nn", None, None),
     "F": ("torch.nn.functional", None, None),

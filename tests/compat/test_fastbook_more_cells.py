@@ -75,3 +75,43 @@ def test_vision_learner_model_indexes_as_body_then_head(make_image_folder):
     assert torch.equal(learn.model[1](learn.model[0](x)), learn.model(x))
     with pytest.raises(IndexError, match=r"0 \(the body\) or 1 \(the head\)"):
         learn.model[2]
+
+
+@pytest.fixture
+def pascal_df(tmp_path, write_image):
+    """PASCAL in miniature: train/*.jpg and its DataFrame (fname, space-separated labels, is_valid)."""
+    path = tmp_path / "pascal_2007"
+    rows = []
+    for index in range(12):
+        labels = ["car", "dog", "person"][index % 3] + (" cat" if index % 4 == 0 else "")
+        write_image(path / "train" / f"{index:06d}.jpg", (32, 28), (70 * (index % 3), 90, 150), seed=index)
+        rows.append({"fname": f"{index:06d}.jpg", "labels": labels, "is_valid": index >= 9})
+    return path, pd.DataFrame(rows)
+
+
+def test_vision_tutorial_multi_label_datablock_with_col_reader_and_col_splitter(pascal_df):
+    path, df = pascal_df
+    pascal = DataBlock(blocks=(ImageBlock, MultiCategoryBlock),
+                       splitter=ColSplitter('is_valid'),
+                       get_x=ColReader('fname', pref=str(path/'train') + os.path.sep),
+                       get_y=ColReader('labels', label_delim=' '),
+                       item_tfms=Resize(24),
+                       batch_tfms=aug_transforms(size=16))
+    dls = pascal.dataloaders(df, bs=4)
+
+    assert dls.vocab == ["car", "cat", "dog", "person"]
+    assert [file.name for file, _ in dls.valid_ds.items] == ["000009.jpg", "000010.jpg", "000011.jpg"]
+    assert dls.train_ds.items[0] == (path / "train" / "000000.jpg", ("car", "cat"))
+    assert ColReader(0, pref=path/'train')(df.iloc[1]) == f"{path/'train'}{os.path.sep}000001.jpg"
+    assert ColReader(["fname", "is_valid"])(df.iloc[11]) == ["000011.jpg", True]
+    assert ColSplitter()(df) == ColSplitter(2)(df) == (list(range(9)), [9, 10, 11])
+    assert ColSplitter('labels', on='car')(df)[1] == [3, 6, 9]
+    assert ColSplitter('labels', on=['dog', 'person'])(df)[1][:2] == [1, 2]
+
+
+def test_col_splitter_refuses_a_column_of_strings(pascal_df):
+    _, df = pascal_df
+    df["is_valid"] = df["is_valid"].astype(str)  # "True"/"False": every one would be true as a bool
+
+    with pytest.raises(DataError, match=r"'is_valid' holds text.*True or False"):
+        ColSplitter('is_valid')(df)

@@ -9,6 +9,8 @@ Example:
 from unfreeze.data.augment import AUGMENT_PRESETS, PolicyAugment, augment_preset
 from unfreeze.data.datablock import (
     CategoryBlock,
+    ColReader,
+    ColSplitter,
     DataBlock,
     FuncSplitter,
     GrandparentSplitter,
@@ -53,6 +55,8 @@ __all__ = [
     "BatchAugment",
     "Categorize",
     "CategoryBlock",
+    "ColReader",
+    "ColSplitter",
     "DataBlock",
     "DataError",
     "DataWarning",

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from unfreeze.tasks import Label, MultiLabel, Regression, Task, point_names
 
 __all__ = [
     "CategoryBlock",
+    "ColReader",
+    "ColSplitter",
     "DataBlock",
     "FuncSplitter",
     "GrandparentSplitter",
@@ -193,6 +196,63 @@ def using_attr(function: Callable[[Any], Any], attr: str) -> Callable[[Any], Any
         'CAT_1.JPG'
     """
     return _UsingAttr(function, attr)
+
+
+class ColReader:
+    """fastai's `ColReader(cols, pref, suff, label_delim)`: read a DataFrame row's column(s).
+
+    `pref` and `suff` wrap the value as text (a `Path` prefix gets a separator after it); with
+    `label_delim` the value is split into a list of labels. Several columns give a list of values.
+
+    Example:
+        >>> row = {"fname": "0001.jpg", "labels": "cat dog"}
+        >>> ColReader("fname", pref="train/")(row), ColReader("labels", label_delim=" ")(row)
+        ('train/0001.jpg', ['cat', 'dog'])
+    """
+
+    def __init__(self, cols: int | str | Sequence[int | str], pref: str | Path = "", suff: str = "",
+                 label_delim: str | None = None) -> None:
+        self.cols = list(cols) if isinstance(cols, (list, tuple)) else [cols]
+        self.pref = str(pref) + os.path.sep if isinstance(pref, Path) else pref
+        self.suff, self.label_delim = suff, label_delim
+
+    def _read(self, row: Any, col: int | str) -> Any:
+        value = row.iloc[col] if isinstance(col, int) and hasattr(row, "iloc") else row[col]
+        if self.label_delim is not None:
+            return value.split(self.label_delim) if len(value) > 0 else []
+        return f"{self.pref}{value}{self.suff}" if self.pref or self.suff else value
+
+    def __call__(self, row: Any) -> Any:
+        values = [self._read(row, col) for col in self.cols]
+        return values[0] if len(values) == 1 else values
+
+    def __repr__(self) -> str:
+        return f"ColReader({self.cols[0] if len(self.cols) == 1 else self.cols!r})"
+
+
+def ColSplitter(col: int | str = "is_valid", on: Any = None) -> Callable[[Any], Splits]:
+    """fastai's `ColSplitter`: the DataFrame's rows whose `col` is true (or equals `on`, or is in a list
+    `on`) are the validation set.
+
+    Example:
+        >>> splitter = ColSplitter("is_valid")
+        >>> splitter(pd.DataFrame({"is_valid": [False, True, False]}))  # doctest: +SKIP
+        ([0, 2], [1])
+    """
+    def split(frame: Any) -> Splits:
+        if not _is_dataframe(frame):
+            raise DataError(f"ColSplitter({col!r}) splits a DataFrame's rows; got {type(frame).__name__}. Pass the "
+                            "DataFrame to dataloaders(df), or use RandomSplitter or FuncSplitter for other items.")
+        column = frame.iloc[:, col] if isinstance(col, int) else frame[col]
+        if on is None:
+            if column.dtype.kind not in "biuf":  # fastai's astype(bool) would make every non-empty string true
+                raise DataError(f"ColSplitter: column {col!r} holds text ({column.iloc[0]!r}, ...); expected True or "
+                                "False per row. Convert it, e.g. df[col] = df[col] == 'True', or pass on=<value>.")
+            is_valid = column.to_numpy().astype(bool)
+        else:
+            is_valid = column.isin(on).to_numpy() if isinstance(on, (list, tuple, set)) else (column == on).to_numpy()
+        return [i for i, flag in enumerate(is_valid) if not flag], [i for i, flag in enumerate(is_valid) if flag]
+    return split
 
 
 @dataclass(frozen=True)
