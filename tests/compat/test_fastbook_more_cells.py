@@ -115,3 +115,12 @@ def test_col_splitter_refuses_a_column_of_strings(pascal_df):
 
     with pytest.raises(DataError, match=r"'is_valid' holds text.*True or False"):
         ColSplitter('is_valid')(df)
+
+
+def test_chapter_2_download_and_cleaner_cells_fail_in_one_line_naming_what_to_use(tmp_path):
+    with pytest.raises(NotImplementedError, match=r"does not download.*get_image_files"):
+        search_images_ddg('grizzly bear', max_images=150)
+    with pytest.raises(NotImplementedError, match=r"does not download"):
+        download_images(tmp_path, urls=["https://example.com/grizzly.jpg"])
+    with pytest.raises(NotImplementedError, match=r"unfreeze clean RUN_DIR.*plot_top_losses"):
+        ImageClassifierCleaner(None)
