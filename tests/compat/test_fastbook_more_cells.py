@@ -7,6 +7,7 @@ Each test runs a cell as the book or the docs write it, on tiny images made at t
 from __future__ import annotations
 
 import tarfile
+import warnings
 
 import pytest
 
@@ -124,3 +125,17 @@ def test_chapter_2_download_and_cleaner_cells_fail_in_one_line_naming_what_to_us
         download_images(tmp_path, urls=["https://example.com/grizzly.jpg"])
     with pytest.raises(NotImplementedError, match=r"unfreeze clean RUN_DIR.*plot_top_losses"):
         ImageClassifierCleaner(None)
+
+
+def test_resize_pad_keeps_fastais_default_pad_mode_and_says_it_pads_with_black(monkeypatch):
+    from unfreeze.data import spellings
+
+    monkeypatch.setattr(spellings, "_WARNED", set())  # the caveat is said once per process
+    with pytest.warns(spellings.UnsupportedTransformWarning, match="pad_mode='reflection'.*pads with black"):
+        resize = Resize(128, ResizeMethod.Pad)
+    assert resize.pad_mode == "reflection"  # fastai's default, PadMode.Reflection
+    monkeypatch.setattr(spellings, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Resize(128, ResizeMethod.Pad, pad_mode='zeros')  # chapter 2's spelling: what unfreeze does, no warning
+        Resize(128, ResizeMethod.Squish)

@@ -87,7 +87,8 @@ class Resize:
     """fastai's `Resize(size, method)`: every image to `size` × `size` on the CPU, before batching.
 
     method "crop" (fastai's default) takes a random square crop in training and the centre one in
-    validation; "pad" fits the long side and pads with black; "squish" ignores the aspect ratio.
+    validation; "pad" fits the long side and pads with black (fastai's default pad_mode reflects the
+    image: a warning says so unless pad_mode="zeros"); "squish" ignores the aspect ratio.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder("data", item_tfms=Resize(224, method="squish"))  # doctest: +SKIP
@@ -95,7 +96,7 @@ class Resize:
 
     size: int
     method: str = "crop"
-    pad_mode: str = "zeros"
+    pad_mode: str = "reflection"  # fastai's default; unfreeze pads with black, and says so for method="pad"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", _square_size(self.size, "Resize"))
