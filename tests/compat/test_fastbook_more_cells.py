@@ -139,3 +139,15 @@ def test_resize_pad_keeps_fastais_default_pad_mode_and_says_it_pads_with_black(m
         warnings.simplefilter("error")
         Resize(128, ResizeMethod.Pad, pad_mode='zeros')  # chapter 2's spelling: what unfreeze does, no warning
         Resize(128, ResizeMethod.Squish)
+
+
+def test_pad_mode_names_as_in_fastais_docs(monkeypatch):
+    from unfreeze.data import spellings
+
+    monkeypatch.setattr(spellings, "_WARNED", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resize = Resize(128, ResizeMethod.Pad, pad_mode=PadMode.Zeros)
+    assert resize.pad_mode == "zeros" and (PadMode.Border, PadMode.Reflection) == ("border", "reflection")
+    with pytest.warns(spellings.UnsupportedTransformWarning, match="pad_mode='border'"):
+        Resize(128, ResizeMethod.Pad, pad_mode=PadMode.Border)

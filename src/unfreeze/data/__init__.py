@@ -35,6 +35,7 @@ from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
 from unfreeze.data.spellings import (
     Normalize,
+    PadMode,
     RandomResizedCrop,
     Resize,
     ResizeMethod,
@@ -73,6 +74,7 @@ __all__ = [
     "Normalize",
     "PILImage",
     "PILImageBW",
+    "PadMode",
     "PointBlock",
     "PolicyAugment",
     "RandomResizedCrop",

@@ -32,6 +32,7 @@ from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 __all__ = [
     "AugTransforms",
     "Normalize",
+    "PadMode",
     "PipelineSettings",
     "RandomResizedCrop",
     "Resize",
@@ -80,6 +81,17 @@ class ResizeMethod:
     Crop = "crop"
     Pad = "pad"
     Squish = "squish"
+
+
+class PadMode:
+    """fastai's names for `pad_mode`: `Resize(128, ResizeMethod.Pad, pad_mode=PadMode.Zeros)`.
+
+    unfreeze pads with black (`Zeros`); the others warn once and pad with black too.
+    """
+
+    Zeros = "zeros"
+    Border = "border"
+    Reflection = "reflection"
 
 
 @dataclass(frozen=True)
