@@ -90,7 +90,7 @@ def pascal_df(tmp_path, write_image):
     return path, pd.DataFrame(rows)
 
 
-def test_vision_tutorial_multi_label_datablock_with_col_reader_and_col_splitter(pascal_df):
+def test_vision_tutorial_multi_label_datablock_with_col_reader_and_col_splitter(pascal_df, capsys):
     path, df = pascal_df
     pascal = DataBlock(blocks=(ImageBlock, MultiCategoryBlock),
                        splitter=ColSplitter('is_valid'),
@@ -98,8 +98,10 @@ def test_vision_tutorial_multi_label_datablock_with_col_reader_and_col_splitter(
                        get_y=ColReader('labels', label_delim=' '),
                        item_tfms=Resize(24),
                        batch_tfms=aug_transforms(size=16))
+    pascal.summary(df)
     dls = pascal.dataloaders(df, bs=4)
 
+    assert "split: 9 train, 3 valid by ColSplitter('is_valid')" in capsys.readouterr().out
     assert dls.vocab == ["car", "cat", "dog", "person"]
     assert [file.name for file, _ in dls.valid_ds.items] == ["000009.jpg", "000010.jpg", "000011.jpg"]
     assert dls.train_ds.items[0] == (path / "train" / "000000.jpg", ("car", "cat"))

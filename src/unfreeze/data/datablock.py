@@ -252,6 +252,7 @@ def ColSplitter(col: int | str = "is_valid", on: Any = None) -> Callable[[Any], 
         else:
             is_valid = column.isin(on).to_numpy() if isinstance(on, (list, tuple, set)) else (column == on).to_numpy()
         return [i for i, flag in enumerate(is_valid) if not flag], [i for i, flag in enumerate(is_valid) if flag]
+    split.__name__ = f"ColSplitter({col!r}{'' if on is None else f', on={on!r}'})"  # as summary() and errors name it
     return split
 
 
