@@ -153,3 +153,17 @@ def test_pad_mode_names_as_in_fastais_docs(monkeypatch):
     assert resize.pad_mode == "zeros" and (PadMode.Border, PadMode.Reflection) == ("border", "reflection")
     with pytest.warns(spellings.UnsupportedTransformWarning, match="pad_mode='border'"):
         Resize(128, ResizeMethod.Pad, pad_mode=PadMode.Border)
+
+
+def test_interpretation_from_learner_on_the_training_set_with_ds_idx(make_image_folder):
+    dls = ImageDataLoaders.from_folder(make_image_folder(), item_tfms=Resize(16), bs=4, seed=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, metrics=error_rate)
+
+    train = ClassificationInterpretation.from_learner(learn, ds_idx=0)
+    valid = ClassificationInterpretation.from_learner(learn, 1)  # fastai's order: learn, ds_idx, dl
+
+    assert train.confusion_matrix().sum() == len(dls.train_ds) == 12
+    assert valid.confusion_matrix().sum() == len(dls.valid_ds) == 6
+    assert torch.allclose(train.probs, learn.get_preds(ds_idx=0)[0])
+    with pytest.raises(ValueError, match="ds_idx must be 0"):
+        ClassificationInterpretation.from_learner(learn, ds_idx=2)
