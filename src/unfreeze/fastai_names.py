@@ -32,6 +32,7 @@ __all__ = ["FASTAI_ATTRIBUTES", "LAZY_NAMES", "UNSUPPORTED", "MissingModule", "P
 LAZY_NAMES: dict[str, tuple[str, str | None, str | None]] = {
     "pd": ("pandas", None, "fastai"),
     "np": ("numpy", None, None),
+    "os": ("os", None, None),  # the vision tutorial's ColReader(..., pref=str(path/'train') + os.path.sep)
     "torch": ("torch", None, None),
     "nn": ("torch.nn", None, None),
     "F": ("torch.nn.functional", None, None),
@@ -172,6 +173,11 @@ UNSUPPORTED: dict[str, str] = {
         "CancelValidException")},
     **{name: "use torch's module.register_forward_hook; unfreeze has no hook callbacks" for name in (
         "Hook", "Hooks", "hook_outputs", "HookCallback", "ActivationStats")},
+    **{name: "unfreeze does not download images; save them as path/<class>/<image>.jpg yourself, then "
+             "get_image_files(path) and verify_images(...) find them" for name in (
+        "search_images_ddg", "search_images_bing", "download_images", "download_url")},
+    "ImageClassifierCleaner": "review the images by loss with `unfreeze clean RUN_DIR` (a page that relabels and "
+                              "removes files), or in a notebook with interp.plot_top_losses(k)",
     "WandbCallback": "log with TensorBoardLogger or MLflowLogger (cbs=...)",
     "ReduceLROnPlateau": "use fit_one_cycle or fit_flat_cos, and EarlyStoppingCallback to stop early",
     "MixedPrecision": "mixed precision is on by default on CUDA; learn.to_fp16() / to_fp32() switch it",

@@ -9,6 +9,8 @@ Example:
 from unfreeze.data.augment import AUGMENT_PRESETS, PolicyAugment, augment_preset
 from unfreeze.data.datablock import (
     CategoryBlock,
+    ColReader,
+    ColSplitter,
     DataBlock,
     FuncSplitter,
     GrandparentSplitter,
@@ -24,6 +26,7 @@ from unfreeze.data.datablock import (
     get_image_files,
     parent_label,
     using_attr,
+    verify_images,
 )
 from unfreeze.data.dataloaders import ImageDataLoaders
 from unfreeze.data.datasets import Categorize, Datasets, IntToFloatTensor, TfmdLists, ToTensor
@@ -32,6 +35,7 @@ from unfreeze.data.loaders import ImageDataLoader, ImageDataset
 from unfreeze.data.sources import IMAGE_EXTENSIONS, DataError, DataWarning, read_idx, sample_path
 from unfreeze.data.spellings import (
     Normalize,
+    PadMode,
     RandomResizedCrop,
     Resize,
     ResizeMethod,
@@ -52,6 +56,8 @@ __all__ = [
     "BatchAugment",
     "Categorize",
     "CategoryBlock",
+    "ColReader",
+    "ColSplitter",
     "DataBlock",
     "DataError",
     "DataWarning",
@@ -68,6 +74,7 @@ __all__ = [
     "Normalize",
     "PILImage",
     "PILImageBW",
+    "PadMode",
     "PointBlock",
     "PolicyAugment",
     "RandomResizedCrop",
@@ -93,4 +100,5 @@ __all__ = [
     "to_rgb",
     "untar_data",
     "using_attr",
+    "verify_images",
 ]

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.foundation import L
 
 from unfreeze.data.blocks import (
     CategoryBlock,
@@ -40,6 +42,7 @@ from unfreeze.data.blocks import (
     is_block,
 )
 from unfreeze.data.dataloaders import ImageDataLoaders
+from unfreeze.data.decode import decode_item
 from unfreeze.data.regression import numbers_from, output_names, points_from
 from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_root, list_image_files
 from unfreeze.data.spellings import resolve_pipeline
@@ -48,6 +51,8 @@ from unfreeze.tasks import Label, MultiLabel, Regression, Task, point_names
 
 __all__ = [
     "CategoryBlock",
+    "ColReader",
+    "ColSplitter",
     "DataBlock",
     "FuncSplitter",
     "GrandparentSplitter",
@@ -63,6 +68,7 @@ __all__ = [
     "get_image_files",
     "parent_label",
     "using_attr",
+    "verify_images",
 ]
 
 Splits = tuple[list[int], list[int]]
@@ -78,13 +84,13 @@ def _shown(item: Any) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[str] | None = None) -> list[Path]:
-    """The image files under `path`, sorted (hidden files and other extensions left out).
+def get_image_files(path: str | Path, recurse: bool = True, folders: str | Sequence[str] | None = None) -> L:
+    """The image files under `path`, sorted (hidden files and other extensions left out), as fastai's `L`.
 
     Args:
         path: The folder to list.
         recurse: Also list subfolders, at any depth.
-        folders: Only these subfolders of `path` (files directly in `path` are then left out).
+        folders: Only this subfolder of `path`, or these (files directly in `path` are then left out).
 
     Example:
         >>> files = get_image_files("pets/images")  # doctest: +SKIP
@@ -92,6 +98,8 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[st
         PosixPath('pets/images/Abyssinian_1.jpg')
     """
     root = check_root(path, "a folder of images")
+    if isinstance(folders, str):  # fastai's folders="train": one name, not its letters
+        folders = [folders]
     tops = [root / folder for folder in folders] if folders else [root]
     missing = [str(top) for top in tops if not top.is_dir()]
     if missing:
@@ -110,7 +118,21 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: Sequence[st
         if not reason.startswith("not an image extension"):
             odd.add(file, reason)
     odd.warn("files that look like images but cannot be read")
-    return sorted(files)
+    return L(sorted(files))  # fastai's list: files.map(...), files.attrgot("name"), files[mask]
+
+
+def verify_images(files: Sequence[str | Path]) -> L:
+    """fastai's `verify_images`: the files that do not decode as images, as an `L` (fastbook chapter 2).
+
+    A file counts as broken when training would drop it: not an image, a format unfreeze does not
+    decode, or cut off part way. The usual next step deletes them: `failed.map(Path.unlink)`.
+
+    Example:
+        >>> failed = verify_images(get_image_files("bears"))  # doctest: +SKIP
+        >>> failed.map(Path.unlink)  # doctest: +SKIP
+    """
+    # The same decoder as training at a thumbnail size: JPEGs decode at 1/8 scale, yet to the last byte.
+    return L(file for file in files if decode_item(file, 32, "squish")[0] is None)
 
 
 def parent_label(path: str | Path) -> str:
@@ -174,6 +196,64 @@ def using_attr(function: Callable[[Any], Any], attr: str) -> Callable[[Any], Any
         'CAT_1.JPG'
     """
     return _UsingAttr(function, attr)
+
+
+class ColReader:
+    """fastai's `ColReader(cols, pref, suff, label_delim)`: read a DataFrame row's column(s).
+
+    `pref` and `suff` wrap the value as text (a `Path` prefix gets a separator after it); with
+    `label_delim` the value is split into a list of labels. Several columns give a list of values.
+
+    Example:
+        >>> row = {"fname": "0001.jpg", "labels": "cat dog"}
+        >>> ColReader("fname", pref="train/")(row), ColReader("labels", label_delim=" ")(row)
+        ('train/0001.jpg', ['cat', 'dog'])
+    """
+
+    def __init__(self, cols: int | str | Sequence[int | str], pref: str | Path = "", suff: str = "",
+                 label_delim: str | None = None) -> None:
+        self.cols = list(cols) if isinstance(cols, (list, tuple)) else [cols]
+        self.pref = str(pref) + os.path.sep if isinstance(pref, Path) else pref
+        self.suff, self.label_delim = suff, label_delim
+
+    def _read(self, row: Any, col: int | str) -> Any:
+        value = row.iloc[col] if isinstance(col, int) and hasattr(row, "iloc") else row[col]
+        if self.label_delim is not None:
+            return value.split(self.label_delim) if len(value) > 0 else []
+        return f"{self.pref}{value}{self.suff}" if self.pref or self.suff else value
+
+    def __call__(self, row: Any) -> Any:
+        values = [self._read(row, col) for col in self.cols]
+        return values[0] if len(values) == 1 else values
+
+    def __repr__(self) -> str:
+        return f"ColReader({self.cols[0] if len(self.cols) == 1 else self.cols!r})"
+
+
+def ColSplitter(col: int | str = "is_valid", on: Any = None) -> Callable[[Any], Splits]:
+    """fastai's `ColSplitter`: the DataFrame's rows whose `col` is true (or equals `on`, or is in a list
+    `on`) are the validation set.
+
+    Example:
+        >>> splitter = ColSplitter("is_valid")
+        >>> splitter(pd.DataFrame({"is_valid": [False, True, False]}))  # doctest: +SKIP
+        ([0, 2], [1])
+    """
+    def split(frame: Any) -> Splits:
+        if not _is_dataframe(frame):
+            raise DataError(f"ColSplitter({col!r}) splits a DataFrame's rows; got {type(frame).__name__}. Pass the "
+                            "DataFrame to dataloaders(df), or use RandomSplitter or FuncSplitter for other items.")
+        column = frame.iloc[:, col] if isinstance(col, int) else frame[col]
+        if on is None:
+            if column.dtype.kind not in "biuf":  # fastai's astype(bool) would make every non-empty string true
+                raise DataError(f"ColSplitter: column {col!r} holds text ({column.iloc[0]!r}, ...); expected True or "
+                                "False per row. Convert it, e.g. df[col] = df[col] == 'True', or pass on=<value>.")
+            is_valid = column.to_numpy().astype(bool)
+        else:
+            is_valid = column.isin(on).to_numpy() if isinstance(on, (list, tuple, set)) else (column == on).to_numpy()
+        return [i for i, flag in enumerate(is_valid) if not flag], [i for i, flag in enumerate(is_valid) if flag]
+    split.__name__ = f"ColSplitter({col!r}{'' if on is None else f', on={on!r}'})"  # as summary() and errors name it
+    return split
 
 
 @dataclass(frozen=True)

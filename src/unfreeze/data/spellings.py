@@ -32,6 +32,7 @@ from unfreeze.data.transforms import RESIZE_METHODS, BatchAugment
 __all__ = [
     "AugTransforms",
     "Normalize",
+    "PadMode",
     "PipelineSettings",
     "RandomResizedCrop",
     "Resize",
@@ -82,12 +83,24 @@ class ResizeMethod:
     Squish = "squish"
 
 
+class PadMode:
+    """fastai's names for `pad_mode`: `Resize(128, ResizeMethod.Pad, pad_mode=PadMode.Zeros)`.
+
+    unfreeze pads with black (`Zeros`); the others warn once and pad with black too.
+    """
+
+    Zeros = "zeros"
+    Border = "border"
+    Reflection = "reflection"
+
+
 @dataclass(frozen=True)
 class Resize:
     """fastai's `Resize(size, method)`: every image to `size` × `size` on the CPU, before batching.
 
     method "crop" (fastai's default) takes a random square crop in training and the centre one in
-    validation; "pad" fits the long side and pads with black; "squish" ignores the aspect ratio.
+    validation; "pad" fits the long side and pads with black (fastai's default pad_mode reflects the
+    image: a warning says so unless pad_mode="zeros"); "squish" ignores the aspect ratio.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder("data", item_tfms=Resize(224, method="squish"))  # doctest: +SKIP
@@ -95,7 +108,7 @@ class Resize:
 
     size: int
     method: str = "crop"
-    pad_mode: str = "zeros"
+    pad_mode: str = "reflection"  # fastai's default; unfreeze pads with black, and says so for method="pad"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", _square_size(self.size, "Resize"))

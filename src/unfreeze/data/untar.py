@@ -116,12 +116,12 @@ def _extract(archive: Path, destination: Path) -> Path:
     return destination
 
 
-def untar_data(url: str, archive: str | os.PathLike[str] | None = None,
+def untar_data(url: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None,
                data: str | os.PathLike[str] | None = None) -> Path:
     """The folder of a fastai dataset, found locally (see the module docstring for the order).
 
     Args:
-        url: A `URLs` constant, another archive URL, or a local folder or archive.
+        url: A `URLs` constant, another archive URL, or a local folder or archive (a string or a path).
         archive: The folder of downloaded archives (default `$FASTAI_HOME/archive`).
         data: The folder of extracted datasets (default `$FASTAI_HOME/data`).
 
@@ -135,6 +135,7 @@ def untar_data(url: str, archive: str | os.PathLike[str] | None = None,
         >>> path = untar_data(URLs.PASCAL_2007)  # doctest: +SKIP
         >>> df = pd.read_csv(path/'train.csv')  # doctest: +SKIP
     """
+    url = os.fspath(url)
     local = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser()
     if "://" not in url or url.startswith("file://"):
         if local.is_dir():

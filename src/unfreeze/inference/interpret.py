@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from unfreeze.inference.predict import Predictor, _ordered, get_preds
+from unfreeze.inference.predict import Predictor, _ordered, get_preds, loader_of
 from unfreeze.tasks import MultiLabel, SingleLabel, Task
 
 __all__ = ["ClassificationInterpretation", "Interpretation"]
@@ -35,17 +35,19 @@ class ClassificationInterpretation:
         self.item_indices = torch.tensor([i for i in range(len(dl.dataset)) if i not in dropped], dtype=torch.long)
 
     @classmethod
-    def from_learner(cls, learn: Predictor, dl: Any = None) -> ClassificationInterpretation:
-        """Run `learn` over `dl` (default: validation) and keep what the views need.
+    def from_learner(cls, learn: Predictor, ds_idx: int = 1, dl: Any = None) -> ClassificationInterpretation:
+        """Run `learn` over `dl` (default: validation, or with fastai's `ds_idx=0` the training images in
+        order with the validation transforms) and keep what the views need.
 
         Example:
             >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
+            >>> on_train = ClassificationInterpretation.from_learner(learn, ds_idx=0)  # doctest: +SKIP
         """
         if learn.task.name == "regression":
             raise ValueError("ClassificationInterpretation reads classes; this learner predicts numbers. Use "
                              "learn.show_results(), learn.get_preds() with unfreeze.plots.plot_predicted_vs_true, or "
                              "unfreeze.inference.regression.regression_report.")
-        loader = _ordered(learn.dls.valid if dl is None else dl)
+        loader = _ordered(loader_of(learn.dls, ds_idx) if dl is None else dl)
         probs, targets, losses = get_preds(learn, loader, with_loss=True)
         return cls(loader, learn.dls.vocab, probs, targets, losses, learn.task)
 

@@ -29,7 +29,7 @@ from unfreeze.tasks import Regression, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
 
 __all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds",
-           "iter_image_files", "predict", "predict_batch", "prediction_row", "trust_of", "tta"]
+           "iter_image_files", "loader_of", "predict", "predict_batch", "prediction_row", "trust_of", "tta"]
 
 
 class Predictor(Protocol):
@@ -115,6 +115,21 @@ def _ordered(loader: Any) -> Any:
         return loader
     return ImageDataLoader(loader.dataset, loader.batch_size, size=loader.size, seed=loader.seed,
                            device=loader.device, num_workers=loader.num_workers, mean=loader.mean, std=loader.std)
+
+
+def loader_of(dls: Any, ds_idx: int) -> Any:
+    """fastai's `ds_idx`: 1 the validation loader; 0 the training images, in order and with the validation
+    transforms (fastai's keep the training augmentation).
+
+    Example:
+        >>> probs, targets = get_preds(learn, loader_of(learn.dls, 0))  # doctest: +SKIP
+    """
+    if ds_idx == 1:
+        return dls.valid
+    if ds_idx == 0:
+        items = dls.train.dataset.items
+        return dls.test_dl([file for file, _ in items], labels=[label for _, label in items])
+    raise ValueError(f"ds_idx must be 0 (training images) or 1 (validation images), got {ds_idx!r}.")
 
 
 def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,

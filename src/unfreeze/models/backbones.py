@@ -103,6 +103,17 @@ class TransferModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
 
+    # fastai's model is nn.Sequential(body, head): `learn.model[0]` is the body, `learn.model[1]` the head.
+    def __getitem__(self, index: int) -> nn.Module:
+        halves = (self.body, self.head)
+        if not isinstance(index, int) or not -2 <= index < 2:
+            raise IndexError(f"A TransferModel has two parts: index 0 (the body) or 1 (the head), got {index!r}; "
+                             "model.body and model.head name them.")
+        return halves[index]
+
+    def __len__(self) -> int:
+        return 2
+
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this architecture with ``model_from_config`` (JSON-able).
 

@@ -231,12 +231,6 @@ def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = Non
                       ood_score=getattr(prediction, "ood_score", None))
 
 
-def training_images(dls: Any) -> Any:
-    """fastai's `ds_idx=0`: the training images as a loader in order, with the validation transforms."""
-    items = dls.train.dataset.items
-    return dls.test_dl([file for file, _ in items], labels=[label for _, label in items])
-
-
 class _Text(str):
     """Text that a notebook displays as itself (no quotes, real line breaks), as fastai's summary."""
 

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
-from unfreeze.train.fastai_idioms import export_target, fastai_prediction, training_images
+from unfreeze.inference.predict import loader_of
+from unfreeze.train.fastai_idioms import export_target, fastai_prediction
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -40,10 +41,8 @@ class InferenceMethods:
         """
         if dl is None and not isinstance(ds_idx, int):  # get_preds(loader), as before ds_idx came first
             ds_idx, dl = 1, ds_idx
-        if dl is None and ds_idx == 0:
-            dl = training_images(self.dls)
-        elif dl is None and ds_idx != 1:
-            raise ValueError(f"ds_idx must be 0 (training images) or 1 (validation images), got {ds_idx!r}.")
+        if dl is None:
+            dl = loader_of(self.dls, ds_idx)
         return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
                                      with_ood=with_ood)
 
