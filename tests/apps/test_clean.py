@@ -92,16 +92,22 @@ def test_bad_marks_change_nothing(run_copy: Callable[[], tuple[Path, Path]]) -> 
     assert not (run / "cleaning").exists()
 
 
-def test_a_csv_dataset_gets_a_corrected_csv_beside_the_original(tmp_path: Path) -> None:
+def csv_cleaner(tmp_path: Path, labels: list[tuple[str, str]]) -> tuple[Cleaner, list[CleanItem], Path]:
+    """A Cleaner over data/labels.csv (name,label rows), its items, and the CSV; no model."""
     root = tmp_path / "data"
     root.mkdir()
     table = root / "labels.csv"
-    table.write_text("name,label\na.png,cat\nb.png,dog\nc.png,cat\n")
+    table.write_text("name,label\n" + "".join(f"{name},{label}\n" for name, label in labels))
     items = [CleanItem(index, root / name, "train", label, label, 0.9, 0.1)
-             for index, (name, label) in enumerate([("a.png", "cat"), ("b.png", "dog"), ("c.png", "cat")])]
+             for index, (name, label) in enumerate(labels)]
     for item in items:
         item.path.write_bytes(b"image")
-    cleaner = Cleaner(tmp_path / "run", {"data": str(root), "csv": "labels.csv"}, items)
+    return Cleaner(tmp_path / "run", {"data": str(root), "csv": "labels.csv"}, items), items, table
+
+
+def test_a_csv_dataset_gets_a_corrected_csv_beside_the_original(tmp_path: Path) -> None:
+    cleaner, items, table = csv_cleaner(tmp_path, [("a.png", "cat"), ("b.png", "dog"), ("c.png", "cat")])
+    root = table.parent
     assert cleaner.kind == "csv"
     done = cleaner.apply([Change(0, "dog"), Change(1, None)])
     cleaned = root / "labels.cleaned.csv"
@@ -122,15 +128,8 @@ def test_a_change_whose_csv_row_is_gone_changes_nothing_and_says_so(tmp_path: Pa
     # while the corrected CSV held no such row.
     from unfreeze.data import DataError
 
-    root = tmp_path / "data"
-    root.mkdir()
-    table = root / "labels.csv"
-    table.write_text("name,label\na.png,cat\nb.png,dog\n")
-    items = [CleanItem(index, root / name, "train", label, label, 0.9, 0.1)
-             for index, (name, label) in enumerate([("a.png", "cat"), ("b.png", "dog")])]
-    for item in items:
-        item.path.write_bytes(b"image")
-    cleaner = Cleaner(tmp_path / "run", {"data": str(root), "csv": "labels.csv"}, items)
+    cleaner, _, table = csv_cleaner(tmp_path, [("a.png", "cat"), ("b.png", "dog")])
+    root = table.parent
     table.write_text("name,label\na.png,cat\n")  # b.png's row removed by hand meanwhile
     with pytest.raises(DataError, match=r"b\.png has no row in .*labels\.csv"):
         cleaner.apply([Change(0, "dog"), Change(1, "cat")])
