@@ -135,14 +135,17 @@ examples:
   unfreeze train digits --size 64 --no-flip --augment light   # the mirror of a 2 is no digit
   unfreeze train data/fashion --mixup 0.2 --label-smoothing 0.1 --ema --patience 2
   unfreeze train data/fashion --time-budget 10m --tensorboard runs/tb   # epochs planned to fit 10 minutes
-  unfreeze train data/fashion --pct-start 0.3 --div 5  # fastai's fine_tune formulas exactly
+  unfreeze train data/fashion --pct-start 0.3 --div 5  # fastai's warmup when the body unfreezes
+  unfreeze train data/fashion --head fastai --lr 2e-3 --lr-mult 100 --frozen-groups 0 --pct-start 0.3 \\
+      --div 5 --flip --epochs 4                        # fastai's fine_tune(4) exactly
 
 Training runs the recommended recipe (learn.fit_recipe): fine_tune's frozen then unfrozen phases
 with the recipe's LR spread, weight decay and augmentation; the options above change it.
 
 A run directory (default runs/<DATA name>-<arch>, never overwritten without --overwrite) receives
-config.json, history.csv, checkpoint.pt (after every epoch), model.unfreeze, summary.json and the
-plots loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png and top_losses.png.
+config.json, history.csv, checkpoint.pt (after every epoch), model.unfreeze, summary.json, report.html
+and the plots loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png (single-label),
+top_losses.png and reliability.png (classification; --task regression: predicted_vs_true.png).
 """
 
 _EVALUATE_EXAMPLES = """\
