@@ -88,3 +88,14 @@ def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: P
     line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--csv", "bad.csv",
                            "--out", str(tmp_path / "r")], capsys)
     assert "not a number" in line
+
+
+def test_the_rerun_command_of_a_regression_run_trains_a_regression_run(numbers: Path, tmp_path: Path) -> None:
+    out = tmp_path / "first"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    rerun = json.loads((out / "config.json").read_text())["rerun"].split()[1:]
+    assert "--task" in rerun and rerun[rerun.index("--task") + 1] == "regression"
+    assert main([*rerun, "--quiet"]) == 0
+    again = json.loads((tmp_path / "first-2" / "summary.json").read_text())
+    assert again["task"]["name"] == "regression" and again["data"]["classes"] == ["bright", "dark"]
