@@ -99,3 +99,17 @@ def test_the_rerun_command_of_a_regression_run_trains_a_regression_run(numbers: 
     assert main([*rerun, "--quiet"]) == 0
     again = json.loads((tmp_path / "first-2" / "summary.json").read_text())
     assert again["task"]["name"] == "regression" and again["data"]["classes"] == ["bright", "dark"]
+
+
+def test_interpret_redraws_a_regression_runs_plot_and_prints_its_report(numbers: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    (out / "predicted_vs_true.png").unlink()
+    capsys.readouterr()
+    assert main(["interpret", str(out)]) == 0  # it was a ValueError's traceback
+    printed = capsys.readouterr().out
+    assert (out / "predicted_vs_true.png").exists()
+    report = json.loads((out / "summary.json").read_text())["report"]
+    assert f"bright  mae {report['bright']['mae']:.4f}" in printed and "dark  mae" in printed
