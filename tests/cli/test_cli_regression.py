@@ -113,3 +113,12 @@ def test_interpret_redraws_a_regression_runs_plot_and_prints_its_report(numbers:
     assert (out / "predicted_vs_true.png").exists()
     report = json.loads((out / "summary.json").read_text())["report"]
     assert f"bright  mae {report['bright']['mae']:.4f}" in printed and "dark  mae" in printed
+
+
+def test_clean_on_a_regression_run_is_a_one_line_error(numbers: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    line = run_user_error(["clean", str(out), "--port", "0"], capsys)  # it was a ValueError's traceback
+    assert "regression" in line and "targets.csv" in line
