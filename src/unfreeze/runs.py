@@ -313,6 +313,8 @@ def rerun_argv(options: dict[str, Any]) -> list[str]:
             argv += [f"--{key.replace('_', '-')}", str(options[key])]
     if options.get("multi_label"):
         argv += ["--multi-label", "--label-delim", options.get("label_delim", " ")]
+    if options.get("task", "classification") != "classification":
+        argv += ["--task", options["task"]]
     if options.get("sampler", "shuffle") != "shuffle":
         argv += ["--sampler", options["sampler"]]
     for key in ("augment", "mixup", "cutmix", "label_smoothing", "wd", "lr_mult", "pct_start", "div", "patience",

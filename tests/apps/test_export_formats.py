@@ -145,3 +145,27 @@ def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path
         assert batch.dtype == np.uint8 and np.array_equal(batch, expected.numpy()), picture
         probabilities = deployed(batch)[0]
         assert np.allclose(probabilities, learn.predict(picture)[2].numpy(), atol=1e-5)
+
+
+def test_a_multi_label_model_card_names_the_threshold_the_model_decides_with(tmp_path: Path) -> None:
+    """The card said "0.5 threshold" whatever threshold train had chosen on the validation set."""
+    import json
+
+    from app_helpers import write_png
+
+    root = tmp_path / "planet"
+    colors = {"red": (220, 40, 40), "green": (40, 220, 40), "blue": (40, 40, 220)}
+    rows = ["image,tags"]
+    for index in range(24):
+        names = [name for bit, name in enumerate(colors) if (index >> bit) & 1]
+        color = tuple(int(np.mean([colors[name][c] for name in names] or [128])) for c in range(3))
+        rows.append(f"{write_png(root / f'{index:02d}.png', color, seed=index).name},{' '.join(names)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    run, out = tmp_path / "run", tmp_path / "deploy"
+    assert main(["train", str(root), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--quiet"]) == 0
+    threshold = json.loads((run / "summary.json").read_text())["threshold"]["threshold"]
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    card = (out / "model_card.md").read_text()
+    assert f"sigmoid per class, a class at or above {threshold:.4g}" in card
+    assert threshold == 0.5 or "0.5 threshold" not in card

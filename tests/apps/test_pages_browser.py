@@ -69,6 +69,36 @@ def test_uploading_an_image_shows_its_label_and_bars(page: Any, serve_url: str, 
     assert page.problems == []
 
 
+def test_a_regression_model_is_described_and_answered_with_numbers_not_as_multi_label(page: Any,
+                                                                                       tmp_path: Path) -> None:
+    """The page called a regression model multi-label and showed its number with a "(0.0%)" probability."""
+    import httpx
+
+    from cli_helpers import TINY
+    from unfreeze.apps.serve import ServeSettings, create_app, load_model
+    from unfreeze.cli import main
+
+    root = tmp_path / "grey"
+    rows = ["file,bright"]
+    for index in range(12):
+        rows.append(f"{app_helpers.write_png(root / f'{index:02d}.png', (20 * index,) * 3, seed=index).name},"
+                    f"{index / 11:.3f}")
+    (root / "targets.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", str(root), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(run),
+                 "--quiet"]) == 0
+    with serving(create_app(load_model(run), "grey", ServeSettings())) as url:
+        assert httpx.get(f"{url}/health", timeout=30).json()["multi_label"] is False
+        page.goto(url)
+        wait_until(page, "document.getElementById('model-info').textContent.includes('bright')")
+        assert "multi-label" not in page.inner_text("#model-info") and "regression" in page.inner_text("#model-info")
+        page.set_input_files("#files", [str(root / "03.png")])
+        page.wait_for_selector(".result .label")
+        label = page.inner_text(".result .label")
+    assert label.startswith("bright=") and "%" not in label
+    assert page.problems == []
+
+
 def test_a_file_over_the_limit_gets_its_413_and_the_others_their_answers(page: Any, learner_for_pages: Any,
                                                                          trained_app_run: Path, tmp_path: Path) -> None:
     """One file over --max-upload-mb made the whole request 413: the page lost the other files' answers."""

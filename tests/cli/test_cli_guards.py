@@ -112,6 +112,29 @@ def test_multi_label_threshold_is_chosen_reported_and_exported(image_folder: Pat
     assert load_learner(run / "model.unfreeze").task.threshold == pytest.approx(threshold["threshold"])
 
 
+def test_evaluate_scores_a_multi_label_model_at_its_threshold_on_the_probabilities_it_predicts(
+        image_folder: Path, tmp_path: Path) -> None:
+    # The threshold is chosen on the calibrated probabilities: the scores must decide as predict does, so
+    # that they agree with the report and the records beside them (they were scored on the raw sigmoid).
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run, scores = tmp_path / "ml", tmp_path / "scores.json"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["threshold"]["threshold"] != 0.5 and summary["calibration"]["temperature"] != 1.0
+    assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(scores),
+                 "--quiet"]) == 0
+    evaluated = json.loads(scores.read_text())
+    classes = summary["data"]["classes"]
+    right = [(name in record["label"]) == (name in record["actual"])
+             for record in evaluated["predictions"] for name in classes]
+    assert evaluated["scores"]["accuracy_multi"] == pytest.approx(sum(right) / len(right), abs=1e-6)
+    assert evaluated["scores"]["f1_multi"] == pytest.approx(evaluated["report"]["macro avg"]["f1"], abs=1e-6)
+
+
 def test_a_run_whose_lr_a_retry_lowered_resumes_at_that_lr(image_folder: Path, tmp_path: Path) -> None:
     import torch
 

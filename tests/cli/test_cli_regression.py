@@ -88,3 +88,37 @@ def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: P
     line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--csv", "bad.csv",
                            "--out", str(tmp_path / "r")], capsys)
     assert "not a number" in line
+
+
+def test_the_rerun_command_of_a_regression_run_trains_a_regression_run(numbers: Path, tmp_path: Path) -> None:
+    out = tmp_path / "first"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    rerun = json.loads((out / "config.json").read_text())["rerun"].split()[1:]
+    assert "--task" in rerun and rerun[rerun.index("--task") + 1] == "regression"
+    assert main([*rerun, "--quiet"]) == 0
+    again = json.loads((tmp_path / "first-2" / "summary.json").read_text())
+    assert again["task"]["name"] == "regression" and again["data"]["classes"] == ["bright", "dark"]
+
+
+def test_interpret_redraws_a_regression_runs_plot_and_prints_its_report(numbers: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    (out / "predicted_vs_true.png").unlink()
+    capsys.readouterr()
+    assert main(["interpret", str(out)]) == 0  # it was a ValueError's traceback
+    printed = capsys.readouterr().out
+    assert (out / "predicted_vs_true.png").exists()
+    report = json.loads((out / "summary.json").read_text())["report"]
+    assert f"bright  mae {report['bright']['mae']:.4f}" in printed and "dark  mae" in printed
+
+
+def test_clean_on_a_regression_run_is_a_one_line_error(numbers: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    line = run_user_error(["clean", str(out), "--port", "0"], capsys)  # it was a ValueError's traceback
+    assert "regression" in line and "targets.csv" in line

@@ -346,8 +346,12 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     options = config.section("options").content
     dataset = learner.dls.valid.dataset
     size, vocab = int(learner.dls.size), list(learner.dls.vocab)
-    kind = "multi-label (sigmoid per class, 0.5 threshold)" if isinstance(learner.task, MultiLabel) else \
-        "single-label (softmax)"
+    kind = "single-label (softmax)"
+    if isinstance(learner.task, MultiLabel):  # the threshold train chose on the validation set, not always 0.5
+        threshold = learner.task.threshold
+        cut = (", ".join(f"`{name}` {value:.4g}" for name, value in zip(learner.dls.vocab, threshold, strict=True))
+               if isinstance(threshold, tuple) else f"{threshold:.4g}")
+        kind = f"multi-label (sigmoid per class, a class at or above {cut} is predicted)"
     method, item_size = dataset.resize_method, int(dataset.item_size)
     resized = {"crop": f"the shorter side to {item_size} px", "pad": f"the longer side to {item_size} px, centred on "
                f"a black {item_size} × {item_size} square", "squish": f"both sides to {item_size} px (aspect not kept)"}

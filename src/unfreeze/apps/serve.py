@@ -54,7 +54,7 @@ from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, pred
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.runtime import runtime_predictor
 from unfreeze.runs import model_file
-from unfreeze.tasks import SingleLabel
+from unfreeze.tasks import MultiLabel
 from unfreeze.train.builders import load_learner
 
 __all__ = ["PAGES", "RequestLog", "SecurityHeaders", "ServeSettings", "bind_socket", "create_app",
@@ -225,7 +225,7 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
     trust = trust_of(learner)
     health = {"model": name, "arch": getattr(learner.model, "arch", type(learner.model).__name__),
               "classes": list(learner.dls.vocab), "task": learner.task.config()["name"],
-              "multi_label": not isinstance(learner.task, SingleLabel), "top_k": settings.top_k,
+              "multi_label": isinstance(learner.task, MultiLabel), "top_k": settings.top_k,
               "device": str(learner.device), "runtime": getattr(learner, "runtime", "torch"),
               "max_upload_mb": settings.max_upload_mb,
               # What the answers' probabilities and unknown flags mean (None: an export without them).

@@ -294,6 +294,9 @@ def command_clean(args: argparse.Namespace) -> int:
     from unfreeze.apps.clean_app import create_clean_app
 
     learn, dls, options = load_run(run)
+    if options.get("task") == "regression":  # the page relabels classes; a regression run's labels are numbers
+        raise UsageError(f"clean relabels or removes a classifier's images; {run.folder} predicts numbers (a "
+                         f"regression task). Correct the numbers in {options.get('csv')} and train again")
     # Progress on stderr: stdout's first line stays the address that scripts wait for.
     items = collect_items(learn, dls, lambda line: print(line, file=sys.stderr, flush=True))
     cleaner = Cleaner(run.folder, options, items, classes=list(dls.vocab))

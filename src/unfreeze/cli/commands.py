@@ -640,6 +640,16 @@ def command_interpret(args: argparse.Namespace) -> int:
 
     run = runs.Run.open(args.run_dir)
     learn, dls, options = load_run(run)
+    if options.get("task") == "regression":  # a predicted-vs-true plot and a report per output, as train draws
+        from unfreeze.inference.regression import regression_report
+        from unfreeze.plots import plot_predicted_vs_true
+
+        predictions = learn.get_preds(dl=dls.valid)
+        plot = plot_predicted_vs_true(*predictions, list(dls.vocab), run.file("predicted_vs_true.png"))
+        for name, values in regression_report(*predictions, list(dls.vocab)).items():
+            print(printable(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items())))
+        print(f"Plots: {plot}")
+        return 0
     interpretation = ClassificationInterpretation.from_learner(learn, dl=dls.valid)
     single_label = not options.get("multi_label")
     plots = [interpretation.plot_confusion_matrix(run.file("confusion_matrix.png"))] if single_label else []

@@ -296,7 +296,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         """Loss and metrics over the whole validation set (or `loader`), unlabelled items left out.
 
         The result is a dict by name that also indexes by position like fastai's list:
-        `learn.validate()[0]` is the loss, `[1]` the first metric.
+        `learn.validate()[0]` is the loss, `[1]` the first metric. The metrics see the logits over the
+        calibrated temperature (`learn.trust`), as `predict` does; the loss sees the raw logits.
 
         Args:
             loader: Score this loader instead of the validation set; `dl=` is fastai's spelling.
@@ -315,8 +316,11 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             return ValidationResults({"valid_loss": float("nan"), **{name: float("nan") for name in self.metric_names}})
         # MetricValue: a float with fastai's `.item()`, so `validate()[1].item()` runs unchanged.
         logs = ValidationResults({"valid_loss": MetricValue(self.loss_func(logits, targets).item())})
+        # The metrics score the predictions predict makes: a calibrated learner's logits over its temperature
+        # (a multi-label threshold is chosen on those probabilities). The loss stays the one trained on.
+        scored = logits if self.trust.temperature == 1.0 else logits / self.trust.temperature
         for metric in self.metrics:
-            logs[metric_name(metric)] = MetricValue(metric(logits, targets))
+            logs[metric_name(metric)] = MetricValue(metric(scored, targets))
         return logs
 
     # ------------------------------------------------------------------ recipes (train.recipes)

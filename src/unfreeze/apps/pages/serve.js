@@ -22,8 +22,9 @@ async function describeModel() {
   document.getElementById("title").textContent = health.model;
   document.title = `unfreeze: ${health.model}`;
   classCount = health.classes.length;
-  const kind = health.multi_label ? "multi-label" : "single-label";
-  info.textContent = `${health.arch}, ${kind}, ${health.classes.length} classes: ${health.classes.join(", ")}`;
+  const kind = { regression: "regression", multi_label: "multi-label" }[health.task] || "single-label";
+  const names = health.task === "regression" ? "outputs" : "classes";  // a regression model predicts numbers
+  info.textContent = `${health.arch}, ${kind}, ${health.classes.length} ${names}: ${health.classes.join(", ")}`;
 }
 
 // One card per file; a request's cards keep the order the files were chosen in (the newest request on top).
@@ -41,7 +42,8 @@ function predictionCard(prediction, file) {
     image.remove();
   } else {
     const names = Array.isArray(prediction.label) ? prediction.label.join(", ") || "(no class)" : prediction.label;
-    const probability = Array.isArray(prediction.probability) ? "" : ` (${percent(prediction.probability)})`;
+    // A list for a multi-label model (the bars show each); null for a regression model's numbers.
+    const probability = typeof prediction.probability === "number" ? ` (${percent(prediction.probability)})` : "";
     label.textContent = `${names}${probability}`;
     if (prediction.unknown) {  // unlike the training images: say so instead of a confident class
       card.classList.add("unknown");
