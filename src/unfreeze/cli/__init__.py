@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress on stderr")
     evaluate.set_defaults(handler=command_evaluate)
 
-    interpret = command("interpret", "confusion matrix, top losses and per-class report of a run",
+    interpret = command("interpret", "confusion matrix, top losses and per-class report of a run (regression: "
+                                     "predicted vs true and a report per output)",
                         _INTERPRET_EXAMPLES)
     interpret.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run directory written by train")
     interpret.set_defaults(handler=command_interpret)
