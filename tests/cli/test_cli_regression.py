@@ -41,6 +41,7 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     assert "Final: mae" in printed
     report = (out / "report.html").read_text()
     assert "predicted vs true values" in report and "<th>rmse</th>" in report
+    assert "<h2>Predicted vs true (validation)</h2>" in report and "<h2>Confusion matrix</h2>" not in report
 
     scores = tmp_path / "scores.json"
     assert main(["evaluate", str(out), str(numbers), "--csv", "targets.csv", "--json", str(scores)]) == 0

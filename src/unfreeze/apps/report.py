@@ -391,6 +391,7 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
                 for phase in _phases(summary)],
         history=_table(history, columns),
         plots=_figures(run, summary, history),
+        regression=options.text("task") == "regression",  # its confusion-matrix section holds predicted vs true
         per_class=per_class,
         accuracy=accuracy,
         versions=_versions(summary, config),
