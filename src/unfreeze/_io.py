@@ -92,7 +92,7 @@ def output_error(error: OSError, path: str | Path) -> OutputWriteError | None:
 def _path_in_the_way(target: Path) -> OutputWriteError | None:
     """The error for a `target` that names a folder or lies under a file, before any write is tried."""
     if target.is_dir():
-        return OutputWriteError(target, None, "it is a folder", errno.EISDIR,
+        return OutputWriteError(target, None, f"{target} is a folder", errno.EISDIR,
                                 "Name a file, such as a file inside that folder")
     for parent in target.parents:  # the nearest existing one decides
         if parent.exists():

@@ -68,7 +68,8 @@ def write_comparison(run_dirs: list[str | Path], path: str | Path | None = None)
     `path` defaults to comparison.html beside the first run directory. Written atomically.
 
     Raises:
-        AppError: fewer than two runs, one is not a finished run directory, or the page's path is a folder.
+        AppError: fewer than two runs, or one is not a finished run directory.
+        OutputWriteError: The page's path is a folder or lies under a file, or the disk is full.
         RunFileError: one of their files is damaged (the message names it).
 
     Example:
@@ -83,9 +84,6 @@ def write_comparison(run_dirs: list[str | Path], path: str | Path | None = None)
     loaded = [read_run(run_dir) for run_dir in run_dirs]
     runs = [run for run, _, _ in loaded]
     target = Path(path) if path is not None else runs[0].parent / COMPARISON_FILE
-    if target.is_dir():  # os.replace cannot put a file there: named before the page is built
-        raise AppError(f"{target} is a folder; the comparison is one file. Pass a file path, e.g. --out "
-                       f"{target / COMPARISON_FILE}")
     names = _names(runs)
     histories = {name: history_of(run, summary) for name, (run, _, summary) in zip(names, loaded, strict=True)}
     columns = [_column(config, summary, histories[name]) for name, (_, config, summary) in

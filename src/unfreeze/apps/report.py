@@ -358,8 +358,8 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     the run directory are embedded.
 
     Raises:
-        AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet, or the
-            page's path is a folder.
+        AppError: `run_dir` is not a run directory (no config.json) or has no summary.json yet.
+        OutputWriteError: The page's path is a folder or lies under a file, or the disk is full.
         RunFileError: config.json, summary.json or history.csv is damaged (not UTF-8, not JSON, a field
             of the wrong type, a row longer than the header); the one-line message names the file.
 
@@ -369,9 +369,6 @@ def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """
     run, config, summary = read_run(run_dir)
     target = Path(path) if path is not None else run / REPORT_FILE
-    if target.is_dir():  # os.replace cannot put a file there: named before the page is built
-        raise AppError(f"{target} is a folder; the report is one file. Pass a file path, e.g. --out "
-                       f"{target / REPORT_FILE}")
     history = history_of(run, summary)
     columns = list(history[0]) if history else []
     options = config.section("options")
