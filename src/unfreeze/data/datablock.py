@@ -25,10 +25,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from fastcore.foundation import L
 
 from unfreeze.data.blocks import (
     CategoryBlock,
@@ -48,6 +47,9 @@ from unfreeze.data.sources import DataError, SkippedFiles, check_file, check_roo
 from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import classes_of, fastai_permutation_split, new_seed
 from unfreeze.tasks import Label, MultiLabel, Regression, Task, point_names
+
+if TYPE_CHECKING:  # fastcore loads when a list is made, as pyproject promises
+    from fastcore.foundation import L
 
 __all__ = [
     "CategoryBlock",
@@ -118,6 +120,8 @@ def get_image_files(path: str | Path, recurse: bool = True, folders: str | Seque
         if not reason.startswith("not an image extension"):
             odd.add(file, reason)
     odd.warn("files that look like images but cannot be read")
+    from fastcore.foundation import L
+
     return L(sorted(files))  # fastai's list: files.map(...), files.attrgot("name"), files[mask]
 
 
@@ -132,6 +136,8 @@ def verify_images(files: Sequence[str | Path]) -> L:
         >>> failed.map(Path.unlink)  # doctest: +SKIP
     """
     # The same decoder as training at a thumbnail size: JPEGs decode at 1/8 scale, yet to the last byte.
+    from fastcore.foundation import L
+
     return L(file for file in files if decode_item(file, 32, "squish")[0] is None)
 
 
