@@ -20,15 +20,16 @@ from unfreeze.cli import build_parser
 HEAVY = ("torch", "torchvision", "timm", "matplotlib", "rich")
 SRC = str(Path(unfreeze.__file__).resolve().parent.parent)
 
-# Runs `code` (which may print to stdout), then prints the heavy packages loaded as the last line.
+# Runs `code` (which may print to stdout), then prints the heavy packages loaded as the last line: from an
+# atexit handler, because the program's own `main()` ends the process itself once the handlers ran.
 _PROBE = """\
-import json, sys
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps([name for name in {heavy!r} if name in sys.modules])))
 sys.argv = ["unfreeze", *{argv!r}]
 try:
     {code}
 except SystemExit:
     pass
-print(json.dumps([name for name in {heavy!r} if name in sys.modules]))
 """
 
 
@@ -115,3 +116,20 @@ def test_options_written_out_match_the_library() -> None:
     assert choices("convert-fastai", "resize_method") == set(RESIZE_METHODS)
     assert choices("export", "format") == set(FORMATS)
     assert choices("predict", "runtime") == choices("serve", "runtime") == set(RUNTIMES)
+
+
+@pytest.mark.parametrize(("argv", "code"), [(("--version",), 0), (("train", "no/such/folder"), 2)],
+                         ids=["version", "user-error"])
+def test_the_program_exits_with_its_code_after_the_atexit_handlers_and_with_its_output(argv: tuple[str, ...],
+                                                                                       code: int) -> None:
+    # `main()` as the program ends the process without the interpreter's teardown: the atexit handlers
+    # must still run, buffered output must still arrive (stdout is a pipe here), and the code must be kept.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    probe = ("import atexit, sys; atexit.register(lambda: print('handler ran', flush=True)); "
+             f"sys.argv = ['unfreeze', *{list(argv)!r}]; "
+             "from unfreeze.cli import main; print('buffered ' * 2000); main(); print('not reached')")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.count("buffered") == 2000 and "not reached" not in result.stdout
+    assert result.stdout.rstrip().endswith("handler ran")
+    assert (result.stdout if code == 0 else result.stderr).count("unfreeze") >= 1

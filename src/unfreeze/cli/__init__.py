@@ -61,6 +61,7 @@ from unfreeze.cli.options import (
     _positive,
 )
 from unfreeze.cli.output import discard_output, printable
+from unfreeze.cli.process_exit import leave
 from unfreeze.cli.recipe_options import add_recipe_options
 from unfreeze.cli.signals import StopSignals, ignore_stop_signals
 from unfreeze.cli.trust_options import add_evaluate_trust_options, add_train_trust_options
@@ -224,9 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if argv is None:  # this process's own command line (`unfreeze ...`, `python -m unfreeze ...`)
         try:
-            return main(sys.argv[1:])
+            code = main(sys.argv[1:])
         finally:
             ignore_stop_signals()  # done: a late Ctrl-C must not replace the exit code by a death by signal
+        leave(code)  # without the interpreter's second of teardown (an exception above still gets it)
     argv = list(argv)
     parser = build_parser()
     try:
