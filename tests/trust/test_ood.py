@@ -113,3 +113,21 @@ def test_two_parts_flag_features_that_only_the_middle_stage_sets_apart() -> None
     rebuilt = score_from_config(two.config(), dict(two.named_buffers()))
     torch.testing.assert_close(rebuilt(valid, logits), two(valid, logits))
     assert fit_score("mahalanobis", train, labels, 2, parts=(8, 4)).means.shape == (2, 8)  # the first part only
+
+
+def test_the_knn_distance_of_a_near_duplicate_is_exact_and_the_same_in_any_batch() -> None:
+    # An image close to a training image has a similarity within rounding of 1: through sqrt(2 - 2 * sim)
+    # a last-bit difference (another batch size's matrix kernel) moved the score by 1e-3 of its scale.
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.nn.functional.normalize(torch.randn(64, 96, generator=generator), dim=1)
+    score = KNNScore(bank, k=1)
+    offset = torch.zeros(96)
+    offset[0] = 1e-4
+    near = bank[5] + offset  # 1e-4 from a bank row
+    others = torch.randn(7, 96, generator=generator)
+    with torch.no_grad():
+        alone = score(near[None], torch.zeros(1, 3))
+        in_batch = score(torch.cat([others[:3], near[None], others[3:]]), torch.zeros(8, 3))[3]
+    expected = (torch.nn.functional.normalize(near, dim=0) - bank[5]).norm()
+    assert float(alone[0]) == pytest.approx(float(expected), rel=1e-3)
+    assert float(in_batch) == pytest.approx(float(alone[0]), rel=1e-4)

@@ -77,9 +77,12 @@ class KNNScore(nn.Module):
         features = features.float()
         columns, start = [], 0
         for width in self.parts:
-            similarity = _normalise(features[:, start:start + width]) @ self.bank[:, start:start + width].t()
-            kth = similarity.topk(self.k, dim=1).values[:, -1]
-            columns.append((2.0 - 2.0 * kth).clamp_min(0.0).sqrt())
+            part, bank = _normalise(features[:, start:start + width]), self.bank[:, start:start + width]
+            kth = (part @ bank.t()).topk(self.k, dim=1).indices[:, -1]
+            # The distance to that row itself, not sqrt(2 - 2 * similarity): near a training image the
+            # similarity is within rounding of 1, and the square root would turn a last-bit difference
+            # (another batch size's kernel) into a visible change of the score.
+            columns.append((part - bank.index_select(0, kth)).norm(dim=1))
             start += width
         return torch.stack(columns, dim=1)
 
