@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,18 @@ def test_error_lines_escape_control_characters(tmp_path: Path, capsys: pytest.Ca
 def test_printable(text: str, shown: str) -> None:
     assert printable(text) == shown
     assert printable("two\nlines", keep_newlines=True) == "two\nlines"
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 1e9], ids=["every-image-unknown", "none-unknown"])
+def test_predict_table_keeps_its_columns_when_a_prediction_is_unknown(craft: Callable[..., Path], tiny_run: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       threshold: float) -> None:
+    """A row whose label carried " (unknown)" pushed its path past the header's column."""
+    def flag(metadata: dict[str, Any]) -> None:
+        metadata["trust"]["ood"]["threshold"] = threshold
+
+    model = craft(flag)
+    assert main(["predict", str(model), str(image_of(tiny_run))]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert ("(unknown)" in row) is (threshold < 0)
+    assert row.index("  /") == header.index("  path")

@@ -542,6 +542,9 @@ def _cell(value: Any, digits: int = 6) -> str:
     return "" if value is None else str(value)
 
 
+_UNKNOWN_MARK = " (unknown)"  # after the label of a prediction the model flags as unlike its training images
+
+
 def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
                    top_k: int = 1) -> int:
     """Stream prediction records (inference/records.py) to `stream`; returns how many carried an error.
@@ -570,7 +573,7 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
                 probability = record["probability"]
                 prob = probability if isinstance(probability, float) else max(probability or [], default=float("nan"))
                 label = printable(_cell(record["label"])) or "(none)"
-                label = f"{label} (unknown)" if record.get("unknown") else label  # unlike the training images
+                label = f"{label}{_UNKNOWN_MARK}" if record.get("unknown") else label  # unlike the training images
                 alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
                 print(f"{prob:6.3f}  {label:<{label_width}}  {path}{alternatives}", file=stream)
         else:
@@ -613,7 +616,9 @@ def command_predict(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     # At least 2 alternatives per row: every record's top_k comes from them (cut to --top-k).
     rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
-    label_width = max(len("(error)"), *(len(printable(name)) for name in learn.dls.vocab))
+    # A label the model flags as unknown is printed with " (unknown)" after it: the column leaves room for it.
+    flagged = len(_UNKNOWN_MARK) if learn.trust.has_score else 0
+    label_width = max(len("(error)"), *(len(printable(name)) + flagged for name in learn.dls.vocab))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:
