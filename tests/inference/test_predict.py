@@ -13,8 +13,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unfreeze.data import DataError, DataWarning
+from unfreeze.data import DataError, DataWarning, ImageDataLoaders
 from unfreeze.inference import get_preds, predict, predict_batch, tta
+from unfreeze.inference.predict import unreduced_loss
+from unfreeze.losses import LabelSmoothingCrossEntropy
+from unfreeze.train.builders import vision_learner
 from unfreeze.train.learner import Learner
 
 Preds = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -43,6 +46,39 @@ def test_get_preds_with_loss_is_per_item_cross_entropy(sample_learner: Learner, 
     unlabelled = sample_learner.dls.test_dl(valid_paths(sample_learner)[:3])
     _, test_targets, test_losses = get_preds(sample_learner, unlabelled, with_loss=True)
     assert test_targets.tolist() == [-1, -1, -1] and torch.isnan(test_losses).all()
+
+
+def _doubled_with_keyword(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return 2 * F.cross_entropy(logits, targets, reduction=reduction)
+
+
+def _doubled_reduced(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return 2 * F.cross_entropy(logits, targets)
+
+
+@pytest.mark.parametrize("kind", ["module", "keyword", "no-reduction"])
+def test_get_preds_with_loss_uses_the_learners_own_loss(sample_dir: Path, kind: str) -> None:
+    # fastai's with_loss is the learner's loss_func per item; it was always plain cross-entropy here.
+    loss_func = {"module": LabelSmoothingCrossEntropy(eps=0.3), "keyword": _doubled_with_keyword,
+                 "no-reduction": _doubled_reduced}[kind]
+    dls = ImageDataLoaders.from_folder(sample_dir, size=32, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True, loss_func=loss_func)
+    logits, targets = learn.collect_logits(learn.dls.valid)
+    _, _, losses = learn.get_preds(with_loss=True)
+    cross_entropy = F.cross_entropy(logits, targets, reduction="none")
+    if kind == "module":
+        expected = LabelSmoothingCrossEntropy(eps=0.3, reduction="none")(logits, targets)
+        assert loss_func.reduction == "mean"  # the learner's own loss is left as it was
+    else:
+        expected = 2 * cross_entropy
+    torch.testing.assert_close(losses, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(losses, cross_entropy, atol=1e-3)
+    assert float(losses.mean()) == pytest.approx(learn.validate()["valid_loss"], rel=1e-4)
+
+
+def test_a_loss_that_gives_no_value_per_item_is_named() -> None:
+    with pytest.raises(ValueError, match="returned shape \\(\\) for reduction='none' on 2 items"):
+        unreduced_loss(lambda logits, targets, reduction="mean": logits.sum(), torch.zeros(2, 3), torch.tensor([0, 1]))
 
 
 def test_get_preds_on_training_loader_keeps_dataset_order(make_image_folder: Callable[..., Path],
