@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from unfreeze.train import fastai_idioms
-from unfreeze.train.checkpoint import CheckpointError
+from unfreeze.train.callbacks import Callback
+from unfreeze.train.checkpoint import CheckpointError, read_checkpoint
 from unfreeze.train.groups import ParamGroups
 from unfreeze.train.recipes import FitPlan, FitProgress, Resume
 from unfreeze.train.stepper import Stepper
@@ -147,3 +148,20 @@ def test_a_training_step_counts_its_write_to_the_weights(model) -> None:
     versions = [p._version for p in trained]
     stepper.train_step(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
     assert all(p._version > v for p, v in zip(trained, versions, strict=True))
+
+
+def test_a_callback_failing_after_an_epoch_leaves_that_epochs_checkpoint(tiny_learner, tmp_path: Path) -> None:
+    # The exception ends the fit, but the epoch it followed is trained: its checkpoint must be written.
+    class FailsAfterSecondEpoch(Callback):
+        def after_epoch(self, epoch: int, logs: dict) -> None:
+            if epoch == 1:
+                raise OSError("No space left on device (a logger)")
+
+    learn = tiny_learner()
+    with pytest.raises(OSError, match="No space left"):
+        learn.fit(3, 1e-3, callbacks=[FailsAfterSecondEpoch()], checkpoint=tmp_path / "ckpt.pt")
+    state = read_checkpoint(tmp_path / "ckpt.pt")
+    assert len(state["recorder"]["history"]) == 2
+    fresh = tiny_learner()
+    fresh.fit(3, 1e-3, checkpoint=tmp_path / "ckpt.pt", resume=tmp_path / "ckpt.pt")
+    assert [row["epoch"] for row in fresh.recorder.history] == [0, 1, 2]

@@ -321,9 +321,11 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                             **{name: float(value) for name, value in valid_logs.items()}, "time": time.time() - start}
                 with stop_signals_held():  # a finished epoch's row and its checkpoint: both, or a stop before
                     learner.recorder.history.append(fit_logs)
-                    stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
-                    if checkpoint is not None and distributed.is_main_process():
-                        checkpoint(epoch, False, user_callbacks)
+                    try:
+                        stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
+                    finally:  # a callback that fails here (a logger's full disk) must not cost the epoch
+                        if checkpoint is not None and distributed.is_main_process():
+                            checkpoint(epoch, False, user_callbacks)
                 if stop:
                     break
     except KeyboardInterrupt:
