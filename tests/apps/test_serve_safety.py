@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from app_helpers import serving
 
 from cli_helpers import run_user_error
@@ -236,3 +237,13 @@ def test_sigterm_during_an_upload_lets_it_finish(trained_app_run: Path) -> None:
             process.kill()
     assert code == 0
     assert answer.startswith(b"HTTP/1.1 200") and b'"label"' in answer, answer
+
+
+def test_a_learner_with_nan_weights_is_refused_before_serving(trained_app_run: Path) -> None:
+    # Handed over in Python (an export with NaN weights is refused when loaded), it answered every request
+    # with a 500: NaN probabilities are no JSON.
+    broken = load_model(trained_app_run)
+    with torch.no_grad():
+        next(broken.model.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 of its \d+ tensors .*Serve a model whose"):
+        create_app(broken, "broken")

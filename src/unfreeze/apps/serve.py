@@ -51,6 +51,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.templates import PAGES, SERVED_PAGE_POLICY, render
 from unfreeze.apps.uploads import UploadError, UploadLimits, receive_uploads
 from unfreeze.inference import SCHEMA_VERSION, error_record, predict_batch, prediction_record
+from unfreeze.inference.export_checks import non_finite_tensors
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.runtime import runtime_predictor
 from unfreeze.runs import model_file
@@ -176,6 +177,19 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def _check_finite_weights(learner: Any) -> None:
+    # NaN weights answer NaN probabilities, which no JSON can carry: every request would get a 500. An export
+    # with them is refused when loaded; a learner handed over in Python is checked here, before serving.
+    model = getattr(learner, "model", None)
+    if isinstance(model, torch.nn.Module):
+        state = model.state_dict()
+        bad = non_finite_tensors(state)
+        if bad:
+            raise ValueError(f"The model holds NaN or infinite values in {len(bad)} of its {len(state)} tensors (for "
+                             f"example {', '.join(bad[:3])}): every prediction would be NaN. Serve a model whose "
+                             "training loss stayed finite (an earlier checkpoint, or train again with a lower LR).")
+
+
 def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None,
                log: Callable[[str], object] | None = None) -> FastAPI:
     """The FastAPI app serving `learner` (see the module for its routes).
@@ -190,6 +204,7 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
         >>> app = create_app(load_model("runs/pets"), "pets", ServeSettings(top_k=3))  # doctest: +SKIP
     """
     settings = settings or ServeSettings()
+    _check_finite_weights(learner)
 
     def predict_files(paths: list[Path]) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
