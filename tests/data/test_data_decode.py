@@ -122,3 +122,50 @@ def test_a_multi_picture_jpeg_from_a_phone_still_decodes(tmp_path: Path) -> None
     image = _solid("RGB", RED)
     image.save(path, format="MPO", save_all=True, append_images=[image])
     _check_rgb(decode_image(path), RED, tolerance=8)
+
+
+_PEAK_PROBE = """
+import sys, warnings
+from pathlib import Path
+warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the point of this probe
+from unfreeze.data.decode import decode_item
+def kib(field):
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1])
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+before = kib("VmRSS:")
+array, error = decode_item(sys.argv[1], 64, "crop")
+assert array is not None and array.shape == (3, 64, 64), error
+print((kib("VmHWM:") - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "L"])
+def test_a_huge_png_is_averaged_down_before_it_is_converted_and_copied(tmp_path: Path, mode: str) -> None:
+    # 8,000 x 8,000 pixels in a few hundred KB: decoded whole (256 MB as RGB), then converted and
+    # copied, it took about three times that; each step now works on the averaged-down image.
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("measures the peak memory through Linux's /proc")
+    path = tmp_path / "huge.png"
+    Image.new(mode, (8000, 8000), (120, 30, 200) if mode == "RGB" else 3).save(path)
+    assert path.stat().st_size < 2_000_000
+    probe = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(path)], capture_output=True, text=True, check=True)
+    grown_mib = int(probe.stdout.strip())
+    assert grown_mib < 8000 * 8000 * 4 * 1.5 / 2**20, f"decoding grew the process by {grown_mib} MiB"
+
+
+def test_averaging_down_first_gives_the_same_item_as_resizing_directly(tmp_path: Path) -> None:
+    from unfreeze.data.decode import decode_item
+    from unfreeze.data.transforms import resize_item
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 1200)[None, :, None] * np.ones((900, 1, 3))
+    pixels = np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    array, _ = decode_item(tmp_path / "photo.png", 64, "crop")  # 900 // 128 = 7: averaged 7x first
+    direct = resize_item(Image.fromarray(pixels), 64, "crop").transpose(2, 0, 1)
+    assert array.shape == direct.shape == (3, 64, 85)
+    assert np.abs(array.astype(int) - direct.astype(int)).mean() < 3

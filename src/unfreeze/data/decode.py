@@ -37,6 +37,10 @@ _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 # Pillow's names for the formats of IMAGE_EXTENSIONS ("JPEG" opens a phone's multi-picture JPEG, MPO, too).
 DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# A decoded image with a `draft_size` is averaged down to no less than this many times that size.
+REDUCE_MARGIN = 2
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+_AVERAGED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"}  # modes whose pixels `Image.reduce` may average
 
 
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
@@ -131,6 +135,14 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         if draft_size is not None and image.format == "JPEG":
             image.draft(image.mode, (draft_size, draft_size))
         image.load()  # raises here on truncated or corrupt data
+        factor = 0 if draft_size is None else min(image.size) // (REDUCE_MARGIN * max(draft_size, 1))
+        if factor >= 2 and image.getexif().get(_ORIENTATION, 1) == 1:
+            # Other formats than JPEG decode whole: a 12,000-pixel PNG of a few hundred KB is 576 MB in
+            # memory, and converting and copying it tripled that. Averaged down by a whole factor first
+            # (still `REDUCE_MARGIN` times the size asked for), every later step works on the small image.
+            # Palette indices and 1-bit or 16-bit values cannot be averaged: those become RGB first.
+            averaged = image if image.mode in _AVERAGED_MODES else to_rgb(image)
+            return to_rgb(averaged.reduce(factor))
         oriented = ImageOps.exif_transpose(image) or image
         return to_rgb(oriented).copy()
 
