@@ -70,6 +70,12 @@ MAX_TOP_K = 1000
 class ServeSettings:
     """What `unfreeze serve` exposes and how: top-k, the upload limit, the token and the batching.
 
+    Attributes:
+        top_k: Classes listed per image.
+        max_upload_mb: The largest accepted file in MiB (2**20 bytes), whatever the "mb" in the name says.
+        token: The bearer token requests must carry; None: no token.
+        batching: How concurrent requests are gathered into batches.
+
     Example:
         >>> ServeSettings(top_k=3, max_upload_mb=2).max_upload_bytes
         2097152

@@ -144,7 +144,7 @@ class _Receiver:
             self.close()
             self.current.path.unlink(missing_ok=True)
             self.current.error = (f"{self.current.name}: larger than the limit of "
-                                  f"{self.limits.max_file_bytes / 2**20:g} MB per file. Send a smaller image, or "
+                                  f"{self.limits.max_file_bytes / 2**20:g} MiB per file. Send a smaller image, or "
                                   "restart with a larger --max-upload-mb")
             self.current.status = 413
             return
@@ -171,7 +171,7 @@ async def receive_uploads(request: Any, folder: Path, limits: UploadLimits) -> l
         >>> await receive_uploads(request, Path(folder), UploadLimits(10 * 2**20))  # doctest: +SKIP
     """
     too_large = UploadError(413, f"the request is larger than this server accepts ({limits.max_files} files of at "
-                                 f"most {limits.max_file_bytes / 2**20:g} MB). Send fewer or smaller images")
+                                 f"most {limits.max_file_bytes / 2**20:g} MiB). Send fewer or smaller images")
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limits.max_request_bytes):
         raise too_large

@@ -113,8 +113,8 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
     serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
-    serve.add_argument("--max-upload-mb", type=_bounded(0, 1024, strict_low=True), default=10.0, metavar="MB",
-                       help="largest accepted file, at most 1024 (default: 10)")
+    serve.add_argument("--max-upload-mb", type=_bounded(0, 1024, strict_low=True), default=10.0, metavar="MiB",
+                       help="largest accepted file in MiB (2**20 bytes), at most 1024 (default: 10)")
     serve.add_argument("--top-k", type=_whole(1, 1000), default=5, metavar="K",
                        help="classes listed per image (default: 5)")
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (advised with another --host; "
