@@ -304,3 +304,55 @@ def test_fit_recipe_refuses_a_bad_unknown_rate_before_training(sample_dir: Path,
     with pytest.raises(ValueError, match="unknown_rate must be"):
         learn.fit_recipe(1, unknown_rate=2.0)
     assert learn.recorder.history == []  # nothing trained
+
+
+def _leaky_copy_of_the_sample(sample_dir: Path, root: Path, copies_per_class: int) -> Path:
+    """The sample with its training images, and a validation set of `copies_per_class` copies of training
+    images per class plus the sample's first 5 validation images of each class."""
+    import shutil
+
+    for class_dir in sorted((sample_dir / "train").iterdir()):
+        shutil.copytree(class_dir, root / "train" / class_dir.name)
+        valid = root / "valid" / class_dir.name
+        valid.mkdir(parents=True)
+        for source in sorted(class_dir.iterdir())[:copies_per_class]:
+            shutil.copy(source, valid / f"copy_{source.name}")
+        for source in sorted((sample_dir / "valid" / class_dir.name).iterdir())[:5]:
+            shutil.copy(source, valid / source.name)
+    return root
+
+
+def test_validation_copies_of_training_images_are_said_and_left_out_of_the_threshold(sample_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    # 100 of 150 validation images copy training images: they score about 0, and with them counted the
+    # threshold of "5% of validation flagged" sat among the copies, flagging most new images.
+    from tests.inference.conftest import tiny_learner
+
+    learn = tiny_learner(_leaky_copy_of_the_sample(sample_dir, tmp_path / "leaky", copies_per_class=10))
+    with pytest.warns(UserWarning, match="100 of the 150 validation images are copies of training images") as said:
+        trust = learn.calibrate()
+    assert "left out of the unknown flag's threshold" in str(said[0].message)
+    assert any("copies of training images" in note for note in learn.recorder.notes)
+    _, _, scores = learn.get_preds(with_ood=True)
+    names = [path.name for path, _ in learn.dls.valid.dataset.items]
+    copies = torch.tensor([name.startswith("copy_") for name in names])
+    assert 10 * float(scores[copies].max()) < float(scores[~copies].min())  # float16 bank rows: not exactly 0
+    assert trust.threshold == pytest.approx(float(torch.quantile(scores[~copies].double(), 0.95)), rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.calibrate()  # said once
+
+
+def test_too_few_other_validation_images_keep_every_image_in_the_threshold_and_say_so(sample_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    from tests.inference.conftest import tiny_learner
+
+    root = _leaky_copy_of_the_sample(sample_dir, tmp_path / "leaky", copies_per_class=10)
+    for class_dir in (root / "valid").iterdir():  # 1 image a class that is no copy: 10 in all, under 20
+        for extra in sorted(path for path in class_dir.iterdir() if not path.name.startswith("copy_"))[1:]:
+            extra.unlink()
+    learn = tiny_learner(root)
+    with pytest.warns(UserWarning, match="Fewer than 20 other validation images remain"):
+        trust = learn.calibrate()
+    _, _, scores = learn.get_preds(with_ood=True)
+    assert trust.threshold == pytest.approx(float(torch.quantile(scores.double(), 0.95)), rel=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unfreeze.trust import METHODS, Trust, auroc, fit_score, threshold_for
-from unfreeze.trust.ood import KNNScore, score_from_config
+from unfreeze.trust.ood import KNNScore, copies_of_training, score_from_config
 
 
 def clusters(n: int, seed: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,3 +131,13 @@ def test_the_knn_distance_of_a_near_duplicate_is_exact_and_the_same_in_any_batch
     expected = (torch.nn.functional.normalize(near, dim=0) - bank[5]).norm()
     assert float(alone[0]) == pytest.approx(float(expected), rel=1e-3)
     assert float(in_batch) == pytest.approx(float(alone[0]), rel=1e-4)
+
+
+def test_copies_of_training_features_are_found_whatever_their_scale_and_distinct_ones_are_not() -> None:
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(300, 32, generator=generator)
+    fresh = torch.randn(40, 32, generator=generator)
+    queries = torch.cat([train[:10] * 3.0, fresh, train[10:20] + 1e-4])  # rescaled copies, new rows, re-saved copies
+    found = copies_of_training(train, queries, parts=(32,), chunk=16)  # chunks smaller than the queries
+    assert found.tolist() == [True] * 10 + [False] * 40 + [True] * 10
+    assert copies_of_training(train, torch.zeros(0, 32)).shape == (0,)

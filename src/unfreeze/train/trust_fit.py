@@ -32,12 +32,14 @@ from unfreeze.trust import (
 )
 from unfreeze.trust import threshold_for as _threshold_for
 from unfreeze.trust.calibration import MIN_TEMPERATURE, rough_fit
-from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K
+from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K, copies_of_training
 
 __all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate",
            "lower_bound_temperature_note", "rough_temperature_note"]
 
 DEFAULT_UNKNOWN_RATE = 0.05
+# The fewest validation images (copies of training images left out) the unknown threshold is set on.
+MIN_THRESHOLD_IMAGES = 20
 
 
 def check_unknown_rate(unknown_rate: Any) -> float | None:
@@ -178,17 +180,44 @@ def calibrate(learner: Any, *, temperature: bool = True, unknown_rate: float | N
             warnings.simplefilter("ignore")
             _, train_targets, train_features = _features_and_logits(
                 learner, _training_sample(learner, bank_size, seed), tap, "unknown score")
+        used = _without_training_copies(learner, train_features, valid_features, tap.parts)
         score = fit_score(method, train_features, train_targets, len(learner.dls.vocab), multi_label=multi_label,
-                          valid=(valid_features, valid_logits), k=k, bank_size=bank_size, seed=seed,
+                          valid=(valid_features[used], valid_logits[used]), k=k, bank_size=bank_size, seed=seed,
                           parts=tap.parts).eval()
         with torch.no_grad():
             valid_scores = score(valid_features, valid_logits)
-        threshold = _threshold_for(valid_scores, unknown_rate)
+        threshold = _threshold_for(valid_scores[used], unknown_rate)
         trust = Trust(temperature=fitted, temperature_se=error, score=score, threshold=threshold,
                       unknown_rate=unknown_rate, calibration=report)
         report["unknown"] = _unknown_report(trust, valid_scores, valid_logits, valid_targets, multi_label)
     learner.trust = trust
     return trust
+
+
+def _without_training_copies(learner: Any, train_features: torch.Tensor, valid_features: torch.Tensor,
+                             parts: tuple[int, ...]) -> torch.Tensor:
+    """bool [N]: the validation images the unknown score's scales and threshold are set on: all of them but
+    copies of training images (`copies_of_training`), as long as `MIN_THRESHOLD_IMAGES` others remain.
+
+    Copies are said once in a warning and in the recorder's notes: they also make the validation error
+    look better than the error on new images.
+    """
+    copies = copies_of_training(train_features, valid_features, parts)
+    n_copies, n_valid = int(copies.sum()), len(copies)
+    if n_copies == 0:
+        return torch.ones(n_valid, dtype=torch.bool)
+    usable = n_valid - n_copies >= MIN_THRESHOLD_IMAGES
+    treated = ("They are left out of the unknown flag's threshold, which they would set near 0 (flagging every new "
+               "image)." if usable else f"Fewer than {MIN_THRESHOLD_IMAGES} other validation images remain, so the "
+               "unknown flag's threshold is set on all of them and may flag many new images.")
+    note = (f"{n_copies} of the {n_valid} validation images are copies of training images (the same features as "
+            f"one of {len(train_features)} training images compared), so the validation error looks better than "
+            f"the error on new images will be. {treated} Remove the copies from the validation folder (or from "
+            "training).")
+    if note not in learner.recorder.notes:  # calibrate() again on the same images: said once
+        warnings.warn(note, stacklevel=4)
+        learner.recorder.add_note(note)
+    return ~copies if usable else torch.ones(n_valid, dtype=torch.bool)
 
 
 def _unknown_report(trust: Trust, scores: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_BANK_SIZE", "DEFAULT_K", "DEFAULT_METHOD", "METHODS", "CombinedScore", "EnergyScore",
-           "KNNScore", "MahalanobisScore", "fit_score", "score_from_config", "threshold_for"]
+__all__ = ["COPY_DISTANCE", "DEFAULT_BANK_SIZE", "DEFAULT_K", "DEFAULT_METHOD", "METHODS", "CombinedScore",
+           "EnergyScore", "KNNScore", "MahalanobisScore", "copies_of_training", "fit_score", "score_from_config",
+           "threshold_for"]
 
 METHODS = ("knn", "mahalanobis", "energy", "knn+energy")
 DEFAULT_METHOD = "knn"
@@ -239,6 +240,34 @@ def fit_score(method: str, features: torch.Tensor, labels: torch.Tensor, n_class
     with torch.no_grad():
         parts = torch.stack([knn(*valid), energy(*valid)], dim=1)
     return CombinedScore(knn, energy, parts.mean(dim=0), parts.std(dim=0).clamp_min(1e-6))
+
+
+# Features (L2-normalised) this close to a training image's are taken for a copy of it: the same file, or
+# one re-saved or resized. Distinct images of one class lie about ten times further apart.
+COPY_DISTANCE = 0.02
+
+
+def copies_of_training(train_features: torch.Tensor, features: torch.Tensor, parts: Sequence[int] | None = None,
+                       chunk: int = 1024) -> torch.Tensor:
+    """bool [N]: which rows of `features` lie within `COPY_DISTANCE` of a row of `train_features`.
+
+    Only the first part of the columns counts (the last linear layer's input; `parts` as in `fit_score`).
+    A validation image that copies a training image scores about 0 on knn: counted in the scales and the
+    threshold, many of them would set both near 0, and every new image would be flagged.
+
+    Example:
+        >>> train = torch.randn(50, 8)
+        >>> copies_of_training(train, torch.cat([train[:2], torch.randn(3, 8)])).tolist()
+        [True, True, False, False, False]
+    """
+    width = int(parts[0]) if parts else train_features.shape[1]
+    bank = _normalise(train_features[:, :width].float())
+    found = []
+    for start in range(0, len(features), chunk):  # a bounded [chunk, training images] similarity at a time
+        rows = _normalise(features[start:start + chunk, :width].float())
+        nearest = (rows @ bank.t()).argmax(dim=1)
+        found.append((rows - bank.index_select(0, nearest)).norm(dim=1) < COPY_DISTANCE)
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.bool)
 
 
 def threshold_for(scores: torch.Tensor, unknown_rate: float) -> float:
