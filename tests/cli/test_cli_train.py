@@ -29,6 +29,7 @@ def test_train_writes_a_complete_run_directory(image_folder: Path, tmp_path: Pat
     # The results table (one line per epoch in a pipe), the final metrics and where the plots are.
     assert "train_loss" in printed and "valid_loss" in printed and "accuracy" in printed
     assert f"Plots: {out / 'loss.png'}" in printed and str(out / "top_losses.png") in printed
+    assert str(out / "reliability.png") in printed.split("Plots: ")[1] and (out / "reliability.png").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["unfreeze_version"] == __version__
     assert config["options"]["arch"] == "test_resnet" and config["options"]["pretrained"] is False

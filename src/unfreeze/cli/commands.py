@@ -294,6 +294,8 @@ def command_train(args: argparse.Namespace) -> int:
         **runs.environment(learn.device),
     }
     run.write_summary(summary)
+    if summary["calibration"] and run.file("reliability.png").is_file():  # the report draws it from these bins
+        plots.append(run.file("reliability.png"))
     if args.quiet:
         print(run.folder)
         return 0
