@@ -76,9 +76,23 @@ def test_get_preds_with_loss_uses_the_learners_own_loss(sample_dir: Path, kind: 
     assert float(losses.mean()) == pytest.approx(learn.validate()["valid_loss"], rel=1e-4)
 
 
-def test_a_loss_that_gives_no_value_per_item_is_named() -> None:
-    with pytest.raises(ValueError, match="returned shape \\(\\) for reduction='none' on 2 items"):
-        unreduced_loss(lambda logits, targets, reduction="mean": logits.sum(), torch.zeros(2, 3), torch.tensor([0, 1]))
+class _IgnoresReduction(torch.nn.Module):
+    reduction = "mean"  # has the attribute, but forward always reduces
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+
+def test_unreduced_loss_averages_per_item_values_and_calls_a_reducing_loss_item_by_item() -> None:
+    from unfreeze.losses import MSELossFlat
+
+    logits, targets = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2, 1, 0])
+    cross_entropy = F.cross_entropy(logits, targets, reduction="none")
+    points = torch.rand(4, 3)  # MSELossFlat flattens: reduction="none" gives 12 values, 3 an item
+    torch.testing.assert_close(unreduced_loss(MSELossFlat(), logits, points), ((logits - points) ** 2).mean(dim=1))
+    torch.testing.assert_close(unreduced_loss(_IgnoresReduction(), logits, targets), cross_entropy)
+    torch.testing.assert_close(unreduced_loss(lambda out, y, **kwargs: F.cross_entropy(out, y), logits, targets),
+                               cross_entropy)
 
 
 def test_get_preds_on_training_loader_keeps_dataset_order(make_image_folder: Callable[..., Path],

@@ -150,7 +150,8 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     Args:
         learner: The learner whose model predicts.
         dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
-        with_loss: Also return the task's loss of every item (NaN for unlabelled items).
+        with_loss: Also return every item's loss under the learner's `loss_func` (`item_losses`; NaN for
+            unlabelled items).
         with_decoded: Also return the task's decoded predictions (fastai's `with_decoded`).
         with_ood: Also return, last, each item's out-of-distribution score (higher = less like the
             training images; None when the learner has no fitted score, see `learn.calibrate()`).
@@ -208,10 +209,14 @@ def unreduced_loss(loss_func: Callable[..., torch.Tensor], logits: torch.Tensor,
                    targets: torch.Tensor) -> torch.Tensor:
     """float [N]: `loss_func` per item rather than reduced over the batch (see `item_losses`).
 
+    Values per item (per class, per point, or flattened to N x K as fastai's `MSELossFlat` returns them)
+    are averaged. A loss that still returns one number for the batch is called item by item.
+
     Example:
         >>> unreduced_loss(nn.CrossEntropyLoss(), torch.zeros(2, 3), torch.tensor([0, 1])).shape
         torch.Size([2])
     """
+    n_items = len(logits)
     with torch.no_grad():
         if isinstance(getattr(loss_func, "reduction", None), str):
             per_item = copy.copy(loss_func)  # the learner's own keeps its reduction
@@ -220,15 +225,14 @@ def unreduced_loss(loss_func: Callable[..., torch.Tensor], logits: torch.Tensor,
         else:
             try:
                 values = loss_func(logits, targets, reduction="none")
-            except TypeError:  # no reduction keyword: one call per item
-                values = torch.stack([loss_func(logits[i:i + 1], targets[i:i + 1]).reshape(())
-                                      for i in range(len(logits))])
-    values = torch.as_tensor(values).float()
-    if values.ndim == 0 or values.shape[0] != len(logits):
-        raise ValueError(f"The loss function {type(loss_func).__name__} returned shape {tuple(values.shape)} for "
-                         f"reduction='none' on {len(logits)} items; expected one value (or row) per item. Give it a "
-                         "`reduction` attribute or keyword that 'none' turns into per-item losses.")
-    return values.reshape(len(logits), -1).mean(dim=1)
+            except TypeError:  # no reduction keyword
+                values = None
+        values = None if values is None else torch.as_tensor(values)
+        if values is None or values.numel() == 0 or values.numel() % n_items:
+            # Reduced anyway (a forward that ignores `reduction`, a wrapper holding the real loss): one call an item.
+            values = torch.stack([torch.as_tensor(loss_func(logits[i:i + 1], targets[i:i + 1])).float().mean()
+                                  for i in range(n_items)])
+    return values.float().reshape(n_items, -1).mean(dim=1)
 
 
 class Prediction(tuple):
