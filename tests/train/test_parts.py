@@ -157,11 +157,37 @@ def test_a_callback_failing_after_an_epoch_leaves_that_epochs_checkpoint(tiny_le
             if epoch == 1:
                 raise OSError("No space left on device (a logger)")
 
-    learn = tiny_learner()
+    class Seen(Callback):  # after the failing one: it must still see the epoch (KeepBest would)
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs: list[int] = []
+
+        def after_epoch(self, epoch: int, logs: dict) -> None:
+            self.epochs.append(epoch)
+
+    learn, seen = tiny_learner(), Seen()
     with pytest.raises(OSError, match="No space left"):
-        learn.fit(3, 1e-3, callbacks=[FailsAfterSecondEpoch()], checkpoint=tmp_path / "ckpt.pt")
+        learn.fit(3, 1e-3, callbacks=[FailsAfterSecondEpoch(), seen], checkpoint=tmp_path / "ckpt.pt")
+    assert seen.epochs == [0, 1]
     state = read_checkpoint(tmp_path / "ckpt.pt")
     assert len(state["recorder"]["history"]) == 2
     fresh = tiny_learner()
     fresh.fit(3, 1e-3, checkpoint=tmp_path / "ckpt.pt", resume=tmp_path / "ckpt.pt")
     assert [row["epoch"] for row in fresh.recorder.history] == [0, 1, 2]
+
+
+def test_an_optimizer_state_saved_unfused_goes_on_fused(model) -> None:
+    # Checkpoints written before the CPU step was fused carry fused=None in their groups, which torch's
+    # load_state_dict would keep: the resumed fit would run slower and with other rounding.
+    groups = ParamGroups(model)
+    stepper = Stepper(model, groups, nn.CrossEntropyLoss(), torch.device("cpu"))
+    stepper.set_hyper([1e-2] * groups.n_groups, 0.9)
+    batch = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    stepper.train_step(*batch)
+    state = stepper.state_dict()
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    stepper.load_state_dict(state)
+    assert all(group["fused"] is True for group in stepper.ensure_optimizer().param_groups)
+    stepper.train_step(*batch)  # the loaded moments and steps suit the fused kernel
+    assert all(float(s["step"]) == 2 for s in stepper.ensure_optimizer().state.values())

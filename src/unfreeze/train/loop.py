@@ -117,15 +117,21 @@ def emit(callbacks: Sequence[Callback], event: str, *args: Any) -> bool:
     return stop
 
 
+def _emit_to_all(callbacks: Sequence[Callback], event: str, *args: Any) -> tuple[bool, BaseException | None]:
+    """`event` to every callback, also past one that raises; (whether any asked to stop, the first error)."""
+    stop, error = False, None
+    for callback in callbacks:
+        try:
+            stop = bool(getattr(callback, event)(*args)) or callback.stop_training or stop
+        except BaseException as raised:  # a Ctrl-C too: the callbacks after it still get the event
+            error = error or raised
+    return stop, error
+
+
 def _end_fit(callbacks: Sequence[Callback], logs: dict[str, Any]) -> None:
     """after_fit to every callback, also past one that raises: a later one may restore the best weights
     or stop a live progress bar. The first error is raised once all have run."""
-    error: BaseException | None = None
-    for callback in callbacks:
-        try:
-            callback.after_fit(logs)
-        except BaseException as raised:  # a Ctrl-C too: the callbacks after it still end the fit
-            error = error or raised
+    _, error = _emit_to_all(callbacks, "after_fit", logs)
     if error is not None:
         raise error
 
@@ -321,11 +327,14 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
                             **{name: float(value) for name, value in valid_logs.items()}, "time": time.time() - start}
                 with stop_signals_held():  # a finished epoch's row and its checkpoint: both, or a stop before
                     learner.recorder.history.append(fit_logs)
-                    try:
-                        stop = emit(callbacks, "after_epoch", epoch, fit_logs) or stop
-                    finally:  # a callback that fails here (a logger's full disk) must not cost the epoch
-                        if checkpoint is not None and distributed.is_main_process():
-                            checkpoint(epoch, False, user_callbacks)
+                    # A callback that fails here (a logger's full disk) must cost neither the epoch's checkpoint
+                    # nor the later callbacks' view of it (KeepBest after it): all run, then the error goes on.
+                    asked, error = _emit_to_all(callbacks, "after_epoch", epoch, fit_logs)
+                    stop = asked or stop
+                    if checkpoint is not None and distributed.is_main_process():
+                        checkpoint(epoch, False, user_callbacks)
+                    if error is not None:
+                        raise error
                 if stop:
                     break
     except KeyboardInterrupt:

@@ -249,9 +249,25 @@ class Stepper:
         if "optimizer" in state:
             self._optimizer = None
             if state["optimizer"] is not None:
-                self.ensure_optimizer().load_state_dict(state["optimizer"])
+                optimizer = self.ensure_optimizer()
+                optimizer.load_state_dict(_with_fused_of(state["optimizer"], optimizer))
         if state.get("scaler") is not None:
             self._scaler = self._scaler or torch.amp.GradScaler("cuda")
             self._scaler.load_state_dict(state["scaler"])
         elif "scaler" in state:
             self._scaler = None
+
+
+def _with_fused_of(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`saved` (an optimizer state_dict) with each group's "fused" set as `optimizer` has it.
+
+    A torch optimizer takes its groups' settings from the state it loads: a checkpoint written before the
+    CPU step was fused would go on unfused (slower, and not the uninterrupted run's rounding), and one written
+    fused, resumed by a version that does not count fused writes, would go on fused.
+    """
+    groups = optimizer.param_groups
+    if "param_groups" not in saved or len(saved["param_groups"]) != len(groups):
+        return saved  # load_state_dict says what does not fit
+    fused = [group.get("fused") for group in groups]
+    return {**saved, "param_groups": [{**group, "fused": flag} if "fused" in group or flag else group
+                                      for group, flag in zip(saved["param_groups"], fused, strict=True)]}
