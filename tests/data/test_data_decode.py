@@ -157,15 +157,32 @@ def test_a_huge_png_is_averaged_down_before_it_is_converted_and_copied(tmp_path:
     assert grown_mib < 8000 * 8000 * 4 * 1.5 / 2**20, f"decoding grew the process by {grown_mib} MiB"
 
 
-def test_averaging_down_first_gives_the_same_item_as_resizing_directly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [(1200, 900), (640, 480), (1000, 333), (257, 700)])
+@pytest.mark.parametrize("method", ["crop", "pad", "squish"])
+def test_averaging_down_first_gives_the_same_item_as_resizing_directly(tmp_path: Path, size: tuple[int, int],
+                                                                      method: str) -> None:
+    # Image.reduce rounds sides up (640 / 3 = 214): the item's shape must still come from the decoded size.
     from unfreeze.data.decode import decode_item
     from unfreeze.data.transforms import resize_item
 
     rng = np.random.default_rng(0)
-    ramp = np.linspace(0, 255, 1200)[None, :, None] * np.ones((900, 1, 3))
+    width, height = size
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
     pixels = np.clip(ramp + rng.normal(0, 20, ramp.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "photo.png")
-    array, _ = decode_item(tmp_path / "photo.png", 64, "crop")  # 900 // 128 = 7: averaged 7x first
-    direct = resize_item(Image.fromarray(pixels), 64, "crop").transpose(2, 0, 1)
-    assert array.shape == direct.shape == (3, 64, 85)
+    array, _ = decode_item(tmp_path / "photo.png", 64, method)
+    direct = resize_item(Image.fromarray(pixels), 64, method).transpose(2, 0, 1)
+    assert array.shape == direct.shape
     assert np.abs(array.astype(int) - direct.astype(int)).mean() < 3
+
+
+def test_a_large_float_image_keeps_its_range_guess_from_its_own_pixels(tmp_path: Path) -> None:
+    # to_rgb takes a float image as [0, 1] when its brightest pixel is <= 1: averaged first, one bright pixel
+    # among zeros fell under 1 and the whole image came out mid-grey.
+    from unfreeze.data.decode import decode_item
+
+    values = np.full((900, 900), 0.5, np.float32)
+    values[0, 0] = 2.0  # brightest pixel over 1: values on the 0..255 scale, so the image is nearly black
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    array, error = decode_item(tmp_path / "float.tif", 64, "crop")
+    assert error == "" and array.mean() < 2

@@ -40,7 +40,7 @@ DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 # A decoded image with a `draft_size` is averaged down to no less than this many times that size.
 REDUCE_MARGIN = 2
 _ORIENTATION = 0x0112  # the EXIF orientation tag
-_AVERAGED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"}  # modes whose pixels `Image.reduce` may average
+_AVERAGED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I"}  # modes whose pixels `Image.reduce` may average
 
 
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
@@ -130,6 +130,12 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         return to_rgb(_from_array(array))
     if isinstance(source, np.ndarray):
         return to_rgb(_from_array(source))
+    return _open_file_rgb(source, draft_size)[0]
+
+
+def _open_file_rgb(source: str | Path | IO[bytes], draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """`open_rgb` of a file, and the (width, height) to size an item by: the decoded image's, before any
+    averaging down (which rounds its sides up)."""
     with open_image(source) as image:
         image.seek(0)  # first frame of a GIF or multi-page TIFF
         if draft_size is not None and image.format == "JPEG":
@@ -140,11 +146,12 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
             # Other formats than JPEG decode whole: a 12,000-pixel PNG of a few hundred KB is 576 MB in
             # memory, and converting and copying it tripled that. Averaged down by a whole factor first
             # (still `REDUCE_MARGIN` times the size asked for), every later step works on the small image.
-            # Palette indices and 1-bit or 16-bit values cannot be averaged: those become RGB first.
+            # Palette indices, 1-bit values and floats (whose range `to_rgb` guesses from the brightest
+            # pixel) become RGB first.
             averaged = image if image.mode in _AVERAGED_MODES else to_rgb(image)
-            return to_rgb(averaged.reduce(factor))
+            return to_rgb(averaged.reduce(factor)), image.size
         oriented = ImageOps.exif_transpose(image) or image
-        return to_rgb(oriented).copy()
+        return to_rgb(oriented).copy(), oriented.size
 
 
 def decode_image(source: ImageSource) -> torch.Tensor:
@@ -174,7 +181,11 @@ def decode_item(source: ImageSource, item_size: int, method: str) -> tuple[np.nd
     wraps the array: done in the main process, that copy limits the first pass on many-core hosts.
     """
     try:
-        array = resize_item(open_rgb(source, draft_size=item_size), item_size, method)
+        if isinstance(source, str | Path):
+            image, geometry = _open_file_rgb(source, item_size)
+            array = resize_item(image, item_size, method, geometry=geometry)
+        else:
+            array = resize_item(open_rgb(source, draft_size=item_size), item_size, method)
     except Exception as error:  # any decoder failure must drop this file, never end the epoch
         return None, f"{type(error).__name__}: {error}"
     # Cached channels-first, so that batches are a plain stack of crops with no per-epoch transpose.

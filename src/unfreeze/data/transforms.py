@@ -23,17 +23,20 @@ RESIZE_METHODS = ("crop", "pad", "squish")
 MAX_SIZE = 16_384
 
 
-def resize_item(image: Image.Image, item_size: int, method: str) -> np.ndarray:
+def resize_item(image: Image.Image, item_size: int, method: str,
+                geometry: tuple[int, int] | None = None) -> np.ndarray:
     """Resize an RGB PIL image for the cache; returns uint8 HWC.
 
     crop: short side = item_size (the square crop is taken per access, random in training);
     pad: long side = item_size, centred on black to item_size × item_size; squish: item_size × item_size.
+    `geometry`, the (width, height) the item's shape is computed from, is the image's own size unless
+    given (the size before a decoder averaged the image down, so the item keeps the shape it would have).
 
     Example:
         >>> resize_item(Image.new("RGB", (640, 480)), 224, "crop").shape
         (224, 298, 3)
     """
-    width, height = image.size
+    width, height = geometry or image.size
     if method == "squish":
         return np.array(image.resize((item_size, item_size), Image.Resampling.BILINEAR))
     if method == "crop":
