@@ -228,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = main(sys.argv[1:])
         finally:
             ignore_stop_signals()  # done: a late Ctrl-C must not replace the exit code by a death by signal
-        leave(code)  # without the interpreter's second of teardown (an exception above still gets it)
+        if sys.getprofile() is None and sys.gettrace() is None:  # cProfile and coverage write their files at exit
+            leave(code)  # without the interpreter's second of teardown (an exception above still gets it)
+        return code
     argv = list(argv)
     parser = build_parser()
     try:

@@ -620,7 +620,7 @@ def command_predict(args: argparse.Namespace) -> int:
     rows = predict_batch(predictor, iter(paths), bs=args.bs, top_k=max(args.top_k, 2), with_tta=args.tta)
     # A label the model flags as unknown is printed with " (unknown)" after it: the column leaves room for it.
     flagged = len(_UNKNOWN_MARK) if learn.trust.has_score else 0
-    label_width = max(len("(error)"), *(len(printable(name)) + flagged for name in learn.dls.vocab))
+    label_width = max(len("(error)"), *(len(printable(name)) + flagged for name in [*learn.dls.vocab, "(none)"]))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:

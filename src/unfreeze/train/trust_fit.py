@@ -207,8 +207,8 @@ def _without_training_copies(learner: Any, train_features: torch.Tensor, valid_f
     if n_copies == 0:
         return torch.ones(n_valid, dtype=torch.bool)
     usable = n_valid - n_copies >= MIN_THRESHOLD_IMAGES
-    treated = ("They are left out of the unknown flag's threshold: they score about 0 and would pull it down, "
-               "flagging new images that are like the training images." if usable else
+    treated = ("They are left out of the unknown flag's threshold, which is meant for images the model has not "
+               "seen (with knn they score about 0 and would pull it down)." if usable else
                f"Fewer than {MIN_THRESHOLD_IMAGES} other validation images remain, so the unknown flag's threshold is "
                "set on all of them and may flag many new images.")
     note = (f"{n_copies} of the {n_valid} validation images are copies of training images (the same features as "
