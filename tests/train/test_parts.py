@@ -191,3 +191,20 @@ def test_an_optimizer_state_saved_unfused_goes_on_fused(model) -> None:
     assert all(group["fused"] is True for group in stepper.ensure_optimizer().param_groups)
     stepper.train_step(*batch)  # the loaded moments and steps suit the fused kernel
     assert all(float(s["step"]) == 2 for s in stepper.ensure_optimizer().state.values())
+
+
+def test_a_torch_without_the_fused_kernel_trains_with_the_loop(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.optim.AdamW
+
+    def without_fused(params, *args, fused=None, **kwargs):  # as torch before the fused CPU kernel refuses it
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices: ['cuda', 'xpu', 'privateuseone']")
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused)
+    groups = ParamGroups(model)
+    stepper = Stepper(model, groups, nn.CrossEntropyLoss(), torch.device("cpu"))
+    stepper.set_hyper([1e-2] * groups.n_groups, 0.9)
+    stepper.train_step(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+    assert not any(group.get("fused") for group in stepper.ensure_optimizer().param_groups)

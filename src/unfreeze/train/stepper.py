@@ -119,8 +119,13 @@ class Stepper:
         # Fused: one kernel over every tensor, a third of the single-tensor loop's time a step on the CPU.
         # It writes the weights without counting the write, so `train_step` counts it (the folded batch
         # norms' cache reads that count).
-        fused = {"fused": True} if self.device.type in ("cpu", "cuda") else {}
-        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99), eps=1e-5, **fused)
+        settings: dict[str, Any] = {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-5}
+        if self.device.type in ("cpu", "cuda"):
+            try:
+                return torch.optim.AdamW(groups, fused=True, **settings)
+            except RuntimeError:  # a torch without this device's fused kernel: the per-tensor loop
+                pass
+        return torch.optim.AdamW(groups, **settings)
 
     def ensure_optimizer(self) -> torch.optim.Optimizer:
         """The optimizer, built (with the DDP/compile wrapper) if a freeze or a restore cleared it."""
