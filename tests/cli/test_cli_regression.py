@@ -44,7 +44,10 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     assert "<h2>Predicted vs true (validation)</h2>" in report and "<h2>Confusion matrix</h2>" not in report
 
     scores = tmp_path / "scores.json"
+    capsys.readouterr()
     assert main(["evaluate", str(out), str(numbers), "--csv", "targets.csv", "--json", str(scores)]) == 0
+    table = capsys.readouterr().out
+    assert "count 16" in table and "count 16.0000" not in table  # a count of images is a whole number
     evaluated = json.loads(scores.read_text())
     assert evaluated["images"] == 16 and {"valid_loss", "mae", "r2_score"} <= set(evaluated["scores"])
     assert evaluated["report"]["dark"]["count"] == 16

@@ -313,6 +313,13 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_line(name: str, values: dict[str, float]) -> str:
+    """One output's row of a regression report: counts as whole numbers, measures to 4 decimals."""
+    shown = (f"{key} {int(value)}" if key == "count" and float(value).is_integer() else f"{key} {value:.4f}"
+             for key, value in values.items())
+    return f"{name:>12}  " + "  ".join(shown)
+
+
 def _balanced(interpretation: Any, dls: Any) -> dict[str, float] | None:
     """Balanced accuracy and macro F1 of the validation predictions when the training classes are imbalanced."""
     return _balanced_on(interpretation, dls.train.dataset.targets, dls.n_classes)
@@ -654,7 +661,7 @@ def command_interpret(args: argparse.Namespace) -> int:
         predictions = learn.get_preds(dl=dls.valid)
         plot = plot_predicted_vs_true(*predictions, list(dls.vocab), run.file("predicted_vs_true.png"))
         for name, values in regression_report(*predictions, list(dls.vocab)).items():
-            print(printable(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items())))
+            print(printable(_report_line(name, values)))
         print(f"Plots: {plot}")
         return 0
     interpretation = ClassificationInterpretation.from_learner(learn, dl=dls.valid)
@@ -858,7 +865,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     print("  ".join(f"{name} {value:.4f}" for name, value in scores.items()), file=out)
     if regression:
         for name, values in report.items():
-            print(f"{name:>12}  " + "  ".join(f"{key} {value:.4f}" for key, value in values.items()), file=out)
+            print(_report_line(name, values), file=out)
     elif args.format == "text":
         _print_report(interpretation, not multi_label)
     with contextlib.redirect_stdout(out):  # its summary lines too: stdout carries only the data then
