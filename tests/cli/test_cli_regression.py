@@ -39,6 +39,7 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     assert summary["data"]["classes"] == ["bright", "dark"] and set(summary["report"]) == {"bright", "dark"}
     assert set(summary["report"]["bright"]) == {"mae", "rmse", "r2", "count"} and "mae" in summary["final"]
     assert "Final: mae" in printed
+    assert ", 2 outputs, size" in printed and " classes, size" not in printed  # the loaders' line names outputs
     report = (out / "report.html").read_text()
     assert "predicted vs true values" in report and "<th>rmse</th>" in report
     assert "<h2>Predicted vs true (validation)</h2>" in report and "<h2>Confusion matrix</h2>" not in report

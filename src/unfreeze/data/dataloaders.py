@@ -252,8 +252,10 @@ class ImageDataLoaders(FastaiFactories):
         return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize, unique=unique)
 
     def __repr__(self) -> str:
-        return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, "
-                f"{self.n_classes} classes, size {self.size}, seed {self.seed})")
+        n = self.n_classes  # a regression's vocab names its outputs (numbers), not classes
+        what = (f"{n} output{'s' * (n != 1)}" if isinstance(self.task, Regression) else f"{n} class{'es' * (n != 1)}")
+        return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, {what}, "
+                f"size {self.size}, seed {self.seed})")
 
     @classmethod
     def _build(cls, train_items: list[tuple[Path, str]], valid_items: list[tuple[Path, str]], source: Path, *,
