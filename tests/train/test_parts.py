@@ -196,8 +196,10 @@ def test_an_optimizer_state_saved_unfused_goes_on_fused(model) -> None:
 def test_a_torch_without_the_fused_kernel_trains_with_the_loop(model, monkeypatch: pytest.MonkeyPatch) -> None:
     real = torch.optim.AdamW
 
-    def without_fused(params, *args, fused=None, **kwargs):  # as torch before the fused CPU kernel refuses it
-        if fused:
+    def without_fused(params, *args, fused=None, **kwargs):  # as torch before the fused CPU kernel refuses it:
+        if fused:  # after its Optimizer.__init__ wrote the defaults into the groups it was given
+            for group in params:
+                group.setdefault("fused", True)
             raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
                                "devices: ['cuda', 'xpu', 'privateuseone']")
         return real(params, *args, **kwargs)

@@ -121,8 +121,8 @@ class Stepper:
         # norms' cache reads that count).
         settings: dict[str, Any] = {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-5}
         if self.device.type in ("cpu", "cuda"):
-            try:
-                return torch.optim.AdamW(groups, fused=True, **settings)
+            try:  # copies: a torch that refuses fused=True does so after writing it into the groups it was given
+                return torch.optim.AdamW([dict(group) for group in groups], fused=True, **settings)
             except RuntimeError:  # a torch without this device's fused kernel: the per-tensor loop
                 pass
         return torch.optim.AdamW(groups, **settings)
