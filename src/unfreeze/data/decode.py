@@ -121,21 +121,22 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
         >>> open_rgb("cat.jpg").mode
         'RGB'
     """
+    return _open_rgb_sized(source, draft_size)[0]
+
+
+def _open_rgb_sized(source: ImageSource, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """`open_rgb`, and the (width, height) to size an item by: the decoded image's, before any averaging
+    down (which rounds its sides up)."""
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source) or source)
-    if isinstance(source, torch.Tensor):
-        array = source.detach().cpu().numpy()
-        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-            array = array.transpose(1, 2, 0)  # CHW → HWC
-        return to_rgb(_from_array(array))
-    if isinstance(source, np.ndarray):
-        return to_rgb(_from_array(source))
-    return _open_file_rgb(source, draft_size)[0]
-
-
-def _open_file_rgb(source: str | Path | IO[bytes], draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
-    """`open_rgb` of a file, and the (width, height) to size an item by: the decoded image's, before any
-    averaging down (which rounds its sides up)."""
+        image = to_rgb(ImageOps.exif_transpose(source) or source)
+        return image, image.size
+    if isinstance(source, torch.Tensor | np.ndarray):
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
+        if isinstance(source, torch.Tensor) and array.ndim == 3 and array.shape[0] in (1, 3, 4) \
+                and array.shape[2] not in (1, 3, 4):
+            array = array.transpose(1, 2, 0)  # a tensor's CHW → HWC
+        image = to_rgb(_from_array(array))
+        return image, image.size
     with open_image(source) as image:
         image.seek(0)  # first frame of a GIF or multi-page TIFF
         if draft_size is not None and image.format == "JPEG":
@@ -181,11 +182,8 @@ def decode_item(source: ImageSource, item_size: int, method: str) -> tuple[np.nd
     wraps the array: done in the main process, that copy limits the first pass on many-core hosts.
     """
     try:
-        if isinstance(source, str | Path):
-            image, geometry = _open_file_rgb(source, item_size)
-            array = resize_item(image, item_size, method, geometry=geometry)
-        else:
-            array = resize_item(open_rgb(source, draft_size=item_size), item_size, method)
+        image, geometry = _open_rgb_sized(source, item_size)
+        array = resize_item(image, item_size, method, geometry=geometry)
     except Exception as error:  # any decoder failure must drop this file, never end the epoch
         return None, f"{type(error).__name__}: {error}"
     # Cached channels-first, so that batches are a plain stack of crops with no per-epoch transpose.

@@ -264,15 +264,13 @@ class Stepper:
 
 
 def _with_fused_of(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """`saved` (an optimizer state_dict) with each group's "fused" set as `optimizer` has it.
+    """`saved` (an optimizer state_dict) with each group's "fused" as `optimizer` has it.
 
     A torch optimizer takes its groups' settings from the state it loads: a checkpoint written before the
-    CPU step was fused would go on unfused (slower, and not the uninterrupted run's rounding), and one written
-    fused, resumed by a version that does not count fused writes, would go on fused.
+    CPU step was fused would go on unfused (slower, and not the uninterrupted run's rounding).
     """
     groups = optimizer.param_groups
-    if "param_groups" not in saved or len(saved["param_groups"]) != len(groups):
+    if len(saved.get("param_groups", ())) != len(groups):
         return saved  # load_state_dict says what does not fit
-    fused = [group.get("fused") for group in groups]
-    return {**saved, "param_groups": [{**group, "fused": flag} if "fused" in group or flag else group
-                                      for group, flag in zip(saved["param_groups"], fused, strict=True)]}
+    return {**saved, "param_groups": [{**kept, "fused": group["fused"]} if "fused" in group else kept
+                                      for kept, group in zip(saved["param_groups"], groups, strict=True)]}

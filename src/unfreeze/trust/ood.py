@@ -43,6 +43,17 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def _neighbour_distance(rows: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """[N]: each normalised row's distance to its k-th most similar bank row.
+
+    Measured as the distance to that row itself, not sqrt(2 - 2 * similarity): near a training image the
+    similarity is within rounding of 1, and the square root turned a last-bit difference (another batch
+    size's kernel) into a visible change of the score, and a copy's distance into exactly 0.
+    """
+    kth = (rows @ bank.t()).topk(k, dim=1).indices[:, -1]
+    return (rows - bank.index_select(0, kth)).norm(dim=1)
+
+
 def _normalise_parts(features: torch.Tensor, parts: Sequence[int]) -> torch.Tensor:
     """Each part of the columns L2-normalised on its own; columns past the parts are left out."""
     pieces, start = [], 0
@@ -78,12 +89,8 @@ class KNNScore(nn.Module):
         features = features.float()
         columns, start = [], 0
         for width in self.parts:
-            part, bank = _normalise(features[:, start:start + width]), self.bank[:, start:start + width]
-            kth = (part @ bank.t()).topk(self.k, dim=1).indices[:, -1]
-            # The distance to that row itself, not sqrt(2 - 2 * similarity): near a training image the
-            # similarity is within rounding of 1, and the square root would turn a last-bit difference
-            # (another batch size's kernel) into a visible change of the score.
-            columns.append((part - bank.index_select(0, kth)).norm(dim=1))
+            part = _normalise(features[:, start:start + width])
+            columns.append(_neighbour_distance(part, self.bank[:, start:start + width], self.k))
             start += width
         return torch.stack(columns, dim=1)
 
@@ -243,7 +250,8 @@ def fit_score(method: str, features: torch.Tensor, labels: torch.Tensor, n_class
 
 
 # Features (L2-normalised) this close to a training image's are taken for a copy of it: the same file, or
-# one re-saved or resized. Distinct images of one class lie about ten times further apart.
+# one re-saved or resized. On the default Fashion-MNIST model (2,000 / 1,000 images) no distinct validation
+# image came closer to a training image than 0.062 (median 0.28).
 COPY_DISTANCE = 0.02
 
 
@@ -253,7 +261,8 @@ def copies_of_training(train_features: torch.Tensor, features: torch.Tensor, par
 
     Only the first part of the columns counts (the last linear layer's input; `parts` as in `fit_score`).
     A validation image that copies a training image scores about 0 on knn: counted in the scales and the
-    threshold, many of them would set both near 0, and every new image would be flagged.
+    threshold, copies pull both down (with nearly all of them copies, to about 0, flagging new images that
+    are like the training images).
 
     Example:
         >>> train = torch.randn(50, 8)
@@ -262,11 +271,8 @@ def copies_of_training(train_features: torch.Tensor, features: torch.Tensor, par
     """
     width = int(parts[0]) if parts else train_features.shape[1]
     bank = _normalise(train_features[:, :width].float())
-    found = []
-    for start in range(0, len(features), chunk):  # a bounded [chunk, training images] similarity at a time
-        rows = _normalise(features[start:start + chunk, :width].float())
-        nearest = (rows @ bank.t()).argmax(dim=1)
-        found.append((rows - bank.index_select(0, nearest)).norm(dim=1) < COPY_DISTANCE)
+    found = [_neighbour_distance(_normalise(features[start:start + chunk, :width].float()), bank, 1) < COPY_DISTANCE
+             for start in range(0, len(features), chunk)]  # a bounded [chunk, training images] similarity at a time
     return torch.cat(found) if found else torch.zeros(0, dtype=torch.bool)
 
 
