@@ -15,8 +15,8 @@ from PIL import Image
 
 from unfreeze.data import DataError, DataWarning, ImageDataLoaders
 from unfreeze.inference import get_preds, predict, predict_batch, tta
-from unfreeze.inference.predict import unreduced_loss
 from unfreeze.losses import LabelSmoothingCrossEntropy
+from unfreeze.tasks.item_losses import unreduced_loss
 from unfreeze.train.builders import vision_learner
 from unfreeze.train.learner import Learner
 

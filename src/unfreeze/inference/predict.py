@@ -10,12 +10,10 @@ softmax and arg-max for single-label data, sigmoid and a threshold for multi-lab
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
-import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,9 +28,8 @@ from unfreeze.progress import StepProgress
 from unfreeze.tasks import Regression, SingleLabel
 from unfreeze.trust import FeatureTap, Trust
 
-__all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds", "item_losses",
-           "iter_image_files", "loader_of", "predict", "predict_batch", "prediction_row", "trust_of", "tta",
-           "unreduced_loss"]
+__all__ = ["Prediction", "Predictor", "channels_last", "collect_logits", "collect_outputs", "get_preds",
+           "iter_image_files", "loader_of", "predict", "predict_batch", "prediction_row", "trust_of", "tta"]
 
 
 class Predictor(Protocol):
@@ -150,8 +147,8 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     Args:
         learner: The learner whose model predicts.
         dl: An `ImageDataLoader`, e.g. `learner.dls.test_dl(paths)`.
-        with_loss: Also return every item's loss under the learner's `loss_func` (`item_losses`; NaN for
-            unlabelled items).
+        with_loss: Also return every item's loss under the learner's `loss_func` (`Task.item_losses`; NaN
+            for unlabelled items).
         with_decoded: Also return the task's decoded predictions (fastai's `with_decoded`).
         with_ood: Also return, last, each item's out-of-distribution score (higher = less like the
             training images; None when the learner has no fitted score, see `learn.calibrate()`).
@@ -175,64 +172,11 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     if with_decoded:
         results.append(task.decode(results[0]))
     if with_loss:
-        results.append(item_losses(learner, logits, targets).cpu())
+        # fastai's with_loss: the learner's own loss function (a protocol object without one: the task's)
+        results.append(task.item_losses(logits, targets, getattr(learner, "loss_func", None)).cpu())
     if with_ood:
         results.append(scores)
     return tuple(results)
-
-
-def item_losses(learner: Predictor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each item's loss under the learner's own `loss_func` (fastai's `with_loss`), NaN where unlabelled.
-
-    A learner without a `loss_func` (a protocol object) gets the task's loss. The loss function is
-    called unreduced: a copy with `reduction="none"` when it has that attribute (torch's and unfreeze's
-    losses), else with `reduction="none"` as a keyword (fastai's convention for functions), else item by
-    item. An item loss with more than one value (per class, per pixel) is their mean.
-
-    Example:
-        >>> learn = vision_learner(dls, "resnet18", loss_func=LabelSmoothingCrossEntropy())  # doctest: +SKIP
-        >>> item_losses(learn, *learn.collect_logits(learn.dls.valid)).mean()  # doctest: +SKIP
-        tensor(0.41)
-    """
-    loss_func = getattr(learner, "loss_func", None)
-    task = learner.task
-    if loss_func is None:
-        return task.item_losses(logits, targets)
-    losses = torch.full((len(targets),), math.nan, device=logits.device)
-    labelled = task.labelled(targets)
-    if labelled.any():
-        losses[labelled] = unreduced_loss(loss_func, logits[labelled], targets[labelled]).to(losses.device)
-    return losses
-
-
-def unreduced_loss(loss_func: Callable[..., torch.Tensor], logits: torch.Tensor,
-                   targets: torch.Tensor) -> torch.Tensor:
-    """float [N]: `loss_func` per item rather than reduced over the batch (see `item_losses`).
-
-    Values per item (per class, per point, or flattened to N x K as fastai's `MSELossFlat` returns them)
-    are averaged. A loss that still returns one number for the batch is called item by item.
-
-    Example:
-        >>> unreduced_loss(nn.CrossEntropyLoss(), torch.zeros(2, 3), torch.tensor([0, 1])).shape
-        torch.Size([2])
-    """
-    n_items = len(logits)
-    with torch.no_grad():
-        if isinstance(getattr(loss_func, "reduction", None), str):
-            per_item = copy.copy(loss_func)  # the learner's own keeps its reduction
-            per_item.reduction = "none"
-            values = per_item(logits, targets)
-        else:
-            try:
-                values = loss_func(logits, targets, reduction="none")
-            except TypeError:  # no reduction keyword
-                values = None
-        values = None if values is None else torch.as_tensor(values)
-        if values is None or values.numel() == 0 or values.numel() % n_items:
-            # Reduced anyway (a forward that ignores `reduction`, a wrapper holding the real loss): one call an item.
-            values = torch.stack([torch.as_tensor(loss_func(logits[i:i + 1], targets[i:i + 1])).float().mean()
-                                  for i in range(n_items)])
-    return values.float().reshape(n_items, -1).mean(dim=1)
 
 
 class Prediction(tuple):

@@ -20,13 +20,14 @@ carry it as JSON.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from unfreeze.tasks.item_losses import labelled_item_losses
 
 __all__ = ["Label", "MultiLabel", "SingleLabel"]
 
@@ -82,13 +83,10 @@ class SingleLabel:
         """Cross-entropy, optionally weighted per class and label-smoothed."""
         return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
 
-    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Unreduced loss per item (NaN where the item is unlabelled)."""
-        losses = torch.full((len(targets),), math.nan, device=logits.device)
-        labelled = self.labelled(targets)
-        if labelled.any():
-            losses[labelled] = F.cross_entropy(logits[labelled], targets[labelled], reduction="none")
-        return losses
+    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor,
+                    loss_func: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """Unreduced loss per item under `loss_func` (default: `loss()`), NaN where the item is unlabelled."""
+        return labelled_item_losses(loss_func or self.loss(), logits, targets, self.labelled(targets))
 
     def labelled(self, targets: torch.Tensor) -> torch.Tensor:
         """Bool [N]: which items have a label."""
@@ -192,13 +190,10 @@ class MultiLabel:
             raise ValueError("label_smoothing applies to single-label tasks; leave it at 0 for multi-label data.")
         return nn.BCEWithLogitsLoss(pos_weight=class_weights)
 
-    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        losses = torch.full((len(targets),), math.nan, device=logits.device)
-        labelled = self.labelled(targets)
-        if labelled.any():
-            per_class = F.binary_cross_entropy_with_logits(logits[labelled], targets[labelled], reduction="none")
-            losses[labelled] = per_class.mean(dim=-1)
-        return losses
+    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor,
+                    loss_func: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """Unreduced loss per item (its classes' mean) under `loss_func` (default: `loss()`), NaN where unlabelled."""
+        return labelled_item_losses(loss_func or self.loss(), logits, targets, self.labelled(targets))
 
     def labelled(self, targets: torch.Tensor) -> torch.Tensor:
         return ~targets.isnan().any(dim=-1)

@@ -21,15 +21,15 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unfreeze.losses import L1LossFlat, MSELossFlat
+from unfreeze.tasks.item_losses import labelled_item_losses
 
 __all__ = ["Regression", "point_names"]
 
@@ -101,14 +101,11 @@ class Regression:
             raise ValueError("class_weights and label_smoothing apply to classification, not regression data.")
         return MSELossFlat() if self.loss_name == "mse" else L1LossFlat()
 
-    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Unreduced loss per item: the mean over its outputs (NaN where the item is unlabelled)."""
-        losses = torch.full((len(targets),), math.nan, device=logits.device)
-        labelled = self.labelled(targets)
-        if labelled.any():
-            function = F.mse_loss if self.loss_name == "mse" else F.l1_loss
-            losses[labelled] = function(logits[labelled].float(), targets[labelled], reduction="none").mean(dim=-1)
-        return losses
+    def item_losses(self, logits: torch.Tensor, targets: torch.Tensor,
+                    loss_func: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """Unreduced loss per item (the mean over its outputs) under `loss_func` (default: `loss()`), NaN where
+        the item is unlabelled."""
+        return labelled_item_losses(loss_func or self.loss(), logits.float(), targets, self.labelled(targets))
 
     def labelled(self, targets: torch.Tensor) -> torch.Tensor:
         return ~targets.isnan().any(dim=-1)
