@@ -49,6 +49,31 @@ def test_every_validation_image_undecodable(tiny_data: Path, tmp_path: Path,
     assert not out.exists()  # stopped before training
 
 
+def test_an_empty_validation_folder_stops_before_training(tiny_data: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # valid/ holding only a hidden file and a note: no validation image, so every validation loss would be
+    # NaN and the run used to end in "Training diverged".
+    for path in (tiny_data / "valid").rglob("*.png"):
+        path.unlink()
+    (tiny_data / "valid" / "ant" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tiny_data / "valid" / "bee" / "notes.txt").write_text("to do")
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(tiny_data), *TINY, "--out", str(out)], capsys)
+    assert "no validation image" in line and str(tiny_data / "valid") in line and "diverged" not in line
+    assert not out.exists()
+
+
+def test_a_split_with_no_validation_image_stops_before_training(make_image_folder: Callable[..., Path],
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # 2 classes of 3 images at --valid-pct 0.1: int(0.1 * 6) = 0 validation images.
+    data = make_image_folder(classes=("ant", "bee"), n_train=3, n_valid=0, flat=True)
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(data), *TINY, "--bs", "2", "--valid-pct", "0.1", "--out", str(out)], capsys)
+    assert "no validation image" in line and "--valid-pct" in line and "diverged" not in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv", [["--lr", "inf"], ["--lr", "nan"], ["--lr", "-1e-3"], ["--seed", "-1"],
                                   ["--seed", str(2**32)], ["--seed", "1.5"], ["--seed", "abc"]])
 def test_bad_numbers_are_refused_by_argparse(argv: list[str], tiny_data: Path, tmp_path: Path,

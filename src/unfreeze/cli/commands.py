@@ -208,7 +208,7 @@ def command_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     run, options, saved = _resume_plan(args) if args.resume is not None else (None, _new_run_options(args), None)
     dls = load_data(options)
-    _check_trainable(dls)
+    _check_trainable(dls, options)
     learn = build_learner(options, dls, quiet=args.quiet)
     # Issue 17 section 3's small-image check and upscale go before this line (the recipe times an epoch
     # at the size the data finally has).
@@ -405,12 +405,23 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
     return run, options, run.resume_checkpoint()
 
 
-def _check_trainable(dls: Any) -> None:
+def _check_trainable(dls: Any, options: dict[str, Any]) -> None:
     """Refuse data that cannot train before a run directory exists: fewer train images than one
-    batch, or a validation set none of whose files decodes (it would train and report NaN)."""
+    batch, or a validation set that is empty or none of whose files decodes (it would train, report NaN
+    and end as diverged)."""
     if len(dls.train) == 0:
         raise UsageError(f"the training set has {len(dls.train.dataset)} images, fewer than one batch of "
                          f"{dls.train.batch_size}. Pass a smaller --bs or add images")
+    if len(dls.valid.dataset) == 0:
+        data = Path(options["data"])
+        if (data / "train").is_dir() and (data / "valid").is_dir() and not options.get("csv") \
+                and not options.get("label_re"):
+            raise UsageError(f"found no validation image under {data / 'valid'}. Expected images in "
+                             f"{data / 'valid'}/<class>/ (as in train/): add some, or remove the empty valid "
+                             "folder to hold out --valid-pct of train/ at random")
+        raise UsageError(f"the split left no validation image: --valid-pct {options['valid_pct']} of the "
+                         f"{len(dls.train.dataset)} images rounds down to 0. Expected at least one validation "
+                         "image: pass a larger --valid-pct or add images")
     dls.valid.check_decodable()
 
 
