@@ -128,8 +128,9 @@ def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path
     assert "| ant | " in card and "| class | precision | recall | F1 | support |" in card
     assert re.search(r"## Latency\n\nMeasured on the exporting machine \(.+\) .* ms for one image", card)
     assert str(trained_app_run.parent) not in card and "/tmp" not in card and str(tmp_path) not in card
-    # The card's own preprocessing code, run on a grey image with alpha and on a wider RGB photo, gives
-    # the pixels that unfreeze's own pipeline gives, and the exported file the model's probabilities.
+    # The card's own preprocessing code, run on a grey image with alpha, a wider RGB photo and a 16-bit grey
+    # PNG (the card's code clipped it to white where training scales 65535 to 255), gives the pixels that
+    # unfreeze's own pipeline gives, and the exported file the model's probabilities.
     code = re.search(r"## Usage\n.*?```python\n(.*?)```", card, re.S).group(1)
     namespace: dict = {}
     exec(code.replace('batch = preprocess("photo.jpg")', "").split("import onnxruntime")[0], namespace)
@@ -137,9 +138,11 @@ def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path
     Image.new("LA", (30, 20), (90, 128)).save(grey)
     wide = tmp_path / "wide.jpg"
     Image.effect_noise((41, 23), 60).convert("RGB").save(wide)
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(np.linspace(0, 65535, 30 * 20).reshape(20, 30).astype(np.uint16)).save(sixteen)
     learn = load_learner(trained_app_run / "model.unfreeze")
     deployed = load_deployed(out / "model.onnx", "onnx")
-    for picture in (grey, wide):
+    for picture in (grey, wide, sixteen):
         batch = namespace["preprocess"](picture)
         expected, _ = validation_images(learn.dls.test_dl([picture]))
         assert batch.dtype == np.uint8 and np.array_equal(batch, expected.numpy()), picture

@@ -59,6 +59,8 @@ from PIL import Image, ImageOps
 def preprocess(path):
     \"\"\"One image file as the model's input: uint8 RGB [1, 3, {size}, {size}].\"\"\"
     image = ImageOps.exif_transpose(Image.open(path))  # the camera's orientation, as in training
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: scaled to 8 bits, as in training
+        image = Image.fromarray(np.rint(np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")  # transparent pixels on white, as in training
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
