@@ -27,6 +27,21 @@ def test_list_image_files_is_recursive_and_sorted(tmp_path: Path):
     assert [file.relative_to(tmp_path).as_posix() for file in files] == ["a/1.JPG", "a/deeper/3.webp", "b/2.png"]
 
 
+def test_list_image_files_follows_linked_folders_once(tmp_path: Path):
+    # A class folder holding a link to a folder of more images: training dropped them without a word
+    # (predict's iter_image_files followed the same link). A link back up the tree is listed once.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "2.png").write_bytes(b"x")
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    (cat / "1.png").write_bytes(b"x")
+    (cat / "more").symlink_to(elsewhere, target_is_directory=True)
+    (cat / "loop").symlink_to(cat, target_is_directory=True)
+    files = list_image_files(cat, SkippedFiles())
+    assert [file.relative_to(cat).as_posix() for file in files] == ["1.png", "more/2.png"]
+
+
 def test_skipped_files_message_names_ten_and_counts_the_rest():
     skipped = SkippedFiles()
     for index in range(13):

@@ -114,11 +114,20 @@ def check_file(path: Path, skipped: SkippedFiles) -> bool:
 def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
     """Image files under `folder` (recursively, sorted); everything else goes to `skipped`.
 
+    Symbolic links to folders are followed, as predict's `iter_image_files` follows them; each folder is
+    listed once (by device and inode), so a link back up the tree ends instead of looping.
+
     Example:
         >>> files = list_image_files(Path("pets/images"), SkippedFiles())
     """
     found: list[Path] = []
-    for directory, subdirectories, names in os.walk(folder):
+    visited: set[tuple[int, int]] = set()
+    for directory, subdirectories, names in os.walk(folder, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in visited:
+            subdirectories[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         base = Path(directory)
         kept = []
         for name in sorted(subdirectories):
