@@ -100,6 +100,20 @@ def test_empty_class_folder_is_not_a_class(make_image_folder):
     assert any("bird" in message and "no images" in message for message in messages)
 
 
+def test_run_directories_inside_the_data_are_not_classes(make_image_folder, write_image):
+    # `unfreeze train photos --out photos/run1`, or `cd photos; unfreeze train .` (runs/<name>/ by default):
+    # the next train read the run's plots as images of a class "run1" or "runs".
+    root = make_image_folder(flat=True)
+    for run in (root / "run1", root / "runs" / "images-test_resnet"):
+        write_image(run / "loss.png")
+        write_image(run / "confusion_matrix.png", seed=1)
+        (run / "config.json").write_text("{}")
+        (run / "checkpoint.pt").write_bytes(b"x")
+    dls, messages = _load(root, valid_pct=0.5)
+    assert dls.vocab == ["cat", "dog"] and not {"loss.png", "confusion_matrix.png"} & _paths(dls)
+    assert any(str(root / "run1") in message and "unfreeze run directory" in message for message in messages)
+
+
 def test_class_with_a_single_image_is_kept(make_image_folder, write_image):
     root = make_image_folder(flat=True)
     write_image(root / "bird" / "only.png")

@@ -30,6 +30,7 @@ __all__ = [
     "csv_items",
     "folder_items",
     "is_hidden",
+    "is_run_directory",
     "list_image_files",
     "name_func_items",
     "name_re_items",
@@ -42,6 +43,9 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Item = tuple[Path, str]
+# What makes a folder an unfreeze run directory (runs.RUN_FILES; data sits below runs and cannot import it):
+# its config.json and a file training writes. Its plots are not images of a class.
+_RUN_CONFIG, _RUN_OUTPUTS = "config.json", ("checkpoint.pt", "model.unfreeze", "history.csv")
 _MAX_NAMED = 10  # a warning names this many files, then counts the rest
 _MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a"})  # how pandas and friends write no value
 
@@ -92,6 +96,16 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def is_run_directory(folder: Path) -> bool:
+    """True for a run directory that `unfreeze train` wrote (config.json beside a checkpoint, export or history).
+
+    Example:
+        >>> is_run_directory(Path("runs/pets-resnet34"))  # doctest: +SKIP
+        True
+    """
+    return (folder / _RUN_CONFIG).is_file() and any((folder / name).is_file() for name in _RUN_OUTPUTS)
+
+
 def check_file(path: Path, skipped: SkippedFiles) -> bool:
     """True if `path` may be an image; otherwise record why not in `skipped`."""
     if path.is_symlink() and not path.exists():
@@ -115,7 +129,9 @@ def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
     """Image files under `folder` (recursively, sorted); everything else goes to `skipped`.
 
     Symbolic links to folders are followed, as predict's `iter_image_files` follows them; each folder is
-    listed once (by device and inode), so a link back up the tree ends instead of looping.
+    listed once (by device and inode), so a link back up the tree ends instead of looping. An unfreeze run
+    directory (`--out` inside the data, or `runs/` when training from inside it) is skipped: its plots are
+    not images of a class.
 
     Example:
         >>> files = list_image_files(Path("pets/images"), SkippedFiles())
@@ -129,6 +145,10 @@ def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
             continue
         visited.add((info.st_dev, info.st_ino))
         base = Path(directory)
+        if is_run_directory(base):
+            skipped.add(base, "an unfreeze run directory, not images of a class; move it out of the data folder")
+            subdirectories[:] = []
+            continue
         kept = []
         for name in sorted(subdirectories):
             if is_hidden(name):
@@ -157,7 +177,7 @@ def folder_items(folder: Path, skipped: SkippedFiles, empty_classes: list[str]) 
         if is_hidden(class_dir.name) or not class_dir.is_dir():
             continue
         files = list_image_files(class_dir, skipped)
-        if not files:
+        if not files and not is_run_directory(class_dir):  # a run directory is named once, by `skipped`
             empty_classes.append(str(class_dir))
         items.extend((file, class_dir.name) for file in files)
     return items
