@@ -126,6 +126,14 @@ def test_an_output_file_under_a_file_or_onto_a_folder(command: str, where: str, 
     assert blocker.read_text() == "a file, not a folder" and not any(folder.iterdir())
 
 
+def test_evaluate_on_a_training_layout_names_the_split_to_pass(image_folder: Path, trained_run: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate on DATA itself (train/ and valid/) said the labels name classes "train, valid" the model does
+    not know, with no fix."""
+    line = run_user_error(["evaluate", str(trained_run), str(image_folder)], capsys)
+    assert "train/ and valid/" in line and f"Pass {image_folder / 'valid'}" in line
+
+
 def test_tensorboard_folder_under_a_file(image_folder: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """--tensorboard's folder was first created by the writer as the first fit began: a NotADirectoryError

@@ -752,6 +752,17 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
     return items
 
 
+def _refuse_training_layout(root: Path, labels: set[Any], vocab: list[str]) -> None:
+    """UsageError when DATA's class folders are a dataset's splits (train/, valid/, test/) the model has no
+    class of: DATA is the dataset root, and the split to score is one level down."""
+    splits = [name for name in ("train", "valid", "test") if name in labels and name not in vocab]
+    if splits:
+        suggested = root / ("test" if "test" in splits else "valid" if "valid" in splits else splits[0])
+        raise UsageError(f"{root} holds {' and '.join(f'{name}/' for name in splits)}, a dataset's splits, where "
+                         f"evaluate expects DATA/<class>/ folders of the model's classes ({', '.join(vocab[:10])}). "
+                         f"Pass {suggested} (held-out images, not the ones it trained on)")
+
+
 def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: dict[str, float],
                         n_scored: int, dropped: dict[int, str], items: list[Any], single_label: bool,
                         flags: list[tuple[bool | None, float | None]] | None = None) -> dict[str, Any]:
@@ -843,6 +854,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if not regression:
         check_ood_folder(learn, getattr(args, "ood", None))  # a mistake is found before the images are scored
     items = _regression_items(args, learn) if regression else _labelled_items(args, multi_label)
+    if not regression and not args.csv and not args.label_re:
+        _refuse_training_layout(Path(args.data).expanduser(), {label for _, label in items}, learn.dls.vocab)
     loader = learn.dls.test_dl([path for path, _ in items], batch_size=args.bs, labels=[label for _, label in items])
     learn.metrics = resolve_metrics(learn.task.default_metrics(), learn.task)
     # Two passes over the images (the scores, then the per-class report), counted as the loader yields
