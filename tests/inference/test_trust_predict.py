@@ -257,6 +257,31 @@ def test_a_module_without_a_linear_layer_is_told_clearly(sample_dir: Path) -> No
     assert trust is not None and not trust.has_score and trust.temperature != 1.0
 
 
+class _AuxiliaryLast(nn.Module):
+    """The classifier registered first, then an auxiliary nn.Linear that the forward pass never runs."""
+
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(8, n_out)
+        self.auxiliary = nn.Linear(8, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(images))
+
+
+def test_a_last_linear_that_does_not_run_once_an_image_is_told_clearly(make_image_folder: Callable[..., Path]) -> None:
+    """The features come from the last nn.Linear the module registers; one the forward pass skips gave no
+    features, and calibrate() failed with an IndexError about a boolean mask."""
+    dls = ImageDataLoaders.from_folder(make_image_folder(n_train=4, n_valid=2), size=16, bs=4, seed=0, num_workers=0)
+    learn = Learner(dls, _AuxiliaryLast(dls.n_classes), device="cpu", quiet=True, seed=0)
+    with pytest.raises(NoFeatureLayerError, match=r"`auxiliary`.*0 of 4 images.*unknown_rate=None"):
+        learn.calibrate()
+    with pytest.warns(UserWarning, match="no unknown flag"):
+        trust = calibrate_after_fit(learn, True, 0.05)  # what the end of fit_recipe does: the temperature alone
+    assert trust is not None and not trust.has_score
+
+
 def test_bad_unknown_rates_are_refused(calibrated: Learner) -> None:
     for rate in (0, 0.9, -0.1, "5%", True):
         with pytest.raises(ValueError, match="unknown_rate must be"):

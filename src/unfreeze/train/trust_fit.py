@@ -95,6 +95,11 @@ def lower_bound_temperature_note(items: int) -> str:
 
 def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
                          description: str) -> tuple[torch.Tensor, ...]:
+    """Logits, targets and (with a tap) the features of every image of `loader`, in order, on the CPU.
+
+    Raises:
+        NoFeatureLayerError: The tap's layer did not give one feature row per image.
+    """
     progress = StepProgress(description, len(loader.dataset), unit="images", delay=AROUND_TRAINING_DELAY,
                             quiet=learner.quiet or not distributed.is_main_process())
     if tap is None:
@@ -104,7 +109,9 @@ def _features_and_logits(learner: Any, loader: Any, tap: FeatureTap | None,
     tap.clear()
     with tap.open(), progress:
         logits, targets = collect_logits(learner.model, loader, learner.amp_dtype, progress)
-    return logits.cpu(), targets.cpu(), distributed.gather_ordered(tap.features()).cpu()
+    features = distributed.gather_ordered(tap.features()).cpu()
+    tap.check_rows(features, len(logits))
+    return logits.cpu(), targets.cpu(), features
 
 
 def _training_sample(learner: Any, size: int, seed: int) -> ImageDataLoader:

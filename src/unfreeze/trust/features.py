@@ -101,6 +101,8 @@ class FeatureTap:
 
     def __init__(self, model: nn.Module) -> None:
         self.layer = feature_layer(model)
+        self.model_name = type(model).__name__
+        self.layer_name = next(name for name, module in model.named_modules() if module is self.layer)
         self.middle = mid_layer(model)
         self.captured: list[torch.Tensor] = []
         self.captured_mid: list[torch.Tensor] = []
@@ -147,6 +149,21 @@ class FeatureTap:
         if self.middle is None or not len(self.captured_mid) == len(self.captured) > 0:
             return False
         return all(mid.shape[0] == first.shape[0] for mid, first in zip(self.captured_mid, self.captured, strict=True))
+
+    def check_rows(self, features: torch.Tensor, items: int) -> None:
+        """Refuse features that are not one row per image: the last nn.Linear the model registers is not the
+        one its forward pass ends with (an auxiliary head it never runs, or a layer run several times).
+
+        Raises:
+            NoFeatureLayerError: `len(features)` is not `items`.
+        """
+        if len(features) == items:
+            return
+        raise NoFeatureLayerError(
+            f"the features are the input of {self.model_name}'s last nn.Linear, `{self.layer_name}`, which gave "
+            f"{len(features)} of {items} images a row: the forward pass must run it once per image, as "
+            "the classifier that ends the model. Register the classifier last (or name it `head`), or pass "
+            "unknown_rate=None to calibrate() to skip the unknown flag.")
 
     def features(self) -> torch.Tensor:
         """All features captured so far, in order, as one float [N, sum(parts)] tensor."""
