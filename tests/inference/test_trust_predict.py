@@ -282,6 +282,28 @@ def test_a_last_linear_that_does_not_run_once_an_image_is_told_clearly(make_imag
     assert trust is not None and not trust.has_score
 
 
+def test_training_again_drops_the_calibration_of_the_old_weights(make_image_folder: Callable[..., Path],
+                                                                  tmp_path: Path) -> None:
+    """calibrate() then fine_tune(): the temperature, the feature bank and the threshold belonged to the weights
+    before, yet predictions and the export kept them silently. Now the fit drops them, says so once, and
+    calibrate() fits them anew."""
+    from tests.inference.conftest import tiny_learner
+
+    learn = tiny_learner(make_image_folder(n_train=4, n_valid=2), size=16, bs=4)
+    learn.calibrate()
+    assert learn.trust.has_score
+    with pytest.warns(UserWarning, match=r"fitted.*before this training.*call learn\.calibrate\(\) again"):
+        learn.fine_tune(1, 1e-2)
+    assert learn.trust.temperature == 1.0 and not learn.trust.has_score and learn.trust.calibration is None
+    assert sum("before this training" in note for note in learn.recorder.notes) == 1
+    loaded = load_learner(learn.export(tmp_path / "model.unfreeze"))
+    assert loaded.trust.temperature == 1.0 and not loaded.trust.has_score
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.fit(1, 1e-3)  # nothing fitted to drop: nothing said
+    assert learn.calibrate().has_score
+
+
 def test_bad_unknown_rates_are_refused(calibrated: Learner) -> None:
     for rate in (0, 0.9, -0.1, "5%", True):
         with pytest.raises(ValueError, match="unknown_rate must be"):

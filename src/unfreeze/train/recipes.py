@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unfreeze import distributed
-from unfreeze.train import loop
+from unfreeze.train import loop, trust_fit
 from unfreeze.train.callbacks import Callback
 from unfreeze.train.checkpoint import CheckpointError, apply_checkpoint, read_checkpoint, save_checkpoint
 from unfreeze.train.schedules import ConstantSchedule, LRSpec, OneCycleSchedule, resolve_lrs
@@ -246,6 +246,7 @@ def run_schedule(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: 
         # A finished fit (its after_fit ran: best weights restored, or an early stop) runs no more epochs.
         start_epoch = n_epoch if resume.progress.get("finished") else int(resume.progress["epoch"]) + 1
         callback_states = resume.state.get("callbacks")
+    trust_fit.drop_before_training(learner)
     learner.progress.start(plan)
     writer = None if checkpoint is None else _checkpoint_writer(learner, checkpoint)
     with learner.stepper.weight_decay_for_fit(plan.wd):

@@ -35,7 +35,7 @@ from unfreeze.trust.calibration import MIN_TEMPERATURE, rough_fit
 from unfreeze.trust.ood import DEFAULT_BANK_SIZE, DEFAULT_K, copies_of_training
 
 __all__ = ["DEFAULT_UNKNOWN_RATE", "calibrate", "calibrate_after_fit", "check_unknown_rate",
-           "lower_bound_temperature_note", "rough_temperature_note"]
+           "drop_before_training", "lower_bound_temperature_note", "rough_temperature_note"]
 
 DEFAULT_UNKNOWN_RATE = 0.05
 # The fewest validation images (copies of training images left out) the unknown threshold is set on.
@@ -256,3 +256,24 @@ def calibrate_after_fit(learner: Any, temperature: bool, unknown_rate: float | N
         warnings.warn(note, stacklevel=3)
         learner.recorder.add_note(note)
         return calibrate(learner, temperature=temperature, unknown_rate=None)
+
+
+def drop_before_training(learner: Any) -> None:
+    """Forget a fitted `learner.trust` as a fit starts, said in a warning and once in the recorder's notes.
+
+    The temperature was fitted on the old weights' logits and the unknown score's bank and threshold on
+    their features: after training they describe another model, and would be exported with this one.
+
+    Example:
+        >>> drop_before_training(learn)  # doctest: +SKIP
+    """
+    trust = getattr(learner, "trust", None)
+    if not isinstance(trust, Trust) or (trust.temperature == 1.0 and not trust.has_score and not trust.calibration):
+        return
+    note = ("calibrate() fitted the temperature and the unknown score on the weights before this training; they no "
+            "longer describe the model, so they are dropped (raw probabilities, no unknown flag): call "
+            "learn.calibrate() again after training (fit_recipe does at its end)")
+    learner.trust = Trust()
+    warnings.warn(note, stacklevel=4)
+    if note not in learner.recorder.notes:
+        learner.recorder.add_note(note)
