@@ -148,6 +148,8 @@ class FeatureTap:
         one pass, or a model that skips it, leaves the first part alone)."""
         if self.middle is None or not len(self.captured_mid) == len(self.captured) > 0:
             return False
+        if torch.jit.is_tracing():  # an export traces one pass; its traced batch sizes cannot be compared
+            return True
         return all(mid.shape[0] == first.shape[0] for mid, first in zip(self.captured_mid, self.captured, strict=True))
 
     def check_rows(self, features: torch.Tensor, items: int) -> None:
