@@ -125,3 +125,10 @@ def test_no_calibrate_and_no_unknown_flag(image_folder: Path, tmp_path: Path,
     assert rows and all(row["unknown"] == "" and row["ood_score"] == "" for row in rows)
     line = run_user_error(["evaluate", str(run), str(image_folder / "valid"), "--ood", str(image_folder)], capsys)
     assert "has none" in line
+
+
+def test_evaluate_ood_of_one_image_says_one_image(trained_run: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    far = far_folder(tmp_path / "far", n=1)
+    assert main(["evaluate", str(trained_run), str(data_of(trained_run) / "valid"), "--ood", str(far)]) == 0
+    assert f"Out-of-distribution (1 image in {far})" in capsys.readouterr().out

@@ -140,7 +140,8 @@ def evaluate_trust(learn: Any, loader: Any, ood_folder: Path | None) -> dict[str
                          "above). Pass a folder of readable images that are none of the classes")
     report["ood"] = {"folder": str(ood_folder), **ood_metrics(scores, ood_scores, trust.threshold)}
     found = report["ood"]
-    print(f"Out-of-distribution ({found['n_out']} images in {ood_folder}): AUROC {found['auroc']:.4f}, FPR95 "
+    images = "1 image" if found["n_out"] == 1 else f"{found['n_out']} images"
+    print(f"Out-of-distribution ({images} in {ood_folder}): AUROC {found['auroc']:.4f}, FPR95 "
           f"{found['fpr95']:.4f}, flagged {100 * found['flagged_out']:.1f}% (test images: "
           f"{100 * found['flagged_in']:.1f}%)")
     return report
