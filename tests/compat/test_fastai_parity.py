@@ -19,7 +19,7 @@ from unfreeze.train.metric_classes import (
     RocAuc,
     RocAucBinary,
 )
-from unfreeze.train.metrics import mae, mse, rmse
+from unfreeze.train.metrics import accuracy, error_rate, mae, mse, rmse
 from unfreeze.train.schedules import FlatCosSchedule, SGDRSchedule, sgdr_epochs
 
 
@@ -159,3 +159,20 @@ def test_func_and_index_splitters():
     items = [f"{folder}/{index}.jpg" for folder in ("01", "13") for index in range(3)]
     assert FuncSplitter(lambda o: o.startswith("13"))(items) == ([0, 1, 2], [3, 4, 5])
     assert IndexSplitter([1, 4])(items) == ([0, 2, 3, 5], [1, 4])
+
+
+# ---------------------------------------------------------------------------- fastai's plain metric functions
+
+
+def test_accuracy_and_error_rate_flatten_targets_as_fastai():
+    # fastai 2.8 flattens the arg-max and the targets (flatten_check) before comparing: with targets of
+    # shape [N, 1] these predictions score 2/4 (fastai 2.8.12 gives accuracy 0.5, error_rate 0.5), not the
+    # mean of a broadcast [N, N] table (0.3125).
+    preds = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.7, 0.2, 0.1]])
+    targets = torch.tensor([[0], [2], [2], [1]])
+    assert accuracy(preds, targets) == pytest.approx(0.5)
+    assert error_rate(preds, targets) == pytest.approx(0.5)
+    # fastai's axis=: the classes along dim 0.
+    assert accuracy(preds.T, targets.flatten(), axis=0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one target per prediction"):
+        accuracy(preds, targets[:2])

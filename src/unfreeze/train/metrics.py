@@ -44,24 +44,36 @@ def _value(tensor: torch.Tensor) -> MetricValue:
     return MetricValue(tensor.item())
 
 
-def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
-    """Fraction of items whose arg-max prediction equals the target.
+def _predicted_and_targets(preds: torch.Tensor, targets: torch.Tensor, axis: int) -> tuple[torch.Tensor, ...]:
+    """The arg-max classes and the targets, both flattened (fastai's `flatten_check`): targets of shape
+    [N, 1] compare item by item instead of broadcasting to an [N, N] table."""
+    predicted, targets = preds.argmax(dim=axis).reshape(-1), targets.reshape(-1)
+    if predicted.numel() != targets.numel():
+        raise ValueError(f"Expected one target per prediction: {predicted.numel()} predictions (preds "
+                         f"{tuple(preds.shape)}, classes along axis {axis}) but {targets.numel()} targets "
+                         f"{tuple(targets.shape)}.")
+    return predicted, targets
+
+
+def accuracy(preds: torch.Tensor, targets: torch.Tensor, axis: int = -1) -> MetricValue:
+    """Fraction of items whose arg-max prediction (along `axis`, the classes) equals the target.
 
     Example:
         >>> accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
         0.5
     """
-    return _value((preds.argmax(dim=-1) == targets).float().mean())
+    predicted, targets = _predicted_and_targets(preds, targets, axis)
+    return _value((predicted == targets).float().mean())
 
 
-def error_rate(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
+def error_rate(preds: torch.Tensor, targets: torch.Tensor, axis: int = -1) -> MetricValue:
     """1 - accuracy, fastai's default metric.
 
     Example:
         >>> error_rate(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
         0.5
     """
-    return MetricValue(1.0 - accuracy(preds, targets))
+    return MetricValue(1.0 - accuracy(preds, targets, axis))
 
 
 def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> MetricValue:
