@@ -176,3 +176,12 @@ def test_accuracy_and_error_rate_flatten_targets_as_fastai():
     assert accuracy(preds.T, targets.flatten(), axis=0) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="one target per prediction"):
         accuracy(preds, targets[:2])
+
+
+def test_r2_score_of_constant_targets_is_scikit_learns():
+    # fastai's R2Score() is sklearn.metrics.r2_score; with constant targets (no variance) it gives 1.0 for an
+    # exact prediction and 0.0 otherwise (fastai 2.8.12: 1.0 and 0.0 on these tensors).
+    targets = torch.ones(4)
+    assert R2Score()(torch.ones(4), targets) == 1.0
+    assert R2Score()(torch.tensor([1.0, 2.0, 1.0, 1.0]), targets) == 0.0
+    assert R2Score()(torch.ones(4), targets) == skm.r2_score(targets.numpy(), torch.ones(4).numpy())

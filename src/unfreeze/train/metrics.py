@@ -205,6 +205,9 @@ def rmse(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
 def r2_score(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
     """Coefficient of determination over the flattened values: 1 - SS_res / SS_tot (fastai's `R2Score()`).
 
+    Constant targets (SS_tot = 0) score 1.0 when predicted exactly and 0.0 otherwise, as scikit-learn's
+    `r2_score` (which fastai calls) does.
+
     Example:
         >>> r2_score(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]))
         1.0
@@ -212,7 +215,9 @@ def r2_score(preds: torch.Tensor, targets: torch.Tensor) -> MetricValue:
     preds, targets = _flat(preds, targets)
     total = ((targets - targets.mean()) ** 2).sum()
     residual = ((targets - preds) ** 2).sum()
-    return MetricValue(1.0 - (residual / total).item() if total > 0 else 0.0)
+    if total == 0:
+        return MetricValue(1.0 if residual == 0 else 0.0)
+    return MetricValue(1.0 - (residual / total).item())
 
 
 
