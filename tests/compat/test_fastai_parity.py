@@ -19,7 +19,7 @@ from unfreeze.train.metric_classes import (
     RocAuc,
     RocAucBinary,
 )
-from unfreeze.train.metrics import accuracy, error_rate, mae, mse, rmse
+from unfreeze.train.metrics import accuracy, accuracy_multi, error_rate, mae, mse, rmse
 from unfreeze.train.schedules import FlatCosSchedule, SGDRSchedule, sgdr_epochs
 
 
@@ -185,3 +185,12 @@ def test_r2_score_of_constant_targets_is_scikit_learns():
     assert R2Score()(torch.ones(4), targets) == 1.0
     assert R2Score()(torch.tensor([1.0, 2.0, 1.0, 1.0]), targets) == 0.0
     assert R2Score()(torch.ones(4), targets) == skm.r2_score(targets.numpy(), torch.ones(4).numpy())
+
+
+def test_accuracy_multi_predicts_strictly_above_the_threshold_as_fastai():
+    # fastai 2.8.12: ((inp > thresh) == targ.bool()).float().mean(). Zero logits are probabilities of exactly
+    # 0.5, "not predicted" at thresh=0.5: accuracy_multi(torch.zeros(2, 2), torch.zeros(2, 2)) is 1.0 there,
+    # and 1.0 for probabilities equal to their threshold with sigmoid=False.
+    assert accuracy_multi(torch.zeros(2, 2), torch.zeros(2, 2)) == 1.0
+    assert accuracy_multi(torch.tensor([[0.5, 0.2]]), torch.zeros(1, 2), thresh=0.5, sigmoid=False) == 1.0
+    assert accuracy_multi(torch.tensor([[0.2, 0.3]]), torch.tensor([[0.0, 1.0]]), thresh=0.2, sigmoid=False) == 1.0

@@ -133,10 +133,13 @@ def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float 
                    thresh: float | None = None) -> MetricValue:
     """Multi-label accuracy: the fraction of (item, class) decisions that are right, as fastai's.
 
+    A class counts as predicted strictly above the threshold, as in fastai (a logit of exactly 0 is a
+    probability of 0.5: "not predicted" at 0.5).
+
     Args:
         preds: Logits (or probabilities with `sigmoid=False`), [N, C].
         targets: Multi-hot [N, C].
-        threshold: A class is predicted at or above this probability.
+        threshold: A class is predicted above this probability.
         sigmoid: Apply a sigmoid to `preds` first.
         thresh: fastai's name for `threshold` (`partial(accuracy_multi, thresh=0.2)`).
 
@@ -146,7 +149,8 @@ def accuracy_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float 
     """
     threshold = _threshold(threshold, thresh, "accuracy_multi")
     probs = preds.sigmoid() if sigmoid else preds
-    return _value((_at_or_above(probs, threshold) == targets.bool()).float().mean())
+    decided = probs > torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+    return _value((decided == targets.bool()).float().mean())
 
 
 def f1_multi(preds: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5, sigmoid: bool = True, *,
