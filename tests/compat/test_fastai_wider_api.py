@@ -65,13 +65,37 @@ def test_opt_func_picks_fastais_optimizers(path, opt_func, optimizer_class):
     learn = vision_learner(dls, ARCH, pretrained=False, opt_func=globals()[opt_func])
     learn.fit(1, 1e-3)
 
-    assert type(learn.optimizer).__name__ == optimizer_class
+    assert optimizer_class in [cls.__name__ for cls in type(learn.optimizer).__mro__]
     if opt_func == 'ranger':  # RAdam inside Lookahead, with fastai's ranger defaults
         assert type(learn.optimizer._base_optimizer).__name__ == 'RAdam'  # timm's Lookahead keeps it there
         group = learn.optimizer.param_groups[0]
         assert group['betas'][1] == 0.99 and group['eps'] == 1e-6 and group['decoupled_weight_decay']
         assert group['lookahead_k'] == 6 and group['lookahead_alpha'] == 0.5
     assert math.isfinite(learn.recorder.history[-1]['valid_loss'])
+
+
+def test_sgd_weight_decay_is_decoupled_as_fastais(path):
+    # fastai's SGD(decouple_wd=True): p <- p * (1 - lr * wd), then the momentum step on the plain gradient
+    # (the first step's momentum buffer is the gradient itself). torch's L2 weight_decay would give
+    # p - lr * (grad + wd * p) and carry wd * p into the momentum.
+    learn = vision_learner(_dls(path), ARCH, pretrained=False, opt_func=SGD, wd=0.1)
+    optimizer = learn.ensure_optimizer()
+    lr = 0.5
+    decayed = [(group, param) for group in optimizer.param_groups for param in group['params']
+               if group['weight_decay'] and param.requires_grad]
+    assert decayed and all(group['weight_decay'] == 0.1 for group, _ in decayed)
+    before = []
+    for group, param in decayed:
+        group['lr'] = lr
+        param.grad = torch.full_like(param, 0.3)
+        before.append(param.detach().clone())
+    optimizer.step()
+    optimizer.step()  # the second step: momentum 0.9 on the plain gradient
+    for (group, param), start in zip(decayed, before, strict=True):
+        once = start * (1 - lr * 0.1) - lr * 0.3
+        expected = once * (1 - lr * 0.1) - lr * (0.9 * 0.3 + 0.3)
+        assert torch.allclose(param, expected, atol=1e-6)
+        assert group['weight_decay'] == 0.1  # kept for the next step
 
 
 def test_opt_func_mistakes_say_what_to_do(path):

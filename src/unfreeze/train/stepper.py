@@ -31,6 +31,27 @@ def _cuda_amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+class _DecoupledSGD(torch.optim.SGD):
+    """torch's SGD with decoupled weight decay, as fastai's `SGD` (`decouple_wd=True`) and AdamW: each step
+    scales the weights by `1 - lr * weight_decay`, then takes the momentum step on the plain gradient.
+    torch's own `weight_decay` adds `weight_decay * p` to the gradient instead (L2), which the momentum
+    then accumulates."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        decays = [group["weight_decay"] for group in self.param_groups]
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None and group["weight_decay"]:
+                    param.mul_(1 - group["lr"] * group["weight_decay"])
+            group["weight_decay"] = 0.0
+        try:
+            return super().step(closure)
+        finally:
+            for group, decay in zip(self.param_groups, decays, strict=True):
+                group["weight_decay"] = decay
+
+
 class Stepper:
     """Takes optimizer steps on a model whose parameter groups `groups` describes.
 
@@ -108,7 +129,7 @@ class Stepper:
                 if chunk:
                     groups.append({"params": chunk, "weight_decay": wd, "layer_group": index})
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(groups, lr=1e-3, momentum=0.9)
+            return _DecoupledSGD(groups, lr=1e-3, momentum=0.9)
         if self.optimizer_name == "ranger":
             # fastai's ranger: RAdam (beta1 0.95, beta2 0.99, eps 1e-6, decoupled weight decay) inside
             # Lookahead (k=6, alpha=0.5), here torch's RAdam in timm's Lookahead.
