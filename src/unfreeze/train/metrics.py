@@ -79,7 +79,8 @@ def error_rate(preds: torch.Tensor, targets: torch.Tensor, axis: int = -1) -> Me
 def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> MetricValue:
     """Fraction of items whose target is among the `k` highest predictions.
 
-    With fewer than `k` classes every item counts as correct, as in fastai.
+    With fewer than `k` classes every item counts as correct (fastai's raises "selected index k out of
+    range" there; the default k=5 would otherwise fail on any set of 2 to 4 classes).
 
     Example:
         >>> top_k_accuracy(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([1]), k=2)
