@@ -221,6 +221,16 @@ def test_the_report_opens_without_console_errors_and_shows_every_section(page: A
     assert page.problems == []
 
 
+def test_every_automatic_decision_is_readable_beside_its_long_name(page: Any, trained_app_run: Path) -> None:
+    """The decisions' names sat in a max-content column: the long name of the disagreements entry took the
+    whole width, and every decision's text wrapped one syllable per line (a section 20 000 px tall)."""
+    page.goto((trained_app_run / "report.html").as_uri())
+    assert page.locator("#decisions dt").all_inner_texts()[-1].startswith("training images the model most disagrees")
+    list_width = page.locator("dl.decisions").bounding_box()["width"]
+    text_widths = page.locator("dl.decisions > dd").evaluate_all("items => items.map(item => item.offsetWidth)")
+    assert text_widths and min(text_widths) > list_width / 2, (text_widths, list_width)
+
+
 def test_the_rerun_command_is_copied_with_one_click(browser: Any, trained_app_run: Path, tmp_path: Path) -> None:
     """The rerun command scrolled sideways with no copy button; the button copies it to the clipboard."""
     from unfreeze.apps.report import write_report
