@@ -164,6 +164,26 @@ def test_report_with_several_runs_writes_a_comparison_page(trained_app_run: Path
     assert "not a run directory" in run_user_error(["report", str(first), str(tmp_path)], capsys)
 
 
+def test_runs_of_the_same_name_in_two_projects_get_distinct_columns_and_curves(
+        trained_app_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """project_a/runs/pets beside project_b/runs/pets were both headed 'runs/pets', and one run's curves
+    replaced the other's (the plot's runs were keyed by that name)."""
+    import unfreeze.plots
+
+    runs = [tmp_path / project / "runs" / "pets" for project in ("project_a", "project_b")]
+    for run in runs:
+        shutil.copytree(trained_app_run, run)
+    drawn: list[list[str]] = []
+    compare_figure = unfreeze.plots.compare_figure
+    monkeypatch.setattr(unfreeze.plots, "compare_figure",
+                        lambda histories: drawn.append(list(histories)) or compare_figure(histories))
+    page = write_comparison(runs, tmp_path / "c.html").read_text()
+    assert "<th>project_a/runs/pets</th><th>project_b/runs/pets</th>" in page
+    assert drawn == [["project_a/runs/pets", "project_b/runs/pets"]]
+    write_comparison([runs[0], runs[0]], tmp_path / "c.html")  # the same run twice: still two columns
+    assert drawn[-1] == ["pets (1)", "pets (2)"]
+
+
 def test_an_out_path_that_is_a_folder_is_one_line(trained_app_run: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """'--out reports/' (an existing folder), or a folder named report.html in the run: os.replace's

@@ -30,9 +30,24 @@ COMPARISON_FILE = "comparison.html"
 
 
 def _names(runs: list[Path]) -> list[str]:
-    """Each run's folder name, with its parent where two runs share a name."""
+    """Each run's folder name, with as many of its parents as tell the runs apart; a run given twice is
+    numbered. The names head the columns and key the curves, so they must differ.
+
+    Example:
+        >>> _names([Path("a/runs/pets"), Path("b/runs/pets"), Path("a/runs/cats")])
+        ['a/runs/pets', 'b/runs/pets', 'cats']
+    """
+    parts = [run.resolve().parts for run in runs]
     names = [run.name for run in runs]
-    return [f"{run.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name for run in runs]
+    for depth in range(2, max(map(len, parts)) + 1):
+        clashing = {name for name in names if names.count(name) > 1}
+        if not clashing:
+            return names
+        names = [Path(*part[-depth:]).as_posix() if name in clashing else name for name, part in zip(names, parts,
+                                                                                                   strict=True)]
+    # The same directory more than once: the resolved paths are equal, so only a number tells them apart.
+    return [f"{run.name} ({names[:index].count(name) + 1})" if names.count(name) > 1 else name
+            for index, (run, name) in enumerate(zip(runs, names, strict=True))]
 
 
 def _column(config: RunFile, summary: RunFile, history: list[dict[str, Any]]) -> dict[str, Any]:
