@@ -486,3 +486,14 @@ def test_a_relabel_to_the_class_an_image_has_is_refused_not_a_rename(run_copy: C
         assert refused.status_code == 400 and "already" in refused.json()["detail"], refused.text
     assert (images / "train" / "ant" / "ant_0.png").is_file() and not (run / "cleaning").exists()
     assert not table.with_name("labels.cleaned.csv").exists()
+
+
+def test_a_mark_on_an_image_another_tab_removed_says_to_reload(tmp_path: Path) -> None:
+    """Two tabs: one removes an image, the other (not reloaded) relabels it. The refusal said the image 'is
+    not in this run's data' and to fix the marks; the image is in the data, removed since the page loaded."""
+    cleaner, items, _ = csv_cleaner(tmp_path, [("a.png", "cat"), ("b.png", "dog")])
+    cleaner.apply([Change(items[0].id, None)])
+    with pytest.raises(AppError, match=r"a\.png was removed by an apply since the page showed it .*reload the page"):
+        cleaner.apply([Change(items[0].id, "dog")])
+    cleaner.undo()
+    assert cleaner.apply([Change(items[0].id, "dog")])["relabelled"] == 1  # shown again by the undo

@@ -295,8 +295,12 @@ class Cleaner:
         problems, chosen = [], []
         for change in changes:
             item = self.items.get(change.item)
-            if item is None or change.item in self.hidden:
+            if item is None:
                 problems.append(f"item {change.item} is not in this run's data")
+                continue
+            if change.item in self.hidden:  # a page loaded before that apply (another tab) still shows it
+                problems.append(f"{item.path.name} was removed by an apply since the page showed it (in another "
+                                "tab?): reload the page")
                 continue
             problem = self._label_problem(change.new_label)
             if problem is not None:
