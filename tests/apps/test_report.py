@@ -80,6 +80,17 @@ def test_best_epoch_follows_the_metric_direction() -> None:
     assert best_epoch([]) is None
 
 
+def test_the_best_epoch_of_a_regression_run_has_the_lowest_error() -> None:
+    """A regression run's first metric is mae (mse, rmse): the report called the epoch with the largest error
+    the best, while training kept (and the report's decisions named) the epoch with the smallest."""
+    for metric in ("mae", "mse", "rmse"):
+        rows = [{"epoch": 0, "valid_loss": 15.3, metric: 3.2, "r2_score": -2.1},
+                {"epoch": 1, "valid_loss": 14.3, metric: 3.0, "r2_score": -1.9}]
+        assert best_epoch(rows) == (metric, rows[1])
+    scores = [{"epoch": 0, "valid_loss": 0.5, "r2_score": 0.7}, {"epoch": 1, "valid_loss": 0.6, "r2_score": 0.6}]
+    assert best_epoch(scores) == ("r2_score", scores[0])
+
+
 def section(page: str, name: str) -> str:
     found = re.search(rf'<section id="{name}">(.*?)</section>', page, re.S)
     assert found is not None, name

@@ -30,6 +30,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.run_files import RunFile, read_history, read_plot
 from unfreeze.apps.templates import render, report_policy, report_script, stylesheet
 from unfreeze.apps.trust_sections import calibration_section
+from unfreeze.train.callbacks import monitor_mode
 
 __all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "format_seconds", "format_value", "history_of",
            "read_run", "run_decisions", "run_facts",
@@ -43,7 +44,6 @@ SECTIONS = ("outcome", "decisions", "curves", "history", "confusion-matrix", "ex
 _DECISION_NAMES = {"disagreements": "training images the model most disagrees with (unfreeze clean sorts the "
                                     "images by the same loss: check them there)"}
 DECISION_KEYS = ("decisions", "plan", "imbalance", "noise", "calibration", "ood", "disagreements")
-_LOWER_IS_BETTER = ("loss", "error")
 _PLOTS = {"loss": ("loss.png", "training and validation loss per step"),
           "sched": ("sched.png", "learning rate (trained groups only) and momentum schedule"),
           "lr_find": ("lr_find.png", "LR range test"),
@@ -75,7 +75,8 @@ def best_epoch(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | No
     """The monitored metric and the history row where it was best, or None without history.
 
     The metric is the first column after the losses (error_rate in a default run; valid_loss if the
-    run had no metric); lower is better for losses and error rates, higher for the others.
+    run had no metric); higher is better for accuracy, F1 and scores, lower for the others (losses, error
+    rates, mae), as training's `monitor_mode` decides.
 
     Example:
         >>> best_epoch([{"epoch": 0, "valid_loss": 0.9, "error_rate": 0.3}, {"epoch": 1, "valid_loss": 0.7,
@@ -89,8 +90,7 @@ def best_epoch(history: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | No
     scored = [row for row in history if _number(row.get(metric)) is not None]
     if not scored:
         return None
-    lower = any(word in metric for word in _LOWER_IS_BETTER)
-    choose = min if lower else max
+    choose = max if monitor_mode(metric) == "max" else min  # training's rule: the epoch it kept is the best here
     return metric, choose(scored, key=lambda row: _number(row[metric]) or 0.0)
 
 

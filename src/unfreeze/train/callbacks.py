@@ -43,6 +43,7 @@ __all__ = [
     "Recorder",
     "SaveBestModel",
     "callback_list",
+    "monitor_mode",
 ]
 
 
@@ -326,12 +327,21 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def monitor_mode(monitor: str) -> str:
+    """mode="auto" for a logged value: "max" when larger is better (accuracy, F1, scores), else "min" (losses,
+    error rates, mae, rmse). The report picks a run's best epoch by the same rule as training kept it.
+
+    Example:
+        >>> monitor_mode("accuracy"), monitor_mode("r2_score"), monitor_mode("mae")
+        ('max', 'max', 'min')
+    """
+    return "max" if any(w in monitor for w in ("accuracy", "f1", "score")) else "min"
+
+
 def _mode_for(monitor: str, mode: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
-    if mode != "auto":
-        return mode
-    return "max" if any(w in monitor for w in ("accuracy", "f1", "score")) else "min"
+    return monitor_mode(monitor) if mode == "auto" else mode
 
 
 class _Monitor(Callback):
