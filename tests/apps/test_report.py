@@ -211,3 +211,17 @@ def test_an_out_path_that_is_a_folder_is_one_line(trained_app_run: Path, tmp_pat
     (run / "report.html").mkdir()
     assert f"{run / 'report.html'} is a folder" in run_user_error(["report", str(run)], capsys)
     assert list(folder.iterdir()) == []
+
+
+def test_a_regression_run_counts_outputs_not_classes(trained_app_run: Path, tmp_path: Path) -> None:
+    """A regression run's data "classes" are its output names: the report and the comparison said "1 classes"."""
+    run = tmp_path / "value_run"
+    shutil.copytree(trained_app_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["data"]["classes"], summary["task"] = ["value"], {"name": "regression", "points": False, "loss": "mse"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, tmp_path / "report.html").read_text()
+    assert "validation images, 1 output" in page and "1 classes" not in page
+    comparison = write_comparison([run, trained_app_run], tmp_path / "comparison.html").read_text()
+    assert "valid, 1 output" in comparison and "valid, 3 classes" in comparison
+    assert "see Calibration below" not in comparison

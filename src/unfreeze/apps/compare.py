@@ -20,7 +20,15 @@ from markupsafe import Markup
 
 from unfreeze._io import atomic_path
 from unfreeze.apps.errors import AppError
-from unfreeze.apps.report import best_epoch, format_seconds, format_value, history_of, read_run, run_decisions
+from unfreeze.apps.report import (
+    best_epoch,
+    class_count,
+    format_seconds,
+    format_value,
+    history_of,
+    read_run,
+    run_decisions,
+)
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.templates import render, report_policy, stylesheet
 
@@ -59,7 +67,7 @@ def _column(config: RunFile, summary: RunFile, history: list[dict[str, Any]]) ->
     return {
         "model": options.text("arch", "?"),
         "data": f"{Path(options.text('data', '?')).name}: {data.text('train', '?')} train, "
-                f"{data.text('valid', '?')} valid, {len(data.texts('classes'))} classes",
+                f"{data.text('valid', '?')} valid, {class_count(summary)}",
         "best": "" if best is None else
         f"{best[0]} {format_value(best[1][best[0]])} at epoch {format_value(best[1].get('epoch'))}",
         "final": ", ".join(f"{key} {format_value(value)}" for key, value in final.items()

@@ -32,8 +32,8 @@ from unfreeze.apps.templates import render, report_policy, report_script, styles
 from unfreeze.apps.trust_sections import calibration_section
 from unfreeze.train.callbacks import monitor_mode
 
-__all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "format_seconds", "format_value", "history_of",
-           "read_run", "run_decisions", "run_facts",
+__all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "class_count", "format_seconds", "format_value",
+           "history_of", "read_run", "run_decisions", "run_facts",
            "write_report"]
 
 REPORT_FILE = "report.html"
@@ -145,6 +145,19 @@ def history_of(run: Path, summary: RunFile) -> list[dict[str, Any]]:
     return read_history(run / "history.csv") or summary.rows("history")
 
 
+def class_count(summary: RunFile) -> str:
+    """"3 classes", "1 class", or for a regression run its outputs ("1 output"): summary.json's data classes.
+
+    Example:
+        >>> class_count(RunFile(Path("summary.json"), {"data": {"classes": ["v"]}, "task": {"name": "regression"}}))
+        '1 output'
+    """
+    n = len(summary.section("data").texts("classes"))
+    if summary.section("task").text("name") == "regression":
+        return f"{n} output{'s' * (n != 1)}"
+    return f"{n} class{'es' * (n != 1)}"
+
+
 def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
     """The outcome in a few sentences: best and final metrics, time, device, data, interruption."""
     # Markup.format escapes every value it is given: only the words written here are markup.
@@ -163,8 +176,8 @@ def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
                                                       summary.text("device", "?")))
     data = summary.section("data")
     if data.content:
-        facts.append(Markup("{} training and {} validation images, {} classes").format(
-            data.text("train", "?"), data.text("valid", "?"), len(data.texts("classes"))))
+        facts.append(Markup("{} training and {} validation images, {}").format(
+            data.text("train", "?"), data.text("valid", "?"), class_count(summary)))
     most = summary.get("most_confused")
     if isinstance(most, list) and most:
         pairs = [f"{pair[0]} → {pair[1]} ({pair[2]})" for pair in most[:5] if isinstance(pair, list) and len(pair) == 3]
@@ -263,7 +276,7 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         temperature, ece = calibration.number("temperature"), (before.number("ece"), after.number("ece"))
         add("calibration", "temperature " + (f"{temperature:.3f}" if temperature is not None else "?")
             + " fitted on the validation images" + (f"; ECE {ece[0]:.4f} → {ece[1]:.4f}" if None not in ece else "")
-            + " (see Calibration below)")
+            + " (the reliability diagram is in the run report's Calibration section)")
     for key in DECISION_KEYS:
         if key == "calibration" and "before" in calibration.content:
             continue
