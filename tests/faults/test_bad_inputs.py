@@ -49,6 +49,43 @@ def test_every_validation_image_undecodable(tiny_data: Path, tmp_path: Path,
     assert not out.exists()  # stopped before training
 
 
+def test_a_class_with_no_decodable_training_image_stops_before_training(make_image_folder, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """train/bee holds only corrupt files (valid/bee is fine): the file check passed them (it reads no pixels),
+    so the class trained with no image of it. Now it stops before a run directory exists, naming the class."""
+    root = make_image_folder(classes=("ant", "bee"), n_train=6, n_valid=2)
+    for image in (root / "train" / "bee").glob("*.png"):
+        image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 40)  # a PNG signature, then no image
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(root), *TINY, "--out", str(out)], capsys)
+    assert "'bee' (all 6 of its files under" in line and str(root / "train" / "bee") in line
+    assert "replace those files with readable images" in line and "'ant'" not in line
+    assert not out.exists()
+
+
+def test_fit_recipe_counts_the_training_images_that_decode(make_image_folder) -> None:
+    """The imbalance check (and the class check) count what decodes, not the files listed: 6 + 2 broken ant
+    files vs 6 bee files is balanced; a class that loses every file is a DataError before any step."""
+    from unfreeze import DataError, vision_learner
+
+    root = make_image_folder(classes=("ant", "bee"), n_train=6, n_valid=2)
+    for index in range(6, 8):
+        (root / "train" / "ant" / f"broken_{index}.png").write_bytes(b"not an image")
+    dls = ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, quiet=True)
+    with pytest.warns(UserWarning, match="could not be decoded"):
+        learn.fit_recipe(1, freeze_epochs=1, flip=False, imbalance="none")
+    assert learn.progress.recipe["imbalance_chosen"] == "none"
+    assert learn.recorder.notes and "6 vs 6" in " ".join(learn.recorder.notes)
+    for image in (root / "train" / "bee").glob("*.png"):
+        image.write_bytes(b"not an image")
+    learn = vision_learner(ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0), "test_resnet",
+                           pretrained=False, quiet=True)
+    with pytest.warns(UserWarning, match="could not be decoded"), pytest.raises(DataError, match="'bee'"):
+        learn.fit_recipe(1, freeze_epochs=1, flip=False)
+    assert learn.recorder.history == [] and learn.recorder.losses == []
+
+
 def test_an_empty_validation_folder_stops_before_training(tiny_data: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     # valid/ holding only a hidden file and a note: no validation image, so every validation loss would be

@@ -407,8 +407,8 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
 
 def _check_trainable(dls: Any, options: dict[str, Any]) -> None:
     """Refuse data that cannot train before a run directory exists: fewer train images than one
-    batch, or a validation set that is empty or none of whose files decodes (it would train, report NaN
-    and end as diverged)."""
+    batch, a validation set that is empty or none of whose files decodes (it would train, report NaN
+    and end as diverged), or a class none of whose training files decodes (it would train without it)."""
     if len(dls.train) == 0:
         raise UsageError(f"the training set has {len(dls.train.dataset)} images, fewer than one batch of "
                          f"{dls.train.batch_size}. Pass a smaller --bs or add images")
@@ -423,6 +423,7 @@ def _check_trainable(dls: Any, options: dict[str, Any]) -> None:
                          f"{len(dls.train.dataset)} images rounds down to 0. Expected at least one validation "
                          "image: pass a larger --valid-pct or add images")
     dls.valid.check_decodable()
+    dls.train.check_decodable(every_class=True)
 
 
 def _train(learn: Any, options: dict[str, Any], lr: float | str, callbacks: list[Any], run: runs.Run,

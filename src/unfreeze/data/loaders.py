@@ -101,6 +101,15 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.items)
 
+    def decoded_targets(self) -> torch.Tensor:
+        """`targets` without the items that failed to decode so far: the labels that can train.
+
+        Example:
+            >>> dataset.decoded_targets()  # doctest: +SKIP
+            tensor([0, 1, 1])
+        """
+        return self.targets[[index for index in range(len(self)) if index not in self.dropped]]
+
     def labels(self) -> list[Any]:
         """Class index per item (-1 for unlabelled items); a multi-hot list per item for multi-label."""
         return self.targets.tolist()
@@ -402,17 +411,22 @@ class ImageDataLoader:
         self._device_store()
         return self
 
-    def check_decodable(self) -> ImageDataLoader:
-        """Decode every item now (as `preload`) and raise DataError if not one of them decodes.
+    def check_decodable(self, every_class: bool = False) -> ImageDataLoader:
+        """Decode every item now (as `preload`) and raise DataError if not one of them decodes, or with
+        `every_class`, if a class with items here has not one item that decodes.
 
         A validation set whose every file is corrupt would otherwise let training run to the end and
-        report NaN metrics. Returns the loader.
+        report NaN metrics; a class whose every training file is corrupt would train with no image of
+        it (the class check runs on the file list, before decoding). Returns the loader.
 
         Raises:
             DataError: Every item failed to decode; the message names the folder and the first reasons.
+                With `every_class`: a class lost all its items; the message names each such class, its
+                folder and a reason.
 
         Example:
             >>> dls.valid.check_decodable()  # doctest: +SKIP
+            >>> dls.train.check_decodable(every_class=True)  # doctest: +SKIP
         """
         self.preload()
         dataset = self.dataset
@@ -422,7 +436,35 @@ class ImageDataLoader:
                                 for index, reason in list(dataset.dropped.items())[:3])
             raise DataError(f"None of the {len(dataset)} images under {folder} could be decoded (first reasons: "
                             f"{reasons}). Replace the files with readable images (.jpg, .png, ...)")
+        if every_class and not isinstance(dataset.task, Regression):
+            self._check_every_class()
         return self
+
+    def _check_every_class(self) -> None:
+        """DataError naming each class that has items here but not one that decodes (counted after `preload`)."""
+        dataset, n_classes = self.dataset, len(self.dataset.vocab)
+
+        def counts(targets: torch.Tensor) -> torch.Tensor:  # images per class: class indices or multi-hot rows
+            if targets.ndim == 1:
+                return torch.bincount(targets[targets >= 0].long(), minlength=n_classes)
+            return (targets > 0).sum(0)
+
+        listed, decoded = counts(dataset.targets), counts(dataset.decoded_targets())
+        lost = [index for index in range(n_classes) if listed[index] > 0 and decoded[index] == 0]
+        if not lost:
+            return
+        described = []
+        for index in lost:
+            members = [item for item, target in enumerate(dataset.targets.tolist())
+                       if (target == index if isinstance(target, int) else target[index] > 0)]
+            folder = os.path.commonpath([str(dataset.items[item][0].parent) for item in members])
+            first = members[0]
+            described.append(f"{dataset.vocab[index]!r} (all {len(members)} of its files under {folder}; "
+                             f"{dataset.items[first][0].name}: {dataset.dropped[first]})")
+        split = "training" if self.training else "validation"
+        raise DataError(f"{len(lost)} class(es) have {split} images but not one that could be decoded: "
+                        f"{'; '.join(described)}. Expected at least one readable {split} image per class: replace "
+                        "those files with readable images (.jpg, .png, ...), or remove the class's folders")
 
     def _normalizer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """std and -mean/std as [1,3,1,1] tensors on the device, built once per (device, stats)."""

@@ -69,6 +69,9 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
     saved = read_resume(resume)
     before = dict((saved.progress.get("recipe") or {}) if saved is not None else {})
     train = learner.dls.train
+    # Decoded now, not in the first epoch: a class whose every training file is corrupt stops here, by name,
+    # and the imbalance check counts the images that decode.
+    train.check_decodable(every_class=True)
     plan = plan_training(len(train.dataset), recipe.batch_size,
                          None if recipe.epochs is None and recipe.time_budget is not None else recipe.epochs,
                          recipe.freeze_epochs, recipe.probe, drop_last=train.drop_last,
@@ -118,7 +121,7 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     if recipe.flip == "auto":
         settings["flip_chosen"] = flip
-    imbalance = check_imbalance(train.dataset.targets, learner.dls.n_classes, recipe.imbalance)
+    imbalance = check_imbalance(train.dataset.decoded_targets(), learner.dls.n_classes, recipe.imbalance)
     if imbalance is not None:
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":
