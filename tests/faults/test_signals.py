@@ -21,7 +21,7 @@ import torch
 from cli_helpers import TINY
 from unfreeze import runs
 from unfreeze._io import atomic_path
-from unfreeze.cli import main
+from unfreeze.cli import commands, main
 from unfreeze.train import checkpoint as checkpoint_module
 from unfreeze.train.callbacks import CSVLogger
 
@@ -164,3 +164,42 @@ def test_sigterm_to_a_real_training_process(group: bool, make_image_folder: Call
     assert not (out / runs.LOCK_FILE).exists()
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["progress"]["epoch"] + 1 >= len(summary["history"]) - 1  # at most the epoch in progress is lost
+
+
+class _SignalOnCollect:
+    """Sends `number` to this process from `__del__`: its KeyboardInterrupt is raised where Python only
+    prints it ("Exception ignored in"), as when a SIGTERM lands in one of matplotlib's weakref callbacks."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __del__(self) -> None:
+        signal.raise_signal(self.number)
+        _ = [0]  # a bytecode for the handler to run in
+
+
+def test_a_stop_signal_raised_in_a_finalizer_still_stops_the_run(tiny_data: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGTERM during the post-fit plots landed in a weakref callback: Python printed the KeyboardInterrupt's
+    traceback, the run went on as if no signal came and exited 0, and a second SIGTERM was told the (absent)
+    cleanup would finish first. The stop is delivered again outside the finalizer (a moment later): exit 143;
+    --resume finishes."""
+    real = commands._export
+
+    def export(learn: object, run: runs.Run) -> Path:
+        _SignalOnCollect(signal.SIGTERM)  # collected at once: the signal arrives inside __del__
+        return real(learn, run)
+
+    monkeypatch.setattr(commands, "_export", export)
+    out = tmp_path / "run"
+    code = main(["train", str(tiny_data), *TINY, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert "Exception ignored" not in err and "Traceback" not in err
+    assert "interrupted (SIGTERM)" in err
+    assert (out / "checkpoint.pt").exists() and not (out / runs.LOCK_FILE).exists()
+    assert [path.name for path in out.iterdir() if path.name.endswith(".tmp")] == []
+    monkeypatch.setattr(commands, "_export", real)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0  # the post-fit steps, from the trained model
+    assert (out / "model.unfreeze").is_file()
