@@ -51,6 +51,23 @@ def test_the_conversion_is_cached_beside_the_export_until_it_changes(sample_lear
     assert '"sha256": "an older export"' not in (tmp_path / ".model.runtime.json").read_text()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "one byte changed"])
+def test_a_damaged_cached_conversion_is_converted_again(sample_learner: Learner, tmp_path: Path,
+                                                        damage: str) -> None:
+    """A cache file cut short (a full disk, a copy interrupted) or altered is not the export's conversion:
+    it is made again, not blamed on the model ("onnx cannot run this model") nor refused forever."""
+    exported = sample_learner.export(tmp_path / "model.unfreeze")
+    cached = exported.with_name(".model.runtime.onnx")
+    runtime_predictor(sample_learner, exported, "onnx")
+    good = cached.read_bytes()
+    if damage == "truncated":
+        cached.write_bytes(good[:1000])
+    else:  # a weight's byte near the end: the file still parses, its answers differ
+        cached.write_bytes(good[:-100] + bytes([good[-100] ^ 0x40]) + good[-99:])
+    predictor = runtime_predictor(sample_learner, exported, "onnx")
+    assert predictor.runtime == "onnx" and predictor.max_difference <= 1e-3
+    assert cached.read_bytes() == good
+
 def test_torch_is_the_learner_itself_and_names_are_checked(sample_learner: Learner, exported: Path) -> None:
     assert runtime_predictor(sample_learner, exported, "torch") is sample_learner
     assert default_runtime() == installed_runtimes()[0] and set(installed_runtimes()) <= set(RUNTIMES)

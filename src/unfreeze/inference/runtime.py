@@ -4,10 +4,10 @@
 unfreeze.inference takes) whose model runs in the chosen runtime: `predict_batch`, `tta`, `get_preds`
 and the server use it unchanged, so rows, JSON and batching are the same. The network (normalized
 float images in, batch axis dynamic) is converted to ONNX once and cached beside the
-export (`.model.runtime.onnx`, with a JSON note of the export's size, time and fingerprint it was made
-from: a new export is converted again). OpenVINO reads the same ONNX file. Before use, the runtime's
-probabilities are compared with PyTorch's on seeded random images; a runtime that disagrees by more
-than 1e-3 is refused.
+export (`.model.runtime.onnx`, with a JSON note of the export's size and fingerprint it was made from,
+and of the converted file's own: a new export, or a damaged cache, is converted again). OpenVINO reads
+the same ONNX file. Before use, the runtime's probabilities are compared with PyTorch's on seeded random
+images; a runtime that disagrees by more than 1e-3 is refused.
 
 Where the model ends in its classifier (`nn.Linear`, as vision_learner's heads do), the runtime computes
 everything before it and that last layer runs in PyTorch (a small matrix product): its input are the
@@ -149,13 +149,16 @@ class RuntimePredictor:
     amp_dtype: torch.dtype | None = None
 
 
-def _fingerprint(model_file: Path) -> dict[str, Any]:
-    stat = model_file.stat()
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with model_file.open("rb") as handle:
+    with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"export": model_file.name, "bytes": stat.st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _fingerprint(model_file: Path) -> dict[str, Any]:
+    return {"export": model_file.name, "bytes": model_file.stat().st_size, "sha256": _sha256(model_file)}
 
 
 def _cached_onnx(learner: Any, model_file: Path, network: nn.Module) -> Path:
@@ -174,7 +177,9 @@ def _convert(learner: Any, model_file: Path, network: nn.Module, onnx_path: Path
     fingerprint = {**_fingerprint(model_file),
                    "graph": "features+middle" if isinstance(network, _FeaturesOut) else "logits"}
     try:
-        if onnx_path.is_file() and json.loads(note.read_text()) == fingerprint:
+        # The note also holds the converted file's own digest: a cache cut short or altered since (a full
+        # disk, a copy interrupted) is converted again rather than blamed on the model.
+        if onnx_path.is_file() and json.loads(note.read_text()) == {**fingerprint, "onnx_sha256": _sha256(onnx_path)}:
             return onnx_path
     except (OSError, ValueError):
         pass  # no readable note: convert again
@@ -185,7 +190,7 @@ def _convert(learner: Any, model_file: Path, network: nn.Module, onnx_path: Path
         torch.onnx.export(network, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["images"],
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     with atomic_path(note) as tmp:
-        tmp.write_text(json.dumps(fingerprint))
+        tmp.write_text(json.dumps({**fingerprint, "onnx_sha256": _sha256(onnx_path)}))
     return onnx_path
 
 
