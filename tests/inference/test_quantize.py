@@ -88,3 +88,31 @@ def test_int8_is_recommended_only_when_it_keeps_accuracy_and_is_faster() -> None
     assert recommend(0.82, 0.815, 4.0, 2.0)[0] == "int8"
     unlabelled = recommend(None, None, 4.0, 2.0)
     assert unlabelled[0] == "int8" and "not measured" in unlabelled[1]
+
+
+def test_int8_that_changes_the_unknown_flags_is_not_recommended(sample_learner: Learner, tmp_path: Path) -> None:
+    """The int8 file's ood_score is measured too: one that flags other images as unknown than float32 does
+    (here every image: its scores are far above the threshold) must not be the recommended file."""
+    import copy
+
+    from unfreeze.inference.deploy import load_deployed_outputs
+    from unfreeze.inference.predict import trust_of
+
+    learner = copy.deepcopy(sample_learner)  # the session's learner stays uncalibrated
+    learner.calibrate()
+    files = export_deployable(learner, tmp_path, "onnx")
+    images, targets = validation_images(learner.dls.valid, limit=32)
+    _, probs = check_export(learner, files[0], "onnx", images)
+    comparison = compare_int8(learner, files, "onnx", images, targets,
+                              calibration_images(learner.dls.train, limit=16), False, probs)
+    threshold = trust_of(learner).threshold
+    flags = {name: load_deployed_outputs(tmp_path / name, "onnx")(images.numpy())[1] > threshold
+             for name in ("model.onnx", "model.int8.onnx")}
+    changed = float(np.mean(flags["model.onnx"] != flags["model.int8.onnx"]))
+    assert comparison.unknown_changed == pytest.approx(changed)
+    assert changed > MAX_ACCURACY_DROP  # this tiny random model's int8 scores are far off
+    assert comparison.recommended == "float32" and "unknown" in comparison.reason
+    assert recommend(0.82, 0.82, 4.0, 2.0, unknown_changed=0.2) == (
+        "float32", "int8 changes the unknown flag of 20.0% of the validation images (more than 1%); use the "
+        "float32 model")
+    assert recommend(0.82, 0.82, 4.0, 2.0, unknown_changed=0.0)[0] == "int8"

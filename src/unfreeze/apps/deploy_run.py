@@ -292,7 +292,11 @@ def int8_lines(int8: dict[str, Any]) -> list[str]:
             f"- latency per image (median, batch of 1, this machine): {int8['latency_ms_int8']:.1f} ms int8 vs "
             f"{int8['latency_ms_fp32']:.1f} ms float32;",
             f"- size: {int8['size_mib_int8']:.1f} MiB int8 vs {int8['size_mib_fp32']:.1f} MiB float32;",
-            f"- largest probability difference from PyTorch: {int8['max_difference']:.2e}."]
+            *([] if int8.get("unknown_changed") is None else
+              [f"- unknown flag (ood_score above the threshold) changed on {100 * int8['unknown_changed']:.1f}% of "
+               "the validation images;"]),
+            f"- largest difference from PyTorch of a probability"
+            f"{'' if int8.get('unknown_changed') is None else ' or the ood_score'}: {int8['max_difference']:.2e}."]
 
 
 def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:

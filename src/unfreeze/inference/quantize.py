@@ -8,8 +8,9 @@ Calibration images are uint8 [N, 3, S, S], prepared exactly as the deployment's 
 images, resized and centre-cropped as the validation transforms do): the validation images then
 measure the accuracy change without having been seen. `compare_int8` measures both files on the
 validation images: accuracy, the largest probability change, latency per image (interleaved runs,
-medians) and size, and says which one to use. An int8 file that loses more than one accuracy point
-or is no faster than float32 is not recommended.
+medians), size and, for a model with an unknown score, how many images the int8 file's `ood_score`
+flags differently, and says which one to use. An int8 file that loses more than one accuracy point,
+changes more than 1% of the unknown flags or is no faster than float32 is not recommended.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ import numpy as np
 import torch
 
 from unfreeze._io import atomic_path
-from unfreeze.inference.deploy import check_export, deployment_input, load_deployed, quantize_openvino_int8
+from unfreeze.inference.deploy import (
+    check_export,
+    deployment_input,
+    load_deployed,
+    load_deployed_outputs,
+    quantize_openvino_int8,
+)
+from unfreeze.inference.predict import trust_of
 
 __all__ = ["INT8_METHODS", "MAX_ACCURACY_DROP", "Int8Comparison", "accuracy", "calibration_images", "compare_int8",
            "measure_latency", "quantize", "quantize_onnx_static", "recommend"]
@@ -205,6 +213,8 @@ class Int8Comparison:
 
     Attributes:
         files: The int8 files (model.int8.onnx, or model.int8.xml and .bin).
+        unknown_changed: The share of the validation images whose unknown flag (ood_score above the
+            threshold) differs between int8 and float32; None for a model without an unknown score.
         recommended: "int8" or "float32": the file to deploy.
         reason: Why, in one sentence.
     """
@@ -221,6 +231,7 @@ class Int8Comparison:
     size_mib_int8: float
     recommended: str
     reason: str
+    unknown_changed: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "files": [path.name for path in self.files]}
@@ -249,8 +260,9 @@ def _mebibytes(paths: list[Path]) -> float:
 
 
 def recommend(accuracy_fp32: float | None, accuracy_int8: float | None, fp32_ms: float,
-              int8_ms: float) -> tuple[str, str]:
-    """Which file to deploy, "int8" or "float32", and why: int8 only when it keeps accuracy and is faster.
+              int8_ms: float, unknown_changed: float | None = None) -> tuple[str, str]:
+    """Which file to deploy, "int8" or "float32", and why: int8 only when it keeps accuracy and the unknown
+    flags (`unknown_changed`: the share of images flagged differently, None without a score) and is faster.
 
     Example:
         >>> recommend(0.82, 0.73, 4.0, 40.0)
@@ -260,6 +272,9 @@ def recommend(accuracy_fp32: float | None, accuracy_int8: float | None, fp32_ms:
     if accuracy_fp32 is not None and accuracy_int8 is not None and accuracy_fp32 - accuracy_int8 > MAX_ACCURACY_DROP:
         return "float32", (f"int8 loses {100 * (accuracy_fp32 - accuracy_int8):.1f} accuracy points (more than "
                            f"{100 * MAX_ACCURACY_DROP:.0f}); use the float32 model")
+    if unknown_changed is not None and unknown_changed > MAX_ACCURACY_DROP:
+        return "float32", (f"int8 changes the unknown flag of {100 * unknown_changed:.1f}% of the validation images "
+                           f"(more than {100 * MAX_ACCURACY_DROP:.0f}%); use the float32 model")
     if int8_ms >= fp32_ms:
         return "float32", f"int8 is not faster here ({speed}); use the float32 model"
     if accuracy_fp32 is None or accuracy_int8 is None:
@@ -293,8 +308,25 @@ def compare_int8(learner: Any, files: list[Path], fmt: str, images: torch.Tensor
     difference, int8_probs = check_export(learner, quantized, fmt, images)
     before = None if targets is None else accuracy(fp32_probs, targets, multi_label)
     after = None if targets is None else accuracy(int8_probs, targets, multi_label)
+    changed = _unknown_changed(learner, files[0], quantized, fmt, images)
     latency = measure_latency({"float32": files[0], "int8": quantized}, fmt, images[:1].contiguous().numpy())
-    recommended, reason = recommend(before, after, latency["float32"], latency["int8"])
+    recommended, reason = recommend(before, after, latency["float32"], latency["int8"], changed)
     return Int8Comparison(int8_files, INT8_METHODS[fmt], len(calibration), difference, before, after,
                           latency["float32"], latency["int8"], _mebibytes(files), _mebibytes(int8_files),
-                          recommended, reason)
+                          recommended, reason, changed)
+
+
+def _unknown_changed(learner: Any, fp32: Path, int8: Path, fmt: str, images: torch.Tensor,
+                     batch_size: int = 32) -> float | None:
+    """The share of `images` whose unknown flag (ood_score above the threshold) differs between the two
+    files; None for a model without an unknown score (or no image)."""
+    trust = trust_of(learner)
+    if not trust.has_score or len(images) == 0:
+        return None
+    runners = [load_deployed_outputs(path, fmt) for path in (fp32, int8)]
+    changed = 0
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].contiguous().numpy()
+        fp32_flags, int8_flags = (run(batch)[1] > trust.threshold for run in runners)
+        changed += int(np.sum(fp32_flags != int8_flags))
+    return changed / len(images)
