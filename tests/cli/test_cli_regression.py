@@ -127,3 +127,12 @@ def test_clean_on_a_regression_run_is_a_one_line_error(numbers: Path, tmp_path: 
                  "--quiet"]) == 0
     line = run_user_error(["clean", str(out), "--port", "0"], capsys)  # it was a ValueError's traceback
     assert "regression" in line and "targets.csv" in line
+
+
+def test_a_semicolon_csv_trains_both_values(numbers: Path, tmp_path: Path) -> None:
+    """The header was split at ',' only: a ';' CSV had '1 column(s)' and stopped."""
+    (numbers / "semi.csv").write_text((numbers / "targets.csv").read_text().replace(",", ";"))
+    out = tmp_path / "semi"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "semi.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["data"]["classes"] == ["bright", "dark"]

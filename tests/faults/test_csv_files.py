@@ -11,6 +11,7 @@ import pytest
 
 from cli_helpers import TINY, run_user_error
 from unfreeze import ImageDataLoaders
+from unfreeze.cli import main
 from unfreeze.data import DataError, DataWarning
 
 LABELS = ("café", "crème")  # not ASCII: the encoding matters
@@ -99,3 +100,19 @@ def test_a_link_inside_data_is_not_outside(folder: Path, tmp_path: Path, write_i
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0)
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"], ids=["semicolon", "tab", "bar"])
+def test_the_separator_is_detected_from_the_header(folder: Path, separator: str) -> None:
+    """Excel in many locales saves ';' CSVs, "Text (tab delimited)" tabs: with ',' the header was one column,
+    'file;label', and the CLI (which has no --delimiter) stopped with "no column 1"."""
+    lines = [line.replace(",", separator) for line in rows()]
+    lines[1] = f'"img_0.png"{separator}"café, au lait"'  # a quoted cell holding a comma stays one cell
+    write(folder, lines)
+    dls = ImageDataLoaders.from_csv(folder, "labels.csv", fn_col="file", label_col="label", size=16, bs=4, seed=0)
+    assert sorted(dls.vocab) == sorted({"café, au lait", *LABELS})
+
+
+def test_a_semicolon_csv_trains_from_the_command_line(folder: Path, tmp_path: Path) -> None:
+    write(folder, [line.replace(",", ";") for line in rows()])
+    assert main(["train", str(folder), *TINY, "--csv", "labels.csv", "--out", str(tmp_path / "run"), "--quiet"]) == 0

@@ -88,7 +88,7 @@ def load_data(options: dict[str, Any]) -> Any:
 def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]) -> Any:
     """`--task regression --csv FILE`: the file in column 1, one number to predict per further column."""
     from unfreeze import ImageDataLoaders, RegressionBlock
-    from unfreeze.data.sources import read_csv_text
+    from unfreeze.data.sources import csv_separator, read_csv_text
 
     if not options.get("csv") or options.get("multi_label") or options.get("label_re"):
         raise UsageError("--task regression reads the numbers from a CSV: pass --csv FILE with a header, the file "
@@ -101,7 +101,8 @@ def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]
                          "file itself, e.g. --csv values.csv")
     if not path.is_file():
         raise UsageError(f"CSV file {path} does not exist. Expected file,value columns with a header")
-    header = next(csv.reader(io.StringIO(read_csv_text(path))), [])
+    text = read_csv_text(path)
+    header = next(csv.reader(io.StringIO(text), delimiter=csv_separator(text)), [])
     if len(header) < 2:
         raise UsageError(f"{path} has {len(header)} column(s); --task regression needs the file name and at least "
                          "one number per row")

@@ -406,7 +406,7 @@ class ImageDataLoaders(FastaiFactories):
         """Items from `path/csv_fname` (header row; file names relative to `path`, or to `path/folder`,
         with `suff` appended: fastai's `folder='train', suff='.jpg'`); `valid_col` marks validation
         rows (1/true/yes), otherwise `valid_pct` splits at random. `delimiter` separates the cells
-        (default ",").
+        (default: whichever of ',', ';', tab or '|' splits the header row).
 
         With `label_delim` the data is multi-label: the label cell lists any number of classes
         separated by it ("cat dog" with `label_delim=" "`; an empty cell means no class), and the
@@ -423,7 +423,7 @@ class ImageDataLoaders(FastaiFactories):
         skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
         items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped,
                                     empty_is_label=label_delim is not None, folder=folder, suffix=suff,
-                                    delimiter=delimiter or ",")
+                                    delimiter=delimiter)
         items, task, outputs = labels_and_task(items, label_delim, threshold, y_block, label_col)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
                                   augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task,

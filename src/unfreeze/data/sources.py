@@ -28,6 +28,7 @@ __all__ = [
     "check_file",
     "check_root",
     "csv_items",
+    "csv_separator",
     "folder_items",
     "is_hidden",
     "is_run_directory",
@@ -269,6 +270,24 @@ def read_csv_text(csv_path: Path) -> str:
     return text
 
 
+_SEPARATORS = (",", ";", "\t", "|")  # what spreadsheets save: ',' or, where ',' is the decimal mark, ';'
+
+
+def csv_separator(text: str) -> str:
+    """The cell separator of a CSV's text, read from its header row: the first of `_SEPARATORS` that splits
+    it into several cells (',' when none does: a one-column CSV is then reported as such).
+
+    Example:
+        >>> csv_separator("file;label\nimg_0.png;cat\n")
+        ';'
+    """
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    for separator in _SEPARATORS:
+        if len(next(csv.reader([header], delimiter=separator), [])) > 1:
+            return separator
+    return ","
+
+
 def _outside(root: Path, file: Path) -> bool:
     """Whether `file` lies outside `root`, by its path alone (a symbolic link inside root stays inside)."""
     root_text = os.path.normpath(os.path.abspath(root))
@@ -278,11 +297,12 @@ def _outside(root: Path, file: Path) -> bool:
 def csv_items(
     path: Path, csv_fname: str, fn_col: int | str, label_col: int | str, valid_col: int | str | None,
     skipped: SkippedFiles, empty_is_label: bool = False, *, folder: str | None = None, suffix: str = "",
-    delimiter: str = ",",
+    delimiter: str | None = None,
 ) -> tuple[list[Item], list[bool] | None]:
     """Items from a CSV with a header row; file names are relative to `path` (or `path/folder`), plus
     `suffix`. Returns (items, is_valid); see `table_items`. The CSV may be in any common encoding
-    (`read_csv_text`).
+    (`read_csv_text`); its cells are separated by `delimiter`, or without one by whichever of ',', ';',
+    tab or '|' splits the header row.
 
     Raises:
         DataError: No such CSV, not a text file, no data rows, no such column, or files that do not exist.
@@ -293,7 +313,8 @@ def csv_items(
                         "itself, e.g. labels.csv.")
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist. Expected a CSV with file and label columns.")
-    rows = list(csv.reader(io.StringIO(read_csv_text(csv_path), newline=""), delimiter=delimiter))
+    text = read_csv_text(csv_path)
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter or csv_separator(text)))
     if len(rows) < 2:
         raise DataError(f"{csv_path} has no data rows. Expected a header row, then one row per image.")
     return table_items(rows[0], rows[1:], path / folder if folder else path, csv_path, fn_col, label_col,
