@@ -72,3 +72,21 @@ def test_regex_without_a_capture_group_is_refused_before_reading(folder: Path, m
     monkeypatch.setattr(sources, "_resolve", never)
     with pytest.raises(DataError, match="no capture group"):
         ImageDataLoaders.from_name_re(folder, None, r"^img_\d+\.png$", size=16, bs=4)
+
+
+def test_one_number_spelled_two_ways_is_one_class(folder: Path) -> None:
+    """'1' and '1.0' (a column saved by two tools, or pandas' floats) were two classes side by side."""
+    labels = ["0", "1.0", *(["0", "1"] * 5)]
+    write_csv(folder, [f"img_{index}.png,{label}" for index, label in enumerate(labels)])
+    with pytest.warns(DataWarning, match=r"'1' and '1\.0' are the same number, class '1'") as caught:
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.5)
+    assert dls.vocab == ["0", "1"]
+    assert sum("same number" in str(w.message) for w in caught) == 1
+
+
+def test_numbers_that_differ_stay_classes(folder: Path) -> None:
+    write_csv(folder, [f"img_{index}.png,{index % 3}" for index in range(12)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.5)
+    assert dls.vocab == ["0", "1", "2"]

@@ -8,6 +8,8 @@ is the same kind of loaders; fastai's `**kwargs` are the factories' keyword opti
 from __future__ import annotations
 
 import re
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,32 @@ from typing import Any
 from unfreeze.data.blocks import block_task
 from unfreeze.data.decode import BadFileReport
 from unfreeze.data.regression import numbers_from, output_names, points_from
-from unfreeze.data.sources import DataError, check_root, name_func_items
+from unfreeze.data.sources import DataError, DataWarning, check_root, name_func_items
 from unfreeze.tasks import Label, MultiLabel, Regression, SingleLabel, Task, point_names
 
 __all__ = ["FastaiFactories", "labels_and_task"]
+
+# What a number label looks like (float() alone would also take '1_0' and ' 1').
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _one_class_per_number(items: list[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
+    """Labels that spell one number differently ('1', '1.0', '01': a column saved by two tools, or pandas'
+    floats) as one class, spelled as most of its rows spell it; one DataWarning names each merge."""
+    spellings: dict[float, Counter[str]] = {}
+    for _, label in items:
+        if isinstance(label, str) and _NUMBER.fullmatch(label):
+            spellings.setdefault(float(label), Counter())[label] += 1
+    merged = {spelling: counts.most_common(1)[0][0]
+              for counts in spellings.values() if len(counts) > 1 for spelling in counts}
+    if not merged:
+        return items
+    groups = [f"{' and '.join(map(repr, sorted(counts)))} are the same number, class {counts.most_common(1)[0][0]!r}"
+              for counts in spellings.values() if len(counts) > 1]
+    warnings.warn(f"Labels that are the same number are one class, named as most of its rows write it: "
+                  f"{'; '.join(groups)}. Write each class one way in the label column if they are meant to be "
+                  "different classes.", DataWarning, stacklevel=4)
+    return [(file, merged.get(label, label)) for file, label in items]
 
 
 def labels_and_task(items: list[tuple[Path, Any]], label_delim: str | None, threshold: float, y_block: Any = None,
@@ -36,7 +60,7 @@ def labels_and_task(items: list[tuple[Path, Any]], label_delim: str | None, thre
     if isinstance(task, MultiLabel) and label_delim is None:
         label_delim = " "
     if label_delim is None:
-        return list(items), SingleLabel(), None
+        return _one_class_per_number(list(items)), SingleLabel(), None
     if not isinstance(label_delim, str) or not label_delim:
         raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
     return [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
