@@ -90,3 +90,29 @@ def test_numbers_that_differ_stay_classes(folder: Path) -> None:
         warnings.simplefilter("error", DataWarning)
         dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.5)
     assert dls.vocab == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("valid", "train"), [("1.0", "0.0"), ("True", "False"), ("yes", "no"), ("valid", "train"),
+                                              ("1", "")])
+def test_valid_column_spellings(folder: Path, valid: str, train: str) -> None:
+    """'1.0' (pandas writes a float column so) was read as "not validation": no validation set at all."""
+    write_csv(folder, [f"{row},{valid if index >= 8 else train}" for index, row in enumerate(labelled())],
+              header="file,label,is_valid")
+    dls = ImageDataLoaders.from_csv(folder, "labels.csv", valid_col="is_valid", size=16, bs=4, seed=0)
+    assert (len(dls.train.dataset), len(dls.valid.dataset)) == (8, 4)
+
+
+def test_a_valid_column_value_that_is_neither_is_refused(folder: Path) -> None:
+    write_csv(folder, [f"{row},{'maybe' if index == 5 else index >= 8}" for index, row in enumerate(labelled())],
+              header="file,label,is_valid")
+    with pytest.raises(DataError, match=r"'maybe' \(line 7\).*True/False, 1/0, yes/no or valid/train"):
+        ImageDataLoaders.from_csv(folder, "labels.csv", valid_col="is_valid", size=16, bs=4, seed=0)
+
+
+@pytest.mark.parametrize("mark", ["True", "0"])
+def test_a_valid_column_with_one_value_is_refused(folder: Path, mark: str) -> None:
+    """Every row training gave no validation set (valid_loss nan); every row validation 'No training images found
+    under ... in one folder per class'."""
+    write_csv(folder, [f"{row},{mark}" for row in labelled()], header="file,label,is_valid")
+    with pytest.raises(DataError, match=r"'is_valid' marks every row as"):
+        ImageDataLoaders.from_csv(folder, "labels.csv", valid_col="is_valid", size=16, bs=4, seed=0)

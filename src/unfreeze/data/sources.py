@@ -49,6 +49,10 @@ Item = tuple[Path, str]
 _RUN_CONFIG, _RUN_OUTPUTS = "config.json", ("checkpoint.pt", "model.unfreeze", "history.csv")
 _MAX_NAMED = 10  # a warning names this many files, then counts the rest
 _MISSING_LABELS = frozenset({"nan", "none", "null", "na", "n/a"})  # how pandas and friends write no value
+# An is-valid column's cells, as spreadsheets, pandas (True, 1.0) and people write them; an empty cell is training.
+_VALID_MARKS = {"1": True, "true": True, "yes": True, "y": True, "t": True, "valid": True, "validation": True,
+                "val": True, "0": False, "false": False, "no": False, "n": False, "f": False, "train": False,
+                "training": False, "": False}
 
 
 class DataError(ValueError):
@@ -288,6 +292,18 @@ def csv_separator(text: str) -> str:
     return ","
 
 
+def _valid_mark(cell: str) -> bool | None:
+    """Whether an is-valid cell marks a validation row (None: neither a yes nor a no, such as 'maybe')."""
+    text = cell.strip().lower()
+    if text in _VALID_MARKS:
+        return _VALID_MARKS[text]
+    try:
+        number = float(text)  # '1.0', '0.00'
+    except ValueError:
+        return None
+    return {1.0: True, 0.0: False}.get(number)
+
+
 def _outside(root: Path, file: Path) -> bool:
     """Whether `file` lies outside `root`, by its path alone (a symbolic link inside root stays inside)."""
     root_text = os.path.normpath(os.path.abspath(root))
@@ -327,7 +343,8 @@ def table_items(
     *, suffix: str = "",
 ) -> tuple[list[Item], list[bool] | None]:
     """Items from the rows of a table (a CSV, a DataFrame): `folder / (file cell + suffix)` and the label
-    cell. Returns (items, is_valid), is_valid from `valid_col` (1/true/yes/valid) or None without it.
+    cell. Returns (items, is_valid), is_valid from `valid_col` (True/False, 1/0, 1.0/0.0, yes/no, valid/train;
+    an empty cell is training) or None without it.
 
     A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
     data an empty cell is a real label, "none of the classes". Rows naming files that do not exist stop
@@ -345,7 +362,7 @@ def table_items(
     valid_index = None if valid_col is None else _column(header, valid_col, source)
     items: list[Item] = []
     is_valid: list[bool] = []
-    unlabelled, seen, duplicates, missing, outside = SkippedFiles(), set(), [], [], []
+    unlabelled, seen, duplicates, missing, outside, unmarked = SkippedFiles(), set(), [], [], [], []
     width = max(*columns, -1 if valid_index is None else valid_index) + 1
     for number, row in enumerate(rows, start=2):  # line numbers as an editor shows them (1 is the header)
         if not any(cell.strip() for cell in row):
@@ -368,7 +385,10 @@ def table_items(
         if check_file(file, skipped):
             items.append((file, label))
             if valid_index is not None:
-                is_valid.append(row[valid_index].strip().lower() in {"1", "true", "yes", "valid"})
+                mark = _valid_mark(row[valid_index])
+                if mark is None:
+                    unmarked.append(f"{row[valid_index]!r} (line {number})")
+                is_valid.append(bool(mark))
     if unlabelled and not seen:
         raise DataError(f"Every row of {source} has an empty label in column {label_col!r}. Expected a label per "
                         "image; check the label column (label_col / the CSV's second column).")
@@ -376,6 +396,16 @@ def table_items(
         raise DataError(f"{source} names {len(missing)} file(s) that do not exist under {folder}, for example "
                         f"{', '.join(missing[:3])}. File names in the table are relative to the data folder "
                         f"{folder}: fix the folder or the names, or remove those rows.")
+    if unmarked:
+        raise DataError(f"{source}'s column {valid_col!r} marks the validation rows, but {len(unmarked)} of its cells "
+                        f"are neither a yes nor a no, for example {', '.join(unmarked[:3])}. Expected True/False, "
+                        "1/0, yes/no or valid/train (an empty cell is training): fix those cells, or pass the right "
+                        "valid_col.")
+    if valid_index is not None and items and len(set(is_valid)) == 1:
+        found = "validation" if is_valid[0] else "training"
+        raise DataError(f"{source}'s column {valid_col!r} marks every row as {found}. Expected some training and some "
+                        "validation rows (True/1/yes/valid for validation): fix the column, or leave out valid_col "
+                        "to hold out valid_pct of the images at random.")
     if outside:
         warnings.warn(f"{source} names {len(outside)} file(s) outside the data folder {folder}, for example "
                       f"{', '.join(outside[:3])}; they are used as given. Move them under {folder} if that is "
