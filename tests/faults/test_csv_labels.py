@@ -116,3 +116,14 @@ def test_a_valid_column_with_one_value_is_refused(folder: Path, mark: str) -> No
     write_csv(folder, [f"{row},{mark}" for row in labelled()], header="file,label,is_valid")
     with pytest.raises(DataError, match=r"'is_valid' marks every row as"):
         ImageDataLoaders.from_csv(folder, "labels.csv", valid_col="is_valid", size=16, bs=4, seed=0)
+
+
+def test_multi_label_cells_split_at_another_separator_are_named(folder: Path) -> None:
+    """'odd;red' with label_delim=' ' (the CLI's default) trained the classes 'even;blue' and 'odd;red', silently."""
+    write_csv(folder, [f"img_{index}.png,{'odd;red' if index % 2 else 'even;blue'}" for index in range(12)])
+    with pytest.warns(DataWarning, match=r"none of them holds.*';'.*'even;blue'.*label_delim=';'"):
+        ImageDataLoaders.from_csv(folder, "labels.csv", label_delim=" ", size=16, bs=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", label_delim=";", size=16, bs=4, seed=0, valid_pct=0.5)
+    assert dls.vocab == ["blue", "even", "odd", "red"]

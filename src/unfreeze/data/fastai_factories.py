@@ -63,8 +63,25 @@ def labels_and_task(items: list[tuple[Path, Any]], label_delim: str | None, thre
         return _one_class_per_number(list(items)), SingleLabel(), None
     if not isinstance(label_delim, str) or not label_delim:
         raise DataError(f"label_delim must be a non-empty string such as ' ' or ';', got {label_delim!r}.")
+    _warn_other_separator([str(label) for _, label in items], label_delim)
     return [(file, tuple(sorted({name.strip() for name in str(label).split(label_delim) if name.strip()})))
             for file, label in items], MultiLabel(threshold), None
+
+
+def _warn_other_separator(cells: list[str], label_delim: str) -> None:
+    """One DataWarning when no multi-label cell holds `label_delim` but classes hold another separator: 'cat;dog'
+    split at ' ' (the CLI's default) would train a class 'cat;dog'."""
+    if any(label_delim in cell for cell in cells):
+        return
+    for separator in (",", ";", "|", " "):
+        holding = sorted({cell.strip() for cell in cells if separator in cell.strip() and separator != label_delim})
+        if holding:
+            examples = ", ".join(map(repr, holding[:3]))
+            warnings.warn(f"The multi-label cells are split at {label_delim!r}, which none of them holds, while "
+                          f"{len(holding)} of the classes hold {separator!r}, for example {examples}. "
+                          f"If {separator!r} separates the classes, pass label_delim={separator!r} (--label-delim "
+                          f"'{separator}'); otherwise each cell is one class.", DataWarning, stacklevel=4)
+            return
 
 
 class FastaiFactories:
