@@ -127,3 +127,12 @@ def test_multi_label_cells_split_at_another_separator_are_named(folder: Path) ->
         warnings.simplefilter("error", DataWarning)
         dls = ImageDataLoaders.from_csv(folder, "labels.csv", label_delim=";", size=16, bs=4, seed=0, valid_pct=0.5)
     assert dls.vocab == ["blue", "even", "odd", "red"]
+
+
+def test_spaces_around_file_names_and_column_names_are_ignored(folder: Path) -> None:
+    """'img_0.png ' stopped as a missing file (the space invisible in the message); 'label ' was no column 'label'."""
+    write_csv(folder, [f" img_{index}.png ,{'odd' if index % 2 else 'even'}" for index in range(12)],
+              header="file , label ")
+    dls = ImageDataLoaders.from_csv(folder, "labels.csv", fn_col="file", label_col="label", size=16, bs=4, seed=0,
+                                    valid_pct=0.5)
+    assert len(dls.train.dataset) + len(dls.valid.dataset) == 12

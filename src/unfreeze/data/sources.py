@@ -236,6 +236,8 @@ def _column(header: list[str], column: int | str, csv_path: Path | str) -> int:
             return column % len(header)
     elif column in header:
         return header.index(column)
+    elif isinstance(column, str) and column.strip() in (stripped := [name.strip() for name in header]):
+        return stripped.index(column.strip())  # 'label ' in a header written by hand
     raise DataError(f"{csv_path} has no column {column!r}; its columns are {header}. Pass one of these names "
                     f"or a position from 0 to {len(header) - 1}.")
 
@@ -373,15 +375,18 @@ def table_items(
         if any((not cell and not empty_is_label) or cell.lower() in _MISSING_LABELS for cell in cells):
             unlabelled.add(Path(row[columns[0]] or f"<row {number}>"), f"line {number}: no label")
             continue
-        if row[columns[0]] in seen:
-            duplicates.append(f"{row[columns[0]]} (line {number})")
-        seen.add(row[columns[0]])
-        file = folder / (row[columns[0]] + suffix)
+        name = row[columns[0]]
+        if name != name.strip() and not (folder / (name + suffix)).exists():
+            name = name.strip()  # 'cat_1.jpg ' from a spreadsheet: spaces no file name is meant to end with
+        if name in seen:
+            duplicates.append(f"{name} (line {number})")
+        seen.add(name)
+        file = folder / (name + suffix)
         if not file.exists() and not file.is_symlink():  # a broken link is skipped below, like in folders
-            missing.append(f"{row[columns[0]]} (line {number})")
+            missing.append(f"{name} (line {number})")
             continue
         if _outside(folder, file):
-            outside.append(row[columns[0]])
+            outside.append(name)
         if check_file(file, skipped):
             items.append((file, label))
             if valid_index is not None:
