@@ -136,3 +136,19 @@ def test_a_semicolon_csv_trains_both_values(numbers: Path, tmp_path: Path) -> No
     assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "semi.csv", "--out", str(out),
                  "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["data"]["classes"] == ["bright", "dark"]
+
+
+def test_predict_table_of_a_regression_run_shows_values_not_a_probability(numbers: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    images = [str(numbers / "03.png"), str(numbers / "12.png")]
+    assert main(["predict", str(out), *images, "--top-k", "3", "--runtime", "torch", "--quiet"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["values", "path"]  # a regression model has no probability to show
+    assert len(rows) == 2 and all("nan" not in row and "top 3" not in row for row in rows)
+    for row, image in zip(rows, images, strict=True):
+        assert row.startswith("bright=") and ", dark=" in row and row.endswith(f"  {image}")
+    assert rows[0].index(images[0]) == rows[1].index(images[1]) == header.index("path")  # one column of paths

@@ -568,10 +568,11 @@ _UNKNOWN_MARK = " (unknown)"  # after the label of a prediction the model flags 
 
 
 def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
-                   top_k: int = 1) -> int:
+                   top_k: int = 1, numbers: bool = False) -> int:
     """Stream prediction records (inference/records.py) to `stream`; returns how many carried an error.
 
-    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people.
+    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people
+    (`numbers`: a regression model's, whose rows are values and paths, with no probability or alternatives).
     """
     from unfreeze.inference import CSV_COLUMNS, SCHEMA_VERSION, csv_row
 
@@ -580,7 +581,8 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
     elif output_format == "table":
-        print(f"{'prob':>6}  {'label':<{label_width}}  path", file=stream)
+        print(f"{'values':<{label_width}}  path" if numbers else f"{'prob':>6}  {'label':<{label_width}}  path",
+              file=stream)
     else:
         stream.write(f'{{"schema_version": {SCHEMA_VERSION}, "predictions": [')
     for number, record in enumerate(records):
@@ -590,7 +592,10 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
         elif output_format == "table":  # for a terminal: control characters in names are escaped
             path = printable(record["file"])
             if record["error"]:
-                print(f"{'-':>6}  {'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
+                no_prob = "" if numbers else f"{'-':>6}  "
+                print(f"{no_prob}{'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
+            elif numbers:
+                print(f"{printable(record['label']):<{label_width}}  {path}", file=stream)
             else:
                 probability = record["probability"]
                 prob = probability if isinstance(probability, float) else max(probability or [], default=float("nan"))
@@ -626,6 +631,7 @@ def command_predict(args: argparse.Namespace) -> int:
     paths = [first, *sources]  # counted first, for the progress
     from unfreeze.inference import predict_batch, prediction_record
     from unfreeze.inference.runtime import runtime_predictor
+    from unfreeze.tasks import Regression
 
     try:
         # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
@@ -641,12 +647,15 @@ def command_predict(args: argparse.Namespace) -> int:
     # A label the model flags as unknown is printed with " (unknown)" after it: the column leaves room for it.
     flagged = len(_UNKNOWN_MARK) if learn.trust.has_score else 0
     label_width = max(len("(error)"), *(len(printable(name)) + flagged for name in [*learn.dls.vocab, "(none)"]))
+    numbers = isinstance(learn.task, Regression)
+    if numbers:  # "name=value, ...": prediction_row's 4 significant digits take at most 10 characters (-1.234e+05)
+        label_width = max(len("(error)"), len(", ".join(f"{printable(name)}=" + "0" * 10 for name in learn.dls.vocab)))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:
         with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
             records = (prediction_record(row, args.top_k) for row in _counted(rows, progress))
-            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k)
+            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k, numbers)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
