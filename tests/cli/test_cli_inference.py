@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import TINY, run_user_error
 from unfreeze import load_learner
 from unfreeze.cli import main
 
@@ -65,6 +66,18 @@ def test_interpret_redraws_the_plots_and_prints_the_report(trained_run: Path,
     summary = json.loads((trained_run / "summary.json").read_text())
     accuracy_line = next(line for line in printed.splitlines() if line.startswith("accuracy"))
     assert float(accuracy_line.split()[1]) == pytest.approx(summary["final"]["accuracy"], abs=1e-3)
+
+
+def test_interpret_on_a_run_whose_data_was_moved_says_so(image_folder: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--out", str(run), "--quiet"]) == 0
+    moved = image_folder.rename(tmp_path / "moved")
+    line = run_user_error(["interpret", str(run)], capsys)
+    # Not the training layout's "Dataset root is not a directory": what happened, and both ways on.
+    assert f"{image_folder} (config.json's data) no longer exists" in line
+    assert "Put it back there" in line and f"unfreeze evaluate {run}" in line
+    assert moved.is_dir() and not image_folder.exists()
 
 
 def test_export_checks_the_model(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -167,7 +167,8 @@ def load_run(run: runs.Run) -> tuple[Any, Any, dict[str, Any]]:
 
     Raises:
         RunConfigError: config.json lacks the data options.
-        UsageError: The data's classes are no longer the model's (files moved or renamed since).
+        UsageError: The data folder is gone, or its classes are no longer the model's (files moved or
+            renamed since).
 
     Example:
         >>> learn, dls, options = load_run(runs.Run.open("runs/pets"))  # doctest: +SKIP
@@ -175,6 +176,10 @@ def load_run(run: runs.Run) -> tuple[Any, Any, dict[str, Any]]:
         True
     """
     options = run.options(("data", "size", "bs", "valid_pct", "seed"))
+    if not Path(options["data"]).is_dir():  # moved or deleted since training: say so, not "no training images"
+        raise UsageError(f"{options['data']} (config.json's data) no longer exists: the run's images were moved or "
+                         f"deleted since training. Put it back there, or score the model on the images where they "
+                         f"are now: unfreeze evaluate {run.folder} FOLDER")
     learn = _load_model(run.folder)
     dls = load_data(options)
     if list(dls.vocab) != list(learn.dls.vocab):
