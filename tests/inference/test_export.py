@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 
 import unfreeze
-from unfreeze.data import ImageDataLoaders
+from unfreeze.data import DataError, ImageDataLoaders
 from unfreeze.inference import (
     FORMAT_VERSION,
     ExportArchitectureError,
@@ -224,3 +224,15 @@ def test_header_size_starting_with_pickle_byte_is_not_mistaken_for_a_pickle(expo
     padded.write_bytes(struct.pack("<Q", len(encoded)) + encoded + body)
     assert padded.read_bytes()[:2] == b"\x80\x02"
     assert read_export_metadata(padded)["format"] == "unfreeze"
+
+
+def test_test_dl_with_labels_on_a_loaded_model_says_to_pass_labels(exported: Path, sample_learner: Learner) -> None:
+    loaded = load_learner(exported, device="cpu")
+    paths = [path for path, _ in sample_learner.dls.valid.dataset.items[:2]]
+    # Not "these loaders took their labels from a table or lists": the model came from a folder.
+    with pytest.raises(DataError, match=r"a model loaded with load_learner.*pass labels=\[") as caught:
+        loaded.dls.test_dl(paths, with_labels=True)
+    assert "table or lists" not in str(caught.value)
+    labels = [Path(path).parent.name for path in paths]  # the fix the message names works
+    assert loaded.dls.test_dl(paths, labels=labels).dataset.targets.tolist() == [
+        loaded.dls.vocab.index(label) for label in labels]

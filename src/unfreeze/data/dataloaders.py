@@ -205,6 +205,10 @@ class ImageDataLoaders(FastaiFactories):
                    for index, source in enumerate(items)]
         batch_size = batch_size or bs
         if with_labels and labels is None:
+            if self.labeller is None and not self.train.dataset.items:  # an export's loaders hold no data
+                raise DataError("test_dl(with_labels=True): a model loaded with load_learner keeps its classes and "
+                                "preprocessing, not the rule that labelled its files; pass labels=[...], one per "
+                                "file, e.g. labels=[Path(f).parent.name for f in files].")
             if self.labeller is None:
                 raise DataError("test_dl(with_labels=True): these loaders took their labels from a table or lists, "
                                 "so new files cannot be labelled the same way; pass labels=[...], one per file.")
