@@ -113,3 +113,14 @@ def test_predict_and_evaluate_over_a_folder_show_progress_on_stderr(trained_run:
     assert main(["evaluate", str(trained_run), str(data / "valid")]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines()[-1] == "evaluate: 24/24 images (2 passes)" and "evaluate:" not in captured.out
+
+
+def test_evaluate_on_a_class_the_model_does_not_know_says_what_to_do(trained_run: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ant").mkdir()
+    (tmp_path / "dog").mkdir()
+    image = valid_images(trained_run)[0]
+    (tmp_path / "ant" / "a.png").write_bytes(image.read_bytes())
+    (tmp_path / "dog" / "d.png").write_bytes(image.read_bytes())
+    line = run_user_error(["evaluate", str(trained_run), str(tmp_path), "--quiet"], capsys)
+    assert "does not know: dog" in line and "Remove or rename" in line

@@ -228,7 +228,9 @@ class ImageDataLoaders(FastaiFactories):
             unknown = sorted({name for label in labels for name in self.task.classes_of(label)} - set(self.vocab))
             if unknown:
                 raise DataError(f"The labels name {len(unknown)} class(es) the model does not know: "
-                                f"{', '.join(unknown[:10])}. The model knows {', '.join(self.vocab)}.")
+                                f"{', '.join(unknown[:10])}. The model knows {', '.join(self.vocab[:20])}"
+                                f"{', ...' if len(self.vocab) > 20 else ''}. Remove or rename the images (or class "
+                                "folders) of those classes, or label them with the model's classes.")
         reference = self.valid.dataset
         dataset = ImageDataset(list(zip(paths, labels, strict=True)), self.vocab,
                                sources=[Path(s) if isinstance(s, str) else s for s in sources],
