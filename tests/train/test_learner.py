@@ -551,3 +551,14 @@ def test_a_callback_failing_in_before_fit_leaves_no_progress_bar_running(dls):
     assert sys.stdout is stdout  # a live bar left running would still hold the terminal's output
     learn.fit(1, 1e-3)
     assert len(learn.recorder.history) == 1
+
+
+def test_a_loss_class_without_parentheses_is_refused_when_the_learner_is_built(tiny_learner):
+    # A notebook's `loss_func=nn.CrossEntropyLoss` used to train until torch failed on the first batch
+    # with "Boolean value of Tensor with more than one value is ambiguous".
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss \(a class\).*CrossEntropyLoss\(\)"):
+        tiny_learner(loss_func=nn.CrossEntropyLoss)
+    learn = tiny_learner()
+    with pytest.raises(TypeError, match=r"got 3"):
+        learn.loss_func = 3
+

@@ -22,9 +22,29 @@ from unfreeze.models.batchnorm_folding import folded_batchnorm
 from unfreeze.models.small_map_convolutions import small_map_convolutions
 from unfreeze.train.groups import ParamGroups
 
-__all__ = ["OPTIMIZERS", "Stepper"]
+__all__ = ["OPTIMIZERS", "Stepper", "checked_loss_func"]
 
 OPTIMIZERS = ("adamw", "sgd", "ranger")
+
+
+def checked_loss_func(loss_func: Any) -> Any:
+    """`loss_func` itself if it can be called as `loss_func(logits, targets)`; a TypeError with the fix if not.
+
+    Example:
+        >>> checked_loss_func(nn.CrossEntropyLoss)  # doctest: +SKIP
+        TypeError: loss_func takes a loss to call, got CrossEntropyLoss (a class): ... loss_func=CrossEntropyLoss()
+    """
+    if isinstance(loss_func, type):
+        raise TypeError(
+            f"loss_func takes a loss to call as loss_func(logits, targets), got {loss_func.__name__} (a class): "
+            f"add () to create one, loss_func={loss_func.__name__}()."
+        )
+    if not callable(loss_func):
+        raise TypeError(
+            "loss_func takes a loss to call as loss_func(logits, targets), such as nn.CrossEntropyLoss() or "
+            f"a function, got {loss_func!r}."
+        )
+    return loss_func
 
 
 def _cuda_amp_dtype() -> torch.dtype:
@@ -81,7 +101,7 @@ class Stepper:
             raise ValueError(f"grad_accum must be a whole number >= 1, got {grad_accum!r}.")
         self._model = model
         self._groups = groups
-        self.loss_func = loss_func
+        self._loss_func = checked_loss_func(loss_func)
         self.device = device
         self.optimizer_name = optimizer
         self.weight_decay = float(weight_decay)
@@ -98,6 +118,15 @@ class Stepper:
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The optimizer, or None until the next step builds it (after a freeze, or a new learner)."""
         return self._optimizer
+
+    @property
+    def loss_func(self) -> Any:
+        """The loss of a batch, `loss_func(logits, targets)`; setting it checks that it can be called."""
+        return self._loss_func
+
+    @loss_func.setter
+    def loss_func(self, loss_func: Any) -> None:
+        self._loss_func = checked_loss_func(loss_func)
 
     @property
     def train_model(self) -> nn.Module:
