@@ -562,3 +562,15 @@ def test_a_loss_class_without_parentheses_is_refused_when_the_learner_is_built(t
     with pytest.raises(TypeError, match=r"got 3"):
         learn.loss_func = 3
 
+
+@pytest.mark.parametrize(("loss_func", "found"), [
+    (nn.CrossEntropyLoss(reduction="none"), r"a tensor of shape \(16,\)"),
+    (lambda logits, targets: 1.0, "float"),
+    (lambda logits, targets: torch.tensor(1.0), "no gradient"),
+])
+def test_a_loss_that_is_not_a_differentiable_number_says_so(tiny_learner, loss_func, found):
+    # Each used to fail deep in autograd ("grad can be implicitly created only for scalar outputs",
+    # "'float' object has no attribute 'detach'", "element 0 of tensors does not require grad").
+    learn = tiny_learner(loss_func=loss_func)
+    with pytest.raises(TypeError, match=rf"one number.*{found}.*(reduction|requires grad|computed from)"):
+        learn.fit(1)

@@ -47,6 +47,21 @@ def checked_loss_func(loss_func: Any) -> Any:
     return loss_func
 
 
+def _checked_loss(loss: Any) -> torch.Tensor:
+    """The loss of a batch if backward can start from it: one number in a tensor with a gradient."""
+    expected = "loss_func must return one number, a 0-d tensor computed from the logits"
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"{expected}, got a {type(loss).__name__}: return the torch result itself, not "
+                        ".item() or float(...), so that it is computed from the logits and backward can run.")
+    if loss.ndim != 0:
+        raise TypeError(f"{expected}, got a tensor of shape {tuple(loss.shape)}: a loss with reduction='none' "
+                        "gives one value per item. Use reduction='mean' (the default), or return loss.mean().")
+    if not loss.requires_grad:
+        raise TypeError(f"{expected}, got one with no gradient: it was not computed from the logits "
+                        "(torch.tensor(...), .item() or .detach() cut it off), or no parameter requires grad.")
+    return loss
+
+
 def _cuda_amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -260,7 +275,7 @@ class Stepper:
             small = small_map_convolutions(self._model) if not self.compile_model else contextlib.nullcontext()
             with sync, folded, small:
                 with self.autocast():
-                    loss = self.loss_func(self._train_model(chunk), chunk_labels)
+                    loss = _checked_loss(self.loss_func(self._train_model(chunk), chunk_labels))
                 loss = loss * (len(chunk) / len(images))
                 total = total + loss.detach().float()
                 if self._scaler is not None:
