@@ -94,3 +94,21 @@ def test_a_partial_is_named_after_its_function_and_checked_when_resolved():
         resolve_metrics(functools.partial(accuracy_multi, thres=0.2))
     with pytest.raises(TypeError, match="multiple values for argument 'threshold'"):
         resolve_metrics(functools.partial(accuracy_multi, 0.1, 0.2, True, threshold=0.3))
+
+
+def _per_item(preds, targets):
+    return (preds.argmax(dim=1) == targets).float()
+
+
+def _nothing(preds, targets):
+    return None
+
+
+@pytest.mark.parametrize(("metric", "found"), [(_per_item, r"a tensor of shape \(32,\)"), (_nothing, "None")])
+def test_a_metric_that_returns_no_single_number_is_named_with_what_it_returned(tiny_learner, metric, found):
+    # Used to stop with float()'s own "only one element tensors can be converted to Python scalars" (or
+    # "float() argument must be a string or a real number, not 'NoneType'"), naming no metric.
+    learn = tiny_learner(metrics=[metric])
+    with pytest.raises(TypeError, match=rf"metric {metric.__name__!r} returned {found}.*one number"):
+        learn.validate()
+

@@ -38,7 +38,14 @@ from unfreeze.train.fastai_training import FastaiTrainingMethods, optimizer_or_o
 from unfreeze.train.groups import ParamGroups
 from unfreeze.train.inference_methods import InferenceMethods
 from unfreeze.train.loop import NonFiniteLossError, Position
-from unfreeze.train.metrics import Metric, MetricValue, ValidationResults, metric_name, resolve_metrics
+from unfreeze.train.metrics import (
+    Metric,
+    MetricValue,
+    ValidationResults,
+    metric_name,
+    metric_value,
+    resolve_metrics,
+)
 from unfreeze.train.recipe_settings import Recipe
 from unfreeze.train.recipes import FitProgress, Resume
 from unfreeze.train.schedules import LRSpec
@@ -320,7 +327,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         # (a multi-label threshold is chosen on those probabilities). The loss stays the one trained on.
         scored = logits if self.trust.temperature == 1.0 else logits / self.trust.temperature
         for metric in self.metrics:
-            logs[metric_name(metric)] = MetricValue(metric(scored, targets))
+            logs[metric_name(metric)] = metric_value(metric, metric(scored, targets))
         return logs
 
     # ------------------------------------------------------------------ recipes (train.recipes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from unfreeze.tasks import MultiLabel, Task
 
 __all__ = ["Metric", "MetricValue", "ValidationResults", "accuracy", "accuracy_multi", "error_rate", "f1_multi",
-           "f1_score", "mae", "mse", "r2_score", "resolve_metrics", "rmse", "top_k_accuracy"]
+           "f1_score", "mae", "metric_value", "mse", "r2_score", "resolve_metrics", "rmse", "top_k_accuracy"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -38,6 +39,27 @@ class MetricValue(float):
     def item(self) -> float:
         """The value as a plain float (what `.item()` gives on a 0-dim tensor)."""
         return float(self)
+
+
+def metric_value(metric: Metric, value: Any) -> MetricValue:
+    """What `metric` returned, as a MetricValue; a TypeError naming the metric if it is not one number.
+
+    Example:
+        >>> metric_value(accuracy, torch.tensor(0.5))
+        0.5
+    """
+    shape = getattr(value, "shape", None)
+    if shape is not None and math.prod(shape) != 1:  # per-item values: float() would name no metric
+        found = f"{'a tensor' if isinstance(value, torch.Tensor) else 'an array'} of shape {tuple(shape)}"
+    else:
+        try:
+            return MetricValue(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError):
+            found = repr(value)[:80]
+    raise TypeError(
+        f"The metric {metric_name(metric)!r} returned {found}; a metric returns one number for the whole "
+        "validation set (a float or a 0-d tensor): reduce it, e.g. return values.float().mean()."
+    )
 
 
 def _value(tensor: torch.Tensor) -> MetricValue:
