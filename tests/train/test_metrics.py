@@ -112,3 +112,9 @@ def test_a_metric_that_returns_no_single_number_is_named_with_what_it_returned(t
     with pytest.raises(TypeError, match=rf"metric {metric.__name__!r} returned {found}.*one number"):
         learn.validate()
 
+
+
+def test_a_metric_that_is_neither_a_name_nor_a_callable_says_so():
+    # metrics=3 used to fail with "'int' object is not iterable".
+    with pytest.raises(TypeError, match=r"name or a callable.*got 3"):
+        resolve_metrics(3)

@@ -14,7 +14,7 @@ import difflib
 import functools
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -359,8 +359,8 @@ def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task:
     """
     if metrics is None:
         return []
-    if callable(metrics) or isinstance(metrics, str):
-        metrics = [metrics]
+    if callable(metrics) or isinstance(metrics, str) or not isinstance(metrics, Iterable):
+        metrics = [metrics]  # one metric; anything else than a name or a callable is refused below
     resolved: list[Metric] = []
     for metric in metrics:
         if isinstance(metric, str):
