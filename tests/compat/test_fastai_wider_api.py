@@ -281,3 +281,14 @@ def test_datasets_and_tfmdlists_basics(path):
     assert [str(p) for p, _ in dls.valid_ds.items] == [str(files[i]) for i in splits[1]]
     with pytest.raises(DataError, match="Categorize"):
         Datasets(files, [[PILImage.create], [parent_label]], splits=splits).dataloaders(bs=4)
+
+
+def test_an_export_that_is_refused_does_not_say_where_it_was_written(path, capsys):
+    """export('p.pkl') of a plain nn.Module printed 'exported to p.unfreeze' before refusing to export it."""
+    learn = Learner(_dls(path), nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), metrics=accuracy)
+    with pytest.raises(ValueError, match='cannot rebuild'):  # ExportError: weights only, save() them
+        learn.export('p.pkl')
+    assert 'exported to' not in capsys.readouterr().out and not (path / 'p.unfreeze').exists()
+    learn = vision_learner(_dls(path), ARCH, pretrained=False, seed=0)
+    learn.export('p.pkl')
+    assert 'exported to' in capsys.readouterr().out and (path / 'p.unfreeze').is_file()

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["ONE_GROUP_NOTE", "CutMix", "EarlyStoppingCallback", "FastaiMethods", "MixUp", "MultiCategory",
            "SaveModelCallback",
            "callbacks_and_cbs", "export_file", "export_target", "fastai_prediction", "learner_device", "load_named",
-           "loader_or_dl", "lr_find_answer", "model_file", "one_of", "plain_module_groups", "save_named",
-           "show_lr_find_inline", "weight_decay_or_wd"]
+           "loader_or_dl", "lr_find_answer", "model_file", "one_of", "pickle_note", "plain_module_groups",
+           "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
 
 
 # ---------------------------------------------------------------------------- argument aliases
@@ -94,7 +94,7 @@ def export_target(folder: Path, path: str | Path | None, fname: str | Path | Non
 
     With neither, `folder/export.unfreeze` (where fastai writes export.pkl). A name ending in .pkl
     (either argument) is fastai code: it is taken relative to `folder` and written as
-    `<stem>.unfreeze` (unfreeze never writes pickles), with a note saying where.
+    `<stem>.unfreeze` (unfreeze never writes pickles); `pickle_note` says where, once it is written.
 
     Example:
         >>> export_target(Path("data"), None, None)
@@ -106,10 +106,21 @@ def export_target(folder: Path, path: str | Path | None, fname: str | Path | Non
     target = Path(name) if path is not None else folder / (name if name is not None else "export.unfreeze")
     if target.suffix == ".pkl":
         target = (target if path is None else folder / target).with_suffix(".unfreeze")
-        if distributed.is_main_process():
-            print(f"unfreeze writes no pickles: exported to {target} (safetensors) instead of {name}; "
-                  f"load_learner({str(Path(str(name)).with_suffix('.unfreeze'))!r}) or the .pkl name reads it.")
     return target
+
+
+def pickle_note(path: str | Path | None, fname: str | Path | None, target: Path) -> str | None:
+    """The line `Learner.export` prints once it has written `target` for a fastai .pkl name; None otherwise.
+
+    Example:
+        >>> pickle_note(None, "export.pkl", Path("data/export.unfreeze"))[:40]
+        'unfreeze writes no pickles: exported to '
+    """
+    name = path if path is not None else fname
+    if name is None or Path(name).suffix != ".pkl":
+        return None
+    return (f"unfreeze writes no pickles: exported to {target} (safetensors) instead of {name}; "
+            f"load_learner({str(Path(str(name)).with_suffix('.unfreeze'))!r}) or the .pkl name reads it.")
 
 
 def learner_device(device: str | torch.device | None, cpu: bool | None) -> str | torch.device:

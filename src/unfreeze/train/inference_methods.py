@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
 from unfreeze.inference.predict import loader_of
-from unfreeze.train.fastai_idioms import export_target, fastai_prediction
+from unfreeze.train.fastai_idioms import export_target, fastai_prediction, pickle_note
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -104,6 +104,9 @@ class InferenceMethods:
         target = export_target(self.path, path, fname)
         if distributed.is_main_process():
             inference.export(self, target)
+            note = pickle_note(path, fname, target)  # said once the file exists: an export can be refused
+            if note is not None:
+                print(note)
         distributed.barrier()
         return target
 
