@@ -136,3 +136,16 @@ def test_spaces_around_file_names_and_column_names_are_ignored(folder: Path) -> 
     dls = ImageDataLoaders.from_csv(folder, "labels.csv", fn_col="file", label_col="label", size=16, bs=4, seed=0,
                                     valid_pct=0.5)
     assert len(dls.train.dataset) + len(dls.valid.dataset) == 12
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused(folder: Path) -> None:
+    """A ';' CSV whose multi-label cells are also split at ';' ('img_0.png;odd;red'): the row has 3 cells for a
+    2-column header, and 'red' (every class after the first) was dropped without a word."""
+    write_csv(folder, [f"img_{index}.png;{'odd;red' if index % 2 else 'even;blue'}" for index in range(12)],
+              header="file;label")
+    with pytest.raises(DataError, match=r"line 2 has 3 cells.*header.*2 columns.*quote"):
+        ImageDataLoaders.from_csv(folder, "labels.csv", label_delim=";", size=16, bs=4, seed=0)
+    # Empty cells after the last column (a spreadsheet's trailing separators) are no data and stay accepted.
+    write_csv(folder, [f"{row},," for row in labelled()])
+    dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.5)
+    assert dls.vocab == ["even", "odd"]

@@ -351,8 +351,9 @@ def table_items(
     A row with an empty label is dropped (with one warning), unless `empty_is_label`: for multi-label
     data an empty cell is a real label, "none of the classes". Rows naming files that do not exist stop
     with a DataError (a wrong folder or column would otherwise train on what is left); rows naming
-    files outside `folder` (`../x.jpg`, `/abs/x.jpg`) are used, with one warning. `source` names the
-    table in messages.
+    files outside `folder` (`../x.jpg`, `/abs/x.jpg`) are used, with one warning; a row with more
+    (non-empty) cells than the header has columns stops with a DataError (an unquoted separator inside a
+    cell, whose rest would be lost). `source` names the table in messages.
 
     Example:
         >>> items, _ = table_items(["file", "label"], [["cat_1.jpg", "cat"]], Path("pets"), "labels.csv",
@@ -369,6 +370,12 @@ def table_items(
     for number, row in enumerate(rows, start=2):  # line numbers as an editor shows them (1 is the header)
         if not any(cell.strip() for cell in row):
             continue
+        if any(cell.strip() for cell in row[len(header):]):  # cells no column names would be dropped unseen
+            raise DataError(f"{source}'s line {number} has {len(row)} cells, but its header names {len(header)} "
+                            f"columns ({', '.join(map(repr, header))}): the cells after the last column would be "
+                            "lost. A cell holding the CSV's separator must be quoted (\"odd;red\"); for multi-label "
+                            "cells, separate the classes with another character (--label-delim / label_delim) or "
+                            "the CSV's cells with another separator.")
         row = row + [""] * (width - len(row))  # a short row has empty cells, not an IndexError
         cells = [row[column].strip() for column in columns[1:]]
         label: Any = cells[0] if len(cells) == 1 else tuple(cells)
