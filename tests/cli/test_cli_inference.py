@@ -124,3 +124,37 @@ def test_evaluate_on_a_class_the_model_does_not_know_says_what_to_do(trained_run
     (tmp_path / "dog" / "d.png").write_bytes(image.read_bytes())
     line = run_user_error(["evaluate", str(trained_run), str(tmp_path), "--quiet"], capsys)
     assert "does not know: dog" in line and "Remove or rename" in line
+
+
+def test_predict_table_of_a_multi_label_model_shows_each_class_with_its_probability(
+        image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table showed one 'prob' (the largest) beside a set of classes, 'nan' beside '(none)', and a label
+    column as wide as one class name, so a row with several classes pushed its path out of the column."""
+    from unfreeze.tasks import MultiLabel
+
+    images = sorted(image_folder.rglob("*.png"))
+    rows = [f"{path.relative_to(image_folder)},{'ant bee cat' if path.parent.name == 'ant' else ''}"
+            for path in images]
+    (image_folder / "labels.csv").write_text("\n".join(["file,labels", *rows]) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(out),
+                 "--no-calibrate", "--quiet"]) == 0
+    learn = load_learner(out / "model.unfreeze")
+    everything, nothing = tmp_path / "everything.unfreeze", tmp_path / "nothing.unfreeze"
+    learn.task = MultiLabel(threshold=0.01)
+    learn.export(everything)
+    learn.task = MultiLabel(threshold=0.99)
+    learn.export(nothing)
+    capsys.readouterr()
+    shown = [str(path) for path in images[:2]]
+    assert main(["predict", str(everything), *shown, "--runtime", "torch", "--quiet"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["classes", "path"]
+    for line, image in zip(lines, shown, strict=True):
+        _, _, probs = learn.predict(image)
+        expected = ", ".join(f"{name} {float(prob):.3f}" for name, prob in zip(learn.dls.vocab, probs, strict=True))
+        assert line.replace(" (unknown)", "").startswith(expected + "  ") and line.endswith(f"  {image}")
+        assert line.index(image) == header.index("path")  # one column of paths
+    assert main(["predict", str(nothing), shown[0], "--runtime", "torch", "--quiet"]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert line.startswith("(none)") and "nan" not in line and line.index(shown[0]) == header.index("path")

@@ -570,14 +570,18 @@ def _cell(value: Any, digits: int = 6) -> str:
 
 
 _UNKNOWN_MARK = " (unknown)"  # after the label of a prediction the model flags as unlike its training images
+# A multi-label table's classes column is at most this wide: a row with more classes pushes its path right.
+_MAX_CLASSES_WIDTH = 60
 
 
 def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream: TextIO, label_width: int,
-                   top_k: int = 1, numbers: bool = False) -> int:
+                   top_k: int = 1, layout: str = "label") -> int:
     """Stream prediction records (inference/records.py) to `stream`; returns how many carried an error.
 
-    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people
-    (`numbers`: a regression model's, whose rows are values and paths, with no probability or alternatives).
+    json: {"schema_version": N, "predictions": [record, ...]}; csv: the record's columns; table: for people, by
+    `layout`: "label" (probability, label, path), "classes" (a multi-label model's: each predicted class with
+    its probability, or "(none)", then the path) or "values" (a regression model's: values and path, with no
+    probability or alternatives).
     """
     from unfreeze.inference import CSV_COLUMNS, SCHEMA_VERSION, csv_row
 
@@ -586,7 +590,7 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
     elif output_format == "table":
-        print(f"{'values':<{label_width}}  path" if numbers else f"{'prob':>6}  {'label':<{label_width}}  path",
+        print(f"{layout:<{label_width}}  path" if layout != "label" else f"{'prob':>6}  {'label':<{label_width}}  path",
               file=stream)
     else:
         stream.write(f'{{"schema_version": {SCHEMA_VERSION}, "predictions": [')
@@ -597,10 +601,17 @@ def _write_records(records: Iterable[dict[str, Any]], output_format: str, stream
         elif output_format == "table":  # for a terminal: control characters in names are escaped
             path = printable(record["file"])
             if record["error"]:
-                no_prob = "" if numbers else f"{'-':>6}  "
+                no_prob = "" if layout != "label" else f"{'-':>6}  "
                 print(f"{no_prob}{'(error)':<{label_width}}  {path}  ({printable(record['error'])})", file=stream)
-            elif numbers:
+            elif layout == "values":
                 print(f"{printable(record['label']):<{label_width}}  {path}", file=stream)
+            elif layout == "classes":
+                classes = ", ".join(f"{name} {probability:.3f}"
+                                    for name, probability in zip(record["label"], record["probability"], strict=True))
+                classes = printable(classes) or "(none)"
+                classes = f"{classes}{_UNKNOWN_MARK}" if record.get("unknown") else classes
+                alternatives = f"  top {top_k}: {printable(_cell(record['top_k'], 3))}" if top_k > 1 else ""
+                print(f"{classes:<{label_width}}  {path}{alternatives}", file=stream)
             else:
                 probability = record["probability"]
                 prob = probability if isinstance(probability, float) else max(probability or [], default=float("nan"))
@@ -636,7 +647,7 @@ def command_predict(args: argparse.Namespace) -> int:
     paths = [first, *sources]  # counted first, for the progress
     from unfreeze.inference import predict_batch, prediction_record
     from unfreeze.inference.runtime import runtime_predictor
-    from unfreeze.tasks import Regression
+    from unfreeze.tasks import MultiLabel, Regression
 
     try:
         # Default: the fastest installed runtime on a CPU; a GPU's PyTorch beats them both.
@@ -652,15 +663,19 @@ def command_predict(args: argparse.Namespace) -> int:
     # A label the model flags as unknown is printed with " (unknown)" after it: the column leaves room for it.
     flagged = len(_UNKNOWN_MARK) if learn.trust.has_score else 0
     label_width = max(len("(error)"), *(len(printable(name)) + flagged for name in [*learn.dls.vocab, "(none)"]))
-    numbers = isinstance(learn.task, Regression)
-    if numbers:  # "name=value, ...": prediction_row's 4 significant digits take at most 10 characters (-1.234e+05)
+    layout = "values" if isinstance(learn.task, Regression) else "classes" if isinstance(learn.task, MultiLabel) \
+        else "label"
+    if layout == "values":  # "name=value, ...": prediction_row's 4 significant digits take at most 10 characters
         label_width = max(len("(error)"), len(", ".join(f"{printable(name)}=" + "0" * 10 for name in learn.dls.vocab)))
+    if layout == "classes":  # "name 0.123, ...": room for every class, up to a line's worth
+        every = len(", ".join(f"{printable(name)} 0.000" for name in learn.dls.vocab)) + flagged
+        label_width = max(label_width, min(every, _MAX_CLASSES_WIDTH))
     # On a terminal the rows themselves show the progress; written to a file or a pipe, stderr shows it.
     quiet = args.quiet or getattr(sys.stdout, "isatty", lambda: False)()
     try:
         with StepProgress("predict", len(paths), quiet=quiet, stream=sys.stderr, unit="images") as progress:
             records = (prediction_record(row, args.top_k) for row in _counted(rows, progress))
-            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k, numbers)
+            failed = _write_records(records, args.format, sys.stdout, label_width, args.top_k, layout)
     except OSError as error:  # stdout redirected to a full disk (`> predictions.csv`)
         converted = output_error(error, stream_path(sys.stdout))
         if converted is None:
