@@ -189,3 +189,19 @@ def test_an_image_over_pillows_pixel_limit_is_skipped_not_a_traceback(image_fold
     assert "Traceback" not in err
     assert "ant_huge.png (DecompressionBombError" in err  # left out of training, named once
     assert (tmp_path / "run" / "model.unfreeze").is_file()
+
+
+def test_evaluate_splits_multi_label_cells_as_the_run_trained(image_folder: Path, tmp_path: Path) -> None:
+    """evaluate split the cells at a space whatever --label-delim the run trained with: 'ant;shiny' was one
+    class the model did not know."""
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{';shiny' if index % 2 else ''}")
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run, scores = tmp_path / "ml", tmp_path / "scores.json"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--label-delim", ";",
+                 "--out", str(run), "--quiet"]) == 0
+    assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(scores),
+                 "--quiet"]) == 0
+    actual = {name for record in json.loads(scores.read_text())["predictions"] for name in record["actual"]}
+    assert "shiny" in actual and not any(";" in name for name in actual)

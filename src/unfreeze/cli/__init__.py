@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_labels = evaluate.add_mutually_exclusive_group()
     evaluate_labels.add_argument("--label-re", metavar="REGEX", help="label = group 1 of REGEX in the file name")
     evaluate_labels.add_argument("--csv", metavar="FILE", help="a CSV with a header: file name, label")
-    evaluate.add_argument("--label-delim", default=" ", metavar="TEXT",
-                          help="separator of the classes in a CSV cell, for a multi-label model (default: a space)")
+    evaluate.add_argument("--label-delim", default=None, metavar="TEXT",
+                          help="separator of the classes in a CSV cell, for a multi-label model (default: the one "
+                               "the run trained with, else a space)")
     evaluate.add_argument("--bs", type=_positive, default=64, help="images per batch (default: 64)")
     evaluate.add_argument("--json", type=Path, metavar="FILE",
                           help="also write the report as JSON here (scores, per_class, confusion_matrix, "

@@ -771,8 +771,8 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
         items, _ = csv_items(root, str(table.resolve()) if table.is_file() else str(table), 0, 1, None, skipped,
                              empty_is_label=multi_label)
         if multi_label:
-            items = [(path, tuple(name for name in str(label).split(args.label_delim) if name.strip()))
-                     for path, label in items]
+            delim = _label_delim(args)
+            items = [(path, tuple(name for name in str(label).split(delim) if name.strip())) for path, label in items]
     elif args.label_re:
         items = name_re_items(root, None, args.label_re, skipped)
     else:
@@ -781,6 +781,20 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
     if not items:
         raise UsageError(f"no labelled images found in {root}. Expected DATA/<class>/*.jpg, or --csv / --label-re")
     return items
+
+
+def _label_delim(args: argparse.Namespace) -> str:
+    """evaluate's --label-delim as given, else the one the run trained with (its config.json), else a space: a
+    model trained on 'cat;dog' cells is scored on the same kind of CSV without being told again."""
+    if args.label_delim is not None:
+        return args.label_delim
+    model = Path(args.model)
+    config = (model if model.is_dir() else model.parent) / "config.json"
+    try:
+        trained_with = json.loads(config.read_text()).get("options", {}).get("label_delim")
+    except (OSError, ValueError, AttributeError):  # a bare model file, or no readable config: the default
+        trained_with = None
+    return trained_with if isinstance(trained_with, str) and trained_with else " "
 
 
 def _refuse_training_layout(root: Path, labels: set[Any], vocab: list[str]) -> None:
