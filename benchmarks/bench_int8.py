@@ -54,7 +54,7 @@ def main() -> None:
             single = measure_latency(files, fmt, images[:1].contiguous().numpy(), repeats=args.repeats)
             batch = measure_latency(files, fmt, images[:32].contiguous().numpy(), repeats=max(args.repeats // 5, 5))
             for name, path in files.items():
-                _, probs = check_export(learn, path, fmt, images)
+                _, probs, _ = check_export(learn, path, fmt, images)
                 size = sum(p.stat().st_size for p in [path, *([path.with_suffix(".bin")] if fmt == "openvino"
                                                                else [])]) / 2**20
                 rows.append({"runtime": fmt, "model": name, "file": path.name, "accuracy": accuracy(probs, targets,

@@ -40,7 +40,7 @@ def test_each_format_takes_uint8_and_matches_pytorch(sample_learner: Learner, tm
     assert [path.name for path in written] == list(FORMATS[fmt]) and all(path.stat().st_size > 0 for path in written)
     assert sorted(path.name for path in (tmp_path / "deploy").iterdir()) == sorted(FORMATS[fmt])  # no leftovers
     images, _ = validation_images(sample_learner.dls.valid, limit=5)  # an odd batch: the batch axis is dynamic
-    difference, probs = check_export(sample_learner, written[0], fmt, images)
+    difference, probs, _ = check_export(sample_learner, written[0], fmt, images)
     assert difference < 1e-3  # float32 kernels of different runtimes differ in the last digits
     assert probs.shape == (5, len(sample_learner.dls.vocab))
     run = load_deployed(written[0], fmt)
@@ -52,7 +52,7 @@ def test_int8_onnx_is_smaller_and_close(sample_learner: Learner, tmp_path: Path)
     quantized = quantize_onnx_int8(onnx_path)
     assert quantized.name == "model.int8.onnx" and quantized.stat().st_size < onnx_path.stat().st_size
     images, _ = validation_images(sample_learner.dls.valid, limit=4)
-    difference, _ = check_export(sample_learner, quantized, "onnx", images)
+    difference, _, _ = check_export(sample_learner, quantized, "onnx", images)
     assert difference < 0.5
 
 
@@ -65,7 +65,7 @@ def test_int8_openvino_quantizes_with_calibration_images_and_stays_close(sample_
     assert quantized.name == "model.int8.xml" and quantized.with_suffix(".bin").stat().st_size > 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.bin", "model.int8.bin", "model.int8.xml",
                                                                 "model.xml"]  # no temporary folder left
-    difference, probs = check_export(sample_learner, quantized, "openvino", images)
+    difference, probs, _ = check_export(sample_learner, quantized, "openvino", images)
     assert difference < 0.5 and probs.shape == (8, len(sample_learner.dls.vocab))
     with pytest.raises(ValueError, match="needs calibration images"):
         quantize_openvino_int8(xml, images[:0])

@@ -56,7 +56,7 @@ def test_static_onnx_int8_is_qdq_per_channel_and_close(sample_learner: Learner, 
                      and scales[node.input[1]].dims[0] > 1]
     assert weight_scales
     images, _ = validation_images(sample_learner.dls.valid, limit=8)
-    difference, probs = check_export(sample_learner, quantized, "onnx", images)
+    difference, probs, _ = check_export(sample_learner, quantized, "onnx", images)
     assert difference < 0.5 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     with pytest.raises(ValueError, match="needs calibration images"):
         quantize_onnx_static(path, calibration[:0])
@@ -68,7 +68,7 @@ def test_the_comparison_counts_float32_files_only_in_the_float32_size(sample_lea
                                                                       tmp_path: Path) -> None:
     files = export_deployable(sample_learner, tmp_path, "onnx")
     images, targets = validation_images(sample_learner.dls.valid, limit=16)
-    _, probs = check_export(sample_learner, files[0], "onnx", images)
+    _, probs, _ = check_export(sample_learner, files[0], "onnx", images)
     comparison = compare_int8(sample_learner, files, "onnx", images, targets,
                               calibration_images(sample_learner.dls.train, limit=16), False, probs)
     assert comparison.size_mib_fp32 == pytest.approx(files[0].stat().st_size / 2**20)
@@ -102,7 +102,7 @@ def test_int8_that_changes_the_unknown_flags_is_not_recommended(sample_learner: 
     learner.calibrate()
     files = export_deployable(learner, tmp_path, "onnx")
     images, targets = validation_images(learner.dls.valid, limit=32)
-    _, probs = check_export(learner, files[0], "onnx", images)
+    _, probs, _ = check_export(learner, files[0], "onnx", images)
     comparison = compare_int8(learner, files, "onnx", images, targets,
                               calibration_images(learner.dls.train, limit=16), False, probs)
     threshold = trust_of(learner).threshold

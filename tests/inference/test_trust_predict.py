@@ -200,7 +200,7 @@ def test_deployment_files_output_calibrated_probabilities_and_the_score(calibrat
     images, _ = validation_images(calibrated.dls.valid, limit=6)
     far = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in far_images(6)])
     batch = torch.cat([images, far]).contiguous()
-    difference, _ = check_export(calibrated, written[0], fmt, batch)
+    difference, _, _ = check_export(calibrated, written[0], fmt, batch)
     assert difference < 1e-3
     outputs = load_deployed_outputs(written[0], fmt)(batch.numpy())
     assert len(outputs) == 2 and outputs[1].shape == (len(batch),)

@@ -161,7 +161,7 @@ def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tenso
                       int8: bool, calibration: torch.Tensor | None,
                       progress: Callable[[int, int], None] | None) -> DeployReport:
     files = export_deployable(learner, scratch, fmt)
-    difference, probs = check_export(learner, files[0], fmt, images)
+    difference, probs, _ = check_export(learner, files[0], fmt, images)
     report = DeployReport(files, difference, len(images), from_validation=targets is not None)
     report.latency = measure_latency(files[0], fmt, images)
     if int8:

@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,9 +40,9 @@ from unfreeze.tasks import MultiLabel
 from unfreeze.trust import Trust
 from unfreeze.trust.graph import TrustedModel
 
-__all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "check_export", "deployable_module", "export_deployable",
-           "load_deployed", "load_deployed_outputs", "quantize_int8", "quantize_onnx_int8", "quantize_openvino_int8",
-           "validation_images"]
+__all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "ExportCheck", "check_export", "deployable_module",
+           "export_deployable", "load_deployed", "load_deployed_outputs", "quantize_int8", "quantize_onnx_int8",
+           "quantize_openvino_int8", "validation_images"]
 
 FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 _HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
@@ -233,22 +233,34 @@ def load_deployed_outputs(path: str | Path, fmt: str) -> Callable[[np.ndarray], 
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
 
 
+class ExportCheck(NamedTuple):
+    """What `check_export` found.
+
+    Attributes:
+        difference: The largest absolute difference of any probability or unknown score from PyTorch's.
+        probabilities: The file's probabilities [N, C].
+        unknown_changed: The share of the images whose unknown flag (ood_score above the threshold) differs
+            from PyTorch's; None for a model without an unknown score, or no image.
+    """
+
+    difference: float
+    probabilities: np.ndarray
+    unknown_changed: float | None
+
+
 def check_export(learner: Predictor, path: str | Path, fmt: str, images: torch.Tensor,
-                 batch_size: int = 32) -> tuple[float, np.ndarray]:
+                 batch_size: int = 32) -> ExportCheck:
     """Run an exported file on uint8 `images` [N, 3, H, W]; compare with the PyTorch model.
 
-    Returns:
-        The largest absolute difference of any probability or unknown score, and the file's probabilities
-        [N, C].
-
     Example:
-        >>> difference, probs = check_export(learn, "deploy/model.onnx", "onnx", images)  # doctest: +SKIP
+        >>> difference, probs, _ = check_export(learn, "deploy/model.onnx", "onnx", images)  # doctest: +SKIP
         >>> difference < 1e-4  # doctest: +SKIP
         True
     """
     module = deployable_module(learner)
     deployed = load_deployed_outputs(path, fmt)
-    largest, outputs = 0.0, []
+    trust = trust_of(learner)
+    largest, outputs, changed = 0.0, [], 0
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].contiguous()
         with torch.no_grad():
@@ -258,7 +270,10 @@ def check_export(learner: Predictor, path: str | Path, fmt: str, images: torch.T
         outputs.append(found[0])
         for got, wanted in zip(found, expected, strict=True):
             largest = max(largest, float(np.abs(got - wanted).max(initial=0.0)))
-    return largest, np.concatenate(outputs) if outputs else np.zeros((0, len(learner.dls.vocab)), np.float32)
+        if trust.has_score:  # the second output is the ood_score
+            changed += int(np.sum((found[1] > trust.threshold) != (expected[1] > trust.threshold)))
+    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(learner.dls.vocab)), np.float32)
+    return ExportCheck(largest, probabilities, changed / len(images) if trust.has_score and len(images) else None)
 
 
 def validation_images(loader: Any, limit: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
