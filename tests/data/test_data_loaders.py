@@ -93,6 +93,22 @@ def test_a_subset_shares_the_decoded_images_and_decodes_nothing_again(make_image
     assert calls == []
 
 
+def test_checking_the_training_set_twice_decodes_it_once_also_past_the_cache(make_image_folder, monkeypatch):
+    """The CLI checks the training set before the run directory exists, fit_recipe again: with a cache too
+    small to hold it, the second check decoded every image a second time."""
+    dls = ImageDataLoaders.from_folder(make_image_folder(), cache_bytes=0, **OPTIONS)
+    calls = []
+    original = loaders_module.decode_item
+    monkeypatch.setattr(loaders_module, "decode_item", lambda *args: calls.append(1) or original(*args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # the cache is full
+        dls.train.check_decodable(every_class=True)
+        assert len(calls) == len(dls.train.dataset) and len(dls.train.dataset.cache) == 0
+        dls.train.check_decodable(every_class=True)
+        assert len(calls) == len(dls.train.dataset)
+        assert dls.train.dataset.subset([0, 1]).tried_all
+
+
 def test_tiny_cache_budget_still_works_and_warns_once(make_image_folder):
     dls = ImageDataLoaders.from_folder(make_image_folder(), cache_bytes=0, **OPTIONS)
     with pytest.warns(DataWarning, match="cache is full") as caught:

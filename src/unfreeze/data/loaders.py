@@ -94,6 +94,8 @@ class ImageDataset:
         self.item_size, self.resize_method = item_size, resize_method
         self.cache = DecodedCache(default_cache_bytes() if cache_bytes is None else cache_bytes)
         self.dropped: dict[int, str] = {}  # index → why it could not be decoded
+        # Every item was decoded once (`ImageDataLoader.preload`): `dropped` is complete, also when the cache is full.
+        self.tried_all = False
         self.task: Task = task if task is not None else SingleLabel()
         # long [N] class indices (-1: unlabelled), or float [N, C] multi-hot rows for multi-label data.
         self.targets = self.task.encode([label for _, label in self.items], self.vocab)
@@ -141,6 +143,7 @@ class ImageDataset:
         part = ImageDataset([self.items[i] for i in indices], self.vocab, sources=[self.sources[i] for i in indices],
                             item_size=self.item_size, resize_method=self.resize_method,
                             cache_bytes=self.cache.max_bytes, task=self.task)
+        part.tried_all = self.tried_all
         for new, old in enumerate(indices):
             if old in self.dropped:
                 part.dropped[new] = self.dropped[old]
@@ -408,6 +411,7 @@ class ImageDataLoader:
         for _ in self._uint8_batches([order[start : start + self.batch_size]
                                       for start in range(0, len(order), self.batch_size)]):
             pass
+        self.dataset.tried_all = True
         self._device_store()
         return self
 
@@ -428,7 +432,8 @@ class ImageDataLoader:
             >>> dls.valid.check_decodable()  # doctest: +SKIP
             >>> dls.train.check_decodable(every_class=True)  # doctest: +SKIP
         """
-        self.preload()
+        if not self.dataset.tried_all:  # a second check (the CLI's, then fit_recipe's) decodes nothing again
+            self.preload()
         dataset = self.dataset
         if len(dataset) and len(dataset.dropped) == len(dataset):
             folder = os.path.commonpath([str(path.parent) for path, _ in dataset.items])
