@@ -788,11 +788,9 @@ def _label_delim(args: argparse.Namespace) -> str:
     model trained on 'cat;dog' cells is scored on the same kind of CSV without being told again."""
     if args.label_delim is not None:
         return args.label_delim
-    model = Path(args.model)
-    config = (model if model.is_dir() else model.parent) / "config.json"
     try:
-        trained_with = json.loads(config.read_text()).get("options", {}).get("label_delim")
-    except (OSError, ValueError, AttributeError):  # a bare model file, or no readable config: the default
+        trained_with = runs.Run.open(runs.model_file(args.model).parent).options().get("label_delim")
+    except (OSError, ValueError, AttributeError):  # a bare model file (RunDirError), a damaged config.json
         trained_with = None
     return trained_with if isinstance(trained_with, str) and trained_with else " "
 
