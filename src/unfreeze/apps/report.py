@@ -30,7 +30,6 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.run_files import RunFile, read_history, read_plot
 from unfreeze.apps.templates import render, report_policy, report_script, stylesheet
 from unfreeze.apps.trust_sections import calibration_section
-from unfreeze.tasks import count_phrase
 from unfreeze.train.callbacks import monitor_mode
 
 __all__ = ["DECISION_KEYS", "REPORT_FILE", "SECTIONS", "best_epoch", "class_count", "format_seconds", "format_value",
@@ -153,7 +152,10 @@ def class_count(summary: RunFile) -> str:
         >>> class_count(RunFile(Path("summary.json"), {"data": {"classes": ["v"]}, "task": {"name": "regression"}}))
         '1 output'
     """
-    return count_phrase(len(summary.section("data").texts("classes")), summary.section("task").text("name", ""))
+    n = len(summary.section("data").texts("classes"))
+    if summary.section("task").text("name") == "regression":
+        return f"{n} output{'s' * (n != 1)}"
+    return f"{n} class{'es' * (n != 1)}"
 
 
 def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:

@@ -32,7 +32,7 @@ from unfreeze.data.spellings import resolve_pipeline
 from unfreeze.data.split import check_classes, new_seed, split_by_mask, split_items
 from unfreeze.data.transforms import MAX_SIZE, RESIZE_METHODS, BatchAugment
 from unfreeze.fastai_names import fastai_attribute_error
-from unfreeze.tasks import MultiLabel, Regression, SingleLabel, Task, count_phrase
+from unfreeze.tasks import MultiLabel, Regression, SingleLabel, Task
 
 # item_tfms / batch_tfms: fastai's Resize, RandomResizedCrop, aug_transforms (see unfreeze.data.spellings).
 Transforms = Any
@@ -258,7 +258,8 @@ class ImageDataLoaders(FastaiFactories):
         return self.train.show_batch(path, max_n, nrows=nrows, ncols=ncols, figsize=figsize, unique=unique)
 
     def __repr__(self) -> str:
-        what = count_phrase(self.n_classes, self.task.name)  # a regression's vocab names its outputs, not classes
+        n = self.n_classes  # a regression's vocab names its outputs (numbers), not classes
+        what = (f"{n} output{'s' * (n != 1)}" if isinstance(self.task, Regression) else f"{n} class{'es' * (n != 1)}")
         return (f"ImageDataLoaders({len(self.train.dataset)} train, {len(self.valid.dataset)} valid, {what}, "
                 f"size {self.size}, seed {self.seed})")
 

@@ -18,8 +18,8 @@ import torch
 from unfreeze.tasks.classification import Label, MultiLabel, SingleLabel
 from unfreeze.tasks.regression import Regression, point_names
 
-__all__ = ["Label", "MultiLabel", "Regression", "SingleLabel", "Task", "class_weights_tensor", "count_phrase",
-           "is_classification", "point_names", "task_from_config"]
+__all__ = ["Label", "MultiLabel", "Regression", "SingleLabel", "Task", "class_weights_tensor", "is_classification",
+           "point_names", "task_from_config"]
 
 Task = SingleLabel | MultiLabel | Regression
 
@@ -27,18 +27,6 @@ Task = SingleLabel | MultiLabel | Regression
 def is_classification(task: Task | None) -> bool:
     """Whether `task` predicts classes (single- or multi-label), as opposed to numbers."""
     return not isinstance(task, Regression)
-
-
-def count_phrase(n: int, task_name: str) -> str:
-    """How many classes a task has, in words: "3 classes", "1 class", or a regression's outputs ("1 output").
-
-    Example:
-        >>> count_phrase(1, "single_label"), count_phrase(2, Regression.name)
-        ('1 class', '2 outputs')
-    """
-    if task_name == Regression.name:
-        return f"{n} output{'s' * (n != 1)}"
-    return f"{n} class{'es' * (n != 1)}"
 
 
 def task_from_config(config: dict[str, Any] | None) -> Task:
