@@ -149,3 +149,42 @@ def test_a_row_with_more_cells_than_the_header_is_refused(folder: Path) -> None:
     write_csv(folder, [f"{row},," for row in labelled()])
     dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.5)
     assert dls.vocab == ["even", "odd"]
+
+
+def test_classes_differing_only_in_case_or_separators_warn_once(folder: Path) -> None:
+    """'Cat' / 'cat' and 'golden_retriever' / 'golden retriever' trained as four classes without a word."""
+    labels = ["Cat", "cat", "golden_retriever", "golden retriever"] * 3
+    write_csv(folder, [f"img_{index}.png,{label}" for index, label in enumerate(labels)])
+    with pytest.warns(DataWarning, match=r"differ only in case or separators.*'Cat' \(3\) and 'cat' \(3\)") as caught:
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.25)
+    message = [str(w.message) for w in caught if "differ only" in str(w.message)]
+    assert len(message) == 1 and "'golden retriever' (3) and 'golden_retriever' (3)" in message[0]
+    assert "rename" in message[0]
+    assert len(dls.vocab) == 4  # still the labels as written: the user decides
+
+
+def test_classes_differing_only_in_case_warn_for_folders(make_image_folder: Callable[..., Path]) -> None:
+    root = make_image_folder(classes=("Dog", "dog", "cat"))
+    with pytest.warns(DataWarning, match=r"differ only in case or separators.*'Dog' \(9\) and 'dog' \(9\)"):
+        ImageDataLoaders.from_folder(root, size=16, bs=4)
+
+
+def test_distinct_classes_do_not_warn_about_case(folder: Path) -> None:
+    labels = ["cat", "cats", "dog", "hot-dog"] * 3
+    write_csv(folder, [f"img_{index}.png,{label}" for index, label in enumerate(labels)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0, valid_pct=0.25)
+    assert not [w for w in caught if "differ only" in str(w.message)]
+
+
+def test_a_file_listed_under_two_labels_is_named(folder: Path) -> None:
+    """A file listed as 'even' and again as 'odd' only got the "counts twice" warning: one image, two answers."""
+    write_csv(folder, [*labelled(), "img_0.png,odd", "img_2.png,even"])
+    with pytest.warns(DataWarning) as caught:
+        ImageDataLoaders.from_csv(folder, "labels.csv", size=16, bs=4, seed=0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    conflicting = [m for m in messages if "different labels" in m]
+    assert len(conflicting) == 1 and "img_0.png ('even', 'odd')" in conflicting[0], messages
+    assert "img_2.png" not in conflicting[0]  # listed twice with the same label: the duplicate warning names it
+    assert sum("more than once" in m for m in messages) == 1

@@ -365,7 +365,9 @@ def table_items(
     valid_index = None if valid_col is None else _column(header, valid_col, source)
     items: list[Item] = []
     is_valid: list[bool] = []
-    unlabelled, seen, duplicates, missing, outside, unmarked = SkippedFiles(), set(), [], [], [], []
+    unlabelled, duplicates, missing, outside, unmarked = SkippedFiles(), [], [], [], []
+    seen: dict[str, Any] = {}  # file name -> its first row's label
+    conflicting: dict[str, list[Any]] = {}  # file name -> its different labels, in the order listed
     width = max(*columns, -1 if valid_index is None else valid_index) + 1
     for number, row in enumerate(rows, start=2):  # line numbers as an editor shows them (1 is the header)
         if not any(cell.strip() for cell in row):
@@ -385,9 +387,12 @@ def table_items(
         name = row[columns[0]]
         if name != name.strip() and not (folder / (name + suffix)).exists():
             name = name.strip()  # 'cat_1.jpg ' from a spreadsheet: spaces no file name is meant to end with
-        if name in seen:
+        if name in seen and seen[name] != label:
+            known = conflicting.setdefault(name, [seen[name]])
+            known.extend([] if label in known else [label])
+        elif name in seen:
             duplicates.append(f"{name} (line {number})")
-        seen.add(name)
+        seen.setdefault(name, label)
         file = folder / (name + suffix)
         if not file.exists() and not file.is_symlink():  # a broken link is skipped below, like in folders
             missing.append(f"{name} (line {number})")
@@ -427,6 +432,11 @@ def table_items(
         warnings.warn(f"{source} lists {len(duplicates)} file(s) more than once; each row is used, so these "
                       f"images count twice (for example {', '.join(duplicates[:3])}). Remove the repeated rows.",
                       DataWarning, stacklevel=3)
+    if conflicting:
+        named = [f"{name} ({', '.join(repr(label) for label in labels)})" for name, labels in conflicting.items()]
+        warnings.warn(f"{source} lists {len(conflicting)} file(s) under different labels, for example "
+                      f"{', '.join(named[:3])}; each row is used, so the model is taught two answers for one image. "
+                      "Keep the row with the right label and remove the others.", DataWarning, stacklevel=3)
     return items, (is_valid if valid_index is not None else None)
 
 

@@ -8,6 +8,7 @@ seeded explicitly (the same stream as `torch.manual_seed(seed)`), so no global R
 
 from __future__ import annotations
 
+import re
 import secrets
 import warnings
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import torch
 from unfreeze.data.sources import DataError, DataWarning
 
 __all__ = ["check_classes", "classes_of", "fastai_permutation_split", "new_seed", "random_split", "split_by_mask",
-           "split_items"]
+           "split_items", "warn_spelling_variants"]
 
 Item = tuple[Path, Any]  # (path, class name), or (path, tuple of class names) for multi-label data
 
@@ -94,6 +95,41 @@ def split_by_mask(items: Sequence[Item], is_valid: Sequence[bool]) -> tuple[list
     return train, valid
 
 
+def _spelling_key(name: str) -> str:
+    """A class name without case and with runs of spaces, '_' and '-' as one space: 'Golden_Retriever' and
+    'golden retriever' share a key."""
+    return re.sub(r"[\s_-]+", " ", name.casefold()).strip()
+
+
+def warn_spelling_variants(*item_lists: Sequence[Item]) -> None:
+    """One DataWarning naming the classes that differ only in case or separators ('Cat' and 'cat',
+    'golden_retriever' and 'golden retriever'), with their image counts; they stay separate classes.
+
+    Two folders or labels spelled so are nearly always one class typed twice, which would split its images
+    and teach the model to tell the halves apart; but only the user can say, so the labels are kept as written.
+
+    Example:
+        >>> warn_spelling_variants([(Path("a.png"), "Cat"), (Path("b.png"), "cat")])  # doctest: +SKIP
+    """
+    counts: dict[str, int] = {}
+    for items in item_lists:
+        for _, label in items:
+            for name in classes_of(label):
+                counts[name] = counts.get(name, 0) + 1
+    groups: dict[str, list[str]] = {}
+    for name in sorted(counts):
+        groups.setdefault(_spelling_key(name), []).append(name)
+    variants = [names for names in groups.values() if len(names) > 1]
+    if not variants:
+        return
+    described = ["; ".join(" and ".join(f"{name!r} ({counts[name]})" for name in names) for names in variants[:5])]
+    more = f"; and {len(variants) - 5} more" if len(variants) > 5 else ""
+    warnings.warn(f"{len(variants)} group(s) of classes differ only in case or separators, and train as separate "
+                  f"classes (images per class): {described[0]}{more}. If a group is one class, rename its folders "
+                  "or labels to one spelling; if they are different classes, nothing needs doing.",
+                  DataWarning, stacklevel=4)
+
+
 def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], source: Path,
                   min_classes: int = 2) -> list[str]:
     """Return the sorted vocab; raise DataError if the data cannot train, warn about thin classes.
@@ -125,6 +161,7 @@ def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], sour
             DataWarning,
             stacklevel=3,
         )
+    warn_spelling_variants(train_items, valid_items)
     only_valid = sorted(valid_classes - train_classes)
     if only_valid:
         warnings.warn(
