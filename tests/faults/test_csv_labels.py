@@ -188,3 +188,15 @@ def test_a_file_listed_under_two_labels_is_named(folder: Path) -> None:
     assert len(conflicting) == 1 and "img_0.png ('even', 'odd')" in conflicting[0], messages
     assert "img_2.png" not in conflicting[0]  # listed twice with the same label: the duplicate warning names it
     assert sum("more than once" in m for m in messages) == 1
+
+
+def test_a_constant_regression_target_warns_before_training(folder: Path) -> None:
+    """A column holding one value for every training image trained (to predict that value) without a word."""
+    from unfreeze.data import RegressionBlock
+
+    write_csv(folder, [f"img_{index}.png,{index},3.5" for index in range(12)], header="file,age,height")
+    with pytest.warns(DataWarning, match=r"'height' is 3\.5 for every one of the 9 training images") as caught:
+        dls = ImageDataLoaders.from_csv(folder, "labels.csv", label_col=["age", "height"], y_block=RegressionBlock(),
+                                        size=16, bs=4, seed=0, valid_pct=0.25)
+    assert sum("for every one" in str(w.message) for w in caught) == 1 and "'age'" not in str(caught[0].message)
+    assert dls.vocab == ["age", "height"]

@@ -16,7 +16,7 @@ from unfreeze.data.cache import default_cache_bytes
 from unfreeze.data.decode import BadFileReport, ImageSource, open_rgb
 from unfreeze.data.fastai_factories import FastaiFactories, labels_and_task
 from unfreeze.data.loaders import ImageDataLoader, ImageDataset, _check_batch_size
-from unfreeze.data.regression import output_names
+from unfreeze.data.regression import output_names, warn_constant_outputs
 from unfreeze.data.sources import (
     DataError,
     DataWarning,
@@ -303,6 +303,7 @@ class ImageDataLoaders(FastaiFactories):
                 raise DataError(f"No training images found under {source}. Expected image files with a number (or "
                                 "numbers) each.")
             vocab = outputs or output_names(None, len(train_items[0][1]))
+            warn_constant_outputs(train_items, vocab)
         else:
             vocab = check_classes(train_items, valid_items, source,
                                   min_classes=1 if isinstance(task, MultiLabel) else 2)

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import torch
 from PIL import Image
 
 from unfreeze.data.decode import open_image
-from unfreeze.data.sources import DataError
+from unfreeze.data.sources import DataError, DataWarning
 
-__all__ = ["image_size", "numbers_from", "output_names", "points_from", "scale_points", "source_size", "unscale_points"]
+__all__ = ["image_size", "numbers_from", "output_names", "points_from", "scale_points", "source_size", "unscale_points",
+           "warn_constant_outputs"]
 
 
 def numbers_from(label: Any, item: Any) -> tuple[float, ...]:
@@ -133,3 +135,26 @@ def unscale_points(values: Sequence[float], size: tuple[int, int]) -> torch.Tens
     width, height = size
     points = torch.as_tensor(list(values), dtype=torch.float32).reshape(-1, 2)
     return (points + 1.0) * torch.tensor([width / 2.0, height / 2.0])
+
+
+def warn_constant_outputs(items: Sequence[tuple[Any, Sequence[float]]], names: Sequence[str]) -> None:
+    """One DataWarning naming the outputs whose target is the same number for every training item.
+
+    Such an output has nothing to learn from the images: the network learns to answer that number, its R²
+    is undefined, and the loss it adds is zero. It is usually a wrong column (an id, a unit, a constant
+    filled in by a spreadsheet), so it is named; training goes on, since the other outputs may be right.
+
+    Example:
+        >>> warn_constant_outputs([("a.jpg", (1.0, 3.5)), ("b.jpg", (2.0, 3.5))], ["age", "height"])  # doctest: +SKIP
+    """
+    if len(items) < 2:
+        return
+    first = items[0][1]
+    constant = [index for index in range(len(first)) if all(values[index] == first[index] for _, values in items)]
+    if not constant:
+        return
+    named = ", ".join(f"{names[index] if index < len(names) else index!r} is {first[index]:g}" for index in constant)
+    warnings.warn(f"Output {named} for every one of the {len(items)} training images: there is nothing to learn "
+                  "from the images for it (the network learns to answer that number, and its R² is undefined). "
+                  "Check that the right column is the target (label_col / --csv); if it is, leave the output out.",
+                  DataWarning, stacklevel=4)
