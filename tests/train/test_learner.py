@@ -574,3 +574,31 @@ def test_a_loss_that_is_not_a_differentiable_number_says_so(tiny_learner, loss_f
     learn = tiny_learner(loss_func=loss_func)
     with pytest.raises(TypeError, match=rf"one number.*{found}.*(reduction|requires grad|computed from)"):
         learn.fit(1)
+
+
+def _plain_module(n_out: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, n_out))
+
+
+@pytest.mark.parametrize("n_out", [12, 1])
+def test_a_plain_model_with_the_wrong_number_of_outputs_stops_before_training(make_image_folder, n_out: int) -> None:
+    """12 outputs for 2 classes trained and reported metrics without a word (predict could then name a class index
+    the data has not got); 1 output failed inside cross-entropy ('Target 1 is out of bounds')."""
+    dls = ImageDataLoaders.from_folder(make_image_folder(), size=16, bs=4, seed=0, num_workers=0)
+    model = _plain_module(n_out)
+    learn = Learner(dls, model, device="cpu", seed=0, quiet=True)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    expected = rf"outputs {n_out} value.* per image.* 2 classes \(cat, dog\).*nn.Linear\(4, 2\)"
+    with pytest.raises(ValueError, match=expected):
+        learn.fit(1)
+    with pytest.raises(ValueError, match=expected):
+        learn.lr_find(num_it=8)
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert learn.recorder.history == []
+
+
+def test_a_plain_model_with_the_right_number_of_outputs_trains(make_image_folder) -> None:
+    dls = ImageDataLoaders.from_folder(make_image_folder(), size=16, bs=4, seed=0, num_workers=0)
+    learn = Learner(dls, _plain_module(2), device="cpu", seed=0, quiet=True)
+    learn.fit(1)
+    assert len(learn.recorder.history) == 1

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["FeatureMapCheck", "check_input_size", "feature_map_size", "min_input_size", "one_image_norm_layers"]
+__all__ = ["FeatureMapCheck", "check_input_size", "feature_map_size", "min_input_size", "one_image_norm_layers",
+           "output_width"]
 
 
 def feature_map_size(body: nn.Module, size: int, n_in: int = 3) -> tuple[int, int] | None:
@@ -45,6 +46,33 @@ def feature_map_size(body: nn.Module, size: int, n_in: int = 3) -> tuple[int, in
     if not isinstance(output, torch.Tensor) or output.ndim != 4:
         return None  # pooled vectors or tokens (a ViT): nothing spatial to check
     return int(output.shape[-2]), int(output.shape[-1])
+
+
+def output_width(model: nn.Module, size: int, n_in: int = 3) -> int | None:
+    """How many values `model` outputs per image at `size` px: its `n_out` when it declares one, else the
+    last dimension of one forward pass on a zero image (eval mode, no gradients, every mode restored).
+
+    None when the output is not a tensor of shape [N, K] (a tuple, a dict, a map), which the library
+    cannot read as one prediction per image anyway.
+
+    Example:
+        >>> output_width(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5)), 4)
+        5
+    """
+    declared = getattr(model, "n_out", None)
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared
+    parameter = next(model.parameters(), None)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, n_in, size, size, device=parameter.device if parameter is not None else None,
+                                       dtype=parameter.dtype if parameter is not None else None))
+    finally:
+        for module, training in modes:
+            module.training = training
+    return int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.ndim == 2 else None
 
 
 def one_image_norm_layers(model: nn.Module, size: int, n_in: int = 3) -> list[str]:

@@ -21,9 +21,10 @@ from torch import nn
 
 from unfreeze.data import DataError
 from unfreeze.data.decode import open_image, open_rgb
-from unfreeze.models.feature_map import check_input_size, one_image_norm_layers
+from unfreeze.models.feature_map import check_input_size, one_image_norm_layers, output_width
 
-__all__ = ["MIN_CELLS", "SizePlan", "check_one_image_batches", "native_size", "plan_input_size", "upscale_loaders"]
+__all__ = ["MIN_CELLS", "SizePlan", "check_one_image_batches", "check_output_width", "native_size", "plan_input_size",
+           "upscale_loaders"]
 
 MIN_CELLS = 2  # the final map's side below which the pooled features see no layout
 _ROUND_TO = 32  # the usual total stride: a multiple of it gives an exact, unpadded map
@@ -174,3 +175,36 @@ def check_one_image_batches(model: nn.Module, loader: Any) -> bool:
                         f"there at {size} px and cannot train on it. Use a batch size of 2 or more (bs=, --bs) "
                         "that leaves no single image over.")
     return True
+
+
+def check_output_width(model: nn.Module, loader: Any, vocab: Sequence[str], regression: bool = False) -> None:
+    """Stop before any step when `model` does not output one value per class (or per regression output).
+
+    With more outputs than classes, cross-entropy trains without complaint and a prediction can name a class
+    index the data has not got; with fewer, it fails inside the loss. A model whose output is not [N, K], or
+    that cannot run on a zero image, is left to the first step.
+
+    Raises:
+        ValueError: The widths differ; the message gives the layer to change.
+
+    Example:
+        >>> check_output_width(learn.model, learn.dls.train, learn.dls.vocab)  # doctest: +SKIP
+    """
+    size = getattr(loader, "size", None)
+    if not isinstance(size, int) or not vocab:
+        return
+    try:
+        width = output_width(model, size, getattr(model, "n_in", 3))
+    except Exception:  # the model's own error comes again, with its context, at the first step
+        return
+    if width is None or width == len(vocab):
+        return
+    what = "output" if regression else "class"
+    counted = f"{len(vocab)} {what}" if len(vocab) == 1 else f"{len(vocab)} {'outputs' if regression else 'classes'}"
+    listed = ", ".join(str(name) for name in list(vocab)[:10]) + (", ..." if len(vocab) > 10 else "")
+    last = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    layer = (f"nn.Linear({last[-1].in_features}, {len(vocab)})" if last else f"a last layer with {len(vocab)} outputs")
+    raise ValueError(f"The model outputs {width} value{'s' * (width != 1)} per image, but the data has {counted} "
+                     f"({listed}): it needs one output per {what}. Make its last layer {layer} (n_out={len(vocab)}), "
+                     "or build the model with vision_learner(dls, arch) / create_model(arch, n_out), which size it "
+                     "from the data.")

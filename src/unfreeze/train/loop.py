@@ -34,9 +34,10 @@ from unfreeze import distributed
 from unfreeze._device import cudnn_autotune
 from unfreeze._io import stop_signals_held
 from unfreeze.data import DataError, DataWarning
+from unfreeze.tasks import Regression
 from unfreeze.train.callbacks import Callback, ProgressCallback
 from unfreeze.train.checkpoint import callback_key
-from unfreeze.train.input_size import check_one_image_batches
+from unfreeze.train.input_size import check_one_image_batches, check_output_width
 
 if TYPE_CHECKING:
     from unfreeze.train.protocols import FitTarget
@@ -289,6 +290,8 @@ def run_fit(learner: FitTarget, n_epoch: int, schedule: Any, callbacks: Sequence
     overlap = overlap and all(_watches_only(callback) for callback in callbacks)
     fit_logs: dict[str, Any] = {}
     good_state: dict[str, torch.Tensor] | None = None
+    check_output_width(learner.model, learner.dls.train, learner.dls.vocab,
+                       isinstance(learner.task, Regression))
     learner.set_train_mode()  # the modes the epochs train in decide which norm layers need two images
     try:
         skip_single = check_one_image_batches(learner.model, learner.dls.train)  # batch size 1: stops here

@@ -38,7 +38,8 @@ import torch
 
 from unfreeze import distributed
 from unfreeze.progress import StepProgress
-from unfreeze.train.input_size import check_one_image_batches
+from unfreeze.tasks import Regression
+from unfreeze.train.input_size import check_one_image_batches, check_output_width
 from unfreeze.train.schedules import LRSpec, resolve_lrs
 
 if TYPE_CHECKING:
@@ -351,6 +352,7 @@ def _run(
     `progress`, a text stream, gets one line per tenth of the test (a pipe or a log shows it is alive).
     """
     loader = learner.dls.train
+    check_output_width(learner.model, loader, learner.dls.vocab, isinstance(learner.task, Regression))
     learner.set_train_mode()
     # Batch size 1 for a model whose batch norm cannot train on one image stops here, as fit does.
     batches = _batches(loader, learner.epochs_done, check_one_image_batches(learner.model, loader))

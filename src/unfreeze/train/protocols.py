@@ -182,6 +182,7 @@ class FitTarget(Protocol):
 
     model: nn.Module
     dls: Any
+    task: Any  # unfreeze.tasks.Task: the loop checks the model's outputs against it
     device: torch.device
     recorder: Any  # train.callbacks.Recorder
     seed: int | None
@@ -213,6 +214,7 @@ class RangeTestTarget(Protocol):
     """What the LR range test drives; it restores the learner's whole state afterwards."""
 
     dls: Any
+    task: Any  # unfreeze.tasks.Task: the test checks the model's outputs against it, as fit does
     model: nn.Module
     recorder: Any  # train.callbacks.Recorder
     seed: int | None
