@@ -602,3 +602,31 @@ def test_a_plain_model_with_the_right_number_of_outputs_trains(make_image_folder
     learn = Learner(dls, _plain_module(2), device="cpu", seed=0, quiet=True)
     learn.fit(1)
     assert len(learn.recorder.history) == 1
+
+
+def test_loading_weights_of_another_model_names_what_differs(dls, tmp_path) -> None:
+    """learn.load of weights saved from a model with other classes (or another arch) raised torch's raw
+    'Error(s) in loading state_dict ... size mismatch' with no way on."""
+    three = make_learner(dls)
+    three.path = tmp_path
+    three.save("stage-1")
+    two = make_learner(_two_class_loaders(tmp_path))
+    two.path = tmp_path
+    before = {name: value.clone() for name, value in two.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"stage-1.safetensors does not fit this learner's model.*"
+                                         r"saved \[3, .*\], this model \[2, .*\].*3 outputs, this one has 2") as caught:
+        two.load("stage-1")
+    assert "Error(s) in loading" not in str(caught.value)
+    assert all(torch.equal(before[name], value) for name, value in two.model.state_dict().items())
+
+
+def _two_class_loaders(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "two"
+    for name, color in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+        for split, count in (("train", 6), ("valid", 2)):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                Image.new("RGB", (20, 20), color).save(root / split / name / f"{index}.png")
+    return ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from unfreeze.train.protocols import Checkpointable
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "apply_checkpoint", "callback_key", "load_checkpoint",
-           "load_weights", "read_checkpoint", "save_checkpoint", "save_weights"]
+           "load_weights", "read_checkpoint", "save_checkpoint", "save_weights", "weights_differences"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -134,7 +134,48 @@ def save_weights(learner: Checkpointable, path: str | Path) -> Path:
 
 
 def load_weights(learner: Checkpointable, path: str | Path) -> None:
-    """Load a safetensors weights file written by `save_weights` into `learner`."""
+    """Load a safetensors weights file written by `save_weights` into `learner`.
+
+    Raises:
+        CheckpointError: The file's tensors do not fit the learner's model (other names or shapes, as
+            weights saved from another architecture or another number of classes); the message names them.
+            The model is left as it was.
+
+    Example:
+        >>> load_weights(learn, "models/stage-1.safetensors")  # doctest: +SKIP
+    """
     from safetensors.torch import load_file
 
-    learner.load_state_dict({"model": load_file(str(path), device=str(learner.device))})
+    saved = load_file(str(path), device=str(learner.device))
+    differences = weights_differences(saved, learner.state_dict(keys=["model"])["model"])
+    if differences:
+        raise CheckpointError(f"{path} does not fit this learner's model: {differences}. Load it into a learner "
+                              "built as the saved one was (the same architecture, and data with the same classes).")
+    learner.load_state_dict({"model": saved})
+
+
+def weights_differences(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """What keeps `saved` from loading into a model whose state is `current`: tensors of other shapes, missing
+    or extra names, and the output count when the last weight differs; "" when they fit.
+
+    Example:
+        >>> weights_differences({"w": torch.zeros(3, 4)}, {"w": torch.zeros(2, 4)})[-53:]
+        'the file holds a model with 3 outputs, this one has 2'
+    """
+    reshaped = [name for name in current if name in saved and saved[name].shape != current[name].shape]
+    missing = [name for name in current if name not in saved]
+    extra = [name for name in saved if name not in current]
+    parts = []
+    if reshaped:
+        parts.append("tensors of other shapes: " + "; ".join(
+            f"{name} (saved {list(saved[name].shape)}, this model {list(current[name].shape)})"
+            for name in reshaped[-shown:]) + (f"; and {len(reshaped) - shown} more" if len(reshaped) > shown else ""))
+    for names, what in ((missing, "missing from the file"), (extra, "in the file only")):
+        if names:
+            listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+            parts.append(f"{len(names)} tensor(s) {what} ({listed})")
+    last = [name for name in current if current[name].ndim == 2]  # the last linear layer's weight: the outputs
+    if last and last[-1] in reshaped and saved[last[-1]].shape[1:] == current[last[-1]].shape[1:]:
+        parts.append(f"the file holds a model with {saved[last[-1]].shape[0]} outputs, this one has "
+                     f"{current[last[-1]].shape[0]}")
+    return "; ".join(parts)
