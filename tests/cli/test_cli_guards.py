@@ -191,6 +191,18 @@ def test_an_image_over_pillows_pixel_limit_is_skipped_not_a_traceback(image_fold
     assert (tmp_path / "run" / "model.unfreeze").is_file()
 
 
+def test_images_over_pillows_warning_limit_train_without_a_warning_each(image_folder: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Images between Image.MAX_IMAGE_PIXELS and twice that (a 100-megapixel camera's) decode fine, yet each
+    size printed Pillow's raw 'could be decompression bomb DOS attack' line, naming no file, several times."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # the 24x20 images (480 pixels) are over it, not over 600
+    assert main(["train", str(image_folder), *TINY, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "decompression bomb" not in err
+    assert (tmp_path / "run" / "model.unfreeze").is_file()
+
+
 def test_evaluate_splits_multi_label_cells_as_the_run_trained(image_folder: Path, tmp_path: Path) -> None:
     """evaluate split the cells at a space whatever --label-delim the run trained with: 'ant;shiny' was one
     class the model did not know."""

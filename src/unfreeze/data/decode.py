@@ -11,6 +11,7 @@ and document photos, rather than dropped (dropping alpha shows whatever colour h
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -57,7 +58,13 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
     """
     Image.init()  # registers every plugin once: `formats` names only registered ones (else a KeyError)
     try:
-        return Image.open(source, formats=DECODED_FORMATS)
+        with warnings.catch_warnings():
+            # Pillow warns of any image over MAX_IMAGE_PIXELS (89 megapixels, a medium-format camera's
+            # photo) with a line naming no file, once per size and process. Such an image decodes fine
+            # (a JPEG drafted, others averaged down); over twice the limit Pillow raises
+            # DecompressionBombError, which the loaders report with the file's name like any bad file.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source, formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         name = source if isinstance(source, str | Path) else "the image"
         raise UnidentifiedImageError(f"cannot identify image file {name}: not an image, or not one of the "
