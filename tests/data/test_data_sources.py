@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from unfreeze.data import read_idx, sample_path
-from unfreeze.data.sources import SkippedFiles, list_image_files
+from unfreeze.data.sources import SkippedFiles, folder_items, list_image_files
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -40,6 +40,19 @@ def test_list_image_files_follows_linked_folders_once(tmp_path: Path):
     (cat / "loop").symlink_to(cat, target_is_directory=True)
     files = list_image_files(cat, SkippedFiles())
     assert [file.relative_to(cat).as_posix() for file in files] == ["1.png", "more/2.png"]
+
+
+def test_a_link_up_to_the_data_folder_does_not_relabel_the_other_classes(tmp_path: Path):
+    # ant/all -> the data folder: every bee image was listed a second time, labelled ant, without a word.
+    for name in ("ant/1.png", "bee/2.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "ant" / "all").symlink_to(tmp_path, target_is_directory=True)
+    skipped = SkippedFiles()
+    items = folder_items(tmp_path, skipped, [])
+    assert [(path.relative_to(tmp_path).as_posix(), label) for path, label in items] == [("ant/1.png", "ant"),
+                                                                                         ("bee/2.png", "bee")]
+    assert "ant/all (a link back up to " in skipped.message()
 
 
 def test_skipped_files_message_names_ten_and_counts_the_rest():

@@ -143,6 +143,7 @@ def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
     """
     found: list[Path] = []
     visited: set[tuple[int, int]] = set()
+    real_folder = Path(os.path.realpath(folder))
     for directory, subdirectories, names in os.walk(folder, followlinks=True):
         info = os.stat(directory)
         if (info.st_dev, info.st_ino) in visited:
@@ -158,8 +159,14 @@ def list_image_files(folder: Path, skipped: SkippedFiles) -> list[Path]:
         for name in sorted(subdirectories):
             if is_hidden(name):
                 continue
+            target = Path(os.path.realpath(base / name))
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 skipped.add(base / name, "a directory, not an image file")
+            elif (base / name).is_symlink() and target != real_folder and real_folder.is_relative_to(target):
+                # A link to a folder above `folder` (the data root) would list the other classes' images
+                # again under this one's label; a link within `folder` is stopped by `visited` instead.
+                skipped.add(base / name, f"a link back up to {target}, which holds this folder; its images "
+                                         "would be listed twice")
             else:
                 kept.append(name)
         subdirectories[:] = kept  # os.walk descends only into what is left here
