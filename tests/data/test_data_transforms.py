@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 
 from unfreeze.data import BatchAugment
-from unfreeze.data.transforms import AugmentParams, crop_item, resize_item
+from unfreeze.data.transforms import MAX_CROP_ASPECT, AugmentParams, crop_item, resize_item
 
 
 def _identity(n: int) -> AugmentParams:
@@ -17,6 +17,17 @@ def test_resize_item_shapes():
     assert resize_item(image, 20, "crop").shape == (20, 40, 3)
     assert resize_item(image, 20, "pad").shape == (20, 20, 3)
     assert resize_item(image, 20, "squish").shape == (20, 20, 3)
+
+
+def test_a_strip_one_pixel_high_is_cropped_to_its_centre_not_stretched_to_gigabytes():
+    # A 1 x 1,000,000 PNG is a few KB; its crop item, short side 224, was 224 x 224,000,000 pixels (150 GB):
+    # training, predict and serve's upload were killed. The item keeps the strip's centre.
+    strip = np.zeros((1, 4000, 3), dtype=np.uint8)
+    strip[:, 2000:] = 255  # black left half, white right half: the centre holds both
+    item = resize_item(Image.fromarray(strip), 20, "crop")
+    assert item.shape == (20, 20 * MAX_CROP_ASPECT, 3)
+    assert item[:, 0].max() == 0 and item[:, -1].min() == 255
+    assert resize_item(Image.new("RGB", (4000, 1)), 20, "crop", geometry=(8000, 2)).shape == (20, 160, 3)
 
 
 def test_crop_item_centre_and_position():

@@ -14,13 +14,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "move_points", "resize_batch",
-           "resize_item", "to_device_async"]
+__all__ = ["MAX_CROP_ASPECT", "MAX_SIZE", "RESIZE_METHODS", "AugmentParams", "BatchAugment", "crop_item", "move_points",
+           "resize_batch", "resize_item", "to_device_async"]
 
 RESIZE_METHODS = ("crop", "pad", "squish")
 # Pixels per side, for training, prediction and exports alike: one 16384 px image already takes 805 MB as
 # uint8; a larger size is a typo (50000 would ask for 7.5 GB per image), not a setting to try.
 MAX_SIZE = 16_384
+# A crop item's long side is at most this many times its short side (a 32:9 panorama is 3.6).
+MAX_CROP_ASPECT = 8
 
 
 def resize_item(image: Image.Image, item_size: int, method: str,
@@ -41,8 +43,15 @@ def resize_item(image: Image.Image, item_size: int, method: str,
         return np.array(image.resize((item_size, item_size), Image.Resampling.BILINEAR))
     if method == "crop":
         scale = item_size / min(width, height)
-        new_size = (max(item_size, round(width * scale)), max(item_size, round(height * scale)))
-        return np.array(image.resize(new_size, Image.Resampling.BILINEAR))
+        new_width, new_height = max(item_size, round(width * scale)), max(item_size, round(height * scale))
+        # A strip of a few KB (1 x 1,000,000 pixels) would become item_size x item_size·10⁶ pixels, gigabytes:
+        # only its centre, at most MAX_CROP_ASPECT times as long as its short side, is kept (photos are less).
+        longest = MAX_CROP_ASPECT * item_size
+        kept_x, kept_y = min(1.0, longest / new_width), min(1.0, longest / new_height)
+        box = (image.width * (1 - kept_x) / 2, image.height * (1 - kept_y) / 2,
+               image.width * (1 + kept_x) / 2, image.height * (1 + kept_y) / 2)
+        return np.array(image.resize((min(new_width, longest), min(new_height, longest)), Image.Resampling.BILINEAR,
+                                     box=box))
     if method == "pad":
         scale = item_size / max(width, height)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
