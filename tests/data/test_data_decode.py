@@ -98,6 +98,16 @@ def test_in_memory_sources():
     assert decode_image(Image.fromarray(array)).shape == (3, 8, 12)
 
 
+def test_a_float_array_on_the_0_to_255_scale_is_not_saturated_to_white():
+    # np.asarray(image, dtype=np.float32) is 0..255: taken as [0, 1] and clipped, every such array decoded as a
+    # white image and was predicted as one. Arrays follow the rule of float image files (mode F): values up to 1
+    # are [0, 1], a brighter pixel means 0..255.
+    colour = np.array(RED, dtype=np.float32)
+    _check_rgb(decode_image(np.broadcast_to(colour, (8, 12, 3))), RED)
+    _check_rgb(decode_image(torch.tensor(colour).view(3, 1, 1).expand(3, 8, 12)), RED)
+    _check_rgb(decode_image(np.broadcast_to(colour / 255, (8, 12, 3)).astype(np.float64)), RED)
+
+
 def test_chw_refuses_an_array_that_is_not_channels_first():
     from unfreeze.data.decode import chw
 

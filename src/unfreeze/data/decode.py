@@ -93,12 +93,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         gray = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0  # float images are usually in [0, 1]
-        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(_float_to_uint8(np.asarray(image, dtype=np.float64)), mode="L").convert("RGB")
     if mode in {"RGBA", "LA", "PA", "RGBa", "La"} or (mode == "P" and "transparency" in image.info):
         return _on_white(image)
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float pixels as uint8: [0, 1] when the brightest is at most 1 (the usual float image), else 0..255
+    (`np.asarray(image, dtype=np.float32)`); NaN becomes 0."""
+    scale = 255.0 if np.nanmax(values, initial=0.0) <= 1.0 else 1.0
+    return np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8)
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -107,9 +112,9 @@ def _from_array(array: np.ndarray) -> Image.Image:
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an HWC image array with 1, 3 or 4 channels, got shape {array.shape}")
     if array.dtype != np.uint8:
-        # Floats are taken as [0, 1]; 16-bit integers are scaled; other integers as 0..255.
+        # Floats as float image files are (`_float_to_uint8`); 16-bit integers are scaled; other integers as 0..255.
         if np.issubdtype(array.dtype, np.floating):
-            array = np.clip(np.rint(array * 255.0), 0, 255)
+            array = _float_to_uint8(array)
         elif array.dtype == np.uint16:
             array = np.rint(array / 257.0)
         array = np.clip(array, 0, 255).astype(np.uint8)
