@@ -10,8 +10,10 @@ and document photos, rather than dropped (dropping alpha shows whatever colour h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -44,6 +46,23 @@ _ORIENTATION = 0x0112  # the EXIF orientation tag
 _AVERAGED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK", "I"}  # modes whose pixels `Image.reduce` may average
 
 
+@contextlib.contextmanager
+def _pillow_notes_ignored() -> Iterator[None]:
+    """Silences Pillow's warnings about images that decode fine; each names no file and comes once per
+    image, or per size and process: a folder of them printed a screen of identical lines.
+
+    - DecompressionBombWarning: over MAX_IMAGE_PIXELS (89 megapixels, a medium-format camera's photo). Such an
+      image is drafted or averaged down; over twice the limit Pillow raises DecompressionBombError, which the
+      loaders report with the file's name like any bad file.
+    - "Corrupt EXIF data": a phone or editor's damaged EXIF block, read about 3 times a photo; an orientation
+      that cannot be read leaves the image as stored, as browsers show it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="(Possibly )?[Cc]orrupt EXIF", category=UserWarning)
+        yield
+
+
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
     """`PIL.Image.open` limited to `DECODED_FORMATS` (lazy, as Image.open: use it in a `with` block).
 
@@ -58,12 +77,7 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
     """
     Image.init()  # registers every plugin once: `formats` names only registered ones (else a KeyError)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns of any image over MAX_IMAGE_PIXELS (89 megapixels, a medium-format camera's
-            # photo) with a line naming no file, once per size and process. Such an image decodes fine
-            # (a JPEG drafted, others averaged down); over twice the limit Pillow raises
-            # DecompressionBombError, which the loaders report with the file's name like any bad file.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillow_notes_ignored():
             return Image.open(source, formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         name = source if isinstance(source, str | Path) else "the image"
@@ -139,6 +153,11 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
 def _open_rgb_sized(source: ImageSource, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
     """`open_rgb`, and the (width, height) to size an item by: the decoded image's, before any averaging
     down (which rounds its sides up)."""
+    with _pillow_notes_ignored():
+        return _decode_sized(source, draft_size)
+
+
+def _decode_sized(source: ImageSource, draft_size: int | None) -> tuple[Image.Image, tuple[int, int]]:
     if isinstance(source, Image.Image):
         image = to_rgb(ImageOps.exif_transpose(source) or source)
         return image, image.size
