@@ -90,6 +90,18 @@ def test_predict_missing_image(trained_run: Path, tmp_path: Path, capsys: pytest
     assert "ghost.png not found" in line
 
 
+@pytest.mark.parametrize("before", [[], ["a.png"]])
+def test_an_image_whose_name_starts_with_a_dash_is_named_with_the_fix(before: list[str], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # `unfreeze predict run -photo.png` said 'the following arguments are required: IMAGE_OR_FOLDER': argparse
+    # reads the file name as an option, and the user, who gave an image, could not tell why.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-photo.png").write_bytes(b"x")
+    line = run_user_error(["predict", "run", *before, "-photo.png"], capsys)
+    assert "'-photo.png' is a file whose name starts with '-'" in line and "./-photo.png" in line
+
+
 def test_predict_folder_without_images(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("no images here")

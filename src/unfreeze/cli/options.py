@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,8 +55,19 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given = [str(arg) for arg in (sys.argv[1:] if args is None else args)]  # for `error`'s hint
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> Any:
+        # A file named -photo.png is read as an unknown option; argparse's message does not say so.
+        dashed = next((arg for arg in self._given if arg.startswith("-") and len(arg) > 1 and os.path.lexists(arg)),
+                      None)
+        if dashed is not None:
+            message += (f" ({dashed!r} is a file whose name starts with '-', which reads as an option: write it "
+                        f"./{dashed}, or put -- before the file names)")
         self.exit(2, f"unfreeze: error: {message}. Run '{self.prog} --help' for usage and examples.\n")
 
 
