@@ -76,3 +76,15 @@ def test_hidden_files_and_folders_are_not_predicted(tiny_run: Path, tmp_path: Pa
     assert main(["predict", str(tiny_run), str(root), "--format", "json"]) == 0
     captured = capsys.readouterr()
     assert [Path(row["file"]).name for row in json.loads(captured.out)["predictions"]] == ["a.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_path_that_exists_but_is_no_file_is_not_called_missing(tiny_run: Path, tmp_path: Path,
+                                                                  write_image: Callable[..., Path],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A named pipe (or device) named like an image got the row error 'file not found' though it is there."""
+    pipe = tmp_path / "camera.jpg"
+    os.mkfifo(pipe)
+    assert main(["predict", str(tiny_run), str(write_image(tmp_path / "a.png")), str(pipe), "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    assert rows[1]["error"] == "not a regular file (a pipe, socket or device)"

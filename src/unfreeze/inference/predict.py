@@ -327,13 +327,22 @@ def prediction_row(probs: torch.Tensor, task: Any, vocab: list[str], top_k: int 
     return row
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a path given as an image is no regular file: a FIFO named camera.jpg is there, not missing."""
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link"
+    if not path.exists():
+        return "file not found"
+    return "a directory, not an image file" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+
+
 def _predict_chunk(learner: Predictor, chunk: list[Any], start: int, bs: int, top_k: int,
                    augmented: bool = False) -> Iterator[dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     present = []
     for offset, source in enumerate(chunk):
         if isinstance(source, (str, Path)) and not Path(source).is_file():
-            rows[offset] = {"error": "file not found"}
+            rows[offset] = {"error": _not_a_file(Path(source))}
         else:
             present.append(offset)
     if present:
