@@ -68,3 +68,15 @@ def test_sample_is_packaged_and_small():
     files = list(root.rglob("*.png"))
     assert len(files) == 600 and sum(file.stat().st_size for file in files) < 2_000_000
     assert len(list((root / "train").iterdir())) == 10
+
+
+def test_jfif_and_jpe_files_are_images(tmp_path: Path):
+    """Chrome on Windows saves many JPEGs as .jfif: training skipped them ('not an image extension')."""
+    from PIL import Image
+
+    for name in ("a/1.jfif", "a/2.JPE", "a/3.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name, format="JPEG")
+    skipped = SkippedFiles()
+    files = list_image_files(tmp_path, skipped)
+    assert [file.name for file in files] == ["1.jfif", "2.JPE", "3.jpg"] and not skipped

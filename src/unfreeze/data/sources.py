@@ -42,7 +42,7 @@ __all__ = [
     "warn_empty_classes",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Item = tuple[Path, str]
 # What makes a folder an unfreeze run directory (runs.RUN_FILES; data sits below runs and cannot import it):
 # its config.json and a file training writes. Its plots are not images of a class.
