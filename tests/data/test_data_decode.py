@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from unfreeze.data import decode_image
+from unfreeze.data.decode import decode_item
 
 RED = (200, 20, 10)
 
@@ -213,3 +214,13 @@ def test_a_large_float_image_keeps_its_range_guess_from_its_own_pixels(tmp_path:
     Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
     array, error = decode_item(tmp_path / "float.tif", 64, "crop")
     assert error == "" and array.mean() < 2
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 0, 3), np.uint8), np.zeros((5, 0, 3), np.uint8)])
+def test_an_empty_in_memory_image_says_it_is_empty(empty: np.ndarray) -> None:
+    """np.zeros((0, 0, 3)) failed with 'ZeroDivisionError: division by zero', which says nothing of the image."""
+    from PIL import Image
+
+    for source in (empty, Image.fromarray(empty) if empty.shape[1] else empty):
+        array, error = decode_item(source, 16, "crop")
+        assert array is None and "empty image" in error and f"{empty.shape[1]} x {empty.shape[0]}" in error, error

@@ -214,6 +214,8 @@ def decode_item(source: ImageSource, item_size: int, method: str) -> tuple[np.nd
     """
     try:
         image, geometry = _open_rgb_sized(source, item_size)
+        if not image.width or not image.height:  # an empty array or PIL image; resizing it divides by zero
+            return None, f"an empty image ({image.width} x {image.height} pixels)"
         array = resize_item(image, item_size, method, geometry=geometry)
     except Exception as error:  # any decoder failure must drop this file, never end the epoch
         return None, f"{type(error).__name__}: {error}"
