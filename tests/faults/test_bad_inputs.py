@@ -235,3 +235,22 @@ def test_a_batch_that_shrinks_to_one_image_is_left_out_with_one_warning(make_ima
     with pytest.warns(UserWarning, match="one image"):
         learn.fit(2, 1e-3)
     assert len(learn.recorder.history) == 2
+
+
+def test_get_preds_on_files_with_a_corrupt_one_says_which_rows_are_missing(make_image_folder, tmp_path: Path) -> None:
+    """get_preds(dl=test_dl(files)) returns a row per decodable file only; the warning did not say so, and
+    zip(files, preds) then paired files with the wrong predictions without a word."""
+    from unfreeze import vision_learner
+
+    root = make_image_folder()
+    dls = ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, quiet=True, seed=0)
+    files = sorted((root / "valid").rglob("*.png"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    files.insert(2, broken)
+    dl = dls.test_dl(files)
+    with pytest.warns(UserWarning, match=r"(?s)no row.*dataset\.dropped.*broken\.png") as caught:
+        preds, _ = learn.get_preds(dl=dl)
+    assert len(preds) == len(files) - 1 and list(dl.dataset.dropped) == [2]
+    assert sum("no row" in str(w.message) for w in caught) == 1

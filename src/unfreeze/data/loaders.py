@@ -337,7 +337,9 @@ class ImageDataLoader:
                         images.append(cache.images.get(index))
                 yield images
         finally:
-            newly_bad.warn("files that could not be decoded; they are left out of every later batch")
+            newly_bad.warn("files that could not be decoded; they are left out of every later batch" + (
+                "" if self.training else ", so get_preds over this loader returns no row for them (their positions "
+                "in its items: dl.dataset.dropped)"))
 
     def _finish(self, images: list[torch.Tensor | None] | None, indices: np.ndarray, rng: np.random.Generator,
                 normalize: bool = True,
