@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -78,11 +79,48 @@ def test_train_evaluate_predict_serve_and_report_a_regression_run(numbers: Path,
     capsys.readouterr()
     assert main(["export", str(out)]) == 0
     assert "2 outputs (bright, dark)" in capsys.readouterr().out  # numbers, not "2 classes"
-    # The deployment files output class probabilities: a regression run is refused, not squashed to 1.0.
-    line = run_user_error(["export", str(out), "--format", "onnx", "--out", str(tmp_path / "deploy")], capsys)
-    assert "predicts numbers (a regression task)" in line and not (tmp_path / "deploy").exists()
-    line = run_user_error(["export", str(out), "--onnx"], capsys)
-    assert "predicts numbers (a regression task)" in line and not (out / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
+def test_a_regression_run_exports_its_values_to_every_format(numbers: Path, tmp_path: Path, fmt: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The deployment files were refused for regression runs ('predicts numbers'): a regression model could
+    only be served by unfreeze itself. Now the graph outputs the numbers (`values`), as PyTorch gives them."""
+    import onnx
+
+    from unfreeze import load_learner
+    from unfreeze.inference.deploy import load_deployed_outputs
+
+    pytest.importorskip({"onnx": "onnxruntime", "torchscript": "torch", "openvino": "openvino"}[fmt])
+    out = tmp_path / "runs" / "grey"
+    size = ["--size", "32"] if fmt == "openvino" else []  # OpenVINO cannot convert test_resnet's pooling at 16 px
+    assert main(["train", str(numbers), *TINY, *size, "--task", "regression", "--csv", "targets.csv", "--out", str(out),
+                 "--quiet"]) == 0
+    deploy = tmp_path / "deploy"
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", fmt, "--out", str(deploy)]) == 0
+    printed = capsys.readouterr().out
+    assert "largest difference of a value" in printed and "probabilit" not in printed
+    learn = load_learner(out / "model.unfreeze")
+    size = int(learn.dls.size)
+    images = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    file = deploy / {"onnx": "model.onnx", "torchscript": "model.pt", "openvino": "model.xml"}[fmt]
+    (found,) = load_deployed_outputs(file, fmt)(images.numpy())
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (learn.dls.valid.mean, learn.dls.valid.std))
+    with torch.no_grad():
+        expected = learn.model.eval()((images.float() / 255 - mean) / std).numpy()
+    assert found.shape == (len(images), 2) and np.abs(found - expected).max() < 1e-3
+    card = (deploy / "model_card.md").read_text()
+    assert "output `values`: float32 [N, 2]" in card and "`bright`, `dark`" in card and "<th>" not in card
+    assert "| bright |" in card and "mae" in card.lower() and "probabilities" not in card
+    if fmt == "onnx":
+        graph = onnx.load(str(deploy / "model.onnx"))
+        assert [output.name for output in graph.graph.output] == ["values"]
+        line = run_user_error(["export", str(out), "--format", "onnx", "--int8", "--out", str(tmp_path / "q")], capsys)
+        assert "regression" in line and "--int8" in line
+        capsys.readouterr()
+        assert main(["export", str(out), "--onnx"]) == 0  # the float-input ONNX beside the export
+        assert [output.name for output in onnx.load(str(out / "model.onnx")).graph.output] == ["values"]
 
 
 def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: Path,

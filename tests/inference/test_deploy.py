@@ -14,6 +14,7 @@ from unfreeze.inference.deploy import (
     deployable_module,
     export_deployable,
     load_deployed,
+    load_deployed_outputs,
     quantize_int8,
     quantize_onnx_int8,
     quantize_openvino_int8,
@@ -78,13 +79,15 @@ def test_unknown_format_is_refused(sample_learner: Learner, tmp_path: Path) -> N
         export_deployable(sample_learner, tmp_path, "tflite")
 
 
-def test_a_regression_model_is_refused_not_squashed_to_one(tmp_path: Path) -> None:
-    """The deployment graphs end in a softmax (or sigmoids): a regression model's single output came out as
-    1.0 for every image. Both the uint8 deployment files and the float ONNX refuse it, naming what works."""
+def test_a_regression_model_exports_its_numbers_not_probabilities(tmp_path: Path) -> None:
+    """The deployment graphs ended in a softmax, so a regression model's single output came out as 1.0 for
+    every image; then regression exports were refused. Now the graphs output the numbers (`values`) the
+    PyTorch model gives, in the uint8 deployment files and the float ONNX alike."""
+    import onnxruntime
     from PIL import Image
 
     from unfreeze.data import ImageDataLoaders, RegressionBlock
-    from unfreeze.inference.export import ExportError, export_onnx
+    from unfreeze.inference.export import export_onnx
     from unfreeze.train.builders import vision_learner
 
     rows = ["file,value"]
@@ -95,10 +98,18 @@ def test_a_regression_model_is_refused_not_squashed_to_one(tmp_path: Path) -> No
     dls = ImageDataLoaders.from_csv(tmp_path, "targets.csv", y_block=RegressionBlock, size=16, bs=4, seed=0,
                                     num_workers=0)
     learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    learn.fit(1)
+    images = torch.stack([torch.full((3, 16, 16), int(value * 255), dtype=torch.uint8)
+                          for value in np.linspace(0.1, 0.9, 6)])
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (dls.valid.mean, dls.valid.std))
+    with torch.no_grad():
+        expected = learn.model.eval()((images.float() / 255 - mean) / std).numpy()
+    assert expected.shape == (6, 1) and np.ptp(expected) > 1e-4  # numbers that differ, not a constant 1.0
     for fmt in ("onnx", "torchscript"):
-        with pytest.raises(ExportError, match=r"predicts numbers \(a regression task\).*learn\.export\(\)"):
-            export_deployable(learn, tmp_path / fmt, fmt)
-        assert not (tmp_path / fmt).exists()  # refused before any folder or file is made
-    with pytest.raises(ExportError, match=r"predicts numbers \(a regression task\)"):
-        export_onnx(learn, tmp_path / "model.onnx")
-    assert not (tmp_path / "model.onnx").exists()
+        (path,) = export_deployable(learn, tmp_path / fmt, fmt)
+        (found,) = load_deployed_outputs(path, fmt)(images.numpy())
+        assert np.abs(found - expected).max() < 1e-4
+    session = onnxruntime.InferenceSession(str(export_onnx(learn, tmp_path / "model.onnx")))
+    assert [output.name for output in session.get_outputs()] == ["values"]
+    (found,) = session.run(None, {"image": images.float().numpy() / 255})
+    assert np.abs(found - expected).max() < 1e-4

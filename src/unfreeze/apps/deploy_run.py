@@ -30,10 +30,9 @@ from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.trust_sections import model_card_lines
 from unfreeze.inference.deploy import FORMATS, check_export, export_deployable, load_deployed
-from unfreeze.inference.export import refuse_regression
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.quantize import INT8_METHODS, compare_int8
-from unfreeze.tasks import MultiLabel
+from unfreeze.tasks import MultiLabel, Regression
 
 __all__ = ["DeployReport", "export_run", "int8_lines", "write_model_card"]
 
@@ -48,6 +47,14 @@ _USAGE = {
                     "probabilities = (outputs[0] if isinstance(outputs, tuple) else outputs).numpy()  # + ood_score"),
     "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
                  "probabilities = model(batch)[0]"),
+}
+_REGRESSION_USAGE = {
+    "onnx": ("import onnxruntime\nsession = onnxruntime.InferenceSession('model.onnx')\n"
+             "values = session.run(None, {'image': batch})[0]"),
+    "torchscript": ("import torch\nmodel = torch.jit.load('model.pt').eval()\nwith torch.no_grad():\n"
+                    "    values = model(torch.from_numpy(batch)).numpy()"),
+    "openvino": ("import openvino\nmodel = openvino.Core().compile_model('model.xml', 'CPU')\n"
+                 "values = model(batch)[0]"),
 }
 _LATENCY_RUNS = 20  # timed calls per batch size at most, after 3 warm-up calls; the median is reported
 _LATENCY_BUDGET_S = 2.0
@@ -124,8 +131,8 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     folder's manifest (unfreeze_export.json) lists them, so the same command may replace them later.
 
     Raises:
-        ExportError: A regression learner (the files output class probabilities); nothing is written.
-        AppError: --int8 with TorchScript (it has no int8 variant here), or `out` holds a file of that
+        AppError: --int8 with TorchScript (it has no int8 variant here) or with a regression model (the int8
+            copy is judged by its accuracy), or `out` holds a file of that
             name that no export wrote (not in its manifest): it is never replaced.
         OutputWriteError: The disk is full (or read-only): one line naming the file; nothing is left behind.
         ImportError: The format's package is missing (the message has the pip line).
@@ -134,7 +141,11 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
         3.2e-07
     """
-    refuse_regression(learner, "Deployment files")  # before the manifest: a refused export leaves no file
+    # Refusals come before the manifest: a refused export leaves no file.
+    if int8 and isinstance(learner.task, Regression):
+        raise AppError("--int8 recommends the int8 copy by the accuracy it keeps on the validation images; this model "
+                       "predicts numbers (a regression task), which that check does not measure. Export it without "
+                       "--int8 (float32)")
     if int8 and fmt not in INT8_METHODS:
         raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {fmt}. Pass --format onnx "
                        "--int8 or --format openvino --int8")
@@ -310,17 +321,24 @@ def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
     return config, summary
 
 
-def _per_class_lines(summary: RunFile) -> list[str]:
-    """The validation set's precision, recall, F1 and support per class, as a Markdown table."""
+def _per_class_lines(summary: RunFile, regression: bool = False) -> list[str]:
+    """The validation set's precision, recall, F1 and support per class (a regression's MAE, RMSE, R² and
+    count per output), as a Markdown table."""
     report = summary.section("report")
     rows = [(name, report.section(name)) for name in report.content if name != "accuracy"]
     if not rows:
         return []
-    lines = ["", "Per class (validation set):", "", "| class | precision | recall | F1 | support |",
-             "|---|---:|---:|---:|---:|"]
+    if regression:
+        keys, count = ("mae", "rmse", "r2"), "count"
+        lines = ["", "Per output (validation set):", "", "| output | MAE | RMSE | R² | count |",
+                 "|---|---:|---:|---:|---:|"]
+    else:
+        keys, count = ("precision", "recall", "f1"), "support"
+        lines = ["", "Per class (validation set):", "", "| class | precision | recall | F1 | support |",
+                 "|---|---:|---:|---:|---:|"]
     for name, row in rows:
-        cells = [row.number(key) for key in ("precision", "recall", "f1")]
-        support = row.number("support")
+        cells = [row.number(key) for key in keys]
+        support = row.number(count)
         scores = " | ".join("" if cell is None else f"{cell:.4f}" for cell in cells)
         lines.append(f"| {name.replace('|', '/')} | {scores} | {'' if support is None else int(support)} |")
     return lines
@@ -340,6 +358,26 @@ def _relative_command(command: str) -> str:
     return shlex.join(Path(word).name if word.startswith("/") and len(word) > 1 else word for word in words)
 
 
+def _outputs_section(task: Any, vocab: list[str], kind: str) -> list[str]:
+    """The model card's section naming what the model tells apart (classes) or predicts (numbers)."""
+    names = ", ".join(f"`{name}`" for name in vocab)
+    if isinstance(task, Regression):
+        what = "points (x, y)" if task.points else "numbers"
+        return ["## Outputs", "", f"{len(vocab)} output{'s' * (len(vocab) != 1)}, regression ({what}): {names}", ""]
+    return ["## Classes", "", f"{len(vocab)} classes, {kind}: {names}", ""]
+
+
+def _output_line(task: Any, width: int, size: int) -> str:
+    """The model card's line describing the graph's output."""
+    if not isinstance(task, Regression):
+        return f"- output `probabilities`: float32 [N, {width}], in the class order above."
+    line = f"- output `values`: float32 [N, {width}], in the output order above"
+    if task.points:  # what the network learns: coordinates scaled to the input square, not pixels
+        return (f"{line}; each point is (x, y) in [-1, 1] of the {size} × {size} input: pixel x = (value + 1) / 2 × "
+                f"{size} (y alike), before the resize is undone.")
+    return line + "."
+
+
 def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path, run_dir: Path | None) -> Path:
     """DIR/model_card.md: classes, metrics, data, recipe, input format and the export's check.
 
@@ -352,6 +390,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     options = config.section("options").content
     dataset = learner.dls.valid.dataset
     size, vocab = int(learner.dls.size), list(learner.dls.vocab)
+    regression = isinstance(learner.task, Regression)
     kind = "single-label (softmax)"
     if isinstance(learner.task, MultiLabel):  # the threshold train chose on the validation set, not always 0.5
         threshold = learner.task.threshold
@@ -364,7 +403,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     # Relative names only: the card travels with the files, the training machine's folders mean nothing there.
     lines = [f"# Model card: {run_dir.name if run_dir else source.stem}", "",
              f"Exported by unfreeze from `{source.name}` as {fmt} ({', '.join(path.name for path in report.files)}).",
-             "", "## Classes", "", f"{len(vocab)} classes, {kind}: " + ", ".join(f"`{name}`" for name in vocab), "",
+             "", *_outputs_section(learner.task, vocab, kind),
              "## Input and output", "",
              f"- input `image`: uint8 RGB, shape [N, 3, {size}, {size}] (N any): layout NCHW (channels first), channel "
              "order RGB, values 0-255 (not scaled to 0-1, not normalised);",
@@ -375,7 +414,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
              f"the centre {size} × {size} pixels;",
              "- scaling to 0-1 and the normalization by the model's mean and std are inside the model: feed the raw "
              "pixels;",
-             f"- output `probabilities`: float32 [N, {len(vocab)}], in the class order above.", "",
+             _output_line(learner.task, len(vocab), size), "",
              "## Metrics", ""]
     best = best_epoch(summary.rows("history"))
     final = summary.section("final").numbers()
@@ -386,7 +425,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
         lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
     if not final and best is None:
         lines.append("- not recorded (the export was not made from a run directory)")
-    lines += _per_class_lines(summary)
+    lines += _per_class_lines(summary, regression)
     data = summary.section("data")
     lines += ["", "## Data", "", f"- source: `{Path(str(options.get('data', 'unknown'))).name}`"
               + (f" (CSV `{options['csv']}`)" if options.get("csv") else ""),
@@ -402,7 +441,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     where = "validation images" if report.from_validation else "random images (no validation data was available)"
     lines += ["", "## Check against PyTorch", "",
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
-              f"difference of any probability is {report.max_difference:.2e}."]
+              f"difference of any {'value' if regression else 'probability'} is {report.max_difference:.2e}."]
     if report.int8 is not None:
         lines += ["", "## int8", "", *int8_lines(report.int8)]
     if report.latency is not None:
@@ -413,10 +452,11 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
                   f"{latency['batch_ms']:.3g} ms for a batch of {latency['batch']} "
                   f"({latency['batch_ms'] / latency['batch']:.3g} ms per image). Other machines differ; "
                   "measure on yours."]
-    lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
+    if not regression:  # a regression's numbers have no temperature or unknown score
+        lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
     preprocess = _PREPROCESS.format(size=size, resize=_RESIZE.get(method, _RESIZE["squish"]).format(item=item_size))
     lines += ["", "## Usage", "", "Preprocessing (Python, PIL and NumPy), then the runtime:", "", "```python",
-              preprocess, "", _USAGE[fmt], "```", "",
+              preprocess, "", (_REGRESSION_USAGE if regression else _USAGE)[fmt], "```", "",
               "The file also stores this description as JSON metadata (key `unfreeze`):", "",
               "```json", json.dumps({"vocab": vocab, "size": size, "resize_method": dataset.resize_method}), "```", ""]
     target = report.files[0].parent / CARD_FILE

@@ -2,8 +2,9 @@
 
 Every format has one contract: input `image`, a uint8 RGB batch [N, 3, H, W] already resized to the
 model's size as the validation transforms do; output `probabilities` [N, C] (softmax for single-label
-models, a sigmoid per class for multi-label ones). Scaling to [0, 1] and the normalization are part of
-the graph, so a deployment only decodes and resizes images.
+models, a sigmoid per class for multi-label ones), or `values` [N, K] for a regression model (its numbers,
+in the order of its output names). Scaling to [0, 1] and the normalization are part of the graph, so a
+deployment only decodes and resizes images.
 
     DIR/model.onnx                  onnxruntime.InferenceSession(...).run(None, {"image": batch})
     DIR/model.pt                    torch.jit.load(...)(torch.from_numpy(batch))
@@ -34,15 +35,15 @@ from torch import nn
 
 from unfreeze._io import atomic_path
 from unfreeze.data import DataError
-from unfreeze.inference.export import ExportError, refuse_regression
+from unfreeze.inference.export import ExportError
 from unfreeze.inference.predict import Predictor, trust_of
-from unfreeze.tasks import MultiLabel
+from unfreeze.tasks import MultiLabel, Regression
 from unfreeze.trust import Trust
 from unfreeze.trust.graph import TrustedModel
 
 __all__ = ["FORMATS", "INT8_FORMATS", "DeployedModel", "ExportCheck", "check_export", "deployable_module",
-           "export_deployable", "load_deployed", "load_deployed_outputs", "quantize_int8", "quantize_onnx_int8",
-           "quantize_openvino_int8", "validation_images"]
+           "export_deployable", "graph_outputs", "load_deployed", "load_deployed_outputs", "quantize_int8",
+           "quantize_onnx_int8", "quantize_openvino_int8", "validation_images"]
 
 FORMATS = {"onnx": ("model.onnx",), "torchscript": ("model.pt",), "openvino": ("model.xml", "model.bin")}
 _HINTS = {"onnx": "pip install 'unfreeze[onnx]'", "openvino": "pip install 'unfreeze[openvino]'"}
@@ -70,8 +71,23 @@ class _UInt8Classifier(nn.Module):
         return outputs[1] if len(outputs) == 2 else (outputs[1], outputs[2])
 
 
+class _UInt8Regressor(nn.Module):
+    """uint8 [N, 3, H, W] → values [N, K]: a regression model's numbers, with scaling and normalization inside."""
+
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model = model
+        std_tensor = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_tensor))
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_tensor)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image.float() * self.scale + self.shift).float()
+
+
 def deployable_module(learner: Predictor) -> nn.Module:
-    """The learner's model wrapped to the deployment contract (uint8 in, probabilities out), on the CPU.
+    """The learner's model wrapped to the deployment contract (uint8 in; probabilities, or a regression's
+    values, out), on the CPU.
 
     Example:
         >>> module = deployable_module(learn)  # doctest: +SKIP
@@ -80,8 +96,23 @@ def deployable_module(learner: Predictor) -> nn.Module:
     """
     model = copy.deepcopy(learner.model).float().cpu().eval()
     valid = learner.dls.valid
+    if isinstance(learner.task, Regression):
+        return _UInt8Regressor(model, list(valid.mean), list(valid.std)).eval()
     return _UInt8Classifier(model, list(valid.mean), list(valid.std), isinstance(learner.task, MultiLabel),
                             copy.deepcopy(trust_of(learner))).eval()
+
+
+def graph_outputs(task: Any, scored: bool) -> list[str]:
+    """The graph's output names: ["values"] for a regression task, else ["probabilities"] and, with a fitted
+    unknown score, "ood_score".
+
+    Example:
+        >>> graph_outputs(MultiLabel(), scored=True)
+        ['probabilities', 'ood_score']
+    """
+    if isinstance(task, Regression):
+        return ["values"]
+    return ["probabilities", *(["ood_score"] if scored else [])]
 
 
 def _require(module: str, fmt: str) -> Any:
@@ -96,11 +127,14 @@ def _metadata(learner: Predictor) -> dict[str, Any]:
     dataset = learner.dls.valid.dataset
     trust = trust_of(learner).metadata()
     scored = trust["ood"] is not None
+    regression = isinstance(learner.task, Regression)
+    output = ("values [N, K], in the order of vocab (the output names)" if regression
+              else "probabilities [N, C]" + (", ood_score [N]" if scored else ""))
     return {"vocab": list(learner.dls.vocab), "task": learner.task.config(), "size": int(learner.dls.size),
             "item_size": int(dataset.item_size), "resize_method": dataset.resize_method,
-            "input": "uint8 RGB [N, 3, size, size]",
-            "output": "probabilities [N, C]" + (", ood_score [N]" if scored else ""),
-            "temperature": trust["temperature"],
+            "input": "uint8 RGB [N, 3, size, size]", "output": output,
+            "outputs": graph_outputs(learner.task, scored),
+            "temperature": None if regression else trust["temperature"],
             "unknown_threshold": trust["ood"]["threshold"] if scored else None}
 
 
@@ -115,7 +149,6 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
 
     Raises:
         ValueError: An unknown format.
-        ExportError: A regression learner (the files output class probabilities).
         ImportError: The format's package is not installed; the message gives the pip line.
 
     Example:
@@ -124,7 +157,6 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    refuse_regression(learner, "Deployment files")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     module = deployable_module(learner)
@@ -144,7 +176,7 @@ def export_deployable(learner: Predictor, directory: str | Path, fmt: str) -> li
 def _write_onnx(module: nn.Module, example: torch.Tensor, paths: list[Path], metadata: dict[str, Any]) -> None:
     onnx = _require("onnx", "onnx")
     _require("onnxruntime", "onnx")
-    outputs = ["probabilities", *(["ood_score"] if metadata.get("unknown_threshold") is not None else [])]
+    outputs = metadata["outputs"]
     with atomic_path(paths[0]) as tmp:
         torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["image"],
                           output_names=outputs, dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]})
@@ -192,7 +224,8 @@ DeployedModel = Callable[[np.ndarray], np.ndarray]
 
 
 def load_deployed(path: str | Path, fmt: str) -> DeployedModel:
-    """A function uint8 batch → probabilities running an exported file with its own runtime.
+    """A function uint8 batch → probabilities (a regression's values) running an exported file with its own
+    runtime.
 
     Example:
         >>> run = load_deployed("deploy/model.onnx", "onnx")  # doctest: +SKIP
@@ -204,7 +237,8 @@ def load_deployed(path: str | Path, fmt: str) -> DeployedModel:
 
 
 def load_deployed_outputs(path: str | Path, fmt: str) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A function uint8 batch → every output of an exported file: [probabilities] or [probabilities, ood_score].
+    """A function uint8 batch → every output of an exported file: [probabilities], [probabilities, ood_score],
+    or a regression's [values].
 
     Example:
         >>> probs, ood_score = load_deployed_outputs("deploy/model.onnx", "onnx")(batch)  # doctest: +SKIP
@@ -237,8 +271,9 @@ class ExportCheck(NamedTuple):
     """What `check_export` found.
 
     Attributes:
-        difference: The largest absolute difference of any probability or unknown score from PyTorch's.
-        probabilities: The file's probabilities [N, C].
+        difference: The largest absolute difference of any probability (a regression's value) or unknown score
+            from PyTorch's.
+        probabilities: The file's probabilities [N, C] (a regression's values [N, K]).
         unknown_changed: The share of the images whose unknown flag (ood_score above the threshold) differs
             from PyTorch's; None for a model without an unknown score, or no image.
     """

@@ -48,7 +48,6 @@ __all__ = [
     "is_pickle",
     "read_export",
     "read_export_metadata",
-    "refuse_regression",
 ]
 
 FORMAT_NAME = "unfreeze"
@@ -68,20 +67,6 @@ class ExportArchitectureError(ExportError, UnknownArchitectureError):
 
 class NonFiniteWeightsWarning(UserWarning):
     """A model with NaN or infinite weights was exported: `load_learner` will refuse the file."""
-
-
-def refuse_regression(learner: Predictor, what: str) -> None:
-    """Raise an ExportError for a regression learner: the graphs of `what` end in a softmax (or a sigmoid
-    per class), which would turn its numbers into a constant 1.0 per image.
-
-    Example:
-        >>> refuse_regression(learn, "ONNX files")  # a classifier: nothing happens  # doctest: +SKIP
-    """
-    if isinstance(learner.task, Regression):
-        raise ExportError(f"{what} output class probabilities (softmax or sigmoid); this learner predicts numbers "
-                          "(a regression task), which they would turn into 1.0 for every image. Use its .unfreeze "
-                          "export (learn.export(), a run's model.unfreeze) with load_learner, unfreeze predict or "
-                          "unfreeze serve")
 
 
 def _inference_config(learner: Predictor) -> dict[str, Any]:
@@ -357,16 +342,17 @@ def read_export(path: str | Path, with_trust: bool = False) -> Any:
 
 class _NormalizedModel(nn.Module):
     """float [B,3,H,W] in [0, 1] → (logits, probabilities[, ood_score]); normalization, the calibrated
-    temperature and the unknown score are part of the graph (`trust.graph.TrustedModel`)."""
+    temperature and the unknown score are part of the graph (`trust.graph.TrustedModel`). With `regression`,
+    → values: the model's numbers, only normalized."""
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], trust: Trust | None = None,
-                 multi_label: bool = False) -> None:
+                 multi_label: bool = False, regression: bool = False) -> None:
         super().__init__()
-        self.model = TrustedModel(model, trust if trust is not None else Trust(), multi_label)
+        self.model = model if regression else TrustedModel(model, trust if trust is not None else Trust(), multi_label)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.model((images - self.mean) / self.std)
 
 
@@ -385,7 +371,8 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
     Input `image`: float32 [batch, 3, size, size], RGB in [0, 1], already resized and cropped as the
     validation transforms do (the batch axis is dynamic). Outputs `logits` and `probabilities` (the
     calibrated ones), both [batch, n_classes], and, for a model with a fitted unknown score, `ood_score`
-    [batch] (above the metadata's `trust.ood.threshold`: not one of the classes). The vocab, size, resize
+    [batch] (above the metadata's `trust.ood.threshold`: not one of the classes); a regression model's one
+    output is `values` [batch, n_outputs], in the order of its output names (vocab). The vocab, size, resize
     method and library version are stored in the ONNX metadata (`unfreeze` key, the same JSON as `export`).
     Written atomically.
 
@@ -396,7 +383,6 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
         size: Input side in pixels; default: the data's size.
 
     Raises:
-        ExportError: A regression learner (the graph outputs class probabilities).
         ImportError: onnx or onnxruntime is missing (install `unfreeze[onnx]`).
 
     Example:
@@ -404,7 +390,6 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
         >>> session = onnxruntime.InferenceSession("model.onnx")  # doctest: +SKIP
         >>> logits, probs = session.run(None, {"image": images_0_to_1})  # doctest: +SKIP
     """
-    refuse_regression(learner, "ONNX files")
     onnx = _require_onnx()
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17, got {opset!r}.")
@@ -412,9 +397,10 @@ def export_onnx(learner: Predictor, path: str | Path = "model.onnx", opset: int 
     size = metadata["size"] if size is None else size
     model = copy.deepcopy(learner.model).float().cpu().eval()
     trust = copy.deepcopy(trust_of(learner))
-    wrapped = _NormalizedModel(model, metadata["mean"], metadata["std"], trust,
-                               isinstance(learner.task, MultiLabel)).eval()
-    outputs = ["logits", "probabilities", *(["ood_score"] if trust.has_score else [])]
+    regression = isinstance(learner.task, Regression)
+    wrapped = _NormalizedModel(model, metadata["mean"], metadata["std"], trust, isinstance(learner.task, MultiLabel),
+                               regression).eval()
+    outputs = ["values"] if regression else ["logits", "probabilities", *(["ood_score"] if trust.has_score else [])]
     example = torch.rand(2, 3, size, size)
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
