@@ -107,6 +107,8 @@ class DeployReport:
     from_validation: bool  # False: random images (no validation data was available)
     card: Path | None = None
     int8: dict[str, Any] | None = field(default=None)
+    # What max_difference is the largest difference of: the ood_score is no probability, its scale is its own.
+    compared: str = "a probability"
     latency: dict[str, Any] | None = field(default=None)  # measure_latency's answer for the written file
 
 
@@ -173,7 +175,8 @@ def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tenso
                       progress: Callable[[int, int], None] | None) -> DeployReport:
     files = export_deployable(learner, scratch, fmt)
     difference, probs, _ = check_export(learner, files[0], fmt, images)
-    report = DeployReport(files, difference, len(images), from_validation=targets is not None)
+    report = DeployReport(files, difference, len(images), from_validation=targets is not None,
+                          compared=_compared(learner))
     report.latency = measure_latency(files[0], fmt, images)
     if int8:
         calibrated_on = "training images" if calibration is not None else "check images"
@@ -183,6 +186,14 @@ def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tenso
                        "calibration": f"{comparison.calibration_images} {calibrated_on}"}
         report.files = [*files, *comparison.files]
     return report
+
+
+def _compared(learner: Any) -> str:
+    """What a check's largest difference is of: a regression's value, or a probability (and the ood_score,
+    whose scale is its own)."""
+    if isinstance(learner.task, Regression):
+        return "a value"
+    return "a probability or the ood_score" if trust_of(learner).has_score else "a probability"
 
 
 def _machine() -> str:
@@ -441,7 +452,7 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     where = "validation images" if report.from_validation else "random images (no validation data was available)"
     lines += ["", "## Check against PyTorch", "",
               f"The exported file was run on {report.images} {where} and compared with the PyTorch model: the largest "
-              f"difference of any {'value' if regression else 'probability'} is {report.max_difference:.2e}."]
+              f"difference of {report.compared} is {report.max_difference:.2e}."]
     if report.int8 is not None:
         lines += ["", "## int8", "", *int8_lines(report.int8)]
     if report.latency is not None:

@@ -377,8 +377,8 @@ def _export_format(args: argparse.Namespace) -> int:
     card = write_model_card(report, learn, args.format, model_path, run)
     what = "validation images" if report.from_validation else "random images"
     print(f"{args.format}: {', '.join(str(path) for path in report.files)}")
-    value = "difference of a value" if learn.task.config().get("name") == "regression" else "probability difference"
-    print(f"Check against PyTorch on {report.images} {what}: largest {value} {report.max_difference:.2e}")
+    print(f"Check against PyTorch on {report.images} {what}: largest difference of {report.compared} "
+          f"{report.max_difference:.2e}")
     if report.int8 is not None:
         print(f"int8 ({report.int8['method']}): {report.int8['file']}")
         print("\n".join(f"  {line}" for line in int8_lines(report.int8) if line))
