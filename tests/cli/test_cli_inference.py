@@ -158,3 +158,17 @@ def test_predict_table_of_a_multi_label_model_shows_each_class_with_its_probabil
     assert main(["predict", str(nothing), shown[0], "--runtime", "torch", "--quiet"]) == 0
     header, line = capsys.readouterr().out.splitlines()
     assert line.startswith("(none)") and "nan" not in line and line.index(shown[0]) == header.index("path")
+
+
+def test_a_run_without_its_model_or_its_training_checkpoint_says_what_to_pass(
+        trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = str(valid_images(trained_run)[0])
+    stopped = tmp_path / "stopped run"  # a run stopped before training wrote model.unfreeze
+    stopped.mkdir()
+    for name in ("config.json", "checkpoint.pt"):
+        (stopped / name).write_bytes((trained_run / name).read_bytes())
+    line = run_user_error(["predict", str(stopped), image], capsys)
+    assert "run directory without model.unfreeze" in line and f"unfreeze train --resume '{stopped}'" in line
+    # The run's own checkpoint is no fastai pickle to convert: the line names the run directory to pass.
+    line = run_user_error(["predict", str(trained_run / "checkpoint.pt"), image], capsys)
+    assert "training checkpoint" in line and "fastai" not in line and f"Pass the run directory {trained_run}" in line

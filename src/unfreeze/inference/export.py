@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shlex
 import struct
 import warnings
 from pathlib import Path
@@ -167,7 +168,13 @@ def is_pickle(start: bytes) -> bool:
 
 def _read_header(path: Path) -> dict[str, Any]:
     """Parse and check a safetensors header without trusting the file (no pickle, no code)."""
+    # A run directory holds config.json: its files get a hint of their own.
+    run = path.parent if (path.parent / "config.json").is_file() else None
     if not path.is_file():
+        if run is not None and path.name == "model.unfreeze":
+            raise ExportError(f"{run} is a run directory without model.unfreeze (training writes it when it "
+                              f"finishes). If the run was stopped, finish it with: unfreeze train --resume "
+                              f"{shlex.quote(str(run))}; if the file was deleted, train again.")
         raise ExportError(f"No export at {path}. Expected a file written by learn.export().")
     file_size = path.stat().st_size
     if file_size == 0:
@@ -180,6 +187,9 @@ def _read_header(path: Path) -> dict[str, Any]:
         plausible = header_size <= _MAX_HEADER_BYTES and start[8:9] in (b"{", b"")
         # Checked after the safetensors test: a real header size may start with the byte 0x80 too.
         if is_pickle(start) and not (plausible and len(start) == 9):
+            if run is not None and path.name == "checkpoint.pt":
+                raise ExportError(f"{path} is the training checkpoint of a run (for unfreeze train --resume), not "
+                                  f"an export. Pass the run directory {run} (its model.unfreeze).")
             kind = "a zip archive, as torch.save writes" if start[:2] == b"PK" else "a Python pickle"
             raise ExportError(
                 f"{path} is {kind}, not an unfreeze export. unfreeze never unpickles files: a pickle can run "
