@@ -68,6 +68,24 @@ def test_a_damaged_cached_conversion_is_converted_again(sample_learner: Learner,
     assert predictor.runtime == "onnx" and predictor.max_difference <= 1e-3
     assert cached.read_bytes() == good
 
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_an_unwritable_run_folder_leaves_no_conversion_behind(sample_learner: Learner, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, runtime: str) -> None:
+    """Where the cache cannot be written beside the export (a read-only folder; here a folder in the way),
+    the conversion goes into a temporary folder: it was kept there, one model-sized copy per command."""
+    if runtime not in installed_runtimes():
+        pytest.skip(f"{runtime} is not installed")
+    exported = sample_learner.export(tmp_path / "model.unfreeze")
+    exported.with_name(".model.runtime.onnx").mkdir()  # os.replace onto it fails as a read-only folder would
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    predictor = runtime_predictor(sample_learner, exported, runtime)
+    assert predictor.runtime == runtime and predictor.max_difference <= 1e-3
+    assert all(row["error"] is None for row in predict_batch(predictor, images(sample_learner)[:2], bs=2))
+    assert list(scratch.iterdir()) == []
+
+
 def test_torch_is_the_learner_itself_and_names_are_checked(sample_learner: Learner, exported: Path) -> None:
     assert runtime_predictor(sample_learner, exported, "torch") is sample_learner
     assert default_runtime() == installed_runtimes()[0] and set(installed_runtimes()) <= set(RUNTIMES)

@@ -161,14 +161,16 @@ def _fingerprint(model_file: Path) -> dict[str, Any]:
     return {"export": model_file.name, "bytes": model_file.stat().st_size, "sha256": _sha256(model_file)}
 
 
-def _cached_onnx(learner: Any, model_file: Path, network: nn.Module) -> Path:
-    """The network as ONNX beside `model_file`, converted only when the export changed since (in a
-    temporary folder, converted every time, when the export's folder is read-only)."""
+def _compiled_onnx(learner: Any, model_file: Path, network: nn.Module, runtime: str) -> Any:
+    """The network as ONNX compiled for `runtime`, converted beside `model_file` only when the export changed
+    since (converted every time when the export's folder is read-only: in a temporary folder, removed once
+    compiled, as the runtime holds the model in memory)."""
     try:
-        return _convert(learner, model_file, network, model_file.with_name(f".{model_file.stem}.runtime.onnx"))
+        onnx_path = _convert(learner, model_file, network, model_file.with_name(f".{model_file.stem}.runtime.onnx"))
     except OSError:
-        return _convert(learner, model_file, network,
-                        Path(tempfile.mkdtemp(prefix="unfreeze-runtime-")) / "model.onnx")
+        with tempfile.TemporaryDirectory(prefix="unfreeze-runtime-") as folder:
+            return _compile(_convert(learner, model_file, network, Path(folder) / "model.onnx"), runtime)
+    return _compile(onnx_path, runtime)
 
 
 def _convert(learner: Any, model_file: Path, network: nn.Module, onnx_path: Path) -> Path:
@@ -241,7 +243,7 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
         raise ImportError(f"--runtime {runtime} needs {' and '.join(_PACKAGES[runtime])}: {_HINTS[runtime]}.")
     network, classifier = _split_classifier(learner.model)
     try:
-        compiled = _compile(_cached_onnx(learner, Path(model_file), network), runtime)
+        compiled = _compiled_onnx(learner, Path(model_file), network, runtime)
     except Exception as error:  # the converter's or the compiler's own type, its message a C++ log
         raise ExportError(f"{runtime} cannot run this model ({_failure_reason(error)}). Use --runtime torch, or "
                           "leave --runtime out for the fastest runtime that runs it") from error
