@@ -95,6 +95,17 @@ def test_an_upload_in_a_format_outside_the_supported_ones_is_refused_unread(
     assert tempfile.gettempdir() not in bad["error"] and "label" in good
 
 
+def test_an_empty_upload_says_it_is_empty(server: tuple[str, object], trained_app_run: Path) -> None:
+    """A 0-byte file (a placeholder of a cloud folder, a failed save) was "not an image, or not one of the
+    supported formats", which sends the user looking for a format problem."""
+    image = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png").read_bytes()
+    response = post_files(server[0], [("photo.jpg", b""), ("ant.png", image)])
+    assert response.status_code == 200
+    empty, good = response.json()["predictions"]
+    assert "photo.jpg is empty (0 bytes)" in empty["error"] and "format" not in empty["error"]
+    assert tempfile.gettempdir() not in empty["error"] and good["error"] is None
+
+
 def test_no_readable_file_is_422_with_a_json_message_and_the_server_keeps_serving(
         server: tuple[str, object], trained_app_run: Path) -> None:
     truncated = (trained_app_run.parent / "images" / "valid" / "ant" / "ant_1.png").read_bytes()[:60]

@@ -81,6 +81,9 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
             return Image.open(source, formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         name = source if isinstance(source, str | Path) else "the image"
+        if isinstance(source, str | Path) and os.path.getsize(source) == 0:
+            raise UnidentifiedImageError(f"{name} is empty (0 bytes), so it holds no image: a save, copy or "
+                                         "download that did not finish. Use the complete file") from None
         raise UnidentifiedImageError(f"cannot identify image file {name}: not an image, or not one of the "
                                      "supported formats (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
 
