@@ -172,3 +172,9 @@ def test_a_run_without_its_model_or_its_training_checkpoint_says_what_to_pass(
     # The run's own checkpoint is no fastai pickle to convert: the line names the run directory to pass.
     line = run_user_error(["predict", str(trained_run / "checkpoint.pt"), image], capsys)
     assert "training checkpoint" in line and "fastai" not in line and f"Pass the run directory {trained_run}" in line
+
+
+def test_an_image_where_the_model_goes_says_the_order(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = valid_images(trained_run)[0]
+    line = run_user_error(["predict", str(image), str(trained_run)], capsys)
+    assert f"{image} is an image, not an unfreeze export" in line and "unfreeze predict RUN IMAGES" in line

@@ -28,7 +28,7 @@ from torch import nn
 
 from unfreeze._io import atomic_path, cpu_state_dict, save_safetensors
 from unfreeze._version import __version__
-from unfreeze.data import BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
+from unfreeze.data import IMAGE_EXTENSIONS, BatchAugment, ImageDataLoader, ImageDataLoaders, ImageDataset
 from unfreeze.inference.export_checks import metadata_problems, non_finite_tensors, tensor_problems
 from unfreeze.inference.predict import Predictor, trust_of
 from unfreeze.models import ArchitectureNotRebuildableError, UnknownArchitectureError, model_from_config
@@ -196,6 +196,9 @@ def _read_header(path: Path) -> dict[str, Any]:
                 "arbitrary code when loaded. Load it in trusted code and re-export with learn.export(). "
                 + fastai_export_hint(path)
             )
+        if not plausible and path.suffix.lower() in IMAGE_EXTENSIONS:  # the arguments given in the wrong order
+            raise ExportError(f"{path} is an image, not an unfreeze export. Pass the model first, then the images: "
+                              "unfreeze predict RUN IMAGES, or load_learner('runs/pets').predict('cat.jpg')")
         if not plausible:
             raise ExportError(f"{path} is not an unfreeze export (no safetensors header); "
                               "expected the file of learn.export().")
