@@ -189,3 +189,18 @@ def test_accepted_connections_send_small_writes_at_once() -> None:
         return flags[0]
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+@pytest.mark.slow
+def test_a_broken_upload_leaves_only_its_request_line_on_the_console(trained_app_run: Path) -> None:
+    """The multipart parser also logged its reason, which Python's last-resort handler printed as a bare line
+    ("Expected boundary character 45, got 137 at index 2") among the request log's."""
+    process, url = _start(["serve", str(trained_app_run), "--runtime", "torch"])
+    try:
+        response = httpx.post(f"{url}/predict", content=b"\x89PNG, not multipart",
+                              headers={"content-type": "multipart/form-data; boundary=x"}, timeout=30)
+        assert response.status_code == 400 and "not valid multipart form data" in response.json()["detail"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert "POST /predict 400" in out + err and "Expected boundary" not in out + err

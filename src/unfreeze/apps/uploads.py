@@ -37,6 +37,10 @@ from unfreeze.data import IMAGE_EXTENSIONS
 __all__ = ["Upload", "UploadError", "UploadLimits", "receive_uploads"]
 
 logger = logging.getLogger("unfreeze.serve")
+# The parser logs why a body is broken, then raises it, and the client gets it in its 400. Without a handler
+# of its own, Python's last-resort handler printed that reason as a bare line among the request log's; a
+# logging setup of the user's (the root logger's handlers) still receives it.
+logging.getLogger("python_multipart").addHandler(logging.NullHandler())
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 _PART_OVERHEAD = 1024  # a part's boundary and headers, counted in the request limit
 
