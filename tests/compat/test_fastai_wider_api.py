@@ -292,3 +292,22 @@ def test_an_export_that_is_refused_does_not_say_where_it_was_written(path, capsy
     learn = vision_learner(_dls(path), ARCH, pretrained=False, seed=0)
     learn.export('p.pkl')
     assert 'exported to' in capsys.readouterr().out and (path / 'p.unfreeze').is_file()
+
+
+def test_factories_and_datablock_take_fastais_val_bs_and_shuffle(path):
+    files = get_image_files(path)
+    built = [_dls(path, val_bs=3, shuffle=False),
+             ImageDataLoaders.from_name_re(path, files, r'([a-z]+)_\d+\.png$', valid_pct=0.25, seed=1,
+                                           item_tfms=Resize(16), bs=4, val_bs=3, shuffle=False),
+             ImageDataLoaders.from_path_func(path, files, parent_label, valid_pct=0.25, seed=1, item_tfms=Resize(16),
+                                             bs=4, val_bs=3, shuffle=False),
+             DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                       splitter=GrandparentSplitter(), item_tfms=Resize(16)).dataloaders(path, bs=4, val_bs=3,
+                                                                                         shuffle=False)]
+    for dls in built:
+        # fastai: val_bs sizes the validation batches; shuffle=False keeps the training items in order,
+        # every one of them (drop_last follows shuffle).
+        assert (dls.bs, dls.valid.batch_size) == (4, 3)
+        assert torch.equal(dls.one_batch()[1], dls.train_ds.targets[:4])
+        assert len(dls.train) == -(-len(dls.train_ds) // 4)
+    assert _dls(path).train.shuffle and _dls(path).valid.batch_size == 4

@@ -467,8 +467,10 @@ class DataBlock:
 
     def dataloaders(self, source: Any, path: str | Path = ".", bs: int = 64, *, seed: int | None = None,
                     cache_bytes: int | None = None, num_workers: int | None = None,
-                    device: str | torch.device | None = None) -> ImageDataLoaders:
-        """Find, label and split the items of `source`, and build `ImageDataLoaders` (bs images a batch).
+                    device: str | torch.device | None = None, val_bs: int | None = None,
+                    shuffle: bool = True) -> ImageDataLoaders:
+        """Find, label and split the items of `source`, and build `ImageDataLoaders` (bs images a batch;
+        fastai's `val_bs` for the validation batches, `shuffle=False` for training batches in order).
 
         `path` becomes `dls.path`, where a learner saves `models/` and its export: the current
         folder by default, as in fastai (the factories use the data folder). `seed` orders and
@@ -486,7 +488,7 @@ class DataBlock:
             resize_method=None, augment=None, cache_bytes=cache_bytes, num_workers=num_workers, device=device,
             skipped=skipped, empty_classes=[], item_tfms=self.item_tfms, batch_tfms=self.batch_tfms,
             task=self.task, path=Path(path), outputs=self._outputs(train + valid),
-            labeller=self._labeller() if self.get_x is None else None)
+            labeller=self._labeller() if self.get_x is None else None, val_bs=val_bs, shuffle=shuffle)
 
     def _outputs(self, pairs: list[tuple[Path, Label]]) -> list[str] | None:
         """A regression's output names (x0, y0, ... for points; value, or value0, value1, ...), else None."""

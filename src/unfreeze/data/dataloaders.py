@@ -270,9 +270,11 @@ class ImageDataLoaders(FastaiFactories):
                device: str | torch.device | None, skipped: BadFileReport, empty_classes: list[str],
                item_tfms: Transforms = None, batch_tfms: Transforms = None,
                task: Task | None = None, path: Path | None = None, outputs: list[str] | None = None,
-               labeller: Callable[[Path], Any] | None = None) -> ImageDataLoaders:
+               labeller: Callable[[Path], Any] | None = None, val_bs: int | None = None,
+               shuffle: bool = True) -> ImageDataLoaders:
         # `source` names the data in messages; `path` (default: source) becomes `dls.path`. `outputs`
-        # names a regression's outputs (its vocab); `labeller` labels new files for test_dl.
+        # names a regression's outputs (its vocab); `labeller` labels new files for test_dl. `val_bs`
+        # (default: bs) and `shuffle` are fastai's: shuffle=False trains on the items in order, none dropped.
         for keyword, value in (("size", size), ("item_size", item_size)):
             if value is not None:
                 _check_size(value, keyword)
@@ -291,6 +293,8 @@ class ImageDataLoaders(FastaiFactories):
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         _check_batch_size(bs)
+        if val_bs is not None:
+            _check_batch_size(val_bs)
         item_size = item_size or size
         if not 1 <= size <= item_size <= MAX_SIZE or bs < 1:
             raise ValueError(f"Expected 1 <= size <= item_size <= {MAX_SIZE} pixels and bs >= 1; got size {size}, "
@@ -313,10 +317,11 @@ class ImageDataLoaders(FastaiFactories):
                                  cache_bytes=cache_bytes * len(items) // n_total, task=task)
                     for items in (train_items, valid_items)]
         common = {"size": size, "seed": seed, "device": device or "cpu", "num_workers": num_workers}
-        train = ImageDataLoader(datasets[0], bs, training=True, drop_last=len(train_items) > bs,
+        train = ImageDataLoader(datasets[0], bs, training=True, drop_last=shuffle and len(train_items) > bs,
                                 augment=settings.augment, **common)
-        loaders = cls(train, ImageDataLoader(datasets[1], bs, **common), seed, path=source if path is None else path,
-                      labeller=labeller)
+        train.shuffle = shuffle
+        loaders = cls(train, ImageDataLoader(datasets[1], val_bs or bs, **common), seed,
+                      path=source if path is None else path, labeller=labeller)
         if settings.normalize is not None:
             loaders.set_normalization(settings.normalize.mean, settings.normalize.std)
         return loaders
@@ -327,7 +332,8 @@ class ImageDataLoaders(FastaiFactories):
                     item_size: int | None = None, resize_method: str | None = None,
                     augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
                     num_workers: int | None = None, device: str | torch.device | None = None,
-                    item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
+                    item_tfms: Transforms = None, batch_tfms: Transforms = None,
+                    val_bs: int | None = None, shuffle: bool = True) -> ImageDataLoaders:
         """Load `path/train/<class>/*` and `path/valid/<class>/*`, or with `valid_pct` split
         `path/<class>/*` (or `path/train/<class>/*` if it exists) at random.
 
@@ -336,7 +342,9 @@ class ImageDataLoaders(FastaiFactories):
         fastai's spellings work too: `item_tfms=Resize(460)`, `batch_tfms=aug_transforms(size=224)`
         (with them, as in fastai, no `batch_tfms` means no augmentation; see `unfreeze.data.spellings`).
         `cache_bytes` bounds the decoded-image cache (default: a quarter of the free memory);
-        `num_workers` decodes the first pass. The other factories take the same keyword-only options.
+        `num_workers` decodes the first pass; fastai's `val_bs` sizes the validation batches (default
+        `bs`) and `shuffle=False` trains on the items in order. The other factories take the same
+        keyword-only options.
 
         Example:
             >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)
@@ -357,7 +365,8 @@ class ImageDataLoaders(FastaiFactories):
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
                           num_workers=num_workers, device=device, skipped=skipped, empty_classes=empty_classes,
-                          item_tfms=item_tfms, batch_tfms=batch_tfms, labeller=lambda file: Path(file).parent.name)
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, labeller=lambda file: Path(file).parent.name,
+                          val_bs=val_bs, shuffle=shuffle)
 
     @classmethod
     def from_name_re(cls, path: str | Path, fnames: Sequence[str | Path] | None, pat: str,
@@ -365,7 +374,8 @@ class ImageDataLoaders(FastaiFactories):
                      item_size: int | None = None, resize_method: str | None = None,
                      augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
                      num_workers: int | None = None, device: str | torch.device | None = None,
-                     item_tfms: Transforms = None, batch_tfms: Transforms = None) -> ImageDataLoaders:
+                     item_tfms: Transforms = None, batch_tfms: Transforms = None,
+                     val_bs: int | None = None, shuffle: bool = True) -> ImageDataLoaders:
         """Label each file by group 1 of regex `pat` searched in its name (None lists `path`).
 
         Example:
@@ -376,7 +386,8 @@ class ImageDataLoaders(FastaiFactories):
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
                                   cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms,
                                   labeller=lambda file: name_re_items(file.parent, [file.name], pat,
-                                                                      BadFileReport())[0][1])
+                                                                      BadFileReport())[0][1],
+                                  val_bs=val_bs, shuffle=shuffle)
 
     @classmethod
     def from_name_func(cls, path: str | Path, fnames: Sequence[str | Path] | None,
@@ -385,7 +396,8 @@ class ImageDataLoaders(FastaiFactories):
                        resize_method: str | None = None, augment: bool | BatchAugment | None = None,
                        cache_bytes: int | None = None, num_workers: int | None = None,
                        device: str | torch.device | None = None, item_tfms: Transforms = None,
-                       batch_tfms: Transforms = None) -> ImageDataLoaders:
+                       batch_tfms: Transforms = None, val_bs: int | None = None,
+                       shuffle: bool = True) -> ImageDataLoaders:
         """Label each file by `label_func(name)`, its file NAME as a str, as fastai does (cats vs dogs:
         `def is_cat(name): return name[0].isupper()`).
 
@@ -397,7 +409,8 @@ class ImageDataLoaders(FastaiFactories):
         items = name_func_items(root, fnames, lambda file: label_func(file.name), skipped)
         return cls._from_labelled(items, None, root, valid_pct, seed, size, bs, item_size, resize_method, augment,
                                   cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms,
-                                  labeller=lambda file: str(label_func(file.name)))
+                                  labeller=lambda file: str(label_func(file.name)), val_bs=val_bs,
+                                  shuffle=shuffle)
 
     @classmethod
     def from_csv(cls, path: str | Path, csv_fname: str = "labels.csv", fn_col: int | str = 0,
@@ -409,7 +422,7 @@ class ImageDataLoaders(FastaiFactories):
                  augment: bool | BatchAugment | None = None, cache_bytes: int | None = None,
                  num_workers: int | None = None, device: str | torch.device | None = None,
                  item_tfms: Transforms = None, batch_tfms: Transforms = None,
-                 y_block: Any = None) -> ImageDataLoaders:
+                 y_block: Any = None, val_bs: int | None = None, shuffle: bool = True) -> ImageDataLoaders:
         """Items from `path/csv_fname` (header row; file names relative to `path`, or to `path/folder`,
         with `suff` appended: fastai's `folder='train', suff='.jpg'`); `valid_col` marks validation
         rows (1/true/yes), otherwise `valid_pct` splits at random. `delimiter` separates the cells
@@ -434,7 +447,7 @@ class ImageDataLoaders(FastaiFactories):
         items, task, outputs = labels_and_task(items, label_delim, threshold, y_block, label_col)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
                                   augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task,
-                                  outputs=outputs)
+                                  outputs=outputs, val_bs=val_bs, shuffle=shuffle)
 
     @classmethod
     def from_df(cls, df: Any, path: str | Path = ".", valid_pct: float = 0.2, seed: int | None = None,
@@ -445,7 +458,8 @@ class ImageDataLoaders(FastaiFactories):
                 resize_method: str | None = None, augment: bool | BatchAugment | None = None,
                 cache_bytes: int | None = None, num_workers: int | None = None,
                 device: str | torch.device | None = None, item_tfms: Transforms = None,
-                batch_tfms: Transforms = None, y_block: Any = None) -> ImageDataLoaders:
+                batch_tfms: Transforms = None, y_block: Any = None, val_bs: int | None = None,
+                shuffle: bool = True) -> ImageDataLoaders:
         """Items from the rows of a pandas DataFrame, as `from_csv` reads a CSV (fastai's `from_df`):
         file `path/folder/<fn_col cell><suff>`, label from `label_col` (a list split by `label_delim`
         for multi-label data), validation rows marked by `valid_col`, else a random `valid_pct`.
@@ -468,7 +482,7 @@ class ImageDataLoaders(FastaiFactories):
         items, task, outputs = labels_and_task(items, label_delim, threshold, y_block, label_col)
         return cls._from_labelled(items, is_valid, root, valid_pct, seed, size, bs, item_size, resize_method,
                                   augment, cache_bytes, num_workers, device, skipped, item_tfms, batch_tfms, task,
-                                  outputs=outputs)
+                                  outputs=outputs, val_bs=val_bs, shuffle=shuffle)
 
     @classmethod
     def _from_labelled(cls, items: list[tuple[Path, str]], is_valid: list[bool] | None, root: Path,
@@ -477,11 +491,13 @@ class ImageDataLoaders(FastaiFactories):
                        num_workers: int | None, device: str | torch.device | None, skipped: BadFileReport,
                        item_tfms: Transforms, batch_tfms: Transforms,
                        task: Task | None = None, *, outputs: list[str] | None = None,
-                       labeller: Callable[[Path], Any] | None = None) -> ImageDataLoaders:
+                       labeller: Callable[[Path], Any] | None = None, val_bs: int | None = None,
+                       shuffle: bool = True) -> ImageDataLoaders:
         seed = new_seed() if seed is None else seed
         train_items, valid_items = (split_by_mask(items, is_valid) if is_valid is not None
                                     else split_items(items, valid_pct, seed))
         return cls._build(train_items, valid_items, root, seed=seed, size=size, bs=bs, item_size=item_size,
                           resize_method=resize_method, augment=augment, cache_bytes=cache_bytes,
                           num_workers=num_workers, device=device, skipped=skipped, empty_classes=[],
-                          item_tfms=item_tfms, batch_tfms=batch_tfms, task=task, outputs=outputs, labeller=labeller)
+                          item_tfms=item_tfms, batch_tfms=batch_tfms, task=task, outputs=outputs, labeller=labeller,
+                          val_bs=val_bs, shuffle=shuffle)

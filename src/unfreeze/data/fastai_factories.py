@@ -156,7 +156,7 @@ class FastaiFactories:
                       labeller: Callable[[Path], Any] | None = None) -> Any:  # an ImageDataLoaders
         """`_from_labelled` with the factories' keyword options given as a dict (fastai's **kwargs)."""
         known = ("size", "bs", "item_size", "resize_method", "augment", "cache_bytes", "num_workers", "device",
-                 "item_tfms", "batch_tfms", "skipped")
+                 "item_tfms", "batch_tfms", "val_bs", "shuffle", "skipped")
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(f"Unknown option(s) {', '.join(unknown)}; the factories take {', '.join(known[:-1])}.")
@@ -164,6 +164,7 @@ class FastaiFactories:
         return cls._from_labelled(  # type: ignore[attr-defined]  # ImageDataLoaders's
             items, is_valid, root, valid_pct, seed, get("size"), get("bs", 64), get("item_size"), get("resize_method"),
             get("augment"), get("cache_bytes"), get("num_workers"), get("device"), get("skipped") or BadFileReport(),
-            get("item_tfms"), get("batch_tfms"), task, outputs=outputs, labeller=labeller)
+            get("item_tfms"), get("batch_tfms"), task, outputs=outputs, labeller=labeller,
+            val_bs=get("val_bs"), shuffle=get("shuffle", True))
 
 
