@@ -54,6 +54,14 @@ def test_top_losses_returns_the_largest_losses_and_their_indices() -> None:
     assert len(interp.top_losses(None)[0]) == 4
 
 
+def test_top_losses_without_k_returns_every_loss_as_fastais() -> None:
+    # fastai: top_losses(k=None) sorts all the losses; a default of 9 cut a larger set short.
+    interp = interpretation(targets=[0, 1, 2] * 4, preds=[0, 0, 2] * 4)
+    losses, indices = interp.top_losses()
+    assert len(losses) == len(indices) == 12
+    assert losses.tolist() == sorted(interp.losses.tolist(), reverse=True)
+
+
 def test_report_matches_torchmetrics() -> None:
     torchmetrics = pytest.importorskip("torchmetrics.functional.classification")
     targets, preds = [0, 0, 0, 1, 1, 2, 2, 2, 2], [0, 1, 1, 1, 2, 2, 2, 0, 2]

@@ -97,8 +97,8 @@ class ClassificationInterpretation:
                  if actual != predicted and matrix[actual, predicted] >= min_val]
         return sorted(cells, key=lambda cell: -cell[2])  # stable: ties keep (actual, predicted) order
 
-    def top_losses(self, k: int | None = 9, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `k` largest losses (all when None) and the dataset indices of their items.
+    def top_losses(self, k: int | None = None, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `k` largest losses (all when None, as in fastai) and the dataset indices of their items.
 
         Example:
             >>> losses, indices = interp.top_losses(5)  # doctest: +SKIP
