@@ -28,6 +28,15 @@ def test_suggested_lrs_unpacks_and_reads_like_a_named_tuple() -> None:
         _ = suggested.valley
 
 
+def test_lr_find_result_indexes_and_unpacks_as_fastais_suggested_lrs() -> None:
+    # fastai's lr_find() returns SuggestedLRs(valley=...): `learn.lr_find()[0]`, `lr, = learn.lr_find()`.
+    result = curve()
+    (lr,) = result
+    assert result[0] == result[-1] == lr == 1e-3 and len(result) == 1 and tuple(result) == result.suggest()
+    with pytest.raises(IndexError):
+        _ = result[1]
+
+
 def test_suggest_reads_the_stored_rules_and_calls_others() -> None:
     result = curve()
     assert result.suggest() == (1e-3,) and result.suggest()._fields == ("valley",)

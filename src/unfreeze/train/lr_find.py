@@ -28,7 +28,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -211,7 +211,8 @@ class SuggestedLRs(tuple):  # a tuple, so `lr_min, lr_steep = ...` unpacks; the 
 class LRFindResult:
     """The curve and the suggested LRs of one range test. Every LR is the head group's.
 
-    It shows as fastai's result does, `SuggestedLRs(valley=1.6e-03)`; the curve stays in its fields.
+    It shows, indexes and unpacks as fastai's result does, `SuggestedLRs(valley=1.6e-03)`; the curve
+    stays in its fields.
 
     Attributes:
         lrs: Head LR at each iteration.
@@ -249,6 +250,16 @@ class LRFindResult:
             SuggestedLRs(valley=1.6e-03)
         """
         return repr(SuggestedLRs(valley=self.valley))
+
+    # It also indexes and unpacks as that tuple does: `learn.lr_find()[0]`, `lr, = learn.lr_find()`.
+    def __getitem__(self, index: int) -> float:
+        return SuggestedLRs(valley=self.valley)[index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(SuggestedLRs(valley=self.valley))
+
+    def __len__(self) -> int:
+        return 1
 
     @property
     def suggestion(self) -> float:
