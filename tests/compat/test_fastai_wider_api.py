@@ -311,3 +311,14 @@ def test_factories_and_datablock_take_fastais_val_bs_and_shuffle(path):
         assert torch.equal(dls.one_batch()[1], dls.train_ds.targets[:4])
         assert len(dls.train) == -(-len(dls.train_ds) // 4)
     assert _dls(path).train.shuffle and _dls(path).valid.batch_size == 4
+
+
+def test_tta_takes_fastais_ds_idx(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    preds, targs = learn.tta(ds_idx=0, n=1)
+    positional, _ = learn.tta(0, n=1)  # fastai's first positional argument is ds_idx
+
+    # fastai: ds_idx=0 is the training set, in order; unfreeze's ds_idx=0 loader (see get_preds) is the same.
+    assert preds.shape == (len(learn.dls.train_ds), 3) and torch.equal(targs, learn.get_preds(ds_idx=0)[1])
+    assert torch.allclose(positional, preds)
+    assert learn.tta(ds_idx=1, n=1)[0].shape == (len(learn.dls.valid_ds), 3)

@@ -66,15 +66,22 @@ class InferenceMethods:
         """
         return inference.predict_batch(self, items, bs=bs, top_k=top_k, with_tta=with_tta)
 
-    def tta(self: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False) -> Any:
+    def tta(self: Predictor, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False, *,
+            ds_idx: int = 1) -> Any:
         """Test-time augmentation with fastai's defaults: `(probs, targets)`.
 
-        `use_max=True` takes the augmented passes' maximum instead of their mean, as fastai's.
+        `use_max=True` takes the augmented passes' maximum instead of their mean, as fastai's. Without
+        `dl`, fastai's `ds_idx` picks the images as in `get_preds` (also as the first argument:
+        `learn.tta(0)` augments the training images, in order).
 
         Example:
             >>> probs, targets = learn.tta()  # doctest: +SKIP
             >>> probs, targets = learn.tta(use_max=True)  # doctest: +SKIP
         """
+        if isinstance(dl, int) and not isinstance(dl, bool):  # fastai's signature starts with ds_idx
+            ds_idx, dl = dl, None
+        if dl is None:
+            dl = loader_of(self.dls, ds_idx)
         return inference.tta(self, dl=dl, n=n, beta=beta, use_max=use_max)
 
     def show_results(self: Predictor, max_n: int = 9, *, path: str | Path | None = None, nrows: int | None = None,
