@@ -322,3 +322,13 @@ def test_tta_takes_fastais_ds_idx(path):
     assert preds.shape == (len(learn.dls.train_ds), 3) and torch.equal(targs, learn.get_preds(ds_idx=0)[1])
     assert torch.allclose(positional, preds)
     assert learn.tta(ds_idx=1, n=1)[0].shape == (len(learn.dls.valid_ds), 3)
+
+
+def test_get_preds_takes_fastais_act(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    probs, targs = learn.get_preds()
+    logits, act_targs, decoded = learn.get_preds(act=lambda outputs: outputs, with_decoded=True)
+
+    # fastai: act replaces the loss's activation (softmax), so an identity gives the model's raw outputs.
+    assert torch.allclose(torch.softmax(logits, dim=1), probs, atol=1e-6) and torch.equal(targs, act_targs)
+    assert torch.equal(decoded, probs.argmax(dim=1))

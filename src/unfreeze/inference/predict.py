@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,8 +133,8 @@ def loader_of(dls: Any, ds_idx: int) -> Any:
 
 
 def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
-              with_decoded: bool = False, with_ood: bool = False,
-              progress: StepProgress | None = None) -> tuple[torch.Tensor, ...]:
+              with_decoded: bool = False, with_ood: bool = False, progress: StepProgress | None = None,
+              act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
     """Probabilities and targets over `dl` (default: the validation loader), in dataset order.
 
     Probabilities are the task's activation of the logits divided by the learner's calibrated
@@ -153,6 +153,8 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
         with_ood: Also return, last, each item's out-of-distribution score (higher = less like the
             training images; None when the learner has no fitted score, see `learn.calibrate()`).
         progress: Advanced by each batch's items (without `with_ood`), e.g. a `StepProgress`.
+        act: fastai's `act`: applied to the logits in place of the task's activation and the calibrated
+            temperature (`act=lambda logits: logits` returns the logits); `decoded` reads its output.
 
     Returns:
         `(probs, targets)`, then `decoded` with `with_decoded`, then `losses` with `with_loss` (fastai's
@@ -168,7 +170,8 @@ def get_preds(learner: Predictor, dl: Any = None, with_loss: bool = False, *,
     logits, targets, scores = collect_outputs(learner, loader) if with_ood else (
         *collect_logits(learner.model, loader, learner.amp_dtype, progress), None)
     task = learner.task
-    results = [trust_of(learner).probabilities(logits, task).cpu(), targets.cpu()]
+    outputs = trust_of(learner).probabilities(logits, task) if act is None else act(logits)
+    results = [outputs.cpu(), targets.cpu()]
     if with_decoded:
         results.append(task.decode(results[0]))
     if with_loss:

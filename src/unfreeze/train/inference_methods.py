@@ -7,13 +7,17 @@ Every rank calls export (it synchronises the ranks); only the main process write
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
 from unfreeze.inference.predict import loader_of
 from unfreeze.train.fastai_idioms import export_target, fastai_prediction, pickle_note
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -28,13 +32,14 @@ class InferenceMethods:
     """`get_preds`, `predict`, `predict_batch`, `tta`, `show_results`, `export` and `export_onnx` of a learner."""
 
     def get_preds(self: Predictor, ds_idx: int = 1, dl: Any = None, with_loss: bool = False, *,
-                  with_decoded: bool = False, with_ood: bool = False) -> Any:
+                  with_decoded: bool = False, with_ood: bool = False,
+                  act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any:
         """Probabilities (the task's activation, calibrated) and targets over `dl` (default: validation), in order.
 
         Returns `(probs, targets)`, then the decoded predictions with `with_decoded`, the item losses
         with `with_loss` (fastai's order) and the unknown scores with `with_ood`. See
-        `unfreeze.inference.get_preds`. fastai's `ds_idx=0` scores the training images, in order and without
-        augmentation (fastai's keep it).
+        `unfreeze.inference.get_preds`, also for fastai's `act` (applied in place of the activation).
+        fastai's `ds_idx=0` scores the training images, in order and without augmentation (fastai's keep it).
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
@@ -44,7 +49,7 @@ class InferenceMethods:
         if dl is None:
             dl = loader_of(self.dls, ds_idx)
         return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
-                                     with_ood=with_ood)
+                                     with_ood=with_ood, act=act)
 
     def predict(self: Predictor, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
