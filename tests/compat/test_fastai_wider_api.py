@@ -332,3 +332,13 @@ def test_get_preds_takes_fastais_act(path):
     # fastai: act replaces the loss's activation (softmax), so an identity gives the model's raw outputs.
     assert torch.allclose(torch.softmax(logits, dim=1), probs, atol=1e-6) and torch.equal(targs, act_targs)
     assert torch.equal(decoded, probs.argmax(dim=1))
+
+
+def test_predict_returns_the_class_index_as_fastais_tensor(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    label, index, probs = learn.predict(get_image_files(path / 'valid')[0])
+
+    # fastai: pred_idx is a 0-d long tensor, so pred_idx.item() and probs[pred_idx] both work.
+    assert isinstance(index, torch.Tensor) and index.shape == () and index.dtype == torch.long
+    assert learn.dls.vocab[index.item()] == learn.dls.vocab[index] == label
+    assert probs[index] == probs.max()

@@ -225,8 +225,9 @@ class MultiCategory(list):  # type: ignore[type-arg]
 
 def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = None,
                       item: Any = None) -> Prediction:
-    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a multi-label item's names as a `MultiCategory`;
-    for regression the tuple of predicted numbers, and for points a [n, 2] tensor in the item's pixels.
+    """`predict`'s `(labels, decoded, probs)` in fastai's shape: a single-label item's index as a 0-d tensor, a
+    multi-label item's names as a `MultiCategory`; for regression the tuple of predicted numbers, and for points
+    a [n, 2] tensor in the item's pixels.
 
     Example:
         >>> fastai_prediction((("cat",), None, torch.zeros(2)))[0]
@@ -236,7 +237,9 @@ def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = Non
     if isinstance(task, Regression):
         fields = ((unscale_points(labels, source_size(item)) if task.points else labels), decoded, probs)
     else:
-        fields = ((MultiCategory(labels) if isinstance(labels, tuple) else labels), decoded, probs)
+        # fastai's pred_idx is a 0-d long tensor (`pred_idx.item()`); unfreeze's core gives an int.
+        index = torch.tensor(decoded) if isinstance(decoded, int) and not isinstance(decoded, bool) else decoded
+        fields = ((MultiCategory(labels) if isinstance(labels, tuple) else labels), index, probs)
     # The unknown flag travels as attributes of the result (`inference.Prediction`).
     return Prediction(fields, unknown=getattr(prediction, "unknown", None),
                       ood_score=getattr(prediction, "ood_score", None))
