@@ -342,3 +342,8 @@ def test_predict_returns_the_class_index_as_fastais_tensor(path):
     assert isinstance(index, torch.Tensor) and index.shape == () and index.dtype == torch.long
     assert learn.dls.vocab[index.item()] == learn.dls.vocab[index] == label
     assert probs[index] == probs.max()
+
+
+def test_each_loader_has_fastais_bs(path):
+    dls = _dls(path, val_bs=3)
+    assert (dls.train.bs, dls.valid.bs, dls.test_dl(get_image_files(path)[:5], bs=2).bs) == (4, 3, 2)

@@ -207,6 +207,11 @@ class ImageDataLoader:
         self.batch_transforms: list[BatchTransform] = []
         self.set_normalization(mean, std)
 
+    @property
+    def bs(self) -> int:
+        """fastai's name for `batch_size` (`dls.train.bs`, `dls.valid.bs`)."""
+        return self.batch_size
+
     def add_batch_transform(self, transform: BatchTransform) -> None:
         """Apply `transform(images, targets)` to every batch this loader yields from now on, in order.
 
