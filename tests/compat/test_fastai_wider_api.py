@@ -347,3 +347,13 @@ def test_predict_returns_the_class_index_as_fastais_tensor(path):
 def test_each_loader_has_fastais_bs(path):
     dls = _dls(path, val_bs=3)
     assert (dls.train.bs, dls.valid.bs, dls.test_dl(get_image_files(path)[:5], bs=2).bs) == (4, 3, 2)
+
+
+def test_top_losses_items_gives_the_image_files_as_fastais(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    interp = ClassificationInterpretation.from_learner(learn)
+    losses, indices, items = interp.top_losses(3, items=True)
+
+    # fastai: items=True adds the loader's items (here the image files) of the top losses.
+    assert torch.equal(losses, interp.top_losses(3)[0]) and len(items) == 3
+    assert items == [learn.dls.valid_ds.items[i][0] for i in indices.tolist()] and all(f.is_file() for f in items)

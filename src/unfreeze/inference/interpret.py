@@ -97,16 +97,21 @@ class ClassificationInterpretation:
                  if actual != predicted and matrix[actual, predicted] >= min_val]
         return sorted(cells, key=lambda cell: -cell[2])  # stable: ties keep (actual, predicted) order
 
-    def top_losses(self, k: int | None = None, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `k` largest losses (all when None, as in fastai) and the dataset indices of their items.
+    def top_losses(self, k: int | None = None, largest: bool = True, items: bool = False) -> tuple[Any, ...]:
+        """The `k` largest losses (all when None, as in fastai) and the dataset indices of their items;
+        with fastai's `items=True` also the items themselves (the image files), third.
 
         Example:
             >>> losses, indices = interp.top_losses(5)  # doctest: +SKIP
+            >>> losses, indices, files = interp.top_losses(5, items=True)  # doctest: +SKIP
         """
         labelled = torch.nonzero(self.task.labelled(self.targets)).flatten()
         k = len(labelled) if k is None else min(k, len(labelled))
         losses, order = torch.topk(self.losses[labelled], k, largest=largest)
-        return losses, self.item_indices[labelled[order]]
+        indices = self.item_indices[labelled[order]]
+        if not items:
+            return losses, indices
+        return losses, indices, [self.dl.dataset.items[index][0] for index in indices.tolist()]
 
     def plot_top_losses(self, k: int = 9, largest: bool = True, *, path: str | Path | None = None,
                         nrows: int | None = None, ncols: int | None = None,
