@@ -357,3 +357,15 @@ def test_top_losses_items_gives_the_image_files_as_fastais(path):
     # fastai: items=True adds the loader's items (here the image files) of the top losses.
     assert torch.equal(losses, interp.top_losses(3)[0]) and len(items) == 3
     assert items == [learn.dls.valid_ds.items[i][0] for i in indices.tolist()] and all(f.is_file() for f in items)
+
+
+def test_get_preds_with_input_puts_the_batches_first_as_fastais(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    inputs, probs, targs, decoded = learn.get_preds(with_input=True, with_decoded=True)
+
+    # fastai: (inputs, preds, targs, decoded): the images as the model saw them, in the loader's order.
+    assert inputs.shape == (len(learn.dls.valid_ds), 3, 16, 16) and torch.equal(targs, learn.get_preds()[1])
+    with torch.no_grad():
+        learn.model.eval()
+        assert torch.allclose(learn.model(inputs.to(learn.dls.device)).softmax(dim=1).cpu(), probs, atol=1e-5)
+    assert torch.equal(decoded, probs.argmax(dim=1))

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import torch
 
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
-from unfreeze.inference.predict import loader_of
+from unfreeze.inference.predict import _ordered, loader_of
 from unfreeze.train.fastai_idioms import export_target, fastai_prediction, pickle_note
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -32,12 +31,13 @@ class InferenceMethods:
     """`get_preds`, `predict`, `predict_batch`, `tta`, `show_results`, `export` and `export_onnx` of a learner."""
 
     def get_preds(self: Predictor, ds_idx: int = 1, dl: Any = None, with_loss: bool = False, *,
-                  with_decoded: bool = False, with_ood: bool = False,
+                  with_decoded: bool = False, with_ood: bool = False, with_input: bool = False,
                   act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any:
         """Probabilities (the task's activation, calibrated) and targets over `dl` (default: validation), in order.
 
         Returns `(probs, targets)`, then the decoded predictions with `with_decoded`, the item losses
-        with `with_loss` (fastai's order) and the unknown scores with `with_ood`. See
+        with `with_loss` (fastai's order) and the unknown scores with `with_ood`; fastai's `with_input`
+        puts the images as the model saw them (normalised, on the CPU) first. See
         `unfreeze.inference.get_preds`, also for fastai's `act` (applied in place of the activation).
         fastai's `ds_idx=0` scores the training images, in order and without augmentation (fastai's keep it).
 
@@ -48,8 +48,12 @@ class InferenceMethods:
             ds_idx, dl = 1, ds_idx
         if dl is None:
             dl = loader_of(self.dls, ds_idx)
-        return inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
-                                     with_ood=with_ood, act=act)
+        results = inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
+                                      with_ood=with_ood, act=act)
+        if not with_input:
+            return results
+        # A second pass over the same ordered batches: the predictions need not hold every image.
+        return (torch.cat([images.cpu() for images, _ in _ordered(dl)]), *results)
 
     def predict(self: Predictor, item: Any) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
