@@ -185,6 +185,9 @@ UNSUPPORTED: dict[str, str] = {
     "FocalLossFlat": "the losses are the task's own, CrossEntropyLossFlat, LabelSmoothingCrossEntropy, MSELossFlat "
                      "and L1LossFlat",
     "LabelSmoothingCrossEntropyFlat": "use LabelSmoothingCrossEntropy() (or Recipe(label_smoothing=0.1))",
+    **{name: "split with RandomSplitter(valid_pct, seed), GrandparentSplitter(), ColSplitter(col), FuncSplitter(f) "
+             "or IndexSplitter(valid_indices) (e.g. the last items: IndexSplitter(range(n - n // 5, n)))" for name in (
+        "TrainTestSplitter", "EndSplitter", "MaskSplitter", "FileSplitter")},
     "DataLoaders": "use ImageDataLoaders (from_folder, from_csv, ...) or DataBlock(...).dataloaders(source)",
     "create_body": "create_model(arch, n_out) builds the body and head (model.body, model.head)",
     "create_head": "create_model(arch, n_out, head='fastai' | 'linear' | module) builds the head",

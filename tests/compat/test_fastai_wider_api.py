@@ -369,3 +369,11 @@ def test_get_preds_with_input_puts_the_batches_first_as_fastais(path):
         learn.model.eval()
         assert torch.allclose(learn.model(inputs.to(learn.dls.device)).softmax(dim=1).cpu(), probs, atol=1e-5)
     assert torch.equal(decoded, probs.argmax(dim=1))
+
+
+@pytest.mark.parametrize("name", ["TrainTestSplitter", "EndSplitter", "MaskSplitter", "FileSplitter"])
+def test_fastais_other_splitters_fail_in_one_line_naming_the_ones_to_use(name):
+    # README: a fastai name unfreeze does not copy is a stand-in after the star import, not a NameError.
+    splitter = globals()[name]
+    with pytest.raises(NotImplementedError, match=f"fastai's {name} is not in unfreeze: .*IndexSplitter"):
+        splitter(0.2)
