@@ -377,3 +377,16 @@ def test_fastais_other_splitters_fail_in_one_line_naming_the_ones_to_use(name):
     splitter = globals()[name]
     with pytest.raises(NotImplementedError, match=f"fastai's {name} is not in unfreeze: .*IndexSplitter"):
         splitter(0.2)
+
+
+def test_two_metrics_of_one_name_each_keep_their_column(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False,
+                           metrics=[partial(top_k_accuracy, k=1), partial(top_k_accuracy, k=3), accuracy])
+    with learn.no_bar():
+        learn.fit(1)
+    results = learn.validate()
+
+    # fastai shows both top_k_accuracy columns; a dict by name kept only the last one's value.
+    assert len(learn.recorder.values[-1]) == 2 + 3 and len(results) == 1 + 3
+    assert results[1] == results[3] and results[2] == 1.0
+    assert learn.recorder.metric_names[3:6] == ['top_k_accuracy', 'top_k_accuracy_2', 'accuracy']

@@ -42,7 +42,7 @@ from unfreeze.train.metrics import (
     Metric,
     MetricValue,
     ValidationResults,
-    metric_name,
+    column_names,
     metric_value,
     resolve_metrics,
 )
@@ -246,8 +246,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
 
     @property
     def metric_names(self) -> list[str]:
-        """Column names of the metrics, in order."""
-        return [metric_name(m) for m in self.metrics]
+        """Column names of the metrics, in order (a repeated name numbered: `top_k_accuracy_2`)."""
+        return column_names(self.metrics)
 
     # ------------------------------------------------------------------ freezing and the step
 
@@ -326,8 +326,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         # The metrics score the predictions predict makes: a calibrated learner's logits over its temperature
         # (a multi-label threshold is chosen on those probabilities). The loss stays the one trained on.
         scored = logits if self.trust.temperature == 1.0 else logits / self.trust.temperature
-        for metric in self.metrics:
-            logs[metric_name(metric)] = metric_value(metric, metric(scored, targets))
+        for name, metric in zip(self.metric_names, self.metrics, strict=True):
+            logs[name] = metric_value(metric, metric(scored, targets))
         return logs
 
     # ------------------------------------------------------------------ recipes (train.recipes)

@@ -299,6 +299,23 @@ def metric_name(metric: Metric) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
+def column_names(metrics: Sequence[Metric]) -> list[str]:
+    """Each metric's column name; a repeated name gets `_2`, `_3`, ... so that every metric keeps its column
+    (fastai shows two `partial(top_k_accuracy, k=...)` as two columns of one name).
+
+    Example:
+        >>> column_names([accuracy, accuracy, error_rate])
+        ['accuracy', 'accuracy_2', 'error_rate']
+    """
+    names: list[str] = []
+    for metric in metrics:
+        name, count = metric_name(metric), 1
+        while (name if count == 1 else f"{name}_{count}") in names:
+            count += 1
+        names.append(name if count == 1 else f"{name}_{count}")
+    return names
+
+
 def _check_partial(metric: functools.partial[Any]) -> None:
     """A partial's bound arguments must fit its function: a misspelt keyword fails here, not after an epoch."""
     try:
