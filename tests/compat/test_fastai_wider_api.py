@@ -390,3 +390,13 @@ def test_two_metrics_of_one_name_each_keep_their_column(path):
     assert len(learn.recorder.values[-1]) == 2 + 3 and len(results) == 1 + 3
     assert results[1] == results[3] and results[2] == 1.0
     assert learn.recorder.metric_names[3:6] == ['top_k_accuracy', 'top_k_accuracy_2', 'accuracy']
+
+
+def test_validate_takes_fastais_ds_idx(path):
+    learn = vision_learner(_dls(path), ARCH, pretrained=False, metrics=error_rate)
+    probs, targs = learn.get_preds(ds_idx=0)
+
+    # fastai: validate(ds_idx=0) (also its first positional argument) scores the training set.
+    for results in (learn.validate(ds_idx=0), learn.validate(0)):
+        assert results[1] == pytest.approx(float(error_rate(probs, targs)))
+    assert learn.validate(ds_idx=1)[0] == pytest.approx(learn.validate()[0])

@@ -27,6 +27,7 @@ from torch import nn
 
 from unfreeze import distributed, inference
 from unfreeze._device import cudnn_autotune, default_device
+from unfreeze.inference.predict import loader_of
 from unfreeze.tasks import SingleLabel, Task, class_weights_tensor
 from unfreeze.train import checkpoint as saved_files
 from unfreeze.train import fastai_idioms as fastai
@@ -299,7 +300,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         with cudnn_autotune(self.device, training=False):
             return inference.collect_logits(self.model, loader, amp_dtype=self.amp_dtype)
 
-    def validate(self, loader: Any = None, dl: Any = None) -> ValidationResults:
+    def validate(self, loader: Any = None, dl: Any = None, *, ds_idx: int = 1) -> ValidationResults:
         """Loss and metrics over the whole validation set (or `loader`), unlabelled items left out.
 
         The result is a dict by name that also indexes by position like fastai's list:
@@ -308,6 +309,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
 
         Args:
             loader: Score this loader instead of the validation set; `dl=` is fastai's spelling.
+            ds_idx: fastai's choice of set without a loader, as in `get_preds`: 1 validation, 0 the training
+                images in order (also as the first argument: `learn.validate(0)`).
 
         Example:
             >>> learn.validate()  # doctest: +SKIP
@@ -315,7 +318,11 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             >>> learn.validate()[1]  # doctest: +SKIP
             0.12
         """
-        loader = fastai.loader_or_dl(loader, dl, default=self.dls.valid)
+        if isinstance(loader, int) and not isinstance(loader, bool):  # fastai's signature starts with ds_idx
+            ds_idx, loader = loader, None
+        loader = fastai.loader_or_dl(loader, dl, default=None)
+        if loader is None:
+            loader = loader_of(self.dls, ds_idx)
         logits, targets = self.collect_logits(loader)
         labelled = self.task.labelled(targets)
         logits, targets = logits[labelled], targets[labelled]
