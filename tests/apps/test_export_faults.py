@@ -60,7 +60,29 @@ def test_onnx_int8_onto_a_full_disk_is_one_line(trained_app_run: Path, model_siz
     line = run_user_error(["export", str(trained_app_run), "--format", "onnx", "--int8", "--out", str(out)], capsys)
     assert "No space left on device" in line and str(out) in line
     assert hidden_files(model_sized_tmpfs) == []
-    assert sorted(path.name for path in out.iterdir()) == [deploy_run.MANIFEST_FILE]
+    assert not out.exists()  # the folder the export made is gone with its manifest, which listed files never written
+
+
+def test_a_failed_export_into_an_existing_folder_keeps_it(trained_app_run: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A failing export into a new folder left it behind holding only unfreeze_export.json, which listed
+    model.onnx and model_card.md though neither was written; a folder that was there stays as it was."""
+    from unfreeze.apps.errors import AppError
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise AppError("the check failed")
+
+    monkeypatch.setattr(deploy_run, "_export_and_check", failing)
+    new = tmp_path / "new"
+    assert "the check failed" in run_user_error(["export", str(trained_app_run), "--format", "onnx", "--out",
+                                                 str(new)], capsys)
+    assert not new.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    run_user_error(["export", str(trained_app_run), "--format", "onnx", "--out", str(kept)], capsys)
+    assert (kept / "notes.txt").read_text() == "mine"
 
 
 def test_an_interrupted_export_may_be_repeated(trained_app_run: Path, tmp_path: Path,

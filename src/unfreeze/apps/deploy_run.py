@@ -9,6 +9,7 @@ DIR/model_card.md together with what the run directory records: classes, metrics
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -154,20 +155,34 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
     out = Path(out)
     names = [*FORMATS[fmt], *(_int8_names(fmt) if int8 else [])]
     _refuse_foreign_files(out, fmt)
+    created = not out.exists()
     _record_in_manifest(out, names)  # before writing: an interrupted export may replace its own files
     # Everything is written and checked in a scratch folder beside the files, then renamed into place:
     # a failure (a full disk, a failed check) leaves the previous files and no temporary one.
-    with tempfile.TemporaryDirectory(dir=out, prefix=".unfreeze-export-") as folder:
-        scratch = Path(folder)
-        try:
-            report = _export_and_check(learner, scratch, fmt, images, targets, int8, calibration, progress)
-        except Exception as error:
-            raise _full_disk(error, out, scratch, names) from error
-        # An .xml is never left pointing at an old .bin: the .bin goes first.
-        for path in sorted(report.files, key=lambda path: path.suffix != ".bin"):
-            os.replace(path, out / path.name)
-        report.files = [out / path.name for path in report.files]
+    try:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".unfreeze-export-") as folder:
+            scratch = Path(folder)
+            try:
+                report = _export_and_check(learner, scratch, fmt, images, targets, int8, calibration, progress)
+            except Exception as error:
+                raise _full_disk(error, out, scratch, names) from error
+            # An .xml is never left pointing at an old .bin: the .bin goes first.
+            for path in sorted(report.files, key=lambda path: path.suffix != ".bin"):
+                os.replace(path, out / path.name)
+            report.files = [out / path.name for path in report.files]
+    except Exception:
+        if created:  # a folder this export made holds nothing but its manifest, which lists files never written
+            _remove_if_only_manifest(out)
+        raise
     return report
+
+
+def _remove_if_only_manifest(out: Path) -> None:
+    """Remove `out` when it holds nothing but the manifest (a new folder whose export failed)."""
+    with contextlib.suppress(OSError):
+        if [path.name for path in out.iterdir()] == [MANIFEST_FILE]:
+            (out / MANIFEST_FILE).unlink()
+            out.rmdir()
 
 
 def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None,
