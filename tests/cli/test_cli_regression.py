@@ -116,8 +116,15 @@ def test_a_regression_run_exports_its_values_to_every_format(numbers: Path, tmp_
     if fmt == "onnx":
         graph = onnx.load(str(deploy / "model.onnx"))
         assert [output.name for output in graph.graph.output] == ["values"]
-        line = run_user_error(["export", str(out), "--format", "onnx", "--int8", "--out", str(tmp_path / "q")], capsys)
-        assert "regression" in line and "--int8" in line
+        capsys.readouterr()
+        with pytest.MonkeyPatch.context() as patch:  # refused before the run's model and images load (seconds)
+            patch.setattr("unfreeze.cli.app_commands.load_run", lambda *args: pytest.fail("loaded the run"))
+            line = run_user_error(["export", str(out), "--format", "onnx", "--int8", "--out", str(tmp_path / "q")],
+                                  capsys)
+            assert "regression" in line and "--int8" in line and not (tmp_path / "q").exists()
+            line = run_user_error(["export", str(out), "--format", "torchscript", "--int8", "--out",
+                                   str(tmp_path / "q")], capsys)
+            assert "--int8 exists for --format onnx and openvino, not torchscript" in line
         capsys.readouterr()
         assert main(["export", str(out), "--onnx"]) == 0  # the float-input ONNX beside the export
         assert [output.name for output in onnx.load(str(out / "model.onnx")).graph.output] == ["values"]

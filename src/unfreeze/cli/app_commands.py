@@ -332,6 +332,28 @@ def command_export_format(args: argparse.Namespace) -> int:
     return _export_format(args)
 
 
+def _refuse_int8_early(args: argparse.Namespace, model_path: Path) -> None:
+    """--int8 where export_run would refuse it (TorchScript, a regression model): said before the model and
+    the run's images are loaded, which takes seconds."""
+    from unfreeze.apps.errors import AppError
+    from unfreeze.inference.export import ExportError, read_export_metadata
+    from unfreeze.inference.quantize import INT8_METHODS
+
+    if not args.int8:
+        return
+    if args.format not in INT8_METHODS:
+        raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {args.format}. Pass --format "
+                       "onnx --int8 or --format openvino --int8")
+    try:
+        task = read_export_metadata(model_path).get("task") or {} if model_path.is_file() else {}
+    except ExportError:
+        return  # loading the model says what is wrong with it
+    if task.get("name") == "regression":
+        raise AppError("--int8 recommends the int8 copy by the accuracy it keeps on the validation images; this "
+                       "model predicts numbers (a regression task), which that check does not measure. Export it "
+                       "without --int8 (float32)")
+
+
 def _export_format(args: argparse.Namespace) -> int:
     import torch
 
@@ -344,6 +366,7 @@ def _export_format(args: argparse.Namespace) -> int:
     from unfreeze.progress import StepProgress
 
     model_path = runs.model_file(args.run_dir)
+    _refuse_int8_early(args, model_path)
     # The run's data checks the export only when the file is that run's own model (another .unfreeze
     # file lying in a run directory was not trained on it).
     run = model_path.parent if model_path.name == "model.unfreeze" and (model_path.parent / "config.json").is_file() \
