@@ -252,8 +252,10 @@ def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None =
 
     Only one folder's listing is held at a time, so a folder of millions of files costs no memory.
     Symbolic links to folders are followed, but each folder is listed once (by device and inode), so a
-    link back up the tree ends instead of looping; broken links are skipped. Hidden names (._photo.jpg,
-    .ipynb_checkpoints/) are skipped as training skips them.
+    link back up the tree ends instead of looping. A name with an image extension that is no regular file
+    (a broken link, a named pipe) is yielded too, so that the caller reports it (predict gives it an error
+    row, as training names it among the skipped files); other broken links are skipped. Hidden names
+    (._photo.jpg, .ipynb_checkpoints/) are skipped as training skips them.
 
     Example:
         >>> next(iter_image_files("photos"))  # doctest: +SKIP
@@ -273,12 +275,12 @@ def iter_image_files(folder: str | Path, _visited: set[tuple[int, int]] | None =
         if is_hidden(entry.name):  # a macOS resource fork or a tool's folder: no image of the user's
             continue
         try:
-            is_dir, is_file = entry.is_dir(), entry.is_file()  # both False for a broken link
+            is_dir = entry.is_dir()  # False for a broken link
         except OSError:  # ELOOP: a link that points at itself
-            continue
+            is_dir = False
         if is_dir:
             yield from iter_image_files(entry.path, visited)
-        elif is_file and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+        elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
             yield Path(entry.path)
 
 
