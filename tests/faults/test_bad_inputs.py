@@ -111,6 +111,19 @@ def test_a_split_with_no_validation_image_stops_before_training(make_image_folde
     assert not out.exists()
 
 
+def test_a_split_of_single_image_classes_names_the_real_cause(make_image_folder: Callable[..., Path],
+                                                              tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # 4 classes of 1 image at --valid-pct 0.5: 2 images are drawn for validation, but each is the only image
+    # of its class and goes back to training. The error used to say "0.5 of the 4 images rounds down to 0".
+    data = make_image_folder(classes=("ant", "bee", "cat", "dog"), n_train=1, n_valid=0, flat=True)
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(data), *TINY, "--bs", "2", "--valid-pct", "0.5", "--out", str(out)], capsys)
+    assert "rounds down" not in line
+    assert "only image of its class" in line and "drew 2 of the 4 images" in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv", [["--lr", "inf"], ["--lr", "nan"], ["--lr", "-1e-3"], ["--seed", "-1"],
                                   ["--seed", str(2**32)], ["--seed", "1.5"], ["--seed", "abc"]])
 def test_bad_numbers_are_refused_by_argparse(argv: list[str], tiny_data: Path, tmp_path: Path,

@@ -425,9 +425,16 @@ def _check_trainable(dls: Any, options: dict[str, Any]) -> None:
             raise UsageError(f"found no validation image under {data / 'valid'}. Expected images in "
                              f"{data / 'valid'}/<class>/ (as in train/): add some, or remove the empty valid "
                              "folder to hold out --valid-pct of train/ at random")
-        raise UsageError(f"the split left no validation image: --valid-pct {options['valid_pct']} of the "
-                         f"{len(dls.train.dataset)} images rounds down to 0. Expected at least one validation "
-                         "image: pass a larger --valid-pct or add images")
+        n_images, valid_pct = len(dls.train.dataset), options["valid_pct"]
+        drawn = int(valid_pct * n_images)
+        if drawn == 0:
+            raise UsageError(f"the split left no validation image: --valid-pct {valid_pct} of the {n_images} "
+                             "images rounds down to 0. Expected at least one validation image: pass a larger "
+                             "--valid-pct or add images")
+        # split_items hands a class's only image back to training, so it can empty the validation set.
+        raise UsageError(f"the split left no validation image: --valid-pct {valid_pct} drew {drawn} of the "
+                         f"{n_images} images, but each was the only image of its class and stayed in training. "
+                         "Expected classes of 2 or more images: add images, or hold some out in a valid/ folder")
     dls.valid.check_decodable()
     dls.train.check_decodable(every_class=True)
 
