@@ -122,6 +122,20 @@ def test_class_with_a_single_image_is_kept(make_image_folder, write_image):
     assert any("no validation image" in message and "bird (1 image)" in message for message in messages)
 
 
+def test_many_classes_without_validation_images_are_counted_not_all_named(tmp_path, write_image):
+    # 200 classes of one image: the warning used to name all 200, a screenful for one line of news.
+    root = tmp_path / "many"
+    for index in range(200):
+        write_image(root / f"c{index:03d}" / "only.png", seed=index)
+    write_image(root / "c000" / "second.png")
+    write_image(root / "c000" / "third.png", seed=1)
+    _, messages = _load(root, valid_pct=0.4)
+    message = next(message for message in messages if "no validation image" in message)
+    assert message.startswith("200 class(es)") or message.startswith("199 class(es)")
+    assert "c001 (1 image)" in message and "c199" not in message and "more" in message
+    assert len(message) < 500
+
+
 def test_valid_pct_leaving_a_class_without_validation_images(make_image_folder, write_image):
     root = make_image_folder(classes=("cat",), n_train=20, n_valid=0, flat=True)
     for index in range(3):

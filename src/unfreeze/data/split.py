@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unfreeze.data.sources import DataError, DataWarning
+from unfreeze.data.sources import _MAX_NAMED, DataError, DataWarning
 
 __all__ = ["check_classes", "classes_of", "fastai_permutation_split", "new_seed", "random_split", "split_by_mask",
            "split_items", "warn_spelling_variants"]
@@ -154,10 +154,11 @@ def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], sour
             counts[name] = counts.get(name, 0) + 1
     without_valid = sorted(train_classes - valid_classes)
     if without_valid:
-        described = [f"{label} ({counts[label]} image{'s' if counts[label] > 1 else ''})" for label in without_valid]
+        described = [f"{label} ({counts[label]} image{'s' if counts[label] > 1 else ''})"
+                     for label in without_valid[:_MAX_NAMED]]
         warnings.warn(
             f"{len(without_valid)} class(es) have no validation image, so their error cannot be measured: "
-            + ", ".join(described),
+            + _named_then_counted(described, len(without_valid)),
             DataWarning,
             stacklevel=3,
         )
@@ -165,8 +166,15 @@ def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], sour
     only_valid = sorted(valid_classes - train_classes)
     if only_valid:
         warnings.warn(
-            f"{len(only_valid)} class(es) have validation images but no training image: " + ", ".join(only_valid),
+            f"{len(only_valid)} class(es) have validation images but no training image: "
+            + _named_then_counted(only_valid[:_MAX_NAMED], len(only_valid)),
             DataWarning,
             stacklevel=3,
         )
     return sorted(train_classes | valid_classes)
+
+
+def _named_then_counted(names: Sequence[str], total: int) -> str:
+    """The first names of a list of `total`, then the count of the rest: a warning stays a few lines long."""
+    more = total - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
