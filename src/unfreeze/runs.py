@@ -168,13 +168,16 @@ def create_run_dir(requested: str | Path, overwrite: bool = False) -> Path:
 
     Raises:
         RunDirError: It cannot be created (read-only parent, a file in the way, ...), or `overwrite`
-            names a folder that is not a run directory.
+            names a file or a folder that is not a run directory.
 
     Example:
         >>> create_run_dir("runs/demo")  # doctest: +SKIP
         PosixPath('runs/demo-2')
     """
     requested = Path(requested).expanduser()
+    if overwrite and requested.exists() and not requested.is_dir():
+        raise RunDirError(f"{requested} is a file, not a run directory, so --overwrite cannot reuse it. Choose "
+                          "another --out")
     try:
         if overwrite and requested.is_dir():
             if not _is_run_dir(requested) and any(requested.iterdir()):

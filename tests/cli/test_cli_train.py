@@ -89,6 +89,18 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(image_folder: Path, tmp_pa
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
 
 
+def test_overwrite_refuses_a_file(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --out naming a file with --overwrite used to train into notes.txt-2 and print "--overwrite reuses notes.txt".
+    (tmp_path / "notes.txt").write_text("mine")
+    code = main(["train", str(image_folder), *TINY, "--out", str(tmp_path / "notes.txt"), "--overwrite"])
+    captured = capsys.readouterr()
+    assert code == 2 and "is a file, not a run directory" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "notes.txt-2").exists()
+    assert main(["train", str(image_folder), *TINY, "--out", str(tmp_path / "notes.txt"), "--quiet"]) == 0
+    printed = capsys.readouterr().out  # without --overwrite: a fresh name, and no hint that would not work
+    assert f"this run goes to {tmp_path / 'notes.txt-2'}." in printed and "--overwrite" not in printed
+
+
 def test_default_out_is_runs_data_arch(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["train", str(image_folder), *TINY, "--quiet", "--freeze-epochs", "0"]) == 0

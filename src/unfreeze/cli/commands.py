@@ -372,7 +372,9 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
     run = runs.Run(Path(str(claimed)))
     options["out"] = str(run.folder)
     if main_process and run.folder != Path(requested).expanduser():
-        print(f"{requested} exists; this run goes to {run.folder} (--overwrite reuses {requested}).")
+        # --overwrite reuses a folder only (create_run_dir): for a file the hint would be false.
+        hint = f" (--overwrite reuses {requested})" if Path(requested).expanduser().is_dir() else ""
+        print(f"{requested} exists; this run goes to {run.folder}{hint}.")
     if main_process:
         run.write_config(options, args.argv)
     return run
