@@ -140,6 +140,19 @@ def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: P
     assert "not a number" in line
 
 
+@pytest.mark.parametrize("option", [["--class-weights", "auto"], ["--sampler", "balanced"],
+                                    ["--label-smoothing", "0.1"]])
+def test_class_balancing_options_on_regression_are_a_one_line_error(option: list[str], numbers: Path,
+                                                                      tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # --class-weights auto used to end in a ValueError traceback; the other two were silently ignored.
+    out = tmp_path / "run"
+    line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", *option,
+                           "--out", str(out)], capsys)
+    assert option[0] in line and "regression" in line
+    assert not out.exists()
+
+
 def test_the_rerun_command_of_a_regression_run_trains_a_regression_run(numbers: Path, tmp_path: Path) -> None:
     out = tmp_path / "first"
     assert main(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", "--out", str(out),

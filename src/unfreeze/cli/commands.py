@@ -94,6 +94,13 @@ def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]
         raise UsageError("--task regression reads the numbers from a CSV: pass --csv FILE with a header, the file "
                          "name in column 1 and a number in each further column (no --multi-label or --label-re). "
                          "For a folder and a label function use the Python API (RegressionBlock)")
+    # Options about classes: the regression task would raise deep in the learner, or ignore them.
+    for_classes = [flag for flag, given in (("--class-weights", options.get("class_weights")),
+                                            ("--sampler balanced", options.get("sampler") == "balanced"),
+                                            ("--label-smoothing", options.get("label_smoothing"))) if given]
+    if for_classes:
+        raise UsageError(f"{', '.join(for_classes)} act on classes; --task regression predicts numbers and has "
+                         "none. Drop them, or train a classification run")
     table = Path(options["csv"])
     path = table if table.is_absolute() else data / table
     if path.is_dir():
