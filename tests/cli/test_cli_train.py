@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import TINY
+from cli_helpers import TINY, run_user_error
 from unfreeze import Recipe, __version__
 from unfreeze.cli import main
 
@@ -161,6 +161,14 @@ def test_lr_find_command_plots_and_suggests(image_folder: Path, tmp_path: Path,
     assert code == 0 and plot.stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "valley" in printed and "Train with: unfreeze train" in printed
+
+
+def test_lr_find_with_fewer_than_six_iterations_is_a_one_line_error(image_folder: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # --num-it 3 used to pass the command line and end in lr_find's ValueError traceback.
+    line = run_user_error(["lr-find", str(image_folder), "--arch", "test_resnet", "--no-pretrained", "--size", "16",
+                           "--num-it", "3", "--plot", str(tmp_path / "lr.png")], capsys)
+    assert "--num-it" in line and ">= 6" in line and "'3'" in line
 
 
 def test_help_of_every_command_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,6 +59,7 @@ from unfreeze.cli.options import (
     _add_training_options,
     _Parser,
     _positive,
+    _whole_number,
 )
 from unfreeze.cli.output import discard_output, printable
 from unfreeze.cli.process_exit import leave
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find = command("lr-find", "run the LR range test on DATA, plot it and suggest an LR", _LR_FIND_EXAMPLES)
     _add_data_options(lr_find)
     lr_find.add_argument("--plot", type=Path, default=Path("lr_find.png"), help="PNG to write (default: lr_find.png)")
-    lr_find.add_argument("--num-it", type=_positive, default=100, help="iterations (default: 100)")
+    # 6: lr_find's least (train/lr_find.py), checked here so that fewer is a one-line error, not a traceback.
+    lr_find.add_argument("--num-it", type=_whole_number(6), default=100, help="iterations, 6 or more (default: 100)")
     lr_find.set_defaults(handler=command_lr_find)
 
     predict = command("predict", "label images or folders with a trained model (a run directory or .unfreeze file)",
