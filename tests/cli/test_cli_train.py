@@ -171,6 +171,15 @@ def test_lr_find_with_fewer_than_six_iterations_is_a_one_line_error(image_folder
     assert "--num-it" in line and ">= 6" in line and "'3'" in line
 
 
+def test_lr_find_with_a_plot_format_matplotlib_cannot_write_stops_before_the_test(
+        image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --plot lr.txt used to run the whole range test, then end in matplotlib's ValueError traceback.
+    line = run_user_error(["lr-find", str(image_folder), "--arch", "test_resnet", "--no-pretrained", "--size", "16",
+                           "--num-it", "6", "--plot", str(tmp_path / "lr.txt")], capsys)
+    assert "lr.txt" in line and ".png" in line
+    assert not (tmp_path / "lr.txt").exists()
+
+
 def test_help_of_every_command_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("train", "lr-find", "predict", "interpret", "export", "demo"):
         assert main([command, "--help"]) == 0

@@ -551,7 +551,14 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def command_lr_find(args: argparse.Namespace) -> int:
     """`unfreeze lr-find`: the range test on the frozen model (as fine_tune's first phase trains)."""
+    from matplotlib.figure import Figure
+
     check_output_file(args.plot, "--plot")
+    # Checked now: matplotlib would refuse the suffix only after the whole range test.
+    formats = Figure().canvas.get_supported_filetypes()
+    if args.plot.suffix and args.plot.suffix.lower().lstrip(".") not in formats:
+        raise UsageError(f"--plot {args.plot}: matplotlib cannot write {args.plot.suffix} files. Expected one of "
+                         f"{', '.join('.' + name for name in sorted(formats))}, such as lr_find.png")
     options = {**_options(args), "head": Recipe().head}  # the learner `unfreeze train` would build
     learn = build_learner(options, load_data(options), quiet=args.quiet)
     result = learn.lr_find(num_it=args.num_it, plot=args.plot)
