@@ -64,8 +64,27 @@ def test_ctrl_c_elsewhere_is_one_line(where: str, tiny_data: Path, tmp_path: Pat
     assert code == 130
     # Warnings before training (TINY's 16 px gives test_resnet a 1x1 feature map) are not part of the stop.
     lines = [line for line in err.strip().splitlines() if not line.startswith("unfreeze: warning:")]
-    assert lines == ["unfreeze: interrupted (Ctrl-C)."]
+    # lr_find runs in the run directory: the line names it and how to go on (it has no checkpoint yet).
+    kept = "" if where == "load_data" else f"; {out} has no checkpoint yet: train again with '--out {out} --overwrite'"
+    assert lines == [f"unfreeze: interrupted (Ctrl-C){kept}."]
     assert not (out / runs.LOCK_FILE).exists()
+
+
+def test_ctrl_c_after_the_epochs_names_the_run_to_resume(tiny_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C while the trained model was exported used to print only "interrupted (Ctrl-C)": nothing said
+    # that the run directory holds a checkpoint that --resume finishes.
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_export", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"]) == 130
+    assert f"{out} is kept: finish it with 'unfreeze train --resume {out}'" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "model.unfreeze").is_file()
 
 
 def test_decode_workers_ignore_sigint() -> None:

@@ -71,6 +71,15 @@ from unfreeze.train.recipe_settings import Recipe
 __all__ = ["DEMO", "UsageError", "build_parser", "main"]
 
 
+def _kept_run(run: runs.Run | None) -> str:
+    """After a Ctrl-C outside train's epochs: where its run directory is, and how to go on from it."""
+    if run is None:
+        return ""
+    if run.file(runs.CHECKPOINT).is_file():
+        return f"; {run.folder} is kept: finish it with 'unfreeze train --resume {run.folder}'"
+    return f"; {run.folder} has no checkpoint yet: train again with '--out {run.folder} --overwrite'"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `unfreeze` argument parser, with one subparser per command."""
     parser = _Parser(prog="unfreeze", description="Transfer learning for image classifiers, fastai-style.",
@@ -256,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             if args.debug:
                 traceback.print_exc()
-            print(f"unfreeze: interrupted ({stop.name}).", file=sys.stderr)
+            print(f"unfreeze: interrupted ({stop.name}){_kept_run(getattr(args, 'interrupted_run', None))}.",
+                  file=sys.stderr)
             return stop.exit_code
         except _user_errors() as error:
             return _report(error, args.debug)

@@ -238,6 +238,8 @@ def command_train(args: argparse.Namespace) -> int:
     elif main_process:
         args.cleanup.enter_context(run.lock())
         run.rewrite_history(saved.state["recorder"]["history"])
+    if main_process:
+        args.interrupted_run = run  # a Ctrl-C outside the epochs (lr_find, export, plots) names it
     # Every summary this run writes (finished, interrupted or resumed) is followed by its report.html.
     run.add_report_hook(_write_run_report)
     if not quiet:
