@@ -141,11 +141,12 @@ def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("option", [["--class-weights", "auto"], ["--sampler", "balanced"],
-                                    ["--label-smoothing", "0.1"]])
+                                    ["--label-smoothing", "0.1"], ["--imbalance", "logit_adjust"],
+                                    ["--noise", "gce"]])
 def test_class_balancing_options_on_regression_are_a_one_line_error(option: list[str], numbers: Path,
                                                                       tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    # --class-weights auto used to end in a ValueError traceback; the other two were silently ignored.
+    # --class-weights auto used to end in a ValueError traceback; the others were silently ignored.
     out = tmp_path / "run"
     line = run_user_error(["train", str(numbers), *TINY, "--task", "regression", "--csv", "targets.csv", *option,
                            "--out", str(out)], capsys)

@@ -97,7 +97,10 @@ def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]
     # Options about classes: the regression task would raise deep in the learner, or ignore them.
     for_classes = [flag for flag, given in (("--class-weights", options.get("class_weights")),
                                             ("--sampler balanced", options.get("sampler") == "balanced"),
-                                            ("--label-smoothing", options.get("label_smoothing"))) if given]
+                                            ("--label-smoothing", options.get("label_smoothing")),
+                                            ("--imbalance logit_adjust", options.get("imbalance") == "logit_adjust"),
+                                            (f"--noise {options.get('noise')}",
+                                             options.get("noise") in ("label_smoothing", "filter", "gce"))) if given]
     if for_classes:
         raise UsageError(f"{', '.join(for_classes)} act on classes; --task regression predicts numbers and has "
                          "none. Drop them, or train a classification run")
