@@ -199,3 +199,15 @@ def test_a_zero_byte_weights_file_is_described_as_empty(tiny_data: Path, tmp_pat
             "--out", str(tmp_path / "run")]
     line = run_user_error(argv, capsys)
     assert f"{weights} is empty (0 bytes)" in line
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"{}", b"12345678"])
+def test_a_short_file_that_is_no_export_is_not_called_truncated(tmp_path: Path, content: bytes) -> None:
+    """`evaluate notes.txt DATA` said 'is truncated: its header needs 8 bytes', sending the user to re-export."""
+    from unfreeze.inference.export import ExportError, read_export_metadata
+
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(ExportError, match=r"is not an unfreeze export .*learn\.export\(\)") as caught:
+        read_export_metadata(path)
+    assert "truncated" not in str(caught.value)

@@ -196,6 +196,9 @@ def _read_header(path: Path) -> dict[str, Any]:
                 "arbitrary code when loaded. Load it in trusted code and re-export with learn.export(). "
                 + fastai_export_hint(path)
             )
+        if len(start) < 9:  # too short for a header size and a header: no export, not a cut-short one
+            raise ExportError(f"{path} is not an unfreeze export ({file_size} bytes, too short for a safetensors "
+                              "header); expected the file of learn.export().")
         if not plausible and path.suffix.lower() in IMAGE_EXTENSIONS:  # the arguments given in the wrong order
             raise ExportError(f"{path} is an image, not an unfreeze export. Pass the model first, then the images: "
                               "unfreeze predict RUN IMAGES, or load_learner('runs/pets').predict('cat.jpg')")
