@@ -156,3 +156,13 @@ def test_tensorboard_folder_under_a_file(image_folder: Path, tmp_path: Path,
     line = run_user_error(argv, capsys)
     assert str(blocker) in line and "Choose another --tensorboard" in line
     assert blocker.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize("flags", [["--label-delim", ";"], ["--thresholds", "per-class"],
+                                   ["--label-delim=,", "--thresholds", "global"]])
+def test_multi_label_options_without_multi_label_are_refused(image_folder: Path, tmp_path: Path, flags: list[str],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--label-delim ';' without --multi-label trained a single-label model with a class named 'bee;ant'."""
+    line = run_user_error(["train", str(image_folder), *TINY, *flags, "--out", str(tmp_path / "run")], capsys)
+    assert "go" in line and "with --multi-label" in line and "single-label" in line
+    assert flags[0].split("=")[0] in line and not (tmp_path / "run").exists()

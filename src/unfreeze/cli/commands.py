@@ -360,6 +360,17 @@ def _new_run_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.data is None:
         raise UsageError("DATA is missing. Pass the folder of images to train on, or --resume RUN_DIR to "
                          "continue an interrupted run")
+    given = {token.split("=")[0] for token in args.argv if token.startswith("--")}
+    # Multi-label options on another task were accepted and ignored: the run was not the one asked for. Their
+    # defaults stay harmless (a run's rerun line in config.json spells every option out).
+    unused = [flag for flag, value, default in (("--label-delim", args.label_delim, " "),
+                                                ("--thresholds", args.thresholds, "auto"))
+              if flag in given and value != default]
+    if unused and not args.multi_label:
+        raise UsageError(f"{' and '.join(unused)} {'go' if len(unused) > 1 else 'goes'} with --multi-label (the "
+                         "classes of a CSV cell, split at --label-delim, and their decision thresholds); this run is "
+                         f"{'a regression' if getattr(args, 'task', None) == 'regression' else 'single-label'}. Add "
+                         f"--multi-label, or drop {' and '.join(unused)}")
     return {**_options(args), **recipe_options(args), "lr": args.lr, "keep": args.keep, "upscale": args.upscale,
             **trust_options(args), "thresholds": args.thresholds}
 
