@@ -37,6 +37,19 @@ def test_missing_weights_file(image_folder: Path, tmp_path: Path, capsys: pytest
     assert str(missing) in line and "--weights" in line
 
 
+def test_weights_that_are_a_folder_or_no_state_dict(image_folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--weights DIR said 'Weights file not found' though DIR is there; a .pth of a list said only that."""
+    import torch
+
+    tiny = [flag for flag in TINY if flag != "--no-pretrained"]
+    line = run_user_error(["train", str(image_folder), *tiny, "--weights", str(tmp_path)], capsys)
+    assert "is a folder, not a weights file" in line and "not found" not in line
+    torch.save([1, 2], tmp_path / "list.pth")
+    line = run_user_error(["train", str(image_folder), *tiny, "--weights", str(tmp_path / "list.pth")], capsys)
+    assert "holds a list, not a state dict" in line and "torch.save(model.state_dict()" in line
+
+
 def test_no_pretrained_weights_available(image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # test_resnet has no bundled weights and the machine is offline (the offline fixture).
     line = run_user_error(["train", str(image_folder), "--arch", "test_resnet", "--size", "16"], capsys)

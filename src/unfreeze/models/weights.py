@@ -106,6 +106,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         >>> state = read_state_dict("resnet34.safetensors")  # doctest: +SKIP
     """
     path = Path(path).expanduser()
+    if path.is_dir():  # it exists: "not found" would send the user looking for it
+        raise WeightsFileError(f"{path} is a folder, not a weights file. Pass the file in it, e.g. "
+                               f"{path / 'model.safetensors'} or a .pth file")
     if not path.is_file():
         raise FileNotFoundError(f"Weights file not found: {path}")
     suffix = path.suffix.lower()
@@ -150,7 +153,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             )
         state = inner
     if not isinstance(state, Mapping):
-        raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict.")
+        raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict (a dict of parameter "
+                                   "names to tensors). Save the weights with torch.save(model.state_dict(), path) "
+                                   "or safetensors' save_file, and pass that file")
     return {_strip_prefixes(key): value for key, value in state.items()}
 
 
