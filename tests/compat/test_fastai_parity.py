@@ -54,6 +54,16 @@ def test_binary_is_fastais_default_and_scores_the_positive_class():
         F1Score()(*_data(3, 0))
 
 
+def test_metric_objects_carry_fastais_name():
+    """fastai's metric objects have `.name`, scikit-learn's function name (fastai 2.8: `F1Score().name`
+    is 'f1_score'); code that labels plots by it failed here with an AttributeError."""
+    expected = {Precision(): "precision_score", Recall(): "recall_score", F1Score(average="macro"): "f1_score",
+                RocAuc(): "roc_auc_score", RocAucBinary(): "roc_auc_score",
+                BalancedAccuracy(): "balanced_accuracy_score", R2Score(): "r2_score"}
+    for metric, name in expected.items():
+        assert metric.name == name == metric.__name__
+
+
 @pytest.mark.parametrize("adjusted", [False, True])
 def test_balanced_accuracy_matches_scikit_learn(adjusted):
     logits, targets = _data(5, 3)

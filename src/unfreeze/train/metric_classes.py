@@ -28,10 +28,21 @@ __all__ = ["BalancedAccuracy", "F1Score", "Precision", "R2Score", "Recall", "Roc
 _AVERAGES = ("binary", "macro", "micro", "weighted")
 
 
+def _column_name(metric: Any) -> str:
+    """The metric's column name, scikit-learn's function name (`__name__`, which the learner reads)."""
+    return str(metric.__name__)
+
+
+# fastai's metric objects carry their column name as `.name` (`F1Score().name == "f1_score"`); user code
+# that labels plots or logs by it reads the same string the learner's table shows.
+_NAME = property(_column_name, doc="The column name, as fastai's `metric.name`: `F1Score().name == 'f1_score'`.")
+
+
 class _CountMetric:
     """A single-label score from the per-class counts of hits, predictions and actual items."""
 
     __name__ = "metric"
+    name = _NAME
 
     def __init__(self, average: str = "binary", pos_label: int = 1, labels: Any = None,
                  sample_weight: Any = None, axis: int = -1) -> None:
@@ -118,6 +129,7 @@ class BalancedAccuracy:
     """
 
     __name__ = "balanced_accuracy_score"
+    name = _NAME
 
     def __init__(self, axis: int = -1, sample_weight: Any = None, adjusted: bool = False) -> None:
         if sample_weight is not None or axis != -1:
@@ -172,6 +184,7 @@ class RocAuc:
     """
 
     __name__ = "roc_auc_score"
+    name = _NAME
 
     def __init__(self, axis: int = -1, average: str = "macro", sample_weight: Any = None, max_fpr: Any = None,
                  multi_class: str = "ovr") -> None:
@@ -213,6 +226,7 @@ class R2Score:
     """fastai's `R2Score()`: `r2_score` as a metric object (column "r2_score")."""
 
     __name__ = "r2_score"
+    name = _NAME
 
     def __init__(self, sample_weight: Any = None) -> None:
         if sample_weight is not None:
