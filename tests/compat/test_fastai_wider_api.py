@@ -59,6 +59,34 @@ def test_metric_classes_score_the_whole_validation_set_and_fill_the_recorder(pat
     assert values[2:] == pytest.approx(expected, abs=1e-6)
 
 
+def test_vision_learner_takes_fastais_head_options(path, tmp_path):
+    """fastai's vision_learner(dls, arch, ps=0.25, lin_ftrs=[64], concat_pool=False, normalize=False) was a
+    TypeError; the head follows fastai's create_head, and an export rebuilds it."""
+    dls = _dls(path)
+    learn = vision_learner(dls, ARCH, pretrained=False, seed=0, ps=0.25, lin_ftrs=[64], concat_pool=False,
+                           normalize=False)
+    head = learn.model.head
+    assert isinstance(head[0], nn.AdaptiveAvgPool2d)
+    assert [m.p for m in head if isinstance(m, nn.Dropout)] == [0.125, 0.25]
+    assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [64, 3]
+    assert learn.dls.train.mean == (0.0, 0.0, 0.0) and learn.dls.train.std == (1.0, 1.0, 1.0)
+    learn.export(tmp_path / "head.unfreeze")
+    loaded = load_learner(tmp_path / "head.unfreeze")
+    assert str(loaded.model.head) == str(head)
+    custom = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LazyLinear(3))
+    assert vision_learner(dls, ARCH, pretrained=False, custom_head=custom).model.head is custom
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"n_in": 1}, "always give 3 channels"), ({"ps": [0.1, 0.2]}, "single number"),
+    ({"custom_head": nn.Identity(), "lin_ftrs": [8]}, "custom_head= replaces"),
+    ({"custom_head": nn.Identity(), "head": "linear"}, "pass only one"),
+])
+def test_vision_learner_refuses_head_options_it_cannot_honour(path, options, match):
+    with pytest.raises(ValueError, match=match):
+        vision_learner(_dls(path), ARCH, pretrained=False, **options)
+
+
 @pytest.mark.parametrize(("opt_func", "optimizer_class"), [("Adam", "AdamW"), ("SGD", "SGD"), ("ranger", "Lookahead")])
 def test_opt_func_picks_fastais_optimizers(path, opt_func, optimizer_class):
     dls = _dls(path)

@@ -33,6 +33,26 @@ def test_fastai_head_layers_match_fastai() -> None:
     assert head.eval()(torch.randn(3, 64, 5, 5)).shape == (3, 7)
 
 
+def test_fastai_head_hidden_widths_and_pooling_match_fastais_create_head() -> None:
+    """fastai's create_head(64, 3, lin_ftrs=[32, 16], ps=0.4): a BatchNorm-Dropout-Linear block per width, ReLU
+    between, ps/2 before every Linear but the last; concat_pool=False pools the average of nf features."""
+    head = fastai_head(64, 3, ps=0.4, hidden=[32, 16])
+    assert [type(m) for m in head] == [
+        AdaptiveConcatPool2d, nn.Flatten, nn.BatchNorm1d, nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d,
+        nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear,
+    ]  # fmt: skip
+    assert [m.p for m in head if isinstance(m, nn.Dropout)] == [0.2, 0.2, 0.4]
+    assert [(m.in_features, m.out_features) for m in head if isinstance(m, nn.Linear)] == [(128, 32), (32, 16),
+                                                                                            (16, 3)]
+    flat = fastai_head(64, 3, ps=0.25, hidden=[], concat_pool=False)
+    assert [type(m) for m in flat] == [nn.AdaptiveAvgPool2d, nn.Flatten, nn.BatchNorm1d, nn.Dropout, nn.Linear]
+    assert (flat[2].num_features, flat[3].p, flat[4].bias) == (64, 0.25, None)
+    assert build_head("fastai", (1, 8, 2, 2), 3, hidden=[64], concat_pool=False)[1] == {
+        "kind": "fastai", "ps": 0.5, "hidden": [64], "concat_pool": False}
+    with pytest.raises(ValueError, match="shape the 'fastai' head"):
+        build_head("linear", (1, 8, 2, 2), 3, hidden=[64])
+
+
 def test_heads_without_pooling_take_pooled_features() -> None:
     assert fastai_head(32, 4, pool=False)[0].num_features == 32
     assert fastai_head(32, 4, pool=False).eval()(torch.randn(2, 32)).shape == (2, 4)

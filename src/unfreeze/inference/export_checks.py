@@ -29,6 +29,7 @@ _MAX_NAME = 1_000  # characters of a class name
 _MAX_TEXT = 200  # characters of an architecture, feature or version name
 _MAX_SEED = 2**63 - 1
 _MAX_FEATURES = 1_000_000
+_MAX_HIDDEN_LAYERS, _MAX_HIDDEN_WIDTH = 8, 16_384  # fastai head lin_ftrs: [512] by default
 
 # safetensors' dtype codes (the header's "dtype") of the dtypes a model's state dict holds.
 _CODES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
@@ -96,8 +97,10 @@ def _model_problems(model: Any, n_classes: int | None) -> list[str]:
         ("mean", _numbers(model.get("mean"), max_count=MAX_CHANNELS), "a list of finite numbers"),
         ("std", _numbers(model.get("std"), max_count=MAX_CHANNELS), "a list of finite numbers"),
         ("head", isinstance(head, dict) and head.get("kind") in (*HEAD_KINDS, "custom")
-         and _number(head.get("ps", 0.5), 0.0, 1.0) and _y_range_ok(head.get("y_range")),
-         f"an object with kind in {HEAD_KINDS}, ps from 0 to 1 and y_range null or [low, high]"),
+         and _number(head.get("ps", 0.5), 0.0, 1.0) and _y_range_ok(head.get("y_range"))
+         and _hidden_ok(head.get("hidden", [512])) and isinstance(head.get("concat_pool", True), bool),
+         f"an object with kind in {HEAD_KINDS}, ps from 0 to 1, y_range null or [low, high], hidden up to "
+         f"{_MAX_HIDDEN_LAYERS} widths from 1 to {_MAX_HIDDEN_WIDTH} and concat_pool true or false"),
     ]
     if "features" in model:
         checks.append(("features", _text(model["features"]), f"a name of 1 to {_MAX_TEXT} characters"))
@@ -107,6 +110,13 @@ def _model_problems(model: Any, n_classes: int | None) -> list[str]:
     problems += [f"model.{key} must be {expected}, found {_shown(model.get(key))}" for key, ok, expected in checks
                  if not ok]
     return problems
+
+
+def _hidden_ok(hidden: Any) -> bool:
+    """The fastai head's hidden widths: a short list of bounded whole numbers, so that a crafted file cannot ask
+    for a head that exhausts memory while it is built."""
+    return (isinstance(hidden, list) and len(hidden) <= _MAX_HIDDEN_LAYERS
+            and all(_whole(width, 1, _MAX_HIDDEN_WIDTH) for width in hidden))
 
 
 def _y_range_ok(y_range: Any) -> bool:

@@ -23,7 +23,7 @@ import difflib
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,8 @@ def create_model(
     head: str | nn.Module = "fastai",
     ps: float = 0.5,
     y_range: tuple[float, float] | None = None,
+    hidden: int | Sequence[int] = 512,
+    concat_pool: bool = True,
 ) -> TransferModel:
     """Build a TransferModel: pretrained body, new head, parameter groups, input statistics.
 
@@ -173,6 +175,8 @@ def create_model(
         ps: dropout of the fastai head (``ps / 2`` before the first linear layer).
         y_range: ``(low, high)``: the head ends in a sigmoid scaled to that range (fastai's regression
             ``y_range``).
+        hidden: the fastai head's hidden width, or widths (fastai's ``lin_ftrs``); default 512.
+        concat_pool: the fastai head pools max and average (True, fastai's default) or average only.
 
     Returns:
         The model; ``model.weights_source`` says where its weights came from.
@@ -195,7 +199,8 @@ def create_model(
             f"n_groups={n_groups} is too many for {name}: its body has {len(body.units)} stages, so "
             f"n_groups can be 2 to {len(body.units) + 1}."
         )
-    head_module, head_config = build_head(head, body.feature_shape, n_out, ps=ps, y_range=y_range)
+    head_module, head_config = build_head(head, body.feature_shape, n_out, ps=ps, y_range=y_range,
+                                          hidden=hidden, concat_pool=concat_pool)
     groups = [["body." + n for chunk in part for n in chunk] for part in _split(body.units, n_groups - 1)]
     groups.append(["head." + n for n, _ in head_module.named_parameters()])
     info = {
@@ -239,7 +244,8 @@ def model_from_config(config: dict[str, Any], *, head: nn.Module | None = None) 
     model = create_model(
         arch, config["n_out"], pretrained=False, n_in=config["n_in"], n_groups=config["n_groups"],
         head=head if kind == "custom" else kind, ps=config["head"].get("ps", 0.5),
-        y_range=config["head"].get("y_range"),
+        y_range=config["head"].get("y_range"), hidden=config["head"].get("hidden", 512),
+        concat_pool=config["head"].get("concat_pool", True),
     )  # fmt: skip
     model.mean, model.std = tuple(config["mean"]), tuple(config["std"])
     model.input_size = config["input_size"]

@@ -8,6 +8,8 @@ already pooled features ``[B, C]`` (token models such as ViT pool inside the bod
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -62,9 +64,10 @@ class SigmoidRange(nn.Module):
 
 
 def fastai_head(
-    num_features: int, n_out: int, *, ps: float = 0.5, hidden: int = 512, pool: bool = True
+    num_features: int, n_out: int, *, ps: float = 0.5, hidden: int | Sequence[int] = 512, pool: bool = True,
+    concat_pool: bool = True,
 ) -> nn.Sequential:
-    """Build fastai's default classifier head.
+    """Build fastai's default classifier head (fastai's `create_head`).
 
     Layers: AdaptiveConcatPool2d → Flatten → BatchNorm1d(2·nf) → Dropout(ps/2) →
     Linear(2·nf, hidden, bias=False) → ReLU → BatchNorm1d(hidden) → Dropout(ps) →
@@ -75,9 +78,11 @@ def fastai_head(
     Args:
         num_features: channels of the body's output (``nf``).
         n_out: number of classes.
-        ps: dropout probability of the last dropout; the first one uses ``ps / 2``.
-        hidden: width of the hidden linear layer (fastai: 512).
+        ps: dropout probability of the last dropout; the ones before it use ``ps / 2``.
+        hidden: width of the hidden linear layer (fastai: 512), or one width per hidden layer, as
+            fastai's ``lin_ftrs`` (``[]``: a single BatchNorm → Dropout(ps) → Linear block).
         pool: whether the input is a feature map that must be pooled here.
+        concat_pool: max and average pooling concatenated (2·nf features); False: average pooling only.
 
     Returns:
         The head as an ``nn.Sequential``.
@@ -86,20 +91,26 @@ def fastai_head(
         >>> head = fastai_head(512, 10)
         >>> head.eval()(torch.randn(2, 512, 7, 7)).shape
         torch.Size([2, 10])
+        >>> fastai_head(512, 10, hidden=[64, 32]).eval()(torch.randn(2, 512, 7, 7)).shape
+        torch.Size([2, 10])
     """
     _check_head_args(num_features, n_out, ps)
-    in_features = 2 * num_features if pool else num_features
-    pooling: list[nn.Module] = [AdaptiveConcatPool2d(), nn.Flatten()] if pool else []
-    head = nn.Sequential(
-        *pooling,
-        nn.BatchNorm1d(in_features),
-        nn.Dropout(ps / 2),
-        nn.Linear(in_features, hidden, bias=False),
-        nn.ReLU(inplace=True),
-        nn.BatchNorm1d(hidden),
-        nn.Dropout(ps),
-        nn.Linear(hidden, n_out, bias=False),
-    )
+    widths = [hidden] if isinstance(hidden, int) else list(hidden)
+    if any(not isinstance(width, int) or isinstance(width, bool) or width < 1 for width in widths):
+        raise ValueError(f"hidden (fastai's lin_ftrs) must be positive layer widths, e.g. [512], got {hidden!r}.")
+    in_features = 2 * num_features if pool and concat_pool else num_features
+    pooling: list[nn.Module] = [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers: list[nn.Module] = pooling if pool else []
+    features = [in_features, *widths, n_out]
+    # fastai's blocks: BatchNorm, Dropout, Linear without bias (the BatchNorm after it shifts), ReLU but
+    # after the last; every dropout but the last uses ps / 2.
+    for index, (width_in, width_out) in enumerate(itertools.pairwise(features)):
+        last = index == len(features) - 2
+        layers += [nn.BatchNorm1d(width_in), nn.Dropout(ps if last else ps / 2),
+                   nn.Linear(width_in, width_out, bias=False)]
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+    head = nn.Sequential(*layers)
     for module in head.modules():
         if isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight)
@@ -131,10 +142,17 @@ def linear_head(num_features: int, n_out: int, *, pool: bool = True) -> nn.Seque
 
 def build_head(
     head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5,
-    y_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None, hidden: int | Sequence[int] = 512, concat_pool: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """`_build_head`, ending in `SigmoidRange(*y_range)` when a `y_range` is given (recorded in the config)."""
-    module, config = _build_head(head, feature_shape, n_out, ps=ps)
+    """`_build_head`, ending in `SigmoidRange(*y_range)` when a `y_range` is given (recorded in the config).
+
+    `hidden` and `concat_pool` shape the fastai head (see `fastai_head`); the config records them only
+    when they differ from fastai's defaults, so that a default head's config stays as it was.
+    """
+    if head != "fastai" and (hidden != 512 or not concat_pool):
+        raise ValueError(f"hidden (fastai's lin_ftrs) and concat_pool shape the 'fastai' head, not {head!r}; "
+                         "leave them out, or use head='fastai'.")
+    module, config = _build_head(head, feature_shape, n_out, ps=ps, hidden=hidden, concat_pool=concat_pool)
     if y_range is None:
         return module, config
     low, high = (float(value) for value in y_range)
@@ -145,7 +163,8 @@ def build_head(
 
 
 def _build_head(
-    head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5
+    head: str | nn.Module, feature_shape: tuple[int, ...], n_out: int, *, ps: float = 0.5,
+    hidden: int | Sequence[int] = 512, concat_pool: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the head named by ``head`` (or check a user module) for body features of ``feature_shape``.
 
@@ -155,6 +174,7 @@ def _build_head(
             2-D shape means the body already pooled, so the head does not pool.
         n_out: number of classes.
         ps: dropout of the fastai head.
+        hidden, concat_pool: the fastai head's hidden widths and pooling (see `fastai_head`).
 
     Returns:
         The head and its JSON-able config: ``{"kind": "fastai", "ps": ps}``, ``{"kind": "linear"}`` or
@@ -167,7 +187,13 @@ def _build_head(
     """
     pooled, num_features = len(feature_shape) == 2, feature_shape[1]
     if head == "fastai":
-        return fastai_head(num_features, n_out, ps=ps, pool=not pooled), {"kind": "fastai", "ps": ps}
+        config: dict[str, Any] = {"kind": "fastai", "ps": ps}
+        if hidden != 512:
+            config["hidden"] = [hidden] if isinstance(hidden, int) else list(hidden)
+        if not concat_pool:
+            config["concat_pool"] = False
+        module = fastai_head(num_features, n_out, ps=ps, hidden=hidden, pool=not pooled, concat_pool=concat_pool)
+        return module, config
     if head == "linear":
         return linear_head(num_features, n_out, pool=not pooled), {"kind": "linear"}
     if not isinstance(head, nn.Module):

@@ -15,7 +15,7 @@ from unfreeze.inference import ExportError, inference_dls, read_export
 from unfreeze.models import create_model
 from unfreeze.tasks import MultiLabel
 from unfreeze.train.callbacks import Callback
-from unfreeze.train.fastai_idioms import export_file, learner_device
+from unfreeze.train.fastai_idioms import export_file, fastai_head_choice, learner_device
 from unfreeze.train.learner import Learner
 from unfreeze.train.metrics import Metric
 from unfreeze.train.recipe_settings import Recipe
@@ -50,6 +50,12 @@ def vision_learner(
     n_out: int | None = None,
     optimizer: str | None = None,
     opt_func: Any = None,
+    ps: float = 0.5,
+    lin_ftrs: Sequence[int] | None = None,
+    concat_pool: bool = True,
+    custom_head: nn.Module | None = None,
+    n_in: int = 3,
+    normalize: bool = True,
 ) -> Learner:
     """A Learner with a pretrained body, a new head for `dls`'s classes, and the body frozen.
 
@@ -83,12 +89,23 @@ def vision_learner(
             `y_range` (fastbook's head-pose model: `y_range=(-1, 1)`).
         n_out: Outputs of the head; default the data's classes (or, for regression, its values).
         optimizer, opt_func: As in `Learner` ("adamw", "sgd", "ranger"; fastai's `opt_func=Adam`, ...).
+        ps: Dropout of the fastai head's last layer; the layers before it get `ps / 2` (fastai's default 0.5).
+        lin_ftrs: The fastai head's hidden widths, as fastai's (default `[512]`; `[]`: no hidden layer).
+        concat_pool: The fastai head pools max and average (True) or average only (False), as fastai's.
+        custom_head: fastai's spelling of `head=<module>`: maps the body's features to the outputs.
+        n_in: Input channels: 3 only, as unfreeze's loaders always give RGB (grayscale files become three
+            equal channels); another value is refused.
+        normalize: False leaves the images unnormalized (mean 0, std 1, recorded in the export), as fastai's.
 
     Example:
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)  # doctest: +SKIP
         >>> learn = vision_learner(dls, "efficientnet_lite0", metrics=[error_rate])  # doctest: +SKIP
         >>> learn.fine_tune(2)  # doctest: +SKIP
     """
+    head, hidden = fastai_head_choice(head, custom_head, ps, lin_ftrs, concat_pool)
+    if n_in != 3:
+        raise ValueError(f"n_in={n_in}: unfreeze's loaders always give 3 channels (a grayscale file becomes three "
+                         "equal channels, which a pretrained body expects); leave n_in out.")
     if head is None:
         head = recipe.head if recipe is not None else "fastai"
     with torch.random.fork_rng(devices=[]):
@@ -96,8 +113,10 @@ def vision_learner(
             torch.manual_seed(seed)
         model = create_model(
             arch, dls.n_classes if n_out is None else n_out, pretrained=pretrained, weights=weights,
-            n_groups=n_groups, head=head, y_range=y_range,
+            n_groups=n_groups, head=head, y_range=y_range, ps=ps, hidden=hidden, concat_pool=concat_pool,
         )
+    if not normalize:  # fastai's normalize=False: the model sees pixels in [0, 1]; the export records it
+        model.mean, model.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if train_bn is None:
         train_bn = not pretrained
     learn = Learner(

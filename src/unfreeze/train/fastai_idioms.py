@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ONE_GROUP_NOTE", "CutMix", "EarlyStoppingCallback", "FastaiMethods", "MixUp", "MultiCategory",
            "SaveModelCallback",
-           "callbacks_and_cbs", "export_file", "export_target", "fastai_prediction", "learner_device", "load_named",
+           "callbacks_and_cbs", "export_file", "export_target", "fastai_head_choice",
+           "fastai_prediction", "learner_device", "load_named",
            "loader_or_dl", "lr_find_answer", "model_file", "one_of", "pickle_note", "plain_module_groups",
            "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
 
@@ -121,6 +122,34 @@ def pickle_note(path: str | Path | None, fname: str | Path | None, target: Path)
         return None
     return (f"unfreeze writes no pickles: exported to {target} (safetensors) instead of {name}; "
             f"load_learner({str(Path(str(name)).with_suffix('.unfreeze'))!r}) or the .pkl name reads it.")
+
+
+def fastai_head_choice(
+    head: str | nn.Module | None, custom_head: nn.Module | None, ps: Any, lin_ftrs: Sequence[int] | None,
+    concat_pool: bool,
+) -> tuple[str | nn.Module | None, int | list[int]]:
+    """`vision_learner`'s head and hidden widths from fastai's `custom_head=`, `ps=` and `lin_ftrs=`.
+
+    `custom_head` is unfreeze's `head=<module>`; `lin_ftrs` the fastai head's hidden widths (default 512).
+    A per-layer list of `ps`, or head options next to a custom head (fastai ignores them there), is refused
+    rather than silently dropped.
+
+    Example:
+        >>> fastai_head_choice(None, None, 0.25, [64], True)
+        (None, [64])
+    """
+    if isinstance(ps, (list, tuple)):
+        raise ValueError(f"ps={list(ps)!r}: unfreeze's fastai head takes one dropout, ps, for its last layer and "
+                         "ps / 2 for the ones before (fastai's default spacing); pass a single number, e.g. "
+                         f"ps={ps[-1]!r}.")
+    if custom_head is not None:
+        if head is not None:
+            raise ValueError("custom_head= (fastai's spelling) and head= both name the head; pass only one.")
+        if lin_ftrs is not None or ps != 0.5 or not concat_pool:
+            raise ValueError("ps=, lin_ftrs= and concat_pool= shape the fastai head, which custom_head= replaces; "
+                             "leave them out, or build them into your custom head.")
+        return custom_head, 512
+    return head, 512 if lin_ftrs is None else list(lin_ftrs)
 
 
 def learner_device(device: str | torch.device | None, cpu: bool | None) -> str | torch.device:
