@@ -196,6 +196,46 @@ def test_fine_tune_phases_match_fastai(dls):
     assert [row["epoch"] for row in learn.recorder.history] == [0, 1]
 
 
+def test_fine_tune_and_fit_one_cycle_take_fastais_div_final_and_moms(dls):
+    """fastai's fine_tune(1, div_final=1e4, moms=(.9, .8, .9)) passes both to both phases; it was a TypeError."""
+    learn = make_learner(dls)
+    learn.fine_tune(1, base_lr=2e-3, div_final=1e4, moms=(0.9, 0.8, 0.9))
+    n = len(dls.train)
+    frozen = OneCycleSchedule(resolve_lrs(slice(2e-3), 3), n, pct_start=0.99, div_final=1e4, moms=(0.9, 0.8, 0.9))
+    unfrozen = OneCycleSchedule(resolve_lrs(slice(1e-3 / 100, 1e-3), 3), n, pct_start=0.3, div=5.0, div_final=1e4,
+                                moms=(0.9, 0.8, 0.9))
+    for step in range(n):
+        assert learn.recorder.lrs[step] == pytest.approx(frozen.lrs_at(step))
+        assert learn.recorder.moms[step] == pytest.approx(frozen.mom_at(step))
+        assert learn.recorder.lrs[n + step] == pytest.approx(unfrozen.lrs_at(step))
+        assert learn.recorder.moms[n + step] == pytest.approx(unfrozen.mom_at(step))
+    learn.fit_one_cycle(1, 1e-3, moms=None, reset_opt=True)  # fastai's moms=None: the default curve
+    assert learn.recorder.moms[-n:] == pytest.approx([OneCycleSchedule([1e-3], n).mom_at(i) for i in range(n)])
+    with pytest.raises(ValueError, match=r"base_lr=0\.001"):
+        learn.fine_tune(1, lr_max=1e-3)
+    with pytest.raises(ValueError, match="resume="):
+        learn.fine_tune(1, start_epoch=1)
+
+
+def test_fit_takes_fastais_reset_opt_and_start_epoch(dls):
+    """fastai's fit(n, lr, reset_opt=True, start_epoch=k) was a TypeError: a new optimizer, epochs k.. only,
+    the schedule starting where epoch k sits."""
+    learn = make_learner(dls)
+    learn.fit(1, 1e-3)
+    before = learn.optimizer
+    learn.fit(1, 1e-3, reset_opt=True)
+    assert learn.optimizer is not before
+    n = len(dls.train)
+    learn.fit_one_cycle(3, 1e-3, start_epoch=2)
+    assert [row["epoch"] for row in learn.recorder.history[-1:]] == [2]
+    expected = OneCycleSchedule(resolve_lrs(1e-3, 3), 3 * n)
+    for step, lrs in enumerate(learn.recorder.lrs[-n:]):
+        assert lrs == pytest.approx(expected.lrs_at(2 * n + step))
+    assert len(learn.recorder.lrs) == 3 * n  # two plain fits, then one epoch of the cycle
+    with pytest.raises(ValueError, match="from 0 to n_epoch"):
+        learn.fit(1, 1e-3, start_epoch=2)
+
+
 def test_optimizer_defaults_follow_fastai(dls):
     learn = make_learner(dls)
     optimizer = learn.ensure_optimizer()

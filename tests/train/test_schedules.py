@@ -53,15 +53,18 @@ def test_wrong_number_of_lrs():
         resolve_lrs([1e-4, 1e-3], 3)
 
 
-@pytest.mark.parametrize("pct_start,div,div_final", [(0.25, 25.0, 1e5), (0.3, 5.0, 1e5), (0.99, 25.0, 1e5)])
-def test_one_cycle_matches_fastai_at_every_step(pct_start, div, div_final):
+@pytest.mark.parametrize("pct_start,div,div_final,moms", [
+    (0.25, 25.0, 1e5, (0.95, 0.85, 0.95)), (0.3, 5.0, 1e5, (0.95, 0.85, 0.95)), (0.99, 25.0, 1e5, (0.95, 0.85, 0.95)),
+    (0.3, 5.0, 1e4, (0.9, 0.8, 0.9)),  # fine_tune(1, div_final=1e4, moms=(.9, .8, .9))
+])
+def test_one_cycle_matches_fastai_at_every_step(pct_start, div, div_final, moms):
     total = 137
     lr_max = [1e-5, 1e-4, 1e-3]
-    sched = OneCycleSchedule(lr_max, total, div=div, div_final=div_final, pct_start=pct_start)
+    sched = OneCycleSchedule(lr_max, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
     for step in range(total):
         lrs = sched.lrs_at(step)
         for group, hi in enumerate(lr_max):
-            want_lr, want_mom = fastai_one_cycle(step, total, hi, div, div_final, pct_start)
+            want_lr, want_mom = fastai_one_cycle(step, total, hi, div, div_final, pct_start, moms)
             assert lrs[group] == pytest.approx(want_lr, rel=1e-9)
         assert sched.mom_at(step) == pytest.approx(want_mom, rel=1e-9)
 

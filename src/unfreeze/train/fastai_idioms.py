@@ -42,11 +42,10 @@ if TYPE_CHECKING:
     from unfreeze.train.protocols import LearnerView, StepperView
 
 __all__ = ["ONE_GROUP_NOTE", "CutMix", "EarlyStoppingCallback", "FastaiMethods", "MixUp", "MultiCategory",
-           "SaveModelCallback",
-           "callbacks_and_cbs", "export_file", "export_target", "fastai_head_choice",
-           "fastai_prediction", "learner_device", "load_named",
-           "loader_or_dl", "lr_find_answer", "model_file", "one_of", "pickle_note", "plain_module_groups",
-           "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
+           "SaveModelCallback", "callbacks_and_cbs", "export_file", "export_target", "fastai_head_choice",
+           "fastai_prediction", "learner_device", "load_named", "loader_or_dl", "lr_find_answer", "model_file",
+           "moms_or_default", "one_of", "pickle_note", "plain_module_groups", "refuse_fine_tune_options",
+           "reset_optimizer_if", "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
 
 
 # ---------------------------------------------------------------------------- argument aliases
@@ -150,6 +149,36 @@ def fastai_head_choice(
                              "leave them out, or build them into your custom head.")
         return custom_head, 512
     return head, 512 if lin_ftrs is None else list(lin_ftrs)
+
+
+def moms_or_default(moms: tuple[float, float, float] | None) -> tuple[float, float, float]:
+    """fastai's `moms=None` (the learner's, which are always fastai's default here) or the three given.
+
+    Example:
+        >>> moms_or_default(None)
+        (0.95, 0.85, 0.95)
+    """
+    return (0.95, 0.85, 0.95) if moms is None else moms
+
+
+def reset_optimizer_if(stepper: StepperView, reset_opt: bool) -> None:
+    """fastai's `fit(..., reset_opt=True)`: the fit starts from a new optimizer, without Adam's moments."""
+    if reset_opt:
+        stepper.reset_optimizer()
+
+
+def refuse_fine_tune_options(lr_max: Any, start_epoch: Any) -> None:
+    """fastai's `fine_tune(lr_max=...)` (a TypeError in fastai too: both phases set lr_max) and `start_epoch=`.
+
+    Example:
+        >>> refuse_fine_tune_options(None, 0)
+    """
+    if lr_max is not None:
+        raise ValueError(f"fine_tune sets each phase's lr_max itself from base_lr (fastai's fine_tune fails on "
+                         f"lr_max= too); pass base_lr={lr_max!r} for the head's LR, or call fit_one_cycle.")
+    if start_epoch != 0:
+        raise ValueError(f"fine_tune(start_epoch={start_epoch!r}) would skip epochs of both phases; continue an "
+                         "interrupted fine_tune with checkpoint= and resume= (the phase and epoch it stopped in).")
 
 
 def learner_device(device: str | torch.device | None, cpu: bool | None) -> str | torch.device:

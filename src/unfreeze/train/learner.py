@@ -341,7 +341,8 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
 
     def fit(self, n_epoch: int, lr: LRSpec = 1e-3, *, callbacks: Callback | Sequence[Callback] = (),
             checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
-            cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None) -> list[dict[str, Any]]:
+            cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None, reset_opt: bool = False,
+            start_epoch: int = 0) -> list[dict[str, Any]]:
         """Train for `n_epoch` epochs at a constant LR per group.
 
         Args:
@@ -353,6 +354,9 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             resume: Continue an interrupted fit from this checkpoint; a checkpoint of a different fit
                 (other n_epoch or LRs) is refused.
             wd: Weight decay for this fit only (fastai's `wd=`); None keeps the learner's `weight_decay`.
+            reset_opt: Start from a new optimizer (no Adam moments), as fastai's.
+            start_epoch: Skip the epochs before it, the schedule starting where it sits (fastai's); `resume=`
+                continues from a checkpoint instead.
 
         Returns:
             The rows this fit added to `recorder.history`.
@@ -361,14 +365,15 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             >>> learn.fit(2, 1e-3)  # doctest: +SKIP
         """
         callbacks = fastai.callbacks_and_cbs(callbacks, cbs)
-        return recipes.fit(self, n_epoch, lr, callbacks, checkpoint, resume, wd)
+        fastai.reset_optimizer_if(self.stepper, reset_opt)
+        return recipes.fit(self, n_epoch, lr, callbacks, checkpoint, resume, wd, start_epoch)
 
     def fit_one_cycle(self, n_epoch: int, lr_max: LRSpec | str | None = None, div: float = 25.0,
                       div_final: float = 1e5, pct_start: float = 0.25,
-                      moms: tuple[float, float, float] = (0.95, 0.85, 0.95), *,
+                      moms: tuple[float, float, float] | None = None, *,
                       callbacks: Callback | Sequence[Callback] = (), checkpoint: str | Path | None = None,
                       resume: str | Path | Resume | None = None, cbs: Callback | Sequence[Callback] | None = None,
-                      wd: float | None = None) -> list[dict[str, Any]]:
+                      wd: float | None = None, reset_opt: bool = False, start_epoch: int = 0) -> list[dict[str, Any]]:
         """Train with fastai's one-cycle LR and momentum schedule.
 
         Args:
@@ -378,20 +383,23 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             div: The LR starts at `lr_max / div`.
             div_final: The LR ends at `lr_max / div_final`.
             pct_start: Fraction of the steps spent warming up.
-            moms: Momentum (Adam beta1) at start, peak LR and end.
-            callbacks, checkpoint, resume, cbs, wd: As in `fit`.
+            moms: Momentum (Adam beta1) at start, peak LR and end; None: fastai's (0.95, 0.85, 0.95).
+            callbacks, checkpoint, resume, cbs, wd, reset_opt, start_epoch: As in `fit`.
 
         Example:
             >>> learn.fit_one_cycle(3, slice(1e-5, 1e-3))  # doctest: +SKIP
         """
         callbacks = fastai.callbacks_and_cbs(callbacks, cbs)
-        return recipes.fit_one_cycle(self, n_epoch, lr_max, div, div_final, pct_start, moms, callbacks, checkpoint,
-                                     resume, wd)
+        fastai.reset_optimizer_if(self.stepper, reset_opt)
+        return recipes.fit_one_cycle(self, n_epoch, lr_max, div, div_final, pct_start, fastai.moms_or_default(moms),
+                                     callbacks, checkpoint, resume, wd, start_epoch=start_epoch)
 
     def fine_tune(self, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0, *, callbacks: Callback | Sequence[Callback] = (),
                   checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
-                  cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None) -> list[dict[str, Any]]:
+                  cbs: Callback | Sequence[Callback] | None = None, wd: float | None = None, div_final: float = 1e5,
+                  moms: tuple[float, float, float] | None = None, reset_opt: bool = False, start_epoch: int = 0,
+                  lr_max: Any = None) -> list[dict[str, Any]]:
         """fastai's recipe: train the head with the body frozen, then everything with discriminative LRs.
 
         1. `freeze()`; `fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)`
@@ -404,7 +412,10 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             freeze_epochs: Epochs with only the head (and, with train_bn, the norm layers) training.
             lr_mult: Ratio between the head's and the first group's LR in the unfrozen phase.
             pct_start, div: One-cycle settings of the unfrozen phase.
-            callbacks, cbs, wd: As in `fit`, for both phases.
+            callbacks, cbs, wd, reset_opt: As in `fit`, for both phases.
+            div_final, moms: As in `fit_one_cycle`, for both phases (fastai passes them to both).
+            start_epoch, lr_max: Refused with what to pass instead (fastai's fine_tune takes them, but its
+                lr_max collides with the LRs it sets, and resume= restarts a phase where it stopped).
             checkpoint: Save a resumable checkpoint here after every epoch of either phase.
             resume: Continue from such a checkpoint, in the phase and epoch it was written: the
                 result equals an uninterrupted run's (bit for bit on the CPU with a seed). A checkpoint
@@ -415,8 +426,10 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
             >>> learn.fine_tune(4, checkpoint="ckpt.pt", resume="ckpt.pt")  # after a crash  # doctest: +SKIP
         """
         callbacks = fastai.callbacks_and_cbs(callbacks, cbs)
+        fastai.refuse_fine_tune_options(lr_max, start_epoch)
+        fastai.reset_optimizer_if(self.stepper, reset_opt)
         return recipes.fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, callbacks,
-                                 checkpoint, resume, wd)
+                                 checkpoint, resume, wd, div_final, fastai.moms_or_default(moms))
 
     def fit_recipe(self, epochs: int | None = None, recipe: Recipe | None = None, *,
                    callbacks: Callback | Sequence[Callback] = (), checkpoint: str | Path | None = None,

@@ -229,8 +229,12 @@ def _checkpoint_writer(learner: RecipeTarget, path: str | Path) -> loop.Checkpoi
 
 def run_schedule(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: Sequence[Callback],
                  checkpoint: str | Path | None, resume: Resume | None, recipe: dict[str, Any] | None,
-                 wd: float | None) -> list[dict[str, Any]]:
-    """Run the loop along `schedule`, from the start or from where a checkpoint left this same fit."""
+                 wd: float | None, first_epoch: int = 0) -> list[dict[str, Any]]:
+    """Run the loop along `schedule`, from the start or from where a checkpoint left this same fit.
+
+    `first_epoch` skips the epochs before it, the schedule starting where that epoch sits (fastai's
+    `start_epoch`); a resume finds its epoch in the checkpoint instead.
+    """
     if len(learner.dls.train) == 0:
         raise ValueError(
             f"The training set has {len(learner.dls.train.dataset)} items, fewer than one batch of "
@@ -239,7 +243,11 @@ def run_schedule(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: 
     data = {"seed": getattr(learner.dls, "seed", None), "n_train": len(learner.dls.train.dataset),
             "n_valid": len(learner.dls.valid.dataset)}
     plan = FitPlan(n_epoch, schedule.config(), recipe, _check_wd(wd), data)
-    start_epoch, callback_states = 0, None
+    start_epoch, callback_states = _check_first_epoch(first_epoch, n_epoch, resume), None
+    if start_epoch:
+        # A fit that skips its first epochs is still a new fit: run_fit restarts these only at epoch 0.
+        learner.recorder.reset_smoothing()
+        learner.recorder.start_phase(learner.frozen_to, learner.n_groups)
     if resume is not None:
         plan.check_resumes(resume.progress, resume.where)
         resume.apply(learner)
@@ -254,6 +262,15 @@ def run_schedule(learner: RecipeTarget, n_epoch: int, schedule: Any, callbacks: 
                             overlap=learner.stepper.overlap_steps, checkpoint=writer, callback_states=callback_states)
 
 
+def _check_first_epoch(first_epoch: Any, n_epoch: int, resume: Resume | None) -> int:
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or not 0 <= first_epoch <= n_epoch:
+        raise ValueError(f"start_epoch must be a whole number from 0 to n_epoch ({n_epoch}), got {first_epoch!r}.")
+    if first_epoch and resume is not None:
+        raise ValueError(f"start_epoch={first_epoch} and resume= both say where the fit starts; pass only resume=, "
+                         "which reads the epoch from the checkpoint.")
+    return first_epoch
+
+
 def read_resume(resume: str | Path | Resume | None) -> Resume | None:
     """A resume read from a path, or the `Resume` a caller read already (the command line does)."""
     return resume if resume is None or isinstance(resume, Resume) else Resume.read(resume)
@@ -263,18 +280,21 @@ def read_resume(resume: str | Path | Resume | None) -> Resume | None:
 
 
 def fit(learner: RecipeTarget, n_epoch: int, lr: LRSpec, callbacks: Sequence[Callback],
-        checkpoint: str | Path | None, resume: str | Path | Resume | None, wd: float | None) -> list[dict[str, Any]]:
+        checkpoint: str | Path | None, resume: str | Path | Resume | None, wd: float | None,
+        start_epoch: int = 0) -> list[dict[str, Any]]:
     """Constant LRs per group; the arguments are `Learner.fit`'s."""
     n_epoch = check_epochs(n_epoch)
     schedule = ConstantSchedule(resolve_lrs(lr, learner.n_groups))
-    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), None, wd)
+    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), None, wd,
+                        start_epoch)
 
 
 def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | None = None, div: float = 25.0,
                   div_final: float = 1e5, pct_start: float = 0.25,
                   moms: tuple[float, float, float] = (0.95, 0.85, 0.95), callbacks: Sequence[Callback] = (),
                   checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
-                  wd: float | None = None, recipe: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  wd: float | None = None, recipe: dict[str, Any] | None = None,
+                  start_epoch: int = 0) -> list[dict[str, Any]]:
     """fastai's one-cycle schedule; the arguments are `Learner.fit_one_cycle`'s (`recipe`: fine_tune's phase)."""
     n_epoch = check_epochs(n_epoch)
     if lr_max is None:
@@ -284,7 +304,8 @@ def fit_one_cycle(learner: RecipeTarget, n_epoch: int, lr_max: LRSpec | str | No
     lrs = resolve_lrs(lr_max, learner.n_groups)
     total = n_epoch * len(learner.dls.train)
     schedule = OneCycleSchedule(lrs, total, div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), recipe, wd)
+    return run_schedule(learner, n_epoch, schedule, callbacks, checkpoint, read_resume(resume), recipe, wd,
+                        start_epoch)
 
 
 @dataclass(frozen=True)
@@ -300,6 +321,8 @@ class Phase:
     div: float
     pct_start: float
     size: int | None = None
+    div_final: float = 1e5
+    moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
 
 
 def _check_fine_tune(epochs: Any, base_lr: Any, freeze_epochs: Any) -> int:
@@ -315,20 +338,23 @@ def _check_fine_tune(epochs: Any, base_lr: Any, freeze_epochs: Any) -> int:
 
 def fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Callable[[], int], lr_mult: float,
                       pct_start: float, div: float, sizes: tuple[int | None, int | None] = (None, None),
-                      frozen_groups: int = 0) -> list[Phase]:
+                      frozen_groups: int = 0, div_final: float = 1e5,
+                      moms: tuple[float, float, float] = (0.95, 0.85, 0.95)) -> list[Phase]:
     """fastai's two phases: the head alone with a late peak, then every group at half the LR, spread
     over lr_mult from input to head (the first `frozen_groups` body groups stay frozen, but at least
-    one body group trains)."""
+    one body group trains). `div_final` and `moms` apply to both phases, as fastai passes them to both."""
     keep_frozen = min(frozen_groups, learner.n_groups - 2)
     train_body = learner.unfreeze if keep_frozen <= 0 else lambda: learner.freeze_to(keep_frozen)
-    return [Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0]),
-            Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1])]
+    return [Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0], div_final, moms),
+            Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1],
+                  div_final, moms)]
 
 
 def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, freeze_epochs: int = 1,
               lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0, callbacks: Sequence[Callback] = (),
               checkpoint: str | Path | None = None, resume: str | Path | Resume | None = None,
-              wd: float | None = None) -> list[dict[str, Any]]:
+              wd: float | None = None, div_final: float = 1e5,
+              moms: tuple[float, float, float] = (0.95, 0.85, 0.95)) -> list[dict[str, Any]]:
     """fastai's frozen-then-unfrozen recipe; the arguments are `Learner.fine_tune`'s.
 
     A resume reads the checkpoint once: an unfinished phase continues from it, a finished one hands
@@ -337,7 +363,8 @@ def fine_tune(learner: RecipeTarget, epochs: int, base_lr: float | str = 2e-3, f
     epochs = _check_fine_tune(epochs, base_lr, freeze_epochs)
     recipe: dict[str, Any] = {"name": "fine_tune", "epochs": epochs, "base_lr": base_lr,
                               "freeze_epochs": freeze_epochs, "lr_mult": lr_mult, "pct_start": pct_start, "div": div}
-    phases = fine_tune_phases(learner, freeze_epochs, epochs, lr_mult, pct_start, div)
+    phases = fine_tune_phases(learner, freeze_epochs, epochs, lr_mult, pct_start, div, div_final=div_final,
+                              moms=moms)
     return run_phases(learner, recipe, phases, callbacks, checkpoint, resume, wd)
 
 
@@ -383,8 +410,8 @@ def run_phases(learner: RecipeTarget, recipe: dict[str, Any], phases: list[Phase
         if not continuing:
             phase_spec.set_trainable()
         with _loader_size(learner.dls, phase_spec.size):
-            rows += fit_one_cycle(learner, n_epoch, phase_spec.lr_max(lr), phase_spec.div, 1e5,
-                                  phase_spec.pct_start, (0.95, 0.85, 0.95), callbacks, checkpoint,
+            rows += fit_one_cycle(learner, n_epoch, phase_spec.lr_max(lr), phase_spec.div, phase_spec.div_final,
+                                  phase_spec.pct_start, phase_spec.moms, callbacks, checkpoint,
                                   saved if continuing else None, wd, recipe={**recipe, "phase": index})
         out_of_time = any(isinstance(callback, TimeBudget) and callback.stopped_early for callback in callbacks)
         if learner.position.interrupted or out_of_time:
