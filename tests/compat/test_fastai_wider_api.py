@@ -428,3 +428,29 @@ def test_validate_takes_fastais_ds_idx(path):
     for results in (learn.validate(ds_idx=0), learn.validate(0)):
         assert results[1] == pytest.approx(float(error_rate(probs, targs)))
     assert learn.validate(ds_idx=1)[0] == pytest.approx(learn.validate()[0])
+
+
+def test_get_preds_takes_fastais_with_preds_with_targs_and_reorder(path):
+    """fastai 2.8: get_preds(with_preds=False) -> (None, targs); with_targs=False, with_loss=True ->
+    (preds, None, losses); with_decoded is left out without preds; reorder=False keeps the (unshuffled) order."""
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    probs, targs = learn.get_preds()
+    no_preds = learn.get_preds(with_preds=False, with_decoded=True)
+    assert len(no_preds) == 2 and no_preds[0] is None and torch.equal(no_preds[1], targs)
+    kept, none, losses = learn.get_preds(with_targs=False, with_loss=True)
+    assert torch.equal(kept, probs) and none is None and losses.shape == targs.shape
+    assert all(torch.equal(a, b) for a, b in zip(learn.get_preds(reorder=False), (probs, targs), strict=True))
+
+
+def test_predict_with_input_puts_the_image_as_the_model_saw_it_first(path):
+    """fastai's predict(item, with_input=True) -> (image, label, index, probs), the image int64 [3, H, W] 0-255."""
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    item = learn.dls.valid_ds.items[0][0]
+    image, label, index, probs = learn.predict(item, with_input=True)
+    plain_label, plain_index, plain_probs = learn.predict(item)
+    assert (label, int(index)) == (plain_label, int(plain_index)) and torch.equal(probs, plain_probs)
+    assert image.dtype == torch.int64 and image.shape == (3, 16, 16)
+    assert 0 <= int(image.min()) <= int(image.max()) <= 255
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (learn.dls.valid.mean, learn.dls.valid.std))
+    batch = next(iter(learn.dls.test_dl([item], batch_size=1)))[0][0].cpu()
+    assert torch.allclose(image.float(), ((batch * std + mean) * 255).round(), atol=1.0)

@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ONE_GROUP_NOTE", "CutMix", "EarlyStoppingCallback", "FastaiMethods", "MixUp", "MultiCategory",
            "SaveModelCallback", "callbacks_and_cbs", "export_file", "export_target", "fastai_head_choice",
-           "fastai_prediction", "learner_device", "load_named", "loader_or_dl", "lr_find_answer", "model_file",
-           "moms_or_default", "one_of", "pickle_note", "plain_module_groups", "refuse_fine_tune_options",
-           "reset_optimizer_if", "save_named", "show_lr_find_inline", "weight_decay_or_wd"]
+           "fastai_prediction", "fastai_prediction_with_input", "fastai_preds_layout", "learner_device",
+           "load_named", "loader_or_dl", "lr_find_answer", "model_file", "moms_or_default", "one_of", "pickle_note",
+           "plain_module_groups", "refuse_fine_tune_options", "reset_optimizer_if", "save_named",
+           "show_lr_find_inline", "weight_decay_or_wd"]
 
 
 # ---------------------------------------------------------------------------- argument aliases
@@ -301,6 +302,35 @@ def fastai_prediction(prediction: tuple[Any, Any, torch.Tensor], task: Any = Non
     # The unknown flag travels as attributes of the result (`inference.Prediction`).
     return Prediction(fields, unknown=getattr(prediction, "unknown", None),
                       ood_score=getattr(prediction, "ood_score", None))
+
+
+def fastai_prediction_with_input(prediction: Prediction, image: torch.Tensor) -> Prediction:
+    """fastai's `predict(item, with_input=True)`: `(image, label, decoded, probs)`, the unknown flag kept.
+
+    Example:
+        >>> fastai_prediction_with_input(Prediction(("cat", 0, torch.ones(1))), torch.zeros(3, 2, 2))[1]
+        'cat'
+    """
+    return Prediction((image, *prediction), unknown=prediction.unknown, ood_score=prediction.ood_score)
+
+
+def fastai_preds_layout(results: tuple[Any, ...], with_preds: bool, with_targs: bool,
+                        with_decoded: bool) -> tuple[Any, ...]:
+    """`get_preds`'s results with fastai's `with_preds=False` / `with_targs=False`: None in their place, and
+    no decoded predictions without the predictions (fastai's order and length).
+
+    Example:
+        >>> fastai_preds_layout((1, 2, 3), with_preds=False, with_targs=True, with_decoded=True)
+        (None, 2)
+    """
+    layout = list(results)
+    if not with_preds:
+        layout[0] = None
+        if with_decoded:
+            del layout[2]
+    if not with_targs:
+        layout[1] = None
+    return tuple(layout)
 
 
 class _Text(str):

@@ -16,7 +16,13 @@ import torch
 from unfreeze import distributed, inference
 from unfreeze.inference import Predictor
 from unfreeze.inference.predict import _ordered, loader_of
-from unfreeze.train.fastai_idioms import export_target, fastai_prediction, pickle_note
+from unfreeze.train.fastai_idioms import (
+    export_target,
+    fastai_prediction,
+    fastai_prediction_with_input,
+    fastai_preds_layout,
+    pickle_note,
+)
 
 __all__ = ["Exportable", "InferenceMethods"]
 
@@ -32,7 +38,8 @@ class InferenceMethods:
 
     def get_preds(self: Predictor, ds_idx: int = 1, dl: Any = None, with_loss: bool = False, *,
                   with_decoded: bool = False, with_ood: bool = False, with_input: bool = False,
-                  act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Any:
+                  act: Callable[[torch.Tensor], torch.Tensor] | None = None, reorder: bool = True,
+                  with_preds: bool = True, with_targs: bool = True) -> Any:
         """Probabilities (the task's activation, calibrated) and targets over `dl` (default: validation), in order.
 
         Returns `(probs, targets)`, then the decoded predictions with `with_decoded`, the item losses
@@ -40,32 +47,43 @@ class InferenceMethods:
         puts the images as the model saw them (normalised, on the CPU) first. See
         `unfreeze.inference.get_preds`, also for fastai's `act` (applied in place of the activation).
         fastai's `ds_idx=0` scores the training images, in order and without augmentation (fastai's keep it).
+        fastai's `with_preds=False` / `with_targs=False` put None in their place (and leave out the decoded
+        predictions with the probabilities). `reorder` is fastai's switch back to item order: the results
+        are always in item order here, as fastai's are for the unshuffled loaders get_preds scores.
 
         Example:
             >>> probs, targets = learn.get_preds()  # doctest: +SKIP
+            >>> _, targets = learn.get_preds(with_preds=False)  # doctest: +SKIP
         """
         if dl is None and not isinstance(ds_idx, int):  # get_preds(loader), as before ds_idx came first
             ds_idx, dl = 1, ds_idx
         if dl is None:
             dl = loader_of(self.dls, ds_idx)
-        results = inference.get_preds(self, dl=dl, with_decoded=with_decoded, with_loss=with_loss,
-                                      with_ood=with_ood, act=act)
+        results = fastai_preds_layout(inference.get_preds(self, dl=dl, with_decoded=with_decoded,
+                                                          with_loss=with_loss, with_ood=with_ood, act=act),
+                                      with_preds, with_targs, with_decoded)
         if not with_input:
             return results
         # A second pass over the same ordered batches: the predictions need not hold every image.
         return (torch.cat([images.cpu() for images, _ in _ordered(dl)]), *results)
 
-    def predict(self: Predictor, item: Any) -> Any:
+    def predict(self: Predictor, item: Any, with_input: bool = False) -> Any:
         """Predict one image (path, PIL image, numpy array or tensor): `(label, decoded, probs)`.
 
         For multi-label data the first element is a list-like `MultiCategory` of the predicted names
-        and `decoded` the bool mask over the classes, as fastai's.
+        and `decoded` the bool mask over the classes, as fastai's. fastai's `with_input=True` puts the
+        image as the model saw it first: resized and cropped, not normalized, int64 [3, H, W] pixels 0-255.
 
         Example:
             >>> label, index, probs = learn.predict("cat.jpg")  # doctest: +SKIP
             >>> labels, mask, probs = multi_label_learn.predict("street.jpg")  # doctest: +SKIP
+            >>> image, label, index, probs = learn.predict("cat.jpg", with_input=True)  # doctest: +SKIP
         """
-        return fastai_prediction(inference.predict(self, item), self.task, item)
+        prediction = fastai_prediction(inference.predict(self, item), self.task, item)
+        if not with_input:
+            return prediction
+        seen = self.dls.test_dl([item], batch_size=1).preview(1)[0][0]  # validation transforms, 0..1
+        return fastai_prediction_with_input(prediction, (seen * 255).round().long())
 
     def predict_batch(self: Predictor, items: Any, bs: int = 64, top_k: int = 1, with_tta: bool = False) -> Any:
         """Stream predictions over many images or a folder, in constant memory (`inference.predict_batch`).
