@@ -12,6 +12,7 @@ import torch
 from unfreeze.data import ImageDataLoaders
 from unfreeze.train.builders import load_learner, vision_learner
 from unfreeze.train.callbacks import Callback, CSVLogger
+from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.fastai_idioms import EarlyStoppingCallback, SaveModelCallback
 from unfreeze.train.metrics import ValidationResults
 
@@ -112,6 +113,31 @@ def test_save_and_load_with_the_optimizer_state(dls, tmp_path):
         learn.load("stage-1", with_opt=True)
     with pytest.raises(FileNotFoundError, match=r"Saved names in .*\['stage-1'\]"):
         learn.load("stage-2")
+
+
+def test_load_takes_fastais_device_and_strict(dls, tmp_path):
+    """fastai's learn.load(name, device='cpu', strict=False) was a TypeError: strict=False skips the names only
+    the file or only the model holds (torch's rule), strict=True refuses them; device is where the file is read."""
+    from safetensors.torch import load_file, save_file
+
+    learn = make_learner(dls, path=tmp_path)
+    weights = learn.save("stage-1")
+    saved = load_file(str(weights))
+    last = sorted(name for name in saved if name.startswith("head."))[-1]
+    saved.pop(last)
+    save_file({**saved, "extra.weight": torch.zeros(1)}, str(tmp_path / "models" / "partial.safetensors"))
+    kept = learn.model.state_dict()[last].clone()
+    with torch.no_grad():
+        for parameter in learn.model.parameters():
+            parameter.add_(1.0)
+
+    assert learn.load("partial", device="cpu", strict=False) is learn
+    state = learn.model.state_dict()
+    assert torch.equal(state[last], kept + 1) and all(torch.equal(state[name], saved[name]) for name in saved)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        learn.load("partial", strict=True)
+    with pytest.raises(RuntimeError):
+        learn.load("stage-1", device="nodevice")
 
 
 def test_export_never_writes_a_pickle_and_load_learner_finds_it(dls, tmp_path, capsys):

@@ -133,8 +133,11 @@ def save_weights(learner: Checkpointable, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_weights(learner: Checkpointable, path: str | Path) -> None:
+def load_weights(learner: Checkpointable, path: str | Path, *, strict: bool = True) -> None:
     """Load a safetensors weights file written by `save_weights` into `learner`.
+
+    With `strict=False` (torch's and fastai's), names that only the file or only the model holds are
+    skipped, and those parameters keep their current values; a tensor of another shape still fails.
 
     Raises:
         CheckpointError: The file's tensors do not fit the learner's model (other names or shapes, as
@@ -147,7 +150,10 @@ def load_weights(learner: Checkpointable, path: str | Path) -> None:
     from safetensors.torch import load_file
 
     saved = load_file(str(path), device=str(learner.device))
-    differences = weights_differences(saved, learner.state_dict(keys=["model"])["model"])
+    current = learner.state_dict(keys=["model"])["model"]
+    if not strict:
+        saved = {**current, **{name: tensor for name, tensor in saved.items() if name in current}}
+    differences = weights_differences(saved, current)
     if differences:
         raise CheckpointError(f"{path} does not fit this learner's model: {differences}. Load it into a learner "
                               "built as the saved one was (the same architecture, and data with the same classes).")

@@ -352,7 +352,7 @@ class NamedFiles(Protocol):
 
     def save_weights(self, path: str | Path) -> Path: ...
 
-    def load_weights(self, path: str | Path) -> None: ...
+    def load_weights(self, path: str | Path, *, strict: bool = True) -> None: ...
 
     def state_dict(self, keys: Iterable[str] | None = None, *, grads: bool = False) -> dict[str, Any]: ...
 
@@ -388,8 +388,10 @@ def save_named(learner: NamedFiles, name: str | Path, with_opt: bool = False) ->
     return weights
 
 
-def load_named(learner: NamedFiles, name: str | Path, with_opt: bool | None = None) -> None:
+def load_named(learner: NamedFiles, name: str | Path, with_opt: bool | None = None, strict: bool = True) -> None:
     """fastai's `learn.load(name)`: the weights `save_named` wrote, and the optimizer state if saved.
+
+    `strict=False` skips the weights only the file or only the model names (`load_weights`).
 
     Raises:
         FileNotFoundError: No such saved model (the message lists the saved names), or `with_opt=True`
@@ -405,7 +407,7 @@ def load_named(learner: NamedFiles, name: str | Path, with_opt: bool | None = No
     if with_opt and not optimizer_file.is_file():
         raise FileNotFoundError(f"No optimizer state at {optimizer_file}: save with learn.save({str(name)!r}, "
                                 "with_opt=True), or load with with_opt=False.")
-    learner.load_weights(weights)
+    learner.load_weights(weights, strict=strict)
     if with_opt is not False and optimizer_file.is_file():
         learner.load_state_dict(torch.load(optimizer_file, map_location=learner.device, weights_only=True))
 
@@ -457,13 +459,18 @@ class FastaiMethods:
         """
         return save_named(self, name, with_opt)
 
-    def load(self: _Host, name: str | Path, with_opt: bool | None = None) -> _Host:
+    def load(self: _Host, name: str | Path, device: str | torch.device | None = None, *,
+             with_opt: bool | None = None, strict: bool = True) -> _Host:
         """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
 
         Args:
             name: The name given to `save`.
+            device: fastai's device to read the file onto; the weights end on the model's device either way
+                (fastai copies them into the model too), so any valid device gives the same learner.
             with_opt: None loads the optimizer state when one was saved; True requires it; False
                 leaves the optimizer as it is.
+            strict: False skips the weights that only the file or only the model names, as fastai's
+                (a tensor of another shape still fails).
 
         Returns:
             The learner itself, as fastai's (`learn = learn.load("stage-1")` works).
@@ -471,7 +478,9 @@ class FastaiMethods:
         Example:
             >>> learn.load("stage-1")  # doctest: +SKIP
         """
-        load_named(self, name, with_opt)  # type: ignore[arg-type]  # the host is a NamedFiles
+        if device is not None:
+            torch.device(device)  # a misspelt device fails here, as in fastai, though the weights go to the model's
+        load_named(self, name, with_opt, strict)  # type: ignore[arg-type]  # the host is a NamedFiles
         return self
 
     def to_fp16(self: _Host) -> _Host:

@@ -517,13 +517,13 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
         """
         return saved_files.save_weights(self, path)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Load weights saved by `save_weights`.
+    def load_weights(self, path: str | Path, *, strict: bool = True) -> None:
+        """Load weights saved by `save_weights` (`strict=False`: skip names only one side holds, as torch's).
 
         Example:
             >>> learn.load_weights("best.safetensors")  # doctest: +SKIP
         """
-        saved_files.load_weights(self, path)
+        saved_files.load_weights(self, path, strict=strict)
 
     def save_checkpoint(self, path: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
         """Save `state_dict()` (and the callbacks' states) as a resumable checkpoint, atomically.
