@@ -35,6 +35,20 @@ def test_in_a_notebook_the_figure_is_shown_and_returned(monkeypatch: pytest.Monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_confusion_matrix_takes_fastais_cmap_norm_dec_and_plot_txt(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """fastai's plot_confusion_matrix(normalize=True, cmap='Greens', norm_dec=3, plot_txt=False) was a TypeError."""
+    fake_kernel(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    matrix = np.array([[2, 1], [0, 3]])
+    figure = plots.plot_confusion_matrix(matrix, ["cat", "dog"], normalize=True, cmap="Greens", norm_dec=3)
+    axis = figure.axes[0]
+    assert axis.images[0].get_cmap().name == "Greens"
+    assert [text.get_text() for text in axis.texts] == ["0.667", "0.333", "0.000", "1.000"]
+    bare = plots.plot_confusion_matrix(matrix, ["cat", "dog"], plot_txt=False)
+    assert len(bare.axes[0].texts) == 0 and bare.axes[0].images[0].get_cmap().name == "Blues"
+
+
 def test_in_a_script_a_named_file_is_saved_and_printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None,

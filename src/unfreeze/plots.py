@@ -235,12 +235,14 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path | None = None,
                           normalize: bool = False, *, figsize: tuple[float, float] | None = None,
-                          dpi: int = 100, title: str = "Confusion matrix") -> Path | Figure:
+                          dpi: int = 100, title: str = "Confusion matrix", cmap: str = "Blues", norm_dec: int = 2,
+                          plot_txt: bool = True) -> Path | Figure:
     """A confusion matrix (rows: actual, columns: predicted) with class names on both axes.
 
-    `normalize=True` shows each row as fractions of its actual class (recall on the diagonal).
-    `path` None shows it in a notebook or saves confusion_matrix.png (see the module); `figsize`
-    (inches) and `dpi` as in fastai's `plot_confusion_matrix`.
+    `normalize=True` shows each row as fractions of its actual class (recall on the diagonal), with
+    `norm_dec` decimals. `path` None shows it in a notebook or saves confusion_matrix.png (see the
+    module); `figsize` (inches), `dpi`, `cmap` (a matplotlib colormap name) and `plot_txt` (False: no
+    number in the cells) as in fastai's `plot_confusion_matrix`.
 
     Example:
         >>> plot_confusion_matrix(np.array([[5, 1], [2, 7]]), ["cat", "dog"], "cm.png")
@@ -254,7 +256,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     side = max(4.0, 0.55 * n_classes + 2.0)
     figure = _new_figure(*(figsize or (side, side)))
     axis = figure.subplots()
-    image = axis.imshow(counts, cmap="Blues", vmin=0.0)
+    image = axis.imshow(counts, cmap=cmap, vmin=0.0)
     figure.colorbar(image, ax=axis, shrink=0.8)
     ticks = np.arange(n_classes)
     axis.set_xticks(ticks, labels=list(class_names), rotation=90)
@@ -263,10 +265,10 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     axis.set_ylabel("Actual")
     axis.set_title(title + (" (normalized by row)" if normalize else ""))
     threshold = counts.max(initial=0.0) / 2.0
-    for row, column in np.ndindex(counts.shape):
+    for row, column in np.ndindex(counts.shape if plot_txt else (0, 0)):
         value = counts[row, column]
-        axis.text(column, row, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
-                  fontsize=8, color="white" if value > threshold else "black")
+        axis.text(column, row, f"{value:.{norm_dec}f}" if normalize else f"{int(value)}", ha="center",
+                  va="center", fontsize=8, color="white" if value > threshold else "black")
     return _show_or_save(figure, path, "confusion_matrix.png", "the confusion matrix", dpi)
 
 

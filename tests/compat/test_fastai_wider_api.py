@@ -454,3 +454,15 @@ def test_predict_with_input_puts_the_image_as_the_model_saw_it_first(path):
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (learn.dls.valid.mean, learn.dls.valid.std))
     batch = next(iter(learn.dls.test_dl([item], batch_size=1)))[0][0].cpu()
     assert torch.allclose(image.float(), ((batch * std + mean) * 255).round(), atol=1.0)
+
+
+def test_interpretation_takes_fastais_act(path):
+    """fastai's ClassificationInterpretation.from_learner(learn, act=None) was a TypeError; act=None is the
+    default activation, another act replaces it in probs (the losses stay the loss function's)."""
+    learn = vision_learner(_dls(path), ARCH, pretrained=False)
+    plain = ClassificationInterpretation.from_learner(learn)
+    default = ClassificationInterpretation.from_learner(learn, act=None)
+    raw = ClassificationInterpretation.from_learner(learn, act=lambda logits: logits)
+    assert torch.equal(default.probs, plain.probs) and torch.equal(raw.losses, plain.losses)
+    assert torch.allclose(raw.probs.softmax(dim=1), plain.probs, atol=1e-6)
+    assert torch.equal(raw.confusion_matrix(), plain.confusion_matrix())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,13 @@ class ClassificationInterpretation:
         self.item_indices = torch.tensor([i for i in range(len(dl.dataset)) if i not in dropped], dtype=torch.long)
 
     @classmethod
-    def from_learner(cls, learn: Predictor, ds_idx: int = 1, dl: Any = None) -> ClassificationInterpretation:
+    def from_learner(cls, learn: Predictor, ds_idx: int = 1, dl: Any = None,
+                     act: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ClassificationInterpretation:
         """Run `learn` over `dl` (default: validation, or with fastai's `ds_idx=0` the training images in
         order with the validation transforms) and keep what the views need.
+
+        fastai's `act` replaces the activation that turns the logits into `probs` (None: the task's, calibrated),
+        as in `get_preds`; the losses are the loss function's either way.
 
         Example:
             >>> interp = ClassificationInterpretation.from_learner(learn)  # doctest: +SKIP
@@ -48,7 +53,7 @@ class ClassificationInterpretation:
                              "learn.show_results(), learn.get_preds() with unfreeze.plots.plot_predicted_vs_true, or "
                              "unfreeze.inference.regression.regression_report.")
         loader = _ordered(loader_of(learn.dls, ds_idx) if dl is None else dl)
-        probs, targets, losses = get_preds(learn, loader, with_loss=True)
+        probs, targets, losses = get_preds(learn, loader, with_loss=True, act=act)
         return cls(loader, learn.dls.vocab, probs, targets, losses, learn.task)
 
     def confusion_matrix(self) -> torch.Tensor:
@@ -66,12 +71,13 @@ class ClassificationInterpretation:
 
     def plot_confusion_matrix(self, path: str | Path | None = None, normalize: bool = False, *,
                               figsize: tuple[float, float] | None = None, dpi: int = 100,
-                              title: str = "Confusion matrix") -> Any:
+                              title: str = "Confusion matrix", cmap: str = "Blues", norm_dec: int = 2,
+                              plot_txt: bool = True) -> Any:
         """The confusion matrix with the class names on both axes, under `title` (fastai's default).
 
         With `path`, saved there and the path returned; without, shown inline in a notebook, or in a
-        script saved as confusion_matrix.png with its location printed. `figsize` (inches) and `dpi`
-        as in fastai.
+        script saved as confusion_matrix.png with its location printed. `figsize` (inches), `dpi`, `cmap`,
+        `norm_dec` (decimals when normalized) and `plot_txt` (False: no numbers) as in fastai.
 
         Example:
             >>> interp.plot_confusion_matrix("cm.png", normalize=True)  # doctest: +SKIP
@@ -81,7 +87,8 @@ class ClassificationInterpretation:
         from unfreeze.plots import plot_confusion_matrix  # matplotlib loads only when a figure is drawn
 
         return plot_confusion_matrix(self.confusion_matrix().numpy(), self.vocab, path, normalize=normalize,
-                                     figsize=figsize, dpi=dpi, title=title)
+                                     figsize=figsize, dpi=dpi, title=title, cmap=cmap, norm_dec=norm_dec,
+                                     plot_txt=plot_txt)
 
     def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
         """Off-diagonal cells with at least `min_val` items: (actual, predicted, count), most first.
