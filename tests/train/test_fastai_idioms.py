@@ -115,6 +115,16 @@ def test_save_and_load_with_the_optimizer_state(dls, tmp_path):
         learn.load("stage-2")
 
 
+def test_n_epoch_and_epoch_follow_the_current_fit_as_fastais(dls):
+    """fastai 2.8: n_epoch 1 and epoch 0 before a fit; after fit(1): 1, 0; after fit_one_cycle(2): 2, 1."""
+    learn = make_learner(dls)
+    assert (learn.n_epoch, learn.epoch) == (1, 0)
+    learn.fit(1, 1e-3)
+    assert (learn.n_epoch, learn.epoch) == (1, 0)
+    learn.fit_one_cycle(2, 1e-3)
+    assert (learn.n_epoch, learn.epoch) == (2, 1)
+
+
 def test_load_takes_fastais_device_and_strict(dls, tmp_path):
     """fastai's learn.load(name, device='cpu', strict=False) was a TypeError: strict=False skips the names only
     the file or only the model holds (torch's rule), strict=True refuses them; device is where the file is read."""

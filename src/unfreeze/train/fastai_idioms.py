@@ -421,6 +421,8 @@ class FastaiHost(NamedFiles, Protocol):
     @property
     def stepper(self) -> StepperView: ...
 
+    progress: Any  # train.recipes.FitProgress: `plan.n_epoch` once a fit has started
+
 
 _Host = TypeVar("_Host")  # the learner a method returns for chaining, with its own type
 
@@ -435,6 +437,18 @@ class FastaiMethods:
 
     def __getattr__(self, name: str) -> Any:
         raise fastai_attribute_error(self, name)
+
+    @property
+    def n_epoch(self: FastaiHost) -> int:
+        """fastai's `learn.n_epoch`: the epochs of the current (or last) fit; 1 before any fit, as fastai's
+        (`learn.epoch` is the epoch within it, `learn.epochs_done` counts the epochs of every fit).
+
+        Example:
+            >>> learn.fit_one_cycle(3); learn.n_epoch  # doctest: +SKIP
+            3
+        """
+        plan = self.progress.plan
+        return 1 if plan is None else int(plan.n_epoch)
 
     def model_file(self: FastaiHost, name: str | Path) -> Path:
         """Where `save(name)` writes the weights: `path / model_dir / "<name>.safetensors"`.
