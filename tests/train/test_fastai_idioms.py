@@ -205,3 +205,14 @@ def test_recorder_plots_the_last_lr_find(dls, tmp_path):
     result = learn.lr_find(num_it=10)
     assert learn.lr_find_result is result and math.isfinite(result.valley)
     assert learn.recorder.plot_lr_find(tmp_path / "lr.png").stat().st_size > 1000
+
+
+def test_load_takes_with_opt_positionally_as_fastai_and_as_before(dls, tmp_path):
+    """fastai's load(file, device, with_opt, strict) is positional; unfreeze's earlier load(name, with_opt) too."""
+    learn = make_learner(dls, path=tmp_path)
+    learn.save("plain")  # no optimizer state
+    assert learn.load("plain", "cpu", False, True) is learn
+    with pytest.raises(FileNotFoundError, match="No optimizer state"):
+        learn.load("plain", True)  # the earlier second argument: with_opt=True requires the state
+    with pytest.raises(FileNotFoundError, match="No optimizer state"):
+        learn.load("plain", None, True)

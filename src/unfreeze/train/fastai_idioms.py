@@ -473,14 +473,15 @@ class FastaiMethods:
         """
         return save_named(self, name, with_opt)
 
-    def load(self: _Host, name: str | Path, device: str | torch.device | None = None, *,
+    def load(self: _Host, name: str | Path, device: str | torch.device | bool | None = None,
              with_opt: bool | None = None, strict: bool = True) -> _Host:
         """fastai's `learn.load`: the weights `save(name)` wrote, and the optimizer state if saved.
 
         Args:
             name: The name given to `save`.
             device: fastai's device to read the file onto; the weights end on the model's device either way
-                (fastai copies them into the model too), so any valid device gives the same learner.
+                (fastai copies them into the model too), so any valid device gives the same learner. A bool
+                here is `with_opt`, the second argument of earlier versions (`learn.load("a", True)`).
             with_opt: None loads the optimizer state when one was saved; True requires it; False
                 leaves the optimizer as it is.
             strict: False skips the weights that only the file or only the model names, as fastai's
@@ -492,6 +493,8 @@ class FastaiMethods:
         Example:
             >>> learn.load("stage-1")  # doctest: +SKIP
         """
+        if isinstance(device, bool):  # load(name, with_opt), as unfreeze spelled it before fastai's device
+            device, with_opt = None, device
         if device is not None:
             torch.device(device)  # a misspelt device fails here, as in fastai, though the weights go to the model's
         load_named(self, name, with_opt, strict)  # type: ignore[arg-type]  # the host is a NamedFiles
