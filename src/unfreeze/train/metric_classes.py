@@ -11,7 +11,7 @@ is scikit-learn's function name, as in fastai's table: `F1Score()` shows as "f1_
 Example:
     >>> f1 = F1Score(average="macro")
     >>> f1(torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), torch.tensor([0, 1, 1]))
-    0.6666666865348816
+    0.6666666666666666
 """
 
 from __future__ import annotations
