@@ -352,3 +352,51 @@ def test_the_cleaning_page_works_from_the_keyboard(page: Any, run_copy: Callable
     assert lines[0].startswith("unfreeze clean: apply of 3 change(s): 2 relabelled, 1 removed; log ")
     assert lines[1].startswith("unfreeze clean: undo: 3 change(s) reversed")
     assert page.problems == []
+
+
+LONG_NAME = "ünïcødé_" + "x" * 160  # one word, no place to break: a class or file name as users make them
+SCROLLS_SIDEWAYS = "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+
+
+def test_a_long_class_name_does_not_push_the_report_sideways(page: Any, trained_app_run: Path, tmp_path: Path) -> None:
+    """A 160-letter class name (and a history column as long) widened the per-class and history tables and the
+    outcome's "most confused" line past the window: the whole report scrolled sideways. Such a name now breaks."""
+    import json
+
+    from unfreeze.apps.report import write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_app_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["report"] = {(LONG_NAME if name == "cat" else name): value for name, value in summary["report"].items()}
+    summary["most_confused"] = [[LONG_NAME, "ant", 2]]
+    (run / "summary.json").write_text(json.dumps(summary))
+    history = (run / "history.csv").read_text().splitlines()
+    (run / "history.csv").write_text("\n".join([f"{history[0]},{LONG_NAME}"] + [f"{row},1" for row in history[1:]]))
+    page.goto(write_report(run, tmp_path / "report.html").as_uri())
+    assert all(LONG_NAME in page.inner_text(f"#{section}") for section in ("outcome", "per-class", "history"))
+    assert not page.evaluate(SCROLLS_SIDEWAYS)
+    assert page.problems == []
+
+
+def test_a_long_class_or_file_name_does_not_push_the_upload_page_sideways(page: Any, serve_url: str,
+                                                                          trained_app_run: Path) -> None:
+    """A long class name overflowed the answer's label and its bar: the upload page scrolled sideways. It now
+    wraps, and the bar grows to hold it."""
+    import json
+
+    image = trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png"
+    answer = {"predictions": [{"file": f"{LONG_NAME}.png", "label": LONG_NAME, "probability": 0.9, "unknown": False,
+                               "top_k": [{"label": LONG_NAME, "probability": 0.9}]}]}
+    page.route("**/predict", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                         body=json.dumps(answer)))
+    page.goto(serve_url)
+    wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
+    page.set_input_files("#files", [str(image)])
+    page.wait_for_selector(".result .label")
+    assert LONG_NAME in page.inner_text(".result .label")
+    assert not page.evaluate(SCROLLS_SIDEWAYS)
+    bar, text = page.locator(".bars li").bounding_box(), page.locator(".bar-text").bounding_box()
+    assert text["y"] + text["height"] <= bar["y"] + bar["height"] + 1, (text, bar)
+    assert page.problems == []
+
