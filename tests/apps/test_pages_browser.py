@@ -400,3 +400,26 @@ def test_a_long_class_or_file_name_does_not_push_the_upload_page_sideways(page: 
     assert text["y"] + text["height"] <= bar["y"] + bar["height"] + 1, (text, bar)
     assert page.problems == []
 
+
+def test_a_long_class_name_leaves_the_cleaning_tiles_readable(page: Any, tmp_path: Path) -> None:
+    """A guess with a long class name took the whole tile line: the image's own label, squeezed beside it,
+    stood one letter per line ("a", "&", "b"...), and the Class filter, as wide as that name, pushed the page
+    sideways. The guess now moves under the label, and the filter keeps a bounded width."""
+    from app_helpers import write_png
+
+    from unfreeze.apps.clean import Cleaner, CleanItem
+    from unfreeze.apps.clean_app import create_clean_app
+
+    root = tmp_path / "images"
+    items = [CleanItem(index, write_png(root / "train" / "a&b" / f"{index}.png", (200, 40, 40), seed=index), "train",
+                       "a&b", LONG_NAME, 0.8, 2.0 - index) for index in range(2)]
+    cleaner = Cleaner(tmp_path / "run", {"data": str(root)}, items, classes=["a&b", LONG_NAME])
+    with serving(create_clean_app(cleaner)) as url:
+        page.goto(url)
+        wait_until(page, "document.querySelectorAll('.tile').length === 2")
+        label = page.locator(".tile .now").first
+        assert label.inner_text() == "a&b"
+        one_line = page.locator(".tile .name").first.bounding_box()["height"]  # bold, the same size, one line
+        assert label.bounding_box()["height"] <= one_line + 1
+        assert not page.evaluate(SCROLLS_SIDEWAYS)
+    assert page.problems == []
