@@ -225,3 +225,22 @@ def test_a_regression_run_counts_outputs_not_classes(trained_app_run: Path, tmp_
     comparison = write_comparison([run, trained_app_run], tmp_path / "comparison.html").read_text()
     assert "valid, 1 output" in comparison and "valid, 3 classes" in comparison
     assert "see Calibration below" not in comparison
+
+
+def test_a_regression_report_speaks_of_outputs_and_errors_not_classes_and_probabilities(trained_app_run: Path,
+                                                                                       tmp_path: Path) -> None:
+    """A regression run's report headed its table "Per class", its top losses "actual → predicted (probability)"
+    and its examples "Most confident", and linked "confusion" and "per class": words of a classifier, for a
+    model that predicts numbers."""
+    run = tmp_path / "value_run"
+    shutil.copytree(trained_app_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["options"]["task"] = "regression"
+    (run / "config.json").write_text(json.dumps(config))
+    page = write_report(run, tmp_path / "report.html").read_text()
+    headings = re.findall(r"<h2>(.*?)</h2>", page) + re.findall(r'<a href="#[^"]+">([^<]+)</a>', page)
+    words = " ".join(headings).lower()
+    assert not any(word in words for word in ("class", "probability", "confiden", "confusion")), headings
+    assert "Per output" in headings
+    classifier_page = write_report(trained_app_run, tmp_path / "classifier.html").read_text()
+    assert "<h2>Per class</h2>" in classifier_page and "(probability)" in classifier_page
