@@ -423,3 +423,23 @@ def test_a_long_class_name_leaves_the_cleaning_tiles_readable(page: Any, tmp_pat
         assert label.bounding_box()["height"] <= one_line + 1
         assert not page.evaluate(SCROLLS_SIDEWAYS)
     assert page.problems == []
+
+
+def json_answer(body: str) -> Callable[[Any], None]:
+    """A Playwright route handler that answers with `body` as JSON (the page's view of a server answer)."""
+    return lambda route: route.fulfill(status=200, content_type="application/json", body=body)
+
+
+def test_one_output_or_one_class_is_said_in_the_singular(page: Any, serve_url: str) -> None:
+    """A regression model of one output was described as "1 outputs: bright"."""
+    import json
+
+    for task, expected in (("regression", "regression, 1 output: bright"),
+                           ("single_label", "single-label, 1 class: bright")):
+        health = {"model": "grey", "arch": "resnet18", "classes": ["bright"], "task": task, "top_k": 1}
+        page.route("**/health", json_answer(json.dumps(health)))
+        page.goto(serve_url)
+        wait_until(page, "document.getElementById('model-info').textContent.includes('bright')")
+        assert page.inner_text("#model-info") == f"resnet18, {expected}"
+        page.unroute("**/health")
+    assert page.problems == []

@@ -23,8 +23,10 @@ async function describeModel() {
   document.title = `unfreeze: ${health.model}`;
   classCount = health.classes.length;
   const kind = { regression: "regression", multi_label: "multi-label" }[health.task] || "single-label";
-  const names = health.task === "regression" ? "outputs" : "classes";  // a regression model predicts numbers
-  info.textContent = `${health.arch}, ${kind}, ${health.classes.length} ${names}: ${health.classes.join(", ")}`;
+  const count = health.classes.length;
+  // A regression model predicts numbers: its "classes" are its outputs.
+  const names = health.task === "regression" ? (count === 1 ? "output" : "outputs") : (count === 1 ? "class" : "classes");
+  info.textContent = `${health.arch}, ${kind}, ${count} ${names}: ${health.classes.join(", ")}`;
 }
 
 // One card per file; a request's cards keep the order the files were chosen in (the newest request on top).
