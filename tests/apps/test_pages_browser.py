@@ -443,3 +443,19 @@ def test_one_output_or_one_class_is_said_in_the_singular(page: Any, serve_url: s
         assert page.inner_text("#model-info") == f"resnet18, {expected}"
         page.unroute("**/health")
     assert page.problems == []
+
+
+def test_a_file_name_with_quotes_and_markup_is_shown_as_chosen(page: Any, serve_url: str, trained_app_run: Path,
+                                                              tmp_path: Path) -> None:
+    """The browser sends a '"' in a file name as %22 (the HTML form encoding): the card titled the image
+    '<b>%22&.png' instead of the name the user chose. Markup in the name stays text."""
+    name = '<b onmouseover=alert(1)>"it\'s" & more.png'
+    image = tmp_path / name
+    shutil.copy(trained_app_run.parent / "images" / "valid" / "bee" / "bee_0.png", image)
+    page.goto(serve_url)
+    wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
+    page.set_input_files("#files", [str(image)])
+    page.wait_for_selector(".result .label")
+    assert page.inner_text(".result .file") == name
+    assert page.locator(".result .file b").count() == 0 and page.get_attribute(".result img", "alt") == name
+    assert page.problems == []

@@ -32,10 +32,11 @@ async function describeModel() {
 // One card per file; a request's cards keep the order the files were chosen in (the newest request on top).
 function predictionCard(prediction, file) {
   const card = document.getElementById("result-template").content.firstElementChild.cloneNode(true);
-  card.querySelector(".file").textContent = prediction.file;
+  // The name as the user chose it: the form upload sends a '"' in it as %22, which the server's answer keeps.
+  card.querySelector(".file").textContent = file.name;
   const image = card.querySelector("img");
   image.src = URL.createObjectURL(file);
-  image.alt = prediction.file;
+  image.alt = file.name;
   const label = card.querySelector(".label");
   if (prediction.error) {
     card.classList.add("error");
