@@ -199,7 +199,7 @@ def image_grid_figure(images: Sequence[np.ndarray], titles: Sequence[str], *, nr
 
 def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None, dpi: int = 100) -> Path | Figure:
     """The reliability diagram of a calibration report (`unfreeze.trust.calibration_report`): accuracy
-    against confidence per bin, before (raw softmax) and after temperature scaling, with the diagonal a
+    against confidence per bin, before (raw softmax or sigmoid) and after temperature scaling, with the diagonal a
     perfectly calibrated model would follow and the bins' share of images underneath.
 
     Example:
@@ -211,7 +211,7 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None
     figure = _new_figure(5.5, 5.0)
     axis, counts = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
-    for key, style, name in (("before", "o-", "raw softmax"), ("after", "s-", "temperature")):
+    for key, style, name in (("before", "o-", "no temperature"), ("after", "s-", "temperature")):
         bins = (calibration.get(key) or {}).get("bins") or []
         if not bins:
             continue

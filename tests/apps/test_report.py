@@ -244,3 +244,23 @@ def test_a_regression_report_speaks_of_outputs_and_errors_not_classes_and_probab
     assert "Per output" in headings
     classifier_page = write_report(trained_app_run, tmp_path / "classifier.html").read_text()
     assert "<h2>Per class</h2>" in classifier_page and "(probability)" in classifier_page
+
+
+def test_a_multi_label_calibration_names_no_softmax_and_no_missing_accuracy(trained_app_run: Path,
+                                                                           tmp_path: Path) -> None:
+    """A multi-label run's calibration section called its sigmoid probabilities "raw softmax" and ended with
+    "accuracy on all of them -, on those not flagged -" (a multi-label run has no such accuracy)."""
+    run = tmp_path / "tags_run"
+    shutil.copytree(trained_app_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["task"] = {"name": "multi_label", "threshold": 0.5}
+    for key in ("accuracy_all", "accuracy_unflagged"):
+        summary["calibration"]["unknown"].pop(key, None)
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, tmp_path / "report.html").read_text()
+    section = re.sub(r"<[^>]+>", " ", page.split('<section id="calibration">')[1].split("</section>")[0])
+    section = " ".join(section.split())
+    assert "softmax" not in section and " -" not in section, section
+    assert "Unknown flag: method knn" in section and "of the validation images." in section
+    single = write_report(trained_app_run, tmp_path / "single.html").read_text()
+    assert "accuracy on all of them" in single  # a single-label run still says it

@@ -66,7 +66,7 @@ def calibration_section(run: Path, summary: RunFile) -> dict[str, Any] | None:
     fitted = f"temperature {_number(calibration.number('temperature'))}" + (
         "" if error is None else f" ± {_number(error)} (one standard error)")
     rows = [[name, *(_number(part.number(key)) for key in ("ece", "nll", "brier"))]
-            for name, part in (("raw softmax", before), (fitted, after))]
+            for name, part in (("no temperature", before), (fitted, after))]  # softmax or sigmoid alike
     from unfreeze.plots import plot_reliability  # matplotlib only when a report is written (--help stays light)
 
     plot = {"alt": "reliability diagram", "data": "", "reason": ""}
@@ -82,10 +82,15 @@ def calibration_section(run: Path, summary: RunFile) -> dict[str, Any] | None:
         flagged = part.number("flagged_valid")
         unknown = {"method": part.text("method", "-"), "threshold": _number(part.number("threshold")),
                    "flagged": _number(None if flagged is None else 100 * flagged),
-                   "accuracy_all": _number(part.number("accuracy_all")),
-                   "accuracy_unflagged": _number(part.number("accuracy_unflagged"))}
+                   # None for a multi-label run: one accuracy per image does not exist there
+                   "accuracy_all": _number_or_none(part.number("accuracy_all")),
+                   "accuracy_unflagged": _number_or_none(part.number("accuracy_unflagged"))}
     return {"rows": rows, "plot": plot, "unknown": unknown}
 
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _number_or_none(value: Any) -> str | None:
+    return None if value is None else _number(value)
