@@ -459,3 +459,16 @@ def test_a_file_name_with_quotes_and_markup_is_shown_as_chosen(page: Any, serve_
     assert page.inner_text(".result .file") == name
     assert page.locator(".result .file b").count() == 0 and page.get_attribute(".result img", "alt") == name
     assert page.problems == []
+
+
+def test_the_report_fits_a_phone_wide_window(browser: Any, trained_app_run: Path) -> None:
+    """The two plots side by side (loss per step, schedule) had columns of at least 420 px: in a window under
+    460 px wide (a phone) the whole report scrolled sideways. They now stack in one column there."""
+    context = browser.new_context(viewport={"width": 375, "height": 700})
+    try:
+        narrow = context.new_page()
+        narrow.goto((trained_app_run / "report.html").as_uri())
+        assert narrow.locator(".pair img.plot").count() == 2
+        assert not narrow.evaluate(SCROLLS_SIDEWAYS)
+    finally:
+        context.close()
