@@ -472,3 +472,21 @@ def test_the_report_fits_a_phone_wide_window(browser: Any, trained_app_run: Path
         assert not narrow.evaluate(SCROLLS_SIDEWAYS)
     finally:
         context.close()
+
+
+def test_more_images_than_one_request_takes_are_all_answered_in_order(page: Any, serve_url: str,
+                                                                      trained_app_run: Path, tmp_path: Path) -> None:
+    """Choosing 70 photos at once got no answer at all: the page sent them in one request, which the server
+    refuses over 64 files ("Send fewer per request"). The page now sends them in several requests."""
+    source = trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png"
+    images = [tmp_path / f"photo_{index:02d}.png" for index in range(70)]
+    for image in images:
+        shutil.copy(source, image)
+    page.goto(serve_url)
+    wait_until(page, "document.getElementById('model-info').textContent.includes('3 classes')")
+    page.set_input_files("#files", [str(image) for image in images])
+    wait_until(page, "document.querySelectorAll('.result .label').length === 70")
+    assert page.locator(".result .file").all_inner_texts() == [image.name for image in images]
+    assert page.locator(".result.error").count() == 0
+    wait_until(page, "document.getElementById('status').textContent === ''")
+    assert page.problems == []

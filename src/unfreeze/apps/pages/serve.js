@@ -68,23 +68,32 @@ function predictionCard(prediction, file) {
   return card;
 }
 
+// The server takes at most 64 files per request; the page sends any number, a few per request.
+const FILES_PER_REQUEST = 16;
+
 async function predict(files) {
   if (!files.length) return;
-  const form = new FormData();
-  for (const file of files) form.append("file", file, file.name);
-  statusLine.textContent = `predicting ${files.length} image(s)…`;
-  try {
-    const response = await fetch("/predict", { method: "POST", body: form, headers });
-    const answer = await response.json();
-    if (answer.predictions) {
-      results.prepend(...answer.predictions.map((prediction, index) => predictionCard(prediction, files[index])));
+  const earlier = results.firstChild;  // this choice's cards go above the earlier ones, in the order chosen
+  let problem = "";
+  for (let start = 0; start < files.length; start += FILES_PER_REQUEST) {
+    const part = files.slice(start, start + FILES_PER_REQUEST);
+    const form = new FormData();
+    for (const file of part) form.append("file", file, file.name);
+    statusLine.textContent = `predicting ${files.length} image(s)…`;
+    statusLine.classList.remove("error-text");
+    try {
+      const response = await fetch("/predict", { method: "POST", body: form, headers });
+      const answer = await response.json();
+      for (const [index, prediction] of (answer.predictions || []).entries()) {
+        results.insertBefore(predictionCard(prediction, part[index]), earlier);
+      }
+      if (!response.ok) problem = answer.detail;
+    } catch (error) {
+      problem = `the server did not answer (${error})`;
     }
-    statusLine.textContent = response.ok ? "" : answer.detail;
-    statusLine.classList.toggle("error-text", !response.ok);
-  } catch (error) {
-    statusLine.textContent = `the server did not answer (${error})`;
-    statusLine.classList.add("error-text");
   }
+  statusLine.textContent = problem;
+  statusLine.classList.toggle("error-text", problem !== "");
 }
 
 const input = document.getElementById("files");
