@@ -490,3 +490,23 @@ def test_more_images_than_one_request_takes_are_all_answered_in_order(page: Any,
     assert page.locator(".result.error").count() == 0
     wait_until(page, "document.getElementById('status').textContent === ''")
     assert page.problems == []
+
+
+def test_a_filter_that_matches_no_image_says_so(page: Any, tmp_path: Path) -> None:
+    """A split or class with no image left the page blank under the toolbar, as if it had not loaded."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, _ = multi_label_cleaner(tmp_path)  # its three images are all in the training split
+    with serving(create_clean_app(cleaner)) as url:
+        page.goto(url)
+        wait_until(page, "document.querySelectorAll('.tile').length === 3")
+        assert not page.locator("#empty").is_visible()
+        page.select_option("#split", "valid")
+        wait_until(page, "document.querySelectorAll('.tile').length === 0")
+        assert page.locator("#empty").is_visible()
+        assert page.inner_text("#empty") == "No image in this split and class."
+        page.keyboard.press("x")  # nothing to act on: nothing breaks
+        page.select_option("#split", "")
+        wait_until(page, "document.querySelectorAll('.tile').length === 3")
+        assert not page.locator("#empty").is_visible()
+    assert page.problems == []

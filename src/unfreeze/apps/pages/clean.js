@@ -215,6 +215,7 @@ async function load() {
       classes.slice(0, 9).map((name, index) => `${index + 1} ${name}`).join(", ");
   }
   grid.replaceChildren(...answer.items.map(tile));
+  document.getElementById("empty").hidden = answer.items.length > 0;  // a blank grid looked like a failed load
   grid.dataset.loaded = String(ticket);  // tests and scripts can tell a reload from the grid before it
   focusTile(current, false);
 }
