@@ -510,3 +510,19 @@ def test_a_filter_that_matches_no_image_says_so(page: Any, tmp_path: Path) -> No
         wait_until(page, "document.querySelectorAll('.tile').length === 3")
         assert not page.locator("#empty").is_visible()
     assert page.problems == []
+
+
+def test_an_error_page_that_is_not_json_is_named_by_its_status(page: Any, serve_url: str,
+                                                              trained_app_run: Path) -> None:
+    """A proxy's or server's HTML error page (a 502) was reported as "the server did not answer (SyntaxError:
+    ...)" on upload, and left "loading the model description…" with an uncaught error in the console."""
+    html = "<html><body>Bad Gateway</body></html>"
+    page.route("**/health", lambda route: route.fulfill(status=502, content_type="text/html", body=html))
+    page.route("**/predict", lambda route: route.fulfill(status=502, content_type="text/html", body=html))
+    page.goto(serve_url)
+    wait_until(page, "document.getElementById('model-info').textContent.includes('502')")
+    assert page.inner_text("#model-info") == "the server answered 502"
+    page.set_input_files("#files", str(trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png"))
+    wait_until(page, "document.getElementById('status').textContent.includes('502')")
+    assert page.inner_text("#status") == "the server answered 502"
+    assert [problem for problem in page.problems if "502" not in problem] == []

@@ -11,14 +11,23 @@ function percent(probability) {
   return `${(100 * probability).toFixed(1)}%`;
 }
 
+// The server's JSON answer; a proxy's or crashed server's error page (HTML, plain text) is named by its status.
+async function answerOf(response) {
+  try {
+    return await response.json();
+  } catch (error) {
+    return { detail: `the server answered ${response.status}` };
+  }
+}
+
 async function describeModel() {
   const response = await fetch("/health", { headers });
   const info = document.getElementById("model-info");
-  if (!response.ok) {
-    info.textContent = (await response.json()).detail;
+  const health = await answerOf(response);
+  if (!response.ok || !health.classes) {
+    info.textContent = health.detail;
     return;
   }
-  const health = await response.json();
   document.getElementById("title").textContent = health.model;
   document.title = `unfreeze: ${health.model}`;
   classCount = health.classes.length;
@@ -83,7 +92,7 @@ async function predict(files) {
     statusLine.classList.remove("error-text");
     try {
       const response = await fetch("/predict", { method: "POST", body: form, headers });
-      const answer = await response.json();
+      const answer = await answerOf(response);
       for (const [index, prediction] of (answer.predictions || []).entries()) {
         results.insertBefore(predictionCard(prediction, part[index]), earlier);
       }
