@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -264,3 +265,23 @@ def test_a_multi_label_calibration_names_no_softmax_and_no_missing_accuracy(trai
     assert "Unknown flag: method knn" in section and "of the validation images." in section
     single = write_report(trained_app_run, tmp_path / "single.html").read_text()
     assert "accuracy on all of them" in single  # a single-label run still says it
+
+
+def test_a_run_interrupted_before_its_first_epoch_shows_no_placeholders(trained_app_run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the first epoch left a summary without device, recipe or LR source: the report read "0.4 s in
+    all on ?", "horizontal flip: none (asked: none): flip='auto': flips on" and "chosen by ?"."""
+    from cli_helpers import TINY
+    from unfreeze.train.callbacks import Recorder
+
+    def interrupt(callback: object, epoch: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recorder, "before_epoch", interrupt)
+    run = tmp_path / "cut"
+    assert main(["train", str(trained_app_run.parent / "images"), *TINY, "--quiet", "--out", str(run)]) == 130
+    main_part = (run / "report.html").read_text().split("<main>")[1].split("</main>")[0]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", main_part)).split())
+    assert "interrupted before the planned epochs ended" in text
+    assert " ?" not in text and "(asked: none)" not in text and "none (asked" not in text, text[:1500]
+    assert "horizontal flip flip='auto'" in text and "learning rate 4.00e-03" in text

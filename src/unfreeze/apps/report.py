@@ -171,9 +171,10 @@ def run_facts(summary: RunFile, history: list[dict[str, Any]]) -> list[Markup]:
     if final:
         facts.append(Markup("final {}").format(", ".join(f"{key} {format_value(value)}" for key, value in final.items()
                                                          if key not in ("epoch", "time"))))
-    if summary.number("wall_time_s") is not None:
-        facts.append(Markup("{} in all on {}").format(format_seconds(summary.number("wall_time_s")),
-                                                      summary.text("device", "?")))
+    if summary.number("wall_time_s") is not None:  # a run interrupted in its first epoch names no device
+        device = summary.text("device")
+        facts.append(Markup("{} in all{}").format(format_seconds(summary.number("wall_time_s")),
+                                                  f" on {device}" if device else ""))
     data = summary.section("data")
     if data.content:
         facts.append(Markup("{} training and {} validation images, {}").format(
@@ -226,11 +227,13 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
     recipe = summary.section("recipe")
     notes = summary.texts("notes")  # a list of text, as training writes it; anything else is named
     flip_notes = [note for note in notes if note.startswith("flip")]
-    if recipe.get("flip") is not None or flip_notes:
+    if recipe.get("flip") is not None:
         chosen = recipe.get("flip_chosen")
         state = "on" if chosen is True else "off" if chosen is False else _scalar(recipe.get("flip"))
         add("horizontal flip", f"{state} (asked: {_scalar(recipe.get('flip'))})" + (
             f": {flip_notes[0]}" if flip_notes else ""))
+    elif flip_notes:  # no recipe section (a run interrupted in its first epoch): the note says it all
+        add("horizontal flip", flip_notes[0])
     # The recipe's plan and its decisions from the data, as fit_recipe printed them (train/recipe/).
     for prefix, name in (("plan:", "training plan"), ("probe:", "linear probe"), ("imbalance", "class imbalance"),
                          ("noise", "wrong labels")):
@@ -249,7 +252,8 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
         add("input size", text)
     lr = summary.section("lr")
     if lr.number("base_lr") is not None:
-        add("learning rate", f"{lr.number('base_lr'):.2e}, chosen by {lr.text('chosen_by', '?')}",
+        chosen_by = f", chosen by {lr.text('chosen_by')}" if lr.text("chosen_by") else ""
+        add("learning rate", f"{lr.number('base_lr'):.2e}{chosen_by}",
             lr.get("suggestions") if isinstance(lr.get("suggestions"), dict) else None)
     kept = summary.section("kept")
     if kept.number("best_epoch") is not None:
