@@ -526,3 +526,21 @@ def test_an_error_page_that_is_not_json_is_named_by_its_status(page: Any, serve_
     wait_until(page, "document.getElementById('status').textContent.includes('502')")
     assert page.inner_text("#status") == "the server answered 502"
     assert [problem for problem in page.problems if "502" not in problem] == []
+
+
+def test_an_unknown_image_of_a_one_class_model_is_not_one_of_1_classes(page: Any, serve_url: str,
+                                                                     trained_app_run: Path) -> None:
+    """A one-class model's unknown answer read "not one of the 1 classes"."""
+    import json
+
+    health = {"model": "x", "arch": "resnet18", "classes": ["bright"], "task": "multi_label", "top_k": 1}
+    answer = {"predictions": [{"file": "a.png", "label": ["bright"], "probability": 0.7, "unknown": True,
+                               "top_k": [{"label": "bright", "probability": 0.7}]}]}
+    page.route("**/health", json_answer(json.dumps(health)))
+    page.route("**/predict", json_answer(json.dumps(answer)))
+    page.goto(serve_url)
+    wait_until(page, "document.getElementById('model-info').textContent.includes('bright')")
+    page.set_input_files("#files", [str(trained_app_run.parent / "images" / "valid" / "ant" / "ant_0.png")])
+    page.wait_for_selector(".result .label")
+    assert page.inner_text(".result .label").startswith("not the model's one class (closest: bright")
+    assert page.problems == []

@@ -59,7 +59,8 @@ function predictionCard(prediction, file) {
     label.textContent = `${names}${probability}`;
     if (prediction.unknown) {  // unlike the training images: say so instead of a confident class
       card.classList.add("unknown");
-      label.textContent = `not one of the ${classCount || "model's"} classes (closest: ${names}${probability})`;
+      const none = classCount === 1 ? "not the model's one class" : `not one of the ${classCount || "model's"} classes`;
+      label.textContent = `${none} (closest: ${names}${probability})`;
     }
     const bars = card.querySelector(".bars");
     for (const entry of prediction.top_k) {
