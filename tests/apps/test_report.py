@@ -285,3 +285,17 @@ def test_a_run_interrupted_before_its_first_epoch_shows_no_placeholders(trained_
     assert "interrupted before the planned epochs ended" in text
     assert " ?" not in text and "(asked: none)" not in text and "none (asked" not in text, text[:1500]
     assert "horizontal flip flip='auto'" in text and "learning rate 4.00e-03" in text
+
+
+def test_a_multi_label_report_says_why_it_has_no_confusion_matrix(trained_app_run: Path, tmp_path: Path) -> None:
+    """A multi-label run's confusion section read 'confusion_matrix.png was not drawn for this run', as if a
+    plot had failed; such a run never has one."""
+    run = tmp_path / "tags_run"
+    shutil.copytree(trained_app_run, run)
+    (run / "confusion_matrix.png").unlink()
+    summary = json.loads((run / "summary.json").read_text())
+    summary["task"], summary["confusion_matrix"] = {"name": "multi_label", "threshold": 0.5}, None
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, tmp_path / "report.html").read_text()
+    section = page.split('<section id="confusion-matrix">')[1].split("</section>")[0]
+    assert "was not drawn" not in section and "multi-label" in section and "per-class" in section

@@ -327,6 +327,11 @@ def _figures(run: Path, summary: RunFile, history: list[dict[str, Any]]) -> dict
                        else _png(None, "", "no history recorded."))
     classes = summary.section("data").texts("classes")
     matrix = _confusion_matrix(summary, classes)
+    if summary.section("task").text("name") == "multi_label" and not plots["confusion"]["data"]:
+        # An image may hold several classes or none: no one actual class per row, so no matrix is drawn.
+        plots["confusion"] = _png(None, "", "A multi-label run has no confusion matrix (an image may hold several "
+                                            "classes, or none): the per-class precision and recall below take its "
+                                            "place.")
     if matrix is not None:
         plots["confusion"] = _png(figure_png(confusion_pair_figure(matrix, classes)),
                                   "confusion matrix: counts, and normalised by actual class")
