@@ -144,14 +144,30 @@ def test_the_model_card_is_enough_to_deploy_from(trained_app_run: Path, tmp_path
     Image.effect_noise((41, 23), 60).convert("RGB").save(wide)
     sixteen = tmp_path / "sixteen.png"
     Image.fromarray(np.linspace(0, 65535, 30 * 20).reshape(20, 30).astype(np.uint16)).save(sixteen)
+    strip = tmp_path / "strip.png"  # 1 px high: training keeps only its centre, 8 times its short side
+    Image.effect_noise((300, 1), 60).convert("RGB").save(strip)
     learn = load_learner(trained_app_run / "model.unfreeze")
     deployed = load_deployed(out / "model.onnx", "onnx")
-    for picture in (grey, wide, sixteen):
+    for picture in (grey, wide, sixteen, strip):
         batch = namespace["preprocess"](picture)
         expected, _ = validation_images(learn.dls.test_dl([picture]))
         assert batch.dtype == np.uint8 and np.array_equal(batch, expected.numpy()), picture
         probabilities = deployed(batch)[0]
         assert np.allclose(probabilities, learn.predict(picture)[2].numpy(), atol=1e-5)
+    # The strip is resized to at most 8 times the item size, as training does, not to item_size x 300 times it.
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recorded(image: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        sizes.append(tuple(size))
+        return resize(image, size, *args, **kwargs)
+
+    Image.Image.resize = recorded  # type: ignore[method-assign]
+    try:
+        namespace["preprocess"](strip)
+    finally:
+        Image.Image.resize = resize  # type: ignore[method-assign]
+    assert sizes and max(max(size) for size in sizes) <= 8 * learn.dls.valid.dataset.item_size, sizes
 
 
 def test_a_multi_label_model_card_names_the_threshold_the_model_decides_with(tmp_path: Path) -> None:

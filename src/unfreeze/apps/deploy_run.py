@@ -30,6 +30,7 @@ from unfreeze.apps.errors import AppError
 from unfreeze.apps.report import best_epoch
 from unfreeze.apps.run_files import RunFile
 from unfreeze.apps.trust_sections import model_card_lines
+from unfreeze.data.transforms import MAX_CROP_ASPECT
 from unfreeze.inference.deploy import FORMATS, check_export, export_deployable, load_deployed
 from unfreeze.inference.predict import trust_of
 from unfreeze.inference.quantize import INT8_METHODS, compare_int8
@@ -81,8 +82,13 @@ def preprocess(path):
 batch = preprocess("photo.jpg")"""
 _RESIZE = {
     "crop": ("    scale = {item} / min(image.size)  # shorter side to {item} px, bilinear\n"
-             "    size = (max({item}, round(image.width * scale)), max({item}, round(image.height * scale)))\n"
-             "    image = image.resize(size, Image.Resampling.BILINEAR)"),
+             "    width, height = max({item}, round(image.width * scale)), max({item}, round(image.height * scale))\n"
+             "    # at most {longest} px long (a strip 1 px high would be gigabytes): its centre, as in training\n"
+             "    keep_x, keep_y = min(1.0, {longest} / width), min(1.0, {longest} / height)\n"
+             "    box = (image.width * (1 - keep_x) / 2, image.height * (1 - keep_y) / 2,\n"
+             "           image.width * (1 + keep_x) / 2, image.height * (1 + keep_y) / 2)\n"
+             "    image = image.resize((min(width, {longest}), min(height, {longest})), Image.Resampling.BILINEAR, "
+             "box=box)"),
     "pad": ("    scale = {item} / max(image.size)  # longer side to {item} px, bilinear, centred on black\n"
             "    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),\n"
             "                         Image.Resampling.BILINEAR)\n"
@@ -480,7 +486,8 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
                   "measure on yours."]
     if not regression:  # a regression's numbers have no temperature or unknown score
         lines += ["", *model_card_lines(trust_of(learner), fmt)]  # the temperature, ood_score and its threshold
-    preprocess = _PREPROCESS.format(size=size, resize=_RESIZE.get(method, _RESIZE["squish"]).format(item=item_size))
+    resize = _RESIZE.get(method, _RESIZE["squish"]).format(item=item_size, longest=MAX_CROP_ASPECT * item_size)
+    preprocess = _PREPROCESS.format(size=size, resize=resize)
     lines += ["", "## Usage", "", "Preprocessing (Python, PIL and NumPy), then the runtime:", "", "```python",
               preprocess, "", (_REGRESSION_USAGE if regression else _USAGE)[fmt], "```", "",
               "The file also stores this description as JSON metadata (key `unfreeze`):", "",
