@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 
 import pytest
 import torch
@@ -232,3 +233,16 @@ def test_a_set_smaller_than_the_planned_batch_trains_as_one_batch(make_image_fol
     assert plan["batch_size"] == 16 and plan["steps_per_epoch"] == 1
     assert len(learn.recorder.history) == 2 and len(learn.recorder.losses) == 2
     assert dls.train.batch_size == 2 and dls.train.drop_last  # the loader's own again after the fit
+
+
+def test_more_frozen_groups_than_the_model_can_keep_frozen_warn_once(folder):
+    """--frozen-groups 100 was cut to what the model allows (one body group must train) without a word."""
+    learn = make_learner(make_dls(folder), n_groups=4)
+    with pytest.warns(UserWarning, match=r"frozen_groups=100.*4 parameter groups.*2 stay frozen") as caught:
+        learn.fit_recipe(1, frozen_groups=100, flip=True)
+    assert sum("frozen_groups=100" in str(w.message) for w in caught) == 1
+    learn = make_learner(make_dls(folder), n_groups=2)
+    with warnings.catch_warnings(record=True) as caught:  # the default (1) on one body group: nothing to say
+        warnings.simplefilter("always")
+        learn.fit_recipe(1, flip=True)
+    assert not [w for w in caught if "frozen_groups" in str(w.message)]

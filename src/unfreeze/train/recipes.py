@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,6 +345,12 @@ def fine_tune_phases(learner: RecipeTarget, freeze_epochs: int, epochs: int | Ca
     over lr_mult from input to head (the first `frozen_groups` body groups stay frozen, but at least
     one body group trains). `div_final` and `moms` apply to both phases, as fastai passes them to both."""
     keep_frozen = min(frozen_groups, learner.n_groups - 2)
+    if frozen_groups > max(1, keep_frozen):  # the default 1 on a one-body-group model is no request to correct
+        warnings.warn(f"frozen_groups={frozen_groups}: this model has {learner.n_groups} parameter groups (the head "
+                      f"and {learner.n_groups - 1} body groups) and at least one body group must train, so "
+                      f"{max(keep_frozen, 0)} stay frozen. Pass frozen_groups (--frozen-groups) of at most "
+                      f"{max(keep_frozen, 0)}, or fit the head alone with freeze() and fit_one_cycle.",
+                      UserWarning, stacklevel=3)
     train_body = learner.unfreeze if keep_frozen <= 0 else lambda: learner.freeze_to(keep_frozen)
     return [Phase(freeze_epochs, learner.freeze, lambda lr: slice(lr), 25.0, 0.99, sizes[0], div_final, moms),
             Phase(epochs, train_body, lambda lr: slice(lr / 2 / lr_mult, lr / 2), div, pct_start, sizes[1],
