@@ -267,3 +267,25 @@ def test_get_preds_on_files_with_a_corrupt_one_says_which_rows_are_missing(make_
         preds, _ = learn.get_preds(dl=dl)
     assert len(preds) == len(files) - 1 and list(dl.dataset.dropped) == [2]
     assert sum("no row" in str(w.message) for w in caught) == 1
+
+
+def test_test_dl_leaves_a_broken_link_out_instead_of_refusing_the_list(make_image_folder, tmp_path: Path) -> None:
+    """test_dl([good.png, moved.png -> nowhere]) refused the whole list ('do not exist'), where predict gives the
+    link its own error row; a name that is not there at all is still refused (a typo)."""
+    import os
+
+    from unfreeze import vision_learner
+    from unfreeze.data import DataError
+
+    root = make_image_folder()
+    dls = ImageDataLoaders.from_folder(root, size=16, bs=4, seed=0, num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, quiet=True, seed=0)
+    good = sorted((root / "valid").rglob("*.png"))[:2]
+    link = tmp_path / "moved.png"
+    os.symlink(tmp_path / "nowhere.png", link)
+    dl = dls.test_dl([good[0], link, good[1]])
+    with pytest.warns(UserWarning, match=r"(?s)no row.*moved\.png"):
+        preds, _ = learn.get_preds(dl=dl)
+    assert len(preds) == 2 and list(dl.dataset.dropped) == [1]
+    with pytest.raises(DataError, match="do not exist"):
+        dls.test_dl([good[0], tmp_path / "typo.png"])

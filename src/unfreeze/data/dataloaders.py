@@ -213,7 +213,10 @@ class ImageDataLoaders(FastaiFactories):
                 raise DataError("test_dl(with_labels=True): these loaders took their labels from a table or lists, "
                                 "so new files cannot be labelled the same way; pass labels=[...], one per file.")
             labels = [self.labeller(Path(source)) for source in sources]
-        missing = [str(source) for source in sources if isinstance(source, (str, Path)) and not Path(source).exists()]
+        # A broken link is there but unreadable, like a corrupt file: it is left out with the warning that names
+        # undecodable files (predict gives it an error row); a path that is not there at all is a typo to fix.
+        missing = [str(source) for source in sources if isinstance(source, (str, Path)) and not Path(source).exists()
+                   and not Path(source).is_symlink()]
         if missing:
             raise DataError(f"{len(missing)} test image path(s) do not exist: {', '.join(missing[:10])}")
         paths = [Path(source) if isinstance(source, (str, Path)) else Path(f"<in-memory image {index}>")
