@@ -544,3 +544,18 @@ def test_an_unknown_image_of_a_one_class_model_is_not_one_of_1_classes(page: Any
     page.wait_for_selector(".result .label")
     assert page.inner_text(".result .label").startswith("not the model's one class (closest: bright")
     assert page.problems == []
+
+
+def test_the_cleaning_page_names_a_non_json_error_by_its_status(page: Any, tmp_path: Path) -> None:
+    """A proxy's HTML 502 for /api/items read "cannot load the images: Unexpected token '<' ..."."""
+    from unfreeze.apps.clean_app import create_clean_app
+
+    cleaner, _ = multi_label_cleaner(tmp_path)
+    html = "<html><body>Bad Gateway</body></html>"
+    with serving(create_clean_app(cleaner)) as url:
+        page.route("**/api/items*", lambda route: route.fulfill(status=502, content_type="text/html", body=html))
+        page.goto(url)
+        wait_until(page, "document.body.innerText.includes('502')")
+        assert "the server answered 502" in page.inner_text("body") and "Unexpected token" not in page.inner_text(
+            "body")
+    assert [problem for problem in page.problems if "502" not in problem] == []

@@ -193,9 +193,10 @@ async function load() {
   if (split) query.set("split", split);
   if (label) query.set("label", label);
   let response, answer;
-  try {  // a stopped server or a proxy's HTML error page: said in the status line, not an uncaught error
+  try {  // a stopped server: said in the status line, not an uncaught error
     response = await fetch(`/api/items?${query}`);
-    answer = await response.json();
+    // A proxy's HTML error page (a 502) is no JSON: its status says more than the parser's error.
+    answer = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
   } catch (error) {
     if (ticket === latestLoad) say(`cannot load the images: ${error.message}. Is 'unfreeze clean' still running?`, true);
     return;
