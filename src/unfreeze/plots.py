@@ -119,7 +119,7 @@ def _grid_shape(n_images: int, nrows: int | None, ncols: int | None) -> tuple[in
 
 def top_loss_title(actual: str | Sequence[str], predicted: str | Sequence[str], probability: float | Sequence[float],
                    loss: float) -> str:
-    """The caption of one top-loss image: "actual → predicted (probability)", then the loss.
+    r"""The caption of one top-loss image: "actual → predicted (probability)", then the loss.
 
     Multi-label items pass the class lists (empty: no class) and one probability per predicted class.
 

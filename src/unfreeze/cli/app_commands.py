@@ -107,7 +107,8 @@ def add_app_commands(command: Callable[[str, str, str], argparse.ArgumentParser]
     deployment options to the `export` subparser.
 
     Example:
-        >>> add_app_commands(command, subparsers["export"])  # doctest: +SKIP  (inside build_parser)
+        >>> # inside build_parser:
+        >>> add_app_commands(command, subparsers["export"])  # doctest: +SKIP
     """
     serve = command("serve", "serve a model: an upload page and a JSON API (needs unfreeze[serve])", _SERVE_EXAMPLES)
     serve.add_argument("model", metavar="MODEL", type=Path, help="a run directory or a .unfreeze file")

@@ -29,7 +29,8 @@ def leave(code: int) -> NoReturn:
         code: The exit status the command chose.
 
     Example:
-        >>> leave(main(sys.argv[1:]))  # doctest: +SKIP  (the last thing the `unfreeze` program does)
+        >>> # the last thing the `unfreeze` program does:
+        >>> leave(main(sys.argv[1:]))  # doctest: +SKIP
     """
     try:
         atexit._run_exitfuncs()  # the handlers a normal exit runs, in their order

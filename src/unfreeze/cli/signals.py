@@ -108,7 +108,8 @@ def ignore_stop_signals() -> None:
     the exit code. Only the main thread may set handlers; elsewhere this does nothing.
 
     Example:
-        >>> ignore_stop_signals()  # doctest: +SKIP  (the last thing `main` does as the program)
+        >>> # the last thing `main` does as the program:
+        >>> ignore_stop_signals()  # doctest: +SKIP
     """
     if threading.current_thread() is threading.main_thread():
         for number in _NAMES:

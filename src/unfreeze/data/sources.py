@@ -287,7 +287,7 @@ _SEPARATORS = (",", ";", "\t", "|")  # what spreadsheets save: ',' or, where ','
 
 
 def csv_separator(text: str) -> str:
-    """The cell separator of a CSV's text, read from its header row: the first of `_SEPARATORS` that splits
+    r"""The cell separator of a CSV's text, read from its header row: the first of `_SEPARATORS` that splits
     it into several cells (',' when none does: a one-column CSV is then reported as such).
 
     Example:
