@@ -51,7 +51,7 @@ class UploadLimits:
 
     Example:
         >>> UploadLimits(max_file_bytes=1000, max_files=2).max_request_bytes
-        4048
+        6096
     """
 
     max_file_bytes: int
