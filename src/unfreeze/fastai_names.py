@@ -134,6 +134,7 @@ def to_cpu(batch: Any) -> Any:
     """Every tensor in `batch` (a tensor, or tuples, lists and dicts of them) moved to the CPU.
 
     Example:
+        >>> import torch
         >>> x, y = to_cpu((torch.zeros(2), torch.ones(2)))
         >>> x.device.type
         'cpu'

@@ -4,6 +4,7 @@ Example:
     >>> from unfreeze.data import ImageDataLoaders, sample_path
     >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)
     >>> dls.show_batch(path="batch.png")
+    PosixPath('batch.png')
 """
 
 from unfreeze.data.augment import AUGMENT_PRESETS, PolicyAugment, augment_preset

@@ -74,6 +74,7 @@ class ImageDataLoaders(FastaiFactories):
         >>> from unfreeze.data import ImageDataLoaders, sample_path
         >>> dls = ImageDataLoaders.from_folder(sample_path(), size=64)
         >>> dls.show_batch(path="batch.png")
+        PosixPath('batch.png')
     """
 
     def __init__(self, train: ImageDataLoader, valid: ImageDataLoader, seed: int,

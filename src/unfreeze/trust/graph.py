@@ -22,7 +22,7 @@ class TrustedModel(nn.Module):
     """normalised images → (logits, probabilities[, ood_score]), the trust's temperature and score applied.
 
     Example:
-        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2, bias=False))  # zero images: logits 0
         >>> logits, probs = TrustedModel(model, Trust(temperature=2.0), multi_label=False)(torch.zeros(1, 12))
         >>> probs.tolist()
         [[0.5, 0.5]]
