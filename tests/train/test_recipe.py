@@ -13,7 +13,7 @@ from torch import nn
 from unfreeze.data import ImageDataLoaders
 from unfreeze.data.augment import PolicyAugment
 from unfreeze.train import recipes
-from unfreeze.train.builders import vision_learner
+from unfreeze.train.builders import load_learner, vision_learner
 from unfreeze.train.callbacks import Callback, EarlyStopping
 from unfreeze.train.checkpoint import CheckpointError
 from unfreeze.train.ema import EMA
@@ -120,10 +120,21 @@ def test_small_images_are_upscaled_to_a_size_the_body_can_use_and_stay_there(fol
     with pytest.warns(UserWarning, match="final feature map is 1x1.*training at 64 px instead"):
         learn.fit_recipe(1, callbacks=[watch])
     assert [seen["size"] for seen in watch.seen] == [(64, 64), (64, 64)] and dls.size == dls.valid.size == 64
+    assert dls.train.dataset.item_size == dls.valid.dataset.item_size == 64  # decoded at 64, as the CLI's loaders
     assert any("training at 64 px" in note for note in learn.recorder.notes)
     kept = make_dls(folder, size=32)
     make_learner(kept).fit_recipe(1, upscale=False)
     assert kept.size == 32
+
+
+def test_a_model_trained_on_upscaled_images_exports_a_file_that_loads(folder, tmp_path):
+    learn = make_learner(make_dls(folder, size=32))
+    with pytest.warns(UserWarning, match="training at 64 px instead"):
+        learn.fit_recipe(1, freeze_epochs=0, flip=True)
+    loaded = load_learner(learn.export(tmp_path / "model.unfreeze"))  # refused "item_size 32 is below size 64"
+    assert loaded.dls.size == 64
+    image = learn.dls.valid.dataset.items[0][0]
+    assert torch.allclose(loaded.predict(image)[2], learn.predict(image)[2], atol=1e-5)
 
 
 def test_a_time_budget_shorter_than_an_epoch_fails_before_training(folder):

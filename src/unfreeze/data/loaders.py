@@ -131,6 +131,17 @@ class ImageDataset:
         self.cache.put(index, image)
         return image
 
+    def set_item_size(self, item_size: int) -> None:
+        """Resize the items to `item_size` from now on: the images decoded at the old size are dropped.
+
+        Example:
+            >>> dataset.set_item_size(64); dataset.item_size  # doctest: +SKIP
+            64
+        """
+        if item_size != self.item_size:
+            self.item_size, self.cache = item_size, DecodedCache(self.cache.max_bytes)
+            self.tried_all = False
+
     def subset(self, indices: Sequence[int]) -> ImageDataset:
         """The items at `indices`, in that order, with the images this dataset decoded already (shared, not
         copied) and the ones it could not decode.
@@ -406,6 +417,19 @@ class ImageDataLoader:
         self._store = DeviceStore(rows, [dataset.cache.images[index] for index in rows],
                                   dataset.targets[rows], len(dataset), dataset.item_size, self.device)
         return self._store
+
+    def upscale_to(self, size: int) -> None:
+        """Batches of `size` px from items decoded at `size` at least (never an item upscaled twice), as
+        loaders built at `size` would give; the images decoded smaller are decoded again.
+
+        Example:
+            >>> loader.upscale_to(64); loader.size, loader.dataset.item_size  # doctest: +SKIP
+            (64, 64)
+        """
+        self.size = size
+        if self.dataset.item_size < size:
+            self.dataset.set_item_size(size)
+            self._store, self._store_refused = None, None  # it holds the smaller images
 
     def preload(self) -> ImageDataLoader:
         """Decode every item now (in worker processes) instead of during the first epoch, and move

@@ -139,8 +139,9 @@ def upscale_loaders(model: nn.Module, dls: Any, upscale: bool = True) -> SizePla
     if not isinstance(body, nn.Module) or not isinstance(size, int):
         return None  # nothing to measure, or loaders that do not resize (not unfreeze's)
     plan = plan_input_size(body, size, getattr(dls.train.dataset, "sources", ()), upscale)
-    if plan.upscaled:
-        dls.train.size = dls.valid.size = plan.size
+    if plan.upscaled:  # items decoded at the new size too: an export's item_size is never below its size
+        dls.train.upscale_to(plan.size)
+        dls.valid.upscale_to(plan.size)
     return plan
 
 
