@@ -10,7 +10,7 @@ callables, usable on their own, as are `FuncSplitter` and `IndexSplitter`; the b
 `PILImage.create` live in `unfreeze.data.blocks`.
 
 Example:
-    >>> pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+    >>> pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,  # doctest: +SKIP
     ...                  splitter=RandomSplitter(valid_pct=0.2, seed=42),
     ...                  get_y=using_attr(RegexLabeller(r"^(.+)_\\d+\\.jpg$"), "name"),
     ...                  item_tfms=Resize(460), batch_tfms=aug_transforms(size=224))
@@ -364,7 +364,7 @@ class DataBlock:
             `unfreeze.data.spellings`).
 
     Example:
-        >>> block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
+        >>> block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,  # doctest: +SKIP
         ...                   splitter=RandomSplitter(0.2, seed=42), get_y=parent_label, item_tfms=Resize(64))
         >>> dls = block.dataloaders("data", bs=16)  # doctest: +SKIP
         >>> block.summary("data")  # doctest: +SKIP

@@ -130,7 +130,7 @@ class ImageDataLoaders(FastaiFactories):
         """The first training batch of the current epoch, `(images, targets)`, as training sees it.
 
         Example:
-            >>> images, targets = dls.one_batch()
+            >>> images, targets = dls.one_batch()  # doctest: +SKIP
             >>> images.shape  # doctest: +SKIP
             torch.Size([64, 3, 224, 224])
         """
@@ -150,7 +150,7 @@ class ImageDataLoaders(FastaiFactories):
         The alternative against imbalance is a weighted loss (`vision_learner(class_weights="auto")`).
 
         Example:
-            >>> dls = ImageDataLoaders.from_folder("defects", valid_pct=0.2).balance_classes()
+            >>> dls = ImageDataLoaders.from_folder("defects", valid_pct=0.2).balance_classes()  # doctest: +SKIP
         """
         self.train.set_sample_weights(self.task.item_weights(self.train.dataset.targets))
         return self
@@ -171,7 +171,7 @@ class ImageDataLoaders(FastaiFactories):
         raise `cache_bytes` for large ones.
 
         Example:
-            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=112, device="cuda").preload()
+            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=112, device="cuda").preload()  # doctest: +SKIP
         """
         self.train.preload()
         self.valid.preload()
@@ -199,8 +199,8 @@ class ImageDataLoaders(FastaiFactories):
                 class the model does not know.
 
         Example:
-            >>> loader = dls.test_dl(["new/cat.jpg", "new/dog.jpg"])
-            >>> scored = dls.test_dl(["new/cat.jpg"], labels=["cat"])
+            >>> loader = dls.test_dl(["new/cat.jpg", "new/dog.jpg"])  # doctest: +SKIP
+            >>> scored = dls.test_dl(["new/cat.jpg"], labels=["cat"])  # doctest: +SKIP
         """
         sources = [_image_from_bytes(source, index) if isinstance(source, (bytes, bytearray)) else source
                    for index, source in enumerate(items)]
@@ -255,7 +255,7 @@ class ImageDataLoaders(FastaiFactories):
         images.
 
         Example:
-            >>> dls.show_batch(path="batch.png", max_n=9)
+            >>> dls.show_batch(path="batch.png", max_n=9)  # doctest: +SKIP
             PosixPath('batch.png')
             >>> dls.show_batch(nrows=2, ncols=4, figsize=(8, 4))  # doctest: +SKIP
         """
@@ -351,7 +351,7 @@ class ImageDataLoaders(FastaiFactories):
         keyword-only options.
 
         Example:
-            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)
+            >>> dls = ImageDataLoaders.from_folder("data/fashion", size=64, bs=32)  # doctest: +SKIP
         """
         skipped, empty_classes = BadFileReport(), []
         root = check_root(path, f"a folder with {train}/<class>/ and {valid}/<class>/ subfolders of images")
@@ -383,7 +383,8 @@ class ImageDataLoaders(FastaiFactories):
         """Label each file by group 1 of regex `pat` searched in its name (None lists `path`).
 
         Example:
-            >>> dls = ImageDataLoaders.from_name_re("pets/images", None, r"^(.+)_\\d+\\.jpg$", size=224)
+            >>> dls = ImageDataLoaders.from_name_re("pets/images", None, r"^(.+)_\\d+\\.jpg$",  # doctest: +SKIP
+            ...                                     size=224)
         """
         skipped, root = BadFileReport(), check_root(path, "a folder of images")
         items = name_re_items(root, fnames, pat, skipped)
@@ -406,7 +407,7 @@ class ImageDataLoaders(FastaiFactories):
         `def is_cat(name): return name[0].isupper()`).
 
         Example:
-            >>> dls = ImageDataLoaders.from_name_func("pets", None, lambda name: name.split("_")[0])
+            >>> dls = ImageDataLoaders.from_name_func("pets", None, lambda name: name.split("_")[0])  # doctest: +SKIP
         """
         skipped, root = BadFileReport(), check_root(path, "a folder of images")
         # fastai passes the file name (a str), not the Path: `def is_cat(x): return x[0].isupper()`.
@@ -439,10 +440,11 @@ class ImageDataLoaders(FastaiFactories):
         one output each), with `y_block=PointBlock` pixel coordinates x, y, ... (scaled to [-1, 1]).
 
         Example:
-            >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv", fn_col="file", label_col="label")
-            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", label_delim=" ")  # multi-label
-            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", folder="train-jpg", suff=".jpg",
-            ...                                 label_delim=" ")
+            >>> dls = ImageDataLoaders.from_csv("planes", "labels.csv",  # doctest: +SKIP
+            ...                                 fn_col="file", label_col="label")
+            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", label_delim=" ")  # multi-label  # doctest: +SKIP
+            >>> dls = ImageDataLoaders.from_csv("planet", "train.csv", folder="train-jpg",  # doctest: +SKIP
+            ...                                 suff=".jpg", label_delim=" ")
         """
         skipped, root = BadFileReport(), check_root(path, f"a folder holding {csv_fname} and the images")
         items, is_valid = csv_items(root, csv_fname, fn_col, label_col, valid_col, skipped,
@@ -470,7 +472,8 @@ class ImageDataLoaders(FastaiFactories):
 
         Example:
             >>> df = pd.read_csv("planet/train.csv")  # doctest: +SKIP
-            >>> dls = ImageDataLoaders.from_df(df, "planet", folder="train", suff=".jpg", label_delim=" ")
+            >>> dls = ImageDataLoaders.from_df(df, "planet", folder="train",  # doctest: +SKIP
+            ...                                suff=".jpg", label_delim=" ")
         """
         if not (hasattr(df, "columns") and hasattr(df, "itertuples")):
             raise TypeError(f"from_df expects a pandas DataFrame, got {type(df).__name__}. For a CSV file use "

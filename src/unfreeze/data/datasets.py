@@ -9,7 +9,7 @@ the path) and the target pipeline must end in `Categorize` (what comes before it
 do, and fastai's `ToTensor` / `IntToFloatTensor` (unfreeze's loaders always do both).
 
 Example:
-    >>> tfms = [[PILImage.create], [parent_label, Categorize]]
+    >>> tfms = [[PILImage.create], [parent_label, Categorize]]  # doctest: +SKIP
     >>> dsets = Datasets(files, tfms, splits=RandomSplitter(seed=42)(files))  # doctest: +SKIP
     >>> dls = dsets.dataloaders(bs=8, after_item=[Resize(64), ToTensor])  # doctest: +SKIP
 """

@@ -147,7 +147,7 @@ def open_rgb(source: ImageSource, draft_size: int | None = None) -> Image.Image:
     1/2, 1/4 or 1/8 scale that stays at least `draft_size` pixels on both sides.
 
     Example:
-        >>> open_rgb("cat.jpg").mode
+        >>> open_rgb("cat.jpg").mode  # doctest: +SKIP
         'RGB'
     """
     return _open_rgb_sized(source, draft_size)[0]
@@ -193,7 +193,7 @@ def decode_image(source: ImageSource) -> torch.Tensor:
     """Decode an image file (or in-memory image) to an RGB uint8 tensor of shape [3, H, W].
 
     Example:
-        >>> decode_image("photo.png").shape
+        >>> decode_image("photo.png").shape  # doctest: +SKIP
         torch.Size([3, 480, 640])
     """
     array = np.asarray(open_rgb(source), dtype=np.uint8)

@@ -177,9 +177,9 @@ class ImageDataLoader:
     free GPU memory; True always (any device); False never. Batches are identical either way.
 
     Example:
-        >>> loader = ImageDataLoader(dataset, 64, training=True, augment=BatchAugment(), size=224)
-        >>> loader.set_epoch(3)
-        >>> images, labels = next(iter(loader))
+        >>> loader = ImageDataLoader(dataset, 64, training=True, augment=BatchAugment(), size=224)  # doctest: +SKIP
+        >>> loader.set_epoch(3)  # doctest: +SKIP
+        >>> images, labels = next(iter(loader))  # doctest: +SKIP
     """
 
     def __init__(
@@ -265,7 +265,7 @@ class ImageDataLoader:
         against class imbalance; None goes back to a plain shuffle. Only a shuffling loader samples.
 
         Example:
-            >>> dls.train.set_sample_weights(dls.task.item_weights(dls.train.dataset.targets))
+            >>> dls.train.set_sample_weights(dls.task.item_weights(dls.train.dataset.targets))  # doctest: +SKIP
         """
         if weights is None:
             self.sample_weights = None

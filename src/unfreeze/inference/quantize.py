@@ -185,8 +185,9 @@ def measure_latency(paths: dict[str, Path], fmt: str, image: np.ndarray, repeats
     then the files take turns, in an order reversed every round, so a busy machine slows them alike.
 
     Example:
-        >>> measure_latency({"float32": Path("model.onnx"), "int8": Path("model.int8.onnx")}, "onnx", batch)
-        {'float32': 4.1, 'int8': 2.7}  # doctest: +SKIP
+        >>> files = {"float32": Path("model.onnx"), "int8": Path("model.int8.onnx")}
+        >>> measure_latency(files, "onnx", batch)  # doctest: +SKIP
+        {'float32': 4.1, 'int8': 2.7}
     """
     runners = {name: _timing_runner(path, fmt) for name, path in paths.items()}
     for run in runners.values():
@@ -294,7 +295,8 @@ def compare_int8(learner: Any, files: list[Path], fmt: str, images: torch.Tensor
         progress: Called with (done, total) as calibration images are used.
 
     Example:
-        >>> comparison = compare_int8(learn, files, "onnx", images, targets, train_images, False, probs)
+        >>> comparison = compare_int8(learn, files, "onnx", images, targets,  # doctest: +SKIP
+        ...                           train_images, False, probs)
         >>> comparison.recommended, comparison.reason  # doctest: +SKIP
         ('int8', 'int8 is faster (2.1 ms per image vs 3.9 ms) and within 1 accuracy point (-0.5)')
     """

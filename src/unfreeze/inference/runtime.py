@@ -230,7 +230,8 @@ def runtime_predictor(learner: Any, model_file: str | Path, runtime: str | None 
             probabilities differ from PyTorch's by more than 1e-3.
 
     Example:
-        >>> predictor = runtime_predictor(load_learner("runs/pets/model.unfreeze"), "runs/pets/model.unfreeze")
+        >>> predictor = runtime_predictor(load_learner("runs/pets/model.unfreeze"),  # doctest: +SKIP
+        ...                               "runs/pets/model.unfreeze")
         >>> rows = list(predict_batch(predictor, "photos/"))  # doctest: +SKIP
     """
     if runtime is None:

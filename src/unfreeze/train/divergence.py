@@ -128,7 +128,8 @@ def retry_on_divergence(learner: Any, train: Callable[[float, DivergenceGuard], 
         TrainingDivergedError: The retry diverged too (the learner holds the weights from before it).
 
     Example:
-        >>> fitted = retry_on_divergence(learn, lambda lr, guard: learn.fine_tune(3, lr, callbacks=[guard]), 2e-3)
+        >>> fitted = retry_on_divergence(learn, lambda lr, guard: learn.fine_tune(3, lr,  # doctest: +SKIP
+        ...                                  callbacks=[guard]), 2e-3)
         >>> fitted.lr, fitted.retried_because  # doctest: +SKIP
         (0.002, None)
     """
