@@ -157,8 +157,9 @@ with the recipe's LR spread, weight decay and augmentation; the options above ch
 
 A run directory (default runs/<DATA name>-<arch>, never overwritten without --overwrite) receives
 config.json, history.csv, checkpoint.pt (after every epoch), model.unfreeze, summary.json, report.html
-and the plots loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png (single-label),
-top_losses.png and reliability.png (classification; --task regression: predicted_vs_true.png).
+and the plots loss.png, sched.png, lr_find.png (with --lr auto), confusion_matrix.png and examples.png
+(single-label: the most confident right and wrong predictions), top_losses.png and reliability.png
+(classification; --task regression: predicted_vs_true.png).
 """
 
 _EVALUATE_EXAMPLES = """\
