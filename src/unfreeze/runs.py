@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
@@ -40,8 +41,8 @@ from typing import Any
 from unfreeze._io import atomic_path, remove_stale_temporaries
 
 __all__ = ["CHECKPOINT", "LOCK_FILE", "RUN_FILES", "ReportHook", "Run", "RunConfigError", "RunDirError",
-           "clear_stale_temporaries", "create_run_dir", "environment", "json_safe", "model_file", "read_json",
-           "rerun_argv", "run_lock", "write_json"]
+           "clear_stale_temporaries", "create_run_dir", "data_files", "environment", "json_safe", "model_file",
+           "read_json", "rerun_argv", "run_lock", "write_json"]
 
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
@@ -297,6 +298,32 @@ def environment(device: Any) -> dict[str, Any]:
     }
 
 
+def data_files(root: str | Path, skip: Path | None = None) -> dict[str, Any]:
+    """What a run records of the files under its DATA, so that a resume can tell the same files at another path.
+
+    Every file's path relative to `root` and its size go into one SHA-256; hidden entries, run directories
+    (`skip`, the run's own folder before its config.json exists, and any folder holding a config.json) and
+    broken links are left out: they change while the run writes, or are no data.
+
+    Example:
+        >>> data_files("pets")  # doctest: +SKIP
+        {'files': 7390, 'bytes': 790432123, 'sha256': '9f2c...'}
+    """
+    root, skip = Path(root), None if skip is None else Path(skip).resolve()
+    entries = []
+    for folder, names, files in os.walk(root):
+        here = Path(folder)
+        names[:] = sorted(name for name in names if not name.startswith(".")
+                          and (here / name).resolve() != skip and not _is_run_dir(here / name))
+        for name in files:
+            if not name.startswith("."):
+                with contextlib.suppress(OSError):
+                    entries.append(((here / name).relative_to(root).as_posix(), (here / name).stat().st_size))
+    entries.sort()
+    digest = hashlib.sha256("".join(f"{name}\0{size}\n" for name, size in entries).encode("utf-8", "surrogateescape"))
+    return {"files": len(entries), "bytes": sum(size for _, size in entries), "sha256": digest.hexdigest()}
+
+
 # ---------------------------------------------------------------------------- the run object
 
 
@@ -431,6 +458,13 @@ class Run:
         rerun = " ".join(shlex.quote(word) for word in ["unfreeze", *rerun_argv(options)])
         return write_json(self.config_file, {"command": "train", "options": options, "unfreeze_version": __version__,
                                              "rerun": rerun, "argv": list(argv)})
+
+    def update_options(self, options: dict[str, Any]) -> Path:
+        """config.json with `options` in place of the recorded ones and its rerun line to match (a resume on
+        moved data); the version and argv that started the run stay."""
+        config = read_json(self.config_file)
+        rerun = " ".join(shlex.quote(word) for word in ["unfreeze", *rerun_argv(options)])
+        return write_json(self.config_file, {**config, "options": options, "rerun": rerun})
 
     def options(self, needed: tuple[str, ...] = (), purpose: str = "") -> dict[str, Any]:
         """The options in config.json; RunConfigError if it is not JSON or lacks one of `needed`."""

@@ -156,3 +156,34 @@ def test_evaluate_single_label_and_unknown_classes(trained_run: Path, image_fold
         (stranger / name / "x.png").write_bytes(source.read_bytes())
     assert main(["evaluate", str(trained_run), str(stranger)]) == 2
     assert "does not know: dog" in error_line(capsys)
+
+
+def test_resume_after_the_data_folder_moved(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A moved DATA is accepted on --resume when it holds the same files (relative paths and sizes)."""
+    import shutil
+
+    from unfreeze.train.callbacks import Recorder
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Recorder, "before_epoch", interrupt_at_epoch(2))
+        assert main(["train", str(image_folder), *TINY, "--epochs", "2", "--out", str(run), "--quiet"]) == 130
+    moved = tmp_path / "moved"
+    image_folder.rename(moved)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    line = error_line(capsys)
+    assert "not a directory any more" in line and f"unfreeze train NEWPATH --resume {run}" in line
+    other = tmp_path / "other"
+    shutil.copytree(moved, other)
+    next((other / "train" / "ant").iterdir()).unlink()
+    assert main(["train", str(other), "--resume", str(run), "--quiet"]) == 2
+    assert "does not hold the files" in error_line(capsys)
+    assert main(["train", str(moved), "--resume", str(run)]) == 0
+    assert f"DATA moved: {image_folder} → {moved.resolve()}, the same 36 files" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["options"]["data"] == str(moved.resolve())
+    assert json.loads((run / "summary.json").read_text())["resumed_after_epoch"] == 1
+    moved.rename(tmp_path / "again")  # a finished run is refused as finished, wherever its data went
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "there is nothing to resume" in error_line(capsys)

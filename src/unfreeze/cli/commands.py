@@ -241,6 +241,12 @@ def command_train(args: argparse.Namespace) -> int:
     elif main_process:
         args.cleanup.enter_context(run.lock())
         run.rewrite_history(saved.state["recorder"]["history"])
+        recorded = run.options()
+        if recorded["data"] != options["data"]:  # DATA moved, with the same files (_moved_data checked them)
+            run.update_options({**recorded, "data": options["data"], "csv": options.get("csv")})
+            if not quiet:
+                print(f"DATA moved: {recorded['data']} → {options['data']}, the same {options['data_files']['files']} "
+                      "files; config.json records the new place.")
     if main_process:
         args.interrupted_run = run  # a Ctrl-C outside the epochs (lr_find, export, plots) names it
     # Every summary this run writes (finished, interrupted or resumed) is followed by its report.html.
@@ -399,6 +405,8 @@ def _claim_run(args: argparse.Namespace, options: dict[str, Any], main_process: 
         hint = f" (--overwrite reuses {requested})" if Path(requested).expanduser().is_dir() else ""
         print(f"{requested} exists; this run goes to {run.folder}{hint}.")
     if main_process:
+        # What DATA holds, so that a resume can accept the same files moved elsewhere (_moved_data).
+        options["data_files"] = runs.data_files(options["data"], skip=run.folder)
         run.write_config(options, args.argv)
     return run
 
@@ -428,12 +436,37 @@ def _resume_plan(args: argparse.Namespace) -> tuple[runs.Run, dict[str, Any], An
     differing = [f"{flags[key]} {current[key]!r} (the run used {options.get(key)!r})" for key in _RESUMED
                  if key in current and (flags[key] in given or (key == "train_bn" and "--no-train-bn" in given))
                  and current[key] != options.get(key)]
-    if args.data is not None and str(Path(args.data).expanduser().resolve()) != options["data"]:
-        differing.insert(0, f"DATA {args.data} (the run used {options['data']})")
     if differing:
         raise UsageError(f"--resume continues {run.folder} as it was started; this command line changes "
                          f"{'; '.join(differing)}. Drop those options, or start a new run")
-    return run, options, run.resume_checkpoint()
+    saved = run.resume_checkpoint()  # first: a finished run is refused as such, wherever its data went
+    data = None if args.data is None else str(Path(args.data).expanduser().resolve())
+    if data is not None and data != options["data"]:
+        options = _moved_data(run, options, data)
+    elif not Path(options["data"]).is_dir():
+        raise UsageError(f"{options['data']}, the DATA {run.folder} trained on, is not a directory any more. If it "
+                         f"moved, pass its new place: unfreeze train NEWPATH --resume {run.folder}")
+    return run, options, saved
+
+
+def _moved_data(run: runs.Run, options: dict[str, Any], data: str) -> dict[str, Any]:
+    """The run's options with DATA at `data`, when that folder holds the files the run recorded (relative
+    paths and sizes: the same images, moved or renamed); a UsageError when it holds others or the run
+    recorded none (an older unfreeze). A --csv inside the old DATA moves with it."""
+    recorded, found = options.get("data_files"), runs.data_files(data)
+    old = options["data"]
+    if recorded is None:
+        raise UsageError(f"--resume continues {run.folder} on {old}, and its config.json does not record which files "
+                         f"that held (an older unfreeze wrote it), so {data} cannot be checked to hold the same. "
+                         f"Put the data back at {old}, or start a new run")
+    if found != recorded:
+        raise UsageError(f"{data} does not hold the files {run.folder} trained on: {recorded['files']} files of "
+                         f"{recorded['bytes']} bytes under {old}, {found['files']} files of {found['bytes']} bytes "
+                         "here (or other names or sizes). Pass the folder the run started with, or start a new run")
+    moved = {**options, "data": data}
+    if options.get("csv") and Path(options["csv"]).is_relative_to(old):
+        moved["csv"] = str(Path(data) / Path(options["csv"]).relative_to(old))
+    return moved
 
 
 def _check_trainable(dls: Any, options: dict[str, Any]) -> None:
