@@ -487,11 +487,18 @@ class Run:
 
         clear_stale_temporaries(self.folder)  # what a kill during a write left; the resumed run writes them anew
         # Finished first: a finished run whose checkpoint was deleted was not stopped mid-write.
-        if self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False):
-            raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume")
+        if self.finished():
+            # A stop between summary.json and report.html leaves a finished run without its report.
+            report = "" if self.file("report.html").is_file() else \
+                f"; its report.html is missing: 'unfreeze report {self.folder}' writes it"
+            raise RunDirError(f"{self.folder} finished (see {self.summary_file}); there is nothing to resume{report}")
         if not self.checkpoint_file.is_file():
             raise RunDirError(self._no_checkpoint_message())
         return Resume.read(self.checkpoint_file)
+
+    def finished(self) -> bool:
+        """Whether the run's summary.json says it finished (exists and is not marked interrupted)."""
+        return self.summary_file.is_file() and not read_json(self.summary_file).get("interrupted", False)
 
     def _no_checkpoint_message(self) -> str:
         """Why a run without checkpoint cannot be resumed, as its files tell it."""

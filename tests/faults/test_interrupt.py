@@ -113,3 +113,22 @@ def test_sigint_to_a_real_training_process(make_image_folder: Callable[..., Path
     assert "Traceback" not in err
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
     assert not (out / "model.unfreeze").exists()
+
+
+def test_ctrl_c_while_the_report_is_written_names_the_report_command(tiny_data: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C after summary.json said "finished" but before report.html used to say "finish it with
+    # 'unfreeze train --resume RUN'", which then refused the finished run: report.html was never written.
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_write_run_report", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" not in err and f"{out} finished; write its report with 'unfreeze report {out}'" in err
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out)]) == 2
+    assert f"its report.html is missing: 'unfreeze report {out}' writes it" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()

@@ -75,6 +75,8 @@ def _kept_run(run: runs.Run | None) -> str:
     """After a Ctrl-C outside train's epochs: where its run directory is, and how to go on from it."""
     if run is None:
         return ""
+    if run.finished():  # stopped while its report was written: --resume would refuse a finished run
+        return f"; {run.folder} finished; write its report with 'unfreeze report {run.folder}'"
     if run.file(runs.CHECKPOINT).is_file():
         return f"; {run.folder} is kept: finish it with 'unfreeze train --resume {run.folder}'"
     return f"; {run.folder} has no checkpoint yet: train again with '--out {run.folder} --overwrite'"
