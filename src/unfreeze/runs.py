@@ -51,6 +51,8 @@ CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("config.json", "history.csv", "checkpoint.pt", "model.unfreeze", "summary.json", "loss.png",
              "sched.png", "lr_find.png", "confusion_matrix.png", "top_losses.png", "examples.png", "report.html")
 _MAX_SUFFIX = 10_000
+# The folders whose run.lock this process holds (`run_lock`): a lock with this PID elsewhere is a dead one's.
+_HELD: set[Path] = set()
 
 
 class RunDirError(OSError):
@@ -72,13 +74,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_holder(folder: Path) -> int | None:
-    """The PID of a live process holding `folder`'s run.lock, or None (no lock, or a stale one)."""
+    """The PID of a live process holding `folder`'s run.lock, or None (no lock, or a stale one).
+
+    A lock naming this very process that `run_lock` did not take here is stale too: a killed process with
+    the same PID left it (a container started again runs unfreeze as PID 1 again).
+    """
     try:
         text = (folder / LOCK_FILE).read_text().strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
     pid = int(text) if text.isdigit() else None
-    return pid if pid is not None and _pid_alive(pid) else None
+    return pid if pid is not None and _pid_alive(pid) and (pid != os.getpid() or folder.resolve() in _HELD) \
+        else None
 
 
 def _refuse_if_locked(folder: Path) -> None:
@@ -118,9 +125,12 @@ def run_lock(folder: str | Path) -> Iterator[Path]:
     else:
         _refuse_if_locked(path.parent)
         raise RunDirError(f"cannot take {path}: another run keeps creating it. Choose another --out")
+    held = path.parent.resolve()
+    _HELD.add(held)
     try:
         yield path
     finally:
+        _HELD.discard(held)
         # Only our own lock is removed (a takeover by another process would hold its own PID).
         with contextlib.suppress(OSError):
             if path.read_text().strip() == str(os.getpid()):

@@ -72,3 +72,28 @@ def test_run_lock_refuses_a_live_holder(tmp_path: Path, live_pid: int) -> None:
     with pytest.raises(runs.RunDirError, match=str(live_pid)), runs.run_lock(tmp_path):
         pass
     assert (tmp_path / runs.LOCK_FILE).read_text().strip() == str(live_pid)  # not removed: not ours
+
+
+def test_a_lock_left_under_this_process_id_is_stale(tiny_data: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container killed and started again (`docker kill`, then `docker run ... --resume`) runs unfreeze
+    under the same PID, often 1: the killed run's lock then named this very process, and --resume
+    refused the run as "in use by another unfreeze run (process 1)"."""
+    import os
+
+    from unfreeze.train.callbacks import Recorder
+
+    started: list[int] = []
+
+    def interrupted(callback: object, epoch: int) -> None:
+        started.append(epoch)
+        if len(started) == 2:  # as the unfrozen epoch starts: the frozen one's checkpoint is kept
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Recorder, "before_epoch", interrupted)
+        assert main(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"]) == 130
+    (out / runs.LOCK_FILE).write_text(f"{os.getpid()}\n")  # as the killed process left it
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert (out / "model.unfreeze").is_file() and not (out / runs.LOCK_FILE).exists()
