@@ -41,6 +41,7 @@ def test_a_resume_needs_a_checkpoint_and_an_unfinished_run(tmp_path: Path) -> No
         run.resume_checkpoint()
     run.checkpoint_file.write_bytes(b"not a checkpoint")
     runs.write_json(run.summary_file, {"interrupted": False})
+    run.export_file.write_bytes(b"its model")  # without it, the checkpoint would export the model again
     with pytest.raises(runs.RunDirError, match="there is nothing to resume"):
         run.resume_checkpoint()
     run.checkpoint_file.unlink()  # a finished run whose checkpoint was deleted to save space: still finished

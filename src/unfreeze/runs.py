@@ -496,8 +496,9 @@ class Run:
         from unfreeze.train.recipes import Resume
 
         clear_stale_temporaries(self.folder)  # what a kill during a write left; the resumed run writes them anew
-        # Finished first: a finished run whose checkpoint was deleted was not stopped mid-write.
-        if self.finished():
+        # Finished first: a finished run whose checkpoint was deleted was not stopped mid-write. One whose
+        # model.unfreeze is gone resumes: its last checkpoint holds the trained weights, and exports them again.
+        if self.finished() and (self.export_file.is_file() or not self.checkpoint_file.is_file()):
             # A stop between summary.json and report.html leaves a finished run without its report.
             report = "" if self.file("report.html").is_file() else \
                 f"; its report.html is missing: 'unfreeze report {self.folder}' writes it"

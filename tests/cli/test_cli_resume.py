@@ -187,3 +187,19 @@ def test_resume_after_the_data_folder_moved(image_folder: Path, tmp_path: Path, 
     moved.rename(tmp_path / "again")  # a finished run is refused as finished, wherever its data went
     assert main(["train", "--resume", str(run)]) == 2
     assert "there is nothing to resume" in error_line(capsys)
+
+
+def test_resume_exports_a_finished_run_whose_model_was_deleted(image_folder: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The trained weights are in checkpoint.pt: --resume used to refuse the run as finished, and
+    `unfreeze export` said to train again."""
+    run = tmp_path / "run"
+    assert main(["train", str(image_folder), *TINY, "--epochs", "1", "--out", str(run), "--quiet"]) == 0
+    (run / "model.unfreeze").rename(tmp_path / "first.unfreeze")
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 2
+    assert f"unfreeze train --resume {run}" in error_line(capsys)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert same_weights(run / "model.unfreeze", tmp_path / "first.unfreeze")
+    assert main(["train", "--resume", str(run)]) == 2  # finished, with its model: nothing to do
+    assert "there is nothing to resume" in error_line(capsys)

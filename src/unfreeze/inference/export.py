@@ -173,8 +173,8 @@ def _read_header(path: Path) -> dict[str, Any]:
     if not path.is_file():
         if run is not None and path.name == "model.unfreeze":
             raise ExportError(f"{run} is a run directory without model.unfreeze (training writes it when it "
-                              f"finishes). If the run was stopped, finish it with: unfreeze train --resume "
-                              f"{shlex.quote(str(run))}; if the file was deleted, train again.")
+                              f"finishes). If the run was stopped or the file deleted, write it with: unfreeze train "
+                              f"--resume {shlex.quote(str(run))} (from its checkpoint.pt; without it, train again).")
         raise ExportError(f"No export at {path}. Expected a file written by learn.export().")
     file_size = path.stat().st_size
     if file_size == 0:
