@@ -182,6 +182,13 @@ def test_recipe_check_reports_every_problem_at_once_and_the_multi_label_conflict
         Recipe().replace(mixup_alpha=0.2)
 
 
+def test_noise_trim_is_refused_for_multi_label_data_instead_of_doing_nothing() -> None:
+    """--multi-label --noise trim trained with the plain loss and recorded noise_chosen 'trim' (the check that
+    sets the trimmed share skips multi-label data), saying nothing; it is refused as filter and gce are."""
+    with pytest.raises(RecipeError, match="noise='trim' applies to single-label data"):
+        Recipe(noise="trim").check(multi_label=True)
+
+
 def test_vision_learner_takes_the_recipe_fit_recipe_runs(folder):
     dls = make_dls(folder)
     learn = make_learner(dls, recipe=Recipe(epochs=2, freeze_epochs=0, lr_mult=10))

@@ -180,9 +180,10 @@ class Recipe:
             f"noise must be one of {', '.join(NOISE_CHOICES)}, got {self.noise!r}.",
             "imbalance applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
             if multi_label and self.imbalance == "logit_adjust" else "",
-            # label_smoothing and filter smooth the targets, gce reweighs the classes' probabilities: one label each.
+            # label_smoothing and filter smooth the targets, gce reweighs the classes' probabilities, trim ranks
+            # cross-entropy losses (its share comes from a single-label probe): one label each.
             f"noise={self.noise!r} applies to single-label data; this data is multi-label. Set it to 'none' or 'auto'."
-            if multi_label and self.noise in ("label_smoothing", "filter", "gce") else "",
+            if multi_label and self.noise in ("label_smoothing", "filter", "trim", "gce") else "",
             _whole(self.frozen_groups, "frozen_groups", 0),
             "" if self.head in ("linear", "fastai") else f"head must be 'linear' or 'fastai', got {self.head!r}.",
             "" if self.base_lr == "auto" or (_number(self.base_lr) and self.base_lr > 0) else
