@@ -234,6 +234,17 @@ def test_the_noise_check_needs_enough_images_a_class(make_image_folder):
     assert check_noise(make_learner(make_image_folder(("a", "b"), n_train=8, n_valid=2, size=(40, 40)))) is None
 
 
+@pytest.mark.parametrize("asked", ["filter", "trim"])
+def test_noise_asked_for_on_too_few_images_says_the_check_did_not_run(make_image_folder, asked):
+    """--noise filter / trim on a small set trained as if asked for nothing and said nothing (the check needs
+    MIN_PER_CLASS images a class); the recipe now says so in one line, naming the counts."""
+    learn = make_learner(make_image_folder(("a", "b"), n_train=8, n_valid=2, size=(40, 40)))
+    learn.fit_recipe(epochs=1, flip=True, probe=False, noise=asked)
+    said = [note for note in learn.recorder.notes if note.startswith(f"noise={asked!r}: ")]
+    assert len(said) == 1 and "16 training images for 2 classes" in said[0] and "nothing is left out" in said[0]
+    assert learn.progress.recipe["noise_left_out"] == [] and learn.progress.recipe["noise_trim"] == 0.0
+
+
 def test_a_resume_reuses_the_plan_and_the_decisions(make_image_folder, monkeypatch, tmp_path):
     root = make_image_folder(("red", "green", "blue"), n_train=24, n_valid=3, size=(40, 40))
     for index in range(4):

@@ -32,7 +32,7 @@ from unfreeze.train.input_size import upscale_loaders
 from unfreeze.train.keep_best import KeepBest
 from unfreeze.train.mixup import MixupCutmix
 from unfreeze.train.recipe.imbalance import ImbalanceCheck, LogitAdjustedLoss, check_imbalance
-from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise
+from unfreeze.train.recipe.noise import GeneralizedCrossEntropy, TrimmedCrossEntropy, check_noise, unchecked_note
 from unfreeze.train.recipe.plan import TrainingPlan, plan_training, with_hard_labels
 from unfreeze.train.recipe.probe import fit_linear_probe, probe_head
 from unfreeze.train.recipe_settings import Recipe, RecipeError
@@ -181,6 +181,8 @@ def _noise_check(learner: RecipeTarget, recipe: Recipe, before: dict[str, Any],
     if check is not None:
         _say(learner, check.note() + (f"; each batch's {trim:.0%} largest losses are left out (--noise trim)"
                                       if trim else ""))
+    elif distributed.is_main_process():  # asked for, yet nothing is checked: said, not a silent plain loss
+        _say(learner, unchecked_note(recipe.noise, len(learner.dls.train.dataset), learner.dls.n_classes))
     settings["noise_left_out"], settings["noise_trim"] = left_out, trim
     return left_out, trim
 

@@ -35,7 +35,7 @@ from unfreeze.progress import AROUND_TRAINING_DELAY, StepProgress
 from unfreeze.train.recipe.probe import embed_training_images, fit_probe_weights
 
 __all__ = ["CLEAN_FLAGGED", "FILTER_FROM", "FLAG_BELOW", "GeneralizedCrossEntropy", "NoiseCheck", "TrimmedCrossEntropy",
-           "check_noise", "disagreements"]
+           "check_noise", "disagreements", "unchecked_note"]
 
 FLAG_BELOW = 0.02  # an image is flagged when a cross-validated probe gives its label less than this probability
 FILTER_FROM = 0.15  # check_noise marks its flags for leaving out when at least this share is flagged
@@ -117,6 +117,22 @@ def check_noise(learner: Any, seed: int = 0, filter_from: float = FILTER_FROM) -
     flagged = tuple(sorted(flagged))
     n_items = int(labelled.sum())
     return NoiseCheck(flagged=flagged, n_items=n_items, filtered=len(flagged) / max(n_items, 1) >= filter_from)
+
+
+def unchecked_note(asked: str, n_items: int, n_classes: int) -> str:
+    """The line for noise="filter" / "trim" when `check_noise` returned None: asked for, yet no image is left
+    out and no loss trimmed, which the user must hear rather than read a recipe that claims the guard.
+
+    Example:
+        >>> unchecked_note("trim", 16, 2)[:60]
+        "noise='trim': nothing is left out: the check of the labels n"
+    """
+    if n_items < MIN_PER_CLASS * n_classes:
+        why = (f"the check of the labels needs {MIN_PER_CLASS} training images a class on average for its "
+               f"cross-validated linear probe, and this set has {n_items} training images for {n_classes} classes")
+    else:
+        why = "the check's linear probe cannot be fitted to this model's head"
+    return f"noise={asked!r}: nothing is left out: {why}"
 
 
 @contextlib.contextmanager
