@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,26 @@ def test_a_multi_label_model_card_names_the_threshold_the_model_decides_with(tmp
     card = (out / "model_card.md").read_text()
     assert f"sigmoid per class, a class at or above {threshold:.4g}" in card
     assert threshold == 0.5 or "0.5 threshold" not in card
+
+
+def test_a_multi_label_model_card_names_the_exported_epoch_and_its_thresholds_f1(
+        trained_app_run: Path, tmp_path: Path) -> None:
+    """A multi-label card read '- final epoch: ... f1_multi 0.5556' beside a per-class table whose macro F1 was
+    0.7407: the row was the kept epoch's, scored at 0.5, while the model decides at the tuned thresholds."""
+    images = trained_app_run.parent / "images"
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(images.rglob("*.png"))):
+        rows.append(f"{path.relative_to(images)},{path.parent.name}{' shiny' if index % 2 else ''}")
+    data = tmp_path / "images"
+    shutil.copytree(images, data)
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    run, out = tmp_path / "ml", tmp_path / "deploy"
+    assert main(["train", str(data), *TINY, "--epochs", "2", "--csv", "labels.csv", "--multi-label",
+                 "--out", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out), "--quiet"]) == 0
+    metrics = (out / "model_card.md").read_text().split("## Metrics")[1].split("##")[0]
+    epoch = summary["final"]["epoch"]
+    assert "final epoch" not in metrics and f"- epoch {epoch}, the exported one" in metrics
+    threshold = summary["threshold"]
+    assert f"macro F1 {threshold['f1']:.4f}" in metrics and f"at {threshold['previous']:.4g}" in metrics

@@ -342,6 +342,16 @@ def int8_lines(int8: dict[str, Any]) -> list[str]:
             f"{'' if int8.get('unknown_changed') is None else ' or the ood_score'}: {int8['max_difference']:.2e}."]
 
 
+def _threshold_lines(threshold: RunFile) -> list[str]:
+    """The multi-label decision threshold's F1: the epoch's metrics are scored at the threshold before tuning
+    (0.5), while the model decides at the tuned one, which the per-class table below is scored at."""
+    f1, previous = threshold.number("f1"), threshold.get("previous")
+    if f1 is None or not isinstance(previous, (int, float)):
+        return []
+    return [f"- at the decision threshold chosen on validation: macro F1 {f1:.4f} (the epoch's metrics above are "
+            f"scored at {previous:.4g}; the table below at the chosen threshold)"]
+
+
 def _run_facts(run_dir: Path | None) -> tuple[RunFile, RunFile]:
     """config.json and summary.json of the run (checked: a damaged one is one line naming it), or empty ones
     for a bare .unfreeze file."""
@@ -451,8 +461,12 @@ def write_model_card(report: DeployReport, learner: Any, fmt: str, source: Path,
     best = best_epoch(summary.rows("history"))
     final = summary.section("final").numbers()
     if final:
-        lines.append("- final epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in final.items()
-                                                   if key not in ("epoch", "time") and isinstance(value, float)))
+        # summary.json's final row is the exported epoch's (the best one unless --keep last), not the last epoch's.
+        epoch = final.get("epoch")
+        named = "final epoch" if epoch is None else f"epoch {epoch:g}, the exported one"
+        lines.append(f"- {named}: " + ", ".join(f"{key} {value:.4f}" for key, value in final.items()
+                                                if key not in ("epoch", "time") and isinstance(value, float)))
+    lines += _threshold_lines(summary.section("threshold"))
     if best is not None:
         lines.append(f"- best {best[0]}: {float(best[1][best[0]]):.4f} at epoch {best[1].get('epoch')}")
     if not final and best is None:
