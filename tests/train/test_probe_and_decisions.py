@@ -96,6 +96,26 @@ def test_a_long_tail_is_detected_from_the_training_counts_and_trained_with_logit
     assert not any(isinstance(loss, LogitAdjustedLoss) for loss in watch.losses)
 
 
+@pytest.mark.parametrize("evened", ["sampler", "class_weights"])
+def test_auto_adds_no_logit_adjustment_on_top_of_a_balanced_sampler_or_class_weights(make_image_folder, evened):
+    """--sampler balanced (or --class-weights auto) on a long tail also got imbalance='auto''s logit adjustment:
+    the rare classes were favoured twice, and every validation image of the large class was called rare."""
+    root = make_image_folder(("big", "small"), n_train=24, n_valid=4, size=(40, 40))
+    for path in sorted((root / "train" / "small").iterdir())[4:]:
+        path.unlink()  # 24 vs 4 images: a 6x imbalance
+    dls = ImageDataLoaders.from_folder(root, size=32, bs=64, seed=0, num_workers=0)
+    if evened == "sampler":
+        dls.balance_classes()
+    learn = vision_learner(dls, "test_resnet", metrics=["error_rate"], pretrained=False, quiet=True, seed=0,
+                           class_weights="auto" if evened == "class_weights" else None)
+    watch = Losses()
+    learn.fit_recipe(epochs=1, flip=True, callbacks=[watch])
+    assert learn.progress.recipe["imbalance_chosen"] == "none"
+    assert not any(isinstance(loss, LogitAdjustedLoss) for loss in watch.losses)
+    said = [note for note in learn.recorder.notes if note.startswith("imbalance='auto': no remedy")]
+    assert len(said) == 1 and ("balanced sampler" if evened == "sampler" else "class weights") in said[0]
+
+
 def test_balanced_classes_get_no_remedy_and_multi_label_targets_no_check():
     assert check_imbalance(torch.tensor([0, 1, 2] * 5), 3).remedy == "none"
     assert check_imbalance(torch.zeros(4, 3), 3) is None

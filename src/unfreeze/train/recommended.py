@@ -121,7 +121,9 @@ def fit_recipe(learner: RecipeTarget, epochs: int | None = None, recipe: Recipe 
         settings["base_lr"] = float(recipe.base_lr) * plan.lr_scale
     if recipe.flip == "auto":
         settings["flip_chosen"] = flip
-    imbalance = check_imbalance(train.dataset.decoded_targets(), learner.dls.n_classes, recipe.imbalance)
+    evened_by = ("balanced sampler" if train.sample_weights is not None else
+                 "class weights" if learner.class_weights is not None else None)
+    imbalance = check_imbalance(train.dataset.decoded_targets(), learner.dls.n_classes, recipe.imbalance, evened_by)
     if imbalance is not None:
         settings["imbalance_chosen"] = imbalance.remedy
         if imbalance.imbalanced or imbalance.requested != "auto":

@@ -35,12 +35,15 @@ class ImbalanceCheck:
         remedy: "logit_adjust" or "none".
         counts: Training images per class, in vocab order.
         requested: The Recipe's value ("auto", or the remedy the caller chose).
+        evened_by: What already evens the classes (a balanced sampler, class weights), for which "auto"
+            adds no remedy; None when nothing does.
     """
 
     ratio: float
     remedy: str
     counts: tuple[int, ...]
     requested: str = "auto"
+    evened_by: str | None = None
 
     @property
     def imbalanced(self) -> bool:
@@ -58,6 +61,8 @@ class ImbalanceCheck:
                  f"{min(count for count in self.counts if count > 0)}"
         if self.remedy == "logit_adjust":
             verdict, hint = "logit adjustment", "; --imbalance none turns it off"
+        elif self.evened_by is not None and self.requested == "auto":
+            verdict, hint = "no remedy", f"; the {self.evened_by} already evens the classes"
         else:
             verdict, hint = "no remedy", "" if self.imbalanced else "; --imbalance logit_adjust turns one on"
         return f"imbalance={self.requested!r}: {verdict} ({spread}){hint}"
@@ -67,8 +72,13 @@ class ImbalanceCheck:
                 "counts": list(self.counts)}
 
 
-def check_imbalance(targets: torch.Tensor, n_classes: int, requested: str = "auto") -> ImbalanceCheck | None:
+def check_imbalance(targets: torch.Tensor, n_classes: int, requested: str = "auto",
+                    evened_by: str | None = None) -> ImbalanceCheck | None:
     """The class counts of single-label `targets` and the remedy for them; None for multi-label targets.
+
+    `evened_by` names what already evens the classes ("balanced sampler", "class weights"): "auto" then
+    adds no logit adjustment, which would favour the rare classes a second time (the adjustment assumes
+    the model learns the training counts' prior, which a balanced sampler or weighted loss removes).
 
     Example:
         >>> check_imbalance(torch.tensor([0] * 40 + [1] * 4), 2).remedy
@@ -80,9 +90,10 @@ def check_imbalance(targets: torch.Tensor, n_classes: int, requested: str = "aut
     counts = torch.bincount(labelled, minlength=n_classes)[:n_classes]
     present = counts[counts > 0]
     ratio = float(present.max() / present.min()) if len(present) else 1.0
-    remedy = requested if requested != "auto" else ("logit_adjust" if ratio >= IMBALANCED else "none")
+    remedy = requested if requested != "auto" else (
+        "logit_adjust" if ratio >= IMBALANCED and evened_by is None else "none")
     return ImbalanceCheck(ratio=ratio, remedy=remedy, counts=tuple(int(count) for count in counts),
-                          requested=requested)
+                          requested=requested, evened_by=evened_by)
 
 
 class LogitAdjustedLoss(nn.Module):
