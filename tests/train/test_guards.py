@@ -31,6 +31,7 @@ from unfreeze.train.divergence import (
 from unfreeze.train.input_size import native_size, plan_input_size
 from unfreeze.train.keep_best import KeepBest, default_monitor
 from unfreeze.train.lr_find import _run, curve_flags
+from unfreeze.train.metrics import f1_multi
 from unfreeze.train.threshold_tuning import tune_threshold
 
 
@@ -226,6 +227,26 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_the_export(make_ima
     assert loaded.task.threshold == pytest.approx(per_class.threshold)
     probs = learn.get_preds()[0]
     assert torch.equal(loaded.task.decode(probs), probs >= torch.tensor(per_class.threshold))
+
+
+def test_the_metrics_follow_a_threshold_set_on_the_learners_task(make_image_folder: Callable[..., Path]) -> None:
+    """After `learn.task = choice.task` (the README's recipe), learn.validate() still scored accuracy_multi and
+    f1_multi at 0.5 while predict and get_preds decided at the tuned threshold: two numbers for one model."""
+    root = make_image_folder(classes=("a", "b", "c"), n_train=6, n_valid=4, flat=True)
+    rows = ["file,labels"] + [f"{path.relative_to(root)},{path.parent.name}{' b' if index % 2 else ''}"
+                              for index, path in enumerate(sorted(root.rglob("*.png")))]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    dls = ImageDataLoaders.from_csv(root, "labels.csv", label_delim=" ", size=16, bs=4, seed=0, valid_pct=0.4)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, quiet=True, seed=0,
+                           metrics=["accuracy_multi", "f1_multi"])
+    probs, targets = learn.get_preds()[:2]
+    cutoff = float(probs.median())  # a threshold that decides differently from 0.5 on these probabilities
+    learn.task = MultiLabel(threshold=cutoff)
+    scores = learn.validate()
+    decided = learn.task.decode(probs)
+    assert scores["f1_multi"] == pytest.approx(float(f1_multi(probs, targets, threshold=cutoff, sigmoid=False)))
+    assert scores["f1_multi"] != pytest.approx(float(f1_multi(probs, targets, sigmoid=False)))
+    assert scores["accuracy_multi"] == pytest.approx(float((decided == targets.bool()).float().mean()), abs=0.05)
 
 
 def test_tune_threshold_refuses_a_single_label_learner(folder: Path) -> None:

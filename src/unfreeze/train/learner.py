@@ -44,6 +44,7 @@ from unfreeze.train.metrics import (
     MetricValue,
     ValidationResults,
     column_names,
+    follow_task,
     metric_value,
     resolve_metrics,
 )
@@ -145,7 +146,7 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
     ) -> None:
         weight_decay = fastai.weight_decay_or_wd(weight_decay, wd)
         optimizer = optimizer_or_opt_func(optimizer, opt_func)
-        self.task: Task = getattr(dls, "task", None) or SingleLabel()  # loaders without a task: single-label
+        self._task: Task = getattr(dls, "task", None) or SingleLabel()  # loaders without a task: single-label
         if getattr(dls, "n_classes", 2) < (2 if isinstance(self.task, SingleLabel) else 1):
             raise ValueError(
                 f"A classifier needs at least 2 classes; the data has {dls.n_classes} ({dls.vocab}). "
@@ -230,6 +231,19 @@ class Learner(InferenceMethods, fastai.FastaiMethods, FastaiTrainingMethods):
     @dls.setter
     def dls(self, dls: Any) -> None:
         self._dls = bind_data(dls, self.device, self.model, getattr(self, "_dls", None))
+
+    @property
+    def task(self) -> Task:
+        """What the model predicts (single-label, multi-label with its threshold, regression)."""
+        return self._task
+
+    @task.setter
+    def task(self, task: Task) -> None:
+        # A tuned threshold (`learn.task = tune_threshold(learn).task`) must reach the metrics too, or
+        # validate() scores at the old threshold while predict and the export decide at the new one.
+        self._task = task
+        if hasattr(self, "_metrics"):
+            self._metrics = follow_task(self._metrics, task)
 
     @property
     def metrics(self) -> list[Metric]:

@@ -356,8 +356,24 @@ def _for_task(name: str, task: Task | None) -> Metric:
     if isinstance(task, MultiLabel):
         bound: Any = functools.partial(metric, threshold=task.threshold)
         bound.__name__ = name
+        bound.follows_task = True  # `follow_task` rebinds it when the learner's task (its threshold) changes
         return bound
     return metric
+
+
+def follow_task(metrics: Sequence[Metric], task: Task | None) -> list[Metric]:
+    """`metrics` with the built-in ones named by a string rebound to `task`'s threshold; the rest as they are.
+
+    A learner whose task is replaced (`learn.task = tune_threshold(learn).task`) must score at the threshold
+    its predictions use; a callable the user passed (`partial(accuracy_multi, thresh=0.2)`) keeps its own.
+
+    Example:
+        >>> metric = follow_task(resolve_metrics("f1_multi", MultiLabel()), MultiLabel(threshold=0.3))[0]
+        >>> metric.keywords
+        {'threshold': 0.3}
+    """
+    return [_for_task(metric_name(metric), task) if getattr(metric, "follows_task", False) else metric
+            for metric in metrics]
 
 
 def resolve_metrics(metrics: Metric | str | Sequence[Metric | str] | None, task: Task | None = None) -> list[Metric]:
