@@ -200,3 +200,14 @@ def test_a_constant_regression_target_warns_before_training(folder: Path) -> Non
                                         size=16, bs=4, seed=0, valid_pct=0.25)
     assert sum("for every one" in str(w.message) for w in caught) == 1 and "'age'" not in str(caught[0].message)
     assert dls.vocab == ["age", "height"]
+
+
+def test_every_multi_label_cell_empty_is_refused_in_words(folder: Path) -> None:
+    """Multi-label cells that are all empty (none of the classes) read "Found 0 class () under ... Expected at
+    least 1 classes": the error now says that no training image has a class, and what to check."""
+    write_csv(folder, [f"img_{index}.png," for index in range(12)])
+    with pytest.raises(DataError) as caught:
+        ImageDataLoaders.from_csv(folder, "labels.csv", label_delim=" ", size=16, bs=4)
+    message = str(caught.value)
+    assert "0 class ()" not in message and "no training image has a class" in message
+    assert "label column" in message

@@ -143,6 +143,12 @@ def check_classes(train_items: Sequence[Item], valid_items: Sequence[Item], sour
             f"No training images found under {source}. Expected image files (jpg, png, webp, bmp, gif, "
             "tif) in one folder per class, e.g. train/cat/1.jpg and train/dog/2.jpg."
         )
+    if not train_classes:  # multi-label cells that are all empty ("none of the classes"): no class to learn
+        raise DataError(
+            f"Found {len(train_items)} training images under {source}, but no training image has a class: every "
+            f"label is empty. Expected at least {min_classes} class(es) among them: check the label column and the "
+            "label delimiter (--label-delim)."
+        )
     if len(train_classes) < min_classes:
         raise DataError(
             f"Found {len(train_classes)} class ({', '.join(sorted(train_classes))}) under {source}. "
