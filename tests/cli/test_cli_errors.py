@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import TINY, run_user_error
+from unfreeze.cli import main
 
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,3 +180,19 @@ def test_multi_label_options_without_multi_label_are_refused(image_folder: Path,
     line = run_user_error(["train", str(image_folder), *TINY, *flags, "--out", str(tmp_path / "run")], capsys)
     assert "go" in line and "with --multi-label" in line and "single-label" in line
     assert flags[0].split("=")[0] in line and not (tmp_path / "run").exists()
+
+
+def test_evaluate_with_an_empty_label_delim_is_one_line(image_folder: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`unfreeze evaluate MODEL DATA --csv labels.csv --label-delim ''` on a multi-label model ended in a
+    traceback (ValueError: empty separator); train refuses the same option in one line."""
+    rows = ["file,labels", *(f"{path.relative_to(image_folder)},{path.parent.name}"
+                             for path in sorted(image_folder.rglob("*.png")))]
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "ml"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    line = run_user_error(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--label-delim", "",
+                           "--quiet"], capsys)
+    assert "--label-delim" in line and "non-empty" in line

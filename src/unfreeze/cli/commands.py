@@ -858,6 +858,9 @@ def _labelled_items(args: argparse.Namespace, multi_label: bool) -> list[tuple[P
 def _label_delim(args: argparse.Namespace) -> str:
     """evaluate's --label-delim as given, else the one the run trained with (its config.json), else a space: a
     model trained on 'cat;dog' cells is scored on the same kind of CSV without being told again."""
+    if args.label_delim == "":  # str.split("") raises; train refuses it too
+        raise UsageError("--label-delim must be a non-empty text such as ' ' or ';', got ''. Leave it out to split "
+                         "the cells as the run trained")
     if args.label_delim is not None:
         return args.label_delim
     try:
