@@ -196,3 +196,15 @@ def test_evaluate_with_an_empty_label_delim_is_one_line(image_folder: Path, tmp_
     line = run_user_error(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--label-delim", "",
                            "--quiet"], capsys)
     assert "--label-delim" in line and "non-empty" in line
+
+
+def test_evaluate_refuses_a_label_delim_for_a_single_label_model(trained_run: Path, image_folder: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """evaluate --label-delim ';' on a single-label model was silently ignored: 'ant;bee' cells were read as a
+    class named 'ant;bee'. It is refused as train refuses --label-delim without --multi-label."""
+    rows = ["file,labels", *(f"{path.relative_to(image_folder)},{path.parent.name}"
+                             for path in sorted(image_folder.rglob("*.png")))]
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    line = run_user_error(["evaluate", str(trained_run), str(image_folder), "--csv", "labels.csv",
+                           "--label-delim", ";", "--quiet"], capsys)
+    assert "--label-delim" in line and "single-label" in line

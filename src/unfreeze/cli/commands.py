@@ -967,6 +967,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     learn = _load_model(args.model)
     multi_label = isinstance(learn.task, MultiLabel)
     regression = isinstance(learn.task, Regression)
+    if args.label_delim is not None and not multi_label:  # ignored, it would score 'a;b' cells as one class
+        kind = "a regression model" if regression else "single-label (one class per image)"
+        raise UsageError(f"--label-delim splits multi-label cells; this model is {kind}. Drop --label-delim")
     if regression and getattr(args, "ood", None) is not None:
         raise UsageError("--ood needs a classifier's unknown score; a regression model has none")
     if not regression:
