@@ -195,3 +195,17 @@ def test_python_dash_m_help_runs_the_same_command() -> None:
     assert result.returncode == 0
     for command in ("train", "lr-find", "predict", "interpret", "export", "demo"):
         assert command in result.stdout
+
+
+def test_a_csv_is_valid_column_that_train_does_not_read_is_named(image_folder: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV with fastai's is_valid column trained on a random --valid-pct split, saying nothing: the rows the
+    user marked for validation were trained on. The column is named in a warning, with the split used."""
+    rows = ["file,labels,is_valid", *(f"{path.relative_to(image_folder)},{path.parent.name},"
+                                      f"{path.parent.parent.name == 'valid'}"
+                                      for path in sorted(image_folder.rglob("*.png")))]
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "'is_valid'" in err and "--valid-pct 0.2" in err

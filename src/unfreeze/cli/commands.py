@@ -77,12 +77,33 @@ def load_data(options: dict[str, Any]) -> Any:
         # A path that exists from here is used as given; otherwise it is relative to DATA (as in the API).
         name = str(table.resolve()) if table.is_file() else str(table)
         delim = options.get("label_delim", " ") if options.get("multi_label") else None
+        _warn_unread_valid_column(data, table, options["valid_pct"])
         dls = ImageDataLoaders.from_csv(data, name, label_delim=delim, **common)
     else:
         if (data / "train").is_dir() and (data / "valid").is_dir():
             common["valid_pct"] = None
         dls = ImageDataLoaders.from_folder(data, **common)
     return dls.balance_classes() if options.get("sampler") == "balanced" else dls
+
+
+def _warn_unread_valid_column(data: Path, table: Path, valid_pct: float) -> None:
+    """Warn when the CSV has a validation column (fastai's is_valid) that `unfreeze train` does not read: the
+    rows it marks would be trained on, and the validation set drawn at random, without a word."""
+    from unfreeze.data import DataWarning
+    from unfreeze.data.sources import csv_separator, read_csv_text
+
+    path = table if table.is_file() or table.is_absolute() else data / table
+    try:
+        text = read_csv_text(path)
+    except (OSError, ValueError):  # a missing or binary file: from_csv says so, in its own words
+        return
+    header = next(csv.reader(io.StringIO(text), delimiter=csv_separator(text)), [])
+    marks = [name for name in header[2:] if name.strip().casefold() in ("is_valid", "valid", "is_validation")]
+    if marks:
+        warnings.warn(f"{path.name}'s column {marks[0]!r} is not read: unfreeze train holds out --valid-pct "
+                      f"{valid_pct} of the images at random (seeded). To keep the rows it marks for validation, use "
+                      "the Python API: ImageDataLoaders.from_csv(..., valid_col=" + repr(marks[0]) + ")",
+                      DataWarning, stacklevel=2)
 
 
 def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]) -> Any:
