@@ -142,7 +142,7 @@ def test_regression_without_a_csv_is_a_one_line_error(numbers: Path, tmp_path: P
 
 @pytest.mark.parametrize("option", [["--class-weights", "auto"], ["--sampler", "balanced"],
                                     ["--label-smoothing", "0.1"], ["--imbalance", "logit_adjust"],
-                                    ["--noise", "gce"]])
+                                    ["--noise", "gce"], ["--noise", "trim"], ["--noise", "filter"]])
 def test_class_balancing_options_on_regression_are_a_one_line_error(option: list[str], numbers: Path,
                                                                       tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def _regression_data(data: Path, options: dict[str, Any], common: dict[str, Any]
                                             ("--label-smoothing", options.get("label_smoothing")),
                                             ("--imbalance logit_adjust", options.get("imbalance") == "logit_adjust"),
                                             (f"--noise {options.get('noise')}",
-                                             options.get("noise") in ("label_smoothing", "filter", "gce"))) if given]
+                                             options.get("noise") not in (None, "auto", "none"))) if given]
     if for_classes:
         raise UsageError(f"{', '.join(for_classes)} act on classes; --task regression predicts numbers and has "
                          "none. Drop them, or train a classification run")
