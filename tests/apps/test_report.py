@@ -299,3 +299,19 @@ def test_a_multi_label_report_says_why_it_has_no_confusion_matrix(trained_app_ru
     page = write_report(run, tmp_path / "report.html").read_text()
     section = page.split('<section id="confusion-matrix">')[1].split("</section>")[0]
     assert "was not drawn" not in section and "multi-label" in section and "per-class" in section
+
+
+def test_per_class_thresholds_are_named_by_their_class(trained_app_run: Path, tmp_path: Path) -> None:
+    """A --thresholds per-class run's decisions read 'one per class' and then 'threshold: 0.5, 0.02, 0.48':
+    which class decided at 0.02 was left to the reader's guess of the order."""
+    run = tmp_path / "tags_run"
+    shutil.copytree(trained_app_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    thresholds = [0.5, 0.02, 0.48]
+    summary["task"] = {"name": "multi_label", "threshold": thresholds}
+    summary["threshold"] = {"threshold": thresholds, "chosen_by": "F1 on the validation set", "f1": 0.74,
+                            "previous": 0.5, "previous_f1": 0.55}
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run, tmp_path / "report.html").read_text()
+    assert summary["data"]["classes"] == ["ant", "bee", "cat"]
+    assert "ant 0.5, bee 0.02, cat 0.48" in page

@@ -271,9 +271,14 @@ def run_decisions(summary: RunFile) -> list[dict[str, Any]]:
     if threshold.content:
         chosen = threshold.get("threshold")
         per_class = isinstance(chosen, list)
+        classes = summary.section("data").texts("classes")
+        if per_class and len(classes) == len(chosen):  # the numbers alone leave the class order to a guess
+            shown = "one per class: " + ", ".join(f"{name} {_scalar(value)}"
+                                                  for name, value in zip(classes, chosen, strict=True))
+        else:
+            shown = "one per class" if per_class else _scalar(chosen)
         add("decision threshold" + ("s (per class)" if per_class else ""),
-            ("one per class" if per_class else _scalar(chosen)) + ", chosen by F1 on the validation set",
-            threshold.content)
+            shown + ", chosen by F1 on the validation set", threshold.content)
     calibration = summary.section("calibration")
     if "before" in calibration.content:  # the trust's calibration: its numbers have their own section
         before, after = calibration.section("before"), calibration.section("after")
