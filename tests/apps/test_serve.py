@@ -14,6 +14,7 @@ from app_helpers import serving, write_png
 from unfreeze.apps.batching import BatchSettings
 from unfreeze.apps.serve import ServeSettings, create_app, load_model
 from unfreeze.data import ImageDataLoaders
+from unfreeze.tasks import MultiLabel
 from unfreeze.train.builders import vision_learner
 
 TIMEOUT = 30.0
@@ -210,6 +211,25 @@ def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
     assert len(prediction["label"]) == len(prediction["probability"])
     assert all(probability >= 0.5 for probability in prediction["probability"])
     assert sorted(entry["label"] for entry in prediction["top_k"]) == ["haze", "road", "water"]
+
+
+@pytest.mark.filterwarnings("ignore::unfreeze.data.DataWarning")
+def test_a_multi_label_models_health_names_its_decision_thresholds(tmp_path: Path) -> None:
+    """/health of a multi-label model said multi_label: true and nothing of the thresholds its answers are
+    decided at (a tuned one, or one per class): a client could not tell why a 0.45 class was left out."""
+    root = tmp_path / "planet"
+    rows = ["file,tags"]
+    for index in range(8):
+        write_png(root / f"{index}.png", (200, 40 * index % 255, 30), seed=index)
+        rows.append(f"{index}.png,{'haze water' if index % 2 else 'road'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    dls = ImageDataLoaders.from_csv(root, "labels.csv", label_delim=" ", size=16, bs=4, valid_pct=0.25, seed=0,
+                                    num_workers=0)
+    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    learn.task = MultiLabel(threshold=(0.3, 0.2, 0.7))
+    with serving(create_app(learn, "planet", ServeSettings(top_k=3))) as url:
+        health = httpx.get(f"{url}/health", timeout=TIMEOUT).json()
+    assert health["decision_threshold"] == {"haze": 0.3, "road": 0.2, "water": 0.7}
 
 
 def test_settings_refuse_bad_values() -> None:
