@@ -217,3 +217,20 @@ def test_evaluate_splits_multi_label_cells_as_the_run_trained(image_folder: Path
                  "--quiet"]) == 0
     actual = {name for record in json.loads(scores.read_text())["predictions"] for name in record["actual"]}
     assert "shiny" in actual and not any(";" in name for name in actual)
+
+
+def test_evaluate_json_names_the_threshold_its_multi_label_scores_are_decided_at(image_folder: Path,
+                                                                                 tmp_path: Path) -> None:
+    """evaluate --json of a multi-label model gave accuracy_multi and f1_multi without the threshold they were
+    decided at (the run's tuned one, not 0.5): the numbers could not be reproduced from the probabilities."""
+    rows = ["file,labels"]
+    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
+    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    run, scores = tmp_path / "ml", tmp_path / "scores.json"
+    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
+                 "--quiet"]) == 0
+    assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(scores),
+                 "--quiet"]) == 0
+    chosen = json.loads((run / "summary.json").read_text())["threshold"]["threshold"]
+    assert json.loads(scores.read_text())["decision_threshold"] == pytest.approx(chosen)

@@ -196,16 +196,6 @@ def _check_finite_weights(learner: Any) -> None:
                              "training loss stayed finite (an earlier checkpoint, or train again with a lower LR).")
 
 
-def _decision_threshold(task: Any, vocab: list[str]) -> float | dict[str, float] | None:
-    """A multi-label task's threshold for /health: one number, or each class's by name; None otherwise."""
-    if not isinstance(task, MultiLabel):
-        return None
-    threshold = task.threshold
-    if isinstance(threshold, tuple):
-        return {name: float(value) for name, value in zip(vocab, threshold, strict=True)}
-    return float(threshold)
-
-
 def create_app(learner: Any, name: str = "model", settings: ServeSettings | None = None,
                log: Callable[[str], object] | None = None) -> FastAPI:
     """The FastAPI app serving `learner` (see the module for its routes).
@@ -258,7 +248,8 @@ def create_app(learner: Any, name: str = "model", settings: ServeSettings | None
               "classes": list(learner.dls.vocab), "task": learner.task.config()["name"],
               "multi_label": isinstance(learner.task, MultiLabel), "top_k": settings.top_k,
               # The probability at or above which a class is in an answer's label (None: single-label's top class).
-              "decision_threshold": _decision_threshold(learner.task, list(learner.dls.vocab)),
+              "decision_threshold": learner.task.named_threshold(list(learner.dls.vocab))
+              if isinstance(learner.task, MultiLabel) else None,
               "device": str(learner.device), "runtime": getattr(learner, "runtime", "torch"),
               "max_upload_mb": settings.max_upload_mb,
               # What the answers' probabilities and unknown flags mean (None: an export without them).

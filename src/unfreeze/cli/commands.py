@@ -922,6 +922,8 @@ def evaluation_document(args: argparse.Namespace, interpretation: Any, scores: d
         "schema_version": SCHEMA_VERSION, "model": str(args.model), "data": str(args.data), "images": n_scored,
         "unreadable": {str(items[index][0]): reason for index, reason in dropped.items()},
         "scores": scores, "report": report,
+        # The probability a class's scores were decided at (the run's tuned threshold): None for single-label.
+        "decision_threshold": None if single_label else interpretation.task.named_threshold(interpretation.vocab),
         "per_class": {name: row for name, row in report.items() if name not in averages},
         "confusion_matrix": matrix,
         "most_confused": [{"actual": actual, "predicted": predicted, "count": count}

@@ -160,6 +160,17 @@ class MultiLabel:
             return ()
         return (label,) if isinstance(label, str) else tuple(label)
 
+    def named_threshold(self, vocab: Sequence[str]) -> float | dict[str, float]:
+        """The threshold as reports show it: one number, or each class's by name (/health, evaluate --json).
+
+        Example:
+            >>> MultiLabel(threshold=(0.3, 0.7)).named_threshold(["haze", "road"])
+            {'haze': 0.3, 'road': 0.7}
+        """
+        if isinstance(self.threshold, tuple):
+            return {name: float(value) for name, value in zip(vocab, self.threshold, strict=True)}
+        return float(self.threshold)
+
     def balanced_weights(self, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
         """Positive weight per class against imbalance: negatives / positives (as BCE's pos_weight).
 
