@@ -16,6 +16,7 @@ from unfreeze.apps.serve import ServeSettings, create_app, load_model
 from unfreeze.data import ImageDataLoaders
 from unfreeze.tasks import MultiLabel
 from unfreeze.train.builders import vision_learner
+from unfreeze.train.learner import Learner
 
 TIMEOUT = 30.0
 
@@ -193,8 +194,8 @@ def test_a_token_is_required_when_set(learner: object, tmp_path: Path) -> None:
         assert httpx.get(f"{url}/", timeout=TIMEOUT).status_code == 200  # the page itself holds no data
 
 
-@pytest.mark.filterwarnings("ignore::unfreeze.data.DataWarning")  # 8 images: a class may miss the valid set
-def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
+def _planet_learner(tmp_path: Path) -> tuple[Path, Learner]:
+    """8 images tagged 'road' or 'haze water' (planet/labels.csv) and an untrained multi-label learner on them."""
     root = tmp_path / "planet"
     rows = ["file,tags"]
     for index in range(8):
@@ -203,7 +204,12 @@ def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     dls = ImageDataLoaders.from_csv(root, "labels.csv", label_delim=" ", size=16, bs=4, valid_pct=0.25, seed=0,
                                     num_workers=0)
-    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    return root, vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+
+
+@pytest.mark.filterwarnings("ignore::unfreeze.data.DataWarning")  # 8 images: a class may miss the valid set
+def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
+    root, learn = _planet_learner(tmp_path)
     with serving(create_app(learn, "planet", ServeSettings(top_k=3))) as url:
         assert httpx.get(f"{url}/health", timeout=TIMEOUT).json()["multi_label"] is True
         (prediction,) = post_files(url, [("0.png", (root / "0.png").read_bytes())]).json()["predictions"]
@@ -217,15 +223,7 @@ def test_a_multi_label_model_answers_its_label_set(tmp_path: Path) -> None:
 def test_a_multi_label_models_health_names_its_decision_thresholds(tmp_path: Path) -> None:
     """/health of a multi-label model said multi_label: true and nothing of the thresholds its answers are
     decided at (a tuned one, or one per class): a client could not tell why a 0.45 class was left out."""
-    root = tmp_path / "planet"
-    rows = ["file,tags"]
-    for index in range(8):
-        write_png(root / f"{index}.png", (200, 40 * index % 255, 30), seed=index)
-        rows.append(f"{index}.png,{'haze water' if index % 2 else 'road'}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    dls = ImageDataLoaders.from_csv(root, "labels.csv", label_delim=" ", size=16, bs=4, valid_pct=0.25, seed=0,
-                                    num_workers=0)
-    learn = vision_learner(dls, "test_resnet", pretrained=False, seed=0, device="cpu", quiet=True)
+    _, learn = _planet_learner(tmp_path)
     learn.task = MultiLabel(threshold=(0.3, 0.2, 0.7))
     with serving(create_app(learn, "planet", ServeSettings(top_k=3))) as url:
         health = httpx.get(f"{url}/health", timeout=TIMEOUT).json()

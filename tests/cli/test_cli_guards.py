@@ -112,17 +112,23 @@ def test_multi_label_threshold_is_chosen_reported_and_exported(image_folder: Pat
     assert load_learner(run / "model.unfreeze").task.threshold == pytest.approx(threshold["threshold"])
 
 
-def test_evaluate_scores_a_multi_label_model_at_its_threshold_on_the_probabilities_it_predicts(
-        image_folder: Path, tmp_path: Path) -> None:
-    # The threshold is chosen on the calibrated probabilities: the scores must decide as predict does, so
-    # that they agree with the report and the records beside them (they were scored on the raw sigmoid).
+def _multi_label_run(image_folder: Path, tmp_path: Path) -> Path:
+    """A multi-label run trained on `image_folder`'s classes, every other image also tagged 'shiny'."""
     rows = ["file,labels"]
     for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
         rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
     (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    run, scores = tmp_path / "ml", tmp_path / "scores.json"
+    run = tmp_path / "ml"
     assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
                  "--quiet"]) == 0
+    return run
+
+
+def test_evaluate_scores_a_multi_label_model_at_its_threshold_on_the_probabilities_it_predicts(
+        image_folder: Path, tmp_path: Path) -> None:
+    # The threshold is chosen on the calibrated probabilities: the scores must decide as predict does, so
+    # that they agree with the report and the records beside them (they were scored on the raw sigmoid).
+    run, scores = _multi_label_run(image_folder, tmp_path), tmp_path / "scores.json"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["threshold"]["threshold"] != 0.5 and summary["calibration"]["temperature"] != 1.0
     assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(scores),
@@ -223,13 +229,7 @@ def test_evaluate_json_names_the_threshold_its_multi_label_scores_are_decided_at
                                                                                  tmp_path: Path) -> None:
     """evaluate --json of a multi-label model gave accuracy_multi and f1_multi without the threshold they were
     decided at (the run's tuned one, not 0.5): the numbers could not be reproduced from the probabilities."""
-    rows = ["file,labels"]
-    for index, path in enumerate(sorted(image_folder.rglob("*.png"))):
-        rows.append(f"{path.relative_to(image_folder)},{path.parent.name}{' shiny' if index % 2 else ''}")
-    (image_folder / "labels.csv").write_text("\n".join(rows) + "\n")
-    run, scores = tmp_path / "ml", tmp_path / "scores.json"
-    assert main(["train", str(image_folder), *TINY, "--csv", "labels.csv", "--multi-label", "--out", str(run),
-                 "--quiet"]) == 0
+    run, scores = _multi_label_run(image_folder, tmp_path), tmp_path / "scores.json"
     assert main(["evaluate", str(run), str(image_folder), "--csv", "labels.csv", "--json", str(scores),
                  "--quiet"]) == 0
     chosen = json.loads((run / "summary.json").read_text())["threshold"]["threshold"]
