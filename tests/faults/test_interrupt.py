@@ -70,18 +70,25 @@ def test_ctrl_c_elsewhere_is_one_line(where: str, tiny_data: Path, tmp_path: Pat
     assert not (out / runs.LOCK_FILE).exists()
 
 
+def _ctrl_c_in(step: str, data: Path, out: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> str:
+    """`unfreeze train DATA --out OUT` with Ctrl-C in `commands.<step>`: checks exit 130, returns stderr."""
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, step, interrupted)
+    assert main(["train", str(data), *TINY, "--out", str(out), "--quiet"]) == 130
+    return capsys.readouterr().err
+
+
 def test_ctrl_c_after_the_epochs_names_the_run_to_resume(tiny_data: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     # Ctrl-C while the trained model was exported used to print only "interrupted (Ctrl-C)": nothing said
     # that the run directory holds a checkpoint that --resume finishes.
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(commands, "_export", interrupted)
     out = tmp_path / "run"
-    assert main(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"]) == 130
-    assert f"{out} is kept: finish it with 'unfreeze train --resume {out}'" in capsys.readouterr().err
+    err = _ctrl_c_in("_export", tiny_data, out, monkeypatch, capsys)
+    assert f"{out} is kept: finish it with 'unfreeze train --resume {out}'" in err
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert (out / "model.unfreeze").is_file()
@@ -120,13 +127,8 @@ def test_ctrl_c_while_the_report_is_written_names_the_report_command(tiny_data: 
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     # Ctrl-C after summary.json said "finished" but before report.html used to say "finish it with
     # 'unfreeze train --resume RUN'", which then refused the finished run: report.html was never written.
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(commands, "_write_run_report", interrupted)
     out = tmp_path / "run"
-    assert main(["train", str(tiny_data), *TINY, "--out", str(out), "--quiet"]) == 130
-    err = capsys.readouterr().err
+    err = _ctrl_c_in("_write_run_report", tiny_data, out, monkeypatch, capsys)
     assert "--resume" not in err and f"{out} finished; write its report with 'unfreeze report {out}'" in err
     monkeypatch.undo()
     assert main(["train", "--resume", str(out)]) == 2

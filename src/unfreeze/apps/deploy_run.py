@@ -36,7 +36,7 @@ from unfreeze.inference.predict import trust_of
 from unfreeze.inference.quantize import INT8_METHODS, compare_int8
 from unfreeze.tasks import MultiLabel, Regression
 
-__all__ = ["DeployReport", "export_run", "int8_lines", "write_model_card"]
+__all__ = ["DeployReport", "export_run", "int8_lines", "refuse_int8", "write_model_card"]
 
 CARD_FILE = "model_card.md"
 MANIFEST_FILE = "unfreeze_export.json"  # the files that `unfreeze export --format` wrote into this folder
@@ -150,14 +150,8 @@ def export_run(learner: Any, out: str | Path, fmt: str, images: torch.Tensor, ta
         >>> export_run(learn, "deploy", "onnx", images, targets, int8=True).max_difference  # doctest: +SKIP
         3.2e-07
     """
-    # Refusals come before the manifest: a refused export leaves no file.
-    if int8 and isinstance(learner.task, Regression):
-        raise AppError("--int8 recommends the int8 copy by the accuracy it keeps on the validation images; this model "
-                       "predicts numbers (a regression task), which that check does not measure. Export it without "
-                       "--int8 (float32)")
-    if int8 and fmt not in INT8_METHODS:
-        raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {fmt}. Pass --format onnx "
-                       "--int8 or --format openvino --int8")
+    if int8:  # before the manifest: a refused export leaves no file
+        refuse_int8(fmt, isinstance(learner.task, Regression))
     out = Path(out)
     names = [*FORMATS[fmt], *(_int8_names(fmt) if int8 else [])]
     _refuse_foreign_files(out, fmt)
@@ -189,6 +183,22 @@ def _remove_if_only_manifest(out: Path) -> None:
         if [path.name for path in out.iterdir()] == [MANIFEST_FILE]:
             (out / MANIFEST_FILE).unlink()
             out.rmdir()
+
+
+def refuse_int8(fmt: str, regression: bool) -> None:
+    """The AppError of an int8 copy that `export_run` cannot make: a format without one (TorchScript), or a
+    regression model (the int8 copy is recommended by the accuracy it keeps, which numbers do not have).
+
+    Example:
+        >>> refuse_int8("onnx", regression=False)  # nothing to refuse
+    """
+    if fmt not in INT8_METHODS:
+        raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {fmt}. Pass --format onnx "
+                       "--int8 or --format openvino --int8")
+    if regression:
+        raise AppError("--int8 recommends the int8 copy by the accuracy it keeps on the validation images; this model "
+                       "predicts numbers (a regression task), which that check does not measure. Export it without "
+                       "--int8 (float32)")
 
 
 def _export_and_check(learner: Any, scratch: Path, fmt: str, images: torch.Tensor, targets: torch.Tensor | None,

@@ -336,23 +336,16 @@ def command_export_format(args: argparse.Namespace) -> int:
 def _refuse_int8_early(args: argparse.Namespace, model_path: Path) -> None:
     """--int8 where export_run would refuse it (TorchScript, a regression model): said before the model and
     the run's images are loaded, which takes seconds."""
-    from unfreeze.apps.errors import AppError
+    from unfreeze.apps.deploy_run import refuse_int8
     from unfreeze.inference.export import ExportError, read_export_metadata
-    from unfreeze.inference.quantize import INT8_METHODS
 
     if not args.int8:
         return
-    if args.format not in INT8_METHODS:
-        raise AppError(f"--int8 exists for --format {' and '.join(INT8_METHODS)}, not {args.format}. Pass --format "
-                       "onnx --int8 or --format openvino --int8")
     try:
         task = read_export_metadata(model_path).get("task") or {} if model_path.is_file() else {}
     except ExportError:
-        return  # loading the model says what is wrong with it
-    if task.get("name") == "regression":
-        raise AppError("--int8 recommends the int8 copy by the accuracy it keeps on the validation images; this "
-                       "model predicts numbers (a regression task), which that check does not measure. Export it "
-                       "without --int8 (float32)")
+        task = {}  # loading the model says what is wrong with it
+    refuse_int8(args.format, task.get("name") == "regression")
 
 
 def _export_format(args: argparse.Namespace) -> int:
